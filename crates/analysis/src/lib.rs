@@ -1,0 +1,18 @@
+//! Pure analyses over leaktrail recordings and snapshots.
+//!
+//! * [`trend`]: robust growth verdicts over a watch series.
+//! * [`maps_diff`]: the `pmap -x` diff of two samples or snapshots.
+//! * [`audit`]: decoding the tracer's audit region through a [`memory::Memory`].
+//! * [`core`]: opening snapshot cores by mmap.
+//!
+//! Nothing here prints; renderers live in `leaktrail-report`.
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod core;
+pub mod error;
+pub mod maps_diff;
+pub mod memory;
+pub mod trend;
+
+pub use error::Error;

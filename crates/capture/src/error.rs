@@ -1,0 +1,77 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while gathering.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No process with that pid.
+    #[error("no process with pid {pid}")]
+    NoSuchProcess {
+        /// The pid asked for.
+        pid: i32,
+    },
+    /// The kernel refused us access to the process.
+    #[error("not permitted to read process {pid} ({what}); run as the same user or as root, and check /proc/sys/kernel/yama/ptrace_scope")]
+    PermissionDenied {
+        /// The pid asked for.
+        pid: i32,
+        /// What we tried.
+        what: String,
+    },
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file did not hold what we expected.
+    #[error("{path}: {why}")]
+    Malformed {
+        /// The path involved.
+        path: PathBuf,
+        /// What was expected and what was found.
+        why: String,
+    },
+    /// A command could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Any other system call failure.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What we were doing.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Whether the error is the user's input (a bad pid, a missing or foreign
+    /// file) rather than a failure of ours; the binary exits 2 for these.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::NoSuchProcess { .. }
+                | Error::PermissionDenied { .. }
+                | Error::Malformed { .. }
+                | Error::Spawn { .. }
+        ) || matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+
+    /// Wraps an I/O error with its path.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! `leaktrail demo`.
+
+use std::process::ExitCode;
+
+/// Flags of `leaktrail demo`.
+#[derive(clap::Args)]
+pub struct Args {}
+
+/// Runs the subcommand.
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("not implemented yet")
+}

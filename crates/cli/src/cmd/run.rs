@@ -1,0 +1,12 @@
+//! `leaktrail run`.
+
+use std::process::ExitCode;
+
+/// Flags of `leaktrail run`.
+#[derive(clap::Args)]
+pub struct Args {}
+
+/// Runs the subcommand.
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("not implemented yet")
+}

@@ -1,0 +1,12 @@
+//! `leaktrail watch`.
+
+use std::process::ExitCode;
+
+/// Flags of `leaktrail watch`.
+#[derive(clap::Args)]
+pub struct Args {}
+
+/// Runs the subcommand.
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("not implemented yet")
+}

@@ -1,0 +1,64 @@
+//! Exit statuses and how errors reach the user.
+//!
+//! 0 success, 1 the command failed, 2 bad usage or input, 3 `leaks
+//! --fail-on` found leaks. Errors print as one line: the whole context chain,
+//! joined by ": ".
+
+use std::process::ExitCode;
+
+/// Marks an error as the user's input (exit 2) rather than our failure.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// Returns early with a [`BadInput`] error.
+#[macro_export]
+macro_rules! bad_input {
+    ($($arg:tt)*) => {
+        return Err(anyhow::Error::new($crate::exit::BadInput(format!($($arg)*))))
+    };
+}
+
+/// Whether any error in the chain is the user's input.
+fn is_bad_input(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.is::<BadInput>()
+            || e.downcast_ref::<leaktrail_capture::Error>()
+                .is_some_and(|e| e.is_bad_input())
+            || e.downcast_ref::<leaktrail_analysis::Error>()
+                .is_some_and(|e| e.is_bad_input())
+    })
+}
+
+/// Turns a command's result into the process's exit status.
+pub fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            if err.chain().any(|e| {
+                e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            let line = err
+                .chain()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
+            eprintln!("leaktrail: {line}");
+            if is_bad_input(&err) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The `leaktrail` binary: argument parsing and dispatch only.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod exit;
+
+/// Find out why a long-running Linux process keeps growing, and which line
+/// of code holds the memory.
+///
+/// The usual path: `watch` (is it growing, where?), `run` (restart under the
+/// tracer, snapshots as it goes), then the analyses over the recording.
+#[derive(Parser)]
+#[command(name = "leaktrail", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole story on a bundled leaky program.
+    Demo(cmd::demo::Args),
+    /// Sample a process's memory over time: is it growing, and where?
+    Watch(cmd::watch::Args),
+    /// Run a command under the tracer: every live buffer keeps its stack.
+    Run(cmd::run::Args),
+    /// Trend verdict of a recording: growing, flat or inconclusive.
+    Trend(cmd::trend::Args),
+    /// Compare mappings between two samples or snapshots (a `pmap -x` diff).
+    Maps(cmd::maps::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(a) => cmd::demo::run(a),
+        Command::Watch(a) => cmd::watch::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Trend(a) => cmd::trend::run(a),
+        Command::Maps(a) => cmd::maps::run(a),
+    };
+    exit::finish(result)
+}

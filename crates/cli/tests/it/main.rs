@@ -1,0 +1,7 @@
+//! leaktrail's integration suite: one test binary, one module per capability.
+//!
+//! Tests compile the C fixtures under `fixtures/` with gcc, run them (under
+//! the tracer where it matters) and check what leaktrail reports against
+//! what each fixture is known by construction to do.
+
+mod support;

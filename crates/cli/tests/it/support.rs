@@ -1,0 +1,88 @@
+//! Shared helpers: fixture compilation, the binary under test, child guards.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Mutex;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A fresh directory for one test's outputs.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// The `leaktrail` binary under test.
+pub fn leaktrail() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_leaktrail"))
+}
+
+/// The preload library built next to the binary (`cargo build` makes it).
+pub fn preload_library() -> PathBuf {
+    let lib = Path::new(env!("CARGO_BIN_EXE_leaktrail"))
+        .parent()
+        .expect("binary has a directory")
+        .join("libleaktrail_preload.so");
+    assert!(
+        lib.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests (the README's test command does)",
+        lib.display()
+    );
+    lib
+}
+
+static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+
+/// Compiles `fixtures/<name>.c` (or `.cc`) once per test run with the given
+/// extra flags and returns the executable's path.
+pub fn fixture(name: &str, flags: &[&str]) -> PathBuf {
+    let key = format!("{name} {}", flags.join(" "));
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let map = built.get_or_insert_with(HashMap::new);
+    if let Some(p) = map.get(&key) {
+        return p.clone();
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
+    std::fs::create_dir_all(&dir).expect("fixture dir");
+    let c = repo_root().join("fixtures").join(format!("{name}.c"));
+    let (src, compiler) = if c.exists() {
+        (c, "gcc")
+    } else {
+        (repo_root().join("fixtures").join(format!("{name}.cc")), "g++")
+    };
+    let tag: String = flags
+        .iter()
+        .flat_map(|f| f.chars())
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let out = dir.join(format!("{name}{}{tag}", if tag.is_empty() { "" } else { "-" }));
+    let status = Command::new(compiler)
+        .args(["-g", "-O1", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .args(flags)
+        .args(["-ldl"])
+        .status()
+        .expect("run the C compiler");
+    assert!(status.success(), "compiling {} failed", src.display());
+    map.insert(key, out.clone());
+    out
+}
+
+/// Kills and reaps the child when dropped, so a failing test leaves nothing
+/// running.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,428 @@
+//! The shared vocabulary of leaktrail.
+//!
+//! The tracer (`libleaktrail_preload.so`) keeps an *audit region* inside the
+//! traced process: every live malloc'd buffer with its size, allocation
+//! stack, thread and time, the interned stacks, and per-size-class counters.
+//! Every reader (the snapshot writer, the analyser) decodes that region from
+//! another process or from a core file. This crate is the one place where
+//! its layout is written down, so that each record is defined once.
+//!
+//! # The region
+//!
+//! * One page-aligned [`Header`] mapping, found by its [`MAGIC`]. It holds
+//!   the counters, the [`SizeClass`] table and the descriptors of every
+//!   other mapping of the region.
+//! * Live tables: [`LIVE_SHARDS`] open-addressing hash tables of
+//!   [`LiveEntry`], keyed by buffer address. Each table is its own mapping,
+//!   described by a [`ShardDesc`] in the header; a full table is replaced by
+//!   a bigger one and the descriptor is switched with one store.
+//! * A mapped-memory table: the same [`LiveEntry`] records for anonymous
+//!   `mmap`s made by the program (a GC heap grows through these).
+//! * The stack arena: interned stacks, addressed by [`StackId`] (a word
+//!   offset), in fixed-size chunks listed in the header.
+//!
+//! # Consistency for outside readers
+//!
+//! Writers serialise per shard with a lock word and bump the shard's
+//! sequence counter before and after every change (odd = a change is under
+//! way). Every change is published by one store (an entry's `addr`, a
+//! descriptor's `table`), written last, so a reader that finds a thread
+//! stopped mid-update still sees a table that is either before or after that
+//! change; the odd counter tells it which shard to re-read if it can resume
+//! the process, and how many records may be off by one if it cannot (a core
+//! file).
+//!
+//! # Example
+//!
+//! ```
+//! use leaktrail_format::{class_of, class_size, SIZE_CLASSES};
+//! assert_eq!(class_size(class_of(4000)), 4096);
+//! assert_eq!(class_size(class_of(1)), 8);
+//! assert_eq!(SIZE_CLASSES[0], 8);
+//! ```
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(missing_docs)]
+
+use core::sync::atomic::{AtomicU32, AtomicU64};
+
+/// The first eight bytes of the region's header page.
+pub const MAGIC: [u8; 8] = *b"LEAKTRL1";
+/// Bumped on every incompatible change of anything in this crate.
+pub const VERSION: u32 = 1;
+/// Page size the region is laid out for (x86_64 and aarch64 with 4 KiB pages).
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Number of live-table shards. A power of two; shard = hash(addr) & (N-1).
+pub const LIVE_SHARDS: usize = 64;
+/// Number of stack-index shards.
+pub const STACK_SHARDS: usize = 16;
+/// Words per stack-arena chunk (8 MiB chunks).
+pub const STACK_CHUNK_WORDS: u64 = 1 << 20;
+/// Most chunks the stack arena may grow to (2 GiB of stacks).
+pub const STACK_CHUNKS: usize = 256;
+/// Deepest stack the tracer records.
+pub const MAX_DEPTH: usize = 256;
+/// Depth recorded when the user does not say.
+pub const DEFAULT_DEPTH: usize = 64;
+
+/// Key of an empty [`LiveEntry`] slot.
+pub const EMPTY: u64 = 0;
+/// Key of a deleted [`LiveEntry`] slot (no buffer lives at address 1).
+pub const TOMBSTONE: u64 = 1;
+
+/// umem-like size-class boundaries, in bytes: a buffer of `n` bytes belongs
+/// to the first class whose size is at least `n`. Past the last one, classes
+/// are powers of two ("oversize").
+pub const SIZE_CLASSES: [u64; 29] = [
+    8, 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896,
+    1024, 1152, 1344, 1600, 2048, 2688, 3072, 4096, 8192,
+];
+/// Total number of classes: the table above, then 2^14 ..= 2^47, then one
+/// class for anything larger.
+pub const NUM_CLASSES: usize = SIZE_CLASSES.len() + (47 - 13) + 1;
+
+/// Index of a size class, `0..NUM_CLASSES`.
+pub type SizeClass = usize;
+
+/// The class of a buffer of `size` bytes. Cheap enough for the hook path.
+#[inline]
+pub fn class_of(size: u64) -> SizeClass {
+    if size <= 8192 {
+        // SIZE_CLASSES is short and sorted; a branchy scan beats a table
+        // lookup that would pull a cache line in on every allocation.
+        let mut i = 0;
+        while SIZE_CLASSES[i] < size {
+            i += 1;
+        }
+        i
+    } else {
+        // Next power of two >= size, as an exponent in 14..
+        let exp = 64 - (size - 1).leading_zeros() as usize;
+        let idx = SIZE_CLASSES.len() + (exp - 14);
+        if idx >= NUM_CLASSES {
+            NUM_CLASSES - 1
+        } else {
+            idx
+        }
+    }
+}
+
+/// The largest buffer size in class `class` (`u64::MAX` for the last one).
+pub fn class_size(class: SizeClass) -> u64 {
+    if class < SIZE_CLASSES.len() {
+        SIZE_CLASSES[class]
+    } else if class + 1 >= NUM_CLASSES {
+        u64::MAX
+    } else {
+        1u64 << (14 + class - SIZE_CLASSES.len())
+    }
+}
+
+/// Where the tracer is in its life. Stored as a `u32` in [`Header::state`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Loaded, not yet set up: allocations pass through unrecorded.
+    Uninitialised = 0,
+    /// Recording every allocation.
+    Running = 1,
+    /// Recording stopped because the region could not grow; counters go on.
+    Full = 2,
+    /// Turned off (by configuration, or after a fault); nothing is recorded.
+    Disabled = 3,
+}
+
+impl Lifecycle {
+    /// Decodes a stored state word.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Uninitialised,
+            1 => Self::Running,
+            2 => Self::Full,
+            3 => Self::Disabled,
+            _ => return None,
+        })
+    }
+}
+
+/// How the tracer captures stacks.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnwindMode {
+    /// No stacks: only sizes, threads and times.
+    None = 0,
+    /// Frame pointers only.
+    FramePointer = 1,
+    /// DWARF CFI where the code has it, frame pointers elsewhere.
+    Dwarf = 2,
+}
+
+impl UnwindMode {
+    /// Decodes a stored mode word.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::None,
+            1 => Self::FramePointer,
+            2 => Self::Dwarf,
+            _ => return None,
+        })
+    }
+}
+
+/// Counters of one size class. `live_*` follow the live table; `allocs` and
+/// `frees` only grow.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ClassCounters {
+    /// Buffers of this class alive now.
+    pub live_count: AtomicU64,
+    /// Their requested bytes.
+    pub live_bytes: AtomicU64,
+    /// Allocations ever made in this class.
+    pub allocs: AtomicU64,
+    /// Frees ever made in this class.
+    pub frees: AtomicU64,
+}
+
+/// What the tracer could not record, and why.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Allocations not entered in the live table (region full, or made
+    /// before the tracer was ready, or from inside the tracer).
+    pub dropped_allocs: AtomicU64,
+    /// Frees of addresses the live table did not hold.
+    pub unknown_frees: AtomicU64,
+    /// Stacks that could not be interned (arena full); recorded as id 0.
+    pub dropped_stacks: AtomicU64,
+    /// Stacks cut at the depth limit.
+    pub truncated_stacks: AtomicU64,
+    /// Bytes of memory the region itself occupies.
+    pub region_bytes: AtomicU64,
+    /// Live-table resizes.
+    pub resizes: AtomicU64,
+    /// Anonymous mmaps not entered in the mapped-memory table.
+    pub dropped_maps: AtomicU64,
+    /// Reserved for later counters without a version bump.
+    pub reserved: [AtomicU64; 9],
+}
+
+/// Descriptor of one hash table of the region.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ShardDesc {
+    /// Even when no change is under way, odd while one is.
+    pub seq: AtomicU64,
+    /// Writer lock word (0 free, 1 held). Readers ignore it.
+    pub lock: AtomicU32,
+    /// Padding.
+    pub pad: u32,
+    /// Address of the table (an array of `capacity` records).
+    pub table: AtomicU64,
+    /// Slots in the table, a power of two.
+    pub capacity: AtomicU64,
+    /// Slots holding a record.
+    pub len: AtomicU64,
+    /// Slots holding a [`TOMBSTONE`].
+    pub tombstones: AtomicU64,
+    /// Padding to a cache line, so shards do not false-share.
+    pub pad2: [u64; 2],
+}
+
+/// One live buffer (or, in the mapped-memory table, one anonymous mapping).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct LiveEntry {
+    /// Buffer address; [`EMPTY`] or [`TOMBSTONE`] for free slots. Written
+    /// last on insert, so a reader never sees a half-written record.
+    pub addr: AtomicU64,
+    /// Requested size in bytes.
+    pub size: u64,
+    /// Allocation time, nanoseconds of `CLOCK_MONOTONIC` since
+    /// [`Header::start_monotonic_ns`].
+    pub time_ns: u64,
+    /// The allocating stack, or 0 when none was recorded.
+    pub stack: u32,
+    /// Kernel thread id of the allocating thread.
+    pub tid: u32,
+}
+
+/// One entry of a stack-index shard: the stack hash and where it lives.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct StackIndexEntry {
+    /// Hash of the frames; never 0 (0 marks an empty slot).
+    pub hash: AtomicU64,
+    /// The stack's [`StackId`].
+    pub id: u64,
+}
+
+/// An interned stack: a word offset into the stack arena. 0 means "none".
+///
+/// At that offset the arena holds one header word (the frame count in the
+/// low 16 bits) followed by that many return addresses, innermost first:
+/// the first is where the allocation call returns to.
+pub type StackId = u32;
+
+/// Descriptor of one stack-arena chunk.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ChunkDesc {
+    /// Address of the chunk, 0 if not mapped yet.
+    pub addr: AtomicU64,
+}
+
+/// The region's header: the first page of its first mapping.
+#[repr(C)]
+pub struct Header {
+    /// [`MAGIC`].
+    pub magic: [u8; 8],
+    /// [`VERSION`].
+    pub version: u32,
+    /// `size_of::<Header>()` as the writer saw it.
+    pub header_size: u32,
+    /// Bytes per pointer (8).
+    pub pointer_width: u8,
+    /// 1 little endian, 2 big endian.
+    pub endianness: u8,
+    /// Padding.
+    pub pad: [u8; 2],
+    /// Process id of the writer (after a fork, the child's).
+    pub pid: AtomicU32,
+    /// A [`Lifecycle`].
+    pub state: AtomicU32,
+    /// An [`UnwindMode`].
+    pub unwind_mode: u32,
+    /// Maximum recorded depth.
+    pub max_depth: u32,
+    /// Padding.
+    pub pad2: u32,
+    /// Address of this header in the writer (a sanity check for readers).
+    pub self_addr: u64,
+    /// `CLOCK_REALTIME` at init, ns since the epoch.
+    pub start_realtime_ns: u64,
+    /// `CLOCK_MONOTONIC` at init, ns; entry times are relative to it.
+    pub start_monotonic_ns: AtomicU64,
+    /// Bumped in the child after every fork.
+    pub fork_generation: AtomicU64,
+    /// What could not be recorded.
+    pub counters: Counters,
+    /// Per-size-class counters.
+    pub classes: [ClassCounters; NUM_CLASSES],
+    /// Live tables.
+    pub live: [ShardDesc; LIVE_SHARDS],
+    /// The anonymous-mapping table.
+    pub maps: ShardDesc,
+    /// The stack index.
+    pub stack_index: [ShardDesc; STACK_SHARDS],
+    /// Stack-arena lock word.
+    pub arena_lock: AtomicU32,
+    /// Padding.
+    pub pad3: u32,
+    /// Next free word of the arena (global word offset).
+    pub arena_cursor: AtomicU64,
+    /// Interned stacks.
+    pub stack_count: AtomicU64,
+    /// The arena's chunks.
+    pub chunks: [ChunkDesc; STACK_CHUNKS],
+}
+
+/// Bytes of the header mapping (whole pages).
+pub const HEADER_MAPPING_BYTES: u64 =
+    (core::mem::size_of::<Header>() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+
+/// Hash of a buffer address, for choosing a shard and a slot.
+#[inline]
+pub fn hash_addr(addr: u64) -> u64 {
+    // Malloc addresses share their low 4 bits and high bits; a multiply
+    // spreads the middle bits everywhere (Fibonacci hashing).
+    (addr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The shard that holds `addr`.
+#[inline]
+pub fn shard_of(addr: u64) -> usize {
+    (hash_addr(addr) >> 58) as usize & (LIVE_SHARDS - 1)
+}
+
+/// Hash of a stack's frames; never 0.
+#[inline]
+pub fn hash_frames(frames: &[u64]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ frames.len() as u64;
+    for &f in frames {
+        h = (h ^ f).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+    }
+    h = (h ^ (h >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// Splits a [`StackId`] into (chunk index, word offset within the chunk).
+#[inline]
+pub fn stack_location(id: StackId) -> (usize, u64) {
+    let w = id as u64;
+    ((w / STACK_CHUNK_WORDS) as usize, w % STACK_CHUNK_WORDS)
+}
+
+/// Name of the ELF note that carries leaktrail's snapshot metadata.
+pub const NOTE_NAME: &str = "LEAKTRAIL";
+/// Type of that note.
+pub const NOTE_TYPE: u32 = 0x4c54_0001;
+
+/// Byte offsets of header fields, for readers that decode raw bytes.
+pub mod offsets {
+    use super::*;
+    use core::mem::offset_of;
+    /// [`Header::version`].
+    pub const VERSION: usize = offset_of!(Header, version);
+    /// [`Header::header_size`].
+    pub const HEADER_SIZE: usize = offset_of!(Header, header_size);
+    /// [`Header::classes`].
+    pub const CLASSES: usize = offset_of!(Header, classes);
+    /// [`Header::live`].
+    pub const LIVE: usize = offset_of!(Header, live);
+}
+
+/// Size of a [`LiveEntry`] in bytes.
+pub const LIVE_ENTRY_BYTES: u64 = core::mem::size_of::<LiveEntry>() as u64;
+/// Size of a [`StackIndexEntry`] in bytes.
+pub const STACK_INDEX_ENTRY_BYTES: u64 = core::mem::size_of::<StackIndexEntry>() as u64;
+
+const _: () = assert!(LIVE_ENTRY_BYTES == 32);
+const _: () = assert!(core::mem::size_of::<ShardDesc>() == 64);
+const _: () = assert!(NUM_CLASSES == 64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_cover_their_boundaries() {
+        for (i, &b) in SIZE_CLASSES.iter().enumerate() {
+            assert_eq!(class_of(b), i, "boundary {b}");
+            assert_eq!(class_of(b + 1), i + 1, "boundary {b}+1");
+        }
+        assert_eq!(class_of(0), 0);
+        assert_eq!(class_size(class_of(8193)), 16384);
+        assert_eq!(class_size(class_of(16384)), 16384);
+        assert_eq!(class_size(class_of(16385)), 32768);
+        assert_eq!(class_of(u64::MAX), NUM_CLASSES - 1);
+        assert_eq!(class_size(NUM_CLASSES - 1), u64::MAX);
+        assert_eq!(class_size(NUM_CLASSES - 2), 1 << 47);
+    }
+
+    #[test]
+    fn stack_hash_is_never_zero_and_order_matters() {
+        assert_ne!(hash_frames(&[]), 0);
+        assert_ne!(hash_frames(&[1, 2]), hash_frames(&[2, 1]));
+    }
+
+    #[test]
+    fn header_fits_in_a_few_pages() {
+        assert!(HEADER_MAPPING_BYTES <= 8 * PAGE_SIZE);
+        assert_eq!(offsets::VERSION, 8);
+    }
+}

@@ -1,0 +1,7 @@
+//! Renderers for leaktrail: text tables, JSON, SVG charts.
+//!
+//! Renderers take analysis results and produce text; they compute nothing.
+#![deny(missing_docs)]
+
+pub mod svg;
+pub mod text;
