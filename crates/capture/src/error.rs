@@ -44,6 +44,13 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The process exists but has no user memory to sample: a kernel
+    /// thread, or a zombie that has exited but not been reaped.
+    #[error("process {pid} has no user memory to watch (a kernel thread, or it has already exited)")]
+    NoUserMemory {
+        /// The pid asked for.
+        pid: i32,
+    },
     /// Any other system call failure.
     #[error("{what}: {source}")]
     Sys {
@@ -61,6 +68,7 @@ impl Error {
         matches!(
             self,
             Error::NoSuchProcess { .. }
+                | Error::NoUserMemory { .. }
                 | Error::PermissionDenied { .. }
                 | Error::Malformed { .. }
                 | Error::Spawn { .. }

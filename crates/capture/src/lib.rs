@@ -3,6 +3,7 @@
 //! * [`procfs`] parses what `/proc/PID/…` says: `stat`, `maps`, `smaps`,
 //!   `smaps_rollup`, and classifies mappings into [`procfs::Region`]s.
 //! * [`watch`] samples a process over time into a [`recording`] directory.
+//! * [`duration`] parses and prints time spans (`250ms`, `10m`).
 //! * [`launch`] starts a target (optionally with the tracer preloaded).
 //! * [`snapshot`] stops the world and writes an ELF core with leaktrail's
 //!   note.
@@ -10,6 +11,7 @@
 //! This crate gathers; it does not analyse (that is `leaktrail-analysis`).
 #![deny(missing_docs)]
 
+pub mod duration;
 pub mod error;
 pub mod launch;
 pub mod procfs;
