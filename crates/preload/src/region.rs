@@ -1,0 +1,433 @@
+//! The audit region in our own memory: creating it, and keeping the live
+//! table and the mapped-memory table up to date.
+//!
+//! Layout and consistency rules are `leaktrail_format`'s; this module only
+//! writes. Every change happens under the shard's lock word, with the
+//! shard's sequence counter odd for its duration, and is published by one
+//! release store.
+
+use core::ptr;
+use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use leaktrail_format::{
+    self as format, Header, LiveEntry, ShardDesc, EMPTY, HEADER_MAPPING_BYTES, LIVE_ENTRY_BYTES,
+    MAGIC, STACK_SHARDS, TOMBSTONE,
+};
+
+use crate::sys;
+
+static HEADER: AtomicPtr<Header> = AtomicPtr::new(ptr::null_mut());
+
+/// Slots each live shard starts with.
+const INITIAL_LIVE_SLOTS: u64 = 256;
+/// Slots the mapped-memory table starts with.
+const INITIAL_MAP_SLOTS: u64 = 64;
+
+/// The region, once created.
+#[inline]
+pub fn header() -> Option<&'static Header> {
+    let p = HEADER.load(Ordering::Acquire);
+    // SAFETY: HEADER is only ever set to a header mapping that is never
+    // unmapped and was fully initialised before publication.
+    unsafe { p.as_ref() }
+}
+
+/// What one allocation record says besides its address.
+#[derive(Clone, Copy, Debug)]
+pub struct Record {
+    /// Requested bytes.
+    pub size: u64,
+    /// ns since the region's start.
+    pub time_ns: u64,
+    /// Interned stack.
+    pub stack: u32,
+    /// Allocating thread.
+    pub tid: u32,
+}
+
+/// Creates the region. Called once, at init.
+pub fn create(unwind_mode: format::UnwindMode, max_depth: u32) -> Option<&'static Header> {
+    let base = sys::map_anonymous(HEADER_MAPPING_BYTES)?;
+    let h = base as *mut Header;
+    // SAFETY: `base` is a fresh, zeroed, writable mapping large enough for a
+    // Header; all-zero bytes are a valid Header (integers and atomics), so
+    // writing fields through the raw pointer is sound.
+    unsafe {
+        (*h).magic = MAGIC;
+        (*h).version = format::VERSION;
+        (*h).header_size = core::mem::size_of::<Header>() as u32;
+        (*h).pointer_width = 8;
+        (*h).endianness = if cfg!(target_endian = "little") { 1 } else { 2 };
+        (*h).unwind_mode = unwind_mode as u32;
+        (*h).max_depth = max_depth;
+        (*h).self_addr = base;
+        (*h).start_realtime_ns = sys::clock_ns(libc::CLOCK_REALTIME);
+    }
+    // SAFETY: as above; from here on we only use shared references and
+    // atomics.
+    let hdr: &'static Header = unsafe { &*h };
+    hdr.pid.store(sys::getpid(), Ordering::Relaxed);
+    hdr.start_monotonic_ns
+        .store(sys::clock_ns(libc::CLOCK_MONOTONIC_COARSE), Ordering::Relaxed);
+    hdr.counters
+        .region_bytes
+        .store(HEADER_MAPPING_BYTES, Ordering::Relaxed);
+    for shard in &hdr.live {
+        if !new_table(hdr, shard, INITIAL_LIVE_SLOTS, LIVE_ENTRY_BYTES) {
+            return None;
+        }
+    }
+    if !new_table(hdr, &hdr.maps, INITIAL_MAP_SLOTS, LIVE_ENTRY_BYTES) {
+        return None;
+    }
+    for shard in &hdr.stack_index {
+        if !crate::stacks::new_index(hdr, shard) {
+            return None;
+        }
+    }
+    hdr.arena_cursor.store(1, Ordering::Relaxed);
+    HEADER.store(h, Ordering::Release);
+    Some(hdr)
+}
+
+/// Maps an empty table of `slots` records for `shard` (not yet shared).
+fn new_table(hdr: &Header, shard: &ShardDesc, slots: u64, record_bytes: u64) -> bool {
+    match sys::map_anonymous(slots * record_bytes) {
+        Some(t) => {
+            shard.table.store(t, Ordering::Release);
+            shard.capacity.store(slots, Ordering::Relaxed);
+            hdr.counters
+                .region_bytes
+                .fetch_add(slots * record_bytes, Ordering::Relaxed);
+            true
+        }
+        None => false,
+    }
+}
+
+/// A held shard lock; bumps the sequence counter to odd on entry and back
+/// to even on drop.
+pub struct ShardGuard<'a> {
+    shard: &'a ShardDesc,
+}
+
+impl<'a> ShardGuard<'a> {
+    /// Takes `shard`'s lock.
+    #[inline]
+    pub fn lock(shard: &'a ShardDesc) -> Self {
+        spin_lock(&shard.lock);
+        shard.seq.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        ShardGuard { shard }
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        fence(Ordering::Release);
+        self.shard.seq.fetch_add(1, Ordering::Relaxed);
+        spin_unlock(&self.shard.lock);
+    }
+}
+
+/// Takes a lock word. Spins briefly, then yields: the holder may have been
+/// preempted, and we must not burn its CPU.
+#[inline]
+pub fn spin_lock(word: &AtomicU32) {
+    let mut spins = 0u32;
+    while word
+        .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        spins += 1;
+        if spins < 64 {
+            core::hint::spin_loop();
+        } else {
+            sys::yield_now();
+        }
+    }
+}
+
+/// Releases a lock word.
+#[inline]
+pub fn spin_unlock(word: &AtomicU32) {
+    word.store(0, Ordering::Release);
+}
+
+/// Every lock word of the region, in a fixed order (for fork).
+pub fn for_each_lock(hdr: &Header, mut f: impl FnMut(&AtomicU32)) {
+    for s in &hdr.live {
+        f(&s.lock);
+    }
+    f(&hdr.maps.lock);
+    for s in &hdr.stack_index {
+        f(&s.lock);
+    }
+    f(&hdr.arena_lock);
+}
+
+/// Every sequence counter of the region.
+pub fn for_each_seq(hdr: &Header, mut f: impl FnMut(&AtomicU64)) {
+    for s in &hdr.live {
+        f(&s.seq);
+    }
+    f(&hdr.maps.seq);
+    for s in hdr.stack_index.iter().take(STACK_SHARDS) {
+        f(&s.seq);
+    }
+}
+
+#[inline]
+fn slot(table: u64, i: u64) -> *mut LiveEntry {
+    (table + i * LIVE_ENTRY_BYTES) as *mut LiveEntry
+}
+
+/// Enters a live buffer. Returns the record it replaced, if the table
+/// already held that address (a free we never saw), and `Err(())` if the
+/// table could not grow.
+pub fn insert_live(hdr: &Header, addr: u64, rec: Record) -> Result<Option<Record>, ()> {
+    let shard = &hdr.live[format::shard_of(addr)];
+    let _guard = ShardGuard::lock(shard);
+    let cap = shard.capacity.load(Ordering::Relaxed);
+    let used = shard.len.load(Ordering::Relaxed) + shard.tombstones.load(Ordering::Relaxed);
+    if (used + 1) * 4 > cap * 3 && !grow(hdr, shard) {
+        return Err(());
+    }
+    let table = shard.table.load(Ordering::Relaxed);
+    let mask = shard.capacity.load(Ordering::Relaxed) - 1;
+    let mut i = format::hash_addr(addr) & mask;
+    let mut reuse: Option<u64> = None;
+    loop {
+        let e = slot(table, i);
+        // SAFETY: `i` is masked to the table's capacity; the table is ours
+        // and stays mapped while we hold the shard lock.
+        let key = unsafe { (*e).addr.load(Ordering::Relaxed) };
+        if key == addr {
+            // SAFETY: as above.
+            let old = unsafe { read_record(e) };
+            // SAFETY: as above; the slot keeps its key, so a reader sees
+            // either the old or the new record's fields with the same key.
+            unsafe { write_record(e, rec) };
+            return Ok(Some(old));
+        }
+        if key == TOMBSTONE && reuse.is_none() {
+            reuse = Some(i);
+        }
+        if key == EMPTY {
+            let target = reuse.unwrap_or(i);
+            let e = slot(table, target);
+            // SAFETY: as above. Fields first, key last with release, so no
+            // reader sees a key with stale fields.
+            unsafe {
+                write_record(e, rec);
+                (*e).addr.store(addr, Ordering::Release);
+            }
+            if reuse.is_some() {
+                shard.tombstones.fetch_sub(1, Ordering::Relaxed);
+            }
+            shard.len.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+/// Removes a live buffer, returning its record if the table held it.
+pub fn remove_live(hdr: &Header, addr: u64) -> Option<Record> {
+    let shard = &hdr.live[format::shard_of(addr)];
+    let _guard = ShardGuard::lock(shard);
+    let table = shard.table.load(Ordering::Relaxed);
+    let mask = shard.capacity.load(Ordering::Relaxed) - 1;
+    let mut i = format::hash_addr(addr) & mask;
+    loop {
+        let e = slot(table, i);
+        // SAFETY: masked index into our table, under the shard lock.
+        let key = unsafe { (*e).addr.load(Ordering::Relaxed) };
+        if key == addr {
+            // SAFETY: as above.
+            let rec = unsafe { read_record(e) };
+            // SAFETY: as above.
+            unsafe { (*e).addr.store(TOMBSTONE, Ordering::Release) };
+            shard.len.fetch_sub(1, Ordering::Relaxed);
+            shard.tombstones.fetch_add(1, Ordering::Relaxed);
+            return Some(rec);
+        }
+        if key == EMPTY {
+            return None;
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+/// # Safety
+/// `e` points at a slot of a table we hold the lock of.
+unsafe fn read_record(e: *const LiveEntry) -> Record {
+    // SAFETY: the caller's contract.
+    unsafe {
+        Record {
+            size: ptr::addr_of!((*e).size).read(),
+            time_ns: ptr::addr_of!((*e).time_ns).read(),
+            stack: ptr::addr_of!((*e).stack).read(),
+            tid: ptr::addr_of!((*e).tid).read(),
+        }
+    }
+}
+
+/// # Safety
+/// `e` points at a slot of a table we hold the lock of.
+unsafe fn write_record(e: *mut LiveEntry, rec: Record) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        ptr::addr_of_mut!((*e).size).write(rec.size);
+        ptr::addr_of_mut!((*e).time_ns).write(rec.time_ns);
+        ptr::addr_of_mut!((*e).stack).write(rec.stack);
+        ptr::addr_of_mut!((*e).tid).write(rec.tid);
+    }
+}
+
+/// Replaces a live shard's table by one twice as big (or as big, if it is
+/// mostly tombstones), then publishes it with one store. Called with the
+/// shard lock held.
+fn grow(hdr: &Header, shard: &ShardDesc) -> bool {
+    let old = shard.table.load(Ordering::Relaxed);
+    let old_cap = shard.capacity.load(Ordering::Relaxed);
+    let len = shard.len.load(Ordering::Relaxed);
+    let new_cap = if (len + 1) * 2 > old_cap {
+        old_cap * 2
+    } else {
+        old_cap
+    };
+    let Some(new) = sys::map_anonymous(new_cap * LIVE_ENTRY_BYTES) else {
+        return false;
+    };
+    let mask = new_cap - 1;
+    for i in 0..old_cap {
+        let e = slot(old, i);
+        // SAFETY: index below the old capacity, under the shard lock.
+        let key = unsafe { (*e).addr.load(Ordering::Relaxed) };
+        if key == EMPTY || key == TOMBSTONE {
+            continue;
+        }
+        let mut j = format::hash_addr(key) & mask;
+        loop {
+            let d = slot(new, j);
+            // SAFETY: masked index into the new, still private, table.
+            unsafe {
+                if (*d).addr.load(Ordering::Relaxed) == EMPTY {
+                    write_record(d, read_record(e));
+                    (*d).addr.store(key, Ordering::Relaxed);
+                    break;
+                }
+            }
+            j = (j + 1) & mask;
+        }
+    }
+    // Publish: readers see the old table or the new, both complete; the
+    // capacity they pair with it comes from the same shard while its
+    // sequence counter is odd, which tells them to re-read.
+    shard.table.store(new, Ordering::Release);
+    shard.capacity.store(new_cap, Ordering::Release);
+    shard.tombstones.store(0, Ordering::Relaxed);
+    sys::unmap(old, old_cap * LIVE_ENTRY_BYTES);
+    hdr.counters.region_bytes.fetch_add(
+        (new_cap - old_cap) * LIVE_ENTRY_BYTES,
+        Ordering::Relaxed,
+    );
+    hdr.counters.resizes.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Enters an anonymous mapping `[addr, addr+rec.size)`.
+pub fn insert_map(hdr: &Header, addr: u64, rec: Record) -> bool {
+    let shard = &hdr.maps;
+    let _guard = ShardGuard::lock(shard);
+    insert_map_locked(hdr, shard, addr, rec)
+}
+
+fn insert_map_locked(hdr: &Header, shard: &ShardDesc, addr: u64, rec: Record) -> bool {
+    // The mapped-memory table is a plain array scanned linearly: programs
+    // hold hundreds of mappings, not millions, and unmaps can cut any part
+    // of one, which a hash by start address cannot find.
+    loop {
+        let table = shard.table.load(Ordering::Relaxed);
+        let cap = shard.capacity.load(Ordering::Relaxed);
+        for i in 0..cap {
+            let e = slot(table, i);
+            // SAFETY: index below capacity, under the lock.
+            let key = unsafe { (*e).addr.load(Ordering::Relaxed) };
+            if key == EMPTY || key == TOMBSTONE {
+                // SAFETY: as above.
+                unsafe {
+                    write_record(e, rec);
+                    (*e).addr.store(addr, Ordering::Release);
+                }
+                if key == TOMBSTONE {
+                    shard.tombstones.fetch_sub(1, Ordering::Relaxed);
+                }
+                shard.len.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        // Full: copy into a table twice as big.
+        let Some(new) = sys::map_anonymous(cap * 2 * LIVE_ENTRY_BYTES) else {
+            hdr.counters.dropped_maps.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        // SAFETY: both tables are ours; the new one is private until the
+        // store below; `cap` records fit in each.
+        unsafe {
+            ptr::copy_nonoverlapping(table as *const u8, new as *mut u8, (cap * LIVE_ENTRY_BYTES) as usize);
+        }
+        shard.table.store(new, Ordering::Release);
+        shard.capacity.store(cap * 2, Ordering::Release);
+        sys::unmap(table, cap * LIVE_ENTRY_BYTES);
+        hdr.counters
+            .region_bytes
+            .fetch_add(cap * LIVE_ENTRY_BYTES, Ordering::Relaxed);
+    }
+}
+
+/// Removes `[addr, addr+len)` from every recorded mapping it overlaps,
+/// keeping the parts that stay mapped. Returns whether any overlapped.
+pub fn remove_map_range(hdr: &Header, addr: u64, len: u64) -> bool {
+    let mut removed = false;
+    let end = addr.saturating_add(len);
+    let shard = &hdr.maps;
+    let _guard = ShardGuard::lock(shard);
+    let table = shard.table.load(Ordering::Relaxed);
+    let cap = shard.capacity.load(Ordering::Relaxed);
+    // Recorded mappings do not overlap, so at most one keeps a head (the
+    // one holding `addr`) and one a tail (the one holding `end`). They are
+    // entered after the scan, which may move the table.
+    let mut keep: [Option<(u64, Record)>; 2] = [None, None];
+    for i in 0..cap {
+        let e = slot(table, i);
+        // SAFETY: index below capacity, under the lock.
+        let key = unsafe { (*e).addr.load(Ordering::Relaxed) };
+        if key == EMPTY || key == TOMBSTONE {
+            continue;
+        }
+        // SAFETY: as above.
+        let rec = unsafe { read_record(e) };
+        let (start, stop) = (key, key.saturating_add(rec.size));
+        if stop <= addr || end <= start {
+            continue;
+        }
+        // SAFETY: as above.
+        unsafe { (*e).addr.store(TOMBSTONE, Ordering::Release) };
+        shard.len.fetch_sub(1, Ordering::Relaxed);
+        shard.tombstones.fetch_add(1, Ordering::Relaxed);
+        removed = true;
+        if start < addr {
+            keep[0] = Some((start, Record { size: addr - start, ..rec }));
+        }
+        if end < stop {
+            keep[1] = Some((end, Record { size: stop - end, ..rec }));
+        }
+    }
+    for (start, rec) in keep.into_iter().flatten() {
+        insert_map_locked(hdr, shard, start, rec);
+    }
+    removed
+}

@@ -1,0 +1,102 @@
+//! Finding our own mappings by reading `/proc/self/maps` with raw system
+//! calls and a fixed buffer on the stack: usable on the hook path.
+
+use crate::sys;
+
+/// The `[start, end)` of the mapping that contains `addr`.
+pub fn mapping_containing(addr: u64) -> Option<(u64, u64)> {
+    let mut found = None;
+    for_each_mapping(|start, end, _line| {
+        if start <= addr && addr < end {
+            found = Some((start, end));
+            false
+        } else {
+            true
+        }
+    });
+    found
+}
+
+/// Calls `f(start, end, line)` for each line of `/proc/self/maps` until it
+/// returns false. Lines longer than the buffer are skipped.
+pub fn for_each_mapping(mut f: impl FnMut(u64, u64, &[u8]) -> bool) {
+    static PATH: &[u8] = b"/proc/self/maps\0";
+    // SAFETY: PATH is NUL-terminated; open has no memory effects otherwise.
+    let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, PATH.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) } as i32;
+    if fd < 0 {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let mut have = 0usize;
+    'read: loop {
+        let n = sys::read(fd, &mut buf[have..]);
+        if n == 0 {
+            break;
+        }
+        have += n;
+        let mut consumed = 0;
+        while let Some(nl) = buf[consumed..have].iter().position(|&b| b == b'\n') {
+            let line = &buf[consumed..consumed + nl];
+            if let Some((start, end)) = parse_range(line) {
+                if !f(start, end, line) {
+                    break 'read;
+                }
+            }
+            consumed += nl + 1;
+        }
+        buf.copy_within(consumed..have, 0);
+        have -= consumed;
+        if have == buf.len() {
+            // A line longer than the buffer: drop it.
+            have = 0;
+        }
+    }
+    sys::close(fd);
+}
+
+/// Parses the `start-end` at the beginning of a maps line.
+pub fn parse_range(line: &[u8]) -> Option<(u64, u64)> {
+    let mut i = 0;
+    let start = parse_hex(line, &mut i)?;
+    if line.get(i) != Some(&b'-') {
+        return None;
+    }
+    i += 1;
+    let end = parse_hex(line, &mut i)?;
+    Some((start, end))
+}
+
+fn parse_hex(s: &[u8], i: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    let begin = *i;
+    while let Some(&c) = s.get(*i) {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => break,
+        };
+        v = v.checked_mul(16)?.checked_add(d as u64)?;
+        *i += 1;
+    }
+    (*i > begin).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ranges() {
+        assert_eq!(parse_range(b"7f00-7f10 rw-p 0 00:00 0"), Some((0x7f00, 0x7f10)));
+        assert_eq!(parse_range(b"zz"), None);
+        assert_eq!(parse_range(b"10"), None);
+    }
+
+    #[test]
+    fn finds_our_own_stack() {
+        let local = 5u64;
+        let addr = &local as *const u64 as u64;
+        let (s, e) = mapping_containing(addr).expect("stack mapping");
+        assert!(s <= addr && addr < e);
+    }
+}

@@ -1,0 +1,221 @@
+//! Interning stacks: each distinct stack is stored once in the arena and
+//! named by its [`StackId`].
+//!
+//! Lookups of stacks already seen (nearly all of them once a program warms
+//! up) take no lock: index slots are published by a release store of their
+//! hash, after the arena words they point at. Index tables are never
+//! unmapped, so a lock-free reader holding an old table stays safe; each
+//! table's capacity is stored in the word before its first slot, so a
+//! reader pairs the table and its capacity correctly.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use leaktrail_format::{
+    self as format, Header, ShardDesc, StackId, StackIndexEntry, STACK_CHUNKS, STACK_CHUNK_WORDS,
+    STACK_INDEX_ENTRY_BYTES, STACK_SHARDS,
+};
+
+use crate::region::{spin_lock, spin_unlock, ShardGuard};
+use crate::sys;
+
+const INITIAL_INDEX_SLOTS: u64 = 1024;
+
+/// Maps an empty index table for `shard`.
+pub fn new_index(hdr: &Header, shard: &ShardDesc) -> bool {
+    match map_index(hdr, INITIAL_INDEX_SLOTS) {
+        Some(t) => {
+            shard.table.store(t, Ordering::Release);
+            shard.capacity.store(INITIAL_INDEX_SLOTS, Ordering::Relaxed);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Maps an index table of `slots` slots, preceded by its capacity word.
+fn map_index(hdr: &Header, slots: u64) -> Option<u64> {
+    let bytes = (slots + 1) * STACK_INDEX_ENTRY_BYTES;
+    let base = sys::map_anonymous(bytes)?;
+    // SAFETY: fresh mapping of at least 16 bytes.
+    unsafe { (base as *mut u64).write(slots) };
+    hdr.counters.region_bytes.fetch_add(bytes, Ordering::Relaxed);
+    Some(base + STACK_INDEX_ENTRY_BYTES)
+}
+
+/// Slot `i` of an index table. Callers pass an index below the table's
+/// capacity; tables are never unmapped.
+#[inline]
+fn entry(table: u64, i: u64) -> *mut StackIndexEntry {
+    (table + i * STACK_INDEX_ENTRY_BYTES) as *mut StackIndexEntry
+}
+
+/// The hash word of slot `e`.
+#[inline]
+fn hash_of(e: *mut StackIndexEntry) -> &'static AtomicU64 {
+    // SAFETY: `e` comes from `entry`, inside a table that is never unmapped.
+    unsafe { &(*e).hash }
+}
+
+/// The id of `frames`, interning them if new; 0 if the arena is full.
+pub fn intern(hdr: &Header, frames: &[u64]) -> StackId {
+    let hash = format::hash_frames(frames);
+    let shard = &hdr.stack_index[(hash >> 60) as usize & (STACK_SHARDS - 1)];
+    if let Some(id) = lookup(hdr, shard, hash, frames) {
+        return id;
+    }
+    let _guard = ShardGuard::lock(shard);
+    if let Some(id) = lookup(hdr, shard, hash, frames) {
+        return id;
+    }
+    let cap = shard.capacity.load(Ordering::Relaxed);
+    if (shard.len.load(Ordering::Relaxed) + 1) * 4 > cap * 3 && !grow_index(hdr, shard) {
+        hdr.counters.dropped_stacks.fetch_add(1, Ordering::Relaxed);
+        return 0;
+    }
+    let Some(id) = append(hdr, frames) else {
+        hdr.counters.dropped_stacks.fetch_add(1, Ordering::Relaxed);
+        return 0;
+    };
+    let table = shard.table.load(Ordering::Relaxed);
+    let mask = shard.capacity.load(Ordering::Relaxed) - 1;
+    let mut i = hash & mask;
+    loop {
+        let e = entry(table, i);
+        if hash_of(e).load(Ordering::Relaxed) == 0 {
+            // SAFETY: we hold the shard lock; `id` is written before the
+            // hash that publishes it.
+            unsafe { core::ptr::addr_of_mut!((*e).id).write(id as u64) };
+            hash_of(e).store(hash, Ordering::Release);
+            break;
+        }
+        i = (i + 1) & mask;
+    }
+    shard.len.fetch_add(1, Ordering::Relaxed);
+    hdr.stack_count.fetch_add(1, Ordering::Relaxed);
+    id
+}
+
+fn lookup(hdr: &Header, shard: &ShardDesc, hash: u64, frames: &[u64]) -> Option<StackId> {
+    let table = shard.table.load(Ordering::Acquire);
+    // SAFETY: every index table is preceded by its capacity word.
+    let cap = unsafe { ((table - STACK_INDEX_ENTRY_BYTES) as *const u64).read() };
+    let mask = cap - 1;
+    let mut i = hash & mask;
+    loop {
+        let e = entry(table, i);
+        let h = hash_of(e).load(Ordering::Acquire);
+        if h == 0 {
+            return None;
+        }
+        if h == hash {
+            // SAFETY: the acquire load of the hash orders this read after
+            // the id's write.
+            let id = unsafe { core::ptr::addr_of!((*e).id).read() } as StackId;
+            if same_frames(hdr, id, frames) {
+                return Some(id);
+            }
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+/// Whether the interned stack `id` holds exactly `frames`.
+fn same_frames(hdr: &Header, id: StackId, frames: &[u64]) -> bool {
+    let Some(words) = stack_words(hdr, id) else {
+        return false;
+    };
+    // SAFETY: `stack_words` returns a pointer to a complete record.
+    let len = unsafe { words.read() } & 0xffff;
+    if len as usize != frames.len() {
+        return false;
+    }
+    frames
+        .iter()
+        .enumerate()
+        // SAFETY: `i < len`, inside the record.
+        .all(|(i, &f)| unsafe { words.add(1 + i).read() } == f)
+}
+
+/// Address of the record of stack `id`.
+fn stack_words(hdr: &Header, id: StackId) -> Option<*const u64> {
+    let (chunk, off) = format::stack_location(id);
+    let base = hdr.chunks.get(chunk)?.addr.load(Ordering::Acquire);
+    (base != 0).then(|| (base + off * 8) as *const u64)
+}
+
+/// Appends a record to the arena; its id, or `None` when the arena is full.
+fn append(hdr: &Header, frames: &[u64]) -> Option<StackId> {
+    let need = frames.len() as u64 + 1;
+    spin_lock(&hdr.arena_lock);
+    let result = (|| {
+        let mut cursor = hdr.arena_cursor.load(Ordering::Relaxed);
+        let (mut chunk, off) = format::stack_location(cursor as StackId);
+        if off + need > STACK_CHUNK_WORDS {
+            chunk += 1;
+            cursor = chunk as u64 * STACK_CHUNK_WORDS;
+        }
+        if chunk >= STACK_CHUNKS {
+            return None;
+        }
+        let desc = &hdr.chunks[chunk];
+        let mut base = desc.addr.load(Ordering::Relaxed);
+        if base == 0 {
+            base = sys::map_anonymous(STACK_CHUNK_WORDS * 8)?;
+            hdr.counters
+                .region_bytes
+                .fetch_add(STACK_CHUNK_WORDS * 8, Ordering::Relaxed);
+            desc.addr.store(base, Ordering::Release);
+        }
+        let at = (base + (cursor % STACK_CHUNK_WORDS) * 8) as *mut u64;
+        // SAFETY: `need` words from `at` lie inside the chunk (checked
+        // above), which only this lock holder writes.
+        unsafe {
+            at.write(frames.len() as u64);
+            for (i, &f) in frames.iter().enumerate() {
+                at.add(1 + i).write(f);
+            }
+        }
+        hdr.arena_cursor.store(cursor + need, Ordering::Release);
+        Some(cursor as StackId)
+    })();
+    spin_unlock(&hdr.arena_lock);
+    result
+}
+
+/// Doubles a stack-index table. The old one stays mapped for lock-free
+/// readers still probing it.
+fn grow_index(hdr: &Header, shard: &ShardDesc) -> bool {
+    let old = shard.table.load(Ordering::Relaxed);
+    let old_cap = shard.capacity.load(Ordering::Relaxed);
+    let new_cap = old_cap * 2;
+    let Some(new) = map_index(hdr, new_cap) else {
+        return false;
+    };
+    for i in 0..old_cap {
+        let e = entry(old, i);
+        let h = hash_of(e).load(Ordering::Relaxed);
+        if h == 0 {
+            continue;
+        }
+        let mut j = h & (new_cap - 1);
+        loop {
+            let d = entry(new, j);
+            if hash_of(d).load(Ordering::Relaxed) == 0 {
+                // SAFETY: the new table is private until published; `e` is
+                // a published slot of the old one.
+                unsafe { core::ptr::addr_of_mut!((*d).id).write(core::ptr::addr_of!((*e).id).read()) };
+                hash_of(d).store(h, Ordering::Relaxed);
+                break;
+            }
+            j = (j + 1) & (new_cap - 1);
+        }
+    }
+    shard.table.store(new, Ordering::Release);
+    shard.capacity.store(new_cap, Ordering::Release);
+    true
+}
+
+/// Number of stacks interned (for tests and the exit report).
+pub fn count(hdr: &Header) -> u64 {
+    hdr.stack_count.load(Ordering::Relaxed)
+}

@@ -1,0 +1,158 @@
+//! The tracer's own system calls.
+//!
+//! Everything here goes straight to the kernel through `syscall(2)`, never
+//! through libc wrappers that the program (or we) might have interposed,
+//! and nothing here allocates.
+
+use core::ffi::c_void;
+
+/// `mmap` of fresh private anonymous memory, or `None`.
+pub fn map_anonymous(len: u64) -> Option<u64> {
+    // SAFETY: a fresh anonymous mapping touches no existing memory.
+    let p = unsafe {
+        libc::syscall(
+            libc::SYS_mmap,
+            0usize,
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1i32,
+            0usize,
+        )
+    };
+    if p == -1 || p == 0 {
+        return None;
+    }
+    name_mapping(p as u64, len);
+    Some(p as u64)
+}
+
+/// Names our mappings `[anon:leaktrail]` in `/proc/PID/maps`, where the
+/// kernel supports it (5.17+ with CONFIG_ANON_VMA_NAME); harmless otherwise.
+fn name_mapping(addr: u64, len: u64) {
+    const PR_SET_VMA: i32 = 0x53564d41;
+    const PR_SET_VMA_ANON_NAME: u64 = 0;
+    static NAME: &[u8] = b"leaktrail\0";
+    // SAFETY: prctl only reads the NUL-terminated name.
+    unsafe {
+        libc::syscall(
+            libc::SYS_prctl,
+            PR_SET_VMA,
+            PR_SET_VMA_ANON_NAME,
+            addr,
+            len,
+            NAME.as_ptr(),
+        );
+    }
+}
+
+/// Unmaps a mapping we made.
+pub fn unmap(addr: u64, len: u64) {
+    // SAFETY: callers pass only mappings the tracer made and no longer uses.
+    unsafe {
+        libc::syscall(libc::SYS_munmap, addr as usize, len as usize);
+    }
+}
+
+/// Writes all of `bytes` to file descriptor `fd`, ignoring failures.
+pub fn write_all(fd: i32, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a live slice.
+        let n = unsafe { libc::syscall(libc::SYS_write, fd, bytes.as_ptr() as *const c_void, bytes.len()) };
+        if n == -1 && errno() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+/// Reads into `buf`; the count, or 0 on end of file or error.
+pub fn read(fd: i32, buf: &mut [u8]) -> usize {
+    loop {
+        // SAFETY: `buf` is a live, writable slice.
+        let n = unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr() as *mut c_void, buf.len()) };
+        if n == -1 && errno() == libc::EINTR {
+            continue;
+        }
+        return if n > 0 { n as usize } else { 0 };
+    }
+}
+
+/// Closes a file descriptor.
+pub fn close(fd: i32) {
+    // SAFETY: closing a descriptor has no memory effects.
+    unsafe {
+        libc::syscall(libc::SYS_close, fd);
+    }
+}
+
+/// The calling thread's kernel id.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no arguments and no effects.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+/// The process id.
+pub fn getpid() -> u32 {
+    // SAFETY: getpid has no arguments and no effects.
+    unsafe { libc::syscall(libc::SYS_getpid) as u32 }
+}
+
+/// Gives up the CPU (spin locks call it after spinning a while).
+pub fn yield_now() {
+    // SAFETY: sched_yield has no arguments and no memory effects.
+    unsafe {
+        libc::syscall(libc::SYS_sched_yield);
+    }
+}
+
+/// Nanoseconds of `clock`. Goes through the vDSO (no system call, no lock).
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; clock_gettime is async-signal-safe.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The thread's errno.
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location always returns the calling thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the thread's errno.
+pub fn set_errno(v: i32) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = v };
+}
+
+/// Formats `v` in decimal into `buf`, returning the digits.
+pub fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 || i == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// Formats `v` in hex (no prefix) into `buf`, returning the digits.
+pub fn fmt_hex(mut v: u64, buf: &mut [u8; 16]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[(v & 15) as usize];
+        v >>= 4;
+        if v == 0 || i == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}

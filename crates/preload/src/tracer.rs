@@ -1,0 +1,308 @@
+//! The tracer's life and its record path: init, configuration, and what
+//! each hook does around the real allocator call.
+//!
+//! Lifecycle is one atomically stored [`Lifecycle`] in the region header
+//! (or, before the region exists, in [`STATE`]).
+//!
+//! Fork policy: `pthread_atfork` handlers take every lock of the region
+//! before `fork` and release them after, in parent and child alike, so the
+//! child starts with a consistent audit of what is (a copy of) its own
+//! heap. The child gets a new fork generation (cached thread ids refresh),
+//! its own pid in the header, and drops its link to the supervisor, which
+//! watches only the process it launched.
+
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+
+use leaktrail_format::{self as format, class_of, Header, Lifecycle, UnwindMode, MAX_DEPTH};
+
+use crate::region::{self, Record};
+use crate::thread::{self, ThreadState};
+use crate::{stacks, sys, unwind};
+
+/// Lifecycle before the region exists.
+static STATE: AtomicU32 = AtomicU32::new(Lifecycle::Uninitialised as u32);
+static MODE: AtomicU32 = AtomicU32::new(UnwindMode::Dwarf as u32);
+static DEPTH: AtomicU32 = AtomicU32::new(format::DEFAULT_DEPTH as u32);
+static SAID_FULL: AtomicBool = AtomicBool::new(false);
+/// Socket to the supervisor (`leaktrail run`), -1 if none.
+pub static SUPERVISOR_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Reads the configuration, creates the region and builds the module
+/// table. Runs once, from the library's constructor.
+pub fn init() {
+    thread::quietly(|| {
+        if env_is("LEAKTRAIL_DISABLE", b"1") {
+            STATE.store(Lifecycle::Disabled as u32, Ordering::Release);
+            return;
+        }
+        let mode = match env(b"LEAKTRAIL_UNWIND\0") {
+            Some(b"none") => UnwindMode::None,
+            Some(b"fp") => UnwindMode::FramePointer,
+            _ => UnwindMode::Dwarf,
+        };
+        let depth = env(b"LEAKTRAIL_DEPTH\0")
+            .and_then(parse_u32)
+            .map(|d| d.clamp(1, MAX_DEPTH as u32))
+            .unwrap_or(format::DEFAULT_DEPTH as u32);
+        MODE.store(mode as u32, Ordering::Relaxed);
+        DEPTH.store(depth, Ordering::Relaxed);
+        let pid = sys::getpid();
+        thread::MAIN_TID.store(pid as u64, Ordering::Relaxed);
+        let mut local = 0u64;
+        let sp = &mut local as *mut u64 as u64;
+        if let Some((_, end)) = crate::selfmaps::mapping_containing(sp) {
+            thread::MAIN_STACK_TOP.store(end, Ordering::Relaxed);
+        }
+        if let Some(fd) = env(b"LEAKTRAIL_SUPERVISOR_FD\0").and_then(parse_u32) {
+            // Only the process the supervisor launched talks to it: programs
+            // it execs inherit the tracer but not the link.
+            // SAFETY: fcntl on a descriptor number has no memory effects;
+            // unsetenv runs before any other thread of the program exists.
+            unsafe {
+                libc::fcntl(fd as i32, libc::F_SETFD, libc::FD_CLOEXEC);
+                libc::unsetenv(c"LEAKTRAIL_SUPERVISOR_FD".as_ptr());
+            }
+            SUPERVISOR_FD.store(fd as i32, Ordering::Relaxed);
+        }
+        unwind::modules::rebuild();
+        let Some(hdr) = region::create(mode, depth) else {
+            say(b"leaktrail: cannot map the audit region; not tracing\n");
+            STATE.store(Lifecycle::Disabled as u32, Ordering::Release);
+            return;
+        };
+        // SAFETY: the handlers are plain functions that only touch atomics.
+        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child)) };
+        hdr.state.store(Lifecycle::Running as u32, Ordering::Release);
+        STATE.store(Lifecycle::Running as u32, Ordering::Release);
+    });
+}
+
+fn env(name_nul: &[u8]) -> Option<&'static [u8]> {
+    // SAFETY: `name_nul` is NUL-terminated; getenv neither allocates nor
+    // locks, and the environment outlives us.
+    let p = unsafe { libc::getenv(name_nul.as_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returns a NUL-terminated string.
+    Some(unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes())
+}
+
+fn env_is(name: &str, value: &[u8]) -> bool {
+    let mut buf = [0u8; 64];
+    let n = name.len().min(63);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    env(&buf[..=n]) == Some(value)
+}
+
+fn parse_u32(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 9 {
+        return None;
+    }
+    s.iter().try_fold(0u32, |acc, &c| {
+        c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
+    })
+}
+
+/// Writes one line on stderr.
+pub fn say(line: &[u8]) {
+    sys::write_all(2, line);
+}
+
+/// Whether the tracer records allocations now.
+#[inline]
+fn running() -> Option<&'static Header> {
+    if STATE.load(Ordering::Relaxed) != Lifecycle::Running as u32 {
+        return None;
+    }
+    region::header()
+}
+
+/// The region, whenever it exists (frees are processed even when full).
+#[inline]
+fn active() -> Option<&'static Header> {
+    match STATE.load(Ordering::Relaxed) {
+        s if s == Lifecycle::Running as u32 || s == Lifecycle::Full as u32 => region::header(),
+        _ => None,
+    }
+}
+
+fn now_ns(hdr: &Header) -> u64 {
+    sys::clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+        .saturating_sub(hdr.start_monotonic_ns.load(Ordering::Relaxed))
+}
+
+/// Stops recording because the region cannot grow; says so once.
+fn region_full(hdr: &Header) {
+    STATE.store(Lifecycle::Full as u32, Ordering::Release);
+    hdr.state.store(Lifecycle::Full as u32, Ordering::Release);
+    if !SAID_FULL.swap(true, Ordering::Relaxed) {
+        say(b"leaktrail: the audit region cannot grow (out of memory); recording stopped, the program goes on\n");
+    }
+}
+
+/// Captures and interns the current stack.
+#[inline]
+fn current_stack(hdr: &Header, state: &ThreadState) -> u32 {
+    let mode = match MODE.load(Ordering::Relaxed) {
+        0 => UnwindMode::None,
+        1 => UnwindMode::FramePointer,
+        _ => UnwindMode::Dwarf,
+    };
+    if mode == UnwindMode::None {
+        return 0;
+    }
+    let depth = DEPTH.load(Ordering::Relaxed) as usize;
+    let mut frames = [0u64; MAX_DEPTH];
+    let got = unwind::capture(state, mode, &mut frames[..depth.min(MAX_DEPTH)]);
+    if got.truncated {
+        hdr.counters.truncated_stacks.fetch_add(1, Ordering::Relaxed);
+    }
+    stacks::intern(hdr, &frames[..got.len])
+}
+
+/// Records a new buffer `[addr, addr+size)` just returned by the allocator.
+#[inline]
+pub fn record_alloc(addr: u64, size: u64) {
+    let Some(hdr) = running() else {
+        if let Some(hdr) = active() {
+            hdr.counters.dropped_allocs.fetch_add(1, Ordering::Relaxed);
+        }
+        return;
+    };
+    let done = thread::enter(|state, _inside| {
+        let rec = Record {
+            size,
+            time_ns: now_ns(hdr),
+            stack: current_stack(hdr, state),
+            tid: state.tid(),
+        };
+        match region::insert_live(hdr, addr, rec) {
+            Ok(replaced) => {
+                if let Some(old) = replaced {
+                    // The allocator handed out an address we still held:
+                    // its free passed us by (from inside the tracer).
+                    count_free(hdr, old.size);
+                }
+                count_alloc(hdr, size);
+            }
+            Err(()) => {
+                hdr.counters.dropped_allocs.fetch_add(1, Ordering::Relaxed);
+                region_full(hdr);
+            }
+        }
+    });
+    if done.is_none() {
+        hdr.counters.dropped_allocs.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Records that `addr` is about to be freed. Called before the real free,
+/// so the allocator cannot hand the address to another thread while the
+/// table still holds it.
+#[inline]
+pub fn record_free(addr: u64) -> Option<Record> {
+    let hdr = active()?;
+    let removed = thread::enter(|_state, _inside| region::remove_live(hdr, addr)).flatten();
+    match removed {
+        Some(rec) => count_free(hdr, rec.size),
+        None => {
+            hdr.counters.unknown_frees.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    removed
+}
+
+/// Puts back a record taken by [`record_free`] when the free did not
+/// happen (a failed `realloc`).
+pub fn restore(addr: u64, rec: Record) {
+    let Some(hdr) = active() else { return };
+    let _ = thread::enter(|_state, _inside| {
+        if region::insert_live(hdr, addr, rec).is_ok() {
+            count_alloc(hdr, rec.size);
+        }
+    });
+}
+
+#[inline]
+fn count_alloc(hdr: &Header, size: u64) {
+    let c = &hdr.classes[class_of(size)];
+    c.live_count.fetch_add(1, Ordering::Relaxed);
+    c.live_bytes.fetch_add(size, Ordering::Relaxed);
+    c.allocs.fetch_add(1, Ordering::Relaxed);
+}
+
+#[inline]
+fn count_free(hdr: &Header, size: u64) {
+    let c = &hdr.classes[class_of(size)];
+    c.live_count.fetch_sub(1, Ordering::Relaxed);
+    c.live_bytes.fetch_sub(size, Ordering::Relaxed);
+    c.frees.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Records a new anonymous mapping.
+pub fn record_map(addr: u64, len: u64) {
+    let Some(hdr) = running() else { return };
+    let done = thread::enter(|state, _inside| {
+        let rec = Record {
+            size: len,
+            time_ns: now_ns(hdr),
+            stack: current_stack(hdr, state),
+            tid: state.tid(),
+        };
+        region::insert_map(hdr, addr, rec);
+    });
+    if done.is_none() {
+        hdr.counters.dropped_maps.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Records that `[addr, addr+len)` was unmapped; whether we held any of it.
+pub fn record_unmap(addr: u64, len: u64) -> bool {
+    let Some(hdr) = active() else { return false };
+    thread::enter(|_state, _inside| region::remove_map_range(hdr, addr, len)).unwrap_or(false)
+}
+
+extern "C" fn before_fork() {
+    if let Some(hdr) = region::header() {
+        region::for_each_lock(hdr, region::spin_lock);
+    }
+}
+
+extern "C" fn after_fork_parent() {
+    if let Some(hdr) = region::header() {
+        region::for_each_lock(hdr, region::spin_unlock);
+    }
+}
+
+extern "C" fn after_fork_child() {
+    if let Some(hdr) = region::header() {
+        region::for_each_lock(hdr, region::spin_unlock);
+        // A thread of the parent that was mid-update is gone; its shard's
+        // counter would stay odd forever. Its change was published by one
+        // store or not at all, so the table is consistent: make it even.
+        region::for_each_seq(hdr, |seq| {
+            let v = seq.load(Ordering::Relaxed);
+            seq.store(v & !1, Ordering::Relaxed);
+        });
+        let pid = sys::getpid();
+        hdr.pid.store(pid, Ordering::Relaxed);
+        hdr.fork_generation.fetch_add(1, Ordering::Relaxed);
+        thread::MAIN_TID.store(pid as u64, Ordering::Relaxed);
+    }
+    // The forking thread is the child's main thread, on its own stack.
+    let mut local = 0u64;
+    let sp = &mut local as *mut u64 as u64;
+    let top = crate::selfmaps::mapping_containing(sp).map_or(0, |(_, end)| end);
+    thread::MAIN_STACK_TOP.store(top, Ordering::Relaxed);
+    thread::FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    let fd = SUPERVISOR_FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        sys::close(fd);
+    }
+}
+
+/// Interned stacks so far (0 before init).
+pub fn stack_count() -> u64 {
+    region::header().map_or(0, stacks::count)
+}
