@@ -36,6 +36,12 @@ pub enum Error {
         /// What was expected and what was found.
         why: String,
     },
+    /// The process exited while we were capturing it.
+    #[error("process {pid} exited during the capture; nothing was written")]
+    Exited {
+        /// The pid.
+        pid: i32,
+    },
     /// A command could not be started.
     #[error("cannot start {program}: {source}")]
     Spawn {
@@ -72,6 +78,7 @@ impl Error {
                 | Error::PermissionDenied { .. }
                 | Error::Malformed { .. }
                 | Error::Spawn { .. }
+                | Error::Exited { .. }
         ) || matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 

@@ -1,1 +1,782 @@
-//! TODO
+//! Stop-the-world snapshots, written as ELF core files that gdb opens.
+//!
+//! [`take`] stops every thread of a process ([`ptrace`]), reads their
+//! registers, `/proc/PID/smaps` and the memory [`MemoryMode`] asks for, lets
+//! the threads go, and writes one core file: the standard Linux notes
+//! ([`note`]) for gdb, one PT_LOAD per captured mapping ([`elf`]), and
+//! leaktrail's own note ([`metadata`]) with what a later analysis needs
+//! that a core does not otherwise hold (modules and build ids, the JIT
+//! symbol map, the smaps summary, the pause).
+//!
+//! The target is stopped only for the copy: names, build ids and notes are
+//! gathered before the stop or after the release. If anything fails, or we
+//! panic, the [`ptrace::World`] guard detaches every thread and the
+//! temporary file is removed; a file exists under its final name only when
+//! it is complete.
+//!
+//! ```no_run
+//! use leaktrail_capture::snapshot::{take, MemoryMode, Options};
+//! let mut options = Options::default();
+//! options.memory = MemoryMode::Full;
+//! let outcome = take(1234, &options)?;
+//! println!("{} ({:?})", outcome.path.display(), outcome.pause);
+//! # Ok::<(), leaktrail_capture::Error>(())
+//! ```
+
+pub mod audit;
+pub mod elf;
+mod maps;
+mod memory;
+pub mod metadata;
+mod module;
+pub mod note;
+mod ptrace;
+mod xstate;
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use leaktrail_format::{HEADER_MAPPING_BYTES, NOTE_NAME, NOTE_TYPE};
+
+pub use audit::{AuditLocator, HeaderLocator};
+use maps::Mapping;
+use memory::{Copier, Piece, Staging};
+pub use metadata::{Metadata, Module, Region, RegionKind, SmapsSummary, SmapsTotals};
+
+use crate::Error;
+
+/// Which memory a snapshot keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MemoryMode {
+    /// All writable and all anonymous memory (what findleaks needs), plus
+    /// the ELF header page of every module and the vDSO.
+    #[default]
+    Full,
+    /// Only the tracer's audit region, plus module ELF headers and the vDSO.
+    Tables,
+    /// Notes only: threads, registers, mappings and metadata.
+    None,
+}
+
+impl MemoryMode {
+    /// The name used on the command line and in the metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryMode::Full => "full",
+            MemoryMode::Tables => "tables",
+            MemoryMode::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for MemoryMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(MemoryMode::Full),
+            "tables" => Ok(MemoryMode::Tables),
+            "none" => Ok(MemoryMode::None),
+            _ => Err(format!("expected full, tables or none, found {s:?}")),
+        }
+    }
+}
+
+/// How to take a snapshot.
+#[non_exhaustive]
+pub struct Options {
+    /// Which memory to keep.
+    pub memory: MemoryMode,
+    /// Where to write; `None` for [`default_file_name`] in the current
+    /// directory.
+    pub output: Option<PathBuf>,
+    /// How to find all of the audit region from its header.
+    pub locator: Box<dyn AuditLocator + Send + Sync>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            memory: MemoryMode::Full,
+            output: None,
+            locator: Box::new(HeaderLocator),
+        }
+    }
+}
+
+/// What [`take`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// The core file written.
+    pub path: PathBuf,
+    /// How long the target was stopped.
+    pub pause: Duration,
+    /// Threads captured.
+    pub threads: usize,
+    /// Bytes of memory written into the core.
+    pub captured_bytes: u64,
+    /// Bytes that could not be read (written as zeros).
+    pub unreadable_bytes: u64,
+    /// Audit-region headers found.
+    pub audit_headers: usize,
+}
+
+/// The name a snapshot gets when the caller does not choose one:
+/// `leaktrail-<comm>-<pid>-<UTC time>.core`.
+pub fn default_file_name(comm: &str, pid: i32, unix_secs: u64) -> String {
+    let comm: String = comm
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .collect();
+    let (y, mo, d) = civil_from_days((unix_secs / 86_400) as i64);
+    let s = unix_secs % 86_400;
+    format!(
+        "leaktrail-{comm}-{pid}-{y:04}{mo:02}{d:02}T{:02}{:02}{:02}Z.core",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + (m <= 2) as i64, m, d)
+}
+
+/// Takes one snapshot of `pid`. See the module documentation.
+///
+/// Errors: [`Error::NoSuchProcess`], [`Error::PermissionDenied`] (ptrace or
+/// `/proc` refused), [`Error::Exited`] (the process died during the
+/// capture; no file is left), I/O errors on the output.
+pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
+    if pid <= 0 {
+        return Err(Error::NoSuchProcess { pid });
+    }
+    // Before the stop: everything that does not change while it runs.
+    let process = ProcessFacts::read(pid)?;
+    let estimate = {
+        let maps = parse_maps(pid, &read_proc(pid, "smaps", false)?)?;
+        let stacks: Vec<u64> = Vec::new();
+        plan(&maps, options.memory, &[], &HashSet::new(), &stacks)
+            .iter()
+            .map(|l| l.filesz)
+            .sum::<u64>()
+    };
+    let budget = memory::mem_available() / 2;
+    let mut staging = if estimate + (8 << 20) <= budget {
+        Staging::new(estimate + estimate / 16 + (8 << 20)).ok()
+    } else {
+        None
+    };
+    let time = SystemTime::now();
+    let unix_secs = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let path = match &options.output {
+        Some(p) => p.clone(),
+        None => PathBuf::from(default_file_name(&process.comm, pid, unix_secs)),
+    };
+    let out = TempFile::create(&path)?;
+
+    let stop_started = Instant::now();
+    let time_unix_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let world = ptrace::World::stop(pid)?;
+    if std::env::var_os("LEAKTRAIL_TEST_FAULT").is_some_and(|v| v == "exit-during-capture") {
+        // Test seam: the target dies while we hold it (see the integration
+        // test `snapshot_of_a_target_that_exits_midway_leaves_nothing`).
+        // SAFETY: kill takes no pointers.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let maps = parse_maps(pid, &read_proc(pid, "smaps", true)?)?;
+    let stacks: Vec<u64> = world
+        .threads()
+        .iter()
+        .map(|t| reg(&t.regs, note::REG_RSP))
+        .collect();
+    let mut copier = Copier::new(pid);
+
+    // Audit headers: a page-aligned magic at the start of an anonymous
+    // read-write mapping.
+    let mut audit_headers = Vec::new();
+    for m in maps.iter().filter(|m| {
+        m.read && m.write && m.is_anonymous() && m.len() >= HEADER_MAPPING_BYTES
+    }) {
+        let mut magic = [0u8; 8];
+        if copier.probe(m.start, &mut magic) && audit::is_header(&magic) {
+            audit_headers.push(m.start);
+        }
+    }
+    let mut audit_ranges = Vec::new();
+    if options.memory != MemoryMode::None {
+        for &h in &audit_headers {
+            let mut read = |addr: u64, buf: &mut [u8]| copier.probe(addr, buf);
+            audit_ranges.extend(options.locator.locate(h, &mut read));
+        }
+    }
+    let mut elf_heads = HashSet::new();
+    if options.memory != MemoryMode::None {
+        for m in maps.iter().filter(|m| m.is_file() && m.offset == 0 && m.read) {
+            let mut magic = [0u8; 4];
+            if copier.probe(m.start, &mut magic) && magic == *b"\x7fELF" {
+                elf_heads.insert(m.start);
+            }
+        }
+    }
+    let loads = plan(&maps, options.memory, &audit_ranges, &elf_heads, &stacks);
+    let layout = elf::Layout::new(loads.len());
+    let pieces: Vec<Piece> = loads
+        .iter()
+        .filter(|l| l.filesz > 0)
+        .map(|l| Piece {
+            addr: l.start,
+            len: l.filesz,
+        })
+        .collect();
+    let total: u64 = pieces.iter().map(|p| p.len).sum();
+    if staging.as_ref().is_some_and(|s| s.capacity() < total) {
+        staging = None;
+    }
+    if staging.is_none() && total <= budget {
+        staging = Staging::new(total).ok();
+    }
+    let staged = match &mut staging {
+        Some(s) => {
+            copier.read(&pieces, s.slice(total))?;
+            true
+        }
+        None => {
+            stream(&mut copier, &pieces, &out, layout.data_offset)?;
+            false
+        }
+    };
+    let perf_map = read_perf_map(pid);
+    if !memory::alive(pid) {
+        return Err(Error::Exited { pid });
+    }
+    let threads: Vec<ptrace::Thread> = world.threads().to_vec();
+    world.release()?;
+    let pause = stop_started.elapsed();
+
+    // After the release: write out, describe, name.
+    if staged {
+        if let Some(s) = &mut staging {
+            out.file
+                .write_all_at(s.slice(total), layout.data_offset)
+                .map_err(|e| Error::io(&out.tmp, e))?;
+        }
+    }
+    drop(staging);
+    let mut phdrs = Vec::with_capacity(loads.len() + 1);
+    let mut offset = layout.data_offset;
+    phdrs.push(elf::ProgramHeader::default()); // PT_NOTE, filled below
+    for l in &loads {
+        phdrs.push(elf::ProgramHeader {
+            kind: elf::PT_LOAD,
+            flags: l.flags,
+            offset,
+            vaddr: l.start,
+            filesz: l.filesz,
+            memsz: l.memsz,
+            align: elf::PAGE,
+        });
+        offset += l.filesz;
+    }
+    let modules = module::modules(pid, &maps);
+    let metadata = Metadata {
+        version: metadata::METADATA_VERSION,
+        time_unix_ns,
+        pid,
+        comm: process.comm.clone(),
+        cmdline: process.cmdline.clone(),
+        exe: process.exe.clone(),
+        threads: threads.iter().map(|t| t.tid).collect(),
+        modules,
+        perf_map,
+        smaps: summarise(&maps, &stacks, &audit_ranges),
+        regions: regions(&maps, &loads, &stacks, &audit_ranges),
+        options: metadata::CaptureOptions {
+            memory: options.memory.name().into(),
+            writer: format!("leaktrail {}", env!("CARGO_PKG_VERSION")),
+        },
+        pause_ns: pause.as_nanos() as u64,
+        audit_headers: audit_headers.clone(),
+        unreadable_bytes: copier.unreadable,
+    };
+    let notes = notes(&process, &threads, &maps, &metadata);
+    phdrs[0] = elf::ProgramHeader {
+        kind: elf::PT_NOTE,
+        flags: elf::PF_R,
+        offset,
+        vaddr: 0,
+        filesz: notes.len() as u64,
+        memsz: 0,
+        align: 4,
+    };
+    out.file
+        .write_all_at(&notes, offset)
+        .and_then(|_| out.file.write_all_at(&layout.headers(&phdrs), 0))
+        .map_err(|e| Error::io(&out.tmp, e))?;
+    let path = out.commit()?;
+    Ok(Outcome {
+        path,
+        pause,
+        threads: threads.len(),
+        captured_bytes: total,
+        unreadable_bytes: copier.unreadable,
+        audit_headers: audit_headers.len(),
+    })
+}
+
+/// Copies `pieces` to `file` at `offset` in batches, while the target waits.
+fn stream(copier: &mut Copier, pieces: &[Piece], out: &TempFile, mut offset: u64) -> Result<(), Error> {
+    let mut buf = vec![0u8; memory::STREAM_BATCH as usize];
+    let mut batch: Vec<Piece> = Vec::new();
+    let mut fill = 0u64;
+    let mut flush = |batch: &mut Vec<Piece>, fill: &mut u64, offset: &mut u64| -> Result<(), Error> {
+        let b = &mut buf[..*fill as usize];
+        copier.read(batch, b)?;
+        out.file.write_all_at(b, *offset).map_err(|e| Error::io(&out.tmp, e))?;
+        *offset += *fill;
+        *fill = 0;
+        batch.clear();
+        Ok(())
+    };
+    for p in pieces {
+        let mut p = *p;
+        while p.len > 0 {
+            let n = p.len.min(memory::STREAM_BATCH - fill);
+            batch.push(Piece { addr: p.addr, len: n });
+            fill += n;
+            p.addr += n;
+            p.len -= n;
+            if fill == memory::STREAM_BATCH {
+                flush(&mut batch, &mut fill, &mut offset)?;
+            }
+        }
+    }
+    if fill > 0 {
+        flush(&mut batch, &mut fill, &mut offset)?;
+    }
+    Ok(())
+}
+
+/// One PT_LOAD to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Load {
+    start: u64,
+    memsz: u64,
+    filesz: u64,
+    flags: u32,
+    /// Index of the mapping in the smaps list.
+    mapping: usize,
+}
+
+/// Chooses what to capture of each mapping.
+fn plan(
+    maps: &[Mapping],
+    mode: MemoryMode,
+    audit: &[(u64, u64)],
+    elf_heads: &HashSet<u64>,
+    stacks: &[u64],
+) -> Vec<Load> {
+    let _ = stacks;
+    let mut out = Vec::new();
+    if mode == MemoryMode::None {
+        return out;
+    }
+    for (i, m) in maps.iter().enumerate() {
+        let flags = (if m.read { elf::PF_R } else { 0 })
+            | (if m.write { elf::PF_W } else { 0 })
+            | (if m.exec { elf::PF_X } else { 0 });
+        let whole = |filesz: u64| Load {
+            start: m.start,
+            memsz: m.len(),
+            filesz,
+            flags,
+            mapping: i,
+        };
+        // Unreadable (PROT_NONE guards and reservations), excluded from
+        // dumps by the program (MADV_DONTDUMP) or device memory (VM_IO):
+        // the kernel's own core writer skips these too.
+        if !m.read || m.has_flag("dd") || m.has_flag("io") {
+            continue;
+        }
+        if m.path == "[vdso]" {
+            // gdb loads the vDSO's symbols from the core; without it, it
+            // warns and cannot unwind through signal frames.
+            out.push(whole(m.len()));
+            continue;
+        }
+        if m.is_special() {
+            continue;
+        }
+        let in_audit = audit.iter().any(|&(s, e)| s < m.end && m.start < e);
+        let wanted = match mode {
+            MemoryMode::Full => {
+                in_audit || m.write || m.is_anonymous() || (m.anonymous > 0 && !m.shared)
+            }
+            MemoryMode::Tables => in_audit,
+            MemoryMode::None => false,
+        };
+        if wanted {
+            // Private anonymous memory never touched (no resident or
+            // swapped page) reads as zeros: keep the segment, skip the bytes.
+            let untouched = m.is_anonymous() && !m.shared && m.rss == 0 && m.swap == 0 && !m.vm_flags.is_empty();
+            out.push(whole(if untouched { 0 } else { m.len() }));
+        } else if elf_heads.contains(&m.start) {
+            // The ELF header page: its notes carry the build id, which lets
+            // gdb and symbolizers match the right file.
+            out.push(Load {
+                start: m.start,
+                memsz: elf::PAGE,
+                filesz: elf::PAGE,
+                flags,
+                mapping: i,
+            });
+        }
+    }
+    out
+}
+
+fn kind_of(m: &Mapping, stacks: &[u64], audit: &[(u64, u64)]) -> RegionKind {
+    if audit.iter().any(|&(s, e)| s < m.end && m.start < e) {
+        RegionKind::Audit
+    } else if m.path == "[heap]" {
+        RegionKind::Heap
+    } else if m.path == "[stack]" || stacks.iter().any(|&sp| m.start <= sp && sp < m.end) {
+        RegionKind::Stack
+    } else if m.is_special() {
+        RegionKind::Special
+    } else if m.is_file() {
+        RegionKind::File
+    } else {
+        RegionKind::Anon
+    }
+}
+
+fn regions(maps: &[Mapping], loads: &[Load], stacks: &[u64], audit: &[(u64, u64)]) -> Vec<Region> {
+    let mut captured = vec![0u64; maps.len()];
+    for l in loads {
+        captured[l.mapping] += l.filesz;
+    }
+    maps.iter()
+        .zip(captured)
+        .map(|(m, captured)| Region {
+            start: m.start,
+            end: m.end,
+            perms: m.perms(),
+            path: m.path.clone(),
+            kind: kind_of(m, stacks, audit),
+            rss: m.rss,
+            captured,
+        })
+        .collect()
+}
+
+fn summarise(maps: &[Mapping], stacks: &[u64], audit: &[(u64, u64)]) -> SmapsSummary {
+    let mut s = SmapsSummary::default();
+    for m in maps {
+        for t in [
+            &mut s.total,
+            s.by_kind.entry(kind_of(m, stacks, audit).name().to_string()).or_default(),
+        ] {
+            t.mappings += 1;
+            t.size += m.len();
+            t.rss += m.rss;
+            t.pss += m.pss;
+            t.anonymous += m.anonymous;
+            t.swap += m.swap;
+        }
+    }
+    s
+}
+
+/// All notes, in the kernel's order: the first thread's status, the
+/// process notes, its FP state; then each other thread; ours last.
+fn notes(p: &ProcessFacts, threads: &[ptrace::Thread], maps: &[Mapping], meta: &Metadata) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64 * 1024);
+    let files: Vec<note::FileRange> = maps
+        .iter()
+        .filter(|m| m.is_file())
+        .map(|m| note::FileRange {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            path: m.path.clone(),
+        })
+        .collect();
+    for (i, t) in threads.iter().enumerate() {
+        let status = note::ThreadStatus {
+            tid: t.tid,
+            ppid: p.ppid,
+            pgrp: p.pgrp,
+            sid: p.sid,
+            signal: t.pending_signal,
+            regs: t.regs.clone(),
+            fpvalid: t.fpregs.is_some(),
+        };
+        note::push(&mut b, "CORE", note::NT_PRSTATUS, &note::prstatus(&status));
+        if i == 0 {
+            note::push(&mut b, "CORE", note::NT_PRPSINFO, &note::prpsinfo(&p.info));
+            note::push(&mut b, "CORE", note::NT_AUXV, &p.auxv);
+            note::push(&mut b, "CORE", note::NT_FILE, &note::file(&files));
+        }
+        if let Some(fp) = &t.fpregs {
+            note::push(&mut b, "CORE", note::NT_FPREGSET, fp);
+        }
+        if let Some(x) = &t.xstate {
+            let x = xstate::to_gdb_layout(x, &xstate::cpu_offset);
+            note::push(&mut b, "LINUX", note::NT_X86_XSTATE, &x);
+        }
+    }
+    note::push(&mut b, NOTE_NAME, NOTE_TYPE, &meta.to_json());
+    b
+}
+
+fn reg(regs: &[u8], index: usize) -> u64 {
+    regs.get(index * 8..index * 8 + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+/// What we learn about the process before stopping it.
+struct ProcessFacts {
+    comm: String,
+    cmdline: Vec<String>,
+    exe: Option<String>,
+    auxv: Vec<u8>,
+    ppid: i32,
+    pgrp: i32,
+    sid: i32,
+    info: note::ProcessInfo,
+}
+
+impl ProcessFacts {
+    fn read(pid: i32) -> Result<ProcessFacts, Error> {
+        let status = String::from_utf8_lossy(&read_proc(pid, "status", false)?).into_owned();
+        let field = |key: &str| -> Option<&str> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim_start_matches(':').trim())
+        };
+        // /proc/TID exists for every thread id too; a snapshot is of a
+        // whole process.
+        if let Some(tgid) = field("Tgid").and_then(|v| v.parse::<i32>().ok()) {
+            if tgid != pid {
+                return Err(Error::Malformed {
+                    path: format!("/proc/{pid}").into(),
+                    why: format!("{pid} is a thread of process {tgid}; snapshot the process"),
+                });
+            }
+        }
+        let id = |key: &str| {
+            field(key)
+                .and_then(|v| v.split_ascii_whitespace().next())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        let (uid, gid) = (id("Uid"), id("Gid"));
+        let stat = String::from_utf8_lossy(&read_proc(pid, "stat", false)?).into_owned();
+        let comm = stat
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map(|(c, _)| c.to_string())
+            .unwrap_or_default();
+        let rest: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_ascii_whitespace().collect())
+            .unwrap_or_default();
+        let num = |i: usize| rest.get(i).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        let state = rest.first().and_then(|s| s.bytes().next()).unwrap_or(b'R');
+        let cmdline: Vec<String> = read_proc(pid, "cmdline", false)?
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
+        let auxv = read_proc(pid, "auxv", false)?;
+        let (ppid, pgrp, sid) = (num(1) as i32, num(2) as i32, num(3) as i32);
+        let info = note::ProcessInfo {
+            state,
+            pid,
+            ppid,
+            pgrp,
+            sid,
+            uid,
+            gid,
+            nice: num(16) as i8,
+            flag: num(6) as u64,
+            fname: comm.clone(),
+            psargs: cmdline.join(" "),
+        };
+        Ok(ProcessFacts {
+            comm,
+            cmdline,
+            exe,
+            auxv,
+            ppid,
+            pgrp,
+            sid,
+            info,
+        })
+    }
+}
+
+/// Reads `/proc/PID/<name>`. `stopped` says whether we hold the process
+/// (then a missing file means it died under us).
+fn read_proc(pid: i32, name: &str, stopped: bool) -> Result<Vec<u8>, Error> {
+    let path = format!("/proc/{pid}/{name}");
+    std::fs::read(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound if stopped => Error::Exited { pid },
+        io::ErrorKind::NotFound => Error::NoSuchProcess { pid },
+        io::ErrorKind::PermissionDenied => Error::PermissionDenied {
+            pid,
+            what: format!("reading {path}"),
+        },
+        // A process that exits while we read gives ESRCH on some files.
+        _ if e.raw_os_error() == Some(libc::ESRCH) => Error::Exited { pid },
+        _ => Error::io(path, e),
+    })
+}
+
+fn parse_maps(pid: i32, bytes: &[u8]) -> Result<Vec<Mapping>, Error> {
+    maps::parse(&String::from_utf8_lossy(bytes)).map_err(|why| Error::Malformed {
+        path: format!("/proc/{pid}/smaps").into(),
+        why,
+    })
+}
+
+/// `/tmp/perf-PID.map`, as JIT compilers write it (V8 `--perf-basic-prof`,
+/// the JVM's perf-map-agent), capped so a runaway map cannot balloon the
+/// note.
+fn read_perf_map(pid: i32) -> Option<String> {
+    const CAP: u64 = 256 << 20;
+    let f = File::open(format!("/tmp/perf-{pid}.map")).ok()?;
+    let mut s = String::new();
+    io::Read::read_to_string(&mut io::Read::take(f, CAP), &mut s).ok()?;
+    Some(s)
+}
+
+/// The output under its temporary name; removed on drop unless committed.
+struct TempFile {
+    file: File,
+    tmp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl TempFile {
+    fn create(path: &Path) -> Result<TempFile, Error> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        // `mode` applies only to a new file; an old one keeps its own.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(&tmp, e))?;
+        Ok(TempFile {
+            file,
+            tmp,
+            path: path.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    fn commit(mut self) -> Result<PathBuf, Error> {
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        self.committed = true;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_are_utc_and_safe() {
+        assert_eq!(
+            default_file_name("my prog/x", 42, 0),
+            "leaktrail-my_prog_x-42-19700101T000000Z.core"
+        );
+        // 2024-02-29 12:34:56 UTC
+        assert_eq!(
+            default_file_name("a", 1, 1_709_210_096),
+            "leaktrail-a-1-20240229T123456Z.core"
+        );
+    }
+
+    #[test]
+    fn memory_modes_parse() {
+        assert_eq!("tables".parse::<MemoryMode>(), Ok(MemoryMode::Tables));
+        assert!("most".parse::<MemoryMode>().is_err());
+    }
+
+    fn mapping(line: &str, rss: u64) -> Mapping {
+        let mut m = maps::parse(line).unwrap().remove(0);
+        m.rss = rss;
+        m.vm_flags = vec!["rd".into()];
+        m
+    }
+
+    #[test]
+    fn full_plan_keeps_writable_and_anonymous_and_skips_guards() {
+        let maps = vec![
+            mapping("1000-2000 r-xp 00000000 08:01 7 /bin/x", 4096),
+            mapping("2000-3000 rw-p 00001000 08:01 7 /bin/x", 4096),
+            mapping("3000-5000 rw-p 00000000 00:00 0 [heap]", 8192),
+            mapping("5000-6000 ---p 00000000 00:00 0", 0),
+            mapping("6000-8000 rw-p 00000000 00:00 0", 0),
+            mapping("8000-9000 r--p 00000000 00:00 0 [vvar]", 4096),
+            mapping("9000-a000 r-xp 00000000 00:00 0 [vdso]", 4096),
+        ];
+        let heads: HashSet<u64> = [0x1000].into();
+        let loads = plan(&maps, MemoryMode::Full, &[], &heads, &[]);
+        let got: Vec<(u64, u64, u64)> = loads.iter().map(|l| (l.start, l.memsz, l.filesz)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0x1000, 0x1000, 0x1000),
+                (0x2000, 0x1000, 0x1000),
+                (0x3000, 0x2000, 0x2000),
+                (0x6000, 0x2000, 0),
+                (0x9000, 0x1000, 0x1000),
+            ]
+        );
+        let tables = plan(&maps, MemoryMode::Tables, &[(0x3100, 0x3200)], &heads, &[]);
+        assert_eq!(tables.iter().map(|l| l.start).collect::<Vec<_>>(), vec![0x1000, 0x3000, 0x9000]);
+        assert!(plan(&maps, MemoryMode::None, &[], &heads, &[]).is_empty());
+    }
+}

@@ -31,6 +31,8 @@ enum Command {
     Trend(cmd::trend::Args),
     /// Compare mappings between two samples or snapshots (a `pmap -x` diff).
     Maps(cmd::maps::Args),
+    /// Stop a process for an instant and write it as a gdb-readable core.
+    Snapshot(cmd::snapshot::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(a),
         Command::Trend(a) => cmd::trend::run(a),
         Command::Maps(a) => cmd::maps::run(a),
+        Command::Snapshot(a) => cmd::snapshot::run(a),
     };
     exit::finish(result)
 }

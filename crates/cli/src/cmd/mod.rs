@@ -3,5 +3,6 @@
 pub mod demo;
 pub mod maps;
 pub mod run;
+pub mod snapshot;
 pub mod trend;
 pub mod watch;

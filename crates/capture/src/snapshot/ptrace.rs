@@ -1,0 +1,319 @@
+//! Stopping every thread of a process with ptrace, and letting them go.
+//!
+//! We use `PTRACE_SEIZE` + `PTRACE_INTERRUPT` rather than `PTRACE_ATTACH`:
+//! seizing sends no `SIGSTOP`, so the target never sees a signal it did not
+//! ask for, and detaching leaves no stray stop behind. Threads born while we
+//! are seizing are caught by listing `/proc/PID/task` again until a pass
+//! finds nobody new, and once more after every known thread has stopped (a
+//! stopped thread cannot clone, and a finished `clone` is already listed).
+//!
+//! [`World`] is the guard: dropping it, on success, error or panic, waits
+//! for every seized thread to reach its stop and detaches it, re-injecting
+//! any signal we intercepted.
+
+use std::collections::HashSet;
+use std::io;
+
+use crate::Error;
+
+/// `NT_PRSTATUS`, `NT_PRFPREG` and `NT_X86_XSTATE`: the register sets.
+pub(crate) const NT_PRSTATUS: u32 = 1;
+pub(crate) const NT_PRFPREG: u32 = 2;
+pub(crate) const NT_X86_XSTATE: u32 = 0x202;
+
+/// Bytes of `struct user_regs_struct` on x86_64.
+pub(crate) const GREGS_BYTES: usize = 27 * 8;
+
+/// One stopped thread and what we read from it.
+#[derive(Clone, Debug)]
+pub(crate) struct Thread {
+    pub tid: i32,
+    /// `user_regs_struct`, [`GREGS_BYTES`] bytes.
+    pub regs: Vec<u8>,
+    /// `user_fpregs_struct` (512 bytes), if the kernel gave it.
+    pub fpregs: Option<Vec<u8>>,
+    /// The XSAVE area, if the CPU and kernel have one.
+    pub xstate: Option<Vec<u8>>,
+    /// The signal the thread was about to receive when it stopped (a
+    /// signal-delivery-stop), re-injected on detach; 0 for none.
+    pub pending_signal: i32,
+    /// The signal that describes the stop: `SIGTRAP` for our interrupt,
+    /// `SIGSTOP` and friends if the process was already stopped.
+    pub stop_signal: i32,
+    state: State,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Seized and interrupted; the stop has not been collected yet.
+    Running,
+    /// In a ptrace-stop: registers readable, detach allowed.
+    Stopped,
+    /// Exited (we collected its exit status) or detached.
+    Gone,
+}
+
+/// Every thread of one process, stopped. Dropping it lets them all go.
+pub(crate) struct World {
+    pid: i32,
+    threads: Vec<Thread>,
+}
+
+impl World {
+    /// Stops every thread of `pid`. The main thread comes first in
+    /// [`World::threads`] when it is alive.
+    pub fn stop(pid: i32) -> Result<World, Error> {
+        let mut world = World {
+            pid,
+            threads: Vec::new(),
+        };
+        let mut known: HashSet<i32> = HashSet::new();
+        loop {
+            // Seize until a listing brings nobody new...
+            loop {
+                let tids = list_tasks(pid, known.is_empty())?;
+                let mut fresh = false;
+                for tid in tids {
+                    if known.insert(tid) && world.seize(tid)? {
+                        fresh = true;
+                    }
+                }
+                if !fresh {
+                    break;
+                }
+            }
+            // ...collect every stop...
+            world.collect()?;
+            // ...and check once more that no clone slipped in meanwhile.
+            if list_tasks(pid, false)?.iter().all(|t| known.contains(t)) {
+                break;
+            }
+        }
+        world.threads.retain(|t| t.state != State::Gone);
+        if world.threads.is_empty() {
+            return Err(Error::Exited { pid });
+        }
+        world.threads.sort_by_key(|t| (t.tid != pid, t.tid));
+        for t in &mut world.threads {
+            read_registers(t)?;
+        }
+        Ok(world)
+    }
+
+    /// The stopped threads, main thread first.
+    pub fn threads(&self) -> &[Thread] {
+        &self.threads
+    }
+
+    /// Detaches every thread now. Fails with [`Error::Exited`] if the
+    /// process died while we held it.
+    pub fn release(mut self) -> Result<(), Error> {
+        let pid = self.pid;
+        let lost = self.detach_all();
+        if lost {
+            Err(Error::Exited { pid })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Seizes and interrupts one thread. `Ok(false)` if it is already gone.
+    fn seize(&mut self, tid: i32) -> Result<bool, Error> {
+        // SAFETY: PTRACE_SEIZE takes no pointers (addr 0, data = options 0).
+        let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, 0usize) };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ESRCH) => Ok(false),
+                // A zombie thread (a main thread that called pthread_exit)
+                // cannot be traced and needs no stopping.
+                Some(libc::EPERM) if is_zombie(self.pid, tid) => Ok(false),
+                Some(libc::EPERM) | Some(libc::EACCES) => Err(Error::PermissionDenied {
+                    pid: self.pid,
+                    what: "ptrace attach refused: run as the same user with CAP_SYS_PTRACE, or as root, \
+                           and check kernel.yama.ptrace_scope; a process already traced by a debugger cannot be attached"
+                        .into(),
+                }),
+                _ => Err(Error::Sys {
+                    what: format!("ptrace seize of thread {tid} of process {}", self.pid),
+                    source: e,
+                }),
+            };
+        }
+        self.threads.push(Thread {
+            tid,
+            regs: Vec::new(),
+            fpregs: None,
+            xstate: None,
+            pending_signal: 0,
+            stop_signal: 0,
+            state: State::Running,
+        });
+        // SAFETY: PTRACE_INTERRUPT takes no pointers.
+        let r = unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0usize, 0usize) };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(Error::Sys {
+                    what: format!("ptrace interrupt of thread {tid}"),
+                    source: e,
+                });
+            }
+            // It died between the two calls; its exit status still comes
+            // through waitpid, which `collect` handles.
+        }
+        Ok(true)
+    }
+
+    /// Waits until every seized thread is stopped or gone.
+    fn collect(&mut self) -> Result<(), Error> {
+        for t in self.threads.iter_mut().filter(|t| t.state == State::Running) {
+            wait_stop(t);
+        }
+        Ok(())
+    }
+
+    /// Lets every thread go. Returns whether any thread turned out to be
+    /// gone when we tried (the process died under us).
+    fn detach_all(&mut self) -> bool {
+        let mut lost = false;
+        for t in &mut self.threads {
+            if t.state == State::Running {
+                // Seized and interrupted but not yet collected: detaching
+                // needs the stop first, and the interrupt guarantees one.
+                wait_stop(t);
+            }
+            if t.state != State::Stopped {
+                continue;
+            }
+            // SAFETY: PTRACE_DETACH takes no pointers; data is the signal
+            // to deliver on resume.
+            let r = unsafe {
+                libc::ptrace(libc::PTRACE_DETACH, t.tid, 0usize, t.pending_signal as usize)
+            };
+            if r != 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ESRCH) {
+                    // Killed while stopped (SIGKILL wakes a tracee). Reap
+                    // its exit report so no traced zombie stays behind.
+                    lost = true;
+                    let mut status = 0;
+                    // SAFETY: `status` is a valid out-pointer.
+                    unsafe { libc::waitpid(t.tid, &mut status, libc::__WALL) };
+                } else {
+                    eprintln!("leaktrail: detaching thread {} failed: {e}", t.tid);
+                }
+            }
+            t.state = State::Gone;
+        }
+        lost
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+/// Blocks until `t` reports a stop (or its exit) and records which.
+fn wait_stop(t: &mut Thread) {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(t.tid, &mut status, libc::__WALL) };
+        if r < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            t.state = State::Gone;
+            return;
+        }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            t.state = State::Gone;
+            return;
+        }
+        if libc::WIFSTOPPED(status) {
+            let sig = libc::WSTOPSIG(status);
+            let event = (status >> 16) & 0xff;
+            t.state = State::Stopped;
+            t.stop_signal = sig;
+            if event == 0 && sig != libc::SIGTRAP {
+                // A signal-delivery-stop got in before our interrupt: we
+                // hold the signal and must hand it back on detach.
+                t.pending_signal = sig;
+            }
+            return;
+        }
+    }
+}
+
+fn read_registers(t: &mut Thread) -> Result<(), Error> {
+    t.regs = regset(t.tid, NT_PRSTATUS, GREGS_BYTES).map_err(|source| Error::Sys {
+        what: format!("reading registers of thread {}", t.tid),
+        source,
+    })?;
+    t.fpregs = regset(t.tid, NT_PRFPREG, 512).ok();
+    // The XSAVE area is 576 bytes + extended components; 64 KiB covers AMX.
+    t.xstate = regset(t.tid, NT_X86_XSTATE, 64 * 1024).ok();
+    Ok(())
+}
+
+fn regset(tid: i32, kind: u32, max: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; max];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `iov` describes `buf`, which outlives the call; the kernel
+    // writes at most `iov_len` bytes and updates it to what it wrote.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETREGSET,
+            tid,
+            kind as usize,
+            &mut iov as *mut libc::iovec,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(iov.iov_len);
+    Ok(buf)
+}
+
+/// Thread ids of `pid`. `first` turns a missing process into
+/// [`Error::NoSuchProcess`]; later it means the process exited under us.
+fn list_tasks(pid: i32, first: bool) -> Result<Vec<i32>, Error> {
+    let dir = format!("/proc/{pid}/task");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(if first {
+                Error::NoSuchProcess { pid }
+            } else {
+                Error::Exited { pid }
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(Error::PermissionDenied {
+                pid,
+                what: format!("listing {dir}"),
+            })
+        }
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut tids: Vec<i32> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    tids.sort_unstable_by_key(|&t| (t != pid, t));
+    Ok(tids)
+}
+
+fn is_zombie(pid: i32, tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with(['Z', 'X'])))
+        .unwrap_or(false)
+}
