@@ -33,6 +33,8 @@ enum Command {
     Maps(cmd::maps::Args),
     /// Stop a process for an instant and write it as a gdb-readable core.
     Snapshot(cmd::snapshot::Args),
+    /// What a snapshot holds: process, threads, modules, regions, audit.
+    Info(cmd::info::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Trend(a) => cmd::trend::run(a),
         Command::Maps(a) => cmd::maps::run(a),
         Command::Snapshot(a) => cmd::snapshot::run(a),
+        Command::Info(a) => cmd::info::run(a),
     };
     exit::finish(result)
 }
