@@ -334,6 +334,17 @@ fn steps_carrying(points: &[Point], rise: f64) -> usize {
     ups.len()
 }
 
+/// `p = 0.03`, `p < 1e-6`.
+fn p_value(p: f64) -> String {
+    if p < 1e-6 {
+        "p < 1e-6".into()
+    } else if p < 0.001 {
+        format!("p = {p:.1e}")
+    } else {
+        format!("p = {p:.3}")
+    }
+}
+
 /// The assessment of one series over its analysed window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assessment {
@@ -405,7 +416,7 @@ pub fn assess(points: &[Point], material: f64) -> Assessment {
         }
         return assessment(
             Verdict::Growing,
-            format!("steady increasing trend (Mann-Kendall p = {:.2e})", mk.p),
+            format!("steady increasing trend (Mann-Kendall {})", p_value(mk.p)),
         );
     }
     if fit.high * span < material {
@@ -426,7 +437,7 @@ pub fn assess(points: &[Point], material: f64) -> Assessment {
     if !significant && rise.abs() < material.max(spread) {
         return assessment(
             Verdict::Flat,
-            format!("no significant trend (Mann-Kendall p = {:.2})", mk.p),
+            format!("no significant trend (Mann-Kendall {})", p_value(mk.p)),
         );
     }
     if significant && mk.s < 0 {

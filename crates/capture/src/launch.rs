@@ -22,15 +22,21 @@ pub struct Launched {
 
 impl Launched {
     /// Starts `argv[0]` with the rest as arguments. The environment may add
-    /// variables (the tracer's `LD_PRELOAD`, for instance).
-    pub fn spawn(argv: &[String], env: &[(String, String)]) -> Result<Launched, Error> {
+    /// variables (the tracer's `LD_PRELOAD`, for instance). With `quiet`,
+    /// the target's stdout goes to `/dev/null` (the demo's own output is the
+    /// show).
+    pub fn spawn(argv: &[String], env: &[(String, String)], quiet: bool) -> Result<Launched, Error> {
         let Some((program, args)) = argv.split_first() else {
             return Err(Error::Spawn {
                 program: String::new(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command given"),
             });
         };
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        if quiet {
+            command.stdout(std::process::Stdio::null());
+        }
+        let child = command
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .spawn()

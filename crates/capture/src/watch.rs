@@ -44,6 +44,8 @@ pub struct WatchOptions {
     pub smaps_budget: f64,
     /// Keep per-mapping detail every this many full samples.
     pub detail_every: u64,
+    /// Send a launched target's stdout to `/dev/null`.
+    pub quiet_target: bool,
 }
 
 impl Default for WatchOptions {
@@ -54,6 +56,7 @@ impl Default for WatchOptions {
             out: None,
             smaps_budget: 0.02,
             detail_every: 10,
+            quiet_target: false,
         }
     }
 }
@@ -148,7 +151,7 @@ impl Watcher {
 
     /// Starts `argv` and prepares to watch it.
     pub fn launch(argv: &[String], options: WatchOptions) -> Result<Watcher, Error> {
-        let child = Launched::spawn(argv, &[])?;
+        let child = Launched::spawn(argv, &[], options.quiet_target)?;
         let pid = child.pid();
         let stat = check_readable(pid)?;
         Watcher::new(pid, stat, argv.to_vec(), Some(child), options)

@@ -1,1 +1,230 @@
-//! TODO
+//! Plain-text renderings: the trend verdict, the live watch line, the maps
+//! diff, and the byte, rate and duration formats they share.
+
+use std::fmt::Write;
+
+use leaktrail_analysis::maps_diff::{MapsDiff, Presence};
+use leaktrail_analysis::trend::{Trend, Verdict};
+use leaktrail_capture::procfs::LimitSource;
+use leaktrail_capture::recording::Sample;
+
+/// `1.5 MiB`, `512 B`, `3.2 GiB` (binary units, one decimal).
+pub fn bytes(n: f64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n.abs();
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    let sign = if n < 0.0 { "-" } else { "" };
+    if u == 0 {
+        format!("{sign}{v:.0} {}", UNITS[u])
+    } else {
+        format!("{sign}{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Like [`bytes`] with an explicit `+` for growth.
+pub fn signed_bytes(n: f64) -> String {
+    if n > 0.0 {
+        format!("+{}", bytes(n))
+    } else if n == 0.0 {
+        "0 B".to_string()
+    } else {
+        bytes(n)
+    }
+}
+
+/// A rate given in bytes per hour, as `+7.2 GiB/h`.
+pub fn rate(bytes_per_hour: f64) -> String {
+    format!("{}/h", signed_bytes(bytes_per_hour))
+}
+
+/// Seconds as `250ms`, `4.2s`, `12m30s`, `3h05m`, `2.5d`.
+pub fn seconds(s: f64) -> String {
+    if !s.is_finite() {
+        return "never".into();
+    }
+    if s < 1.0 {
+        format!("{}ms", (s * 1000.0).round())
+    } else if s < 60.0 {
+        let t = format!("{s:.1}");
+        format!("{}s", t.trim_end_matches(".0"))
+    } else if s < 3600.0 {
+        let m = (s / 60.0).floor();
+        format!("{}m{:02}s", m, (s - m * 60.0).floor())
+    } else if s < 2.0 * 86400.0 {
+        let h = (s / 3600.0).floor();
+        format!("{}h{:02}m", h, ((s - h * 3600.0) / 60.0).floor())
+    } else {
+        format!("{:.1}d", s / 86400.0)
+    }
+}
+
+fn limit_source(s: LimitSource) -> &'static str {
+    match s {
+        LimitSource::CgroupV2 => "cgroup memory.max",
+        LimitSource::CgroupV1 => "cgroup memory.limit_in_bytes",
+        LimitSource::Physical => "physical memory",
+    }
+}
+
+/// The trend report, as printed by `trend` and at the end of `watch`.
+pub fn trend(t: &Trend) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "verdict:  {}  {} (95% CI {} .. {})",
+        t.verdict,
+        rate(t.slope_bytes_per_hour),
+        rate(t.ci_low),
+        rate(t.ci_high)
+    );
+    let _ = writeln!(out, "          {}", t.reason);
+    let _ = writeln!(
+        out,
+        "samples:  {} over {}; warm-up {} excluded, {} analysed",
+        t.samples,
+        seconds(t.duration_seconds),
+        seconds(t.warmup_seconds),
+        t.analysed_samples
+    );
+    let _ = write!(out, "rss:      {} at the last sample", bytes(t.rss_bytes as f64));
+    if let (Some(limit), Some(src)) = (t.limit_bytes, t.limit_source) {
+        let _ = write!(out, "; limit {} ({})", bytes(limit as f64), limit_source(src));
+        if let Some(s) = t.time_to_limit_seconds {
+            let _ = write!(out, ", reached in ~{} at this rate", seconds(s));
+        }
+    }
+    out.push('\n');
+    if let Some(r) = &t.growth_region {
+        let _ = writeln!(out, "growth:   in {r}");
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<7} {:<13} {:>14} {:>11}",
+        "region", "verdict", "slope", "rss"
+    );
+    for r in &t.regions {
+        let _ = writeln!(
+            out,
+            "{:<7} {:<13} {:>14} {:>11}",
+            r.name,
+            r.verdict.name(),
+            rate(r.slope_bytes_per_hour),
+            bytes(r.rss_bytes as f64)
+        );
+    }
+    out
+}
+
+/// One line of the live view: time, RSS, change since the previous
+/// sample, and the running verdict when there is one.
+pub fn live_line(samples: &[Sample], running: Option<&Trend>) -> String {
+    let Some(last) = samples.last() else {
+        return String::new();
+    };
+    let delta = samples
+        .len()
+        .checked_sub(2)
+        .map(|i| last.rss as f64 - samples[i].rss as f64)
+        .unwrap_or(0.0);
+    let mut line = format!(
+        "{:>8}  rss {:>10}  {:>11}",
+        seconds(last.t),
+        bytes(last.rss as f64),
+        signed_bytes(delta)
+    );
+    if let Some(t) = running {
+        let _ = write!(line, "  {:<12}", t.verdict.name());
+        if t.verdict != Verdict::Inconclusive || t.slope_bytes_per_hour != 0.0 {
+            let _ = write!(line, " {}", rate(t.slope_bytes_per_hour));
+        }
+        if let Some(r) = &t.growth_region {
+            let _ = write!(line, " in {r}");
+        }
+    }
+    line
+}
+
+/// The maps diff: regions, then the `limit` largest mapping changes.
+pub fn maps_diff(d: &MapsDiff, limit: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "total rss {} -> {} ({})",
+        bytes(d.rss_a as f64),
+        bytes(d.rss_b as f64),
+        signed_bytes(d.delta as f64)
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{:<7} {:>11} {:>11} {:>12}", "region", "rss A", "rss B", "delta");
+    for r in &d.regions {
+        let _ = writeln!(
+            out,
+            "{:<7} {:>11} {:>11} {:>12}",
+            r.name,
+            bytes(r.rss_a as f64),
+            bytes(r.rss_b as f64),
+            signed_bytes(r.delta as f64)
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:>12} {:>11} {:>11} {:<6} {:<4} {:<33} name",
+        "delta", "rss A", "rss B", "region", "perm", "address (in B)"
+    );
+    let shown: Vec<_> = d.mappings.iter().filter(|m| m.delta != 0).take(limit).collect();
+    for m in &shown {
+        let mark = match m.presence {
+            Presence::Both => "",
+            Presence::Added => " (new)",
+            Presence::Removed => " (gone)",
+        };
+        let _ = writeln!(
+            out,
+            "{:>12} {:>11} {:>11} {:<6} {:<4} {:<33} {}{}",
+            signed_bytes(m.delta as f64),
+            bytes(m.rss_a as f64),
+            bytes(m.rss_b as f64),
+            m.region.name(),
+            m.perms,
+            format!("{:x}-{:x}", m.start, m.end),
+            m.name,
+            mark
+        );
+    }
+    let unchanged = d.mappings.iter().filter(|m| m.delta == 0).count();
+    let hidden = d.mappings.len() - unchanged - shown.len();
+    match (hidden, unchanged) {
+        (0, 0) => {}
+        (0, u) => {
+            let _ = writeln!(out, "({u} mappings unchanged)");
+        }
+        (h, u) => {
+            let _ = writeln!(out, "({h} smaller changes not shown; {u} mappings unchanged)");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(bytes(0.0), "0 B");
+        assert_eq!(bytes(1536.0), "1.5 KiB");
+        assert_eq!(bytes(-3.0 * 1024.0 * 1024.0), "-3.0 MiB");
+        assert_eq!(rate(7.5 * 1024.0 * 1024.0 * 1024.0), "+7.5 GiB/h");
+        assert_eq!(rate(0.0), "0 B/h");
+        assert_eq!(seconds(0.25), "250ms");
+        assert_eq!(seconds(4.0), "4s");
+        assert_eq!(seconds(750.0), "12m30s");
+        assert_eq!(seconds(3.0 * 86400.0), "3.0d");
+    }
+}

@@ -1,12 +1,118 @@
 //! `leaktrail maps`.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use leaktrail_analysis::maps_diff;
+use leaktrail_capture::procfs::Mapping;
+use leaktrail_capture::recording::{Recording, SampleSelector};
+use leaktrail_report::text;
+
+use crate::bad_input;
 
 /// Flags of `leaktrail maps`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Per-region and per-mapping RSS change from A to B, largest first.
+    #[command(after_help = "A and B name samples of a watch recording:\n  \
+        DIR@first   the first sample with per-mapping detail\n  \
+        DIR@last    the last one (DIR alone means the same)\n  \
+        DIR@N       sample N, counting from 0 as in samples.jsonl (it must have detail)\n  \
+        DIR@30s     the sample with detail nearest to 30s after the start (ms, s, m, h)\n  \
+        @...        in B: the same DIR as A\n\n\
+        Mappings are matched by kind (path, offset and permissions for files; region and \
+        permissions for anonymous memory), then by a shared start or end address, then in \
+        address order; so a restarted process, or a region that grew downwards, still \
+        lines up.\n\n\
+        Example: leaktrail maps diff rec@first @last")]
+    Diff(DiffArgs),
+}
+
+#[derive(clap::Args)]
+struct DiffArgs {
+    /// The earlier sample: DIR@first, DIR@N, DIR@30s.
+    a: String,
+    /// The later sample: DIR@last, DIR@N, DIR@2m, or @... for A's directory.
+    b: String,
+    /// Show this many mappings.
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A parsed `DIR@SELECTOR`.
+struct SampleRef {
+    dir: PathBuf,
+    selector: SampleSelector,
+}
+
+fn parse_ref(text: &str, default_dir: Option<&Path>) -> anyhow::Result<SampleRef> {
+    let (dir, sel) = match text.rsplit_once('@') {
+        Some((d, s)) => (d, Some(s)),
+        None => (text, None),
+    };
+    let dir = match (dir.is_empty(), default_dir) {
+        (false, _) => PathBuf::from(dir),
+        (true, Some(d)) => d.to_path_buf(),
+        (true, None) => bad_input!("{text:?}: expected DIR@SAMPLE, e.g. rec@first"),
+    };
+    if dir.is_file() {
+        bad_input!(
+            "{}: maps diff reads watch recordings (directories); snapshot files are not supported yet",
+            dir.display()
+        );
+    }
+    let selector = match sel {
+        None => SampleSelector::Last,
+        Some(s) => match SampleSelector::parse(s) {
+            Ok(sel) => sel,
+            Err(e) => bad_input!("{text:?}: {e}"),
+        },
+    };
+    Ok(SampleRef { dir, selector })
+}
+
+/// The mappings of a sample, and a line saying which sample it is.
+fn load(r: &SampleRef) -> anyhow::Result<(Vec<Mapping>, String)> {
+    let rec = Recording::open(&r.dir)?;
+    let sample = rec.select(r.selector)?;
+    let detail = rec.detail(sample.i)?;
+    let what = format!(
+        "{} sample {} at {} ({} mappings)",
+        r.dir.display(),
+        sample.i,
+        text::seconds(sample.t),
+        detail.mappings.len()
+    );
+    Ok((detail.mappings, what))
+}
 
 /// Runs the subcommand.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Diff(d) => {
+            let a = parse_ref(&d.a, None)?;
+            let b = parse_ref(&d.b, Some(&a.dir))?;
+            let (ma, wa) = load(&a)?;
+            let (mb, wb) = load(&b)?;
+            let diff = maps_diff::diff(&ma, &mb);
+            let mut out = std::io::stdout().lock();
+            if d.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&diff)?)?;
+            } else {
+                writeln!(out, "A: {wa}\nB: {wb}\n")?;
+                write!(out, "{}", text::maps_diff(&diff, d.top))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

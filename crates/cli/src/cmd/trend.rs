@@ -1,12 +1,46 @@
 //! `leaktrail trend`.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use leaktrail_analysis::trend;
+use leaktrail_capture::recording::{self, Recording};
+use leaktrail_report::{svg, text};
 
 /// Flags of `leaktrail trend`.
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(after_help = "Verdicts: growing, flat, inconclusive. The slope is Theil-Sen's with a \
+    95% interval, after excluding a warm-up (steps followed by a plateau, as a Node.js heap \
+    does in its first minutes); growing needs a significant Mann-Kendall trend, material \
+    growth, and growth spread over more than a few steps.")]
+pub struct Args {
+    /// The recording directory written by `watch`.
+    pub dir: PathBuf,
+    /// Also draw RSS per region over time, the fitted line and the warm-up into this SVG file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Runs the subcommand.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rec = Recording::open(&args.dir)?;
+    let t = trend::analyse(&rec);
+    if let Some(path) = &args.svg {
+        let title = format!("{} (pid {})", rec.meta.comm, rec.meta.pid);
+        let chart = svg::trend_chart(&rec.samples, &t, &svg::SvgOptions::titled(title));
+        recording::write_atomically(path, chart.as_bytes())
+            .with_context(|| format!("writing the chart to {}", path.display()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&t)?)?;
+    } else {
+        write!(out, "{}", text::trend(&t))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

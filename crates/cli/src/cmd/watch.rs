@@ -1,12 +1,105 @@
 //! `leaktrail watch`.
 
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use leaktrail_analysis::trend;
+use leaktrail_capture::recording::Recording;
+use leaktrail_capture::watch::{self, WatchOptions, Watcher};
+use leaktrail_report::text;
+
+use crate::bad_input;
+
+/// Parses `1s`, `250ms`, `10m`, `2h` for clap.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    leaktrail_capture::duration::parse(s)
+}
 
 /// Flags of `leaktrail watch`.
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(after_help = "Examples:\n  leaktrail watch -p 1234 --duration 10m\n  \
+    leaktrail watch --interval 250ms --out rec -- ./server --port 8080\n\n\
+    Samples /proc/PID/smaps_rollup every interval and the full smaps as often as a 2% \
+    CPU budget allows, into a recording directory (see the README, \"Recording directory\"). \
+    On a terminal, one line per sample; at the end, the trend verdict (`leaktrail trend DIR`).")]
+pub struct Args {
+    /// Watch this running process.
+    #[arg(short, long, value_name = "PID")]
+    pub pid: Option<i32>,
+    /// Time between samples: 250ms, 1s, 10s...
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Stop after this long: 30s, 10m, 2h [default: until the process exits or Ctrl-C].
+    /// A command started by watch is then ended (SIGTERM, then SIGKILL after 2s).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Recording directory [default: ./leaktrail-<comm>-<pid>-<time>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Start this command and watch it (after `--`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
 
 /// Runs the subcommand.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let options = WatchOptions::new(args.interval, args.duration, args.out);
+    watch_and_report(args.pid, &args.command, options)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Watches (attaching or launching), prints the live view on a terminal and
+/// the verdict at the end; returns the recording directory. Shared with
+/// `demo`.
+pub fn watch_and_report(
+    pid: Option<i32>,
+    command: &[String],
+    options: WatchOptions,
+) -> anyhow::Result<PathBuf> {
+    let watcher = match (pid, command.is_empty()) {
+        (Some(pid), true) => Watcher::attach(pid, options)?,
+        (None, false) => Watcher::launch(command, options)?,
+        (Some(_), false) => bad_input!("give either -p PID or -- COMMAND, not both"),
+        (None, true) => bad_input!("nothing to watch: give -p PID or -- COMMAND [ARGS...]"),
+    };
+    watch::install_interrupt_handler();
+    let meta = watcher.meta().clone();
+    let dir = watcher.dir().to_path_buf();
+    let tty = std::io::stdout().is_terminal();
+    let outcome = watcher.run(|samples| {
+        if samples.len() == 1 {
+            eprintln!(
+                "leaktrail: watching pid {} ({}), recording to {}",
+                meta.pid,
+                meta.comm,
+                dir.display()
+            );
+        }
+        if tty {
+            let running = (samples.len() >= 2).then(|| trend::analyse_samples(&meta, samples));
+            // The live view is best effort: a closed terminal must not stop
+            // the recording.
+            let _ = writeln!(std::io::stdout(), "{}", text::live_line(samples, running.as_ref()));
+        }
+    });
+    let outcome = outcome.with_context(|| format!("watching pid {} (recording kept in {})", meta.pid, dir.display()))?;
+    let recording = Recording::open(&outcome.dir)?;
+    let t = trend::analyse(&recording);
+    let mut out = std::io::stdout().lock();
+    let how = match outcome.end.reason {
+        leaktrail_capture::recording::EndReason::Exited => "the process exited",
+        leaktrail_capture::recording::EndReason::Duration => "the duration passed",
+        leaktrail_capture::recording::EndReason::Interrupted => "interrupted",
+    };
+    writeln!(
+        out,
+        "\nwatch ended ({how}) after {} samples; recording in {}\n",
+        outcome.samples,
+        outcome.dir.display()
+    )?;
+    write!(out, "{}", text::trend(&t))?;
+    Ok(outcome.dir)
 }
