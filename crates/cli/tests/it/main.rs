@@ -5,3 +5,4 @@
 //! what each fixture is known by construction to do.
 
 mod support;
+mod watch;
