@@ -146,7 +146,10 @@ pub fn diff(a: &[Mapping], b: &[Mapping]) -> MapsDiff {
             }
         }
         // The rest in address order.
-        let mut free_b = (0..ys.len()).filter(|&j| !used_b[j]).collect::<Vec<_>>().into_iter();
+        let mut free_b = (0..ys.len())
+            .filter(|&j| !used_b[j])
+            .collect::<Vec<_>>()
+            .into_iter();
         for p in pair_of.iter_mut().filter(|p| p.is_none()) {
             if let Some(j) = free_b.next() {
                 used_b[j] = true;
@@ -172,7 +175,12 @@ pub fn diff(a: &[Mapping], b: &[Mapping]) -> MapsDiff {
     let mut regions: Vec<RegionDelta> = Region::ALL
         .iter()
         .map(|&r| {
-            let sum = |ms: &[Mapping]| ms.iter().filter(|m| m.region == r).map(|m| m.rss).sum::<u64>();
+            let sum = |ms: &[Mapping]| {
+                ms.iter()
+                    .filter(|m| m.region == r)
+                    .map(|m| m.rss)
+                    .sum::<u64>()
+            };
             let (ra, rb) = (sum(a), sum(b));
             RegionDelta {
                 name: r.name().to_string(),
@@ -182,7 +190,7 @@ pub fn diff(a: &[Mapping], b: &[Mapping]) -> MapsDiff {
             }
         })
         .collect();
-    regions.sort_by(|x, y| y.delta.unsigned_abs().cmp(&x.delta.unsigned_abs()));
+    regions.sort_by_key(|r| std::cmp::Reverse(r.delta.unsigned_abs()));
     let rss_a = a.iter().map(|m| m.rss).sum();
     let rss_b = b.iter().map(|m| m.rss).sum();
     MapsDiff {

@@ -126,15 +126,17 @@ pub fn normal_cdf(z: f64) -> f64 {
 fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t * (-z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-        .exp();
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
     if x >= 0.0 {
         r
     } else {
@@ -703,7 +705,9 @@ mod tests {
     fn steady_leak_is_growing_from_the_start() {
         let mut noise = Noise(7);
         // 2 MiB/s, 0.2 MiB noise, 100 ms samples for 4 s.
-        let pts = series(40, 0.1, |t| 50.0 * MIB + 2.0 * MIB * t + 0.2 * MIB * noise.next());
+        let pts = series(40, 0.1, |t| {
+            50.0 * MIB + 2.0 * MIB * t + 0.2 * MIB * noise.next()
+        });
         let (v, slope, cut) = verdict_of(&pts);
         assert_eq!(v, Verdict::Growing);
         assert!((slope / (2.0 * MIB) - 1.0).abs() < 0.05, "{slope}");
@@ -726,9 +730,19 @@ mod tests {
     fn node_like_steps_then_plateau_is_flat() {
         let mut noise = Noise(3);
         // V8: steps of uneven size over the first 3 minutes, flat for 7.
-        let steps = [(10.0, 8.0), (40.0, 20.0), (70.0, 5.0), (120.0, 30.0), (170.0, 12.0)];
+        let steps = [
+            (10.0, 8.0),
+            (40.0, 20.0),
+            (70.0, 5.0),
+            (120.0, 30.0),
+            (170.0, 12.0),
+        ];
         let pts = series(600, 1.0, |t| {
-            let base: f64 = steps.iter().filter(|(at, _)| t >= *at).map(|(_, mb)| mb).sum();
+            let base: f64 = steps
+                .iter()
+                .filter(|(at, _)| t >= *at)
+                .map(|(_, mb)| mb)
+                .sum();
             (60.0 + base) * MIB + 0.5 * MIB * noise.next()
         });
         let (v, _, cut) = verdict_of(&pts);

@@ -38,7 +38,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
                     "duration {text:?} needs a unit: ms, s, m or h (e.g. {num}s)"
                 ))
             }
-            u => return Err(format!("unknown unit {u:?} in duration {text:?}; use ms, s, m or h")),
+            u => {
+                return Err(format!(
+                    "unknown unit {u:?} in duration {text:?}; use ms, s, m or h"
+                ))
+            }
         };
         total += n * scale;
         rest = &rest[num_len + unit_len..];

@@ -25,7 +25,11 @@ impl Launched {
     /// variables (the tracer's `LD_PRELOAD`, for instance). With `quiet`,
     /// the target's stdout goes to `/dev/null` (the demo's own output is the
     /// show).
-    pub fn spawn(argv: &[String], env: &[(String, String)], quiet: bool) -> Result<Launched, Error> {
+    pub fn spawn(
+        argv: &[String],
+        env: &[(String, String)],
+        quiet: bool,
+    ) -> Result<Launched, Error> {
         let Some((program, args)) = argv.split_first() else {
             return Err(Error::Spawn {
                 program: String::new(),

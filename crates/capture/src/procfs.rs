@@ -274,10 +274,12 @@ pub fn parse_stat(text: &str) -> Result<Stat, ParseError> {
         .rfind(')')
         .filter(|&c| c > open)
         .ok_or_else(|| ParseError(format!("no closing `)` after comm in {text:?}")))?;
-    let pid = text[..open]
-        .trim()
-        .parse()
-        .map_err(|_| ParseError(format!("expected a pid before `(`, found {:?}", &text[..open])))?;
+    let pid = text[..open].trim().parse().map_err(|_| {
+        ParseError(format!(
+            "expected a pid before `(`, found {:?}",
+            &text[..open]
+        ))
+    })?;
     let comm = text[open + 1..close].to_string();
     let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
     // After comm: state is field 3, starttime field 22 (1-based).
@@ -476,9 +478,10 @@ pub fn classify(mappings: &mut [Mapping], stack_pointers: &[u64]) {
                 arena_tail.insert(i + 1);
             }
             Region::Heap
-        } else if m.is_read_write() && holds_stack_pointer(m, stack_pointers) {
-            Region::Stack
-        } else if m.is_read_write() && i > 0 && is_stack_guard(&mappings[i - 1], m, &arena_tail, i - 1) {
+        } else if m.is_read_write()
+            && (holds_stack_pointer(m, stack_pointers)
+                || (i > 0 && is_stack_guard(&mappings[i - 1], m, &arena_tail, i - 1)))
+        {
             Region::Stack
         } else {
             Region::Anon
@@ -506,7 +509,12 @@ fn holds_stack_pointer(m: &Mapping, stack_pointers: &[u64]) -> bool {
     stack_pointers.iter().any(|&sp| sp >= m.start && sp < m.end)
 }
 
-fn is_stack_guard(guard: &Mapping, stack: &Mapping, arena_tail: &HashSet<usize>, gi: usize) -> bool {
+fn is_stack_guard(
+    guard: &Mapping,
+    stack: &Mapping,
+    arena_tail: &HashSet<usize>,
+    gi: usize,
+) -> bool {
     guard.end == stack.start
         && guard.is_anonymous()
         && guard.is_inaccessible()
@@ -704,7 +712,7 @@ pub fn memory_limit(pid: i32) -> Option<MemoryLimit> {
             else {
                 continue;
             };
-            if best.is_none_or(|b| bytes < b.bytes) {
+            if best.map_or(true, |b| bytes < b.bytes) {
                 best = Some(MemoryLimit { bytes, source });
             }
         }
@@ -731,14 +739,22 @@ mod tests {
 
     #[test]
     fn stat_errors() {
-        for text in ["", "1234", "1234 (cat", "x (cat) S", "1234 (cat) S 1 2", "1234 (cat) "] {
+        for text in [
+            "",
+            "1234",
+            "1234 (cat",
+            "x (cat) S",
+            "1234 (cat) S 1 2",
+            "1234 (cat) ",
+        ] {
             assert!(parse_stat(text).is_err(), "{text:?}");
         }
     }
 
     #[test]
     fn rollup() {
-        let text = "56520dac9000-7ffef6e33000 ---p 00000000 00:00 0                          [rollup]
+        let text =
+            "56520dac9000-7ffef6e33000 ---p 00000000 00:00 0                          [rollup]
 Rss:                1776 kB
 Pss:                 534 kB
 Pss_Anon:            112 kB
@@ -854,7 +870,13 @@ Rss:                  ";
         let got: Vec<Region> = maps.iter().map(|m| m.region).collect();
         assert_eq!(
             got,
-            vec![Region::Anon, Region::Anon, Region::Anon, Region::Anon, Region::Heap]
+            vec![
+                Region::Anon,
+                Region::Anon,
+                Region::Anon,
+                Region::Anon,
+                Region::Heap
+            ]
         );
     }
 
@@ -888,7 +910,8 @@ Rss:                  ";
         assert_eq!(maps[0].rss, 0);
         assert!(parse_smaps("Rss: 4 kB\n").is_err());
         assert!(parse_smaps("").unwrap().is_empty());
-        let maps = parse_smaps("not a header\n0-1000 rw-p 0 00:00 0\nRss: 4 kB\nVmFlags: rd\n").unwrap();
+        let maps =
+            parse_smaps("not a header\n0-1000 rw-p 0 00:00 0\nRss: 4 kB\nVmFlags: rd\n").unwrap();
         assert_eq!(maps.len(), 1);
         assert_eq!(maps[0].rss, 4096);
         // Truncated header line: dropped, not misparsed.
@@ -902,10 +925,15 @@ Rss:                  ";
     #[test]
     fn syscall_sp() {
         assert_eq!(
-            parse_syscall_sp("270 0xfb 0x7ffd2cf5d2b0 0x0 0x0 0x7ffd 0x7ffd 0x7ffd2cf5d190 0x7f526d4baaec\n"),
+            parse_syscall_sp(
+                "270 0xfb 0x7ffd2cf5d2b0 0x0 0x0 0x7ffd 0x7ffd 0x7ffd2cf5d190 0x7f526d4baaec\n"
+            ),
             Some(0x7ffd2cf5d190)
         );
-        assert_eq!(parse_syscall_sp("-1 0x7ffd2cf5d190 0x7f526d4baaec\n"), Some(0x7ffd2cf5d190));
+        assert_eq!(
+            parse_syscall_sp("-1 0x7ffd2cf5d190 0x7f526d4baaec\n"),
+            Some(0x7ffd2cf5d190)
+        );
         assert_eq!(parse_syscall_sp("running\n"), None);
         assert_eq!(parse_syscall_sp(""), None);
     }

@@ -299,9 +299,11 @@ impl SampleSelector {
                 .parse()
                 .map(SampleSelector::Index)
                 .map_err(|_| format!("sample index {t:?} is too large")),
-            t => crate::duration::parse(t).map(SampleSelector::Time).map_err(|e| {
-                format!("expected first, last, a sample index or a time such as 30s: {e}")
-            }),
+            t => crate::duration::parse(t)
+                .map(SampleSelector::Time)
+                .map_err(|e| {
+                    format!("expected first, last, a sample index or a time such as 30s: {e}")
+                }),
         }
     }
 }
@@ -343,7 +345,8 @@ impl Recording {
             why,
         })?;
         let samples_path = dir.join("samples.jsonl");
-        let text = std::fs::read_to_string(&samples_path).map_err(|e| Error::io(&samples_path, e))?;
+        let text =
+            std::fs::read_to_string(&samples_path).map_err(|e| Error::io(&samples_path, e))?;
         let samples = parse_samples(&text).map_err(|why| Error::Malformed {
             path: samples_path,
             why,
@@ -375,25 +378,31 @@ impl Recording {
         match sel {
             SampleSelector::First => with_detail.first().copied().ok_or_else(none),
             SampleSelector::Last => with_detail.last().copied().ok_or_else(none),
-            SampleSelector::Index(i) => {
-                match self.samples.iter().find(|s| s.i == i) {
-                    Some(s) if s.detail => Ok(s),
-                    found => {
-                        let near: Vec<String> = nearest(&with_detail, |s| s.i as f64, i as f64)
-                            .iter()
-                            .map(|s| s.i.to_string())
-                            .collect();
-                        Err(Error::Malformed {
-                            path: self.dir.clone(),
-                            why: format!(
-                                "sample {i} {}; samples with detail near it: {}",
-                                if found.is_some() { "has no per-mapping detail" } else { "does not exist" },
-                                if near.is_empty() { "none".to_string() } else { near.join(", ") }
-                            ),
-                        })
-                    }
+            SampleSelector::Index(i) => match self.samples.iter().find(|s| s.i == i) {
+                Some(s) if s.detail => Ok(s),
+                found => {
+                    let near: Vec<String> = nearest(&with_detail, |s| s.i as f64, i as f64)
+                        .iter()
+                        .map(|s| s.i.to_string())
+                        .collect();
+                    Err(Error::Malformed {
+                        path: self.dir.clone(),
+                        why: format!(
+                            "sample {i} {}; samples with detail near it: {}",
+                            if found.is_some() {
+                                "has no per-mapping detail"
+                            } else {
+                                "does not exist"
+                            },
+                            if near.is_empty() {
+                                "none".to_string()
+                            } else {
+                                near.join(", ")
+                            }
+                        ),
+                    })
                 }
-            }
+            },
             SampleSelector::Time(d) => nearest(&with_detail, |s| s.t, d.as_secs_f64())
                 .first()
                 .copied()
@@ -403,7 +412,11 @@ impl Recording {
 }
 
 /// The (at most two) samples closest to `target` by `key`, closest first.
-fn nearest<'a>(samples: &[&'a Sample], key: impl Fn(&Sample) -> f64, target: f64) -> Vec<&'a Sample> {
+fn nearest<'a>(
+    samples: &[&'a Sample],
+    key: impl Fn(&Sample) -> f64,
+    target: f64,
+) -> Vec<&'a Sample> {
     let mut v: Vec<&Sample> = samples.to_vec();
     v.sort_by(|a, b| (key(a) - target).abs().total_cmp(&(key(b) - target).abs()));
     v.truncate(2);
@@ -537,7 +550,10 @@ mod tests {
         assert_eq!(r.select(SampleSelector::Last).unwrap().i, 0);
         assert!(r.select(SampleSelector::Index(3)).is_err());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.join("meta.json")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join("meta.json"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(RecordingWriter::create(&dir, &meta).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

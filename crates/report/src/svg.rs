@@ -249,7 +249,12 @@ pub fn trend_chart(samples: &[Sample], trend: &Trend, options: &SvgOptions) -> S
         entry(&mut out, color(*r), "", &label);
     }
     if trend.fit.is_some() {
-        entry(&mut out, "#000", r#" stroke-dasharray="6 4""#, "fitted (Theil-Sen)");
+        entry(
+            &mut out,
+            "#000",
+            r#" stroke-dasharray="6 4""#,
+            "fitted (Theil-Sen)",
+        );
     }
     out.push_str("</svg>\n");
     out

@@ -90,9 +90,18 @@ pub fn trend(t: &Trend) -> String {
         seconds(t.warmup_seconds),
         t.analysed_samples
     );
-    let _ = write!(out, "rss:      {} at the last sample", bytes(t.rss_bytes as f64));
+    let _ = write!(
+        out,
+        "rss:      {} at the last sample",
+        bytes(t.rss_bytes as f64)
+    );
     if let (Some(limit), Some(src)) = (t.limit_bytes, t.limit_source) {
-        let _ = write!(out, "; limit {} ({})", bytes(limit as f64), limit_source(src));
+        let _ = write!(
+            out,
+            "; limit {} ({})",
+            bytes(limit as f64),
+            limit_source(src)
+        );
         if let Some(s) = t.time_to_limit_seconds {
             let _ = write!(out, ", reached in ~{} at this rate", seconds(s));
         }
@@ -160,7 +169,11 @@ pub fn maps_diff(d: &MapsDiff, limit: usize) -> String {
         signed_bytes(d.delta as f64)
     );
     let _ = writeln!(out);
-    let _ = writeln!(out, "{:<7} {:>11} {:>11} {:>12}", "region", "rss A", "rss B", "delta");
+    let _ = writeln!(
+        out,
+        "{:<7} {:>11} {:>11} {:>12}",
+        "region", "rss A", "rss B", "delta"
+    );
     for r in &d.regions {
         let _ = writeln!(
             out,
@@ -177,7 +190,12 @@ pub fn maps_diff(d: &MapsDiff, limit: usize) -> String {
         "{:>12} {:>11} {:>11} {:<6} {:<4} {:<33} name",
         "delta", "rss A", "rss B", "region", "perm", "address (in B)"
     );
-    let shown: Vec<_> = d.mappings.iter().filter(|m| m.delta != 0).take(limit).collect();
+    let shown: Vec<_> = d
+        .mappings
+        .iter()
+        .filter(|m| m.delta != 0)
+        .take(limit)
+        .collect();
     for m in &shown {
         let mark = match m.presence {
             Presence::Both => "",
@@ -205,7 +223,10 @@ pub fn maps_diff(d: &MapsDiff, limit: usize) -> String {
             let _ = writeln!(out, "({u} mappings unchanged)");
         }
         (h, u) => {
-            let _ = writeln!(out, "({h} smaller changes not shown; {u} mappings unchanged)");
+            let _ = writeln!(
+                out,
+                "({h} smaller changes not shown; {u} mappings unchanged)"
+            );
         }
     }
     out

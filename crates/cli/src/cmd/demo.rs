@@ -76,8 +76,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let command = vec![exe.to_string_lossy().into_owned(), args.rate.to_string()];
     let dir = watch_and_report(None, &command, options)?;
     let rec = Recording::open(&dir)?;
-    let (first, last) = (rec.select(SampleSelector::First)?, rec.select(SampleSelector::Last)?);
-    let diff = maps_diff::diff(&rec.detail(first.i)?.mappings, &rec.detail(last.i)?.mappings);
+    let (first, last) = (
+        rec.select(SampleSelector::First)?,
+        rec.select(SampleSelector::Last)?,
+    );
+    let diff = maps_diff::diff(
+        &rec.detail(first.i)?.mappings,
+        &rec.detail(last.i)?.mappings,
+    );
     println!(
         "\nWhere it grew, {} to {} (leaktrail maps diff {}@first @last):\n",
         text::seconds(first.t),
@@ -88,7 +94,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let chart = dir.join("trend.svg");
     let t = trend::analyse(&rec);
     let title = format!("demo_leaky (pid {})", rec.meta.pid);
-    recording::write_atomically(&chart, svg::trend_chart(&rec.samples, &t, &svg::SvgOptions::titled(title)).as_bytes())?;
+    recording::write_atomically(
+        &chart,
+        svg::trend_chart(&rec.samples, &t, &svg::SvgOptions::titled(title)).as_bytes(),
+    )?;
     println!(
         "\nChart: {} (leaktrail trend {} --svg FILE)",
         chart.display(),

@@ -11,10 +11,12 @@ use leaktrail_report::{svg, text};
 
 /// Flags of `leaktrail trend`.
 #[derive(clap::Args)]
-#[command(after_help = "Verdicts: growing, flat, inconclusive. The slope is Theil-Sen's with a \
+#[command(
+    after_help = "Verdicts: growing, flat, inconclusive. The slope is Theil-Sen's with a \
     95% interval, after excluding a warm-up (steps followed by a plateau, as a Node.js heap \
     does in its first minutes); growing needs a significant Mann-Kendall trend, material \
-    growth, and growth spread over more than a few steps.")]
+    growth, and growth spread over more than a few steps."
+)]
 pub struct Args {
     /// The recording directory written by `watch`.
     pub dir: PathBuf,

@@ -82,10 +82,20 @@ pub fn watch_and_report(
             let running = (samples.len() >= 2).then(|| trend::analyse_samples(&meta, samples));
             // The live view is best effort: a closed terminal must not stop
             // the recording.
-            let _ = writeln!(std::io::stdout(), "{}", text::live_line(samples, running.as_ref()));
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}",
+                text::live_line(samples, running.as_ref())
+            );
         }
     });
-    let outcome = outcome.with_context(|| format!("watching pid {} (recording kept in {})", meta.pid, dir.display()))?;
+    let outcome = outcome.with_context(|| {
+        format!(
+            "watching pid {} (recording kept in {})",
+            meta.pid,
+            dir.display()
+        )
+    })?;
     let recording = Recording::open(&outcome.dir)?;
     let t = trend::analyse(&recording);
     let mut out = std::io::stdout().lock();

@@ -26,7 +26,14 @@ fn watch(test: &str, name: &str, args: &[&str], duration: &str) -> PathBuf {
     let exe = fixture(name, &[]);
     let dir = scratch(test).join("rec");
     let out = leaktrail()
-        .args(["watch", "--interval", "100ms", "--duration", duration, "--out"])
+        .args([
+            "watch",
+            "--interval",
+            "100ms",
+            "--duration",
+            duration,
+            "--out",
+        ])
         .arg(&dir)
         .arg("--")
         .arg(exe)
@@ -41,7 +48,10 @@ fn watch(test: &str, name: &str, args: &[&str], duration: &str) -> PathBuf {
         String::from_utf8_lossy(&out.stdout)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("verdict:"), "watch prints the verdict at the end:\n{stdout}");
+    assert!(
+        stdout.contains("verdict:"),
+        "watch prints the verdict at the end:\n{stdout}"
+    );
     dir
 }
 
@@ -93,7 +103,10 @@ fn steady_malloc_leak_is_growing_in_heap() {
         (slope / truth - 1.0).abs() <= 0.15,
         "slope {slope} B/h, truth {truth} B/h: {t:#}"
     );
-    let (lo, hi) = (t["ci_low"].as_f64().unwrap(), t["ci_high"].as_f64().unwrap());
+    let (lo, hi) = (
+        t["ci_low"].as_f64().unwrap(),
+        t["ci_high"].as_f64().unwrap(),
+    );
     assert!(lo <= slope && slope <= hi && lo > 0.0, "{t:#}");
     assert_eq!(t["growth_region"], "heap", "{t:#}");
     assert_eq!(region(&t, "heap")["verdict"], "growing", "{t:#}");
@@ -126,7 +139,10 @@ fn warmup_then_steady_noise_is_flat() {
         assert_ne!(r["verdict"], "growing", "{t:#}");
     }
     let warmup = t["warmup_seconds"].as_f64().unwrap();
-    assert!((0.5..=2.5).contains(&warmup), "warm-up is the first second: {t:#}");
+    assert!(
+        (0.5..=2.5).contains(&warmup),
+        "warm-up is the first second: {t:#}"
+    );
     assert!(t["time_to_limit_seconds"].is_null(), "{t:#}");
 }
 
@@ -146,7 +162,11 @@ fn maps_diff_names_the_growing_mapping_first() {
         .args(["maps", "diff", &a, "@last", "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let d: Value = serde_json::from_slice(&out.stdout).unwrap();
     let first = &d["mappings"][0];
     assert_eq!(first["name"], "[heap]", "{d:#}");
@@ -158,7 +178,11 @@ fn maps_diff_names_the_growing_mapping_first() {
         .args(["maps", "diff", &a, &format!("{}@3s", dir.display())])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let row = text
         .lines()
@@ -183,9 +207,13 @@ fn watch_nonexistent_pid_is_one_line_and_exit_2() {
     // pid_max is at most 2^22, so this pid never exists.
     let dir = scratch("watch-nopid");
     let mut cmd = leaktrail();
-    cmd.current_dir(&dir).args(["watch", "-p", "2147483647", "--duration", "1s"]);
+    cmd.current_dir(&dir)
+        .args(["watch", "-p", "2147483647", "--duration", "1s"]);
     let stderr = expect_bad_input(cmd);
-    assert!(stderr.contains("no process with pid 2147483647"), "{stderr}");
+    assert!(
+        stderr.contains("no process with pid 2147483647"),
+        "{stderr}"
+    );
     assert!(
         std::fs::read_dir(&dir).unwrap().next().is_none(),
         "nothing is left behind"
@@ -248,7 +276,8 @@ fn launched_target_exiting_mid_watch_keeps_the_series() {
         &[&RATE.to_string(), "1.5"],
         "60s",
     );
-    let meta: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     assert_eq!(meta["end"]["reason"], "exited", "{meta:#}");
     assert_eq!(meta["end"]["exit_code"], 0, "{meta:#}");
     let t = trend(&dir);
@@ -262,7 +291,11 @@ fn launched_target_exiting_mid_watch_keeps_the_series() {
         .args(["maps", "diff", &format!("{}@first", dir.display()), "@last"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -292,7 +325,8 @@ fn attached_target_exiting_mid_watch_keeps_the_series() {
     let status = watcher.0.wait().unwrap();
     assert!(status.success(), "watch ends cleanly when the target exits");
     assert!(target.0.wait().unwrap().success());
-    let meta: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     assert_eq!(meta["end"]["reason"], "exited", "{meta:#}");
     let t = trend(&dir);
     assert!(t["samples"].as_u64().unwrap() >= 1, "{t:#}");
@@ -332,7 +366,11 @@ fn demo_finds_the_growth() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("verdict:  growing"), "{stdout}");
     assert!(stdout.contains("growth:   in heap"), "{stdout}");
     assert!(dir.join("trend.svg").exists());
