@@ -26,13 +26,14 @@
 //!    or 1% of the median RSS, whichever is larger), and growth that is
 //!    spread out: when fewer than five sample-to-sample steps carry 80%
 //!    of the rise, we have seen steps, not yet a trend, and say
-//!    `inconclusive`. `flat` when the interval's upper end, over the
-//!    window, stays below the material amount, or when there is no
-//!    significant trend and the fitted rise is within the larger of the
-//!    material amount and the residuals' interquartile range (the series'
-//!    own fluctuation: a sawtooth). Anything else,
-//!    and any window of fewer than [`MIN_POINTS`] samples, is
-//!    `inconclusive`.
+//!    `inconclusive`; so is a rise seen over fewer than twice
+//!    [`MIN_POINTS`] samples (a start-up ramp looks like anything). `flat`
+//!    when the interval's upper end, over the window, stays below the
+//!    material amount, or when there is no significant trend and the
+//!    fitted rise is within the larger of the material amount and the
+//!    residuals' interquartile range (the series' own fluctuation: a
+//!    sawtooth). Anything else, and any window of fewer than
+//!    [`MIN_POINTS`] samples, is `inconclusive`.
 //!
 //! Series longer than [`MAX_POINTS`] are reduced to that many bin medians
 //! first (Theil–Sen is O(n²) in pairs). Per-region verdicts use the same
@@ -406,6 +407,15 @@ pub fn assess(points: &[Point], material: f64) -> Assessment {
         n,
     };
     if significant && mk.s > 0 && fit.low > 0.0 && rise >= material {
+        if n < 2 * MIN_POINTS {
+            return assessment(
+                Verdict::Inconclusive,
+                format!(
+                    "rising, but only {n} samples; at least {} are needed to call it growth",
+                    2 * MIN_POINTS
+                ),
+            );
+        }
         let steps = steps_carrying(&points, rise);
         if steps < 5 {
             return assessment(

@@ -82,12 +82,19 @@ pub fn trend(t: &Trend) -> String {
         rate(t.ci_high)
     );
     let _ = writeln!(out, "          {}", t.reason);
+    let warmup = if t.warmup_seconds > 0.0 {
+        format!(
+            "the first {} excluded as warm-up",
+            seconds(t.warmup_seconds)
+        )
+    } else {
+        "no warm-up".to_string()
+    };
     let _ = writeln!(
         out,
-        "samples:  {} over {}; warm-up {} excluded, {} analysed",
+        "samples:  {} over {}; {warmup}; {} analysed",
         t.samples,
         seconds(t.duration_seconds),
-        seconds(t.warmup_seconds),
         t.analysed_samples
     );
     let _ = write!(
