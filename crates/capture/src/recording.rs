@@ -194,6 +194,25 @@ fn detail_name(i: u64) -> String {
     format!("{i:06}.json")
 }
 
+/// Checks that `dir` can become a recording: it does not exist, or is an
+/// empty directory. (Called before starting a target, so that a bad `--out`
+/// costs nothing.)
+pub fn check_new_dir(dir: &Path) -> Result<(), Error> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::Malformed {
+                    path: dir.into(),
+                    why: "expected a new or empty directory for the recording, found one with files in it".into(),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
 /// Writes a recording as a watch goes.
 #[derive(Debug)]
 pub struct RecordingWriter {
@@ -207,15 +226,7 @@ impl RecordingWriter {
     pub fn create(dir: &Path, meta: &Meta) -> Result<RecordingWriter, Error> {
         match std::fs::DirBuilder::new().mode(0o700).create(dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-                if entries.next().is_some() {
-                    return Err(Error::Malformed {
-                        path: dir.into(),
-                        why: "expected a new or empty directory for the recording, found one with files in it".into(),
-                    });
-                }
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_new_dir(dir)?,
             Err(e) => return Err(Error::io(dir, e)),
         }
         let smaps = dir.join("smaps");

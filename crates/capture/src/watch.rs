@@ -151,6 +151,9 @@ impl Watcher {
 
     /// Starts `argv` and prepares to watch it.
     pub fn launch(argv: &[String], options: WatchOptions) -> Result<Watcher, Error> {
+        if let Some(out) = &options.out {
+            recording::check_new_dir(out)?;
+        }
         let child = Launched::spawn(argv, &[], options.quiet_target)?;
         let pid = child.pid();
         let stat = check_readable(pid)?;

@@ -48,11 +48,16 @@ pub fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            let line = err
-                .chain()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(": ");
+            // Library errors often print their source too (`{path}: {source}`);
+            // skip a cause whose text its parent already ends with.
+            let mut parts: Vec<String> = Vec::new();
+            for e in err.chain() {
+                let text = e.to_string();
+                if !parts.last().is_some_and(|p| p.ends_with(&text)) {
+                    parts.push(text);
+                }
+            }
+            let line = parts.join(": ");
             eprintln!("leaktrail: {line}");
             if is_bad_input(&err) {
                 ExitCode::from(2)

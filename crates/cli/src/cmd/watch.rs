@@ -59,6 +59,9 @@ pub fn watch_and_report(
     command: &[String],
     options: WatchOptions,
 ) -> anyhow::Result<PathBuf> {
+    if options.interval.is_zero() {
+        bad_input!("--interval must be longer than 0");
+    }
     let watcher = match (pid, command.is_empty()) {
         (Some(pid), true) => Watcher::attach(pid, options)?,
         (None, false) => Watcher::launch(command, options)?,

@@ -361,7 +361,7 @@ fn trend_and_maps_refuse_bad_input_with_exit_2() {
 fn demo_finds_the_growth() {
     let dir = scratch("watch-demo").join("rec");
     let out = leaktrail()
-        .args(["demo", "--duration", "3s", "--interval", "100ms", "--out"])
+        .args(["demo", "--duration", "4s", "--interval", "100ms", "--out"])
         .arg(&dir)
         .output()
         .unwrap();
