@@ -455,6 +455,12 @@ pub fn assess(points: &[Point], material: f64) -> Assessment {
     if significant && mk.s < 0 {
         return assessment(Verdict::Flat, "shrinking".into());
     }
+    if significant && mk.s > 0 {
+        return assessment(
+            Verdict::Inconclusive,
+            "rising, but in steps or not yet by a material amount; watch longer".into(),
+        );
+    }
     assessment(
         Verdict::Inconclusive,
         "the slope's 95% interval allows both no growth and material growth; watch longer".into(),

@@ -46,7 +46,9 @@ pub fn seconds(s: f64) -> String {
     if !s.is_finite() {
         return "never".into();
     }
-    if s < 1.0 {
+    if s == 0.0 {
+        "0s".into()
+    } else if s < 1.0 {
         format!("{}ms", (s * 1000.0).round())
     } else if s < 60.0 {
         let t = format!("{s:.1}");

@@ -72,6 +72,7 @@ pub fn watch_and_report(
     let meta = watcher.meta().clone();
     let dir = watcher.dir().to_path_buf();
     let tty = std::io::stdout().is_terminal();
+    let mut running: Option<trend::Trend> = None;
     let outcome = watcher.run(|samples| {
         if samples.len() == 1 {
             eprintln!(
@@ -82,7 +83,11 @@ pub fn watch_and_report(
             );
         }
         if tty {
-            let running = (samples.len() >= 2).then(|| trend::analyse_samples(&meta, samples));
+            // The verdict is O(n²) in samples (up to 1000 after reduction):
+            // on long watches, refresh it every 10th sample.
+            if samples.len() >= 2 && (samples.len() < 200 || samples.len() % 10 == 0) {
+                running = Some(trend::analyse_samples(&meta, samples));
+            }
             // The live view is best effort: a closed terminal must not stop
             // the recording.
             let _ = writeln!(
