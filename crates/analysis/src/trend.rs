@@ -803,6 +803,93 @@ mod tests {
         assert_ne!(verdict_of(&pts).0, Verdict::Growing);
     }
 
+    fn meta() -> Meta {
+        Meta {
+            format: leaktrail_capture::recording::FORMAT.into(),
+            version: 1,
+            pid: 1,
+            comm: "x".into(),
+            cmdline: vec![],
+            launched: true,
+            start_unix_ms: 0,
+            interval_ms: 1000,
+            memory_limit: Some(leaktrail_capture::procfs::MemoryLimit {
+                bytes: 1 << 30,
+                source: LimitSource::CgroupV2,
+            }),
+            end: None,
+        }
+    }
+
+    fn sample(i: u64, rss: u64, heap: u64) -> Sample {
+        Sample {
+            i,
+            t: i as f64,
+            rss,
+            pss: rss,
+            anon: heap,
+            swap: 0,
+            regions: Some(leaktrail_capture::procfs::RegionBytes {
+                heap,
+                file: rss - heap,
+                ..Default::default()
+            }),
+            detail: false,
+        }
+    }
+
+    #[test]
+    fn recording_trend_json_has_the_interface_fields() {
+        // 1 MiB/s into the heap over 30 s, file-backed memory flat.
+        let samples: Vec<Sample> = (0..30)
+            .map(|i| sample(i, (20 << 20) + (i << 20), (2 << 20) + (i << 20)))
+            .collect();
+        let t = analyse_samples(&meta(), &samples);
+        assert_eq!(t.verdict, Verdict::Growing);
+        assert_eq!(t.growth_region.as_deref(), Some("heap"));
+        assert!((t.slope_bytes_per_hour / (3600.0 * MIB) - 1.0).abs() < 1e-9);
+        // (1 GiB - 49 MiB) at 1 MiB/s.
+        assert!((t.time_to_limit_seconds.unwrap() - 975.0).abs() < 1e-6);
+        let v = serde_json::to_value(&t).unwrap();
+        for key in [
+            "verdict",
+            "slope_bytes_per_hour",
+            "ci_low",
+            "ci_high",
+            "regions",
+            "warmup_seconds",
+            "time_to_limit_seconds",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}: {v:#}");
+        }
+        assert_eq!(v["verdict"], "growing");
+        let names: Vec<&str> = v["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["heap", "anon", "stack", "file", "shmem"]);
+        for r in v["regions"].as_array().unwrap() {
+            assert!(r["verdict"].is_string() && r["slope_bytes_per_hour"].is_number());
+        }
+        assert_eq!(v["regions"][3]["verdict"], "flat");
+    }
+
+    #[test]
+    fn empty_and_flat_recordings() {
+        let t = analyse_samples(&meta(), &[]);
+        assert_eq!(t.verdict, Verdict::Inconclusive);
+        assert!(t.time_to_limit_seconds.is_none());
+        let v = serde_json::to_value(&t).unwrap();
+        assert!(v["time_to_limit_seconds"].is_null());
+        let samples: Vec<Sample> = (0..30).map(|i| sample(i, 20 << 20, 2 << 20)).collect();
+        let t = analyse_samples(&meta(), &samples);
+        assert_eq!(t.verdict, Verdict::Flat);
+        assert!(t.time_to_limit_seconds.is_none());
+        assert!(t.growth_region.is_none());
+    }
+
     #[test]
     fn reduce_keeps_shape() {
         let pts = series(5000, 1.0, |t| t * 2.0);

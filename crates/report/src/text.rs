@@ -245,6 +245,78 @@ pub fn maps_diff(d: &MapsDiff, limit: usize) -> String {
 mod tests {
     use super::*;
 
+    use leaktrail_analysis::trend::{RegionTrend, Trend, Verdict};
+
+    fn trend_fixture() -> Trend {
+        Trend {
+            verdict: Verdict::Growing,
+            reason: "steady increasing trend (Mann-Kendall p < 1e-6)".into(),
+            slope_bytes_per_hour: 7.0 * 1024.0 * 1024.0 * 1024.0,
+            ci_low: 6.5 * 1024.0 * 1024.0 * 1024.0,
+            ci_high: 7.5 * 1024.0 * 1024.0 * 1024.0,
+            regions: vec![RegionTrend {
+                name: "heap".into(),
+                verdict: Verdict::Growing,
+                slope_bytes_per_hour: 7.0 * 1024.0 * 1024.0 * 1024.0,
+                ci_low: 0.0,
+                ci_high: 0.0,
+                rss_bytes: 8 << 20,
+                reason: String::new(),
+            }],
+            growth_region: Some("heap".into()),
+            warmup_seconds: 1.5,
+            time_to_limit_seconds: Some(3.0 * 3600.0 + 300.0),
+            limit_bytes: Some(1 << 30),
+            limit_source: Some(LimitSource::CgroupV2),
+            samples: 40,
+            analysed_samples: 25,
+            duration_seconds: 4.0,
+            rss_bytes: 9 << 20,
+            mann_kendall: None,
+            fit: None,
+        }
+    }
+
+    #[test]
+    fn trend_text() {
+        let text = trend(&trend_fixture());
+        let want = "\
+verdict:  growing  +7.0 GiB/h (95% CI +6.5 GiB/h .. +7.5 GiB/h)
+          steady increasing trend (Mann-Kendall p < 1e-6)
+samples:  40 over 4s; the first 1.5s excluded as warm-up; 25 analysed
+rss:      9.0 MiB at the last sample; limit 1.0 GiB (cgroup memory.max), reached in ~3h05m at this rate
+growth:   in heap
+
+region  verdict                slope         rss
+heap    growing           +7.0 GiB/h     8.0 MiB
+";
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn live() {
+        use leaktrail_capture::recording::Sample;
+        let s = |i: u64, rss: u64| Sample {
+            i,
+            t: i as f64 * 0.5,
+            rss,
+            pss: 0,
+            anon: 0,
+            swap: 0,
+            regions: None,
+            detail: false,
+        };
+        assert_eq!(live_line(&[], None), "");
+        assert_eq!(
+            live_line(&[s(0, 1 << 20)], None),
+            "      0s  rss    1.0 MiB          0 B"
+        );
+        assert_eq!(
+            live_line(&[s(0, 1 << 20), s(1, 3 << 20)], Some(&trend_fixture())),
+            "   500ms  rss    3.0 MiB     +2.0 MiB  growing      +7.0 GiB/h in heap"
+        );
+    }
+
     #[test]
     fn formats() {
         assert_eq!(bytes(0.0), "0 B");

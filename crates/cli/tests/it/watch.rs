@@ -113,6 +113,25 @@ fn steady_malloc_leak_is_growing_in_heap() {
     assert_ne!(region(&t, "anon")["verdict"], "growing", "{t:#}");
     assert!(t["time_to_limit_seconds"].as_f64().unwrap() > 0.0, "{t:#}");
     assert!(t["warmup_seconds"].as_f64().unwrap() < 1.0, "{t:#}");
+
+    // The chart: a standalone SVG with the series and the fitted line.
+    let svg = scratch("watch-malloc-leak-svg").join("trend.svg");
+    let out = leaktrail()
+        .arg("trend")
+        .arg(malloc_leak_recording())
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg ") && chart.trim_end().ends_with("</svg>"));
+    assert!(chart.contains("<polyline") && chart.contains("stroke-dasharray"));
+    assert!(chart.contains(">heap</text>"), "legend names the regions");
 }
 
 #[test]
