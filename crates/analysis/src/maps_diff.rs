@@ -100,8 +100,8 @@ fn delta(a: u64, b: u64) -> i64 {
     (b as i128 - a as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
-fn entry(a: Option<&Mapping>, b: Option<&Mapping>) -> MappingDelta {
-    let m = b.or(a).expect("at least one side");
+/// The delta of a pair; `m` is the side that describes it (B's when both).
+fn entry(m: &Mapping, a: Option<&Mapping>, b: Option<&Mapping>) -> MappingDelta {
     let (rss_a, rss_b) = (a.map_or(0, |m| m.rss), b.map_or(0, |m| m.rss));
     MappingDelta {
         name: m.display_name(),
@@ -157,11 +157,12 @@ pub fn diff(a: &[Mapping], b: &[Mapping]) -> MapsDiff {
             }
         }
         for (i, x) in xs.iter().enumerate() {
-            out.push(entry(Some(x), pair_of[i].map(|j| ys[j])));
+            let y = pair_of[i].map(|j| ys[j]);
+            out.push(entry(y.unwrap_or(x), Some(x), y));
         }
         for (j, y) in ys.iter().enumerate() {
             if !used_b[j] {
-                out.push(entry(None, Some(y)));
+                out.push(entry(y, None, Some(y)));
             }
         }
     }
