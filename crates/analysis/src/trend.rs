@@ -39,6 +39,20 @@
 //! first (Theil–Sen is O(n²) in pairs). Per-region verdicts use the same
 //! warm-up cut and the same material amount, over the samples that read the
 //! full `smaps`.
+//!
+//! ```
+//! use leaktrail_analysis::trend::{assess, material, warmup_end, Point, Verdict};
+//!
+//! // 100 MB, then +2 MB a second.
+//! let pts: Vec<Point> = (0..40)
+//!     .map(|i| Point { t: i as f64, v: 1e8 + 2e6 * i as f64 })
+//!     .collect();
+//! let cut = warmup_end(&pts);
+//! assert_eq!(cut, 0);
+//! let a = assess(&pts[cut..], material(1e8));
+//! assert_eq!(a.verdict, Verdict::Growing);
+//! assert!((a.fit.unwrap().slope - 2e6).abs() < 1.0);
+//! ```
 
 use leaktrail_capture::procfs::{LimitSource, Region};
 use leaktrail_capture::recording::{Meta, Recording, Sample};

@@ -43,6 +43,24 @@
 //!
 //! Guard and tail mappings (`---p`) go with the region they guard; they
 //! hold no resident memory either way.
+//!
+//! ```
+//! use leaktrail_capture::procfs::{classify, parse_smaps, Region, RegionBytes};
+//!
+//! let text = "\
+//! 5555000000-5555100000 rw-p 00000000 00:00 0          [heap]
+//! Rss:                 512 kB
+//! 7f0000000000-7f0000021000 rw-p 00000000 00:00 0
+//! Rss:                 132 kB
+//! 7f0000021000-7f0004000000 ---p 00000000 00:00 0
+//! ";
+//! let mut maps = parse_smaps(text).unwrap();
+//! classify(&mut maps, &[]);
+//! // The second mapping is a glibc arena heap: 64 MiB-aligned, with its
+//! // PROT_NONE tail ending on the next 64 MiB boundary.
+//! assert_eq!(maps[1].region, Region::Heap);
+//! assert_eq!(RegionBytes::of(&maps).heap, (512 + 132) * 1024);
+//! ```
 
 use std::collections::HashSet;
 use std::path::Path;
