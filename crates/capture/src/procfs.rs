@@ -624,8 +624,22 @@ fn gone_or(r: Result<String, Error>) -> Result<Option<String>, Error> {
 
 /// Reads `/proc/PID/smaps_rollup`. A process that exited (or is a zombie,
 /// whose rollup is empty) reads as [`Reading::Gone`].
+///
+/// Kernels before 4.14 have no `smaps_rollup`; there we sum `smaps` (the
+/// same numbers, at the full read's cost).
 pub fn read_rollup(pid: i32) -> Result<Reading<Rollup>, Error> {
-    let Some(text) = gone_or(read_proc(pid, "smaps_rollup"))? else {
+    let text = match read_proc(pid, "smaps_rollup") {
+        Err(Error::NoSuchProcess { .. })
+            if Path::new("/proc").join(pid.to_string()).join("smaps").exists() =>
+        {
+            return Ok(match read_smaps(pid)? {
+                Reading::Present(maps) => Reading::Present(rollup_of(&maps)),
+                Reading::Gone => Reading::Gone,
+            });
+        }
+        r => r,
+    };
+    let Some(text) = gone_or(text)? else {
         return Ok(Reading::Gone);
     };
     match parse_rollup(&text) {
@@ -636,6 +650,19 @@ pub fn read_rollup(pid: i32) -> Result<Reading<Rollup>, Error> {
             why,
         }),
     }
+}
+
+/// The totals of a list of mappings, as `smaps_rollup` would give them
+/// (without the `Pss_*` split).
+pub fn rollup_of(mappings: &[Mapping]) -> Rollup {
+    let mut r = Rollup::default();
+    for m in mappings {
+        r.rss += m.rss;
+        r.pss += m.pss;
+        r.anonymous += m.anonymous;
+        r.swap += m.swap;
+    }
+    r
 }
 
 /// Reads, parses and classifies `/proc/PID/smaps`. This is O(mappings) work
@@ -869,6 +896,9 @@ Rss:                  ";
         assert_eq!(maps[0].private_dirty, 12 * 1024);
         let by = RegionBytes::of(&maps);
         assert_eq!(by.heap, (12 + 132 + 4) * 1024);
+        let r = rollup_of(&maps);
+        assert_eq!(r.rss, maps.iter().map(|m| m.rss).sum::<u64>());
+        assert_eq!(r.anonymous, (12 + 132) * 1024);
         assert_eq!(by.stack, (16 + 20) * 1024);
     }
 
