@@ -52,7 +52,9 @@ pub enum Error {
     },
     /// The process exists but has no user memory to sample: a kernel
     /// thread, or a zombie that has exited but not been reaped.
-    #[error("process {pid} has no user memory to watch (a kernel thread, or it has already exited)")]
+    #[error(
+        "process {pid} has no user memory to watch (a kernel thread, or it has already exited)"
+    )]
     NoUserMemory {
         /// The pid asked for.
         pid: i32,

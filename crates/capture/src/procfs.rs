@@ -630,7 +630,10 @@ fn gone_or(r: Result<String, Error>) -> Result<Option<String>, Error> {
 pub fn read_rollup(pid: i32) -> Result<Reading<Rollup>, Error> {
     let text = match read_proc(pid, "smaps_rollup") {
         Err(Error::NoSuchProcess { .. })
-            if Path::new("/proc").join(pid.to_string()).join("smaps").exists() =>
+            if Path::new("/proc")
+                .join(pid.to_string())
+                .join("smaps")
+                .exists() =>
         {
             return Ok(match read_smaps(pid)? {
                 Reading::Present(maps) => Reading::Present(rollup_of(&maps)),
