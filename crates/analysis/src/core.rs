@@ -31,7 +31,9 @@ use std::path::{Path, PathBuf};
 
 use leaktrail_capture::snapshot::metadata::{Metadata, Module};
 use leaktrail_capture::snapshot::note::{FileRange, ProcessInfo, REG_RBP, REG_RIP, REG_RSP};
-use leaktrail_capture::snapshot::note::{NT_FILE, NT_FPREGSET, NT_PRPSINFO, NT_PRSTATUS, NT_X86_XSTATE};
+use leaktrail_capture::snapshot::note::{
+    NT_FILE, NT_FPREGSET, NT_PRPSINFO, NT_PRSTATUS, NT_X86_XSTATE,
+};
 use leaktrail_format::{NOTE_NAME, NOTE_TYPE};
 use memmap2::Mmap;
 use object::elf::{FileHeader64, ET_CORE, PT_LOAD, PT_NOTE};
@@ -158,8 +160,11 @@ impl Snapshot {
         if data.len() < 4 || data[..4] != *b"\x7fELF" {
             return Err(bad("not an ELF file (no \\x7fELF magic)".into()));
         }
-        let header = FileHeader64::<Endianness>::parse(data)
-            .map_err(|e| bad(format!("not a 64-bit ELF file, or its header is truncated ({e})")))?;
+        let header = FileHeader64::<Endianness>::parse(data).map_err(|e| {
+            bad(format!(
+                "not a 64-bit ELF file, or its header is truncated ({e})"
+            ))
+        })?;
         let endian = header
             .endian()
             .map_err(|e| bad(format!("bad ELF byte order ({e})")))?;
@@ -177,7 +182,9 @@ impl Snapshot {
         }
         let machine = header.e_machine.get(endian);
         if machine != object::elf::EM_X86_64 {
-            return Err(bad(format!("a core for ELF machine {machine}; only x86_64 (62) is supported")));
+            return Err(bad(format!(
+                "a core for ELF machine {machine}; only x86_64 (62) is supported"
+            )));
         }
         let phdrs = header
             .program_headers(endian, data)
@@ -205,7 +212,10 @@ impl Snapshot {
                         )));
                     }
                     if s.filesz > s.memsz || s.vaddr.checked_add(s.memsz).is_none() {
-                        return Err(bad(format!("segment at {:#x} has impossible sizes", s.vaddr)));
+                        return Err(bad(format!(
+                            "segment at {:#x} has impossible sizes",
+                            s.vaddr
+                        )));
                     }
                     if s.memsz > 0 {
                         segments.push(s);
@@ -231,12 +241,17 @@ impl Snapshot {
             }
         }
         if notes_acc.threads.is_empty() {
-            return Err(bad("a core file without any thread (no NT_PRSTATUS note)".into()));
+            return Err(bad(
+                "a core file without any thread (no NT_PRSTATUS note)".into()
+            ));
         }
         segments.sort_by_key(|s| s.vaddr);
         for w in segments.windows(2) {
             if w[0].end() > w[1].vaddr {
-                return Err(bad(format!("segments at {:#x} and {:#x} overlap", w[0].vaddr, w[1].vaddr)));
+                return Err(bad(format!(
+                    "segments at {:#x} and {:#x} overlap",
+                    w[0].vaddr, w[1].vaddr
+                )));
             }
         }
         let n = notes_acc;
@@ -473,7 +488,9 @@ impl Memory for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leaktrail_capture::snapshot::elf::{Layout, ProgramHeader, PAGE, PF_R, PF_W, PT_LOAD as LOAD, PT_NOTE as NOTE};
+    use leaktrail_capture::snapshot::elf::{
+        Layout, ProgramHeader, PAGE, PF_R, PF_W, PT_LOAD as LOAD, PT_NOTE as NOTE,
+    };
     use leaktrail_capture::snapshot::note as enc;
 
     /// A small core built with the capture crate's encoders.
@@ -547,7 +564,11 @@ mod tests {
         let mut file = layout.headers(&phdrs);
         file.extend_from_slice(&data);
         file.extend_from_slice(&notes);
-        let p = dir.join(if with_note { "ours.core" } else { "foreign.core" });
+        let p = dir.join(if with_note {
+            "ours.core"
+        } else {
+            "foreign.core"
+        });
         std::fs::write(&p, file).unwrap();
         p
     }
@@ -573,7 +594,10 @@ mod tests {
         assert_eq!(snap.borrow(0x10000, 8).unwrap().len(), 8);
         // A read spanning the zero tail of one segment and the next is
         // refused only where nothing is mapped.
-        assert!(matches!(snap.read_u64(0x30000), Err(Error::Unmapped { addr: 0x30000 })));
+        assert!(matches!(
+            snap.read_u64(0x30000),
+            Err(Error::Unmapped { addr: 0x30000 })
+        ));
         assert_eq!(snap.pid(), Some(77));
         assert_eq!(snap.audit_headers(), vec![0x20000]);
         assert_eq!(snap.ranges(), vec![(0x10000, 0x12000), (0x20000, 0x21000)]);

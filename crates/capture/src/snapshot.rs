@@ -130,7 +130,13 @@ pub struct Outcome {
 pub fn default_file_name(comm: &str, pid: i32, unix_secs: u64) -> String {
     let comm: String = comm
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let (y, mo, d) = civil_from_days((unix_secs / 86_400) as i64);
     let s = unix_secs % 86_400;
@@ -182,7 +188,10 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         None
     };
     let time = SystemTime::now();
-    let unix_secs = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let unix_secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let path = match &options.output {
         Some(p) => p.clone(),
         None => PathBuf::from(default_file_name(&process.comm, pid, unix_secs)),
@@ -212,9 +221,10 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     // Audit headers: a page-aligned magic at the start of an anonymous
     // read-write mapping.
     let mut audit_headers = Vec::new();
-    for m in maps.iter().filter(|m| {
-        m.read && m.write && m.is_anonymous() && m.len() >= HEADER_MAPPING_BYTES
-    }) {
+    for m in maps
+        .iter()
+        .filter(|m| m.read && m.write && m.is_anonymous() && m.len() >= HEADER_MAPPING_BYTES)
+    {
         let mut magic = [0u8; 8];
         if copier.probe(m.start, &mut magic) && audit::is_header(&magic) {
             audit_headers.push(m.start);
@@ -229,7 +239,10 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     }
     let mut elf_heads = HashSet::new();
     if options.memory != MemoryMode::None {
-        for m in maps.iter().filter(|m| m.is_file() && m.offset == 0 && m.read) {
+        for m in maps
+            .iter()
+            .filter(|m| m.is_file() && m.offset == 0 && m.read)
+        {
             let mut magic = [0u8; 4];
             if copier.probe(m.start, &mut magic) && magic == *b"\x7fELF" {
                 elf_heads.insert(m.start);
@@ -342,24 +355,35 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
 }
 
 /// Copies `pieces` to `file` at `offset` in batches, while the target waits.
-fn stream(copier: &mut Copier, pieces: &[Piece], out: &TempFile, mut offset: u64) -> Result<(), Error> {
+fn stream(
+    copier: &mut Copier,
+    pieces: &[Piece],
+    out: &TempFile,
+    mut offset: u64,
+) -> Result<(), Error> {
     let mut buf = vec![0u8; memory::STREAM_BATCH as usize];
     let mut batch: Vec<Piece> = Vec::new();
     let mut fill = 0u64;
-    let mut flush = |batch: &mut Vec<Piece>, fill: &mut u64, offset: &mut u64| -> Result<(), Error> {
-        let b = &mut buf[..*fill as usize];
-        copier.read(batch, b)?;
-        out.file.write_all_at(b, *offset).map_err(|e| Error::io(&out.tmp, e))?;
-        *offset += *fill;
-        *fill = 0;
-        batch.clear();
-        Ok(())
-    };
+    let mut flush =
+        |batch: &mut Vec<Piece>, fill: &mut u64, offset: &mut u64| -> Result<(), Error> {
+            let b = &mut buf[..*fill as usize];
+            copier.read(batch, b)?;
+            out.file
+                .write_all_at(b, *offset)
+                .map_err(|e| Error::io(&out.tmp, e))?;
+            *offset += *fill;
+            *fill = 0;
+            batch.clear();
+            Ok(())
+        };
     for p in pieces {
         let mut p = *p;
         while p.len > 0 {
             let n = p.len.min(memory::STREAM_BATCH - fill);
-            batch.push(Piece { addr: p.addr, len: n });
+            batch.push(Piece {
+                addr: p.addr,
+                len: n,
+            });
             fill += n;
             p.addr += n;
             p.len -= n;
@@ -435,7 +459,11 @@ fn plan(
         if wanted {
             // Private anonymous memory never touched (no resident or
             // swapped page) reads as zeros: keep the segment, skip the bytes.
-            let untouched = m.is_anonymous() && !m.shared && m.rss == 0 && m.swap == 0 && !m.vm_flags.is_empty();
+            let untouched = m.is_anonymous()
+                && !m.shared
+                && m.rss == 0
+                && m.swap == 0
+                && !m.vm_flags.is_empty();
             out.push(whole(if untouched { 0 } else { m.len() }));
         } else if elf_heads.contains(&m.start) {
             // The ELF header page: its notes carry the build id, which lets
@@ -492,7 +520,9 @@ fn summarise(maps: &[Mapping], stacks: &[u64], audit: &[(u64, u64)]) -> SmapsSum
     for m in maps {
         for t in [
             &mut s.total,
-            s.by_kind.entry(kind_of(m, stacks, audit).name().to_string()).or_default(),
+            s.by_kind
+                .entry(kind_of(m, stacks, audit).name().to_string())
+                .or_default(),
         ] {
             t.mappings += 1;
             t.size += m.len();
@@ -507,7 +537,12 @@ fn summarise(maps: &[Mapping], stacks: &[u64], audit: &[(u64, u64)]) -> SmapsSum
 
 /// All notes, in the kernel's order: the first thread's status, the
 /// process notes, its FP state; then each other thread; ours last.
-fn notes(p: &ProcessFacts, threads: &[ptrace::Thread], maps: &[Mapping], meta: &Metadata) -> Vec<u8> {
+fn notes(
+    p: &ProcessFacts,
+    threads: &[ptrace::Thread],
+    maps: &[Mapping],
+    meta: &Metadata,
+) -> Vec<u8> {
     let mut b = Vec::with_capacity(64 * 1024);
     let files: Vec<note::FileRange> = maps
         .iter()
@@ -764,7 +799,8 @@ mod tests {
         ];
         let heads: HashSet<u64> = [0x1000].into();
         let loads = plan(&maps, MemoryMode::Full, &[], &heads, &[]);
-        let got: Vec<(u64, u64, u64)> = loads.iter().map(|l| (l.start, l.memsz, l.filesz)).collect();
+        let got: Vec<(u64, u64, u64)> =
+            loads.iter().map(|l| (l.start, l.memsz, l.filesz)).collect();
         assert_eq!(
             got,
             vec![
@@ -776,7 +812,10 @@ mod tests {
             ]
         );
         let tables = plan(&maps, MemoryMode::Tables, &[(0x3100, 0x3200)], &heads, &[]);
-        assert_eq!(tables.iter().map(|l| l.start).collect::<Vec<_>>(), vec![0x1000, 0x3000, 0x9000]);
+        assert_eq!(
+            tables.iter().map(|l| l.start).collect::<Vec<_>>(),
+            vec![0x1000, 0x3000, 0x9000]
+        );
         assert!(plan(&maps, MemoryMode::None, &[], &heads, &[]).is_empty());
     }
 }

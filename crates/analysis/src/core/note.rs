@@ -3,7 +3,8 @@
 //! gdb write (older, shorter or padded records).
 
 use leaktrail_capture::snapshot::note::{
-    FileRange, ProcessInfo, ThreadStatus, GREGS_WORDS, PRPSINFO_BYTES, PRSTATUS_BYTES, PRSTATUS_REG_OFFSET,
+    FileRange, ProcessInfo, ThreadStatus, GREGS_WORDS, PRPSINFO_BYTES, PRSTATUS_BYTES,
+    PRSTATUS_REG_OFFSET,
 };
 
 fn i32_at(b: &[u8], off: usize) -> i32 {
@@ -14,7 +15,9 @@ fn i32_at(b: &[u8], off: usize) -> i32 {
 }
 
 fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    b.get(off..off + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes)
+    b.get(off..off + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
 }
 
 fn c_string(b: &[u8]) -> String {

@@ -109,7 +109,10 @@ impl Snapshot {
             warnings.push(e.to_string());
         }
         if let Some(m) = meta.filter(|m| m.unreadable_bytes > 0) {
-            warnings.push(format!("{} bytes could not be read and are zeros", m.unreadable_bytes));
+            warnings.push(format!(
+                "{} bytes could not be read and are zeros",
+                m.unreadable_bytes
+            ));
         }
         let threads = self
             .threads()
@@ -127,7 +130,13 @@ impl Snapshot {
             writer: meta
                 .map(|m| m.options.writer.clone())
                 .filter(|w| !w.is_empty())
-                .unwrap_or_else(|| if meta.is_some() { "leaktrail".into() } else { "foreign".into() }),
+                .unwrap_or_else(|| {
+                    if meta.is_some() {
+                        "leaktrail".into()
+                    } else {
+                        "foreign".into()
+                    }
+                }),
             pid: self.pid(),
             comm: meta
                 .map(|m| m.comm.clone())
@@ -144,7 +153,9 @@ impl Snapshot {
             modules: self.modules(),
             regions: self.kinds(),
             captured_bytes: self.captured_bytes(),
-            perf_map_lines: meta.and_then(|m| m.perf_map.as_ref()).map(|p| p.lines().count()),
+            perf_map_lines: meta
+                .and_then(|m| m.perf_map.as_ref())
+                .map(|p| p.lines().count()),
             smaps: meta.map(|m| m.smaps.clone()),
             audit: self.audit_summary(),
             warnings,
@@ -174,7 +185,11 @@ impl Snapshot {
                     RegionKind::Audit
                 } else if sps.iter().any(|&sp| s.vaddr <= sp && sp < s.end()) {
                     RegionKind::Stack
-                } else if self.files().iter().any(|f| f.start <= s.vaddr && s.vaddr < f.end) {
+                } else if self
+                    .files()
+                    .iter()
+                    .any(|f| f.start <= s.vaddr && s.vaddr < f.end)
+                {
                     RegionKind::File
                 } else {
                     RegionKind::Anon

@@ -15,8 +15,8 @@
 use std::mem::offset_of;
 
 use leaktrail_format::{
-    ChunkDesc, Header, ShardDesc, HEADER_MAPPING_BYTES, LIVE_ENTRY_BYTES, LIVE_SHARDS, MAGIC, STACK_CHUNKS,
-    STACK_CHUNK_WORDS, STACK_INDEX_ENTRY_BYTES, STACK_SHARDS, VERSION,
+    ChunkDesc, Header, ShardDesc, HEADER_MAPPING_BYTES, LIVE_ENTRY_BYTES, LIVE_SHARDS, MAGIC,
+    STACK_CHUNKS, STACK_CHUNK_WORDS, STACK_INDEX_ENTRY_BYTES, STACK_SHARDS, VERSION,
 };
 
 /// Reads `buf.len()` bytes of the stopped target at an address; `false` if
@@ -64,11 +64,19 @@ impl AuditLocator for HeaderLocator {
         };
         let desc = std::mem::size_of::<ShardDesc>();
         for i in 0..LIVE_SHARDS {
-            shard(offset_of!(Header, live) + i * desc, LIVE_ENTRY_BYTES, &mut out);
+            shard(
+                offset_of!(Header, live) + i * desc,
+                LIVE_ENTRY_BYTES,
+                &mut out,
+            );
         }
         shard(offset_of!(Header, maps), LIVE_ENTRY_BYTES, &mut out);
         for i in 0..STACK_SHARDS {
-            shard(offset_of!(Header, stack_index) + i * desc, STACK_INDEX_ENTRY_BYTES, &mut out);
+            shard(
+                offset_of!(Header, stack_index) + i * desc,
+                STACK_INDEX_ENTRY_BYTES,
+                &mut out,
+            );
         }
         for i in 0..STACK_CHUNKS {
             let addr = word(offset_of!(Header, chunks) + i * std::mem::size_of::<ChunkDesc>());
@@ -90,7 +98,8 @@ mod tests {
         let at = 0x7000_0000_0000u64;
         h[..8].copy_from_slice(&MAGIC);
         h[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        let put = |h: &mut Vec<u8>, off: usize, v: u64| h[off..off + 8].copy_from_slice(&v.to_le_bytes());
+        let put =
+            |h: &mut Vec<u8>, off: usize, v: u64| h[off..off + 8].copy_from_slice(&v.to_le_bytes());
         put(&mut h, offset_of!(Header, self_addr), at);
         let live3 = offset_of!(Header, live) + 3 * std::mem::size_of::<ShardDesc>();
         put(&mut h, live3 + offset_of!(ShardDesc, table), 0x5000);

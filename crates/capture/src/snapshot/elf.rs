@@ -150,7 +150,10 @@ mod tests {
         let b = l.headers(&vec![ProgramHeader::default(); 70_001]);
         assert_eq!(u16::from_le_bytes([b[56], b[57]]), PN_XNUM);
         let shoff = u64::from_le_bytes(b[40..48].try_into().unwrap()) as usize;
-        assert_eq!(u32::from_le_bytes(b[shoff + 44..shoff + 48].try_into().unwrap()), 70_001);
+        assert_eq!(
+            u32::from_le_bytes(b[shoff + 44..shoff + 48].try_into().unwrap()),
+            70_001
+        );
         assert_eq!(l.data_offset % PAGE, 0);
     }
 }

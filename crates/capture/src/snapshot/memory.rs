@@ -170,7 +170,10 @@ impl Copier {
 pub(crate) fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, r)| !r.trim_start().starts_with(['Z', 'X'])))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with(['Z', 'X']))
+        })
         .unwrap_or(false)
 }
 
@@ -275,7 +278,11 @@ mod tests {
         // SAFETY: writing inside the mapping, then protecting its middle.
         unsafe {
             std::ptr::write_bytes(base, 0xab, len);
-            libc::mprotect(base.add(PAGE as usize).cast(), PAGE as usize, libc::PROT_NONE);
+            libc::mprotect(
+                base.add(PAGE as usize).cast(),
+                PAGE as usize,
+                libc::PROT_NONE,
+            );
         }
         let addr = base as u64;
         let mut c = Copier::new(std::process::id() as i32);

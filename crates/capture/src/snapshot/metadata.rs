@@ -64,7 +64,9 @@ pub struct Module {
 }
 
 /// What kind of memory a mapping holds; the key of the per-kind totals.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum RegionKind {
     /// `[heap]` (the brk heap).

@@ -26,9 +26,12 @@ pub(crate) fn modules(pid: i32, maps: &[Mapping]) -> Vec<Module> {
         };
         // map_files works for deleted files and across mount namespaces;
         // it needs privileges, so fall back to the path itself.
-        let file = File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", first.start, first.end))
-            .or_else(|_| File::open(format!("/proc/{pid}/root{path}")))
-            .or_else(|_| File::open(path));
+        let file = File::open(format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            first.start, first.end
+        ))
+        .or_else(|_| File::open(format!("/proc/{pid}/root{path}")))
+        .or_else(|_| File::open(path));
         let Ok(file) = file else {
             continue;
         };
@@ -60,10 +63,12 @@ fn elf_build_id(file: &File) -> Option<Option<Vec<u8>>> {
     }
     let count = hdr.e_phnum.get(endian) as usize;
     let mut table = vec![0u8; (count * entry).min(1 << 20)];
-    file.read_exact_at(&mut table, hdr.e_phoff.get(endian)).ok()?;
-    let phdrs = object::pod::slice_from_bytes::<ProgramHeader64<Endianness>>(&table, table.len() / entry)
-        .map(|(s, _)| s)
+    file.read_exact_at(&mut table, hdr.e_phoff.get(endian))
         .ok()?;
+    let phdrs =
+        object::pod::slice_from_bytes::<ProgramHeader64<Endianness>>(&table, table.len() / entry)
+            .map(|(s, _)| s)
+            .ok()?;
     Some(notes_build_id(file, endian, phdrs))
 }
 
@@ -78,7 +83,8 @@ fn notes_build_id(
         if file.read_exact_at(&mut b, ph.p_offset(endian)).is_err() {
             continue;
         }
-        let Ok(mut notes) = NoteIterator::<FileHeader64<Endianness>>::new(endian, ph.p_align(endian), &b)
+        let Ok(mut notes) =
+            NoteIterator::<FileHeader64<Endianness>>::new(endian, ph.p_align(endian), &b)
         else {
             continue;
         };

@@ -167,7 +167,11 @@ impl World {
 
     /// Waits until every seized thread is stopped or gone.
     fn collect(&mut self) -> Result<(), Error> {
-        for t in self.threads.iter_mut().filter(|t| t.state == State::Running) {
+        for t in self
+            .threads
+            .iter_mut()
+            .filter(|t| t.state == State::Running)
+        {
             wait_stop(t);
         }
         Ok(())
@@ -176,7 +180,7 @@ impl World {
     /// Lets every thread go. Returns whether any thread turned out to be
     /// gone when we tried (the process died under us).
     fn detach_all(&mut self) -> bool {
-        let mut lost = false;
+        let mut dying = Vec::new();
         for t in &mut self.threads {
             if t.state == State::Running {
                 // Seized and interrupted but not yet collected: detaching
@@ -189,24 +193,37 @@ impl World {
             // SAFETY: PTRACE_DETACH takes no pointers; data is the signal
             // to deliver on resume.
             let r = unsafe {
-                libc::ptrace(libc::PTRACE_DETACH, t.tid, 0usize, t.pending_signal as usize)
+                libc::ptrace(
+                    libc::PTRACE_DETACH,
+                    t.tid,
+                    0usize,
+                    t.pending_signal as usize,
+                )
             };
             if r != 0 {
                 let e = io::Error::last_os_error();
                 if e.raw_os_error() == Some(libc::ESRCH) {
-                    // Killed while stopped (SIGKILL wakes a tracee). Reap
-                    // its exit report so no traced zombie stays behind.
-                    lost = true;
-                    let mut status = 0;
-                    // SAFETY: `status` is a valid out-pointer.
-                    unsafe { libc::waitpid(t.tid, &mut status, libc::__WALL) };
+                    // Only SIGKILL takes a tracee out of its stop without
+                    // us: it is dying, and its exit report is ours to reap.
+                    dying.push(t.tid);
                 } else {
                     eprintln!("leaktrail: detaching thread {} failed: {e}", t.tid);
                 }
             }
             t.state = State::Gone;
         }
-        lost
+        // Reap the dying so no traced zombie stays behind. Other threads
+        // first: the group leader's report comes only once they are gone,
+        // and they wait for us, so the other order would deadlock.
+        dying.sort_by_key(|&tid| tid == self.pid);
+        for &tid in &dying {
+            let mut status = 0;
+            // SAFETY: `status` is a valid out-pointer.
+            while unsafe { libc::waitpid(tid, &mut status, libc::__WALL) } < 0
+                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+        }
+        !dying.is_empty()
     }
 }
 
@@ -314,6 +331,9 @@ fn list_tasks(pid: i32, first: bool) -> Result<Vec<i32>, Error> {
 fn is_zombie(pid: i32, tid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with(['Z', 'X'])))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with(['Z', 'X']))
+        })
         .unwrap_or(false)
 }

@@ -36,7 +36,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn text(s: &Summary) -> String {
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     let mut o = String::new();
-    let _ = writeln!(o, "snapshot   {} ({:.1} MiB, written by {})", s.path, mib(s.file_bytes), s.writer);
+    let _ = writeln!(
+        o,
+        "snapshot   {} ({:.1} MiB, written by {})",
+        s.path,
+        mib(s.file_bytes),
+        s.writer
+    );
     let _ = writeln!(
         o,
         "process    {} {}",
@@ -60,7 +66,11 @@ fn text(s: &Summary) -> String {
         let _ = writeln!(o, "  tid {:<8} pc {:#014x}  sp {:#014x}", t.tid, t.pc, t.sp);
     }
     let _ = writeln!(o, "regions    {:.1} MiB captured", mib(s.captured_bytes));
-    let _ = writeln!(o, "  {:<8} {:>8} {:>12} {:>12}", "kind", "mappings", "mapped MiB", "captured MiB");
+    let _ = writeln!(
+        o,
+        "  {:<8} {:>8} {:>12} {:>12}",
+        "kind", "mappings", "mapped MiB", "captured MiB"
+    );
     for k in &s.regions {
         let _ = writeln!(
             o,
@@ -78,7 +88,10 @@ fn text(s: &Summary) -> String {
             "  {:#014x} {} {}",
             m.base,
             m.path,
-            m.build_id.as_deref().map(|b| format!("[{b}]")).unwrap_or_default()
+            m.build_id
+                .as_deref()
+                .map(|b| format!("[{b}]"))
+                .unwrap_or_default()
         );
     }
     if let Some(n) = s.perf_map_lines {
@@ -86,7 +99,10 @@ fn text(s: &Summary) -> String {
     }
     let a = &s.audit;
     if !a.present {
-        let _ = writeln!(o, "audit      none (the process was not running under the leaktrail tracer)");
+        let _ = writeln!(
+            o,
+            "audit      none (the process was not running under the leaktrail tracer)"
+        );
     } else if let (Some(blocks), Some(bytes)) = (a.live_blocks, a.live_bytes) {
         let _ = writeln!(
             o,
@@ -106,7 +122,9 @@ fn text(s: &Summary) -> String {
             o,
             "audit      header at {:#x}, not decodable: {}",
             a.headers[0],
-            a.error.as_deref().unwrap_or("its tables are not in this snapshot")
+            a.error
+                .as_deref()
+                .unwrap_or("its tables are not in this snapshot")
         );
     }
     for w in &s.warnings {

@@ -41,7 +41,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if outcome.threads == 1 { "" } else { "s" },
         outcome.captured_bytes as f64 / (1 << 20) as f64,
         if outcome.unreadable_bytes > 0 {
-            format!(" ({} bytes unreadable, written as zeros)", outcome.unreadable_bytes)
+            format!(
+                " ({} bytes unreadable, written as zeros)",
+                outcome.unreadable_bytes
+            )
         } else {
             String::new()
         }

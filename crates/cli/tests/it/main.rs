@@ -4,5 +4,6 @@
 //! the tracer where it matters) and check what leaktrail reports against
 //! what each fixture is known by construction to do.
 
+mod snapshot;
 mod support;
 mod watch;

@@ -1,0 +1,427 @@
+//! `leaktrail snapshot` and `leaktrail info`: stop-the-world cores that gdb
+//! opens, a target that never notices, and clean refusals of bad input.
+//!
+//! The target is `fixtures/snap_threads.c`: worker threads allocate hard
+//! and keep their own checksums; each byte on its stdin makes it wait until
+//! every worker has run two more rounds and answer `ok` (or `bad`). All
+//! synchronisation goes through that pipe: no sleeps.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, ChildStdout, Command, Output, Stdio};
+
+use crate::support::{self, ChildGuard};
+
+/// A running `snap_threads`.
+struct Target {
+    guard: ChildGuard,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    pid: i32,
+    exe: PathBuf,
+}
+
+impl Target {
+    fn spawn(args: &[&str]) -> Target {
+        Self::spawn_with(args, |_| {})
+    }
+
+    fn spawn_with(args: &[&str], tweak: impl FnOnce(&mut Command)) -> Target {
+        let exe = support::fixture("snap_threads", &[]);
+        let mut cmd = Command::new(&exe);
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
+        tweak(&mut cmd);
+        let mut child = cmd.spawn().expect("start snap_threads");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut t = Target {
+            guard: ChildGuard(child),
+            stdin,
+            stdout,
+            pid: 0,
+            exe,
+        };
+        let ready = t.line();
+        let pid = ready.strip_prefix("ready ").expect("ready line").trim();
+        t.pid = pid.parse().expect("pid");
+        t
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.stdout.read_line(&mut l).expect("read from target");
+        l
+    }
+
+    /// Asks the target to prove it still runs and is intact.
+    fn check(&mut self) -> String {
+        self.stdin.write_all(b"x").expect("poke target");
+        self.stdin.flush().expect("flush");
+        self.line()
+    }
+
+    /// Stops it and returns its exit code.
+    fn finish(mut self) -> i32 {
+        self.stdin.write_all(b"q").expect("quit target");
+        let status = self.guard.0.wait().expect("wait target");
+        status.code().unwrap_or(-1)
+    }
+}
+
+fn snapshot(pid: i32, out: &Path, extra: &[&str]) -> Output {
+    support::leaktrail()
+        .args(["snapshot", "-p", &pid.to_string(), "-o"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("run leaktrail snapshot")
+}
+
+fn info_json(path: &Path) -> serde_json::Value {
+    let out = support::leaktrail()
+        .arg("info")
+        .arg(path)
+        .arg("--json")
+        .output()
+        .expect("run leaktrail info");
+    assert!(
+        out.status.success(),
+        "info failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("info --json prints JSON")
+}
+
+/// Asserts a bad-input failure: exit 2 and exactly one line on stderr.
+fn assert_bad_input(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "expected exit 2, stderr: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "expected one line: {err:?}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+    err
+}
+
+#[test]
+fn snapshot_of_a_multithreaded_target_opens_in_gdb_with_symbolic_backtraces() {
+    let dir = support::scratch("snapshot_gdb");
+    let mut t = Target::spawn(&["3"]);
+    let core = dir.join("threads.core");
+    let out = snapshot(t.pid, &core, &[]);
+    assert!(
+        out.status.success(),
+        "snapshot failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with(&core.display().to_string()), "{stdout}");
+    assert!(stdout.contains("pause"), "{stdout}");
+    assert!(t.check().starts_with("ok "), "target did not carry on");
+
+    let gdb = Command::new("gdb")
+        .args([
+            "-batch",
+            "-nx",
+            "-ex",
+            "info threads",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .arg(&t.exe)
+        .arg(&core)
+        .output()
+        .expect("run gdb");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&gdb.stdout),
+        String::from_utf8_lossy(&gdb.stderr)
+    );
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("warning:") && !l.contains("libthread_db"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "gdb warned:\n{}\n---\n{text}",
+        warnings.join("\n")
+    );
+    // Every thread, each with a backtrace down to its entry function.
+    let threads = text.lines().filter(|l| l.starts_with("Thread ")).count();
+    assert_eq!(threads, 4, "gdb should list 4 threads:\n{text}");
+    assert!(
+        text.contains("main_wait") && text.contains(" main "),
+        "main thread:\n{text}"
+    );
+    assert_eq!(
+        text.matches("in worker_main").count(),
+        3,
+        "worker stacks:\n{text}"
+    );
+    assert!(
+        text.matches("worker_spin").count() >= 3,
+        "worker stacks:\n{text}"
+    );
+    assert_eq!(t.finish(), 0, "target's own checks failed");
+}
+
+#[test]
+fn target_runs_unchanged_after_100_snapshots_while_allocating() {
+    let dir = support::scratch("snapshot_100");
+    // Four workers allocating hard, and a thread that creates and joins
+    // threads non-stop so some are born and die during every stop.
+    let mut t = Target::spawn(&["4", "churn"]);
+    let core = dir.join("again.core");
+    for i in 0..100 {
+        let mode = ["full", "tables", "none", "full"][i % 4];
+        let out = snapshot(t.pid, &core, &["--memory", mode]);
+        assert!(
+            out.status.success(),
+            "snapshot {i} ({mode}) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer = t.check();
+        assert!(answer.starts_with("ok "), "after snapshot {i}: {answer:?}");
+    }
+    let info = info_json(&core);
+    assert!(
+        info["threads"].as_array().is_some_and(|a| a.len() >= 5),
+        "{info}"
+    );
+    assert_eq!(
+        t.finish(),
+        0,
+        "target's own checks failed after 100 snapshots"
+    );
+}
+
+#[test]
+fn info_describes_our_snapshots_and_gcore_and_kernel_cores() {
+    let dir = support::scratch("snapshot_info");
+    let mut t = Target::spawn(&["2"]);
+    let ours = dir.join("ours.core");
+    assert!(snapshot(t.pid, &ours, &[]).status.success());
+    let none = dir.join("none.core");
+    assert!(snapshot(t.pid, &none, &["--memory", "none"])
+        .status
+        .success());
+    assert!(t.check().starts_with("ok "));
+
+    let mode = std::fs::metadata(&ours).expect("core exists");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    assert!(!dir.join("ours.core.tmp").exists());
+
+    let info = info_json(&ours);
+    assert_eq!(info["pid"], t.pid);
+    assert_eq!(info["threads"].as_array().map(Vec::len), Some(3));
+    assert_eq!(info["memory_mode"], "full");
+    assert!(info["pause_ns"].as_u64().is_some_and(|p| p > 0));
+    assert_eq!(info["audit"]["present"], false);
+    let modules = info["modules"].as_array().expect("modules");
+    let exe = modules
+        .iter()
+        .find(|m| {
+            m["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("snap_threads"))
+        })
+        .expect("the fixture is a module");
+    assert!(
+        exe["build_id"].as_str().is_some_and(|b| b.len() >= 16),
+        "{exe}"
+    );
+    assert!(modules
+        .iter()
+        .any(|m| m["path"].as_str().is_some_and(|p| p.contains("libc"))));
+    assert!(info["captured_bytes"].as_u64().is_some_and(|b| b > 0));
+
+    let info = info_json(&none);
+    assert_eq!(info["captured_bytes"], 0);
+    assert_eq!(info["threads"].as_array().map(Vec::len), Some(3));
+
+    let text = support::leaktrail()
+        .arg("info")
+        .arg(&ours)
+        .output()
+        .expect("info");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("audit      none"), "{text}");
+    assert!(text.contains("threads    3"), "{text}");
+
+    // gdb's gcore of the same process: no leaktrail note, modules from
+    // NT_FILE.
+    let prefix = dir.join("gcore");
+    let g = Command::new("gcore")
+        .arg("-o")
+        .arg(&prefix)
+        .arg(t.pid.to_string())
+        .output()
+        .expect("run gcore");
+    assert!(
+        g.status.success(),
+        "gcore failed: {}",
+        String::from_utf8_lossy(&g.stderr)
+    );
+    assert!(t.check().starts_with("ok "));
+    let gcore = dir.join(format!("gcore.{}", t.pid));
+    let info = info_json(&gcore);
+    assert_eq!(info["writer"], "foreign");
+    assert_eq!(info["pid"], t.pid);
+    assert_eq!(info["threads"].as_array().map(Vec::len), Some(3));
+    assert!(info["modules"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|m| m["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("snap_threads")))));
+    assert_eq!(t.finish(), 0);
+
+    // A kernel core, where this machine lets a child dump one into its
+    // working directory (core_pattern "core…", RLIMIT_CORE raised).
+    let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
+    if pattern.starts_with('|') || pattern.trim().contains('/') {
+        eprintln!("kernel core skipped: core_pattern is {pattern:?}");
+        return;
+    }
+    let kdir = dir.join("kernel");
+    std::fs::create_dir_all(&kdir).expect("kernel dir");
+    let mut k = Target::spawn_with(&["2"], |cmd| {
+        cmd.current_dir(&kdir);
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs in the
+        // child between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(cmd, || {
+                let lim = libc::rlimit {
+                    rlim_cur: libc::RLIM_INFINITY,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &lim);
+                Ok(())
+            });
+        }
+    });
+    // SAFETY: kill takes no pointers.
+    unsafe { libc::kill(k.pid, libc::SIGABRT) };
+    let _ = k.guard.0.wait();
+    let kernel_core = std::fs::read_dir(&kdir)
+        .expect("kernel dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("core"))
+        });
+    let Some(kernel_core) = kernel_core else {
+        eprintln!("kernel core skipped: no core was dumped (pattern {pattern:?})");
+        return;
+    };
+    let info = info_json(&kernel_core);
+    assert_eq!(info["writer"], "foreign");
+    assert_eq!(info["pid"], k.pid);
+    assert_eq!(info["threads"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn snapshot_of_a_missing_pid_is_bad_input() {
+    let mut gone = Command::new("true").spawn().expect("run true");
+    let pid = gone.id() as i32;
+    gone.wait().expect("reap true");
+    let dir = support::scratch("snapshot_missing");
+    let out = snapshot(pid, &dir.join("x.core"), &[]);
+    assert_bad_input(&out, &["no process with pid", &pid.to_string()]);
+    assert!(
+        std::fs::read_dir(&dir).expect("dir").next().is_none(),
+        "left a file behind"
+    );
+    let out = snapshot(0, &dir.join("x.core"), &[]);
+    assert_bad_input(&out, &["no process"]);
+}
+
+#[test]
+fn snapshot_without_ptrace_permission_is_bad_input_with_the_hint() {
+    // SAFETY: getuid takes nothing and cannot fail.
+    let root = unsafe { libc::getuid() } == 0;
+    let dir = support::scratch("snapshot_eperm");
+    let mut t = Target::spawn(&["1"]);
+    let mut cmd = support::leaktrail();
+    cmd.args(["snapshot", "-p", &t.pid.to_string(), "-o"])
+        .arg(dir.join("x.core"));
+    if root {
+        // As "nobody", a root-owned process is off limits.
+        std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
+        std::os::unix::process::CommandExt::gid(&mut cmd, 65534);
+    } else {
+        // Not root: a process of another user (init) is off limits.
+        cmd.args(["-p", "1"]);
+    }
+    let out = cmd.output().expect("run leaktrail");
+    assert_bad_input(&out, &["not permitted", "ptrace"]);
+    assert!(
+        std::fs::read_dir(&dir).expect("dir").next().is_none(),
+        "left a file behind"
+    );
+    assert!(t.check().starts_with("ok "));
+    assert_eq!(t.finish(), 0);
+}
+
+#[test]
+fn snapshot_of_a_target_that_exits_midway_leaves_nothing() {
+    let dir = support::scratch("snapshot_exit");
+    let mut t = Target::spawn(&["2"]);
+    let core = dir.join("x.core");
+    // The fault seam kills the target once every thread is stopped, so the
+    // death lands mid-capture every time.
+    let out = support::leaktrail()
+        .args(["snapshot", "-p", &t.pid.to_string(), "-o"])
+        .arg(&core)
+        .env("LEAKTRAIL_TEST_FAULT", "exit-during-capture")
+        .output()
+        .expect("run leaktrail");
+    assert_bad_input(&out, &["exited during the capture"]);
+    assert!(
+        std::fs::read_dir(&dir).expect("dir").next().is_none(),
+        "left a file behind"
+    );
+    // It died of the SIGKILL, and is not held stopped by anyone.
+    let status = t.guard.0.wait().expect("reap target");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+}
+
+#[test]
+fn info_rejects_truncated_and_non_core_files() {
+    let dir = support::scratch("snapshot_badinfo");
+    let t = Target::spawn(&["1"]);
+    let core = dir.join("whole.core");
+    assert!(snapshot(t.pid, &core, &[]).status.success());
+    assert_eq!(t.finish(), 0);
+    let bytes = std::fs::read(&core).expect("read core");
+
+    let info = |p: &Path| {
+        support::leaktrail()
+            .arg("info")
+            .arg(p)
+            .output()
+            .expect("info")
+    };
+    let cut = dir.join("cut.core");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write cut core");
+    assert_bad_input(&info(&cut), &["truncated", "cut.core"]);
+    std::fs::write(&cut, &bytes[..40]).expect("write cut core");
+    assert_bad_input(&info(&cut), &["cut.core"]);
+
+    let exe = support::fixture("snap_threads", &[]);
+    assert_bad_input(&info(&exe), &["not a core file"]);
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "just some text\n").expect("write text");
+    assert_bad_input(&info(&text), &["not an ELF file"]);
+    assert_bad_input(&info(&dir.join("missing.core")), &["missing.core"]);
+}
