@@ -40,7 +40,10 @@ impl Error {
     /// Whether the error is the user's input rather than a failure of ours.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            Error::Io { .. } | Error::Malformed { .. } | Error::Unmapped { .. } | Error::Insufficient(_) => true,
+            Error::Io { .. }
+            | Error::Malformed { .. }
+            | Error::Unmapped { .. }
+            | Error::Insufficient(_) => true,
             Error::Capture(e) => e.is_bad_input(),
         }
     }

@@ -9,10 +9,12 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod audit_dump;
 pub mod core;
 pub mod error;
 pub mod maps_diff;
 pub mod memory;
+pub mod symbolize;
 pub mod trend;
 
 pub use error::Error;

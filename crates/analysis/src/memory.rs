@@ -135,7 +135,10 @@ mod tests {
         // SAFETY: `data` outlives `mem`.
         let mem = unsafe { LocalMemory::new(vec![(start, start + 32)]) };
         assert_eq!(mem.read_u64(start + 8).unwrap(), 2);
-        assert!(matches!(mem.read_u64(start + 32), Err(Error::Unmapped { .. })));
+        assert!(matches!(
+            mem.read_u64(start + 32),
+            Err(Error::Unmapped { .. })
+        ));
         assert!(mem.read_u64(start + 28).is_err());
     }
 

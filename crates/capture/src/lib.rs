@@ -17,6 +17,7 @@ pub mod launch;
 pub mod procfs;
 pub mod recording;
 pub mod snapshot;
+pub mod supervise;
 pub mod watch;
 
 pub use error::Error;

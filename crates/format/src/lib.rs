@@ -9,7 +9,9 @@
 //!
 //! # The region
 //!
-//! * One page-aligned [`Header`] mapping, found by its [`MAGIC`]. It holds
+//! * One page-aligned [`Header`] mapping, found by its [`MAGIC`] at the
+//!   start of a mapping (an inaccessible page below it keeps the kernel
+//!   from merging it into the mapping before). It holds
 //!   the counters, the [`SizeClass`] table and the descriptors of every
 //!   other mapping of the region.
 //! * Live tables: [`LIVE_SHARDS`] open-addressing hash tables of

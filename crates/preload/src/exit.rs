@@ -51,14 +51,21 @@ pub fn hand_over(status: c_int) {
     put(b" ");
     put(sys::fmt_u64(status as u32 as u64, &mut dec));
     put(b" 0x");
-    put(sys::fmt_hex(region::header().map_or(0, |h| h as *const _ as u64), &mut hex));
+    put(sys::fmt_hex(
+        region::header().map_or(0, |h| h as *const _ as u64),
+        &mut hex,
+    ));
     put(b"\n");
     sys::write_all(fd, &line[..n]);
     let mut ack = [0u8; 1];
     sys::read(fd, &mut ack);
 }
 
-unsafe extern "C" fn main_then_hand_over(argc: c_int, argv: *mut *mut c_char, envp: *mut *mut c_char) -> c_int {
+unsafe extern "C" fn main_then_hand_over(
+    argc: c_int,
+    argv: *mut *mut c_char,
+    envp: *mut *mut c_char,
+) -> c_int {
     // SAFETY: REAL_MAIN holds the program's main, stored just before.
     let main: MainFn = unsafe { core::mem::transmute(REAL_MAIN.load(Ordering::Acquire)) };
     // SAFETY: calling the program's main with its own arguments.

@@ -297,7 +297,8 @@ pub unsafe extern "C" fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void
         return core::ptr::null_mut();
     }
     // SAFETY: `f` is libc's dlopen.
-    let real: unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void = unsafe { core::mem::transmute(f) };
+    let real: unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void =
+        unsafe { core::mem::transmute(f) };
     // SAFETY: forwarding the caller's arguments.
     let h = unsafe { real(file, mode) };
     if !h.is_null() {

@@ -31,6 +31,7 @@
 //! * `LEAKTRAIL_UNWIND`: `dwarf` (default), `fp` or `none`.
 //! * `LEAKTRAIL_DEPTH`: frames per stack, default 64, at most 256.
 //! * `LEAKTRAIL_DISABLE=1`: load but record nothing.
+//! * `LEAKTRAIL_REGION_LIMIT`: most bytes the region may occupy.
 //! * `LEAKTRAIL_SUPERVISOR_FD`: set by `leaktrail run` (see [`exit`]).
 #![deny(missing_docs)]
 

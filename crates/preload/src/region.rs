@@ -18,6 +18,19 @@ use crate::sys;
 
 static HEADER: AtomicPtr<Header> = AtomicPtr::new(ptr::null_mut());
 
+/// Most bytes the region may occupy (`LEAKTRAIL_REGION_LIMIT`; tests use it
+/// to exercise the full-region path).
+pub static LIMIT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Maps `len` more bytes for the region, within [`LIMIT`].
+pub fn map(hdr: &Header, len: u64) -> Option<u64> {
+    let used = hdr.counters.region_bytes.load(Ordering::Relaxed);
+    if used.saturating_add(len) > LIMIT.load(Ordering::Relaxed) {
+        return None;
+    }
+    sys::map_anonymous(len)
+}
+
 /// Slots each live shard starts with.
 const INITIAL_LIVE_SLOTS: u64 = 256;
 /// Slots the mapped-memory table starts with.
@@ -47,7 +60,12 @@ pub struct Record {
 
 /// Creates the region. Called once, at init.
 pub fn create(unwind_mode: format::UnwindMode, max_depth: u32) -> Option<&'static Header> {
-    let base = sys::map_anonymous(HEADER_MAPPING_BYTES)?;
+    // One inaccessible page below the header keeps the kernel from merging
+    // the header's mapping with the one before it, so the header always
+    // starts a mapping: readers look for the magic only there.
+    let guarded = sys::map_anonymous(HEADER_MAPPING_BYTES + format::PAGE_SIZE)?;
+    sys::protect_none(guarded, format::PAGE_SIZE);
+    let base = guarded + format::PAGE_SIZE;
     let h = base as *mut Header;
     // SAFETY: `base` is a fresh, zeroed, writable mapping large enough for a
     // Header; all-zero bytes are a valid Header (integers and atomics), so
@@ -67,8 +85,10 @@ pub fn create(unwind_mode: format::UnwindMode, max_depth: u32) -> Option<&'stati
     // atomics.
     let hdr: &'static Header = unsafe { &*h };
     hdr.pid.store(sys::getpid(), Ordering::Relaxed);
-    hdr.start_monotonic_ns
-        .store(sys::clock_ns(libc::CLOCK_MONOTONIC_COARSE), Ordering::Relaxed);
+    hdr.start_monotonic_ns.store(
+        sys::clock_ns(libc::CLOCK_MONOTONIC_COARSE),
+        Ordering::Relaxed,
+    );
     hdr.counters
         .region_bytes
         .store(HEADER_MAPPING_BYTES, Ordering::Relaxed);
@@ -92,7 +112,7 @@ pub fn create(unwind_mode: format::UnwindMode, max_depth: u32) -> Option<&'stati
 
 /// Maps an empty table of `slots` records for `shard` (not yet shared).
 fn new_table(hdr: &Header, shard: &ShardDesc, slots: u64, record_bytes: u64) -> bool {
-    match sys::map_anonymous(slots * record_bytes) {
+    match map(hdr, slots * record_bytes) {
         Some(t) => {
             shard.table.store(t, Ordering::Release);
             shard.capacity.store(slots, Ordering::Relaxed);
@@ -298,7 +318,7 @@ fn grow(hdr: &Header, shard: &ShardDesc) -> bool {
     } else {
         old_cap
     };
-    let Some(new) = sys::map_anonymous(new_cap * LIVE_ENTRY_BYTES) else {
+    let Some(new) = map(hdr, new_cap * LIVE_ENTRY_BYTES) else {
         return false;
     };
     let mask = new_cap - 1;
@@ -330,10 +350,9 @@ fn grow(hdr: &Header, shard: &ShardDesc) -> bool {
     shard.capacity.store(new_cap, Ordering::Release);
     shard.tombstones.store(0, Ordering::Relaxed);
     sys::unmap(old, old_cap * LIVE_ENTRY_BYTES);
-    hdr.counters.region_bytes.fetch_add(
-        (new_cap - old_cap) * LIVE_ENTRY_BYTES,
-        Ordering::Relaxed,
-    );
+    hdr.counters
+        .region_bytes
+        .fetch_add((new_cap - old_cap) * LIVE_ENTRY_BYTES, Ordering::Relaxed);
     hdr.counters.resizes.fetch_add(1, Ordering::Relaxed);
     true
 }
@@ -370,14 +389,18 @@ fn insert_map_locked(hdr: &Header, shard: &ShardDesc, addr: u64, rec: Record) ->
             }
         }
         // Full: copy into a table twice as big.
-        let Some(new) = sys::map_anonymous(cap * 2 * LIVE_ENTRY_BYTES) else {
+        let Some(new) = map(hdr, cap * 2 * LIVE_ENTRY_BYTES) else {
             hdr.counters.dropped_maps.fetch_add(1, Ordering::Relaxed);
             return false;
         };
         // SAFETY: both tables are ours; the new one is private until the
         // store below; `cap` records fit in each.
         unsafe {
-            ptr::copy_nonoverlapping(table as *const u8, new as *mut u8, (cap * LIVE_ENTRY_BYTES) as usize);
+            ptr::copy_nonoverlapping(
+                table as *const u8,
+                new as *mut u8,
+                (cap * LIVE_ENTRY_BYTES) as usize,
+            );
         }
         shard.table.store(new, Ordering::Release);
         shard.capacity.store(cap * 2, Ordering::Release);
@@ -420,10 +443,22 @@ pub fn remove_map_range(hdr: &Header, addr: u64, len: u64) -> bool {
         shard.tombstones.fetch_add(1, Ordering::Relaxed);
         removed = true;
         if start < addr {
-            keep[0] = Some((start, Record { size: addr - start, ..rec }));
+            keep[0] = Some((
+                start,
+                Record {
+                    size: addr - start,
+                    ..rec
+                },
+            ));
         }
         if end < stop {
-            keep[1] = Some((end, Record { size: stop - end, ..rec }));
+            keep[1] = Some((
+                end,
+                Record {
+                    size: stop - end,
+                    ..rec
+                },
+            ));
         }
     }
     for (start, rec) in keep.into_iter().flatten() {

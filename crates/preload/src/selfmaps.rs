@@ -22,7 +22,14 @@ pub fn mapping_containing(addr: u64) -> Option<(u64, u64)> {
 pub fn for_each_mapping(mut f: impl FnMut(u64, u64, &[u8]) -> bool) {
     static PATH: &[u8] = b"/proc/self/maps\0";
     // SAFETY: PATH is NUL-terminated; open has no memory effects otherwise.
-    let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, PATH.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) } as i32;
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            PATH.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    } as i32;
     if fd < 0 {
         return;
     }
@@ -87,7 +94,10 @@ mod tests {
 
     #[test]
     fn parses_ranges() {
-        assert_eq!(parse_range(b"7f00-7f10 rw-p 0 00:00 0"), Some((0x7f00, 0x7f10)));
+        assert_eq!(
+            parse_range(b"7f00-7f10 rw-p 0 00:00 0"),
+            Some((0x7f00, 0x7f10))
+        );
         assert_eq!(parse_range(b"zz"), None);
         assert_eq!(parse_range(b"10"), None);
     }

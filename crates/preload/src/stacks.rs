@@ -16,7 +16,6 @@ use leaktrail_format::{
 };
 
 use crate::region::{spin_lock, spin_unlock, ShardGuard};
-use crate::sys;
 
 const INITIAL_INDEX_SLOTS: u64 = 1024;
 
@@ -35,10 +34,12 @@ pub fn new_index(hdr: &Header, shard: &ShardDesc) -> bool {
 /// Maps an index table of `slots` slots, preceded by its capacity word.
 fn map_index(hdr: &Header, slots: u64) -> Option<u64> {
     let bytes = (slots + 1) * STACK_INDEX_ENTRY_BYTES;
-    let base = sys::map_anonymous(bytes)?;
+    let base = crate::region::map(hdr, bytes)?;
     // SAFETY: fresh mapping of at least 16 bytes.
     unsafe { (base as *mut u64).write(slots) };
-    hdr.counters.region_bytes.fetch_add(bytes, Ordering::Relaxed);
+    hdr.counters
+        .region_bytes
+        .fetch_add(bytes, Ordering::Relaxed);
     Some(base + STACK_INDEX_ENTRY_BYTES)
 }
 
@@ -160,7 +161,7 @@ fn append(hdr: &Header, frames: &[u64]) -> Option<StackId> {
         let desc = &hdr.chunks[chunk];
         let mut base = desc.addr.load(Ordering::Relaxed);
         if base == 0 {
-            base = sys::map_anonymous(STACK_CHUNK_WORDS * 8)?;
+            base = crate::region::map(hdr, STACK_CHUNK_WORDS * 8)?;
             hdr.counters
                 .region_bytes
                 .fetch_add(STACK_CHUNK_WORDS * 8, Ordering::Relaxed);
@@ -203,7 +204,9 @@ fn grow_index(hdr: &Header, shard: &ShardDesc) -> bool {
             if hash_of(d).load(Ordering::Relaxed) == 0 {
                 // SAFETY: the new table is private until published; `e` is
                 // a published slot of the old one.
-                unsafe { core::ptr::addr_of_mut!((*d).id).write(core::ptr::addr_of!((*e).id).read()) };
+                unsafe {
+                    core::ptr::addr_of_mut!((*d).id).write(core::ptr::addr_of!((*e).id).read())
+                };
                 hash_of(d).store(h, Ordering::Relaxed);
                 break;
             }

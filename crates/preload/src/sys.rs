@@ -46,6 +46,20 @@ fn name_mapping(addr: u64, len: u64) {
     }
 }
 
+/// Makes `[addr, addr+len)` of a mapping we made inaccessible.
+pub fn protect_none(addr: u64, len: u64) {
+    // SAFETY: callers pass pages of a mapping the tracer made and never
+    // touches there.
+    unsafe {
+        libc::syscall(
+            libc::SYS_mprotect,
+            addr as usize,
+            len as usize,
+            libc::PROT_NONE,
+        );
+    }
+}
+
 /// Unmaps a mapping we made.
 pub fn unmap(addr: u64, len: u64) {
     // SAFETY: callers pass only mappings the tracer made and no longer uses.
@@ -58,7 +72,14 @@ pub fn unmap(addr: u64, len: u64) {
 pub fn write_all(fd: i32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         // SAFETY: `bytes` is a live slice.
-        let n = unsafe { libc::syscall(libc::SYS_write, fd, bytes.as_ptr() as *const c_void, bytes.len()) };
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_write,
+                fd,
+                bytes.as_ptr() as *const c_void,
+                bytes.len(),
+            )
+        };
         if n == -1 && errno() == libc::EINTR {
             continue;
         }
@@ -73,7 +94,14 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) {
 pub fn read(fd: i32, buf: &mut [u8]) -> usize {
     loop {
         // SAFETY: `buf` is a live, writable slice.
-        let n = unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr() as *mut c_void, buf.len()) };
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_read,
+                fd,
+                buf.as_mut_ptr() as *mut c_void,
+                buf.len(),
+            )
+        };
         if n == -1 && errno() == libc::EINTR {
             continue;
         }
@@ -111,7 +139,10 @@ pub fn yield_now() {
 
 /// Nanoseconds of `clock`. Goes through the vDSO (no system call, no lock).
 pub fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer; clock_gettime is async-signal-safe.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

@@ -10,9 +10,10 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::selfmaps;
 use crate::sys;
+use crate::unwind::Memo;
 
 /// Slots in the per-thread unwind-rule cache (a power of two).
-pub const RULE_CACHE_SLOTS: usize = 1024;
+pub const RULE_CACHE_SLOTS: usize = 512;
 
 /// One cached unwind rule: the instruction address it was computed for.
 #[derive(Clone, Copy)]
@@ -33,6 +34,8 @@ pub struct ThreadState {
     pub rules: UnsafeCell<[RuleSlot; RULE_CACHE_SLOTS]>,
     /// Generation of the module table the cache was filled from.
     pub rules_generation: Cell<u64>,
+    /// The previous stack this thread captured.
+    pub memo: UnsafeCell<Memo>,
 }
 
 thread_local! {
@@ -44,6 +47,7 @@ thread_local! {
             stack_top: Cell::new(0),
             rules: UnsafeCell::new([RuleSlot { pc: 0, rule: 0 }; RULE_CACHE_SLOTS]),
             rules_generation: Cell::new(u64::MAX),
+            memo: UnsafeCell::new(Memo::new()),
         }
     };
 }

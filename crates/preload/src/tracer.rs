@@ -11,6 +11,7 @@
 //! its own pid in the header, and drops its link to the supervisor, which
 //! watches only the process it launched.
 
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use leaktrail_format::{self as format, class_of, Header, Lifecycle, UnwindMode, MAX_DEPTH};
@@ -44,6 +45,9 @@ pub fn init() {
             .and_then(parse_u32)
             .map(|d| d.clamp(1, MAX_DEPTH as u32))
             .unwrap_or(format::DEFAULT_DEPTH as u32);
+        if let Some(limit) = env(b"LEAKTRAIL_REGION_LIMIT\0").and_then(parse_u64) {
+            region::LIMIT.store(limit, Ordering::Relaxed);
+        }
         MODE.store(mode as u32, Ordering::Relaxed);
         DEPTH.store(depth, Ordering::Relaxed);
         let pid = sys::getpid();
@@ -71,8 +75,15 @@ pub fn init() {
             return;
         };
         // SAFETY: the handlers are plain functions that only touch atomics.
-        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child)) };
-        hdr.state.store(Lifecycle::Running as u32, Ordering::Release);
+        unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_parent),
+                Some(after_fork_child),
+            )
+        };
+        hdr.state
+            .store(Lifecycle::Running as u32, Ordering::Release);
         STATE.store(Lifecycle::Running as u32, Ordering::Release);
     });
 }
@@ -93,6 +104,15 @@ fn env_is(name: &str, value: &[u8]) -> bool {
     let n = name.len().min(63);
     buf[..n].copy_from_slice(&name.as_bytes()[..n]);
     env(&buf[..=n]) == Some(value)
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &c| {
+        c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u64)
+    })
 }
 
 fn parse_u32(s: &[u8]) -> Option<u32> {
@@ -153,12 +173,21 @@ fn current_stack(hdr: &Header, state: &ThreadState) -> u32 {
         return 0;
     }
     let depth = DEPTH.load(Ordering::Relaxed) as usize;
-    let mut frames = [0u64; MAX_DEPTH];
+    let mut frames = [MaybeUninit::<u64>::uninit(); MAX_DEPTH];
     let got = unwind::capture(state, mode, &mut frames[..depth.min(MAX_DEPTH)]);
     if got.truncated {
-        hdr.counters.truncated_stacks.fetch_add(1, Ordering::Relaxed);
+        hdr.counters
+            .truncated_stacks
+            .fetch_add(1, Ordering::Relaxed);
     }
-    stacks::intern(hdr, &frames[..got.len])
+    if got.known_id != 0 {
+        return got.known_id;
+    }
+    // SAFETY: `capture` initialised the first `got.len` frames.
+    let frames = unsafe { &*(&frames[..got.len] as *const [MaybeUninit<u64>] as *const [u64]) };
+    let id = stacks::intern(hdr, frames);
+    unwind::remember_id(state, got.len, id);
+    id
 }
 
 /// Records a new buffer `[addr, addr+size)` just returned by the allocator.

@@ -6,4 +6,5 @@
 
 mod snapshot;
 mod support;
+mod tracer;
 mod watch;

@@ -55,14 +55,20 @@ pub fn fixture(name: &str, flags: &[&str]) -> PathBuf {
     let (src, compiler) = if c.exists() {
         (c, "gcc")
     } else {
-        (repo_root().join("fixtures").join(format!("{name}.cc")), "g++")
+        (
+            repo_root().join("fixtures").join(format!("{name}.cc")),
+            "g++",
+        )
     };
     let tag: String = flags
         .iter()
         .flat_map(|f| f.chars())
         .filter(|c| c.is_ascii_alphanumeric())
         .collect();
-    let out = dir.join(format!("{name}{}{tag}", if tag.is_empty() { "" } else { "-" }));
+    let out = dir.join(format!(
+        "{name}{}{tag}",
+        if tag.is_empty() { "" } else { "-" }
+    ));
     let status = Command::new(compiler)
         .args(["-g", "-O1", "-pthread", "-o"])
         .arg(&out)

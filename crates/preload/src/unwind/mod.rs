@@ -14,10 +14,12 @@
 pub mod modules;
 mod rule;
 
+use core::mem::MaybeUninit;
+
 use leaktrail_format::UnwindMode;
 
 use crate::thread::{RuleSlot, ThreadState, RULE_CACHE_SLOTS};
-use modules::{Module, TableHold};
+use modules::{ModuleTable, TableHold};
 pub use rule::Rule;
 
 /// Registers the unwinder tracks.
@@ -26,6 +28,8 @@ struct Regs {
     pc: u64,
     sp: u64,
     fp: u64,
+    /// Where `fp` was restored from (0 if it was carried over unchanged).
+    fp_slot: u64,
 }
 
 /// Result of one capture.
@@ -34,16 +38,27 @@ pub struct Captured {
     pub len: usize,
     /// Whether the stack went deeper than the buffer.
     pub truncated: bool,
+    /// The interned id of exactly these frames, when the thread's memo
+    /// knows it (the stack is the same as the last one captured).
+    pub known_id: u32,
 }
 
 /// Captures the calling thread's stack into `out`, innermost first,
 /// starting at the first frame outside the tracer: `out[0]` is where the
 /// program's allocation call returns to.
+///
+/// The thread's [`Memo`] of its previous stack short-cuts the work: once a
+/// frame has the same registers as a frame of the previous capture, the
+/// rest of the unwind is a pure function of the stack words it read last
+/// time; if each of those still holds the same value, the rest of the stack
+/// is the same, and checking them costs one independent load per frame
+/// instead of a rule lookup and a dependent chain of loads.
 #[inline(never)]
-pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [u64]) -> Captured {
+pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64>]) -> Captured {
     let none = Captured {
         len: 0,
         truncated: false,
+        known_id: 0,
     };
     if mode == UnwindMode::None || out.is_empty() {
         return none;
@@ -70,41 +85,70 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [u64]) -> Captur
         return none;
     };
     let cache_generation = modules::generation();
+    // SAFETY: the memo belongs to this thread and no other reference to it
+    // is live (the tracer is not re-entered while unwinding).
+    let memo = unsafe { &mut *state.memo.get() };
     if state.rules_generation.get() != cache_generation {
-        // SAFETY: the cache belongs to this thread and no reference to it
-        // is live.
+        // SAFETY: as for the memo.
         unsafe { (*state.rules.get()).fill(RuleSlot { pc: 0, rule: 0 }) };
+        memo.len = 0;
         state.rules_generation.set(cache_generation);
     }
     let stack = Stack { low: sp, top };
-    let mut regs = Regs { pc, sp, fp };
+    let mut regs = Regs {
+        pc,
+        sp,
+        fp,
+        fp_slot: 0,
+    };
     let mut first = true;
     let mut len = 0usize;
+    // Frames of this capture, for the next one's memo.
+    let mut fresh = [MaybeUninit::<MemoFrame>::uninit(); MEMO_FRAMES];
+    let mut cursor = 0usize;
     loop {
-        let module = table.find(regs.pc);
-        let in_tracer = module.is_some_and(|m| m.is_tracer);
-        if !in_tracer {
-            if len == out.len() {
-                return Captured {
-                    len,
-                    truncated: true,
-                };
-            }
-            out[len] = regs.pc;
-            len += 1;
-        }
         // A return address points after the call; the call itself, whose
         // unwind rule we want, is one byte before (it may be the last
         // instruction of its function).
         let lookup = if first { regs.pc } else { regs.pc - 1 };
-        let rule = if mode == UnwindMode::Dwarf || in_tracer {
-            match module {
-                Some(m) => cached_rule(state, m, lookup),
-                None => Rule::UNKNOWN,
+        let rule = cached_rule(state, table, mode, lookup);
+        if !rule.in_tracer() {
+            if let Some(j) = memo.find(&mut cursor, regs) {
+                if let Some(n) = memo.replay(&stack, j, len, out) {
+                    // The same frames as last time (only registers that no
+                    // later frame used may differ): the same interned id.
+                    let same = j == len
+                        && (0..len).all(|i| {
+                            // SAFETY: frames below `len` were written.
+                            let pc = unsafe { out[i].assume_init() };
+                            pc == memo.frames[i].pc
+                        });
+                    let known_id = if same { memo.id } else { 0 };
+                    memo.adopt(&fresh, len, j);
+                    if known_id == 0 {
+                        memo.id = 0;
+                    }
+                    return Captured {
+                        len: n,
+                        truncated: false,
+                        known_id,
+                    };
+                }
             }
-        } else {
-            Rule::UNKNOWN
-        };
+            if len == out.len() {
+                memo.len = 0;
+                return Captured {
+                    len,
+                    truncated: true,
+                    known_id: 0,
+                };
+            }
+            out[len] = MaybeUninit::new(regs.pc);
+            if len < MEMO_FRAMES {
+                fresh[len] = MaybeUninit::new(MemoFrame::of(regs));
+            }
+            len += 1;
+        }
         let next = match rule.kind() {
             rule::Kind::End => break,
             rule::Kind::Unknown => step_frame_pointer(&stack, regs),
@@ -116,9 +160,129 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [u64]) -> Captur
         }
         first = false;
     }
+    memo.store(&fresh, len);
     Captured {
         len,
         truncated: false,
+        known_id: 0,
+    }
+}
+
+/// Frames a thread's memo keeps; deeper stacks are unwound in full.
+pub const MEMO_FRAMES: usize = 64;
+
+/// One recorded frame of the previous capture.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoFrame {
+    pc: u64,
+    sp: u64,
+    fp: u64,
+    fp_slot: u64,
+}
+
+impl MemoFrame {
+    fn of(r: Regs) -> Self {
+        MemoFrame {
+            pc: r.pc,
+            sp: r.sp,
+            fp: r.fp,
+            fp_slot: r.fp_slot,
+        }
+    }
+}
+
+/// A thread's previous stack, innermost first, and its interned id.
+pub struct Memo {
+    frames: [MemoFrame; MEMO_FRAMES],
+    len: usize,
+    /// Stack id of exactly `frames[..len]`, 0 if not known.
+    pub id: u32,
+}
+
+impl Memo {
+    /// An empty memo.
+    pub const fn new() -> Self {
+        Memo {
+            frames: [MemoFrame {
+                pc: 0,
+                sp: 0,
+                fp: 0,
+                fp_slot: 0,
+            }; MEMO_FRAMES],
+            len: 0,
+            id: 0,
+        }
+    }
+
+    /// The index of the remembered frame with exactly these registers.
+    /// Frames are ordered by stack address, so `cursor` only moves up.
+    #[inline]
+    fn find(&self, cursor: &mut usize, r: Regs) -> Option<usize> {
+        while *cursor < self.len && self.frames[*cursor].sp < r.sp {
+            *cursor += 1;
+        }
+        let f = self.frames.get(*cursor)?;
+        (*cursor < self.len && f.sp == r.sp && f.pc == r.pc && f.fp == r.fp).then_some(*cursor)
+    }
+
+    /// If every stack word the previous unwind read above frame `j` still
+    /// holds what it read, writes frames `j..` to `out[at..]` and returns
+    /// the new length.
+    #[inline]
+    fn replay(
+        &self,
+        stack: &Stack,
+        j: usize,
+        at: usize,
+        out: &mut [MaybeUninit<u64>],
+    ) -> Option<usize> {
+        let n = at + (self.len - j);
+        if n > out.len() {
+            return None;
+        }
+        for k in j + 1..self.len {
+            let f = &self.frames[k];
+            if stack.read(f.sp - 8)? != f.pc {
+                return None;
+            }
+            if f.fp_slot != 0 && stack.read(f.fp_slot)? != f.fp {
+                return None;
+            }
+        }
+        for (k, f) in self.frames[j..self.len].iter().enumerate() {
+            out[at + k] = MaybeUninit::new(f.pc);
+        }
+        Some(n)
+    }
+
+    /// After a replay from `j`: frames `..at` are new, the rest shift to
+    /// follow them.
+    fn adopt(&mut self, fresh: &[MaybeUninit<MemoFrame>; MEMO_FRAMES], at: usize, j: usize) {
+        let tail = self.len - j;
+        if at + tail > MEMO_FRAMES {
+            self.len = 0;
+            return;
+        }
+        self.frames.copy_within(j..self.len, at);
+        for (i, f) in fresh.iter().take(at).enumerate() {
+            // SAFETY: the first `at` (< MEMO_FRAMES) fresh frames were written.
+            self.frames[i] = unsafe { f.assume_init() };
+        }
+        self.len = at + tail;
+    }
+
+    /// After a full unwind: remember it, if it fits.
+    fn store(&mut self, fresh: &[MaybeUninit<MemoFrame>; MEMO_FRAMES], len: usize) {
+        self.id = 0;
+        if len > MEMO_FRAMES {
+            self.len = 0;
+            return;
+        }
+        for (i, f) in fresh.iter().take(len).enumerate() {
+            // SAFETY: the first `len` fresh frames were written.
+            self.frames[i] = unsafe { f.assume_init() };
+        }
+        self.len = len;
     }
 }
 
@@ -148,12 +312,20 @@ fn step_cfi(stack: &Stack, r: Regs, rule: Rule) -> Option<Regs> {
         return None;
     }
     let pc = stack.read(cfa - 8)?;
-    let fp = match rule.fp_offset() {
-        Some(off) => stack.read(cfa.checked_add_signed(off)?)?,
-        None if rule.fp_clobbered() => 0,
-        None => r.fp,
+    let (fp, fp_slot) = match rule.fp_offset() {
+        Some(off) => {
+            let slot = cfa.checked_add_signed(off)?;
+            (stack.read(slot)?, slot)
+        }
+        None if rule.fp_clobbered() => (0, 0),
+        None => (r.fp, 0),
     };
-    Some(Regs { pc, sp: cfa, fp })
+    Some(Regs {
+        pc,
+        sp: cfa,
+        fp,
+        fp_slot,
+    })
 }
 
 #[inline]
@@ -167,11 +339,14 @@ fn step_frame_pointer(stack: &Stack, r: Regs) -> Option<Regs> {
         pc,
         sp: r.fp + 16,
         fp,
+        fp_slot: r.fp,
     })
 }
 
+/// The rule for `pc`, from this thread's cache or computed (and cached).
+/// In frame-pointer mode only the tracer's own frames use CFI.
 #[inline]
-fn cached_rule(state: &ThreadState, module: &Module, pc: u64) -> Rule {
+fn cached_rule(state: &ThreadState, table: &ModuleTable, mode: UnwindMode, pc: u64) -> Rule {
     let h = (pc ^ (pc >> 11) ^ (pc >> 23)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let i = (h >> 54) as usize & (RULE_CACHE_SLOTS - 1);
     // SAFETY: this thread's own cache; no other reference is live (the
@@ -180,7 +355,22 @@ fn cached_rule(state: &ThreadState, module: &Module, pc: u64) -> Rule {
     if cache[i].pc == pc {
         return Rule(cache[i].rule);
     }
-    let rule = rule::compute(module, pc);
+    let rule = match table.find(pc) {
+        Some(m) if m.is_tracer => rule::compute(m, pc).with_in_tracer(),
+        Some(m) if mode == UnwindMode::Dwarf => rule::compute(m, pc),
+        _ => Rule::UNKNOWN,
+    };
     cache[i] = RuleSlot { pc, rule: rule.0 };
     rule
+}
+
+/// Tells the thread's memo the interned id of the stack it just captured
+/// (of `len` frames), so the next identical stack skips interning.
+#[inline]
+pub fn remember_id(state: &ThreadState, len: usize, id: u32) {
+    // SAFETY: this thread's own memo; no other reference is live.
+    let memo = unsafe { &mut *state.memo.get() };
+    if memo.len == len {
+        memo.id = id;
+    }
 }

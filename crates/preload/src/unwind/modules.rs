@@ -100,14 +100,22 @@ pub fn rebuild() {
     // SAFETY: the callback only reads the phdr info the loader hands it,
     // and `modules` outlives the call.
     unsafe {
-        libc::dl_iterate_phdr(Some(collect), &mut modules as *mut Vec<Module> as *mut libc::c_void);
+        libc::dl_iterate_phdr(
+            Some(collect),
+            &mut modules as *mut Vec<Module> as *mut libc::c_void,
+        );
     }
     modules.sort_by_key(|m| m.start);
     let table = Box::into_raw(Box::new(ModuleTable {
         modules,
         generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
     }));
-    let _ = INITIAL.compare_exchange(core::ptr::null_mut(), table, Ordering::SeqCst, Ordering::SeqCst);
+    let _ = INITIAL.compare_exchange(
+        core::ptr::null_mut(),
+        table,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     publish(table);
 }
 
@@ -189,9 +197,7 @@ fn locate_eh_frame(hdr: (u64, u64), bias: u64, phdrs: &[libc::Elf64_Phdr]) -> Op
     // dl_iterate_phdr) is held.
     let bytes = unsafe { core::slice::from_raw_parts(hdr.0 as *const u8, hdr.1 as usize) };
     let bases = BaseAddresses::default().set_eh_frame_hdr(hdr.0);
-    let parsed = EhFrameHdr::new(bytes, LittleEndian)
-        .parse(&bases, 8)
-        .ok()?;
+    let parsed = EhFrameHdr::new(bytes, LittleEndian).parse(&bases, 8).ok()?;
     let eh_frame = match parsed.eh_frame_ptr() {
         Pointer::Direct(a) => a,
         Pointer::Indirect(_) => return None,

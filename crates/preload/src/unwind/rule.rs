@@ -4,12 +4,12 @@
 //! Layout of a [`Rule`]:
 //! bits 0-1 kind (0 unknown, 1 CFA rule, 2 end of stack); bit 2 CFA is
 //! based on rbp (else rsp); bits 3-4 rbp rule (0 unchanged, 1 saved at
-//! CFA+offset, 2 clobbered); bits 16-31 rbp offset (i16); bits 32-63 CFA
-//! offset (i32).
+//! CFA+offset, 2 clobbered); bit 5 the address is in the tracer itself;
+//! bits 16-31 rbp offset (i16); bits 32-63 CFA offset (i32).
 
 use gimli::{
-    BaseAddresses, CfaRule, EhFrame, EhFrameHdr, LittleEndian, Register,
-    RegisterRule, UnwindContext, UnwindContextStorage, UnwindSection, UnwindTableRow, X86_64,
+    BaseAddresses, CfaRule, EhFrame, EhFrameHdr, LittleEndian, Register, RegisterRule,
+    UnwindContext, UnwindContextStorage, UnwindSection, UnwindTableRow, X86_64,
 };
 
 use super::modules::Module;
@@ -45,6 +45,18 @@ impl Rule {
                 | ((fp_off as u16) as u64) << 16
                 | ((cfa_offset as u32) as u64) << 32,
         )
+    }
+
+    /// The same rule, marked as belonging to the tracer's own code (whose
+    /// frames are unwound but not recorded).
+    pub fn with_in_tracer(self) -> Rule {
+        Rule(self.0 | 1 << 5)
+    }
+
+    /// Whether the address is in the tracer's own code.
+    #[inline]
+    pub fn in_tracer(self) -> bool {
+        self.0 & 1 << 5 != 0
     }
 
     /// The rule's kind.
@@ -109,7 +121,10 @@ pub fn compute(module: &Module, pc: u64) -> Rule {
     // `TableHold` keeps `dlclose` from unmapping them while we read.
     let (hdr_bytes, frame_bytes) = unsafe {
         (
-            core::slice::from_raw_parts(module.eh_frame_hdr as *const u8, module.eh_frame_hdr_len as usize),
+            core::slice::from_raw_parts(
+                module.eh_frame_hdr as *const u8,
+                module.eh_frame_hdr_len as usize,
+            ),
             core::slice::from_raw_parts(module.eh_frame as *const u8, module.eh_frame_len as usize),
         )
     };
@@ -126,7 +141,8 @@ pub fn compute(module: &Module, pc: u64) -> Rule {
     let mut eh_frame = EhFrame::new(frame_bytes, LittleEndian);
     eh_frame.set_address_size(8);
     let mut ctx = UnwindContext::<usize, StoreOnStack>::new_in();
-    let Ok(row) = table.unwind_info_for_address(&eh_frame, &bases, &mut ctx, pc, EhFrame::cie_from_offset)
+    let Ok(row) =
+        table.unwind_info_for_address(&eh_frame, &bases, &mut ctx, pc, EhFrame::cie_from_offset)
     else {
         return Rule::UNKNOWN;
     };
@@ -140,8 +156,12 @@ fn reduce<S: UnwindContextStorage<usize>>(row: &UnwindTableRow<usize, S>) -> Rul
         _ => return Rule::UNKNOWN,
     }
     let (from_fp, offset) = match row.cfa() {
-        CfaRule::RegisterAndOffset { register, offset } if *register == X86_64::RSP => (false, *offset),
-        CfaRule::RegisterAndOffset { register, offset } if *register == X86_64::RBP => (true, *offset),
+        CfaRule::RegisterAndOffset { register, offset } if *register == X86_64::RSP => {
+            (false, *offset)
+        }
+        CfaRule::RegisterAndOffset { register, offset } if *register == X86_64::RBP => {
+            (true, *offset)
+        }
         _ => return Rule::UNKNOWN,
     };
     let Ok(offset) = i32::try_from(offset) else {

@@ -1,0 +1,91 @@
+//! The audit of a live process, read while it is paused in its exit path
+//! (`leaktrail run --dump-at-exit`), with every stack symbolized: what a
+//! test suite or a quick look needs without a full snapshot.
+
+use std::collections::BTreeMap;
+
+use leaktrail_capture::procfs::{self, Reading};
+use serde::Serialize;
+
+use crate::audit::{self, Audit};
+use crate::memory::ProcessMemory;
+use crate::symbolize::{FileMapping, Frame, Symbolizer};
+use crate::Error;
+
+/// A decoded audit plus symbolized stacks.
+#[derive(Debug, Serialize)]
+pub struct AuditDump {
+    /// The decoded region.
+    pub audit: Audit,
+    /// Each stack of `audit.stacks`, symbolized.
+    pub frames: BTreeMap<u32, Vec<Frame>>,
+}
+
+/// How often a busy shard is re-read before we accept it as it is: the
+/// writer finishes its change within nanoseconds once it runs.
+const REREADS: usize = 1000;
+
+/// Reads the audit of live process `pid`, finding its region by the magic.
+/// The caller keeps the process from exiting meanwhile.
+pub fn find_live(pid: i32) -> Result<AuditDump, Error> {
+    read_live(pid, None)
+}
+
+/// Reads the audit of process `pid` whose header is at `header_addr` (or,
+/// if `None`, wherever its magic is).
+pub fn read_live(pid: i32, header_addr: impl Into<Option<u64>>) -> Result<AuditDump, Error> {
+    let header_addr = header_addr.into();
+    let mappings = match procfs::read_smaps(pid)? {
+        Reading::Present(m) => m,
+        Reading::Gone => {
+            return Err(Error::Insufficient(format!(
+                "process {pid} exited before its audit could be read"
+            )))
+        }
+    };
+    let ranges = mappings
+        .iter()
+        .filter(|m| m.perms.starts_with('r'))
+        .map(|m| (m.start, m.end))
+        .collect();
+    let mem = ProcessMemory::new(pid, ranges);
+    let header_addr = match header_addr {
+        Some(a) => a,
+        None => audit::find_headers(&mem)
+            .into_iter()
+            .find(|&a| audit::decode(&mem, a).is_ok_and(|d| d.pid == pid as u32))
+            .ok_or_else(|| {
+                Error::Insufficient(format!(
+                    "process {pid} has no leaktrail audit region (was it started with `leaktrail run`?)"
+                ))
+            })?,
+    };
+    let mut decoded = audit::decode(&mem, header_addr)?;
+    for _ in 0..REREADS {
+        if decoded.busy_shards == 0 {
+            break;
+        }
+        std::thread::yield_now();
+        decoded = audit::decode(&mem, header_addr)?;
+    }
+    let files = mappings
+        .iter()
+        .filter(|m| m.path.starts_with('/') && !m.deleted)
+        .map(|m| FileMapping {
+            path: m.path.clone(),
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+        })
+        .collect();
+    let symbolizer = Symbolizer::new(files);
+    let frames = decoded
+        .stacks
+        .iter()
+        .map(|(&id, pcs)| (id, symbolizer.stack(pcs)))
+        .collect();
+    Ok(AuditDump {
+        audit: decoded,
+        frames,
+    })
+}
