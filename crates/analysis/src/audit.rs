@@ -237,8 +237,8 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
             size: class_size(c),
             live_count: 0,
             live_bytes: 0,
-            allocs: load(&h.classes[c].allocs),
-            frees: load(&h.classes[c].frees),
+            allocs: h.classes.iter().map(|s| load(&s[c].allocs)).sum(),
+            frees: h.classes.iter().map(|s| load(&s[c].frees)).sum(),
         })
         .collect();
     for b in &live {

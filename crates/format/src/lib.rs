@@ -209,8 +209,8 @@ pub struct Counters {
     pub reserved: [AtomicU64; 9],
 }
 
-/// Descriptor of one hash table of the region.
-#[repr(C)]
+/// Descriptor of one hash table of the region, alone on its cache line.
+#[repr(C, align(64))]
 #[derive(Debug, Default)]
 pub struct ShardDesc {
     /// Even when no change is under way, odd while one is.
@@ -309,8 +309,11 @@ pub struct Header {
     pub fork_generation: AtomicU64,
     /// What could not be recorded.
     pub counters: Counters,
-    /// Per-size-class counters.
-    pub classes: [ClassCounters; NUM_CLASSES],
+    /// Per-size-class counters, kept per live shard and updated under that
+    /// shard's lock (so threads do not bounce one shared counter line
+    /// between cores on every allocation); a class's totals are the sums
+    /// over shards.
+    pub classes: [[ClassCounters; NUM_CLASSES]; LIVE_SHARDS],
     /// Live tables.
     pub live: [ShardDesc; LIVE_SHARDS],
     /// The anonymous-mapping table.
@@ -424,7 +427,7 @@ mod tests {
 
     #[test]
     fn header_fits_in_a_few_pages() {
-        assert!(HEADER_MAPPING_BYTES <= 8 * PAGE_SIZE);
+        assert!(HEADER_MAPPING_BYTES <= 48 * PAGE_SIZE);
         assert_eq!(offsets::VERSION, 8);
     }
 }

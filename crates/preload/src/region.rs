@@ -203,11 +203,40 @@ fn slot(table: u64, i: u64) -> *mut LiveEntry {
     (table + i * LIVE_ENTRY_BYTES) as *mut LiveEntry
 }
 
-/// Enters a live buffer. Returns the record it replaced, if the table
-/// already held that address (a free we never saw), and `Err(())` if the
-/// table could not grow.
-pub fn insert_live(hdr: &Header, addr: u64, rec: Record) -> Result<Option<Record>, ()> {
-    let shard = &hdr.live[format::shard_of(addr)];
+/// Counts an allocation in its class. Called under the shard's lock, which
+/// serialises every writer of these per-shard counters: plain loads and
+/// stores, no read-modify-write.
+#[inline]
+fn count_alloc(hdr: &Header, shard: usize, size: u64) {
+    let c = &hdr.classes[shard][format::class_of(size)];
+    bump(&c.live_count, 1);
+    bump(&c.live_bytes, size);
+    bump(&c.allocs, 1);
+}
+
+/// Counts a free in its class (under the shard's lock, as above).
+#[inline]
+fn count_free(hdr: &Header, shard: usize, size: u64) {
+    let c = &hdr.classes[shard][format::class_of(size)];
+    bump(&c.live_count, u64::MAX);
+    bump(&c.live_bytes, size.wrapping_neg());
+    bump(&c.frees, 1);
+}
+
+#[inline]
+fn bump(counter: &AtomicU64, delta: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(delta),
+        Ordering::Relaxed,
+    );
+}
+
+/// Enters a live buffer. If the table already held that address (its free
+/// passed us by, from inside the tracer), the old record is replaced and
+/// counted as freed. `Err(())` if the table could not grow.
+pub fn insert_live(hdr: &Header, addr: u64, rec: Record) -> Result<(), ()> {
+    let index = format::shard_of(addr);
+    let shard = &hdr.live[index];
     let _guard = ShardGuard::lock(shard);
     let cap = shard.capacity.load(Ordering::Relaxed);
     let used = shard.len.load(Ordering::Relaxed) + shard.tombstones.load(Ordering::Relaxed);
@@ -229,7 +258,9 @@ pub fn insert_live(hdr: &Header, addr: u64, rec: Record) -> Result<Option<Record
             // SAFETY: as above; the slot keeps its key, so a reader sees
             // either the old or the new record's fields with the same key.
             unsafe { write_record(e, rec) };
-            return Ok(Some(old));
+            count_free(hdr, index, old.size);
+            count_alloc(hdr, index, rec.size);
+            return Ok(());
         }
         if key == TOMBSTONE && reuse.is_none() {
             reuse = Some(i);
@@ -247,7 +278,8 @@ pub fn insert_live(hdr: &Header, addr: u64, rec: Record) -> Result<Option<Record
                 shard.tombstones.fetch_sub(1, Ordering::Relaxed);
             }
             shard.len.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
+            count_alloc(hdr, index, rec.size);
+            return Ok(());
         }
         i = (i + 1) & mask;
     }
@@ -255,7 +287,8 @@ pub fn insert_live(hdr: &Header, addr: u64, rec: Record) -> Result<Option<Record
 
 /// Removes a live buffer, returning its record if the table held it.
 pub fn remove_live(hdr: &Header, addr: u64) -> Option<Record> {
-    let shard = &hdr.live[format::shard_of(addr)];
+    let index = format::shard_of(addr);
+    let shard = &hdr.live[index];
     let _guard = ShardGuard::lock(shard);
     let table = shard.table.load(Ordering::Relaxed);
     let mask = shard.capacity.load(Ordering::Relaxed) - 1;
@@ -271,6 +304,7 @@ pub fn remove_live(hdr: &Header, addr: u64) -> Option<Record> {
             unsafe { (*e).addr.store(TOMBSTONE, Ordering::Release) };
             shard.len.fetch_sub(1, Ordering::Relaxed);
             shard.tombstones.fetch_add(1, Ordering::Relaxed);
+            count_free(hdr, index, rec.size);
             return Some(rec);
         }
         if key == EMPTY {

@@ -14,7 +14,7 @@
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
-use leaktrail_format::{self as format, class_of, Header, Lifecycle, UnwindMode, MAX_DEPTH};
+use leaktrail_format::{self as format, Header, Lifecycle, UnwindMode, MAX_DEPTH};
 
 use crate::region::{self, Record};
 use crate::thread::{self, ThreadState};
@@ -207,14 +207,7 @@ pub fn record_alloc(addr: u64, size: u64) {
             tid: state.tid(),
         };
         match region::insert_live(hdr, addr, rec) {
-            Ok(replaced) => {
-                if let Some(old) = replaced {
-                    // The allocator handed out an address we still held:
-                    // its free passed us by (from inside the tracer).
-                    count_free(hdr, old.size);
-                }
-                count_alloc(hdr, size);
-            }
+            Ok(()) => {}
             Err(()) => {
                 hdr.counters.dropped_allocs.fetch_add(1, Ordering::Relaxed);
                 region_full(hdr);
@@ -233,11 +226,8 @@ pub fn record_alloc(addr: u64, size: u64) {
 pub fn record_free(addr: u64) -> Option<Record> {
     let hdr = active()?;
     let removed = thread::enter(|_state, _inside| region::remove_live(hdr, addr)).flatten();
-    match removed {
-        Some(rec) => count_free(hdr, rec.size),
-        None => {
-            hdr.counters.unknown_frees.fetch_add(1, Ordering::Relaxed);
-        }
+    if removed.is_none() {
+        hdr.counters.unknown_frees.fetch_add(1, Ordering::Relaxed);
     }
     removed
 }
@@ -246,27 +236,7 @@ pub fn record_free(addr: u64) -> Option<Record> {
 /// happen (a failed `realloc`).
 pub fn restore(addr: u64, rec: Record) {
     let Some(hdr) = active() else { return };
-    let _ = thread::enter(|_state, _inside| {
-        if region::insert_live(hdr, addr, rec).is_ok() {
-            count_alloc(hdr, rec.size);
-        }
-    });
-}
-
-#[inline]
-fn count_alloc(hdr: &Header, size: u64) {
-    let c = &hdr.classes[class_of(size)];
-    c.live_count.fetch_add(1, Ordering::Relaxed);
-    c.live_bytes.fetch_add(size, Ordering::Relaxed);
-    c.allocs.fetch_add(1, Ordering::Relaxed);
-}
-
-#[inline]
-fn count_free(hdr: &Header, size: u64) {
-    let c = &hdr.classes[class_of(size)];
-    c.live_count.fetch_sub(1, Ordering::Relaxed);
-    c.live_bytes.fetch_sub(size, Ordering::Relaxed);
-    c.frees.fetch_add(1, Ordering::Relaxed);
+    let _ = thread::enter(|_state, _inside| region::insert_live(hdr, addr, rec));
 }
 
 /// Records a new anonymous mapping.

@@ -19,7 +19,7 @@ use core::mem::MaybeUninit;
 use leaktrail_format::UnwindMode;
 
 use crate::thread::{RuleSlot, ThreadState, RULE_CACHE_SLOTS};
-use modules::{ModuleTable, TableHold};
+use modules::TableHold;
 pub use rule::Rule;
 
 /// Registers the unwinder tracks.
@@ -80,10 +80,6 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
     let Some(top) = state.stack_top(sp) else {
         return none;
     };
-    let hold = TableHold::take();
-    let Some(table) = hold.table() else {
-        return none;
-    };
     let cache_generation = modules::generation();
     // SAFETY: the memo belongs to this thread and no other reference to it
     // is live (the tracer is not re-entered while unwinding).
@@ -111,7 +107,7 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
         // unwind rule we want, is one byte before (it may be the last
         // instruction of its function).
         let lookup = if first { regs.pc } else { regs.pc - 1 };
-        let rule = cached_rule(state, table, mode, lookup);
+        let rule = cached_rule(state, mode, lookup);
         if !rule.in_tracer() {
             if let Some(j) = memo.find(&mut cursor, regs) {
                 if let Some(n) = memo.replay(&stack, j, len, out) {
@@ -345,8 +341,11 @@ fn step_frame_pointer(stack: &Stack, r: Regs) -> Option<Regs> {
 
 /// The rule for `pc`, from this thread's cache or computed (and cached).
 /// In frame-pointer mode only the tracer's own frames use CFI.
+///
+/// Only a miss reads module memory, so only a miss takes a [`TableHold`]
+/// (a shared counter every thread would otherwise bounce between cores).
 #[inline]
-fn cached_rule(state: &ThreadState, table: &ModuleTable, mode: UnwindMode, pc: u64) -> Rule {
+fn cached_rule(state: &ThreadState, mode: UnwindMode, pc: u64) -> Rule {
     let h = (pc ^ (pc >> 11) ^ (pc >> 23)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let i = (h >> 54) as usize & (RULE_CACHE_SLOTS - 1);
     // SAFETY: this thread's own cache; no other reference is live (the
@@ -355,11 +354,13 @@ fn cached_rule(state: &ThreadState, table: &ModuleTable, mode: UnwindMode, pc: u
     if cache[i].pc == pc {
         return Rule(cache[i].rule);
     }
-    let rule = match table.find(pc) {
+    let hold = TableHold::take();
+    let rule = match hold.table().and_then(|t| t.find(pc)) {
         Some(m) if m.is_tracer => rule::compute(m, pc).with_in_tracer(),
         Some(m) if mode == UnwindMode::Dwarf => rule::compute(m, pc),
         _ => Rule::UNKNOWN,
     };
+    drop(hold);
     cache[i] = RuleSlot { pc, rule: rule.0 };
     rule
 }

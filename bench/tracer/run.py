@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Tracer overhead: untraced vs leaktrail (dwarf, fp) vs heaptrack, same run.
+
+    python3 bench/tracer/run.py [--runs 5] [--pairs 2000000] [--threads 2]
+
+Builds leaktrail in release mode and the C benchmark (bench/tracer/
+alloc_bench.c: THREADS threads, each recursing ~25 frames through code
+without frame pointers, then malloc+free pairs of mixed sizes), runs every
+configuration --runs times, interleaved so that machine noise spreads over
+all of them, and prints medians: wall time, the ratio to untraced, and for
+the C loop the added nanoseconds per malloc+free pair. Then the same for
+real programs (python3 and node running allocation-heavy scripts).
+
+Target (issue 3): added cost per pair <= 1/3 of heaptrack's; real programs
+<= 1.25x untraced with the full audit and dwarf unwinding.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LEAKTRAIL = os.path.join(ROOT, "target", "release", "leaktrail")
+
+PYTHON_SCRIPT = """
+d = {}
+for i in range(1500000):
+    d[i] = [str(i)] * 3
+    if i % 3 == 0 and i:
+        del d[i - 1]
+print(len(d))
+"""
+
+NODE_SCRIPT = """
+const m = new Map();
+for (let i = 0; i < 1500000; i++) {
+  m.set(i, { s: String(i), a: [i, i + 1] });
+  if (i % 3 === 0 && i) m.delete(i - 1);
+}
+let n = 0;
+for (const [k, v] of m) n += v.s.length;
+console.log(m.size, n);
+"""
+
+
+def build(tmp):
+    subprocess.run(["cargo", "build", "--release", "--workspace", "--quiet"], cwd=ROOT, check=True)
+    exe = os.path.join(tmp, "alloc_bench")
+    subprocess.run(
+        ["gcc", "-O2", "-g", "-fomit-frame-pointer", "-fno-optimize-sibling-calls", "-pthread",
+         "-o", exe, os.path.join(ROOT, "bench", "tracer", "alloc_bench.c")],
+        check=True,
+    )
+    return exe
+
+
+def wrap(config, argv, tmp):
+    if config == "untraced":
+        return argv
+    if config == "leaktrail-dwarf":
+        return [LEAKTRAIL, "run", "--unwind", "dwarf", "--"] + argv
+    if config == "leaktrail-fp":
+        return [LEAKTRAIL, "run", "--unwind", "fp", "--"] + argv
+    if config == "heaptrack":
+        return ["heaptrack", "-o", os.path.join(tmp, "heaptrack.out")] + argv
+    raise ValueError(config)
+
+
+def timed(cmd, tmp):
+    start = time.perf_counter()
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp)
+    elapsed = time.perf_counter() - start
+    if out.returncode != 0:
+        sys.exit(f"failed ({out.returncode}): {' '.join(cmd)}\n{out.stderr.decode()[-2000:]}")
+    for f in os.listdir(tmp):
+        if f.startswith("heaptrack.out"):
+            os.remove(os.path.join(tmp, f))
+    return elapsed
+
+
+def measure(name, argv, configs, runs, tmp):
+    times = {c: [] for c in configs}
+    for _ in range(runs):
+        for c in configs:
+            times[c].append(timed(wrap(c, argv, tmp), tmp))
+    return {c: statistics.median(v) for c, v in times.items()}, times
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--pairs", type=int, default=2_000_000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--depth", type=int, default=25)
+    ap.add_argument("--skip-real", action="store_true", help="only the C loop")
+    args = ap.parse_args()
+    if not shutil.which("heaptrack"):
+        sys.exit("heaptrack is not installed (apt-get install heaptrack)")
+    tmp = tempfile.mkdtemp(prefix="leaktrail-bench-")
+    exe = build(tmp)
+    configs = ["untraced", "leaktrail-dwarf", "leaktrail-fp", "heaptrack"]
+    argv = [exe, str(args.threads), str(args.pairs), str(args.depth)]
+    med, _ = measure("alloc_bench", argv, configs, args.runs, tmp)
+    total_pairs = args.threads * args.pairs
+    print(f"C loop: {args.threads} threads x {args.pairs} malloc+free pairs, ~{args.depth + 2} frames deep, "
+          f"median of {args.runs} runs")
+    print(f"{'config':18} {'wall s':>8} {'x untraced':>10} {'added ns/pair':>14}")
+    base = med["untraced"]
+    added = {}
+    for c in configs:
+        added[c] = (med[c] - base) * 1e9 / total_pairs
+        print(f"{c:18} {med[c]:8.3f} {med[c] / base:10.2f} {added[c]:14.1f}")
+    ratio = added["leaktrail-dwarf"] / added["heaptrack"]
+    verdict = "meets" if ratio <= 1 / 3 else "MISSES"
+    print(f"leaktrail-dwarf added cost / heaptrack added cost = {ratio:.2f} ({verdict} the <= 0.33 target)")
+
+    if args.skip_real:
+        return
+    print()
+    print(f"real programs, median of {args.runs} runs")
+    print(f"{'program':10} {'config':18} {'wall s':>8} {'x untraced':>10}")
+    for name, argv in [("python3", ["python3", "-c", PYTHON_SCRIPT]), ("node", ["node", "-e", NODE_SCRIPT])]:
+        configs = ["untraced", "leaktrail-dwarf", "heaptrack"]
+        med, _ = measure(name, argv, configs, args.runs, tmp)
+        for c in configs:
+            print(f"{name:10} {c:18} {med[c]:8.3f} {med[c] / med['untraced']:10.2f}")
+        r = med["leaktrail-dwarf"] / med["untraced"]
+        print(f"{name:10} leaktrail-dwarf {'meets' if r <= 1.25 else 'MISSES'} the <= 1.25x target ({r:.2f}x)")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
