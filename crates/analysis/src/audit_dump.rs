@@ -89,3 +89,35 @@ pub fn read_live(pid: i32, header_addr: impl Into<Option<u64>>) -> Result<AuditD
         frames,
     })
 }
+
+/// The audit carried by a snapshot, with every stack symbolized from the
+/// files the process had mapped (`NT_FILE`).
+pub fn from_snapshot(snapshot: &crate::core::Snapshot) -> Result<AuditDump, Error> {
+    let pid = snapshot.pid().map(|p| p as u32);
+    let decoded = audit::find(snapshot, pid)?.ok_or_else(|| {
+        Error::Insufficient(format!(
+            "{} holds no leaktrail audit: the process was not started with `leaktrail run`",
+            snapshot.path().display()
+        ))
+    })?;
+    let files = snapshot
+        .files()
+        .iter()
+        .map(|f| FileMapping {
+            path: f.path.clone(),
+            start: f.start,
+            end: f.end,
+            offset: f.offset,
+        })
+        .collect();
+    let symbolizer = Symbolizer::new(files);
+    let frames = decoded
+        .stacks
+        .iter()
+        .map(|(&id, pcs)| (id, symbolizer.stack(pcs)))
+        .collect();
+    Ok(AuditDump {
+        audit: decoded,
+        frames,
+    })
+}

@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use crate::procfs::{Mapping, MemoryLimit, RegionBytes};
 use crate::Error;
 
+pub mod snapshots;
+
 /// `meta.json`'s `format` value.
 pub const FORMAT: &str = "leaktrail-recording";
 /// The newest recording version this crate reads and the one it writes.

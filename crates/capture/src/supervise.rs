@@ -14,7 +14,12 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
+use crate::recording::snapshots::Snapshots;
+use crate::snapshot::MemoryMode;
+use crate::watch::{WatchOptions, Watcher};
 use crate::Error;
 
 /// How to trace.
@@ -182,6 +187,132 @@ impl Traced {
         self.child.wait().map_err(|source| Error::Sys {
             what: format!("wait for process {}", self.child.id()),
             source,
+        })
+    }
+}
+
+/// How `leaktrail run` records: a watch series beside the snapshots.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RecordOptions {
+    /// The recording directory; `None` for the watch default name.
+    pub out: Option<PathBuf>,
+    /// Time between periodic snapshots; `None` for none (the final one is
+    /// still taken).
+    pub every: Option<Duration>,
+    /// Keep at most this many periodic snapshots (the first and the
+    /// newest); 0 keeps all.
+    pub keep: usize,
+    /// What each snapshot captures.
+    pub memory: MemoryMode,
+    /// Time between watch samples.
+    pub interval: Duration,
+}
+
+impl Default for RecordOptions {
+    fn default() -> Self {
+        RecordOptions {
+            out: None,
+            every: Some(Duration::from_secs(600)),
+            keep: 0,
+            memory: MemoryMode::Full,
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a recorded run produced.
+#[derive(Debug)]
+pub struct Recorded {
+    /// The child's exit status.
+    pub status: ExitStatus,
+    /// The recording directory.
+    pub dir: PathBuf,
+    /// Snapshots now in it, in order.
+    pub snapshots: Vec<PathBuf>,
+    /// Snapshots or samples that failed (the run went on).
+    pub problems: Vec<String>,
+}
+
+/// The periodic-snapshot timer's shared state: stop flag and its condvar.
+type Stop = Arc<(Mutex<bool>, Condvar)>;
+
+impl Traced {
+    /// Like [`Traced::wait`], recording as it goes: a watch series into the
+    /// recording directory, a snapshot every `opts.every`, and a final one
+    /// at the hand-over, before `at_exit` runs.
+    pub fn record(
+        self,
+        opts: RecordOptions,
+        mut at_exit: impl FnMut(ExitNotice),
+    ) -> Result<Recorded, Error> {
+        let pid = self.pid();
+        let watch = WatchOptions::new(opts.interval, None, opts.out.clone());
+        let watcher = Watcher::attach(pid, watch)?;
+        let dir = watcher.dir().to_path_buf();
+        let snapshots = Snapshots::of(&dir)?;
+        let problems = Arc::new(Mutex::new(Vec::<String>::new()));
+        let watching = std::thread::spawn(move || watcher.run(|_| {}));
+        let stop: Stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let timer = opts.every.map(|every| {
+            let (stop, snapshots, problems) = (stop.clone(), snapshots.clone(), problems.clone());
+            let (memory, keep) = (opts.memory, opts.keep);
+            std::thread::spawn(move || loop {
+                let (lock, cvar) = &*stop;
+                let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let (guard, _) = cvar
+                    .wait_timeout_while(guard, every, |stopped| !*stopped)
+                    .unwrap_or_else(|p| p.into_inner());
+                if *guard {
+                    return;
+                }
+                drop(guard);
+                let taken = snapshots
+                    .take(pid, memory, false)
+                    .and_then(|_| snapshots.prune(keep));
+                if let Err(e) = taken {
+                    problems
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!("periodic snapshot: {e}"));
+                }
+            })
+        });
+        let status = self.wait(|notice| {
+            if let Err(e) = snapshots.take(notice.pid, opts.memory, true) {
+                problems
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("snapshot at exit: {e}"));
+            }
+            at_exit(notice);
+        });
+        {
+            let (lock, cvar) = &*stop;
+            *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            cvar.notify_all();
+        }
+        if let Some(t) = timer {
+            let _ = t.join();
+        }
+        match watching.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => problems
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("watch: {e}")),
+            Err(_) => problems
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push("watch: the sampler stopped".into()),
+        }
+        let status = status?;
+        let problems = std::mem::take(&mut *problems.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(Recorded {
+            status,
+            snapshots: snapshots.list()?,
+            dir,
+            problems,
         })
     }
 }

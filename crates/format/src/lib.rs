@@ -58,10 +58,10 @@ pub const PAGE_SIZE: u64 = 4096;
 pub const LIVE_SHARDS: usize = 64;
 /// Number of stack-index shards.
 pub const STACK_SHARDS: usize = 16;
-/// Words per stack-arena chunk (8 MiB chunks).
-pub const STACK_CHUNK_WORDS: u64 = 1 << 20;
-/// Most chunks the stack arena may grow to (2 GiB of stacks).
-pub const STACK_CHUNKS: usize = 256;
+/// Words per stack-arena chunk (1 MiB chunks: small programs capture little).
+pub const STACK_CHUNK_WORDS: u64 = 1 << 17;
+/// Most chunks the stack arena may grow to (2 GiB of stacks; ids stay below 2^28).
+pub const STACK_CHUNKS: usize = 2048;
 /// Deepest stack the tracer records.
 pub const MAX_DEPTH: usize = 256;
 /// Depth recorded when the user does not say.
@@ -427,7 +427,7 @@ mod tests {
 
     #[test]
     fn header_fits_in_a_few_pages() {
-        assert!(HEADER_MAPPING_BYTES <= 48 * PAGE_SIZE);
+        const { assert!(HEADER_MAPPING_BYTES <= 48 * PAGE_SIZE) };
         assert_eq!(offsets::VERSION, 8);
     }
 }

@@ -231,17 +231,21 @@ fn bump(counter: &AtomicU64, delta: u64) {
     );
 }
 
+/// The region could not map more memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionFull;
+
 /// Enters a live buffer. If the table already held that address (its free
 /// passed us by, from inside the tracer), the old record is replaced and
-/// counted as freed. `Err(())` if the table could not grow.
-pub fn insert_live(hdr: &Header, addr: u64, rec: Record) -> Result<(), ()> {
+/// counted as freed.
+pub fn insert_live(hdr: &Header, addr: u64, rec: Record) -> Result<(), RegionFull> {
     let index = format::shard_of(addr);
     let shard = &hdr.live[index];
     let _guard = ShardGuard::lock(shard);
     let cap = shard.capacity.load(Ordering::Relaxed);
     let used = shard.len.load(Ordering::Relaxed) + shard.tombstones.load(Ordering::Relaxed);
     if (used + 1) * 4 > cap * 3 && !grow(hdr, shard) {
-        return Err(());
+        return Err(RegionFull);
     }
     let table = shard.table.load(Ordering::Relaxed);
     let mask = shard.capacity.load(Ordering::Relaxed) - 1;

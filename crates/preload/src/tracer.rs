@@ -208,7 +208,7 @@ pub fn record_alloc(addr: u64, size: u64) {
         };
         match region::insert_live(hdr, addr, rec) {
             Ok(()) => {}
-            Err(()) => {
+            Err(region::RegionFull) => {
                 hdr.counters.dropped_allocs.fetch_add(1, Ordering::Relaxed);
                 region_full(hdr);
             }

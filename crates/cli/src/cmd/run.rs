@@ -2,21 +2,32 @@
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 use anyhow::Context;
 use leaktrail_analysis::audit_dump;
-use leaktrail_capture::{recording, supervise};
+use leaktrail_capture::recording;
+use leaktrail_capture::snapshot::MemoryMode;
+use leaktrail_capture::supervise::{self, ExitNotice, RecordOptions};
+
+use crate::cmd::watch::parse_duration;
 
 /// Flags of `leaktrail run`.
 #[derive(clap::Args)]
 #[command(after_help = "\
-The tracer (libleaktrail_preload.so) is found in $LEAKTRAIL_PRELOAD, next to \
-the leaktrail binary, or in ../lib/leaktrail/ beside it.
+Records into a directory (--out, default ./leaktrail-<comm>-<pid>-<time>/): the \
+watch series of `leaktrail watch`, a snapshot every --every, and a final snapshot \
+when the program returns from main or calls exit, taken before any atexit handler \
+runs, with every block still live (snapshots/NNNN.core, the last NNNN-exit.core). \
+`leaktrail snapshot --recording DIR` adds one on demand.
+
+The tracer (libleaktrail_preload.so) is found in $LEAKTRAIL_PRELOAD, next to the \
+leaktrail binary, or in ../lib/leaktrail/ beside it.
 
 Examples:
-  leaktrail run -- ./server --port 8080
-  leaktrail run --unwind fp --depth 32 -- python3 app.py
-  leaktrail run --dump-at-exit audit.json -- ./test-suite")]
+  leaktrail run --every 10m -- ./server --port 8080
+  leaktrail run --every 30s --keep 20 --out rec -- python3 app.py
+  leaktrail run --no-record --dump-at-exit audit.json -- ./test-suite")]
 pub struct Args {
     /// How stacks are captured: dwarf (CFI, then frame pointers), fp, none.
     #[arg(long, default_value = "dwarf", value_parser = ["dwarf", "fp", "none"])]
@@ -24,12 +35,42 @@ pub struct Args {
     /// Frames per stack (1-256).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub depth: u32,
-    /// At exit, write every live buffer with its symbolized stack as JSON.
+    /// Time between periodic snapshots: 30s, 10m, 1h; 0 for none.
+    #[arg(long, default_value = "10m", value_parser = parse_every)]
+    pub every: Duration,
+    /// Keep at most N periodic snapshots: the first and the newest N-1.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// What snapshots capture: full (all writable memory), tables (the audit
+    /// only), none (notes only).
+    #[arg(long, default_value = "full", value_parser = parse_memory)]
+    pub memory: MemoryMode,
+    /// Recording directory [default: ./leaktrail-<comm>-<pid>-<time>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Time between watch samples.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Only trace: no recording directory, no snapshots.
+    #[arg(long)]
+    pub no_record: bool,
+    /// At exit, also write every live block with its symbolized stack as JSON.
     #[arg(long, value_name = "FILE")]
     pub dump_at_exit: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+fn parse_every(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
+fn parse_memory(s: &str) -> Result<MemoryMode, String> {
+    s.parse()
 }
 
 /// Runs the subcommand.
@@ -43,17 +84,42 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     cmd.args(&args.command[1..]);
     let traced = supervise::spawn(cmd, &opts)?;
     let mut failure = None;
-    let status = traced.wait(|notice| {
+    let dump = |notice: ExitNotice, failure: &mut Option<anyhow::Error>| {
         if let Some(path) = &args.dump_at_exit {
             let result = audit_dump::read_live(notice.pid, notice.header_addr)
                 .map_err(anyhow::Error::from)
                 .and_then(|dump| Ok(serde_json::to_vec_pretty(&dump)?))
                 .and_then(|bytes| Ok(recording::write_atomically(path, &bytes)?));
             if let Err(e) = result {
-                failure = Some(e.context(format!("write the audit of process {}", notice.pid)));
+                *failure = Some(e.context(format!("write the audit of process {}", notice.pid)));
             }
         }
-    })?;
+    };
+    let status = if args.no_record {
+        traced.wait(|notice| dump(notice, &mut failure))?
+    } else {
+        let mut record = RecordOptions::default();
+        record.out = args.out;
+        record.every = (!args.every.is_zero()).then_some(args.every);
+        record.keep = args.keep.unwrap_or(0);
+        record.memory = args.memory;
+        record.interval = args.interval;
+        let recorded = traced.record(record, |notice| dump(notice, &mut failure))?;
+        for p in &recorded.problems {
+            eprintln!("leaktrail: {p}");
+        }
+        eprintln!(
+            "leaktrail: recording in {} ({} snapshot{})",
+            recorded.dir.display(),
+            recorded.snapshots.len(),
+            if recorded.snapshots.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        );
+        recorded.status
+    };
     if let Some(e) = failure {
         eprintln!("leaktrail: {e:#}");
     }

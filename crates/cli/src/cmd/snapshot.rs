@@ -4,14 +4,24 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use leaktrail_capture::recording::{self, snapshots::Snapshots};
 use leaktrail_capture::snapshot::{self, MemoryMode};
 
 /// Flags of `leaktrail snapshot`.
 #[derive(clap::Args)]
 pub struct Args {
     /// The process to capture.
-    #[arg(short, long)]
-    pid: i32,
+    #[arg(
+        short,
+        long,
+        required_unless_present = "recording",
+        conflicts_with = "recording"
+    )]
+    pid: Option<i32>,
+    /// Take the next snapshot of a `leaktrail run` recording (into
+    /// DIR/snapshots/, serialised with the run's own snapshots).
+    #[arg(long, value_name = "DIR", conflicts_with = "output")]
+    recording: Option<PathBuf>,
     /// Which memory to keep: `full` (all writable and anonymous memory),
     /// `tables` (only the tracer's audit region) or `none` (threads,
     /// registers, mappings and metadata).
@@ -20,6 +30,9 @@ pub struct Args {
     /// Output file (default `leaktrail-<comm>-<pid>-<time>.core` here).
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Also print where the pause went.
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 fn parse_memory(s: &str) -> Result<MemoryMode, String> {
@@ -28,11 +41,31 @@ fn parse_memory(s: &str) -> Result<MemoryMode, String> {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut options = snapshot::Options::default();
-    options.memory = args.memory;
-    options.output = args.output;
-    let outcome = snapshot::take(args.pid, &options)
-        .with_context(|| format!("snapshot of process {}", args.pid))?;
+    let outcome = match (&args.recording, args.pid) {
+        (Some(dir), _) => {
+            let meta_path = dir.join("meta.json");
+            let text = std::fs::read_to_string(&meta_path)
+                .with_context(|| format!("{} is not a recording directory", dir.display()))?;
+            let meta = recording::parse_meta(&text).map_err(|why| {
+                anyhow::Error::new(crate::exit::BadInput(format!(
+                    "{}: {why}",
+                    meta_path.display()
+                )))
+            })?;
+            Snapshots::of(dir)?
+                .take(meta.pid, args.memory, false)
+                .with_context(|| {
+                    format!("snapshot of process {} into {}", meta.pid, dir.display())
+                })?
+        }
+        (None, Some(pid)) => {
+            let mut options = snapshot::Options::default();
+            options.memory = args.memory;
+            options.output = args.output;
+            snapshot::take(pid, &options).with_context(|| format!("snapshot of process {pid}"))?
+        }
+        (None, None) => crate::bad_input!("give -p PID or --recording DIR"),
+    };
     println!("{}", outcome.path.display());
     println!(
         "pause {:.1} ms, {} thread{}, {:.1} MiB captured{}",
@@ -49,5 +82,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             String::new()
         }
     );
+    if args.verbose {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let p = outcome.phases;
+        println!(
+            "phases: threads stopped at {:.1} ms, smaps read at {:.1} ms, memory copied at {:.1} ms ({}), released at {:.1} ms",
+            ms(p.stopped),
+            ms(p.smaps),
+            ms(p.copied),
+            if p.staged { "staged, file written after release" } else { "streamed to the file" },
+            ms(outcome.pause)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

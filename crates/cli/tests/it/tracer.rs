@@ -19,7 +19,7 @@ fn run_traced(dir: &Path, extra: &[&str], argv: &[&str]) -> (String, i32, Option
     let dump = dir.join("audit.json");
     let _ = std::fs::remove_file(&dump);
     let out = leaktrail()
-        .arg("run")
+        .args(["run", "--no-record"])
         .args(extra)
         .arg("--dump-at-exit")
         .arg(&dump)
@@ -248,7 +248,7 @@ fn fork_child_keeps_an_audit_of_its_own_heap() {
     let dump_path = scratch("tracer_fork").join("audit.json");
     let mut child = ChildGuard(
         leaktrail()
-            .args(["run", "--dump-at-exit"])
+            .args(["run", "--no-record", "--dump-at-exit"])
             .arg(&dump_path)
             .arg("--")
             .args([path_str(&exe), "fork"])
@@ -363,7 +363,7 @@ fn a_full_region_stops_recording_says_so_once_and_the_program_goes_on() {
     let exe = robust();
     let (plain_out, plain_code) = run_plain(&[path_str(&exe), "full"]);
     let out = leaktrail()
-        .args(["run", "--"])
+        .args(["run", "--no-record", "--"])
         .args([path_str(&exe), "full"])
         .env("LEAKTRAIL_REGION_LIMIT", "2000000")
         .output()
@@ -391,7 +391,7 @@ fn real_programs_run_unchanged() {
     for argv in [&python[..], &node[..], &gcc[..], &git[..]] {
         let (plain, plain_code) = run_plain(argv);
         let out = leaktrail()
-            .args(["run", "--"])
+            .args(["run", "--no-record", "--"])
             .args(argv)
             .stdin(Stdio::null())
             .output()
@@ -409,12 +409,12 @@ fn real_programs_run_unchanged() {
 #[test]
 fn run_passes_the_exit_status_through_and_reports_a_missing_program() {
     let out = leaktrail()
-        .args(["run", "--", "sh", "-c", "exit 42"])
+        .args(["run", "--no-record", "--", "sh", "-c", "exit 42"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(42));
     let out = leaktrail()
-        .args(["run", "--", "/nonexistent/program"])
+        .args(["run", "--no-record", "--", "/nonexistent/program"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
@@ -424,7 +424,7 @@ fn run_passes_the_exit_status_through_and_reports_a_missing_program() {
     let _ = preload_library();
     let mut input = ChildGuard(
         leaktrail()
-            .args(["run", "--", "cat"])
+            .args(["run", "--no-record", "--", "cat"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

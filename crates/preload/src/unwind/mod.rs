@@ -187,6 +187,12 @@ impl MemoFrame {
     }
 }
 
+impl Default for Memo {
+    fn default() -> Self {
+        Memo::new()
+    }
+}
+
 /// A thread's previous stack, innermost first, and its interned id.
 pub struct Memo {
     frames: [MemoFrame; MEMO_FRAMES],

@@ -84,7 +84,7 @@ impl Rule {
     /// Where the caller's rbp was saved, relative to the CFA.
     #[inline]
     pub fn fp_offset(self) -> Option<i64> {
-        ((self.0 >> 3) & 3 == 1).then(|| ((self.0 >> 16) as u16 as i16) as i64)
+        ((self.0 >> 3) & 3 == 1).then_some(((self.0 >> 16) as u16 as i16) as i64)
     }
 
     /// Whether the caller's rbp cannot be recovered.
