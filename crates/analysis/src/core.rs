@@ -342,12 +342,36 @@ impl Snapshot {
                     base,
                     start: rs.iter().map(|r| r.start).min().unwrap_or(base),
                     end: rs.iter().map(|r| r.end).max().unwrap_or(base),
-                    build_id: None,
+                    build_id: self.build_id_at(base),
                 })
             })
             .collect();
         out.sort_by_key(|m| m.base);
         out
+    }
+
+    /// The GNU build id of the ELF image whose header is at `base`, read
+    /// from the captured first page (the kernel and leaktrail keep it;
+    /// the build-id note sits in the first page of every common layout).
+    pub fn build_id_at(&self, base: u64) -> Option<String> {
+        let page = self.borrow(base, 4096)?;
+        let hdr = FileHeader64::<Endianness>::parse(page).ok()?;
+        let endian = hdr.endian().ok()?;
+        for ph in hdr.program_headers(endian, page).ok()? {
+            if ph.p_type(endian) != PT_NOTE {
+                continue;
+            }
+            // Notes outside the page are simply not found.
+            let Ok(Some(mut notes)) = ph.notes(endian, page) else {
+                continue;
+            };
+            while let Ok(Some(n)) = notes.next() {
+                if n.name() == b"GNU" && n.n_type(endian) == object::elf::NT_GNU_BUILD_ID {
+                    return Some(n.desc().iter().map(|b| format!("{b:02x}")).collect());
+                }
+            }
+        }
+        None
     }
 
     /// Addresses of audit-region headers in the captured memory: those our

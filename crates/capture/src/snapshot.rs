@@ -123,6 +123,23 @@ pub struct Outcome {
     pub unreadable_bytes: u64,
     /// Audit-region headers found.
     pub audit_headers: usize,
+    /// Where the pause went.
+    pub phases: Phases,
+}
+
+/// Where the pause went, each measured from the first seize.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Phases {
+    /// Every thread stopped and its registers read.
+    pub stopped: Duration,
+    /// `/proc/PID/smaps` read.
+    pub smaps: Duration,
+    /// Memory copied (to the staging area, or streamed to the file).
+    pub copied: Duration,
+    /// Whether the copy went to the staging area (the file was written
+    /// after the release) rather than straight to the file.
+    pub staged: bool,
 }
 
 /// The name a snapshot gets when the caller does not choose one:
@@ -210,7 +227,9 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         // SAFETY: kill takes no pointers.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+    let t_stopped = stop_started.elapsed();
     let maps = parse_maps(pid, &read_proc(pid, "smaps", true)?)?;
+    let t_smaps = stop_started.elapsed();
     let stacks: Vec<u64> = world
         .threads()
         .iter()
@@ -268,7 +287,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     }
     let staged = match &mut staging {
         Some(s) => {
-            copier.read(&pieces, s.slice(total))?;
+            copier.unreadable += memory::read_parallel(pid, &pieces, s.slice(total))?;
             true
         }
         None => {
@@ -276,6 +295,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             false
         }
     };
+    let t_copied = stop_started.elapsed();
     let perf_map = read_perf_map(pid);
     if !memory::alive(pid) {
         return Err(Error::Exited { pid });
@@ -351,6 +371,12 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         captured_bytes: total,
         unreadable_bytes: copier.unreadable,
         audit_headers: audit_headers.len(),
+        phases: Phases {
+            stopped: t_stopped,
+            smaps: t_smaps,
+            copied: t_copied,
+            staged,
+        },
     })
 }
 
