@@ -14,6 +14,7 @@
 pub mod duration;
 pub mod error;
 pub mod launch;
+pub mod node;
 pub mod procfs;
 pub mod recording;
 pub mod snapshot;

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use leaktrail_analysis::audit_dump;
-use leaktrail_capture::recording;
 use leaktrail_capture::snapshot::MemoryMode;
 use leaktrail_capture::supervise::{self, ExitNotice, RecordOptions};
+use leaktrail_capture::{node, recording};
 
 use crate::cmd::watch::parse_duration;
 
@@ -24,8 +24,13 @@ runs, with every block still live (snapshots/NNNN.core, the last NNNN-exit.core)
 The tracer (libleaktrail_preload.so) is found in $LEAKTRAIL_PRELOAD, next to the \
 leaktrail binary, or in ../lib/leaktrail/ beside it.
 
+A Node.js command (node, nodejs) gets --perf-basic-prof and \
+--interpreted-frames-native-stack so that JS frames are named; /tmp/perf-PID.map \
+is removed when the run ends (each snapshot keeps its own copy).
+
 Examples:
   leaktrail run --every 10m -- ./server --port 8080
+  leaktrail run --every 1m -- node app.js
   leaktrail run --every 30s --keep 20 --out rec -- python3 app.py
   leaktrail run --no-record --dump-at-exit audit.json -- ./test-suite")]
 pub struct Args {
@@ -54,6 +59,10 @@ pub struct Args {
     /// Only trace: no recording directory, no snapshots.
     #[arg(long)]
     pub no_record: bool,
+    /// Do not add --perf-basic-prof --interpreted-frames-native-stack to a
+    /// Node.js command (they let leaktrail name JS frames).
+    #[arg(long)]
+    pub no_node_flags: bool,
     /// At exit, also write every live block with its symbolized stack as JSON.
     #[arg(long, value_name = "FILE")]
     pub dump_at_exit: Option<PathBuf>,
@@ -80,9 +89,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut opts = supervise::TraceOptions::new(library);
     opts.unwind = args.unwind;
     opts.depth = args.depth;
-    let mut cmd = Command::new(&args.command[0]);
-    cmd.args(&args.command[1..]);
+    let node = node::is_node(&args.command[0]);
+    let argv = if node && !args.no_node_flags {
+        node::with_symbol_flags(&args.command)
+    } else {
+        args.command.clone()
+    };
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     let traced = supervise::spawn(cmd, &opts)?;
+    let pid = traced.pid();
     let mut failure = None;
     let dump = |notice: ExitNotice, failure: &mut Option<anyhow::Error>| {
         if let Some(path) = &args.dump_at_exit {
@@ -122,6 +138,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     if let Some(e) = failure {
         eprintln!("leaktrail: {e:#}");
+    }
+    if node && !args.no_node_flags {
+        // Every snapshot has its copy of the JIT map; the files are litter.
+        let cwd = std::env::current_dir().unwrap_or_default();
+        node::remove_leftovers(pid, &cwd);
     }
     Ok(ExitCode::from(supervise::exit_code(status)))
 }

@@ -1,0 +1,110 @@
+//! Launching Node.js so that its JIT frames can be named.
+//!
+//! V8 names nothing it compiles unless asked: `--perf-basic-prof` makes it
+//! write `/tmp/perf-PID.map` (`START SIZE NAME` per compiled function),
+//! which every snapshot copies, and `--interpreted-frames-native-stack`
+//! gives interpreted functions a frame of their own code too, so they
+//! appear in native stacks instead of as one anonymous interpreter frame.
+//! Both files V8 leaves behind are removed once the run is over.
+
+use std::path::Path;
+
+/// The flags `leaktrail run` adds to a Node.js command line.
+pub const SYMBOL_FLAGS: [&str; 2] = ["--perf-basic-prof", "--interpreted-frames-native-stack"];
+
+/// Whether `program` (a path or a name) is Node.js: `node`, `nodejs`,
+/// `node20`...
+pub fn is_node(program: &str) -> bool {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    let rest = name
+        .strip_prefix("nodejs")
+        .or_else(|| name.strip_prefix("node"));
+    rest.is_some_and(|r| r.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `argv` with [`SYMBOL_FLAGS`] inserted right after the program, leaving
+/// out any the user already gave.
+pub fn with_symbol_flags(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len() + SYMBOL_FLAGS.len());
+    out.extend(argv.first().cloned());
+    for flag in SYMBOL_FLAGS {
+        if !argv.iter().skip(1).any(|a| a == flag) {
+            out.push(flag.to_string());
+        }
+    }
+    out.extend(argv.iter().skip(1).cloned());
+    out
+}
+
+/// Removes what `--perf-basic-prof` (and `--prof`/`--log`, if the user
+/// added them) left behind for process `pid`: `/tmp/perf-PID.map`, and
+/// `isolate-0x…-PID-…v8.log` files in `cwd`. Returns what was removed.
+pub fn remove_leftovers(pid: i32, cwd: &Path) -> Vec<std::path::PathBuf> {
+    let mut removed = Vec::new();
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
+    if std::fs::remove_file(&map).is_ok() {
+        removed.push(map);
+    }
+    let needle = format!("-{pid}-");
+    if let Ok(entries) = std::fs::read_dir(cwd) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("isolate-")
+                && name.ends_with("v8.log")
+                && name.contains(&needle)
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                removed.push(e.path());
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_node() {
+        for yes in [
+            "node",
+            "/usr/bin/node",
+            "nodejs",
+            "node20",
+            "/opt/n/bin/node18",
+        ] {
+            assert!(is_node(yes), "{yes}");
+        }
+        for no in [
+            "nodemon",
+            "npm",
+            "/usr/bin/python3",
+            "node-gyp",
+            "mynode",
+            "",
+        ] {
+            assert!(!is_node(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn inserts_flags_once_after_the_program() {
+        let argv: Vec<String> = ["node", "--perf-basic-prof", "app.js", "--port", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            with_symbol_flags(&argv),
+            [
+                "node",
+                "--interpreted-frames-native-stack",
+                "--perf-basic-prof",
+                "app.js",
+                "--port",
+                "1"
+            ]
+        );
+    }
+}
