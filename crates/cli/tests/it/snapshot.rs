@@ -275,11 +275,18 @@ fn info_describes_our_snapshots_and_gcore_and_kernel_cores() {
     assert_eq!(info["writer"], "foreign");
     assert_eq!(info["pid"], t.pid);
     assert_eq!(info["threads"].as_array().map(Vec::len), Some(3));
-    assert!(info["modules"]
-        .as_array()
-        .is_some_and(|m| m.iter().any(|m| m["path"]
-            .as_str()
-            .is_some_and(|p| p.ends_with("snap_threads")))));
+    // Build ids come from the ELF header pages gcore keeps.
+    let has_exe_with_id = |info: &serde_json::Value| {
+        info["modules"].as_array().is_some_and(|m| {
+            m.iter().any(|m| {
+                m["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("snap_threads"))
+                    && m["build_id"].is_string()
+            })
+        })
+    };
+    assert!(has_exe_with_id(&info), "{info}");
     assert_eq!(t.finish(), 0);
 
     // A kernel core, where this machine lets a child dump one into its
@@ -325,6 +332,7 @@ fn info_describes_our_snapshots_and_gcore_and_kernel_cores() {
     assert_eq!(info["writer"], "foreign");
     assert_eq!(info["pid"], k.pid);
     assert_eq!(info["threads"].as_array().map(Vec::len), Some(3));
+    assert!(has_exe_with_id(&info), "{info}");
 }
 
 #[test]
@@ -424,4 +432,104 @@ fn info_rejects_truncated_and_non_core_files() {
     std::fs::write(&text, "just some text\n").expect("write text");
     assert_bad_input(&info(&text), &["not an ELF file"]);
     assert_bad_input(&info(&dir.join("missing.core")), &["missing.core"]);
+}
+
+#[test]
+fn traced_snapshot_recovers_exactly_the_live_allocations() {
+    use leaktrail_analysis::core::Snapshot;
+
+    let dir = support::scratch("snapshot_traced");
+    let exe = support::fixture("snap_live", &[]);
+    let mut child = Command::new(&exe)
+        .env("LD_PRELOAD", support::preload_library())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start snap_live");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let guard = ChildGuard(child);
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex");
+    let mut keep_block = 0;
+    let mut expected = Vec::new();
+    let pid: i32 = loop {
+        let mut l = String::new();
+        stdout.read_line(&mut l).expect("read snap_live");
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w.as_slice() {
+            ["fn", a] => keep_block = hex(a),
+            ["live", a, s] => expected.push((hex(a), s.parse::<u64>().expect("size"))),
+            ["ready", p] => break p.parse().expect("pid"),
+            _ => panic!("unexpected line from snap_live: {l:?}"),
+        }
+    };
+    assert_eq!(expected.len(), 20);
+
+    let mut cores = Vec::new();
+    for mode in ["tables", "full"] {
+        let core = dir.join(format!("{mode}.core"));
+        let out = snapshot(pid, &core, &["--memory", mode]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cores.push(core);
+    }
+    let g = Command::new("gcore")
+        .arg("-o")
+        .arg(dir.join("gcore"))
+        .arg(pid.to_string())
+        .output()
+        .expect("run gcore");
+    assert!(
+        g.status.success(),
+        "gcore: {}",
+        String::from_utf8_lossy(&g.stderr)
+    );
+    cores.push(dir.join(format!("gcore.{pid}")));
+    stdin.write_all(b"x").expect("poke");
+    let mut l = String::new();
+    stdout.read_line(&mut l).expect("read");
+    assert_eq!(l.trim(), "ok");
+
+    for core in &cores {
+        let snap = Snapshot::open(core).expect("open core");
+        let audit = leaktrail_analysis::audit::find(&snap, Some(pid as u32))
+            .expect("decode audit")
+            .unwrap_or_else(|| panic!("{}: no audit region", core.display()));
+        // Our blocks are the ones of our distinctive sizes; the C library
+        // allocates others of its own.
+        let mut got: Vec<(u64, u64)> = audit
+            .live
+            .iter()
+            .filter(|b| (7001..7081).contains(&b.size))
+            .map(|b| (b.addr, b.size))
+            .collect();
+        got.sort_unstable();
+        let mut want = expected.clone();
+        want.sort_unstable();
+        assert_eq!(got, want, "{}", core.display());
+        for b in audit.live.iter().filter(|b| (7001..7081).contains(&b.size)) {
+            let frames = audit.frames(b.stack);
+            assert!(
+                frames
+                    .first()
+                    .is_some_and(|&f| f > keep_block && f < keep_block + 256),
+                "{}: block {:#x} stack {frames:x?} should start in keep_block at {keep_block:#x}",
+                core.display(),
+                b.addr
+            );
+        }
+        let info = info_json(core);
+        assert_eq!(info["audit"]["present"], true, "{info}");
+        assert!(
+            info["audit"]["live_blocks"]
+                .as_u64()
+                .is_some_and(|n| n >= 20),
+            "{info}"
+        );
+    }
+    drop(stdin);
+    drop(guard);
 }
