@@ -35,8 +35,9 @@
 //!    not on a CPU at that instant) lies inside it, or when it sits directly
 //!    above a small (at most 64 KiB) `---p` anonymous guard mapping that is
 //!    not an arena tail — the layout glibc's `allocate_stack()` produces.
-//!    The stack-pointer evidence is what we trust; the guard shape catches
-//!    threads that were running while we looked.
+//!    The stack-pointer evidence is what we trust; the guard shape (for
+//!    `rw-p` mappings only: V8 also puts guard pages around its executable
+//!    code pages) catches threads that were running while we looked.
 //! 6. Every other private anonymous mapping is `anon` (a GC heap, a custom
 //!    allocator, and also glibc's own `mmap`ed chunks above
 //!    `M_MMAP_THRESHOLD`, which from outside look like any other mmap).
@@ -533,7 +534,10 @@ fn is_stack_guard(
     arena_tail: &HashSet<usize>,
     gi: usize,
 ) -> bool {
-    guard.end == stack.start
+    // Stacks are `rw-p`: an executable mapping between guards is JIT code
+    // (V8 puts guard pages around its code pages), not a stack.
+    stack.perms == "rw-p"
+        && guard.end == stack.start
         && guard.is_anonymous()
         && guard.is_inaccessible()
         && !guard.is_shared()
@@ -943,6 +947,15 @@ Rss:                  ";
         classify(&mut maps, &[0x7f20001ff000]);
         assert_eq!(maps[0].region, Region::Anon);
         assert_eq!(maps[1].region, Region::Stack);
+        // JIT code between guard pages is not a stack.
+        let text = "\
+7f1000000000-7f1000001000 ---p 00000000 00:00 0 
+7f1000001000-7f100003d000 rwxp 00000000 00:00 0 
+7f100003d000-7f100003e000 ---p 00000000 00:00 0 
+";
+        let mut maps = parse_smaps(text).unwrap();
+        classify(&mut maps, &[]);
+        assert_eq!(maps[1].region, Region::Anon);
         // A large reservation below is not a guard.
         let text = "\
 7f1000000000-7f1000100000 ---p 00000000 00:00 0 
