@@ -95,6 +95,10 @@ pub struct Options {
     pub output: Option<PathBuf>,
     /// How to find all of the audit region from its header.
     pub locator: Box<dyn AuditLocator + Send + Sync>,
+    /// Most bytes to stage in memory during the stop; above it the copy
+    /// streams to the file while the target waits. `None`: half of
+    /// `MemAvailable`.
+    pub staging_budget: Option<u64>,
 }
 
 impl Default for Options {
@@ -103,6 +107,7 @@ impl Default for Options {
             memory: MemoryMode::Full,
             output: None,
             locator: Box::new(HeaderLocator),
+            staging_budget: None,
         }
     }
 }
@@ -198,7 +203,9 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             .map(|l| l.filesz)
             .sum::<u64>()
     };
-    let budget = memory::mem_available() / 2;
+    let budget = options
+        .staging_budget
+        .unwrap_or_else(|| memory::mem_available() / 2);
     let mut staging = if estimate + (8 << 20) <= budget {
         Staging::new(estimate + estimate / 16 + (8 << 20)).ok()
     } else {
@@ -843,5 +850,64 @@ mod tests {
             vec![0x1000, 0x3000, 0x9000]
         );
         assert!(plan(&maps, MemoryMode::None, &[], &heads, &[]).is_empty());
+    }
+
+    /// The bytes of every PT_LOAD of a core written by [`take`].
+    fn load_bytes(path: &Path) -> Vec<u8> {
+        let b = std::fs::read(path).unwrap();
+        let word = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let phnum = u16::from_le_bytes([b[56], b[57]]) as usize;
+        let mut out = Vec::new();
+        for i in 0..phnum {
+            let ph = 64 + i * 56;
+            if u32::from_le_bytes(b[ph..ph + 4].try_into().unwrap()) == elf::PT_LOAD {
+                let (off, len) = (word(ph + 8) as usize, word(ph + 32) as usize);
+                out.extend_from_slice(&b[off..off + len]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn streaming_and_staging_write_the_same_memory() {
+        // A child that sits still, blocked reading an empty pipe: its
+        // memory does not change between the two snapshots. (`sleep` would
+        // not do: an interrupted nanosleep writes the time left.)
+        let mut child = std::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // Wait, without sleeping, until it is blocked in read(2).
+        while !std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .is_ok_and(|s| s.starts_with("0 "))
+        {
+            std::thread::yield_now();
+        }
+        let dir = std::env::temp_dir().join(format!("leaktrail-stream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut staged = Options::default();
+        staged.output = Some(dir.join("staged.core"));
+        let a = take(pid, &staged).unwrap();
+        let mut streamed = Options::default();
+        streamed.output = Some(dir.join("streamed.core"));
+        streamed.staging_budget = Some(0);
+        let b = take(pid, &streamed).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(a.phases.staged && !b.phases.staged);
+        assert_eq!(a.captured_bytes, b.captured_bytes);
+        assert!(a.captured_bytes > 0);
+        let (x, y) = (load_bytes(&a.path), load_bytes(&b.path));
+        if let Some(i) = x.iter().zip(&y).position(|(p, q)| p != q) {
+            let n = x.iter().zip(&y).filter(|(p, q)| p != q).count();
+            panic!(
+                "first difference at data byte {i:#x} of {:#x}; {n} bytes differ",
+                x.len()
+            );
+        }
+        assert_eq!(x.len(), y.len());
+        std::fs::remove_dir_all(dir).ok();
     }
 }
