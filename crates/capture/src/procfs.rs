@@ -966,6 +966,58 @@ Rss:                  ";
         assert_eq!(maps[1].region, Region::Anon);
     }
 
+    /// Our own threads, blocked on a barrier: each one's stack must be
+    /// `stack` (by its stack pointer, and by the guard shape alone), and a
+    /// small allocation made on it must be `heap` (its glibc arena).
+    #[test]
+    fn classifies_real_thread_stacks_and_arenas() {
+        use std::sync::{mpsc, Arc, Barrier};
+        let barrier = Arc::new(Barrier::new(4));
+        let (tx, rx) = mpsc::channel();
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let (barrier, tx) = (barrier.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let local = 0u8;
+                    let boxed = Box::new([7u8; 64]);
+                    let addrs = (
+                        std::hint::black_box(&local) as *const u8 as u64,
+                        boxed.as_ptr() as u64,
+                    );
+                    tx.send(addrs).unwrap();
+                    barrier.wait();
+                    drop(boxed);
+                })
+            })
+            .collect();
+        let addrs: Vec<(u64, u64)> = (0..3).map(|_| rx.recv().unwrap()).collect();
+        let pid = std::process::id() as i32;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+        let sps = thread_stack_pointers(pid);
+        let mut by_sp = parse_smaps(&text).unwrap();
+        classify(&mut by_sp, &sps);
+        let mut by_shape = parse_smaps(&text).unwrap();
+        classify(&mut by_shape, &[]);
+        barrier.wait();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let region_of = |maps: &[Mapping], addr: u64| {
+            maps.iter()
+                .find(|m| m.start <= addr && addr < m.end)
+                .map(|m| m.region)
+        };
+        for (stack, heap) in addrs {
+            assert_eq!(region_of(&by_sp, stack), Some(Region::Stack), "{text}");
+            assert_eq!(region_of(&by_shape, stack), Some(Region::Stack), "{text}");
+            assert_eq!(
+                region_of(&by_sp, heap),
+                Some(Region::Heap),
+                "{heap:#x}\n{text}"
+            );
+        }
+    }
+
     #[test]
     fn smaps_ugly() {
         // Header only (maps format), a counter before any header, garbage.
