@@ -30,6 +30,7 @@ mod memory;
 pub mod metadata;
 mod module;
 pub mod note;
+mod pagemap;
 mod ptrace;
 mod xstate;
 
@@ -276,6 +277,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         }
     }
     let loads = plan(&maps, options.memory, &audit_ranges, &elf_heads, &stacks);
+    let loads = split_sparse(pid, &maps, loads);
     let layout = elf::Layout::new(loads.len());
     let pieces: Vec<Piece> = loads
         .iter()
@@ -507,6 +509,44 @@ fn plan(
                 filesz: elf::PAGE,
                 flags,
                 mapping: i,
+            });
+        }
+    }
+    out
+}
+
+/// Splits the loads of mostly untouched anonymous mappings at their long
+/// runs of never-written pages, which become segments without file bytes.
+/// Falls back to the whole mapping if pagemap cannot be read.
+fn split_sparse(pid: i32, maps: &[Mapping], loads: Vec<Load>) -> Vec<Load> {
+    let mut pagemap: Option<Option<File>> = None;
+    let mut out = Vec::with_capacity(loads.len());
+    for l in loads {
+        let m = &maps[l.mapping];
+        let sparse = l.start == m.start
+            && l.filesz == m.len()
+            && m.is_anonymous()
+            && !m.shared
+            && !m.vm_flags.is_empty()
+            && m.len() >= 4 * pagemap::MIN_HOLE_PAGES as u64 * elf::PAGE
+            && (m.rss + m.swap) < m.len() / 4 * 3;
+        let f = if sparse {
+            pagemap
+                .get_or_insert_with(|| File::open(format!("/proc/{pid}/pagemap")).ok())
+                .as_ref()
+        } else {
+            None
+        };
+        let Some(entries) = f.and_then(|f| pagemap::entries(f, m.start, m.end).ok()) else {
+            out.push(l);
+            continue;
+        };
+        for r in pagemap::runs(m.start, &entries, pagemap::MIN_HOLE_PAGES) {
+            out.push(Load {
+                start: r.start,
+                memsz: r.len,
+                filesz: if r.data { r.len } else { 0 },
+                ..l
             });
         }
     }
