@@ -135,6 +135,42 @@ fn steady_malloc_leak_is_growing_in_heap() {
 }
 
 #[test]
+fn malloc_leak_on_a_thread_grows_its_arena_in_heap() {
+    // A worker thread's mallocs land in a glibc arena: an anonymous,
+    // 64 MiB-aligned mapping that only the arena rule calls `heap`.
+    let dir = watch(
+        "watch-arena-leak",
+        "watch_malloc_leak",
+        &[&RATE.to_string(), "0", "thread"],
+        "4s",
+    );
+    let t = trend(&dir);
+    assert_eq!(t["verdict"], "growing", "{t:#}");
+    assert_eq!(t["growth_region"], "heap", "{t:#}");
+    assert_ne!(region(&t, "anon")["verdict"], "growing", "{t:#}");
+    let out = leaktrail()
+        .args([
+            "maps",
+            "diff",
+            &format!("{}@first", dir.display()),
+            "@last",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &d["mappings"][0];
+    assert_eq!(first["name"], "[anon]", "{d:#}");
+    assert_eq!(first["region"], "heap", "{d:#}");
+    assert_eq!(first["start"].as_u64().unwrap() % (64 << 20), 0, "{d:#}");
+}
+
+#[test]
 fn growing_anon_mmap_is_growing_in_anon_not_heap() {
     let dir = watch(
         "watch-anon-grow",
