@@ -927,12 +927,16 @@ mod tests {
         }
         let dir = std::env::temp_dir().join(format!("leaktrail-stream-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut staged = Options::default();
-        staged.output = Some(dir.join("staged.core"));
+        let staged = Options {
+            output: Some(dir.join("staged.core")),
+            ..Options::default()
+        };
         let a = take(pid, &staged).unwrap();
-        let mut streamed = Options::default();
-        streamed.output = Some(dir.join("streamed.core"));
-        streamed.staging_budget = Some(0);
+        let streamed = Options {
+            output: Some(dir.join("streamed.core")),
+            staging_budget: Some(0),
+            ..Options::default()
+        };
         let b = take(pid, &streamed).unwrap();
         let _ = child.kill();
         let _ = child.wait();
