@@ -4,6 +4,8 @@
 //! * [`maps_diff`]: the `pmap -x` diff of two samples or snapshots.
 //! * [`audit`]: decoding the tracer's audit region through a [`memory::Memory`].
 //! * [`core`]: opening snapshot cores by mmap.
+//! * [`profile`]: live memory of one snapshot by allocation site.
+//! * [`growth`]: which sites and size classes grow across snapshots, ranked.
 //!
 //! Nothing here prints; renderers live in `leaktrail-report`.
 #![deny(missing_docs)]
@@ -12,8 +14,10 @@ pub mod audit;
 pub mod audit_dump;
 pub mod core;
 pub mod error;
+pub mod growth;
 pub mod maps_diff;
 pub mod memory;
+pub mod profile;
 pub mod symbolize;
 pub mod trend;
 

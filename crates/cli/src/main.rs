@@ -35,6 +35,8 @@ enum Command {
     Snapshot(cmd::snapshot::Args),
     /// What a snapshot holds: process, threads, modules, regions, audit.
     Info(cmd::info::Args),
+    /// Which allocation sites and size classes grow across snapshots, ranked.
+    Growth(cmd::growth::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Maps(a) => cmd::maps::run(a),
         Command::Snapshot(a) => cmd::snapshot::run(a),
         Command::Info(a) => cmd::info::run(a),
+        Command::Growth(a) => cmd::growth::run(a),
     };
     exit::finish(result)
 }

@@ -3,5 +3,6 @@
 //! Renderers take analysis results and produce text; they compute nothing.
 #![deny(missing_docs)]
 
+pub mod growth;
 pub mod svg;
 pub mod text;

@@ -1,6 +1,7 @@
 //! One module per subcommand: its flags, and the one library call it makes.
 
 pub mod demo;
+pub mod growth;
 pub mod info;
 pub mod maps;
 pub mod run;

@@ -1,0 +1,207 @@
+//! Across snapshots (issue 6): growth ranking, flame graphs and diffs,
+//! pprof export, the parallel job runner, the HTML report and the demo.
+//!
+//! Most tests record `fixtures/growth_sites.c` under `leaktrail run` and
+//! take one snapshot after each of its steps (`snapshot --recording`,
+//! synchronised through its stdin and stdout): a 4 KiB cache growing by
+//! 100 buffers a step, a flat pool of 2,000 buffers of 1,000 bytes, and a
+//! one-off burst of 500 buffers of 8,000 bytes at step 3.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use crate::support::{fixture, leaktrail, scratch, ChildGuard};
+
+const NO_FP: &[&str] = &["-fomit-frame-pointer", "-fno-optimize-sibling-calls"];
+
+/// Bytes each step of the fixture adds to its cache.
+pub const GROW_STEP_BYTES: u64 = 100 * 4096;
+/// The pool's bytes (constant).
+pub const POOL_BYTES: u64 = 2000 * 1000;
+/// The burst's bytes (from step 3 on).
+pub const BURST_BYTES: u64 = 500 * 8000;
+
+/// Records `growth_sites` for `steps` steps into `<scratch name>/rec`,
+/// with a snapshot after each step (`0001.core` ..) and the one at exit.
+pub fn record_steps(name: &str, steps: usize, memory: &str) -> PathBuf {
+    let exe = fixture("growth_sites", NO_FP);
+    let dir = scratch(name).join("rec");
+    let mut run = ChildGuard(
+        leaktrail()
+            .args([
+                "run",
+                "--every",
+                "0",
+                "--interval",
+                "100ms",
+                "--memory",
+                memory,
+            ])
+            .arg("--out")
+            .arg(&dir)
+            .arg("--")
+            .arg(&exe)
+            .arg(steps.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run"),
+    );
+    let mut stdin = run.0.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(run.0.stdout.take().expect("stdout")).lines();
+    for k in 1..=steps {
+        let line = lines.next().expect("fixture output").expect("utf-8");
+        assert_eq!(line, format!("step {k}"));
+        let out = leaktrail()
+            .args(["snapshot", "--recording"])
+            .arg(&dir)
+            .args(["--memory", memory])
+            .output()
+            .expect("snapshot");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdin.write_all(b"\n").expect("next step");
+    }
+    assert_eq!(lines.next().expect("done").expect("utf-8"), "done");
+    stdin.write_all(b"\n").expect("exit");
+    drop(stdin);
+    let status = run.0.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+    dir
+}
+
+/// One recording of five steps shared by the tests that only read it.
+pub fn shared_recording() -> PathBuf {
+    static DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut dir = DIR.lock().unwrap_or_else(|p| p.into_inner());
+    dir.get_or_insert_with(|| record_steps("growth_shared", 5, "full"))
+        .clone()
+}
+
+/// The snapshot taken after step `k` of a recording.
+pub fn step_snapshot(dir: &Path, k: usize) -> PathBuf {
+    dir.join(format!("snapshots/{k:04}.core"))
+}
+
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("utf-8")
+}
+
+/// The function names of a JSON stack, innermost first.
+fn functions(stack: &Value) -> Vec<String> {
+    stack
+        .as_array()
+        .expect("stack")
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or("??").to_string())
+        .collect()
+}
+
+#[test]
+fn growth_ranks_steady_growth_above_a_flat_pool_and_a_burst() {
+    let dir = shared_recording();
+    let json: Value = serde_json::from_str(&ok(&leaktrail()
+        .args(["growth", "--json"])
+        .arg(&dir)
+        .output()
+        .expect("growth")))
+    .expect("json");
+    let suspects = json["suspects"].as_array().expect("suspects");
+    let leaf = |s: &Value| functions(&s["stack"]).first().cloned().unwrap_or_default();
+    let first = &suspects[0];
+    assert_eq!(leaf(first), "grow_cache", "{suspects:#?}");
+    assert_eq!(first["class"], 4096);
+    assert_eq!(first["rank"], 1);
+    assert_eq!(
+        functions(&first["stack"])[..3],
+        ["grow_cache", "run_step", "main"]
+    );
+    // The series: 100 more buffers after each step, the exit snapshot as
+    // the fifth.
+    let series = first["series"].as_array().expect("series");
+    assert_eq!(series.len(), 6);
+    for (k, p) in series.iter().enumerate() {
+        let step = (k + 1).min(5) as u64;
+        assert_eq!(p["count"], 100 * step);
+        assert_eq!(p["bytes"], GROW_STEP_BYTES * step);
+    }
+    assert!(first["slope"].as_f64().expect("slope") > 0.0);
+    let score = first["score"].as_f64().expect("score");
+    // The burst (4 MB, twice all the growth) is listed, but below; the
+    // flat pool does not grow at all.
+    let burst = suspects
+        .iter()
+        .find(|s| leaf(s) == "burst")
+        .expect("the burst is a suspect");
+    assert!(burst["rank"].as_u64() > first["rank"].as_u64());
+    assert!(burst["score"].as_f64().expect("score") < score);
+    assert_eq!(burst["series"][5]["bytes"], BURST_BYTES);
+    for s in suspects {
+        let l = leaf(s);
+        assert!(
+            l != "fill_pool" && l != "churn_pool",
+            "the flat pool is not growing: {s:#}"
+        );
+    }
+    // The 4 KiB class leads the classes too; the 1 KiB one is flat.
+    assert_eq!(json["classes"][0]["class"], 4096);
+    let pool = json["classes"]
+        .as_array()
+        .expect("classes")
+        .iter()
+        .find(|c| c["class"] == 1024)
+        .expect("the pool's class");
+    for p in pool["series"].as_array().expect("series") {
+        assert_eq!(p["bytes"], POOL_BYTES);
+    }
+    assert_eq!(pool["stats"]["score"], 0.0);
+    assert_eq!(json["snapshots"].as_array().expect("snapshots").len(), 6);
+}
+
+#[test]
+fn growth_text_names_the_class_series_and_stack() {
+    let dir = shared_recording();
+    let text = ok(&leaktrail()
+        .arg("growth")
+        .arg(&dir)
+        .output()
+        .expect("growth"));
+    assert!(
+        text.contains("#1 4096 B: 100 → 500 buffers, +1.6 MiB, +"),
+        "{text}"
+    );
+    let first = text.split("\n#2").next().expect("first suspect");
+    assert!(first.contains("grow_cache"), "{text}");
+    assert!(first.contains("run_step"), "{text}");
+}
+
+#[test]
+fn growth_needs_two_snapshots() {
+    let dir = shared_recording();
+    let out = leaktrail()
+        .arg("growth")
+        .arg(step_snapshot(&dir, 1))
+        .output()
+        .expect("growth");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least two"), "{err}");
+    let out = leaktrail()
+        .args(["growth", "/nonexistent/x.core", "/nonexistent/y.core"])
+        .output()
+        .expect("growth");
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,150 @@
+//! The text of `leaktrail growth`: the size classes that grew, then the
+//! ranked suspects, each with its series in one line and its stack.
+
+use std::fmt::Write;
+
+use leaktrail_analysis::growth::{Growth, SeriesPoint, Stats};
+use leaktrail_analysis::symbolize::Frame;
+
+use crate::text;
+
+/// `1,712`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A size class by its largest size: `4096 B`, `64 KiB`, `huge`.
+pub fn class(size: u64) -> String {
+    if size == u64::MAX {
+        "huge".into()
+    } else if size <= 8192 {
+        format!("{size} B")
+    } else {
+        text::bytes(size as f64)
+    }
+}
+
+/// `1,712 → 17,040 buffers, +60.0 MiB, +4.1 MiB/h`.
+pub fn series_line(series: &[SeriesPoint], stats: &Stats) -> String {
+    let (Some(first), Some(last)) = (series.first(), series.last()) else {
+        return String::new();
+    };
+    format!(
+        "{} → {} buffers, {}, {}",
+        count(first.count),
+        count(last.count),
+        text::signed_bytes(last.bytes as f64 - first.bytes as f64),
+        text::rate(stats.slope_bytes_per_hour)
+    )
+}
+
+/// One frame per line, indented, at most `depth` (0: all).
+pub fn stack(frames: &[Frame], depth: usize, indent: &str) -> String {
+    let mut out = String::new();
+    if frames.is_empty() {
+        let _ = writeln!(out, "{indent}(no stack recorded)");
+    }
+    let shown = if depth == 0 {
+        frames.len()
+    } else {
+        depth.min(frames.len())
+    };
+    for f in &frames[..shown] {
+        let _ = writeln!(out, "{indent}{f}");
+    }
+    if shown < frames.len() {
+        let _ = writeln!(out, "{indent}... {} more frames", frames.len() - shown);
+    }
+    out
+}
+
+/// The whole text: at most `top` classes and suspects (0: all), stacks to
+/// `depth` frames.
+pub fn text(g: &Growth, top: usize, depth: usize) -> String {
+    let limit = |n: usize| if top == 0 { n } else { top.min(n) };
+    let mut out = String::new();
+    let first = g.snapshots.first();
+    let last = g.snapshots.last();
+    let _ = writeln!(
+        out,
+        "growth across {} snapshots over {}: live {} → {} ({} → {} buffers)",
+        g.snapshots.len(),
+        text::seconds(g.span_seconds),
+        text::bytes(first.map_or(0, |s| s.live_bytes) as f64),
+        text::bytes(last.map_or(0, |s| s.live_bytes) as f64),
+        count(first.map_or(0, |s| s.live_count)),
+        count(last.map_or(0, |s| s.live_count)),
+    );
+    let grew: Vec<_> = g
+        .classes
+        .iter()
+        .filter(|c| c.stats.rise_bytes > 0.0)
+        .collect();
+    let _ = writeln!(out, "\nsize classes that grew:");
+    if grew.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for c in &grew[..limit(grew.len())] {
+        let _ = writeln!(
+            out,
+            "  {:>8}: {}  (monotonic {:.2}, steady {:.2})",
+            class(c.class),
+            series_line(&c.series, &c.stats),
+            c.stats.monotonicity,
+            c.stats.steadiness
+        );
+    }
+    let _ = writeln!(out, "\ngrowth suspects, strongest first:");
+    if g.suspects.is_empty() {
+        let _ = writeln!(out, "  none: no allocation site holds more at the end");
+    }
+    for s in &g.suspects[..limit(g.suspects.len())] {
+        let _ = writeln!(
+            out,
+            "\n#{} {}: {}\n   score {} (monotonic {:.2}, steady {:.2})",
+            s.rank,
+            class(s.class),
+            series_line(&s.series, &s.stats),
+            text::bytes(s.score),
+            s.stats.monotonicity,
+            s.stats.steadiness
+        );
+        out.push_str(&stack(&s.stack, depth, "     "));
+    }
+    if top != 0 && g.suspects.len() > top {
+        let _ = writeln!(
+            out,
+            "\n({} more growing sites; --top 0 shows all)",
+            g.suspects.len() - top
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_have_thousands_separators() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1712), "1,712");
+        assert_eq!(count(17_040_123), "17,040,123");
+    }
+
+    #[test]
+    fn classes_read_as_sizes() {
+        assert_eq!(class(4096), "4096 B");
+        assert_eq!(class(65536), "64.0 KiB");
+        assert_eq!(class(u64::MAX), "huge");
+    }
+}
