@@ -198,8 +198,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     let process = ProcessFacts::read(pid)?;
     let estimate = {
         let maps = parse_maps(pid, &read_proc(pid, "smaps", false)?)?;
-        let stacks: Vec<u64> = Vec::new();
-        plan(&maps, options.memory, &[], &HashSet::new(), &stacks)
+        plan(&maps, options.memory, &[], &HashSet::new())
             .iter()
             .map(|l| l.filesz)
             .sum::<u64>()
@@ -276,7 +275,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             }
         }
     }
-    let loads = plan(&maps, options.memory, &audit_ranges, &elf_heads, &stacks);
+    let loads = plan(&maps, options.memory, &audit_ranges, &elf_heads);
     let loads = split_sparse(pid, &maps, loads);
     let layout = elf::Layout::new(loads.len());
     let pieces: Vec<Piece> = loads
@@ -450,9 +449,7 @@ fn plan(
     mode: MemoryMode,
     audit: &[(u64, u64)],
     elf_heads: &HashSet<u64>,
-    stacks: &[u64],
 ) -> Vec<Load> {
-    let _ = stacks;
     let mut out = Vec::new();
     if mode == MemoryMode::None {
         return out;
@@ -871,7 +868,7 @@ mod tests {
             mapping("9000-a000 r-xp 00000000 00:00 0 [vdso]", 4096),
         ];
         let heads: HashSet<u64> = [0x1000].into();
-        let loads = plan(&maps, MemoryMode::Full, &[], &heads, &[]);
+        let loads = plan(&maps, MemoryMode::Full, &[], &heads);
         let got: Vec<(u64, u64, u64)> =
             loads.iter().map(|l| (l.start, l.memsz, l.filesz)).collect();
         assert_eq!(
@@ -884,12 +881,12 @@ mod tests {
                 (0x9000, 0x1000, 0x1000),
             ]
         );
-        let tables = plan(&maps, MemoryMode::Tables, &[(0x3100, 0x3200)], &heads, &[]);
+        let tables = plan(&maps, MemoryMode::Tables, &[(0x3100, 0x3200)], &heads);
         assert_eq!(
             tables.iter().map(|l| l.start).collect::<Vec<_>>(),
             vec![0x1000, 0x3000, 0x9000]
         );
-        assert!(plan(&maps, MemoryMode::None, &[], &heads, &[]).is_empty());
+        assert!(plan(&maps, MemoryMode::None, &[], &heads).is_empty());
     }
 
     /// The bytes of every PT_LOAD of a core written by [`take`].
