@@ -12,13 +12,20 @@
 
 pub mod audit;
 pub mod audit_dump;
+pub mod bufs;
+pub mod caches;
 pub mod core;
+pub mod dump;
 pub mod error;
 pub mod growth;
+pub mod heap;
+pub mod leaks;
 pub mod maps_diff;
 pub mod memory;
 pub mod profile;
+pub mod refs;
 pub mod symbolize;
 pub mod trend;
+pub mod whatis;
 
 pub use error::Error;

@@ -37,6 +37,19 @@ enum Command {
     Info(cmd::info::Args),
     /// Which allocation sites and size classes grow across snapshots, ranked.
     Growth(cmd::growth::Args),
+    /// What is unreachable: definitely, indirectly, possibly lost buffers.
+    Leaks(cmd::leaks::Args),
+    /// Live buffers and bytes per size class, across snapshots.
+    Caches(cmd::caches::Args),
+    /// The live buffers, filtered, with their stacks or grouped by stack.
+    Bufs(cmd::bufs::Args),
+    /// What an address is: buffer, global, thread stack, JIT code, mapping.
+    Whatis(cmd::whatis::Args),
+    /// Who points at an address (with masks for tagged pointers), and the
+    /// paths back to a root.
+    Refs(cmd::refs::Args),
+    /// The words at an address, annotated.
+    Dump(cmd::dump::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +63,12 @@ fn main() -> ExitCode {
         Command::Snapshot(a) => cmd::snapshot::run(a),
         Command::Info(a) => cmd::info::run(a),
         Command::Growth(a) => cmd::growth::run(a),
+        Command::Leaks(a) => cmd::leaks::run(a),
+        Command::Caches(a) => cmd::caches::run(a),
+        Command::Bufs(a) => cmd::bufs::run(a),
+        Command::Whatis(a) => cmd::whatis::run(a),
+        Command::Refs(a) => cmd::refs::run(a),
+        Command::Dump(a) => cmd::dump::run(a),
     };
     exit::finish(result)
 }

@@ -4,5 +4,6 @@
 #![deny(missing_docs)]
 
 pub mod growth;
+pub mod heap;
 pub mod svg;
 pub mod text;

@@ -1,10 +1,17 @@
 //! One module per subcommand: its flags, and the one library call it makes.
 
+pub mod addr;
+pub mod bufs;
+pub mod caches;
 pub mod demo;
+pub mod dump;
 pub mod growth;
 pub mod info;
+pub mod leaks;
 pub mod maps;
+pub mod refs;
 pub mod run;
 pub mod snapshot;
 pub mod trend;
 pub mod watch;
+pub mod whatis;

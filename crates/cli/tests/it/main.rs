@@ -4,6 +4,7 @@
 //! the tracer where it matters) and check what leaktrail reports against
 //! what each fixture is known by construction to do.
 
+mod analyses;
 mod growth;
 mod recording;
 mod snapshot;

@@ -1,0 +1,55 @@
+//! `leaktrail caches`: size classes across snapshots.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use leaktrail_analysis::caches;
+use leaktrail_analysis::core::Snapshot;
+use leaktrail_analysis::heap::Heap;
+use leaktrail_report::heap::caches as render;
+
+/// Flags of `leaktrail caches`.
+#[derive(clap::Args)]
+#[command(after_help = "\
+mdb's ::umem_cache for malloc. With several snapshots of one process \
+(oldest first), one column of live buffers per snapshot, then the change; \
+the classes that grew the most are flagged.
+
+Examples:
+  leaktrail caches app.core
+  leaktrail caches first.core last.core
+  leaktrail caches a.core b.core --json | jq '.classes[0]'
+Then: leaktrail bufs last.core --class 4096 --group-by stack")]
+pub struct Args {
+    /// Snapshots of processes started with `leaktrail run`, oldest first.
+    #[arg(required = true)]
+    snaps: Vec<PathBuf>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let snaps = args
+        .snaps
+        .iter()
+        .map(|p| Snapshot::open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let heaps = snaps
+        .iter()
+        .map(Heap::open)
+        .collect::<Result<Vec<_>, _>>()?;
+    let audits: Vec<_> = heaps.iter().map(|h| &h.audit).collect();
+    let table = caches::compare(&audits);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &table)?;
+        writeln!(out)?;
+    } else {
+        let names: Vec<String> = args.snaps.iter().map(|p| p.display().to_string()).collect();
+        out.write_all(render::text(&table, &names).as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,524 @@
+//! Single-snapshot analyses (issue 5): `leaks`, `caches`, `bufs`, `whatis`,
+//! `refs --chain`, `dump`, against C fixtures whose answers are known by
+//! construction (see the table at the top of `fixtures/leaks_roots.c`), and
+//! mixed JS + native stacks under Node.
+//!
+//! Each target runs under `leaktrail run`, prints `ready PID ...` once its
+//! state is built and waits on stdin; we snapshot it then. No sleeps.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::support::{fixture, leaktrail, preload_library, scratch, ChildGuard};
+
+/// A target running under `leaktrail run`.
+struct Traced {
+    guard: ChildGuard,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    pid: i32,
+    /// The rest of the ready line after the pid.
+    ready: String,
+}
+
+impl Traced {
+    fn start(argv: &[&str]) -> Traced {
+        preload_library();
+        let mut child = leaktrail()
+            .args(["run", "--no-record", "--"])
+            .args(argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start leaktrail run");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut t = Traced {
+            guard: ChildGuard(child),
+            stdin,
+            stdout,
+            pid: 0,
+            ready: String::new(),
+        };
+        let line = t.line();
+        let rest = line
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("expected a ready line, got {line:?}"));
+        let (pid, rest) = rest.trim().split_once(' ').unwrap_or((rest.trim(), ""));
+        t.pid = pid.parse().expect("pid");
+        t.ready = rest.to_string();
+        t
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.stdout.read_line(&mut l).expect("read from target");
+        l
+    }
+
+    fn send(&mut self, b: &[u8]) {
+        self.stdin.write_all(b).expect("write to target");
+        self.stdin.flush().expect("flush");
+    }
+
+    fn snapshot(&self, out: &Path) {
+        let o = leaktrail()
+            .args(["snapshot", "-p", &self.pid.to_string(), "-o"])
+            .arg(out)
+            .output()
+            .expect("run leaktrail snapshot");
+        assert!(
+            o.status.success(),
+            "snapshot failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// A `key=0x...` value of the ready line.
+    fn ready_addr(&self, key: &str) -> u64 {
+        let v = self
+            .ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in {:?}", self.ready));
+        u64::from_str_radix(v.trim_start_matches("0x"), 16).expect("hex")
+    }
+
+    fn finish(mut self) {
+        self.send(b"q");
+        let _ = self.guard.0.wait();
+    }
+}
+
+/// The snapshot of `leaks_roots`, taken once per test run, and the address
+/// of its 1012-byte holder.
+fn roots_snapshot() -> &'static (PathBuf, u64) {
+    static SNAP: OnceLock<(PathBuf, u64)> = OnceLock::new();
+    SNAP.get_or_init(|| {
+        let exe = fixture("leaks_roots", &[]);
+        let dir = scratch("analyses_roots");
+        let t = Traced::start(&[exe.to_str().expect("utf-8")]);
+        let core = dir.join("roots.core");
+        t.snapshot(&core);
+        let holder = t.ready_addr("holder");
+        t.finish();
+        (core, holder)
+    })
+}
+
+fn run(args: &[&str], snap: &Path) -> Output {
+    let mut cmd = leaktrail();
+    cmd.arg(args[0]).arg(snap).args(&args[1..]);
+    cmd.output().expect("run leaktrail")
+}
+
+fn json(args: &[&str], snap: &Path) -> Value {
+    let out = run(args, snap);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn tally(v: &Value) -> (u64, u64) {
+    (
+        v["bytes"].as_u64().expect("bytes"),
+        v["blocks"].as_u64().expect("blocks"),
+    )
+}
+
+/// (kind, bytes, blocks, top function) of every group.
+fn groups(leaks: &Value) -> Vec<(String, u64, u64, String)> {
+    leaks["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["kind"].as_str().expect("kind").to_string(),
+                g["bytes"].as_u64().expect("bytes"),
+                g["blocks"].as_u64().expect("blocks"),
+                g["stack"][0]["function"]
+                    .as_str()
+                    .unwrap_or("??")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+fn kind_of(groups: &[(String, u64, u64, String)], function: &str) -> Vec<(String, u64, u64)> {
+    groups
+        .iter()
+        .filter(|g| g.3 == function)
+        .map(|g| (g.0.clone(), g.1, g.2))
+        .collect()
+}
+
+fn g(kind: &str, bytes: u64, blocks: u64) -> (String, u64, u64) {
+    (kind.to_string(), bytes, blocks)
+}
+
+#[test]
+fn leaks_classifies_every_root_and_leak_kind_exactly() {
+    let (snap, _) = roots_snapshot();
+    let l = json(&["leaks", "--json"], snap);
+    // Definite: the cycle's first block, the tree's root, two plain leaks.
+    assert_eq!(tally(&l["definite"]), (1006 + 1007 + 2 * 1010, 4), "{l:#}");
+    // Indirect: the cycle's second block and the tree's three children.
+    assert_eq!(tally(&l["indirect"]), (1006 + 3 * 1008, 4));
+    let gs = groups(&l);
+    for (function, size) in [
+        ("alloc_global", 1001),
+        ("alloc_tls", 1002),
+        ("alloc_on_thread", 1003),
+        ("alloc_register", 1004),
+        ("alloc_anon", 1009),
+        ("alloc_holder", 1012),
+    ] {
+        assert_eq!(
+            kind_of(&gs, function),
+            [g("reachable", size, 1)],
+            "{function}"
+        );
+    }
+    assert_eq!(kind_of(&gs, "alloc_interior"), [g("possible", 1005, 1)]);
+    assert_eq!(kind_of(&gs, "alloc_tagged"), [g("possible", 1011, 1)]);
+    // The compiler unrolls leak_plain's loop: two call sites, two stacks.
+    let plain = kind_of(&gs, "leak_plain");
+    assert!(plain.iter().all(|p| p.0 == "definite"), "{plain:?}");
+    assert_eq!(
+        (
+            plain.iter().map(|p| p.1).sum::<u64>(),
+            plain.iter().map(|p| p.2).sum::<u64>()
+        ),
+        (2020, 2)
+    );
+    assert_eq!(
+        kind_of(&gs, "leak_cycle"),
+        [g("definite", 1006, 1), g("indirect", 1006, 1)]
+    );
+    assert_eq!(
+        kind_of(&gs, "leak_tree"),
+        [g("definite", 1007, 1), g("indirect", 3024, 3)]
+    );
+    // Every group of the fixture's own names its allocating function first;
+    // frames carry file and line from DWARF.
+    let tree = l["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|g| g["stack"][0]["function"] == "leak_tree")
+        .expect("tree group");
+    assert!(tree["stack"][0]["file"]
+        .as_str()
+        .is_some_and(|f| f.ends_with("leaks_roots.c")));
+    assert!(tree["stack"][0]["line"].as_u64().is_some());
+    assert_eq!(tree["stack"][1]["function"], "main");
+    // The possible class holds ours plus whatever the C library keeps by
+    // interior pointers (glibc's dtv is pointed to at +16).
+    assert!(tally(&l["possible"]).0 >= 1005 + 1011);
+}
+
+#[test]
+fn leaks_roots_flag_drops_root_kinds() {
+    let (snap, _) = roots_snapshot();
+    let no_regs = json(
+        &["leaks", "--json", "--roots", "stacks,globals,tls,anon"],
+        snap,
+    );
+    assert_eq!(
+        kind_of(&groups(&no_regs), "alloc_register"),
+        [g("definite", 1004, 1)]
+    );
+    let no_anon = json(
+        &["leaks", "--json", "--roots", "registers,stacks,globals,tls"],
+        snap,
+    );
+    assert_eq!(
+        kind_of(&groups(&no_anon), "alloc_anon"),
+        [g("definite", 1009, 1)]
+    );
+    assert_eq!(
+        kind_of(&groups(&no_anon), "alloc_global"),
+        [g("reachable", 1001, 1)]
+    );
+}
+
+#[test]
+fn leaks_function_filter_fail_on_and_text() {
+    let (snap, _) = roots_snapshot();
+    let only = json(&["leaks", "--json", "--function", "leak_tree"], snap);
+    let gs = groups(&only);
+    assert_eq!(gs.len(), 2, "{gs:?}");
+    assert!(gs.iter().all(|g| g.3 == "leak_tree"));
+
+    let out = run(&["leaks", "--fail-on", "definite"], snap);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("definitely lost:"), "{text}");
+    assert!(text.contains("leak_tree"), "{text}");
+    // Single-threaded scanning finds the same.
+    let one = json(&["leaks", "--json", "--threads", "1"], snap);
+    let two = json(&["leaks", "--json"], snap);
+    for k in ["definite", "indirect", "possible", "reachable"] {
+        assert_eq!(one[k], two[k], "{k}");
+    }
+}
+
+#[test]
+fn refs_invmask_chain_finds_the_holder_and_the_global() {
+    let (snap, holder) = roots_snapshot();
+    let bufs = json(&["bufs", "--size", "1011..1011", "--json"], snap);
+    let target = bufs["buffers"][0]["addr"]
+        .as_u64()
+        .expect("the tagged target");
+    let t = format!("{target:#x}");
+
+    // Without the mask nothing refers to it: the only pointer is tagged.
+    let plain = json(&["refs", &t, "--json"], snap);
+    assert_eq!(plain["refs"].as_array().expect("refs").len(), 0);
+
+    let masked = json(&["refs", &t, "--invmask", "0x7", "--json"], snap);
+    let refs = masked["refs"].as_array().expect("refs");
+    assert_eq!(refs.len(), 1, "{masked:#}");
+    assert_eq!(refs[0]["at"], holder + 16);
+    assert_eq!(refs[0]["value"], target | 1);
+    assert_eq!(refs[0]["whatis"]["buffer"]["addr"], *holder);
+    assert_eq!(refs[0]["whatis"]["buffer"]["offset"], 16);
+
+    let chains = json(&["refs", &t, "--invmask", "0x7", "--chain", "--json"], snap);
+    let list = chains["chains"].as_array().expect("chains");
+    let via_global = list
+        .iter()
+        .find(|c| c["hops"][0]["whatis"]["symbol"][0] == "g_holder")
+        .unwrap_or_else(|| panic!("no chain from the global g_holder: {chains:#}"));
+    let hops = via_global["hops"].as_array().expect("hops");
+    assert_eq!(hops.len(), 2);
+    assert_eq!(hops[0]["holder"], "global");
+    assert_eq!(hops[1]["at"], holder + 16);
+    assert_eq!(
+        hops[1]["whatis"]["buffer"]["stack"][0]["function"],
+        "alloc_holder"
+    );
+    assert_eq!(via_global["target"]["addr"], target);
+    assert_eq!(via_global["target"]["stack"][0]["function"], "alloc_tagged");
+
+    let text =
+        String::from_utf8_lossy(&run(&["refs", &t, "--invmask", "7", "--chain"], snap).stdout)
+            .into_owned();
+    assert!(text.contains("global g_holder"), "{text}");
+}
+
+#[test]
+fn whatis_and_dump_describe_buffers_globals_and_stacks() {
+    let (snap, holder) = roots_snapshot();
+    let w = json(&["whatis", &format!("{:#x}", holder + 16), "--json"], snap);
+    assert_eq!(w["buffer"]["addr"], *holder);
+    assert_eq!(w["buffer"]["offset"], 16);
+    assert_eq!(w["buffer"]["size"], 1012);
+    assert_eq!(w["buffer"]["stack"][0]["function"], "alloc_holder");
+
+    let text = String::from_utf8_lossy(&run(&["whatis", &format!("{holder:#x}")], snap).stdout)
+        .into_owned();
+    assert!(text.contains("a live buffer of 1,012 bytes"), "{text}");
+
+    let words = json(&["dump", &format!("{holder:#x}"), "32", "--json"], snap);
+    let words = words.as_array().expect("words");
+    assert_eq!(words.len(), 4);
+    assert_eq!(words[2]["meaning"]["kind"], "tagged");
+    assert_eq!(words[2]["meaning"]["tag"], 1);
+    assert_eq!(words[0]["meaning"]["kind"], "zero");
+
+    // The global that holds the holder, by its address from refs.
+    let r = json(&["refs", &format!("{holder:#x}"), "--json"], snap);
+    let global = r["refs"]
+        .as_array()
+        .expect("refs")
+        .iter()
+        .find(|x| x["whatis"]["symbol"][0] == "g_holder")
+        .expect("g_holder refers to the holder");
+    assert_eq!(global["whatis"]["area"]["kind"], "module-data");
+}
+
+#[test]
+fn caches_names_the_growing_4k_class_first_with_exact_counts() {
+    let exe = fixture("leaks_grow", &[]);
+    let dir = scratch("analyses_caches");
+    let mut t = Traced::start(&[exe.to_str().expect("utf-8")]);
+    let a = dir.join("a.core");
+    let b = dir.join("b.core");
+    t.snapshot(&a);
+    t.send(b"g");
+    assert_eq!(t.line().trim(), "grew 1700");
+    t.snapshot(&b);
+    t.finish();
+
+    let mut cmd = leaktrail();
+    let out = cmd
+        .args(["caches"])
+        .arg(&a)
+        .arg(&b)
+        .arg("--json")
+        .output()
+        .expect("caches");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let first = &c["classes"][0];
+    assert_eq!(first["size"], 4096, "{c:#}");
+    assert_eq!(first["delta"]["live_count"], 1530);
+    assert_eq!(first["delta"]["live_bytes"], 1530 * 4000);
+    assert_eq!(first["delta"]["allocs"], 1530);
+    assert_eq!(first["delta"]["frees"], 0);
+    let per = first["snapshots"].as_array().expect("per snapshot");
+    assert_eq!(per.len(), 2);
+    let before = per[0]["live_count"].as_u64().expect("count");
+    assert!(before >= 170, "{before}");
+    assert_eq!(per[1]["live_count"].as_u64(), Some(before + 1530));
+    assert_eq!(first["grew_most"], true);
+    // The churn class (100 bytes) is level.
+    let churn = c["classes"]
+        .as_array()
+        .expect("classes")
+        .iter()
+        .find(|r| r["size"] == 112)
+        .expect("the 112 class");
+    assert_eq!(churn["delta"]["live_count"], 0);
+    assert_eq!(churn["delta"]["allocs"], 100);
+    assert_eq!(churn["delta"]["frees"], 100);
+
+    let text = String::from_utf8_lossy(
+        &leaktrail()
+            .arg("caches")
+            .arg(&a)
+            .arg(&b)
+            .output()
+            .expect("caches")
+            .stdout,
+    )
+    .into_owned();
+    let first_row = text.lines().nth(1).expect("a row");
+    assert!(first_row.trim_start().starts_with("4,096"), "{text}");
+    assert!(
+        first_row.contains("+1,530") && first_row.contains("grew most"),
+        "{text}"
+    );
+
+    // bufs: the class's buffers grouped by stack name grow_cache.
+    let g = json(
+        &["bufs", "--class", "4096", "--group-by", "stack", "--json"],
+        &b,
+    );
+    // Two call sites of grow_cache: the 1530 of the 'g' and the first 170.
+    let top = &g["groups"][0];
+    assert_eq!(top["count"], 1530);
+    assert_eq!(top["bytes"], 1530 * 4000);
+    assert_eq!(top["stack"][0]["function"], "grow_cache");
+    let grow: u64 = g["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter(|x| x["stack"][0]["function"] == "grow_cache")
+        .map(|x| x["count"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(grow, 1700);
+    let some = json(
+        &[
+            "bufs",
+            "--size",
+            "4000..4000",
+            "--stack-contains",
+            "grow_cache",
+            "--json",
+        ],
+        &b,
+    );
+    assert_eq!(some["buffers"].as_array().expect("buffers").len(), 1700);
+    let none = json(
+        &[
+            "bufs",
+            "--size",
+            "4000..4000",
+            "--stack-contains",
+            "churn",
+            "--json",
+        ],
+        &b,
+    );
+    assert_eq!(none["buffers"].as_array().expect("buffers").len(), 0);
+    let v = run(&["bufs", "--class", "4096", "-v"], &a);
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(text.contains("grow_cache"), "{text}");
+}
+
+/// Asserts a bad-input failure: exit 2 and one line on stderr.
+fn assert_bad_input(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "expected exit 2, stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let (snap, _) = roots_snapshot();
+    assert_bad_input(
+        &run(&["whatis", "0x10"], snap),
+        &["0x10", "not in captured memory"],
+    );
+    assert_bad_input(&run(&["refs", "0x10"], snap), &["0x10"]);
+    assert_bad_input(
+        &run(&["refs", "0x1000", "--mask", "banana"], snap),
+        &["--mask", "not a number"],
+    );
+    assert_bad_input(&run(&["dump", "0xzz"], snap), &["not a number"]);
+    assert_bad_input(&run(&["bufs", "--size", "10-20"], snap), &["LO..HI"]);
+    assert_bad_input(&run(&["leaks", "--roots", "stacks,heap"], snap), &["heap"]);
+
+    // A snapshot of a process that was not traced.
+    let exe = fixture("leaks_grow", &[]);
+    let dir = scratch("analyses_untraced");
+    let mut child = Command::new(&exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start untraced");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let stdin = child.stdin.take();
+    let guard = ChildGuard(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("ready");
+    let pid = line.split_whitespace().nth(1).expect("pid").to_string();
+    let core = dir.join("untraced.core");
+    let o = leaktrail()
+        .args(["snapshot", "-p", &pid, "-o"])
+        .arg(&core)
+        .output()
+        .expect("snapshot");
+    assert!(o.status.success());
+    drop(stdin);
+    drop(guard);
+    for cmd in [
+        &["leaks"][..],
+        &["caches"],
+        &["bufs"],
+        &["whatis", "0x1000"],
+    ] {
+        assert_bad_input(
+            &run(cmd, &core),
+            &["no leaktrail audit region", "leaktrail run"],
+        );
+    }
+}

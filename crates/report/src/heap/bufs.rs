@@ -1,0 +1,62 @@
+//! `leaktrail bufs`.
+
+use std::fmt::Write;
+
+use leaktrail_analysis::bufs::Bufs;
+
+use super::{count, stack};
+use crate::text::bytes;
+
+/// Either the groups by stack (`::umausers`), or one line per buffer
+/// (`::bufctl`), each followed by its stack when `verbose`.
+pub fn text(b: &Bufs, verbose: bool) -> String {
+    let mut o = String::new();
+    if !b.groups.is_empty() {
+        for g in &b.groups {
+            let _ = writeln!(
+                o,
+                "{} bytes in {} buffers, oldest {:#x}",
+                count(g.bytes),
+                count(g.count),
+                g.example_address
+            );
+            stack(&mut o, &g.stack, "    ");
+            o.push('\n');
+        }
+    } else {
+        let _ = writeln!(
+            o,
+            "{:>18} {:>10} {:>8} {:>12} {:>8} {:>7}  function",
+            "address", "size", "class", "time (s)", "thread", "stack"
+        );
+        for buf in &b.buffers {
+            let frames = b.stacks.get(&buf.stack_id);
+            let _ = writeln!(
+                o,
+                "{:>#18x} {:>10} {:>8} {:>12.6} {:>8} {:>7}  {}",
+                buf.addr,
+                count(buf.size),
+                count(buf.class),
+                buf.time_ns as f64 / 1e9,
+                buf.tid,
+                buf.stack_id,
+                frames
+                    .and_then(|f| f.first())
+                    .map(|f| f.to_string())
+                    .unwrap_or_default()
+            );
+            if verbose {
+                if let Some(f) = frames {
+                    stack(&mut o, f, "        ");
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "{} buffers, {}",
+        count(b.buffers.len() as u64),
+        bytes(b.bytes as f64)
+    );
+    o
+}
