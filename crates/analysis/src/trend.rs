@@ -9,8 +9,10 @@
 //!    walk backwards from its start while the earlier samples stay within
 //!    a tolerance of that line: three robust standard deviations of the
 //!    reference's residuals, at least 1 MiB or 1% of the level. The first
-//!    run of samples outside it (two or more in a row) ends the walk; those
-//!    samples and everything before them are the warm-up. A steady leak
+//!    run of samples outside it (two or more in a row, or 2% of the series)
+//!    ends the walk; those samples and everything before them are the
+//!    warm-up. Failing that, samples outside it at the very start (a
+//!    process caught while starting up) are the warm-up. A steady leak
 //!    lies on its own line from the start, so it has no warm-up; steps
 //!    followed by a plateau leave the steps out.
 //! 2. **Slope** ([`theil_sen`]): the median of pairwise slopes, with Sen's
@@ -329,7 +331,10 @@ pub fn warmup_end(points: &[Point]) -> usize {
             run = 0;
         }
     }
-    0
+    // No long run: still drop the samples before the first consistent one
+    // (a process caught while starting up, RSS ramping to its base level).
+    let outside = |p: &Point| (residual(p) - centre).abs() > tolerance;
+    points[..n / 2].iter().take_while(|p| outside(p)).count()
 }
 
 /// How many of the largest sample-to-sample increases it takes to make up
@@ -754,6 +759,20 @@ mod tests {
         let (v, _, cut) = verdict_of(&pts);
         assert_eq!(v, Verdict::Flat);
         assert!((9..=12).contains(&cut), "{cut}");
+    }
+
+    #[test]
+    fn a_short_startup_ramp_is_warmup() {
+        let mut noise = Noise(5);
+        // Three samples ramping up to the base level, then 600 flat ones:
+        // too short a run for the walk, but it starts the series.
+        let pts = series(603, 1.0, |t| {
+            let base = if t < 3.0 { 20.0 + 10.0 * t } else { 54.0 };
+            base * MIB + 0.2 * MIB * noise.next()
+        });
+        let (v, _, cut) = verdict_of(&pts);
+        assert_eq!(cut, 3);
+        assert_eq!(v, Verdict::Flat);
     }
 
     #[test]
