@@ -124,33 +124,31 @@ pub fn audit_of(snap: &Snapshot) -> Result<Audit, Error> {
     })
 }
 
-/// The symbolizer for a snapshot's stacks: its file mappings (`NT_FILE`).
-pub fn symbolizer_for(snap: &Snapshot) -> Symbolizer {
-    Symbolizer::new(
-        snap.files()
-            .iter()
-            .map(|f| crate::symbolize::FileMapping {
-                path: f.path.clone(),
-                start: f.start,
-                end: f.end,
-                offset: f.offset,
-            })
-            .collect(),
-    )
-}
-
 impl Profile {
     /// Opens a snapshot and profiles every live buffer in it.
     pub fn open(path: &Path) -> Result<Profile, Error> {
         let snap = Snapshot::open(path)?;
         let audit = audit_of(&snap)?;
-        let symbolizer = symbolizer_for(&snap);
+        let symbolizer = Symbolizer::for_snapshot(&snap);
         Ok(Profile::from_blocks(
             &snap,
             &audit,
             &symbolizer,
             audit.live.iter().map(|b| (b.size, b.stack)),
         ))
+    }
+
+    /// Opens a snapshot and profiles the buffers `choose` picks from its
+    /// audit, as (size, stack) pairs (a `bufs` filter, say).
+    pub fn open_with(
+        path: &Path,
+        choose: impl FnOnce(&Audit, &Symbolizer) -> Vec<(u64, StackId)>,
+    ) -> Result<Profile, Error> {
+        let snap = Snapshot::open(path)?;
+        let audit = audit_of(&snap)?;
+        let symbolizer = Symbolizer::for_snapshot(&snap);
+        let blocks = choose(&audit, &symbolizer);
+        Ok(Profile::from_blocks(&snap, &audit, &symbolizer, blocks))
     }
 
     /// Profiles the buffers `blocks` ((size, stack) of each) of `audit`,

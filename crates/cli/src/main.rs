@@ -37,6 +37,8 @@ enum Command {
     Info(cmd::info::Args),
     /// Which allocation sites and size classes grow across snapshots, ranked.
     Growth(cmd::growth::Args),
+    /// Flame graph of live bytes by allocation stack (SVG, folded, or the diff of two snapshots).
+    Flamegraph(cmd::flamegraph::Args),
     /// What is unreachable: definitely, indirectly, possibly lost buffers.
     Leaks(cmd::leaks::Args),
     /// Live buffers and bytes per size class, across snapshots.
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Snapshot(a) => cmd::snapshot::run(a),
         Command::Info(a) => cmd::info::run(a),
         Command::Growth(a) => cmd::growth::run(a),
+        Command::Flamegraph(a) => cmd::flamegraph::run(a),
         Command::Leaks(a) => cmd::leaks::run(a),
         Command::Caches(a) => cmd::caches::run(a),
         Command::Bufs(a) => cmd::bufs::run(a),

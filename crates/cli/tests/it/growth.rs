@@ -205,3 +205,129 @@ fn growth_needs_two_snapshots() {
         .expect("growth");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Folded lines from `main` inward (what is outside `main` depends on the
+/// C library), in the order given.
+fn from_main(folded: &str) -> String {
+    folded
+        .lines()
+        .map(|l| match l.find(";main;") {
+            Some(i) => &l[i + 1..],
+            None => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn golden(name: &str) -> String {
+    std::fs::read_to_string(
+        crate::support::repo_root()
+            .join("fixtures/golden")
+            .join(name),
+    )
+    .expect("golden file")
+}
+
+/// Sum of the last column of folded lines (the one before it with `col` 2).
+fn folded_total(folded: &str, from_end: usize) -> u64 {
+    folded
+        .lines()
+        .map(|l| {
+            l.rsplit(' ')
+                .nth(from_end)
+                .and_then(|n| n.parse::<u64>().ok())
+                .expect("count")
+        })
+        .sum()
+}
+
+fn live_bytes(snap: &Path) -> u64 {
+    let json: Value = serde_json::from_str(&ok(&leaktrail()
+        .args(["caches", "--json"])
+        .arg(snap)
+        .output()
+        .expect("caches")))
+    .expect("json");
+    json["totals"][0]["live_bytes"]
+        .as_u64()
+        .expect("live bytes")
+}
+
+#[test]
+fn flamegraph_folded_matches_the_known_stacks_and_bytes() {
+    let dir = shared_recording();
+    let snap = step_snapshot(&dir, 5);
+    let folded = ok(&leaktrail()
+        .args(["flamegraph", "--folded"])
+        .arg(&snap)
+        .output()
+        .expect("flamegraph"));
+    assert_eq!(from_main(&folded), golden("growth_sites-step5.folded"));
+    assert_eq!(
+        folded_total(&folded, 0),
+        5 * GROW_STEP_BYTES + POOL_BYTES + BURST_BYTES
+    );
+    assert_eq!(folded_total(&folded, 0), live_bytes(&snap));
+}
+
+#[test]
+fn flamegraph_diff_totals_are_the_difference_of_the_snapshots() {
+    let dir = shared_recording();
+    let (base, snap) = (step_snapshot(&dir, 1), step_snapshot(&dir, 5));
+    let diff = ok(&leaktrail()
+        .args(["flamegraph", "--folded", "--diff"])
+        .arg(&base)
+        .arg(&snap)
+        .output()
+        .expect("flamegraph --diff"));
+    assert_eq!(
+        from_main(&diff),
+        golden("growth_sites-step1-to-5.diff.folded")
+    );
+    let (before, after) = (folded_total(&diff, 1), folded_total(&diff, 0));
+    assert_eq!(before, live_bytes(&base));
+    assert_eq!(after, live_bytes(&snap));
+    assert_eq!(after - before, 4 * GROW_STEP_BYTES + BURST_BYTES);
+    // The SVG: inferno's, with the growth in red.
+    let svg_path = scratch("flamegraph_diff").join("diff.svg");
+    ok(&leaktrail()
+        .args(["flamegraph", "--diff"])
+        .arg(&base)
+        .arg(&snap)
+        .arg("-o")
+        .arg(&svg_path)
+        .output()
+        .expect("flamegraph --diff svg"));
+    let svg = std::fs::read_to_string(&svg_path).expect("svg");
+    assert!(svg.contains("<svg") && svg.contains("grow_cache"));
+    assert!(svg.contains("rgb(255,"), "growth is drawn in red");
+}
+
+#[test]
+fn flamegraph_filters_like_bufs() {
+    let dir = shared_recording();
+    let snap = step_snapshot(&dir, 5);
+    let folded = |args: &[&str]| {
+        from_main(&ok(&leaktrail()
+            .args(["flamegraph", "--folded"])
+            .args(args)
+            .arg(&snap)
+            .output()
+            .expect("flamegraph")))
+    };
+    assert_eq!(
+        folded(&["--size", "2049..4096"]),
+        "main;run_step;grow_cache 2048000\n"
+    );
+    assert_eq!(
+        folded(&["--class", "8192"]),
+        "main;run_step;burst 4000000\n"
+    );
+    assert_eq!(folded(&["--thread", "1"]), "");
+    let out = leaktrail()
+        .args(["flamegraph", "--size", "lots"])
+        .arg(&snap)
+        .output()
+        .expect("flamegraph");
+    assert_eq!(out.status.code(), Some(2));
+}
