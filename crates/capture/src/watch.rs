@@ -259,6 +259,10 @@ impl Watcher {
     /// error (the samples gathered until then are kept).
     pub fn run(mut self, mut on_sample: impl FnMut(&[Sample])) -> Result<Outcome, Error> {
         let start = Instant::now();
+        // Sample 0 is now: make `start_unix_ms` say so (the recording was
+        // created a moment earlier).
+        self.meta.start_unix_ms = recording::unix_ms(SystemTime::now());
+        self.writer.write_meta(&self.meta)?;
         let interval = self.options.interval.max(Duration::from_millis(1));
         let mut samples: Vec<Sample> = Vec::new();
         let mut next = start;
