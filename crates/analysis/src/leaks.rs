@@ -103,6 +103,8 @@ pub struct Leaks {
     pub scanned_bytes: u64,
     /// Bytes of root memory among them.
     pub root_bytes: u64,
+    /// Seconds the reachability scan took (without symbolization).
+    pub scan_seconds: f64,
     /// Things the reader should know (e.g. dropped allocations).
     pub warnings: Vec<String>,
 }
@@ -279,15 +281,19 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
 
 /// Finds leaks and groups them by allocation stack, symbolized.
 pub fn find(heap: &Heap<'_>, opts: &LeaksOptions, symbolizer: &Symbolizer) -> Leaks {
+    let started = std::time::Instant::now();
     let (kinds, scanned_bytes, root_bytes) = classify(heap, opts);
-    summarize(
+    let scan_seconds = started.elapsed().as_secs_f64();
+    let mut l = summarize(
         heap,
         &kinds,
         symbolizer,
         opts.function.as_deref(),
         scanned_bytes,
         root_bytes,
-    )
+    );
+    l.scan_seconds = scan_seconds;
+    l
 }
 
 fn summarize(
@@ -364,6 +370,7 @@ fn summarize(
         groups,
         scanned_bytes,
         root_bytes,
+        scan_seconds: 0.0,
         warnings,
     }
 }

@@ -418,6 +418,9 @@ pub struct Symbolizer {
     perf_map: PerfMap,
     files: RefCell<HashMap<String, Option<Rc<ElfSymbols>>>>,
     warnings: RefCell<Vec<String>>,
+    /// Stacks share most of their frames; demangling and DWARF lookups
+    /// are worth doing once per address.
+    memo: RefCell<HashMap<(u64, bool), Vec<Frame>>>,
 }
 
 impl Symbolizer {
@@ -430,6 +433,7 @@ impl Symbolizer {
             perf_map: PerfMap::default(),
             files: RefCell::new(HashMap::new()),
             warnings: RefCell::new(Vec::new()),
+            memo: RefCell::new(HashMap::new()),
         }
     }
 
@@ -518,6 +522,17 @@ impl Symbolizer {
     /// Symbolizes `address` to its frames: each inlined call innermost
     /// first (marked `inlined`), then the function that contains them.
     pub fn frames(&self, address: u64, is_return_address: bool) -> Vec<Frame> {
+        if let Some(f) = self.memo.borrow().get(&(address, is_return_address)) {
+            return f.clone();
+        }
+        let f = self.resolve(address, is_return_address);
+        self.memo
+            .borrow_mut()
+            .insert((address, is_return_address), f.clone());
+        f
+    }
+
+    fn resolve(&self, address: u64, is_return_address: bool) -> Vec<Frame> {
         let lookup = if is_return_address {
             address.saturating_sub(1)
         } else {

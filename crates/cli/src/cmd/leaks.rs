@@ -3,7 +3,6 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use leaktrail_analysis::core::Snapshot;
 use leaktrail_analysis::heap::{Heap, Roots};
@@ -63,9 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     opts.roots = roots;
     opts.function = args.function;
     opts.threads = args.threads as usize;
-    let started = Instant::now();
     let mut found = leaks::find(&heap, &opts, &symbolizer);
-    let seconds = started.elapsed().as_secs_f64();
     found.warnings.extend(symbolizer.warnings());
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -74,7 +71,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         let mut r = render::LeaksOptions::default();
         r.reachable = args.reachable;
-        r.seconds = Some(seconds);
         out.write_all(render::text(&found, &r).as_bytes())?;
     }
     out.flush()?;

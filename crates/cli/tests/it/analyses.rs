@@ -522,3 +522,67 @@ fn bad_input_is_one_line_and_exit_2() {
         );
     }
 }
+
+#[test]
+fn node_buffers_show_their_js_function_below_the_native_frames() {
+    let script = crate::support::repo_root().join("fixtures/leaks_node.js");
+    let dir = scratch("analyses_node");
+    let t = Traced::start(&[
+        "node",
+        "--perf-basic-prof",
+        "--interpreted-frames-native-stack",
+        script.to_str().expect("utf-8"),
+    ]);
+    let core = dir.join("node.core");
+    t.snapshot(&core);
+    t.finish();
+    let b = json(
+        &[
+            "bufs",
+            "--size",
+            "50001..50001",
+            "--group-by",
+            "stack",
+            "--json",
+        ],
+        &core,
+    );
+    let groups = b["groups"].as_array().expect("groups");
+    let total: u64 = groups
+        .iter()
+        .map(|g| g["count"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(total, 20, "{b:#}");
+    for g in groups {
+        let stack = g["stack"].as_array().expect("stack");
+        let js = stack
+            .iter()
+            .position(|f| f["kind"] == "js" && f["function"] == "allocateBuffers")
+            .unwrap_or_else(|| panic!("no JS allocateBuffers frame in {stack:#?}"));
+        let f = &stack[js];
+        assert!(
+            f["file"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("leaks_node.js")),
+            "{f}"
+        );
+        assert_eq!(f["line"], 14);
+        // Node's allocator and V8's C++ sit above it, innermost first.
+        assert_eq!(stack[0]["kind"], "native");
+        assert!(
+            stack[..js].iter().any(|f| f["function"]
+                .as_str()
+                .is_some_and(|n| n.contains("ArrayBufferAllocator"))),
+            "{stack:#?}"
+        );
+    }
+    let text = String::from_utf8_lossy(
+        &run(
+            &["bufs", "--size", "50001..50001", "--group-by", "stack"],
+            &core,
+        )
+        .stdout,
+    )
+    .into_owned();
+    assert!(text.contains("JS allocateBuffers "), "{text}");
+}

@@ -13,8 +13,6 @@ use crate::text::bytes;
 pub struct LeaksOptions {
     /// Also list the groups that are still reachable.
     pub reachable: bool,
-    /// Seconds the analysis took, for the scan-rate line.
-    pub seconds: Option<f64>,
 }
 
 /// The summary, then each group: class, bytes, blocks, the oldest block
@@ -27,7 +25,7 @@ pub fn text(l: &Leaks, opts: &LeaksOptions) -> String {
         bytes(l.scanned_bytes as f64),
         bytes(l.root_bytes as f64)
     );
-    if let Some(s) = opts.seconds.filter(|&s| s > 0.0) {
+    if let Some(s) = Some(l.scan_seconds).filter(|&s| s > 0.0) {
         let _ = write!(o, " in {s:.2} s, {}/s", bytes(l.scanned_bytes as f64 / s));
     }
     o.push('\n');
