@@ -68,6 +68,7 @@ pub fn init() {
             }
             SUPERVISOR_FD.store(fd as i32, Ordering::Relaxed);
         }
+        unwind::shared::init();
         unwind::modules::rebuild();
         let Some(hdr) = region::create(mode, depth) else {
             say(b"leaktrail: cannot map the audit region; not tracing\n");

@@ -13,6 +13,7 @@
 
 pub mod modules;
 mod rule;
+pub mod shared;
 
 use core::mem::MaybeUninit;
 
@@ -360,13 +361,21 @@ fn cached_rule(state: &ThreadState, mode: UnwindMode, pc: u64) -> Rule {
     if cache[i].pc == pc {
         return Rule(cache[i].rule);
     }
-    let hold = TableHold::take();
-    let rule = match hold.table().and_then(|t| t.find(pc)) {
-        Some(m) if m.is_tracer => rule::compute(m, pc).with_in_tracer(),
-        Some(m) if mode == UnwindMode::Dwarf => rule::compute(m, pc),
-        _ => Rule::UNKNOWN,
+    let generation = state.rules_generation.get();
+    let rule = match shared::get(pc, generation, mode) {
+        Some(rule) => rule,
+        None => {
+            let hold = TableHold::take();
+            let rule = match hold.table().and_then(|t| t.find(pc)) {
+                Some(m) if m.is_tracer => rule::compute(m, pc).with_in_tracer(),
+                Some(m) if mode == UnwindMode::Dwarf => rule::compute(m, pc),
+                _ => Rule::UNKNOWN,
+            };
+            drop(hold);
+            shared::put(pc, generation, mode, rule);
+            rule
+        }
     };
-    drop(hold);
     cache[i] = RuleSlot { pc, rule: rule.0 };
     rule
 }

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Node.js HTTP client overhead: untraced vs leaktrail vs heaptrack, same run.
+
+    python3 bench/node-http/run.py [--runs 3] [--duration 60] [--rate 400]
+
+Starts examples/node-http-client/server.js (untraced) on loopback, then runs
+examples/node-http-client/client.js at RATE requests per second for DURATION
+seconds under each configuration, interleaved, RUNS times. For each run it
+takes the CPU time (user + system) of the client and everything the
+configuration started (the tracer's supervisor, heaptrack's interpreter),
+from getrusage(RUSAGE_CHILDREN), and the requests completed; it prints
+medians of CPU time per request and of achieved throughput.
+
+Target (issue 7): leaktrail's added CPU per request at most half of
+heaptrack's.
+"""
+import argparse
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLE = os.path.join(ROOT, "examples", "node-http-client")
+LEAKTRAIL = os.path.join(ROOT, "target", "release", "leaktrail")
+
+
+def wrap(config, argv, tmp):
+    if config == "untraced":
+        return argv
+    if config == "leaktrail":
+        return [LEAKTRAIL, "run", "--no-record", "--"] + argv
+    if config == "heaptrack":
+        return ["heaptrack", "-o", os.path.join(tmp, "heaptrack.out")] + argv
+    raise ValueError(config)
+
+
+def one_run(config, port, args, tmp):
+    argv = ["node", os.path.join(EXAMPLE, "client.js"), "--port", str(port), "--rate", str(args.rate),
+            "--duration", str(args.duration), "--report", str(args.duration + 10)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    out = subprocess.run(wrap(config, argv, tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:
+        sys.exit(f"{config} failed ({out.returncode}):\n{out.stderr.decode()[-2000:]}")
+    # heaptrack prints its own summary on stdout too: take the client's
+    # last report line.
+    reports = re.findall(r"done=(\d+)", out.stdout.decode())
+    if not reports:
+        sys.exit(f"{config}: the client printed no report:\n{out.stdout.decode()[-2000:]}")
+    done = int(reports[-1])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    for f in os.listdir(tmp):
+        if f.startswith("heaptrack.out"):
+            os.remove(os.path.join(tmp, f))
+    return cpu / max(done, 1), done / wall
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=60)
+    ap.add_argument("--rate", type=int, default=400)
+    ap.add_argument("--port", type=int, default=18123)
+    args = ap.parse_args()
+    if not shutil.which("heaptrack"):
+        sys.exit("heaptrack is not installed (apt-get install heaptrack)")
+    subprocess.run(["cargo", "build", "--release", "--workspace", "--quiet"], cwd=ROOT, check=True)
+    tmp = tempfile.mkdtemp(prefix="leaktrail-node-bench-")
+    server = subprocess.Popen(["node", os.path.join(EXAMPLE, "server.js"), str(args.port)],
+                              stdout=subprocess.PIPE)
+    try:
+        server.stdout.readline()  # "listening on PORT"
+        configs = ["untraced", "leaktrail", "heaptrack"]
+        cpu = {c: [] for c in configs}
+        rate = {c: [] for c in configs}
+        for _ in range(args.runs):
+            for c in configs:
+                per_req, rps = one_run(c, args.port, args, tmp)
+                cpu[c].append(per_req)
+                rate[c].append(rps)
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"node HTTP client, {args.rate} req/s for {args.duration} s, median of {args.runs} runs")
+    print(f"{'config':10} {'CPU us/req':>11} {'x untraced':>10} {'req/s':>8}")
+    base = statistics.median(cpu["untraced"])
+    med = {c: statistics.median(cpu[c]) for c in cpu}
+    for c in cpu:
+        print(f"{c:10} {med[c] * 1e6:11.1f} {med[c] / base:10.2f} {statistics.median(rate[c]):8.1f}")
+    added_lt = med["leaktrail"] - base
+    added_ht = med["heaptrack"] - base
+    ratio = added_lt / added_ht if added_ht > 0 else float("inf")
+    print(f"leaktrail added CPU per request / heaptrack's = {ratio:.2f} "
+          f"({'meets' if ratio <= 0.5 else 'MISSES'} the <= 0.5 target)")
+
+
+if __name__ == "__main__":
+    main()
