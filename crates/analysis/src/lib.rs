@@ -22,6 +22,7 @@ pub mod heap;
 pub mod leaks;
 pub mod maps_diff;
 pub mod memory;
+pub mod owner;
 pub mod profile;
 pub mod refs;
 pub mod symbolize;
