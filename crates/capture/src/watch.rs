@@ -258,11 +258,11 @@ impl Watcher {
     /// sample so far. The recording is complete when this returns, also on
     /// error (the samples gathered until then are kept).
     pub fn run(mut self, mut on_sample: impl FnMut(&[Sample])) -> Result<Outcome, Error> {
-        let start = Instant::now();
         // Sample 0 is now: make `start_unix_ms` say so (the recording was
         // created a moment earlier).
         self.meta.start_unix_ms = recording::unix_ms(SystemTime::now());
         self.writer.write_meta(&self.meta)?;
+        let start = Instant::now();
         let interval = self.options.interval.max(Duration::from_millis(1));
         let mut samples: Vec<Sample> = Vec::new();
         let mut next = start;

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::support::{fixture, leaktrail, scratch, ChildGuard};
+use crate::support::{fixture, leaktrail, repo_root, scratch, ChildGuard};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// The leak rate the malloc and anon fixtures are given, bytes per second.
@@ -430,4 +430,32 @@ fn demo_finds_the_growth() {
     assert!(stdout.contains("growth:   in heap"), "{stdout}");
     assert!(dir.join("trend.svg").exists());
     assert_eq!(trend(&dir)["verdict"], "growing");
+}
+
+#[test]
+fn recordings_of_format_version_1_still_read() {
+    // fixtures/recordings/README.md: written by `watch` in format 1.
+    let dir = repo_root().join("fixtures/recordings/watch-malloc-leak-v1");
+    let t = trend(&dir);
+    assert_eq!(t["verdict"], "growing", "{t:#}");
+    assert_eq!(t["growth_region"], "heap", "{t:#}");
+    let slope = t["slope_bytes_per_hour"].as_f64().unwrap();
+    assert!((slope / (RATE * 3600.0) - 1.0).abs() <= 0.15, "{t:#}");
+    let out = leaktrail()
+        .args([
+            "maps",
+            "diff",
+            &format!("{}@first", dir.display()),
+            "@last",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["mappings"][0]["name"], "[heap]", "{d:#}");
 }
