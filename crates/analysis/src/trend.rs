@@ -762,6 +762,17 @@ mod tests {
     }
 
     #[test]
+    fn a_leak_that_starts_late_is_growing() {
+        let mut noise = Noise(9);
+        // Idle for 6 minutes, then 1 MiB/min for 4 minutes.
+        let pts = series(600, 1.0, |t| {
+            let leak = if t < 360.0 { 0.0 } else { (t - 360.0) / 60.0 };
+            (80.0 + leak) * MIB + 0.1 * MIB * noise.next()
+        });
+        assert_eq!(verdict_of(&pts).0, Verdict::Growing);
+    }
+
+    #[test]
     fn a_short_startup_ramp_is_warmup() {
         let mut noise = Noise(5);
         // Three samples ramping up to the base level, then 600 flat ones:
