@@ -533,3 +533,48 @@ fn traced_snapshot_recovers_exactly_the_live_allocations() {
     drop(stdin);
     drop(guard);
 }
+
+/// The state letter of `/proc/PID/stat`.
+fn state(pid: i32) -> char {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next())
+        })
+        .unwrap_or('?')
+}
+
+#[test]
+fn a_stopped_target_stays_stopped_and_a_thread_id_is_refused() {
+    let dir = support::scratch("snapshot_stopped");
+    let mut t = Target::spawn(&["2"]);
+    // SAFETY: kill takes no pointers.
+    unsafe { libc::kill(t.pid, libc::SIGSTOP) };
+    while state(t.pid) != 'T' {
+        std::thread::yield_now();
+    }
+    let out = snapshot(t.pid, &dir.join("stopped.core"), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        state(t.pid),
+        'T',
+        "the job-control stop must survive the snapshot"
+    );
+    // SAFETY: kill takes no pointers.
+    unsafe { libc::kill(t.pid, libc::SIGCONT) };
+    assert!(t.check().starts_with("ok "));
+
+    let tid = std::fs::read_dir(format!("/proc/{}/task", t.pid))
+        .expect("task dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&tid| tid != t.pid)
+        .expect("a worker thread");
+    let out = snapshot(tid, &dir.join("thread.core"), &[]);
+    assert_bad_input(&out, &["is a thread of process", &t.pid.to_string()]);
+    assert_eq!(t.finish(), 0);
+}
