@@ -39,6 +39,8 @@ enum Command {
     Growth(cmd::growth::Args),
     /// Flame graph of live bytes by allocation stack (SVG, folded, or the diff of two snapshots).
     Flamegraph(cmd::flamegraph::Args),
+    /// Export live memory as a gzipped pprof profile (go tool pprof, Pyroscope, speedscope).
+    Pprof(cmd::pprof::Args),
     /// What is unreachable: definitely, indirectly, possibly lost buffers.
     Leaks(cmd::leaks::Args),
     /// Live buffers and bytes per size class, across snapshots.
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Info(a) => cmd::info::run(a),
         Command::Growth(a) => cmd::growth::run(a),
         Command::Flamegraph(a) => cmd::flamegraph::run(a),
+        Command::Pprof(a) => cmd::pprof::run(a),
         Command::Leaks(a) => cmd::leaks::run(a),
         Command::Caches(a) => cmd::caches::run(a),
         Command::Bufs(a) => cmd::bufs::run(a),

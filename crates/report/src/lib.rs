@@ -6,5 +6,6 @@
 pub mod flamegraph;
 pub mod growth;
 pub mod heap;
+pub mod pprof;
 pub mod svg;
 pub mod text;

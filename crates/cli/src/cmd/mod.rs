@@ -10,6 +10,7 @@ pub mod growth;
 pub mod info;
 pub mod leaks;
 pub mod maps;
+pub mod pprof;
 pub mod refs;
 pub mod run;
 pub mod snapshot;

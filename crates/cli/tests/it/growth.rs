@@ -25,11 +25,31 @@ pub const POOL_BYTES: u64 = 2000 * 1000;
 /// The burst's bytes (from step 3 on).
 pub const BURST_BYTES: u64 = 500 * 8000;
 
+/// A scratch directory of this test process: other test runs may share
+/// the target directory, and must not remove it under us.
+/// Those of test processes that have exited are removed.
+pub fn own_scratch(name: &str) -> PathBuf {
+    let dir = scratch(&format!("{name}-{}", std::process::id()));
+    if let Some(Ok(entries)) = dir.parent().map(std::fs::read_dir) {
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let pid = file
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .and_then(|pid| pid.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    dir
+}
+
 /// Records `growth_sites` for `steps` steps into `<scratch name>/rec`,
 /// with a snapshot after each step (`0001.core` ..) and the one at exit.
 pub fn record_steps(name: &str, steps: usize, memory: &str) -> PathBuf {
     let exe = fixture("growth_sites", NO_FP);
-    let dir = scratch(name).join("rec");
+    let dir = own_scratch(name).join("rec");
     let mut run = ChildGuard(
         leaktrail()
             .args([
@@ -81,7 +101,7 @@ pub fn record_steps(name: &str, steps: usize, memory: &str) -> PathBuf {
 pub fn shared_recording() -> PathBuf {
     static DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
     let mut dir = DIR.lock().unwrap_or_else(|p| p.into_inner());
-    dir.get_or_insert_with(|| record_steps("growth_shared", 5, "full"))
+    dir.get_or_insert_with(|| record_steps("growth_shared", 5, "tables"))
         .clone()
 }
 
@@ -289,7 +309,7 @@ fn flamegraph_diff_totals_are_the_difference_of_the_snapshots() {
     assert_eq!(after, live_bytes(&snap));
     assert_eq!(after - before, 4 * GROW_STEP_BYTES + BURST_BYTES);
     // The SVG: inferno's, with the growth in red.
-    let svg_path = scratch("flamegraph_diff").join("diff.svg");
+    let svg_path = own_scratch("flamegraph_diff").join("diff.svg");
     ok(&leaktrail()
         .args(["flamegraph", "--diff"])
         .arg(&base)
@@ -330,4 +350,71 @@ fn flamegraph_filters_like_bufs() {
         .output()
         .expect("flamegraph");
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn pprof_decodes_independently_with_the_totals_of_caches() {
+    let dir = shared_recording();
+    let snap = step_snapshot(&dir, 5);
+    let out = own_scratch("pprof").join("heap.pb.gz");
+    ok(&leaktrail()
+        .arg("pprof")
+        .arg(&snap)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("pprof"));
+    let decoded = std::process::Command::new("python3")
+        .arg(crate::support::repo_root().join("crates/cli/tests/it/pprof_decode.py"))
+        .arg(&out)
+        .output()
+        .expect("python3 (the CI script installs it)");
+    let p: Value = serde_json::from_str(&ok(&decoded)).expect("decoder json");
+    assert_eq!(
+        p["sample_types"],
+        serde_json::json!([["inuse_objects", "count"], ["inuse_space", "bytes"]])
+    );
+    assert_eq!(p["default_sample_type"], "inuse_space");
+    let caches: Value = serde_json::from_str(&ok(&leaktrail()
+        .args(["caches", "--json"])
+        .arg(&snap)
+        .output()
+        .expect("caches")))
+    .expect("caches json");
+    assert_eq!(p["totals"][0], caches["totals"][0]["live_count"]);
+    assert_eq!(p["totals"][1], caches["totals"][0]["live_bytes"]);
+    assert_eq!(
+        p["totals"][1],
+        5 * GROW_STEP_BYTES + POOL_BYTES + BURST_BYTES
+    );
+    // Functions with files and lines, and the stack of the growth site.
+    let grow = p["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .find(|s| s["stack"][0]["function"] == "grow_cache")
+        .expect("grow_cache sample");
+    assert_eq!(
+        grow["values"],
+        serde_json::json!([500, 5 * GROW_STEP_BYTES])
+    );
+    assert_eq!(grow["labels"]["size_class"], 4096);
+    assert_eq!(grow["stack"][1]["function"], "run_step");
+    assert!(grow["stack"][0]["file"]
+        .as_str()
+        .expect("file")
+        .ends_with("growth_sites.c"));
+    assert!(grow["stack"][0]["line"].as_i64().expect("line") > 0);
+    // Mappings with build ids: the fixture's own among them.
+    let exe = p["mappings"]
+        .as_array()
+        .expect("mappings")
+        .iter()
+        .find(|m| {
+            m["filename"]
+                .as_str()
+                .is_some_and(|f| f.contains("growth_sites"))
+        })
+        .expect("the fixture's mapping");
+    assert_eq!(exe["build_id"].as_str().expect("build id").len(), 40);
 }
