@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod exit;
+mod job;
 
 /// Find out why a long-running Linux process keeps growing, and which line
 /// of code holds the memory.
@@ -41,6 +42,8 @@ enum Command {
     Flamegraph(cmd::flamegraph::Args),
     /// Export live memory as a gzipped pprof profile (go tool pprof, Pyroscope, speedscope).
     Pprof(cmd::pprof::Args),
+    /// Run a per-snapshot subcommand over many snapshots in parallel.
+    Job(cmd::job::Args),
     /// What is unreachable: definitely, indirectly, possibly lost buffers.
     Leaks(cmd::leaks::Args),
     /// Live buffers and bytes per size class, across snapshots.
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Growth(a) => cmd::growth::run(a),
         Command::Flamegraph(a) => cmd::flamegraph::run(a),
         Command::Pprof(a) => cmd::pprof::run(a),
+        Command::Job(a) => cmd::job::run(a),
         Command::Leaks(a) => cmd::leaks::run(a),
         Command::Caches(a) => cmd::caches::run(a),
         Command::Bufs(a) => cmd::bufs::run(a),

@@ -8,6 +8,7 @@ pub mod dump;
 pub mod flamegraph;
 pub mod growth;
 pub mod info;
+pub mod job;
 pub mod leaks;
 pub mod maps;
 pub mod pprof;

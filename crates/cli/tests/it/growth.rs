@@ -418,3 +418,76 @@ fn pprof_decodes_independently_with_the_totals_of_caches() {
         .expect("the fixture's mapping");
     assert_eq!(exe["build_id"].as_str().expect("build id").len(), 40);
 }
+
+#[test]
+fn job_runs_sixteen_snapshots_in_parallel_and_reports_a_corrupt_one() {
+    // 15 steps and the exit: 16 snapshots.
+    let dir = record_steps("job", 15, "tables");
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir.join("snapshots"))
+        .expect("snapshots")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "core"))
+        .collect();
+    inputs.sort();
+    assert_eq!(inputs.len(), 16);
+    // A truncated copy of a good core, among them.
+    let corrupt = dir.join("corrupt.core");
+    let bytes = std::fs::read(&inputs[3]).expect("read core");
+    std::fs::write(&corrupt, &bytes[..bytes.len() / 3]).expect("write corrupt");
+    inputs.insert(8, corrupt.clone());
+
+    let run = |jobs: &str, out: &Path| {
+        let start = std::time::Instant::now();
+        let o = leaktrail()
+            .args(["job", "-j", jobs, "-o"])
+            .arg(out)
+            .args(["flamegraph", "--size", "2049..4096", "--"])
+            .args(&inputs)
+            .output()
+            .expect("job");
+        (o, start.elapsed())
+    };
+    let out2 = dir.join("out-j2");
+    let (o, t2) = run("2", &out2);
+    assert_eq!(o.status.code(), Some(1), "one input failed");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("17 inputs, 16 ok, 1 failed"), "summary: {err}");
+    assert!(
+        err.contains(&format!("failed: {}", corrupt.display())),
+        "{err}"
+    );
+    let mut outputs: Vec<String> = std::fs::read_dir(&out2)
+        .expect("outputs")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    outputs.sort();
+    assert_eq!(outputs.len(), 16, "{outputs:?}");
+    assert_eq!(outputs[0], "0001.svg");
+    assert_eq!(outputs[15], "0016-exit.svg");
+    for name in &outputs {
+        let svg = std::fs::read_to_string(out2.join(name)).expect("svg");
+        assert!(svg.contains("grow_cache"), "{name}");
+    }
+    let (o, t1) = run("1", &dir.join("out-j1"));
+    assert_eq!(o.status.code(), Some(1));
+    eprintln!(
+        "job over 17 inputs: -j 1 {:.2}s, -j 2 {:.2}s, speed-up {:.2}x",
+        t1.as_secs_f64(),
+        t2.as_secs_f64(),
+        t1.as_secs_f64() / t2.as_secs_f64()
+    );
+}
+
+#[test]
+fn job_refuses_what_is_not_a_per_snapshot_command() {
+    let out = leaktrail()
+        .args(["job", "watch", "--", "x.core"])
+        .output()
+        .expect("job");
+    assert_eq!(out.status.code(), Some(2));
+    let out = leaktrail()
+        .args(["job", "flamegraph", "x.core"])
+        .output()
+        .expect("job");
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,254 @@
+//! The map job: one `leaktrail` subcommand over many snapshots, in
+//! parallel, each as a child process of this binary.
+//!
+//! A child per input keeps the inputs apart: a corrupt core that makes one
+//! analysis fail (or, in the worst case, crash) costs that input only, and
+//! each child maps its own core and frees all of it on exit. Workers pull
+//! the next input from a shared counter, so a slow core does not hold up a
+//! queue behind it. Outputs are written to a temporary name beside the
+//! final one and renamed on success, so a failed input leaves no
+//! half-written file.
+//!
+//! This is process orchestration of the binary itself rather than analysis
+//! or capture, so it lives in the binary crate (see docs/ARCHITECTURE.md).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// How one input is run.
+#[derive(Clone, Debug)]
+pub struct Task {
+    /// The input snapshot.
+    pub input: PathBuf,
+    /// Where its output goes.
+    pub output: PathBuf,
+}
+
+/// What became of one input.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The task.
+    pub task: Task,
+    /// `None` on success, else why it failed (the child's last stderr line
+    /// and its exit status).
+    pub error: Option<String>,
+}
+
+/// The whole job's settings.
+pub struct Job<'a> {
+    /// The binary to run (this one).
+    pub exe: PathBuf,
+    /// The subcommand and its arguments, before the input.
+    pub command: &'a [String],
+    /// Whether the subcommand writes its output through `-o FILE` (else
+    /// its standard output is the output).
+    pub output_flag: bool,
+    /// Parallel children.
+    pub workers: usize,
+    /// Called after each input finishes, with (done, failed, total).
+    pub progress: &'a (dyn Fn(usize, usize, usize) + Sync),
+}
+
+/// Runs `tasks` and returns their outcomes in input order.
+pub fn run(job: &Job<'_>, tasks: &[Task]) -> Vec<Outcome> {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; tasks.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..job.workers.clamp(1, tasks.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(task) = tasks.get(i) else { break };
+                let outcome = run_one(job, task);
+                if outcome.error.is_some() {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(outcome);
+                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                (job.progress)(d, failed.load(Ordering::Relaxed), tasks.len());
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// `DIR/.NAME.tmp-PID`: beside the output, so the rename stays on one
+/// file system.
+fn temporary(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    output.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+fn run_one(job: &Job<'_>, task: &Task) -> Outcome {
+    let tmp = temporary(&task.output);
+    let result = (|| -> Result<(), String> {
+        let mut cmd = Command::new(&job.exe);
+        cmd.args(job.command).arg(&task.input).stdin(Stdio::null());
+        if job.output_flag {
+            cmd.arg("-o").arg(&tmp).stdout(Stdio::null());
+        } else {
+            let file = std::fs::File::create(&tmp)
+                .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+            cmd.stdout(file);
+        }
+        let out = cmd
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("running {}: {e}", job.exe.display()))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let last = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim_start_matches("leaktrail: ")
+                .to_string();
+            let status = match out.status.code() {
+                Some(c) => format!("exit {c}"),
+                None => format!("{}", out.status),
+            };
+            return Err(if last.is_empty() {
+                status
+            } else {
+                format!("{last} ({status})")
+            });
+        }
+        std::fs::rename(&tmp, &task.output)
+            .map_err(|e| format!("renaming to {}: {e}", task.output.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Outcome {
+        task: task.clone(),
+        error: result.err(),
+    }
+}
+
+/// Output names for `inputs`: each one's file stem, or, where stems
+/// collide (`a/0001.core`, `b/0001.core`), as many of its parent folders
+/// as make it unique, joined with `_`.
+pub fn output_names(inputs: &[PathBuf]) -> Vec<String> {
+    let parts: Vec<Vec<String>> = inputs
+        .iter()
+        .map(|p| {
+            let mut v: Vec<String> = p
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+                    _ => None,
+                })
+                .collect();
+            if let Some(last) = v.last_mut() {
+                if let Some((stem, _)) = last.rsplit_once('.') {
+                    if !stem.is_empty() {
+                        *last = stem.to_string();
+                    }
+                }
+            }
+            v
+        })
+        .collect();
+    let name = |v: &[String], k: usize| v[v.len().saturating_sub(k)..].join("_");
+    let mut names: Vec<String> = parts.iter().map(|v| name(v, 1)).collect();
+    let max = parts.iter().map(|v| v.len()).max().unwrap_or(1);
+    for k in 2..=max + 1 {
+        let mut changed = false;
+        for i in 0..names.len() {
+            let clash = names
+                .iter()
+                .enumerate()
+                .any(|(j, n)| j != i && *n == names[i]);
+            if clash {
+                names[i] = name(&parts[i], k);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    // Identical paths given twice still get distinct files.
+    for i in 0..names.len() {
+        let dups = names[..i].iter().filter(|n| **n == names[i]).count();
+        if dups > 0 {
+            names[i] = format!("{}-{}", names[i], dups + 1);
+        }
+    }
+    names
+}
+
+/// A one-line progress bar, redrawn in place on a terminal.
+pub fn progress_line(done: usize, failed: usize, total: usize, width: usize) -> String {
+    let filled = if total == 0 {
+        width
+    } else {
+        done * width / total
+    };
+    let mut bar = String::with_capacity(width);
+    for i in 0..width {
+        bar.push(if i < filled { '#' } else { '.' });
+    }
+    let failed = if failed > 0 {
+        format!(", {failed} failed")
+    } else {
+        String::new()
+    };
+    format!("\r[{bar}] {done}/{total}{failed}")
+}
+
+/// Writes the progress line to stderr.
+pub fn draw(done: usize, failed: usize, total: usize) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{}", progress_line(done, failed, total, 30));
+    if done == total {
+        let _ = writeln!(err);
+    }
+    let _ = err.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stems_made_unique_by_their_folders() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            output_names(&[
+                p("rec/snapshots/0001.core"),
+                p("rec/snapshots/0002-exit.core")
+            ]),
+            ["0001", "0002-exit"]
+        );
+        assert_eq!(
+            output_names(&[
+                p("a/snapshots/0001.core"),
+                p("b/snapshots/0001.core"),
+                p("c.core")
+            ]),
+            ["a_snapshots_0001", "b_snapshots_0001", "c"]
+        );
+        assert_eq!(output_names(&[p("x.core"), p("x.core")]), ["x", "x-2"]);
+        assert_eq!(output_names(&[p(".hidden")]), [".hidden"]);
+    }
+
+    #[test]
+    fn the_bar_fills_with_progress() {
+        assert_eq!(progress_line(0, 0, 4, 4), "\r[....] 0/4");
+        assert_eq!(progress_line(2, 1, 4, 4), "\r[##..] 2/4, 1 failed");
+        assert_eq!(progress_line(4, 0, 4, 4), "\r[####] 4/4");
+    }
+}
