@@ -192,11 +192,7 @@ pub fn output_names(inputs: &[PathBuf]) -> Vec<String> {
 
 /// A one-line progress bar, redrawn in place on a terminal.
 pub fn progress_line(done: usize, failed: usize, total: usize, width: usize) -> String {
-    let filled = if total == 0 {
-        width
-    } else {
-        done * width / total
-    };
+    let filled = (done * width).checked_div(total).unwrap_or(width);
     let mut bar = String::with_capacity(width);
     for i in 0..width {
         bar.push(if i < filled { '#' } else { '.' });
