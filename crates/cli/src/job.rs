@@ -165,13 +165,10 @@ pub fn output_names(inputs: &[PathBuf]) -> Vec<String> {
     let mut names: Vec<String> = parts.iter().map(|v| name(v, 1)).collect();
     let max = parts.iter().map(|v| v.len()).max().unwrap_or(1);
     for k in 2..=max + 1 {
+        let current = names.clone();
         let mut changed = false;
-        for i in 0..names.len() {
-            let clash = names
-                .iter()
-                .enumerate()
-                .any(|(j, n)| j != i && *n == names[i]);
-            if clash {
+        for (i, n) in current.iter().enumerate() {
+            if current.iter().filter(|m| *m == n).count() > 1 {
                 names[i] = name(&parts[i], k);
                 changed = true;
             }
