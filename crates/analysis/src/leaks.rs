@@ -183,6 +183,7 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
                 s.spawn(|| {
                     let mut local = Vec::new();
                     let mut inner = Vec::new();
+                    let mut bytes = 0u64;
                     let mut visit = |i: usize, start: bool, out: &mut Vec<u32>| {
                         if start {
                             if reach.set(i) {
@@ -197,11 +198,12 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
                     loop {
                         let c = next_chunk.fetch_add(1, Ordering::Relaxed);
                         let Some(&(a, b)) = chunks.get(c) else { break };
-                        scan_range(heap, a, b, &scanned, |i, st| visit(i, st, &mut local));
+                        scan_range(heap, a, b, &mut bytes, |i, st| visit(i, st, &mut local));
                     }
                     pool.work(local, |i, out| {
-                        scan_block(heap, i, &scanned, |j, st| visit(j, st, out));
+                        scan_block(heap, i, &mut bytes, |j, st| visit(j, st, out));
                     });
+                    scanned.fetch_add(bytes, Ordering::Relaxed);
                     inner
                 })
             })
@@ -229,13 +231,15 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
+                let mut bytes = 0u64;
                 pool.work(Vec::new(), |i, out| {
-                    scan_block(heap, i, &scanned, |j, _| {
+                    scan_block(heap, i, &mut bytes, |j, _| {
                         if !reach.get(j) && possible.set(j) {
                             out.push(j as u32);
                         }
                     });
                 });
+                scanned.fetch_add(bytes, Ordering::Relaxed);
             });
         }
     });
@@ -256,6 +260,7 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
         .collect();
     let mut done = vec![false; n];
     let mut stack = Vec::new();
+    let mut leaked_bytes = 0u64;
     for leader in 0..n {
         if kinds[leader] != LeakKind::Definite || done[leader] {
             continue;
@@ -263,7 +268,7 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
         done[leader] = true;
         stack.push(leader);
         while let Some(i) = stack.pop() {
-            scan_block(heap, i, &scanned, |j, _| {
+            scan_block(heap, i, &mut leaked_bytes, |j, _| {
                 if j == leader || kinds[j] != LeakKind::Definite {
                     return;
                 }
@@ -275,7 +280,7 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
             });
         }
     }
-    let scanned = scanned.load(Ordering::Relaxed) + (regs.len() as u64) * 8;
+    let scanned = scanned.load(Ordering::Relaxed) + leaked_bytes + (regs.len() as u64) * 8;
     (kinds, scanned, root_bytes)
 }
 
@@ -399,7 +404,7 @@ fn scan_range(
     heap: &Heap<'_>,
     start: u64,
     end: u64,
-    scanned: &AtomicU64,
+    scanned: &mut u64,
     mut hit: impl FnMut(usize, bool),
 ) {
     let start = (start + 7) & !7;
@@ -409,7 +414,7 @@ fn scan_range(
     }
     let ix = &heap.index;
     for_each_slice(heap.snap, start, end, |_, bytes| {
-        scanned.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        *scanned += bytes.len() as u64;
         for w in bytes.chunks_exact(8) {
             let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
             if let Some(i) = ix.find(v) {
@@ -420,7 +425,7 @@ fn scan_range(
 }
 
 #[inline]
-fn scan_block(heap: &Heap<'_>, i: usize, scanned: &AtomicU64, hit: impl FnMut(usize, bool)) {
+fn scan_block(heap: &Heap<'_>, i: usize, scanned: &mut u64, hit: impl FnMut(usize, bool)) {
     let b = &heap.audit.live[i];
     scan_range(heap, b.addr, b.addr + b.size, scanned, hit);
 }
