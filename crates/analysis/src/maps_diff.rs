@@ -203,6 +203,50 @@ pub fn diff(a: &[Mapping], b: &[Mapping]) -> MapsDiff {
     }
 }
 
+/// The mappings a snapshot recorded (leaktrail's note keeps every mapping
+/// with its resident size), classified into regions as a watch sample's
+/// are, so that two snapshots, or a snapshot and a sample, can be diffed.
+pub fn snapshot_mappings(snap: &crate::core::Snapshot) -> Result<Vec<Mapping>, crate::Error> {
+    let meta = snap.metadata().ok_or_else(|| {
+        crate::Error::Insufficient(format!(
+            "{} has no leaktrail note (a core from gcore or the kernel): it does not say how much of each mapping was resident",
+            snap.path().display()
+        ))
+    })?;
+    let offsets: BTreeMap<u64, u64> = snap.files().iter().map(|f| (f.start, f.offset)).collect();
+    let mut mappings: Vec<Mapping> = meta
+        .regions
+        .iter()
+        .map(|r| {
+            let (path, deleted) = match r.path.strip_suffix(" (deleted)") {
+                Some(p) => (p.to_string(), true),
+                None => (r.path.clone(), false),
+            };
+            let is_file = path.starts_with('/');
+            Mapping {
+                start: r.start,
+                end: r.end,
+                perms: r.perms.clone(),
+                offset: offsets.get(&r.start).copied().unwrap_or(0),
+                // Only "file or not" matters here; the note keeps no inode.
+                inode: u64::from(is_file),
+                path,
+                deleted,
+                region: Region::Anon,
+                rss: r.rss,
+                pss: 0,
+                private_dirty: 0,
+                anonymous: if is_file { 0 } else { r.rss },
+                swap: 0,
+            }
+        })
+        .collect();
+    mappings.sort_by_key(|m| m.start);
+    let sps: Vec<u64> = snap.threads().iter().map(|t| t.sp()).collect();
+    leaktrail_capture::procfs::classify(&mut mappings, &sps);
+    Ok(mappings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,6 +137,30 @@ pub fn split(dump: &AuditDump, resident: impl Fn(u64, u64) -> u64) -> OwnerSplit
     }
 }
 
+/// [`split`] with resident bytes from the snapshot's own smaps summary
+/// (regions of leaktrail's note; a core without it counts whole mappings).
+pub fn split_snapshot(snapshot: &crate::core::Snapshot, dump: &AuditDump) -> OwnerSplit {
+    let regions: Vec<(u64, u64, u64)> = snapshot
+        .metadata()
+        .map(|m| m.regions.iter().map(|r| (r.start, r.end, r.rss)).collect())
+        .unwrap_or_default();
+    split(dump, |start, end| {
+        if regions.is_empty() {
+            return end - start;
+        }
+        regions
+            .iter()
+            .filter(|(s, e, _)| *s < end && start < *e)
+            .map(|&(s, e, rss)| {
+                // Resident bytes spread evenly over the region: the part
+                // that overlaps the mapping.
+                let overlap = e.min(end) - s.max(start);
+                (rss as u128 * overlap as u128 / (e - s).max(1) as u128) as u64
+            })
+            .sum()
+    })
+}
+
 /// Whether the snapshot's process is Node.js, judged by its command line.
 pub fn is_node_command(cmdline: &[String]) -> bool {
     cmdline

@@ -56,22 +56,35 @@ pub struct ExitNotice {
     pub header_addr: u64,
 }
 
-impl ExitNotice {
-    /// Parses `exit PID STATUS 0xADDR`.
-    pub fn parse(line: &str) -> Option<ExitNotice> {
+/// A line from the tracer: it started (before the program's code runs) or
+/// the program is ending. Either way the tracer waits for our answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// `start PID 0 0xHEADER`.
+    Start(ExitNotice),
+    /// `exit PID STATUS 0xHEADER`.
+    Exit(ExitNotice),
+}
+
+impl Notice {
+    /// Parses `start|exit PID VALUE 0xADDR`.
+    pub fn parse(line: &str) -> Option<Notice> {
         let mut it = line.split_whitespace();
-        if it.next()? != "exit" {
-            return None;
-        }
+        let kind = it.next()?;
         let pid = it.next()?.parse().ok()?;
         let status = it.next()?.parse::<u32>().ok()? as i32;
         let addr = it.next()?;
         let header_addr = u64::from_str_radix(addr.strip_prefix("0x")?, 16).ok()?;
-        Some(ExitNotice {
+        let n = ExitNotice {
             pid,
             status,
             header_addr,
-        })
+        };
+        match kind {
+            "start" => Some(Notice::Start(n)),
+            "exit" => Some(Notice::Exit(n)),
+            _ => None,
+        }
     }
 }
 
@@ -165,10 +178,11 @@ impl Traced {
         self.child.id() as i32
     }
 
-    /// Waits for the program to end. `at_exit` runs when the tracer hands
-    /// over at exit, with the program paused in its exit path; the program
-    /// finishes exiting when it returns. Returns the child's status.
-    pub fn wait(mut self, mut at_exit: impl FnMut(ExitNotice)) -> Result<ExitStatus, Error> {
+    /// Waits for the program to end, calling `on_notice` for each thing the
+    /// tracer says: at its start (before the program's own code runs) and at
+    /// the program's exit (paused in its exit path, heap intact). The tracer
+    /// goes on when `on_notice` returns. Returns the child's status.
+    pub fn wait(mut self, mut on_notice: impl FnMut(Notice)) -> Result<ExitStatus, Error> {
         if let Some(socket) = self.socket.take() {
             let mut writer = socket.try_clone().map_err(|source| Error::Sys {
                 what: "clone the supervisor socket".into(),
@@ -178,8 +192,8 @@ impl Traced {
             // The socket reaches EOF when the child (and every process that
             // inherited its end) is gone, hand-over or not.
             while let Some(Ok(line)) = lines.next() {
-                if let Some(notice) = ExitNotice::parse(&line) {
-                    at_exit(notice);
+                if let Some(notice) = Notice::parse(&line) {
+                    on_notice(notice);
                     let _ = writer.write_all(b"k");
                 }
             }
@@ -226,8 +240,8 @@ impl Default for RecordOptions {
 pub struct Recorded {
     /// The child's exit status.
     pub status: ExitStatus,
-    /// The recording directory.
-    pub dir: PathBuf,
+    /// The recording directory (`None` if the tracer never started).
+    pub dir: Option<PathBuf>,
     /// Snapshots now in it, in order.
     pub snapshots: Vec<PathBuf>,
     /// Snapshots or samples that failed (the run went on).
@@ -237,22 +251,39 @@ pub struct Recorded {
 /// The periodic-snapshot timer's shared state: stop flag and its condvar.
 type Stop = Arc<(Mutex<bool>, Condvar)>;
 
-impl Traced {
-    /// Like [`Traced::wait`], recording as it goes: a watch series into the
-    /// recording directory, a snapshot every `opts.every`, and a final one
-    /// at the hand-over, before `at_exit` runs.
-    pub fn record(
-        self,
-        opts: RecordOptions,
-        mut at_exit: impl FnMut(ExitNotice),
-    ) -> Result<Recorded, Error> {
-        let pid = self.pid();
+/// A recording being made: the sampler thread, the snapshot timer.
+struct Recorder {
+    dir: PathBuf,
+    snapshots: Snapshots,
+    watching: std::thread::JoinHandle<Result<crate::watch::Outcome, Error>>,
+    timer: Option<std::thread::JoinHandle<()>>,
+    stop: Stop,
+}
+
+impl Recorder {
+    /// Starts recording `pid`, which the tracer holds at its start: returns
+    /// once the first watch sample is on disk.
+    fn start(
+        pid: i32,
+        opts: &RecordOptions,
+        problems: &Arc<Mutex<Vec<String>>>,
+    ) -> Result<Recorder, Error> {
         let watch = WatchOptions::new(opts.interval, None, opts.out.clone());
         let watcher = Watcher::attach(pid, watch)?;
         let dir = watcher.dir().to_path_buf();
         let snapshots = Snapshots::of(&dir)?;
-        let problems = Arc::new(Mutex::new(Vec::<String>::new()));
-        let watching = std::thread::spawn(move || watcher.run(|_| {}));
+        let (first_tx, first_rx) = std::sync::mpsc::channel::<()>();
+        let watching = std::thread::spawn(move || {
+            let mut first = Some(first_tx);
+            watcher.run(|_| {
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(());
+                }
+            })
+        });
+        // Returns on the first sample, or when the sampler ends without one
+        // (its sender is dropped).
+        let _ = first_rx.recv();
         let stop: Stop = Arc::new((Mutex::new(false), Condvar::new()));
         let timer = opts.every.map(|every| {
             let (stop, snapshots, problems) = (stop.clone(), snapshots.clone(), problems.clone());
@@ -271,50 +302,103 @@ impl Traced {
                     .take(pid, memory, false)
                     .and_then(|_| snapshots.prune(keep));
                 if let Err(e) = taken {
-                    problems
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(format!("periodic snapshot: {e}"));
+                    note(&problems, format!("periodic snapshot: {e}"));
                 }
             })
         });
-        let status = self.wait(|notice| {
-            if let Err(e) = snapshots.take(notice.pid, opts.memory, true) {
-                problems
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(format!("snapshot at exit: {e}"));
-            }
-            at_exit(notice);
-        });
+        Ok(Recorder {
+            dir,
+            snapshots,
+            watching,
+            timer,
+            stop,
+        })
+    }
+
+    /// Stops the timer and waits for the sampler (which ends with the
+    /// process).
+    fn finish(self, problems: &Arc<Mutex<Vec<String>>>) -> (PathBuf, Snapshots) {
         {
-            let (lock, cvar) = &*stop;
+            let (lock, cvar) = &*self.stop;
             *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
             cvar.notify_all();
         }
-        if let Some(t) = timer {
+        if let Some(t) = self.timer {
             let _ = t.join();
         }
-        match watching.join() {
+        match self.watching.join() {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => problems
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(format!("watch: {e}")),
-            Err(_) => problems
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push("watch: the sampler stopped".into()),
+            Ok(Err(e)) => note(problems, format!("watch: {e}")),
+            Err(_) => note(problems, "watch: the sampler stopped".into()),
         }
-        let status = status?;
-        let problems = std::mem::take(&mut *problems.lock().unwrap_or_else(|p| p.into_inner()));
+        (self.dir, self.snapshots)
+    }
+}
+
+fn note(problems: &Arc<Mutex<Vec<String>>>, what: String) {
+    problems
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(what);
+}
+
+impl Traced {
+    /// Like [`Traced::wait`], recording as it goes: when the tracer starts,
+    /// a recording directory with a watch series, a snapshot every
+    /// `opts.every`, and at the program's exit a final snapshot, before
+    /// `at_exit` runs.
+    pub fn record(
+        self,
+        opts: RecordOptions,
+        mut at_exit: impl FnMut(ExitNotice),
+    ) -> Result<Recorded, Error> {
+        let problems = Arc::new(Mutex::new(Vec::<String>::new()));
+        let mut recorder: Option<Recorder> = None;
+        let mut failed: Option<Error> = None;
+        let status = self.wait(|notice| match notice {
+            Notice::Start(n) if recorder.is_none() && failed.is_none() => {
+                match Recorder::start(n.pid, &opts, &problems) {
+                    Ok(r) => recorder = Some(r),
+                    Err(e) => failed = Some(e),
+                }
+            }
+            Notice::Start(_) => {}
+            Notice::Exit(n) => {
+                if let Some(r) = &recorder {
+                    if let Err(e) = r.snapshots.take(n.pid, opts.memory, true) {
+                        note(&problems, format!("snapshot at exit: {e}"));
+                    }
+                }
+                at_exit(n);
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let Some(recorder) = recorder else {
+            note(
+                &problems,
+                "the tracer never started in the program (a static binary, or one that clears LD_PRELOAD?): nothing was recorded".into(),
+            );
+            return Ok(Recorded {
+                status,
+                dir: None,
+                snapshots: Vec::new(),
+                problems: take(&problems),
+            });
+        };
+        let (dir, snapshots) = recorder.finish(&problems);
         Ok(Recorded {
             status,
             snapshots: snapshots.list()?,
-            dir,
-            problems,
+            dir: Some(dir),
+            problems: take(&problems),
         })
     }
+}
+
+fn take(problems: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+    std::mem::take(&mut *problems.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 /// The shell-style exit code for a child's status: its code, or 128 plus
@@ -332,17 +416,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_exit_notices() {
+    fn parses_notices() {
+        let n = ExitNotice {
+            pid: 42,
+            status: 3,
+            header_addr: 0x7f00_0000_1000,
+        };
         assert_eq!(
-            ExitNotice::parse("exit 42 3 0x7f0000001000"),
-            Some(ExitNotice {
-                pid: 42,
-                status: 3,
-                header_addr: 0x7f00_0000_1000
-            })
+            Notice::parse("exit 42 3 0x7f0000001000"),
+            Some(Notice::Exit(n))
         );
-        assert_eq!(ExitNotice::parse("exit 42 3"), None);
-        assert_eq!(ExitNotice::parse("hello"), None);
-        assert_eq!(ExitNotice::parse("exit x 3 0x1"), None);
+        assert_eq!(
+            Notice::parse("start 42 0 0x7f0000001000"),
+            Some(Notice::Start(ExitNotice { status: 0, ..n }))
+        );
+        assert_eq!(Notice::parse("exit 42 3"), None);
+        assert_eq!(Notice::parse("hello"), None);
+        assert_eq!(Notice::parse("exit x 3 0x1"), None);
+        assert_eq!(Notice::parse("stop 42 3 0x1"), None);
     }
 }

@@ -1,7 +1,9 @@
 //! Handing control to the supervisor before the program tears down.
 //!
 //! When `leaktrail run` launched us, it passed one end of a socket pair in
-//! `LEAKTRAIL_SUPERVISOR_FD`. At the program's end (return from `main`, or
+//! `LEAKTRAIL_SUPERVISOR_FD`. At init we write `start PID 0 HEADER_ADDR`
+//! and wait, so the supervisor can set up its recording before the
+//! program's own code runs. At the program's end (return from `main`, or
 //! `exit`) and before any `atexit` handler or destructor runs, we write one
 //! line, `exit PID STATUS HEADER_ADDR`, and block until the supervisor
 //! answers with one byte: by then it has captured the final state (every
@@ -33,8 +35,24 @@ type StartMainFn = unsafe extern "C" fn(
 
 /// Tells the supervisor the program is ending and waits for its go-ahead.
 pub fn hand_over(status: c_int) {
+    if DONE.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tell_and_wait(b"exit ", status as u32 as u64);
+}
+
+/// Tells the supervisor the tracer is ready, before the program's own code
+/// runs, and waits until it has set up its recording (so that a recording
+/// exists before the program can do anything worth recording).
+pub fn announce_start() {
+    tell_and_wait(b"start ", 0);
+}
+
+/// Writes `WHAT PID VALUE 0xHEADER` to the supervisor and waits for its
+/// one-byte answer. Nothing happens without a supervisor.
+fn tell_and_wait(what: &[u8], value: u64) {
     let fd = SUPERVISOR_FD.load(Ordering::Relaxed);
-    if fd < 0 || DONE.swap(true, Ordering::AcqRel) {
+    if fd < 0 {
         return;
     }
     let mut line = [0u8; 96];
@@ -46,10 +64,10 @@ pub fn hand_over(status: c_int) {
     };
     let mut dec = [0u8; 20];
     let mut hex = [0u8; 16];
-    put(b"exit ");
+    put(what);
     put(sys::fmt_u64(sys::getpid() as u64, &mut dec));
     put(b" ");
-    put(sys::fmt_u64(status as u32 as u64, &mut dec));
+    put(sys::fmt_u64(value, &mut dec));
     put(b" 0x");
     put(sys::fmt_hex(
         region::header().map_or(0, |h| h as *const _ as u64),

@@ -86,6 +86,7 @@ pub fn init() {
         hdr.state
             .store(Lifecycle::Running as u32, Ordering::Release);
         STATE.store(Lifecycle::Running as u32, Ordering::Release);
+        crate::exit::announce_start();
     });
 }
 

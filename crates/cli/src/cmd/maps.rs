@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use leaktrail_analysis::core::Snapshot;
 use leaktrail_analysis::maps_diff;
 use leaktrail_capture::procfs::Mapping;
 use leaktrail_capture::recording::{Recording, SampleSelector};
@@ -26,7 +27,8 @@ enum Command {
         DIR@last    the last one (DIR alone means the same)\n  \
         DIR@N       sample N, counting from 0 as in samples.jsonl (it must have detail)\n  \
         DIR@30s     the sample with detail nearest to 30s after the start (ms, s, m, h)\n  \
-        @...        in B: the same DIR as A\n\n\
+        @...        in B: the same DIR as A\n  \
+        FILE.core   a snapshot (leaktrail snapshot, run --every)\n\n\
         Mappings are matched by kind (path, offset and permissions for files; region and \
         permissions for anonymous memory), then by a shared start or end address, then in \
         address order; so a restarted process, or a region that grew downwards, still \
@@ -49,10 +51,23 @@ struct DiffArgs {
     json: bool,
 }
 
-/// A parsed `DIR@SELECTOR`.
-struct SampleRef {
-    dir: PathBuf,
-    selector: SampleSelector,
+/// A parsed `DIR@SELECTOR`, or a snapshot file.
+enum SampleRef {
+    Sample {
+        dir: PathBuf,
+        selector: SampleSelector,
+    },
+    Snapshot(PathBuf),
+}
+
+impl SampleRef {
+    /// The recording directory B defaults to.
+    fn dir(&self) -> Option<&Path> {
+        match self {
+            SampleRef::Sample { dir, .. } => Some(dir),
+            SampleRef::Snapshot(_) => None,
+        }
+    }
 }
 
 fn parse_ref(text: &str, default_dir: Option<&Path>) -> anyhow::Result<SampleRef> {
@@ -65,11 +80,8 @@ fn parse_ref(text: &str, default_dir: Option<&Path>) -> anyhow::Result<SampleRef
         (true, Some(d)) => d.to_path_buf(),
         (true, None) => bad_input!("{text:?}: expected DIR@SAMPLE, e.g. rec@first"),
     };
-    if dir.is_file() {
-        bad_input!(
-            "{}: maps diff reads watch recordings (directories); snapshot files are not supported yet",
-            dir.display()
-        );
+    if sel.is_none() && dir.is_file() {
+        return Ok(SampleRef::Snapshot(dir));
     }
     let selector = match sel {
         None => SampleSelector::Last,
@@ -78,17 +90,26 @@ fn parse_ref(text: &str, default_dir: Option<&Path>) -> anyhow::Result<SampleRef
             Err(e) => bad_input!("{text:?}: {e}"),
         },
     };
-    Ok(SampleRef { dir, selector })
+    Ok(SampleRef::Sample { dir, selector })
 }
 
 /// The mappings of a sample, and a line saying which sample it is.
 fn load(r: &SampleRef) -> anyhow::Result<(Vec<Mapping>, String)> {
-    let rec = Recording::open(&r.dir)?;
-    let sample = rec.select(r.selector)?;
+    let (dir, selector) = match r {
+        SampleRef::Snapshot(path) => {
+            let snap = Snapshot::open(path)?;
+            let mappings = maps_diff::snapshot_mappings(&snap)?;
+            let what = format!("snapshot {} ({} mappings)", path.display(), mappings.len());
+            return Ok((mappings, what));
+        }
+        SampleRef::Sample { dir, selector } => (dir, *selector),
+    };
+    let rec = Recording::open(dir)?;
+    let sample = rec.select(selector)?;
     let detail = rec.detail(sample.i)?;
     let what = format!(
         "{} sample {} at {} ({} mappings)",
-        r.dir.display(),
+        dir.display(),
         sample.i,
         text::seconds(sample.t),
         detail.mappings.len()
@@ -101,7 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Diff(d) => {
             let a = parse_ref(&d.a, None)?;
-            let b = parse_ref(&d.b, Some(&a.dir))?;
+            let b = parse_ref(&d.b, a.dir())?;
             let (ma, wa) = load(&a)?;
             let (mb, wb) = load(&b)?;
             let diff = maps_diff::diff(&ma, &mb);

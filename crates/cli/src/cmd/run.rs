@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use leaktrail_analysis::audit_dump;
 use leaktrail_capture::snapshot::MemoryMode;
-use leaktrail_capture::supervise::{self, ExitNotice, RecordOptions};
+use leaktrail_capture::supervise::{self, ExitNotice, Notice, RecordOptions};
 use leaktrail_capture::{node, recording};
 
 use crate::cmd::watch::parse_duration;
@@ -112,7 +112,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let status = if args.no_record {
-        traced.wait(|notice| dump(notice, &mut failure))?
+        traced.wait(|notice| {
+            if let Notice::Exit(n) = notice {
+                dump(n, &mut failure)
+            }
+        })?
     } else {
         let mut record = RecordOptions::default();
         record.out = args.out;
@@ -124,16 +128,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for p in &recorded.problems {
             eprintln!("leaktrail: {p}");
         }
-        eprintln!(
-            "leaktrail: recording in {} ({} snapshot{})",
-            recorded.dir.display(),
-            recorded.snapshots.len(),
-            if recorded.snapshots.len() == 1 {
-                ""
-            } else {
-                "s"
-            }
-        );
+        if let Some(dir) = &recorded.dir {
+            let n = recorded.snapshots.len();
+            eprintln!(
+                "leaktrail: recording in {} ({n} snapshot{})",
+                dir.display(),
+                if n == 1 { "" } else { "s" }
+            );
+        }
         recorded.status
     };
     if let Some(e) = failure {

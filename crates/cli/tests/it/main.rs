@@ -6,6 +6,7 @@
 
 mod analyses;
 mod growth;
+mod node;
 mod recording;
 mod snapshot;
 mod support;

@@ -127,3 +127,63 @@ fn snapshot_on_demand_into_a_running_recording() {
         assert_eq!(blocks(dump, "traced_alloc", "make_big").len(), 7);
     }
 }
+
+#[test]
+fn maps_diff_of_two_snapshots_names_the_grown_heap_first() {
+    let exe = fixture("leaks_grow", &[]);
+    let dir = scratch("recording_maps").join("rec");
+    let mut run = ChildGuard(
+        leaktrail()
+            .args(["run", "--every", "0", "--interval", "50ms", "--out"])
+            .arg(&dir)
+            .arg("--")
+            .arg(&exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run"),
+    );
+    let mut stdin = run.0.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(run.0.stdout.take().expect("stdout")).lines();
+    let mut expect = |prefix: &str| {
+        let line = lines.next().expect("a line").expect("utf-8");
+        assert!(line.starts_with(prefix), "{line}");
+    };
+    expect("ready");
+    let snap = || {
+        let out = leaktrail()
+            .args(["snapshot", "--recording"])
+            .arg(&dir)
+            .output()
+            .expect("snapshot");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    snap();
+    // 1530 buffers of 4000 bytes: about 6 MiB more heap.
+    stdin.write_all(b"g").expect("grow");
+    expect("grew");
+    snap();
+    stdin.write_all(b"q").expect("quit");
+    drop(stdin);
+    run.0.wait().expect("wait");
+    let out = leaktrail()
+        .args(["maps", "diff", "--json"])
+        .arg(dir.join("snapshots/0001.core"))
+        .arg(dir.join("snapshots/0002.core"))
+        .output()
+        .expect("maps diff");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diff: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let first = &diff["mappings"][0];
+    assert_eq!(first["region"], "heap", "{first}");
+    let delta = first["delta"].as_i64().expect("delta");
+    assert!(delta >= 5 << 20, "the heap grew by about 6 MiB: {delta}");
+}

@@ -1,0 +1,163 @@
+//! Node.js end to end (issue 7): leaks we build ourselves, recorded under
+//! `leaktrail run -- node ...`, snapshotted between steps; `growth` must put
+//! the responsible stack first, showing both the JS function and the native
+//! function, and find nothing above noise in a steady control.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::support::{leaktrail, repo_root, scratch, ChildGuard};
+
+/// Growth up to this is noise: a steady Node process's own bookkeeping
+/// (V8 zones, marking worklists) wobbles by a few KiB between snapshots,
+/// and libuv holds a 64 KiB read buffer while a read of stdin is pending.
+/// The leaks here grow by hundreds of KiB per step.
+const NOISE_BYTES: f64 = 128.0 * 1024.0;
+
+/// The N-API addon, compiled once per test run against Node's headers.
+fn addon() -> &'static Path {
+    static ADDON: OnceLock<PathBuf> = OnceLock::new();
+    ADDON.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("leaktrail_test_addon.node");
+        let status = Command::new("gcc")
+            .args(["-shared", "-fPIC", "-O1", "-g", "-I/usr/include/node", "-o"])
+            .arg(&out)
+            .arg(repo_root().join("fixtures/node/addon.c"))
+            .status()
+            .expect("run gcc");
+        assert!(
+            status.success(),
+            "building the N-API addon failed (are Node's headers in /usr/include/node?)"
+        );
+        out
+    })
+}
+
+/// Runs `stepper.js SCENARIO` under the tracer, snapshots the recording
+/// after each of `steps` steps, and returns `growth --json` of it.
+fn growth_of(scenario: &str, steps: usize) -> Value {
+    let dir = scratch(&format!("node_{scenario}")).join("rec");
+    let mut run = ChildGuard(
+        leaktrail()
+            .args([
+                "run",
+                "--every",
+                "0",
+                "--memory",
+                "tables",
+                "--interval",
+                "100ms",
+                "--out",
+            ])
+            .arg(&dir)
+            .args(["--", "node", "--expose-gc"])
+            .arg(repo_root().join("fixtures/node/stepper.js"))
+            .arg(scenario)
+            .arg(addon())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("leaktrail run"),
+    );
+    let mut stdin = run.0.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(run.0.stdout.take().expect("stdout")).lines();
+    for k in 1..=steps {
+        let line = lines.next().expect("a step line").expect("utf-8");
+        assert_eq!(line, format!("step {k}"));
+        let out = leaktrail()
+            .args(["snapshot", "--memory", "tables", "--recording"])
+            .arg(&dir)
+            .output()
+            .expect("snapshot");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if k < steps {
+            stdin.write_all(b"\n").expect("next step");
+        }
+    }
+    drop(stdin);
+    let status = run.0.wait().expect("wait");
+    assert!(status.success(), "node exited with {status}");
+    assert!(
+        !Path::new(&format!("/tmp/perf-{}.map", run.0.id())).exists(),
+        "the perf map is removed after the run"
+    );
+    let out = leaktrail()
+        .args(["growth", "--json"])
+        .arg(&dir)
+        .output()
+        .expect("growth");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("growth JSON")
+}
+
+fn functions(suspect: &Value) -> Vec<(String, String)> {
+    suspect["stack"]
+        .as_array()
+        .expect("stack")
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap_or("").to_string(),
+                f["function"].as_str().unwrap_or("??").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn has(frames: &[(String, String)], kind: &str, needle: &str) -> bool {
+    frames.iter().any(|(k, f)| k == kind && f.contains(needle))
+}
+
+#[test]
+fn native_leak_in_an_addon_is_ranked_first_with_its_js_caller() {
+    let growth = growth_of("native-leak", 5);
+    let top = &growth["suspects"][0];
+    let frames = functions(top);
+    assert_eq!(top["class"], 1024, "1000-byte blocks: the 1024 B class");
+    assert!(has(&frames, "native", "addon_leak_blocks"), "{frames:?}");
+    assert!(has(&frames, "js", "handleRequest"), "{frames:?}");
+    // 25 calls x 20 blocks per step, all kept.
+    let series = top["series"].as_array().expect("series");
+    let first = series.first().expect("first")["count"]
+        .as_u64()
+        .expect("count");
+    let last = series.last().expect("last")["count"]
+        .as_u64()
+        .expect("count");
+    assert!(last - first >= 500 * 3, "{first} -> {last}");
+}
+
+#[test]
+fn buffers_retained_by_a_js_structure_are_ranked_first() {
+    let growth = growth_of("buffers", 5);
+    let top = &growth["suspects"][0];
+    let frames = functions(top);
+    assert_eq!(top["class"], 4096);
+    assert!(has(&frames, "js", "retainBuffers"), "{frames:?}");
+    assert!(has(&frames, "native", "ArrayBufferAllocator"), "{frames:?}");
+}
+
+#[test]
+fn a_steady_control_shows_no_growth_above_noise() {
+    let growth = growth_of("steady", 5);
+    for s in growth["suspects"].as_array().expect("suspects") {
+        let rise = s["stats"]["rise_bytes"].as_f64().expect("rise");
+        assert!(
+            rise <= NOISE_BYTES,
+            "a suspect above noise in a steady program: {rise} bytes, {:?}",
+            functions(s).iter().take(6).collect::<Vec<_>>()
+        );
+    }
+}
