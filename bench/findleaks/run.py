@@ -216,10 +216,12 @@ def main():
     vg = subprocess.run(["valgrind", "--leak-check=full", "--error-exitcode=0", exe, str(vb), "--exit"],
                         capture_output=True, text=True)
     vg_wall = time.monotonic() - t0
-    m = re.search(r"definitely lost: ([\d,]+) bytes in ([\d,]+) blocks", vg.stderr)
-    mi = re.search(r"indirectly lost: ([\d,]+) bytes in ([\d,]+) blocks", vg.stderr)
+    def vg_blocks(kind):
+        m = re.search(kind + r" lost: ([\d,]+) bytes in ([\d,]+) blocks", vg.stderr)
+        return m.group(2) if m else "?"
     print(f"   valgrind: {vg_wall:.1f} s wall (program under memcheck + leak check); "
-          f"definite {m.group(2) if m else '?'} blocks, indirect {mi.group(2) if mi else '?'} blocks")
+          f"definite {vg_blocks('definitely')}, indirect {vg_blocks('indirectly')}, "
+          f"possible {vg_blocks('possibly')} blocks")
     small = os.path.join(a.dir, "small.core")
     t0 = time.monotonic()
     t = Traced(lt, exe, vb)
@@ -229,8 +231,8 @@ def main():
     wall, out, anon, filek, _ = measured([lt, "leaks", small, "--json"])
     l = json.loads(out)
     print(f"   leaktrail: run to ready {run_s:.1f} s + snapshot {snap_s:.2f} s + leaks {wall:.2f} s "
-          f"= {run_s + snap_s + wall:.1f} s; definite {l['definite']['blocks']} blocks, "
-          f"indirect {l['indirect']['blocks']} blocks")
+          f"= {run_s + snap_s + wall:.1f} s; definite {l['definite']['blocks']}, "
+          f"indirect {l['indirect']['blocks']}, possible {l['possible']['blocks']} blocks")
     os.remove(small)
 
 

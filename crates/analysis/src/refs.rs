@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::heap::{for_each_slice, Heap, Roots};
+use crate::memory::Memory;
 use crate::symbolize::Symbolizer;
 use crate::whatis::{self, BufferHit, Whatis};
 use crate::Error;
@@ -182,28 +183,25 @@ pub struct Chain {
 pub struct Chains {
     /// The address asked about.
     pub target: u64,
-    /// The shortest paths found (at most `limit`).
+    /// The shortest paths found (at most `limit`), globals first.
     pub chains: Vec<Chain>,
-    /// Levels searched.
+    /// Hops from a root to the target on the shortest path (0 if none).
     pub levels: usize,
-    /// Whether the search stopped without reaching a root.
+    /// Whether no root leads to the target: it is leaked.
     pub unreached: bool,
 }
 
-/// How far back [`chain`] looks.
-pub const MAX_LEVELS: usize = 64;
+const UNSEEN: u32 = u32::MAX;
+const FROM_ROOT: u32 = u32::MAX - 1;
 
-#[derive(Clone, Copy)]
-struct Edge {
-    /// Where the word is.
-    at: u64,
-    value: u64,
-    /// The block it points into.
-    to: u32,
-}
-
-/// Follows references from the buffer holding `target` back to the roots
-/// and returns the shortest paths (at most `limit` of them).
+/// Finds the shortest paths of references from the roots to the buffer
+/// holding `target` (at most `limit` of them): a breadth-first walk forward
+/// from the roots over live buffers, one scan of reachable memory at most,
+/// remembering for each buffer the word that first reached it. A word
+/// refers to a buffer when it points anywhere inside it once `matcher`'s
+/// tag bits are cleared. Paths differ in their first hop (every root word
+/// that refers to the first buffer) and their last (every buffer of the
+/// same level that refers to the target).
 pub fn chain(
     heap: &Heap<'_>,
     symbolizer: &Symbolizer,
@@ -212,130 +210,106 @@ pub fn chain(
     limit: usize,
 ) -> Result<Chains, Error> {
     let ix = &heap.index;
-    let start = ix.find(target).ok_or_else(|| {
+    let goal = ix.find(target).ok_or_else(|| {
         Error::Insufficient(format!(
             "{target:#x} is not in a live buffer; --chain starts from a buffer (try `leaktrail whatis`)"
         ))
     })?;
     let n = ix.len();
-    // For each block reached backwards: the edge that reached it (from it
-    // into the block nearer the target).
-    let mut via: Vec<Option<Edge>> = vec![None; n];
-    let mut seen = vec![false; n];
-    seen[start] = true;
-    let mut frontier = vec![start];
+    let mut parent = vec![UNSEEN; n];
+    let mut via = vec![0u64; n];
     let (ranges, regs) = heap.root_ranges(&Roots::default());
     let to_block = |v: u64| ix.find(matcher.untag(v));
-    let mut levels = 0;
-    let mut roots: Vec<Hop> = Vec::new();
-    let mut root_edges: Vec<Edge> = Vec::new();
-    while !frontier.is_empty() && levels < MAX_LEVELS {
+
+    let mut frontier = Vec::new();
+    for (k, &(_, v)) in regs.iter().enumerate() {
+        if let Some(b) = to_block(v).filter(|&b| parent[b] == UNSEEN) {
+            parent[b] = FROM_ROOT;
+            via[b] = k as u64;
+            frontier.push(b);
+        }
+    }
+    for r in &ranges {
+        scan_words(heap, r.start, r.end, |at, v| {
+            if let Some(b) = to_block(v).filter(|&b| parent[b] == UNSEEN) {
+                parent[b] = FROM_ROOT;
+                via[b] = at;
+                frontier.push(b);
+            }
+        });
+    }
+    let mut levels = 1;
+    // (buffer on the level before, word in it) for every referrer of goal
+    // on the level that first reaches it.
+    let mut last_hops: Vec<(usize, u64)> = Vec::new();
+    while parent[goal] == UNSEEN && !frontier.is_empty() {
         levels += 1;
-        let mut in_frontier = vec![false; n];
-        for &f in &frontier {
-            in_frontier[f] = true;
-        }
-        // Roots first: any hit ends the search at this level.
-        for (k, &(tid, v)) in regs.iter().enumerate() {
-            if let Some(b) = to_block(v).filter(|&b| in_frontier[b]) {
-                roots.push(Hop {
-                    at: 0,
-                    value: v,
-                    holder: "register".into(),
-                    whatis: None,
-                    register: Some((tid, k % 27)),
-                });
-                root_edges.push(Edge {
-                    at: 0,
-                    value: v,
-                    to: b as u32,
-                });
-            }
-        }
-        for r in &ranges {
-            let start = (r.start + 7) & !7;
-            for_each_slice(heap.snap, start, r.end & !7, |base, bytes| {
-                for (k, w) in bytes.chunks_exact(8).enumerate() {
-                    let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-                    if let Some(b) = to_block(v).filter(|&b| in_frontier[b]) {
-                        let at = base + 8 * k as u64;
-                        roots.push(Hop {
-                            at,
-                            value: v,
-                            holder: if r.kind == "anon" {
-                                "anon".into()
-                            } else {
-                                r.kind.into()
-                            },
-                            whatis: whatis::whatis_mapped(heap, symbolizer, at),
-                            register: None,
-                        });
-                        root_edges.push(Edge {
-                            at,
-                            value: v,
-                            to: b as u32,
-                        });
-                    }
-                }
-            });
-        }
-        if !roots.is_empty() {
-            break;
-        }
-        // Then every live buffer not yet on a path.
         let mut next = Vec::new();
-        for i in 0..n {
-            if seen[i] {
-                continue;
-            }
-            let (a, e) = (
-                ix.start(i),
-                heap.audit.live[i].addr + heap.audit.live[i].size,
-            );
-            let mut hit = None;
-            for_each_slice(heap.snap, (a + 7) & !7, e & !7, |base, bytes| {
-                if hit.is_some() {
-                    return;
+        for &b in &frontier {
+            let blk = &heap.audit.live[b];
+            scan_words(heap, blk.addr, blk.addr + blk.size, |at, v| {
+                let Some(c) = to_block(v) else { return };
+                if c == goal && c != b {
+                    last_hops.push((b, at));
                 }
-                for (k, w) in bytes.chunks_exact(8).enumerate() {
-                    let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-                    if let Some(b) = to_block(v).filter(|&b| in_frontier[b] && b != i) {
-                        hit = Some(Edge {
-                            at: base + 8 * k as u64,
-                            value: v,
-                            to: b as u32,
-                        });
-                        break;
-                    }
+                if parent[c] == UNSEEN {
+                    parent[c] = b as u32;
+                    via[c] = at;
+                    next.push(c);
                 }
             });
-            if let Some(edge) = hit {
-                seen[i] = true;
-                via[i] = Some(edge);
-                next.push(i);
-            }
         }
         frontier = next;
     }
-    let mut chains = Vec::new();
-    for (root, edge) in roots.into_iter().zip(root_edges).take(limit) {
-        let mut hops = vec![root];
-        let mut b = edge.to as usize;
-        while b != start {
-            let Some(e) = via[b] else { break };
-            hops.push(Hop {
-                at: e.at,
-                value: e.value,
-                holder: "buffer".into(),
-                whatis: whatis::whatis_mapped(heap, symbolizer, e.at),
-                register: None,
-            });
-            b = e.to as usize;
-        }
-        chains.push(Chain {
-            hops,
-            target: whatis::buffer_hit(heap, symbolizer, &heap.audit.live[start], target),
+    if parent[goal] == UNSEEN {
+        return Ok(Chains {
+            target,
+            chains: Vec::new(),
+            levels: 0,
+            unreached: true,
         });
+    }
+    if parent[goal] == FROM_ROOT {
+        levels = 1;
+        last_hops.clear();
+    }
+
+    // The buffers of each path, root side first, ending before goal.
+    let mut bodies: Vec<Vec<(usize, u64)>> = Vec::new();
+    if last_hops.is_empty() {
+        bodies.push(Vec::new());
+    }
+    for &(b, at) in &last_hops {
+        let mut body = vec![(b, at)];
+        let mut c = b;
+        while parent[c] != FROM_ROOT {
+            let p = parent[c] as usize;
+            body.push((p, via[c]));
+            c = p;
+        }
+        body.reverse();
+        bodies.push(body);
+    }
+    bodies.sort();
+    bodies.dedup();
+    let target_hit = whatis::buffer_hit(heap, symbolizer, &heap.audit.live[goal], target);
+    let mut chains = Vec::new();
+    for body in bodies {
+        // The buffer the roots point at, and the words of the path.
+        let first = body.first().map_or(goal, |&(b, _)| b);
+        for root in root_hops(heap, symbolizer, &ranges, &regs, first, &to_block) {
+            if chains.len() >= limit {
+                break;
+            }
+            // Each buffer of the body holds the word that leads to the
+            // next (the last one's leads to the target).
+            let mut hops = vec![root];
+            hops.extend(body.iter().map(|&(_, at)| buffer_hop(heap, symbolizer, at)));
+            chains.push(Chain {
+                hops,
+                target: target_hit.clone(),
+            });
+        }
     }
     Ok(Chains {
         target,
@@ -343,4 +317,80 @@ pub fn chain(
         chains,
         levels,
     })
+}
+
+fn buffer_hop(heap: &Heap<'_>, symbolizer: &Symbolizer, at: u64) -> Hop {
+    Hop {
+        at,
+        value: heap.snap.read_u64(at).unwrap_or(0),
+        holder: "buffer".into(),
+        whatis: whatis::whatis_mapped(heap, symbolizer, at),
+        register: None,
+    }
+}
+
+/// Every root word that refers to buffer `first`, globals first, then
+/// TLS, stacks, anonymous memory and registers.
+fn root_hops(
+    heap: &Heap<'_>,
+    symbolizer: &Symbolizer,
+    ranges: &[crate::heap::RootRange],
+    regs: &[(i32, u64)],
+    first: usize,
+    to_block: &impl Fn(u64) -> Option<usize>,
+) -> Vec<Hop> {
+    let mut out = Vec::new();
+    for r in ranges {
+        scan_words(heap, r.start, r.end, |at, v| {
+            if to_block(v) == Some(first) {
+                out.push(Hop {
+                    at,
+                    value: v,
+                    holder: r.kind.to_string(),
+                    whatis: whatis::whatis_mapped(heap, symbolizer, at),
+                    register: None,
+                });
+            }
+        });
+    }
+    for (k, &(tid, v)) in regs.iter().enumerate() {
+        if to_block(v) == Some(first) {
+            out.push(Hop {
+                at: 0,
+                value: v,
+                holder: "register".into(),
+                whatis: None,
+                register: Some((tid, k % REGS_PER_THREAD)),
+            });
+        }
+    }
+    let rank = |h: &Hop| match h.holder.as_str() {
+        "global" => 0,
+        "tls" => 1,
+        "stack" => 2,
+        "anon" => 3,
+        _ => 4,
+    };
+    out.sort_by_key(|h| (rank(h), h.at));
+    out
+}
+
+/// Words per thread in the register list of [`Heap::root_ranges`]
+/// (`user_regs_struct`).
+const REGS_PER_THREAD: usize = 27;
+
+/// Calls `f(address, word)` for every aligned word of `[start, end)`
+/// present in the snapshot.
+fn scan_words(heap: &Heap<'_>, start: u64, end: u64, mut f: impl FnMut(u64, u64)) {
+    let start = (start + 7) & !7;
+    let end = end & !7;
+    if start >= end {
+        return;
+    }
+    for_each_slice(heap.snap, start, end, |base, bytes| {
+        for (k, w) in bytes.chunks_exact(8).enumerate() {
+            let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+            f(base + 8 * k as u64, v);
+        }
+    });
 }
