@@ -314,6 +314,12 @@ fn refs_invmask_chain_finds_the_holder_and_the_global() {
         String::from_utf8_lossy(&run(&["refs", &t, "--invmask", "7", "--chain"], snap).stdout)
             .into_owned();
     assert!(text.contains("global g_holder"), "{text}");
+
+    // A leaked tree's child: no root leads there.
+    let child = json(&["bufs", "--size", "1008..1008", "--json"], snap);
+    let child = child["buffers"][0]["addr"].as_u64().expect("a tree child");
+    let leaked = json(&["refs", &format!("{child:#x}"), "--chain", "--json"], snap);
+    assert_eq!(leaked["unreached"], true, "{leaked:#}");
 }
 
 #[test]
