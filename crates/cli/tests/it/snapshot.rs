@@ -300,30 +300,12 @@ fn info_describes_our_snapshots_and_gcore_and_kernel_cores() {
     std::fs::create_dir_all(&kdir).expect("kernel dir");
     let mut k = Target::spawn_with(&["2"], |cmd| {
         cmd.current_dir(&kdir);
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs in the
-        // child between fork and exec.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(cmd, || {
-                let lim = libc::rlimit {
-                    rlim_cur: libc::RLIM_INFINITY,
-                    rlim_max: libc::RLIM_INFINITY,
-                };
-                libc::setrlimit(libc::RLIMIT_CORE, &lim);
-                Ok(())
-            });
-        }
+        allow_core_dumps(cmd);
     });
     // SAFETY: kill takes no pointers.
     unsafe { libc::kill(k.pid, libc::SIGABRT) };
     let _ = k.guard.0.wait();
-    let kernel_core = std::fs::read_dir(&kdir)
-        .expect("kernel dir")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("core"))
-        });
+    let kernel_core = kernel_core_in(&kdir);
     let Some(kernel_core) = kernel_core else {
         eprintln!("kernel core skipped: no core was dumped (pattern {pattern:?})");
         return;
@@ -333,6 +315,35 @@ fn info_describes_our_snapshots_and_gcore_and_kernel_cores() {
     assert_eq!(info["pid"], k.pid);
     assert_eq!(info["threads"].as_array().map(Vec::len), Some(3));
     assert!(has_exe_with_id(&info), "{info}");
+}
+
+/// Lets the child dump a kernel core (RLIMIT_CORE unlimited).
+fn allow_core_dumps(cmd: &mut Command) {
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the
+    // child between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+            let lim = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &lim);
+            Ok(())
+        });
+    }
+}
+
+/// The kernel core a child dumped into `dir`, if the machine's
+/// `core_pattern` put one there.
+fn kernel_core_in(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("core"))
+        })
 }
 
 #[test]
@@ -440,15 +451,18 @@ fn traced_snapshot_recovers_exactly_the_live_allocations() {
 
     let dir = support::scratch("snapshot_traced");
     let exe = support::fixture("snap_live", &[]);
-    let mut child = Command::new(&exe)
-        .env("LD_PRELOAD", support::preload_library())
+    let kdir = dir.join("kernel");
+    std::fs::create_dir_all(&kdir).expect("kernel core dir");
+    let mut cmd = Command::new(&exe);
+    cmd.env("LD_PRELOAD", support::preload_library())
+        .current_dir(&kdir)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start snap_live");
+        .stdout(Stdio::piped());
+    allow_core_dumps(&mut cmd);
+    let mut child = cmd.spawn().expect("start snap_live");
     let mut stdin = child.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let guard = ChildGuard(child);
+    let mut guard = ChildGuard(child);
     let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex");
     let mut keep_block = 0;
     let mut expected = Vec::new();
@@ -492,6 +506,16 @@ fn traced_snapshot_recovers_exactly_the_live_allocations() {
     let mut l = String::new();
     stdout.read_line(&mut l).expect("read");
     assert_eq!(l.trim(), "ok");
+
+    // And the kernel's core of the same process, where the machine lets
+    // it dump one into its working directory.
+    // SAFETY: kill takes no pointers.
+    unsafe { libc::kill(pid, libc::SIGABRT) };
+    let _ = guard.0.wait();
+    match kernel_core_in(&kdir) {
+        Some(k) => cores.push(k),
+        None => eprintln!("kernel core skipped: none was dumped here"),
+    }
 
     for core in &cores {
         let snap = Snapshot::open(core).expect("open core");
