@@ -592,3 +592,59 @@ fn node_buffers_show_their_js_function_below_the_native_frames() {
     .into_owned();
     assert!(text.contains("JS allocateBuffers "), "{text}");
 }
+
+#[test]
+fn a_module_changed_on_disk_is_reported_not_misread() {
+    let dir = scratch("analyses_changed");
+    let exe = dir.join("changing");
+    let src = crate::support::repo_root().join("fixtures/leaks_grow.c");
+    let build = |extra: &str| {
+        let ok = Command::new("gcc")
+            .args(["-g", "-O1", "-Wl,--build-id", extra, "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .status()
+            .expect("gcc")
+            .success();
+        assert!(ok);
+    };
+    build("-DVARIANT=1");
+    let t = Traced::start(&[exe.to_str().expect("utf-8")]);
+    let core = dir.join("changed.core");
+    t.snapshot(&core);
+    t.finish();
+    // Same path, different code: a rebuild after the snapshot.
+    std::fs::write(
+        dir.join("pad.c"),
+        "int leaktrail_pad(int x) { return x * 3; }\n",
+    )
+    .expect("write");
+    let ok = Command::new("gcc")
+        .args(["-g", "-O0", "-Wl,--build-id", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .arg(dir.join("pad.c"))
+        .status()
+        .expect("gcc")
+        .success();
+    assert!(ok);
+    let l = json(&["leaks", "--json", "--reachable"], &core);
+    let warnings = l["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .is_some_and(|w| w.contains("changing") && w.contains("changed on disk"))),
+        "{warnings:?}"
+    );
+    // Its frames stay as module+offset rather than taking the new file's
+    // names.
+    let frames: Vec<&Value> = l["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["stack"].as_array().expect("stack").iter())
+        .filter(|f| f["module"] == "changing")
+        .collect();
+    assert!(!frames.is_empty());
+    assert!(frames.iter().all(|f| f["function"].is_null()), "{frames:?}");
+}
