@@ -139,3 +139,85 @@ pub fn compare(audits: &[&Audit]) -> Caches {
         .collect();
     Caches { classes, totals }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditCounters, ClassStats};
+
+    fn audit(classes: &[(u64, u64, u64, u64, u64)]) -> Audit {
+        Audit {
+            header_addr: 0,
+            pid: 1,
+            state: "running".into(),
+            unwind: "dwarf".into(),
+            max_depth: 64,
+            start_realtime_ns: 0,
+            counters: AuditCounters::default(),
+            classes: classes
+                .iter()
+                .enumerate()
+                .map(
+                    |(i, &(size, live_count, live_bytes, allocs, frees))| ClassStats {
+                        class: i,
+                        size,
+                        live_count,
+                        live_bytes,
+                        allocs,
+                        frees,
+                    },
+                )
+                .collect(),
+            live: Vec::new(),
+            maps: Vec::new(),
+            stacks: Default::default(),
+            busy_shards: 0,
+            ranges: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_snapshot_orders_by_live_bytes_and_skips_idle_classes() {
+        let a = audit(&[
+            (8, 0, 0, 0, 0),
+            (64, 10, 640, 20, 10),
+            (4096, 2, 8000, 2, 0),
+        ]);
+        let c = compare(&[&a]);
+        let sizes: Vec<u64> = c.classes.iter().map(|r| r.size).collect();
+        assert_eq!(sizes, [4096, 64]);
+        assert!(c.classes.iter().all(|r| r.delta.is_none() && !r.grew_most));
+    }
+
+    #[test]
+    fn several_snapshots_rank_by_growth_and_flag_the_big_growers() {
+        let a = audit(&[
+            (64, 10, 640, 20, 10),
+            (4096, 1700, 6_800_000, 1700, 0),
+            (512, 5, 2500, 5, 0),
+        ]);
+        let b = audit(&[
+            (64, 10, 640, 120, 110),
+            (4096, 17000, 68_000_000, 17000, 0),
+            (512, 6, 3000, 6, 0),
+        ]);
+        let c = compare(&[&a, &b]);
+        let top = &c.classes[0];
+        assert_eq!(top.size, 4096);
+        assert_eq!(
+            top.delta,
+            Some(ClassDelta {
+                live_count: 15300,
+                live_bytes: 61_200_000,
+                allocs: 15300,
+                frees: 0
+            })
+        );
+        assert!(top.grew_most);
+        // A small rise is not flagged beside a big one; a level class is not.
+        assert!(!c.classes[1].grew_most);
+        let level = c.classes.iter().find(|r| r.size == 64).expect("64");
+        assert_eq!(level.delta.map(|d| d.live_count), Some(0));
+        assert_eq!(c.totals.len(), 2);
+    }
+}
