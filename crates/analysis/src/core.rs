@@ -661,4 +661,47 @@ mod tests {
         }
         std::fs::remove_dir_all(dir).ok();
     }
+
+    #[test]
+    fn more_than_65534_segments_use_pn_xnum_both_ways() {
+        let loads = 70_000usize;
+        let layout = Layout::new(loads);
+        let mut notes = Vec::new();
+        enc::push(
+            &mut notes,
+            "CORE",
+            enc::NT_PRSTATUS,
+            &enc::prstatus(&enc::ThreadStatus {
+                tid: 1,
+                regs: vec![0; 27 * 8],
+                ..Default::default()
+            }),
+        );
+        let mut phdrs = vec![ProgramHeader {
+            kind: NOTE,
+            offset: layout.data_offset,
+            filesz: notes.len() as u64,
+            align: 4,
+            ..Default::default()
+        }];
+        for i in 0..loads as u64 {
+            phdrs.push(ProgramHeader {
+                kind: LOAD,
+                flags: PF_R,
+                vaddr: 0x1000_0000 + i * 2 * PAGE,
+                memsz: PAGE,
+                align: PAGE,
+                ..Default::default()
+            });
+        }
+        let mut file = layout.headers(&phdrs);
+        file.extend_from_slice(&notes);
+        let dir = tmpdir("xnum");
+        let p = dir.join("many.core");
+        std::fs::write(&p, file).unwrap();
+        let snap = Snapshot::open(&p).unwrap();
+        assert_eq!(snap.segments().len(), loads);
+        assert_eq!(snap.read_u64(0x1000_0000 + 2 * PAGE).unwrap(), 0);
+        std::fs::remove_dir_all(dir).ok();
+    }
 }

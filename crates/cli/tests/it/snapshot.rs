@@ -203,8 +203,17 @@ fn target_runs_unchanged_after_100_snapshots_while_allocating() {
 fn info_describes_our_snapshots_and_gcore_and_kernel_cores() {
     let dir = support::scratch("snapshot_info");
     let mut t = Target::spawn(&["2"]);
+    // A JIT's symbol map, as V8's --perf-basic-prof writes it.
+    let perf_map = PathBuf::from(format!("/tmp/perf-{}.map", t.pid));
+    std::fs::write(
+        &perf_map,
+        "7f0000001000 40 LazyCompile:*hot a.js:1\n7f0000002000 20 Stub:x\n",
+    )
+    .expect("write perf map");
     let ours = dir.join("ours.core");
-    assert!(snapshot(t.pid, &ours, &[]).status.success());
+    let taken = snapshot(t.pid, &ours, &[]);
+    let _ = std::fs::remove_file(&perf_map);
+    assert!(taken.status.success());
     let none = dir.join("none.core");
     assert!(snapshot(t.pid, &none, &["--memory", "none"])
         .status
@@ -241,6 +250,7 @@ fn info_describes_our_snapshots_and_gcore_and_kernel_cores() {
         .iter()
         .any(|m| m["path"].as_str().is_some_and(|p| p.contains("libc"))));
     assert!(info["captured_bytes"].as_u64().is_some_and(|b| b > 0));
+    assert_eq!(info["perf_map_lines"], 2);
 
     let info = info_json(&none);
     assert_eq!(info["captured_bytes"], 0);
