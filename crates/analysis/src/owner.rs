@@ -161,6 +161,86 @@ pub fn split_snapshot(snapshot: &crate::core::Snapshot, dump: &AuditDump) -> Own
     })
 }
 
+/// One owner's bytes across a recording's snapshots.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OwnerSeries {
+    /// The owner.
+    pub owner: Owner,
+    /// Its display name.
+    pub name: &'static str,
+    /// Bytes in each snapshot, in capture order.
+    pub bytes: Vec<u64>,
+    /// Theil–Sen slope over the snapshots, bytes per hour.
+    pub slope_bytes_per_hour: f64,
+}
+
+/// Memory by owner across the snapshots of a recording of a Node.js
+/// process: what `trend` and the report show a Node user.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OwnerTrend {
+    /// Seconds since the first snapshot, per snapshot.
+    pub t_seconds: Vec<f64>,
+    /// One series per owner.
+    pub owners: Vec<OwnerSeries>,
+    /// The owner that grew the most (bytes per hour), if any grew.
+    pub growing: Option<Owner>,
+}
+
+/// The owner trend of the recording in `dir`: `Ok(None)` when it is not a
+/// Node.js recording or has fewer than two snapshots with an audit.
+/// Expensive (decodes and symbolizes every snapshot): build once.
+pub fn trend_of_recording(dir: &std::path::Path) -> Result<Option<OwnerTrend>, crate::Error> {
+    let paths = leaktrail_capture::recording::snapshots::list(dir)?;
+    let mut points: Vec<(f64, OwnerSplit)> = Vec::new();
+    for path in &paths {
+        let snap = crate::core::Snapshot::open(path)?;
+        let Some(meta) = snap.metadata() else {
+            continue;
+        };
+        if !is_node_command(&meta.cmdline) {
+            return Ok(None);
+        }
+        let t = meta.time_unix_ns as f64 / 1e9;
+        let Ok(dump) = crate::audit_dump::from_snapshot(&snap) else {
+            continue;
+        };
+        points.push((t, split_snapshot(&snap, &dump)));
+    }
+    if points.len() < 2 {
+        return Ok(None);
+    }
+    let t0 = points[0].0;
+    let t_seconds: Vec<f64> = points.iter().map(|(t, _)| t - t0).collect();
+    let owners: Vec<OwnerSeries> = Owner::ALL
+        .iter()
+        .map(|&owner| {
+            let bytes: Vec<u64> = points.iter().map(|(_, s)| s.get(owner)).collect();
+            let pts: Vec<crate::trend::Point> = t_seconds
+                .iter()
+                .zip(&bytes)
+                .map(|(&t, &b)| crate::trend::Point { t, v: b as f64 })
+                .collect();
+            let slope = crate::trend::theil_sen(&pts, 0.0).map_or(0.0, |f| f.slope * 3600.0);
+            OwnerSeries {
+                owner,
+                name: owner.name(),
+                bytes,
+                slope_bytes_per_hour: slope,
+            }
+        })
+        .collect();
+    let growing = owners
+        .iter()
+        .filter(|o| o.slope_bytes_per_hour > 0.0 && o.bytes.last() > o.bytes.first())
+        .max_by(|a, b| a.slope_bytes_per_hour.total_cmp(&b.slope_bytes_per_hour))
+        .map(|o| o.owner);
+    Ok(Some(OwnerTrend {
+        t_seconds,
+        owners,
+        growing,
+    }))
+}
+
 /// Whether the snapshot's process is Node.js, judged by its command line.
 pub fn is_node_command(cmdline: &[String]) -> bool {
     cmdline

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use leaktrail_analysis::trend;
+use leaktrail_analysis::{owner, trend};
 use leaktrail_capture::recording::{self, Recording};
 use leaktrail_report::{svg, text};
 
@@ -38,11 +38,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         recording::write_atomically(path, chart.as_bytes())
             .with_context(|| format!("writing the chart to {}", path.display()))?;
     }
+    // A Node.js recording with snapshots also gets the split a Node user
+    // thinks in: V8 heap, backing stores, handles, other native memory.
+    let owners = owner::trend_of_recording(&args.dir)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&t)?)?;
+        let mut doc = serde_json::to_value(&t)?;
+        if let (Some(o), Some(map)) = (&owners, doc.as_object_mut()) {
+            map.insert("owners".into(), serde_json::to_value(o)?);
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
         write!(out, "{}", text::trend(&t))?;
+        if let Some(o) = &owners {
+            write!(out, "\n{}", text::owner_trend(o))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -38,8 +38,9 @@ fn addon() -> &'static Path {
 }
 
 /// Runs `stepper.js SCENARIO` under the tracer, snapshots the recording
-/// after each of `steps` steps, and returns `growth --json` of it.
-fn growth_of(scenario: &str, steps: usize) -> Value {
+/// after each of `steps` steps, and returns `growth --json` of it and
+/// `trend --json`'s split by owner.
+fn growth_of(scenario: &str, steps: usize) -> (Value, Value) {
     let dir = scratch(&format!("node_{scenario}")).join("rec");
     let mut run = ChildGuard(
         leaktrail()
@@ -99,7 +100,19 @@ fn growth_of(scenario: &str, steps: usize) -> Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("growth JSON")
+    let growth: Value = serde_json::from_slice(&out.stdout).expect("growth JSON");
+    let out = leaktrail()
+        .args(["trend", "--json"])
+        .arg(&dir)
+        .output()
+        .expect("trend");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trend: Value = serde_json::from_slice(&out.stdout).expect("trend JSON");
+    (growth, trend["owners"].clone())
 }
 
 fn functions(suspect: &Value) -> Vec<(String, String)> {
@@ -122,7 +135,8 @@ fn has(frames: &[(String, String)], kind: &str, needle: &str) -> bool {
 
 #[test]
 fn native_leak_in_an_addon_is_ranked_first_with_its_js_caller() {
-    let growth = growth_of("native-leak", 5);
+    let (growth, owners) = growth_of("native-leak", 5);
+    assert_eq!(owners["growing"], "native", "{owners}");
     let top = &growth["suspects"][0];
     let frames = functions(top);
     assert_eq!(top["class"], 1024, "1000-byte blocks: the 1024 B class");
@@ -141,7 +155,8 @@ fn native_leak_in_an_addon_is_ranked_first_with_its_js_caller() {
 
 #[test]
 fn buffers_retained_by_a_js_structure_are_ranked_first() {
-    let growth = growth_of("buffers", 5);
+    let (growth, owners) = growth_of("buffers", 5);
+    assert_eq!(owners["growing"], "array_buffers", "{owners}");
     let top = &growth["suspects"][0];
     let frames = functions(top);
     assert_eq!(top["class"], 4096);
@@ -151,7 +166,7 @@ fn buffers_retained_by_a_js_structure_are_ranked_first() {
 
 #[test]
 fn a_steady_control_shows_no_growth_above_noise() {
-    let growth = growth_of("steady", 5);
+    let (growth, _owners) = growth_of("steady", 5);
     for s in growth["suspects"].as_array().expect("suspects") {
         let rise = s["stats"]["rise_bytes"].as_f64().expect("rise");
         assert!(
