@@ -17,7 +17,12 @@
 //!   them; we sum, over the steps, the part of each rise up to that
 //!   proportional share of the total rise, and divide by the sum of all
 //!   rises. A steady leak scores 1; a one-off burst between two of `n`
-//!   evenly spaced snapshots scores `1 / (n − 1)`.
+//!   evenly spaced snapshots scores `1 / (n − 1)`. Snapshots taken on
+//!   demand are spaced by whatever the user was doing, and a program that
+//!   leaks per request rather than per second rises by the same amount
+//!   between any two of them, so we also measure the same with every step
+//!   given an equal share, and keep the larger of the two: a burst is
+//!   unsteady by both measures.
 //!
 //! The **score** is the fitted rise over the window (slope × span), times
 //! monotonicity, times steadiness squared: bytes of growth that look like
@@ -140,23 +145,31 @@ impl Stats {
 /// See the module documentation.
 fn steadiness(times: &[f64], values: &[f64]) -> f64 {
     let n = values.len();
-    let rise = values[n - 1] - values[0];
     let span = times[n - 1] - times[0];
+    let by_time = on_schedule(values, |i| {
+        if span > 0.0 {
+            (times[i] - times[i - 1]) / span
+        } else {
+            1.0 / (n - 1) as f64
+        }
+    });
+    let by_step = on_schedule(values, |_| 1.0 / (n - 1) as f64);
+    by_time.max(by_step)
+}
+
+/// The fraction of the rises of `values` that came within each step's
+/// `share` of the total rise.
+fn on_schedule(values: &[f64], share: impl Fn(usize) -> f64) -> f64 {
+    let n = values.len();
+    let rise = values[n - 1] - values[0];
     let ups: f64 = values.windows(2).map(|w| (w[1] - w[0]).max(0.0)).sum();
     if rise <= 0.0 || ups <= 0.0 {
         return 0.0;
     }
-    let on_schedule: f64 = (1..n)
-        .map(|i| {
-            let share = if span > 0.0 {
-                (times[i] - times[i - 1]) / span
-            } else {
-                1.0 / (n - 1) as f64
-            };
-            (values[i] - values[i - 1]).max(0.0).min(rise * share)
-        })
+    let kept: f64 = (1..n)
+        .map(|i| (values[i] - values[i - 1]).max(0.0).min(rise * share(i)))
         .sum();
-    (on_schedule / ups).clamp(0.0, 1.0)
+    (kept / ups).clamp(0.0, 1.0)
 }
 
 /// One growing allocation site in one size class.
@@ -393,6 +406,20 @@ mod tests {
         let v: Vec<f64> = t.iter().map(|x| 3.0 * x).collect();
         let s = Stats::of(&t, &v);
         assert!((s.steadiness - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn growth_per_step_is_steady_however_the_snapshots_are_spaced() {
+        // Four steps of growth, then a snapshot long after with none.
+        let t = [0.0, 0.01, 0.02, 0.04, 0.05, 0.5];
+        let grow = Stats::of(&t, &[1.0, 2.0, 3.0, 4.0, 5.0, 5.0]);
+        // Four of the five steps carry their share; by time it would be
+        // 0.1 (the last, flat step is 90% of the span).
+        assert!((grow.steadiness - 0.8).abs() < 1e-9, "{grow:?}");
+        let burst = Stats::of(&t, &[0.0, 0.0, 0.0, 40.0, 40.0, 40.0]);
+        assert!(burst.steadiness <= 0.2 + 1e-9, "{burst:?}");
+        // Ten times the growth, and still below it.
+        assert!(burst.score < grow.score, "{burst:?} vs {grow:?}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod dump;
 pub mod error;
 pub mod growth;
 pub mod heap;
+pub mod investigation;
 pub mod leaks;
 pub mod maps_diff;
 pub mod memory;

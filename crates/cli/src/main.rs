@@ -44,6 +44,8 @@ enum Command {
     Pprof(cmd::pprof::Args),
     /// Run a per-snapshot subcommand over many snapshots in parallel.
     Job(cmd::job::Args),
+    /// One self-contained HTML page with the whole investigation of a recording.
+    Report(cmd::report::Args),
     /// What is unreachable: definitely, indirectly, possibly lost buffers.
     Leaks(cmd::leaks::Args),
     /// Live buffers and bytes per size class, across snapshots.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Flamegraph(a) => cmd::flamegraph::run(a),
         Command::Pprof(a) => cmd::pprof::run(a),
         Command::Job(a) => cmd::job::run(a),
+        Command::Report(a) => cmd::report::run(a),
         Command::Leaks(a) => cmd::leaks::run(a),
         Command::Caches(a) => cmd::caches::run(a),
         Command::Bufs(a) => cmd::bufs::run(a),

@@ -174,6 +174,31 @@ pub fn diff_totals(diff_folded: &str) -> (u64, u64) {
     })
 }
 
+/// A flame graph SVG (drawn with [`FlamegraphOptions::static_only`]) made
+/// fit to sit inside an HTML page next to others: no XML prologue, no
+/// script or `onload` (the page's scripts are its own), no style sheet
+/// (which would apply to the whole page; the page styles `svg.flamegraph`
+/// instead), and every id prefixed with `prefix` so two graphs on one page
+/// do not share ids. Hover titles still work without script.
+pub fn embeddable(svg: &str, prefix: &str) -> String {
+    let mut s = match svg.find("<svg") {
+        Some(i) => svg[i..].to_string(),
+        None => return String::new(),
+    };
+    for (open, close) in [("<style", "</style>"), ("<script", "</script>")] {
+        while let Some(a) = s.find(open) {
+            match s[a..].find(close) {
+                Some(b) => s.replace_range(a..a + b + close.len(), ""),
+                None => break,
+            }
+        }
+    }
+    s = s.replacen(" onload=\"init(evt)\"", "", 1);
+    s = s.replace(" id=\"", &format!(" id=\"{prefix}"));
+    s = s.replace("url(#", &format!("url(#{prefix}"));
+    s.replacen("<svg ", "<svg class=\"flamegraph\" ", 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +231,21 @@ mod tests {
         assert_eq!(diff_totals(&d), (15, 37));
         let svg = diff_svg(&d, &FlamegraphOptions::default()).unwrap();
         assert!(svg.starts_with("<?xml"));
+    }
+
+    #[test]
+    fn embedded_graphs_have_their_own_ids_and_no_script() {
+        let o = FlamegraphOptions {
+            static_only: true,
+            ..Default::default()
+        };
+        let svg = svg("main;a 10\nmain;b 5\n", &o).unwrap();
+        let e = embeddable(&svg, "fg1-");
+        assert!(e.starts_with("<svg class=\"flamegraph\" "));
+        assert!(!e.contains("<script") && !e.contains("<style") && !e.contains("onload"));
+        assert!(e.contains("id=\"fg1-frames\"") && e.contains("url(#fg1-background)"));
+        assert!(!e.contains("id=\"frames\""));
+        assert!(e.contains("<title>a (10 bytes"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod flamegraph;
 pub mod growth;
 pub mod heap;
+pub mod html;
 pub mod pprof;
 pub mod svg;
 pub mod text;

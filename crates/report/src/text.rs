@@ -241,6 +241,38 @@ pub fn maps_diff(d: &MapsDiff, limit: usize) -> String {
     out
 }
 
+/// The owner split of a Node.js recording: bytes per owner from the first
+/// snapshot to the last, and the slope.
+pub fn owner_trend(t: &leaktrail_analysis::owner::OwnerTrend) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let span = t.t_seconds.last().copied().unwrap_or(0.0);
+    let _ = writeln!(
+        out,
+        "Node.js memory by owner, over {} snapshots ({}):",
+        t.t_seconds.len(),
+        seconds(span)
+    );
+    for o in &t.owners {
+        let first = o.bytes.first().copied().unwrap_or(0);
+        let last = o.bytes.last().copied().unwrap_or(0);
+        let mark = if Some(o.owner) == t.growing {
+            "  <- grows the most"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  {:<36} {:>10} -> {:>10}  {:>14}{mark}",
+            o.name,
+            bytes(first as f64),
+            bytes(last as f64),
+            rate(o.slope_bytes_per_hour)
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,36 +361,4 @@ heap    growing           +7.0 GiB/h     8.0 MiB
         assert_eq!(seconds(750.0), "12m30s");
         assert_eq!(seconds(3.0 * 86400.0), "3.0d");
     }
-}
-
-/// The owner split of a Node.js recording: bytes per owner from the first
-/// snapshot to the last, and the slope.
-pub fn owner_trend(t: &leaktrail_analysis::owner::OwnerTrend) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let span = t.t_seconds.last().copied().unwrap_or(0.0);
-    let _ = writeln!(
-        out,
-        "Node.js memory by owner, over {} snapshots ({}):",
-        t.t_seconds.len(),
-        seconds(span)
-    );
-    for o in &t.owners {
-        let first = o.bytes.first().copied().unwrap_or(0);
-        let last = o.bytes.last().copied().unwrap_or(0);
-        let mark = if Some(o.owner) == t.growing {
-            "  <- grows the most"
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            "  {:<36} {:>10} -> {:>10}  {:>14}{mark}",
-            o.name,
-            bytes(first as f64),
-            bytes(last as f64),
-            rate(o.slope_bytes_per_hour)
-        );
-    }
-    out
 }

@@ -13,6 +13,7 @@ pub mod leaks;
 pub mod maps;
 pub mod pprof;
 pub mod refs;
+pub mod report;
 pub mod run;
 pub mod snapshot;
 pub mod trend;

@@ -491,3 +491,191 @@ fn job_refuses_what_is_not_a_per_snapshot_command() {
         .expect("job");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The headless browser the report test uses (Debian's `chromium`; the CI
+/// script installs it). The test installs nothing.
+fn chromium() -> PathBuf {
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        if let Ok(out) = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+        {
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !path.is_empty() {
+                return PathBuf::from(path);
+            }
+        }
+    }
+    panic!("the HTML report test needs headless Chromium: apt-get install chromium (.ci/run does)");
+}
+
+/// Runs headless Chromium on `page` with `mode` (`--dump-dom` or
+/// `--screenshot=FILE`); returns (stdout, stderr).
+fn headless(page: &Path, mode: &str, scratch_dir: &Path) -> (String, String) {
+    let profile = scratch_dir.join(format!("chromium-profile-{}", mode.len()));
+    let out = std::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--window-size=1280,2400",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(mode)
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// (width, height, distinct byte values of the decompressed image data)
+/// of a PNG file.
+fn png_summary(path: &Path) -> (u32, u32, usize) {
+    use std::io::Read;
+    let data = std::fs::read(path).expect("png");
+    assert_eq!(&data[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let (mut i, mut idat, mut size) = (8, Vec::new(), (0, 0));
+    while i + 8 <= data.len() {
+        let len = u32::from_be_bytes(data[i..i + 4].try_into().expect("len")) as usize;
+        let kind = &data[i + 4..i + 8];
+        let body = &data[i + 8..i + 8 + len];
+        if kind == b"IHDR" {
+            size = (
+                u32::from_be_bytes(body[0..4].try_into().expect("w")),
+                u32::from_be_bytes(body[4..8].try_into().expect("h")),
+            );
+        } else if kind == b"IDAT" {
+            idat.extend_from_slice(body);
+        }
+        i += 12 + len;
+    }
+    let mut raw = Vec::new();
+    flate2::read::ZlibDecoder::new(&idat[..])
+        .read_to_end(&mut raw)
+        .expect("inflate");
+    let mut seen = [false; 256];
+    for b in raw {
+        seen[b as usize] = true;
+    }
+    (size.0, size.1, seen.iter().filter(|s| **s).count())
+}
+
+#[test]
+fn report_is_one_offline_page_that_renders_cleanly_in_chromium() {
+    let dir = record_steps("report", 3, "full");
+    let scratch_dir = dir.parent().expect("scratch").to_path_buf();
+    let page = scratch_dir.join("report.html");
+    let out = leaktrail()
+        .arg("report")
+        .arg(&dir)
+        .arg("-o")
+        .arg(&page)
+        .output()
+        .expect("report");
+    ok(&out);
+    let html = std::fs::read_to_string(&page).expect("report.html");
+    // Self-contained: nothing to fetch.
+    for needle in [
+        "src=\"http",
+        "href=\"http",
+        "src='http",
+        "url(http",
+        "@import",
+        "<link",
+        "<iframe",
+        "<img src=\"http",
+    ] {
+        assert!(!html.contains(needle), "the page refers outside: {needle}");
+    }
+    // The story, in order.
+    let at = |id: &str| {
+        html.find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("section {id}"))
+    };
+    assert!(at("diagnosis") < at("trend"));
+    assert!(at("trend") < at("classes"));
+    assert!(at("classes") < at("suspects"));
+    assert!(at("suspects") < at("flamegraphs"));
+    assert!(at("flamegraphs") < at("leaks"));
+    assert!(at("leaks") < at("captured"));
+
+    // Rendered by a browser: the DOM after scripts ran.
+    let (dom, stderr) = headless(&page, "--dump-dom", &scratch_dir);
+    assert!(
+        dom.contains("data-rendered=\"yes\""),
+        "the page's script ran"
+    );
+    assert!(
+        dom.contains("data-errors=\"0\""),
+        "console errors: {}",
+        dom.split("id=\"errors\"").nth(1).unwrap_or("")
+    );
+    assert!(
+        !stderr.contains("Uncaught"),
+        "uncaught script errors: {stderr}"
+    );
+    // Charts and flame graphs are in the DOM.
+    assert!(dom.contains("<svg class=\"trend\""), "trend chart");
+    assert!(
+        dom.contains("class=\"chart classes-chart\""),
+        "classes chart"
+    );
+    assert!(dom.matches("class=\"spark\"").count() >= 2, "sparklines");
+    for id in ["flame-latest", "flame-diff"] {
+        let start = dom.find(&format!("id=\"{id}\"")).expect(id);
+        let graph = &dom[start..];
+        let graph = &graph[..graph.find("</svg></svg>").expect("end of graph")];
+        assert!(graph.contains("<svg class=\"flamegraph\""), "{id}");
+        assert!(graph.matches("<g>").count() >= 8, "{id}: frames");
+        assert!(
+            graph.contains("<title>grow_cache ("),
+            "{id}: the growth site"
+        );
+    }
+    // Everything the fixture keeps is referenced from its globals.
+    assert!(
+        dom.contains("Findleaks found nothing definitely lost"),
+        "findleaks summary"
+    );
+    assert!(dom.contains("still reachable"));
+    let suspects = &dom[dom.find("id=\"suspects\"").expect("suspects")..];
+    let first = &suspects[..suspects.find("</pre>").expect("first stack")];
+    assert!(
+        first.contains("4096 B") && first.contains("grow_cache"),
+        "{first}"
+    );
+
+    // And it draws: a real screenshot, not a blank page.
+    let png = scratch_dir.join("report.png");
+    headless(
+        &page,
+        &format!("--screenshot={}", png.display()),
+        &scratch_dir,
+    );
+    let (w, h, distinct) = png_summary(&png);
+    assert_eq!((w, h), (1280, 2400));
+    assert!(
+        std::fs::metadata(&png).expect("png").len() > 30_000,
+        "a screenshot of charts is not tiny"
+    );
+    assert!(
+        distinct > 64,
+        "the screenshot is nearly uniform ({distinct} values)"
+    );
+}

@@ -1,0 +1,205 @@
+//! Everything a recording says, gathered for the one-page report: the
+//! trend of the watch series, the size classes across snapshots, the
+//! ranked growth suspects, the latest and first snapshots' live memory by
+//! site (for the flame graph and its diff), and what reachability finds in
+//! the latest snapshot that holds the process's memory.
+//!
+//! [`open`] reads each snapshot once (its audit, symbolized by site) and
+//! keeps the audits for the size-class table; findleaks runs once, on the
+//! newest snapshot taken with `--memory full`. A snapshot that cannot be
+//! read is left out with a note rather than failing the whole report: the
+//! page should still show what the rest say.
+//!
+//! ```no_run
+//! let inv = leaktrail_analysis::investigation::open("rec".as_ref())?;
+//! println!("{} snapshots, verdict {}", inv.snapshots.len(), inv.trend.verdict);
+//! # Ok::<(), leaktrail_analysis::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use leaktrail_capture::recording::{self, Meta, Recording, Sample};
+use serde::Serialize;
+
+use crate::audit::Audit;
+use crate::caches::{self, Caches};
+use crate::core::Snapshot;
+use crate::growth::{self, Growth};
+use crate::heap::Heap;
+use crate::leaks::{self, Leaks, LeaksOptions};
+use crate::profile::{self, Profile};
+use crate::symbolize::Symbolizer;
+use crate::trend::{self, Trend};
+use crate::Error;
+
+/// One snapshot of the recording, as captured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// When it was taken, ns since the epoch.
+    pub time_unix_ns: u64,
+    /// What memory it holds: `full`, `tables`, `none`, or `unknown` (a
+    /// core leaktrail did not write).
+    pub memory: String,
+    /// How long the process was stopped, ns (0 if unknown).
+    pub pause_ns: u64,
+    /// Bytes of memory in the file.
+    pub captured_bytes: u64,
+    /// The process's resident bytes then (0 if unknown).
+    pub rss: u64,
+    /// Live malloc'd bytes the tracer knew of.
+    pub live_bytes: u64,
+    /// Live buffers.
+    pub live_count: u64,
+}
+
+/// The findleaks result of one snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct LeakSummary {
+    /// The snapshot scanned.
+    pub path: PathBuf,
+    /// What was found.
+    pub leaks: Leaks,
+}
+
+/// Everything the report shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Investigation {
+    /// The recording directory.
+    pub dir: PathBuf,
+    /// Its `meta.json`.
+    pub meta: Meta,
+    /// The watch series.
+    pub samples: Vec<Sample>,
+    /// Its verdict.
+    pub trend: Trend,
+    /// Snapshots read, oldest first.
+    pub snapshots: Vec<SnapshotInfo>,
+    /// Size classes across the snapshots (none without snapshots).
+    pub caches: Option<Caches>,
+    /// Growth ranking (needs two snapshots).
+    pub growth: Option<Growth>,
+    /// Live memory by site in the newest snapshot.
+    pub latest: Option<Profile>,
+    /// ... and in the oldest, when there are two or more.
+    pub first: Option<Profile>,
+    /// Reachability in the newest snapshot taken with `--memory full`.
+    pub leaks: Option<LeakSummary>,
+    /// What could not be done, and why.
+    pub notes: Vec<String>,
+}
+
+struct Read {
+    info: SnapshotInfo,
+    audit: Audit,
+    profile: Profile,
+}
+
+fn read(path: &Path) -> Result<Read, Error> {
+    let snap = Snapshot::open(path)?;
+    let audit = profile::audit_of(&snap)?;
+    let symbolizer = Symbolizer::for_snapshot(&snap);
+    let profile = Profile::from_blocks(&snap, &audit, &symbolizer, profile::pairs(&audit.live));
+    let meta = snap.metadata();
+    Ok(Read {
+        info: SnapshotInfo {
+            path: path.to_path_buf(),
+            time_unix_ns: profile.time_unix_ns,
+            memory: meta.map_or_else(|| "unknown".into(), |m| m.options.memory.clone()),
+            pause_ns: meta.map_or(0, |m| m.pause_ns),
+            captured_bytes: snap.captured_bytes(),
+            rss: meta.map_or(0, |m| m.smaps.total.rss),
+            live_bytes: profile.bytes(),
+            live_count: profile.count(),
+        },
+        audit,
+        profile,
+    })
+}
+
+/// Reachability in `path` (a snapshot with the process's memory).
+pub fn find_leaks(path: &Path) -> Result<Leaks, Error> {
+    let snap = Snapshot::open(path)?;
+    let heap = Heap::open(&snap)?;
+    let symbolizer = Symbolizer::for_snapshot(&snap);
+    let mut found = leaks::find(&heap, &LeaksOptions::default(), &symbolizer);
+    found.warnings.extend(symbolizer.warnings());
+    Ok(found)
+}
+
+/// Reads the recording at `dir` and everything its snapshots say.
+pub fn open(dir: &Path) -> Result<Investigation, Error> {
+    let rec = Recording::open(dir)?;
+    let trend = trend::analyse(&rec);
+    let mut notes = Vec::new();
+    let mut reads: Vec<Read> = Vec::new();
+    for path in recording::snapshots::list(dir)? {
+        match read(&path) {
+            Ok(r) => reads.push(r),
+            Err(e) => notes.push(format!("left out {}: {e}", path.display())),
+        }
+    }
+    reads.sort_by(|a, b| {
+        a.info
+            .time_unix_ns
+            .cmp(&b.info.time_unix_ns)
+            .then(a.info.path.cmp(&b.info.path))
+    });
+    if reads.is_empty() {
+        notes.push(
+            "no snapshots: record with `leaktrail run` (snapshots every --every, and at exit) \
+             or add one with `leaktrail snapshot --recording DIR`"
+                .into(),
+        );
+    } else if reads.len() == 1 {
+        notes.push("one snapshot: growth needs at least two".into());
+    }
+    let caches = (!reads.is_empty()).then(|| {
+        let audits: Vec<&Audit> = reads.iter().map(|r| &r.audit).collect();
+        caches::compare(&audits)
+    });
+    let profiles: Vec<Profile> = reads.iter().map(|r| r.profile.clone()).collect();
+    let growth = (profiles.len() >= 2).then(|| growth::analyse(&profiles));
+    let leaks = match reads.iter().rev().find(|r| r.info.memory == "full") {
+        Some(r) => match find_leaks(&r.info.path) {
+            Ok(leaks) => Some(LeakSummary {
+                path: r.info.path.clone(),
+                leaks,
+            }),
+            Err(e) => {
+                notes.push(format!("findleaks on {}: {e}", r.info.path.display()));
+                None
+            }
+        },
+        None => {
+            if !reads.is_empty() {
+                notes.push(
+                    "no snapshot holds the process's memory (--memory full): no findleaks".into(),
+                );
+            }
+            None
+        }
+    };
+    let snapshots = reads.iter().map(|r| r.info.clone()).collect();
+    let mut reads = reads.into_iter();
+    let first = reads.next().map(|r| r.profile);
+    let latest = reads.next_back().map(|r| r.profile);
+    let (first, latest) = match latest {
+        Some(l) => (first, Some(l)),
+        None => (None, first),
+    };
+    Ok(Investigation {
+        dir: dir.to_path_buf(),
+        meta: rec.meta,
+        samples: rec.samples,
+        trend,
+        snapshots,
+        caches,
+        growth,
+        latest,
+        first,
+        leaks,
+        notes,
+    })
+}

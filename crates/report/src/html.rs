@@ -1,0 +1,648 @@
+//! The one-page HTML report of a recording: one self-contained file, with
+//! every chart inline (SVG), its style sheet inline and one small inline
+//! script, and no URL it would have to fetch, so it opens offline, from a
+//! mail attachment or a CI artifact.
+//!
+//! It follows the story: is it growing (the trend verdict, RSS per region
+//! over time with the fitted line), which size class grows (the table
+//! across snapshots and a chart of the top growing classes), which
+//! allocation sites grow (the ranked suspects, each with a sparkline and
+//! its stack), where the live memory is (the latest flame graph, and the
+//! diff against the first snapshot: red grew), what reachability says
+//! (findleaks on the latest full snapshot), and what was captured and how.
+//!
+//! Charts are drawn so that a glance answers the question: lines that rise,
+//! bars that are long, red that is wide. The numbers are there for those
+//! who want them.
+//!
+//! The script only records errors and console errors into the page
+//! (`<body data-errors="N">` and a hidden list), so a headless browser can
+//! check that the page rendered cleanly.
+
+mod chart;
+
+use std::fmt::Write;
+
+use leaktrail_analysis::investigation::Investigation;
+use leaktrail_analysis::leaks::LeakKind;
+use leaktrail_analysis::profile::Profile;
+use leaktrail_analysis::symbolize::Frame;
+use leaktrail_capture::recording;
+
+use crate::flamegraph::{self as fg, FlamegraphOptions};
+use crate::growth::{class as class_name, count, series_line};
+use crate::{svg, text};
+
+/// Report settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HtmlOptions {
+    /// Page title [default: from the recording's command].
+    pub title: Option<String>,
+    /// Suspects shown.
+    pub suspects: usize,
+    /// Size classes in the table.
+    pub classes: usize,
+    /// Classes drawn in the growth chart.
+    pub chart_classes: usize,
+    /// Leak groups listed.
+    pub leak_groups: usize,
+    /// Frames shown per stack.
+    pub depth: usize,
+}
+
+impl Default for HtmlOptions {
+    fn default() -> Self {
+        HtmlOptions {
+            title: None,
+            suspects: 10,
+            classes: 12,
+            chart_classes: 5,
+            leak_groups: 8,
+            depth: 16,
+        }
+    }
+}
+
+/// HTML-escapes text for element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Standard base64, for the downloadable interactive flame graphs.
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(A[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+const STYLE: &str = r#"
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #222; background: #f4f5f7; }
+header { background: #1d2733; color: #fff; padding: 18px 32px; }
+header h1 { margin: 0 0 4px; font-size: 22px; }
+header .sub { color: #b8c2cc; font-size: 13px; }
+main { max-width: 1280px; margin: 0 auto; padding: 16px 32px 48px; }
+section { background: #fff; border-radius: 8px; padding: 16px 24px; margin: 16px 0; box-shadow: 0 1px 3px rgba(0,0,0,.08); }
+h2 { font-size: 18px; margin: 4px 0 12px; }
+.verdict { display: inline-block; padding: 2px 10px; border-radius: 12px; font-weight: 600; color: #fff; }
+.verdict.growing { background: #d62728; } .verdict.flat { background: #2ca02c; } .verdict.inconclusive { background: #888; }
+.diagnosis li { margin: 4px 0; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; }
+th, td { text-align: right; padding: 4px 8px; border-bottom: 1px solid #eee; white-space: nowrap; }
+th { background: #fafafa; position: sticky; top: 0; }
+td.l, th.l { text-align: left; }
+tr.grew td { background: #fff2f0; }
+.up { color: #c0392b; font-weight: 600; } .down { color: #1f77b4; }
+pre.stack { margin: 4px 0 8px 0; font-size: 12px; background: #f7f7f9; padding: 6px 10px; border-radius: 4px; overflow-x: auto; }
+details summary { cursor: pointer; }
+.suspect { border-left: 4px solid #d62728; padding: 4px 12px; margin: 10px 0; }
+.suspect.weak { border-left-color: #bbb; }
+.suspect .head { font-weight: 600; }
+.muted { color: #777; font-size: 13px; }
+svg.chart, svg.trend { max-width: 100%; height: auto; }
+svg.flamegraph { width: 100%; height: auto; display: block; }
+svg.flamegraph text { font-family: monospace; font-size: 12px; }
+svg.flamegraph text[id$="-title"], svg.flamegraph text[id$="-subtitle"] { text-anchor: middle; }
+svg.flamegraph text[id$="-title"] { font-size: 17px; }
+svg.flamegraph text[id$="-search"], svg.flamegraph text[id$="-unzoom"], svg.flamegraph text[id$="-matched"] { display: none; }
+svg.flamegraph g:hover > rect { stroke: #000; stroke-width: .5; }
+.kv { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; font-size: 14px; }
+.kv dt { color: #666; } .kv dd { margin: 0; }
+.leakbar td:first-child { text-align: left; }
+#errors { display: none; }
+"#;
+
+/// Records script errors and console errors into the page, for the eyes
+/// of a headless browser.
+const SCRIPT: &str = r#"
+(function () {
+  var errors = [];
+  function note(msg) {
+    errors.push(String(msg));
+    if (document.body) {
+      document.body.setAttribute('data-errors', String(errors.length));
+      var list = document.getElementById('errors');
+      if (list) { var li = document.createElement('li'); li.textContent = String(msg); list.appendChild(li); }
+    }
+  }
+  window.addEventListener('error', function (e) { note(e.message || 'error'); });
+  var original = console.error;
+  console.error = function () {
+    note(Array.prototype.join.call(arguments, ' '));
+    return original.apply(console, arguments);
+  };
+  document.addEventListener('DOMContentLoaded', function () {
+    document.body.setAttribute('data-errors', String(errors.length));
+    errors.forEach(function (m) { var li = document.createElement('li'); li.textContent = m; document.getElementById('errors').appendChild(li); });
+    document.body.setAttribute('data-rendered', 'yes');
+  });
+})();
+"#;
+
+fn stack_pre(out: &mut String, frames: &[Frame], depth: usize) {
+    out.push_str("<pre class=\"stack\">");
+    if frames.is_empty() {
+        out.push_str("(no stack recorded)");
+    }
+    for f in frames.iter().take(depth) {
+        let _ = writeln!(out, "{}", escape(&f.to_string()));
+    }
+    if frames.len() > depth {
+        let _ = writeln!(out, "… {} more frames", frames.len() - depth);
+    }
+    out.push_str("</pre>");
+}
+
+/// The first frame of a stack that names a function, for one-line mentions.
+fn first_function(frames: &[Frame]) -> String {
+    frames
+        .iter()
+        .find_map(|f| f.function.clone())
+        .unwrap_or_else(|| "an unnamed site".into())
+}
+
+fn flame(profile: &Profile, title: &str, prefix: &str) -> std::io::Result<(String, String)> {
+    let folded = fg::folded(&profile.entries);
+    let mut o = FlamegraphOptions::titled(title);
+    o.subtitle = Some(format!(
+        "{} in {} buffers",
+        text::bytes(profile.bytes() as f64),
+        count(profile.count())
+    ));
+    let interactive = fg::svg(&folded, &o)?;
+    o.static_only = true;
+    o.width = Some(1200);
+    let inline = fg::embeddable(&fg::svg(&folded, &o)?, prefix);
+    Ok((inline, interactive))
+}
+
+fn flame_diff(
+    first: &Profile,
+    latest: &Profile,
+    title: &str,
+    prefix: &str,
+) -> std::io::Result<(String, String)> {
+    let diff = fg::diff_folded(&fg::folded(&first.entries), &fg::folded(&latest.entries))?;
+    let mut o = FlamegraphOptions::titled(title);
+    o.subtitle = Some(format!(
+        "{} → {} ({}); red grew, blue shrank",
+        text::bytes(first.bytes() as f64),
+        text::bytes(latest.bytes() as f64),
+        text::signed_bytes(latest.bytes() as f64 - first.bytes() as f64)
+    ));
+    let interactive = fg::diff_svg(&diff, &o)?;
+    o.static_only = true;
+    o.width = Some(1200);
+    let inline = fg::embeddable(&fg::diff_svg(&diff, &o)?, prefix);
+    Ok((inline, interactive))
+}
+
+fn download(out: &mut String, svg: &str, name: &str) {
+    let _ = write!(
+        out,
+        r#"<p class="muted">Hover a frame for its bytes. <a download="{name}" href="data:image/svg+xml;base64,{}">Download the interactive graph</a> (click to zoom, Ctrl-F to search).</p>"#,
+        base64(svg.as_bytes())
+    );
+}
+
+fn name_of(p: &std::path::Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// The page.
+pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> {
+    let mut out = String::new();
+    let command = inv.meta.cmdline.join(" ");
+    let title = opts.title.clone().unwrap_or_else(|| {
+        format!(
+            "leaktrail: {} (pid {})",
+            if inv.meta.comm.is_empty() {
+                &command
+            } else {
+                &inv.meta.comm
+            },
+            inv.meta.pid
+        )
+    });
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{}</title><style>{STYLE}</style><script>{SCRIPT}</script></head>\n<body data-errors=\"0\">",
+        escape(&title)
+    );
+    let t = &inv.trend;
+    let _ = write!(
+        out,
+        "<header><h1>{}</h1><div class=\"sub\">{} · started {} · {} samples over {}</div></header><main>",
+        escape(&title),
+        escape(&command),
+        escape(&recording::utc_stamp(inv.meta.start_unix_ms)),
+        inv.samples.len(),
+        escape(&text::seconds(t.duration_seconds))
+    );
+
+    // The diagnosis, in a few lines.
+    out.push_str("<section id=\"diagnosis\" class=\"diagnosis\"><h2>Diagnosis</h2><ul>");
+    let _ = write!(
+        out,
+        "<li>Resident memory is <span class=\"verdict {}\">{}</span> {} ({}).</li>",
+        t.verdict,
+        t.verdict,
+        escape(&text::rate(t.slope_bytes_per_hour)),
+        escape(&t.reason)
+    );
+    if let Some(g) = &inv.growth {
+        if let Some(c) = g.classes.first().filter(|c| c.stats.score > 0.0) {
+            let _ = write!(
+                out,
+                "<li>The size class that grows: <b>{}</b>: {}.</li>",
+                escape(&class_name(c.class)),
+                escape(&series_line(&c.series, &c.stats))
+            );
+        }
+        if let Some(s) = g.suspects.first().filter(|s| s.score > 0.0) {
+            let _ = write!(
+                out,
+                "<li>The strongest growth suspect: <b>{}</b> allocating {} buffers: {}.</li>",
+                escape(&first_function(&s.stack)),
+                escape(&class_name(s.class)),
+                escape(&series_line(&s.series, &s.stats))
+            );
+        }
+    }
+    if let Some(l) = &inv.leaks {
+        let lost = l.leaks.groups.iter().find(|g| g.kind == LeakKind::Definite);
+        match lost {
+            Some(g) => {
+                let _ = write!(
+                    out,
+                    "<li>Unreachable memory: {} definitely lost in {} buffers; the largest group from <b>{}</b>.</li>",
+                    escape(&text::bytes(l.leaks.definite.bytes as f64)),
+                    count(l.leaks.definite.blocks),
+                    escape(&first_function(&g.stack))
+                );
+            }
+            None => {
+                let _ = write!(
+                    out,
+                    "<li>Findleaks found nothing definitely lost in {}: whatever grows is still referenced.</li>",
+                    escape(&name_of(&l.path))
+                );
+            }
+        }
+    }
+    for n in &inv.notes {
+        let _ = write!(out, "<li class=\"muted\">{}</li>", escape(n));
+    }
+    out.push_str("</ul></section>");
+
+    // 1. Trend.
+    out.push_str("<section id=\"trend\"><h2>Is it growing? Resident memory per region</h2>");
+    if inv.samples.is_empty() {
+        out.push_str("<p class=\"muted\">The recording has no samples.</p>");
+    } else {
+        let mut so = svg::SvgOptions::titled(format!("RSS of {}", inv.meta.comm));
+        so.width = 1100.0;
+        so.height = 420.0;
+        let chart = svg::trend_chart(&inv.samples, t, &so);
+        let chart = chart.replacen("<svg ", "<svg class=\"trend\" ", 1);
+        out.push_str(&chart);
+        if !t.regions.is_empty() {
+            out.push_str("<table><tr><th class=\"l\">region</th><th class=\"l\">verdict</th><th>slope</th><th>RSS</th></tr>");
+            for r in &t.regions {
+                let _ = write!(
+                    out,
+                    "<tr><td class=\"l\">{}</td><td class=\"l\"><span class=\"verdict {}\">{}</span></td><td>{}</td><td>{}</td></tr>",
+                    escape(&r.name),
+                    r.verdict,
+                    r.verdict,
+                    escape(&text::rate(r.slope_bytes_per_hour)),
+                    escape(&text::bytes(r.rss_bytes as f64))
+                );
+            }
+            out.push_str("</table>");
+        }
+    }
+    out.push_str("</section>");
+
+    // 2. Size classes.
+    out.push_str("<section id=\"classes\"><h2>Which size class grows?</h2>");
+    if let Some(g) = &inv.growth {
+        let lines: Vec<chart::Line<'_>> = g
+            .classes
+            .iter()
+            .filter(|c| c.stats.rise_bytes > 0.0)
+            .take(opts.chart_classes)
+            .enumerate()
+            .map(|(i, c)| chart::Line {
+                label: class_name(c.class),
+                color: chart::PALETTE[i % chart::PALETTE.len()],
+                points: c
+                    .series
+                    .iter()
+                    .map(|p| (p.t_seconds, p.bytes as f64))
+                    .collect(),
+            })
+            .collect();
+        if lines.is_empty() {
+            out.push_str("<p>No size class holds more at the end than at the start.</p>");
+        } else {
+            out.push_str(
+                "<p class=\"muted\">Live bytes of the classes that grew most, per snapshot.</p>",
+            );
+            out.push_str(&chart::lines(&lines, 1100.0, 320.0, "classes-chart"));
+        }
+    }
+    if let Some(c) = &inv.caches {
+        let max = c
+            .classes
+            .iter()
+            .map(|r| r.live_bytes)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        out.push_str("<table class=\"caches\"><tr><th class=\"l\">class</th>");
+        for s in &inv.snapshots {
+            let _ = write!(out, "<th>{}</th>", escape(&name_of(&s.path)));
+        }
+        out.push_str("<th>change</th><th class=\"l\">live bytes now</th></tr>");
+        for row in c.classes.iter().take(opts.classes) {
+            let _ = write!(
+                out,
+                "<tr{}><td class=\"l\">{}</td>",
+                if row.grew_most { " class=\"grew\"" } else { "" },
+                escape(&class_name(row.size))
+            );
+            for s in &row.snapshots {
+                let _ = write!(
+                    out,
+                    "<td title=\"{} buffers\">{}</td>",
+                    count(s.live_count),
+                    escape(&text::bytes(s.live_bytes as f64))
+                );
+            }
+            let delta = row.delta.map_or(0, |d| d.live_bytes);
+            let _ = write!(
+                out,
+                "<td class=\"{}\">{}</td><td class=\"l\">{}</td></tr>",
+                if delta > 0 {
+                    "up"
+                } else if delta < 0 {
+                    "down"
+                } else {
+                    ""
+                },
+                escape(&text::signed_bytes(delta as f64)),
+                chart::bar(row.live_bytes as f64, max as f64, 160.0, "#1f77b4")
+            );
+        }
+        out.push_str("</table>");
+    } else {
+        out.push_str("<p class=\"muted\">No snapshots.</p>");
+    }
+    out.push_str("</section>");
+
+    // 3. Suspects.
+    out.push_str("<section id=\"suspects\"><h2>Which allocation sites grow?</h2>");
+    match &inv.growth {
+        None => out.push_str("<p class=\"muted\">Growth needs two snapshots or more.</p>"),
+        Some(g) if g.suspects.is_empty() => {
+            out.push_str("<p>No allocation site holds more at the end than at the start.</p>")
+        }
+        Some(g) => {
+            let top = g.suspects.first().map_or(0.0, |s| s.score).max(1.0);
+            for s in g.suspects.iter().take(opts.suspects) {
+                let bytes: Vec<f64> = s.series.iter().map(|p| p.bytes as f64).collect();
+                let strong = s.score > 0.0 && s.score * 4.0 >= top;
+                let _ = write!(
+                    out,
+                    "<div class=\"suspect{}\"><div class=\"head\">#{} {} {} — {}</div><div class=\"muted\">score {} · monotonic {:.2} · steady {:.2}</div>",
+                    if strong { "" } else { " weak" },
+                    s.rank,
+                    chart::sparkline(&bytes, 120.0, 28.0, if strong { "#d62728" } else { "#888" }),
+                    escape(&class_name(s.class)),
+                    escape(&series_line(&s.series, &s.stats)),
+                    escape(&text::bytes(s.score)),
+                    s.stats.monotonicity,
+                    s.stats.steadiness
+                );
+                stack_pre(&mut out, &s.stack, opts.depth);
+                out.push_str("</div>");
+            }
+            if g.suspects.len() > opts.suspects {
+                let _ = write!(
+                    out,
+                    "<p class=\"muted\">{} more growing sites: <code>leaktrail growth {} --top 0</code>.</p>",
+                    g.suspects.len() - opts.suspects,
+                    escape(&inv.dir.display().to_string())
+                );
+            }
+        }
+    }
+    out.push_str("</section>");
+
+    // 4. Flame graphs.
+    out.push_str("<section id=\"flamegraphs\"><h2>Where is the live memory?</h2>");
+    match &inv.latest {
+        None => out.push_str("<p class=\"muted\">No snapshots.</p>"),
+        Some(latest) => {
+            let name = name_of(&latest.path);
+            let (inline, full) = flame(
+                latest,
+                &format!("Live memory by allocation stack: {name}"),
+                "fg-latest-",
+            )?;
+            let _ = write!(out, "<div id=\"flame-latest\">{inline}</div>");
+            download(&mut out, &full, "flamegraph-latest.svg");
+            if let Some(first) = &inv.first {
+                let (inline, full) = flame_diff(
+                    first,
+                    latest,
+                    &format!(
+                        "Change since the first snapshot: {} → {name}",
+                        name_of(&first.path)
+                    ),
+                    "fg-diff-",
+                )?;
+                let _ = write!(
+                    out,
+                    "<h2>What grew since the first snapshot</h2><div id=\"flame-diff\">{inline}</div>"
+                );
+                download(&mut out, &full, "flamegraph-diff.svg");
+            }
+        }
+    }
+    out.push_str("</section>");
+
+    // 5. Findleaks.
+    out.push_str("<section id=\"leaks\"><h2>What is unreachable?</h2>");
+    match &inv.leaks {
+        None => out.push_str(
+            "<p class=\"muted\">No snapshot with the process's memory (<code>--memory full</code>) to scan.</p>",
+        ),
+        Some(l) => {
+            let k = &l.leaks;
+            let _ = write!(
+                out,
+                "<p class=\"muted\">Conservative reachability over {} (roots: registers, stacks, globals, TLS, anonymous memory).</p>",
+                escape(&name_of(&l.path))
+            );
+            let max = [k.definite, k.indirect, k.possible, k.reachable]
+                .iter()
+                .map(|t| t.bytes)
+                .max()
+                .unwrap_or(0) as f64;
+            out.push_str("<table class=\"leakbar\"><tr><th class=\"l\">kind</th><th>bytes</th><th>buffers</th><th class=\"l\"></th></tr>");
+            for (kind, color) in [
+                (LeakKind::Definite, "#d62728"),
+                (LeakKind::Indirect, "#ff7f0e"),
+                (LeakKind::Possible, "#bcbd22"),
+                (LeakKind::Reachable, "#2ca02c"),
+            ] {
+                let tally = k.tally(kind);
+                let _ = write!(
+                    out,
+                    "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+                    kind.describe(),
+                    escape(&text::bytes(tally.bytes as f64)),
+                    count(tally.blocks),
+                    chart::bar(tally.bytes as f64, max, 240.0, color)
+                );
+            }
+            out.push_str("</table>");
+            let lost: Vec<_> = k
+                .groups
+                .iter()
+                .filter(|g| g.kind != LeakKind::Reachable)
+                .take(opts.leak_groups)
+                .collect();
+            for g in lost {
+                let _ = write!(
+                    out,
+                    "<details open><summary><b>{}</b>: {} in {} buffers, e.g. 0x{:x}</summary>",
+                    kind_word(g.kind),
+                    escape(&text::bytes(g.bytes as f64)),
+                    count(g.blocks),
+                    g.example_address
+                );
+                stack_pre(&mut out, &g.stack, opts.depth);
+                out.push_str("</details>");
+            }
+            for w in &k.warnings {
+                let _ = write!(out, "<p class=\"muted\">{}</p>", escape(w));
+            }
+        }
+    }
+    out.push_str("</section>");
+
+    // 6. Captured.
+    out.push_str("<section id=\"captured\"><h2>What was captured, and how</h2><dl class=\"kv\">");
+    let end = match &inv.meta.end {
+        Some(e) => format!(
+            "{} at {}{}",
+            match e.reason {
+                recording::EndReason::Exited => "the process exited",
+                recording::EndReason::Duration => "the duration passed",
+                recording::EndReason::Interrupted => "interrupted",
+            },
+            recording::utc_stamp(e.unix_ms),
+            e.exit_code
+                .map(|c| format!(", exit status {c}"))
+                .unwrap_or_default()
+        ),
+        None => "still running, or the watcher stopped without a word".into(),
+    };
+    for (k, v) in [
+        ("recording", inv.dir.display().to_string()),
+        ("command", command.clone()),
+        ("pid", inv.meta.pid.to_string()),
+        (
+            "watch",
+            format!(
+                "{} samples every {}",
+                inv.samples.len(),
+                text::seconds(inv.meta.interval_ms as f64 / 1000.0)
+            ),
+        ),
+        ("ended", end),
+        ("snapshots", inv.snapshots.len().to_string()),
+    ] {
+        let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(&v));
+    }
+    out.push_str("</dl>");
+    if !inv.snapshots.is_empty() {
+        out.push_str("<table><tr><th class=\"l\">snapshot</th><th class=\"l\">taken</th><th class=\"l\">memory</th><th>pause</th><th>in file</th><th>RSS</th><th>live malloc'd</th><th>buffers</th></tr>");
+        for s in &inv.snapshots {
+            let _ = write!(
+                out,
+                "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&name_of(&s.path)),
+                escape(&recording::utc_stamp(s.time_unix_ns / 1_000_000)),
+                escape(&s.memory),
+                escape(&text::seconds(s.pause_ns as f64 / 1e9)),
+                escape(&text::bytes(s.captured_bytes as f64)),
+                escape(&text::bytes(s.rss as f64)),
+                escape(&text::bytes(s.live_bytes as f64)),
+                count(s.live_count)
+            );
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("<p class=\"muted\">Written by leaktrail. This page is self-contained: it loads nothing.</p></section>");
+    out.push_str("<ul id=\"errors\"></ul></main></body></html>\n");
+    Ok(out)
+}
+
+fn kind_word(k: LeakKind) -> &'static str {
+    k.describe()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_examples() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}
