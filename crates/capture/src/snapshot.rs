@@ -200,7 +200,16 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         let maps = parse_maps(pid, &read_proc(pid, "smaps", false)?)?;
         plan(&maps, options.memory, &[], &HashSet::new())
             .iter()
-            .map(|l| l.filesz)
+            .map(|l| {
+                // Mappings `split_sparse` will cut keep about their
+                // resident bytes (plus the short holes folded into them).
+                let m = &maps[l.mapping];
+                if is_sparse_candidate(l, m) {
+                    ((m.rss + m.swap) / 4 * 5 + (256 << 10)).min(l.filesz)
+                } else {
+                    l.filesz
+                }
+            })
             .sum::<u64>()
     };
     let budget = options
@@ -525,14 +534,7 @@ fn split_sparse(pid: i32, maps: &[Mapping], loads: Vec<Load>) -> Vec<Load> {
     let mut out = Vec::with_capacity(loads.len());
     for l in loads {
         let m = &maps[l.mapping];
-        let sparse = l.start == m.start
-            && l.filesz == m.len()
-            && m.is_anonymous()
-            && !m.shared
-            && !m.vm_flags.is_empty()
-            && m.len() >= 4 * pagemap::MIN_HOLE_PAGES as u64 * elf::PAGE
-            && (m.rss + m.swap) < m.len() / 4 * 3;
-        let f = if sparse {
+        let f = if is_sparse_candidate(&l, m) {
             pagemap
                 .get_or_insert_with(|| File::open(format!("/proc/{pid}/pagemap")).ok())
                 .as_ref()
@@ -553,6 +555,19 @@ fn split_sparse(pid: i32, maps: &[Mapping], loads: Vec<Load>) -> Vec<Load> {
         }
     }
     out
+}
+
+/// Whether `split_sparse` reads the pagemap of `l`'s mapping: a whole,
+/// private anonymous mapping of some size, less than three quarters
+/// resident.
+fn is_sparse_candidate(l: &Load, m: &Mapping) -> bool {
+    l.start == m.start
+        && l.filesz == m.len()
+        && m.is_anonymous()
+        && !m.shared
+        && !m.vm_flags.is_empty()
+        && m.len() >= 4 * pagemap::MIN_HOLE_PAGES as u64 * elf::PAGE
+        && (m.rss + m.swap) < m.len() / 4 * 3
 }
 
 fn kind_of(m: &Mapping, stacks: &[u64], audit: &[(u64, u64)]) -> RegionKind {
