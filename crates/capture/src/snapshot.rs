@@ -774,7 +774,9 @@ fn read_proc(pid: i32, name: &str, stopped: bool) -> Result<Vec<u8>, Error> {
         io::ErrorKind::NotFound => Error::NoSuchProcess { pid },
         io::ErrorKind::PermissionDenied => Error::PermissionDenied {
             pid,
-            what: format!("reading {path}"),
+            what: format!(
+                "reading {path} needs ptrace access: CAP_SYS_PTRACE for another user's process"
+            ),
         },
         // A process that exits while we read gives ESRCH on some files.
         _ if e.raw_os_error() == Some(libc::ESRCH) => Error::Exited { pid },
