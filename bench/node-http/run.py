@@ -69,10 +69,12 @@ def main():
     ap.add_argument("--duration", type=int, default=60)
     ap.add_argument("--rate", type=int, default=400)
     ap.add_argument("--port", type=int, default=18123)
+    ap.add_argument("--no-build", action="store_true", help="use the release build already in target/")
     args = ap.parse_args()
     if not shutil.which("heaptrack"):
         sys.exit("heaptrack is not installed (apt-get install heaptrack)")
-    subprocess.run(["cargo", "build", "--release", "--workspace", "--quiet"], cwd=ROOT, check=True)
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--workspace", "--quiet"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="leaktrail-node-bench-")
     server = subprocess.Popen(["node", os.path.join(EXAMPLE, "server.js"), str(args.port)],
                               stdout=subprocess.PIPE)

@@ -47,8 +47,9 @@ console.log(m.size, n);
 """
 
 
-def build(tmp):
-    subprocess.run(["cargo", "build", "--release", "--workspace", "--quiet"], cwd=ROOT, check=True)
+def build(tmp, cargo):
+    if cargo:
+        subprocess.run(["cargo", "build", "--release", "--workspace", "--quiet"], cwd=ROOT, check=True)
     exe = os.path.join(tmp, "alloc_bench")
     subprocess.run(
         ["gcc", "-O2", "-g", "-fomit-frame-pointer", "-fno-optimize-sibling-calls", "-pthread",
@@ -97,11 +98,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--depth", type=int, default=25)
     ap.add_argument("--skip-real", action="store_true", help="only the C loop")
+    ap.add_argument("--no-build", action="store_true", help="use the release build already in target/")
     args = ap.parse_args()
     if not shutil.which("heaptrack"):
         sys.exit("heaptrack is not installed (apt-get install heaptrack)")
     tmp = tempfile.mkdtemp(prefix="leaktrail-bench-")
-    exe = build(tmp)
+    exe = build(tmp, not args.no_build)
     configs = ["untraced", "leaktrail-dwarf", "leaktrail-fp", "heaptrack"]
     argv = [exe, str(args.threads), str(args.pairs), str(args.depth)]
     med, _ = measure("alloc_bench", argv, configs, args.runs, tmp)
