@@ -196,9 +196,15 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     }
     // Before the stop: everything that does not change while it runs.
     let process = ProcessFacts::read(pid)?;
+    // smaps walks every page table entry (tens of ms per GiB), so it is read
+    // here, before the stop; while stopped we read the cheap maps and take
+    // each mapping's counters and VmFlags from this reading. Nothing that
+    // decides which bytes are zeros depends on them: pagemap, read while
+    // stopped, does.
+    let before = parse_maps(pid, &read_proc(pid, "smaps", false)?)?;
     let estimate = {
-        let maps = parse_maps(pid, &read_proc(pid, "smaps", false)?)?;
-        plan(&maps, options.memory, &[], &HashSet::new())
+        let maps = &before;
+        plan(maps, options.memory, &[], &HashSet::new())
             .iter()
             .map(|l| {
                 // Mappings `split_sparse` will cut keep about their
@@ -248,7 +254,8 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     let t_stopped = stop_started.elapsed();
-    let maps = parse_maps(pid, &read_proc(pid, "smaps", true)?)?;
+    let maps = maps::with_details(parse_maps(pid, &read_proc(pid, "maps", true)?)?, &before);
+    drop(before);
     let t_smaps = stop_started.elapsed();
     let stacks: Vec<u64> = world
         .threads()
@@ -503,14 +510,7 @@ fn plan(
             MemoryMode::None => false,
         };
         if wanted {
-            // Private anonymous memory never touched (no resident or
-            // swapped page) reads as zeros: keep the segment, skip the bytes.
-            let untouched = m.is_anonymous()
-                && !m.shared
-                && m.rss == 0
-                && m.swap == 0
-                && !m.vm_flags.is_empty();
-            out.push(whole(if untouched { 0 } else { m.len() }));
+            out.push(whole(m.len()));
         } else if elf_heads.contains(&m.start) {
             // The ELF header page: its notes carry the build id, which lets
             // gdb and symbolizers match the right file.
@@ -558,16 +558,14 @@ fn split_sparse(pid: i32, maps: &[Mapping], loads: Vec<Load>) -> Vec<Load> {
 }
 
 /// Whether `split_sparse` reads the pagemap of `l`'s mapping: a whole,
-/// private anonymous mapping of some size, less than three quarters
-/// resident.
+/// private anonymous mapping that was less than three quarters resident
+/// before the stop, or that is new since.
 fn is_sparse_candidate(l: &Load, m: &Mapping) -> bool {
     l.start == m.start
         && l.filesz == m.len()
         && m.is_anonymous()
         && !m.shared
-        && !m.vm_flags.is_empty()
-        && m.len() >= 4 * pagemap::MIN_HOLE_PAGES as u64 * elf::PAGE
-        && (m.rss + m.swap) < m.len() / 4 * 3
+        && (m.vm_flags.is_empty() || (m.rss + m.swap) < m.len() / 4 * 3)
 }
 
 fn kind_of(m: &Mapping, stacks: &[u64], audit: &[(u64, u64)]) -> RegionKind {
@@ -932,7 +930,7 @@ mod tests {
                 (0x1000, 0x1000, 0x1000),
                 (0x2000, 0x1000, 0x1000),
                 (0x3000, 0x2000, 0x2000),
-                (0x6000, 0x2000, 0),
+                (0x6000, 0x2000, 0x2000),
                 (0x9000, 0x1000, 0x1000),
             ]
         );

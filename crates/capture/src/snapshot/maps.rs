@@ -89,6 +89,33 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Mapping>, String> {
     Ok(out)
 }
 
+/// `now` (from `maps`, read while the process is stopped) with the smaps
+/// counters and VmFlags of the same mapping in `before` (read just before
+/// the stop). A mapping that is new, or changed its range, permissions or
+/// file since, keeps no counters and no flags: callers treat that as
+/// "unknown".
+pub(crate) fn with_details(mut now: Vec<Mapping>, before: &[Mapping]) -> Vec<Mapping> {
+    let by_start: std::collections::HashMap<u64, &Mapping> =
+        before.iter().map(|b| (b.start, b)).collect();
+    for m in &mut now {
+        if let Some(b) = by_start.get(&m.start) {
+            let same = b.start == m.start
+                && b.end == m.end
+                && (b.read, b.write, b.exec, b.shared) == (m.read, m.write, m.exec, m.shared)
+                && b.offset == m.offset
+                && b.inode == m.inode;
+            if same {
+                m.rss = b.rss;
+                m.pss = b.pss;
+                m.anonymous = b.anonymous;
+                m.swap = b.swap;
+                m.vm_flags = b.vm_flags.clone();
+            }
+        }
+    }
+    now
+}
+
 fn header(line: &str) -> Option<Mapping> {
     // `start-end perms offset dev inode   path with spaces`
     let mut rest = line;
@@ -177,6 +204,23 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert!(maps[2].is_anonymous() && !maps[2].read);
         assert!(maps[3].is_special());
         assert_eq!(maps[1].perms(), "rw-p");
+    }
+
+    #[test]
+    fn details_carry_over_only_to_unchanged_mappings() {
+        let before = parse(SMAPS).unwrap();
+        let now = parse(
+            "55d0c0a00000-55d0c0a01000 r--p 00000000 08:01 1234 /usr/bin/my prog (deleted)\n\
+             7ffd1000-7ffd4000 rw-p 00000000 00:00 0 [stack]\n\
+             7f0000000000-7f0000001000 rw-p 00000000 00:00 0\n",
+        )
+        .unwrap();
+        let merged = with_details(now, &before);
+        assert_eq!(merged[0].pss, 2048);
+        assert_eq!(merged[0].vm_flags.len(), 6);
+        // The stack grew and the guard became writable: both unknown now.
+        assert!(merged[1].vm_flags.is_empty() && merged[1].rss == 0);
+        assert!(merged[2].vm_flags.is_empty());
     }
 
     #[test]

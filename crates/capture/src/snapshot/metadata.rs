@@ -32,7 +32,8 @@ pub struct Metadata {
     pub modules: Vec<Module>,
     /// `/tmp/perf-PID.map` as it was while the world was stopped.
     pub perf_map: Option<String>,
-    /// Totals of `/proc/PID/smaps` while the world was stopped.
+    /// Totals of `/proc/PID/smaps`, read just before the world was stopped
+    /// (reading it walks every page table entry, too slow for the pause).
     pub smaps: SmapsSummary,
     /// Every mapping, with what the snapshot kept of it.
     pub regions: Vec<Region>,
@@ -112,7 +113,7 @@ pub struct Region {
     pub path: String,
     /// What it holds.
     pub kind: RegionKind,
-    /// Resident bytes.
+    /// Resident bytes just before the stop (0 for a mapping made since).
     pub rss: u64,
     /// Bytes written into the core for it (0 if not captured).
     pub captured: u64,

@@ -41,8 +41,18 @@ pub(crate) fn entries(pagemap: &File, start: u64, end: u64) -> io::Result<Vec<u6
 
 /// Cuts a mapping starting at `start` into data and zero runs, given one
 /// pagemap entry per page. Zero runs shorter than `min_hole` pages are
-/// folded into the data around them.
+/// folded into the data around them, unless there is no data at all.
 pub(crate) fn runs(start: u64, entries: &[u64], min_hole: usize) -> Vec<Run> {
+    if entries.iter().all(|&e| e & (PRESENT | SWAPPED) == 0) {
+        return match entries.len() {
+            0 => Vec::new(),
+            n => vec![Run {
+                start,
+                len: n as u64 * PAGE,
+                data: false,
+            }],
+        };
+    }
     let mut out: Vec<Run> = Vec::new();
     let mut i = 0;
     while i < entries.len() {
@@ -121,6 +131,14 @@ mod tests {
         );
         assert_eq!(
             runs(0, &[0; 3], 16),
+            vec![Run {
+                start: 0,
+                len: 3 * PAGE,
+                data: false
+            }]
+        );
+        assert_eq!(
+            runs(0, &[0, 0, P], 16),
             vec![Run {
                 start: 0,
                 len: 3 * PAGE,
