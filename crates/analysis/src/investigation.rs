@@ -24,10 +24,10 @@ use serde::Serialize;
 use crate::audit::Audit;
 use crate::caches::{self, Caches};
 use crate::core::Snapshot;
-use crate::growth::{self, Growth};
+use crate::growth::{self, ClassGrowth, Growth, Suspect};
 use crate::heap::Heap;
-use crate::leaks::{self, Leaks, LeaksOptions};
-use crate::profile::{self, Profile};
+use crate::leaks::{self, Group, LeakKind, Leaks, LeaksOptions};
+use crate::profile::{self, Profile, SiteKey};
 use crate::symbolize::Symbolizer;
 use crate::trend::{self, Trend};
 use crate::Error;
@@ -88,6 +88,60 @@ pub struct Investigation {
     pub leaks: Option<LeakSummary>,
     /// What could not be done, and why.
     pub notes: Vec<String>,
+}
+
+/// The short answer: what grows, who allocates it, what is truly lost.
+#[derive(Clone, Copy, Debug)]
+pub struct Diagnosis<'a> {
+    /// The size class that grows most steadily (score above 0).
+    pub class: Option<&'a ClassGrowth>,
+    /// The strongest growth suspect (score above 0).
+    pub suspect: Option<&'a Suspect>,
+    /// The largest group of definitely lost buffers.
+    pub lost: Option<&'a Group>,
+    /// All the definitely lost memory, when findleaks ran.
+    pub lost_total: Option<leaks::Tally>,
+    /// The snapshot findleaks scanned.
+    pub leaks_snapshot: Option<&'a Path>,
+    /// Whether findleaks found the suspect's buffers still reachable (and
+    /// none of them lost): growth that reachability cannot see.
+    pub suspect_reachable: Option<bool>,
+}
+
+impl Investigation {
+    /// The short answer, picked from the analyses.
+    pub fn diagnosis(&self) -> Diagnosis<'_> {
+        let g = self.growth.as_ref();
+        let suspect = g.and_then(|g| g.suspects.first().filter(|s| s.score > 0.0));
+        let suspect_reachable = match (suspect, &self.leaks) {
+            (Some(s), Some(l)) => {
+                let key = SiteKey::of(&s.stack);
+                let kinds: Vec<LeakKind> = l
+                    .leaks
+                    .groups
+                    .iter()
+                    .filter(|g| SiteKey::of(&g.stack) == key)
+                    .map(|g| g.kind)
+                    .collect();
+                Some(!kinds.is_empty() && kinds.iter().all(|k| *k == LeakKind::Reachable))
+            }
+            _ => None,
+        };
+        Diagnosis {
+            class: g.and_then(|g| g.classes.first().filter(|c| c.stats.score > 0.0)),
+            suspect,
+            suspect_reachable,
+            lost: self.leaks.as_ref().and_then(|l| {
+                l.leaks
+                    .groups
+                    .iter()
+                    .filter(|g| g.kind == LeakKind::Definite)
+                    .max_by_key(|g| g.bytes)
+            }),
+            lost_total: self.leaks.as_ref().map(|l| l.leaks.definite),
+            leaks_snapshot: self.leaks.as_ref().map(|l| l.path.as_path()),
+        }
+    }
 }
 
 struct Read {

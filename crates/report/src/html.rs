@@ -31,7 +31,7 @@ use leaktrail_capture::recording;
 
 use crate::flamegraph::{self as fg, FlamegraphOptions};
 use crate::growth::{class as class_name, count, series_line};
-use crate::{svg, text};
+use crate::{diagnosis, svg, text};
 
 /// Report settings.
 #[derive(Debug, Clone)]
@@ -179,14 +179,6 @@ fn stack_pre(out: &mut String, frames: &[Frame], depth: usize) {
     out.push_str("</pre>");
 }
 
-/// The first frame of a stack that names a function, for one-line mentions.
-fn first_function(frames: &[Frame]) -> String {
-    frames
-        .iter()
-        .find_map(|f| f.function.clone())
-        .unwrap_or_else(|| "an unnamed site".into())
-}
-
 fn flame(profile: &Profile, title: &str, prefix: &str) -> std::io::Result<(String, String)> {
     let folded = fg::folded(&profile.entries);
     let mut o = FlamegraphOptions::titled(title);
@@ -279,45 +271,49 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
         escape(&text::rate(t.slope_bytes_per_hour)),
         escape(&t.reason)
     );
-    if let Some(g) = &inv.growth {
-        if let Some(c) = g.classes.first().filter(|c| c.stats.score > 0.0) {
-            let _ = write!(
-                out,
-                "<li>The size class that grows: <b>{}</b>: {}.</li>",
-                escape(&class_name(c.class)),
-                escape(&series_line(&c.series, &c.stats))
-            );
-        }
-        if let Some(s) = g.suspects.first().filter(|s| s.score > 0.0) {
-            let _ = write!(
-                out,
-                "<li>The strongest growth suspect: <b>{}</b> allocating {} buffers: {}.</li>",
-                escape(&first_function(&s.stack)),
-                escape(&class_name(s.class)),
-                escape(&series_line(&s.series, &s.stats))
-            );
-        }
+    let d = inv.diagnosis();
+    if let Some(c) = d.class {
+        let _ = write!(
+            out,
+            "<li>The size class that grows: <b>{}</b>: {}.</li>",
+            escape(&class_name(c.class)),
+            escape(&series_line(&c.series, &c.stats))
+        );
     }
-    if let Some(l) = &inv.leaks {
-        let lost = l.leaks.groups.iter().find(|g| g.kind == LeakKind::Definite);
-        match lost {
-            Some(g) => {
-                let _ = write!(
-                    out,
-                    "<li>Unreachable memory: {} definitely lost in {} buffers; the largest group from <b>{}</b>.</li>",
-                    escape(&text::bytes(l.leaks.definite.bytes as f64)),
-                    count(l.leaks.definite.blocks),
-                    escape(&first_function(&g.stack))
-                );
+    if let Some(s) = d.suspect {
+        let _ = write!(
+            out,
+            "<li>The leaking function: <b>{}</b> keeps {} buffers: {}.{}</li>",
+            escape(&diagnosis::site(&s.stack)),
+            escape(&class_name(s.class)),
+            escape(&series_line(&s.series, &s.stats)),
+            if d.suspect_reachable == Some(true) {
+                " They are all still referenced: reachability cannot see this leak."
+            } else {
+                ""
             }
-            None => {
-                let _ = write!(
-                    out,
-                    "<li>Findleaks found nothing definitely lost in {}: whatever grows is still referenced.</li>",
-                    escape(&name_of(&l.path))
-                );
-            }
+        );
+    }
+    match (d.lost, d.lost_total, d.leaks_snapshot) {
+        (Some(g), Some(total), _) => {
+            let _ = write!(
+                out,
+                "<li>Truly leaked: <b>{}</b>: {} definitely lost in {} buffers ({} in {} overall).</li>",
+                escape(&diagnosis::site(&g.stack)),
+                escape(&text::bytes(g.bytes as f64)),
+                count(g.blocks),
+                escape(&text::bytes(total.bytes as f64)),
+                count(total.blocks)
+            );
         }
+        (None, Some(_), Some(path)) => {
+            let _ = write!(
+                out,
+                "<li>Findleaks found nothing definitely lost in {}: whatever grows is still referenced.</li>",
+                escape(&name_of(path))
+            );
+        }
+        _ => {}
     }
     for n in &inv.notes {
         let _ = write!(out, "<li class=\"muted\">{}</li>", escape(n));

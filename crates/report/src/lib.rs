@@ -3,6 +3,7 @@
 //! Renderers take analysis results and produce text; they compute nothing.
 #![deny(missing_docs)]
 
+pub mod diagnosis;
 pub mod flamegraph;
 pub mod growth;
 pub mod heap;

@@ -5,18 +5,27 @@
 //! (`$CC`, else `cc`) into a temporary directory at run time. So the demo
 //! works from any directory, with nothing but the `leaktrail` binary and a
 //! C compiler, and always runs the program this binary was built with.
+//!
+//! The story (DESIGN.md, "The story it must tell"): the program runs under
+//! the tracer (`leaktrail run`, as a child of this binary) for `--duration`,
+//! with a snapshot every quarter of it and the one at exit; then the trend verdict
+//! and the maps diff of the watch series, and the diagnosis from the
+//! snapshots: the growing size class, the function whose buffers grow
+//! (still referenced, so findleaks cannot see it) and the site that truly
+//! leaks (definitely lost). The whole investigation goes to
+//! `DIR/report.html`.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::Context;
-use leaktrail_analysis::{maps_diff, trend};
+use leaktrail_analysis::{investigation, maps_diff, trend};
 use leaktrail_capture::recording::{self, Recording, SampleSelector};
-use leaktrail_capture::watch::WatchOptions;
-use leaktrail_report::{svg, text};
+use leaktrail_report::html::{self, HtmlOptions};
+use leaktrail_report::{diagnosis, svg, text};
 
-use super::watch::{parse_duration, watch_and_report};
+use super::watch::parse_duration;
 
 /// The demo program, as in the repository.
 const DEMO_SOURCE: &str = include_str!("../../../../fixtures/demo_leaky.c");
@@ -24,8 +33,8 @@ const DEMO_SOURCE: &str = include_str!("../../../../fixtures/demo_leaky.c");
 /// Flags of `leaktrail demo`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// How long to watch.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    /// How long the program runs under the tracer.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Time between samples.
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
@@ -65,17 +74,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("`{cc}` could not compile the demo program ({status})");
     }
     println!(
-        "leaktrail demo: watching a small request-serving program that leaks ({} requests/s) for {}.\n\
+        "leaktrail demo: running a small request-serving program that leaks ({} requests/s) for {}\n\
+         under the tracer, with a snapshot every {} and one at exit.\n\
          Its source is fixtures/demo_leaky.c: a response cache that is never trimmed, a flat\n\
          connection pool, and a header parser that drops a buffer on its error path.\n",
         args.rate,
-        leaktrail_capture::duration::format(args.duration)
+        leaktrail_capture::duration::format(args.duration),
+        leaktrail_capture::duration::format(every(args.duration))
     );
-    let mut options = WatchOptions::new(args.interval, Some(args.duration), args.out);
-    options.quiet_target = true;
-    let command = vec![exe.to_string_lossy().into_owned(), args.rate.to_string()];
-    let dir = watch_and_report(None, &command, options)?;
+    let dir = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(recording::default_dir_name(
+            "demo_leaky",
+            std::process::id() as i32,
+            recording::unix_ms(std::time::SystemTime::now()),
+        ))
+    });
+    record(&exe, &dir, &args)?;
     let rec = Recording::open(&dir)?;
+    let t = trend::analyse(&rec);
+    println!(
+        "\nrecorded {} samples and {} snapshots into {}\n",
+        rec.samples.len(),
+        recording::snapshots::list(&dir)?.len(),
+        dir.display()
+    );
+    print!("{}", text::trend(&t));
     let (first, last) = (
         rec.select(SampleSelector::First)?,
         rec.select(SampleSelector::Last)?,
@@ -92,7 +115,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     print!("{}", text::maps_diff(&diff, 5));
     let chart = dir.join("trend.svg");
-    let t = trend::analyse(&rec);
     let title = format!("demo_leaky (pid {})", rec.meta.pid);
     recording::write_atomically(
         &chart,
@@ -103,5 +125,56 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         chart.display(),
         dir.display()
     );
+
+    let inv = investigation::open(&dir)?;
+    println!(
+        "\nDiagnosis, from the {} snapshots (leaktrail growth {}; leaktrail leaks SNAP):\n",
+        inv.snapshots.len(),
+        dir.display()
+    );
+    print!("{}", diagnosis::text(&inv));
+    let report = dir.join("report.html");
+    let page = html::page(&inv, &HtmlOptions::default()).context("drawing the report")?;
+    recording::write_atomically(&report, page.as_bytes())?;
+    println!(
+        "\nReport: {} (leaktrail report {} -o FILE)",
+        report.display(),
+        dir.display()
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A snapshot every quarter of the run, at most one every 500 ms.
+fn every(duration: Duration) -> Duration {
+    (duration / 4).max(Duration::from_millis(500))
+}
+
+/// Runs the demo program under `leaktrail run` (this binary) into `dir`:
+/// the watch series, periodic snapshots with all memory, and the one at
+/// exit. The program stops by itself after `--duration`.
+fn record(exe: &std::path::Path, dir: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+    let me = std::env::current_exe().context("finding the leaktrail binary")?;
+    let ms = |d: Duration| format!("{}ms", d.as_millis().max(1));
+    let out = Command::new(&me)
+        .arg("run")
+        .args(["--every", &ms(every(args.duration))])
+        .args(["--interval", &ms(args.interval)])
+        .args(["--memory", "full", "--out"])
+        .arg(dir)
+        .arg("--")
+        .arg(exe)
+        .arg(args.rate.to_string())
+        .arg(format!("{}", args.duration.as_secs_f64()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .output()
+        .context("running the demo program under `leaktrail run`")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`leaktrail run` of the demo program failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }

@@ -679,3 +679,38 @@ fn report_is_one_offline_page_that_renders_cleanly_in_chromium() {
         "the screenshot is nearly uniform ({distinct} values)"
     );
 }
+
+#[test]
+fn demo_tells_the_whole_story() {
+    let dir = own_scratch("demo").join("rec");
+    let out = leaktrail()
+        .args(["demo", "--duration", "4s", "--interval", "100ms", "--out"])
+        .arg(&dir)
+        .output()
+        .expect("demo");
+    let stdout = ok(&out);
+    // The watch: growing, in the heap.
+    assert!(stdout.contains("verdict:  growing"), "{stdout}");
+    // The diagnosis: the growing class, the function that keeps its
+    // buffers (reachable: findleaks cannot see it), the true leak.
+    let diagnosis = stdout
+        .split("Diagnosis")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no diagnosis: {stdout}"));
+    assert!(
+        diagnosis.contains("growing class:     4096 B:"),
+        "{diagnosis}"
+    );
+    assert!(
+        diagnosis.contains("leaking function:  cache_response (demo_leaky.c:"),
+        "{diagnosis}"
+    );
+    assert!(diagnosis.contains("still referenced"), "{diagnosis}");
+    assert!(
+        diagnosis.contains("truly leaked:      parse_headers (demo_leaky.c:"),
+        "{diagnosis}"
+    );
+    let report = std::fs::read_to_string(dir.join("report.html")).expect("report.html");
+    assert!(report.contains("cache_response") && report.contains("parse_headers"));
+    assert!(report.contains("id=\"flame-diff\""));
+}
