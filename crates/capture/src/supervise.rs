@@ -148,10 +148,41 @@ pub fn spawn(mut cmd: Command, opts: &TraceOptions) -> Result<Traced, Error> {
         .spawn()
         .map_err(|source| Error::Spawn { program, source })?;
     drop(theirs);
+    forward_signals_to(child.id() as i32);
     Ok(Traced {
         child,
         socket: Some(ours),
     })
+}
+
+static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = CHILD.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP go to the traced program instead of ending
+/// the supervisor: the program then exits its own way, through the exit
+/// hand-over, and the recording gets its final snapshot (as `strace` and
+/// `time` let their child decide). A Ctrl-C from a terminal reaches the
+/// program directly too; it gets the signal twice, which programs handle
+/// like one.
+fn forward_signals_to(pid: i32) {
+    CHILD.store(pid, std::sync::atomic::Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: installs a handler that only loads an atomic and calls
+        // kill, both async-signal-safe.
+        unsafe {
+            libc::signal(
+                sig,
+                forward as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
 }
 
 /// A connected socket pair: ours closes on exec, theirs is inherited.
