@@ -251,6 +251,19 @@ impl<'a> Heap<'a> {
         })
     }
 
+    /// Fails with [`Error::Insufficient`] when the snapshot kept only the
+    /// audit tables (`--memory tables` or `none`): reachability and
+    /// reference searches need the process's memory.
+    pub fn require_memory(&self) -> Result<(), Error> {
+        match self.snap.metadata().map(|m| m.options.memory.as_str()) {
+            Some(mode @ ("tables" | "none")) => Err(Error::Insufficient(format!(
+                "{} was taken with --memory {mode}: it holds the audit but not the process's memory;                  take one with `leaktrail snapshot -p PID` (--memory full, the default)",
+                self.snap.path().display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The area containing `addr`.
     pub fn area_of(&self, addr: u64) -> Option<&Area> {
         let i = self.areas.partition_point(|a| a.start <= addr);

@@ -684,11 +684,9 @@ mod tests {
         assert_eq!(s.frame(0x10, false).to_string(), "0x10 in ?? [anon]");
     }
 
-    #[test]
-    fn our_own_functions_resolve_with_file_and_line() {
+    fn own_mappings() -> Vec<FileMapping> {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let mappings = maps
-            .lines()
+        maps.lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 let path = f.get(5)?;
@@ -701,8 +699,38 @@ mod tests {
                 })
             })
             .filter(|m| m.path.starts_with('/'))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn code_mapped_a_second_time_resolves_by_file_offset() {
+        // As V8 does with node's builtins: the same file pages at another
+        // address. The copy must symbolize like the original.
+        let mut mappings = own_mappings();
+        let pc = code_mapped_a_second_time_resolves_by_file_offset as *const () as usize as u64;
+        let m = mappings
+            .iter()
+            .find(|m| m.start <= pc && pc < m.end)
+            .cloned()
+            .unwrap();
+        let shift = 0x1000_0000_0000u64;
+        mappings.push(FileMapping {
+            start: m.start + shift,
+            end: m.end + shift,
+            ..m
+        });
         let s = Symbolizer::new(mappings);
+        let a = s.frame(pc, false);
+        let b = s.frame(pc + shift, false);
+        assert!(a.function.is_some());
+        assert_eq!(a.function, b.function);
+        assert_eq!((a.file, a.line), (b.file, b.line));
+        assert_eq!(a.module_offset, b.module_offset);
+    }
+
+    #[test]
+    fn our_own_functions_resolve_with_file_and_line() {
+        let s = Symbolizer::new(own_mappings());
         let pc = our_own_functions_resolve_with_file_and_line as *const () as usize as u64;
         let f = s.frame(pc, false);
         assert!(

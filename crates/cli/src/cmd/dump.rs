@@ -42,6 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let snap = Snapshot::open(&args.snap)?;
     let heap = Heap::open(&snap)?;
+    heap.require_memory()?;
     let symbolizer = Symbolizer::for_snapshot(&snap);
     let words = dump::dump(&heap, &symbolizer, a, len.min(1 << 20))?;
     let mut out = std::io::stdout().lock();

@@ -57,6 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let roots = Roots::parse(&args.roots)?;
     let snap = Snapshot::open(&args.snap)?;
     let heap = Heap::open(&snap)?;
+    heap.require_memory()?;
     let symbolizer = Symbolizer::for_snapshot(&snap);
     let mut opts = LeaksOptions::default();
     opts.roots = roots;

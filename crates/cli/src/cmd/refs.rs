@@ -66,6 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let snap = Snapshot::open(&args.snap)?;
     let heap = Heap::open(&snap)?;
+    heap.require_memory()?;
     if heap.area_of(target).is_none() {
         return Err(Error::Unmapped { addr: target }.into());
     }

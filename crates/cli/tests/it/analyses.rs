@@ -648,3 +648,33 @@ fn a_module_changed_on_disk_is_reported_not_misread() {
     assert!(!frames.is_empty());
     assert!(frames.iter().all(|f| f["function"].is_null()), "{frames:?}");
 }
+
+#[test]
+fn leaks_and_refs_refuse_a_snapshot_without_memory() {
+    let exe = fixture("leaks_grow", &[]);
+    let dir = scratch("analyses_tables");
+    let t = Traced::start(&[exe.to_str().expect("utf-8")]);
+    let core = dir.join("tables.core");
+    let o = leaktrail()
+        .args([
+            "snapshot",
+            "--memory",
+            "tables",
+            "-p",
+            &t.pid.to_string(),
+            "-o",
+        ])
+        .arg(&core)
+        .output()
+        .expect("snapshot");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    t.finish();
+    // The audit alone answers caches and bufs.
+    let c = json(&["caches", "--json"], &core);
+    assert_eq!(c["classes"][0]["size"], 4096);
+    assert_bad_input(
+        &run(&["leaks"], &core),
+        &["--memory tables", "leaktrail snapshot"],
+    );
+    assert_bad_input(&run(&["refs", "0x1000"], &core), &["--memory tables"]);
+}
