@@ -31,6 +31,9 @@ pub struct FilterArgs {
     /// Only buffers allocated by this thread id.
     #[arg(long, value_name = "TID")]
     pub thread: Option<u32>,
+    /// Only buffers whose stack has a function whose name contains FN.
+    #[arg(long, value_name = "FN")]
+    pub stack_contains: Option<String>,
 }
 
 impl FilterArgs {
@@ -42,6 +45,7 @@ impl FilterArgs {
         f.older_than_ns = age("--older-than", &self.older_than)?;
         f.newer_than_ns = age("--newer-than", &self.newer_than)?;
         f.thread = self.thread;
+        f.stack_contains = self.stack_contains.clone();
         Ok(f)
     }
 
@@ -62,6 +66,9 @@ impl FilterArgs {
         }
         if let Some(t) = self.thread {
             parts.push(format!("thread {t}"));
+        }
+        if let Some(f) = &self.stack_contains {
+            parts.push(format!("stacks with {f}"));
         }
         parts.join(", ")
     }

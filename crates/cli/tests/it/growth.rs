@@ -344,6 +344,13 @@ fn flamegraph_filters_like_bufs() {
         "main;run_step;burst 4000000\n"
     );
     assert_eq!(folded(&["--thread", "1"]), "");
+    assert_eq!(
+        folded(&["--stack-contains", "churn"]),
+        "main;run_step;churn_pool 100000\n"
+    );
+    // Ages are relative to the newest buffer: the churn of the last step is
+    // the newest, the pool's first fill among the oldest.
+    assert!(folded(&["--newer-than", "1h"]).contains("main;fill_pool 1900000\n"));
     let out = leaktrail()
         .args(["flamegraph", "--size", "lots"])
         .arg(&snap)
