@@ -132,6 +132,9 @@ pub struct LeaksOptions {
     pub function: Option<String>,
     /// Scanning threads (at least 1).
     pub threads: usize,
+    /// Symbolize the still-reachable groups too (a text report that does
+    /// not show them can skip the cost: a Node.js process has thousands).
+    pub symbolize_reachable: bool,
 }
 
 impl Default for LeaksOptions {
@@ -140,6 +143,7 @@ impl Default for LeaksOptions {
             roots: Roots::default(),
             function: None,
             threads: 2,
+            symbolize_reachable: true,
         }
     }
 }
@@ -294,6 +298,7 @@ pub fn find(heap: &Heap<'_>, opts: &LeaksOptions, symbolizer: &Symbolizer) -> Le
         &kinds,
         symbolizer,
         opts.function.as_deref(),
+        opts.symbolize_reachable,
         scanned_bytes,
         root_bytes,
     );
@@ -306,6 +311,7 @@ fn summarize(
     kinds: &[LeakKind],
     symbolizer: &Symbolizer,
     function: Option<&str>,
+    symbolize_reachable: bool,
     scanned_bytes: u64,
     root_bytes: u64,
 ) -> Leaks {
@@ -337,7 +343,10 @@ fn summarize(
     }
     let mut groups: Vec<Group> = groups.into_values().collect();
     for g in &mut groups {
-        g.stack = symbolizer.stack(heap.audit.frames(g.stack_id));
+        // --function needs every stack to filter on.
+        if g.kind != LeakKind::Reachable || symbolize_reachable || function.is_some() {
+            g.stack = symbolizer.stack(heap.audit.frames(g.stack_id));
+        }
     }
     if let Some(f) = function {
         groups.retain(|g| {

@@ -63,6 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     opts.roots = roots;
     opts.function = args.function;
     opts.threads = args.threads as usize;
+    opts.symbolize_reachable = args.json || args.reachable;
     let mut found = leaks::find(&heap, &opts, &symbolizer);
     found.warnings.extend(symbolizer.warnings());
     let mut out = std::io::stdout().lock();

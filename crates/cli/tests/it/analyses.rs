@@ -351,6 +351,44 @@ fn whatis_and_dump_describe_buffers_globals_and_stacks() {
         .find(|x| x["whatis"]["symbol"][0] == "g_holder")
         .expect("g_holder refers to the holder");
     assert_eq!(global["whatis"]["area"]["kind"], "module-data");
+
+    // The 1003 buffer is held only by the other thread's stack: its one
+    // referrer is described as that thread's stack.
+    let b = json(&["bufs", "--size", "1003..1003", "--json"], snap);
+    let thread_buf = &b["buffers"][0];
+    let r = json(
+        &[
+            "refs",
+            &format!("{:#x}", thread_buf["addr"].as_u64().expect("addr")),
+            "--json",
+        ],
+        snap,
+    );
+    let on_stack: Vec<&Value> = r["refs"]
+        .as_array()
+        .expect("refs")
+        .iter()
+        .filter(|x| x["whatis"]["area"]["kind"] == "stack")
+        .collect();
+    assert_eq!(on_stack.len(), 1, "{r:#}");
+    let w = &on_stack[0]["whatis"];
+    assert_eq!(w["stack"]["tid"], thread_buf["tid"]);
+    assert!(w["stack"]["sp_offset"].as_i64().expect("offset") >= 0);
+    let text = String::from_utf8_lossy(
+        &run(
+            &[
+                "whatis",
+                &format!("{:#x}", on_stack[0]["at"].as_u64().expect("at")),
+            ],
+            snap,
+        )
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        text.contains(&format!("on the stack of thread {}", thread_buf["tid"])),
+        "{text}"
+    );
 }
 
 #[test]
@@ -591,6 +629,25 @@ fn node_buffers_show_their_js_function_below_the_native_frames() {
     )
     .into_owned();
     assert!(text.contains("JS allocateBuffers "), "{text}");
+
+    // whatis on that frame's address names the JS function.
+    let stack = groups[0]["stack"].as_array().expect("stack");
+    let js = stack
+        .iter()
+        .find(|f| f["function"] == "allocateBuffers")
+        .expect("JS frame");
+    let w = json(
+        &[
+            "whatis",
+            &format!("{:#x}", js["address"].as_u64().expect("address")),
+            "--json",
+        ],
+        &core,
+    );
+    let named = [&w["code"], &w["jit"]]
+        .iter()
+        .any(|f| f["kind"] == "js" && f["function"] == "allocateBuffers");
+    assert!(named, "{w:#}");
 }
 
 #[test]
