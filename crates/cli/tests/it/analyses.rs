@@ -352,6 +352,19 @@ fn whatis_and_dump_describe_buffers_globals_and_stacks() {
         .expect("g_holder refers to the holder");
     assert_eq!(global["whatis"]["area"]["kind"], "module-data");
 
+    // The tracer's own region says what it is.
+    let info = leaktrail()
+        .arg("info")
+        .arg(snap)
+        .arg("--json")
+        .output()
+        .expect("info");
+    let info: Value = serde_json::from_slice(&info.stdout).expect("info json");
+    let header = info["audit"]["headers"][0].as_u64().expect("audit header");
+    let w = json(&["whatis", &format!("{:#x}", header + 64), "--json"], snap);
+    assert_eq!(w["audit"], true);
+    assert_eq!(w["area"]["kind"], "audit");
+
     // The 1003 buffer is held only by the other thread's stack: its one
     // referrer is described as that thread's stack.
     let b = json(&["bufs", "--size", "1003..1003", "--json"], snap);
