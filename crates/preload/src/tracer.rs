@@ -297,6 +297,7 @@ extern "C" fn after_fork_child() {
     let top = crate::selfmaps::mapping_containing(sp).map_or(0, |(_, end)| end);
     thread::MAIN_STACK_TOP.store(top, Ordering::Relaxed);
     thread::FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    unwind::modules::reset_after_fork();
     let fd = SUPERVISOR_FD.swap(-1, Ordering::Relaxed);
     if fd >= 0 {
         sys::close(fd);

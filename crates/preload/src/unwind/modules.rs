@@ -138,6 +138,15 @@ fn publish(table: *mut ModuleTable) {
     }
 }
 
+/// In a fork child: only the forking thread exists, and it holds no table;
+/// holds the parent's other threads had are gone with them, and would
+/// otherwise make the child's next `dlclose` wait forever.
+pub fn reset_after_fork() {
+    for r in &READERS {
+        r.store(0, Ordering::SeqCst);
+    }
+}
+
 /// Generation of the published table: changes whenever the table does, so
 /// per-thread caches know to drop their rules.
 #[inline]
