@@ -16,6 +16,7 @@ Target (issue 3): added cost per pair <= 1/3 of heaptrack's; real programs
 """
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -63,32 +64,42 @@ def wrap(config, argv, tmp):
     if config == "untraced":
         return argv
     if config == "leaktrail-dwarf":
-        return [LEAKTRAIL, "run", "--unwind", "dwarf", "--"] + argv
+        return [LEAKTRAIL, "run", "--no-record", "--unwind", "dwarf", "--"] + argv
     if config == "leaktrail-fp":
-        return [LEAKTRAIL, "run", "--unwind", "fp", "--"] + argv
+        return [LEAKTRAIL, "run", "--no-record", "--unwind", "fp", "--"] + argv
     if config == "heaptrack":
         return ["heaptrack", "-o", os.path.join(tmp, "heaptrack.out")] + argv
     raise ValueError(config)
 
 
 def timed(cmd, tmp):
+    """Wall seconds and CPU seconds (user + system, of everything the
+    command started: the program, a supervisor, heaptrack's interpreter)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if out.returncode != 0:
         sys.exit(f"failed ({out.returncode}): {' '.join(cmd)}\n{out.stderr.decode()[-2000:]}")
     for f in os.listdir(tmp):
         if f.startswith("heaptrack.out"):
             os.remove(os.path.join(tmp, f))
-    return elapsed
+    return elapsed, cpu
 
 
 def measure(name, argv, configs, runs, tmp):
-    times = {c: [] for c in configs}
+    """Medians of wall and CPU seconds per configuration, runs interleaved."""
+    wall = {c: [] for c in configs}
+    cpu = {c: [] for c in configs}
     for _ in range(runs):
         for c in configs:
-            times[c].append(timed(wrap(c, argv, tmp), tmp))
-    return {c: statistics.median(v) for c, v in times.items()}, times
+            w, u = timed(wrap(c, argv, tmp), tmp)
+            wall[c].append(w)
+            cpu[c].append(u)
+    return ({c: statistics.median(v) for c, v in wall.items()},
+            {c: statistics.median(v) for c, v in cpu.items()})
 
 
 def main():
@@ -106,19 +117,21 @@ def main():
     exe = build(tmp, not args.no_build)
     configs = ["untraced", "leaktrail-dwarf", "leaktrail-fp", "heaptrack"]
     argv = [exe, str(args.threads), str(args.pairs), str(args.depth)]
-    med, _ = measure("alloc_bench", argv, configs, args.runs, tmp)
+    med, cpu = measure("alloc_bench", argv, configs, args.runs, tmp)
     total_pairs = args.threads * args.pairs
     print(f"C loop: {args.threads} threads x {args.pairs} malloc+free pairs, ~{args.depth + 2} frames deep, "
           f"median of {args.runs} runs")
-    print(f"{'config':18} {'wall s':>8} {'x untraced':>10} {'added ns/pair':>14}")
-    base = med["untraced"]
-    added = {}
+    print(f"{'config':18} {'wall s':>8} {'x untraced':>10} {'added ns/pair':>14} {'cpu s':>8} {'added cpu ns/pair':>18}")
+    base, cbase = med["untraced"], cpu["untraced"]
+    added, cadded = {}, {}
     for c in configs:
         added[c] = (med[c] - base) * 1e9 / total_pairs
-        print(f"{c:18} {med[c]:8.3f} {med[c] / base:10.2f} {added[c]:14.1f}")
-    ratio = added["leaktrail-dwarf"] / added["heaptrack"]
-    verdict = "meets" if ratio <= 1 / 3 else "MISSES"
-    print(f"leaktrail-dwarf added cost / heaptrack added cost = {ratio:.2f} ({verdict} the <= 0.33 target)")
+        cadded[c] = (cpu[c] - cbase) * 1e9 / total_pairs
+        print(f"{c:18} {med[c]:8.3f} {med[c] / base:10.2f} {added[c]:14.1f} {cpu[c]:8.3f} {cadded[c]:18.1f}")
+    for what, a in [("wall", added), ("CPU", cadded)]:
+        ratio = a["leaktrail-dwarf"] / a["heaptrack"]
+        verdict = "meets" if ratio <= 1 / 3 else "MISSES"
+        print(f"{what}: leaktrail-dwarf added cost / heaptrack added cost = {ratio:.2f} ({verdict} the <= 0.33 target)")
 
     if args.skip_real:
         return
@@ -127,9 +140,10 @@ def main():
     print(f"{'program':10} {'config':18} {'wall s':>8} {'x untraced':>10}")
     for name, argv in [("python3", ["python3", "-c", PYTHON_SCRIPT]), ("node", ["node", "-e", NODE_SCRIPT])]:
         configs = ["untraced", "leaktrail-dwarf", "heaptrack"]
-        med, _ = measure(name, argv, configs, args.runs, tmp)
+        med, cpu = measure(name, argv, configs, args.runs, tmp)
         for c in configs:
-            print(f"{name:10} {c:18} {med[c]:8.3f} {med[c] / med['untraced']:10.2f}")
+            print(f"{name:10} {c:18} {med[c]:8.3f} {med[c] / med['untraced']:10.2f}"
+                  f"   (cpu {cpu[c]:.3f} s, x{cpu[c] / cpu['untraced']:.2f})")
         r = med["leaktrail-dwarf"] / med["untraced"]
         print(f"{name:10} leaktrail-dwarf {'meets' if r <= 1.25 else 'MISSES'} the <= 1.25x target ({r:.2f}x)")
     shutil.rmtree(tmp, ignore_errors=True)
