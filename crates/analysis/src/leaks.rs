@@ -315,24 +315,39 @@ fn summarize(
     scanned_bytes: u64,
     root_bytes: u64,
 ) -> Leaks {
-    let mut tallies: HashMap<LeakKind, Tally> = HashMap::new();
-    let mut groups: HashMap<(LeakKind, u32), Group> = HashMap::new();
+    let mut tallies = [Tally::default(); 4];
+    let mut index: HashMap<(LeakKind, u32), usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
     let canon = canonical_stacks(&heap.audit);
+    // Neighbouring blocks mostly share a stack and a class: remember the
+    // last group instead of hashing 10 M times.
+    let mut last: Option<(LeakKind, u32, usize)> = None;
     for (b, &k) in heap.audit.live.iter().zip(kinds) {
-        let stack = canon.get(&b.stack).copied().unwrap_or(b.stack);
-        let t = tallies.entry(k).or_default();
+        let t = &mut tallies[k as usize];
         t.bytes += b.size;
         t.blocks += 1;
-        let g = groups.entry((k, stack)).or_insert_with(|| Group {
-            kind: k,
-            bytes: 0,
-            blocks: 0,
-            example_address: b.addr,
-            example_size: b.size,
-            example_time_ns: b.time_ns,
-            stack_id: stack,
-            stack: Vec::new(),
-        });
+        let gi = match last {
+            Some((lk, ls, gi)) if lk == k && ls == b.stack => gi,
+            _ => {
+                let stack = canon.get(&b.stack).copied().unwrap_or(b.stack);
+                let gi = *index.entry((k, stack)).or_insert_with(|| {
+                    groups.push(Group {
+                        kind: k,
+                        bytes: 0,
+                        blocks: 0,
+                        example_address: b.addr,
+                        example_size: b.size,
+                        example_time_ns: b.time_ns,
+                        stack_id: stack,
+                        stack: Vec::new(),
+                    });
+                    groups.len() - 1
+                });
+                last = Some((k, b.stack, gi));
+                gi
+            }
+        };
+        let g = &mut groups[gi];
         g.bytes += b.size;
         g.blocks += 1;
         if b.time_ns < g.example_time_ns {
@@ -341,7 +356,6 @@ fn summarize(
             g.example_time_ns = b.time_ns;
         }
     }
-    let mut groups: Vec<Group> = groups.into_values().collect();
     for g in &mut groups {
         // --function needs every stack to filter on.
         if g.kind != LeakKind::Reachable || symbolize_reachable || function.is_some() {
@@ -375,7 +389,7 @@ fn summarize(
             heap.audit.busy_shards
         ));
     }
-    let get = |k| tallies.get(&k).copied().unwrap_or_default();
+    let get = |k: LeakKind| tallies[k as usize];
     Leaks {
         definite: get(LeakKind::Definite),
         indirect: get(LeakKind::Indirect),
