@@ -251,63 +251,6 @@ fn sort_entries(entries: &mut [Entry]) {
     });
 }
 
-/// One site in two profiles.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DiffEntry {
-    /// The stack, innermost first.
-    pub frames: Vec<Frame>,
-    /// Bytes in the base profile.
-    pub before_bytes: u64,
-    /// Bytes in the other.
-    pub after_bytes: u64,
-    /// Buffers in the base.
-    pub before_count: u64,
-    /// Buffers in the other.
-    pub after_count: u64,
-}
-
-impl DiffEntry {
-    /// After minus before, in bytes.
-    pub fn delta_bytes(&self) -> i64 {
-        self.after_bytes as i64 - self.before_bytes as i64
-    }
-}
-
-/// Every site of `base` or `after`, with its bytes in each, by the size of
-/// the change (largest growth first).
-pub fn diff(base: &Profile, after: &Profile) -> Vec<DiffEntry> {
-    let mut sites: HashMap<SiteKey, DiffEntry> = HashMap::new();
-    for (e, is_after) in base
-        .by_site()
-        .into_iter()
-        .map(|e| (e, false))
-        .chain(after.by_site().into_iter().map(|e| (e, true)))
-    {
-        let d = sites.entry(e.key.clone()).or_insert_with(|| DiffEntry {
-            frames: e.frames.clone(),
-            before_bytes: 0,
-            after_bytes: 0,
-            before_count: 0,
-            after_count: 0,
-        });
-        if is_after {
-            d.after_bytes += e.bytes;
-            d.after_count += e.count;
-        } else {
-            d.before_bytes += e.bytes;
-            d.before_count += e.count;
-        }
-    }
-    let mut out: Vec<(SiteKey, DiffEntry)> = sites.into_iter().collect();
-    out.sort_by(|(ka, a), (kb, b)| {
-        b.delta_bytes()
-            .cmp(&a.delta_bytes())
-            .then(b.after_bytes.cmp(&a.after_bytes))
-            .then(ka.cmp(kb))
-    });
-    out.into_iter().map(|(_, d)| d).collect()
-}
-
 /// Buffers as (size, stack) pairs, for [`Profile::from_blocks`].
 pub fn pairs(blocks: &[Block]) -> impl Iterator<Item = (u64, StackId)> + '_ {
     blocks.iter().map(|b| (b.size, b.stack))

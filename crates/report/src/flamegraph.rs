@@ -164,16 +164,6 @@ pub fn diff_svg(diff_folded: &str, opts: &FlamegraphOptions) -> std::io::Result<
     render(diff_folded, o, "no live buffers in either snapshot")
 }
 
-/// The totals of a differential folded text: (before, after) bytes.
-pub fn diff_totals(diff_folded: &str) -> (u64, u64) {
-    diff_folded.lines().fold((0, 0), |(b, a), line| {
-        let mut it = line.rsplitn(3, ' ');
-        let after: u64 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-        let before: u64 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-        (b + before, a + after)
-    })
-}
-
 /// A flame graph SVG (drawn with [`FlamegraphOptions::static_only`]) made
 /// fit to sit inside an HTML page next to others: no XML prologue, no
 /// script or `onload` (the page's scripts are its own), no style sheet
@@ -228,7 +218,6 @@ mod tests {
     fn diff_pairs_before_and_after() {
         let d = diff_folded("main;a 10\nmain;b 5\n", "main;a 30\nmain;c 7\n").unwrap();
         assert_eq!(d, "main;a 10 30\nmain;b 5 0\nmain;c 0 7\n");
-        assert_eq!(diff_totals(&d), (15, 37));
         let svg = diff_svg(&d, &FlamegraphOptions::default()).unwrap();
         assert!(svg.starts_with("<?xml"));
     }

@@ -544,7 +544,7 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
                 let _ = write!(
                     out,
                     "<details open><summary><b>{}</b>: {} in {} buffers, e.g. 0x{:x}</summary>",
-                    kind_word(g.kind),
+                    g.kind.describe(),
                     escape(&text::bytes(g.bytes as f64)),
                     count(g.blocks),
                     g.example_address
@@ -615,10 +615,6 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
     out.push_str("<p class=\"muted\">Written by leaktrail. This page is self-contained: it loads nothing.</p></section>");
     out.push_str("<ul id=\"errors\"></ul></main></body></html>\n");
     Ok(out)
-}
-
-fn kind_word(k: LeakKind) -> &'static str {
-    k.describe()
 }
 
 #[cfg(test)]
