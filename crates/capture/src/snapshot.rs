@@ -1,7 +1,7 @@
 //! Stop-the-world snapshots, written as ELF core files that gdb opens.
 //!
 //! [`take`] stops every thread of a process ([`ptrace`]), reads their
-//! registers, `/proc/PID/smaps` and the memory [`MemoryMode`] asks for, lets
+//! registers, `/proc/PID/maps` and the memory [`MemoryMode`] asks for, lets
 //! the threads go, and writes one core file: the standard Linux notes
 //! ([`note`]) for gdb, one PT_LOAD per captured mapping ([`elf`]), and
 //! leaktrail's own note ([`metadata`]) with what a later analysis needs
@@ -139,8 +139,8 @@ pub struct Outcome {
 pub struct Phases {
     /// Every thread stopped and its registers read.
     pub stopped: Duration,
-    /// `/proc/PID/smaps` read.
-    pub smaps: Duration,
+    /// `/proc/PID/maps` read (smaps is read before the stop).
+    pub maps: Duration,
     /// Memory copied (to the staging area, or streamed to the file).
     pub copied: Duration,
     /// Whether the copy went to the staging area (the file was written
@@ -201,7 +201,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     // each mapping's counters and VmFlags from this reading. Nothing that
     // decides which bytes are zeros depends on them: pagemap, read while
     // stopped, does.
-    let before = parse_maps(pid, &read_proc(pid, "smaps", false)?)?;
+    let before = parse_maps(pid, "smaps", &read_proc(pid, "smaps", false)?)?;
     let estimate = {
         let maps = &before;
         plan(maps, options.memory, &[], &HashSet::new())
@@ -254,9 +254,12 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     let t_stopped = stop_started.elapsed();
-    let maps = maps::with_details(parse_maps(pid, &read_proc(pid, "maps", true)?)?, &before);
+    let maps = maps::with_details(
+        parse_maps(pid, "maps", &read_proc(pid, "maps", true)?)?,
+        &before,
+    );
     drop(before);
-    let t_smaps = stop_started.elapsed();
+    let t_maps = stop_started.elapsed();
     let stacks: Vec<u64> = world
         .threads()
         .iter()
@@ -402,7 +405,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         audit_headers: audit_headers.len(),
         phases: Phases {
             stopped: t_stopped,
-            smaps: t_smaps,
+            maps: t_maps,
             copied: t_copied,
             staged,
         },
@@ -460,7 +463,7 @@ struct Load {
     memsz: u64,
     filesz: u64,
     flags: u32,
-    /// Index of the mapping in the smaps list.
+    /// Index of the mapping in the maps list.
     mapping: usize,
 }
 
@@ -782,9 +785,9 @@ fn read_proc(pid: i32, name: &str, stopped: bool) -> Result<Vec<u8>, Error> {
     })
 }
 
-fn parse_maps(pid: i32, bytes: &[u8]) -> Result<Vec<Mapping>, Error> {
+fn parse_maps(pid: i32, name: &str, bytes: &[u8]) -> Result<Vec<Mapping>, Error> {
     maps::parse(&String::from_utf8_lossy(bytes)).map_err(|why| Error::Malformed {
-        path: format!("/proc/{pid}/smaps").into(),
+        path: format!("/proc/{pid}/{name}").into(),
         why,
     })
 }

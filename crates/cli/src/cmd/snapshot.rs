@@ -86,9 +86,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         let p = outcome.phases;
         println!(
-            "phases: threads stopped at {:.1} ms, smaps read at {:.1} ms, memory copied at {:.1} ms ({}), released at {:.1} ms",
+            "phases: threads stopped at {:.1} ms, maps read at {:.1} ms, memory copied at {:.1} ms ({}), released at {:.1} ms",
             ms(p.stopped),
-            ms(p.smaps),
+            ms(p.maps),
             ms(p.copied),
             if p.staged { "staged, file written after release" } else { "streamed to the file" },
             ms(outcome.pause)
