@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use leaktrail_analysis::caches;
 use leaktrail_analysis::core::Snapshot;
 use leaktrail_analysis::heap::Heap;
+use leaktrail_capture::recording;
 use leaktrail_report::heap::caches as render;
+
+use crate::bad_input;
 
 /// Flags of `leaktrail caches`.
 #[derive(clap::Args)]
@@ -19,10 +22,12 @@ the classes that grew the most are flagged.
 Examples:
   leaktrail caches app.core
   leaktrail caches first.core last.core
+  leaktrail caches rec/                     # every snapshot of a recording
   leaktrail caches a.core b.core --json | jq '.classes[0]'
 Then: leaktrail bufs last.core --class 4096 --group-by stack")]
 pub struct Args {
-    /// Snapshots of processes started with `leaktrail run`, oldest first.
+    /// Snapshots of processes started with `leaktrail run`, oldest first,
+    /// or a recording directory of `leaktrail run` (all its snapshots).
     #[arg(required = true)]
     snaps: Vec<PathBuf>,
     /// Print one JSON document instead of text.
@@ -32,8 +37,22 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let snaps = args
-        .snaps
+    let mut paths = Vec::new();
+    for p in &args.snaps {
+        if p.is_dir() {
+            let found = recording::snapshots::list(p)?;
+            if found.is_empty() {
+                bad_input!(
+                    "{} holds no snapshots (expected a recording of `leaktrail run`, with snapshots/NNNN.core)",
+                    p.display()
+                );
+            }
+            paths.extend(found);
+        } else {
+            paths.push(p.clone());
+        }
+    }
+    let snaps = paths
         .iter()
         .map(|p| Snapshot::open(p))
         .collect::<Result<Vec<_>, _>>()?;
@@ -48,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         serde_json::to_writer_pretty(&mut out, &table)?;
         writeln!(out)?;
     } else {
-        let names: Vec<String> = args.snaps.iter().map(|p| p.display().to_string()).collect();
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         out.write_all(render::text(&table, &names).as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)

@@ -27,9 +27,15 @@ struct Traced {
 
 impl Traced {
     fn start(argv: &[&str]) -> Traced {
+        Self::start_with(&["--no-record"], argv)
+    }
+
+    fn start_with(run_flags: &[&str], argv: &[&str]) -> Traced {
         preload_library();
         let mut child = leaktrail()
-            .args(["run", "--no-record", "--"])
+            .arg("run")
+            .args(run_flags)
+            .arg("--")
             .args(argv)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -747,4 +753,52 @@ fn leaks_and_refs_refuse_a_snapshot_without_memory() {
         &["--memory tables", "leaktrail snapshot"],
     );
     assert_bad_input(&run(&["refs", "0x1000"], &core), &["--memory tables"]);
+}
+
+#[test]
+fn caches_reads_every_snapshot_of_a_recording() {
+    let exe = fixture("leaks_grow", &[]);
+    let dir = scratch("analyses_recording");
+    let rec = dir.join("rec");
+    let rec_s = rec.to_str().expect("utf-8");
+    let mut t = Traced::start_with(
+        &["--out", rec_s, "--every", "0"],
+        &[exe.to_str().expect("utf-8")],
+    );
+    let snap = || {
+        let o = leaktrail()
+            .args(["snapshot", "--recording", rec_s])
+            .output()
+            .expect("snapshot");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    snap();
+    t.send(b"g");
+    assert_eq!(t.line().trim(), "grew 1700");
+    snap();
+    t.finish();
+    let out = leaktrail()
+        .arg("caches")
+        .arg(&rec)
+        .arg("--json")
+        .output()
+        .expect("caches");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let first = &c["classes"][0];
+    assert_eq!(first["size"], 4096, "{c:#}");
+    assert!(first["snapshots"].as_array().expect("per snapshot").len() >= 2);
+    assert_eq!(first["delta"]["live_count"], 1530);
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let out = leaktrail()
+        .arg("caches")
+        .arg(&empty)
+        .output()
+        .expect("caches");
+    assert_bad_input(&out, &["no snapshots"]);
 }
