@@ -28,6 +28,7 @@ pub mod profile;
 pub mod refs;
 pub mod symbolize;
 pub mod trend;
+pub mod unwind;
 pub mod whatis;
 
 pub use error::Error;

@@ -421,6 +421,7 @@ pub struct Symbolizer {
     /// Stacks share most of their frames; demangling and DWARF lookups
     /// are worth doing once per address.
     memo: RefCell<HashMap<(u64, bool), Vec<Frame>>>,
+    unwinder: std::cell::OnceCell<crate::unwind::Unwinder>,
 }
 
 impl Symbolizer {
@@ -434,6 +435,7 @@ impl Symbolizer {
             files: RefCell::new(HashMap::new()),
             warnings: RefCell::new(Vec::new()),
             memo: RefCell::new(HashMap::new()),
+            unwinder: std::cell::OnceCell::new(),
         }
     }
 
@@ -479,6 +481,17 @@ impl Symbolizer {
     pub fn with_perf_map(mut self, perf_map: &str) -> Self {
         self.perf_map = PerfMap::parse(perf_map);
         self
+    }
+
+    /// The file mappings it symbolizes with, by address.
+    pub fn mappings(&self) -> &[FileMapping] {
+        &self.mappings
+    }
+
+    /// A stack walker over the same mappings, made on first use.
+    pub fn unwinder(&self) -> &crate::unwind::Unwinder {
+        self.unwinder
+            .get_or_init(|| crate::unwind::Unwinder::new(self.mappings.clone()))
     }
 
     /// What went wrong reading modules so far (changed files), once each.

@@ -132,25 +132,14 @@ pub fn buffer_hit(heap: &Heap<'_>, symbolizer: &Symbolizer, b: &Block, addr: u64
     }
 }
 
-/// Walks the thread's frame-pointer chain from its RBP: the frame whose
-/// `[rbp_i, rbp_i+1)` holds `addr` is named by the return address saved
-/// above its caller's frame. Best effort: code without frame pointers
-/// breaks the chain and we answer `None`.
+/// Walks the thread's stack (CFI, else frame pointers) and names the
+/// frame whose part of the stack, `[sp, cfa)`, holds `addr`.
 fn frame_holding(heap: &Heap<'_>, symbolizer: &Symbolizer, tid: i32, addr: u64) -> Option<Frame> {
     let t = heap.snap.threads().iter().find(|t| t.tid == tid)?;
-    let (mut lo, mut fp) = (t.sp(), t.fp());
-    let mut pc = t.pc();
-    for _ in 0..256 {
-        if fp <= lo || fp % 8 != 0 {
-            return None;
-        }
-        if addr >= lo && addr < fp + 16 {
-            return Some(symbolizer.frame(pc, false));
-        }
-        let next = crate::memory::Memory::read_u64(heap.snap, fp).ok()?;
-        pc = crate::memory::Memory::read_u64(heap.snap, fp + 8).ok()?;
-        lo = fp + 16;
-        fp = next;
-    }
-    None
+    let frames = symbolizer.unwinder().walk(heap.snap, &t.regs, 256);
+    frames
+        .iter()
+        .enumerate()
+        .find(|(_, f)| f.sp <= addr && (addr < f.cfa || f.cfa == 0))
+        .map(|(i, f)| symbolizer.frame(f.pc, i > 0))
 }

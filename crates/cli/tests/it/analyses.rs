@@ -393,6 +393,8 @@ fn whatis_and_dump_describe_buffers_globals_and_stacks() {
     let w = &on_stack[0]["whatis"];
     assert_eq!(w["stack"]["tid"], thread_buf["tid"]);
     assert!(w["stack"]["sp_offset"].as_i64().expect("offset") >= 0);
+    // Unwound by CFI through libc's read() into the thread's function.
+    assert_eq!(w["stack"]["frame"]["function"], "thread_main", "{w:#}");
     let text = String::from_utf8_lossy(
         &run(
             &[
