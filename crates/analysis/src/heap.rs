@@ -354,7 +354,12 @@ fn classify(snap: &Snapshot, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
                         .map(|f| f.path.clone())
                         .unwrap_or_default();
                     let perms = format!(
-                        "r{}{}p",
+                        "{}{}{}p",
+                        if s.flags & object::elf::PF_R != 0 {
+                            'r'
+                        } else {
+                            '-'
+                        },
                         if s.writable() { 'w' } else { '-' },
                         if s.flags & object::elf::PF_X != 0 {
                             'x'
@@ -560,7 +565,11 @@ impl Heap<'_> {
                 AreaKind::Stack { sp, .. } if roots.stacks => (sp & !7, "stack"),
                 AreaKind::ModuleData if roots.globals => (a.start, "global"),
                 AreaKind::Tls { .. } if roots.tls => (a.start, "tls"),
-                AreaKind::Anon if roots.anon => (a.start, "anon"),
+                // Read-only anonymous memory (a reserve gcore dumps, a
+                // sealed table) holds nothing a program still updates.
+                AreaKind::Anon if roots.anon && a.perms.as_bytes().get(1) == Some(&b'w') => {
+                    (a.start, "anon")
+                }
                 _ => continue,
             };
             if seen.insert(a.start) {

@@ -804,3 +804,34 @@ fn caches_reads_every_snapshot_of_a_recording() {
         .expect("caches");
     assert_bad_input(&out, &["no snapshots"]);
 }
+
+#[test]
+fn leaks_on_gdbs_gcore_of_a_traced_process_gives_the_same_answer() {
+    let exe = fixture("leaks_roots", &[]);
+    let dir = scratch("analyses_gcore");
+    let t = Traced::start(&[exe.to_str().expect("utf-8")]);
+    let prefix = dir.join("gcore");
+    let g = Command::new("gcore")
+        .arg("-o")
+        .arg(&prefix)
+        .arg(t.pid.to_string())
+        .output()
+        .expect("run gcore");
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let core = PathBuf::from(format!("{}.{}", prefix.display(), t.pid));
+    t.finish();
+    let l = json(&["leaks", "--json"], &core);
+    assert_eq!(tally(&l["definite"]), (1006 + 1007 + 2 * 1010, 4), "{l:#}");
+    assert_eq!(tally(&l["indirect"]), (1006 + 3 * 1008, 4));
+    let gs = groups(&l);
+    for f in [
+        "alloc_global",
+        "alloc_tls",
+        "alloc_on_thread",
+        "alloc_register",
+        "alloc_anon",
+    ] {
+        assert_eq!(kind_of(&gs, f).len(), 1, "{f}");
+        assert_eq!(kind_of(&gs, f)[0].0, "reachable", "{f}");
+    }
+}
