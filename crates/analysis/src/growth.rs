@@ -336,7 +336,7 @@ pub fn snapshot_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
     let mut out = Vec::new();
     for p in inputs {
         if p.is_dir() {
-            let found = leaktrail_capture::recording::snapshots::list(p)?;
+            let found = leaktrail_capture::recording::snapshots::series(p)?;
             if found.is_empty() {
                 return Err(Error::Insufficient(format!(
                     "{} has no snapshots (expected {}/snapshots/NNNN.core, as `leaktrail run` writes)",
@@ -420,6 +420,42 @@ mod tests {
         assert!(burst.steadiness <= 0.2 + 1e-9, "{burst:?}");
         // Ten times the growth, and still below it.
         assert!(burst.score < grow.score, "{burst:?} vs {grow:?}");
+    }
+
+    /// The integration fixture's shape (eight steps of 400 KiB kept, a
+    /// 3.8 MiB burst in step 3, the exit snapshot), with the snapshots
+    /// spaced every which way, stalls of hundreds of times the usual step
+    /// included: the steady site always outranks the burst.
+    #[test]
+    fn the_fixture_ranks_the_same_whatever_the_spacing() {
+        let grow: Vec<f64> = (1..=9).map(|k| 409_600.0 * k.min(8) as f64).collect();
+        let burst: Vec<f64> = (1..=9)
+            .map(|k| if k >= 3 { 4_000_000.0 } else { 0.0 })
+            .collect();
+        // The worst case first: the step with the burst stalls.
+        let mut t: Vec<f64> = (0..9).map(|k| 0.02 * k as f64).collect();
+        for x in &mut t[2..] {
+            *x += 100.0;
+        }
+        assert!(Stats::of(&t, &grow).score > Stats::of(&t, &burst).score);
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..2000 {
+            let mut t = vec![0.0];
+            for _ in 1..9 {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let r = (seed >> 33) as f64 / (1u64 << 31) as f64;
+                // Mostly tens of ms; sometimes a stall of seconds.
+                let dt = if r < 0.1 {
+                    1.0 + 10.0 * r
+                } else {
+                    0.01 + 0.05 * r
+                };
+                t.push(t.last().copied().unwrap_or(0.0) + dt);
+            }
+            let g = Stats::of(&t, &grow);
+            let b = Stats::of(&t, &burst);
+            assert!(g.score > b.score, "times {t:?}: {g:?} vs {b:?}");
+        }
     }
 
     #[test]
