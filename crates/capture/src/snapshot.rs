@@ -1,6 +1,6 @@
 //! Stop-the-world snapshots, written as ELF core files that gdb opens.
 //!
-//! [`take`] stops every thread of a process ([`ptrace`]), reads their
+//! [`take`] stops every thread of a process (with ptrace), reads their
 //! registers, `/proc/PID/maps` and the memory [`MemoryMode`] asks for, lets
 //! the threads go, and writes one core file: the standard Linux notes
 //! ([`note`]) for gdb, one PT_LOAD per captured mapping ([`elf`]), and
@@ -10,7 +10,7 @@
 //!
 //! The target is stopped only for the copy: names, build ids and notes are
 //! gathered before the stop or after the release. If anything fails, or we
-//! panic, the [`ptrace::World`] guard detaches every thread and the
+//! panic, the `World` guard (private module `ptrace`) detaches every thread and the
 //! temporary file is removed; a file exists under its final name only when
 //! it is complete.
 //!
