@@ -11,6 +11,7 @@ work=$(mktemp -d /tmp/leaktrail-walkthrough-XXXXXX)
 cd "$work"
 port=18321
 
+: > server.log
 node "$here/server.js" $port > server.log &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
@@ -41,7 +42,7 @@ echo "## 5. What is unreachable?"
 "$lt" leaks "$last_periodic" | head -n 30
 
 echo "## 6. Who points at a buffer? (V8 tags pointers: --invmask 0x7)"
-addr=$("$lt" bufs "$last_periodic" --class 4096 --json | python3 -c 'import json,sys; b=json.load(sys.stdin)["buffers"]; print(hex(b[0]["address"]) if b else "")')
+addr=$("$lt" bufs "$last_periodic" --class 4096 --json | python3 -c 'import json,sys; b=json.load(sys.stdin)["buffers"]; print(hex(b[0]["addr"]) if b else "")')
 if [ -n "$addr" ]; then
   "$lt" refs "$last_periodic" "$addr" --invmask 0x7 --chain | head -n 30
   "$lt" whatis "$last_periodic" "$addr"

@@ -190,7 +190,7 @@ pub struct OwnerTrend {
 /// Node.js recording or has fewer than two snapshots with an audit.
 /// Expensive (decodes and symbolizes every snapshot): build once.
 pub fn trend_of_recording(dir: &std::path::Path) -> Result<Option<OwnerTrend>, crate::Error> {
-    let paths = leaktrail_capture::recording::snapshots::list(dir)?;
+    let paths = leaktrail_capture::recording::snapshots::series(dir)?;
     let mut points: Vec<(f64, OwnerSplit)> = Vec::new();
     for path in &paths {
         let snap = crate::core::Snapshot::open(path)?;

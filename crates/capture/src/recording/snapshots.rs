@@ -120,6 +120,18 @@ pub fn list(recording: &Path) -> Result<Vec<PathBuf>, Error> {
     list_in(&dir)
 }
 
+/// The snapshots of the recording at `recording` that make a time series
+/// of the running program: all but the one taken at exit, unless fewer
+/// than two others exist. A program's exit path may already have torn its
+/// heap down before the hand-over (Node.js frees its whole environment
+/// before `main` returns), so the exit snapshot answers "what is still
+/// live at exit" (leaks), not "what grows".
+pub fn series(recording: &Path) -> Result<Vec<PathBuf>, Error> {
+    let all = list(recording)?;
+    let running: Vec<PathBuf> = all.iter().filter(|p| !is_exit(p)).cloned().collect();
+    Ok(if running.len() >= 2 { running } else { all })
+}
+
 fn list_in(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?

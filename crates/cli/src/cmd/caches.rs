@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut paths = Vec::new();
     for p in &args.snaps {
         if p.is_dir() {
-            let found = recording::snapshots::list(p)?;
+            let found = recording::snapshots::series(p)?;
             if found.is_empty() {
                 bad_input!(
                     "{} holds no snapshots (expected a recording of `leaktrail run`, with snapshots/NNNN.core)",
