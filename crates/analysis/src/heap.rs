@@ -6,6 +6,21 @@
 //! `whatis`, `refs`, `dump`) starts from. Building it decodes the audit and
 //! indexes the blocks once (a page table over each cluster of blocks, so a
 //! lookup is one array read plus a short scan); reuse it.
+//!
+//! ```no_run
+//! use leaktrail_analysis::core::Snapshot;
+//! use leaktrail_analysis::heap::Heap;
+//! use leaktrail_analysis::leaks::{self, LeaksOptions};
+//! use leaktrail_analysis::symbolize::Symbolizer;
+//! let snap = Snapshot::open("app.core".as_ref())?;
+//! let heap = Heap::open(&snap)?; // fails if the process was not traced
+//! let found = leaks::find(&heap, &LeaksOptions::default(), &Symbolizer::for_snapshot(&snap));
+//! println!("{} bytes definitely lost", found.definite.bytes);
+//! if let Some(b) = heap.block_at(0x5555_0000_1010) {
+//!     println!("a buffer of {} bytes at {:#x}", b.size, b.addr);
+//! }
+//! # Ok::<(), leaktrail_analysis::Error>(())
+//! ```
 
 use std::collections::{BTreeSet, HashMap};
 

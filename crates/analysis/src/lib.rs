@@ -6,6 +6,12 @@
 //! * [`core`]: opening snapshot cores by mmap.
 //! * [`profile`]: live memory of one snapshot by allocation site.
 //! * [`growth`]: which sites and size classes grow across snapshots, ranked.
+//! * [`heap`]: one snapshot as a heap: live buffers indexed, mappings
+//!   classified, roots; the start of [`leaks`] (reachability),
+//!   [`caches`] (size classes), [`bufs`] (filtered buffers), [`whatis`],
+//!   [`refs`] (referrers and chains to a root) and [`dump`].
+//! * [`symbolize`] and [`unwind`]: frames named offline (ELF, DWARF, JIT perf
+//!   maps) and stopped threads' stacks walked.
 //!
 //! Nothing here prints; renderers live in `leaktrail-report`.
 #![deny(missing_docs)]

@@ -28,6 +28,14 @@ pub fn line(w: &Whatis) -> String {
     if w.audit {
         return format!("{:#x} is in the leaktrail audit region", w.address);
     }
+    if let Some(s) = w.stack.as_ref().filter(|s| s.sp_offset < 0) {
+        return format!(
+            "{:#x} is on the stack of thread {}, {:#x} below its SP (dead: no frame owns it)",
+            w.address,
+            s.tid,
+            s.sp_offset.unsigned_abs()
+        );
+    }
     if let Some(s) = &w.stack {
         let frame = s
             .frame
