@@ -5,7 +5,8 @@
 //! the latest snapshot that holds the process's memory.
 //!
 //! [`open`] reads each snapshot once (its audit, symbolized by site) and
-//! keeps the audits for the size-class table; findleaks runs once, on the
+//! keeps only what grows with sites and classes, not with buffers: the
+//! profile and the per-class counters; findleaks runs once, on the
 //! newest snapshot taken with `--memory full`. A snapshot that cannot be
 //! read is left out with a note rather than failing the whole report: the
 //! page should still show what the rest say.
@@ -156,6 +157,14 @@ fn read(path: &Path) -> Result<Read, Error> {
     let symbolizer = Symbolizer::for_snapshot(&snap);
     let profile = Profile::from_blocks(&snap, &audit, &symbolizer, profile::pairs(&audit.live));
     let meta = snap.metadata();
+    // Only the per-class counters are needed from here on; the live table
+    // (32 bytes a buffer) and the stacks would make memory grow with the
+    // number of snapshots times their buffers.
+    let mut audit = audit;
+    audit.live = Vec::new();
+    audit.maps = Vec::new();
+    audit.stacks.clear();
+    audit.ranges = Vec::new();
     Ok(Read {
         info: SnapshotInfo {
             path: path.to_path_buf(),
@@ -211,7 +220,14 @@ pub fn open(dir: &Path) -> Result<Investigation, Error> {
     }
     let caches = (!reads.is_empty()).then(|| {
         let audits: Vec<&Audit> = reads.iter().map(|r| &r.audit).collect();
-        caches::compare(&audits)
+        let mut c = caches::compare(&audits);
+        // The live tables were dropped after reading; the class counters,
+        // which were counted from them, add up to the same totals.
+        for (total, r) in c.totals.iter_mut().zip(&reads) {
+            total.live_count = r.audit.classes.iter().map(|k| k.live_count).sum();
+            total.live_bytes = r.audit.classes.iter().map(|k| k.live_bytes).sum();
+        }
+        c
     });
     let profiles: Vec<Profile> = reads.iter().map(|r| r.profile.clone()).collect();
     let growth = (profiles.len() >= 2).then(|| growth::analyse(&profiles));

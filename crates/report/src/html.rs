@@ -43,6 +43,8 @@ pub struct HtmlOptions {
     pub suspects: usize,
     /// Size classes in the table.
     pub classes: usize,
+    /// Snapshot columns in the size-class table (first and last always).
+    pub snapshot_columns: usize,
     /// Classes drawn in the growth chart.
     pub chart_classes: usize,
     /// Leak groups listed.
@@ -57,6 +59,7 @@ impl Default for HtmlOptions {
             title: None,
             suspects: 10,
             classes: 12,
+            snapshot_columns: 8,
             chart_classes: 5,
             leak_groups: 8,
             depth: 16,
@@ -385,9 +388,20 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
             .max()
             .unwrap_or(0)
             .max(1);
+        // At most `snapshot_columns` columns, evenly spread, first and
+        // last always: a long recording must not make the table unreadable.
+        let n = inv.snapshots.len();
+        let cols: Vec<usize> = if n <= opts.snapshot_columns.max(2) {
+            (0..n).collect()
+        } else {
+            let k = opts.snapshot_columns.max(2);
+            let mut v: Vec<usize> = (0..k).map(|i| i * (n - 1) / (k - 1)).collect();
+            v.dedup();
+            v
+        };
         out.push_str("<table class=\"caches\"><tr><th class=\"l\">class</th>");
-        for s in &inv.snapshots {
-            let _ = write!(out, "<th>{}</th>", escape(&name_of(&s.path)));
+        for &i in &cols {
+            let _ = write!(out, "<th>{}</th>", escape(&name_of(&inv.snapshots[i].path)));
         }
         out.push_str("<th>change</th><th class=\"l\">live bytes now</th></tr>");
         for row in c.classes.iter().take(opts.classes) {
@@ -397,7 +411,7 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
                 if row.grew_most { " class=\"grew\"" } else { "" },
                 escape(&class_name(row.size))
             );
-            for s in &row.snapshots {
+            for s in cols.iter().filter_map(|&i| row.snapshots.get(i)) {
                 let _ = write!(
                     out,
                     "<td title=\"{} buffers\">{}</td>",
