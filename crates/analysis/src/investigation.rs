@@ -53,6 +53,9 @@ pub struct SnapshotInfo {
     pub live_bytes: u64,
     /// Live buffers.
     pub live_count: u64,
+    /// Whether it is in the time series of the running program (growth,
+    /// size classes, flame graphs); the exit snapshot usually is not.
+    pub in_series: bool,
 }
 
 /// The findleaks result of one snapshot.
@@ -77,7 +80,8 @@ pub struct Investigation {
     pub trend: Trend,
     /// Snapshots read, oldest first.
     pub snapshots: Vec<SnapshotInfo>,
-    /// Size classes across the snapshots (none without snapshots).
+    /// Size classes across the snapshots taken while the program ran (none
+    /// without snapshots).
     pub caches: Option<Caches>,
     /// Growth ranking (needs two snapshots).
     pub growth: Option<Growth>,
@@ -175,6 +179,7 @@ fn read(path: &Path) -> Result<Read, Error> {
             rss: meta.map_or(0, |m| m.smaps.total.rss),
             live_bytes: profile.bytes(),
             live_count: profile.count(),
+            in_series: true,
         },
         audit,
         profile,
@@ -218,18 +223,34 @@ pub fn open(dir: &Path) -> Result<Investigation, Error> {
     } else if reads.len() == 1 {
         notes.push("one snapshot: growth needs at least two".into());
     }
-    let caches = (!reads.is_empty()).then(|| {
-        let audits: Vec<&Audit> = reads.iter().map(|r| &r.audit).collect();
+    // Growth, the size classes and the flame graphs follow the running
+    // program: the snapshot at exit is left out of them when there are two
+    // others (a runtime may have torn its heap down before the hand-over;
+    // see `snapshots::series`). Findleaks takes it: what is live at exit is
+    // its question.
+    let series_paths = recording::snapshots::series(dir)?;
+    for r in &mut reads {
+        r.info.in_series = series_paths.contains(&r.info.path);
+    }
+    let series: Vec<&Read> = reads.iter().filter(|r| r.info.in_series).collect();
+    if series.len() < reads.len() {
+        notes.push(format!(
+            "growth, size classes and flame graphs over the {} snapshots taken while the program ran; findleaks over the latest with its memory",
+            series.len()
+        ));
+    }
+    let caches = (!series.is_empty()).then(|| {
+        let audits: Vec<&Audit> = series.iter().map(|r| &r.audit).collect();
         let mut c = caches::compare(&audits);
         // The live tables were dropped after reading; the class counters,
         // which were counted from them, add up to the same totals.
-        for (total, r) in c.totals.iter_mut().zip(&reads) {
+        for (total, r) in c.totals.iter_mut().zip(&series) {
             total.live_count = r.audit.classes.iter().map(|k| k.live_count).sum();
             total.live_bytes = r.audit.classes.iter().map(|k| k.live_bytes).sum();
         }
         c
     });
-    let profiles: Vec<Profile> = reads.iter().map(|r| r.profile.clone()).collect();
+    let profiles: Vec<Profile> = series.iter().map(|r| r.profile.clone()).collect();
     let growth = (profiles.len() >= 2).then(|| growth::analyse(&profiles));
     let leaks = match reads.iter().rev().find(|r| r.info.memory == "full") {
         Some(r) => match find_leaks(&r.info.path) {
@@ -252,9 +273,9 @@ pub fn open(dir: &Path) -> Result<Investigation, Error> {
         }
     };
     let snapshots = reads.iter().map(|r| r.info.clone()).collect();
-    let mut reads = reads.into_iter();
-    let first = reads.next().map(|r| r.profile);
-    let latest = reads.next_back().map(|r| r.profile);
+    let mut profiles = profiles.into_iter();
+    let first = profiles.next();
+    let latest = profiles.next_back();
     let (first, latest) = match latest {
         Some(l) => (first, Some(l)),
         None => (None, first),

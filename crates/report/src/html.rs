@@ -390,7 +390,8 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
             .max(1);
         // At most `snapshot_columns` columns, evenly spread, first and
         // last always: a long recording must not make the table unreadable.
-        let n = inv.snapshots.len();
+        let in_series: Vec<_> = inv.snapshots.iter().filter(|s| s.in_series).collect();
+        let n = in_series.len();
         let cols: Vec<usize> = if n <= opts.snapshot_columns.max(2) {
             (0..n).collect()
         } else {
@@ -401,7 +402,7 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
         };
         out.push_str("<table class=\"caches\"><tr><th class=\"l\">class</th>");
         for &i in &cols {
-            let _ = write!(out, "<th>{}</th>", escape(&name_of(&inv.snapshots[i].path)));
+            let _ = write!(out, "<th>{}</th>", escape(&name_of(&in_series[i].path)));
         }
         out.push_str("<th>change</th><th class=\"l\">live bytes now</th></tr>");
         for row in c.classes.iter().take(opts.classes) {
@@ -614,7 +615,11 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
             let _ = write!(
                 out,
                 "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&name_of(&s.path)),
+                escape(&format!(
+                    "{}{}",
+                    name_of(&s.path),
+                    if s.in_series { "" } else { " (findleaks only)" }
+                )),
                 escape(&recording::utc_stamp(s.time_unix_ns / 1_000_000)),
                 escape(&s.memory),
                 escape(&text::seconds(s.pause_ns as f64 / 1e9)),
