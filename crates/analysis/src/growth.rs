@@ -189,6 +189,10 @@ pub struct Suspect {
     pub score: f64,
     /// All the statistics.
     pub stats: Stats,
+    /// For a Node.js process: who owns these buffers (backing stores, V8
+    /// handles, other native memory), from the stack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<crate::owner::Owner>,
 }
 
 /// One size class across the snapshots.
@@ -266,6 +270,11 @@ pub fn analyse(profiles: &[Profile]) -> Growth {
         Stats::of(&times, &bytes)
     };
 
+    let node = order.iter().any(|p| {
+        p.modules
+            .iter()
+            .any(|m| leaktrail_capture::node::is_node(&m.path))
+    });
     let mut suspects: Vec<Suspect> = sites
         .iter()
         .filter_map(|((_, class), ((i, j), v))| {
@@ -281,6 +290,7 @@ pub fn analyse(profiles: &[Profile]) -> Growth {
                 slope: st.slope_bytes_per_hour,
                 score: st.score,
                 stats: st,
+                owner: node.then(|| crate::owner::of_block(&order[*i].entries[*j].frames)),
             })
         })
         .collect();

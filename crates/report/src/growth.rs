@@ -117,6 +117,9 @@ pub fn text(g: &Growth, top: usize, depth: usize) -> String {
             s.stats.monotonicity,
             s.stats.steadiness
         );
+        if let Some(owner) = s.owner {
+            let _ = writeln!(out, "   owner: {}", owner.name());
+        }
         out.push_str(&stack(&s.stack, depth, "     "));
     }
     if top != 0 && g.suspects.len() > top {

@@ -140,6 +140,7 @@ fn native_leak_in_an_addon_is_ranked_first_with_its_js_caller() {
     let top = &growth["suspects"][0];
     let frames = functions(top);
     assert_eq!(top["class"], 1024, "1000-byte blocks: the 1024 B class");
+    assert_eq!(top["owner"], "native");
     assert!(has(&frames, "native", "addon_leak_blocks"), "{frames:?}");
     assert!(has(&frames, "js", "handleRequest"), "{frames:?}");
     // 25 calls x 20 blocks per step, all kept.
@@ -160,6 +161,7 @@ fn buffers_retained_by_a_js_structure_are_ranked_first() {
     let top = &growth["suspects"][0];
     let frames = functions(top);
     assert_eq!(top["class"], 4096);
+    assert_eq!(top["owner"], "array_buffers");
     assert!(has(&frames, "js", "retainBuffers"), "{frames:?}");
     assert!(has(&frames, "native", "ArrayBufferAllocator"), "{frames:?}");
 }
