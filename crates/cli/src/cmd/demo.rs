@@ -2,9 +2,14 @@
 //!
 //! The demo program's C source (`fixtures/demo_leaky.c`) is compiled into
 //! the binary with `include_str!` and built with the system's C compiler
-//! (`$CC`, else `cc`) into a temporary directory at run time. So the demo
-//! works from any directory, with nothing but the `leaktrail` binary and a
-//! C compiler, and always runs the program this binary was built with.
+//! (`$CC`, else `cc`) at run time. So the demo works from any directory,
+//! with nothing but the `leaktrail` binary and a C compiler, and always
+//! runs the program this binary was built with. The program is kept in the
+//! user's cache (`$XDG_CACHE_HOME/leaktrail`, else `~/.cache/leaktrail`),
+//! named by a hash of its source and compiler: the recording's snapshots
+//! name that file, and `growth`, `flamegraph` or `report` run on the
+//! recording later need it to name functions. Without a home directory it
+//! goes to a temporary directory removed at the end.
 //!
 //! The story (DESIGN.md, "The story it must tell"): the program runs under
 //! the tracer (`leaktrail run`, as a child of this binary) for `--duration`,
@@ -47,32 +52,90 @@ pub struct Args {
     pub out: Option<PathBuf>,
 }
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
+/// A temporary directory removed on drop (`None`: nothing to remove).
+struct TempDir(Option<PathBuf>);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
-/// Runs the subcommand.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let tmp = TempDir(std::env::temp_dir().join(format!("leaktrail-demo-{}", std::process::id())));
-    std::fs::create_dir_all(&tmp.0).with_context(|| format!("creating {}", tmp.0.display()))?;
-    let src = tmp.0.join("demo_leaky.c");
-    let exe = tmp.0.join("demo_leaky");
-    std::fs::write(&src, DEMO_SOURCE).with_context(|| format!("writing {}", src.display()))?;
+/// FNV-1a, 64 bits: a stable name for one source and compiler.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+    }
+    h
+}
+
+/// Where the demo program is kept: the user's cache, or a temporary
+/// directory (removed when the guard drops).
+fn program_dir() -> anyhow::Result<(PathBuf, TempDir)> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })
+        .map(|c| c.join("leaktrail"));
+    if let Some(dir) = cache {
+        if std::fs::create_dir_all(&dir).is_ok() {
+            return Ok((dir, TempDir(None)));
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("leaktrail-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok((dir.clone(), TempDir(Some(dir))))
+}
+
+/// Compiles the demo program unless the same source was compiled with the
+/// same compiler before; returns the executable.
+fn build_program(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    // One folder per source and compiler, so the program keeps its name
+    // (and its process name) `demo_leaky` and its source `demo_leaky.c`.
+    let dir = dir.join(format!(
+        "demo_leaky-{:016x}",
+        fnv1a(&[DEMO_SOURCE.as_bytes(), cc.as_bytes()])
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let exe = dir.join("demo_leaky");
+    if exe.is_file() {
+        return Ok(exe);
+    }
+    let src = dir.join("demo_leaky.c");
+    std::fs::write(&src, DEMO_SOURCE).with_context(|| format!("writing {}", src.display()))?;
+    // Built under a temporary name and renamed: two demos at once, or one
+    // interrupted, never leave a half-written program under the final name.
+    let tmp = dir.join(format!(".demo_leaky.{}", std::process::id()));
     let status = Command::new(&cc)
         .args(["-O1", "-g", "-o"])
-        .arg(&exe)
+        .arg(&tmp)
         .arg(&src)
         .status()
         .with_context(|| format!("running the C compiler `{cc}` (the demo builds a small C program; install gcc, or set CC)"))?;
     if !status.success() {
+        let _ = std::fs::remove_file(&tmp);
         anyhow::bail!("`{cc}` could not compile the demo program ({status})");
     }
+    std::fs::rename(&tmp, &exe).with_context(|| format!("renaming to {}", exe.display()))?;
+    Ok(exe)
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (dir_of_program, _guard) = program_dir()?;
+    let exe = build_program(&dir_of_program)?;
     println!(
         "leaktrail demo: running a small request-serving program that leaks ({} requests/s) for {}\n\
          under the tracer, with a snapshot every {} and one at exit.\n\
