@@ -130,7 +130,8 @@ def bench_leaks(leaktrail, core, runs, threads, expect):
         got = (l["definite"]["blocks"], l["indirect"]["blocks"])
         if expect and got != expect:
             print(f"  WARNING: leaks found definite/indirect {got}, expected {expect}")
-        rows.append((wall, l["scan_seconds"], l["scanned_bytes"], anon, filek, maxrss))
+        rows.append((wall, l["scan_seconds"], l["scanned_bytes"], anon, filek, maxrss,
+                     l["scan_cpu_seconds"]))
     return rows
 
 
@@ -173,7 +174,7 @@ def main():
     print(f"   snapshot {size / GIB:.2f} GiB written in {snap_s:.1f} s")
     lists = t.blocks // 1000
     expect = (lists // 100, lists // 100 * 999)
-    cpus = os.cpu_count()
+    print(f"   load average before the analyses: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
     # Warm the page cache once so every timed run sees the same state.
     measured([lt, "leaks", core, "--json", "--threads", "2"])
@@ -185,8 +186,10 @@ def main():
         scanned = rows[0][2]
         print(f"== leaks, {threads} thread{'s' if threads > 1 else ''} ({len(rows)} runs, median)")
         print(f"   wall {wall:.2f} s (all runs: {', '.join(f'{r[0]:.2f}' for r in rows)})")
+        cpu = med([r[6] for r in rows])
         print(f"   scan {scan:.2f} s over {scanned / GIB:.2f} GiB: "
-              f"{scanned / GIB / scan:.2f} GiB/s, {scanned / GIB / scan / threads:.2f} GiB/s per core")
+              f"{scanned / GIB / scan:.2f} GiB/s, {scanned / GIB / scan / threads:.2f} GiB/s per core "
+              f"by wall time; {cpu:.2f} s of CPU: {scanned / GIB / cpu:.2f} GiB per CPU second")
         print(f"   peak memory: anon {med([r[3] for r in rows]) / 1024:.0f} MiB, "
               f"file-backed (core pages mapped) {med([r[4] for r in rows]) / 1024:.0f} MiB, "
               f"ru_maxrss {med([r[5] for r in rows]) / 1024:.0f} MiB; snapshot {size / (1 << 20):.0f} MiB")

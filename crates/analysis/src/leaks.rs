@@ -105,6 +105,9 @@ pub struct Leaks {
     pub root_bytes: u64,
     /// Seconds the reachability scan took (without symbolization).
     pub scan_seconds: f64,
+    /// CPU seconds the scanning threads used: bytes over this is the rate
+    /// per core, whatever else the machine was doing.
+    pub scan_cpu_seconds: f64,
     /// Things the reader should know (e.g. dropped allocations).
     pub warnings: Vec<String>,
 }
@@ -149,7 +152,11 @@ impl Default for LeaksOptions {
 }
 
 /// Per-block classes, indexed like `heap.audit.live`.
-pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u64) {
+///
+/// Also returns the bytes scanned, the bytes of root memory, and the CPU
+/// seconds the scanning threads used (the scan's cost on a loaded machine,
+/// where wall time also counts waiting for a core).
+pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u64, f64) {
     let n = heap.index.len();
     let reach = Bits::new(n);
     let possible = Bits::new(n);
@@ -162,6 +169,7 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
         });
     }
     let scanned = AtomicU64::new(0);
+    let cpu_ns = AtomicU64::new(0);
     let threads = opts.threads.max(1);
 
     // Phase 1: start pointers from the roots, then from reached blocks.
@@ -185,6 +193,7 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
+                    let cpu0 = thread_cpu_ns();
                     let mut local = Vec::new();
                     let mut inner = Vec::new();
                     let mut bytes = 0u64;
@@ -208,6 +217,7 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
                         scan_block(heap, i, &mut bytes, |j, st| visit(j, st, out));
                     });
                     scanned.fetch_add(bytes, Ordering::Relaxed);
+                    cpu_ns.fetch_add(thread_cpu_ns() - cpu0, Ordering::Relaxed);
                     inner
                 })
             })
@@ -235,6 +245,7 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
+                let cpu0 = thread_cpu_ns();
                 let mut bytes = 0u64;
                 pool.work(Vec::new(), |i, out| {
                     scan_block(heap, i, &mut bytes, |j, _| {
@@ -244,6 +255,7 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
                     });
                 });
                 scanned.fetch_add(bytes, Ordering::Relaxed);
+                cpu_ns.fetch_add(thread_cpu_ns() - cpu0, Ordering::Relaxed);
             });
         }
     });
@@ -265,6 +277,7 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
     let mut done = vec![false; n];
     let mut stack = Vec::new();
     let mut leaked_bytes = 0u64;
+    let cpu0 = thread_cpu_ns();
     for leader in 0..n {
         if kinds[leader] != LeakKind::Definite || done[leader] {
             continue;
@@ -285,13 +298,29 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
         }
     }
     let scanned = scanned.load(Ordering::Relaxed) + leaked_bytes + (regs.len() as u64) * 8;
-    (kinds, scanned, root_bytes)
+    let cpu = cpu_ns.load(Ordering::Relaxed) + (thread_cpu_ns() - cpu0);
+    (kinds, scanned, root_bytes, cpu as f64 / 1e9)
+}
+
+/// CPU time of the calling thread, in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID
+    // is always available on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Finds leaks and groups them by allocation stack, symbolized.
 pub fn find(heap: &Heap<'_>, opts: &LeaksOptions, symbolizer: &Symbolizer) -> Leaks {
     let started = std::time::Instant::now();
-    let (kinds, scanned_bytes, root_bytes) = classify(heap, opts);
+    let (kinds, scanned_bytes, root_bytes, scan_cpu_seconds) = classify(heap, opts);
     let scan_seconds = started.elapsed().as_secs_f64();
     let mut l = summarize(
         heap,
@@ -303,6 +332,7 @@ pub fn find(heap: &Heap<'_>, opts: &LeaksOptions, symbolizer: &Symbolizer) -> Le
         root_bytes,
     );
     l.scan_seconds = scan_seconds;
+    l.scan_cpu_seconds = scan_cpu_seconds;
     l
 }
 
@@ -399,6 +429,7 @@ fn summarize(
         scanned_bytes,
         root_bytes,
         scan_seconds: 0.0,
+        scan_cpu_seconds: 0.0,
         warnings,
     }
 }

@@ -27,6 +27,14 @@ pub fn text(l: &Leaks, opts: &LeaksOptions) -> String {
     );
     if let Some(s) = Some(l.scan_seconds).filter(|&s| s > 0.0) {
         let _ = write!(o, " in {s:.2} s, {}/s", bytes(l.scanned_bytes as f64 / s));
+        if l.scan_cpu_seconds > 0.0 {
+            let _ = write!(
+                o,
+                " ({:.2} s of CPU: {}/s per core)",
+                l.scan_cpu_seconds,
+                bytes(l.scanned_bytes as f64 / l.scan_cpu_seconds)
+            );
+        }
     }
     o.push('\n');
     for k in [
