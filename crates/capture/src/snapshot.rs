@@ -100,6 +100,9 @@ pub struct Options {
     /// streams to the file while the target waits. `None`: half of
     /// `MemAvailable`.
     pub staging_budget: Option<u64>,
+    /// How long every thread has to reach its stop before the snapshot is
+    /// abandoned (a thread in uninterruptible I/O stops only when it ends).
+    pub stop_timeout: Duration,
 }
 
 impl Default for Options {
@@ -109,6 +112,7 @@ impl Default for Options {
             output: None,
             locator: Box::new(HeaderLocator),
             staging_budget: None,
+            stop_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -246,7 +250,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let world = ptrace::World::stop(pid)?;
+    let world = ptrace::World::stop(pid, options.stop_timeout)?;
     if std::env::var_os("LEAKTRAIL_TEST_FAULT").is_some_and(|v| v == "exit-during-capture") {
         // Test seam: the target dies while we hold it (see the integration
         // test `snapshot_of_a_target_that_exits_midway_leaves_nothing`).
@@ -1005,6 +1009,82 @@ mod tests {
             );
         }
         assert_eq!(x.len(), y.len());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    // libc deprecates vfork because Rust code cannot use it safely; the
+    // child here only makes raw syscalls and _exits, which is what vfork
+    // allows, and a vfork parent is the one unstoppable wait we can make
+    // on demand.
+    #[allow(deprecated)]
+    fn a_thread_that_never_stops_times_out_instead_of_hanging() {
+        // A vfork parent waits for its child in uninterruptible sleep until
+        // the child execs or exits: no ptrace interrupt stops it meanwhile.
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only makes async-signal-safe calls (we are a
+        // multi-threaded test process) and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above; the vfork child only reads and exits.
+            unsafe {
+                libc::close(fds[1]);
+                if libc::vfork() == 0 {
+                    let mut b = 0u8;
+                    libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+                    libc::_exit(0);
+                }
+                libc::_exit(0);
+            }
+        }
+        // SAFETY: closing our copy of the read end.
+        unsafe { libc::close(fds[0]) };
+        let state = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, r)| r.trim_start().chars().next())
+                })
+        };
+        while state() != Some('D') {
+            std::thread::yield_now();
+        }
+        let dir = std::env::temp_dir().join(format!("leaktrail-dstate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = Options {
+            memory: MemoryMode::None,
+            output: Some(dir.join("never.core")),
+            stop_timeout: Duration::from_millis(200),
+            ..Options::default()
+        };
+        let started = Instant::now();
+        let err = take(pid, &options).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.to_string().contains("did not stop within 0.2 s"),
+            "{err}"
+        );
+        assert!(
+            std::fs::read_dir(&dir).unwrap().next().is_none(),
+            "left a file"
+        );
+        // Let it go; it is still ours (the kernel would free it when this
+        // process exits), so end it here.
+        // SAFETY: writing one byte from a local; kill and waitpid take no
+        // pointers but `status`.
+        unsafe {
+            libc::write(fds[1], b"x".as_ptr().cast(), 1);
+            libc::kill(pid, libc::SIGKILL);
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, libc::__WALL);
+        }
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -9,10 +9,14 @@
 //!
 //! [`World`] is the guard: dropping it, on success, error or panic, waits
 //! for every seized thread to reach its stop and detaches it, re-injecting
-//! any signal we intercepted.
+//! any signal we intercepted. A thread in uninterruptible sleep (state D)
+//! stops only when it leaves it; past a timeout we give up rather than hold
+//! the rest of the process frozen, and such a thread stays attached until
+//! this process exits (the kernel then lets it go).
 
 use std::collections::HashSet;
 use std::io;
+use std::time::{Duration, Instant};
 
 use crate::Error;
 
@@ -56,15 +60,18 @@ enum State {
 /// Every thread of one process, stopped. Dropping it lets them all go.
 pub(crate) struct World {
     pid: i32,
+    /// How long threads have to reach their stop.
+    timeout: Duration,
     threads: Vec<Thread>,
 }
 
 impl World {
     /// Stops every thread of `pid`. The main thread comes first in
     /// [`World::threads`] when it is alive.
-    pub fn stop(pid: i32) -> Result<World, Error> {
+    pub fn stop(pid: i32, timeout: Duration) -> Result<World, Error> {
         let mut world = World {
             pid,
+            timeout,
             threads: Vec::new(),
         };
         let mut known: HashSet<i32> = HashSet::new();
@@ -125,9 +132,11 @@ impl World {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
                 Some(libc::ESRCH) => Ok(false),
-                // A zombie thread (a main thread that called pthread_exit)
-                // cannot be traced and needs no stopping.
-                Some(libc::EPERM) if is_zombie(self.pid, tid) => Ok(false),
+                // The kernel refuses a thread that is already exiting with
+                // EPERM too: a zombie (a main thread that called
+                // pthread_exit) or one released since we listed it. Neither
+                // needs stopping.
+                Some(libc::EPERM) if is_exiting(self.pid, tid) => Ok(false),
                 Some(libc::EPERM) | Some(libc::EACCES) => Err(Error::PermissionDenied {
                     pid: self.pid,
                     what: "ptrace attach refused: run as the same user with CAP_SYS_PTRACE, or as root, \
@@ -165,28 +174,40 @@ impl World {
         Ok(true)
     }
 
-    /// Waits until every seized thread is stopped or gone.
+    /// Waits until every seized thread is stopped or gone, for at most
+    /// the timeout.
     fn collect(&mut self) -> Result<(), Error> {
-        for t in self
-            .threads
-            .iter_mut()
-            .filter(|t| t.state == State::Running)
-        {
-            wait_stop(t);
+        let pid = self.pid;
+        match poll_until_stopped(&mut self.threads, self.timeout) {
+            None => Ok(()),
+            Some(tid) => Err(Error::Sys {
+                what: format!(
+                    "thread {tid} of process {pid} did not stop within {:.1} s (state {}: \
+                     uninterruptible I/O stops only when it ends); nothing was written",
+                    self.timeout.as_secs_f64(),
+                    task_state(pid, tid)
+                ),
+                source: io::ErrorKind::TimedOut.into(),
+            }),
         }
-        Ok(())
     }
 
     /// Lets every thread go. Returns whether any thread turned out to be
     /// gone when we tried (the process died under us).
     fn detach_all(&mut self) -> bool {
         let mut dying = Vec::new();
+        // Seized and interrupted but not yet collected: detaching needs the
+        // stop first, and the interrupt guarantees one, in the end.
+        if let Some(tid) = poll_until_stopped(&mut self.threads, self.timeout) {
+            // Still in uninterruptible sleep. It stays attached (and, once
+            // it stops, stopped) until this process exits and the kernel
+            // detaches it.
+            eprintln!(
+                "leaktrail: thread {tid} of process {} never stopped; it is released when leaktrail exits",
+                self.pid
+            );
+        }
         for t in &mut self.threads {
-            if t.state == State::Running {
-                // Seized and interrupted but not yet collected: detaching
-                // needs the stop first, and the interrupt guarantees one.
-                wait_stop(t);
-            }
             if t.state != State::Stopped {
                 continue;
             }
@@ -233,12 +254,38 @@ impl Drop for World {
     }
 }
 
-/// Blocks until `t` reports a stop (or its exit) and records which.
-fn wait_stop(t: &mut Thread) {
+/// Collects the stops of every `Running` thread until none is left (`None`)
+/// or `limit` has passed (`Some(tid)` of one still running). Polls: there
+/// is no waitpid with a timeout, and an interrupted thread stops within
+/// microseconds unless it is in uninterruptible sleep.
+fn poll_until_stopped(threads: &mut [Thread], limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut waiting = None;
+        for t in threads.iter_mut().filter(|t| t.state == State::Running) {
+            poll_stop(t);
+            if t.state == State::Running {
+                waiting = Some(t.tid);
+            }
+        }
+        let tid = waiting?;
+        if Instant::now() >= deadline {
+            return Some(tid);
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// Collects `t`'s stop (or exit) if it has one to report, and records
+/// which; leaves it `Running` otherwise.
+fn poll_stop(t: &mut Thread) {
     loop {
         let mut status = 0;
         // SAFETY: `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(t.tid, &mut status, libc::__WALL) };
+        let r = unsafe { libc::waitpid(t.tid, &mut status, libc::__WALL | libc::WNOHANG) };
+        if r == 0 {
+            return;
+        }
         if r < 0 {
             if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
@@ -328,12 +375,18 @@ fn list_tasks(pid: i32, first: bool) -> Result<Vec<i32>, Error> {
     Ok(tids)
 }
 
-fn is_zombie(pid: i32, tid: i32) -> bool {
+/// The state letter of a thread, `?` if it cannot be read.
+fn task_state(pid: i32, tid: i32) -> char {
     std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
         .ok()
         .and_then(|s| {
             s.rsplit_once(')')
-                .map(|(_, r)| r.trim_start().starts_with(['Z', 'X']))
+                .and_then(|(_, r)| r.trim_start().chars().next())
         })
-        .unwrap_or(false)
+        .unwrap_or('?')
+}
+
+/// Whether thread `tid` is a zombie, dead, or gone altogether.
+fn is_exiting(pid: i32, tid: i32) -> bool {
+    matches!(task_state(pid, tid), 'Z' | 'X' | '?')
 }
