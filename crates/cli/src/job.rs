@@ -238,6 +238,79 @@ mod tests {
         assert_eq!(output_names(&[p(".hidden")]), [".hidden"]);
     }
 
+    /// Two children run at once with two workers: each input's child
+    /// marks that it started and waits (up to a minute, not a fixed sleep)
+    /// until both have. Run one at a time, the first would give up.
+    #[test]
+    fn two_workers_run_two_children_at_once() {
+        let dir = std::env::temp_dir().join(format!("leaktrail-job-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let script = format!(
+            "touch \"$0.started\"; end=$(( $(date +%s) + 60 )); \
+             while [ $(ls {d} | grep -c started) -lt 2 ]; do \
+               [ $(date +%s) -gt $end ] && exit 1; done; echo ok",
+            d = dir.display()
+        );
+        let command = vec!["-c".to_string(), script];
+        let tasks: Vec<Task> = ["a", "b"]
+            .iter()
+            .map(|n| Task {
+                input: dir.join(n),
+                output: dir.join(format!("{n}.out")),
+            })
+            .collect();
+        let outcomes = run(
+            &Job {
+                exe: PathBuf::from("/bin/sh"),
+                command: &command,
+                output_flag: false,
+                workers: 2,
+                progress: &|_, _, _| {},
+            },
+            &tasks,
+        );
+        assert!(outcomes.iter().all(|o| o.error.is_none()), "{outcomes:?}");
+        for t in &tasks {
+            assert_eq!(std::fs::read_to_string(&t.output).expect("output"), "ok\n");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failing_child_is_reported_and_leaves_no_output() {
+        let dir = std::env::temp_dir().join(format!("leaktrail-job-fail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let command = vec![
+            "-c".to_string(),
+            "echo partial; echo \"leaktrail: $0: broken\" >&2; exit 2".to_string(),
+        ];
+        let task = Task {
+            input: dir.join("x.core"),
+            output: dir.join("x.txt"),
+        };
+        let outcomes = run(
+            &Job {
+                exe: PathBuf::from("/bin/sh"),
+                command: &command,
+                output_flag: false,
+                workers: 1,
+                progress: &|_, _, _| {},
+            },
+            std::slice::from_ref(&task),
+        );
+        let err = outcomes[0].error.as_deref().expect("failed");
+        assert_eq!(err, format!("{}: broken (exit 2)", task.input.display()));
+        assert!(!task.output.exists());
+        assert_eq!(
+            std::fs::read_dir(&dir).expect("dir").count(),
+            0,
+            "no temporary left"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn the_bar_fills_with_progress() {
         assert_eq!(progress_line(0, 0, 4, 4), "\r[....] 0/4");
