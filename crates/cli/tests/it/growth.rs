@@ -730,3 +730,22 @@ fn demo_tells_the_whole_story() {
     assert!(report.contains("cache_response") && report.contains("parse_headers"));
     assert!(report.contains("id=\"flame-diff\""));
 }
+
+#[test]
+fn report_of_a_watch_without_snapshots_still_tells_the_trend() {
+    // fixtures/recordings/README.md: written by `watch`, no snapshots.
+    let dir = crate::support::repo_root().join("fixtures/recordings/watch-malloc-leak-v1");
+    let page = own_scratch("report_watch").join("report.html");
+    ok(&leaktrail()
+        .arg("report")
+        .arg(&dir)
+        .arg("-o")
+        .arg(&page)
+        .output()
+        .expect("report"));
+    let html = std::fs::read_to_string(&page).expect("report.html");
+    assert!(html.contains("<span class=\"verdict growing\">growing</span>"));
+    assert!(html.contains("<svg class=\"trend\""));
+    assert!(html.contains("no snapshots: record with `leaktrail run`"));
+    assert!(!html.contains("class=\"flamegraph\""));
+}
