@@ -9,16 +9,21 @@ the client mid-run and reads every live allocation stack (`leaktrail bufs
 --group-by stack --json`); a frame in anonymous memory (JIT code) counts as
 named when the perf map names it (kind js or jit). For heaptrack it reads
 the folded stacks of all allocations (`heaptrack_print -F`), where an
-unresolved frame prints as `??`. Prints, for each, the fraction of stacks
+unresolved frame prints as its bare address. Prints, for each, the fraction of stacks
 with at least one unnamed frame.
 """
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
+
+# heaptrack_print's folded stacks show a frame it could not name as its bare
+# address (sometimes with a source file): "0x7f43600034ff".
+UNNAMED = re.compile(r"^(0x[0-9a-f]+|\?\?)( \(.*\))?$")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(ROOT, "examples", "node-http-client")
@@ -71,7 +76,7 @@ def heaptrack_fraction(port, seconds, tmp):
         for line in f:
             frames = line.rsplit(" ", 1)[0].split(";")
             stacks += 1
-            with_unnamed += any(fr.strip() == "??" or fr.strip().endswith(" ??") for fr in frames)
+            with_unnamed += any(UNNAMED.match(fr.strip()) for fr in frames)
     return stacks, with_unnamed
 
 
@@ -96,7 +101,7 @@ def main():
           f"have an unnamed frame in JIT code; {unnamed_jit}/{jit} JIT frames unnamed "
           f"({100 * unnamed_jit / max(jit, 1):.1f}%)")
     print(f"heaptrack: {hunnamed}/{hstacks} allocation stacks ({100 * hunnamed / max(hstacks, 1):.1f}%) "
-          f"have a frame it prints as ??")
+          f"have a frame it cannot name (printed as a bare address)")
 
 
 if __name__ == "__main__":
