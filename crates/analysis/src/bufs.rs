@@ -102,7 +102,7 @@ pub fn select(
         }
         if let Some(f) = &filter.stack_contains {
             return *stack_match.entry(b.stack).or_insert_with(|| {
-                let frames = symbolizer.stack(audit.frames(b.stack));
+                let frames = symbolizer.stack_inlined(audit.frames(b.stack));
                 let hit = frames.iter().any(|fr| {
                     fr.function
                         .as_deref()
@@ -153,7 +153,7 @@ pub fn select(
             g.stack = stacks
                 .get(&g.stack_id)
                 .cloned()
-                .unwrap_or_else(|| symbolizer.stack(audit.frames(g.stack_id)));
+                .unwrap_or_else(|| symbolizer.stack_inlined(audit.frames(g.stack_id)));
         }
         groups.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.stack_id.cmp(&b.stack_id)));
     }
@@ -161,7 +161,7 @@ pub fn select(
         for b in &buffers {
             stacks
                 .entry(b.stack_id)
-                .or_insert_with(|| symbolizer.stack(audit.frames(b.stack_id)));
+                .or_insert_with(|| symbolizer.stack_inlined(audit.frames(b.stack_id)));
         }
     } else {
         stacks.clear();

@@ -389,7 +389,7 @@ fn summarize(
     for g in &mut groups {
         // --function needs every stack to filter on.
         if g.kind != LeakKind::Reachable || symbolize_reachable || function.is_some() {
-            g.stack = symbolizer.stack(heap.audit.frames(g.stack_id));
+            g.stack = symbolizer.stack_inlined(heap.audit.frames(g.stack_id));
         }
     }
     if let Some(f) = function {

@@ -128,7 +128,7 @@ pub fn buffer_hit(heap: &Heap<'_>, symbolizer: &Symbolizer, b: &Block, addr: u64
         time_ns: b.time_ns,
         tid: b.tid,
         stack_id: b.stack,
-        stack: symbolizer.stack(heap.audit.frames(b.stack)),
+        stack: symbolizer.stack_inlined(heap.audit.frames(b.stack)),
     }
 }
 
