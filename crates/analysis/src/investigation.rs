@@ -120,12 +120,13 @@ impl Investigation {
         let suspect = g.and_then(|g| g.suspects.first().filter(|s| s.score > 0.0));
         let suspect_reachable = match (suspect, &self.leaks) {
             (Some(s), Some(l)) => {
-                let key = SiteKey::of(&s.stack);
+                // Findleaks may expand inlined calls; profiles do not.
+                let key = SiteKey::physical(&s.stack);
                 let kinds: Vec<LeakKind> = l
                     .leaks
                     .groups
                     .iter()
-                    .filter(|g| SiteKey::of(&g.stack) == key)
+                    .filter(|g| SiteKey::physical(&g.stack) == key)
                     .map(|g| g.kind)
                     .collect();
                 Some(!kinds.is_empty() && kinds.iter().all(|k| *k == LeakKind::Reachable))

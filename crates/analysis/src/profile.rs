@@ -56,6 +56,14 @@ impl SiteKey {
                 .collect(),
         )
     }
+
+    /// The key of a stack without its inlined-call frames: the same for a
+    /// stack symbolized one frame per address and one with inlined calls
+    /// expanded.
+    pub fn physical(frames: &[Frame]) -> SiteKey {
+        let outer: Vec<Frame> = frames.iter().filter(|f| !f.inlined).cloned().collect();
+        SiteKey::of(&outer)
+    }
 }
 
 /// Live buffers of one site in one size class.
