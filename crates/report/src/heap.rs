@@ -43,3 +43,131 @@ pub fn stack(out: &mut String, frames: &[Frame], indent: &str) {
         let _ = writeln!(out, "{indent}{f}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use leaktrail_analysis::caches::{Caches, ClassCounts, ClassDelta, ClassRow};
+    use leaktrail_analysis::leaks::{Group, LeakKind, Leaks, Tally};
+    use leaktrail_analysis::symbolize::{Frame, FrameKind};
+
+    fn frame(function: Option<&str>, kind: FrameKind) -> Frame {
+        Frame {
+            address: 0x401234,
+            function: function.map(str::to_string),
+            file: function.map(|_| "/src/app.c".to_string()),
+            line: function.map(|_| 42),
+            module: Some("app".into()),
+            module_offset: 0x1234,
+            kind,
+            column: None,
+            inlined: false,
+        }
+    }
+
+    #[test]
+    fn leaks_text_lists_classes_then_lost_groups_with_stacks() {
+        let l = Leaks {
+            definite: Tally {
+                bytes: 2048,
+                blocks: 2,
+            },
+            indirect: Tally::default(),
+            possible: Tally::default(),
+            reachable: Tally {
+                bytes: 1_000_000,
+                blocks: 1000,
+            },
+            groups: vec![
+                Group {
+                    kind: LeakKind::Definite,
+                    bytes: 2048,
+                    blocks: 2,
+                    example_address: 0x5555_0000_1000,
+                    example_size: 1024,
+                    example_time_ns: 5,
+                    stack_id: 7,
+                    stack: vec![
+                        frame(Some("make_request"), FrameKind::Native),
+                        frame(None, FrameKind::Native),
+                    ],
+                },
+                Group {
+                    kind: LeakKind::Reachable,
+                    bytes: 1_000_000,
+                    blocks: 1000,
+                    example_address: 0x5555_0000_2000,
+                    example_size: 1000,
+                    example_time_ns: 1,
+                    stack_id: 8,
+                    stack: vec![frame(Some("cache_put"), FrameKind::Native)],
+                },
+            ],
+            scanned_bytes: 1 << 20,
+            root_bytes: 4096,
+            scan_seconds: 0.0,
+            scan_cpu_seconds: 0.0,
+            warnings: vec![],
+        };
+        let text = super::leaks::text(&l, &Default::default());
+        let want = "\
+scanned 1.0 MiB (4.0 KiB of roots)
+  definitely lost:          2,048 bytes in          2 blocks
+  indirectly lost:              0 bytes in          0 blocks
+  possibly lost:                0 bytes in          0 blocks
+  still reachable:      1,000,000 bytes in      1,000 blocks
+
+definitely lost: 2,048 bytes in 2 blocks, oldest 0x555500001000 (1,024 bytes)
+    make_request /src/app.c:42
+    0x401234 in ?? (app+0x1234)
+";
+        assert_eq!(text, want);
+        let mut opts = super::leaks::LeaksOptions::default();
+        opts.reachable = true;
+        assert!(super::leaks::text(&l, &opts).contains("still reachable: 1,000,000 bytes"));
+    }
+
+    #[test]
+    fn caches_text_has_a_column_per_snapshot_and_flags_growth() {
+        let counts = |n: u64| ClassCounts {
+            live_count: n,
+            live_bytes: n * 4000,
+            allocs: n,
+            frees: 0,
+        };
+        let c = Caches {
+            classes: vec![ClassRow {
+                size: 4096,
+                live_count: 1700,
+                live_bytes: 6_800_000,
+                allocs: 1700,
+                frees: 0,
+                snapshots: vec![counts(170), counts(1700)],
+                delta: Some(ClassDelta {
+                    live_count: 1530,
+                    live_bytes: 6_120_000,
+                    allocs: 1530,
+                    frees: 0,
+                }),
+                grew_most: true,
+            }],
+            totals: vec![counts(170), counts(1700)],
+        };
+        let text = super::caches::text(&c, &["a.core".into(), "b.core".into()]);
+        let want = "     class       a.core       b.core       change        bytes
+     4,096          170        1,700       +1,530     +5.8 MiB  << grew most
+     total          170        1,700       +1,530     +5.8 MiB
+";
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn js_frames_print_as_js_with_their_location() {
+        let mut f = frame(Some("allocateBuffers"), FrameKind::Js);
+        f.file = Some("/srv/app.js".into());
+        f.line = Some(14);
+        f.column = Some(25);
+        let mut out = String::new();
+        super::stack(&mut out, &[f], "  ");
+        assert_eq!(out, "  JS allocateBuffers /srv/app.js:14:25\n");
+    }
+}
