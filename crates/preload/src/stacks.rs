@@ -217,8 +217,3 @@ fn grow_index(hdr: &Header, shard: &ShardDesc) -> bool {
     shard.capacity.store(new_cap, Ordering::Release);
     true
 }
-
-/// Number of stacks interned (for tests and the exit report).
-pub fn count(hdr: &Header) -> u64 {
-    hdr.stack_count.load(Ordering::Relaxed)
-}

@@ -128,11 +128,6 @@ pub fn enter<R>(f: impl FnOnce(&ThreadState, &Inside<'_>) -> R) -> Option<R> {
         .flatten()
 }
 
-/// Whether this thread is inside the tracer right now.
-pub fn is_inside() -> bool {
-    THREAD.try_with(|s| s.inside.get()).unwrap_or(true)
-}
-
 /// Runs `f` outside any hook (init, dlopen) with nested allocations passing
 /// through unrecorded.
 pub fn quietly<R>(f: impl FnOnce() -> R) -> R {

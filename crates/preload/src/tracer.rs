@@ -303,8 +303,3 @@ extern "C" fn after_fork_child() {
         sys::close(fd);
     }
 }
-
-/// Interned stacks so far (0 before init).
-pub fn stack_count() -> u64 {
-    region::header().map_or(0, stacks::count)
-}
