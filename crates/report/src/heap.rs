@@ -121,8 +121,7 @@ definitely lost: 2,048 bytes in 2 blocks, oldest 0x555500001000 (1,024 bytes)
     0x401234 in ?? (app+0x1234)
 ";
         assert_eq!(text, want);
-        let mut opts = super::leaks::LeaksOptions::default();
-        opts.reachable = true;
+        let opts = super::leaks::LeaksOptions { reachable: true };
         assert!(super::leaks::text(&l, &opts).contains("still reachable: 1,000,000 bytes"));
     }
 
