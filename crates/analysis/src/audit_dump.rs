@@ -78,20 +78,21 @@ pub fn read_live(pid: i32, header_addr: impl Into<Option<u64>>) -> Result<AuditD
             offset: m.offset,
         })
         .collect();
-    let symbolizer = Symbolizer::new(files);
-    let frames = decoded
+    Ok(symbolized(decoded, &Symbolizer::new(files)))
+}
+
+/// Pairs a decoded audit with every one of its stacks symbolized.
+fn symbolized(audit: Audit, symbolizer: &Symbolizer) -> AuditDump {
+    let frames = audit
         .stacks
         .iter()
         .map(|(&id, pcs)| (id, symbolizer.stack(pcs)))
         .collect();
-    Ok(AuditDump {
-        audit: decoded,
-        frames,
-    })
+    AuditDump { audit, frames }
 }
 
 /// The audit carried by a snapshot, with every stack symbolized from the
-/// files the process had mapped (`NT_FILE`).
+/// files the process had mapped and the JIT map the snapshot carries.
 pub fn from_snapshot(snapshot: &crate::core::Snapshot) -> Result<AuditDump, Error> {
     let pid = snapshot.pid().map(|p| p as u32);
     let decoded = audit::find(snapshot, pid)?.ok_or_else(|| {
@@ -100,24 +101,5 @@ pub fn from_snapshot(snapshot: &crate::core::Snapshot) -> Result<AuditDump, Erro
             snapshot.path().display()
         ))
     })?;
-    let files = snapshot
-        .files()
-        .iter()
-        .map(|f| FileMapping {
-            path: f.path.clone(),
-            start: f.start,
-            end: f.end,
-            offset: f.offset,
-        })
-        .collect();
-    let symbolizer = Symbolizer::new(files);
-    let frames = decoded
-        .stacks
-        .iter()
-        .map(|(&id, pcs)| (id, symbolizer.stack(pcs)))
-        .collect();
-    Ok(AuditDump {
-        audit: decoded,
-        frames,
-    })
+    Ok(symbolized(decoded, &Symbolizer::for_snapshot(snapshot)))
 }

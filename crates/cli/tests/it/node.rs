@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::support::{leaktrail, repo_root, scratch, ChildGuard};
+use crate::support::{leaktrail, repo_root, scratch, snapshot_into, ChildGuard};
 
 /// Growth up to this is noise: a steady Node process's own bookkeeping
 /// (V8 zones, marking worklists) wobbles by a few KiB between snapshots,
@@ -69,16 +69,7 @@ fn growth_of(scenario: &str, steps: usize) -> (Value, Value) {
     for k in 1..=steps {
         let line = lines.next().expect("a step line").expect("utf-8");
         assert_eq!(line, format!("step {k}"));
-        let out = leaktrail()
-            .args(["snapshot", "--memory", "tables", "--recording"])
-            .arg(&dir)
-            .output()
-            .expect("snapshot");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        snapshot_into(&dir, &["--memory", "tables"]);
         if k < steps {
             stdin.write_all(b"\n").expect("next step");
         }

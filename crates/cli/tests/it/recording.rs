@@ -8,7 +8,7 @@ use std::process::Stdio;
 use leaktrail_analysis::audit_dump::{self, AuditDump};
 use leaktrail_analysis::core::Snapshot;
 
-use crate::support::{fixture, leaktrail, scratch, ChildGuard};
+use crate::support::{fixture, leaktrail, scratch, snapshot_into, ChildGuard};
 
 const NO_FP: &[&str] = &["-fomit-frame-pointer", "-fno-optimize-sibling-calls"];
 
@@ -102,16 +102,7 @@ fn snapshot_on_demand_into_a_running_recording() {
             break;
         }
     }
-    let out = leaktrail()
-        .args(["snapshot", "--recording"])
-        .arg(&dir)
-        .output()
-        .expect("snapshot");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    snapshot_into(&dir, &[]);
     run.0
         .stdin
         .take()
@@ -150,18 +141,7 @@ fn maps_diff_of_two_snapshots_names_the_grown_heap_first() {
         assert!(line.starts_with(prefix), "{line}");
     };
     expect("ready");
-    let snap = || {
-        let out = leaktrail()
-            .args(["snapshot", "--recording"])
-            .arg(&dir)
-            .output()
-            .expect("snapshot");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let snap = || snapshot_into(&dir, &[]);
     snap();
     // 1530 buffers of 4000 bytes: about 6 MiB more heap.
     stdin.write_all(b"g").expect("grow");

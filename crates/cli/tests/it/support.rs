@@ -92,3 +92,20 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// `leaktrail snapshot --recording DIR [extra...]`, which must succeed.
+pub fn snapshot_into(recording: &Path, extra: &[&str]) {
+    let out = leaktrail()
+        .arg("snapshot")
+        .args(extra)
+        .arg("--recording")
+        .arg(recording)
+        .output()
+        .expect("run leaktrail snapshot");
+    assert!(
+        out.status.success(),
+        "snapshot --recording {} failed: {}",
+        recording.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
