@@ -299,6 +299,16 @@ fn refs_invmask_chain_finds_the_holder_and_the_global() {
     assert_eq!(refs[0]["whatis"]["buffer"]["addr"], *holder);
     assert_eq!(refs[0]["whatis"]["buffer"]["offset"], 16);
 
+    // The same word through --mask and --range.
+    for how in [&["--mask", "0xfffffffffffffff8"][..], &["--range", "8"]] {
+        let mut args = vec!["refs", t.as_str(), "--json"];
+        args.extend_from_slice(how);
+        let r = json(&args, snap);
+        let refs = r["refs"].as_array().expect("refs");
+        assert_eq!(refs.len(), 1, "{how:?}: {r:#}");
+        assert_eq!(refs[0]["at"], holder + 16);
+    }
+
     let chains = json(&["refs", &t, "--invmask", "0x7", "--chain", "--json"], snap);
     let list = chains["chains"].as_array().expect("chains");
     let via_global = list
