@@ -65,9 +65,13 @@ pub enum AreaKind {
     },
     /// The brk heap (`[heap]`).
     Heap,
-    /// A malloc arena or an mmap'd malloc chunk: anonymous memory holding
-    /// live buffers.
+    /// A glibc malloc arena's heap (64 MiB aligned, `heap_info` first).
     Arena,
+    /// Anonymous memory holding live buffers that is not an arena: glibc's
+    /// mmap'd chunks (128 KiB and up), which the kernel may have merged
+    /// with neighbouring anonymous memory of the program's. The parts
+    /// outside live buffers count as anonymous memory.
+    Chunks,
     /// Other anonymous memory (a runtime's own heap, program mmaps).
     Anon,
     /// The tracer's audit region.
@@ -87,6 +91,7 @@ impl AreaKind {
             AreaKind::Tls { .. } => "tls",
             AreaKind::Heap => "heap",
             AreaKind::Arena => "arena",
+            AreaKind::Chunks => "chunks",
             AreaKind::Anon => "anon",
             AreaKind::Audit => "audit",
             AreaKind::File => "file",
@@ -454,8 +459,10 @@ fn classify(snap: &Snapshot, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
                 } else {
                     AreaKind::File
                 }
-            } else if holds_blocks(start, end) || looks_like_arena_heap(snap, start, end) {
+            } else if looks_like_arena_heap(snap, start, end) {
                 AreaKind::Arena
+            } else if holds_blocks(start, end) {
+                AreaKind::Chunks
             } else {
                 AreaKind::Anon
             };
@@ -584,6 +591,30 @@ impl Heap<'_> {
                 // sealed table) holds nothing a program still updates.
                 AreaKind::Anon if roots.anon && a.perms.as_bytes().get(1) == Some(&b'w') => {
                     (a.start, "anon")
+                }
+                AreaKind::Chunks if roots.anon && a.perms.as_bytes().get(1) == Some(&b'w') => {
+                    // Between the buffers: whatever else shares the mapping.
+                    let mut at = a.start;
+                    let mut i = self.index.first_at_or_after(a.start);
+                    while i < self.index.len() && self.index.start(i) < a.end {
+                        if at < self.index.start(i) {
+                            ranges.push(RootRange {
+                                start: at,
+                                end: self.index.start(i),
+                                kind: "anon",
+                            });
+                        }
+                        at = at.max(self.index.end(i));
+                        i += 1;
+                    }
+                    if at < a.end {
+                        ranges.push(RootRange {
+                            start: at,
+                            end: a.end,
+                            kind: "anon",
+                        });
+                    }
+                    continue;
                 }
                 _ => continue,
             };

@@ -187,6 +187,8 @@ fn leaks_classifies_every_root_and_leak_kind_exactly() {
         ("alloc_register", 1004),
         ("alloc_anon", 1009),
         ("alloc_holder", 1012),
+        ("alloc_beside", 1013),
+        ("alloc_big", 300000),
     ] {
         assert_eq!(
             kind_of(&gs, function),
@@ -230,6 +232,25 @@ fn leaks_classifies_every_root_and_leak_kind_exactly() {
     // The possible class holds ours plus whatever the C library keeps by
     // interior pointers (glibc's dtv is pointed to at +16).
     assert!(tally(&l["possible"]).0 >= 1005 + 1011);
+
+    // Our mmap and glibc's mapping of the big buffer are one mapping; its
+    // part outside the buffer is still scanned as anonymous memory.
+    let (snap, _) = roots_snapshot();
+    let beside = json(
+        &["refs", &format!("{:#x}", beside_target(snap)), "--json"],
+        snap,
+    );
+    let r = &beside["refs"][0]["whatis"];
+    assert!(
+        ["chunks", "anon"].contains(&r["area"]["kind"].as_str().unwrap_or("")),
+        "{beside:#}"
+    );
+}
+
+/// The 1013-byte buffer held only from the mmap beside the big buffer.
+fn beside_target(snap: &Path) -> u64 {
+    let b = json(&["bufs", "--size", "1013..1013", "--json"], snap);
+    b["buffers"][0]["addr"].as_u64().expect("the 1013 buffer")
 }
 
 #[test]

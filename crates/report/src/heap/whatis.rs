@@ -77,6 +77,9 @@ pub fn line(w: &Whatis) -> String {
             "in a malloc arena, not in a live buffer (free or malloc's own)".to_string()
         }
         AreaKind::Anon => "in anonymous memory that is not malloc's".to_string(),
+        AreaKind::Chunks => {
+            "in anonymous memory beside mmap'd malloc chunks, not in a live buffer".to_string()
+        }
         AreaKind::Tls { tid } => format!("in thread {tid}'s static TLS area"),
         AreaKind::ModuleData => "in module data".to_string(),
         other => format!("in a {} mapping", other.name()),
