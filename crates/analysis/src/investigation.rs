@@ -91,6 +91,8 @@ pub struct Investigation {
     pub first: Option<Profile>,
     /// Reachability in the newest snapshot taken with `--memory full`.
     pub leaks: Option<LeakSummary>,
+    /// For a traced Node.js process: memory by owner across the snapshots.
+    pub owners: Option<crate::owner::OwnerTrend>,
     /// What could not be done, and why.
     pub notes: Vec<String>,
 }
@@ -281,6 +283,13 @@ pub fn open(dir: &Path) -> Result<Investigation, Error> {
         Some(l) => (first, Some(l)),
         None => (None, first),
     };
+    let owners = match crate::owner::trend_of_recording(dir) {
+        Ok(o) => o,
+        Err(e) => {
+            notes.push(format!("Node.js owner split: {e}"));
+            None
+        }
+    };
     Ok(Investigation {
         dir: dir.to_path_buf(),
         meta: rec.meta,
@@ -292,6 +301,7 @@ pub fn open(dir: &Path) -> Result<Investigation, Error> {
         latest,
         first,
         leaks,
+        owners,
         notes,
     })
 }

@@ -233,6 +233,66 @@ fn name_of(p: &std::path::Path) -> String {
     )
 }
 
+/// The Node.js owner split: one bar per owner, first snapshot (pale) and
+/// last (solid) on one scale, so the owner that grows stands out unread.
+fn owners_section(out: &mut String, o: &leaktrail_analysis::owner::OwnerTrend) {
+    out.push_str("<section id=\"owners\"><h2>Node.js: who owns the memory?</h2>");
+    let max = o
+        .owners
+        .iter()
+        .flat_map(|s| s.bytes.iter().copied())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (label_w, bar_w, row_h) = (260.0, 420.0, 34.0);
+    let height = row_h * o.owners.len() as f64 + 10.0;
+    let _ = write!(
+        out,
+        "<svg class=\"chart\" viewBox=\"0 0 {w} {height}\" width=\"{w}\" height=\"{height}\" role=\"img\" aria-label=\"memory by owner, first and last snapshot\">",
+        w = label_w + bar_w + 160.0
+    );
+    for (i, s) in o.owners.iter().enumerate() {
+        let y = 6.0 + row_h * i as f64;
+        let first = s.bytes.first().copied().unwrap_or(0);
+        let last = s.bytes.last().copied().unwrap_or(0);
+        let w = |b: u64| bar_w * b as f64 / max as f64;
+        let grows = Some(s.owner) == o.growing;
+        let colour = if grows { "#c0392b" } else { "#2c7fb8" };
+        let _ = write!(
+            out,
+            "<text x=\"0\" y=\"{ty}\" font-size=\"13\">{name}</text>\
+             <rect x=\"{label_w}\" y=\"{y}\" width=\"{wf:.1}\" height=\"10\" fill=\"{colour}\" opacity=\"0.35\"/>\
+             <rect x=\"{label_w}\" y=\"{y2}\" width=\"{wl:.1}\" height=\"12\" fill=\"{colour}\"/>\
+             <text x=\"{tx:.1}\" y=\"{ty}\" font-size=\"12\">{fb} → {lb}</text>",
+            ty = y + 16.0,
+            name = escape(s.name),
+            wf = w(first),
+            y2 = y + 11.0,
+            wl = w(last),
+            tx = label_w + bar_w + 8.0,
+            fb = escape(&text::bytes(first as f64)),
+            lb = escape(&text::bytes(last as f64)),
+        );
+    }
+    out.push_str("</svg><table><tr><th>owner</th><th>first</th><th>last</th><th>slope</th></tr>");
+    for s in &o.owners {
+        let _ = write!(
+            out,
+            "<tr{cls}><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(s.name),
+            escape(&text::bytes(s.bytes.first().copied().unwrap_or(0) as f64)),
+            escape(&text::bytes(s.bytes.last().copied().unwrap_or(0) as f64)),
+            escape(&text::rate(s.slope_bytes_per_hour)),
+            cls = if Some(s.owner) == o.growing {
+                " class=\"grows\""
+            } else {
+                ""
+            },
+        );
+    }
+    out.push_str("</table><p class=\"muted\">From the allocation stacks and mappings of each snapshot: Node's array-buffer allocator means backing stores, V8's handle scopes and global handles mean handles, V8's own mappings are its heap.</p></section>");
+}
+
 /// The page.
 pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> {
     let mut out = String::new();
@@ -440,6 +500,11 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
         out.push_str("<p class=\"muted\">No snapshots.</p>");
     }
     out.push_str("</section>");
+
+    // Node.js: who owns the memory, as a Node user thinks of it.
+    if let Some(o) = &inv.owners {
+        owners_section(&mut out, o);
+    }
 
     // 3. Suspects.
     out.push_str("<section id=\"suspects\"><h2>Which allocation sites grow?</h2>");

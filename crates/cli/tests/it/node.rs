@@ -38,9 +38,9 @@ fn addon() -> &'static Path {
 }
 
 /// Runs `stepper.js SCENARIO` under the tracer, snapshots the recording
-/// after each of `steps` steps, and returns `growth --json` of it and
-/// `trend --json`'s split by owner.
-fn growth_of(scenario: &str, steps: usize) -> (Value, Value) {
+/// after each of `steps` steps, and returns `growth --json` of it,
+/// `trend --json`'s split by owner, and the HTML report.
+fn growth_of(scenario: &str, steps: usize) -> (Value, Value, String) {
     let dir = scratch(&format!("node_{scenario}")).join("rec");
     let mut run = ChildGuard(
         leaktrail()
@@ -103,7 +103,21 @@ fn growth_of(scenario: &str, steps: usize) -> (Value, Value) {
         String::from_utf8_lossy(&out.stderr)
     );
     let trend: Value = serde_json::from_slice(&out.stdout).expect("trend JSON");
-    (growth, trend["owners"].clone())
+    let html = dir.with_file_name("report.html");
+    let out = leaktrail()
+        .arg("report")
+        .arg(&dir)
+        .arg("-o")
+        .arg(&html)
+        .output()
+        .expect("report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&html).expect("report written");
+    (growth, trend["owners"].clone(), html)
 }
 
 fn functions(suspect: &Value) -> Vec<(String, String)> {
@@ -126,7 +140,7 @@ fn has(frames: &[(String, String)], kind: &str, needle: &str) -> bool {
 
 #[test]
 fn native_leak_in_an_addon_is_ranked_first_with_its_js_caller() {
-    let (growth, owners) = growth_of("native-leak", 5);
+    let (growth, owners, _html) = growth_of("native-leak", 5);
     assert_eq!(owners["growing"], "native", "{owners}");
     let top = &growth["suspects"][0];
     let frames = functions(top);
@@ -147,8 +161,11 @@ fn native_leak_in_an_addon_is_ranked_first_with_its_js_caller() {
 
 #[test]
 fn buffers_retained_by_a_js_structure_are_ranked_first() {
-    let (growth, owners) = growth_of("buffers", 5);
+    let (growth, owners, html) = growth_of("buffers", 5);
     assert_eq!(owners["growing"], "array_buffers", "{owners}");
+    // The report shows the split, the growing owner marked.
+    assert!(html.contains("id=\"owners\""));
+    assert!(html.contains("<tr class=\"grows\"><td>ArrayBuffer/Buffer backing stores</td>"));
     let top = &growth["suspects"][0];
     let frames = functions(top);
     assert_eq!(top["class"], 4096);
@@ -159,7 +176,7 @@ fn buffers_retained_by_a_js_structure_are_ranked_first() {
 
 #[test]
 fn a_steady_control_shows_no_growth_above_noise() {
-    let (growth, _owners) = growth_of("steady", 5);
+    let (growth, _owners, _html) = growth_of("steady", 5);
     for s in growth["suspects"].as_array().expect("suspects") {
         let rise = s["stats"]["rise_bytes"].as_f64().expect("rise");
         assert!(
