@@ -5,6 +5,7 @@ pub mod bufs;
 pub mod caches;
 pub mod demo;
 pub mod dump;
+pub mod filter;
 pub mod flamegraph;
 pub mod growth;
 pub mod info;

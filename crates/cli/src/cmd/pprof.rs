@@ -7,7 +7,7 @@ use anyhow::Context;
 use leaktrail_capture::recording;
 use leaktrail_report::pprof;
 
-use super::flamegraph::FilterArgs;
+use super::filter::FilterArgs;
 
 /// Flags of `leaktrail pprof`.
 #[derive(clap::Args)]
