@@ -56,16 +56,27 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 /// Formats a duration the way [`parse`] reads it, at a precision fit for
 /// people: `250ms`, `4.2s`, `12m30s`, `3h05m`.
 pub fn format(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 1.0 {
-        format!("{}ms", d.as_millis())
+    format_seconds(d.as_secs_f64())
+}
+
+/// [`format`] for seconds as a float (as analyses compute them): `never`
+/// for an infinite or undefined time, `0s` for none, and `2.5d` past two
+/// days.
+pub fn format_seconds(s: f64) -> String {
+    if !s.is_finite() {
+        return "never".into();
+    }
+    if s == 0.0 {
+        "0s".into()
+    } else if s < 1.0 {
+        format!("{}ms", (s * 1000.0).round())
     } else if s < 60.0 {
         let t = format!("{s:.1}");
         format!("{}s", t.trim_end_matches(".0"))
     } else if s < 3600.0 {
         let m = (s / 60.0).floor();
         format!("{}m{:02}s", m, (s - m * 60.0).floor())
-    } else if s < 86400.0 * 2.0 {
+    } else if s < 2.0 * 86400.0 {
         let h = (s / 3600.0).floor();
         format!("{}h{:02}m", h, ((s - h * 3600.0) / 60.0).floor())
     } else {

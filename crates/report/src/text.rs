@@ -43,25 +43,7 @@ pub fn rate(bytes_per_hour: f64) -> String {
 
 /// Seconds as `250ms`, `4.2s`, `12m30s`, `3h05m`, `2.5d`.
 pub fn seconds(s: f64) -> String {
-    if !s.is_finite() {
-        return "never".into();
-    }
-    if s == 0.0 {
-        "0s".into()
-    } else if s < 1.0 {
-        format!("{}ms", (s * 1000.0).round())
-    } else if s < 60.0 {
-        let t = format!("{s:.1}");
-        format!("{}s", t.trim_end_matches(".0"))
-    } else if s < 3600.0 {
-        let m = (s / 60.0).floor();
-        format!("{}m{:02}s", m, (s - m * 60.0).floor())
-    } else if s < 2.0 * 86400.0 {
-        let h = (s / 3600.0).floor();
-        format!("{}h{:02}m", h, ((s - h * 3600.0) / 60.0).floor())
-    } else {
-        format!("{:.1}d", s / 86400.0)
-    }
+    leaktrail_capture::duration::format_seconds(s)
 }
 
 fn limit_source(s: LimitSource) -> &'static str {
