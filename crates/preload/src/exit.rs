@@ -14,7 +14,7 @@ use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::hooks::next_symbol;
-use crate::tracer::SUPERVISOR_FD;
+use crate::tracer::{SUPERVISOR_FD, SUPERVISOR_INODE};
 use crate::{region, sys};
 
 static DONE: AtomicBool = AtomicBool::new(false);
@@ -53,6 +53,12 @@ pub fn announce_start() {
 fn tell_and_wait(what: &[u8], value: u64) {
     let fd = SUPERVISOR_FD.load(Ordering::Relaxed);
     if fd < 0 {
+        return;
+    }
+    let ours = SUPERVISOR_INODE.load(Ordering::Relaxed);
+    if sys::file_identity(fd).map(|(_, inode)| inode) != Some(ours) {
+        // The program closed our socket (daemons close every descriptor);
+        // the number may now be one of its own files.
         return;
     }
     let mut line = [0u8; 96];

@@ -187,3 +187,12 @@ pub fn fmt_hex(mut v: u64, buf: &mut [u8; 16]) -> &[u8] {
     }
     &buf[i..]
 }
+
+/// The (device, inode) of an open descriptor, or `None`.
+pub fn file_identity(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: an all-zero stat is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer for fstat.
+    let r = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) };
+    (r == 0).then_some((st.st_dev, st.st_ino))
+}

@@ -12,7 +12,7 @@
 //! watches only the process it launched.
 
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use leaktrail_format::{self as format, Header, Lifecycle, UnwindMode, MAX_DEPTH};
 
@@ -27,6 +27,10 @@ static DEPTH: AtomicU32 = AtomicU32::new(format::DEFAULT_DEPTH as u32);
 static SAID_FULL: AtomicBool = AtomicBool::new(false);
 /// Socket to the supervisor (`leaktrail run`), -1 if none.
 pub static SUPERVISOR_FD: AtomicI32 = AtomicI32::new(-1);
+/// Inode of that socket when we got it: a program that closes every
+/// descriptor and opens a file that reuses the number must not get our
+/// hand-over line written into its file.
+pub static SUPERVISOR_INODE: AtomicU64 = AtomicU64::new(0);
 
 /// Reads the configuration, creates the region and builds the module
 /// table. Runs once, from the library's constructor.
@@ -66,7 +70,10 @@ pub fn init() {
                 libc::fcntl(fd as i32, libc::F_SETFD, libc::FD_CLOEXEC);
                 libc::unsetenv(c"LEAKTRAIL_SUPERVISOR_FD".as_ptr());
             }
-            SUPERVISOR_FD.store(fd as i32, Ordering::Relaxed);
+            if let Some((_, inode)) = sys::file_identity(fd as i32) {
+                SUPERVISOR_INODE.store(inode, Ordering::Relaxed);
+                SUPERVISOR_FD.store(fd as i32, Ordering::Relaxed);
+            }
         }
         unwind::shared::init();
         unwind::modules::rebuild();

@@ -359,6 +359,20 @@ fn tls_destructors_that_allocate_during_thread_teardown() {
 }
 
 #[test]
+fn a_program_that_reuses_the_supervisor_descriptor_gets_nothing_written_into_it() {
+    let exe = robust();
+    let file = scratch("tracer_closefds").join("data.txt");
+    let (out, code, _) = run_traced(
+        &file.with_file_name(""),
+        &[],
+        &[path_str(&exe), "closefds", path_str(&file)],
+    );
+    assert_eq!(out, "closefds ok\n");
+    assert_eq!(code, 5);
+    assert_eq!(std::fs::read_to_string(&file).expect("file"), "data\n");
+}
+
+#[test]
 fn a_full_region_stops_recording_says_so_once_and_the_program_goes_on() {
     let exe = robust();
     let (plain_out, plain_code) = run_plain(&[path_str(&exe), "full"]);
