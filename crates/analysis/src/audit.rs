@@ -71,6 +71,8 @@ pub struct AuditCounters {
     pub resizes: u64,
     /// Mappings not entered.
     pub dropped_maps: u64,
+    /// Stacks not captured: too little stack left to unwind safely.
+    pub shallow_stacks: u64,
 }
 
 /// A decoded audit region.
@@ -275,6 +277,7 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
             region_bytes: load(&c.region_bytes),
             resizes: load(&c.resizes),
             dropped_maps: load(&c.dropped_maps),
+            shallow_stacks: load(&c.shallow_stacks),
         },
         classes,
         live,

@@ -205,8 +205,11 @@ pub struct Counters {
     pub resizes: AtomicU64,
     /// Anonymous mmaps not entered in the mapped-memory table.
     pub dropped_maps: AtomicU64,
+    /// Stacks not captured because the thread's stack had too little room
+    /// left for the unwinder (threads created with tiny stacks).
+    pub shallow_stacks: AtomicU64,
     /// Reserved for later counters without a version bump.
-    pub reserved: [AtomicU64; 9],
+    pub reserved: [AtomicU64; 8],
 }
 
 /// Descriptor of one hash table of the region, alone on its cache line.

@@ -33,7 +33,10 @@ pub fn for_each_mapping(mut f: impl FnMut(u64, u64, &[u8]) -> bool) {
     if fd < 0 {
         return;
     }
-    let mut buf = [0u8; 4096];
+    // Small: this runs on the hook path, possibly on a 16 KiB thread stack.
+    // Lines longer than the buffer (long paths) are skipped, which never
+    // hides a stack (anonymous mappings have short lines).
+    let mut buf = [0u8; 512];
     let mut have = 0usize;
     'read: loop {
         let n = sys::read(fd, &mut buf[have..]);

@@ -1,9 +1,16 @@
 //! Per-thread state of the tracer.
 //!
-//! Kept in `const`-initialised thread-locals without destructors, so that
-//! access never allocates, never registers a destructor and stays valid
-//! through thread teardown (glibc frees a thread's TLS only after its last
-//! `free`).
+//! Kept in `const`-initialised, zero-filled thread-locals without
+//! destructors, so that access never allocates, never registers a
+//! destructor and stays valid through thread teardown (glibc frees a
+//! thread's TLS only after its last `free`).
+//!
+//! Small on purpose: glibc carves every thread's static TLS out of its
+//! stack, and refuses `pthread_create` when the requested stack cannot hold
+//! the guard, the static TLS and 2 KiB. With a 10 KiB block here, a thread
+//! created with `PTHREAD_STACK_MIN` (16 KiB) failed with EINVAL under the
+//! tracer (a test now checks it). The unwind-rule cache is therefore
+//! process-wide (`unwind::shared`), and only the stack memo stays here.
 
 use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -12,28 +19,15 @@ use crate::selfmaps;
 use crate::sys;
 use crate::unwind::Memo;
 
-/// Slots in the per-thread unwind-rule cache (a power of two).
-pub const RULE_CACHE_SLOTS: usize = 512;
-
-/// One cached unwind rule: the instruction address it was computed for.
-#[derive(Clone, Copy)]
-pub struct RuleSlot {
-    /// Lookup address (0 = empty).
-    pub pc: u64,
-    /// The packed rule (see `unwind::rule`).
-    pub rule: u64,
-}
-
 /// Everything one thread keeps.
 pub struct ThreadState {
     inside: Cell<bool>,
     tid: Cell<u32>,
     tid_generation: Cell<u64>,
     stack_top: Cell<u64>,
-    /// Unwind-rule cache, tagged with the module table's generation.
-    pub rules: UnsafeCell<[RuleSlot; RULE_CACHE_SLOTS]>,
-    /// Generation of the module table the cache was filled from.
-    pub rules_generation: Cell<u64>,
+    stack_low: Cell<u64>,
+    /// Generation of the module table the memo was filled under.
+    pub generation: Cell<u64>,
     /// The previous stack this thread captured.
     pub memo: UnsafeCell<Memo>,
 }
@@ -43,17 +37,18 @@ thread_local! {
         ThreadState {
             inside: Cell::new(false),
             tid: Cell::new(0),
-            tid_generation: Cell::new(u64::MAX),
+            tid_generation: Cell::new(0),
             stack_top: Cell::new(0),
-            rules: UnsafeCell::new([RuleSlot { pc: 0, rule: 0 }; RULE_CACHE_SLOTS]),
-            rules_generation: Cell::new(u64::MAX),
+            stack_low: Cell::new(0),
+            generation: Cell::new(0),
             memo: UnsafeCell::new(Memo::new()),
         }
     };
 }
 
 /// Bumped in the child after `fork`, so cached thread ids are refreshed.
-pub static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Starts at 1: a thread's cached generation starts at 0 (zeroed TLS).
+pub static FORK_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// Top of the main thread's stack (end of `[stack]`), found at init.
 pub static MAIN_STACK_TOP: AtomicU64 = AtomicU64::new(0);
 /// The main thread's id (the pid), found at init and after fork.
@@ -82,32 +77,34 @@ impl ThreadState {
         self.tid.get()
     }
 
-    /// Where this thread's stack ends (its highest address), for bounding
-    /// every read the unwinder makes, or `None` if `sp` is not on a stack
-    /// we can bound (an alternate signal stack, a coroutine).
-    pub fn stack_top(&self, sp: u64) -> Option<u64> {
+    /// The bounds `(low, top)` of this thread's stack mapping, for bounding
+    /// every read the unwinder makes and for knowing how much stack is left
+    /// below `sp`; `low` is 0 when unknown (the main thread's stack grows
+    /// on demand). `None` if `sp` is not on a stack we can bound (an
+    /// alternate signal stack, a coroutine).
+    ///
+    /// Found once per thread from `/proc/self/maps` (read with a small
+    /// buffer on the stack, about 100 µs): a thread's stack is its own
+    /// mapping, with glibc's descriptor and static TLS at the top and the
+    /// guard page below as a mapping of its own.
+    pub fn stack_bounds(&self, sp: u64) -> Option<(u64, u64)> {
         const MAX_STACK: u64 = 1 << 30;
         let plausible = |top: u64| top > sp && top - sp < MAX_STACK;
         let cached = self.stack_top.get();
         if plausible(cached) {
-            return Some(cached);
+            return Some((self.stack_low.get(), cached));
         }
-        let top = if self.tid() as u64 == MAIN_TID.load(Ordering::Relaxed) {
-            MAIN_STACK_TOP.load(Ordering::Relaxed)
+        let (low, top) = if self.tid() as u64 == MAIN_TID.load(Ordering::Relaxed) {
+            (0, MAIN_STACK_TOP.load(Ordering::Relaxed))
         } else {
-            // glibc places a thread's descriptor at the top of its stack
-            // mapping, above everything the thread's frames can use.
-            // SAFETY: pthread_self only reads the thread pointer.
-            unsafe { libc::pthread_self() as u64 }
+            selfmaps::mapping_containing(sp)?
         };
-        let top = if plausible(top) {
-            top
-        } else {
-            // Not a glibc-made stack: ask the kernel which mapping holds sp.
-            selfmaps::mapping_containing(sp).map(|(_, end)| end)?
-        };
+        if !plausible(top) {
+            return None;
+        }
+        self.stack_low.set(low);
         self.stack_top.set(top);
-        Some(top)
+        Some((low, top))
     }
 }
 

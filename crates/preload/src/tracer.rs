@@ -189,8 +189,14 @@ fn current_stack(hdr: &Header, state: &ThreadState) -> u32 {
             .truncated_stacks
             .fetch_add(1, Ordering::Relaxed);
     }
+    if got.shallow {
+        hdr.counters.shallow_stacks.fetch_add(1, Ordering::Relaxed);
+    }
     if got.known_id != 0 {
         return got.known_id;
+    }
+    if got.len == 0 {
+        return 0;
     }
     // SAFETY: `capture` initialised the first `got.len` frames.
     let frames = unsafe { &*(&frames[..got.len] as *const [MaybeUninit<u64>] as *const [u64]) };

@@ -359,6 +359,32 @@ fn tls_destructors_that_allocate_during_thread_teardown() {
 }
 
 #[test]
+fn threads_with_the_smallest_stack_glibc_allows() {
+    // The tracer's static TLS comes out of every thread's stack, and its
+    // hook runs on it: a 16 KiB thread must still be created, and its
+    // blocks recorded; with too little stack left to unwind safely they are
+    // recorded without a stack, and counted.
+    let exe = robust();
+    let dump =
+        same_traced_and_untraced("smallstack", &[path_str(&exe), "smallstack"]).expect("dump");
+    let main_tid = dump["audit"]["pid"].as_u64().expect("pid");
+    let kept: Vec<&Value> = dump["audit"]["live"]
+        .as_array()
+        .expect("live")
+        .iter()
+        .filter(|b| b["size"] == 40 && b["tid"].as_u64() != Some(main_tid))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["stack"], 0);
+    assert!(
+        dump["audit"]["counters"]["shallow_stacks"]
+            .as_u64()
+            .expect("counter")
+            >= 1
+    );
+}
+
+#[test]
 fn a_program_that_reuses_the_supervisor_descriptor_gets_nothing_written_into_it() {
     let exe = robust();
     let file = scratch("tracer_closefds").join("data.txt");

@@ -19,7 +19,7 @@ use core::mem::MaybeUninit;
 
 use leaktrail_format::UnwindMode;
 
-use crate::thread::{RuleSlot, ThreadState, RULE_CACHE_SLOTS};
+use crate::thread::ThreadState;
 use modules::TableHold;
 pub use rule::Rule;
 
@@ -42,7 +42,13 @@ pub struct Captured {
     /// The interned id of exactly these frames, when the thread's memo
     /// knows it (the stack is the same as the last one captured).
     pub known_id: u32,
+    /// Skipped: too little stack left to unwind safely.
+    pub shallow: bool,
 }
+
+/// Stack the capture needs below the hook (its frames, the CFI
+/// evaluation, gimli's parsers), with room to spare.
+pub const STACK_NEEDED: u64 = 16 * 1024;
 
 /// Captures the calling thread's stack into `out`, innermost first,
 /// starting at the first frame outside the tracer: `out[0]` is where the
@@ -60,6 +66,7 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
         len: 0,
         truncated: false,
         known_id: 0,
+        shallow: false,
     };
     if mode == UnwindMode::None || out.is_empty() {
         return none;
@@ -78,18 +85,28 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
             options(nomem, nostack, preserves_flags)
         );
     }
-    let Some(top) = state.stack_top(sp) else {
+    let Some((low, top)) = state.stack_bounds(sp) else {
         return none;
     };
+    if low != 0 && sp - low < STACK_NEEDED {
+        // Too close to the end of a small thread stack for our own frames
+        // (the CFI evaluation alone takes 2.5 KiB): record no stack rather
+        // than overflow it.
+        return Captured {
+            len: 0,
+            truncated: false,
+            known_id: 0,
+            shallow: true,
+        };
+    }
     let cache_generation = modules::generation();
     // SAFETY: the memo belongs to this thread and no other reference to it
     // is live (the tracer is not re-entered while unwinding).
     let memo = unsafe { &mut *state.memo.get() };
-    if state.rules_generation.get() != cache_generation {
-        // SAFETY: as for the memo.
-        unsafe { (*state.rules.get()).fill(RuleSlot { pc: 0, rule: 0 }) };
+    if state.generation.get() != cache_generation {
         memo.len = 0;
-        state.rules_generation.set(cache_generation);
+        memo.id = 0;
+        state.generation.set(cache_generation);
     }
     let stack = Stack { low: sp, top };
     let mut regs = Regs {
@@ -129,6 +146,7 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
                         len: n,
                         truncated: false,
                         known_id,
+                        shallow: false,
                     };
                 }
             }
@@ -138,6 +156,7 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
                     len,
                     truncated: true,
                     known_id: 0,
+                    shallow: false,
                 };
             }
             out[len] = MaybeUninit::new(regs.pc);
@@ -162,6 +181,7 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
         len,
         truncated: false,
         known_id: 0,
+        shallow: false,
     }
 }
 
@@ -346,37 +366,25 @@ fn step_frame_pointer(stack: &Stack, r: Regs) -> Option<Regs> {
     })
 }
 
-/// The rule for `pc`, from this thread's cache or computed (and cached).
-/// In frame-pointer mode only the tracer's own frames use CFI.
+/// The rule for `pc`, from the process-wide cache or computed (and
+/// cached). In frame-pointer mode only the tracer's own frames use CFI.
 ///
 /// Only a miss reads module memory, so only a miss takes a [`TableHold`]
 /// (a shared counter every thread would otherwise bounce between cores).
 #[inline]
 fn cached_rule(state: &ThreadState, mode: UnwindMode, pc: u64) -> Rule {
-    let h = (pc ^ (pc >> 11) ^ (pc >> 23)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let i = (h >> 54) as usize & (RULE_CACHE_SLOTS - 1);
-    // SAFETY: this thread's own cache; no other reference is live (the
-    // tracer is not re-entered while unwinding).
-    let cache = unsafe { &mut *state.rules.get() };
-    if cache[i].pc == pc {
-        return Rule(cache[i].rule);
+    let generation = state.generation.get();
+    if let Some(rule) = shared::get(pc, generation, mode) {
+        return rule;
     }
-    let generation = state.rules_generation.get();
-    let rule = match shared::get(pc, generation, mode) {
-        Some(rule) => rule,
-        None => {
-            let hold = TableHold::take();
-            let rule = match hold.table().and_then(|t| t.find(pc)) {
-                Some(m) if m.is_tracer => rule::compute(m, pc).with_in_tracer(),
-                Some(m) if mode == UnwindMode::Dwarf => rule::compute(m, pc),
-                _ => Rule::UNKNOWN,
-            };
-            drop(hold);
-            shared::put(pc, generation, mode, rule);
-            rule
-        }
+    let hold = TableHold::take();
+    let rule = match hold.table().and_then(|t| t.find(pc)) {
+        Some(m) if m.is_tracer => rule::compute(m, pc).with_in_tracer(),
+        Some(m) if mode == UnwindMode::Dwarf => rule::compute(m, pc),
+        _ => Rule::UNKNOWN,
     };
-    cache[i] = RuleSlot { pc, rule: rule.0 };
+    drop(hold);
+    shared::put(pc, generation, mode, rule);
     rule
 }
 

@@ -100,14 +100,18 @@ enum FpRule {
     Clobbered,
 }
 
-/// gimli's unwind context on the stack instead of the heap. Thirty-two
-/// register rules cover x86_64's sixteen general registers twice over; an
-/// FDE that needs more fails to evaluate and falls back to frame pointers.
+/// gimli's unwind context on the stack instead of the heap, kept small
+/// (about 2 KiB) because the hook may run on a thread with a 16 KiB stack.
+/// Sixteen register rules cover x86_64's general registers (compilers
+/// describe at most the return address, the frame pointer and the six
+/// callee-saved ones); two rows cover `DW_CFA_remember_state` nesting as
+/// compilers emit it. An FDE that needs more fails to evaluate and the
+/// unwinder falls back to frame pointers.
 struct StoreOnStack;
 
 impl<T: gimli::ReaderOffset> UnwindContextStorage<T> for StoreOnStack {
-    type Rules = [(Register, RegisterRule<T>); 32];
-    type Stack = [UnwindTableRow<T, Self>; 4];
+    type Rules = [(Register, RegisterRule<T>); 16];
+    type Stack = [UnwindTableRow<T, Self>; 2];
 }
 
 /// Computes the rule for instruction address `pc` in `module`. Does not
