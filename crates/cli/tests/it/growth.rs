@@ -7,14 +7,13 @@
 //! 100 buffers a step, a flat pool of 2,000 buffers of 1,000 bytes, and a
 //! one-off burst of 500 buffers of 8,000 bytes at step 3.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::Mutex;
 
 use serde_json::Value;
 
-use crate::support::{fixture, leaktrail, scratch, ChildGuard};
+use crate::support::{fixture, leaktrail, record_in_steps, scratch};
 
 const NO_FP: &[&str] = &["-fomit-frame-pointer", "-fno-optimize-sibling-calls"];
 
@@ -56,50 +55,8 @@ pub fn own_scratch(name: &str) -> PathBuf {
 pub fn record_steps(name: &str, steps: usize, memory: &str) -> PathBuf {
     let exe = fixture("growth_sites", NO_FP);
     let dir = own_scratch(name).join("rec");
-    let mut run = ChildGuard(
-        leaktrail()
-            .args([
-                "run",
-                "--every",
-                "0",
-                "--interval",
-                "100ms",
-                "--memory",
-                memory,
-            ])
-            .arg("--out")
-            .arg(&dir)
-            .arg("--")
-            .arg(&exe)
-            .arg(steps.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run"),
-    );
-    let mut stdin = run.0.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(run.0.stdout.take().expect("stdout")).lines();
-    for k in 1..=steps {
-        let line = lines.next().expect("fixture output").expect("utf-8");
-        assert_eq!(line, format!("step {k}"));
-        let out = leaktrail()
-            .args(["snapshot", "--recording"])
-            .arg(&dir)
-            .args(["--memory", memory])
-            .output()
-            .expect("snapshot");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdin.write_all(b"\n").expect("next step");
-    }
-    assert_eq!(lines.next().expect("done").expect("utf-8"), "done");
-    stdin.write_all(b"\n").expect("exit");
-    drop(stdin);
-    let status = run.0.wait().expect("wait");
-    assert_eq!(status.code(), Some(0));
+    let steps_arg = steps.to_string();
+    record_in_steps(&dir, memory, &[exe.as_os_str(), steps_arg.as_ref()], steps);
     dir
 }
 

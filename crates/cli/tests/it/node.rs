@@ -3,14 +3,14 @@
 //! the responsible stack first, showing both the JS function and the native
 //! function, and find nothing above noise in a steady control.
 
-use std::io::{BufRead, BufReader, Write};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::support::{leaktrail, repo_root, scratch, snapshot_into, ChildGuard};
+use crate::support::{leaktrail, leaktrail_json, record_in_steps, repo_root, scratch};
 
 /// Growth up to this is noise: a steady Node process's own bookkeeping
 /// (V8 zones, marking worklists) wobbles by a few KiB between snapshots,
@@ -42,67 +42,21 @@ fn addon() -> &'static Path {
 /// `trend --json`'s split by owner, and the HTML report.
 fn growth_of(scenario: &str, steps: usize) -> (Value, Value, String) {
     let dir = scratch(&format!("node_{scenario}")).join("rec");
-    let mut run = ChildGuard(
-        leaktrail()
-            .args([
-                "run",
-                "--every",
-                "0",
-                "--memory",
-                "tables",
-                "--interval",
-                "100ms",
-                "--out",
-            ])
-            .arg(&dir)
-            .args(["--", "node", "--expose-gc"])
-            .arg(repo_root().join("fixtures/node/stepper.js"))
-            .arg(scenario)
-            .arg(addon())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("leaktrail run"),
-    );
-    let mut stdin = run.0.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(run.0.stdout.take().expect("stdout")).lines();
-    for k in 1..=steps {
-        let line = lines.next().expect("a step line").expect("utf-8");
-        assert_eq!(line, format!("step {k}"));
-        snapshot_into(&dir, &["--memory", "tables"]);
-        if k < steps {
-            stdin.write_all(b"\n").expect("next step");
-        }
-    }
-    drop(stdin);
-    let status = run.0.wait().expect("wait");
-    assert!(status.success(), "node exited with {status}");
+    let stepper = repo_root().join("fixtures/node/stepper.js");
+    let argv = [
+        "node".as_ref(),
+        "--expose-gc".as_ref(),
+        stepper.as_os_str(),
+        scenario.as_ref(),
+        addon().as_os_str(),
+    ];
+    let pid = record_in_steps(&dir, "tables", &argv, steps);
     assert!(
-        !Path::new(&format!("/tmp/perf-{}.map", run.0.id())).exists(),
-        "the perf map is removed after the run"
+        !Path::new(&format!("/tmp/perf-{pid}.map")).exists(),
+        "the perf map of node (pid {pid}) is removed after the run"
     );
-    let out = leaktrail()
-        .args(["growth", "--json"])
-        .arg(&dir)
-        .output()
-        .expect("growth");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let growth: Value = serde_json::from_slice(&out.stdout).expect("growth JSON");
-    let out = leaktrail()
-        .args(["trend", "--json"])
-        .arg(&dir)
-        .output()
-        .expect("trend");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let trend: Value = serde_json::from_slice(&out.stdout).expect("trend JSON");
+    let growth = leaktrail_json([OsStr::new("growth"), OsStr::new("--json"), dir.as_os_str()]);
+    let trend = leaktrail_json([OsStr::new("trend"), OsStr::new("--json"), dir.as_os_str()]);
     let html = dir.with_file_name("report.html");
     let out = leaktrail()
         .arg("report")

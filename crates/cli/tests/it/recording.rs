@@ -8,7 +8,7 @@ use std::process::Stdio;
 use leaktrail_analysis::audit_dump::{self, AuditDump};
 use leaktrail_analysis::core::Snapshot;
 
-use crate::support::{fixture, leaktrail, scratch, snapshot_into, ChildGuard};
+use crate::support::{fixture, leaktrail, leaktrail_json, scratch, snapshot_into, ChildGuard};
 
 const NO_FP: &[&str] = &["-fomit-frame-pointer", "-fno-optimize-sibling-calls"];
 
@@ -150,18 +150,13 @@ fn maps_diff_of_two_snapshots_names_the_grown_heap_first() {
     stdin.write_all(b"q").expect("quit");
     drop(stdin);
     run.0.wait().expect("wait");
-    let out = leaktrail()
-        .args(["maps", "diff", "--json"])
-        .arg(dir.join("snapshots/0001.core"))
-        .arg(dir.join("snapshots/0002.core"))
-        .output()
-        .expect("maps diff");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let diff: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let diff = leaktrail_json([
+        "maps".into(),
+        "diff".into(),
+        "--json".into(),
+        dir.join("snapshots/0001.core").into_os_string(),
+        dir.join("snapshots/0002.core").into_os_string(),
+    ] as [std::ffi::OsString; 5]);
     let first = &diff["mappings"][0];
     assert_eq!(first["region"], "heap", "{first}");
     let delta = first["delta"].as_i64().expect("delta");

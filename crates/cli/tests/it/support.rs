@@ -109,3 +109,66 @@ pub fn snapshot_into(recording: &Path, extra: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `argv` under `leaktrail run --every 0 --memory MEMORY --out DIR`;
+/// the program does one step per line of stdin and prints `step K` after
+/// step K. Takes a snapshot of the recording after each of `steps` steps,
+/// then closes stdin (the program exits) and waits. Returns the traced
+/// program's pid, from the recording's `meta.json`.
+pub fn record_in_steps(dir: &Path, memory: &str, argv: &[&std::ffi::OsStr], steps: usize) -> i32 {
+    use std::io::{BufRead, BufReader, Write};
+    let mut run = ChildGuard(
+        leaktrail()
+            .args([
+                "run",
+                "--every",
+                "0",
+                "--interval",
+                "100ms",
+                "--memory",
+                memory,
+                "--out",
+            ])
+            .arg(dir)
+            .arg("--")
+            .args(argv)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("leaktrail run"),
+    );
+    let mut stdin = run.0.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(run.0.stdout.take().expect("stdout")).lines();
+    for k in 1..=steps {
+        let line = lines.next().expect("a step line").expect("utf-8");
+        assert_eq!(line, format!("step {k}"));
+        snapshot_into(dir, &["--memory", memory]);
+        if k < steps {
+            stdin.write_all(b"\n").expect("next step");
+        }
+    }
+    drop(stdin);
+    let status = run.0.wait().expect("wait");
+    assert!(status.success(), "the traced program exited with {status}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta.json"))
+            .expect("meta JSON");
+    meta["pid"].as_i64().expect("pid") as i32
+}
+
+/// Runs `leaktrail ARGS...`, which must succeed, and parses its stdout as
+/// JSON.
+pub fn leaktrail_json<I, S>(args: I) -> serde_json::Value
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = leaktrail().args(args).output().expect("run leaktrail");
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
