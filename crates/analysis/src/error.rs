@@ -31,9 +31,9 @@ pub enum Error {
     /// The input is not enough for the question asked.
     #[error("{0}")]
     Insufficient(String),
-    /// Gathering failed.
+    /// A recording or snapshot could not be read.
     #[error(transparent)]
-    Capture(#[from] leaktrail_capture::Error),
+    Recording(#[from] leaktrail_recording::Error),
 }
 
 impl Error {
@@ -44,7 +44,7 @@ impl Error {
             | Error::Malformed { .. }
             | Error::Unmapped { .. }
             | Error::Insufficient(_) => true,
-            Error::Capture(e) => e.is_bad_input(),
+            Error::Recording(e) => e.is_bad_input(),
         }
     }
 }

@@ -19,19 +19,19 @@
 
 use std::path::{Path, PathBuf};
 
-use leaktrail_capture::recording::{self, Meta, Recording, Sample};
+use leaktrail_recording::dir::{self as recording, Meta, Recording, Sample};
 use serde::Serialize;
 
-use crate::audit::Audit;
 use crate::caches::{self, Caches};
-use crate::core::Snapshot;
 use crate::growth::{self, ClassGrowth, Growth, Suspect};
-use crate::heap::Heap;
+use crate::heap::model::Heap;
 use crate::leaks::{self, Group, LeakKind, Leaks, LeaksOptions};
 use crate::profile::{self, Profile, SiteKey};
 use crate::symbolize::Symbolizer;
 use crate::trend::{self, Trend};
 use crate::Error;
+use leaktrail_recording::audit::Audit;
+use leaktrail_recording::Snapshot;
 
 /// One snapshot of the recording, as captured.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -1,40 +1,54 @@
 //! Pure analyses over leaktrail recordings and snapshots.
 //!
-//! * [`trend`]: robust growth verdicts over a watch series.
-//! * [`maps_diff`]: the `pmap -x` diff of two samples or snapshots.
-//! * [`audit`]: decoding the tracer's audit region through a [`memory::Memory`].
-//! * [`core`]: opening snapshot cores by mmap.
-//! * [`profile`]: live memory of one snapshot by allocation site.
-//! * [`growth`]: which sites and size classes grow across snapshots, ranked.
-//! * [`heap`]: one snapshot as a heap: live buffers indexed, mappings
-//!   classified, roots; the start of [`leaks`] (reachability),
-//!   [`caches`] (size classes), [`bufs`] (filtered buffers), [`whatis`],
-//!   [`refs`] (referrers and chains to a root) and [`dump`].
-//! * [`symbolize`] and [`unwind`]: frames named offline (ELF, DWARF, JIT perf
-//!   maps) and stopped threads' stacks walked.
+//! The crate is four rooms, private, and this root is its interface:
 //!
-//! Nothing here prints; renderers live in `leaktrail-report`.
+//! * **snapshot views**: [`summary`] (`info`), [`maps_diff`] (the `pmap -x`
+//!   diff of two samples or snapshots), [`audit_dump`] (the audit with
+//!   symbolized stacks).
+//! * **symbols**: [`symbolize`] (ELF, DWARF, JIT perf maps) and
+//!   [`unwind`] (stopped threads' stacks walked).
+//! * **heap analyses** of one snapshot, all over the heap model [`Heap`]:
+//!   [`leaks`] (reachability), [`caches`] (size classes), [`bufs`],
+//!   [`whatis`], [`refs`] (referrers and chains to a root), [`dump`], and
+//!   [`profile`] (live memory by allocation site).
+//! * **series** over time: [`trend`] (robust growth verdicts over a watch
+//!   series) and [`growth`] (which sites and size classes grow across
+//!   snapshots, ranked), on shared statistics; [`owner`] splits a Node.js
+//!   process's memory by owner.
+//!
+//! [`investigation`] ties them together for `demo` and `report`.
+//!
+//! What is analysed comes from `leaktrail-recording` (snapshots, recording
+//! directories, the audit decoder, [`leaktrail_recording::Memory`]); this
+//! crate never touches a live process except through that trait, and
+//! nothing here prints: renderers live in `leaktrail-report`.
+//!
+//! ```no_run
+//! use leaktrail_analysis::leaks::{self, LeaksOptions};
+//! use leaktrail_analysis::{Heap, Symbolizer};
+//! use leaktrail_recording::Snapshot;
+//! let snap = Snapshot::open("app.core".as_ref())?;
+//! let heap = Heap::open(&snap)?; // fails if the process was not traced
+//! let found = leaks::find(&heap, &LeaksOptions::default(), &Symbolizer::for_snapshot(&snap));
+//! println!("{} bytes definitely lost", found.definite.bytes);
+//! # Ok::<(), leaktrail_analysis::Error>(())
+//! ```
 #![deny(missing_docs)]
 
-pub mod audit;
-pub mod audit_dump;
-pub mod bufs;
-pub mod caches;
-pub mod core;
-pub mod dump;
-pub mod error;
-pub mod growth;
-pub mod heap;
+mod error;
+mod heap;
 pub mod investigation;
-pub mod leaks;
-pub mod maps_diff;
-pub mod memory;
-pub mod owner;
-pub mod profile;
-pub mod refs;
-pub mod symbolize;
-pub mod trend;
-pub mod unwind;
-pub mod whatis;
+mod node;
+mod series;
+mod snapshot;
+mod symbols;
 
 pub use error::Error;
+pub use heap::model::{Area, AreaKind, BlockIndex, Heap, RootRange, Roots};
+pub use heap::{bufs, caches, dump, leaks, profile, refs, whatis};
+pub use node::owner;
+pub use series::{growth, trend};
+pub use snapshot::summary::Summary;
+pub use snapshot::{audit_dump, maps_diff, summary};
+pub use symbols::symbolize::{Frame, FrameKind, Symbolizer};
+pub use symbols::{symbolize, unwind};

@@ -59,6 +59,9 @@ pub enum Error {
         /// The pid asked for.
         pid: i32,
     },
+    /// Reading or writing a recording or snapshot file failed.
+    #[error(transparent)]
+    Recording(#[from] leaktrail_recording::Error),
     /// Any other system call failure.
     #[error("{what}: {source}")]
     Sys {
@@ -82,6 +85,7 @@ impl Error {
                 | Error::Spawn { .. }
                 | Error::Exited { .. }
         ) || matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+            || matches!(self, Error::Recording(e) if e.is_bad_input())
     }
 
     /// Wraps an I/O error with its path.

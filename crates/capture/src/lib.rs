@@ -1,22 +1,26 @@
-//! Launching, attaching to and sampling Linux processes.
+//! Live processes: launching, sampling, stopping and reading them.
 //!
-//! * [`procfs`] parses what `/proc/PID/…` says: `stat`, `maps`, `smaps`,
-//!   `smaps_rollup`, and classifies mappings into [`procfs::Region`]s.
-//! * [`watch`] samples a process over time into a [`recording`] directory.
-//! * [`duration`] parses and prints time spans (`250ms`, `10m`).
-//! * [`launch`] starts a target (optionally with the tracer preloaded).
+//! * [`procfs`] reads what `/proc/PID/…` says of a live process: `stat`,
+//!   `smaps` (parsed and classified by `leaktrail_recording::maps`),
+//!   `smaps_rollup`, the threads' stack pointers, the memory limit.
+//! * [`watch`] samples a process over time into a recording directory
+//!   (`leaktrail_recording::dir`).
+//! * [`launch`] starts a target; [`supervise`] starts it under the tracer
+//!   and answers the tracer's hand-overs; [`node`] adds Node.js's flags.
 //! * [`snapshot`] stops the world and writes an ELF core with leaktrail's
-//!   note.
+//!   note (the encoders are `leaktrail_recording::snapshot`'s).
+//! * [`memory`] reads a live process's memory as a
+//!   `leaktrail_recording::Memory`.
 //!
-//! This crate gathers; it does not analyse (that is `leaktrail-analysis`).
+//! This crate gathers; it does not analyse (that is `leaktrail-analysis`),
+//! and what it writes is defined in `leaktrail-recording`.
 #![deny(missing_docs)]
 
-pub mod duration;
 pub mod error;
 pub mod launch;
+pub mod memory;
 pub mod node;
 pub mod procfs;
-pub mod recording;
 pub mod snapshot;
 pub mod supervise;
 pub mod watch;

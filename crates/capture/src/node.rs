@@ -9,18 +9,10 @@
 
 use std::path::Path;
 
+pub use leaktrail_recording::is_node;
+
 /// The flags `leaktrail run` adds to a Node.js command line.
 pub const SYMBOL_FLAGS: [&str; 2] = ["--perf-basic-prof", "--interpreted-frames-native-stack"];
-
-/// Whether `program` (a path or a name) is Node.js: `node`, `nodejs`,
-/// `node20`...
-pub fn is_node(program: &str) -> bool {
-    let name = program.rsplit('/').next().unwrap_or(program);
-    let rest = name
-        .strip_prefix("nodejs")
-        .or_else(|| name.strip_prefix("node"));
-    rest.is_some_and(|r| r.bytes().all(|b| b.is_ascii_digit()))
-}
 
 /// `argv` with [`SYMBOL_FLAGS`] inserted right after the program, leaving
 /// out any the user already gave.

@@ -1,250 +1,22 @@
-//! What `/proc/PID/…` says, parsed: `stat`, `smaps`, `smaps_rollup`, the
-//! threads' stack pointers, the memory limit; and the classification of
-//! mappings into [`Region`]s.
+//! What `/proc/PID/…` of a live process says: `stat`, `cmdline`, `smaps`
+//! (parsed and classified by [`leaktrail_recording::maps`], the one parser
+//! and classifier), `smaps_rollup`, the threads' stack pointers, the memory
+//! limit.
 //!
 //! The parsers are pure functions over text so that they can be tested with
 //! the ugly inputs the kernel really produces (a `comm` with spaces and
-//! parentheses, `(deleted)` paths, records cut short because the process
-//! exited while we read). The readers around them turn `errno`s into the
-//! crate's [`Error`] with the pid named.
-//!
-//! # Regions
-//!
-//! Every mapping belongs to exactly one [`Region`]; the rules, in order:
-//!
-//! 1. `[heap]` is the brk heap. `[stack]` (and `[stack:TID]` on old
-//!    kernels) is the main thread's stack. Names set with
-//!    `PR_SET_VMA_ANON_NAME` by glibc's `glibc.mem.decorate_maps` tunable
-//!    (`[anon: glibc: malloc arena]`, `[anon: glibc: malloc]`,
-//!    `[anon: glibc: pthread stack: …]`) are taken at their word.
-//! 2. Shared memory: `/dev/shm/…`, `/SYSV…`, `/memfd:…`, `/dev/zero`, and
-//!    any shared (`s`) mapping without a file.
-//! 3. Any other path (including `(deleted)` files and the kernel's
-//!    `[vdso]`/`[vvar]`/`[vsyscall]`) is `file`.
-//! 4. A private anonymous mapping is `heap` when it is a glibc arena heap.
-//!    glibc's non-main arenas live in "heaps" of `HEAP_MAX_SIZE` (64 MiB on
-//!    64-bit) that `new_heap()` reserves `PROT_NONE` at a 64 MiB-aligned
-//!    address and opens read-write from the bottom as the arena grows. So
-//!    an arena heap is a read-write anonymous mapping that starts on a
-//!    64 MiB boundary and is either exactly 64 MiB long, or directly
-//!    followed by a `---p` anonymous mapping that ends exactly 64 MiB after
-//!    that boundary. Requiring both ends to sit on the boundaries keeps
-//!    runtimes that reserve and commit (a GC heap) from matching by chance.
-//! 5. A private anonymous mapping is `stack` when a thread's stack pointer
-//!    (from `/proc/PID/task/TID/syscall`, available for every thread that is
-//!    not on a CPU at that instant) lies inside it, or when it sits directly
-//!    above a small (at most 64 KiB) `---p` anonymous guard mapping that is
-//!    not an arena tail — the layout glibc's `allocate_stack()` produces.
-//!    The stack-pointer evidence is what we trust; the guard shape (for
-//!    `rw-p` mappings only: V8 also puts guard pages around its executable
-//!    code pages) catches threads that were running while we looked.
-//! 6. Every other private anonymous mapping is `anon` (a GC heap, a custom
-//!    allocator, and also glibc's own `mmap`ed chunks above
-//!    `M_MMAP_THRESHOLD`, which from outside look like any other mmap).
-//!
-//! Guard and tail mappings (`---p`) go with the region they guard; they
-//! hold no resident memory either way.
-//!
-//! ```
-//! use leaktrail_capture::procfs::{classify, parse_smaps, Region, RegionBytes};
-//!
-//! let text = "\
-//! 5555000000-5555100000 rw-p 00000000 00:00 0          [heap]
-//! Rss:                 512 kB
-//! 7f0000000000-7f0000021000 rw-p 00000000 00:00 0
-//! Rss:                 132 kB
-//! 7f0000021000-7f0004000000 ---p 00000000 00:00 0
-//! ";
-//! let mut maps = parse_smaps(text).unwrap();
-//! classify(&mut maps, &[]);
-//! // The second mapping is a glibc arena heap: 64 MiB-aligned, with its
-//! // PROT_NONE tail ending on the next 64 MiB boundary.
-//! assert_eq!(maps[1].region, Region::Heap);
-//! assert_eq!(RegionBytes::of(&maps).heap, (512 + 132) * 1024);
-//! ```
+//! parentheses, records cut short because the process exited while we
+//! read). The readers around them turn `errno`s into the crate's [`Error`]
+//! with the pid named.
 
-use std::collections::HashSet;
 use std::path::Path;
 
+use leaktrail_recording::maps::{
+    classify, parse_field, parse_smaps, LimitSource, Mapping, MemoryLimit, ParseError,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-
-/// glibc's `HEAP_MAX_SIZE` on 64-bit targets (`2 * DEFAULT_MMAP_THRESHOLD_MAX`).
-pub const ARENA_HEAP_SIZE: u64 = 64 << 20;
-/// The largest `---p` mapping we accept as a thread stack's guard.
-pub const MAX_STACK_GUARD: u64 = 64 << 10;
-
-/// Where a mapping's memory comes from, as far as `/proc` can tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Region {
-    /// The brk heap and glibc's arena heaps.
-    Heap,
-    /// Other private anonymous memory: a GC heap, big `malloc`s, custom pools.
-    Anon,
-    /// The main thread's stack and thread stacks.
-    Stack,
-    /// File-backed mappings: code, data, mapped files.
-    File,
-    /// Shared memory: tmpfs, SysV, memfd, shared anonymous mappings.
-    Shmem,
-}
-
-impl Region {
-    /// Every region, in display order.
-    pub const ALL: [Region; 5] = [
-        Region::Heap,
-        Region::Anon,
-        Region::Stack,
-        Region::File,
-        Region::Shmem,
-    ];
-
-    /// The region's name as written in recordings and JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Region::Heap => "heap",
-            Region::Anon => "anon",
-            Region::Stack => "stack",
-            Region::File => "file",
-            Region::Shmem => "shmem",
-        }
-    }
-
-    /// The region with that name.
-    pub fn from_name(name: &str) -> Option<Region> {
-        Region::ALL.into_iter().find(|r| r.name() == name)
-    }
-}
-
-impl std::fmt::Display for Region {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Resident bytes per region.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegionBytes {
-    /// `heap` bytes.
-    pub heap: u64,
-    /// `anon` bytes.
-    pub anon: u64,
-    /// `stack` bytes.
-    pub stack: u64,
-    /// `file` bytes.
-    pub file: u64,
-    /// `shmem` bytes.
-    pub shmem: u64,
-}
-
-impl RegionBytes {
-    /// The bytes of one region.
-    pub fn get(&self, region: Region) -> u64 {
-        match region {
-            Region::Heap => self.heap,
-            Region::Anon => self.anon,
-            Region::Stack => self.stack,
-            Region::File => self.file,
-            Region::Shmem => self.shmem,
-        }
-    }
-
-    /// Mutable access to the bytes of one region.
-    pub fn get_mut(&mut self, region: Region) -> &mut u64 {
-        match region {
-            Region::Heap => &mut self.heap,
-            Region::Anon => &mut self.anon,
-            Region::Stack => &mut self.stack,
-            Region::File => &mut self.file,
-            Region::Shmem => &mut self.shmem,
-        }
-    }
-
-    /// Sums the resident bytes of classified mappings.
-    pub fn of(mappings: &[Mapping]) -> RegionBytes {
-        let mut out = RegionBytes::default();
-        for m in mappings {
-            *out.get_mut(m.region) += m.rss;
-        }
-        out
-    }
-}
-
-/// One mapping of `/proc/PID/smaps`, with its counters in bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Mapping {
-    /// First address.
-    pub start: u64,
-    /// One past the last address.
-    pub end: u64,
-    /// Permissions as the kernel prints them, e.g. `rw-p`.
-    pub perms: String,
-    /// File offset.
-    pub offset: u64,
-    /// Inode of the file, 0 for anonymous memory.
-    pub inode: u64,
-    /// The path or pseudo-name (`[heap]`), without the ` (deleted)` suffix;
-    /// empty for anonymous memory.
-    #[serde(default)]
-    pub path: String,
-    /// The file was deleted after it was mapped.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub deleted: bool,
-    /// The region we classified it into.
-    pub region: Region,
-    /// `Rss`.
-    pub rss: u64,
-    /// `Pss`.
-    #[serde(default)]
-    pub pss: u64,
-    /// `Private_Dirty`.
-    #[serde(default)]
-    pub private_dirty: u64,
-    /// `Anonymous`.
-    #[serde(default)]
-    pub anonymous: u64,
-    /// `Swap`.
-    #[serde(default)]
-    pub swap: u64,
-}
-
-impl Mapping {
-    /// Size of the address range.
-    pub fn size(&self) -> u64 {
-        self.end.saturating_sub(self.start)
-    }
-
-    /// No file and no pseudo-name: plain anonymous memory.
-    pub fn is_anonymous(&self) -> bool {
-        self.path.is_empty() && self.inode == 0
-    }
-
-    /// Shared (`s`) rather than private (`p`).
-    pub fn is_shared(&self) -> bool {
-        self.perms.as_bytes().get(3) == Some(&b's')
-    }
-
-    /// No access at all: a guard page or an uncommitted reservation.
-    pub fn is_inaccessible(&self) -> bool {
-        self.perms.starts_with("---")
-    }
-
-    /// Readable and writable.
-    pub fn is_read_write(&self) -> bool {
-        self.perms.starts_with("rw")
-    }
-
-    /// A human name: the path, or `[anon]` for anonymous memory.
-    pub fn display_name(&self) -> String {
-        match (self.path.is_empty(), self.deleted) {
-            (true, _) => "[anon]".to_string(),
-            (false, true) => format!("{} (deleted)", self.path),
-            (false, false) => self.path.clone(),
-        }
-    }
-}
 
 /// The totals of `/proc/PID/smaps_rollup`, in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,10 +50,6 @@ pub struct Stat {
     /// process uniquely (pids are reused).
     pub start_time: u64,
 }
-
-/// A parse failure; the caller adds the path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError(pub String);
 
 /// Parses `/proc/PID/stat`. `comm` is found between the first `(` and the
 /// *last* `)`, since the name itself may contain both.
@@ -318,19 +86,6 @@ pub fn parse_stat(text: &str) -> Result<Stat, ParseError> {
     })
 }
 
-/// Parses a `Key:   123 kB` line into the key and a byte count.
-fn parse_field(line: &str) -> Option<(&str, u64)> {
-    let (key, value) = line.split_once(':')?;
-    let mut parts = value.split_whitespace();
-    let n: u64 = parts.next()?.parse().ok()?;
-    let scale = match parts.next() {
-        Some("kB") => 1024,
-        Some(_) => return None,
-        None => 1,
-    };
-    Some((key.trim(), n.saturating_mul(scale)))
-}
-
 /// Parses `/proc/PID/smaps_rollup`. Unknown and truncated lines are skipped;
 /// a file without an `Rss` line is an error (a kernel thread, or a process
 /// that has already released its memory).
@@ -360,189 +115,6 @@ pub fn parse_rollup(text: &str) -> Result<Rollup, ParseError> {
     } else {
         Err(ParseError("no `Rss:` line (no user memory)".into()))
     }
-}
-
-/// A parsed mapping header line, before counters and classification.
-fn parse_header(line: &str) -> Option<Mapping> {
-    // `start-end perms offset dev inode [path]`; the path may contain
-    // spaces, so we split off exactly five fields and keep the rest.
-    let mut rest = line;
-    let mut fields = [""; 5];
-    for f in fields.iter_mut() {
-        rest = rest.trim_start_matches(' ');
-        let end = rest.find(' ').unwrap_or(rest.len());
-        *f = &rest[..end];
-        rest = &rest[end..];
-    }
-    let (start, end) = fields[0].split_once('-')?;
-    let start = u64::from_str_radix(start, 16).ok()?;
-    let end = u64::from_str_radix(end, 16).ok()?;
-    let perms = fields[1];
-    if perms.len() != 4 || !fields[3].contains(':') {
-        return None;
-    }
-    let offset = u64::from_str_radix(fields[2], 16).ok()?;
-    let inode = fields[4].parse().ok()?;
-    let mut path = rest.trim_start_matches(' ').to_string();
-    let deleted = path.ends_with(" (deleted)");
-    if deleted {
-        path.truncate(path.len() - " (deleted)".len());
-    }
-    Some(Mapping {
-        start,
-        end,
-        perms: perms.to_string(),
-        offset,
-        inode,
-        path,
-        deleted,
-        region: Region::Anon,
-        rss: 0,
-        pss: 0,
-        private_dirty: 0,
-        anonymous: 0,
-        swap: 0,
-    })
-}
-
-/// Parses `/proc/PID/smaps` (or `/proc/PID/maps`, whose mappings then have
-/// no counters). Mappings come back in address order and unclassified (all
-/// `anon`); see [`classify`]. A record cut short (the process exited or
-/// unmapped while we read) keeps whatever counters it had. Lines that are
-/// neither a header nor a counter are ignored, so new kernel fields do not
-/// break us.
-pub fn parse_smaps(text: &str) -> Result<Vec<Mapping>, ParseError> {
-    let mut out: Vec<Mapping> = Vec::new();
-    for line in text.lines() {
-        if let Some((key, v)) = parse_field(line) {
-            let Some(m) = out.last_mut() else {
-                return Err(ParseError(format!(
-                    "expected a mapping header first, found {line:?}"
-                )));
-            };
-            match key {
-                "Rss" => m.rss = v,
-                "Pss" => m.pss = v,
-                "Private_Dirty" => m.private_dirty = v,
-                "Anonymous" => m.anonymous = v,
-                "Swap" => m.swap = v,
-                _ => {}
-            }
-        } else if let Some(m) = parse_header(line) {
-            out.push(m);
-        }
-    }
-    Ok(out)
-}
-
-fn is_shmem_path(path: &str) -> bool {
-    path.starts_with("/dev/shm/")
-        || path.starts_with("/SYSV")
-        || path.starts_with("/memfd:")
-        || path.starts_with("memfd:")
-        || path == "/dev/zero"
-}
-
-/// Whether `mappings[i]` is the read-write part of a glibc arena heap (rule 4
-/// of the module documentation).
-fn is_arena_heap(mappings: &[Mapping], i: usize) -> bool {
-    let m = &mappings[i];
-    if !m.is_anonymous() || m.is_shared() || !m.is_read_write() {
-        return false;
-    }
-    if m.start % ARENA_HEAP_SIZE != 0 {
-        return false;
-    }
-    if m.size() == ARENA_HEAP_SIZE {
-        return true;
-    }
-    mappings.get(i + 1).is_some_and(|tail| {
-        tail.start == m.end
-            && tail.is_anonymous()
-            && tail.is_inaccessible()
-            && !tail.is_shared()
-            && tail.end == m.start + ARENA_HEAP_SIZE
-    })
-}
-
-/// Classifies every mapping (in address order, as [`parse_smaps`] returns
-/// them) into its [`Region`]. `stack_pointers` are the threads' stack
-/// pointers where known ([`thread_stack_pointers`]); they are the strongest
-/// evidence of a thread stack.
-pub fn classify(mappings: &mut [Mapping], stack_pointers: &[u64]) {
-    let mut arena_tail: HashSet<usize> = HashSet::new();
-    let mut regions = Vec::with_capacity(mappings.len());
-    for i in 0..mappings.len() {
-        let m = &mappings[i];
-        let path = m.path.as_str();
-        let region = if path == "[heap]"
-            || path.starts_with("[anon: glibc: malloc")
-            || path.starts_with("[anon:glibc: malloc")
-        {
-            Region::Heap
-        } else if path == "[stack]"
-            || path.starts_with("[stack:")
-            || path.starts_with("[anon: glibc: pthread stack")
-            || path.starts_with("[anon:glibc: pthread stack")
-        {
-            Region::Stack
-        } else if is_shmem_path(path) || (m.is_shared() && (path.is_empty() || m.inode == 0)) {
-            Region::Shmem
-        } else if path.starts_with("[anon:") {
-            Region::Anon
-        } else if !path.is_empty() {
-            Region::File
-        } else if arena_tail.contains(&i) || is_arena_heap(mappings, i) {
-            if !arena_tail.contains(&i) && i + 1 < mappings.len() {
-                arena_tail.insert(i + 1);
-            }
-            Region::Heap
-        } else if m.is_read_write()
-            && (holds_stack_pointer(m, stack_pointers)
-                || (i > 0 && is_stack_guard(&mappings[i - 1], m, &arena_tail, i - 1)))
-        {
-            Region::Stack
-        } else {
-            Region::Anon
-        };
-        regions.push(region);
-    }
-    // Guards take the region of the stack they protect.
-    for i in 0..mappings.len() {
-        if regions[i] == Region::Anon
-            && mappings[i].is_inaccessible()
-            && mappings[i].is_anonymous()
-            && i + 1 < mappings.len()
-            && regions[i + 1] == Region::Stack
-            && mappings[i].end == mappings[i + 1].start
-        {
-            regions[i] = Region::Stack;
-        }
-    }
-    for (m, r) in mappings.iter_mut().zip(regions) {
-        m.region = r;
-    }
-}
-
-fn holds_stack_pointer(m: &Mapping, stack_pointers: &[u64]) -> bool {
-    stack_pointers.iter().any(|&sp| sp >= m.start && sp < m.end)
-}
-
-fn is_stack_guard(
-    guard: &Mapping,
-    stack: &Mapping,
-    arena_tail: &HashSet<usize>,
-    gi: usize,
-) -> bool {
-    // Stacks are `rw-p`: an executable mapping between guards is JIT code
-    // (V8 puts guard pages around its code pages), not a stack.
-    stack.perms == "rw-p"
-        && guard.end == stack.start
-        && guard.is_anonymous()
-        && guard.is_inaccessible()
-        && !guard.is_shared()
-        && guard.size() <= MAX_STACK_GUARD
-        && !arena_tail.contains(&gi)
 }
 
 /// Parses `/proc/PID/task/TID/syscall`: the stack pointer is the
@@ -690,27 +262,6 @@ pub fn read_smaps(pid: i32) -> Result<Reading<Vec<Mapping>>, Error> {
     Ok(Reading::Present(maps))
 }
 
-/// Where a memory limit came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LimitSource {
-    /// cgroup v2 `memory.max` of the process's cgroup.
-    CgroupV2,
-    /// cgroup v1 `memory.limit_in_bytes`.
-    CgroupV1,
-    /// `MemTotal` of `/proc/meminfo`.
-    Physical,
-}
-
-/// A memory limit the process would run into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryLimit {
-    /// The limit in bytes.
-    pub bytes: u64,
-    /// Where it came from.
-    pub source: LimitSource,
-}
-
 /// Parses `MemTotal` out of `/proc/meminfo`.
 pub fn parse_meminfo_total(text: &str) -> Option<u64> {
     text.lines()
@@ -775,6 +326,7 @@ pub fn memory_limit(pid: i32) -> Option<MemoryLimit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leaktrail_recording::Region;
 
     #[test]
     fn stat_with_ugly_comm() {
@@ -828,144 +380,6 @@ Locked:                0 kB
         assert!(parse_rollup("Rss: lots kB\n").is_err());
     }
 
-    const SMAPS: &str = "\
-55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]
-Size:                132 kB
-Rss:                  12 kB
-Pss:                  12 kB
-Private_Dirty:        12 kB
-Anonymous:            12 kB
-VmFlags: rd wr mr mw me ac
-7f0000000000-7f0000021000 rw-p 00000000 00:00 0 
-Rss:                 132 kB
-Anonymous:           132 kB
-7f0000021000-7f0004000000 ---p 00000000 00:00 0 
-Rss:                   0 kB
-7f1000000000-7f1000001000 ---p 00000000 00:00 0 
-7f1000001000-7f1000801000 rw-p 00000000 00:00 0 
-Rss:                  16 kB
-7f2000000000-7f2000100000 rw-p 00000000 00:00 0 
-Rss:                 512 kB
-7f3000000000-7f3000010000 r-xp 00001000 fd:01 12345                      /usr/lib/my lib (v2).so
-Rss:                  64 kB
-7f3000010000-7f3000020000 rw-p 00000000 fd:01 999                        /tmp/data (deleted)
-Rss:                   8 kB
-7f3000020000-7f3000030000 rw-s 00000000 00:01 77                         /dev/shm/ring
-Rss:                  32 kB
-7f3000030000-7f3000040000 rw-s 00000000 00:01 78                         /memfd:pool (deleted)
-Rss:                   4 kB
-7f3000040000-7f3000050000 rw-s 00000000 00:00 0 
-Rss:                   4 kB
-7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0                          [stack]
-Rss:                  20 kB
-7ffc00100000-7ffc00102000 r-xp 00000000 00:00 0                          [vdso]
-Rss:                   4 kB
-7ffc00200000-7ffc00300000 rw-p 00000000 00:00 0                          [anon:v8 heap]
-Rss:                   4 kB
-7ffc00300000-7ffc00400000 rw-p 00000000 00:00 0                          [anon: glibc: malloc arena]
-Rss:                   4 kB
-7ffc00400000-7ffc00500000 rw-p 00000000 00:00 0 
-Rss:                  ";
-
-    #[test]
-    fn smaps_parse_and_classify() {
-        let mut maps = parse_smaps(SMAPS).unwrap();
-        classify(&mut maps, &[]);
-        let got: Vec<(&str, Region, u64)> = maps
-            .iter()
-            .map(|m| (m.path.as_str(), m.region, m.rss / 1024))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("[heap]", Region::Heap, 12),
-                ("", Region::Heap, 132),
-                ("", Region::Heap, 0),
-                ("", Region::Stack, 0),
-                ("", Region::Stack, 16),
-                ("", Region::Anon, 512),
-                ("/usr/lib/my lib (v2).so", Region::File, 64),
-                ("/tmp/data", Region::File, 8),
-                ("/dev/shm/ring", Region::Shmem, 32),
-                ("/memfd:pool", Region::Shmem, 4),
-                ("", Region::Shmem, 4),
-                ("[stack]", Region::Stack, 20),
-                ("[vdso]", Region::File, 4),
-                ("[anon:v8 heap]", Region::Anon, 4),
-                ("[anon: glibc: malloc arena]", Region::Heap, 4),
-                ("", Region::Anon, 0),
-            ]
-        );
-        assert!(maps[7].deleted);
-        assert!(maps[9].deleted);
-        assert_eq!(maps[6].offset, 0x1000);
-        assert_eq!(maps[6].inode, 12345);
-        assert_eq!(maps[0].private_dirty, 12 * 1024);
-        let by = RegionBytes::of(&maps);
-        assert_eq!(by.heap, (12 + 132 + 4) * 1024);
-        let r = rollup_of(&maps);
-        assert_eq!(r.rss, maps.iter().map(|m| m.rss).sum::<u64>());
-        assert_eq!(r.anonymous, (12 + 132) * 1024);
-        assert_eq!(by.stack, (16 + 20) * 1024);
-    }
-
-    #[test]
-    fn arena_needs_both_boundaries() {
-        // Aligned start but the tail ends past the 64 MiB block: a GC
-        // reservation, not an arena.
-        let text = "\
-7f0000000000-7f0000021000 rw-p 00000000 00:00 0 
-7f0000021000-7f0008000000 ---p 00000000 00:00 0 
-7f0100001000-7f0100021000 rw-p 00000000 00:00 0 
-7f0100021000-7f0104000000 ---p 00000000 00:00 0 
-7f0200000000-7f0204000000 rw-p 00000000 00:00 0 
-";
-        let mut maps = parse_smaps(text).unwrap();
-        classify(&mut maps, &[]);
-        let got: Vec<Region> = maps.iter().map(|m| m.region).collect();
-        assert_eq!(
-            got,
-            vec![
-                Region::Anon,
-                Region::Anon,
-                Region::Anon,
-                Region::Anon,
-                Region::Heap
-            ]
-        );
-    }
-
-    #[test]
-    fn stack_pointer_evidence_wins() {
-        // A thread stack created with no guard page: only the stack pointer
-        // tells.
-        let text = "\
-7f2000000000-7f2000100000 rw-p 00000000 00:00 0 
-7f2000100000-7f2000200000 rw-p 00000000 00:00 0 
-";
-        let mut maps = parse_smaps(text).unwrap();
-        classify(&mut maps, &[0x7f20001ff000]);
-        assert_eq!(maps[0].region, Region::Anon);
-        assert_eq!(maps[1].region, Region::Stack);
-        // JIT code between guard pages is not a stack.
-        let text = "\
-7f1000000000-7f1000001000 ---p 00000000 00:00 0 
-7f1000001000-7f100003d000 rwxp 00000000 00:00 0 
-7f100003d000-7f100003e000 ---p 00000000 00:00 0 
-";
-        let mut maps = parse_smaps(text).unwrap();
-        classify(&mut maps, &[]);
-        assert_eq!(maps[1].region, Region::Anon);
-        // A large reservation below is not a guard.
-        let text = "\
-7f1000000000-7f1000100000 ---p 00000000 00:00 0 
-7f1000100000-7f1000200000 rw-p 00000000 00:00 0 
-";
-        let mut maps = parse_smaps(text).unwrap();
-        classify(&mut maps, &[]);
-        assert_eq!(maps[1].region, Region::Anon);
-    }
-
     /// Our own threads, blocked on a barrier: each one's stack must be
     /// `stack` (by its stack pointer, and by the guard shape alone), and a
     /// small allocation made on it must be `heap` (its glibc arena).
@@ -1016,26 +430,6 @@ Rss:                  ";
                 "{heap:#x}\n{text}"
             );
         }
-    }
-
-    #[test]
-    fn smaps_ugly() {
-        // Header only (maps format), a counter before any header, garbage.
-        let maps = parse_smaps("00400000-00401000 r-xp 00000000 08:01 1 /bin/x\n").unwrap();
-        assert_eq!(maps.len(), 1);
-        assert_eq!(maps[0].rss, 0);
-        assert!(parse_smaps("Rss: 4 kB\n").is_err());
-        assert!(parse_smaps("").unwrap().is_empty());
-        let maps =
-            parse_smaps("not a header\n0-1000 rw-p 0 00:00 0\nRss: 4 kB\nVmFlags: rd\n").unwrap();
-        assert_eq!(maps.len(), 1);
-        assert_eq!(maps[0].rss, 4096);
-        // Truncated header line: dropped, not misparsed.
-        assert!(parse_smaps("7f0000000000-7f00").unwrap().is_empty());
-        // A path with multiple spaces is kept verbatim.
-        let maps = parse_smaps("0-1000 r--p 0 08:01 5    /a  b (deleted)\n").unwrap();
-        assert_eq!(maps[0].path, "/a  b");
-        assert!(maps[0].deleted);
     }
 
     #[test]

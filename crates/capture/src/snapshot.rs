@@ -3,8 +3,9 @@
 //! [`take`] stops every thread of a process (with ptrace), reads their
 //! registers, `/proc/PID/maps` and the memory [`MemoryMode`] asks for, lets
 //! the threads go, and writes one core file: the standard Linux notes
-//! ([`note`]) for gdb, one PT_LOAD per captured mapping ([`elf`]), and
-//! leaktrail's own note ([`metadata`]) with what a later analysis needs
+//! (`leaktrail_recording::snapshot::note`) for gdb, one PT_LOAD per
+//! captured mapping (`…::elf`), and leaktrail's own note (`…::metadata`)
+//! with what a later analysis needs
 //! that a core does not otherwise hold (modules and build ids, the JIT
 //! symbol map, the smaps summary, the pause).
 //!
@@ -23,13 +24,8 @@
 //! # Ok::<(), leaktrail_capture::Error>(())
 //! ```
 
-pub mod audit;
-pub mod elf;
-mod maps;
 mod memory;
-pub mod metadata;
 mod module;
-pub mod note;
 mod pagemap;
 mod ptrace;
 mod xstate;
@@ -42,11 +38,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use leaktrail_format::{HEADER_MAPPING_BYTES, NOTE_NAME, NOTE_TYPE};
-
-pub use audit::{AuditLocator, HeaderLocator};
-use maps::Mapping;
+use leaktrail_recording::audit;
+use leaktrail_recording::dir::snapshots::Snapshots;
+use leaktrail_recording::maps::{self, Mapping};
+use leaktrail_recording::snapshot::metadata::{
+    self, CapturedMapping, Metadata, RegionKind, SmapsSummary,
+};
+use leaktrail_recording::snapshot::{default_file_name, elf, note};
 use memory::{Copier, Piece, Staging};
-pub use metadata::{Metadata, Module, Region, RegionKind, SmapsSummary, SmapsTotals};
 
 use crate::Error;
 
@@ -94,8 +93,6 @@ pub struct Options {
     /// Where to write; `None` for [`default_file_name`] in the current
     /// directory.
     pub output: Option<PathBuf>,
-    /// How to find all of the audit region from its header.
-    pub locator: Box<dyn AuditLocator + Send + Sync>,
     /// Most bytes to stage in memory during the stop; above it the copy
     /// streams to the file while the target waits. `None`: half of
     /// `MemAvailable`.
@@ -110,7 +107,6 @@ impl Default for Options {
         Options {
             memory: MemoryMode::Full,
             output: None,
-            locator: Box::new(HeaderLocator),
             staging_budget: None,
             stop_timeout: Duration::from_secs(10),
         }
@@ -150,43 +146,6 @@ pub struct Phases {
     /// Whether the copy went to the staging area (the file was written
     /// after the release) rather than straight to the file.
     pub staged: bool,
-}
-
-/// The name a snapshot gets when the caller does not choose one:
-/// `leaktrail-<comm>-<pid>-<UTC time>.core`.
-pub fn default_file_name(comm: &str, pid: i32, unix_secs: u64) -> String {
-    let comm: String = comm
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let (y, mo, d) = civil_from_days((unix_secs / 86_400) as i64);
-    let s = unix_secs % 86_400;
-    format!(
-        "leaktrail-{comm}-{pid}-{y:04}{mo:02}{d:02}T{:02}{:02}{:02}Z.core",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + (m <= 2) as i64, m, d)
 }
 
 /// Takes one snapshot of `pid`. See the module documentation.
@@ -269,6 +228,8 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         .iter()
         .map(|t| reg(&t.regs, note::REG_RSP))
         .collect();
+    let mut maps = maps;
+    maps::classify(&mut maps, &stacks);
     let mut copier = Copier::new(pid);
 
     // Audit headers: a page-aligned magic at the start of an anonymous
@@ -276,7 +237,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     let mut audit_headers = Vec::new();
     for m in maps
         .iter()
-        .filter(|m| m.read && m.write && m.is_anonymous() && m.len() >= HEADER_MAPPING_BYTES)
+        .filter(|m| m.is_read_write() && m.is_anonymous() && m.size() >= HEADER_MAPPING_BYTES)
     {
         let mut magic = [0u8; 8];
         if copier.probe(m.start, &mut magic) && audit::is_header(&magic) {
@@ -285,16 +246,17 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     }
     let mut audit_ranges = Vec::new();
     if options.memory != MemoryMode::None {
+        let live =
+            crate::memory::ProcessMemory::new(pid, maps.iter().map(|m| (m.start, m.end)).collect());
         for &h in &audit_headers {
-            let mut read = |addr: u64, buf: &mut [u8]| copier.probe(addr, buf);
-            audit_ranges.extend(options.locator.locate(h, &mut read));
+            audit_ranges.extend(audit::locate(&live, h));
         }
     }
     let mut elf_heads = HashSet::new();
     if options.memory != MemoryMode::None {
         for m in maps
             .iter()
-            .filter(|m| m.is_file() && m.offset == 0 && m.read)
+            .filter(|m| m.is_file() && m.offset == 0 && m.is_readable())
         {
             let mut magic = [0u8; 4];
             if copier.probe(m.start, &mut magic) && magic == *b"\x7fELF" {
@@ -375,8 +337,8 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         threads: threads.iter().map(|t| t.tid).collect(),
         modules,
         perf_map,
-        smaps: summarise(&maps, &stacks, &audit_ranges),
-        regions: regions(&maps, &loads, &stacks, &audit_ranges),
+        smaps: summarise(&maps, &audit_ranges),
+        regions: regions(&maps, &loads, &audit_ranges),
         options: metadata::CaptureOptions {
             memory: options.memory.name().into(),
             writer: format!("leaktrail {}", env!("CARGO_PKG_VERSION")),
@@ -414,6 +376,24 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             staged,
         },
     })
+}
+
+/// Takes a snapshot of `pid` as the next one of a recording's `snapshots`
+/// (`at_exit` marks the final one), holding the recording's snapshot lock
+/// for the whole capture.
+pub fn take_into(
+    snapshots: &Snapshots,
+    pid: i32,
+    memory: MemoryMode,
+    at_exit: bool,
+) -> Result<Outcome, Error> {
+    let next = snapshots.reserve(at_exit)?;
+    let options = Options {
+        memory,
+        output: Some(next.path.clone()),
+        ..Default::default()
+    };
+    take(pid, &options)
 }
 
 /// Copies `pieces` to `file` at `offset` in batches, while the target waits.
@@ -483,12 +463,12 @@ fn plan(
         return out;
     }
     for (i, m) in maps.iter().enumerate() {
-        let flags = (if m.read { elf::PF_R } else { 0 })
-            | (if m.write { elf::PF_W } else { 0 })
-            | (if m.exec { elf::PF_X } else { 0 });
+        let flags = (if m.is_readable() { elf::PF_R } else { 0 })
+            | (if m.is_writable() { elf::PF_W } else { 0 })
+            | (if m.is_executable() { elf::PF_X } else { 0 });
         let whole = |filesz: u64| Load {
             start: m.start,
-            memsz: m.len(),
+            memsz: m.size(),
             filesz,
             flags,
             mapping: i,
@@ -496,13 +476,13 @@ fn plan(
         // Unreadable (PROT_NONE guards and reservations), excluded from
         // dumps by the program (MADV_DONTDUMP) or device memory (VM_IO):
         // the kernel's own core writer skips these too.
-        if !m.read || m.has_flag("dd") || m.has_flag("io") {
+        if !m.is_readable() || m.has_flag("dd") || m.has_flag("io") {
             continue;
         }
         if m.path == "[vdso]" {
             // gdb loads the vDSO's symbols from the core; without it, it
             // warns and cannot unwind through signal frames.
-            out.push(whole(m.len()));
+            out.push(whole(m.size()));
             continue;
         }
         if m.is_special() {
@@ -511,13 +491,16 @@ fn plan(
         let in_audit = audit.iter().any(|&(s, e)| s < m.end && m.start < e);
         let wanted = match mode {
             MemoryMode::Full => {
-                in_audit || m.write || m.is_anonymous() || (m.anonymous > 0 && !m.shared)
+                in_audit
+                    || m.is_writable()
+                    || m.is_anonymous()
+                    || (m.anonymous > 0 && !m.is_shared())
             }
             MemoryMode::Tables => in_audit,
             MemoryMode::None => false,
         };
         if wanted {
-            out.push(whole(m.len()));
+            out.push(whole(m.size()));
         } else if elf_heads.contains(&m.start) {
             // The ELF header page: its notes carry the build id, which lets
             // gdb and symbolizers match the right file.
@@ -569,58 +552,52 @@ fn split_sparse(pid: i32, maps: &[Mapping], loads: Vec<Load>) -> Vec<Load> {
 /// before the stop, or that is new since.
 fn is_sparse_candidate(l: &Load, m: &Mapping) -> bool {
     l.start == m.start
-        && l.filesz == m.len()
+        && l.filesz == m.size()
         && m.is_anonymous()
-        && !m.shared
-        && (m.vm_flags.is_empty() || (m.rss + m.swap) < m.len() / 4 * 3)
+        && !m.is_shared()
+        && (m.vm_flags.is_empty() || (m.rss + m.swap) < m.size() / 4 * 3)
 }
 
-fn kind_of(m: &Mapping, stacks: &[u64], audit: &[(u64, u64)]) -> RegionKind {
+/// The kind a snapshot records for a mapping: its region by the one
+/// classifier, except that the tracer's own memory is `audit`.
+fn kind_of(m: &Mapping, audit: &[(u64, u64)]) -> RegionKind {
     if audit.iter().any(|&(s, e)| s < m.end && m.start < e) {
         RegionKind::Audit
-    } else if m.path == "[heap]" {
-        RegionKind::Heap
-    } else if m.path == "[stack]" || stacks.iter().any(|&sp| m.start <= sp && sp < m.end) {
-        RegionKind::Stack
-    } else if m.is_special() {
-        RegionKind::Special
-    } else if m.is_file() {
-        RegionKind::File
     } else {
-        RegionKind::Anon
+        RegionKind::from(m.region)
     }
 }
 
-fn regions(maps: &[Mapping], loads: &[Load], stacks: &[u64], audit: &[(u64, u64)]) -> Vec<Region> {
+fn regions(maps: &[Mapping], loads: &[Load], audit: &[(u64, u64)]) -> Vec<CapturedMapping> {
     let mut captured = vec![0u64; maps.len()];
     for l in loads {
         captured[l.mapping] += l.filesz;
     }
     maps.iter()
         .zip(captured)
-        .map(|(m, captured)| Region {
+        .map(|(m, captured)| CapturedMapping {
             start: m.start,
             end: m.end,
-            perms: m.perms(),
-            path: m.path.clone(),
-            kind: kind_of(m, stacks, audit),
+            perms: m.perms.clone(),
+            path: m.maps_path(),
+            kind: kind_of(m, audit),
             rss: m.rss,
             captured,
         })
         .collect()
 }
 
-fn summarise(maps: &[Mapping], stacks: &[u64], audit: &[(u64, u64)]) -> SmapsSummary {
+fn summarise(maps: &[Mapping], audit: &[(u64, u64)]) -> SmapsSummary {
     let mut s = SmapsSummary::default();
     for m in maps {
         for t in [
             &mut s.total,
             s.by_kind
-                .entry(kind_of(m, stacks, audit).name().to_string())
+                .entry(kind_of(m, audit).name().to_string())
                 .or_default(),
         ] {
             t.mappings += 1;
-            t.size += m.len();
+            t.size += m.size();
             t.rss += m.rss;
             t.pss += m.pss;
             t.anonymous += m.anonymous;
@@ -646,7 +623,7 @@ fn notes(
             start: m.start,
             end: m.end,
             offset: m.offset,
-            path: m.path.clone(),
+            path: m.maps_path(),
         })
         .collect();
     for (i, t) in threads.iter().enumerate() {
@@ -790,9 +767,11 @@ fn read_proc(pid: i32, name: &str, stopped: bool) -> Result<Vec<u8>, Error> {
 }
 
 fn parse_maps(pid: i32, name: &str, bytes: &[u8]) -> Result<Vec<Mapping>, Error> {
-    maps::parse(&String::from_utf8_lossy(bytes)).map_err(|why| Error::Malformed {
-        path: format!("/proc/{pid}/{name}").into(),
-        why,
+    maps::parse_smaps(&String::from_utf8_lossy(bytes)).map_err(|maps::ParseError(why)| {
+        Error::Malformed {
+            path: format!("/proc/{pid}/{name}").into(),
+            why,
+        }
     })
 }
 
@@ -910,7 +889,7 @@ mod tests {
     }
 
     fn mapping(line: &str, rss: u64) -> Mapping {
-        let mut m = maps::parse(line).unwrap().remove(0);
+        let mut m = maps::parse_smaps(line).unwrap().remove(0);
         m.rss = rss;
         m.vm_flags = vec!["rd".into()];
         m

@@ -17,8 +17,9 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::recording::snapshots::Snapshots;
-use crate::snapshot::MemoryMode;
+use leaktrail_recording::dir::snapshots::Snapshots;
+
+use crate::snapshot::{self, MemoryMode};
 use crate::watch::{WatchOptions, Watcher};
 use crate::Error;
 
@@ -329,9 +330,8 @@ impl Recorder {
                     return;
                 }
                 drop(guard);
-                let taken = snapshots
-                    .take(pid, memory, false)
-                    .and_then(|_| snapshots.prune(keep));
+                let taken = snapshot::take_into(&snapshots, pid, memory, false)
+                    .and_then(|_| snapshots.prune(keep).map_err(Error::from));
                 if let Err(e) = taken {
                     note(&problems, format!("periodic snapshot: {e}"));
                 }
@@ -396,7 +396,7 @@ impl Traced {
             Notice::Start(_) => {}
             Notice::Exit(n) => {
                 if let Some(r) = &recorder {
-                    if let Err(e) = r.snapshots.take(n.pid, opts.memory, true) {
+                    if let Err(e) = snapshot::take_into(&r.snapshots, n.pid, opts.memory, true) {
                         note(&problems, format!("snapshot at exit: {e}"));
                     }
                 }

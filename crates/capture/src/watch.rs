@@ -30,8 +30,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::launch::Launched;
-use crate::procfs::{self, Mapping, Reading, RegionBytes};
-use crate::recording::{self, Detail, End, EndReason, Meta, RecordingWriter, Sample};
+use leaktrail_recording::dir::{
+    self as recording, Detail, End, EndReason, Meta, RecordingWriter, Sample,
+};
+use leaktrail_recording::{Mapping, RegionBytes};
+
+use crate::procfs::{self, Reading};
 use crate::Error;
 
 /// How to watch.

@@ -30,6 +30,8 @@ macro_rules! bad_input {
 fn is_bad_input(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.is::<BadInput>()
+            || e.downcast_ref::<leaktrail_recording::Error>()
+                .is_some_and(|e| e.is_bad_input())
             || e.downcast_ref::<leaktrail_capture::Error>()
                 .is_some_and(|e| e.is_bad_input())
             || e.downcast_ref::<leaktrail_analysis::Error>()

@@ -27,7 +27,7 @@ use leaktrail_analysis::investigation::Investigation;
 use leaktrail_analysis::leaks::LeakKind;
 use leaktrail_analysis::profile::Profile;
 use leaktrail_analysis::symbolize::Frame;
-use leaktrail_capture::recording;
+use leaktrail_recording::dir as recording;
 
 use crate::flamegraph::{self as fg, FlamegraphOptions};
 use crate::growth::{class as class_name, count, series_line};

@@ -8,8 +8,8 @@
 use std::fmt::Write;
 
 use leaktrail_analysis::trend::Trend;
-use leaktrail_capture::procfs::Region;
-use leaktrail_capture::recording::Sample;
+use leaktrail_recording::Region;
+use leaktrail_recording::Sample;
 
 use crate::text;
 

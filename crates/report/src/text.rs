@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use leaktrail_analysis::maps_diff::{MapsDiff, Presence};
 use leaktrail_analysis::trend::{Trend, Verdict};
-use leaktrail_capture::procfs::LimitSource;
-use leaktrail_capture::recording::Sample;
+use leaktrail_recording::maps::LimitSource;
+use leaktrail_recording::Sample;
 
 /// `1.5 MiB`, `512 B`, `3.2 GiB` (binary units, one decimal).
 pub fn bytes(n: f64) -> String {
@@ -43,7 +43,7 @@ pub fn rate(bytes_per_hour: f64) -> String {
 
 /// Seconds as `250ms`, `4.2s`, `12m30s`, `3h05m`, `2.5d`.
 pub fn seconds(s: f64) -> String {
-    leaktrail_capture::duration::format_seconds(s)
+    leaktrail_recording::duration::format_seconds(s)
 }
 
 fn limit_source(s: LimitSource) -> &'static str {
@@ -309,7 +309,7 @@ heap    growing           +7.0 GiB/h     8.0 MiB
 
     #[test]
     fn live() {
-        use leaktrail_capture::recording::Sample;
+        use leaktrail_recording::Sample;
         let s = |i: u64, rss: u64| Sample {
             i,
             t: i as f64 * 0.5,

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use leaktrail_analysis::bufs;
-use leaktrail_analysis::core::Snapshot;
-use leaktrail_analysis::heap::Heap;
 use leaktrail_analysis::symbolize::Symbolizer;
+use leaktrail_analysis::Heap;
+use leaktrail_recording::Snapshot;
 use leaktrail_report::heap::bufs as render;
 
 use crate::cmd::filter::FilterArgs;

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use leaktrail_analysis::caches;
-use leaktrail_analysis::core::Snapshot;
-use leaktrail_analysis::heap::Heap;
-use leaktrail_capture::recording;
+use leaktrail_analysis::Heap;
+use leaktrail_recording::dir as recording;
+use leaktrail_recording::Snapshot;
 use leaktrail_report::heap::caches as render;
 
 use crate::bad_input;

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use leaktrail_analysis::{investigation, maps_diff, trend};
-use leaktrail_capture::recording::{self, Recording, SampleSelector};
+use leaktrail_recording::dir::{self as recording, Recording, SampleSelector};
 use leaktrail_report::html::{self, HtmlOptions};
 use leaktrail_report::{diagnosis, svg, text};
 
@@ -142,8 +142,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
          Its source is fixtures/demo_leaky.c: a response cache that is never trimmed, a flat\n\
          connection pool, and a header parser that drops a buffer on its error path.\n",
         args.rate,
-        leaktrail_capture::duration::format(args.duration),
-        leaktrail_capture::duration::format(every(args.duration))
+        leaktrail_recording::duration::format(args.duration),
+        leaktrail_recording::duration::format(every(args.duration))
     );
     let dir = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(recording::default_dir_name(

@@ -4,10 +4,10 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use leaktrail_analysis::core::Snapshot;
 use leaktrail_analysis::dump;
-use leaktrail_analysis::heap::Heap;
 use leaktrail_analysis::symbolize::Symbolizer;
+use leaktrail_analysis::Heap;
+use leaktrail_recording::Snapshot;
 use leaktrail_report::heap::dump as render;
 
 use super::addr;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use leaktrail_analysis::bufs::{self, Filter};
 use leaktrail_analysis::profile::Profile;
-use leaktrail_capture::duration;
+use leaktrail_recording::duration;
 
 use crate::bad_input;
 

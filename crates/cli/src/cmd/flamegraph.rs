@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use leaktrail_analysis::profile::Profile;
-use leaktrail_capture::recording;
+use leaktrail_recording::dir as recording;
 use leaktrail_report::flamegraph::{self as fg, FlamegraphOptions};
 use leaktrail_report::text;
 

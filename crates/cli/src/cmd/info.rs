@@ -5,7 +5,8 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use leaktrail_analysis::core::{Snapshot, Summary};
+use leaktrail_analysis::Summary;
+use leaktrail_recording::Snapshot;
 
 /// Flags of `leaktrail info`.
 #[derive(clap::Args)]
@@ -20,7 +21,7 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let snap = Snapshot::open(&args.snap)?;
-    let summary = snap.summary();
+    let summary = leaktrail_analysis::summary::of(&snap);
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &summary)?;

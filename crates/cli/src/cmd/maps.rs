@@ -4,10 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use leaktrail_analysis::core::Snapshot;
 use leaktrail_analysis::maps_diff;
-use leaktrail_capture::procfs::Mapping;
-use leaktrail_capture::recording::{Recording, SampleSelector};
+use leaktrail_recording::dir::{Recording, SampleSelector};
+use leaktrail_recording::Mapping;
+use leaktrail_recording::Snapshot;
 use leaktrail_report::text;
 
 use crate::bad_input;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use leaktrail_capture::recording;
+use leaktrail_recording::dir as recording;
 use leaktrail_report::pprof;
 
 use super::filter::FilterArgs;

@@ -4,11 +4,11 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use leaktrail_analysis::core::Snapshot;
-use leaktrail_analysis::heap::Heap;
 use leaktrail_analysis::refs::{self, Matcher};
 use leaktrail_analysis::symbolize::Symbolizer;
 use leaktrail_analysis::Error;
+use leaktrail_analysis::Heap;
+use leaktrail_recording::Snapshot;
 use leaktrail_report::heap::refs as render;
 
 use super::addr;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use leaktrail_analysis::investigation;
-use leaktrail_capture::recording;
+use leaktrail_recording::dir as recording;
 use leaktrail_report::html::{self, HtmlOptions};
 
 /// Flags of `leaktrail report`.

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use leaktrail_analysis::audit_dump;
+use leaktrail_capture::memory::LiveProcess;
+use leaktrail_capture::node;
 use leaktrail_capture::snapshot::MemoryMode;
 use leaktrail_capture::supervise::{self, ExitNotice, Notice, RecordOptions};
-use leaktrail_capture::{node, recording};
+use leaktrail_recording::dir as recording;
 
 use crate::cmd::watch::parse_duration;
 
@@ -102,8 +104,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut failure = None;
     let dump = |notice: ExitNotice, failure: &mut Option<anyhow::Error>| {
         if let Some(path) = &args.dump_at_exit {
-            let result = audit_dump::read_live(notice.pid, notice.header_addr)
+            let result = LiveProcess::open(notice.pid)
                 .map_err(anyhow::Error::from)
+                .and_then(|live| {
+                    let dump = audit_dump::read_live(
+                        &live.memory,
+                        &live.mappings,
+                        notice.pid,
+                        Some(notice.header_addr),
+                    )?;
+                    Ok(dump)
+                })
                 .and_then(|dump| Ok(serde_json::to_vec_pretty(&dump)?))
                 .and_then(|bytes| Ok(recording::write_atomically(path, &bytes)?));
             if let Err(e) = result {

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use leaktrail_capture::recording::{self, snapshots::Snapshots};
 use leaktrail_capture::snapshot::{self, MemoryMode};
+use leaktrail_recording::dir::{self as recording, snapshots::Snapshots};
 
 /// Flags of `leaktrail snapshot`.
 #[derive(clap::Args)]
@@ -52,11 +52,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     meta_path.display()
                 )))
             })?;
-            Snapshots::of(dir)?
-                .take(meta.pid, args.memory, false)
-                .with_context(|| {
-                    format!("snapshot of process {} into {}", meta.pid, dir.display())
-                })?
+            snapshot::take_into(&Snapshots::of(dir)?, meta.pid, args.memory, false).with_context(
+                || format!("snapshot of process {} into {}", meta.pid, dir.display()),
+            )?
         }
         (None, Some(pid)) => {
             let mut options = snapshot::Options::default();

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use leaktrail_analysis::{owner, trend};
-use leaktrail_capture::recording::{self, Recording};
+use leaktrail_recording::dir::{self as recording, Recording};
 use leaktrail_report::{svg, text};
 
 /// Flags of `leaktrail trend`.

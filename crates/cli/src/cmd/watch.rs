@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use leaktrail_analysis::trend;
-use leaktrail_capture::recording::Recording;
 use leaktrail_capture::watch::{self, WatchOptions, Watcher};
+use leaktrail_recording::dir::{EndReason, Recording};
 use leaktrail_report::text;
 
 use crate::bad_input;
 
 /// Parses `1s`, `250ms`, `10m`, `2h` for clap.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    leaktrail_capture::duration::parse(s)
+    leaktrail_recording::duration::parse(s)
 }
 
 /// Flags of `leaktrail watch`.
@@ -108,9 +108,9 @@ pub fn watch_and_report(
     let t = trend::analyse(&recording);
     let mut out = std::io::stdout().lock();
     let how = match outcome.end.reason {
-        leaktrail_capture::recording::EndReason::Exited => "the process exited",
-        leaktrail_capture::recording::EndReason::Duration => "the duration passed",
-        leaktrail_capture::recording::EndReason::Interrupted => "interrupted",
+        EndReason::Exited => "the process exited",
+        EndReason::Duration => "the duration passed",
+        EndReason::Interrupted => "interrupted",
     };
     writeln!(
         out,

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use leaktrail_analysis::audit_dump::{self, AuditDump};
-use leaktrail_analysis::core::Snapshot;
+use leaktrail_recording::Snapshot;
 
 use crate::support::{fixture, leaktrail, leaktrail_json, scratch, snapshot_into, ChildGuard};
 

@@ -457,7 +457,7 @@ fn info_rejects_truncated_and_non_core_files() {
 
 #[test]
 fn traced_snapshot_recovers_exactly_the_live_allocations() {
-    use leaktrail_analysis::core::Snapshot;
+    use leaktrail_recording::Snapshot;
 
     let dir = support::scratch("snapshot_traced");
     let exe = support::fixture("snap_live", &[]);
@@ -529,7 +529,7 @@ fn traced_snapshot_recovers_exactly_the_live_allocations() {
 
     for core in &cores {
         let snap = Snapshot::open(core).expect("open core");
-        let audit = leaktrail_analysis::audit::find(&snap, Some(pid as u32))
+        let audit = leaktrail_recording::audit::find(&snap, Some(pid as u32))
             .expect("decode audit")
             .unwrap_or_else(|| panic!("{}: no audit region", core.display()));
         // Our blocks are the ones of our distinctive sizes; the C library

@@ -264,7 +264,9 @@ fn fork_child_keeps_an_audit_of_its_own_heap() {
         .parse()
         .expect("pid");
     // The child waits for SIGUSR1, so its audit is stable while we read it.
-    let audit = leaktrail_analysis::audit_dump::find_live(pid).expect("child audit");
+    let live = leaktrail_capture::memory::LiveProcess::open(pid).expect("child maps");
+    let audit = leaktrail_analysis::audit_dump::read_live(&live.memory, &live.mappings, pid, None)
+        .expect("child audit");
     let json = serde_json::to_value(&audit).expect("json");
     assert_eq!(
         json["audit"]["pid"], pid,

@@ -2,8 +2,8 @@
 
 use std::fmt::Write;
 
-use leaktrail_analysis::heap::AreaKind;
 use leaktrail_analysis::whatis::Whatis;
+use leaktrail_analysis::AreaKind;
 
 use super::{count, stack};
 

@@ -1,0 +1,176 @@
+//! `::bufctl -v` and `::umausers` for malloc: the live buffers of a
+//! snapshot, filtered by class, size, age, thread and stack, listed one by
+//! one or grouped by allocation stack.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::symbolize::{Frame, Symbolizer};
+use leaktrail_recording::audit::{Audit, Block};
+
+/// Which buffers to keep. Every set field must match.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Filter {
+    /// Size class, by its largest size (`--class 4096`).
+    pub class: Option<u64>,
+    /// Requested size within `lo..=hi`.
+    pub size: Option<(u64, u64)>,
+    /// Allocated at least this many ns before the snapshot's newest buffer.
+    pub older_than_ns: Option<u64>,
+    /// Allocated at most this many ns before the newest buffer.
+    pub newer_than_ns: Option<u64>,
+    /// Allocating thread.
+    pub thread: Option<u32>,
+    /// A frame of the stack has a function containing this.
+    pub stack_contains: Option<String>,
+}
+
+/// One buffer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Buf {
+    /// Address.
+    pub addr: u64,
+    /// Requested bytes.
+    pub size: u64,
+    /// Its size class (largest size).
+    pub class: u64,
+    /// Allocation time, ns after the tracer started.
+    pub time_ns: u64,
+    /// Allocating thread.
+    pub tid: u32,
+    /// Stack id.
+    pub stack_id: u32,
+}
+
+/// Buffers with one allocation stack.
+#[derive(Clone, Debug, Serialize)]
+pub struct StackGroup {
+    /// Stack id.
+    pub stack_id: u32,
+    /// Their bytes.
+    pub bytes: u64,
+    /// How many.
+    pub count: u64,
+    /// The oldest.
+    pub example_address: u64,
+    /// The stack, innermost first.
+    pub stack: Vec<Frame>,
+}
+
+/// What [`select`] found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Bufs {
+    /// Matching buffers, by address.
+    pub buffers: Vec<Buf>,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Symbolized stacks of the buffers (by stack id), when asked for.
+    pub stacks: HashMap<u32, Vec<Frame>>,
+    /// Groups by stack, by bytes, when asked for.
+    pub groups: Vec<StackGroup>,
+}
+
+/// Selects buffers of `audit` by `filter`; with `group` groups them by
+/// stack; with `with_stacks` symbolizes every selected buffer's stack.
+pub fn select(
+    audit: &Audit,
+    filter: &Filter,
+    symbolizer: &Symbolizer,
+    group: bool,
+    with_stacks: bool,
+) -> Bufs {
+    let newest = audit.live.iter().map(|b| b.time_ns).max().unwrap_or(0);
+    let mut stack_match: HashMap<u32, bool> = HashMap::new();
+    let mut stacks: HashMap<u32, Vec<Frame>> = HashMap::new();
+    let mut keep = |b: &Block| -> bool {
+        let class = leaktrail_format::class_size(leaktrail_format::class_of(b.size));
+        if filter.class.is_some_and(|c| c != class)
+            || filter
+                .size
+                .is_some_and(|(lo, hi)| b.size < lo || b.size > hi)
+            || filter.thread.is_some_and(|t| t != b.tid)
+            || filter
+                .older_than_ns
+                .is_some_and(|a| newest.saturating_sub(b.time_ns) < a)
+            || filter
+                .newer_than_ns
+                .is_some_and(|a| newest.saturating_sub(b.time_ns) > a)
+        {
+            return false;
+        }
+        if let Some(f) = &filter.stack_contains {
+            return *stack_match.entry(b.stack).or_insert_with(|| {
+                let frames = symbolizer.stack_inlined(audit.frames(b.stack));
+                let hit = frames.iter().any(|fr| {
+                    fr.function
+                        .as_deref()
+                        .is_some_and(|n| n.contains(f.as_str()))
+                });
+                stacks.insert(b.stack, frames);
+                hit
+            });
+        }
+        true
+    };
+    let canon = crate::heap::model::canonical_stacks(audit);
+    let buffers: Vec<Buf> = audit
+        .live
+        .iter()
+        .filter(|b| keep(b))
+        .map(|b| Buf {
+            addr: b.addr,
+            size: b.size,
+            class: leaktrail_format::class_size(leaktrail_format::class_of(b.size)),
+            time_ns: b.time_ns,
+            tid: b.tid,
+            stack_id: canon.get(&b.stack).copied().unwrap_or(b.stack),
+        })
+        .collect();
+    let mut groups = Vec::new();
+    if group {
+        let mut by: HashMap<u32, StackGroup> = HashMap::new();
+        let mut oldest: HashMap<u32, u64> = HashMap::new();
+        for b in &buffers {
+            let g = by.entry(b.stack_id).or_insert_with(|| StackGroup {
+                stack_id: b.stack_id,
+                bytes: 0,
+                count: 0,
+                example_address: b.addr,
+                stack: Vec::new(),
+            });
+            g.bytes += b.size;
+            g.count += 1;
+            let t = oldest.entry(b.stack_id).or_insert(b.time_ns);
+            if b.time_ns < *t {
+                *t = b.time_ns;
+                g.example_address = b.addr;
+            }
+        }
+        groups = by.into_values().collect();
+        for g in &mut groups {
+            g.stack = stacks
+                .get(&g.stack_id)
+                .cloned()
+                .unwrap_or_else(|| symbolizer.stack_inlined(audit.frames(g.stack_id)));
+        }
+        groups.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.stack_id.cmp(&b.stack_id)));
+    }
+    if with_stacks {
+        for b in &buffers {
+            stacks
+                .entry(b.stack_id)
+                .or_insert_with(|| symbolizer.stack_inlined(audit.frames(b.stack_id)));
+        }
+    } else {
+        stacks.clear();
+    }
+    let bytes = buffers.iter().map(|b| b.size).sum();
+    Bufs {
+        buffers,
+        bytes,
+        stacks,
+        groups,
+    }
+}

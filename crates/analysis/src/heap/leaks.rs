@@ -1,0 +1,614 @@
+//! Conservative reachability over one snapshot: mdb's `::findleaks` with
+//! valgrind's classes.
+//!
+//! Every pointer-aligned word of the roots ([`Roots`]: registers, thread
+//! stacks from SP, module data and bss, TLS, anonymous memory that is not a
+//! malloc arena) and of every block found reachable is tested against the
+//! live blocks of the audit. A word equal to a block's start is a *start
+//! pointer*; one inside it is an *interior pointer*. Then:
+//!
+//! * **reachable**: a chain of start pointers leads to it from a root;
+//! * **possibly lost**: reached, but only through chains with at least one
+//!   interior pointer;
+//! * **indirectly lost**: unreached, but pointed to (start or interior)
+//!   by another unreached block;
+//! * **definitely lost**: unreached and pointed to by no other unreached
+//!   block — or, for a cycle nobody points into, the cycle's lowest block
+//!   (the others are indirect), as valgrind does.
+//!
+//! Speed: the blocks are indexed once ([`crate::heap::model::BlockIndex`]); marks
+//! live in atomic bitsets; memory is scanned in place from the core's
+//! mapping; two threads share roots in chunks and blocks through a work
+//! list. Nothing is copied, so memory use is a few bytes per block.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+
+use serde::Serialize;
+
+use crate::heap::model::{canonical_stacks, for_each_slice, Heap, RootRange, Roots};
+use crate::symbolize::{Frame, Symbolizer};
+
+/// The four classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeakKind {
+    /// Unreached and not pointed to by other unreached blocks.
+    Definite,
+    /// Unreached, pointed to by unreached blocks.
+    Indirect,
+    /// Reached only through interior pointers.
+    Possible,
+    /// Reached through start pointers.
+    Reachable,
+}
+
+impl LeakKind {
+    /// The word used in text output.
+    pub fn describe(self) -> &'static str {
+        match self {
+            LeakKind::Definite => "definitely lost",
+            LeakKind::Indirect => "indirectly lost",
+            LeakKind::Possible => "possibly lost",
+            LeakKind::Reachable => "still reachable",
+        }
+    }
+}
+
+/// Bytes and blocks of one class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// Requested bytes.
+    pub bytes: u64,
+    /// Blocks.
+    pub blocks: u64,
+}
+
+/// Blocks of one class allocated by one stack.
+#[derive(Clone, Debug, Serialize)]
+pub struct Group {
+    /// Their class.
+    pub kind: LeakKind,
+    /// Their bytes.
+    pub bytes: u64,
+    /// How many.
+    pub blocks: u64,
+    /// The oldest of them.
+    pub example_address: u64,
+    /// Its size.
+    pub example_size: u64,
+    /// When it was allocated (ns after the tracer started).
+    pub example_time_ns: u64,
+    /// The stack id in the audit.
+    pub stack_id: u32,
+    /// The allocation stack, innermost first, symbolized.
+    pub stack: Vec<Frame>,
+}
+
+/// What [`find`] found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Leaks {
+    /// Definitely lost.
+    pub definite: Tally,
+    /// Indirectly lost.
+    pub indirect: Tally,
+    /// Possibly lost.
+    pub possible: Tally,
+    /// Still reachable.
+    pub reachable: Tally,
+    /// Groups by (class, stack), lost ones first, each class by bytes.
+    pub groups: Vec<Group>,
+    /// Bytes of memory scanned (roots and blocks).
+    pub scanned_bytes: u64,
+    /// Bytes of root memory among them.
+    pub root_bytes: u64,
+    /// Seconds the reachability scan took (without symbolization).
+    pub scan_seconds: f64,
+    /// CPU seconds the scanning threads used: bytes over this is the rate
+    /// per core, whatever else the machine was doing.
+    pub scan_cpu_seconds: f64,
+    /// Things the reader should know (e.g. dropped allocations).
+    pub warnings: Vec<String>,
+}
+
+impl Leaks {
+    /// The tally of `kind`.
+    pub fn tally(&self, kind: LeakKind) -> Tally {
+        match kind {
+            LeakKind::Definite => self.definite,
+            LeakKind::Indirect => self.indirect,
+            LeakKind::Possible => self.possible,
+            LeakKind::Reachable => self.reachable,
+        }
+    }
+}
+
+/// How to look for leaks.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LeaksOptions {
+    /// What counts as a root.
+    pub roots: Roots,
+    /// Keep only groups whose stack has a frame whose function contains
+    /// this.
+    pub function: Option<String>,
+    /// Scanning threads (at least 1).
+    pub threads: usize,
+    /// Symbolize the still-reachable groups too (a text report that does
+    /// not show them can skip the cost: a Node.js process has thousands).
+    pub symbolize_reachable: bool,
+}
+
+impl Default for LeaksOptions {
+    fn default() -> Self {
+        LeaksOptions {
+            roots: Roots::default(),
+            function: None,
+            threads: 2,
+            symbolize_reachable: true,
+        }
+    }
+}
+
+/// Per-block classes, indexed like `heap.audit.live`.
+///
+/// Also returns the bytes scanned, the bytes of root memory, and the CPU
+/// seconds the scanning threads used (the scan's cost on a loaded machine,
+/// where wall time also counts waiting for a core).
+pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u64, f64) {
+    let n = heap.index.len();
+    let reach = Bits::new(n);
+    let possible = Bits::new(n);
+    let (ranges, regs) = heap.root_ranges(&opts.roots);
+    let chunks = root_chunks(&ranges);
+    let mut root_bytes = 0;
+    for r in &ranges {
+        for_each_slice(heap.snap, r.start, r.end, |_, b| {
+            root_bytes += b.len() as u64
+        });
+    }
+    let scanned = AtomicU64::new(0);
+    let cpu_ns = AtomicU64::new(0);
+    let threads = opts.threads.max(1);
+
+    // Phase 1: start pointers from the roots, then from reached blocks.
+    // Interior hits on still-unreached blocks are remembered for phase 2.
+    let mut first: Vec<u32> = Vec::new();
+    let mut interior: Vec<u32> = Vec::new();
+    for &(_, v) in &regs {
+        if let Some(i) = heap.index.find(v) {
+            if heap.index.start(i) == v {
+                if reach.set(i) {
+                    first.push(i as u32);
+                }
+            } else {
+                interior.push(i as u32);
+            }
+        }
+    }
+    let next_chunk = AtomicUsize::new(0);
+    let pool = Pool::new(threads, first);
+    let found_interior: Vec<Vec<u32>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let cpu0 = thread_cpu_ns();
+                    let mut local = Vec::new();
+                    let mut inner = Vec::new();
+                    let mut bytes = 0u64;
+                    let mut visit = |i: usize, start: bool, out: &mut Vec<u32>| {
+                        if start {
+                            if reach.set(i) {
+                                out.push(i as u32);
+                            }
+                        } else if !reach.get(i) && possible.set(i) {
+                            // `possible` doubles as "already remembered"
+                            // here; phase 2 re-derives it.
+                            inner.push(i as u32);
+                        }
+                    };
+                    loop {
+                        let c = next_chunk.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(a, b)) = chunks.get(c) else { break };
+                        scan_range(heap, a, b, &mut bytes, |i, st| visit(i, st, &mut local));
+                    }
+                    pool.work(local, |i, out| {
+                        scan_block(heap, i, &mut bytes, |j, st| visit(j, st, out));
+                    });
+                    scanned.fetch_add(bytes, Ordering::Relaxed);
+                    cpu_ns.fetch_add(thread_cpu_ns() - cpu0, Ordering::Relaxed);
+                    inner
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+
+    // Phase 2: blocks reached only through interior pointers, and all they
+    // lead to, are possibly lost.
+    let mut seeds = Vec::new();
+    possible.clear();
+    for i in interior
+        .into_iter()
+        .chain(found_interior.into_iter().flatten())
+    {
+        let i = i as usize;
+        if !reach.get(i) && possible.set(i) {
+            seeds.push(i as u32);
+        }
+    }
+    let pool = Pool::new(threads, seeds);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let cpu0 = thread_cpu_ns();
+                let mut bytes = 0u64;
+                pool.work(Vec::new(), |i, out| {
+                    scan_block(heap, i, &mut bytes, |j, _| {
+                        if !reach.get(j) && possible.set(j) {
+                            out.push(j as u32);
+                        }
+                    });
+                });
+                scanned.fetch_add(bytes, Ordering::Relaxed);
+                cpu_ns.fetch_add(thread_cpu_ns() - cpu0, Ordering::Relaxed);
+            });
+        }
+    });
+
+    // Phase 3: cliques of unreached blocks, in address order (valgrind's
+    // order): the first of each is definitely lost, all it leads to
+    // indirectly, absorbing earlier leaders it reaches.
+    let mut kinds: Vec<LeakKind> = (0..n)
+        .map(|i| {
+            if reach.get(i) {
+                LeakKind::Reachable
+            } else if possible.get(i) {
+                LeakKind::Possible
+            } else {
+                LeakKind::Definite
+            }
+        })
+        .collect();
+    let mut done = vec![false; n];
+    let mut stack = Vec::new();
+    let mut leaked_bytes = 0u64;
+    let cpu0 = thread_cpu_ns();
+    for leader in 0..n {
+        if kinds[leader] != LeakKind::Definite || done[leader] {
+            continue;
+        }
+        done[leader] = true;
+        stack.push(leader);
+        while let Some(i) = stack.pop() {
+            scan_block(heap, i, &mut leaked_bytes, |j, _| {
+                if j == leader || kinds[j] != LeakKind::Definite {
+                    return;
+                }
+                kinds[j] = LeakKind::Indirect;
+                if !done[j] {
+                    done[j] = true;
+                    stack.push(j);
+                }
+            });
+        }
+    }
+    let scanned = scanned.load(Ordering::Relaxed) + leaked_bytes + (regs.len() as u64) * 8;
+    let cpu = cpu_ns.load(Ordering::Relaxed) + (thread_cpu_ns() - cpu0);
+    (kinds, scanned, root_bytes, cpu as f64 / 1e9)
+}
+
+/// CPU time of the calling thread, in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID
+    // is always available on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Finds leaks and groups them by allocation stack, symbolized.
+pub fn find(heap: &Heap<'_>, opts: &LeaksOptions, symbolizer: &Symbolizer) -> Leaks {
+    let started = std::time::Instant::now();
+    let (kinds, scanned_bytes, root_bytes, scan_cpu_seconds) = classify(heap, opts);
+    let scan_seconds = started.elapsed().as_secs_f64();
+    let mut l = summarize(
+        heap,
+        &kinds,
+        symbolizer,
+        opts.function.as_deref(),
+        opts.symbolize_reachable,
+        scanned_bytes,
+        root_bytes,
+    );
+    l.scan_seconds = scan_seconds;
+    l.scan_cpu_seconds = scan_cpu_seconds;
+    l
+}
+
+fn summarize(
+    heap: &Heap<'_>,
+    kinds: &[LeakKind],
+    symbolizer: &Symbolizer,
+    function: Option<&str>,
+    symbolize_reachable: bool,
+    scanned_bytes: u64,
+    root_bytes: u64,
+) -> Leaks {
+    let mut tallies = [Tally::default(); 4];
+    let mut index: HashMap<(LeakKind, u32), usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let canon = canonical_stacks(&heap.audit);
+    // Neighbouring blocks mostly share a stack and a class: remember the
+    // last group instead of hashing 10 M times.
+    let mut last: Option<(LeakKind, u32, usize)> = None;
+    for (b, &k) in heap.audit.live.iter().zip(kinds) {
+        let t = &mut tallies[k as usize];
+        t.bytes += b.size;
+        t.blocks += 1;
+        let gi = match last {
+            Some((lk, ls, gi)) if lk == k && ls == b.stack => gi,
+            _ => {
+                let stack = canon.get(&b.stack).copied().unwrap_or(b.stack);
+                let gi = *index.entry((k, stack)).or_insert_with(|| {
+                    groups.push(Group {
+                        kind: k,
+                        bytes: 0,
+                        blocks: 0,
+                        example_address: b.addr,
+                        example_size: b.size,
+                        example_time_ns: b.time_ns,
+                        stack_id: stack,
+                        stack: Vec::new(),
+                    });
+                    groups.len() - 1
+                });
+                last = Some((k, b.stack, gi));
+                gi
+            }
+        };
+        let g = &mut groups[gi];
+        g.bytes += b.size;
+        g.blocks += 1;
+        if b.time_ns < g.example_time_ns {
+            g.example_address = b.addr;
+            g.example_size = b.size;
+            g.example_time_ns = b.time_ns;
+        }
+    }
+    for g in &mut groups {
+        // --function needs every stack to filter on.
+        if g.kind != LeakKind::Reachable || symbolize_reachable || function.is_some() {
+            g.stack = symbolizer.stack_inlined(heap.audit.frames(g.stack_id));
+        }
+    }
+    if let Some(f) = function {
+        groups.retain(|g| {
+            g.stack
+                .iter()
+                .any(|fr| fr.function.as_deref().is_some_and(|n| n.contains(f)))
+        });
+    }
+    groups.sort_by(|a, b| {
+        a.kind
+            .cmp(&b.kind)
+            .then(b.bytes.cmp(&a.bytes))
+            .then(a.example_address.cmp(&b.example_address))
+    });
+    let mut warnings = Vec::new();
+    let c = &heap.audit.counters;
+    if c.dropped_allocs > 0 {
+        warnings.push(format!(
+            "the tracer could not record {} allocations; they are not in these numbers",
+            c.dropped_allocs
+        ));
+    }
+    if heap.audit.busy_shards > 0 {
+        warnings.push(format!(
+            "{} audit shards were mid-update at the stop",
+            heap.audit.busy_shards
+        ));
+    }
+    let get = |k: LeakKind| tallies[k as usize];
+    Leaks {
+        definite: get(LeakKind::Definite),
+        indirect: get(LeakKind::Indirect),
+        possible: get(LeakKind::Possible),
+        reachable: get(LeakKind::Reachable),
+        groups,
+        scanned_bytes,
+        root_bytes,
+        scan_seconds: 0.0,
+        scan_cpu_seconds: 0.0,
+        warnings,
+    }
+}
+
+/// Root ranges cut into pieces of at most this many bytes, so that two
+/// threads share one big anonymous mapping.
+const CHUNK: u64 = 4 << 20;
+
+fn root_chunks(ranges: &[RootRange]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for r in ranges {
+        let mut a = r.start;
+        while a < r.end {
+            let b = (a + CHUNK).min(r.end);
+            out.push((a, b));
+            a = b;
+        }
+    }
+    out
+}
+
+/// Tests every aligned word of `[start, end)` against the blocks and calls
+/// `hit(block, is_start_pointer)`.
+#[inline]
+fn scan_range(
+    heap: &Heap<'_>,
+    start: u64,
+    end: u64,
+    scanned: &mut u64,
+    mut hit: impl FnMut(usize, bool),
+) {
+    let start = (start + 7) & !7;
+    let end = end & !7;
+    if start >= end {
+        return;
+    }
+    let ix = &heap.index;
+    for_each_slice(heap.snap, start, end, |_, bytes| {
+        *scanned += bytes.len() as u64;
+        for w in bytes.chunks_exact(8) {
+            let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+            if let Some(i) = ix.find(v) {
+                hit(i, ix.start(i) == v);
+            }
+        }
+    });
+}
+
+#[inline]
+fn scan_block(heap: &Heap<'_>, i: usize, scanned: &mut u64, hit: impl FnMut(usize, bool)) {
+    let b = &heap.audit.live[i];
+    scan_range(heap, b.addr, b.addr + b.size, scanned, hit);
+}
+
+/// A bitset that threads set concurrently.
+struct Bits(Vec<AtomicU64>);
+
+impl Bits {
+    fn new(n: usize) -> Bits {
+        Bits((0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Sets bit `i`; true if it was clear.
+    #[inline]
+    fn set(&self, i: usize) -> bool {
+        let m = 1u64 << (i % 64);
+        let w = &self.0[i / 64];
+        // Most hits are on blocks already marked: a load avoids the
+        // cache-line ping-pong of a locked RMW.
+        w.load(Ordering::Relaxed) & m == 0 && w.fetch_or(m, Ordering::Relaxed) & m == 0
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64].load(Ordering::Relaxed) & (1u64 << (i % 64)) != 0
+    }
+
+    fn clear(&self) {
+        for w in &self.0 {
+            w.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A shared work list for a fixed set of threads: each works from its own
+/// stack, gives half away when another is idle, and all stop when every
+/// one is idle and nothing is queued.
+struct Pool {
+    threads: usize,
+    state: Mutex<PoolState>,
+    wake: Condvar,
+    hungry: AtomicBool,
+}
+
+struct PoolState {
+    queue: Vec<u32>,
+    idle: usize,
+}
+
+const BATCH: usize = 256;
+
+impl Pool {
+    fn new(threads: usize, queue: Vec<u32>) -> Pool {
+        Pool {
+            threads,
+            state: Mutex::new(PoolState { queue, idle: 0 }),
+            wake: Condvar::new(),
+            hungry: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `step(item, &mut more)` until no work is left anywhere.
+    fn work(&self, mut local: Vec<u32>, mut step: impl FnMut(usize, &mut Vec<u32>)) {
+        loop {
+            while let Some(i) = local.pop() {
+                step(i as usize, &mut local);
+                if local.len() > 2 * BATCH && self.hungry.load(Ordering::Relaxed) {
+                    let give = local.split_off(local.len() / 2);
+                    let mut st = self.lock();
+                    st.queue.extend(give);
+                    self.hungry.store(false, Ordering::Relaxed);
+                    self.wake.notify_all();
+                }
+            }
+            let mut st = self.lock();
+            loop {
+                if !st.queue.is_empty() {
+                    let take = st.queue.len().saturating_sub(BATCH);
+                    local.extend(st.queue.drain(take..));
+                    break;
+                }
+                st.idle += 1;
+                if st.idle == self.threads {
+                    self.wake.notify_all();
+                    return;
+                }
+                self.hungry.store(true, Ordering::Relaxed);
+                st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                if st.idle == self.threads {
+                    return;
+                }
+                st.idle -= 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_visits_every_item_once_with_one_and_several_threads() {
+        for threads in [1, 2, 4] {
+            // A binary tree of 2^16 nodes, discovered from the root.
+            let n = 1usize << 16;
+            let seen = Bits::new(n);
+            let count = AtomicUsize::new(0);
+            seen.set(1);
+            let pool = Pool::new(threads, vec![1]);
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| {
+                        pool.work(Vec::new(), |i, out| {
+                            count.fetch_add(1, Ordering::Relaxed);
+                            for c in [2 * i, 2 * i + 1] {
+                                if c < n && seen.set(c) {
+                                    out.push(c as u32);
+                                }
+                            }
+                        })
+                    });
+                }
+            });
+            assert_eq!(count.load(Ordering::Relaxed), n - 1, "{threads} threads");
+        }
+    }
+}

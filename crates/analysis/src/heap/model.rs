@@ -1,0 +1,729 @@
+//! One snapshot seen as a heap: its live buffers indexed by address and its
+//! memory divided into areas (thread stacks, module data, malloc arenas,
+//! other anonymous memory, the audit region).
+//!
+//! [`Heap::open`] is what every single-snapshot analysis (`leaks`, `bufs`,
+//! `whatis`, `refs`, `dump`) starts from. Building it decodes the audit and
+//! indexes the blocks once (a page table over each cluster of blocks, so a
+//! lookup is one array read plus a short scan); reuse it.
+//!
+//! ```no_run
+//! use leaktrail_recording::Snapshot;
+//! use leaktrail_analysis::Heap;
+//! use leaktrail_analysis::leaks::{self, LeaksOptions};
+//! use leaktrail_analysis::symbolize::Symbolizer;
+//! let snap = Snapshot::open("app.core".as_ref())?;
+//! let heap = Heap::open(&snap)?; // fails if the process was not traced
+//! let found = leaks::find(&heap, &LeaksOptions::default(), &Symbolizer::for_snapshot(&snap));
+//! println!("{} bytes definitely lost", found.definite.bytes);
+//! if let Some(b) = heap.block_at(0x5555_0000_1010) {
+//!     println!("a buffer of {} bytes at {:#x}", b.size, b.addr);
+//! }
+//! # Ok::<(), leaktrail_analysis::Error>(())
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+
+use leaktrail_recording::snapshot::metadata::RegionKind;
+use serde::Serialize;
+
+use crate::Error;
+use leaktrail_recording::audit::{self, Audit, Block};
+use leaktrail_recording::Memory;
+use leaktrail_recording::Snapshot;
+
+/// `fs_base` in `user_regs_struct`: the thread pointer, where x86_64 puts
+/// the TCB with the static TLS block just below it.
+const REG_FS_BASE: usize = 21;
+/// glibc's `HEAP_MAX_SIZE` on 64-bit: non-main arenas' heaps are mapped at
+/// this alignment and start with a `heap_info`.
+const ARENA_HEAP_ALIGN: u64 = 64 << 20;
+/// How much below a thread pointer we treat as static TLS when the mapping
+/// around it is not scanned whole.
+const TLS_WINDOW_BELOW: u64 = 64 << 10;
+/// And above it (the TCB).
+const TLS_WINDOW_ABOVE: u64 = 4 << 10;
+
+/// What an area of the address space holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum AreaKind {
+    /// A thread's stack; `sp` is where its live part starts.
+    Stack {
+        /// The thread.
+        tid: i32,
+        /// Its stack pointer at the stop.
+        sp: u64,
+    },
+    /// Writable data or bss of a loaded file.
+    ModuleData,
+    /// Anonymous memory holding the main thread's static TLS (and whatever
+    /// else the loader put there).
+    Tls {
+        /// The thread whose thread pointer lies here.
+        tid: i32,
+    },
+    /// The brk heap (`[heap]`).
+    Heap,
+    /// A glibc malloc arena's heap (64 MiB aligned, `heap_info` first).
+    Arena,
+    /// Anonymous memory holding live buffers that is not an arena: glibc's
+    /// mmap'd chunks (128 KiB and up), which the kernel may have merged
+    /// with neighbouring anonymous memory of the program's. The parts
+    /// outside live buffers count as anonymous memory.
+    Chunks,
+    /// Other anonymous memory (a runtime's own heap, program mmaps).
+    Anon,
+    /// The tracer's audit region.
+    Audit,
+    /// A read-only or executable file mapping.
+    File,
+    /// `[vdso]`, `[vvar]` and the like.
+    Special,
+}
+
+impl AreaKind {
+    /// A short name for tables.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AreaKind::Stack { .. } => "stack",
+            AreaKind::ModuleData => "module-data",
+            AreaKind::Tls { .. } => "tls",
+            AreaKind::Heap => "heap",
+            AreaKind::Arena => "arena",
+            AreaKind::Chunks => "chunks",
+            AreaKind::Anon => "anon",
+            AreaKind::Audit => "audit",
+            AreaKind::File => "file",
+            AreaKind::Special => "special",
+        }
+    }
+}
+
+/// One mapping of the process, classified.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Area {
+    /// First address.
+    pub start: u64,
+    /// One past the last.
+    pub end: u64,
+    /// `rwxp`, when known.
+    pub perms: String,
+    /// Backing file or pseudo-path (`[heap]`), empty for anonymous memory.
+    pub path: String,
+    /// What it holds.
+    #[serde(flatten)]
+    pub kind: AreaKind,
+}
+
+/// The live buffers sorted by address, with a page index for lookups.
+pub struct BlockIndex {
+    starts: Vec<u64>,
+    ends: Vec<u64>,
+    clusters: Vec<Cluster>,
+    lo: u64,
+    hi: u64,
+}
+
+/// A run of blocks with no gap wider than [`CLUSTER_GAP`] between them,
+/// with `first[p]` = the first block whose end lies past page `p`.
+struct Cluster {
+    base: u64,
+    end: u64,
+    first: Vec<u32>,
+}
+
+/// Gaps wider than this start a new cluster, so the page table stays
+/// proportional to the memory blocks occupy, not to the address span.
+const CLUSTER_GAP: u64 = 16 << 20;
+const PAGE_SHIFT: u32 = 12;
+
+impl BlockIndex {
+    /// Indexes `blocks`, which must be sorted by address and not overlap
+    /// (the audit's live table is). Cost: one pass plus 4 bytes per page
+    /// the blocks span.
+    pub fn new(blocks: &[Block]) -> BlockIndex {
+        let starts: Vec<u64> = blocks.iter().map(|b| b.addr).collect();
+        let ends: Vec<u64> = blocks
+            .iter()
+            .map(|b| b.addr.saturating_add(b.size.max(1)))
+            .collect();
+        let mut clusters = Vec::new();
+        let mut i = 0;
+        while i < starts.len() {
+            let base = starts[i] & !((1 << PAGE_SHIFT) - 1);
+            let mut j = i;
+            let mut end = ends[i];
+            while j + 1 < starts.len() && starts[j + 1] < end.saturating_add(CLUSTER_GAP) {
+                j += 1;
+                end = end.max(ends[j]);
+            }
+            let pages = ((end - base) >> PAGE_SHIFT) as usize + 1;
+            let mut first = vec![0u32; pages + 1];
+            let mut k = i;
+            for (p, slot) in first.iter_mut().enumerate() {
+                let page_start = base + ((p as u64) << PAGE_SHIFT);
+                while k <= j && ends[k] <= page_start {
+                    k += 1;
+                }
+                *slot = k as u32;
+            }
+            clusters.push(Cluster { base, end, first });
+            i = j + 1;
+        }
+        let lo = starts.first().copied().unwrap_or(0);
+        let hi = clusters.last().map_or(0, |c| c.end);
+        BlockIndex {
+            starts,
+            ends,
+            clusters,
+            lo,
+            hi,
+        }
+    }
+
+    /// How many blocks.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Start address of block `i`.
+    #[inline]
+    pub fn start(&self, i: usize) -> u64 {
+        self.starts[i]
+    }
+
+    /// End address (exclusive) of block `i`; zero-sized blocks count as one
+    /// byte so that their start can be pointed at.
+    #[inline]
+    pub fn end(&self, i: usize) -> u64 {
+        self.ends[i]
+    }
+
+    /// The block containing `addr`, by index. This is the scanner's hot
+    /// path: a range check, a cluster pick, a page-table read and a scan
+    /// of the few blocks that touch that page.
+    #[inline]
+    pub fn find(&self, addr: u64) -> Option<usize> {
+        if addr.wrapping_sub(self.lo) >= self.hi.wrapping_sub(self.lo) {
+            return None;
+        }
+        let c = if self.clusters.len() == 1 {
+            &self.clusters[0]
+        } else {
+            let i = self.clusters.partition_point(|c| c.base <= addr);
+            &self.clusters[i.checked_sub(1)?]
+        };
+        if addr >= c.end {
+            return None;
+        }
+        let p = ((addr - c.base) >> PAGE_SHIFT) as usize;
+        let mut k = c.first[p] as usize;
+        let last = c.first[p + 1] as usize;
+        // Blocks that reach into page p, in address order; the one
+        // containing addr, if any, is the last that starts at or before it.
+        while k <= last && k < self.starts.len() && self.starts[k] <= addr {
+            if addr < self.ends[k] {
+                return Some(k);
+            }
+            k += 1;
+        }
+        None
+    }
+
+    /// Index of the first block starting at or after `addr`.
+    pub fn first_at_or_after(&self, addr: u64) -> usize {
+        self.starts.partition_point(|&s| s < addr)
+    }
+}
+
+/// A snapshot with its audit decoded and its areas classified.
+pub struct Heap<'a> {
+    /// The snapshot.
+    pub snap: &'a Snapshot,
+    /// Its audit.
+    pub audit: Audit,
+    /// `audit.live`, indexed.
+    pub index: BlockIndex,
+    /// Every mapping, classified, by address.
+    pub areas: Vec<Area>,
+}
+
+impl<'a> Heap<'a> {
+    /// Decodes the audit of `snap` and classifies its memory. Fails with
+    /// [`Error::Insufficient`] when the snapshot has no audit region (the
+    /// process was not traced) and says what to run instead.
+    pub fn open(snap: &'a Snapshot) -> Result<Heap<'a>, Error> {
+        let pid = snap.pid().map(|p| p as u32);
+        let audit = audit::find(snap, pid)?.ok_or_else(|| no_audit(snap))?;
+        let index = BlockIndex::new(&audit.live);
+        let areas = classify(snap, &audit, &index);
+        Ok(Heap {
+            snap,
+            audit,
+            index,
+            areas,
+        })
+    }
+
+    /// Fails with [`Error::Insufficient`] when the snapshot kept only the
+    /// audit tables (`--memory tables` or `none`): reachability and
+    /// reference searches need the process's memory.
+    pub fn require_memory(&self) -> Result<(), Error> {
+        match self.snap.metadata().map(|m| m.options.memory.as_str()) {
+            Some(mode @ ("tables" | "none")) => Err(Error::Insufficient(format!(
+                "{} was taken with --memory {mode}: it holds the audit but not the process's memory;                  take one with `leaktrail snapshot -p PID` (--memory full, the default)",
+                self.snap.path().display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The area containing `addr`.
+    pub fn area_of(&self, addr: u64) -> Option<&Area> {
+        let i = self.areas.partition_point(|a| a.start <= addr);
+        let a = self.areas.get(i.checked_sub(1)?)?;
+        (addr < a.end).then_some(a)
+    }
+
+    /// The live block containing `addr`.
+    pub fn block_at(&self, addr: u64) -> Option<&Block> {
+        self.index.find(addr).map(|i| &self.audit.live[i])
+    }
+
+    /// Whether `addr` lies in the audit region's own memory.
+    pub fn in_audit(&self, addr: u64) -> bool {
+        self.audit
+            .ranges
+            .iter()
+            .any(|&(s, e)| s <= addr && addr < e)
+    }
+}
+
+/// Maps each stack id to the lowest id with the same frames: the tracer
+/// may intern one stack more than once (one per shard), and people group
+/// by what the stack says, not by its id.
+pub fn canonical_stacks(audit: &Audit) -> HashMap<u32, u32> {
+    let mut first: HashMap<&[u64], u32> = HashMap::new();
+    audit
+        .stacks
+        .iter()
+        .map(|(&id, frames)| (id, *first.entry(frames.as_slice()).or_insert(id)))
+        .collect()
+}
+
+/// The error for a snapshot of an untraced process.
+pub fn no_audit(snap: &Snapshot) -> Error {
+    Error::Insufficient(format!(
+        "{} has no leaktrail audit region (the process was not started under the tracer): \
+         start it with `leaktrail run -- CMD`, then `leaktrail snapshot -p PID`",
+        snap.path().display()
+    ))
+}
+
+/// Calls `f(addr, bytes)` for every piece of `[start, end)` present in the
+/// snapshot's file, borrowing from the mapping. Zero tails and holes are
+/// skipped: they hold no pointers.
+pub fn for_each_slice(snap: &Snapshot, start: u64, end: u64, mut f: impl FnMut(u64, &[u8])) {
+    let segs = snap.segments();
+    let mut i = segs.partition_point(|s| s.end() <= start);
+    while let Some(s) = segs.get(i) {
+        if s.vaddr >= end {
+            break;
+        }
+        let a = start.max(s.vaddr);
+        let b = end.min(s.vaddr + s.filesz);
+        if a < b {
+            if let Some(bytes) = snap.borrow(a, b - a) {
+                f(a, bytes);
+            }
+        }
+        i += 1;
+    }
+}
+
+fn classify(snap: &Snapshot, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
+    let mut raw: Vec<(u64, u64, String, String, Option<RegionKind>)> = match snap.metadata() {
+        Some(m) if !m.regions.is_empty() => m
+            .regions
+            .iter()
+            .map(|r| {
+                (
+                    r.start,
+                    r.end,
+                    r.perms.clone(),
+                    r.path.clone(),
+                    Some(r.kind),
+                )
+            })
+            .collect(),
+        _ => {
+            // A foreign core: captured segments, named from NT_FILE.
+            snap.segments()
+                .iter()
+                .map(|s| {
+                    let path = snap
+                        .files()
+                        .iter()
+                        .find(|f| f.start <= s.vaddr && s.vaddr < f.end)
+                        .map(|f| f.path.clone())
+                        .unwrap_or_default();
+                    let perms = format!(
+                        "{}{}{}p",
+                        if s.flags & object::elf::PF_R != 0 {
+                            'r'
+                        } else {
+                            '-'
+                        },
+                        if s.writable() { 'w' } else { '-' },
+                        if s.flags & object::elf::PF_X != 0 {
+                            'x'
+                        } else {
+                            '-'
+                        }
+                    );
+                    (s.vaddr, s.end(), perms, path, None)
+                })
+                .collect()
+        }
+    };
+    raw.sort_by_key(|r| r.0);
+    // The kernel merges the tracer's anonymous mappings with neighbours of
+    // the same protection (the loader's TLS block, a program's mmap): cut
+    // the audit's ranges out as areas of their own.
+    let mut cuts: Vec<(u64, u64)> = audit.ranges.clone();
+    cuts.sort_unstable();
+    let mut split = Vec::with_capacity(raw.len());
+    for (start, end, perms, path, kind) in raw {
+        let mut at = start;
+        for &(cs, ce) in cuts.iter().filter(|&&(cs, ce)| cs < end && start < ce) {
+            let (cs, ce) = (cs.max(start), ce.min(end));
+            if at < cs {
+                let k = kind.filter(|k| *k != RegionKind::Audit);
+                split.push((at, cs, perms.clone(), path.clone(), k));
+            }
+            if at < ce {
+                split.push((
+                    cs.max(at),
+                    ce,
+                    perms.clone(),
+                    path.clone(),
+                    Some(RegionKind::Audit),
+                ));
+            }
+            at = at.max(ce);
+        }
+        if at < end {
+            split.push((
+                at,
+                end,
+                perms,
+                path,
+                kind.filter(|k| *k != RegionKind::Audit),
+            ));
+        }
+    }
+    let raw = split;
+    let stack_of = |start: u64, end: u64| {
+        snap.threads()
+            .iter()
+            .find(|t| start <= t.sp() && t.sp() < end)
+            .map(|t| (t.tid, t.sp()))
+    };
+    let audit_hit = |start: u64, end: u64| audit.ranges.iter().any(|&(s, e)| s < end && start < e);
+    let holds_blocks = |start: u64, end: u64| {
+        let i = index.first_at_or_after(start);
+        i < index.len() && index.start(i) < end
+    };
+    let mut areas: Vec<Area> = raw
+        .into_iter()
+        .map(|(start, end, perms, path, kind)| {
+            let writable = perms.as_bytes().get(1) == Some(&b'w');
+            let k = if kind == Some(RegionKind::Audit) || (kind.is_none() && audit_hit(start, end))
+            {
+                AreaKind::Audit
+            } else if let Some((tid, sp)) = stack_of(start, end) {
+                AreaKind::Stack { tid, sp }
+            } else if path == "[heap]" {
+                AreaKind::Heap
+            } else if path.starts_with('[') && path != "[stack]" && !path.starts_with("[anon") {
+                AreaKind::Special
+            } else if path.starts_with('/') && !path.starts_with("/dev/zero") {
+                if writable {
+                    AreaKind::ModuleData
+                } else {
+                    AreaKind::File
+                }
+            } else if looks_like_arena_heap(snap, start, end) {
+                AreaKind::Arena
+            } else if holds_blocks(start, end) {
+                AreaKind::Chunks
+            } else if kind == Some(RegionKind::Heap) {
+                // The classifier's arena heaps whose `heap_info` we could not
+                // read, holding no live block: malloc's memory, not a root.
+                AreaKind::Heap
+            } else {
+                AreaKind::Anon
+            };
+            Area {
+                start,
+                end,
+                perms,
+                path,
+                kind: k,
+            }
+        })
+        .collect();
+    // The main thread's static TLS sits in anonymous memory of the loader's;
+    // name it.
+    for t in snap.threads() {
+        let fs = t.regs.get(REG_FS_BASE).copied().unwrap_or(0);
+        if let Some(a) = areas
+            .iter_mut()
+            .find(|a| a.start <= fs && fs < a.end && a.kind == AreaKind::Anon)
+        {
+            a.kind = AreaKind::Tls { tid: t.tid };
+        }
+    }
+    areas
+}
+
+/// A non-main arena's heap: 64 MiB aligned, starting with `heap_info`
+/// `{ar_ptr, prev, size, mprotect_size}` whose size fits the mapping.
+fn looks_like_arena_heap(snap: &Snapshot, start: u64, end: u64) -> bool {
+    if start % ARENA_HEAP_ALIGN != 0 {
+        return false;
+    }
+    let (Ok(ar_ptr), Ok(size)) = (snap.read_u64(start), snap.read_u64(start + 16)) else {
+        return false;
+    };
+    ar_ptr != 0 && size > 0 && size <= ARENA_HEAP_ALIGN && size % 4096 == 0 && start + size >= end
+}
+
+/// Which kinds of memory count as roots of reachability.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Roots {
+    /// Every general-purpose register of every thread.
+    pub registers: bool,
+    /// Each thread's stack from its SP to the top of its mapping.
+    pub stacks: bool,
+    /// Writable data and bss of loaded files.
+    pub globals: bool,
+    /// Static TLS around each thread pointer.
+    pub tls: bool,
+    /// Anonymous memory that is neither a malloc arena nor the audit region.
+    pub anon: bool,
+}
+
+impl Default for Roots {
+    fn default() -> Self {
+        Roots {
+            registers: true,
+            stacks: true,
+            globals: true,
+            tls: true,
+            anon: true,
+        }
+    }
+}
+
+impl Roots {
+    /// The names `--roots` accepts.
+    pub const NAMES: [&'static str; 5] = ["registers", "stacks", "globals", "tls", "anon"];
+
+    /// Parses a comma-separated list of [`Roots::NAMES`] (or `all`).
+    pub fn parse(list: &str) -> Result<Roots, Error> {
+        let mut r = Roots {
+            registers: false,
+            stacks: false,
+            globals: false,
+            tls: false,
+            anon: false,
+        };
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match name {
+                "all" => r = Roots::default(),
+                "registers" => r.registers = true,
+                "stacks" => r.stacks = true,
+                "globals" => r.globals = true,
+                "tls" => r.tls = true,
+                "anon" => r.anon = true,
+                other => {
+                    return Err(Error::Insufficient(format!(
+                        "unknown root kind {other:?}; expected a comma-separated list of {} or all",
+                        Roots::NAMES.join(", ")
+                    )))
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// One range of root memory and what it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RootRange {
+    /// First address.
+    pub start: u64,
+    /// One past the last.
+    pub end: u64,
+    /// Why it is a root.
+    pub kind: &'static str,
+}
+
+impl Heap<'_> {
+    /// The memory ranges to scan as roots under `roots`, and the register
+    /// values as `(tid, value)`.
+    pub fn root_ranges(&self, roots: &Roots) -> (Vec<RootRange>, Vec<(i32, u64)>) {
+        let mut ranges = Vec::new();
+        let mut seen = BTreeSet::new();
+        for a in &self.areas {
+            if a.perms.starts_with('-') {
+                continue;
+            }
+            let (start, kind) = match a.kind {
+                AreaKind::Stack { sp, .. } if roots.stacks => (sp & !7, "stack"),
+                AreaKind::ModuleData if roots.globals => (a.start, "global"),
+                AreaKind::Tls { .. } if roots.tls => (a.start, "tls"),
+                // Read-only anonymous memory (a reserve gcore dumps, a
+                // sealed table) holds nothing a program still updates.
+                AreaKind::Anon if roots.anon && a.perms.as_bytes().get(1) == Some(&b'w') => {
+                    (a.start, "anon")
+                }
+                AreaKind::Chunks if roots.anon && a.perms.as_bytes().get(1) == Some(&b'w') => {
+                    // Between the buffers: whatever else shares the mapping.
+                    let mut at = a.start;
+                    let mut i = self.index.first_at_or_after(a.start);
+                    while i < self.index.len() && self.index.start(i) < a.end {
+                        if at < self.index.start(i) {
+                            ranges.push(RootRange {
+                                start: at,
+                                end: self.index.start(i),
+                                kind: "anon",
+                            });
+                        }
+                        at = at.max(self.index.end(i));
+                        i += 1;
+                    }
+                    if at < a.end {
+                        ranges.push(RootRange {
+                            start: at,
+                            end: a.end,
+                            kind: "anon",
+                        });
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            if seen.insert(a.start) {
+                ranges.push(RootRange {
+                    start,
+                    end: a.end,
+                    kind,
+                });
+            }
+        }
+        if roots.tls {
+            // A thread pointer in memory we do not scan whole (an arena, a
+            // stack's unused part): scan a window around it.
+            for t in self.snap.threads() {
+                let fs = t.regs.get(REG_FS_BASE).copied().unwrap_or(0);
+                let Some(a) = self.area_of(fs) else { continue };
+                let covered = ranges.iter().any(|r| r.start <= fs && fs < r.end);
+                if !covered && a.kind != AreaKind::Audit {
+                    ranges.push(RootRange {
+                        start: fs.saturating_sub(TLS_WINDOW_BELOW).max(a.start) & !7,
+                        end: (fs + TLS_WINDOW_ABOVE).min(a.end),
+                        kind: "tls",
+                    });
+                }
+            }
+        }
+        let regs = if roots.registers {
+            self.snap
+                .threads()
+                .iter()
+                .flat_map(|t| t.regs.iter().map(move |&r| (t.tid, r)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (ranges, regs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(addr: u64, size: u64) -> Block {
+        Block {
+            addr,
+            size,
+            time_ns: 0,
+            stack: 0,
+            tid: 0,
+        }
+    }
+
+    #[test]
+    fn index_finds_containing_blocks_across_pages_and_clusters() {
+        let blocks = vec![
+            block(0x1000, 16),
+            block(0x1010, 0),
+            block(0x1020, 0x3000),
+            block(0x5000, 8),
+            block(0x7f00_0000_0000, 64),
+        ];
+        let ix = BlockIndex::new(&blocks);
+        assert_eq!(ix.find(0xfff), None);
+        assert_eq!(ix.find(0x1000), Some(0));
+        assert_eq!(ix.find(0x100f), Some(0));
+        assert_eq!(ix.find(0x1010), Some(1));
+        assert_eq!(ix.find(0x1011), None);
+        assert_eq!(ix.find(0x1020), Some(2));
+        assert_eq!(ix.find(0x3fff), Some(2));
+        assert_eq!(ix.find(0x4020), None);
+        assert_eq!(ix.find(0x5007), Some(3));
+        assert_eq!(ix.find(0x5008), None);
+        assert_eq!(ix.find(0x7f00_0000_0020), Some(4));
+        assert_eq!(ix.find(0x7f00_0000_0040), None);
+        assert_eq!(ix.find(0x10_0000), None);
+        assert_eq!(ix.first_at_or_after(0x1001), 1);
+    }
+
+    #[test]
+    fn index_agrees_with_binary_search_on_dense_blocks() {
+        let mut blocks = Vec::new();
+        let mut a = 0x10_0000u64;
+        for i in 0..5000u64 {
+            let size = (i * 37) % 700;
+            blocks.push(block(a, size));
+            a += size.max(1) + (i % 5) * 16 + 8;
+        }
+        let ix = BlockIndex::new(&blocks);
+        for probe in (0x10_0000 - 64..a + 64).step_by(3) {
+            let want = {
+                let i = blocks.partition_point(|b| b.addr <= probe);
+                i.checked_sub(1)
+                    .filter(|&i| probe < blocks[i].addr + blocks[i].size.max(1))
+            };
+            assert_eq!(ix.find(probe), want, "probe {probe:#x}");
+        }
+    }
+
+    #[test]
+    fn roots_parse_lists_and_refuse_unknown_names() {
+        assert_eq!(Roots::parse("all").unwrap(), Roots::default());
+        let r = Roots::parse("stacks,registers").unwrap();
+        assert!(r.stacks && r.registers && !r.anon && !r.globals && !r.tls);
+        assert!(Roots::parse("stacks,heap").is_err());
+    }
+}

@@ -1,0 +1,145 @@
+//! `::whatis`: what an address of a snapshot is — a live buffer (with the
+//! offset into it and its allocation stack), a global or function of a
+//! module, a thread's stack (which thread, which frame), JIT code, the
+//! audit region, or just which mapping.
+
+use serde::Serialize;
+
+use crate::heap::model::{Area, AreaKind, Heap};
+use crate::symbolize::{Frame, Symbolizer};
+use crate::Error;
+use leaktrail_recording::audit::Block;
+
+/// A live buffer an address lies in.
+#[derive(Clone, Debug, Serialize)]
+pub struct BufferHit {
+    /// Its start.
+    pub addr: u64,
+    /// Its requested size.
+    pub size: u64,
+    /// Where in it the address is.
+    pub offset: u64,
+    /// Allocation time, ns after the tracer started.
+    pub time_ns: u64,
+    /// Allocating thread.
+    pub tid: u32,
+    /// Stack id.
+    pub stack_id: u32,
+    /// Its allocation stack.
+    pub stack: Vec<Frame>,
+}
+
+/// A thread stack an address lies in.
+#[derive(Clone, Debug, Serialize)]
+pub struct StackHit {
+    /// The thread.
+    pub tid: i32,
+    /// Bytes above the thread's SP (negative: below it, dead).
+    pub sp_offset: i64,
+    /// The frame whose part of the stack holds the address, when a frame
+    /// pointer chain leads there.
+    pub frame: Option<Frame>,
+}
+
+/// Everything known about one address.
+#[derive(Clone, Debug, Serialize)]
+pub struct Whatis {
+    /// The address asked about.
+    pub address: u64,
+    /// The mapping.
+    pub area: Area,
+    /// The live buffer containing it.
+    pub buffer: Option<BufferHit>,
+    /// The module symbol (global variable or function) containing it, with
+    /// the offset.
+    pub symbol: Option<(String, u64)>,
+    /// Code: the frame it symbolizes to.
+    pub code: Option<Frame>,
+    /// A thread's stack.
+    pub stack: Option<StackHit>,
+    /// JIT code from the perf map.
+    pub jit: Option<Frame>,
+    /// In the tracer's audit region.
+    pub audit: bool,
+}
+
+/// Describes `addr`. Fails with [`Error::Unmapped`] for an address in no
+/// mapping of the snapshot.
+pub fn whatis(heap: &Heap<'_>, symbolizer: &Symbolizer, addr: u64) -> Result<Whatis, Error> {
+    let area = heap
+        .area_of(addr)
+        .cloned()
+        .ok_or(Error::Unmapped { addr })?;
+    Ok(describe(heap, symbolizer, addr, area))
+}
+
+/// Like [`whatis`] for an address known to be mapped (used per hit by
+/// `refs`), without the error path; `None` if it is not.
+pub fn whatis_mapped(heap: &Heap<'_>, symbolizer: &Symbolizer, addr: u64) -> Option<Whatis> {
+    let area = heap.area_of(addr)?.clone();
+    Some(describe(heap, symbolizer, addr, area))
+}
+
+fn describe(heap: &Heap<'_>, symbolizer: &Symbolizer, addr: u64, area: Area) -> Whatis {
+    let buffer = heap
+        .block_at(addr)
+        .map(|b| buffer_hit(heap, symbolizer, b, addr));
+    let audit = heap.in_audit(addr);
+    let symbol = match area.kind {
+        AreaKind::ModuleData | AreaKind::File => symbolizer.symbol(addr),
+        // bss beyond the file's last page is anonymous memory.
+        AreaKind::Anon | AreaKind::Tls { .. } if buffer.is_none() => symbolizer.symbol(addr),
+        _ => None,
+    };
+    let code = (area.perms.as_bytes().get(2) == Some(&b'x'))
+        .then(|| symbolizer.frame(addr, false))
+        .filter(|f| f.function.is_some());
+    let jit = if buffer.is_none() && code.is_none() {
+        symbolizer.jit(addr)
+    } else {
+        None
+    };
+    let stack = match area.kind {
+        AreaKind::Stack { tid, sp } => Some(StackHit {
+            tid,
+            sp_offset: addr as i64 - sp as i64,
+            frame: frame_holding(heap, symbolizer, tid, addr),
+        }),
+        _ => None,
+    };
+    Whatis {
+        address: addr,
+        area,
+        buffer,
+        symbol,
+        code,
+        stack,
+        jit,
+        audit,
+    }
+}
+
+/// A buffer with its stack symbolized.
+pub fn buffer_hit(heap: &Heap<'_>, symbolizer: &Symbolizer, b: &Block, addr: u64) -> BufferHit {
+    BufferHit {
+        addr: b.addr,
+        size: b.size,
+        offset: addr - b.addr,
+        time_ns: b.time_ns,
+        tid: b.tid,
+        stack_id: b.stack,
+        stack: symbolizer.stack_inlined(heap.audit.frames(b.stack)),
+    }
+}
+
+/// Walks the thread's stack (CFI, else frame pointers) and names the
+/// frame whose part of the stack, `[sp, cfa)`, holds `addr`.
+fn frame_holding(heap: &Heap<'_>, symbolizer: &Symbolizer, tid: i32, addr: u64) -> Option<Frame> {
+    let t = heap.snap.threads().iter().find(|t| t.tid == tid)?;
+    let frames = symbolizer.unwinder().walk(heap.snap, &t.regs, 256);
+    frames
+        .iter()
+        .enumerate()
+        .find(|(_, f)| f.sp <= addr && (addr < f.cfa || f.cfa == 0))
+        .map(|(i, f)| symbolizer.frame(f.pc, i > 0))
+}

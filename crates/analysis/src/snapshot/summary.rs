@@ -1,0 +1,273 @@
+//! What a snapshot holds, for `leaktrail info`: one serialisable value,
+//! rendered as text or JSON by the caller.
+
+use std::collections::BTreeMap;
+
+use leaktrail_recording::snapshot::metadata::{Module, RegionKind, SmapsSummary};
+use serde::Serialize;
+
+use leaktrail_recording::Snapshot;
+
+/// The whole summary. Field names are part of `info --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// The file.
+    pub path: String,
+    /// Size of the file in bytes.
+    pub file_bytes: u64,
+    /// Who wrote it: `leaktrail <version>`, or `foreign` for a core
+    /// without our note (the kernel's, gdb's `gcore`).
+    pub writer: String,
+    /// Process id.
+    pub pid: Option<i32>,
+    /// Command name.
+    pub comm: Option<String>,
+    /// Command line.
+    pub cmdline: Option<String>,
+    /// Executable path.
+    pub exe: Option<String>,
+    /// When it was taken, ns since the epoch (leaktrail cores only).
+    pub time_unix_ns: Option<u64>,
+    /// The same, as `YYYY-MM-DDTHH:MM:SSZ`.
+    pub time_utc: Option<String>,
+    /// How long the target was stopped, ns (leaktrail cores only).
+    pub pause_ns: Option<u64>,
+    /// `full`, `tables` or `none` (leaktrail cores only).
+    pub memory_mode: Option<String>,
+    /// Threads, in core order.
+    pub threads: Vec<ThreadSummary>,
+    /// Loaded modules.
+    pub modules: Vec<Module>,
+    /// Captured memory per kind of region.
+    pub regions: Vec<KindSummary>,
+    /// Bytes of memory in the file, all kinds.
+    pub captured_bytes: u64,
+    /// Lines of `/tmp/perf-PID.map` kept (leaktrail cores only).
+    pub perf_map_lines: Option<usize>,
+    /// smaps totals when the snapshot was taken (leaktrail cores only).
+    pub smaps: Option<SmapsSummary>,
+    /// The tracer's audit region.
+    pub audit: AuditSummary,
+    /// Anything odd about the file that did not stop us reading it.
+    pub warnings: Vec<String>,
+}
+
+/// One thread.
+#[derive(Clone, Debug, Serialize)]
+pub struct ThreadSummary {
+    /// Thread id.
+    pub tid: i32,
+    /// Instruction pointer.
+    pub pc: u64,
+    /// Stack pointer.
+    pub sp: u64,
+    /// Signal it was stopped with (0 for none).
+    pub signal: i32,
+}
+
+/// Mappings of one kind.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KindSummary {
+    /// A [`RegionKind`] name.
+    pub kind: String,
+    /// Mappings (leaktrail cores) or segments (foreign cores).
+    pub mappings: u64,
+    /// Bytes of address space.
+    pub mapped_bytes: u64,
+    /// Bytes of it in the file.
+    pub captured_bytes: u64,
+}
+
+/// The audit region, if any.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AuditSummary {
+    /// Whether a header was found in the captured memory.
+    pub present: bool,
+    /// Header addresses.
+    pub headers: Vec<u64>,
+    /// Live buffers recorded.
+    pub live_blocks: Option<u64>,
+    /// Their bytes.
+    pub live_bytes: Option<u64>,
+    /// Distinct allocation stacks of live buffers.
+    pub stacks: Option<u64>,
+    /// Allocations the tracer could not record.
+    pub dropped_allocs: Option<u64>,
+    /// Shards caught mid-update (counts there may be off by one).
+    pub busy_shards: Option<u32>,
+    /// Why the region could not be decoded, if it could not.
+    pub error: Option<String>,
+}
+
+/// Describes the snapshot. Cheap except for the audit totals, which
+/// decode the region's tables.
+pub fn of(snap: &Snapshot) -> Summary {
+    let meta = snap.metadata();
+    let mut warnings = Vec::new();
+    if let Some(e) = snap.metadata_error() {
+        warnings.push(e.to_string());
+    }
+    if let Some(m) = meta.filter(|m| m.unreadable_bytes > 0) {
+        warnings.push(format!(
+            "{} bytes could not be read and are zeros",
+            m.unreadable_bytes
+        ));
+    }
+    let threads = snap
+        .threads()
+        .iter()
+        .map(|t| ThreadSummary {
+            tid: t.tid,
+            pc: t.pc(),
+            sp: t.sp(),
+            signal: t.signal,
+        })
+        .collect();
+    Summary {
+        path: snap.path().display().to_string(),
+        file_bytes: snap.file_bytes(),
+        writer: meta
+            .map(|m| m.options.writer.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| {
+                if meta.is_some() {
+                    "leaktrail".into()
+                } else {
+                    "foreign".into()
+                }
+            }),
+        pid: snap.pid(),
+        comm: meta
+            .map(|m| m.comm.clone())
+            .or_else(|| snap.process().map(|p| p.fname.clone())),
+        cmdline: meta
+            .map(|m| m.cmdline.join(" "))
+            .or_else(|| snap.process().map(|p| p.psargs.clone())),
+        exe: meta.and_then(|m| m.exe.clone()),
+        time_unix_ns: meta.map(|m| m.time_unix_ns),
+        time_utc: meta.map(|m| utc(m.time_unix_ns / 1_000_000_000)),
+        pause_ns: meta.map(|m| m.pause_ns),
+        memory_mode: meta.map(|m| m.options.memory.clone()),
+        threads,
+        modules: snap.modules(),
+        regions: kinds(snap),
+        captured_bytes: snap.captured_bytes(),
+        perf_map_lines: meta
+            .and_then(|m| m.perf_map.as_ref())
+            .map(|p| p.lines().count()),
+        smaps: meta.map(|m| m.smaps.clone()),
+        audit: audit_summary(snap),
+        warnings,
+    }
+}
+
+fn kinds(snap: &Snapshot) -> Vec<KindSummary> {
+    let mut by: BTreeMap<RegionKind, KindSummary> = BTreeMap::new();
+    let mut add = |kind: RegionKind, mapped: u64, captured: u64| {
+        let k = by.entry(kind).or_insert_with(|| KindSummary {
+            kind: kind.name().into(),
+            ..Default::default()
+        });
+        k.mappings += 1;
+        k.mapped_bytes += mapped;
+        k.captured_bytes += captured;
+    };
+    if let Some(m) = snap.metadata() {
+        for r in &m.regions {
+            add(r.kind, r.end - r.start, r.captured);
+        }
+    } else {
+        let sps: Vec<u64> = snap.threads().iter().map(|t| t.sp()).collect();
+        let audit = snap.audit_headers();
+        for s in snap.segments() {
+            let kind = if audit.contains(&s.vaddr) {
+                RegionKind::Audit
+            } else if sps.iter().any(|&sp| s.vaddr <= sp && sp < s.end()) {
+                RegionKind::Stack
+            } else if snap
+                .files()
+                .iter()
+                .any(|f| f.start <= s.vaddr && s.vaddr < f.end)
+            {
+                RegionKind::File
+            } else {
+                RegionKind::Anon
+            };
+            add(kind, s.memsz, s.filesz);
+        }
+    }
+    by.into_values().collect()
+}
+
+/// SEAM(audit): the totals come from `crate::audit`, the decoder the
+/// tracer work owns. Everything `info` says about the region is
+/// gathered here, so a richer decoder plugs in at this one place.
+fn audit_summary(snap: &Snapshot) -> AuditSummary {
+    let headers = snap.audit_headers();
+    let mut s = AuditSummary {
+        present: !headers.is_empty(),
+        headers: headers.clone(),
+        ..Default::default()
+    };
+    let Some(&first) = headers.first() else {
+        return s;
+    };
+    // With several headers (a forked child's inherited copy beside its
+    // own), the one written by this process is the one that counts.
+    let pid = snap.pid();
+    let mut chosen = None;
+    for &h in &headers {
+        match leaktrail_recording::audit::decode(snap, h) {
+            Ok(a) => {
+                let mine = pid.is_some_and(|p| p as u32 == a.pid);
+                if mine || chosen.is_none() {
+                    chosen = Some(a);
+                }
+                if mine {
+                    break;
+                }
+            }
+            Err(e) if h == first => s.error = Some(e.to_string()),
+            Err(_) => {}
+        }
+    }
+    if let Some(a) = chosen {
+        s.error = None;
+        s.live_blocks = Some(a.live.len() as u64);
+        s.live_bytes = Some(a.live_bytes());
+        s.stacks = Some(a.stacks.len() as u64);
+        s.dropped_allocs = Some(a.counters.dropped_allocs);
+        s.busy_shards = Some(a.busy_shards);
+    }
+    s
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch.
+fn utc(secs: u64) -> String {
+    // Reuse the capture crate's file naming, which already does the
+    // calendar: `leaktrail-x-0-YYYYMMDDTHHMMSSZ.core`.
+    let name = leaktrail_recording::snapshot::default_file_name("x", 0, secs);
+    let stamp = name
+        .trim_start_matches("leaktrail-x-0-")
+        .trim_end_matches(".core");
+    if stamp.len() != 16 {
+        return stamp.to_string();
+    }
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats() {
+        assert_eq!(super::utc(1_709_210_096), "2024-02-29T12:34:56Z");
+    }
+}

@@ -1,0 +1,476 @@
+//! Decoding the tracer's audit region from any [`Memory`]: a stopped live
+//! process, a core file, or our own memory in tests.
+//!
+//! The region is found by its page-aligned magic ([`find_headers`]); the
+//! header says where every table and stack chunk is. A shard whose sequence
+//! counter is odd was being changed when the writer stopped: its table is
+//! still consistent (every change is published by one store) but a count
+//! may be off by one; [`Audit::busy_shards`] says how many there were, and
+//! a live reader can resume the target and decode again.
+
+use std::collections::BTreeMap;
+use std::mem::{size_of, MaybeUninit};
+use std::sync::atomic::Ordering;
+
+use leaktrail_format::{
+    self as format, class_size, Header, Lifecycle, ShardDesc, StackId, UnwindMode, EMPTY,
+    HEADER_MAPPING_BYTES, LIVE_ENTRY_BYTES, MAGIC, NUM_CLASSES, PAGE_SIZE, STACK_CHUNK_WORDS,
+    STACK_INDEX_ENTRY_BYTES, TOMBSTONE,
+};
+use serde::Serialize;
+
+use crate::memory::Memory;
+use crate::Error;
+
+/// One live buffer (or one anonymous mapping, in [`Audit::maps`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Block {
+    /// Address.
+    pub addr: u64,
+    /// Requested bytes.
+    pub size: u64,
+    /// ns after the tracer started.
+    pub time_ns: u64,
+    /// Allocation stack (0: none recorded).
+    pub stack: StackId,
+    /// Allocating thread.
+    pub tid: u32,
+}
+
+/// The counters of one size class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ClassStats {
+    /// Index of the class.
+    pub class: usize,
+    /// Largest size in the class.
+    pub size: u64,
+    /// Live buffers (counted from the live table).
+    pub live_count: u64,
+    /// Their bytes (from the live table).
+    pub live_bytes: u64,
+    /// Allocations ever made.
+    pub allocs: u64,
+    /// Frees ever made.
+    pub frees: u64,
+}
+
+/// What the tracer could not record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AuditCounters {
+    /// Allocations not entered.
+    pub dropped_allocs: u64,
+    /// Frees of unknown addresses.
+    pub unknown_frees: u64,
+    /// Stacks not interned.
+    pub dropped_stacks: u64,
+    /// Stacks cut at the depth limit.
+    pub truncated_stacks: u64,
+    /// Bytes the region occupies.
+    pub region_bytes: u64,
+    /// Live-table resizes.
+    pub resizes: u64,
+    /// Mappings not entered.
+    pub dropped_maps: u64,
+    /// Stacks not captured: too little stack left to unwind safely.
+    pub shallow_stacks: u64,
+}
+
+/// A decoded audit region.
+#[derive(Clone, Debug, Serialize)]
+pub struct Audit {
+    /// Where the header is.
+    pub header_addr: u64,
+    /// Writer's pid.
+    pub pid: u32,
+    /// Tracer state.
+    pub state: String,
+    /// Unwind mode.
+    pub unwind: String,
+    /// Depth limit.
+    pub max_depth: u32,
+    /// When the tracer started (ns since the epoch).
+    pub start_realtime_ns: u64,
+    /// Drop counters.
+    pub counters: AuditCounters,
+    /// Per-class counters, one per class.
+    pub classes: Vec<ClassStats>,
+    /// Live buffers, by address.
+    pub live: Vec<Block>,
+    /// Anonymous mappings the program made, by address.
+    pub maps: Vec<Block>,
+    /// Every stack a live buffer or mapping refers to: innermost first,
+    /// return addresses.
+    pub stacks: BTreeMap<StackId, Vec<u64>>,
+    /// Shards caught mid-update.
+    pub busy_shards: u32,
+    /// The address ranges the region occupies.
+    #[serde(skip)]
+    pub ranges: Vec<(u64, u64)>,
+}
+
+impl Audit {
+    /// Live bytes in total.
+    pub fn live_bytes(&self) -> u64 {
+        self.live.iter().map(|b| b.size).sum()
+    }
+
+    /// The live buffer containing `addr`, if any.
+    pub fn block_containing(&self, addr: u64) -> Option<&Block> {
+        let i = self.live.partition_point(|b| b.addr <= addr);
+        let b = self.live.get(i.checked_sub(1)?)?;
+        (addr < b.addr + b.size.max(1)).then_some(b)
+    }
+
+    /// The frames of `stack` (empty for 0 or unknown ids).
+    pub fn frames(&self, stack: StackId) -> &[u64] {
+        self.stacks.get(&stack).map_or(&[], |v| v.as_slice())
+    }
+}
+
+/// Page-aligned addresses in `mem` that start with the region's magic.
+pub fn find_headers(mem: &(impl Memory + ?Sized)) -> Vec<u64> {
+    let mut found = Vec::new();
+    for (start, end) in mem.ranges() {
+        if start % PAGE_SIZE != 0 || end - start < HEADER_MAPPING_BYTES {
+            continue;
+        }
+        let mut magic = [0u8; 8];
+        if mem.read(start, &mut magic).is_ok() && magic == MAGIC {
+            found.push(start);
+        }
+    }
+    found
+}
+
+/// Finds and decodes the region; `Ok(None)` if `mem` holds none. With
+/// several (a forked child's copy can sit beside its own), the one whose
+/// pid matches `pid` wins, else the first.
+pub fn find(mem: &(impl Memory + ?Sized), pid: Option<u32>) -> Result<Option<Audit>, Error> {
+    let mut best = None;
+    for addr in find_headers(mem) {
+        let audit = decode(mem, addr)?;
+        if pid.is_some_and(|p| p == audit.pid) {
+            return Ok(Some(audit));
+        }
+        best.get_or_insert(audit);
+    }
+    Ok(best)
+}
+
+fn read_header(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Box<Header>, Error> {
+    let mut raw = vec![0u8; size_of::<Header>()];
+    mem.read(addr, &mut raw)?;
+    if raw[..8] != MAGIC {
+        return Err(malformed(addr, "no LEAKTRL1 magic"));
+    }
+    let version = u32::from_le_bytes(raw[8..12].try_into().unwrap_or_default());
+    let header_size = u32::from_le_bytes(raw[12..16].try_into().unwrap_or_default());
+    if version != format::VERSION || header_size as usize != size_of::<Header>() {
+        return Err(malformed(
+            addr,
+            &format!(
+                "audit region version {version} (header {header_size} bytes); this leaktrail reads version {} ({} bytes)",
+                format::VERSION,
+                size_of::<Header>()
+            ),
+        ));
+    }
+    let mut header = Box::new(MaybeUninit::<Header>::uninit());
+    // SAFETY: `raw` holds exactly size_of::<Header>() bytes and every field
+    // of Header (integers, atomics of integers, byte arrays) is valid for
+    // any bit pattern.
+    let header = unsafe {
+        std::ptr::copy_nonoverlapping(raw.as_ptr(), header.as_mut_ptr().cast::<u8>(), raw.len());
+        Box::from_raw(Box::into_raw(header).cast::<Header>())
+    };
+    Ok(header)
+}
+
+fn malformed(addr: u64, why: &str) -> Error {
+    Error::Malformed {
+        what: format!("audit region at {addr:#x}"),
+        why: why.to_string(),
+    }
+}
+
+/// Whether `bytes` (a mapping's first bytes) start an audit header.
+pub fn is_header(bytes: &[u8]) -> bool {
+    bytes.len() >= MAGIC.len() && bytes[..MAGIC.len()] == MAGIC
+}
+
+/// The address ranges `[start, end)` of the region whose header is at
+/// `header`, header included, without decoding the tables: what a snapshot
+/// must capture for `--memory tables`. A header of another version (or an
+/// unreadable one) yields the header mapping alone.
+pub fn locate(mem: &(impl Memory + ?Sized), header: u64) -> Vec<(u64, u64)> {
+    match read_header(mem, header) {
+        Ok(h) if h.self_addr == header => region_ranges(&h, header),
+        _ => vec![(header, header + HEADER_MAPPING_BYTES)],
+    }
+}
+
+/// Every range the region occupies, from its header's descriptors: the
+/// header mapping, the live and mapped-memory tables, the stack index tables
+/// (each with the capacity word before it) and the stack chunks.
+fn region_ranges(h: &Header, addr: u64) -> Vec<(u64, u64)> {
+    // A table bigger than this is a corrupt descriptor, not a table.
+    const MAX_TABLE: u64 = 1 << 40;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = vec![(addr, addr + HEADER_MAPPING_BYTES)];
+    let mut table = |shard: &ShardDesc, entry: u64, before: u64| {
+        let (t, cap) = (load(&shard.table), load(&shard.capacity));
+        if t != 0 && cap != 0 && cap.saturating_mul(entry) <= MAX_TABLE {
+            out.push((t - before, t + cap * entry));
+        }
+    };
+    for shard in &h.live {
+        table(shard, LIVE_ENTRY_BYTES, 0);
+    }
+    table(&h.maps, LIVE_ENTRY_BYTES, 0);
+    for shard in &h.stack_index {
+        table(shard, STACK_INDEX_ENTRY_BYTES, STACK_INDEX_ENTRY_BYTES);
+    }
+    for chunk in &h.chunks {
+        let a = load(&chunk.addr);
+        if a != 0 {
+            out.push((a, a + STACK_CHUNK_WORDS * 8));
+        }
+    }
+    out
+}
+
+/// Decodes the region whose header is at `addr`.
+pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
+    let h = read_header(mem, addr)?;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let ranges = region_ranges(&h, addr);
+    let mut busy_shards = 0;
+    let mut live = Vec::new();
+    for shard in &h.live {
+        busy_shards += (load(&shard.seq) & 1) as u32;
+        read_entries(mem, shard, &mut live)?;
+    }
+    let mut maps = Vec::new();
+    busy_shards += (load(&h.maps.seq) & 1) as u32;
+    read_entries(mem, &h.maps, &mut maps)?;
+    live.sort_unstable_by_key(|b| b.addr);
+    maps.sort_unstable_by_key(|b| b.addr);
+
+    let mut stacks = BTreeMap::new();
+    for b in live.iter().chain(maps.iter()) {
+        if b.stack != 0 && !stacks.contains_key(&b.stack) {
+            stacks.insert(b.stack, read_stack(mem, &h, b.stack)?);
+        }
+    }
+
+    let mut classes: Vec<ClassStats> = (0..NUM_CLASSES)
+        .map(|c| ClassStats {
+            class: c,
+            size: class_size(c),
+            live_count: 0,
+            live_bytes: 0,
+            allocs: h.classes.iter().map(|s| load(&s[c].allocs)).sum(),
+            frees: h.classes.iter().map(|s| load(&s[c].frees)).sum(),
+        })
+        .collect();
+    for b in &live {
+        let c = &mut classes[format::class_of(b.size)];
+        c.live_count += 1;
+        c.live_bytes += b.size;
+    }
+    let c = &h.counters;
+    Ok(Audit {
+        header_addr: addr,
+        pid: h.pid.load(Ordering::Relaxed),
+        state: match Lifecycle::from_u32(h.state.load(Ordering::Relaxed)) {
+            Some(Lifecycle::Uninitialised) => "uninitialised",
+            Some(Lifecycle::Running) => "running",
+            Some(Lifecycle::Full) => "full",
+            Some(Lifecycle::Disabled) => "disabled",
+            None => "unknown",
+        }
+        .to_string(),
+        unwind: match UnwindMode::from_u32(h.unwind_mode) {
+            Some(UnwindMode::None) => "none",
+            Some(UnwindMode::FramePointer) => "fp",
+            Some(UnwindMode::Dwarf) => "dwarf",
+            None => "unknown",
+        }
+        .to_string(),
+        max_depth: h.max_depth,
+        start_realtime_ns: h.start_realtime_ns,
+        counters: AuditCounters {
+            dropped_allocs: load(&c.dropped_allocs),
+            unknown_frees: load(&c.unknown_frees),
+            dropped_stacks: load(&c.dropped_stacks),
+            truncated_stacks: load(&c.truncated_stacks),
+            region_bytes: load(&c.region_bytes),
+            resizes: load(&c.resizes),
+            dropped_maps: load(&c.dropped_maps),
+            shallow_stacks: load(&c.shallow_stacks),
+        },
+        classes,
+        live,
+        maps,
+        stacks,
+        busy_shards,
+        ranges,
+    })
+}
+
+fn read_entries(
+    mem: &(impl Memory + ?Sized),
+    shard: &ShardDesc,
+    out: &mut Vec<Block>,
+) -> Result<(), Error> {
+    let table = shard.table.load(Ordering::Relaxed);
+    let cap = shard.capacity.load(Ordering::Relaxed);
+    if table == 0 || cap == 0 {
+        return Ok(());
+    }
+    let bytes = cap
+        .checked_mul(LIVE_ENTRY_BYTES)
+        .ok_or_else(|| malformed(table, "live table capacity overflows"))?;
+    let owned;
+    let raw: &[u8] = match mem.borrow(table, bytes) {
+        Some(b) => b,
+        None => {
+            let mut v = vec![0u8; bytes as usize];
+            mem.read(table, &mut v)?;
+            owned = v;
+            &owned
+        }
+    };
+    for rec in raw.chunks_exact(LIVE_ENTRY_BYTES as usize) {
+        let word = |i: usize| u64::from_le_bytes(rec[i..i + 8].try_into().unwrap_or_default());
+        let addr = word(0);
+        if addr == EMPTY || addr == TOMBSTONE {
+            continue;
+        }
+        let tail = word(24);
+        out.push(Block {
+            addr,
+            size: word(8),
+            time_ns: word(16),
+            stack: tail as u32,
+            tid: (tail >> 32) as u32,
+        });
+    }
+    Ok(())
+}
+
+fn read_stack(mem: &(impl Memory + ?Sized), h: &Header, id: StackId) -> Result<Vec<u64>, Error> {
+    let (chunk, off) = format::stack_location(id);
+    let base = h
+        .chunks
+        .get(chunk)
+        .map(|c| c.addr.load(Ordering::Relaxed))
+        .unwrap_or(0);
+    if base == 0 {
+        return Err(malformed(
+            h.self_addr,
+            &format!("stack {id} lies in an unmapped chunk"),
+        ));
+    }
+    let at = base + off * 8;
+    let len = mem.read_u64(at)? & 0xffff;
+    if off + 1 + len > STACK_CHUNK_WORDS || len as usize > format::MAX_DEPTH {
+        return Err(malformed(
+            h.self_addr,
+            &format!("stack {id} claims {len} frames"),
+        ));
+    }
+    let mut raw = vec![0u8; len as usize * 8];
+    mem.read(at + 8, &mut raw)?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::offset_of;
+
+    use super::*;
+    use leaktrail_format::VERSION;
+
+    /// One readable range at a made-up address.
+    struct Bytes {
+        at: u64,
+        bytes: Vec<u8>,
+    }
+
+    impl Memory for Bytes {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Error> {
+            let off = addr.checked_sub(self.at).ok_or(Error::Unmapped { addr })? as usize;
+            let src = self
+                .bytes
+                .get(off..off + buf.len())
+                .ok_or(Error::Unmapped { addr })?;
+            buf.copy_from_slice(src);
+            Ok(())
+        }
+
+        fn ranges(&self) -> Vec<(u64, u64)> {
+            vec![(self.at, self.at + self.bytes.len() as u64)]
+        }
+    }
+
+    fn header_at(at: u64) -> Vec<u8> {
+        let mut h = vec![0u8; size_of::<Header>()];
+        h[..8].copy_from_slice(&MAGIC);
+        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&(size_of::<Header>() as u32).to_le_bytes());
+        h[offset_of!(Header, self_addr)..][..8].copy_from_slice(&at.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn locate_follows_descriptors_of_a_current_header() {
+        let at = 0x7000_0000_0000u64;
+        let mut h = header_at(at);
+        let put =
+            |h: &mut Vec<u8>, off: usize, v: u64| h[off..][..8].copy_from_slice(&v.to_le_bytes());
+        let live3 = offset_of!(Header, live) + 3 * size_of::<ShardDesc>();
+        put(&mut h, live3 + offset_of!(ShardDesc, table), 0x5000);
+        put(&mut h, live3 + offset_of!(ShardDesc, capacity), 16);
+        put(&mut h, offset_of!(Header, chunks), 0x9000);
+        let r = locate(&Bytes { at, bytes: h }, at);
+        assert_eq!(r[0], (at, at + HEADER_MAPPING_BYTES));
+        assert!(r.contains(&(0x5000, 0x5000 + 16 * LIVE_ENTRY_BYTES)));
+        assert!(r.contains(&(0x9000, 0x9000 + STACK_CHUNK_WORDS * 8)));
+        assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn locate_of_a_foreign_or_moved_header_yields_only_itself() {
+        let mut old = header_at(0x1000);
+        old[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+        assert_eq!(
+            locate(
+                &Bytes {
+                    at: 0x1000,
+                    bytes: old
+                },
+                0x1000
+            )
+            .len(),
+            1
+        );
+        // A copy of a header (a forked child's) whose self address is elsewhere.
+        let copy = header_at(0x8000);
+        assert_eq!(
+            locate(
+                &Bytes {
+                    at: 0x1000,
+                    bytes: copy
+                },
+                0x1000
+            )
+            .len(),
+            1
+        );
+        assert!(is_header(&header_at(0)) && !is_header(b"LEAKTRL"));
+    }
+}

@@ -1,0 +1,204 @@
+//! The payload of leaktrail's own note ([`leaktrail_format::NOTE_NAME`],
+//! [`leaktrail_format::NOTE_TYPE`]): JSON, so that old readers skip fields
+//! they do not know and new readers default the ones old writers lacked.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::maps::Region;
+
+/// Version of the note's JSON schema; bump on incompatible changes.
+pub const METADATA_VERSION: u32 = 1;
+
+/// Everything a snapshot records about the process beyond its memory and
+/// registers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Metadata {
+    /// [`METADATA_VERSION`] of the writer.
+    pub version: u32,
+    /// When the world was stopped, ns since the Unix epoch.
+    pub time_unix_ns: u64,
+    /// Process id.
+    pub pid: i32,
+    /// The command name (`/proc/PID/comm`).
+    pub comm: String,
+    /// The command line, one element per argument.
+    pub cmdline: Vec<String>,
+    /// The executable (`/proc/PID/exe`), if readable.
+    pub exe: Option<String>,
+    /// Thread ids, main thread first.
+    pub threads: Vec<i32>,
+    /// Loaded ELF modules.
+    pub modules: Vec<Module>,
+    /// `/tmp/perf-PID.map` as it was while the world was stopped.
+    pub perf_map: Option<String>,
+    /// Totals of `/proc/PID/smaps`, read just before the world was stopped
+    /// (reading it walks every page table entry, too slow for the pause).
+    pub smaps: SmapsSummary,
+    /// Every mapping, with what the snapshot kept of it.
+    pub regions: Vec<CapturedMapping>,
+    /// How the snapshot was taken.
+    pub options: CaptureOptions,
+    /// How long the target was stopped, in ns.
+    pub pause_ns: u64,
+    /// Addresses of audit-region headers found in the target.
+    pub audit_headers: Vec<u64>,
+    /// Bytes the snapshot meant to capture but could not read (written as
+    /// zeros).
+    pub unreadable_bytes: u64,
+}
+
+/// One loaded ELF module.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Module {
+    /// Path as the target's maps show it.
+    pub path: String,
+    /// Address of the mapping of file offset 0 (the ELF header).
+    pub base: u64,
+    /// Lowest and highest address of any of its mappings.
+    pub start: u64,
+    /// End of its highest mapping.
+    pub end: u64,
+    /// The GNU build id, lower-case hex, if the file has one.
+    pub build_id: Option<String>,
+}
+
+/// What kind of memory a mapping holds; the key of the per-kind totals.
+///
+/// A writer takes it from the one classifier ([`crate::maps::classify`],
+/// through `From<Region>`), except for the tracer's own memory, which is
+/// [`RegionKind::Audit`]. Notes written before the classifier was shared
+/// also hold `special` (the kernel's `[vdso]` and friends, now `file` as
+/// `trend` has always counted them) and call glibc's arenas `anon`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegionKind {
+    /// The brk heap and glibc's arena heaps.
+    Heap,
+    /// A thread's stack.
+    Stack,
+    /// The tracer's audit region.
+    Audit,
+    /// Other anonymous memory (mmap'd buffers, GC heaps).
+    #[default]
+    Anon,
+    /// File-backed memory (and the kernel's `[vdso]` and friends).
+    File,
+    /// Shared memory: tmpfs, SysV, memfd, shared anonymous mappings.
+    Shmem,
+    /// Kernel-provided mappings, in notes written by earlier versions.
+    Special,
+}
+
+impl From<Region> for RegionKind {
+    fn from(r: Region) -> RegionKind {
+        match r {
+            Region::Heap => RegionKind::Heap,
+            Region::Anon => RegionKind::Anon,
+            Region::Stack => RegionKind::Stack,
+            Region::File => RegionKind::File,
+            Region::Shmem => RegionKind::Shmem,
+        }
+    }
+}
+
+impl RegionKind {
+    /// The name used in JSON and text output.
+    pub fn name(self) -> &'static str {
+        match self {
+            RegionKind::Heap => "heap",
+            RegionKind::Stack => "stack",
+            RegionKind::Audit => "audit",
+            RegionKind::Anon => "anon",
+            RegionKind::File => "file",
+            RegionKind::Shmem => "shmem",
+            RegionKind::Special => "special",
+        }
+    }
+}
+
+/// One mapping of the target and what the snapshot kept of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CapturedMapping {
+    /// Start address.
+    pub start: u64,
+    /// End address (exclusive).
+    pub end: u64,
+    /// `rwxp` as in maps.
+    pub perms: String,
+    /// The path column of maps (empty for anonymous memory).
+    pub path: String,
+    /// What it holds.
+    pub kind: RegionKind,
+    /// Resident bytes just before the stop (0 for a mapping made since).
+    pub rss: u64,
+    /// Bytes written into the core for it (0 if not captured).
+    pub captured: u64,
+}
+
+/// Per-kind and overall smaps totals, in bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SmapsSummary {
+    /// All mappings together.
+    pub total: SmapsTotals,
+    /// Per [`RegionKind::name`].
+    pub by_kind: BTreeMap<String, SmapsTotals>,
+}
+
+/// Sums of a few smaps fields, in bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SmapsTotals {
+    /// Mappings counted.
+    pub mappings: u64,
+    /// Virtual size.
+    pub size: u64,
+    /// Resident.
+    pub rss: u64,
+    /// Proportional share.
+    pub pss: u64,
+    /// Anonymous resident.
+    pub anonymous: u64,
+    /// Swapped out.
+    pub swap: u64,
+}
+
+/// How the snapshot was taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CaptureOptions {
+    /// `full`, `tables` or `none`.
+    pub memory: String,
+    /// The leaktrail version that wrote the file.
+    pub writer: String,
+}
+
+/// Whether `program` (a path or a name) is Node.js: `node`, `nodejs`,
+/// `node20`...
+pub fn is_node(program: &str) -> bool {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    let rest = name
+        .strip_prefix("nodejs")
+        .or_else(|| name.strip_prefix("node"));
+    rest.is_some_and(|r| r.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl Metadata {
+    /// The note's payload.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a note's payload.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
