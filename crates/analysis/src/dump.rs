@@ -5,7 +5,6 @@
 use serde::Serialize;
 
 use crate::heap::Heap;
-use crate::memory::Memory;
 use crate::symbolize::Symbolizer;
 use crate::Error;
 
@@ -82,7 +81,7 @@ pub fn dump(
     let start = addr & !7;
     let end = addr.saturating_add(len.max(1)).div_ceil(8) * 8;
     let mut bytes = vec![0u8; (end - start) as usize];
-    heap.snap.read(start, &mut bytes)?;
+    heap.memory.read(start, &mut bytes)?;
     Ok(bytes
         .chunks_exact(8)
         .enumerate()

@@ -7,6 +7,14 @@
 //! indexes the blocks once (a page table over each cluster of blocks, so a
 //! lookup is one array read plus a short scan); reuse it.
 //!
+//! The analyses see the process only through a [`ProcessImage`]: its
+//! memory (a [`Memory`] that can lend slices), its threads, its mappings
+//! and how much memory was captured. [`Snapshot`] is one; tests build
+//! synthetic images in memory and call [`Heap::new`] with a block table of
+//! their own, so reachability can be checked without a compiler or a
+//! process. Scans borrow whole slices from the image (one dynamic call per
+//! slice, never per word).
+//!
 //! ```no_run
 //! use leaktrail_analysis::core::Snapshot;
 //! use leaktrail_analysis::heap::Heap;
@@ -28,9 +36,127 @@ use leaktrail_capture::snapshot::metadata::RegionKind;
 use serde::Serialize;
 
 use crate::audit::{self, Audit, Block};
-use crate::core::Snapshot;
+use crate::core::{Snapshot, Thread};
 use crate::memory::Memory;
 use crate::Error;
+
+/// One mapping of a process image, before [`Heap`] classifies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// First address.
+    pub start: u64,
+    /// One past the last.
+    pub end: u64,
+    /// `rwxp`.
+    pub perms: String,
+    /// Backing file or pseudo-path (`[heap]`), empty for anonymous memory.
+    pub path: String,
+    /// What the capturer said it holds, when it said.
+    pub kind: Option<RegionKind>,
+}
+
+/// What the heap analyses need of a stopped process: a snapshot core, or
+/// a synthetic image in tests.
+///
+/// Shared by the scanning threads, hence `Sync`.
+pub trait ProcessImage: Sync {
+    /// Its memory. [`Memory::borrow`] should lend every range of
+    /// [`ProcessImage::present`]: the scanners skip what it does not.
+    fn memory(&self) -> &(dyn Memory + Sync);
+
+    /// The ranges `[start, end)` whose bytes the image holds (not zero
+    /// tails or holes), sorted and disjoint.
+    fn present(&self) -> Vec<(u64, u64)>;
+
+    /// The threads, with their registers (`user_regs_struct` as words).
+    fn threads(&self) -> &[Thread];
+
+    /// Every mapping, in any order.
+    fn mappings(&self) -> Vec<Mapping>;
+
+    /// `--memory` of the capture (`full`, `tables`, `none`), when known.
+    fn memory_mode(&self) -> Option<&str>;
+
+    /// How to name the image in messages (a path).
+    fn name(&self) -> String;
+}
+
+impl ProcessImage for Snapshot {
+    fn memory(&self) -> &(dyn Memory + Sync) {
+        self
+    }
+
+    fn present(&self) -> Vec<(u64, u64)> {
+        self.segments()
+            .iter()
+            .filter(|s| s.filesz > 0)
+            .map(|s| (s.vaddr, s.vaddr + s.filesz))
+            .collect()
+    }
+
+    fn threads(&self) -> &[Thread] {
+        Snapshot::threads(self)
+    }
+
+    fn mappings(&self) -> Vec<Mapping> {
+        match self.metadata() {
+            Some(m) if !m.regions.is_empty() => m
+                .regions
+                .iter()
+                .map(|r| Mapping {
+                    start: r.start,
+                    end: r.end,
+                    perms: r.perms.clone(),
+                    path: r.path.clone(),
+                    kind: Some(r.kind),
+                })
+                .collect(),
+            _ => {
+                // A foreign core: captured segments, named from NT_FILE.
+                self.segments()
+                    .iter()
+                    .map(|s| {
+                        let path = self
+                            .files()
+                            .iter()
+                            .find(|f| f.start <= s.vaddr && s.vaddr < f.end)
+                            .map(|f| f.path.clone())
+                            .unwrap_or_default();
+                        let perms = format!(
+                            "{}{}{}p",
+                            if s.flags & object::elf::PF_R != 0 {
+                                'r'
+                            } else {
+                                '-'
+                            },
+                            if s.writable() { 'w' } else { '-' },
+                            if s.flags & object::elf::PF_X != 0 {
+                                'x'
+                            } else {
+                                '-'
+                            }
+                        );
+                        Mapping {
+                            start: s.vaddr,
+                            end: s.end(),
+                            perms,
+                            path,
+                            kind: None,
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn memory_mode(&self) -> Option<&str> {
+        self.metadata().map(|m| m.options.memory.as_str())
+    }
+
+    fn name(&self) -> String {
+        self.path().display().to_string()
+    }
+}
 
 /// `fs_base` in `user_regs_struct`: the thread pointer, where x86_64 puts
 /// the TCB with the static TLS block just below it.
@@ -242,16 +368,20 @@ impl BlockIndex {
     }
 }
 
-/// A snapshot with its audit decoded and its areas classified.
+/// A process image with its audit decoded and its areas classified.
 pub struct Heap<'a> {
-    /// The snapshot.
-    pub snap: &'a Snapshot,
+    /// The process image (a snapshot).
+    pub image: &'a dyn ProcessImage,
+    /// Its memory.
+    pub memory: &'a (dyn Memory + Sync),
     /// Its audit.
     pub audit: Audit,
     /// `audit.live`, indexed.
     pub index: BlockIndex,
     /// Every mapping, classified, by address.
     pub areas: Vec<Area>,
+    /// [`ProcessImage::present`], kept for the scanners.
+    present: Vec<(u64, u64)>,
 }
 
 impl<'a> Heap<'a> {
@@ -261,26 +391,63 @@ impl<'a> Heap<'a> {
     pub fn open(snap: &'a Snapshot) -> Result<Heap<'a>, Error> {
         let pid = snap.pid().map(|p| p as u32);
         let audit = audit::find(snap, pid)?.ok_or_else(|| no_audit(snap))?;
+        Ok(Heap::new(snap, audit))
+    }
+
+    /// A heap over `image` whose live blocks (sorted by address, not
+    /// overlapping), stacks and region ranges are `audit`: indexes the
+    /// blocks and classifies the mappings. Costs one pass over the blocks
+    /// and the mappings.
+    pub fn new(image: &'a dyn ProcessImage, audit: Audit) -> Heap<'a> {
         let index = BlockIndex::new(&audit.live);
-        let areas = classify(snap, &audit, &index);
-        Ok(Heap {
-            snap,
+        let areas = classify(image, &audit, &index);
+        Heap {
+            image,
+            memory: image.memory(),
             audit,
             index,
             areas,
-        })
+            present: image.present(),
+        }
     }
 
     /// Fails with [`Error::Insufficient`] when the snapshot kept only the
     /// audit tables (`--memory tables` or `none`): reachability and
     /// reference searches need the process's memory.
     pub fn require_memory(&self) -> Result<(), Error> {
-        match self.snap.metadata().map(|m| m.options.memory.as_str()) {
+        match self.image.memory_mode() {
             Some(mode @ ("tables" | "none")) => Err(Error::Insufficient(format!(
                 "{} was taken with --memory {mode}: it holds the audit but not the process's memory;                  take one with `leaktrail snapshot -p PID` (--memory full, the default)",
-                self.snap.path().display()
+                self.image.name()
             ))),
             _ => Ok(()),
+        }
+    }
+
+    /// The ranges of memory the image holds, sorted.
+    pub fn present(&self) -> &[(u64, u64)] {
+        &self.present
+    }
+
+    /// Calls `f(addr, bytes)` for every piece of `[start, end)` the image
+    /// holds, borrowed in place: one lookup and one borrow per piece, so
+    /// the caller's loop over the words is monomorphic. Zero tails and
+    /// holes are skipped: they hold no pointers.
+    #[inline]
+    pub fn for_each_slice(&self, start: u64, end: u64, mut f: impl FnMut(u64, &[u8])) {
+        let mut i = self.present.partition_point(|&(_, e)| e <= start);
+        while let Some(&(s, e)) = self.present.get(i) {
+            if s >= end {
+                break;
+            }
+            let a = start.max(s);
+            let b = end.min(e);
+            if a < b {
+                if let Some(bytes) = self.memory.borrow(a, b - a) {
+                    f(a, bytes);
+                }
+            }
+            i += 1;
         }
     }
 
@@ -347,51 +514,12 @@ pub fn for_each_slice(snap: &Snapshot, start: u64, end: u64, mut f: impl FnMut(u
     }
 }
 
-fn classify(snap: &Snapshot, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
-    let mut raw: Vec<(u64, u64, String, String, Option<RegionKind>)> = match snap.metadata() {
-        Some(m) if !m.regions.is_empty() => m
-            .regions
-            .iter()
-            .map(|r| {
-                (
-                    r.start,
-                    r.end,
-                    r.perms.clone(),
-                    r.path.clone(),
-                    Some(r.kind),
-                )
-            })
-            .collect(),
-        _ => {
-            // A foreign core: captured segments, named from NT_FILE.
-            snap.segments()
-                .iter()
-                .map(|s| {
-                    let path = snap
-                        .files()
-                        .iter()
-                        .find(|f| f.start <= s.vaddr && s.vaddr < f.end)
-                        .map(|f| f.path.clone())
-                        .unwrap_or_default();
-                    let perms = format!(
-                        "{}{}{}p",
-                        if s.flags & object::elf::PF_R != 0 {
-                            'r'
-                        } else {
-                            '-'
-                        },
-                        if s.writable() { 'w' } else { '-' },
-                        if s.flags & object::elf::PF_X != 0 {
-                            'x'
-                        } else {
-                            '-'
-                        }
-                    );
-                    (s.vaddr, s.end(), perms, path, None)
-                })
-                .collect()
-        }
-    };
+fn classify(image: &dyn ProcessImage, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
+    let mut raw: Vec<(u64, u64, String, String, Option<RegionKind>)> = image
+        .mappings()
+        .into_iter()
+        .map(|m| (m.start, m.end, m.perms, m.path, m.kind))
+        .collect();
     raw.sort_by_key(|r| r.0);
     // The kernel merges the tracer's anonymous mappings with neighbours of
     // the same protection (the loader's TLS block, a program's mmap): cut
@@ -430,7 +558,8 @@ fn classify(snap: &Snapshot, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
     }
     let raw = split;
     let stack_of = |start: u64, end: u64| {
-        snap.threads()
+        image
+            .threads()
             .iter()
             .find(|t| start <= t.sp() && t.sp() < end)
             .map(|t| (t.tid, t.sp()))
@@ -459,7 +588,7 @@ fn classify(snap: &Snapshot, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
                 } else {
                     AreaKind::File
                 }
-            } else if looks_like_arena_heap(snap, start, end) {
+            } else if looks_like_arena_heap(image.memory(), start, end) {
                 AreaKind::Arena
             } else if holds_blocks(start, end) {
                 AreaKind::Chunks
@@ -477,7 +606,7 @@ fn classify(snap: &Snapshot, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
         .collect();
     // The main thread's static TLS sits in anonymous memory of the loader's;
     // name it.
-    for t in snap.threads() {
+    for t in image.threads() {
         let fs = t.regs.get(REG_FS_BASE).copied().unwrap_or(0);
         if let Some(a) = areas
             .iter_mut()
@@ -491,11 +620,11 @@ fn classify(snap: &Snapshot, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
 
 /// A non-main arena's heap: 64 MiB aligned, starting with `heap_info`
 /// `{ar_ptr, prev, size, mprotect_size}` whose size fits the mapping.
-fn looks_like_arena_heap(snap: &Snapshot, start: u64, end: u64) -> bool {
+fn looks_like_arena_heap(mem: &dyn Memory, start: u64, end: u64) -> bool {
     if start % ARENA_HEAP_ALIGN != 0 {
         return false;
     }
-    let (Ok(ar_ptr), Ok(size)) = (snap.read_u64(start), snap.read_u64(start + 16)) else {
+    let (Ok(ar_ptr), Ok(size)) = (mem.read_u64(start), mem.read_u64(start + 16)) else {
         return false;
     };
     ar_ptr != 0 && size > 0 && size <= ARENA_HEAP_ALIGN && size % 4096 == 0 && start + size >= end
@@ -629,7 +758,7 @@ impl Heap<'_> {
         if roots.tls {
             // A thread pointer in memory we do not scan whole (an arena, a
             // stack's unused part): scan a window around it.
-            for t in self.snap.threads() {
+            for t in self.image.threads() {
                 let fs = t.regs.get(REG_FS_BASE).copied().unwrap_or(0);
                 let Some(a) = self.area_of(fs) else { continue };
                 let covered = ranges.iter().any(|r| r.start <= fs && fs < r.end);
@@ -643,7 +772,7 @@ impl Heap<'_> {
             }
         }
         let regs = if roots.registers {
-            self.snap
+            self.image
                 .threads()
                 .iter()
                 .flat_map(|t| t.regs.iter().map(move |&r| (t.tid, r)))

@@ -27,7 +27,7 @@ use std::sync::{Condvar, Mutex};
 
 use serde::Serialize;
 
-use crate::heap::{canonical_stacks, for_each_slice, Heap, RootRange, Roots};
+use crate::heap::{canonical_stacks, Heap, RootRange, Roots};
 use crate::symbolize::{Frame, Symbolizer};
 
 /// The four classes.
@@ -164,9 +164,7 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
     let chunks = root_chunks(&ranges);
     let mut root_bytes = 0;
     for r in &ranges {
-        for_each_slice(heap.snap, r.start, r.end, |_, b| {
-            root_bytes += b.len() as u64
-        });
+        heap.for_each_slice(r.start, r.end, |_, b| root_bytes += b.len() as u64);
     }
     let scanned = AtomicU64::new(0);
     let cpu_ns = AtomicU64::new(0);
@@ -467,7 +465,7 @@ fn scan_range(
         return;
     }
     let ix = &heap.index;
-    for_each_slice(heap.snap, start, end, |_, bytes| {
+    heap.for_each_slice(start, end, |_, bytes| {
         *scanned += bytes.len() as u64;
         for w in bytes.chunks_exact(8) {
             let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);

@@ -13,8 +13,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::heap::{for_each_slice, Heap, Roots};
-use crate::memory::Memory;
+use crate::heap::{Heap, Roots};
 use crate::symbolize::Symbolizer;
 use crate::whatis::{self, BufferHit, Whatis};
 use crate::Error;
@@ -88,13 +87,11 @@ pub fn find(
     threads: usize,
 ) -> Refs {
     let segs: Vec<(u64, u64)> = heap
-        .snap
-        .segments()
+        .present()
         .iter()
-        .flat_map(|s| {
+        .flat_map(|&(start, end)| {
             let mut pieces = Vec::new();
-            let mut a = s.vaddr;
-            let end = s.vaddr + s.filesz;
+            let mut a = start;
             while a < end {
                 let b = (a + (8 << 20)).min(end);
                 pieces.push((a, b));
@@ -113,7 +110,7 @@ pub fn find(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(a, b)) = segs.get(i) else { break };
-                    for_each_slice(heap.snap, a, b, |base, bytes| {
+                    heap.for_each_slice(a, b, |base, bytes| {
                         scanned.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                         for (k, w) in bytes.chunks_exact(8).enumerate() {
                             let v = u64::from_le_bytes([
@@ -322,7 +319,7 @@ pub fn chain(
 fn buffer_hop(heap: &Heap<'_>, symbolizer: &Symbolizer, at: u64) -> Hop {
     Hop {
         at,
-        value: heap.snap.read_u64(at).unwrap_or(0),
+        value: heap.memory.read_u64(at).unwrap_or(0),
         holder: "buffer".into(),
         whatis: whatis::whatis_mapped(heap, symbolizer, at),
         register: None,
@@ -387,7 +384,7 @@ fn scan_words(heap: &Heap<'_>, start: u64, end: u64, mut f: impl FnMut(u64, u64)
     if start >= end {
         return;
     }
-    for_each_slice(heap.snap, start, end, |base, bytes| {
+    heap.for_each_slice(start, end, |base, bytes| {
         for (k, w) in bytes.chunks_exact(8).enumerate() {
             let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
             f(base + 8 * k as u64, v);

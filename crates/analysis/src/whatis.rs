@@ -135,8 +135,8 @@ pub fn buffer_hit(heap: &Heap<'_>, symbolizer: &Symbolizer, b: &Block, addr: u64
 /// Walks the thread's stack (CFI, else frame pointers) and names the
 /// frame whose part of the stack, `[sp, cfa)`, holds `addr`.
 fn frame_holding(heap: &Heap<'_>, symbolizer: &Symbolizer, tid: i32, addr: u64) -> Option<Frame> {
-    let t = heap.snap.threads().iter().find(|t| t.tid == tid)?;
-    let frames = symbolizer.unwinder().walk(heap.snap, &t.regs, 256);
+    let t = heap.image.threads().iter().find(|t| t.tid == tid)?;
+    let frames = symbolizer.unwinder().walk(heap.memory, &t.regs, 256);
     frames
         .iter()
         .enumerate()
