@@ -845,6 +845,107 @@ mod tests {
     }
 
     #[test]
+    fn index_finds_the_last_byte_and_not_the_next_in_adjacent_blocks() {
+        let blocks = vec![block(0x2000, 16), block(0x2010, 16), block(0x2020, 1)];
+        let ix = BlockIndex::new(&blocks);
+        assert_eq!(ix.find(0x200f), Some(0));
+        assert_eq!(ix.find(0x2010), Some(1));
+        assert_eq!(ix.find(0x201f), Some(1));
+        assert_eq!(ix.find(0x2020), Some(2));
+        assert_eq!(ix.find(0x2021), None);
+        assert_eq!(ix.end(1), 0x2020);
+    }
+
+    #[test]
+    fn index_keeps_clusters_far_apart_separate() {
+        // Three clusters, gaps far wider than CLUSTER_GAP, one block
+        // straddling a page boundary.
+        let blocks = vec![
+            block(0x1000_0ff8, 16),
+            block(0x1000_2000, 64),
+            block(0x5000_0000, 8),
+            block(0x7f00_0000_0000, 0x2_0000),
+        ];
+        let ix = BlockIndex::new(&blocks);
+        assert_eq!(ix.clusters.len(), 3);
+        assert_eq!(ix.find(0x1000_1007), Some(0));
+        assert_eq!(ix.find(0x1000_1008), None);
+        assert_eq!(ix.find(0x1000_203f), Some(1));
+        assert_eq!(ix.find(0x3000_0000), None, "between clusters");
+        assert_eq!(ix.find(0x5000_0007), Some(2));
+        assert_eq!(ix.find(0x5000_0008), None);
+        assert_eq!(ix.find(0x7f00_0001_ffff), Some(3));
+        assert_eq!(ix.find(0x7f00_0002_0000), None);
+        assert_eq!(ix.find(u64::MAX), None);
+        assert_eq!(ix.find(0), None);
+        assert!(BlockIndex::new(&[]).find(0x1000).is_none());
+    }
+
+    #[test]
+    fn synthetic_mappings_are_classified_by_what_they_hold() {
+        use crate::synthetic::*;
+        let s = HeapBuilder::new().build();
+        let heap = s.heap();
+        let kind = |a: u64| heap.area_of(a).map(|a| a.kind.clone());
+        assert_eq!(kind(TEXT), Some(AreaKind::File));
+        assert_eq!(kind(DATA + 8), Some(AreaKind::ModuleData));
+        assert_eq!(kind(BRK), Some(AreaKind::Heap));
+        assert_eq!(kind(ARENA + 0x40), Some(AreaKind::Arena));
+        assert_eq!(kind(FS_BASE), Some(AreaKind::Tls { tid: TID }));
+        assert_eq!(kind(ANON), Some(AreaKind::Anon));
+        assert_eq!(kind(AUDIT), Some(AreaKind::Audit));
+        assert_eq!(kind(SP - 64), Some(AreaKind::Stack { tid: TID, sp: SP }));
+        assert_eq!(kind(0x1000), None);
+        assert!(heap.in_audit(AUDIT + 8) && !heap.in_audit(ANON));
+    }
+
+    #[test]
+    fn root_ranges_start_stacks_at_sp_and_skip_arenas_files_and_the_audit() {
+        use crate::synthetic::*;
+        let s = HeapBuilder::new().build();
+        let heap = s.heap();
+        let (ranges, regs) = heap.root_ranges(&Roots::default());
+        let kinds: Vec<(u64, &str)> = ranges.iter().map(|r| (r.start, r.kind)).collect();
+        assert!(kinds.contains(&(SP, "stack")));
+        assert!(kinds.contains(&(DATA, "global")));
+        assert!(kinds.contains(&(TLS, "tls")));
+        assert!(kinds.contains(&(ANON, "anon")));
+        for r in &ranges {
+            for a in [ARENA, AUDIT, TEXT, BRK] {
+                assert!(!(r.start <= a && a < r.end), "{a:#x} in {r:?}");
+            }
+        }
+        assert_eq!(regs.len(), 27);
+        let (ranges, regs) = heap.root_ranges(&Roots::parse("globals").unwrap());
+        assert_eq!(ranges.len(), 1);
+        assert!(regs.is_empty());
+    }
+
+    #[test]
+    fn a_block_of_brk_heap_memory_is_found_by_block_at() {
+        use crate::synthetic::*;
+        let mut b = HeapBuilder::new();
+        let a = b.block(40);
+        let s = b.build();
+        let heap = s.heap();
+        assert_eq!(heap.block_at(a + 39).map(|b| b.addr), Some(a));
+        assert!(heap.block_at(a + 40).is_none());
+    }
+
+    #[test]
+    fn only_full_captures_have_memory_for_reachability() {
+        use crate::synthetic::*;
+        assert!(HeapBuilder::new().build().heap().require_memory().is_ok());
+        let mut b = HeapBuilder::new();
+        b.memory_mode("tables");
+        let s = b.build();
+        let err = s.heap().require_memory().unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("synthetic.core was taken with --memory tables"));
+    }
+
+    #[test]
     fn roots_parse_lists_and_refuse_unknown_names() {
         assert_eq!(Roots::parse("all").unwrap(), Roots::default());
         let r = Roots::parse("stacks,registers").unwrap();

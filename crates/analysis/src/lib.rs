@@ -33,6 +33,8 @@ pub mod owner;
 pub mod profile;
 pub mod refs;
 pub mod symbolize;
+#[cfg(test)]
+pub(crate) mod synthetic;
 pub mod trend;
 pub mod unwind;
 pub mod whatis;
