@@ -42,6 +42,8 @@ mod node;
 mod series;
 mod snapshot;
 mod symbols;
+#[cfg(test)]
+mod synthetic;
 
 pub use error::Error;
 pub use heap::model::{Area, AreaKind, BlockIndex, Heap, RootRange, Roots};

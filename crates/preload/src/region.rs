@@ -504,3 +504,189 @@ pub fn remove_map_range(hdr: &Header, addr: u64, len: u64) -> bool {
     }
     removed
 }
+
+#[cfg(test)]
+mod tests {
+    //! The tables in a region of our own, created fresh per test (regions
+    //! are never unmapped; each is a few hundred KiB).
+
+    use super::*;
+    use format::UnwindMode;
+
+    fn region() -> &'static Header {
+        create(UnwindMode::FramePointer, 64).expect("a region")
+    }
+
+    fn rec(size: u64, tag: u32) -> Record {
+        Record {
+            size,
+            time_ns: 1000 + u64::from(tag),
+            stack: tag,
+            tid: 7,
+        }
+    }
+
+    fn live_len(hdr: &Header) -> u64 {
+        hdr.live.iter().map(|s| s.len.load(Ordering::Relaxed)).sum()
+    }
+
+    fn class_sum(hdr: &Header, f: impl Fn(&format::ClassCounters) -> u64) -> u64 {
+        hdr.classes.iter().flatten().map(f).sum()
+    }
+
+    /// `n` malloc-like addresses (16-byte aligned) that fall in `shard`.
+    fn addrs_in_shard(shard: usize, n: usize) -> Vec<u64> {
+        (0u64..)
+            .map(|i| 0x5555_0000_0000 + i * 16)
+            .filter(|&a| format::shard_of(a) == shard)
+            .take(n)
+            .collect()
+    }
+
+    #[test]
+    fn an_inserted_buffer_is_removed_once_with_its_record_and_counted() {
+        let hdr = region();
+        insert_live(hdr, 0x5555_0000_1010, rec(100, 3)).unwrap();
+        assert_eq!(live_len(hdr), 1);
+        assert_eq!(
+            class_sum(hdr, |c| c.live_bytes.load(Ordering::Relaxed)),
+            100
+        );
+        let r = remove_live(hdr, 0x5555_0000_1010).unwrap();
+        assert_eq!((r.size, r.stack, r.tid, r.time_ns), (100, 3, 7, 1003));
+        assert!(remove_live(hdr, 0x5555_0000_1010).is_none());
+        assert!(remove_live(hdr, 0x5555_0000_2020).is_none(), "never there");
+        assert_eq!(live_len(hdr), 0);
+        let tomb: u64 = hdr
+            .live
+            .iter()
+            .map(|s| s.tombstones.load(Ordering::Relaxed))
+            .sum();
+        assert_eq!(tomb, 1);
+        assert_eq!(class_sum(hdr, |c| c.live_count.load(Ordering::Relaxed)), 0);
+        assert_eq!(class_sum(hdr, |c| c.allocs.load(Ordering::Relaxed)), 1);
+        assert_eq!(class_sum(hdr, |c| c.frees.load(Ordering::Relaxed)), 1);
+        // Every change left the sequence counters even.
+        for s in &hdr.live {
+            assert_eq!(s.seq.load(Ordering::Relaxed) % 2, 0);
+        }
+    }
+
+    #[test]
+    fn inserting_an_address_again_replaces_its_record() {
+        let hdr = region();
+        insert_live(hdr, 0x5555_0000_1010, rec(10, 1)).unwrap();
+        insert_live(hdr, 0x5555_0000_1010, rec(20, 2)).unwrap();
+        assert_eq!(live_len(hdr), 1);
+        assert_eq!(class_sum(hdr, |c| c.live_bytes.load(Ordering::Relaxed)), 20);
+        assert_eq!(class_sum(hdr, |c| c.frees.load(Ordering::Relaxed)), 1);
+        assert_eq!(remove_live(hdr, 0x5555_0000_1010).unwrap().stack, 2);
+    }
+
+    #[test]
+    fn a_full_shard_grows_and_keeps_every_record() {
+        let hdr = region();
+        let shard = 5;
+        let addrs = addrs_in_shard(shard, 1000);
+        for (i, &a) in addrs.iter().enumerate() {
+            insert_live(hdr, a, rec(i as u64 + 1, i as u32)).unwrap();
+        }
+        let s = &hdr.live[shard];
+        assert_eq!(s.len.load(Ordering::Relaxed), 1000);
+        // 256 -> 512 -> 1024 -> 2048 slots, never fuller than 3/4.
+        assert_eq!(s.capacity.load(Ordering::Relaxed), 2048);
+        assert_eq!(hdr.counters.resizes.load(Ordering::Relaxed), 3);
+        for (i, &a) in addrs.iter().enumerate() {
+            let r = remove_live(hdr, a).expect("still there after growing");
+            assert_eq!((r.size, r.stack), (i as u64 + 1, i as u32));
+        }
+        assert_eq!(s.len.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn tombstones_are_reused_and_a_table_of_tombstones_is_rehashed_in_place() {
+        let hdr = region();
+        let shard = 9;
+        let addrs = addrs_in_shard(shard, 4000);
+        let s = &hdr.live[shard];
+        // Churn: at most 8 alive at once, 4000 different addresses.
+        for (i, &a) in addrs.iter().enumerate() {
+            insert_live(hdr, a, rec(8, i as u32)).unwrap();
+            if i >= 8 {
+                assert!(remove_live(hdr, addrs[i - 8]).is_some());
+            }
+            let used = s.len.load(Ordering::Relaxed) + s.tombstones.load(Ordering::Relaxed);
+            assert!(used * 4 <= s.capacity.load(Ordering::Relaxed) * 3);
+        }
+        // Rehashes dropped the tombstones without doubling the table.
+        assert_eq!(s.capacity.load(Ordering::Relaxed), 256);
+        assert!(hdr.counters.resizes.load(Ordering::Relaxed) >= 1);
+        assert_eq!(s.len.load(Ordering::Relaxed), 8);
+        for &a in &addrs[4000 - 8..] {
+            assert!(remove_live(hdr, a).is_some());
+        }
+        for &a in &addrs[..4000 - 8] {
+            assert!(remove_live(hdr, a).is_none());
+        }
+    }
+
+    #[test]
+    fn threads_inserting_and_removing_at_once_lose_nothing() {
+        for threads in [1u64, 4] {
+            let hdr = region();
+            let per = 3000u64;
+            std::thread::scope(|sc| {
+                for t in 0..threads {
+                    sc.spawn(move || {
+                        // Each thread its own 64 MiB block, as glibc's
+                        // per-thread arenas give.
+                        let base = 0x7f00_0000_0000 + (t << 26);
+                        for i in 0..per {
+                            insert_live(hdr, base + i * 16, rec(i, t as u32)).unwrap();
+                        }
+                        for i in (0..per).step_by(2) {
+                            let r = remove_live(hdr, base + i * 16).unwrap();
+                            assert_eq!((r.size, r.stack), (i, t as u32));
+                        }
+                    });
+                }
+            });
+            assert_eq!(live_len(hdr), threads * per / 2, "{threads} threads");
+            for t in 0..threads {
+                let base = 0x7f00_0000_0000 + (t << 26);
+                for i in 0..per {
+                    assert_eq!(remove_live(hdr, base + i * 16).is_some(), i % 2 == 1);
+                }
+            }
+            assert_eq!(class_sum(hdr, |c| c.live_count.load(Ordering::Relaxed)), 0);
+        }
+    }
+
+    #[test]
+    fn unmapping_part_of_a_mapping_keeps_its_head_and_tail() {
+        let hdr = region();
+        assert!(insert_map(hdr, 0x10_0000, rec(0x10_0000, 1)));
+        assert!(insert_map(hdr, 0x30_0000, rec(0x1000, 2)));
+        assert!(remove_map_range(hdr, 0x14_0000, 0x1_0000));
+        assert!(!remove_map_range(hdr, 0x40_0000, 0x1000));
+        let mut kept = Vec::new();
+        let table = hdr.maps.table.load(Ordering::Relaxed);
+        for i in 0..hdr.maps.capacity.load(Ordering::Relaxed) {
+            let e = slot(table, i);
+            // SAFETY: index below capacity; no other thread uses this region.
+            let (key, r) = unsafe { ((*e).addr.load(Ordering::Relaxed), read_record(e)) };
+            if key != EMPTY && key != TOMBSTONE {
+                kept.push((key, r.size, r.stack));
+            }
+        }
+        kept.sort_unstable();
+        assert_eq!(
+            kept,
+            [
+                (0x10_0000, 0x4_0000, 1),
+                (0x15_0000, 0xb_0000, 1),
+                (0x30_0000, 0x1000, 2)
+            ]
+        );
+    }
+}

@@ -217,3 +217,94 @@ fn grow_index(hdr: &Header, shard: &ShardDesc) -> bool {
     shard.capacity.store(new_cap, Ordering::Release);
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use format::UnwindMode;
+
+    fn region() -> &'static Header {
+        crate::region::create(UnwindMode::FramePointer, 64).expect("a region")
+    }
+
+    /// The frames stored for `id`, read back from the arena.
+    fn frames_of(hdr: &Header, id: StackId) -> Vec<u64> {
+        let words = stack_words(hdr, id).expect("a stored stack");
+        // SAFETY: `words` is a complete record: its length, then frames.
+        unsafe {
+            let len = words.read() & 0xffff;
+            (0..len as usize).map(|i| words.add(1 + i).read()).collect()
+        }
+    }
+
+    fn stack(i: u64) -> Vec<u64> {
+        (0..1 + i % 7).map(|k| 0x40_0000 + i * 0x100 + k).collect()
+    }
+
+    #[test]
+    fn the_same_frames_get_the_same_id_and_different_ones_another() {
+        let hdr = region();
+        let a = intern(hdr, &[1, 2, 3]);
+        let b = intern(hdr, &[1, 2, 4]);
+        let c = intern(hdr, &[1, 2]);
+        assert!(a != 0 && b != 0 && c != 0);
+        assert_eq!(intern(hdr, &[1, 2, 3]), a);
+        assert!(a != b && b != c && a != c);
+        assert_eq!(frames_of(hdr, a), [1, 2, 3]);
+        assert_eq!(frames_of(hdr, c), [1, 2]);
+        assert_eq!(hdr.stack_count.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn the_index_grows_and_keeps_every_id() {
+        let hdr = region();
+        let n = 20_000;
+        let ids: Vec<StackId> = (0..n).map(|i| intern(hdr, &stack(i))).collect();
+        assert!(hdr
+            .stack_index
+            .iter()
+            .any(|s| s.capacity.load(Ordering::Relaxed) > INITIAL_INDEX_SLOTS));
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(intern(hdr, &stack(i as u64)), id);
+            assert_eq!(frames_of(hdr, id), stack(i as u64));
+        }
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), n as usize);
+        assert_eq!(hdr.counters.dropped_stacks.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn threads_interning_the_same_stacks_agree_on_their_ids() {
+        for threads in [1usize, 4] {
+            let hdr = region();
+            let n = 3001u64; // prime: every stride below visits all
+            let seen: Vec<Vec<StackId>> = std::thread::scope(|sc| {
+                let hs: Vec<_> = (0..threads)
+                    .map(|t| {
+                        sc.spawn(move || {
+                            // Each thread in its own order, so they race on
+                            // first insertions.
+                            let mut ids = vec![0; n as usize];
+                            for k in 0..n {
+                                let i = (k * (2 * t as u64 + 1) + t as u64 * 977) % n;
+                                ids[i as usize] = intern(hdr, &stack(i));
+                            }
+                            ids
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for ids in &seen[1..] {
+                assert_eq!(ids, &seen[0], "{threads} threads");
+            }
+            let mut distinct = seen[0].clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), n as usize);
+            assert_eq!(hdr.stack_count.load(Ordering::Relaxed), n);
+        }
+    }
+}

@@ -174,3 +174,117 @@ pub fn select(
         groups,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{self, HeapBuilder};
+
+    fn sizes(b: &Bufs) -> Vec<u64> {
+        b.buffers.iter().map(|b| b.size).collect()
+    }
+
+    fn sample() -> crate::synthetic::Synthetic {
+        let mut b = HeapBuilder::new();
+        b.stack(2, &[0x10]);
+        b.stack(3, &[0x20]);
+        b.stack(4, &[0x10]); // the frames of 2 again
+        for (size, stack, tid) in [
+            (8, 1, 1),
+            (9, 2, 1),
+            (16, 2, 2),
+            (17, 3, 2),
+            (4096, 3, 1),
+            (4097, 4, 1),
+            (100_000, 4, 3),
+        ] {
+            b.block_with(size, stack, tid);
+        }
+        b.build()
+    }
+
+    fn select_with(f: &Filter, group: bool) -> Bufs {
+        select(&sample().audit, f, &synthetic::symbolizer(), group, false)
+    }
+
+    #[test]
+    fn class_filters_keep_the_buffers_of_one_size_class() {
+        let by_class = |c| {
+            sizes(&select_with(
+                &Filter {
+                    class: Some(c),
+                    ..Filter::default()
+                },
+                false,
+            ))
+        };
+        assert_eq!(by_class(16), [9, 16]);
+        assert_eq!(by_class(8), [8]);
+        assert_eq!(by_class(4096), [4096]);
+        assert_eq!(by_class(8192), [4097]);
+        assert_eq!(by_class(1 << 17), [100_000]);
+        assert_eq!(by_class(24), Vec::<u64>::new(), "not a class boundary");
+    }
+
+    #[test]
+    fn size_ranges_are_inclusive_and_combine_with_threads() {
+        let f = Filter {
+            size: Some((9, 4096)),
+            ..Filter::default()
+        };
+        let b = select_with(&f, false);
+        assert_eq!(sizes(&b), [9, 16, 17, 4096]);
+        assert_eq!(b.bytes, 9 + 16 + 17 + 4096);
+        let f = Filter {
+            size: Some((9, 4096)),
+            thread: Some(2),
+            ..Filter::default()
+        };
+        assert_eq!(sizes(&select_with(&f, false)), [16, 17]);
+    }
+
+    #[test]
+    fn grouping_by_stack_merges_stacks_with_the_same_frames_by_bytes() {
+        let b = select_with(&Filter::default(), true);
+        let groups: Vec<(u32, u64, u64)> = b
+            .groups
+            .iter()
+            .map(|g| (g.stack_id, g.count, g.bytes))
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                (2, 4, 9 + 16 + 4097 + 100_000),
+                (3, 2, 17 + 4096),
+                (1, 1, 8)
+            ]
+        );
+        assert_eq!(b.groups[0].stack.len(), 1);
+        assert!(b.stacks.is_empty(), "not asked for");
+        let oldest = b.buffers.iter().find(|x| x.size == 9).unwrap().addr;
+        assert_eq!(b.groups[0].example_address, oldest);
+    }
+
+    #[test]
+    fn age_filters_count_back_from_the_newest_buffer() {
+        // Blocks are 1000 ns apart: the newest is at 7000.
+        let f = Filter {
+            older_than_ns: Some(5000),
+            ..Filter::default()
+        };
+        assert_eq!(sizes(&select_with(&f, false)), [8, 9]);
+        let f = Filter {
+            newer_than_ns: Some(1000),
+            ..Filter::default()
+        };
+        assert_eq!(sizes(&select_with(&f, false)), [4097, 100_000]);
+        let with = select(
+            &sample().audit,
+            &Filter::default(),
+            &synthetic::symbolizer(),
+            false,
+            true,
+        );
+        assert_eq!(with.stacks.len(), 3);
+    }
+}

@@ -7,7 +7,6 @@ use serde::Serialize;
 use crate::heap::model::Heap;
 use crate::symbolize::Symbolizer;
 use crate::Error;
-use leaktrail_recording::Memory;
 
 /// What a word looks like.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -82,7 +81,7 @@ pub fn dump(
     let start = addr & !7;
     let end = addr.saturating_add(len.max(1)).div_ceil(8) * 8;
     let mut bytes = vec![0u8; (end - start) as usize];
-    heap.snap.read(start, &mut bytes)?;
+    heap.memory.read(start, &mut bytes)?;
     Ok(bytes
         .chunks_exact(8)
         .enumerate()
@@ -147,4 +146,77 @@ fn meaning(heap: &Heap<'_>, symbolizer: &Symbolizer, v: u64, raw: &[u8]) -> Mean
         };
     }
     Meaning::Other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{self, HeapBuilder, ANON, SP};
+
+    #[test]
+    fn each_word_says_what_it_looks_like() {
+        let mut b = HeapBuilder::new();
+        let t = b.block(64);
+        let at = ANON + 0x100;
+        let words: [u64; 8] = [
+            0,
+            t + 8,
+            t | 3,
+            SP + 8,
+            42,
+            u64::from_le_bytes(*b"leaktrai"),
+            0xdead_beef_dead_beef,
+            t + 64,
+        ];
+        for (k, &w) in words.iter().enumerate() {
+            b.write(at + 8 * k as u64, w);
+        }
+        let s = b.build();
+        let heap = s.heap();
+        // Unaligned start and length: whole words around them.
+        let got = dump(&heap, &synthetic::symbolizer(), at + 3, 60).unwrap();
+        assert_eq!(got.len(), 8);
+        assert_eq!(got[0].addr, at);
+        let meanings: Vec<Meaning> = got.into_iter().map(|w| w.meaning).collect();
+        assert_eq!(
+            meanings,
+            [
+                Meaning::Zero,
+                Meaning::Buffer {
+                    addr: t,
+                    size: 64,
+                    offset: 8
+                },
+                Meaning::Tagged {
+                    addr: t,
+                    offset: 0,
+                    tag: 3
+                },
+                Meaning::Mapped {
+                    area: "stack".into()
+                },
+                Meaning::SmallInt,
+                Meaning::Text {
+                    text: "leaktrai".into()
+                },
+                Meaning::Other,
+                // One past the end: just more of the [heap] mapping.
+                Meaning::Mapped {
+                    area: "heap".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn dumping_unmapped_memory_fails() {
+        let s = HeapBuilder::new().build();
+        let heap = s.heap();
+        assert!(matches!(
+            dump(&heap, &synthetic::symbolizer(), 0x10, 8),
+            Err(Error::Recording(
+                leaktrail_recording::Error::Unmapped { .. }
+            ))
+        ));
+    }
 }

@@ -27,7 +27,7 @@ use std::sync::{Condvar, Mutex};
 
 use serde::Serialize;
 
-use crate::heap::model::{canonical_stacks, for_each_slice, Heap, RootRange, Roots};
+use crate::heap::model::{canonical_stacks, Heap, RootRange, Roots};
 use crate::symbolize::{Frame, Symbolizer};
 
 /// The four classes.
@@ -164,9 +164,7 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
     let chunks = root_chunks(&ranges);
     let mut root_bytes = 0;
     for r in &ranges {
-        for_each_slice(heap.snap, r.start, r.end, |_, b| {
-            root_bytes += b.len() as u64
-        });
+        heap.for_each_slice(r.start, r.end, |_, b| root_bytes += b.len() as u64);
     }
     let scanned = AtomicU64::new(0);
     let cpu_ns = AtomicU64::new(0);
@@ -467,7 +465,7 @@ fn scan_range(
         return;
     }
     let ix = &heap.index;
-    for_each_slice(heap.snap, start, end, |_, bytes| {
+    heap.for_each_slice(start, end, |_, bytes| {
         *scanned += bytes.len() as u64;
         for w in bytes.chunks_exact(8) {
             let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
@@ -584,6 +582,444 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::synthetic::{self, HeapBuilder, Synthetic, SP};
+
+    fn opts(threads: usize) -> LeaksOptions {
+        LeaksOptions {
+            threads,
+            ..LeaksOptions::default()
+        }
+    }
+
+    /// The class of the block at `addr`, scanning with 1 and 4 threads
+    /// (they must agree).
+    fn kind(s: &Synthetic, addr: u64) -> LeakKind {
+        kind_with(s, addr, &Roots::default())
+    }
+
+    fn kind_with(s: &Synthetic, addr: u64, roots: &Roots) -> LeakKind {
+        let heap = s.heap();
+        let i = heap.index.find(addr).expect("a block");
+        let mut o = opts(1);
+        o.roots = roots.clone();
+        let one = classify(&heap, &o).0;
+        o.threads = 4;
+        let four = classify(&heap, &o).0;
+        assert_eq!(one, four, "1 and 4 threads disagree");
+        one[i]
+    }
+
+    fn kinds(s: &Synthetic, addrs: &[u64]) -> Vec<LeakKind> {
+        let heap = s.heap();
+        let k = classify(&heap, &opts(2)).0;
+        addrs
+            .iter()
+            .map(|&a| k[heap.index.find(a).unwrap()])
+            .collect()
+    }
+
+    use LeakKind::{Definite, Indirect, Possible, Reachable};
+
+    #[test]
+    fn a_register_holding_a_start_pointer_makes_a_block_reachable() {
+        let mut b = HeapBuilder::new();
+        let a = b.block(32);
+        b.register(a);
+        assert_eq!(kind(&b.build(), a), Reachable);
+    }
+
+    #[test]
+    fn a_stack_word_above_sp_is_a_root() {
+        let mut b = HeapBuilder::new();
+        let a = b.block(32);
+        let at = b.stack_word(a);
+        assert_eq!(at, SP);
+        let c = b.block(8);
+        b.stack_word(0);
+        b.stack_word(c);
+        let s = b.build();
+        assert_eq!(kinds(&s, &[a, c]), [Reachable, Reachable]);
+    }
+
+    #[test]
+    fn a_stack_word_below_sp_is_dead_and_not_a_root() {
+        let mut b = HeapBuilder::new();
+        let a = b.block(32);
+        assert_eq!(b.dead_stack_word(a), SP - 8);
+        assert_eq!(kind(&b.build(), a), Definite);
+    }
+
+    #[test]
+    fn module_data_is_a_root() {
+        let mut b = HeapBuilder::new();
+        let a = b.block(100);
+        b.global(a);
+        assert_eq!(kind(&b.build(), a), Reachable);
+    }
+
+    #[test]
+    fn static_tls_below_the_thread_pointer_is_a_root() {
+        let mut b = HeapBuilder::new();
+        let a = b.block(24);
+        assert!(b.tls_word(a) < synthetic::FS_BASE);
+        assert_eq!(kind(&b.build(), a), Reachable);
+    }
+
+    #[test]
+    fn anonymous_memory_is_a_root() {
+        let mut b = HeapBuilder::new();
+        let a = b.block(24);
+        b.anon_word(a);
+        assert_eq!(kind(&b.build(), a), Reachable);
+    }
+
+    #[test]
+    fn an_arena_is_not_a_root_but_its_blocks_are_blocks() {
+        let mut b = HeapBuilder::new();
+        let lone = b.block(24);
+        b.arena_word(lone);
+        let inner = b.arena_block(48);
+        let child = b.block(16);
+        b.write(inner, child);
+        b.global(inner);
+        let s = b.build();
+        assert_eq!(
+            kinds(&s, &[lone, inner, child]),
+            [Definite, Reachable, Reachable]
+        );
+    }
+
+    #[test]
+    fn a_pointer_in_the_audit_region_does_not_count() {
+        let mut b = HeapBuilder::new();
+        let a = b.block(24);
+        b.audit_word(a);
+        assert_eq!(kind(&b.build(), a), Definite);
+    }
+
+    #[test]
+    fn blocks_nobody_points_at_are_definitely_lost_and_tallied() {
+        let mut b = HeapBuilder::new();
+        let kept = b.block(10);
+        b.global(kept);
+        let lost = [b.block(100), b.block(200), b.block(0)];
+        let s = b.build();
+        let heap = s.heap();
+        let l = find(&heap, &opts(2), &synthetic::symbolizer());
+        assert_eq!(
+            l.definite,
+            Tally {
+                bytes: 300,
+                blocks: 3
+            }
+        );
+        assert_eq!(
+            l.reachable,
+            Tally {
+                bytes: 10,
+                blocks: 1
+            }
+        );
+        assert_eq!(l.indirect, Tally::default());
+        assert_eq!(l.possible, Tally::default());
+        assert_eq!(kinds(&s, &lost), [Definite; 3]);
+    }
+
+    #[test]
+    fn a_lost_tree_has_one_definite_root_and_the_rest_indirect() {
+        // A binary tree of 7 nodes of 16 bytes: left and right children.
+        let mut b = HeapBuilder::new();
+        let nodes: Vec<u64> = (0..7).map(|_| b.block(16)).collect();
+        // Root in the middle of the address order, so "definite" is not
+        // just "lowest address".
+        let order = [3, 1, 5, 0, 2, 4, 6];
+        for (k, &n) in order.iter().enumerate() {
+            for (slot, c) in [2 * k + 1, 2 * k + 2].into_iter().enumerate() {
+                if c < 7 {
+                    b.write(nodes[n] + 8 * slot as u64, nodes[order[c]]);
+                }
+            }
+        }
+        let s = b.build();
+        let got = kinds(&s, &nodes);
+        assert_eq!(got[3], Definite);
+        assert_eq!(got.iter().filter(|&&k| k == Indirect).count(), 6);
+        let l = find(&s.heap(), &opts(1), &synthetic::symbolizer());
+        assert_eq!(
+            l.definite,
+            Tally {
+                bytes: 16,
+                blocks: 1
+            }
+        );
+        assert_eq!(
+            l.indirect,
+            Tally {
+                bytes: 96,
+                blocks: 6
+            }
+        );
+    }
+
+    #[test]
+    fn an_unreachable_cycle_has_exactly_one_definite_block() {
+        let mut b = HeapBuilder::new();
+        let ring: Vec<u64> = (0..5).map(|_| b.block(16)).collect();
+        for k in 0..5 {
+            b.write(ring[k], ring[(k + 1) % 5]);
+        }
+        let s = b.build();
+        // Valgrind's rule: the first in address order leads the clique.
+        assert_eq!(
+            kinds(&s, &ring),
+            [Definite, Indirect, Indirect, Indirect, Indirect]
+        );
+    }
+
+    #[test]
+    fn a_lost_block_pointing_into_a_cycle_leads_it_when_it_comes_first() {
+        let mut b = HeapBuilder::new();
+        let head = b.block(16);
+        let ring: Vec<u64> = (0..3).map(|_| b.block(16)).collect();
+        for k in 0..3 {
+            b.write(ring[k], ring[(k + 1) % 3]);
+        }
+        b.write(head, ring[1]);
+        let s = b.build();
+        assert_eq!(
+            kinds(&s, &[head, ring[0], ring[1], ring[2]]),
+            [Definite, Indirect, Indirect, Indirect]
+        );
+    }
+
+    #[test]
+    fn a_lost_block_after_a_cycle_it_points_into_is_a_second_definite_one() {
+        // Valgrind's clique walk goes in address order and does not walk
+        // through blocks already made indirect, so the ring's lowest block
+        // leads its own clique before the head is seen. We keep that rule
+        // (the numbers match valgrind's on the same heap).
+        let mut b = HeapBuilder::new();
+        let ring: Vec<u64> = (0..3).map(|_| b.block(16)).collect();
+        for k in 0..3 {
+            b.write(ring[k], ring[(k + 1) % 3]);
+        }
+        let head = b.block(16);
+        b.write(head, ring[1]);
+        let s = b.build();
+        assert_eq!(
+            kinds(&s, &[ring[0], ring[1], ring[2], head]),
+            [Definite, Indirect, Indirect, Definite]
+        );
+    }
+
+    #[test]
+    fn a_later_lost_block_pointing_at_an_earlier_leader_absorbs_it() {
+        let mut b = HeapBuilder::new();
+        let first = b.block(16);
+        let second = b.block(16);
+        b.write(second, first);
+        let s = b.build();
+        assert_eq!(kinds(&s, &[first, second]), [Indirect, Definite]);
+    }
+
+    #[test]
+    fn an_interior_pointer_only_makes_a_block_and_what_it_leads_to_possibly_lost() {
+        let mut b = HeapBuilder::new();
+        let a = b.block(64);
+        let child = b.block(16);
+        let grandchild = b.block(16);
+        b.write(a + 8, child);
+        b.write(child, grandchild);
+        b.global(a + 24);
+        let s = b.build();
+        assert_eq!(kinds(&s, &[a, child, grandchild]), [Possible; 3]);
+    }
+
+    #[test]
+    fn an_interior_pointer_from_a_reachable_block_makes_possibly_lost() {
+        let mut b = HeapBuilder::new();
+        let a = b.block(32);
+        let c = b.block(32);
+        b.global(a);
+        b.write(a, c + 16);
+        let s = b.build();
+        assert_eq!(kinds(&s, &[a, c]), [Reachable, Possible]);
+    }
+
+    #[test]
+    fn a_start_pointer_beats_an_interior_pointer() {
+        let mut b = HeapBuilder::new();
+        let a = b.block(64);
+        let c = b.block(16);
+        b.global(a + 8);
+        b.stack_word(a);
+        b.write(a + 8, c);
+        let s = b.build();
+        assert_eq!(kinds(&s, &[a, c]), [Reachable, Reachable]);
+    }
+
+    #[test]
+    fn a_pointer_one_past_the_end_is_not_inside_the_block() {
+        let mut b = HeapBuilder::new();
+        let a = b.block(32);
+        b.global(a + 32);
+        assert_eq!(kind(&b.build(), a), Definite);
+    }
+
+    #[test]
+    fn a_pointer_one_past_the_end_of_adjacent_blocks_is_the_next_ones_start() {
+        let mut b = HeapBuilder::new();
+        let a = b.place(synthetic::BRK + 0x8000, 32, 1, 1);
+        let next = b.place(a + 32, 32, 1, 1);
+        b.global(a + 32);
+        let s = b.build();
+        assert_eq!(kinds(&s, &[a, next]), [Definite, Reachable]);
+    }
+
+    #[test]
+    fn a_zero_sized_block_is_reached_by_its_start_only() {
+        let mut b = HeapBuilder::new();
+        let z = b.block(0);
+        let z2 = b.block(0);
+        b.global(z);
+        b.global(z2 + 1);
+        let s = b.build();
+        assert_eq!(kinds(&s, &[z, z2]), [Reachable, Definite]);
+        let l = find(&s.heap(), &opts(1), &synthetic::symbolizer());
+        assert_eq!(
+            l.reachable,
+            Tally {
+                bytes: 0,
+                blocks: 1
+            }
+        );
+    }
+
+    #[test]
+    fn pointers_at_unaligned_positions_do_not_count() {
+        let mut b = HeapBuilder::new();
+        let a = b.block(32);
+        let c = b.block(32);
+        let d = b.block(32);
+        b.write(synthetic::DATA + 0x104, a);
+        b.global(c);
+        b.write(c + 3, d);
+        let s = b.build();
+        assert_eq!(kinds(&s, &[a, c, d]), [Definite, Reachable, Definite]);
+    }
+
+    #[test]
+    fn each_root_kind_can_be_switched_off() {
+        let mut b = HeapBuilder::new();
+        let by_reg = b.block(8);
+        b.register(by_reg);
+        let by_stack = b.block(8);
+        b.stack_word(by_stack);
+        let by_global = b.block(8);
+        b.global(by_global);
+        let by_tls = b.block(8);
+        b.tls_word(by_tls);
+        let by_anon = b.block(8);
+        b.anon_word(by_anon);
+        let s = b.build();
+        let all = [by_reg, by_stack, by_global, by_tls, by_anon];
+        for (k, name) in Roots::NAMES.iter().enumerate() {
+            let others: Vec<&str> = Roots::NAMES.iter().copied().filter(|n| n != name).collect();
+            let roots = Roots::parse(&others.join(",")).unwrap();
+            for (j, &a) in all.iter().enumerate() {
+                let want = if j == k { Definite } else { Reachable };
+                assert_eq!(kind_with(&s, a, &roots), want, "without {name}");
+            }
+        }
+        let none = Roots::parse("").unwrap();
+        assert!(all.iter().all(|&a| kind_with(&s, a, &none) == Definite));
+    }
+
+    #[test]
+    fn a_long_chain_of_start_pointers_is_reachable_and_its_lost_twin_is_not() {
+        let mut b = HeapBuilder::new();
+        let kept: Vec<u64> = (0..200).map(|_| b.block(16)).collect();
+        let lost: Vec<u64> = (0..200).map(|_| b.block(16)).collect();
+        for w in kept.windows(2).chain(lost.windows(2)) {
+            b.write(w[0] + 8, w[1]);
+        }
+        b.global(kept[0]);
+        let s = b.build();
+        let l = find(&s.heap(), &opts(2), &synthetic::symbolizer());
+        assert_eq!(l.reachable.blocks, 200);
+        assert_eq!(l.definite.blocks, 1);
+        assert_eq!(l.indirect.blocks, 199);
+        assert_eq!(kind(&s, lost[0]), Definite);
+    }
+
+    #[test]
+    fn a_lost_block_pointing_at_a_reachable_one_changes_nothing() {
+        let mut b = HeapBuilder::new();
+        let kept = b.block(16);
+        let lost = b.block(16);
+        b.global(kept);
+        b.write(lost, kept);
+        let s = b.build();
+        assert_eq!(kinds(&s, &[kept, lost]), [Reachable, Definite]);
+    }
+
+    #[test]
+    fn one_and_four_threads_agree_on_a_big_random_heap() {
+        let mut b = HeapBuilder::new();
+        let blocks: Vec<u64> = (0..3000).map(|i| b.block(16 + (i % 5) * 8)).collect();
+        // A fixed pseudo-random graph: a few roots, start and interior
+        // pointers, cycles.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for &a in &blocks {
+            if rnd() % 3 == 0 {
+                let t = blocks[(rnd() % 3000) as usize];
+                let off = if rnd() % 4 == 0 { 8 } else { 0 };
+                b.write(a, t + off);
+            }
+        }
+        for _ in 0..20 {
+            let t = blocks[(rnd() % 3000) as usize];
+            b.global(t);
+        }
+        let s = b.build();
+        let heap = s.heap();
+        let one = classify(&heap, &opts(1)).0;
+        let four = classify(&heap, &opts(4)).0;
+        assert_eq!(one, four);
+        for k in [Reachable, Possible, Indirect, Definite] {
+            assert!(one.contains(&k), "a graph this size has {k:?} blocks");
+        }
+    }
+
+    #[test]
+    fn groups_are_keyed_by_stack_frames_and_lost_ones_come_first() {
+        let mut b = HeapBuilder::new();
+        b.stack(2, &[0x10, 0x20]);
+        b.stack(3, &[0x10, 0x20]); // the same frames, interned twice
+        b.stack(4, &[0x30]);
+        let x = b.block_with(10, 2, 1);
+        let y = b.block_with(20, 3, 1);
+        let r = b.block_with(1000, 4, 1);
+        b.global(r);
+        let s = b.build();
+        let l = find(&s.heap(), &opts(1), &synthetic::symbolizer());
+        assert_eq!(l.groups.len(), 2);
+        let g = &l.groups[0];
+        assert_eq!(
+            (g.kind, g.blocks, g.bytes, g.stack_id),
+            (Definite, 2, 30, 2)
+        );
+        assert_eq!(g.example_address, x, "the oldest");
+        assert_ne!(g.example_address, y);
+        assert_eq!(l.groups[1].kind, Reachable);
+        assert_eq!(l.groups[1].stack.len(), 1);
+    }
 
     #[test]
     fn pool_visits_every_item_once_with_one_and_several_threads() {

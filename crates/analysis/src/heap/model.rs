@@ -7,6 +7,14 @@
 //! indexes the blocks once (a page table over each cluster of blocks, so a
 //! lookup is one array read plus a short scan); reuse it.
 //!
+//! The analyses see the process only through a [`ProcessImage`]: its
+//! memory (a [`Memory`] that can lend slices), its threads, its mappings
+//! and how much memory was captured. [`Snapshot`] is one; tests build
+//! synthetic images in memory and call [`Heap::new`] with a block table of
+//! their own, so reachability can be checked without a compiler or a
+//! process. Scans borrow whole slices from the image (one dynamic call per
+//! slice, never per word).
+//!
 //! ```no_run
 //! use leaktrail_recording::Snapshot;
 //! use leaktrail_analysis::Heap;
@@ -29,8 +37,126 @@ use serde::Serialize;
 
 use crate::Error;
 use leaktrail_recording::audit::{self, Audit, Block};
-use leaktrail_recording::Memory;
-use leaktrail_recording::Snapshot;
+use leaktrail_recording::snapshot::Thread;
+use leaktrail_recording::{Memory, Snapshot};
+
+/// One mapping of a process image, before [`Heap`] classifies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// First address.
+    pub start: u64,
+    /// One past the last.
+    pub end: u64,
+    /// `rwxp`.
+    pub perms: String,
+    /// Backing file or pseudo-path (`[heap]`), empty for anonymous memory.
+    pub path: String,
+    /// What the capturer said it holds, when it said.
+    pub kind: Option<RegionKind>,
+}
+
+/// What the heap analyses need of a stopped process: a snapshot core, or
+/// a synthetic image in tests.
+///
+/// Shared by the scanning threads, hence `Sync`.
+pub trait ProcessImage: Sync {
+    /// Its memory. [`Memory::borrow`] should lend every range of
+    /// [`ProcessImage::present`]: the scanners skip what it does not.
+    fn memory(&self) -> &(dyn Memory + Sync);
+
+    /// The ranges `[start, end)` whose bytes the image holds (not zero
+    /// tails or holes), sorted and disjoint.
+    fn present(&self) -> Vec<(u64, u64)>;
+
+    /// The threads, with their registers (`user_regs_struct` as words).
+    fn threads(&self) -> &[Thread];
+
+    /// Every mapping, in any order.
+    fn mappings(&self) -> Vec<Mapping>;
+
+    /// `--memory` of the capture (`full`, `tables`, `none`), when known.
+    fn memory_mode(&self) -> Option<&str>;
+
+    /// How to name the image in messages (a path).
+    fn name(&self) -> String;
+}
+
+impl ProcessImage for Snapshot {
+    fn memory(&self) -> &(dyn Memory + Sync) {
+        self
+    }
+
+    fn present(&self) -> Vec<(u64, u64)> {
+        self.segments()
+            .iter()
+            .filter(|s| s.filesz > 0)
+            .map(|s| (s.vaddr, s.vaddr + s.filesz))
+            .collect()
+    }
+
+    fn threads(&self) -> &[Thread] {
+        Snapshot::threads(self)
+    }
+
+    fn mappings(&self) -> Vec<Mapping> {
+        match self.metadata() {
+            Some(m) if !m.regions.is_empty() => m
+                .regions
+                .iter()
+                .map(|r| Mapping {
+                    start: r.start,
+                    end: r.end,
+                    perms: r.perms.clone(),
+                    path: r.path.clone(),
+                    kind: Some(r.kind),
+                })
+                .collect(),
+            _ => {
+                // A foreign core: captured segments, named from NT_FILE.
+                self.segments()
+                    .iter()
+                    .map(|s| {
+                        let path = self
+                            .files()
+                            .iter()
+                            .find(|f| f.start <= s.vaddr && s.vaddr < f.end)
+                            .map(|f| f.path.clone())
+                            .unwrap_or_default();
+                        let perms = format!(
+                            "{}{}{}p",
+                            if s.flags & object::elf::PF_R != 0 {
+                                'r'
+                            } else {
+                                '-'
+                            },
+                            if s.writable() { 'w' } else { '-' },
+                            if s.flags & object::elf::PF_X != 0 {
+                                'x'
+                            } else {
+                                '-'
+                            }
+                        );
+                        Mapping {
+                            start: s.vaddr,
+                            end: s.end(),
+                            perms,
+                            path,
+                            kind: None,
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn memory_mode(&self) -> Option<&str> {
+        self.metadata().map(|m| m.options.memory.as_str())
+    }
+
+    fn name(&self) -> String {
+        self.path().display().to_string()
+    }
+}
 
 /// `fs_base` in `user_regs_struct`: the thread pointer, where x86_64 puts
 /// the TCB with the static TLS block just below it.
@@ -242,16 +368,20 @@ impl BlockIndex {
     }
 }
 
-/// A snapshot with its audit decoded and its areas classified.
+/// A process image with its audit decoded and its areas classified.
 pub struct Heap<'a> {
-    /// The snapshot.
-    pub snap: &'a Snapshot,
+    /// The process image (a snapshot).
+    pub image: &'a dyn ProcessImage,
+    /// Its memory.
+    pub memory: &'a (dyn Memory + Sync),
     /// Its audit.
     pub audit: Audit,
     /// `audit.live`, indexed.
     pub index: BlockIndex,
     /// Every mapping, classified, by address.
     pub areas: Vec<Area>,
+    /// [`ProcessImage::present`], kept for the scanners.
+    present: Vec<(u64, u64)>,
 }
 
 impl<'a> Heap<'a> {
@@ -261,26 +391,63 @@ impl<'a> Heap<'a> {
     pub fn open(snap: &'a Snapshot) -> Result<Heap<'a>, Error> {
         let pid = snap.pid().map(|p| p as u32);
         let audit = audit::find(snap, pid)?.ok_or_else(|| no_audit(snap))?;
+        Ok(Heap::new(snap, audit))
+    }
+
+    /// A heap over `image` whose live blocks (sorted by address, not
+    /// overlapping), stacks and region ranges are `audit`: indexes the
+    /// blocks and classifies the mappings. Costs one pass over the blocks
+    /// and the mappings.
+    pub fn new(image: &'a dyn ProcessImage, audit: Audit) -> Heap<'a> {
         let index = BlockIndex::new(&audit.live);
-        let areas = classify(snap, &audit, &index);
-        Ok(Heap {
-            snap,
+        let areas = classify(image, &audit, &index);
+        Heap {
+            image,
+            memory: image.memory(),
             audit,
             index,
             areas,
-        })
+            present: image.present(),
+        }
     }
 
     /// Fails with [`Error::Insufficient`] when the snapshot kept only the
     /// audit tables (`--memory tables` or `none`): reachability and
     /// reference searches need the process's memory.
     pub fn require_memory(&self) -> Result<(), Error> {
-        match self.snap.metadata().map(|m| m.options.memory.as_str()) {
+        match self.image.memory_mode() {
             Some(mode @ ("tables" | "none")) => Err(Error::Insufficient(format!(
                 "{} was taken with --memory {mode}: it holds the audit but not the process's memory;                  take one with `leaktrail snapshot -p PID` (--memory full, the default)",
-                self.snap.path().display()
+                self.image.name()
             ))),
             _ => Ok(()),
+        }
+    }
+
+    /// The ranges of memory the image holds, sorted.
+    pub fn present(&self) -> &[(u64, u64)] {
+        &self.present
+    }
+
+    /// Calls `f(addr, bytes)` for every piece of `[start, end)` the image
+    /// holds, borrowed in place: one lookup and one borrow per piece, so
+    /// the caller's loop over the words is monomorphic. Zero tails and
+    /// holes are skipped: they hold no pointers.
+    #[inline]
+    pub fn for_each_slice(&self, start: u64, end: u64, mut f: impl FnMut(u64, &[u8])) {
+        let mut i = self.present.partition_point(|&(_, e)| e <= start);
+        while let Some(&(s, e)) = self.present.get(i) {
+            if s >= end {
+                break;
+            }
+            let a = start.max(s);
+            let b = end.min(e);
+            if a < b {
+                if let Some(bytes) = self.memory.borrow(a, b - a) {
+                    f(a, bytes);
+                }
+            }
+            i += 1;
         }
     }
 
@@ -326,72 +493,12 @@ pub fn no_audit(snap: &Snapshot) -> Error {
     ))
 }
 
-/// Calls `f(addr, bytes)` for every piece of `[start, end)` present in the
-/// snapshot's file, borrowing from the mapping. Zero tails and holes are
-/// skipped: they hold no pointers.
-pub fn for_each_slice(snap: &Snapshot, start: u64, end: u64, mut f: impl FnMut(u64, &[u8])) {
-    let segs = snap.segments();
-    let mut i = segs.partition_point(|s| s.end() <= start);
-    while let Some(s) = segs.get(i) {
-        if s.vaddr >= end {
-            break;
-        }
-        let a = start.max(s.vaddr);
-        let b = end.min(s.vaddr + s.filesz);
-        if a < b {
-            if let Some(bytes) = snap.borrow(a, b - a) {
-                f(a, bytes);
-            }
-        }
-        i += 1;
-    }
-}
-
-fn classify(snap: &Snapshot, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
-    let mut raw: Vec<(u64, u64, String, String, Option<RegionKind>)> = match snap.metadata() {
-        Some(m) if !m.regions.is_empty() => m
-            .regions
-            .iter()
-            .map(|r| {
-                (
-                    r.start,
-                    r.end,
-                    r.perms.clone(),
-                    r.path.clone(),
-                    Some(r.kind),
-                )
-            })
-            .collect(),
-        _ => {
-            // A foreign core: captured segments, named from NT_FILE.
-            snap.segments()
-                .iter()
-                .map(|s| {
-                    let path = snap
-                        .files()
-                        .iter()
-                        .find(|f| f.start <= s.vaddr && s.vaddr < f.end)
-                        .map(|f| f.path.clone())
-                        .unwrap_or_default();
-                    let perms = format!(
-                        "{}{}{}p",
-                        if s.flags & object::elf::PF_R != 0 {
-                            'r'
-                        } else {
-                            '-'
-                        },
-                        if s.writable() { 'w' } else { '-' },
-                        if s.flags & object::elf::PF_X != 0 {
-                            'x'
-                        } else {
-                            '-'
-                        }
-                    );
-                    (s.vaddr, s.end(), perms, path, None)
-                })
-                .collect()
-        }
-    };
+fn classify(image: &dyn ProcessImage, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
+    let mut raw: Vec<(u64, u64, String, String, Option<RegionKind>)> = image
+        .mappings()
+        .into_iter()
+        .map(|m| (m.start, m.end, m.perms, m.path, m.kind))
+        .collect();
     raw.sort_by_key(|r| r.0);
     // The kernel merges the tracer's anonymous mappings with neighbours of
     // the same protection (the loader's TLS block, a program's mmap): cut
@@ -430,7 +537,8 @@ fn classify(snap: &Snapshot, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
     }
     let raw = split;
     let stack_of = |start: u64, end: u64| {
-        snap.threads()
+        image
+            .threads()
             .iter()
             .find(|t| start <= t.sp() && t.sp() < end)
             .map(|t| (t.tid, t.sp()))
@@ -459,7 +567,7 @@ fn classify(snap: &Snapshot, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
                 } else {
                     AreaKind::File
                 }
-            } else if looks_like_arena_heap(snap, start, end) {
+            } else if looks_like_arena_heap(image.memory(), start, end) {
                 AreaKind::Arena
             } else if holds_blocks(start, end) {
                 AreaKind::Chunks
@@ -481,7 +589,7 @@ fn classify(snap: &Snapshot, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
         .collect();
     // The main thread's static TLS sits in anonymous memory of the loader's;
     // name it.
-    for t in snap.threads() {
+    for t in image.threads() {
         let fs = t.regs.get(REG_FS_BASE).copied().unwrap_or(0);
         if let Some(a) = areas
             .iter_mut()
@@ -495,11 +603,11 @@ fn classify(snap: &Snapshot, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
 
 /// A non-main arena's heap: 64 MiB aligned, starting with `heap_info`
 /// `{ar_ptr, prev, size, mprotect_size}` whose size fits the mapping.
-fn looks_like_arena_heap(snap: &Snapshot, start: u64, end: u64) -> bool {
+fn looks_like_arena_heap(mem: &dyn Memory, start: u64, end: u64) -> bool {
     if start % ARENA_HEAP_ALIGN != 0 {
         return false;
     }
-    let (Ok(ar_ptr), Ok(size)) = (snap.read_u64(start), snap.read_u64(start + 16)) else {
+    let (Ok(ar_ptr), Ok(size)) = (mem.read_u64(start), mem.read_u64(start + 16)) else {
         return false;
     };
     ar_ptr != 0 && size > 0 && size <= ARENA_HEAP_ALIGN && size % 4096 == 0 && start + size >= end
@@ -633,7 +741,7 @@ impl Heap<'_> {
         if roots.tls {
             // A thread pointer in memory we do not scan whole (an arena, a
             // stack's unused part): scan a window around it.
-            for t in self.snap.threads() {
+            for t in self.image.threads() {
                 let fs = t.regs.get(REG_FS_BASE).copied().unwrap_or(0);
                 let Some(a) = self.area_of(fs) else { continue };
                 let covered = ranges.iter().any(|r| r.start <= fs && fs < r.end);
@@ -647,7 +755,7 @@ impl Heap<'_> {
             }
         }
         let regs = if roots.registers {
-            self.snap
+            self.image
                 .threads()
                 .iter()
                 .flat_map(|t| t.regs.iter().map(move |&r| (t.tid, r)))
@@ -717,6 +825,107 @@ mod tests {
             };
             assert_eq!(ix.find(probe), want, "probe {probe:#x}");
         }
+    }
+
+    #[test]
+    fn index_finds_the_last_byte_and_not_the_next_in_adjacent_blocks() {
+        let blocks = vec![block(0x2000, 16), block(0x2010, 16), block(0x2020, 1)];
+        let ix = BlockIndex::new(&blocks);
+        assert_eq!(ix.find(0x200f), Some(0));
+        assert_eq!(ix.find(0x2010), Some(1));
+        assert_eq!(ix.find(0x201f), Some(1));
+        assert_eq!(ix.find(0x2020), Some(2));
+        assert_eq!(ix.find(0x2021), None);
+        assert_eq!(ix.end(1), 0x2020);
+    }
+
+    #[test]
+    fn index_keeps_clusters_far_apart_separate() {
+        // Three clusters, gaps far wider than CLUSTER_GAP, one block
+        // straddling a page boundary.
+        let blocks = vec![
+            block(0x1000_0ff8, 16),
+            block(0x1000_2000, 64),
+            block(0x5000_0000, 8),
+            block(0x7f00_0000_0000, 0x2_0000),
+        ];
+        let ix = BlockIndex::new(&blocks);
+        assert_eq!(ix.clusters.len(), 3);
+        assert_eq!(ix.find(0x1000_1007), Some(0));
+        assert_eq!(ix.find(0x1000_1008), None);
+        assert_eq!(ix.find(0x1000_203f), Some(1));
+        assert_eq!(ix.find(0x3000_0000), None, "between clusters");
+        assert_eq!(ix.find(0x5000_0007), Some(2));
+        assert_eq!(ix.find(0x5000_0008), None);
+        assert_eq!(ix.find(0x7f00_0001_ffff), Some(3));
+        assert_eq!(ix.find(0x7f00_0002_0000), None);
+        assert_eq!(ix.find(u64::MAX), None);
+        assert_eq!(ix.find(0), None);
+        assert!(BlockIndex::new(&[]).find(0x1000).is_none());
+    }
+
+    #[test]
+    fn synthetic_mappings_are_classified_by_what_they_hold() {
+        use crate::synthetic::*;
+        let s = HeapBuilder::new().build();
+        let heap = s.heap();
+        let kind = |a: u64| heap.area_of(a).map(|a| a.kind.clone());
+        assert_eq!(kind(TEXT), Some(AreaKind::File));
+        assert_eq!(kind(DATA + 8), Some(AreaKind::ModuleData));
+        assert_eq!(kind(BRK), Some(AreaKind::Heap));
+        assert_eq!(kind(ARENA + 0x40), Some(AreaKind::Arena));
+        assert_eq!(kind(FS_BASE), Some(AreaKind::Tls { tid: TID }));
+        assert_eq!(kind(ANON), Some(AreaKind::Anon));
+        assert_eq!(kind(AUDIT), Some(AreaKind::Audit));
+        assert_eq!(kind(SP - 64), Some(AreaKind::Stack { tid: TID, sp: SP }));
+        assert_eq!(kind(0x1000), None);
+        assert!(heap.in_audit(AUDIT + 8) && !heap.in_audit(ANON));
+    }
+
+    #[test]
+    fn root_ranges_start_stacks_at_sp_and_skip_arenas_files_and_the_audit() {
+        use crate::synthetic::*;
+        let s = HeapBuilder::new().build();
+        let heap = s.heap();
+        let (ranges, regs) = heap.root_ranges(&Roots::default());
+        let kinds: Vec<(u64, &str)> = ranges.iter().map(|r| (r.start, r.kind)).collect();
+        assert!(kinds.contains(&(SP, "stack")));
+        assert!(kinds.contains(&(DATA, "global")));
+        assert!(kinds.contains(&(TLS, "tls")));
+        assert!(kinds.contains(&(ANON, "anon")));
+        for r in &ranges {
+            for a in [ARENA, AUDIT, TEXT, BRK] {
+                assert!(!(r.start <= a && a < r.end), "{a:#x} in {r:?}");
+            }
+        }
+        assert_eq!(regs.len(), 27);
+        let (ranges, regs) = heap.root_ranges(&Roots::parse("globals").unwrap());
+        assert_eq!(ranges.len(), 1);
+        assert!(regs.is_empty());
+    }
+
+    #[test]
+    fn a_block_of_brk_heap_memory_is_found_by_block_at() {
+        use crate::synthetic::*;
+        let mut b = HeapBuilder::new();
+        let a = b.block(40);
+        let s = b.build();
+        let heap = s.heap();
+        assert_eq!(heap.block_at(a + 39).map(|b| b.addr), Some(a));
+        assert!(heap.block_at(a + 40).is_none());
+    }
+
+    #[test]
+    fn only_full_captures_have_memory_for_reachability() {
+        use crate::synthetic::*;
+        assert!(HeapBuilder::new().build().heap().require_memory().is_ok());
+        let mut b = HeapBuilder::new();
+        b.memory_mode("tables");
+        let s = b.build();
+        let err = s.heap().require_memory().unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("synthetic.core was taken with --memory tables"));
     }
 
     #[test]

@@ -13,11 +13,10 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::heap::model::{for_each_slice, Heap, Roots};
+use crate::heap::model::{Heap, Roots};
 use crate::symbolize::Symbolizer;
 use crate::whatis::{self, BufferHit, Whatis};
 use crate::Error;
-use leaktrail_recording::Memory;
 
 /// How a word must relate to the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,13 +87,11 @@ pub fn find(
     threads: usize,
 ) -> Refs {
     let segs: Vec<(u64, u64)> = heap
-        .snap
-        .segments()
+        .present()
         .iter()
-        .flat_map(|s| {
+        .flat_map(|&(start, end)| {
             let mut pieces = Vec::new();
-            let mut a = s.vaddr;
-            let end = s.vaddr + s.filesz;
+            let mut a = start;
             while a < end {
                 let b = (a + (8 << 20)).min(end);
                 pieces.push((a, b));
@@ -113,7 +110,7 @@ pub fn find(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(a, b)) = segs.get(i) else { break };
-                    for_each_slice(heap.snap, a, b, |base, bytes| {
+                    heap.for_each_slice(a, b, |base, bytes| {
                         scanned.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                         for (k, w) in bytes.chunks_exact(8).enumerate() {
                             let v = u64::from_le_bytes([
@@ -322,7 +319,7 @@ pub fn chain(
 fn buffer_hop(heap: &Heap<'_>, symbolizer: &Symbolizer, at: u64) -> Hop {
     Hop {
         at,
-        value: heap.snap.read_u64(at).unwrap_or(0),
+        value: heap.memory.read_u64(at).unwrap_or(0),
         holder: "buffer".into(),
         whatis: whatis::whatis_mapped(heap, symbolizer, at),
         register: None,
@@ -387,10 +384,180 @@ fn scan_words(heap: &Heap<'_>, start: u64, end: u64, mut f: impl FnMut(u64, u64)
     if start >= end {
         return;
     }
-    for_each_slice(heap.snap, start, end, |base, bytes| {
+    heap.for_each_slice(start, end, |base, bytes| {
         for (k, w) in bytes.chunks_exact(8).enumerate() {
             let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
             f(base + 8 * k as u64, v);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{self, HeapBuilder, Synthetic, DATA, SP, TID};
+
+    fn refs_to(s: &Synthetic, target: u64, m: Matcher) -> Vec<(u64, u64)> {
+        let heap = s.heap();
+        let one = find(&heap, &synthetic::symbolizer(), target, m, 1);
+        let two = find(&heap, &synthetic::symbolizer(), target, m, 3);
+        let got: Vec<(u64, u64)> = one.refs.iter().map(|r| (r.at, r.value)).collect();
+        let again: Vec<(u64, u64)> = two.refs.iter().map(|r| (r.at, r.value)).collect();
+        assert_eq!(got, again, "1 and 3 threads disagree");
+        got
+    }
+
+    #[test]
+    fn exact_refs_are_found_in_any_memory_but_the_audit_region() {
+        let mut b = HeapBuilder::new();
+        let t = b.block(64);
+        let a = b.block(32);
+        let g = b.global(t);
+        b.write(a + 16, t);
+        let dead = b.dead_stack_word(t);
+        b.audit_word(t);
+        b.stack_word(t + 8); // interior: not an exact match
+        let s = b.build();
+        assert_eq!(
+            refs_to(&s, t, Matcher::Exact),
+            [(g, t), (a + 16, t), (dead, t)]
+        );
+        let heap = s.heap();
+        let r = find(&heap, &synthetic::symbolizer(), t, Matcher::Exact, 2);
+        assert_eq!(r.refs[1].whatis.buffer.as_ref().map(|b| b.addr), Some(a));
+        assert_eq!(r.target_whatis.unwrap().buffer.unwrap().offset, 0);
+        assert!(r.scanned_bytes > 0);
+    }
+
+    #[test]
+    fn invmask_ignores_tag_bits_and_mask_compares_only_its_bits() {
+        let mut b = HeapBuilder::new();
+        let t = b.block(64);
+        let tagged = b.global(t | 1);
+        let high = b.global(t | 0xff00_0000_0000_0000);
+        let s = b.build();
+        assert_eq!(refs_to(&s, t, Matcher::Exact), []);
+        // --invmask 0x7: the low three bits do not matter.
+        assert_eq!(refs_to(&s, t, Matcher::invmask(0x7)), [(tagged, t | 1)]);
+        // --mask 0x00ff_ffff_ffff_fff8: neither the top byte nor the tag.
+        assert_eq!(
+            refs_to(&s, t, Matcher::Mask(0x00ff_ffff_ffff_fff8)),
+            [(tagged, t | 1), (high, t | 0xff00_0000_0000_0000)]
+        );
+        assert_eq!(refs_to(&s, t, Matcher::Mask(!0)), []);
+    }
+
+    #[test]
+    fn range_finds_words_within_the_distance_and_not_at_it() {
+        let mut b = HeapBuilder::new();
+        let t = b.block(64);
+        let w0 = b.stack_word(t);
+        let w8 = b.stack_word(t + 8);
+        let w15 = b.stack_word(t + 15);
+        b.stack_word(t + 16);
+        b.stack_word(t - 1);
+        let s = b.build();
+        assert_eq!(
+            refs_to(&s, t, Matcher::Range(16)),
+            [(w0, t), (w8, t + 8), (w15, t + 15)]
+        );
+        // A zero distance means the address itself.
+        assert_eq!(refs_to(&s, t, Matcher::Range(0)), [(w0, t)]);
+    }
+
+    #[test]
+    fn unaligned_words_are_not_refs() {
+        let mut b = HeapBuilder::new();
+        let t = b.block(64);
+        b.write(DATA + 0x203, t);
+        assert_eq!(refs_to(&b.build(), t, Matcher::Exact), []);
+    }
+
+    #[test]
+    fn a_chain_leads_from_a_global_through_buffers_to_the_target() {
+        let mut b = HeapBuilder::new();
+        let a = b.block(32);
+        let m = b.block(32);
+        let t = b.block(48);
+        let g = b.global(a);
+        b.write(a + 8, m + 16); // interior pointers count for chains
+        b.write(m + 24, t);
+        let s = b.build();
+        let heap = s.heap();
+        let c = chain(&heap, &synthetic::symbolizer(), t + 4, Matcher::Exact, 8).unwrap();
+        assert!(!c.unreached);
+        assert_eq!(c.levels, 3);
+        assert_eq!(c.chains.len(), 1);
+        let hops: Vec<(u64, &str)> = c.chains[0]
+            .hops
+            .iter()
+            .map(|h| (h.at, h.holder.as_str()))
+            .collect();
+        assert_eq!(hops, [(g, "global"), (a + 8, "buffer"), (m + 24, "buffer")]);
+        assert_eq!(c.chains[0].hops[1].value, m + 16);
+        assert_eq!((c.chains[0].target.addr, c.chains[0].target.offset), (t, 4));
+    }
+
+    #[test]
+    fn chains_prefer_the_shortest_path_and_list_every_root_word() {
+        let mut b = HeapBuilder::new();
+        let t = b.block(16);
+        let far = b.block(16);
+        b.global(far);
+        b.write(far, t);
+        let g = b.global(t);
+        let st = b.stack_word(t);
+        let r = b.register(t);
+        let s = b.build();
+        let heap = s.heap();
+        let c = chain(&heap, &synthetic::symbolizer(), t, Matcher::Exact, 8).unwrap();
+        assert_eq!(c.levels, 1);
+        let roots: Vec<(&str, u64)> = c
+            .chains
+            .iter()
+            .map(|ch| (ch.hops[0].holder.as_str(), ch.hops[0].at))
+            .collect();
+        assert_eq!(roots, [("global", g), ("stack", st), ("register", 0)]);
+        assert_eq!(c.chains[2].hops[0].register, Some((TID, r)));
+        assert!(c.chains.iter().all(|ch| ch.hops.len() == 1));
+        let limited = chain(&heap, &synthetic::symbolizer(), t, Matcher::Exact, 2).unwrap();
+        assert_eq!(limited.chains.len(), 2);
+    }
+
+    #[test]
+    fn a_chain_to_a_lost_buffer_is_unreached_and_dead_stack_does_not_lead_there() {
+        let mut b = HeapBuilder::new();
+        let t = b.block(16);
+        b.dead_stack_word(t);
+        b.audit_word(t);
+        let s = b.build();
+        let heap = s.heap();
+        let c = chain(&heap, &synthetic::symbolizer(), t, Matcher::Exact, 8).unwrap();
+        assert!(c.unreached && c.chains.is_empty());
+        assert_eq!(c.levels, 0);
+        assert!(matches!(
+            chain(&heap, &synthetic::symbolizer(), SP, Matcher::Exact, 8),
+            Err(Error::Insufficient(_))
+        ));
+    }
+
+    #[test]
+    fn a_chain_follows_tagged_pointers_under_a_mask() {
+        // Top-byte tags (ARM TBI, pointer packing) take a word out of the
+        // block; a low tag keeps it inside, which chains accept anyway.
+        const TAG: u64 = 0x5a00_0000_0000_0000;
+        let mut b = HeapBuilder::new();
+        let a = b.block(16);
+        let t = b.block(16);
+        b.global(a | TAG);
+        b.write(a, t | 1);
+        let s = b.build();
+        let heap = s.heap();
+        let sym = synthetic::symbolizer();
+        assert!(chain(&heap, &sym, t, Matcher::Exact, 8).unwrap().unreached);
+        let c = chain(&heap, &sym, t, Matcher::invmask(0xff00_0000_0000_0000), 8).unwrap();
+        assert_eq!(c.levels, 2);
+        assert_eq!(c.chains[0].hops[0].value, a | TAG);
+        assert_eq!(c.chains[0].hops[1].value, t | 1);
+    }
 }

@@ -135,11 +135,79 @@ pub fn buffer_hit(heap: &Heap<'_>, symbolizer: &Symbolizer, b: &Block, addr: u64
 /// Walks the thread's stack (CFI, else frame pointers) and names the
 /// frame whose part of the stack, `[sp, cfa)`, holds `addr`.
 fn frame_holding(heap: &Heap<'_>, symbolizer: &Symbolizer, tid: i32, addr: u64) -> Option<Frame> {
-    let t = heap.snap.threads().iter().find(|t| t.tid == tid)?;
-    let frames = symbolizer.unwinder().walk(heap.snap, &t.regs, 256);
+    let t = heap.image.threads().iter().find(|t| t.tid == tid)?;
+    let frames = symbolizer.unwinder().walk(heap.memory, &t.regs, 256);
     frames
         .iter()
         .enumerate()
         .find(|(_, f)| f.sp <= addr && (addr < f.cfa || f.cfa == 0))
         .map(|(i, f)| symbolizer.frame(f.pc, i > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{self, HeapBuilder, ARENA, AUDIT, DATA, SP, TID};
+
+    #[test]
+    fn an_address_inside_a_block_names_the_block_and_the_offset() {
+        let mut b = HeapBuilder::new();
+        b.stack(7, &[0x1234]);
+        let a = b.block_with(40, 7, 55);
+        let s = b.build();
+        let heap = s.heap();
+        let w = whatis(&heap, &synthetic::symbolizer(), a + 39).unwrap();
+        let hit = w.buffer.unwrap();
+        assert_eq!((hit.addr, hit.size, hit.offset), (a, 40, 39));
+        assert_eq!((hit.stack_id, hit.tid), (7, 55));
+        assert_eq!(hit.stack.len(), 1);
+        assert_eq!(w.area.kind, AreaKind::Heap);
+        assert!(w.stack.is_none() && !w.audit);
+        let past = whatis(&heap, &synthetic::symbolizer(), a + 40).unwrap();
+        assert!(past.buffer.is_none());
+        assert_eq!(past.area.kind, AreaKind::Heap);
+    }
+
+    #[test]
+    fn an_address_on_a_stack_names_the_thread_and_the_distance_from_sp() {
+        let s = HeapBuilder::new().build();
+        let heap = s.heap();
+        let sym = synthetic::symbolizer();
+        let above = whatis(&heap, &sym, SP + 16).unwrap().stack.unwrap();
+        assert_eq!((above.tid, above.sp_offset), (TID, 16));
+        let below = whatis(&heap, &sym, SP - 8).unwrap().stack.unwrap();
+        assert_eq!(below.sp_offset, -8);
+    }
+
+    #[test]
+    fn module_data_arenas_and_the_audit_region_are_told_apart() {
+        let mut b = HeapBuilder::new();
+        let in_arena = b.arena_block(16);
+        let s = b.build();
+        let heap = s.heap();
+        let sym = synthetic::symbolizer();
+        let g = whatis(&heap, &sym, DATA + 8).unwrap();
+        assert_eq!(g.area.kind, AreaKind::ModuleData);
+        assert_eq!(g.area.path, "/usr/bin/app");
+        assert!(g.buffer.is_none() && g.stack.is_none() && !g.audit);
+        let a = whatis(&heap, &sym, in_arena + 1).unwrap();
+        assert_eq!(a.area.kind, AreaKind::Arena);
+        assert_eq!(a.buffer.unwrap().offset, 1);
+        assert!(whatis(&heap, &sym, ARENA + 8).unwrap().buffer.is_none());
+        let au = whatis(&heap, &sym, AUDIT + 8).unwrap();
+        assert!(au.audit);
+        assert_eq!(au.area.kind, AreaKind::Audit);
+    }
+
+    #[test]
+    fn an_address_in_no_mapping_is_unmapped() {
+        let s = HeapBuilder::new().build();
+        let heap = s.heap();
+        let sym = synthetic::symbolizer();
+        assert!(matches!(
+            whatis(&heap, &sym, 0x10),
+            Err(Error::Unmapped { addr: 0x10 })
+        ));
+        assert!(whatis_mapped(&heap, &sym, 0x10).is_none());
+    }
 }
