@@ -275,8 +275,8 @@ impl<'a> Heap<'a> {
     /// audit tables (`--memory tables` or `none`): reachability and
     /// reference searches need the process's memory.
     pub fn require_memory(&self) -> Result<(), Error> {
-        match self.snap.metadata().map(|m| m.options.memory.as_str()) {
-            Some(mode @ ("tables" | "none")) => Err(Error::Insufficient(format!(
+        match self.snap.metadata().map(|m| m.options.memory) {
+            Some(mode) if !mode.keeps_memory() => Err(Error::Insufficient(format!(
                 "{} was taken with --memory {mode}: it holds the audit but not the process's memory;                  take one with `leaktrail snapshot -p PID` (--memory full, the default)",
                 self.snap.path().display()
             ))),
