@@ -9,7 +9,9 @@ use leaktrail_analysis::audit_dump;
 use leaktrail_capture::snapshot::MemoryMode;
 use leaktrail_capture::supervise::{self, ExitNotice, Notice, RecordOptions};
 use leaktrail_capture::{node, recording};
+use leaktrail_format::UnwindMode;
 
+use crate::cmd::spelled;
 use crate::cmd::watch::parse_duration;
 
 /// Flags of `leaktrail run`.
@@ -35,8 +37,8 @@ Examples:
   leaktrail run --no-record --dump-at-exit audit.json -- ./test-suite")]
 pub struct Args {
     /// How stacks are captured: dwarf (CFI, then frame pointers), fp, none.
-    #[arg(long, default_value = "dwarf", value_parser = ["dwarf", "fp", "none"])]
-    pub unwind: String,
+    #[arg(long, default_value_t = UnwindMode::Dwarf, value_parser = spelled::<UnwindMode>(UnwindMode::NAMES))]
+    pub unwind: UnwindMode,
     /// Frames per stack (1-256).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub depth: u32,
@@ -48,7 +50,7 @@ pub struct Args {
     pub keep: Option<usize>,
     /// What snapshots capture: full (all writable memory), tables (the audit
     /// only), none (notes only).
-    #[arg(long, default_value = "full", value_parser = parse_memory)]
+    #[arg(long, default_value_t = MemoryMode::Full, value_parser = str::parse::<MemoryMode>)]
     pub memory: MemoryMode,
     /// Recording directory [default: ./leaktrail-<comm>-<pid>-<time>].
     #[arg(long, value_name = "DIR")]
@@ -76,10 +78,6 @@ fn parse_every(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     parse_duration(s)
-}
-
-fn parse_memory(s: &str) -> Result<MemoryMode, String> {
-    s.parse()
 }
 
 /// Runs the subcommand.
