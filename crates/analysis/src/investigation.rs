@@ -19,6 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
+use leaktrail_format::MemoryMode;
 use leaktrail_recording::dir::{self as recording, Meta, Recording, Sample};
 use serde::Serialize;
 
@@ -176,7 +177,7 @@ fn read(path: &Path) -> Result<Read, Error> {
         info: SnapshotInfo {
             path: path.to_path_buf(),
             time_unix_ns: profile.time_unix_ns,
-            memory: meta.map_or_else(|| "unknown".into(), |m| m.options.memory.clone()),
+            memory: meta.map_or_else(|| "unknown".into(), |m| m.options.memory.name().into()),
             pause_ns: meta.map_or(0, |m| m.pause_ns),
             captured_bytes: snap.captured_bytes(),
             rss: meta.map_or(0, |m| m.smaps.total.rss),
@@ -255,7 +256,11 @@ pub fn open(dir: &Path) -> Result<Investigation, Error> {
     });
     let profiles: Vec<Profile> = series.iter().map(|r| r.profile.clone()).collect();
     let growth = (profiles.len() >= 2).then(|| growth::analyse(&profiles));
-    let leaks = match reads.iter().rev().find(|r| r.info.memory == "full") {
+    let leaks = match reads
+        .iter()
+        .rev()
+        .find(|r| r.info.memory.parse().is_ok_and(MemoryMode::keeps_memory))
+    {
         Some(r) => match find_leaks(&r.info.path) {
             Ok(leaks) => Some(LeakSummary {
                 path: r.info.path.clone(),

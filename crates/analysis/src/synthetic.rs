@@ -22,6 +22,8 @@
 
 use std::collections::BTreeMap;
 
+use leaktrail_format::MemoryMode;
+
 use leaktrail_recording::snapshot::metadata::RegionKind;
 use leaktrail_recording::snapshot::note::{REG_RIP, REG_RSP};
 
@@ -74,7 +76,7 @@ pub struct SyntheticImage {
     regions: Vec<(u64, Vec<u8>)>,
     mappings: Vec<Mapping>,
     threads: Vec<Thread>,
-    mode: Option<String>,
+    mode: Option<MemoryMode>,
 }
 
 impl SyntheticImage {
@@ -124,8 +126,8 @@ impl ProcessImage for SyntheticImage {
         self.mappings.clone()
     }
 
-    fn memory_mode(&self) -> Option<&str> {
-        self.mode.as_deref()
+    fn memory_mode(&self) -> Option<MemoryMode> {
+        self.mode
     }
 
     fn name(&self) -> String {
@@ -197,7 +199,7 @@ impl HeapBuilder {
                     fpregs: None,
                     xstate: None,
                 }],
-                mode: Some("full".into()),
+                mode: Some(MemoryMode::Full),
             },
             blocks: Vec::new(),
             stacks: BTreeMap::from([(1, DEFAULT_FRAMES.to_vec())]),
@@ -221,8 +223,8 @@ impl HeapBuilder {
     }
 
     /// Records the capture as taken with `--memory mode`.
-    pub fn memory_mode(&mut self, mode: &str) -> &mut Self {
-        self.image.mode = Some(mode.into());
+    pub fn memory_mode(&mut self, mode: MemoryMode) -> &mut Self {
+        self.image.mode = Some(mode);
         self
     }
 

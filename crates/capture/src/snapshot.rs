@@ -37,6 +37,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use leaktrail_format::MemoryMode;
 use leaktrail_format::{HEADER_MAPPING_BYTES, NOTE_NAME, NOTE_TYPE};
 use leaktrail_recording::audit;
 use leaktrail_recording::dir::snapshots::Snapshots;
@@ -48,42 +49,6 @@ use leaktrail_recording::snapshot::{default_file_name, elf, note};
 use memory::{Copier, Piece, Staging};
 
 use crate::Error;
-
-/// Which memory a snapshot keeps.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum MemoryMode {
-    /// All writable and all anonymous memory (what findleaks needs), plus
-    /// the ELF header page of every module and the vDSO.
-    #[default]
-    Full,
-    /// Only the tracer's audit region, plus module ELF headers and the vDSO.
-    Tables,
-    /// Notes only: threads, registers, mappings and metadata.
-    None,
-}
-
-impl MemoryMode {
-    /// The name used on the command line and in the metadata.
-    pub fn name(self) -> &'static str {
-        match self {
-            MemoryMode::Full => "full",
-            MemoryMode::Tables => "tables",
-            MemoryMode::None => "none",
-        }
-    }
-}
-
-impl std::str::FromStr for MemoryMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "full" => Ok(MemoryMode::Full),
-            "tables" => Ok(MemoryMode::Tables),
-            "none" => Ok(MemoryMode::None),
-            _ => Err(format!("expected full, tables or none, found {s:?}")),
-        }
-    }
-}
 
 /// How to take a snapshot.
 #[non_exhaustive]
@@ -340,7 +305,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         smaps: summarise(&maps, &audit_ranges),
         regions: regions(&maps, &loads, &audit_ranges),
         options: metadata::CaptureOptions {
-            memory: options.memory.name().into(),
+            memory: options.memory,
             writer: format!("leaktrail {}", env!("CARGO_PKG_VERSION")),
         },
         pause_ns: pause.as_nanos() as u64,
@@ -880,12 +845,6 @@ mod tests {
             default_file_name("a", 1, 1_709_210_096),
             "leaktrail-a-1-20240229T123456Z.core"
         );
-    }
-
-    #[test]
-    fn memory_modes_parse() {
-        assert_eq!("tables".parse::<MemoryMode>(), Ok(MemoryMode::Tables));
-        assert!("most".parse::<MemoryMode>().is_err());
     }
 
     fn mapping(line: &str, rss: u64) -> Mapping {

@@ -6,7 +6,8 @@
 //! tracer writes `exit PID STATUS HEADER_ADDR` on the socket and waits; the
 //! supervisor runs its at-exit action (capture the final state) while the
 //! heap is still intact, then answers with one byte and the program
-//! finishes its exit. The child's exit status is passed through.
+//! finishes its exit. The child's exit status is passed through. Both
+//! sides of that contract are in [`leaktrail_format::handover`].
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -17,6 +18,9 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use leaktrail_format::handover;
+pub use leaktrail_format::handover::{ExitNotice, Notice};
+use leaktrail_format::UnwindMode;
 use leaktrail_recording::dir::snapshots::Snapshots;
 
 use crate::snapshot::{self, MemoryMode};
@@ -29,8 +33,8 @@ use crate::Error;
 pub struct TraceOptions {
     /// The preload library.
     pub library: PathBuf,
-    /// `dwarf`, `fp` or `none`.
-    pub unwind: String,
+    /// How the tracer captures stacks.
+    pub unwind: UnwindMode,
     /// Frames per stack.
     pub depth: u32,
 }
@@ -40,51 +44,8 @@ impl TraceOptions {
     pub fn new(library: PathBuf) -> Self {
         TraceOptions {
             library,
-            unwind: "dwarf".to_string(),
+            unwind: UnwindMode::Dwarf,
             depth: leaktrail_format::DEFAULT_DEPTH as u32,
-        }
-    }
-}
-
-/// What the tracer says when the program ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExitNotice {
-    /// The process.
-    pub pid: i32,
-    /// The status it is exiting with.
-    pub status: i32,
-    /// Address of its audit region's header (0 if it has none).
-    pub header_addr: u64,
-}
-
-/// A line from the tracer: it started (before the program's code runs) or
-/// the program is ending. Either way the tracer waits for our answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Notice {
-    /// `start PID 0 0xHEADER`.
-    Start(ExitNotice),
-    /// `exit PID STATUS 0xHEADER`.
-    Exit(ExitNotice),
-}
-
-impl Notice {
-    /// Parses `start|exit PID VALUE 0xADDR`.
-    pub fn parse(line: &str) -> Option<Notice> {
-        let mut it = line.split_whitespace();
-        let kind = it.next()?;
-        let pid = it.next()?.parse().ok()?;
-        let status = it.next()?.parse::<u32>().ok()? as i32;
-        let addr = it.next()?;
-        let header_addr = u64::from_str_radix(addr.strip_prefix("0x")?, 16).ok()?;
-        let n = ExitNotice {
-            pid,
-            status,
-            header_addr,
-        };
-        match kind {
-            "start" => Some(Notice::Start(n)),
-            "exit" => Some(Notice::Exit(n)),
-            _ => None,
         }
     }
 }
@@ -100,7 +61,7 @@ pub struct Traced {
 pub fn find_library(exe: &Path) -> Result<PathBuf, Error> {
     const NAME: &str = "libleaktrail_preload.so";
     let mut tried = Vec::new();
-    if let Some(p) = std::env::var_os("LEAKTRAIL_PRELOAD") {
+    if let Some(p) = std::env::var_os(handover::PRELOAD) {
         let p = PathBuf::from(p);
         if p.is_file() {
             return Ok(p);
@@ -118,12 +79,13 @@ pub fn find_library(exe: &Path) -> Result<PathBuf, Error> {
     Err(Error::Malformed {
         path: PathBuf::from(NAME),
         why: format!(
-            "the tracer library is not where leaktrail looks ({}); build it with `cargo build --workspace` or set LEAKTRAIL_PRELOAD",
+            "the tracer library is not where leaktrail looks ({}); build it with `cargo build --workspace` or set {}",
             tried
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            handover::PRELOAD,
         ),
     })
 }
@@ -142,9 +104,9 @@ pub fn spawn(mut cmd: Command, opts: &TraceOptions) -> Result<Traced, Error> {
         _ => opts.library.clone().into_os_string(),
     };
     cmd.env("LD_PRELOAD", preload)
-        .env("LEAKTRAIL_UNWIND", &opts.unwind)
-        .env("LEAKTRAIL_DEPTH", opts.depth.to_string())
-        .env("LEAKTRAIL_SUPERVISOR_FD", theirs.as_raw_fd().to_string());
+        .env(handover::UNWIND, opts.unwind.name())
+        .env(handover::DEPTH, opts.depth.to_string())
+        .env(handover::SUPERVISOR_FD, theirs.as_raw_fd().to_string());
     let child = cmd
         .spawn()
         .map_err(|source| Error::Spawn { program, source })?;
@@ -439,31 +401,5 @@ pub fn exit_code(status: ExitStatus) -> u8 {
         (Some(c), _) => c as u8,
         (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
         _ => 1,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_notices() {
-        let n = ExitNotice {
-            pid: 42,
-            status: 3,
-            header_addr: 0x7f00_0000_1000,
-        };
-        assert_eq!(
-            Notice::parse("exit 42 3 0x7f0000001000"),
-            Some(Notice::Exit(n))
-        );
-        assert_eq!(
-            Notice::parse("start 42 0 0x7f0000001000"),
-            Some(Notice::Start(ExitNotice { status: 0, ..n }))
-        );
-        assert_eq!(Notice::parse("exit 42 3"), None);
-        assert_eq!(Notice::parse("hello"), None);
-        assert_eq!(Notice::parse("exit x 3 0x1"), None);
-        assert_eq!(Notice::parse("stop 42 3 0x1"), None);
     }
 }

@@ -34,6 +34,14 @@
 //! the process, and how many records may be off by one if it cannot (a core
 //! file).
 //!
+//! # Modes and the tracer's contract
+//!
+//! The modes a user chooses ([`MemoryMode`], [`UnwindMode`], [`FailOn`]
+//! over [`LeakKind`]) are spelled once, by their `name()`, which `FromStr`
+//! reverses; [`handover`] holds the environment variables the supervisor
+//! sets for the tracer and the start/exit line they exchange. None of it
+//! allocates.
+//!
 //! # Example
 //!
 //! ```
@@ -46,6 +54,11 @@
 #![deny(missing_docs)]
 
 use core::sync::atomic::{AtomicU32, AtomicU64};
+
+pub mod handover;
+mod mode;
+
+pub use mode::{FailOn, LeakKind, MemoryMode, UnknownName, UnwindMode};
 
 /// The first eight bytes of the region's header page.
 pub const MAGIC: [u8; 8] = *b"LEAKTRL1";
@@ -142,30 +155,6 @@ impl Lifecycle {
             1 => Self::Running,
             2 => Self::Full,
             3 => Self::Disabled,
-            _ => return None,
-        })
-    }
-}
-
-/// How the tracer captures stacks.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UnwindMode {
-    /// No stacks: only sizes, threads and times.
-    None = 0,
-    /// Frame pointers only.
-    FramePointer = 1,
-    /// DWARF CFI where the code has it, frame pointers elsewhere.
-    Dwarf = 2,
-}
-
-impl UnwindMode {
-    /// Decodes a stored mode word.
-    pub fn from_u32(v: u32) -> Option<Self> {
-        Some(match v {
-            0 => Self::None,
-            1 => Self::FramePointer,
-            2 => Self::Dwarf,
             _ => return None,
         })
     }

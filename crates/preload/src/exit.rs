@@ -13,6 +13,8 @@
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use leaktrail_format::handover::{self, ExitNotice, Notice};
+
 use crate::hooks::next_symbol;
 use crate::tracer::{SUPERVISOR_FD, SUPERVISOR_INODE};
 use crate::{region, sys};
@@ -38,19 +40,19 @@ pub fn hand_over(status: c_int) {
     if DONE.swap(true, Ordering::AcqRel) {
         return;
     }
-    tell_and_wait(b"exit ", status as u32 as u64);
+    tell_and_wait(Notice::Exit, status);
 }
 
 /// Tells the supervisor the tracer is ready, before the program's own code
 /// runs, and waits until it has set up its recording (so that a recording
 /// exists before the program can do anything worth recording).
 pub fn announce_start() {
-    tell_and_wait(b"start ", 0);
+    tell_and_wait(Notice::Start, 0);
 }
 
-/// Writes `WHAT PID VALUE 0xHEADER` to the supervisor and waits for its
-/// one-byte answer. Nothing happens without a supervisor.
-fn tell_and_wait(what: &[u8], value: u64) {
+/// Writes the [`Notice`] line to the supervisor and waits for its one-byte
+/// answer. Nothing happens without a supervisor.
+fn tell_and_wait(kind: fn(ExitNotice) -> Notice, status: c_int) {
     let fd = SUPERVISOR_FD.load(Ordering::Relaxed);
     if fd < 0 {
         return;
@@ -61,26 +63,13 @@ fn tell_and_wait(what: &[u8], value: u64) {
         // the number may now be one of its own files.
         return;
     }
-    let mut line = [0u8; 96];
-    let mut n = 0;
-    let mut put = |bytes: &[u8]| {
-        let k = bytes.len().min(line.len() - n);
-        line[n..n + k].copy_from_slice(&bytes[..k]);
-        n += k;
-    };
-    let mut dec = [0u8; 20];
-    let mut hex = [0u8; 16];
-    put(what);
-    put(sys::fmt_u64(sys::getpid() as u64, &mut dec));
-    put(b" ");
-    put(sys::fmt_u64(value, &mut dec));
-    put(b" 0x");
-    put(sys::fmt_hex(
-        region::header().map_or(0, |h| h as *const _ as u64),
-        &mut hex,
-    ));
-    put(b"\n");
-    sys::write_all(fd, &line[..n]);
+    let notice = kind(ExitNotice {
+        pid: sys::getpid() as i32,
+        status,
+        header_addr: region::header().map_or(0, |h| h as *const _ as u64),
+    });
+    let mut line = [0u8; handover::LINE_BYTES];
+    sys::write_all(fd, notice.encode(&mut line));
     let mut ack = [0u8; 1];
     sys::read(fd, &mut ack);
 }

@@ -28,6 +28,8 @@
 //!
 //! # Configuration (environment, read once at load)
 //!
+//! The names are defined once, in [`leaktrail_format::handover`].
+//!
 //! * `LEAKTRAIL_UNWIND`: `dwarf` (default), `fp` or `none`.
 //! * `LEAKTRAIL_DEPTH`: frames per stack, default 64, at most 256.
 //! * `LEAKTRAIL_DISABLE=1`: load but record nothing.

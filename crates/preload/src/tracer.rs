@@ -14,6 +14,7 @@
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
+use leaktrail_format::handover::{self, EnvName};
 use leaktrail_format::{self as format, Header, Lifecycle, UnwindMode, MAX_DEPTH};
 
 use crate::region::{self, Record};
@@ -36,20 +37,19 @@ pub static SUPERVISOR_INODE: AtomicU64 = AtomicU64::new(0);
 /// table. Runs once, from the library's constructor.
 pub fn init() {
     thread::quietly(|| {
-        if env_is("LEAKTRAIL_DISABLE", b"1") {
+        if env(handover::DISABLE) == Some(b"1") {
             STATE.store(Lifecycle::Disabled as u32, Ordering::Release);
             return;
         }
-        let mode = match env(b"LEAKTRAIL_UNWIND\0") {
-            Some(b"none") => UnwindMode::None,
-            Some(b"fp") => UnwindMode::FramePointer,
-            _ => UnwindMode::Dwarf,
-        };
-        let depth = env(b"LEAKTRAIL_DEPTH\0")
+        let mode = env(handover::UNWIND)
+            .and_then(|v| core::str::from_utf8(v).ok())
+            .and_then(UnwindMode::from_name)
+            .unwrap_or(UnwindMode::Dwarf);
+        let depth = env(handover::DEPTH)
             .and_then(parse_u32)
             .map(|d| d.clamp(1, MAX_DEPTH as u32))
             .unwrap_or(format::DEFAULT_DEPTH as u32);
-        if let Some(limit) = env(b"LEAKTRAIL_REGION_LIMIT\0").and_then(parse_u64) {
+        if let Some(limit) = env(handover::REGION_LIMIT).and_then(parse_u64) {
             region::LIMIT.store(limit, Ordering::Relaxed);
         }
         MODE.store(mode as u32, Ordering::Relaxed);
@@ -61,14 +61,14 @@ pub fn init() {
         if let Some((_, end)) = crate::selfmaps::mapping_containing(sp) {
             thread::MAIN_STACK_TOP.store(end, Ordering::Relaxed);
         }
-        if let Some(fd) = env(b"LEAKTRAIL_SUPERVISOR_FD\0").and_then(parse_u32) {
+        if let Some(fd) = env(handover::SUPERVISOR_FD).and_then(parse_u32) {
             // Only the process the supervisor launched talks to it: programs
             // it execs inherit the tracer but not the link.
             // SAFETY: fcntl on a descriptor number has no memory effects;
             // unsetenv runs before any other thread of the program exists.
             unsafe {
                 libc::fcntl(fd as i32, libc::F_SETFD, libc::FD_CLOEXEC);
-                libc::unsetenv(c"LEAKTRAIL_SUPERVISOR_FD".as_ptr());
+                libc::unsetenv(handover::SUPERVISOR_FD.as_c_str().as_ptr());
             }
             if let Some((_, inode)) = sys::file_identity(fd as i32) {
                 SUPERVISOR_INODE.store(inode, Ordering::Relaxed);
@@ -97,22 +97,15 @@ pub fn init() {
     });
 }
 
-fn env(name_nul: &[u8]) -> Option<&'static [u8]> {
-    // SAFETY: `name_nul` is NUL-terminated; getenv neither allocates nor
+fn env(name: EnvName) -> Option<&'static [u8]> {
+    // SAFETY: the name is NUL-terminated; getenv neither allocates nor
     // locks, and the environment outlives us.
-    let p = unsafe { libc::getenv(name_nul.as_ptr().cast()) };
+    let p = unsafe { libc::getenv(name.as_c_str().as_ptr()) };
     if p.is_null() {
         return None;
     }
     // SAFETY: getenv returns a NUL-terminated string.
     Some(unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes())
-}
-
-fn env_is(name: &str, value: &[u8]) -> bool {
-    let mut buf = [0u8; 64];
-    let n = name.len().min(63);
-    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
-    env(&buf[..=n]) == Some(value)
 }
 
 fn parse_u64(s: &[u8]) -> Option<u64> {

@@ -290,13 +290,9 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
             None => "unknown",
         }
         .to_string(),
-        unwind: match UnwindMode::from_u32(h.unwind_mode) {
-            Some(UnwindMode::None) => "none",
-            Some(UnwindMode::FramePointer) => "fp",
-            Some(UnwindMode::Dwarf) => "dwarf",
-            None => "unknown",
-        }
-        .to_string(),
+        unwind: UnwindMode::from_u32(h.unwind_mode)
+            .map_or("unknown", UnwindMode::name)
+            .to_string(),
         max_depth: h.max_depth,
         start_realtime_ns: h.start_realtime_ns,
         counters: AuditCounters {

@@ -150,7 +150,7 @@ mod tests {
             header_addr: 0,
             pid: 1,
             state: "running".into(),
-            unwind: "dwarf".into(),
+            unwind: leaktrail_format::UnwindMode::Dwarf.name().into(),
             max_depth: 64,
             start_realtime_ns: 0,
             counters: AuditCounters::default(),

@@ -30,31 +30,8 @@ use serde::Serialize;
 use crate::heap::model::{canonical_stacks, Heap, RootRange, Roots};
 use crate::symbolize::{Frame, Symbolizer};
 
-/// The four classes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LeakKind {
-    /// Unreached and not pointed to by other unreached blocks.
-    Definite,
-    /// Unreached, pointed to by unreached blocks.
-    Indirect,
-    /// Reached only through interior pointers.
-    Possible,
-    /// Reached through start pointers.
-    Reachable,
-}
-
-impl LeakKind {
-    /// The word used in text output.
-    pub fn describe(self) -> &'static str {
-        match self {
-            LeakKind::Definite => "definitely lost",
-            LeakKind::Indirect => "indirectly lost",
-            LeakKind::Possible => "possibly lost",
-            LeakKind::Reachable => "still reachable",
-        }
-    }
-}
+/// The four classes (defined, with their spellings, in `leaktrail_format`).
+pub use leaktrail_format::LeakKind;
 
 /// Bytes and blocks of one class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -32,6 +32,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use leaktrail_format::MemoryMode;
 use leaktrail_recording::snapshot::metadata::RegionKind;
 use serde::Serialize;
 
@@ -75,7 +76,7 @@ pub trait ProcessImage: Sync {
     fn mappings(&self) -> Vec<Mapping>;
 
     /// `--memory` of the capture (`full`, `tables`, `none`), when known.
-    fn memory_mode(&self) -> Option<&str>;
+    fn memory_mode(&self) -> Option<MemoryMode>;
 
     /// How to name the image in messages (a path).
     fn name(&self) -> String;
@@ -149,8 +150,8 @@ impl ProcessImage for Snapshot {
         }
     }
 
-    fn memory_mode(&self) -> Option<&str> {
-        self.metadata().map(|m| m.options.memory.as_str())
+    fn memory_mode(&self) -> Option<MemoryMode> {
+        self.metadata().map(|m| m.options.memory)
     }
 
     fn name(&self) -> String {
@@ -416,7 +417,7 @@ impl<'a> Heap<'a> {
     /// reference searches need the process's memory.
     pub fn require_memory(&self) -> Result<(), Error> {
         match self.image.memory_mode() {
-            Some(mode @ ("tables" | "none")) => Err(Error::Insufficient(format!(
+            Some(mode) if !mode.keeps_memory() => Err(Error::Insufficient(format!(
                 "{} was taken with --memory {mode}: it holds the audit but not the process's memory;                  take one with `leaktrail snapshot -p PID` (--memory full, the default)",
                 self.image.name()
             ))),
@@ -920,7 +921,7 @@ mod tests {
         use crate::synthetic::*;
         assert!(HeapBuilder::new().build().heap().require_memory().is_ok());
         let mut b = HeapBuilder::new();
-        b.memory_mode("tables");
+        b.memory_mode(MemoryMode::Tables);
         let s = b.build();
         let err = s.heap().require_memory().unwrap_err();
         assert!(err

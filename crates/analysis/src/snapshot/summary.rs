@@ -147,7 +147,7 @@ pub fn of(snap: &Snapshot) -> Summary {
         time_unix_ns: meta.map(|m| m.time_unix_ns),
         time_utc: meta.map(|m| utc(m.time_unix_ns / 1_000_000_000)),
         pause_ns: meta.map(|m| m.pause_ns),
-        memory_mode: meta.map(|m| m.options.memory.clone()),
+        memory_mode: meta.map(|m| m.options.memory.name().into()),
         threads,
         modules: snap.modules(),
         regions: kinds(snap),

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use leaktrail_analysis::{investigation, maps_diff, trend};
+use leaktrail_format::MemoryMode;
 use leaktrail_recording::dir::{self as recording, Recording, SampleSelector};
 use leaktrail_report::html::{self, HtmlOptions};
 use leaktrail_report::{diagnosis, svg, text};
@@ -222,7 +223,7 @@ fn record(exe: &std::path::Path, dir: &std::path::Path, args: &Args) -> anyhow::
         .arg("run")
         .args(["--every", &ms(every(args.duration))])
         .args(["--interval", &ms(args.interval)])
-        .args(["--memory", "full", "--out"])
+        .args(["--memory", MemoryMode::Full.name(), "--out"])
         .arg(dir)
         .arg("--")
         .arg(exe)

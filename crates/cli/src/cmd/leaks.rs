@@ -4,9 +4,10 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use leaktrail_analysis::leaks::{self, LeaksOptions};
+use leaktrail_analysis::leaks::{self, LeakKind, LeaksOptions};
 use leaktrail_analysis::symbolize::Symbolizer;
 use leaktrail_analysis::{Heap, Roots};
+use leaktrail_format::FailOn;
 use leaktrail_recording::Snapshot;
 use leaktrail_report::heap::leaks as render;
 
@@ -31,8 +32,8 @@ pub struct Args {
     /// The snapshot (taken of a process started with `leaktrail run`).
     snap: PathBuf,
     /// Exit with status 3 if leaks of this kind or worse exist.
-    #[arg(long, value_parser = ["definite", "possible"])]
-    fail_on: Option<String>,
+    #[arg(long, value_parser = crate::cmd::spelled::<FailOn>(FailOn::NAMES))]
+    fail_on: Option<FailOn>,
     /// Keep only groups whose allocation stack passes through a function
     /// whose name contains NAME.
     #[arg(long, value_name = "NAME")]
@@ -76,11 +77,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         out.write_all(render::text(&found, &r).as_bytes())?;
     }
     out.flush()?;
-    let failed = match args.fail_on.as_deref() {
-        Some("definite") => found.definite.blocks + found.indirect.blocks > 0,
-        Some(_) => found.definite.blocks + found.indirect.blocks + found.possible.blocks > 0,
-        None => false,
-    };
+    let failed = args.fail_on.is_some_and(|on| {
+        LeakKind::ALL
+            .iter()
+            .any(|&k| on.counts(k) && found.tally(k).blocks > 0)
+    });
     Ok(if failed {
         ExitCode::from(3)
     } else {

@@ -20,3 +20,15 @@ pub mod snapshot;
 pub mod trend;
 pub mod watch;
 pub mod whatis;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use leaktrail_format::UnknownName;
+
+/// The parser of a flag that takes one of a mode's `names`: help and errors
+/// list them, as they would for a literal list.
+pub fn spelled<T>(names: &'static [&'static str]) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = UnknownName> + Clone + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
+}

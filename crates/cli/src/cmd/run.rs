@@ -10,8 +10,10 @@ use leaktrail_capture::memory::LiveProcess;
 use leaktrail_capture::node;
 use leaktrail_capture::snapshot::MemoryMode;
 use leaktrail_capture::supervise::{self, ExitNotice, Notice, RecordOptions};
+use leaktrail_format::UnwindMode;
 use leaktrail_recording::dir as recording;
 
+use crate::cmd::spelled;
 use crate::cmd::watch::parse_duration;
 
 /// Flags of `leaktrail run`.
@@ -37,8 +39,8 @@ Examples:
   leaktrail run --no-record --dump-at-exit audit.json -- ./test-suite")]
 pub struct Args {
     /// How stacks are captured: dwarf (CFI, then frame pointers), fp, none.
-    #[arg(long, default_value = "dwarf", value_parser = ["dwarf", "fp", "none"])]
-    pub unwind: String,
+    #[arg(long, default_value_t = UnwindMode::Dwarf, value_parser = spelled::<UnwindMode>(UnwindMode::NAMES))]
+    pub unwind: UnwindMode,
     /// Frames per stack (1-256).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub depth: u32,
@@ -50,7 +52,7 @@ pub struct Args {
     pub keep: Option<usize>,
     /// What snapshots capture: full (all writable memory), tables (the audit
     /// only), none (notes only).
-    #[arg(long, default_value = "full", value_parser = parse_memory)]
+    #[arg(long, default_value_t = MemoryMode::Full, value_parser = str::parse::<MemoryMode>)]
     pub memory: MemoryMode,
     /// Recording directory [default: ./leaktrail-<comm>-<pid>-<time>].
     #[arg(long, value_name = "DIR")]
@@ -78,10 +80,6 @@ fn parse_every(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     parse_duration(s)
-}
-
-fn parse_memory(s: &str) -> Result<MemoryMode, String> {
-    s.parse()
 }
 
 /// Runs the subcommand.

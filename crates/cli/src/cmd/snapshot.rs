@@ -25,7 +25,7 @@ pub struct Args {
     /// Which memory to keep: `full` (all writable and anonymous memory),
     /// `tables` (only the tracer's audit region) or `none` (threads,
     /// registers, mappings and metadata).
-    #[arg(long, default_value = "full", value_parser = parse_memory)]
+    #[arg(long, default_value_t = MemoryMode::Full, value_parser = str::parse::<MemoryMode>)]
     memory: MemoryMode,
     /// Output file (default `leaktrail-<comm>-<pid>-<time>.core` here).
     #[arg(short, long)]
@@ -33,10 +33,6 @@ pub struct Args {
     /// Also print where the pause went.
     #[arg(short, long)]
     verbose: bool,
-}
-
-fn parse_memory(s: &str) -> Result<MemoryMode, String> {
-    s.parse()
 }
 
 /// Runs the subcommand.

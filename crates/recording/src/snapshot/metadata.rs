@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use leaktrail_format::MemoryMode;
 use serde::{Deserialize, Serialize};
 
 use crate::maps::Region;
@@ -174,8 +175,8 @@ pub struct SmapsTotals {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CaptureOptions {
-    /// `full`, `tables` or `none`.
-    pub memory: String,
+    /// Which memory was kept (JSON: its name, `full`, `tables` or `none`).
+    pub memory: MemoryMode,
     /// The leaktrail version that wrote the file.
     pub writer: String,
 }
@@ -200,5 +201,35 @@ impl Metadata {
     /// Parses a note's payload.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The options part of a note written before the mode had a type.
+    const OLD_NOTE: &str = r#"{"version":1,"pid":7,"comm":"app",
+        "options":{"memory":"tables","writer":"leaktrail 0.1.0"}}"#;
+
+    #[test]
+    fn old_notes_read_back() {
+        let m = Metadata::from_json(OLD_NOTE.as_bytes()).unwrap();
+        assert_eq!(m.options.memory, MemoryMode::Tables);
+        assert_eq!(m.options.writer, "leaktrail 0.1.0");
+        assert_eq!(m.pid, 7);
+    }
+
+    #[test]
+    fn modes_keep_their_json_spelling() {
+        for &memory in MemoryMode::ALL {
+            let mut m = Metadata::default();
+            m.options.memory = memory;
+            let json: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+            assert_eq!(json["options"]["memory"], memory.name());
+            assert_eq!(Metadata::from_json(&m.to_json()).unwrap(), m);
+        }
+        let bad = r#"{"options":{"memory":"most"}}"#;
+        assert!(Metadata::from_json(bad.as_bytes()).is_err());
     }
 }

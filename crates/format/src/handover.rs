@@ -1,0 +1,327 @@
+//! The contract between the tracer and `leaktrail run` (the supervisor).
+//!
+//! The supervisor starts the program with the tracer in `LD_PRELOAD` and
+//! configures it through the environment variables below, one of them the
+//! number of a socket ([`SUPERVISOR_FD`]). On that socket the tracer writes
+//! one [`Notice`] line at its start and one at the program's exit, and each
+//! time waits for one byte back:
+//!
+//! ```text
+//! start PID 0 0xHEADER
+//! exit PID STATUS 0xHEADER
+//! ```
+//!
+//! `PID` is decimal, `STATUS` the exit status as an unsigned 32-bit decimal,
+//! `HEADER` the audit region's header address in lowercase hex (`0x0` if
+//! there is none), and the line ends in `\n`. The tracer writes it on its
+//! hook-free init and exit paths, so [`Notice::encode`] fills a caller's
+//! fixed buffer and never allocates.
+//!
+//! ```
+//! use leaktrail_format::handover::{ExitNotice, Notice, LINE_BYTES};
+//! let n = Notice::Exit(ExitNotice { pid: 42, status: 3, header_addr: 0x7f00 });
+//! let mut buf = [0u8; LINE_BYTES];
+//! let line = n.encode(&mut buf);
+//! assert_eq!(line, b"exit 42 3 0x7f00\n");
+//! assert_eq!(Notice::parse("exit 42 3 0x7f00"), Some(n));
+//! ```
+
+use core::ffi::CStr;
+
+/// The name of an environment variable of the contract, with the NUL the
+/// tracer's `getenv` needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnvName(&'static CStr);
+
+impl EnvName {
+    /// The name, for `getenv` and `unsetenv`.
+    pub const fn as_c_str(self) -> &'static CStr {
+        self.0
+    }
+
+    /// The name without its NUL.
+    pub const fn as_str(self) -> &'static str {
+        match core::str::from_utf8(self.0.to_bytes()) {
+            Ok(s) => s,
+            // Every name below is ASCII.
+            Err(_) => "",
+        }
+    }
+}
+
+impl core::fmt::Display for EnvName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "std")]
+impl AsRef<std::ffi::OsStr> for EnvName {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        std::ffi::OsStr::new(self.as_str())
+    }
+}
+
+/// How the tracer captures stacks: an [`crate::UnwindMode`] name; anything
+/// else means [`crate::UnwindMode::Dwarf`].
+pub const UNWIND: EnvName = EnvName(c"LEAKTRAIL_UNWIND");
+/// Frames per stack, clamped to `1..=`[`crate::MAX_DEPTH`].
+pub const DEPTH: EnvName = EnvName(c"LEAKTRAIL_DEPTH");
+/// `1`: load but record nothing.
+pub const DISABLE: EnvName = EnvName(c"LEAKTRAIL_DISABLE");
+/// Most bytes the audit region may occupy.
+pub const REGION_LIMIT: EnvName = EnvName(c"LEAKTRAIL_REGION_LIMIT");
+/// The tracer's end of the supervisor's socket; the tracer unsets it so
+/// that programs it execs do not talk to the supervisor.
+pub const SUPERVISOR_FD: EnvName = EnvName(c"LEAKTRAIL_SUPERVISOR_FD");
+/// Where the supervisor looks for the tracer library first.
+pub const PRELOAD: EnvName = EnvName(c"LEAKTRAIL_PRELOAD");
+
+/// Who is writing and where its audit region is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitNotice {
+    /// The process.
+    pub pid: i32,
+    /// The status it is exiting with (0 at the start).
+    pub status: i32,
+    /// Address of its audit region's header (0 if it has none).
+    pub header_addr: u64,
+}
+
+/// A line from the tracer: it started (before the program's code runs) or
+/// the program is ending. Either way the tracer waits for our answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// `start PID 0 0xHEADER`.
+    Start(ExitNotice),
+    /// `exit PID STATUS 0xHEADER`.
+    Exit(ExitNotice),
+}
+
+/// Bytes that hold any encoded line: `start`, a signed 32-bit pid, an
+/// unsigned 32-bit status, 16 hex digits, separators and the newline make
+/// 48.
+pub const LINE_BYTES: usize = 64;
+
+/// Appends bytes to a fixed buffer; [`LINE_BYTES`] leaves room for every
+/// line, so nothing is ever cut.
+struct Cursor<'a> {
+    buf: &'a mut [u8; LINE_BYTES],
+    len: usize,
+}
+
+impl Cursor<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let k = bytes.len().min(LINE_BYTES - self.len);
+        self.buf[self.len..self.len + k].copy_from_slice(&bytes[..k]);
+        self.len += k;
+    }
+
+    /// `v` in base `radix` (10 or 16), lowercase, no leading zeros.
+    fn digits(&mut self, mut v: u64, radix: u64) {
+        let mut tmp = [0u8; 20];
+        let mut i = tmp.len();
+        loop {
+            i -= 1;
+            tmp[i] = b"0123456789abcdef"[(v % radix) as usize];
+            v /= radix;
+            if v == 0 {
+                break;
+            }
+        }
+        self.put(&tmp[i..]);
+    }
+}
+
+impl Notice {
+    /// What the line says about the process.
+    pub fn notice(&self) -> ExitNotice {
+        match *self {
+            Notice::Start(n) | Notice::Exit(n) => n,
+        }
+    }
+
+    /// Writes the line, newline included, into `buf` and returns it.
+    /// Allocates nothing and takes no lock.
+    pub fn encode<'a>(&self, buf: &'a mut [u8; LINE_BYTES]) -> &'a [u8] {
+        let (word, n): (&[u8], _) = match *self {
+            Notice::Start(n) => (b"start ", n),
+            Notice::Exit(n) => (b"exit ", n),
+        };
+        let mut c = Cursor { buf, len: 0 };
+        c.put(word);
+        if n.pid < 0 {
+            c.put(b"-");
+        }
+        c.digits(n.pid.unsigned_abs() as u64, 10);
+        c.put(b" ");
+        c.digits(n.status as u32 as u64, 10);
+        c.put(b" 0x");
+        c.digits(n.header_addr, 16);
+        c.put(b"\n");
+        let len = c.len;
+        &buf[..len]
+    }
+
+    /// Parses one line, with or without its newline. `None` for anything
+    /// that is not exactly a line [`Notice::encode`] writes (case aside in
+    /// the hex digits).
+    pub fn parse(line: &str) -> Option<Notice> {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let mut it = line.split(' ');
+        let kind = it.next()?;
+        let pid = it.next()?;
+        let status = it.next()?;
+        let addr = it.next()?.strip_prefix("0x")?;
+        if it.next().is_some() {
+            return None;
+        }
+        let pid = match pid.strip_prefix('-') {
+            Some(abs) => i32::try_from(-i64::try_from(decimal(abs)?).ok()?).ok()?,
+            None => i32::try_from(decimal(pid)?).ok()?,
+        };
+        let status = u32::try_from(decimal(status)?).ok()? as i32;
+        if addr.is_empty() || addr.len() > 16 || !addr.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let header_addr = u64::from_str_radix(addr, 16).ok()?;
+        let n = ExitNotice {
+            pid,
+            status,
+            header_addr,
+        };
+        match kind {
+            "start" => Some(Notice::Start(n)),
+            "exit" => Some(Notice::Exit(n)),
+            _ => None,
+        }
+    }
+}
+
+/// A run of decimal digits (no sign) that fits in a u64.
+fn decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(n: Notice) -> ([u8; LINE_BYTES], usize) {
+        let mut buf = [0u8; LINE_BYTES];
+        let len = n.encode(&mut buf).len();
+        (buf, len)
+    }
+
+    #[test]
+    fn lines_round_trip() {
+        for pid in [0, 1, 42, i32::MAX, -1, i32::MIN] {
+            for status in [0, 3, 255, -1, i32::MIN, i32::MAX] {
+                for header_addr in [0, 1, 0x7f00_0000_1000, u64::MAX] {
+                    let n = ExitNotice {
+                        pid,
+                        status,
+                        header_addr,
+                    };
+                    for notice in [Notice::Start(n), Notice::Exit(n)] {
+                        let (buf, len) = line(notice);
+                        assert_eq!(buf[len - 1], b'\n');
+                        let text = core::str::from_utf8(&buf[..len]).unwrap();
+                        assert_eq!(Notice::parse(text), Some(notice), "{text:?}");
+                        assert_eq!(Notice::parse(&text[..len - 1]), Some(notice));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lines_are_what_the_supervisor_always_read() {
+        let n = ExitNotice {
+            pid: 42,
+            status: -1,
+            header_addr: 0,
+        };
+        let (buf, len) = line(Notice::Exit(n));
+        assert_eq!(&buf[..len], b"exit 42 4294967295 0x0\n");
+        let (buf, len) = line(Notice::Start(ExitNotice { status: 0, ..n }));
+        assert_eq!(&buf[..len], b"start 42 0 0x0\n");
+        let longest = ExitNotice {
+            pid: i32::MIN,
+            status: -1,
+            header_addr: u64::MAX,
+        };
+        assert_eq!(line(Notice::Start(longest)).1, 48);
+    }
+
+    #[test]
+    fn parses_notices() {
+        let n = ExitNotice {
+            pid: 42,
+            status: 3,
+            header_addr: 0x7f00_0000_1000,
+        };
+        assert_eq!(
+            Notice::parse("exit 42 3 0x7f0000001000"),
+            Some(Notice::Exit(n))
+        );
+        assert_eq!(
+            Notice::parse("start 42 0 0x7F0000001000"),
+            Some(Notice::Start(ExitNotice { status: 0, ..n }))
+        );
+        assert_eq!(
+            Notice::parse("exit 42 3 0x7f0000001000").map(|n| n.notice()),
+            Some(n)
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_lines() {
+        for bad in [
+            "",
+            "\n",
+            "hello",
+            "exit",
+            "exit 42",
+            "exit 42 3",
+            "exit 42 3 ",
+            "exit x 3 0x1",
+            "stop 42 3 0x1",
+            "Exit 42 3 0x1",
+            "exit 42 3 1",
+            "exit 42 3 0x",
+            "exit 42 3 0xg",
+            "exit 42 3 0x+1",
+            "exit 42 3 0x-1",
+            "exit 42 3 0x10000000000000000",
+            "exit 42 3 0x1 extra",
+            "exit 42 3 0x1\n\n",
+            "exit  42 3 0x1",
+            " exit 42 3 0x1",
+            "exit\t42 3 0x1",
+            "exit 42 -3 0x1",
+            "exit 42 +3 0x1",
+            "exit +42 3 0x1",
+            "exit - 3 0x1",
+            "exit 2147483648 3 0x1",
+            "exit 42 4294967296 0x1",
+            "exit 42 99999999999999999999999 0x1",
+            "exit 42 3 0x1\r",
+        ] {
+            assert_eq!(Notice::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn env_names() {
+        assert_eq!(UNWIND.as_str(), "LEAKTRAIL_UNWIND");
+        assert_eq!(SUPERVISOR_FD.as_c_str(), c"LEAKTRAIL_SUPERVISOR_FD");
+        for name in [UNWIND, DEPTH, DISABLE, REGION_LIMIT, SUPERVISOR_FD, PRELOAD] {
+            assert!(name.as_str().starts_with("LEAKTRAIL_"), "{name}");
+            assert_eq!(name.as_str().as_bytes(), name.as_c_str().to_bytes());
+        }
+    }
+}
