@@ -109,10 +109,13 @@ mod tests {
     const TEXT: u64 = 0x40_1000;
     const EH_FRAME: u64 = 0x40_8000;
 
+    /// A function's start, length and CFI instructions at offsets into it.
+    type Fde<'a> = (u64, u32, &'a [(u32, CallFrameInstruction)]);
+
     /// An `.eh_frame` with the CIE compilers emit for x86_64 (CFA = rsp+8,
     /// return address at CFA-8) and the given FDEs, each a function start,
     /// length and instructions at offsets into it.
-    fn eh_frame(fdes: &[(u64, u32, &[(u32, CallFrameInstruction)])]) -> Vec<u8> {
+    fn eh_frame(fdes: &[Fde<'_>]) -> Vec<u8> {
         let encoding = Encoding {
             format: Format::Dwarf32,
             version: 1,
