@@ -233,6 +233,70 @@ mod tests {
         );
     }
 
+    /// The `.eh_frame_hdr` a linker would write for `eh_frame` at
+    /// `hdr_address`: a pc-relative pointer to `.eh_frame`, then the FDEs
+    /// sorted by start, each entry relative to the header.
+    fn eh_frame_hdr(eh_frame: &[u8], hdr_address: u64) -> Vec<u8> {
+        use gimli::{CieOrFde, EhFrame, UnwindSection};
+        let bases = BaseAddresses::default().set_eh_frame(EH_FRAME);
+        let section = EhFrame::new(eh_frame, LittleEndian);
+        let mut entries = section.entries(&bases);
+        let mut table = Vec::new();
+        while let Some(entry) = entries.next().unwrap() {
+            if let CieOrFde::Fde(partial) = entry {
+                let fde = partial.parse(EhFrame::cie_from_offset).unwrap();
+                table.push((fde.initial_address(), EH_FRAME + fde.offset() as u64));
+            }
+        }
+        table.sort();
+        let rel = |a: u64| (a.wrapping_sub(hdr_address) as i32).to_le_bytes();
+        // version 1; pcrel|sdata4, udata4, datarel|sdata4.
+        let mut out = vec![1u8, 0x1b, 0x03, 0x3b];
+        out.extend(((EH_FRAME - (hdr_address + 4)) as i32).to_le_bytes());
+        out.extend((table.len() as u32).to_le_bytes());
+        for (start, fde) in table {
+            out.extend(rel(start));
+            out.extend(rel(fde));
+        }
+        out
+    }
+
+    #[test]
+    fn the_header_table_finds_the_same_rules_as_a_scan() {
+        let end: &[_] = &[(0, CallFrameInstruction::Undefined(X86_64::RA))];
+        // Out of address order, as the header's table must not be.
+        let data = eh_frame(&[
+            (TEXT + 0x100, 0x40, &frame_pointer_function()),
+            (TEXT, 0x10, end),
+            (TEXT + 0x40, 0x40, &frame_pointer_function()),
+        ]);
+        let hdr_address = EH_FRAME - 0x100;
+        let hdr = eh_frame_hdr(&data, hdr_address);
+        let scan = cfi(&data);
+        let indexed = Cfi {
+            eh_frame_hdr: Some(Section {
+                data: &hdr,
+                address: hdr_address,
+            }),
+            ..scan
+        };
+        for at in [
+            0, 4, 0x10, 0x40, 0x41, 0x7f, 0x80, 0x100, 0x104, 0x13f, 0x140,
+        ] {
+            assert_eq!(
+                indexed.rule_at(TEXT + at),
+                scan.rule_at(TEXT + at),
+                "{at:#x}"
+            );
+        }
+        assert_eq!(indexed.rule_at(TEXT + 4), Rule::END);
+        assert_eq!(
+            indexed.rule_at(TEXT + 0x104),
+            Rule::cfa(CfaBase::Fp, 16, FpRule::Saved(-16))
+        );
+        assert_eq!(indexed.rule_at(TEXT + 0x140), Rule::UNKNOWN);
+    }
+
     #[test]
     fn garbage_is_unknown() {
         let junk = [0xffu8; 64];
