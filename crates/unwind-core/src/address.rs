@@ -82,12 +82,14 @@ impl FrameAddress {
 }
 
 impl From<InstructionAddress> for FrameAddress {
+    #[inline]
     fn from(a: InstructionAddress) -> Self {
         FrameAddress::Instruction(a)
     }
 }
 
 impl From<ReturnAddress> for FrameAddress {
+    #[inline]
     fn from(a: ReturnAddress) -> Self {
         FrameAddress::Return(a)
     }
