@@ -35,6 +35,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use leaktrail_unwind_core::FrameAddress;
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 use serde::Serialize;
 
@@ -526,7 +527,7 @@ impl Symbolizer {
     /// Symbolizes `address` to one frame (the outermost function when
     /// calls were inlined there). Return addresses point after their call,
     /// so they are looked up one byte earlier (the call may end a
-    /// function).
+    /// function; see [`leaktrail_unwind_core::ReturnAddress`]).
     pub fn frame(&self, address: u64, is_return_address: bool) -> Frame {
         let mut frames = self.frames(address, is_return_address);
         frames.pop().unwrap_or_else(|| Frame::unknown(address))
@@ -546,11 +547,7 @@ impl Symbolizer {
     }
 
     fn resolve(&self, address: u64, is_return_address: bool) -> Vec<Frame> {
-        let lookup = if is_return_address {
-            address.saturating_sub(1)
-        } else {
-            address
-        };
+        let lookup = FrameAddress::new(address, is_return_address).lookup_address();
         let mut frame = Frame::unknown(address);
         let Some(m) = self.mapping(lookup) else {
             return vec![match self.perf_map.lookup(lookup) {

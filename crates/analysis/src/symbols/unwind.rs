@@ -5,16 +5,15 @@
 //! `.eh_frame_hdr`'s sorted table when present) of the module holding the
 //! PC, read from the file on disk the way [`crate::symbolize`] finds it; where
 //! a module has none, or the PC is in no module (JIT code), it follows the
-//! frame-pointer chain instead, as the tracer does.
+//! frame-pointer chain instead. The rules and the step are
+//! `leaktrail-unwind-core`'s, the tracer's own, so a walked stack ends
+//! where a recorded one would.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use gimli::{
-    BaseAddresses, CfaRule, EhFrame, EhFrameHdr, LittleEndian, RegisterRule, UnwindContext,
-    UnwindSection, X86_64,
-};
+use leaktrail_unwind_core::{step, FrameAddress, InstructionAddress, Regs, Rule, Section, Step};
 use object::{Object, ObjectSection, ObjectSegment};
 
 use crate::symbolize::FileMapping;
@@ -39,9 +38,11 @@ pub struct StackFrame {
 }
 
 struct Cfi {
-    eh_frame: Vec<u8>,
-    hdr: Option<Vec<u8>>,
-    bases: BaseAddresses,
+    /// `.eh_frame` and its address.
+    eh_frame: (Vec<u8>, u64),
+    /// `.eh_frame_hdr` and its address.
+    hdr: Option<(Vec<u8>, u64)>,
+    text: Option<u64>,
     /// (file offset, virtual address, file size) of each loadable segment.
     loads: Vec<(u64, u64, u64)>,
 }
@@ -55,14 +56,10 @@ impl Cfi {
         let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
         let obj = object::File::parse(&*map).ok()?;
         let eh = obj.section_by_name(".eh_frame")?;
-        let mut bases = BaseAddresses::default().set_eh_frame(eh.address());
-        let hdr = obj.section_by_name(".eh_frame_hdr").and_then(|h| {
-            bases = bases.clone().set_eh_frame_hdr(h.address());
-            h.data().ok().map(<[u8]>::to_vec)
-        });
-        if let Some(t) = obj.section_by_name(".text") {
-            bases = bases.set_text(t.address());
-        }
+        let hdr = obj
+            .section_by_name(".eh_frame_hdr")
+            .and_then(|h| Some((h.data().ok()?.to_vec(), h.address())));
+        let text = obj.section_by_name(".text").map(|t| t.address());
         let loads = obj
             .segments()
             .map(|s| {
@@ -71,9 +68,9 @@ impl Cfi {
             })
             .collect();
         Some(Cfi {
-            eh_frame: eh.data().ok()?.to_vec(),
+            eh_frame: (eh.data().ok()?.to_vec(), eh.address()),
             hdr,
-            bases,
+            text,
             loads,
         })
     }
@@ -85,46 +82,20 @@ impl Cfi {
             .map(|(o, v, _)| v + (off - o))
     }
 
-    /// The CFA rule as (register, offset) and the saved RA and RBP offsets
-    /// from the CFA at `vaddr`.
-    fn rules(&self, vaddr: u64) -> Option<((u16, i64), i64, Option<i64>)> {
-        let eh = EhFrame::new(&self.eh_frame, LittleEndian);
-        let mut ctx = UnwindContext::new();
-        let row = match &self.hdr {
-            Some(h) => {
-                let parsed = EhFrameHdr::new(h, LittleEndian)
-                    .parse(&self.bases, 8)
-                    .ok()?;
-                let table = parsed.table()?;
-                table
-                    .unwind_info_for_address(
-                        &eh,
-                        &self.bases,
-                        &mut ctx,
-                        vaddr,
-                        EhFrame::cie_from_offset,
-                    )
-                    .ok()?
-                    .clone()
+    /// The unwind rule at file virtual address `vaddr`.
+    fn rule_at(&self, vaddr: u64) -> Rule {
+        fn section((data, address): &(Vec<u8>, u64)) -> Section<'_> {
+            Section {
+                data,
+                address: *address,
             }
-            None => eh
-                .unwind_info_for_address(&self.bases, &mut ctx, vaddr, EhFrame::cie_from_offset)
-                .ok()?
-                .clone(),
-        };
-        let cfa = match row.cfa() {
-            CfaRule::RegisterAndOffset { register, offset } => (register.0, *offset),
-            CfaRule::Expression(_) => return None,
-        };
-        let ra = match row.register(X86_64::RA) {
-            RegisterRule::Offset(o) => o,
-            _ => return None,
-        };
-        let rbp = match row.register(X86_64::RBP) {
-            RegisterRule::Offset(o) => Some(o),
-            _ => None,
-        };
-        Some((cfa, ra, rbp))
+        }
+        leaktrail_unwind_core::Cfi {
+            eh_frame: section(&self.eh_frame),
+            eh_frame_hdr: self.hdr.as_ref().map(section),
+            text_address: self.text,
+        }
+        .rule_at(vaddr)
     }
 }
 
@@ -160,57 +131,50 @@ impl Unwinder {
         (addr < m.end).then_some(m)
     }
 
+    /// The rule at lookup address `lookup`: unknown (so frame pointers)
+    /// outside every module with CFI.
+    fn rule_at(&self, lookup: u64) -> Rule {
+        self.mapping(lookup)
+            .and_then(|m| {
+                let cfi = self.cfi(&m.path)?;
+                let v = cfi.vaddr_of_offset(lookup - m.start + m.offset)?;
+                Some(cfi.rule_at(v))
+            })
+            .unwrap_or(Rule::UNKNOWN)
+    }
+
     /// The frames of a thread whose registers (`user_regs_struct` words)
     /// are `regs`, innermost first, at most `max`.
     pub fn walk(&self, mem: &(impl Memory + ?Sized), regs: &[u64], max: usize) -> Vec<StackFrame> {
         let reg = |i: usize| regs.get(i).copied().unwrap_or(0);
-        let (mut pc, mut sp, mut rbp) = (reg(REG_RIP), reg(REG_RSP), reg(REG_RBP));
+        let mut regs = Regs {
+            pc: reg(REG_RIP),
+            sp: reg(REG_RSP),
+            fp: reg(REG_RBP),
+        };
+        let mut address = FrameAddress::from(InstructionAddress(regs.pc));
         let mut out: Vec<StackFrame> = Vec::new();
-        while out.len() < max && pc != 0 {
-            let lookup = if out.is_empty() { pc } else { pc - 1 };
-            let rules = self.mapping(lookup).and_then(|m| {
-                let cfi = self.cfi(&m.path)?;
-                let v = cfi.vaddr_of_offset(lookup - m.start + m.offset)?;
-                cfi.rules(v)
-            });
-            let (cfa, ra, saved_rbp) = match rules {
-                Some(((reg_no, off), ra_off, rbp_off)) => {
-                    let base = match reg_no {
-                        7 => sp,
-                        6 => rbp,
-                        _ => break,
-                    };
-                    let cfa = base.wrapping_add(off as u64);
-                    let Ok(ra) = mem.read_u64(cfa.wrapping_add(ra_off as u64)) else {
-                        break;
-                    };
-                    let saved = match rbp_off {
-                        Some(o) => mem.read_u64(cfa.wrapping_add(o as u64)).unwrap_or(rbp),
-                        None => rbp,
-                    };
-                    (cfa, ra, saved)
+        while out.len() < max && regs.pc != 0 {
+            let rule = self.rule_at(address.lookup_address());
+            match step(rule, regs, |a| mem.read_u64(a).ok()) {
+                Step::Caller(caller) => {
+                    out.push(StackFrame {
+                        pc: regs.pc,
+                        sp: regs.sp,
+                        cfa: caller.regs.sp,
+                    });
+                    address = caller.return_address().into();
+                    regs = caller.regs;
                 }
-                None => {
-                    // No CFI: the frame-pointer chain, if it is one.
-                    if rbp < sp || rbp % 8 != 0 {
-                        break;
-                    }
-                    let (Ok(ra), Ok(saved)) = (mem.read_u64(rbp + 8), mem.read_u64(rbp)) else {
-                        break;
-                    };
-                    (rbp + 16, ra, saved)
+                Step::End | Step::Unknown => {
+                    out.push(StackFrame {
+                        pc: regs.pc,
+                        sp: regs.sp,
+                        cfa: 0,
+                    });
+                    break;
                 }
-            };
-            if cfa <= sp {
-                break;
             }
-            out.push(StackFrame { pc, sp, cfa });
-            pc = ra;
-            sp = cfa;
-            rbp = saved_rbp;
-        }
-        if out.len() < max && pc != 0 {
-            out.push(StackFrame { pc, sp, cfa: 0 });
         }
         out
     }

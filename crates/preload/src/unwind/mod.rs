@@ -3,35 +3,28 @@
 //! A hybrid unwinder for x86_64: DWARF CFI from each module's in-memory
 //! `.eh_frame` where the code has it (Debian's glibc and libstdc++ are
 //! built without frame pointers), frame pointers where it has none (JIT
-//! code: V8 keeps `rbp`). CFI is evaluated with gimli on a stack-allocated
-//! context and the result, reduced to the few rules x86_64 code actually
-//! uses, is cached per thread by instruction address, so a warmed-up
-//! program unwinds each frame with a cache probe and two loads.
+//! code: V8 keeps `rbp`). The rules, their evaluation and the step itself
+//! are `leaktrail-unwind-core`'s, shared with the snapshot unwinder; this
+//! module adds what only the tracer needs: the process-wide rule cache
+//! ([`shared`]), the module table ([`modules`]), reads bounded to the
+//! thread's stack, and the memo of the previous stack. A warmed-up program
+//! unwinds each frame with a cache probe and two loads.
 //!
 //! Every memory read is bounded to the current thread's stack; nothing here
 //! allocates or locks.
 
 pub mod modules;
-mod rule;
 pub mod shared;
 
 use core::mem::MaybeUninit;
 
 use leaktrail_format::UnwindMode;
+use leaktrail_unwind_core::{
+    return_address_slot, step, FrameAddress, InstructionAddress, Regs, ReturnAddress, Rule, Step,
+};
 
 use crate::thread::ThreadState;
 use modules::TableHold;
-pub use rule::Rule;
-
-/// Registers the unwinder tracks.
-#[derive(Clone, Copy, Debug)]
-struct Regs {
-    pc: u64,
-    sp: u64,
-    fp: u64,
-    /// Where `fp` was restored from (0 if it was carried over unchanged).
-    fp_slot: u64,
-}
 
 /// Result of one capture.
 pub struct Captured {
@@ -109,24 +102,23 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
         state.generation.set(cache_generation);
     }
     let stack = Stack { low: sp, top };
-    let mut regs = Regs {
-        pc,
-        sp,
-        fp,
-        fp_slot: 0,
-    };
+    let mut regs = Regs { pc, sp, fp };
+    // Where `regs.fp` was restored from (0 if it was carried over).
+    let mut fp_slot = 0u64;
     let mut first = true;
     let mut len = 0usize;
     // Frames of this capture, for the next one's memo.
     let mut fresh = [MaybeUninit::<MemoFrame>::uninit(); MEMO_FRAMES];
     let mut cursor = 0usize;
     loop {
-        // A return address points after the call; the call itself, whose
-        // unwind rule we want, is one byte before (it may be the last
-        // instruction of its function).
-        let lookup = if first { regs.pc } else { regs.pc - 1 };
-        let rule = cached_rule(state, mode, lookup);
-        if !rule.in_tracer() {
+        let address = if first {
+            FrameAddress::from(InstructionAddress(regs.pc))
+        } else {
+            FrameAddress::from(ReturnAddress(regs.pc))
+        };
+        let rule = cached_rule(state, mode, address.lookup_address());
+        // Tagged: the tracer's own frame, unwound but not recorded.
+        if !rule.tagged() {
             if let Some(j) = memo.find(&mut cursor, regs) {
                 if let Some(n) = memo.replay(&stack, j, len, out) {
                     // The same frames as last time (only registers that no
@@ -161,18 +153,16 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
             }
             out[len] = MaybeUninit::new(regs.pc);
             if len < MEMO_FRAMES {
-                fresh[len] = MaybeUninit::new(MemoFrame::of(regs));
+                fresh[len] = MaybeUninit::new(MemoFrame::of(regs, fp_slot));
             }
             len += 1;
         }
-        let next = match rule.kind() {
-            rule::Kind::End => break,
-            rule::Kind::Unknown => step_frame_pointer(&stack, regs),
-            rule::Kind::Cfa => step_cfi(&stack, regs, rule),
-        };
-        match next {
-            Some(n) if n.pc >= 4096 => regs = n,
-            _ => break,
+        match step(rule, regs, |addr| stack.read(addr)) {
+            Step::Caller(caller) => {
+                regs = caller.regs;
+                fp_slot = caller.fp_slot.unwrap_or(0);
+            }
+            Step::End | Step::Unknown => break,
         }
         first = false;
     }
@@ -198,12 +188,12 @@ pub struct MemoFrame {
 }
 
 impl MemoFrame {
-    fn of(r: Regs) -> Self {
+    fn of(r: Regs, fp_slot: u64) -> Self {
         MemoFrame {
             pc: r.pc,
             sp: r.sp,
             fp: r.fp,
-            fp_slot: r.fp_slot,
+            fp_slot,
         }
     }
 }
@@ -265,7 +255,7 @@ impl Memo {
         }
         for k in j + 1..self.len {
             let f = &self.frames[k];
-            if stack.read(f.sp - 8)? != f.pc {
+            if stack.read(return_address_slot(f.sp))? != f.pc {
                 return None;
             }
             if f.fp_slot != 0 && stack.read(f.fp_slot)? != f.fp {
@@ -327,45 +317,6 @@ impl Stack {
     }
 }
 
-#[inline]
-fn step_cfi(stack: &Stack, r: Regs, rule: Rule) -> Option<Regs> {
-    let base = if rule.cfa_from_fp() { r.fp } else { r.sp };
-    let cfa = base.checked_add_signed(rule.cfa_offset())?;
-    if cfa <= r.sp {
-        return None;
-    }
-    let pc = stack.read(cfa - 8)?;
-    let (fp, fp_slot) = match rule.fp_offset() {
-        Some(off) => {
-            let slot = cfa.checked_add_signed(off)?;
-            (stack.read(slot)?, slot)
-        }
-        None if rule.fp_clobbered() => (0, 0),
-        None => (r.fp, 0),
-    };
-    Some(Regs {
-        pc,
-        sp: cfa,
-        fp,
-        fp_slot,
-    })
-}
-
-#[inline]
-fn step_frame_pointer(stack: &Stack, r: Regs) -> Option<Regs> {
-    if r.fp < r.sp {
-        return None;
-    }
-    let pc = stack.read(r.fp + 8)?;
-    let fp = stack.read(r.fp)?;
-    Some(Regs {
-        pc,
-        sp: r.fp + 16,
-        fp,
-        fp_slot: r.fp,
-    })
-}
-
 /// The rule for `pc`, from the process-wide cache or computed (and
 /// cached). In frame-pointer mode only the tracer's own frames use CFI.
 ///
@@ -379,8 +330,8 @@ fn cached_rule(state: &ThreadState, mode: UnwindMode, pc: u64) -> Rule {
     }
     let hold = TableHold::take();
     let rule = match hold.table().and_then(|t| t.find(pc)) {
-        Some(m) if m.is_tracer => rule::compute(m, pc).with_in_tracer(),
-        Some(m) if mode == UnwindMode::Dwarf => rule::compute(m, pc),
+        Some(m) if m.is_tracer => m.rule_at(pc).with_tag(),
+        Some(m) if mode == UnwindMode::Dwarf => m.rule_at(pc),
         _ => Rule::UNKNOWN,
     };
     drop(hold);

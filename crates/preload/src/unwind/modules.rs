@@ -10,6 +10,8 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
+use leaktrail_unwind_core::{Cfi, Rule, Section};
+
 use crate::sys;
 
 /// One executable segment of a loaded object.
@@ -31,6 +33,42 @@ pub struct Module {
     pub eh_frame_len: u64,
     /// Whether this is the tracer itself.
     pub is_tracer: bool,
+}
+
+impl Module {
+    /// The unwind rule at lookup address `pc` in this module's CFI.
+    /// Does not allocate (see [`Cfi::rule_at`]); costs about a
+    /// microsecond, so callers cache it.
+    pub fn rule_at(&self, pc: u64) -> Rule {
+        if self.eh_frame_hdr == 0 || self.eh_frame == 0 {
+            return Rule::UNKNOWN;
+        }
+        // SAFETY: the module table holds only loaded objects, whose
+        // `.eh_frame_hdr` and `.eh_frame` (bounded by the end of their
+        // segment) are mapped and readable, and the caller's `TableHold`
+        // keeps `dlclose` from unmapping them while we read.
+        let (hdr, eh_frame) = unsafe {
+            (
+                core::slice::from_raw_parts(
+                    self.eh_frame_hdr as *const u8,
+                    self.eh_frame_hdr_len as usize,
+                ),
+                core::slice::from_raw_parts(self.eh_frame as *const u8, self.eh_frame_len as usize),
+            )
+        };
+        Cfi {
+            eh_frame: Section {
+                data: eh_frame,
+                address: self.eh_frame,
+            },
+            eh_frame_hdr: Some(Section {
+                data: hdr,
+                address: self.eh_frame_hdr,
+            }),
+            text_address: Some(self.start),
+        }
+        .rule_at(pc)
+    }
 }
 
 /// A published module table.

@@ -12,8 +12,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use leaktrail_format::UnwindMode;
 
-use super::Rule;
 use crate::sys;
+use leaktrail_unwind_core::Rule;
 
 const SLOTS: u64 = 1 << 15;
 
@@ -53,7 +53,7 @@ pub fn get(pc: u64, generation: u64, mode: UnwindMode) -> Option<Rule> {
     let c = check.load(Ordering::Relaxed);
     // A rule of 0 (unknown) is stored as such; an empty slot has check 0,
     // which matches only a key of 0, which no code address has.
-    (c ^ v == k).then_some(Rule(v))
+    (c ^ v == k).then_some(Rule::from_bits(v))
 }
 
 /// Caches `rule` for `pc`.
@@ -65,6 +65,7 @@ pub fn put(pc: u64, generation: u64, mode: UnwindMode, rule: Rule) {
     }
     let k = key(pc, generation, mode);
     let (check, value) = slot(table, k);
-    value.store(rule.0, Ordering::Relaxed);
-    check.store(k ^ rule.0, Ordering::Relaxed);
+    let bits = rule.to_bits();
+    value.store(bits, Ordering::Relaxed);
+    check.store(k ^ bits, Ordering::Relaxed);
 }
