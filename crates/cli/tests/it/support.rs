@@ -353,6 +353,29 @@ pub fn assert_bad_input(cmd: &mut Command, needles: &[&str]) -> String {
     err
 }
 
+/// Runs `cmd`, which the argument parser must refuse: exit status 2,
+/// nothing on stdout, and clap's complaint on stderr (`error: ...`, then a
+/// hint on further lines) containing each of `needles`.
+pub fn assert_usage_error(cmd: &mut Command, needles: &[&str]) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{cmd:?}: expected exit 2, stderr: {err}"
+    );
+    assert!(err.starts_with("error: "), "{cmd:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{cmd:?}: stderr lacks {n:?}: {err}");
+    }
+    assert!(
+        out.stdout.is_empty(),
+        "{cmd:?}: nothing on stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    err
+}
+
 /// `leaktrail snapshot --recording DIR [extra...]`, which must succeed.
 pub fn snapshot_into(recording: &Path, extra: &[&str]) {
     success(
@@ -437,4 +460,20 @@ pub fn gcore(pid: i32, prefix: &Path) -> PathBuf {
             .arg(pid.to_string()),
     );
     PathBuf::from(format!("{}.{pid}", prefix.display()))
+}
+
+/// `leaktrail demo --duration 4s --interval 100ms --out DIR`, run once per
+/// test run for the tests that read it: the recording's directory and
+/// what the demo printed.
+pub fn demo() -> &'static (PathBuf, String) {
+    static DEMO: OnceLock<(PathBuf, String)> = OnceLock::new();
+    DEMO.get_or_init(|| {
+        let dir = scratch("demo").join("rec");
+        let stdout = stdout(
+            leaktrail()
+                .args(["demo", "--duration", "4s", "--interval", "100ms", "--out"])
+                .arg(&dir),
+        );
+        (dir, stdout)
+    })
 }

@@ -338,16 +338,11 @@ fn trend_and_maps_refuse_bad_input_with_exit_2() {
 
 #[test]
 fn demo_finds_the_growth() {
-    let dir = scratch("watch-demo").join("rec");
-    let stdout = stdout(
-        leaktrail()
-            .args(["demo", "--duration", "4s", "--interval", "100ms", "--out"])
-            .arg(&dir),
-    );
+    let (dir, stdout) = crate::support::demo();
     assert!(stdout.contains("verdict:  growing"), "{stdout}");
     assert!(stdout.contains("growth:   in heap"), "{stdout}");
     assert!(dir.join("trend.svg").exists());
-    assert_eq!(trend(&dir)["verdict"], "growing");
+    assert_eq!(trend(dir)["verdict"], "growing");
 }
 
 #[test]
