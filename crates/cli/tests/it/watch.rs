@@ -14,7 +14,8 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 use crate::support::{
-    assert_bad_input, fixture, json, leaktrail, repo_root, scratch, stdout, success, Pipe, Running,
+    assert_bad_input, assert_usage_error, fixture, json, leaktrail, repo_root, scratch, stdout,
+    success, Pipe, Running,
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -329,10 +330,9 @@ fn trend_and_maps_refuse_bad_input_with_exit_2() {
         leaktrail().args(["maps", "diff", &format!("{}@soon", dir.display()), "@last"]),
         &[],
     );
-    // A duration needs a unit.
-    assert_bad_input(
+    assert_usage_error(
         leaktrail().args(["watch", "--interval", "10", "-p", "1"]),
-        &[],
+        &["needs a unit"],
     );
 }
 
