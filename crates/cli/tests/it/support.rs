@@ -5,12 +5,11 @@
 //! Everything a test writes lives under `target/tmp/runs/<run id>/`, so two
 //! `cargo test` runs sharing a target directory never remove each other's
 //! recordings or overwrite each other's fixtures. A run holds an exclusive
-//! `flock` on `runs/<run id>.lock` for as long as it lives; the first
-//! scratch directory a run asks for removes the directories of runs whose
-//! lock is free (they have exited). We lock rather than look the pid up in
+//! `flock` on `runs/<run id>.lock` for as long as it lives; the first time
+//! a run needs its directory it removes those of runs whose lock is free
+//! (they have exited). We lock rather than look the pid up in
 //! `/proc`, because a run in another pid namespace would look dead. What a
 //! run wrote is kept until then, to look at after a failure.
-#![allow(dead_code)]
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -41,9 +40,13 @@ fn run_dir() -> &'static Path {
             .as_nanos();
         let id = format!("{}-{nanos}", std::process::id());
         // The lock first, then the directory: a directory without a held
-        // lock beside it is never one that is being set up.
-        let lock = File::create(runs.join(format!("{id}.lock"))).expect("create run lock");
+        // lock beside it is never one that is being set up. The lock is
+        // taken under another name and renamed into place, so no other
+        // run ever sees it free.
+        let taking = runs.join(format!("{id}.taking"));
+        let lock = File::create(&taking).expect("create run lock");
         assert!(try_lock(&lock), "a new lock file is ours to lock");
+        std::fs::rename(&taking, runs.join(format!("{id}.lock"))).expect("name run lock");
         remove_exited_runs(&runs, &id);
         let dir = runs.join(&id);
         std::fs::create_dir_all(&dir).expect("create run dir");
