@@ -397,7 +397,13 @@ fn traced_snapshot_recovers_exactly_the_live_allocations() {
         }
         false
     });
-    let pid: i32 = live.ready["ready ".len()..].parse().expect("pid");
+    let pid: i32 = live
+        .ready
+        .split_whitespace()
+        .nth(1)
+        .expect("pid")
+        .parse()
+        .expect("pid");
     assert_eq!(expected.len(), 20);
 
     let mut cores = Vec::new();

@@ -332,26 +332,11 @@ where
 /// status 2, nothing on stdout, and on stderr exactly one line, beginning
 /// `leaktrail: ` and containing each of `needles`. Returns that line.
 pub fn assert_bad_input(cmd: &mut Command, needles: &[&str]) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{cmd:?}: expected exit 2, stderr: {err}"
-    );
+    let err = refused(cmd, "leaktrail: ", needles);
     assert_eq!(
         err.lines().count(),
         1,
         "{cmd:?}: expected one line: {err:?}"
-    );
-    assert!(err.starts_with("leaktrail: "), "{cmd:?}: {err}");
-    for n in needles {
-        assert!(err.contains(n), "{cmd:?}: stderr lacks {n:?}: {err}");
-    }
-    assert!(
-        out.stdout.is_empty(),
-        "{cmd:?}: nothing on stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
     );
     err
 }
@@ -360,6 +345,12 @@ pub fn assert_bad_input(cmd: &mut Command, needles: &[&str]) -> String {
 /// nothing on stdout, and clap's complaint on stderr (`error: ...`, then a
 /// hint on further lines) containing each of `needles`.
 pub fn assert_usage_error(cmd: &mut Command, needles: &[&str]) -> String {
+    refused(cmd, "error: ", needles)
+}
+
+/// Runs `cmd` and asserts exit status 2, nothing on stdout, and a stderr
+/// that begins with `start` and contains each of `needles`; returns stderr.
+fn refused(cmd: &mut Command, start: &str, needles: &[&str]) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
@@ -367,7 +358,7 @@ pub fn assert_usage_error(cmd: &mut Command, needles: &[&str]) -> String {
         Some(2),
         "{cmd:?}: expected exit 2, stderr: {err}"
     );
-    assert!(err.starts_with("error: "), "{cmd:?}: {err}");
+    assert!(err.starts_with(start), "{cmd:?}: {err}");
     for n in needles {
         assert!(err.contains(n), "{cmd:?}: stderr lacks {n:?}: {err}");
     }
