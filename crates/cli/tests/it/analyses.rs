@@ -6,20 +6,20 @@
 //! Each target runs under `leaktrail run`, prints `ready PID ...` once its
 //! state is built and waits on stdin; we snapshot it then. No sleeps.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::support::{fixture, leaktrail, preload_library, scratch, ChildGuard};
+use crate::support::{
+    self, assert_bad_input, fixture, leaktrail, preload_library, scratch, snapshot_into,
+    snapshot_of, Pipe, Running,
+};
 
 /// A target running under `leaktrail run`.
 struct Traced {
-    guard: ChildGuard,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    run: Running,
     pid: i32,
     /// The rest of the ready line after the pid.
     ready: String,
@@ -32,56 +32,34 @@ impl Traced {
 
     fn start_with(run_flags: &[&str], argv: &[&str]) -> Traced {
         preload_library();
-        let mut child = leaktrail()
-            .arg("run")
-            .args(run_flags)
-            .arg("--")
-            .args(argv)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start leaktrail run");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut t = Traced {
-            guard: ChildGuard(child),
-            stdin,
-            stdout,
-            pid: 0,
-            ready: String::new(),
-        };
-        let line = t.line();
-        let rest = line
-            .strip_prefix("ready ")
-            .unwrap_or_else(|| panic!("expected a ready line, got {line:?}"));
-        let (pid, rest) = rest.trim().split_once(' ').unwrap_or((rest.trim(), ""));
-        t.pid = pid.parse().expect("pid");
-        t.ready = rest.to_string();
-        t
+        let run = Running::start(
+            leaktrail()
+                .arg("run")
+                .args(run_flags)
+                .arg("--")
+                .args(argv)
+                .stdin(Stdio::piped()),
+            Pipe::Stdout,
+            "ready ",
+        );
+        let (pid, rest) = ready_pid(&run.ready);
+        Traced {
+            pid,
+            ready: rest.to_string(),
+            run,
+        }
     }
 
     fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.stdout.read_line(&mut l).expect("read from target");
-        l
+        self.run.line()
     }
 
     fn send(&mut self, b: &[u8]) {
-        self.stdin.write_all(b).expect("write to target");
-        self.stdin.flush().expect("flush");
+        self.run.send(b);
     }
 
     fn snapshot(&self, out: &Path) {
-        let o = leaktrail()
-            .args(["snapshot", "-p", &self.pid.to_string(), "-o"])
-            .arg(out)
-            .output()
-            .expect("run leaktrail snapshot");
-        assert!(
-            o.status.success(),
-            "snapshot failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        snapshot_of(self.pid, out, &[]);
     }
 
     /// A `key=0x...` value of the ready line.
@@ -96,8 +74,15 @@ impl Traced {
 
     fn finish(mut self) {
         self.send(b"q");
-        let _ = self.guard.0.wait();
+        self.run.wait();
     }
+}
+
+/// The pid of a `ready PID ...` line, and the rest after it.
+fn ready_pid(line: &str) -> (i32, &str) {
+    let rest = line.strip_prefix("ready ").expect("a ready line").trim();
+    let (pid, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    (pid.parse().expect("pid"), rest)
 }
 
 /// The snapshot of `leaks_roots`, taken once per test run, and the address
@@ -116,20 +101,24 @@ fn roots_snapshot() -> &'static (PathBuf, u64) {
     })
 }
 
-fn run(args: &[&str], snap: &Path) -> Output {
+/// `leaktrail COMMAND SNAP ARGS...` for `args` = `[COMMAND, ARGS...]`.
+fn on(args: &[&str], snap: &Path) -> Command {
     let mut cmd = leaktrail();
     cmd.arg(args[0]).arg(snap).args(&args[1..]);
-    cmd.output().expect("run leaktrail")
+    cmd
+}
+
+fn run(args: &[&str], snap: &Path) -> Output {
+    on(args, snap).output().expect("run leaktrail")
 }
 
 fn json(args: &[&str], snap: &Path) -> Value {
-    let out = run(args, snap);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+    support::json(&mut on(args, snap))
+}
+
+/// Asserts that `leaktrail COMMAND SNAP ARGS...` refuses its input.
+fn bad(args: &[&str], snap: &Path, needles: &[&str]) {
+    assert_bad_input(&mut on(args, snap), needles);
 }
 
 fn tally(v: &Value) -> (u64, u64) {
@@ -390,13 +379,7 @@ fn whatis_and_dump_describe_buffers_globals_and_stacks() {
     assert_eq!(global["whatis"]["area"]["kind"], "module-data");
 
     // The tracer's own region says what it is.
-    let info = leaktrail()
-        .arg("info")
-        .arg(snap)
-        .arg("--json")
-        .output()
-        .expect("info");
-    let info: Value = serde_json::from_slice(&info.stdout).expect("info json");
+    let info = support::info_json(snap);
     let header = info["audit"]["headers"][0].as_u64().expect("audit header");
     let w = json(&["whatis", &format!("{:#x}", header + 64), "--json"], snap);
     assert_eq!(w["audit"], true);
@@ -456,20 +439,7 @@ fn caches_names_the_growing_4k_class_first_with_exact_counts() {
     t.snapshot(&b);
     t.finish();
 
-    let mut cmd = leaktrail();
-    let out = cmd
-        .args(["caches"])
-        .arg(&a)
-        .arg(&b)
-        .arg("--json")
-        .output()
-        .expect("caches");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let c: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let c = support::json(leaktrail().args(["caches"]).arg(&a).arg(&b).arg("--json"));
     let first = &c["classes"][0];
     assert_eq!(first["size"], 4096, "{c:#}");
     assert_eq!(first["delta"]["live_count"], 1530);
@@ -557,71 +527,48 @@ fn caches_names_the_growing_4k_class_first_with_exact_counts() {
     assert!(text.contains("grow_cache"), "{text}");
 }
 
-/// Asserts a bad-input failure: exit 2 and one line on stderr.
-fn assert_bad_input(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "expected exit 2, stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
-    }
-}
-
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     let (snap, _) = roots_snapshot();
-    assert_bad_input(
-        &run(&["whatis", "0x10"], snap),
+    bad(
+        &["whatis", "0x10"],
+        snap,
         &["0x10", "not in captured memory"],
     );
-    assert_bad_input(&run(&["refs", "0x10"], snap), &["0x10"]);
-    assert_bad_input(
-        &run(&["refs", "0x1000", "--mask", "banana"], snap),
+    bad(&["refs", "0x10"], snap, &["0x10"]);
+    bad(
+        &["refs", "0x1000", "--mask", "banana"],
+        snap,
         &["--mask", "not a number"],
     );
-    assert_bad_input(&run(&["dump", "0xzz"], snap), &["not a number"]);
-    assert_bad_input(&run(&["bufs", "--size", "10-20"], snap), &["LO..HI"]);
-    assert_bad_input(&run(&["leaks", "--roots", "stacks,heap"], snap), &["heap"]);
+    bad(&["dump", "0xzz"], snap, &["not a number"]);
+    bad(&["bufs", "--size", "10-20"], snap, &["LO..HI"]);
+    bad(&["leaks", "--roots", "stacks,heap"], snap, &["heap"]);
 
     // A snapshot of a process that was not traced.
     let exe = fixture("leaks_grow", &[]);
     let dir = scratch("analyses_untraced");
-    let mut child = Command::new(&exe)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start untraced");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let stdin = child.stdin.take();
-    let guard = ChildGuard(child);
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("ready");
-    let pid = line.split_whitespace().nth(1).expect("pid").to_string();
+    let untraced = Running::start(
+        Command::new(&exe).stdin(Stdio::piped()),
+        Pipe::Stdout,
+        "ready ",
+    );
     let core = dir.join("untraced.core");
-    let o = leaktrail()
-        .args(["snapshot", "-p", &pid, "-o"])
-        .arg(&core)
-        .output()
-        .expect("snapshot");
-    assert!(o.status.success());
-    drop(stdin);
-    drop(guard);
+    snapshot_of(ready_pid(&untraced.ready).0, &core, &[]);
+    drop(untraced);
     for cmd in [
         &["leaks"][..],
         &["caches"],
         &["bufs"],
         &["whatis", "0x1000"],
     ] {
-        assert_bad_input(
-            &run(cmd, &core),
-            &["no leaktrail audit region", "leaktrail run"],
-        );
+        bad(cmd, &core, &["no leaktrail audit region", "leaktrail run"]);
     }
 }
 
 #[test]
 fn node_buffers_show_their_js_function_below_the_native_frames() {
-    let script = crate::support::repo_root().join("fixtures/leaks_node.js");
+    let script = support::repo_root().join("fixtures/leaks_node.js");
     let dir = scratch("analyses_node");
     let t = Traced::start(&[
         "node",
@@ -706,7 +653,7 @@ fn node_buffers_show_their_js_function_below_the_native_frames() {
 fn a_module_changed_on_disk_is_reported_not_misread() {
     let dir = scratch("analyses_changed");
     let exe = dir.join("changing");
-    let src = crate::support::repo_root().join("fixtures/leaks_grow.c");
+    let src = support::repo_root().join("fixtures/leaks_grow.c");
     let build = |extra: &str| {
         let ok = Command::new("gcc")
             .args(["-g", "-O1", "-Wl,--build-id", extra, "-o"])
@@ -764,28 +711,17 @@ fn leaks_and_refs_refuse_a_snapshot_without_memory() {
     let dir = scratch("analyses_tables");
     let t = Traced::start(&[exe.to_str().expect("utf-8")]);
     let core = dir.join("tables.core");
-    let o = leaktrail()
-        .args([
-            "snapshot",
-            "--memory",
-            "tables",
-            "-p",
-            &t.pid.to_string(),
-            "-o",
-        ])
-        .arg(&core)
-        .output()
-        .expect("snapshot");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    snapshot_of(t.pid, &core, &["--memory", "tables"]);
     t.finish();
     // The audit alone answers caches and bufs.
     let c = json(&["caches", "--json"], &core);
     assert_eq!(c["classes"][0]["size"], 4096);
-    assert_bad_input(
-        &run(&["leaks"], &core),
+    bad(
+        &["leaks"],
+        &core,
         &["--memory tables", "leaktrail snapshot"],
     );
-    assert_bad_input(&run(&["refs", "0x1000"], &core), &["--memory tables"]);
+    bad(&["refs", "0x1000"], &core, &["--memory tables"]);
 }
 
 #[test]
@@ -798,42 +734,20 @@ fn caches_reads_every_snapshot_of_a_recording() {
         &["--out", rec_s, "--every", "0"],
         &[exe.to_str().expect("utf-8")],
     );
-    let snap = || {
-        let o = leaktrail()
-            .args(["snapshot", "--recording", rec_s])
-            .output()
-            .expect("snapshot");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
+    let snap = || snapshot_into(&rec, &[]);
     snap();
     t.send(b"g");
     assert_eq!(t.line().trim(), "grew 1700");
     snap();
     t.finish();
-    let out = leaktrail()
-        .arg("caches")
-        .arg(&rec)
-        .arg("--json")
-        .output()
-        .expect("caches");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let c: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let c = support::json(leaktrail().arg("caches").arg(&rec).arg("--json"));
     let first = &c["classes"][0];
     assert_eq!(first["size"], 4096, "{c:#}");
     assert!(first["snapshots"].as_array().expect("per snapshot").len() >= 2);
     assert_eq!(first["delta"]["live_count"], 1530);
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).expect("mkdir");
-    let out = leaktrail()
-        .arg("caches")
-        .arg(&empty)
-        .output()
-        .expect("caches");
-    assert_bad_input(&out, &["no snapshots"]);
+    assert_bad_input(leaktrail().arg("caches").arg(&empty), &["no snapshots"]);
 }
 
 #[test]
@@ -841,15 +755,7 @@ fn leaks_on_gdbs_gcore_of_a_traced_process_gives_the_same_answer() {
     let exe = fixture("leaks_roots", &[]);
     let dir = scratch("analyses_gcore");
     let t = Traced::start(&[exe.to_str().expect("utf-8")]);
-    let prefix = dir.join("gcore");
-    let g = Command::new("gcore")
-        .arg("-o")
-        .arg(&prefix)
-        .arg(t.pid.to_string())
-        .output()
-        .expect("run gcore");
-    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
-    let core = PathBuf::from(format!("{}.{}", prefix.display(), t.pid));
+    let core = support::gcore(t.pid, &dir.join("gcore"));
     t.finish();
     let l = json(&["leaks", "--json"], &core);
     assert_eq!(tally(&l["definite"]), (1006 + 1007 + 2 * 1010, 4), "{l:#}");

@@ -8,12 +8,14 @@
 //! one-off burst of 500 buffers of 8,000 bytes at step 3.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use serde_json::Value;
 
-use crate::support::{fixture, leaktrail, record_in_steps, scratch};
+use crate::support::{
+    assert_bad_input, fixture, leaktrail, record_in_steps, repo_root, scratch, stdout, success,
+};
 
 const NO_FP: &[&str] = &["-fomit-frame-pointer", "-fno-optimize-sibling-calls"];
 
@@ -30,31 +32,11 @@ pub const BURST_BYTES: u64 = 500 * 8000;
 /// `analysis::growth`).
 pub const STEPS: usize = 8;
 
-/// A scratch directory of this test process: other test runs may share
-/// the target directory, and must not remove it under us.
-/// Those of test processes that have exited are removed.
-pub fn own_scratch(name: &str) -> PathBuf {
-    let dir = scratch(&format!("{name}-{}", std::process::id()));
-    if let Some(Ok(entries)) = dir.parent().map(std::fs::read_dir) {
-        for e in entries.flatten() {
-            let file = e.file_name().to_string_lossy().into_owned();
-            let pid = file
-                .strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix('-'))
-                .and_then(|pid| pid.parse::<u32>().ok());
-            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    dir
-}
-
 /// Records `growth_sites` for `steps` steps into `<scratch name>/rec`,
 /// with a snapshot after each step (`0001.core` ..) and the one at exit.
 pub fn record_steps(name: &str, steps: usize, memory: &str) -> PathBuf {
     let exe = fixture("growth_sites", NO_FP);
-    let dir = own_scratch(name).join("rec");
+    let dir = scratch(name).join("rec");
     let steps_arg = steps.to_string();
     record_in_steps(&dir, memory, &[exe.as_os_str(), steps_arg.as_ref()], steps);
     dir
@@ -73,16 +55,6 @@ pub fn step_snapshot(dir: &Path, k: usize) -> PathBuf {
     dir.join(format!("snapshots/{k:04}.core"))
 }
 
-pub fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).expect("utf-8")
-}
-
 /// The function names of a JSON stack, innermost first.
 fn functions(stack: &Value) -> Vec<String> {
     stack
@@ -96,12 +68,9 @@ fn functions(stack: &Value) -> Vec<String> {
 #[test]
 fn growth_ranks_steady_growth_above_a_flat_pool_and_a_burst() {
     let dir = shared_recording();
-    let json: Value = serde_json::from_str(&ok(&leaktrail()
-        .args(["growth", "--json"])
-        .arg(&dir)
-        .output()
-        .expect("growth")))
-    .expect("json");
+    let json: Value =
+        serde_json::from_str(&stdout(leaktrail().args(["growth", "--json"]).arg(&dir)))
+            .expect("json");
     let suspects = json["suspects"].as_array().expect("suspects");
     let leaf = |s: &Value| functions(&s["stack"]).first().cloned().unwrap_or_default();
     let first = &suspects[0];
@@ -160,11 +129,7 @@ fn growth_ranks_steady_growth_above_a_flat_pool_and_a_burst() {
 #[test]
 fn growth_text_names_the_class_series_and_stack() {
     let dir = shared_recording();
-    let text = ok(&leaktrail()
-        .arg("growth")
-        .arg(&dir)
-        .output()
-        .expect("growth"));
+    let text = stdout(leaktrail().arg("growth").arg(&dir));
     assert!(
         text.contains("#1 4096 B: 100 → 800 buffers, +2.7 MiB, +"),
         "{text}"
@@ -177,19 +142,14 @@ fn growth_text_names_the_class_series_and_stack() {
 #[test]
 fn growth_needs_two_snapshots() {
     let dir = shared_recording();
-    let out = leaktrail()
-        .arg("growth")
-        .arg(step_snapshot(&dir, 1))
-        .output()
-        .expect("growth");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("at least two"), "{err}");
-    let out = leaktrail()
-        .args(["growth", "/nonexistent/x.core", "/nonexistent/y.core"])
-        .output()
-        .expect("growth");
-    assert_eq!(out.status.code(), Some(2));
+    assert_bad_input(
+        leaktrail().arg("growth").arg(step_snapshot(&dir, 1)),
+        &["at least two"],
+    );
+    assert_bad_input(
+        leaktrail().args(["growth", "/nonexistent/x.core", "/nonexistent/y.core"]),
+        &[],
+    );
 }
 
 /// Folded lines from `main` inward (what is outside `main` depends on the
@@ -206,12 +166,7 @@ fn from_main(folded: &str) -> String {
 }
 
 fn golden(name: &str) -> String {
-    std::fs::read_to_string(
-        crate::support::repo_root()
-            .join("fixtures/golden")
-            .join(name),
-    )
-    .expect("golden file")
+    std::fs::read_to_string(repo_root().join("fixtures/golden").join(name)).expect("golden file")
 }
 
 /// Sum of the last column of folded lines (the one before it with `col` 2).
@@ -228,12 +183,9 @@ fn folded_total(folded: &str, from_end: usize) -> u64 {
 }
 
 fn live_bytes(snap: &Path) -> u64 {
-    let json: Value = serde_json::from_str(&ok(&leaktrail()
-        .args(["caches", "--json"])
-        .arg(snap)
-        .output()
-        .expect("caches")))
-    .expect("json");
+    let json: Value =
+        serde_json::from_str(&stdout(leaktrail().args(["caches", "--json"]).arg(snap)))
+            .expect("json");
     json["totals"][0]["live_bytes"]
         .as_u64()
         .expect("live bytes")
@@ -243,11 +195,7 @@ fn live_bytes(snap: &Path) -> u64 {
 fn flamegraph_folded_matches_the_known_stacks_and_bytes() {
     let dir = shared_recording();
     let snap = step_snapshot(&dir, 5);
-    let folded = ok(&leaktrail()
-        .args(["flamegraph", "--folded"])
-        .arg(&snap)
-        .output()
-        .expect("flamegraph"));
+    let folded = stdout(leaktrail().args(["flamegraph", "--folded"]).arg(&snap));
     assert_eq!(from_main(&folded), golden("growth_sites-step5.folded"));
     assert_eq!(
         folded_total(&folded, 0),
@@ -260,12 +208,12 @@ fn flamegraph_folded_matches_the_known_stacks_and_bytes() {
 fn flamegraph_diff_totals_are_the_difference_of_the_snapshots() {
     let dir = shared_recording();
     let (base, snap) = (step_snapshot(&dir, 1), step_snapshot(&dir, 5));
-    let diff = ok(&leaktrail()
-        .args(["flamegraph", "--folded", "--diff"])
-        .arg(&base)
-        .arg(&snap)
-        .output()
-        .expect("flamegraph --diff"));
+    let diff = stdout(
+        leaktrail()
+            .args(["flamegraph", "--folded", "--diff"])
+            .arg(&base)
+            .arg(&snap),
+    );
     assert_eq!(
         from_main(&diff),
         golden("growth_sites-step1-to-5.diff.folded")
@@ -275,15 +223,15 @@ fn flamegraph_diff_totals_are_the_difference_of_the_snapshots() {
     assert_eq!(after, live_bytes(&snap));
     assert_eq!(after - before, 4 * GROW_STEP_BYTES + BURST_BYTES);
     // The SVG: inferno's, with the growth in red.
-    let svg_path = own_scratch("flamegraph_diff").join("diff.svg");
-    ok(&leaktrail()
-        .args(["flamegraph", "--diff"])
-        .arg(&base)
-        .arg(&snap)
-        .arg("-o")
-        .arg(&svg_path)
-        .output()
-        .expect("flamegraph --diff svg"));
+    let svg_path = scratch("flamegraph_diff").join("diff.svg");
+    stdout(
+        leaktrail()
+            .args(["flamegraph", "--diff"])
+            .arg(&base)
+            .arg(&snap)
+            .arg("-o")
+            .arg(&svg_path),
+    );
     let svg = std::fs::read_to_string(&svg_path).expect("svg");
     assert!(svg.contains("<svg") && svg.contains("grow_cache"));
     assert!(svg.contains("rgb(255,"), "growth is drawn in red");
@@ -294,12 +242,12 @@ fn flamegraph_filters_like_bufs() {
     let dir = shared_recording();
     let snap = step_snapshot(&dir, 5);
     let folded = |args: &[&str]| {
-        from_main(&ok(&leaktrail()
-            .args(["flamegraph", "--folded"])
-            .args(args)
-            .arg(&snap)
-            .output()
-            .expect("flamegraph")))
+        from_main(&stdout(
+            leaktrail()
+                .args(["flamegraph", "--folded"])
+                .args(args)
+                .arg(&snap),
+        ))
     };
     assert_eq!(
         folded(&["--size", "2049..4096"]),
@@ -317,43 +265,35 @@ fn flamegraph_filters_like_bufs() {
     // Ages are relative to the newest buffer: the churn of the last step is
     // the newest, the pool's first fill among the oldest.
     assert!(folded(&["--newer-than", "1h"]).contains("main;fill_pool 1900000\n"));
-    let out = leaktrail()
-        .args(["flamegraph", "--size", "lots"])
-        .arg(&snap)
-        .output()
-        .expect("flamegraph");
-    assert_eq!(out.status.code(), Some(2));
+    assert_bad_input(
+        leaktrail()
+            .args(["flamegraph", "--size", "lots"])
+            .arg(&snap),
+        &[],
+    );
 }
 
 #[test]
 fn pprof_decodes_independently_with_the_totals_of_caches() {
     let dir = shared_recording();
     let snap = step_snapshot(&dir, 5);
-    let out = own_scratch("pprof").join("heap.pb.gz");
-    ok(&leaktrail()
-        .arg("pprof")
-        .arg(&snap)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .expect("pprof"));
-    let decoded = std::process::Command::new("python3")
-        .arg(crate::support::repo_root().join("crates/cli/tests/it/pprof_decode.py"))
-        .arg(&out)
-        .output()
-        .expect("python3 (the CI script installs it)");
-    let p: Value = serde_json::from_str(&ok(&decoded)).expect("decoder json");
+    let out = scratch("pprof").join("heap.pb.gz");
+    stdout(leaktrail().arg("pprof").arg(&snap).arg("-o").arg(&out));
+    // python3: the CI script installs it.
+    let p: Value = serde_json::from_str(&stdout(
+        Command::new("python3")
+            .arg(repo_root().join("crates/cli/tests/it/pprof_decode.py"))
+            .arg(&out),
+    ))
+    .expect("decoder json");
     assert_eq!(
         p["sample_types"],
         serde_json::json!([["inuse_objects", "count"], ["inuse_space", "bytes"]])
     );
     assert_eq!(p["default_sample_type"], "inuse_space");
-    let caches: Value = serde_json::from_str(&ok(&leaktrail()
-        .args(["caches", "--json"])
-        .arg(&snap)
-        .output()
-        .expect("caches")))
-    .expect("caches json");
+    let caches: Value =
+        serde_json::from_str(&stdout(leaktrail().args(["caches", "--json"]).arg(&snap)))
+            .expect("caches json");
     assert_eq!(p["totals"][0], caches["totals"][0]["live_count"]);
     assert_eq!(p["totals"][1], caches["totals"][0]["live_bytes"]);
     assert_eq!(
@@ -453,23 +393,15 @@ fn job_runs_sixteen_snapshots_in_parallel_and_reports_a_corrupt_one() {
 
 #[test]
 fn job_refuses_what_is_not_a_per_snapshot_command() {
-    let out = leaktrail()
-        .args(["job", "watch", "--", "x.core"])
-        .output()
-        .expect("job");
-    assert_eq!(out.status.code(), Some(2));
-    let out = leaktrail()
-        .args(["job", "flamegraph", "x.core"])
-        .output()
-        .expect("job");
-    assert_eq!(out.status.code(), Some(2));
+    assert_bad_input(leaktrail().args(["job", "watch", "--", "x.core"]), &[]);
+    assert_bad_input(leaktrail().args(["job", "flamegraph", "x.core"]), &[]);
 }
 
 /// The headless browser the report test uses (Debian's `chromium`; the CI
 /// script installs it). The test installs nothing.
 fn chromium() -> PathBuf {
     for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if let Ok(out) = std::process::Command::new("sh")
+        if let Ok(out) = Command::new("sh")
             .args(["-c", &format!("command -v {name}")])
             .output()
         {
@@ -486,30 +418,25 @@ fn chromium() -> PathBuf {
 /// `--screenshot=FILE`); returns (stdout, stderr).
 fn headless(page: &Path, mode: &str, scratch_dir: &Path) -> (String, String) {
     let profile = scratch_dir.join(format!("chromium-profile-{}", mode.len()));
-    let out = std::process::Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-            "--window-size=1280,2400",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(mode)
-        .arg(format!("file://{}", page.display()))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run chromium");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = success(
+        Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--hide-scrollbars",
+                "--window-size=1280,2400",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(mode)
+            .arg(format!("file://{}", page.display()))
+            .stdin(Stdio::null()),
     );
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -554,14 +481,7 @@ fn report_is_one_offline_page_that_renders_cleanly_in_chromium() {
     let dir = record_steps("report", STEPS, "full");
     let scratch_dir = dir.parent().expect("scratch").to_path_buf();
     let page = scratch_dir.join("report.html");
-    let out = leaktrail()
-        .arg("report")
-        .arg(&dir)
-        .arg("-o")
-        .arg(&page)
-        .output()
-        .expect("report");
-    ok(&out);
+    stdout(leaktrail().arg("report").arg(&dir).arg("-o").arg(&page));
     let html = std::fs::read_to_string(&page).expect("report.html");
     // Self-contained: nothing to fetch.
     for needle in [
@@ -655,13 +575,7 @@ fn report_is_one_offline_page_that_renders_cleanly_in_chromium() {
 
 #[test]
 fn demo_tells_the_whole_story() {
-    let dir = own_scratch("demo").join("rec");
-    let out = leaktrail()
-        .args(["demo", "--duration", "4s", "--interval", "100ms", "--out"])
-        .arg(&dir)
-        .output()
-        .expect("demo");
-    let stdout = ok(&out);
+    let (dir, stdout) = crate::support::demo();
     // The watch: growing, in the heap.
     assert!(stdout.contains("verdict:  growing"), "{stdout}");
     // The diagnosis: the growing class, the function that keeps its
@@ -691,15 +605,9 @@ fn demo_tells_the_whole_story() {
 #[test]
 fn report_of_a_watch_without_snapshots_still_tells_the_trend() {
     // fixtures/recordings/README.md: written by `watch`, no snapshots.
-    let dir = crate::support::repo_root().join("fixtures/recordings/watch-malloc-leak-v1");
-    let page = own_scratch("report_watch").join("report.html");
-    ok(&leaktrail()
-        .arg("report")
-        .arg(&dir)
-        .arg("-o")
-        .arg(&page)
-        .output()
-        .expect("report"));
+    let dir = repo_root().join("fixtures/recordings/watch-malloc-leak-v1");
+    let page = scratch("report_watch").join("report.html");
+    stdout(leaktrail().arg("report").arg(&dir).arg("-o").arg(&page));
     let html = std::fs::read_to_string(&page).expect("report.html");
     assert!(html.contains("<span class=\"verdict growing\">growing</span>"));
     assert!(html.contains("<svg class=\"trend\""));

@@ -5,12 +5,12 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::support::{leaktrail, leaktrail_json, record_in_steps, repo_root, scratch};
+use crate::support::{
+    fixture_library, leaktrail, leaktrail_json, record_in_steps, repo_root, scratch, success,
+};
 
 /// Growth up to this is noise: a steady Node process's own bookkeeping
 /// (V8 zones, marking worklists) wobbles by a few KiB between snapshots,
@@ -18,23 +18,10 @@ use crate::support::{leaktrail, leaktrail_json, record_in_steps, repo_root, scra
 /// The leaks here grow by hundreds of KiB per step.
 const NOISE_BYTES: f64 = 128.0 * 1024.0;
 
-/// The N-API addon, compiled once per test run against Node's headers.
-fn addon() -> &'static Path {
-    static ADDON: OnceLock<PathBuf> = OnceLock::new();
-    ADDON.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("leaktrail_test_addon.node");
-        let status = Command::new("gcc")
-            .args(["-shared", "-fPIC", "-O1", "-g", "-I/usr/include/node", "-o"])
-            .arg(&out)
-            .arg(repo_root().join("fixtures/node/addon.c"))
-            .status()
-            .expect("run gcc");
-        assert!(
-            status.success(),
-            "building the N-API addon failed (are Node's headers in /usr/include/node?)"
-        );
-        out
-    })
+/// The N-API addon, compiled once per test run against Node's headers
+/// (in `/usr/include/node`).
+fn addon() -> PathBuf {
+    fixture_library("node/addon", ".node", &["-I/usr/include/node"])
 }
 
 /// Runs `stepper.js SCENARIO` under the tracer, snapshots the recording
@@ -43,12 +30,13 @@ fn addon() -> &'static Path {
 fn growth_of(scenario: &str, steps: usize) -> (Value, Value, String) {
     let dir = scratch(&format!("node_{scenario}")).join("rec");
     let stepper = repo_root().join("fixtures/node/stepper.js");
+    let addon = addon();
     let argv = [
         "node".as_ref(),
         "--expose-gc".as_ref(),
         stepper.as_os_str(),
         scenario.as_ref(),
-        addon().as_os_str(),
+        addon.as_os_str(),
     ];
     let pid = record_in_steps(&dir, "tables", &argv, steps);
     assert!(
@@ -58,18 +46,7 @@ fn growth_of(scenario: &str, steps: usize) -> (Value, Value, String) {
     let growth = leaktrail_json([OsStr::new("growth"), OsStr::new("--json"), dir.as_os_str()]);
     let trend = leaktrail_json([OsStr::new("trend"), OsStr::new("--json"), dir.as_os_str()]);
     let html = dir.with_file_name("report.html");
-    let out = leaktrail()
-        .arg("report")
-        .arg(&dir)
-        .arg("-o")
-        .arg(&html)
-        .output()
-        .expect("report");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    success(leaktrail().arg("report").arg(&dir).arg("-o").arg(&html));
     let html = std::fs::read_to_string(&html).expect("report written");
     (growth, trend["owners"].clone(), html)
 }

@@ -1,16 +1,40 @@
 //! `leaktrail run` recordings (issue 4): the watch series beside snapshots,
 //! the final snapshot at exit, snapshots on demand.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use leaktrail_analysis::audit_dump::{self, AuditDump};
 use leaktrail_recording::Snapshot;
 
-use crate::support::{fixture, leaktrail, leaktrail_json, scratch, snapshot_into, ChildGuard};
+use crate::support::{
+    fixture, leaktrail, leaktrail_json, scratch, snapshot_into, success, Pipe, Running,
+};
 
 const NO_FP: &[&str] = &["-fomit-frame-pointer", "-fno-optimize-sibling-calls"];
+
+/// `leaktrail run --every 0 --interval 50ms --out DIR -- EXE`.
+fn run_cmd(dir: &Path, exe: &Path) -> Command {
+    let mut cmd = leaktrail();
+    cmd.args(["run", "--every", "0", "--interval", "50ms", "--out"])
+        .arg(dir)
+        .arg("--")
+        .arg(exe);
+    cmd
+}
+
+/// `run_cmd` with stdin piped, once the program printed its ready line
+/// (`ready`, or starting with it). With `first`, that must be its first
+/// line; otherwise lines before it are skipped.
+fn record(dir: &Path, exe: &Path, first: bool) -> Running {
+    let mut cmd = run_cmd(dir, exe);
+    cmd.stdin(Stdio::piped());
+    if first {
+        Running::start(&mut cmd, Pipe::Stdout, "ready")
+    } else {
+        Running::start_until(&mut cmd, Pipe::Stdout, |line| line == "ready")
+    }
+}
 
 /// (size, function names) of the blocks of a snapshot whose allocating
 /// function (frame 0) is `top` and whose caller is `caller`.
@@ -43,20 +67,7 @@ fn open(path: &Path) -> AuditDump {
 fn the_final_snapshot_holds_exactly_the_blocks_live_at_exit() {
     let exe = fixture("tracer_survivors", NO_FP);
     let dir = scratch("recording_exit").join("rec");
-    let out = leaktrail()
-        .args(["run", "--every", "0", "--interval", "50ms", "--out"])
-        .arg(&dir)
-        .arg("--")
-        .arg(&exe)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    success(run_cmd(&dir, &exe).stdin(Stdio::null()));
     let snaps: Vec<_> = std::fs::read_dir(dir.join("snapshots"))
         .expect("snapshots dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -84,32 +95,11 @@ fn the_final_snapshot_holds_exactly_the_blocks_live_at_exit() {
 fn snapshot_on_demand_into_a_running_recording() {
     let exe = fixture("tracer_survivors", NO_FP);
     let dir = scratch("recording_demand").join("rec");
-    let mut run = ChildGuard(
-        leaktrail()
-            .args(["run", "--every", "0", "--interval", "50ms", "--out"])
-            .arg(&dir)
-            .arg("--")
-            .arg(&exe)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run"),
-    );
-    let mut lines = BufReader::new(run.0.stdout.take().expect("stdout")).lines();
-    loop {
-        let line = lines.next().expect("fixture output").expect("utf-8");
-        if line == "ready" {
-            break;
-        }
-    }
+    let mut run = record(&dir, &exe, false);
     snapshot_into(&dir, &[]);
-    run.0
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"go\n")
-        .expect("write");
-    let status = run.0.wait().expect("wait");
+    run.send(b"go\n");
+    run.close_stdin();
+    let status = run.wait();
     assert_eq!(status.code(), Some(0));
     let during = open(&dir.join("snapshots/0001.core"));
     let at_exit = open(&dir.join("snapshots/0002-exit.core"));
@@ -123,33 +113,17 @@ fn snapshot_on_demand_into_a_running_recording() {
 fn maps_diff_of_two_snapshots_names_the_grown_heap_first() {
     let exe = fixture("leaks_grow", &[]);
     let dir = scratch("recording_maps").join("rec");
-    let mut run = ChildGuard(
-        leaktrail()
-            .args(["run", "--every", "0", "--interval", "50ms", "--out"])
-            .arg(&dir)
-            .arg("--")
-            .arg(&exe)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run"),
-    );
-    let mut stdin = run.0.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(run.0.stdout.take().expect("stdout")).lines();
-    let mut expect = |prefix: &str| {
-        let line = lines.next().expect("a line").expect("utf-8");
-        assert!(line.starts_with(prefix), "{line}");
-    };
-    expect("ready");
+    let mut run = record(&dir, &exe, true);
     let snap = || snapshot_into(&dir, &[]);
     snap();
     // 1530 buffers of 4000 bytes: about 6 MiB more heap.
-    stdin.write_all(b"g").expect("grow");
-    expect("grew");
+    run.send(b"g");
+    let line = run.line();
+    assert!(line.starts_with("grew"), "{line}");
     snap();
-    stdin.write_all(b"q").expect("quit");
-    drop(stdin);
-    run.0.wait().expect("wait");
+    run.send(b"q");
+    run.close_stdin();
+    run.wait();
     let diff = leaktrail_json([
         "maps".into(),
         "diff".into(),

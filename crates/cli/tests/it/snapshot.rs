@@ -6,17 +6,16 @@
 //! every worker has run two more rounds and answer `ok` (or `bad`). All
 //! synchronisation goes through that pipe: no sleeps.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use crate::support::{self, ChildGuard};
+use crate::support::{
+    self, assert_bad_input, gcore, info_json, snapshot_cmd, snapshot_of, Pipe, Running,
+};
 
 /// A running `snap_threads`.
 struct Target {
-    guard: ChildGuard,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    run: Running,
     pid: i32,
     exe: PathBuf,
 }
@@ -29,82 +28,24 @@ impl Target {
     fn spawn_with(args: &[&str], tweak: impl FnOnce(&mut Command)) -> Target {
         let exe = support::fixture("snap_threads", &[]);
         let mut cmd = Command::new(&exe);
-        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
+        cmd.args(args).stdin(Stdio::piped());
         tweak(&mut cmd);
-        let mut child = cmd.spawn().expect("start snap_threads");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut t = Target {
-            guard: ChildGuard(child),
-            stdin,
-            stdout,
-            pid: 0,
-            exe,
-        };
-        let ready = t.line();
-        let pid = ready.strip_prefix("ready ").expect("ready line").trim();
-        t.pid = pid.parse().expect("pid");
-        t
-    }
-
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.stdout.read_line(&mut l).expect("read from target");
-        l
+        let run = Running::start(&mut cmd, Pipe::Stdout, "ready ");
+        let pid = run.ready["ready ".len()..].trim().parse().expect("pid");
+        Target { run, pid, exe }
     }
 
     /// Asks the target to prove it still runs and is intact.
     fn check(&mut self) -> String {
-        self.stdin.write_all(b"x").expect("poke target");
-        self.stdin.flush().expect("flush");
-        self.line()
+        self.run.send(b"x");
+        self.run.line()
     }
 
     /// Stops it and returns its exit code.
     fn finish(mut self) -> i32 {
-        self.stdin.write_all(b"q").expect("quit target");
-        let status = self.guard.0.wait().expect("wait target");
-        status.code().unwrap_or(-1)
+        self.run.send(b"q");
+        self.run.wait().code().unwrap_or(-1)
     }
-}
-
-fn snapshot(pid: i32, out: &Path, extra: &[&str]) -> Output {
-    support::leaktrail()
-        .args(["snapshot", "-p", &pid.to_string(), "-o"])
-        .arg(out)
-        .args(extra)
-        .output()
-        .expect("run leaktrail snapshot")
-}
-
-fn info_json(path: &Path) -> serde_json::Value {
-    let out = support::leaktrail()
-        .arg("info")
-        .arg(path)
-        .arg("--json")
-        .output()
-        .expect("run leaktrail info");
-    assert!(
-        out.status.success(),
-        "info failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("info --json prints JSON")
-}
-
-/// Asserts a bad-input failure: exit 2 and exactly one line on stderr.
-fn assert_bad_input(out: &Output, needles: &[&str]) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "expected exit 2, stderr: {err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "expected one line: {err:?}"
-    );
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
-    }
-    err
 }
 
 #[test]
@@ -112,12 +53,7 @@ fn snapshot_of_a_multithreaded_target_opens_in_gdb_with_symbolic_backtraces() {
     let dir = support::scratch("snapshot_gdb");
     let mut t = Target::spawn(&["3"]);
     let core = dir.join("threads.core");
-    let out = snapshot(t.pid, &core, &[]);
-    assert!(
-        out.status.success(),
-        "snapshot failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = snapshot_of(t.pid, &core, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with(&core.display().to_string()), "{stdout}");
     assert!(stdout.contains("pause"), "{stdout}");
@@ -178,12 +114,7 @@ fn target_runs_unchanged_after_100_snapshots_while_allocating() {
     let core = dir.join("again.core");
     for i in 0..100 {
         let mode = ["full", "tables", "none", "full"][i % 4];
-        let out = snapshot(t.pid, &core, &["--memory", mode]);
-        assert!(
-            out.status.success(),
-            "snapshot {i} ({mode}) failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        snapshot_of(t.pid, &core, &["--memory", mode]);
         let answer = t.check();
         assert!(answer.starts_with("ok "), "after snapshot {i}: {answer:?}");
     }
@@ -211,13 +142,11 @@ fn info_describes_our_snapshots_and_gcore_and_kernel_cores() {
     )
     .expect("write perf map");
     let ours = dir.join("ours.core");
-    let taken = snapshot(t.pid, &ours, &[]);
+    let taken = snapshot_cmd(t.pid, &ours, &[]).output().expect("snapshot");
     let _ = std::fs::remove_file(&perf_map);
     assert!(taken.status.success());
     let none = dir.join("none.core");
-    assert!(snapshot(t.pid, &none, &["--memory", "none"])
-        .status
-        .success());
+    snapshot_of(t.pid, &none, &["--memory", "none"]);
     assert!(t.check().starts_with("ok "));
 
     let mode = std::fs::metadata(&ours).expect("core exists");
@@ -256,31 +185,22 @@ fn info_describes_our_snapshots_and_gcore_and_kernel_cores() {
     assert_eq!(info["captured_bytes"], 0);
     assert_eq!(info["threads"].as_array().map(Vec::len), Some(3));
 
-    let text = support::leaktrail()
-        .arg("info")
-        .arg(&ours)
-        .output()
-        .expect("info");
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = String::from_utf8_lossy(
+        &support::leaktrail()
+            .arg("info")
+            .arg(&ours)
+            .output()
+            .expect("info")
+            .stdout,
+    )
+    .into_owned();
     assert!(text.contains("audit      none"), "{text}");
     assert!(text.contains("threads    3"), "{text}");
 
     // gdb's gcore of the same process: no leaktrail note, modules from
     // NT_FILE.
-    let prefix = dir.join("gcore");
-    let g = Command::new("gcore")
-        .arg("-o")
-        .arg(&prefix)
-        .arg(t.pid.to_string())
-        .output()
-        .expect("run gcore");
-    assert!(
-        g.status.success(),
-        "gcore failed: {}",
-        String::from_utf8_lossy(&g.stderr)
-    );
+    let gcore = gcore(t.pid, &dir.join("gcore"));
     assert!(t.check().starts_with("ok "));
-    let gcore = dir.join(format!("gcore.{}", t.pid));
     let info = info_json(&gcore);
     assert_eq!(info["writer"], "foreign");
     assert_eq!(info["pid"], t.pid);
@@ -314,7 +234,7 @@ fn info_describes_our_snapshots_and_gcore_and_kernel_cores() {
     });
     // SAFETY: kill takes no pointers.
     unsafe { libc::kill(k.pid, libc::SIGABRT) };
-    let _ = k.guard.0.wait();
+    k.run.wait();
     let kernel_core = kernel_core_in(&kdir);
     let Some(kernel_core) = kernel_core else {
         eprintln!("kernel core skipped: no core was dumped (pattern {pattern:?})");
@@ -362,14 +282,18 @@ fn snapshot_of_a_missing_pid_is_bad_input() {
     let pid = gone.id() as i32;
     gone.wait().expect("reap true");
     let dir = support::scratch("snapshot_missing");
-    let out = snapshot(pid, &dir.join("x.core"), &[]);
-    assert_bad_input(&out, &["no process with pid", &pid.to_string()]);
+    assert_bad_input(
+        &mut snapshot_cmd(pid, &dir.join("x.core"), &[]),
+        &["no process with pid", &pid.to_string()],
+    );
     assert!(
         std::fs::read_dir(&dir).expect("dir").next().is_none(),
         "left a file behind"
     );
-    let out = snapshot(0, &dir.join("x.core"), &[]);
-    assert_bad_input(&out, &["no process"]);
+    assert_bad_input(
+        &mut snapshot_cmd(0, &dir.join("x.core"), &[]),
+        &["no process"],
+    );
 }
 
 #[test]
@@ -378,9 +302,7 @@ fn snapshot_without_ptrace_permission_is_bad_input_with_the_hint() {
     let root = unsafe { libc::getuid() } == 0;
     let dir = support::scratch("snapshot_eperm");
     let mut t = Target::spawn(&["1"]);
-    let mut cmd = support::leaktrail();
-    cmd.args(["snapshot", "-p", &t.pid.to_string(), "-o"])
-        .arg(dir.join("x.core"));
+    let mut cmd = snapshot_cmd(t.pid, &dir.join("x.core"), &[]);
     if root {
         // As "nobody", a root-owned process is off limits.
         std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
@@ -389,8 +311,7 @@ fn snapshot_without_ptrace_permission_is_bad_input_with_the_hint() {
         // Not root: a process of another user (init) is off limits.
         cmd.args(["-p", "1"]);
     }
-    let out = cmd.output().expect("run leaktrail");
-    assert_bad_input(&out, &["not permitted", "ptrace"]);
+    assert_bad_input(&mut cmd, &["not permitted", "ptrace"]);
     assert!(
         std::fs::read_dir(&dir).expect("dir").next().is_none(),
         "left a file behind"
@@ -406,19 +327,16 @@ fn snapshot_of_a_target_that_exits_midway_leaves_nothing() {
     let core = dir.join("x.core");
     // The fault seam kills the target once every thread is stopped, so the
     // death lands mid-capture every time.
-    let out = support::leaktrail()
-        .args(["snapshot", "-p", &t.pid.to_string(), "-o"])
-        .arg(&core)
-        .env("LEAKTRAIL_TEST_FAULT", "exit-during-capture")
-        .output()
-        .expect("run leaktrail");
-    assert_bad_input(&out, &["exited during the capture"]);
+    assert_bad_input(
+        snapshot_cmd(t.pid, &core, &[]).env("LEAKTRAIL_TEST_FAULT", "exit-during-capture"),
+        &["exited during the capture"],
+    );
     assert!(
         std::fs::read_dir(&dir).expect("dir").next().is_none(),
         "left a file behind"
     );
     // It died of the SIGKILL, and is not held stopped by anyone.
-    let status = t.guard.0.wait().expect("reap target");
+    let status = t.run.wait();
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(libc::SIGKILL)
@@ -430,29 +348,27 @@ fn info_rejects_truncated_and_non_core_files() {
     let dir = support::scratch("snapshot_badinfo");
     let t = Target::spawn(&["1"]);
     let core = dir.join("whole.core");
-    assert!(snapshot(t.pid, &core, &[]).status.success());
+    snapshot_of(t.pid, &core, &[]);
     assert_eq!(t.finish(), 0);
     let bytes = std::fs::read(&core).expect("read core");
 
     let info = |p: &Path| {
-        support::leaktrail()
-            .arg("info")
-            .arg(p)
-            .output()
-            .expect("info")
+        let mut cmd = support::leaktrail();
+        cmd.arg("info").arg(p);
+        cmd
     };
     let cut = dir.join("cut.core");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write cut core");
-    assert_bad_input(&info(&cut), &["truncated", "cut.core"]);
+    assert_bad_input(&mut info(&cut), &["truncated", "cut.core"]);
     std::fs::write(&cut, &bytes[..40]).expect("write cut core");
-    assert_bad_input(&info(&cut), &["cut.core"]);
+    assert_bad_input(&mut info(&cut), &["cut.core"]);
 
     let exe = support::fixture("snap_threads", &[]);
-    assert_bad_input(&info(&exe), &["not a core file"]);
+    assert_bad_input(&mut info(&exe), &["not a core file"]);
     let text = dir.join("notes.txt");
     std::fs::write(&text, "just some text\n").expect("write text");
-    assert_bad_input(&info(&text), &["not an ELF file"]);
-    assert_bad_input(&info(&dir.join("missing.core")), &["missing.core"]);
+    assert_bad_input(&mut info(&text), &["not an ELF file"]);
+    assert_bad_input(&mut info(&dir.join("missing.core")), &["missing.core"]);
 }
 
 #[test]
@@ -466,62 +382,45 @@ fn traced_snapshot_recovers_exactly_the_live_allocations() {
     let mut cmd = Command::new(&exe);
     cmd.env("LD_PRELOAD", support::preload_library())
         .current_dir(&kdir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+        .stdin(Stdio::piped());
     allow_core_dumps(&mut cmd);
-    let mut child = cmd.spawn().expect("start snap_live");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut guard = ChildGuard(child);
     let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex");
     let mut keep_block = 0;
     let mut expected = Vec::new();
-    let pid: i32 = loop {
-        let mut l = String::new();
-        stdout.read_line(&mut l).expect("read snap_live");
+    let mut live = Running::start_until(&mut cmd, Pipe::Stdout, |l| {
         let w: Vec<&str> = l.split_whitespace().collect();
         match w.as_slice() {
             ["fn", a] => keep_block = hex(a),
             ["live", a, s] => expected.push((hex(a), s.parse::<u64>().expect("size"))),
-            ["ready", p] => break p.parse().expect("pid"),
+            ["ready", _] => return true,
             _ => panic!("unexpected line from snap_live: {l:?}"),
         }
-    };
+        false
+    });
+    let pid: i32 = live
+        .ready
+        .split_whitespace()
+        .nth(1)
+        .expect("pid")
+        .parse()
+        .expect("pid");
     assert_eq!(expected.len(), 20);
 
     let mut cores = Vec::new();
     for mode in ["tables", "full"] {
         let core = dir.join(format!("{mode}.core"));
-        let out = snapshot(pid, &core, &["--memory", mode]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        snapshot_of(pid, &core, &["--memory", mode]);
         cores.push(core);
     }
-    let g = Command::new("gcore")
-        .arg("-o")
-        .arg(dir.join("gcore"))
-        .arg(pid.to_string())
-        .output()
-        .expect("run gcore");
-    assert!(
-        g.status.success(),
-        "gcore: {}",
-        String::from_utf8_lossy(&g.stderr)
-    );
-    cores.push(dir.join(format!("gcore.{pid}")));
-    stdin.write_all(b"x").expect("poke");
-    let mut l = String::new();
-    stdout.read_line(&mut l).expect("read");
-    assert_eq!(l.trim(), "ok");
+    cores.push(gcore(pid, &dir.join("gcore")));
+    live.send(b"x");
+    assert_eq!(live.line().trim(), "ok");
 
     // And the kernel's core of the same process, where the machine lets
     // it dump one into its working directory.
     // SAFETY: kill takes no pointers.
     unsafe { libc::kill(pid, libc::SIGABRT) };
-    let _ = guard.0.wait();
+    live.wait();
     match kernel_core_in(&kdir) {
         Some(k) => cores.push(k),
         None => eprintln!("kernel core skipped: none was dumped here"),
@@ -564,8 +463,7 @@ fn traced_snapshot_recovers_exactly_the_live_allocations() {
             "{info}"
         );
     }
-    drop(stdin);
-    drop(guard);
+    drop(live);
 }
 
 /// The state letter of `/proc/PID/stat`.
@@ -588,12 +486,7 @@ fn a_stopped_target_stays_stopped_and_a_thread_id_is_refused() {
     while state(t.pid) != 'T' {
         std::thread::yield_now();
     }
-    let out = snapshot(t.pid, &dir.join("stopped.core"), &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    snapshot_of(t.pid, &dir.join("stopped.core"), &[]);
     assert_eq!(
         state(t.pid),
         'T',
@@ -608,7 +501,9 @@ fn a_stopped_target_stays_stopped_and_a_thread_id_is_refused() {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .find(|&tid| tid != t.pid)
         .expect("a worker thread");
-    let out = snapshot(tid, &dir.join("thread.core"), &[]);
-    assert_bad_input(&out, &["is a thread of process", &t.pid.to_string()]);
+    assert_bad_input(
+        &mut snapshot_cmd(tid, &dir.join("thread.core"), &[]),
+        &["is a thread of process", &t.pid.to_string()],
+    );
     assert_eq!(t.finish(), 0);
 }

@@ -2,13 +2,16 @@
 //! with stacks that match libgcc's; robustness cases behave identically
 //! traced and untraced; real programs run unchanged.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::{self, fixture, leaktrail, preload_library, scratch, ChildGuard};
+use crate::support::{
+    assert_bad_input, fixture, fixture_library, leaktrail, preload_library, scratch, ChildGuard,
+    Pipe, Running,
+};
 
 /// Flags for fixtures the tracer must unwind by CFI alone.
 const NO_FP: &[&str] = &["-fomit-frame-pointer", "-fno-optimize-sibling-calls"];
@@ -246,23 +249,16 @@ fn threads_created_and_exiting_fast() {
 fn fork_child_keeps_an_audit_of_its_own_heap() {
     let exe = robust();
     let dump_path = scratch("tracer_fork").join("audit.json");
-    let mut child = ChildGuard(
+    let mut child = Running::start(
         leaktrail()
             .args(["run", "--no-record", "--dump-at-exit"])
             .arg(&dump_path)
             .arg("--")
-            .args([path_str(&exe), "fork"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run"),
+            .args([path_str(&exe), "fork"]),
+        Pipe::Stdout,
+        "child ",
     );
-    let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
-    let first = lines.next().expect("a line").expect("utf-8");
-    let pid: i32 = first
-        .strip_prefix("child ")
-        .expect("child announces itself")
-        .parse()
-        .expect("pid");
+    let pid: i32 = child.ready["child ".len()..].parse().expect("pid");
     // The child waits for SIGUSR1, so its audit is stable while we read it.
     let live = leaktrail_capture::memory::LiveProcess::open(pid).expect("child maps");
     let audit = leaktrail_analysis::audit_dump::read_live(&live.memory, &live.mappings, pid, None)
@@ -280,9 +276,8 @@ fn fork_child_keeps_an_audit_of_its_own_heap() {
     assert_eq!(blocks_through(&json, "child_keep").len(), 5);
     // SAFETY: kill sends a signal to the child we are waiting for.
     unsafe { libc::kill(pid, libc::SIGUSR1) };
-    let rest: Vec<String> = lines.map(|l| l.expect("utf-8")).collect();
-    assert_eq!(rest, ["fork ok child status 7"]);
-    let status = child.0.wait().expect("wait");
+    assert_eq!(child.rest(), ["fork ok child status 7"]);
+    let status = child.wait();
     assert_eq!(status.code(), Some(5));
     let parent: Value =
         serde_json::from_slice(&std::fs::read(&dump_path).expect("dump")).expect("json");
@@ -311,15 +306,7 @@ fn signals_delivered_inside_the_tracer() {
 #[test]
 fn dlopen_and_dlclose_of_a_library_that_allocates() {
     let exe = robust();
-    let dir = scratch("tracer_plugin");
-    let lib = dir.join("plugin.so");
-    let ok = Command::new("gcc")
-        .args(["-shared", "-fPIC", "-g", "-O1", "-o"])
-        .arg(&lib)
-        .arg(support::repo_root().join("fixtures/tracer_plugin.c"))
-        .status()
-        .expect("gcc");
-    assert!(ok.success());
+    let lib = fixture_library("tracer_plugin", ".so", &[]);
     let dump = same_traced_and_untraced("dlopen", &[path_str(&exe), "dlopen", path_str(&lib)])
         .expect("dump");
     let live104 = dump["audit"]["live"]
@@ -455,14 +442,10 @@ fn run_passes_the_exit_status_through_and_reports_a_missing_program() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(42));
-    let out = leaktrail()
-        .args(["run", "--no-record", "--", "/nonexistent/program"])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("/nonexistent/program"));
+    assert_bad_input(
+        leaktrail().args(["run", "--no-record", "--", "/nonexistent/program"]),
+        &["/nonexistent/program"],
+    );
     let _ = preload_library();
     let mut input = ChildGuard(
         leaktrail()

@@ -7,14 +7,16 @@
 //! for a line (the fixture's "ready", the watcher's "watching pid"), never
 //! for a time.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::support::{fixture, leaktrail, repo_root, scratch, ChildGuard};
+use crate::support::{
+    assert_bad_input, assert_usage_error, fixture, json, leaktrail, repo_root, scratch, stdout,
+    success, Pipe, Running,
+};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// The leak rate the malloc and anon fixtures are given, bytes per second.
@@ -25,29 +27,22 @@ const RATE: f64 = 2.0 * MIB;
 fn watch(test: &str, name: &str, args: &[&str], duration: &str) -> PathBuf {
     let exe = fixture(name, &[]);
     let dir = scratch(test).join("rec");
-    let out = leaktrail()
-        .args([
-            "watch",
-            "--interval",
-            "100ms",
-            "--duration",
-            duration,
-            "--out",
-        ])
-        .arg(&dir)
-        .arg("--")
-        .arg(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run leaktrail watch");
-    assert!(
-        out.status.success(),
-        "watch failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
+    let stdout = stdout(
+        leaktrail()
+            .args([
+                "watch",
+                "--interval",
+                "100ms",
+                "--duration",
+                duration,
+                "--out",
+            ])
+            .arg(&dir)
+            .arg("--")
+            .arg(exe)
+            .args(args)
+            .stdin(Stdio::null()),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("verdict:"),
         "watch prints the verdict at the end:\n{stdout}"
@@ -57,18 +52,15 @@ fn watch(test: &str, name: &str, args: &[&str], duration: &str) -> PathBuf {
 
 /// `leaktrail trend DIR --json`.
 fn trend(dir: &Path) -> Value {
-    let out = leaktrail()
-        .arg("trend")
-        .arg(dir)
-        .arg("--json")
-        .output()
-        .expect("run leaktrail trend");
-    assert!(
-        out.status.success(),
-        "trend failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("trend --json prints JSON")
+    json(leaktrail().arg("trend").arg(dir).arg("--json"))
+}
+
+/// `leaktrail maps diff DIR@first @last [extra...]`, which must succeed.
+fn maps_diff_first_last(dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = leaktrail();
+    cmd.args(["maps", "diff", &format!("{}@first", dir.display()), "@last"])
+        .args(extra);
+    cmd
 }
 
 fn region<'a>(t: &'a Value, name: &str) -> &'a Value {
@@ -116,17 +108,12 @@ fn steady_malloc_leak_is_growing_in_heap() {
 
     // The chart: a standalone SVG with the series and the fitted line.
     let svg = scratch("watch-malloc-leak-svg").join("trend.svg");
-    let out = leaktrail()
-        .arg("trend")
-        .arg(malloc_leak_recording())
-        .arg("--svg")
-        .arg(&svg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    success(
+        leaktrail()
+            .arg("trend")
+            .arg(malloc_leak_recording())
+            .arg("--svg")
+            .arg(&svg),
     );
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg ") && chart.trim_end().ends_with("</svg>"));
@@ -148,22 +135,7 @@ fn malloc_leak_on_a_thread_grows_its_arena_in_heap() {
     assert_eq!(t["verdict"], "growing", "{t:#}");
     assert_eq!(t["growth_region"], "heap", "{t:#}");
     assert_ne!(region(&t, "anon")["verdict"], "growing", "{t:#}");
-    let out = leaktrail()
-        .args([
-            "maps",
-            "diff",
-            &format!("{}@first", dir.display()),
-            "@last",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = json(&mut maps_diff_first_last(&dir, &["--json"]));
     let first = &d["mappings"][0];
     assert_eq!(first["name"], "[anon]", "{d:#}");
     assert_eq!(first["region"], "heap", "{d:#}");
@@ -212,33 +184,19 @@ fn sawtooth_is_flat() {
 #[test]
 fn maps_diff_names_the_growing_mapping_first() {
     let dir = malloc_leak_recording();
-    let a = format!("{}@first", dir.display());
-    let out = leaktrail()
-        .args(["maps", "diff", &a, "@last", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = json(&mut maps_diff_first_last(dir, &["--json"]));
     let first = &d["mappings"][0];
     assert_eq!(first["name"], "[heap]", "{d:#}");
     assert_eq!(first["region"], "heap", "{d:#}");
     assert!(first["delta"].as_i64().unwrap() as f64 > 2.0 * MIB, "{d:#}");
     assert_eq!(d["regions"][0]["name"], "heap", "{d:#}");
     // The text form says the same, first row first.
-    let out = leaktrail()
-        .args(["maps", "diff", &a, &format!("{}@3s", dir.display())])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = stdout(leaktrail().args([
+        "maps",
+        "diff",
+        &format!("{}@first", dir.display()),
+        &format!("{}@3s", dir.display()),
+    ]));
     let row = text
         .lines()
         .skip_while(|l| !l.trim_start().starts_with("delta"))
@@ -247,27 +205,15 @@ fn maps_diff_names_the_growing_mapping_first() {
     assert!(row.ends_with("[heap]"), "{text}");
 }
 
-/// Runs leaktrail with `args` expecting exit 2 and a one-line complaint.
-fn expect_bad_input(mut cmd: Command) -> String {
-    let out = cmd.output().expect("run leaktrail");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
-    assert!(stderr.starts_with("leaktrail: "), "{stderr}");
-    stderr
-}
-
 #[test]
 fn watch_nonexistent_pid_is_one_line_and_exit_2() {
     // pid_max is at most 2^22, so this pid never exists.
     let dir = scratch("watch-nopid");
-    let mut cmd = leaktrail();
-    cmd.current_dir(&dir)
-        .args(["watch", "-p", "2147483647", "--duration", "1s"]);
-    let stderr = expect_bad_input(cmd);
-    assert!(
-        stderr.contains("no process with pid 2147483647"),
-        "{stderr}"
+    assert_bad_input(
+        leaktrail()
+            .current_dir(&dir)
+            .args(["watch", "-p", "2147483647", "--duration", "1s"]),
+        &["no process with pid 2147483647"],
     );
     assert!(
         std::fs::read_dir(&dir).unwrap().next().is_none(),
@@ -275,21 +221,16 @@ fn watch_nonexistent_pid_is_one_line_and_exit_2() {
     );
 }
 
-/// Spawns a fixture with piped stdin/stdout and waits for its "ready".
-fn spawn_ready(name: &str, args: &[&str]) -> ChildGuard {
-    let mut child = ChildGuard(
+/// Starts a fixture with piped stdin and waits for its "ready".
+fn spawn_ready(name: &str, args: &[&str]) -> Running {
+    let child = Running::start(
         Command::new(fixture(name, &[]))
             .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start fixture"),
+            .stdin(Stdio::piped()),
+        Pipe::Stdout,
+        "ready",
     );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
+    assert_eq!(child.ready, "ready");
     child
 }
 
@@ -303,7 +244,7 @@ fn watch_unreadable_pid_is_one_line_with_hint_and_exit_2() {
     if root {
         // A root-owned target watched by `nobody`.
         let target = spawn_ready("watch_malloc_leak", &["4096"]);
-        let pid = target.0.id().to_string();
+        let pid = target.pid().to_string();
         _target = Some(target);
         cmd = Command::new("setpriv");
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -316,9 +257,7 @@ fn watch_unreadable_pid_is_one_line_with_hint_and_exit_2() {
         cmd.args(["watch", "-p", "1", "--duration", "1s"]);
     }
     cmd.current_dir(&dir);
-    let stderr = expect_bad_input(cmd);
-    assert!(stderr.contains("not permitted"), "{stderr}");
-    assert!(stderr.contains("ptrace_scope"), "a hint: {stderr}");
+    assert_bad_input(&mut cmd, &["not permitted", "ptrace_scope"]);
     assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
 }
 
@@ -342,15 +281,7 @@ fn launched_target_exiting_mid_watch_keeps_the_series() {
         "{t:#}"
     );
     // The last sample's mappings were kept.
-    let out = leaktrail()
-        .args(["maps", "diff", &format!("{}@first", dir.display()), "@last"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    success(&mut maps_diff_first_last(&dir, &[]));
 }
 
 #[test]
@@ -360,26 +291,23 @@ fn attached_target_exiting_mid_watch_keeps_the_series() {
     // zombie: the watcher must see that as an exit.
     let mut target = spawn_ready("watch_malloc_leak", &[&RATE.to_string(), "-1"]);
     let dir = scratch("watch-exit-attached").join("rec");
-    let mut watcher = ChildGuard(
+    let mut watcher = Running::start_until(
         leaktrail()
             .args(["watch", "--interval", "100ms", "--duration", "60s", "-p"])
-            .arg(target.0.id().to_string())
+            .arg(target.pid().to_string())
             .arg("--out")
             .arg(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .stdout(Stdio::piped()),
+        Pipe::Stderr,
+        |line| {
+            assert!(line.contains("watching pid"), "{line}");
+            true
+        },
     );
-    let mut line = String::new();
-    BufReader::new(watcher.0.stderr.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("watching pid"), "{line}");
-    drop(target.0.stdin.take());
-    let status = watcher.0.wait().unwrap();
+    target.close_stdin();
+    let status = watcher.wait();
     assert!(status.success(), "watch ends cleanly when the target exits");
-    assert!(target.0.wait().unwrap().success());
+    assert!(target.wait().success());
     let meta: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     assert_eq!(meta["end"]["reason"], "exited", "{meta:#}");
@@ -391,45 +319,30 @@ fn attached_target_exiting_mid_watch_keeps_the_series() {
 #[test]
 fn trend_and_maps_refuse_bad_input_with_exit_2() {
     let dir = scratch("watch-bad-input");
-    let mut cmd = leaktrail();
-    cmd.arg("trend").arg(dir.join("missing"));
-    expect_bad_input(cmd);
-    let mut cmd = leaktrail();
-    cmd.arg("trend").arg(&dir);
-    let e = expect_bad_input(cmd);
-    assert!(e.contains("not a leaktrail recording"), "{e}");
+    assert_bad_input(leaktrail().arg("trend").arg(dir.join("missing")), &[]);
+    assert_bad_input(
+        leaktrail().arg("trend").arg(&dir),
+        &["not a leaktrail recording"],
+    );
     std::fs::write(dir.join("meta.json"), "{\"format\":\"something else\"}").unwrap();
-    let mut cmd = leaktrail();
-    cmd.arg("trend").arg(&dir);
-    let e = expect_bad_input(cmd);
-    assert!(e.contains("expected format"), "{e}");
-    let mut cmd = leaktrail();
-    cmd.args(["maps", "diff", &format!("{}@soon", dir.display()), "@last"]);
-    expect_bad_input(cmd);
-    let mut cmd = leaktrail();
-    cmd.args(["watch", "--interval", "10", "-p", "1"]);
-    let out = cmd.output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "a duration needs a unit");
+    assert_bad_input(leaktrail().arg("trend").arg(&dir), &["expected format"]);
+    assert_bad_input(
+        leaktrail().args(["maps", "diff", &format!("{}@soon", dir.display()), "@last"]),
+        &[],
+    );
+    assert_usage_error(
+        leaktrail().args(["watch", "--interval", "10", "-p", "1"]),
+        &["needs a unit"],
+    );
 }
 
 #[test]
 fn demo_finds_the_growth() {
-    let dir = scratch("watch-demo").join("rec");
-    let out = leaktrail()
-        .args(["demo", "--duration", "4s", "--interval", "100ms", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (dir, stdout) = crate::support::demo();
     assert!(stdout.contains("verdict:  growing"), "{stdout}");
     assert!(stdout.contains("growth:   in heap"), "{stdout}");
     assert!(dir.join("trend.svg").exists());
-    assert_eq!(trend(&dir)["verdict"], "growing");
+    assert_eq!(trend(dir)["verdict"], "growing");
 }
 
 #[test]
@@ -441,21 +354,6 @@ fn recordings_of_format_version_1_still_read() {
     assert_eq!(t["growth_region"], "heap", "{t:#}");
     let slope = t["slope_bytes_per_hour"].as_f64().unwrap();
     assert!((slope / (RATE * 3600.0) - 1.0).abs() <= 0.15, "{t:#}");
-    let out = leaktrail()
-        .args([
-            "maps",
-            "diff",
-            &format!("{}@first", dir.display()),
-            "@last",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = json(&mut maps_diff_first_last(&dir, &["--json"]));
     assert_eq!(d["mappings"][0]["name"], "[heap]", "{d:#}");
 }
