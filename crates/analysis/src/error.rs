@@ -1,27 +1,9 @@
 //! The crate's one error type.
 
-use std::path::PathBuf;
-
 /// Everything that can go wrong while analysing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path involved.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A file or memory image did not hold what we expected.
-    #[error("{what}: {why}")]
-    Malformed {
-        /// The file or object involved.
-        what: String,
-        /// What was expected and what was found.
-        why: String,
-    },
     /// An address that no captured memory covers.
     #[error("address {addr:#x} is not in captured memory")]
     Unmapped {
@@ -40,10 +22,7 @@ impl Error {
     /// Whether the error is the user's input rather than a failure of ours.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            Error::Io { .. }
-            | Error::Malformed { .. }
-            | Error::Unmapped { .. }
-            | Error::Insufficient(_) => true,
+            Error::Unmapped { .. } | Error::Insufficient(_) => true,
             Error::Recording(e) => e.is_bad_input(),
         }
     }

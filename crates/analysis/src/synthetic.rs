@@ -24,10 +24,10 @@ use std::collections::BTreeMap;
 
 use leaktrail_format::MemoryMode;
 
-use leaktrail_recording::snapshot::metadata::RegionKind;
 use leaktrail_recording::snapshot::note::{REG_RIP, REG_RSP};
+use leaktrail_recording::{Mapping, Region};
 
-use crate::heap::model::{Heap, Mapping, ProcessImage};
+use crate::heap::model::{Heap, ProcessImage};
 use crate::symbolize::Symbolizer;
 use leaktrail_recording::audit::{Audit, AuditCounters, Block};
 use leaktrail_recording::snapshot::Thread;
@@ -162,23 +162,31 @@ impl Default for HeapBuilder {
 impl HeapBuilder {
     /// The layout of the module docs, all memory zero, no blocks.
     pub fn new() -> HeapBuilder {
-        let map =
-            |start: u64, len: u64, perms: &str, path: &str, kind: Option<RegionKind>| Mapping {
-                start,
-                end: start + len,
-                perms: perms.into(),
-                path: path.into(),
-                kind,
-            };
+        let map = |start: u64, len: u64, perms: &str, path: &str, region: Region| Mapping {
+            start,
+            end: start + len,
+            perms: perms.into(),
+            offset: 0,
+            inode: u64::from(path.starts_with('/')),
+            path: path.into(),
+            deleted: false,
+            region,
+            rss: len,
+            pss: len,
+            private_dirty: 0,
+            anonymous: 0,
+            swap: 0,
+            vm_flags: Vec::new(),
+        };
         let mappings = vec![
-            map(TEXT, SMALL, "r-xp", "/usr/bin/app", Some(RegionKind::File)),
-            map(DATA, SMALL, "rw-p", "/usr/bin/app", Some(RegionKind::File)),
-            map(BRK, BRK_LEN, "rw-p", "[heap]", Some(RegionKind::Heap)),
-            map(ARENA, ARENA_LEN, "rw-p", "", Some(RegionKind::Anon)),
-            map(TLS, 2 * SMALL, "rw-p", "", Some(RegionKind::Anon)),
-            map(ANON, SMALL, "rw-p", "", Some(RegionKind::Anon)),
-            map(AUDIT, SMALL, "rw-p", "", Some(RegionKind::Audit)),
-            map(STACK, STACK_LEN, "rw-p", "[stack]", Some(RegionKind::Stack)),
+            map(TEXT, SMALL, "r-xp", "/usr/bin/app", Region::File),
+            map(DATA, SMALL, "rw-p", "/usr/bin/app", Region::File),
+            map(BRK, BRK_LEN, "rw-p", "[heap]", Region::Heap),
+            map(ARENA, ARENA_LEN, "rw-p", "", Region::Anon),
+            map(TLS, 2 * SMALL, "rw-p", "", Region::Anon),
+            map(ANON, SMALL, "rw-p", "", Region::Anon),
+            map(AUDIT, SMALL, "rw-p", "", Region::Anon),
+            map(STACK, STACK_LEN, "rw-p", "[stack]", Region::Stack),
         ];
         let regions = mappings
             .iter()

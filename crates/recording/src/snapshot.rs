@@ -38,6 +38,7 @@ use object::elf::{FileHeader64, ET_CORE, PT_LOAD, PT_NOTE};
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::Endianness;
 
+use crate::maps::{classify, Mapping, Region};
 use crate::memory::Memory;
 use crate::Error;
 
@@ -71,6 +72,17 @@ impl Segment {
     /// End address (exclusive).
     pub fn end(&self) -> u64 {
         self.vaddr + self.memsz
+    }
+
+    /// `rwxp` as maps prints it (a core's segments are private).
+    pub fn perms(&self) -> String {
+        let bit = |flag: u32, c: char| if self.flags & flag != 0 { c } else { '-' };
+        format!(
+            "{}{}{}p",
+            bit(object::elf::PF_R, 'r'),
+            bit(object::elf::PF_W, 'w'),
+            bit(object::elf::PF_X, 'x')
+        )
     }
 
     /// Writable in the process.
@@ -120,12 +132,7 @@ pub struct Snapshot {
     path: PathBuf,
     map: Mmap,
     segments: Vec<Segment>,
-    threads: Vec<Thread>,
-    process: Option<ProcessInfo>,
-    files: Vec<FileRange>,
-    auxv: Vec<u8>,
-    metadata: Option<Metadata>,
-    metadata_error: Option<String>,
+    notes: Notes,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -133,7 +140,7 @@ impl std::fmt::Debug for Snapshot {
         f.debug_struct("Snapshot")
             .field("path", &self.path)
             .field("segments", &self.segments.len())
-            .field("threads", &self.threads.len())
+            .field("threads", &self.notes.threads.len())
             .finish()
     }
 }
@@ -260,17 +267,11 @@ impl Snapshot {
                 )));
             }
         }
-        let n = notes_acc;
         Ok(Snapshot {
             path: path.to_path_buf(),
             map,
             segments,
-            threads: n.threads,
-            process: n.process,
-            files: n.files,
-            auxv: n.auxv,
-            metadata: n.metadata,
-            metadata_error: n.metadata_error,
+            notes: notes_acc,
         })
     }
 
@@ -292,50 +293,115 @@ impl Snapshot {
     /// Threads, in the order of the core (the main or crashing thread
     /// first).
     pub fn threads(&self) -> &[Thread] {
-        &self.threads
+        &self.notes.threads
     }
 
     /// `NT_PRPSINFO`, if present.
     pub fn process(&self) -> Option<&ProcessInfo> {
-        self.process.as_ref()
+        self.notes.process.as_ref()
     }
 
     /// The file-backed mappings from `NT_FILE` (empty if absent).
     pub fn files(&self) -> &[FileRange] {
-        &self.files
+        &self.notes.files
     }
 
     /// The raw auxiliary vector.
     pub fn auxv(&self) -> &[u8] {
-        &self.auxv
+        &self.notes.auxv
     }
 
     /// leaktrail's note, when leaktrail wrote the file.
     pub fn metadata(&self) -> Option<&Metadata> {
-        self.metadata.as_ref()
+        self.notes.metadata.as_ref()
     }
 
     /// Why our note was present but unreadable, if it was.
     pub fn metadata_error(&self) -> Option<&str> {
-        self.metadata_error.as_deref()
+        self.notes.metadata_error.as_deref()
     }
 
     /// The process id, from our note or `NT_PRPSINFO`.
     pub fn pid(&self) -> Option<i32> {
-        self.metadata
+        self.notes
+            .metadata
             .as_ref()
             .map(|m| m.pid)
-            .or_else(|| self.process.as_ref().map(|p| p.pid))
+            .or_else(|| self.notes.process.as_ref().map(|p| p.pid))
+    }
+
+    /// The process's mappings, classified by the one classifier
+    /// ([`crate::maps::classify`], with the threads' stack pointers): from
+    /// our note, which keeps every mapping with its resident bytes, or, in a
+    /// core without it (`gcore`'s, the kernel's), from the captured
+    /// segments named by `NT_FILE` (no counters). Reclassifying also gives
+    /// notes written before the classifier was shared today's regions.
+    pub fn mappings(&self) -> Vec<Mapping> {
+        let offsets: BTreeMap<u64, u64> = self
+            .notes
+            .files
+            .iter()
+            .map(|f| (f.start, f.offset))
+            .collect();
+        let mapping = |start: u64, end: u64, perms: String, path: &str, rss: u64| {
+            let (path, deleted) = match path.strip_suffix(" (deleted)") {
+                Some(p) => (p.to_string(), true),
+                None => (path.to_string(), false),
+            };
+            let is_file = path.starts_with('/');
+            Mapping {
+                start,
+                end,
+                perms,
+                offset: offsets.get(&start).copied().unwrap_or(0),
+                // Only "file or not" matters to the classifier; neither
+                // source keeps the inode.
+                inode: u64::from(is_file),
+                path,
+                deleted,
+                region: Region::Anon,
+                rss,
+                pss: 0,
+                private_dirty: 0,
+                anonymous: if is_file { 0 } else { rss },
+                swap: 0,
+                vm_flags: Vec::new(),
+            }
+        };
+        let mut out: Vec<Mapping> = match self.metadata() {
+            Some(m) if !m.regions.is_empty() => m
+                .regions
+                .iter()
+                .map(|r| mapping(r.start, r.end, r.perms.clone(), &r.path, r.rss))
+                .collect(),
+            _ => self
+                .segments
+                .iter()
+                .map(|s| {
+                    let path = self
+                        .notes
+                        .files
+                        .iter()
+                        .find(|f| f.start <= s.vaddr && s.vaddr < f.end)
+                        .map_or("", |f| f.path.as_str());
+                    mapping(s.vaddr, s.end(), s.perms(), path, 0)
+                })
+                .collect(),
+        };
+        out.sort_by_key(|m| m.start);
+        let sps: Vec<u64> = self.notes.threads.iter().map(|t| t.sp()).collect();
+        classify(&mut out, &sps);
+        out
     }
 
     /// Loaded modules: from our note (with build ids) or, for foreign
     /// cores, from `NT_FILE` (a module per path mapped at file offset 0).
     pub fn modules(&self) -> Vec<Module> {
-        if let Some(m) = &self.metadata {
+        if let Some(m) = &self.notes.metadata {
             return m.modules.clone();
         }
         let mut by_path: BTreeMap<&str, Vec<&FileRange>> = BTreeMap::new();
-        for f in &self.files {
+        for f in &self.notes.files {
             by_path.entry(f.path.as_str()).or_default().push(f);
         }
         let mut out: Vec<Module> = by_path
@@ -401,7 +467,7 @@ impl Snapshot {
             })
             .map(|s| s.vaddr)
             .collect();
-        if let Some(m) = &self.metadata {
+        if let Some(m) = &self.notes.metadata {
             for &h in &m.audit_headers {
                 let mut magic = [0u8; 8];
                 if self.read(h, &mut magic).is_ok() && magic == leaktrail_format::MAGIC {
@@ -529,6 +595,17 @@ mod tests {
 
     /// A small core built with the capture crate's encoders.
     fn tiny_core(dir: &Path, with_note: bool) -> PathBuf {
+        let meta = with_note.then(|| Metadata {
+            pid: 77,
+            audit_headers: vec![0x20000],
+            ..Default::default()
+        });
+        let name = if with_note { "ours" } else { "foreign" };
+        core_with(dir, name, meta)
+    }
+
+    /// A small core built with the encoders, with `meta` as its note.
+    fn core_with(dir: &Path, name: &str, meta: Option<Metadata>) -> PathBuf {
         let layout = Layout::new(2);
         let mut data = vec![0u8; 2 * PAGE as usize];
         data[..8].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
@@ -559,12 +636,7 @@ mod tests {
                 path: "/bin/t".into(),
             }]),
         );
-        if with_note {
-            let meta = Metadata {
-                pid: 77,
-                audit_headers: vec![0x20000],
-                ..Default::default()
-            };
+        if let Some(meta) = meta {
             enc::push(&mut notes, NOTE_NAME, NOTE_TYPE, &meta.to_json());
         }
         let d = layout.data_offset;
@@ -598,11 +670,7 @@ mod tests {
         let mut file = layout.headers(&phdrs);
         file.extend_from_slice(&data);
         file.extend_from_slice(&notes);
-        let p = dir.join(if with_note {
-            "ours.core"
-        } else {
-            "foreign.core"
-        });
+        let p = dir.join(format!("{name}.core"));
         std::fs::write(&p, file).unwrap();
         p
     }
@@ -635,6 +703,86 @@ mod tests {
         assert_eq!(snap.pid(), Some(77));
         assert_eq!(snap.audit_headers(), vec![0x20000]);
         assert_eq!(snap.ranges(), vec![(0x10000, 0x12000), (0x20000, 0x21000)]);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// Mappings come from the note, reclassified by the one classifier: an
+    /// old note that called a glibc arena `anon` and the vDSO `special`
+    /// reads as `trend` and `info` see them now.
+    #[test]
+    fn mappings_are_the_notes_reclassified_and_a_foreign_cores_segments() {
+        use crate::snapshot::metadata::{CapturedMapping, RegionKind};
+        let dir = tmpdir("mappings");
+        let record = |start: u64, end: u64, perms: &str, path: &str, kind| CapturedMapping {
+            start,
+            end,
+            perms: perms.into(),
+            path: path.into(),
+            kind,
+            rss: 4096,
+            captured: 0,
+        };
+        let arena = 0x7f00_0000_0000u64;
+        let meta = Metadata {
+            pid: 77,
+            regions: vec![
+                record(
+                    0x400000,
+                    0x401000,
+                    "r-xp",
+                    "/bin/t (deleted)",
+                    RegionKind::File,
+                ),
+                record(0x10000, 0x12000, "rw-p", "", RegionKind::Stack),
+                record(arena, arena + 0x21000, "rw-p", "", RegionKind::Anon),
+                record(
+                    arena + 0x21000,
+                    arena + (64 << 20),
+                    "---p",
+                    "",
+                    RegionKind::Anon,
+                ),
+                record(
+                    0x7fff_0000_0000,
+                    0x7fff_0000_1000,
+                    "r-xp",
+                    "[vdso]",
+                    RegionKind::Special,
+                ),
+            ],
+            ..Default::default()
+        };
+        let snap = Snapshot::open(&core_with(&dir, "mappings", Some(meta))).unwrap();
+        let maps = snap.mappings();
+        let regions: Vec<Region> = maps.iter().map(|m| m.region).collect();
+        assert_eq!(
+            regions,
+            [
+                Region::Stack,
+                Region::File,
+                Region::Heap,
+                Region::Heap,
+                Region::File
+            ],
+            "{maps:?}"
+        );
+        assert_eq!((maps[1].path.as_str(), maps[1].deleted), ("/bin/t", true));
+        assert_eq!(maps[1].offset, 0, "NT_FILE says offset 0 for /bin/t");
+        // Without a note: the two captured segments, the one holding the
+        // thread's SP a stack.
+        let foreign = Snapshot::open(&tiny_core(&dir, false)).unwrap();
+        let f: Vec<(u64, Region, String)> = foreign
+            .mappings()
+            .into_iter()
+            .map(|m| (m.start, m.region, m.perms))
+            .collect();
+        assert_eq!(
+            f,
+            [
+                (0x10000, Region::Stack, "rw-p".to_string()),
+                (0x20000, Region::Anon, "rw-p".to_string())
+            ]
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 

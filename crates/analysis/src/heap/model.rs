@@ -33,28 +33,12 @@
 use std::collections::{BTreeSet, HashMap};
 
 use leaktrail_format::MemoryMode;
-use leaktrail_recording::snapshot::metadata::RegionKind;
 use serde::Serialize;
 
 use crate::Error;
 use leaktrail_recording::audit::{self, Audit, Block};
 use leaktrail_recording::snapshot::Thread;
-use leaktrail_recording::{Memory, Snapshot};
-
-/// One mapping of a process image, before [`Heap`] classifies it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mapping {
-    /// First address.
-    pub start: u64,
-    /// One past the last.
-    pub end: u64,
-    /// `rwxp`.
-    pub perms: String,
-    /// Backing file or pseudo-path (`[heap]`), empty for anonymous memory.
-    pub path: String,
-    /// What the capturer said it holds, when it said.
-    pub kind: Option<RegionKind>,
-}
+use leaktrail_recording::{Mapping, Memory, Region, Snapshot};
 
 /// What the heap analyses need of a stopped process: a snapshot core, or
 /// a synthetic image in tests.
@@ -72,7 +56,8 @@ pub trait ProcessImage: Sync {
     /// The threads, with their registers (`user_regs_struct` as words).
     fn threads(&self) -> &[Thread];
 
-    /// Every mapping, in any order.
+    /// Every mapping, classified by the one classifier
+    /// (`leaktrail_recording::maps::classify`), in any order.
     fn mappings(&self) -> Vec<Mapping>;
 
     /// `--memory` of the capture (`full`, `tables`, `none`), when known.
@@ -100,54 +85,7 @@ impl ProcessImage for Snapshot {
     }
 
     fn mappings(&self) -> Vec<Mapping> {
-        match self.metadata() {
-            Some(m) if !m.regions.is_empty() => m
-                .regions
-                .iter()
-                .map(|r| Mapping {
-                    start: r.start,
-                    end: r.end,
-                    perms: r.perms.clone(),
-                    path: r.path.clone(),
-                    kind: Some(r.kind),
-                })
-                .collect(),
-            _ => {
-                // A foreign core: captured segments, named from NT_FILE.
-                self.segments()
-                    .iter()
-                    .map(|s| {
-                        let path = self
-                            .files()
-                            .iter()
-                            .find(|f| f.start <= s.vaddr && s.vaddr < f.end)
-                            .map(|f| f.path.clone())
-                            .unwrap_or_default();
-                        let perms = format!(
-                            "{}{}{}p",
-                            if s.flags & object::elf::PF_R != 0 {
-                                'r'
-                            } else {
-                                '-'
-                            },
-                            if s.writable() { 'w' } else { '-' },
-                            if s.flags & object::elf::PF_X != 0 {
-                                'x'
-                            } else {
-                                '-'
-                            }
-                        );
-                        Mapping {
-                            start: s.vaddr,
-                            end: s.end(),
-                            perms,
-                            path,
-                            kind: None,
-                        }
-                    })
-                    .collect()
-            }
-        }
+        Snapshot::mappings(self)
     }
 
     fn memory_mode(&self) -> Option<MemoryMode> {
@@ -495,45 +433,37 @@ pub fn no_audit(snap: &Snapshot) -> Error {
 }
 
 fn classify(image: &dyn ProcessImage, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
-    let mut raw: Vec<(u64, u64, String, String, Option<RegionKind>)> = image
-        .mappings()
-        .into_iter()
-        .map(|m| (m.start, m.end, m.perms, m.path, m.kind))
-        .collect();
-    raw.sort_by_key(|r| r.0);
+    let mut raw = image.mappings();
+    raw.sort_by_key(|m| m.start);
     // The kernel merges the tracer's anonymous mappings with neighbours of
     // the same protection (the loader's TLS block, a program's mmap): cut
     // the audit's ranges out as areas of their own.
     let mut cuts: Vec<(u64, u64)> = audit.ranges.clone();
     cuts.sort_unstable();
-    let mut split = Vec::with_capacity(raw.len());
-    for (start, end, perms, path, kind) in raw {
+    // (start, end, perms, path, region, in the audit)
+    let mut split: Vec<(u64, u64, String, String, Region, bool)> = Vec::with_capacity(raw.len());
+    for m in raw {
+        let (start, end) = (m.start, m.end);
         let mut at = start;
         for &(cs, ce) in cuts.iter().filter(|&&(cs, ce)| cs < end && start < ce) {
             let (cs, ce) = (cs.max(start), ce.min(end));
             if at < cs {
-                let k = kind.filter(|k| *k != RegionKind::Audit);
-                split.push((at, cs, perms.clone(), path.clone(), k));
+                split.push((at, cs, m.perms.clone(), m.path.clone(), m.region, false));
             }
             if at < ce {
                 split.push((
                     cs.max(at),
                     ce,
-                    perms.clone(),
-                    path.clone(),
-                    Some(RegionKind::Audit),
+                    m.perms.clone(),
+                    m.path.clone(),
+                    m.region,
+                    true,
                 ));
             }
             at = at.max(ce);
         }
         if at < end {
-            split.push((
-                at,
-                end,
-                perms,
-                path,
-                kind.filter(|k| *k != RegionKind::Audit),
-            ));
+            split.push((at, end, m.perms, m.path, m.region, false));
         }
     }
     let raw = split;
@@ -544,17 +474,15 @@ fn classify(image: &dyn ProcessImage, audit: &Audit, index: &BlockIndex) -> Vec<
             .find(|t| start <= t.sp() && t.sp() < end)
             .map(|t| (t.tid, t.sp()))
     };
-    let audit_hit = |start: u64, end: u64| audit.ranges.iter().any(|&(s, e)| s < end && start < e);
     let holds_blocks = |start: u64, end: u64| {
         let i = index.first_at_or_after(start);
         i < index.len() && index.start(i) < end
     };
     let mut areas: Vec<Area> = raw
         .into_iter()
-        .map(|(start, end, perms, path, kind)| {
+        .map(|(start, end, perms, path, region, in_audit)| {
             let writable = perms.as_bytes().get(1) == Some(&b'w');
-            let k = if kind == Some(RegionKind::Audit) || (kind.is_none() && audit_hit(start, end))
-            {
+            let k = if in_audit {
                 AreaKind::Audit
             } else if let Some((tid, sp)) = stack_of(start, end) {
                 AreaKind::Stack { tid, sp }
@@ -572,7 +500,7 @@ fn classify(image: &dyn ProcessImage, audit: &Audit, index: &BlockIndex) -> Vec<
                 AreaKind::Arena
             } else if holds_blocks(start, end) {
                 AreaKind::Chunks
-            } else if kind == Some(RegionKind::Heap) {
+            } else if region == Region::Heap {
                 // The classifier's arena heaps whose `heap_info` we could not
                 // read, holding no live block: malloc's memory, not a root.
                 AreaKind::Heap

@@ -215,39 +215,13 @@ pub fn snapshot_mappings(
             snap.path().display()
         ))
     })?;
-    let offsets: BTreeMap<u64, u64> = snap.files().iter().map(|f| (f.start, f.offset)).collect();
-    let mut mappings: Vec<Mapping> = meta
-        .regions
-        .iter()
-        .map(|r| {
-            let (path, deleted) = match r.path.strip_suffix(" (deleted)") {
-                Some(p) => (p.to_string(), true),
-                None => (r.path.clone(), false),
-            };
-            let is_file = path.starts_with('/');
-            Mapping {
-                start: r.start,
-                end: r.end,
-                perms: r.perms.clone(),
-                offset: offsets.get(&r.start).copied().unwrap_or(0),
-                // Only "file or not" matters here; the note keeps no inode.
-                inode: u64::from(is_file),
-                path,
-                deleted,
-                region: Region::Anon,
-                rss: r.rss,
-                pss: 0,
-                private_dirty: 0,
-                anonymous: if is_file { 0 } else { r.rss },
-                swap: 0,
-                vm_flags: Vec::new(),
-            }
-        })
-        .collect();
-    mappings.sort_by_key(|m| m.start);
-    let sps: Vec<u64> = snap.threads().iter().map(|t| t.sp()).collect();
-    leaktrail_recording::maps::classify(&mut mappings, &sps);
-    Ok(mappings)
+    // A note always lists the mappings; without any there is nothing to
+    // diff (the segments would carry no resident sizes).
+    Ok(if meta.regions.is_empty() {
+        Vec::new()
+    } else {
+        snap.mappings()
+    })
 }
 
 #[cfg(test)]

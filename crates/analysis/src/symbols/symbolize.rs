@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use leaktrail_unwind_core::FrameAddress;
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 use serde::Serialize;
 
 use leaktrail_recording::Snapshot;
@@ -150,7 +150,7 @@ type Dwarf = addr2line::Context<gimli::EndianRcSlice<gimli::RunTimeEndian>>;
 
 struct ElfSymbols {
     /// (file offset, virtual address, file size) of each loadable segment.
-    loads: Vec<(u64, u64, u64)>,
+    loads: super::LoadTable,
     /// (start, size, name), sorted by start.
     symbols: Vec<(u64, u64, String)>,
     /// Data objects, likewise.
@@ -212,13 +212,7 @@ impl ElfSymbols {
                 ));
             }
         }
-        let loads = obj
-            .segments()
-            .map(|s| {
-                let (off, size) = s.file_range();
-                (off, s.address(), size)
-            })
-            .collect();
+        let loads = super::LoadTable::of(&obj);
         let mut symbols: Vec<(u64, u64, String)> = obj
             .symbols()
             .chain(obj.dynamic_symbols())
@@ -253,10 +247,7 @@ impl ElfSymbols {
     }
 
     fn vaddr_of_offset(&self, off: u64) -> Option<u64> {
-        self.loads
-            .iter()
-            .find(|(o, _, size)| *o <= off && off < o + size)
-            .map(|(o, v, _)| v + (off - o))
+        self.loads.vaddr_of_offset(off)
     }
 
     fn function_at(&self, vaddr: u64) -> Option<&str> {

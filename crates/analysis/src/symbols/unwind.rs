@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use leaktrail_unwind_core::{step, FrameAddress, InstructionAddress, Regs, Rule, Section, Step};
-use object::{Object, ObjectSection, ObjectSegment};
+use object::{Object, ObjectSection};
 
 use crate::symbolize::FileMapping;
 use leaktrail_recording::Memory;
@@ -44,7 +44,7 @@ struct Cfi {
     hdr: Option<(Vec<u8>, u64)>,
     text: Option<u64>,
     /// (file offset, virtual address, file size) of each loadable segment.
-    loads: Vec<(u64, u64, u64)>,
+    loads: super::LoadTable,
 }
 
 impl Cfi {
@@ -60,13 +60,7 @@ impl Cfi {
             .section_by_name(".eh_frame_hdr")
             .and_then(|h| Some((h.data().ok()?.to_vec(), h.address())));
         let text = obj.section_by_name(".text").map(|t| t.address());
-        let loads = obj
-            .segments()
-            .map(|s| {
-                let (off, size) = s.file_range();
-                (off, s.address(), size)
-            })
-            .collect();
+        let loads = super::LoadTable::of(&obj);
         Some(Cfi {
             eh_frame: (eh.data().ok()?.to_vec(), eh.address()),
             hdr,
@@ -76,10 +70,7 @@ impl Cfi {
     }
 
     fn vaddr_of_offset(&self, off: u64) -> Option<u64> {
-        self.loads
-            .iter()
-            .find(|(o, _, size)| *o <= off && off < o + size)
-            .map(|(o, v, _)| v + (off - o))
+        self.loads.vaddr_of_offset(off)
     }
 
     /// The unwind rule at file virtual address `vaddr`.
