@@ -339,7 +339,7 @@ impl<'a> Heap<'a> {
     /// and the mappings.
     pub fn new(image: &'a dyn ProcessImage, audit: Audit) -> Heap<'a> {
         let index = BlockIndex::new(&audit.live);
-        let areas = classify(image, &audit, &index);
+        let areas = areas_of(image, &audit, &index);
         Heap {
             image,
             memory: image.memory(),
@@ -432,7 +432,7 @@ pub fn no_audit(snap: &Snapshot) -> Error {
     ))
 }
 
-fn classify(image: &dyn ProcessImage, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
+fn areas_of(image: &dyn ProcessImage, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
     let mut raw = image.mappings();
     raw.sort_by_key(|m| m.start);
     // The kernel merges the tracer's anonymous mappings with neighbours of
