@@ -56,6 +56,7 @@
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
 pub mod handover;
+pub mod maps_line;
 mod mode;
 
 pub use mode::{FailOn, LeakKind, MemoryMode, UnknownName, UnwindMode};

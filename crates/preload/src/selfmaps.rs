@@ -1,5 +1,9 @@
 //! Finding our own mappings by reading `/proc/self/maps` with raw system
-//! calls and a fixed buffer on the stack: usable on the hook path.
+//! calls and a fixed buffer on the stack: usable on the hook path. Lines
+//! are parsed by `leaktrail_format::maps_line`, as every reader of maps in
+//! the workspace does.
+
+use leaktrail_format::maps_line;
 
 use crate::sys;
 
@@ -47,7 +51,7 @@ pub fn for_each_mapping(mut f: impl FnMut(u64, u64, &[u8]) -> bool) {
         let mut consumed = 0;
         while let Some(nl) = buf[consumed..have].iter().position(|&b| b == b'\n') {
             let line = &buf[consumed..consumed + nl];
-            if let Some((start, end)) = parse_range(line) {
+            if let Some((start, end)) = maps_line::parse_range(line) {
                 if !f(start, end, line) {
                     break 'read;
                 }
@@ -64,46 +68,9 @@ pub fn for_each_mapping(mut f: impl FnMut(u64, u64, &[u8]) -> bool) {
     sys::close(fd);
 }
 
-/// Parses the `start-end` at the beginning of a maps line.
-pub fn parse_range(line: &[u8]) -> Option<(u64, u64)> {
-    let mut i = 0;
-    let start = parse_hex(line, &mut i)?;
-    if line.get(i) != Some(&b'-') {
-        return None;
-    }
-    i += 1;
-    let end = parse_hex(line, &mut i)?;
-    Some((start, end))
-}
-
-fn parse_hex(s: &[u8], i: &mut usize) -> Option<u64> {
-    let mut v: u64 = 0;
-    let begin = *i;
-    while let Some(&c) = s.get(*i) {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => break,
-        };
-        v = v.checked_mul(16)?.checked_add(d as u64)?;
-        *i += 1;
-    }
-    (*i > begin).then_some(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_ranges() {
-        assert_eq!(
-            parse_range(b"7f00-7f10 rw-p 0 00:00 0"),
-            Some((0x7f00, 0x7f10))
-        );
-        assert_eq!(parse_range(b"zz"), None);
-        assert_eq!(parse_range(b"10"), None);
-    }
 
     #[test]
     fn finds_our_own_stack() {

@@ -315,39 +315,18 @@ pub fn parse_field(line: &str) -> Option<(&str, u64)> {
 
 /// A parsed mapping header line, before counters and classification.
 fn parse_header(line: &str) -> Option<Mapping> {
-    // `start-end perms offset dev inode [path]`; the path may contain
-    // spaces, so we split off exactly five fields and keep the rest.
-    let mut rest = line;
-    let mut fields = [""; 5];
-    for f in fields.iter_mut() {
-        rest = rest.trim_start_matches(' ');
-        let end = rest.find(' ').unwrap_or(rest.len());
-        *f = &rest[..end];
-        rest = &rest[end..];
-    }
-    let (start, end) = fields[0].split_once('-')?;
-    let start = u64::from_str_radix(start, 16).ok()?;
-    let end = u64::from_str_radix(end, 16).ok()?;
-    let perms = fields[1];
-    if perms.len() != 4 || !fields[3].contains(':') {
-        return None;
-    }
-    if end < start {
-        return None;
-    }
-    let offset = u64::from_str_radix(fields[2], 16).ok()?;
-    let inode = fields[4].parse().ok()?;
-    let mut path = rest.trim_start_matches(' ').to_string();
+    let l = leaktrail_format::maps_line::parse(line.as_bytes())?;
+    let mut path = String::from_utf8_lossy(l.path).into_owned();
     let deleted = path.ends_with(" (deleted)");
     if deleted {
         path.truncate(path.len() - " (deleted)".len());
     }
     Some(Mapping {
-        start,
-        end,
-        perms: perms.to_string(),
-        offset,
-        inode,
+        start: l.start,
+        end: l.end,
+        perms: String::from_utf8_lossy(&l.perms).into_owned(),
+        offset: l.offset,
+        inode: l.inode,
         path,
         deleted,
         region: Region::Anon,

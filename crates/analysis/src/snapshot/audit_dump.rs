@@ -10,7 +10,9 @@ use leaktrail_recording::audit::{self, Audit};
 use leaktrail_recording::{Mapping, Memory};
 use serde::Serialize;
 
-use crate::symbolize::{FileMapping, Frame, Symbolizer};
+use leaktrail_recording::snapshot::note::FileRange;
+
+use crate::symbolize::{Frame, Symbolizer};
 use crate::Error;
 
 /// A decoded audit plus symbolized stacks.
@@ -58,7 +60,7 @@ pub fn read_live(
     let files = mappings
         .iter()
         .filter(|m| m.path.starts_with('/') && !m.deleted)
-        .map(|m| FileMapping {
+        .map(|m| FileRange {
             path: m.path.clone(),
             start: m.start,
             end: m.end,

@@ -35,24 +35,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use leaktrail_recording::snapshot::note::FileRange;
+use leaktrail_recording::Snapshot;
 use leaktrail_unwind_core::FrameAddress;
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 use serde::Serialize;
-
-use leaktrail_recording::Snapshot;
-
-/// One file-backed mapping of the process.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileMapping {
-    /// Path of the file.
-    pub path: String,
-    /// First address.
-    pub start: u64,
-    /// One past the last.
-    pub end: u64,
-    /// File offset of `start`.
-    pub offset: u64,
-}
 
 /// Where a frame's code comes from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -405,7 +392,7 @@ fn jit_frame(address: u64, name: &str) -> Frame {
 
 /// Symbolizes addresses of one process image.
 pub struct Symbolizer {
-    mappings: Vec<FileMapping>,
+    mappings: Vec<FileRange>,
     build_ids: HashMap<String, String>,
     perf_map: PerfMap,
     files: RefCell<HashMap<String, Option<Rc<ElfSymbols>>>>,
@@ -418,7 +405,7 @@ pub struct Symbolizer {
 
 impl Symbolizer {
     /// A symbolizer over these file mappings.
-    pub fn new(mut mappings: Vec<FileMapping>) -> Self {
+    pub fn new(mut mappings: Vec<FileRange>) -> Self {
         mappings.sort_by_key(|m| m.start);
         Symbolizer {
             mappings,
@@ -434,23 +421,14 @@ impl Symbolizer {
     /// A symbolizer for a snapshot: its `NT_FILE` mappings (or module list),
     /// the build ids our note recorded, and the perf map copied into it.
     pub fn for_snapshot(snap: &Snapshot) -> Self {
-        let mut mappings: Vec<FileMapping> = snap
-            .files()
-            .iter()
-            .map(|f| FileMapping {
-                path: f.path.clone(),
-                start: f.start,
-                end: f.end,
-                offset: f.offset,
-            })
-            .collect();
+        let mut mappings: Vec<FileRange> = snap.files().to_vec();
         let modules = snap.modules();
         if mappings.is_empty() {
             // No NT_FILE: assume each module is mapped contiguously from
             // file offset 0 at its base (true of what ld.so maps).
             mappings = modules
                 .iter()
-                .map(|m| FileMapping {
+                .map(|m| FileRange {
                     path: m.path.clone(),
                     start: m.base,
                     end: m.end,
@@ -476,7 +454,7 @@ impl Symbolizer {
     }
 
     /// The file mappings it symbolizes with, by address.
-    pub fn mappings(&self) -> &[FileMapping] {
+    pub fn mappings(&self) -> &[FileRange] {
         &self.mappings
     }
 
@@ -491,7 +469,7 @@ impl Symbolizer {
         self.warnings.borrow().clone()
     }
 
-    fn mapping(&self, addr: u64) -> Option<&FileMapping> {
+    fn mapping(&self, addr: u64) -> Option<&FileRange> {
         let i = self.mappings.partition_point(|m| m.start <= addr);
         let m = self.mappings.get(i.checked_sub(1)?)?;
         (addr < m.end).then_some(m)
@@ -672,7 +650,7 @@ mod tests {
 
     #[test]
     fn unknown_frames_print_module_offset_or_anon() {
-        let s = Symbolizer::new(vec![FileMapping {
+        let s = Symbolizer::new(vec![FileRange {
             path: "/nonexistent/libx.so".into(),
             start: 0x7000_0000,
             end: 0x7000_1000,
@@ -685,14 +663,14 @@ mod tests {
         assert_eq!(s.frame(0x10, false).to_string(), "0x10 in ?? [anon]");
     }
 
-    fn own_mappings() -> Vec<FileMapping> {
+    fn own_mappings() -> Vec<FileRange> {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
         maps.lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 let path = f.get(5)?;
                 let (a, b) = f[0].split_once('-')?;
-                Some(FileMapping {
+                Some(FileRange {
                     path: path.to_string(),
                     start: u64::from_str_radix(a, 16).ok()?,
                     end: u64::from_str_radix(b, 16).ok()?,
@@ -715,7 +693,7 @@ mod tests {
             .cloned()
             .unwrap();
         let shift = 0x1000_0000_0000u64;
-        mappings.push(FileMapping {
+        mappings.push(FileRange {
             start: m.start + shift,
             end: m.end + shift,
             ..m

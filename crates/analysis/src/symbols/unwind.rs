@@ -16,7 +16,7 @@ use std::rc::Rc;
 use leaktrail_unwind_core::{step, FrameAddress, InstructionAddress, Regs, Rule, Section, Step};
 use object::{Object, ObjectSection};
 
-use crate::symbolize::FileMapping;
+use leaktrail_recording::snapshot::note::FileRange;
 use leaktrail_recording::Memory;
 
 /// `user_regs_struct` indices.
@@ -93,14 +93,14 @@ impl Cfi {
 /// Walks stacks of one process image. Opens each module's CFI once; build
 /// once, reuse.
 pub struct Unwinder {
-    mappings: Vec<FileMapping>,
+    mappings: Vec<FileRange>,
     modules: RefCell<HashMap<String, Option<Rc<Cfi>>>>,
 }
 
 impl Unwinder {
     /// An unwinder over these file mappings (see
     /// [`crate::symbolize::Symbolizer::mappings`]).
-    pub fn new(mut mappings: Vec<FileMapping>) -> Self {
+    pub fn new(mut mappings: Vec<FileRange>) -> Self {
         mappings.sort_by_key(|m| m.start);
         Unwinder {
             mappings,
@@ -116,7 +116,7 @@ impl Unwinder {
             .clone()
     }
 
-    fn mapping(&self, addr: u64) -> Option<&FileMapping> {
+    fn mapping(&self, addr: u64) -> Option<&FileRange> {
         let i = self.mappings.partition_point(|m| m.start <= addr);
         let m = self.mappings.get(i.checked_sub(1)?)?;
         (addr < m.end).then_some(m)
