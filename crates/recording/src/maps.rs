@@ -206,8 +206,9 @@ pub struct Mapping {
     /// `Swap`.
     #[serde(default)]
     pub swap: u64,
-    /// The two-letter `VmFlags` codes (`smaps` only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The two-letter `VmFlags` codes (`smaps` only). Not written into
+    /// recordings: only a snapshot's choice of what to capture reads them.
+    #[serde(skip)]
     pub vm_flags: Vec<String>,
 }
 
