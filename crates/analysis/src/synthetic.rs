@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use leaktrail_format::MemoryMode;
+use leaktrail_format::{MemoryMode, StackId};
 
 use leaktrail_recording::snapshot::note::{REG_RIP, REG_RSP};
 use leaktrail_recording::{Mapping, Region};
@@ -139,7 +139,7 @@ impl ProcessImage for SyntheticImage {
 pub struct HeapBuilder {
     image: SyntheticImage,
     blocks: Vec<Block>,
-    stacks: BTreeMap<u32, Vec<u64>>,
+    stacks: BTreeMap<StackId, Vec<u64>>,
     next_brk: u64,
     next_arena: u64,
     next_global: u64,
@@ -210,7 +210,7 @@ impl HeapBuilder {
                 mode: Some(MemoryMode::Full),
             },
             blocks: Vec::new(),
-            stacks: BTreeMap::from([(1, DEFAULT_FRAMES.to_vec())]),
+            stacks: BTreeMap::from([(StackId(1), DEFAULT_FRAMES.to_vec())]),
             next_brk: BRK + 16,
             next_arena: ARENA + 0x100,
             next_global: DATA,
@@ -268,7 +268,7 @@ impl HeapBuilder {
             addr,
             size,
             time_ns: self.time,
-            stack,
+            stack: StackId(stack),
             tid,
         });
         addr
@@ -276,7 +276,7 @@ impl HeapBuilder {
 
     /// Interns stack `id` with these frames.
     pub fn stack(&mut self, id: u32, frames: &[u64]) -> &mut Self {
-        self.stacks.insert(id, frames.to_vec());
+        self.stacks.insert(StackId(id), frames.to_vec());
         self
     }
 

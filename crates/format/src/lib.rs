@@ -97,12 +97,50 @@ pub const SIZE_CLASSES: [u64; 29] = [
 /// class for anything larger.
 pub const NUM_CLASSES: usize = SIZE_CLASSES.len() + (47 - 13) + 1;
 
-/// Index of a size class, `0..NUM_CLASSES`.
-pub type SizeClass = usize;
+/// A size class: its index, `0..NUM_CLASSES`. A type of its own so that a
+/// class is never mistaken for a size in bytes (class 12 holds 256-byte
+/// buffers); serialized as the bare index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
+pub struct SizeClass(pub u16);
+
+impl SizeClass {
+    /// The class's index, for tables of [`NUM_CLASSES`] entries.
+    #[inline]
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// Every class, smallest first.
+    pub fn all() -> impl Iterator<Item = SizeClass> {
+        (0..NUM_CLASSES as u16).map(SizeClass)
+    }
+
+    /// The largest buffer size in the class (`u64::MAX` for the last).
+    #[inline]
+    pub fn size(self) -> u64 {
+        class_size(self)
+    }
+}
+
+impl core::fmt::Display for SizeClass {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
 
 /// The class of a buffer of `size` bytes. Cheap enough for the hook path.
 #[inline]
 pub fn class_of(size: u64) -> SizeClass {
+    SizeClass(class_index(size) as u16)
+}
+
+#[inline]
+fn class_index(size: u64) -> usize {
     if size <= 8192 {
         // SIZE_CLASSES is short and sorted; a branchy scan beats a table
         // lookup that would pull a cache line in on every allocation.
@@ -125,6 +163,7 @@ pub fn class_of(size: u64) -> SizeClass {
 
 /// The largest buffer size in class `class` (`u64::MAX` for the last one).
 pub fn class_size(class: SizeClass) -> u64 {
+    let class = class.index();
     if class < SIZE_CLASSES.len() {
         SIZE_CLASSES[class]
     } else if class + 1 >= NUM_CLASSES {
@@ -252,12 +291,38 @@ pub struct StackIndexEntry {
     pub id: u64,
 }
 
-/// An interned stack: a word offset into the stack arena. 0 means "none".
+/// An interned stack: a word offset into the stack arena. 0 ([`StackId::NONE`])
+/// means "none recorded". Serialized as the bare number.
 ///
 /// At that offset the arena holds one header word (the frame count in the
 /// low 16 bits) followed by that many return addresses, innermost first:
-/// the first is where the allocation call returns to.
-pub type StackId = u32;
+/// the first is where the allocation call returns to. Ids are private to one
+/// process's arena: compare stacks across processes by their frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(transparent)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
+pub struct StackId(pub u32);
+
+impl StackId {
+    /// No stack was recorded.
+    pub const NONE: StackId = StackId(0);
+
+    /// Whether this is [`StackId::NONE`].
+    #[inline]
+    pub const fn is_none(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl core::fmt::Display for StackId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
 
 /// Descriptor of one stack-arena chunk.
 #[repr(C)]
@@ -375,7 +440,7 @@ pub fn hash_frames(frames: &[u64]) -> u64 {
 /// Splits a [`StackId`] into (chunk index, word offset within the chunk).
 #[inline]
 pub fn stack_location(id: StackId) -> (usize, u64) {
-    let w = id as u64;
+    let w = id.0 as u64;
     ((w / STACK_CHUNK_WORDS) as usize, w % STACK_CHUNK_WORDS)
 }
 
@@ -414,16 +479,18 @@ mod tests {
     #[test]
     fn classes_cover_their_boundaries() {
         for (i, &b) in SIZE_CLASSES.iter().enumerate() {
-            assert_eq!(class_of(b), i, "boundary {b}");
-            assert_eq!(class_of(b + 1), i + 1, "boundary {b}+1");
+            assert_eq!(class_of(b).index(), i, "boundary {b}");
+            assert_eq!(class_of(b + 1).index(), i + 1, "boundary {b}+1");
         }
-        assert_eq!(class_of(0), 0);
+        assert_eq!(class_of(0), SizeClass(0));
         assert_eq!(class_size(class_of(8193)), 16384);
         assert_eq!(class_size(class_of(16384)), 16384);
         assert_eq!(class_size(class_of(16385)), 32768);
-        assert_eq!(class_of(u64::MAX), NUM_CLASSES - 1);
-        assert_eq!(class_size(NUM_CLASSES - 1), u64::MAX);
-        assert_eq!(class_size(NUM_CLASSES - 2), 1 << 47);
+        assert_eq!(class_of(u64::MAX).index(), NUM_CLASSES - 1);
+        assert_eq!(class_size(SizeClass(NUM_CLASSES as u16 - 1)), u64::MAX);
+        assert_eq!(class_size(SizeClass(NUM_CLASSES as u16 - 2)), 1 << 47);
+        assert_eq!(SizeClass::all().count(), NUM_CLASSES);
+        assert_eq!(SizeClass(12).size(), 256);
     }
 
     #[test]

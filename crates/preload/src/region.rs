@@ -208,7 +208,7 @@ fn slot(table: u64, i: u64) -> *mut LiveEntry {
 /// stores, no read-modify-write.
 #[inline]
 fn count_alloc(hdr: &Header, shard: usize, size: u64) {
-    let c = &hdr.classes[shard][format::class_of(size)];
+    let c = &hdr.classes[shard][format::class_of(size).index()];
     bump(&c.live_count, 1);
     bump(&c.live_bytes, size);
     bump(&c.allocs, 1);
@@ -217,7 +217,7 @@ fn count_alloc(hdr: &Header, shard: usize, size: u64) {
 /// Counts a free in its class (under the shard's lock, as above).
 #[inline]
 fn count_free(hdr: &Header, shard: usize, size: u64) {
-    let c = &hdr.classes[shard][format::class_of(size)];
+    let c = &hdr.classes[shard][format::class_of(size).index()];
     bump(&c.live_count, u64::MAX);
     bump(&c.live_bytes, size.wrapping_neg());
     bump(&c.frees, 1);

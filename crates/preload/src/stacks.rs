@@ -71,11 +71,11 @@ pub fn intern(hdr: &Header, frames: &[u64]) -> StackId {
     let cap = shard.capacity.load(Ordering::Relaxed);
     if (shard.len.load(Ordering::Relaxed) + 1) * 4 > cap * 3 && !grow_index(hdr, shard) {
         hdr.counters.dropped_stacks.fetch_add(1, Ordering::Relaxed);
-        return 0;
+        return StackId::NONE;
     }
     let Some(id) = append(hdr, frames) else {
         hdr.counters.dropped_stacks.fetch_add(1, Ordering::Relaxed);
-        return 0;
+        return StackId::NONE;
     };
     let table = shard.table.load(Ordering::Relaxed);
     let mask = shard.capacity.load(Ordering::Relaxed) - 1;
@@ -85,7 +85,7 @@ pub fn intern(hdr: &Header, frames: &[u64]) -> StackId {
         if hash_of(e).load(Ordering::Relaxed) == 0 {
             // SAFETY: we hold the shard lock; `id` is written before the
             // hash that publishes it.
-            unsafe { core::ptr::addr_of_mut!((*e).id).write(id as u64) };
+            unsafe { core::ptr::addr_of_mut!((*e).id).write(id.0 as u64) };
             hash_of(e).store(hash, Ordering::Release);
             break;
         }
@@ -111,7 +111,7 @@ fn lookup(hdr: &Header, shard: &ShardDesc, hash: u64, frames: &[u64]) -> Option<
         if h == hash {
             // SAFETY: the acquire load of the hash orders this read after
             // the id's write.
-            let id = unsafe { core::ptr::addr_of!((*e).id).read() } as StackId;
+            let id = StackId(unsafe { core::ptr::addr_of!((*e).id).read() } as u32);
             if same_frames(hdr, id, frames) {
                 return Some(id);
             }
@@ -150,7 +150,7 @@ fn append(hdr: &Header, frames: &[u64]) -> Option<StackId> {
     spin_lock(&hdr.arena_lock);
     let result = (|| {
         let mut cursor = hdr.arena_cursor.load(Ordering::Relaxed);
-        let (mut chunk, off) = format::stack_location(cursor as StackId);
+        let (mut chunk, off) = format::stack_location(StackId(cursor as u32));
         if off + need > STACK_CHUNK_WORDS {
             chunk += 1;
             cursor = chunk as u64 * STACK_CHUNK_WORDS;
@@ -177,7 +177,7 @@ fn append(hdr: &Header, frames: &[u64]) -> Option<StackId> {
             }
         }
         hdr.arena_cursor.store(cursor + need, Ordering::Release);
-        Some(cursor as StackId)
+        Some(StackId(cursor as u32))
     })();
     spin_unlock(&hdr.arena_lock);
     result
@@ -247,7 +247,7 @@ mod tests {
         let a = intern(hdr, &[1, 2, 3]);
         let b = intern(hdr, &[1, 2, 4]);
         let c = intern(hdr, &[1, 2]);
-        assert!(a != 0 && b != 0 && c != 0);
+        assert!(!a.is_none() && !b.is_none() && !c.is_none());
         assert_eq!(intern(hdr, &[1, 2, 3]), a);
         assert!(a != b && b != c && a != c);
         assert_eq!(frames_of(hdr, a), [1, 2, 3]);
@@ -286,7 +286,7 @@ mod tests {
                         sc.spawn(move || {
                             // Each thread in its own order, so they race on
                             // first insertions.
-                            let mut ids = vec![0; n as usize];
+                            let mut ids = vec![StackId::NONE; n as usize];
                             for k in 0..n {
                                 let i = (k * (2 * t as u64 + 1) + t as u64 * 977) % n;
                                 ids[i as usize] = intern(hdr, &stack(i));

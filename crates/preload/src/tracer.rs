@@ -15,7 +15,7 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use leaktrail_format::handover::{self, EnvName};
-use leaktrail_format::{self as format, Header, Lifecycle, UnwindMode, MAX_DEPTH};
+use leaktrail_format::{self as format, Header, Lifecycle, StackId, UnwindMode, MAX_DEPTH};
 
 use crate::region::{self, Record};
 use crate::thread::{self, ThreadState};
@@ -165,14 +165,14 @@ fn region_full(hdr: &Header) {
 
 /// Captures and interns the current stack.
 #[inline]
-fn current_stack(hdr: &Header, state: &ThreadState) -> u32 {
+fn current_stack(hdr: &Header, state: &ThreadState) -> StackId {
     let mode = match MODE.load(Ordering::Relaxed) {
         0 => UnwindMode::None,
         1 => UnwindMode::FramePointer,
         _ => UnwindMode::Dwarf,
     };
     if mode == UnwindMode::None {
-        return 0;
+        return StackId::NONE;
     }
     let depth = DEPTH.load(Ordering::Relaxed) as usize;
     let mut frames = [MaybeUninit::<u64>::uninit(); MAX_DEPTH];
@@ -185,11 +185,11 @@ fn current_stack(hdr: &Header, state: &ThreadState) -> u32 {
     if got.shallow {
         hdr.counters.shallow_stacks.fetch_add(1, Ordering::Relaxed);
     }
-    if got.known_id != 0 {
+    if !got.known_id.is_none() {
         return got.known_id;
     }
     if got.len == 0 {
-        return 0;
+        return StackId::NONE;
     }
     // SAFETY: `capture` initialised the first `got.len` frames.
     let frames = unsafe { &*(&frames[..got.len] as *const [MaybeUninit<u64>] as *const [u64]) };
@@ -211,7 +211,7 @@ pub fn record_alloc(addr: u64, size: u64) {
         let rec = Record {
             size,
             time_ns: now_ns(hdr),
-            stack: current_stack(hdr, state),
+            stack: current_stack(hdr, state).0,
             tid: state.tid(),
         };
         match region::insert_live(hdr, addr, rec) {
@@ -254,7 +254,7 @@ pub fn record_map(addr: u64, len: u64) {
         let rec = Record {
             size: len,
             time_ns: now_ns(hdr),
-            stack: current_stack(hdr, state),
+            stack: current_stack(hdr, state).0,
             tid: state.tid(),
         };
         region::insert_map(hdr, addr, rec);

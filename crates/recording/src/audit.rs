@@ -13,8 +13,8 @@ use std::mem::{size_of, MaybeUninit};
 use std::sync::atomic::Ordering;
 
 use leaktrail_format::{
-    self as format, class_size, Header, Lifecycle, ShardDesc, StackId, UnwindMode, EMPTY,
-    HEADER_MAPPING_BYTES, LIVE_ENTRY_BYTES, MAGIC, NUM_CLASSES, PAGE_SIZE, STACK_CHUNK_WORDS,
+    self as format, class_size, Header, Lifecycle, ShardDesc, SizeClass, StackId, UnwindMode,
+    EMPTY, HEADER_MAPPING_BYTES, LIVE_ENTRY_BYTES, MAGIC, PAGE_SIZE, STACK_CHUNK_WORDS,
     STACK_INDEX_ENTRY_BYTES, TOMBSTONE,
 };
 use serde::Serialize;
@@ -40,8 +40,8 @@ pub struct Block {
 /// The counters of one size class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ClassStats {
-    /// Index of the class.
-    pub class: usize,
+    /// The class.
+    pub class: SizeClass,
     /// Largest size in the class.
     pub size: u64,
     /// Live buffers (counted from the live table).
@@ -258,23 +258,23 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
 
     let mut stacks = BTreeMap::new();
     for b in live.iter().chain(maps.iter()) {
-        if b.stack != 0 && !stacks.contains_key(&b.stack) {
+        if !b.stack.is_none() && !stacks.contains_key(&b.stack) {
             stacks.insert(b.stack, read_stack(mem, &h, b.stack)?);
         }
     }
 
-    let mut classes: Vec<ClassStats> = (0..NUM_CLASSES)
+    let mut classes: Vec<ClassStats> = SizeClass::all()
         .map(|c| ClassStats {
             class: c,
             size: class_size(c),
             live_count: 0,
             live_bytes: 0,
-            allocs: h.classes.iter().map(|s| load(&s[c].allocs)).sum(),
-            frees: h.classes.iter().map(|s| load(&s[c].frees)).sum(),
+            allocs: h.classes.iter().map(|s| load(&s[c.index()].allocs)).sum(),
+            frees: h.classes.iter().map(|s| load(&s[c.index()].frees)).sum(),
         })
         .collect();
     for b in &live {
-        let c = &mut classes[format::class_of(b.size)];
+        let c = &mut classes[format::class_of(b.size).index()];
         c.live_count += 1;
         c.live_bytes += b.size;
     }
@@ -348,7 +348,7 @@ fn read_entries(
             addr,
             size: word(8),
             time_ns: word(16),
-            stack: tail as u32,
+            stack: StackId(tail as u32),
             tid: (tail >> 32) as u32,
         });
     }

@@ -85,7 +85,7 @@ mod tests {
                     example_address: 0x5555_0000_1000,
                     example_size: 1024,
                     example_time_ns: 5,
-                    stack_id: 7,
+                    stack_id: leaktrail_format::StackId(7),
                     stack: vec![
                         frame(Some("make_request"), FrameKind::Native),
                         frame(None, FrameKind::Native),
@@ -98,7 +98,7 @@ mod tests {
                     example_address: 0x5555_0000_2000,
                     example_size: 1000,
                     example_time_ns: 1,
-                    stack_id: 8,
+                    stack_id: leaktrail_format::StackId(8),
                     stack: vec![frame(Some("cache_put"), FrameKind::Native)],
                 },
             ],

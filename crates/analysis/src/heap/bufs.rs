@@ -2,6 +2,7 @@
 //! snapshot, filtered by class, size, age, thread and stack, listed one by
 //! one or grouped by allocation stack.
 
+use leaktrail_format::StackId;
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -41,14 +42,14 @@ pub struct Buf {
     /// Allocating thread.
     pub tid: u32,
     /// Stack id.
-    pub stack_id: u32,
+    pub stack_id: StackId,
 }
 
 /// Buffers with one allocation stack.
 #[derive(Clone, Debug, Serialize)]
 pub struct StackGroup {
     /// Stack id.
-    pub stack_id: u32,
+    pub stack_id: StackId,
     /// Their bytes.
     pub bytes: u64,
     /// How many.
@@ -67,7 +68,7 @@ pub struct Bufs {
     /// Their bytes.
     pub bytes: u64,
     /// Symbolized stacks of the buffers (by stack id), when asked for.
-    pub stacks: HashMap<u32, Vec<Frame>>,
+    pub stacks: HashMap<StackId, Vec<Frame>>,
     /// Groups by stack, by bytes, when asked for.
     pub groups: Vec<StackGroup>,
 }
@@ -82,8 +83,8 @@ pub fn select(
     with_stacks: bool,
 ) -> Bufs {
     let newest = audit.live.iter().map(|b| b.time_ns).max().unwrap_or(0);
-    let mut stack_match: HashMap<u32, bool> = HashMap::new();
-    let mut stacks: HashMap<u32, Vec<Frame>> = HashMap::new();
+    let mut stack_match: HashMap<StackId, bool> = HashMap::new();
+    let mut stacks: HashMap<StackId, Vec<Frame>> = HashMap::new();
     let mut keep = |b: &Block| -> bool {
         let class = leaktrail_format::class_size(leaktrail_format::class_of(b.size));
         if filter.class.is_some_and(|c| c != class)
@@ -130,8 +131,8 @@ pub fn select(
         .collect();
     let mut groups = Vec::new();
     if group {
-        let mut by: HashMap<u32, StackGroup> = HashMap::new();
-        let mut oldest: HashMap<u32, u64> = HashMap::new();
+        let mut by: HashMap<StackId, StackGroup> = HashMap::new();
+        let mut oldest: HashMap<StackId, u64> = HashMap::new();
         for b in &buffers {
             let g = by.entry(b.stack_id).or_insert_with(|| StackGroup {
                 stack_id: b.stack_id,
@@ -249,7 +250,7 @@ mod tests {
         let groups: Vec<(u32, u64, u64)> = b
             .groups
             .iter()
-            .map(|g| (g.stack_id, g.count, g.bytes))
+            .map(|g| (g.stack_id.0, g.count, g.bytes))
             .collect();
         assert_eq!(
             groups,

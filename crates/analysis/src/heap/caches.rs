@@ -159,7 +159,7 @@ mod tests {
                 .enumerate()
                 .map(
                     |(i, &(size, live_count, live_bytes, allocs, frees))| ClassStats {
-                        class: i,
+                        class: leaktrail_format::SizeClass(i as u16),
                         size,
                         live_count,
                         live_bytes,

@@ -21,6 +21,7 @@
 //! mapping; two threads share roots in chunks and blocks through a work
 //! list. Nothing is copied, so memory use is a few bytes per block.
 
+use leaktrail_format::StackId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -58,7 +59,7 @@ pub struct Group {
     /// When it was allocated (ns after the tracer started).
     pub example_time_ns: u64,
     /// The stack id in the audit.
-    pub stack_id: u32,
+    pub stack_id: StackId,
     /// The allocation stack, innermost first, symbolized.
     pub stack: Vec<Frame>,
 }
@@ -321,12 +322,12 @@ fn summarize(
     root_bytes: u64,
 ) -> Leaks {
     let mut tallies = [Tally::default(); 4];
-    let mut index: HashMap<(LeakKind, u32), usize> = HashMap::new();
+    let mut index: HashMap<(LeakKind, StackId), usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     let canon = canonical_stacks(&heap.audit);
     // Neighbouring blocks mostly share a stack and a class: remember the
     // last group instead of hashing 10 M times.
-    let mut last: Option<(LeakKind, u32, usize)> = None;
+    let mut last: Option<(LeakKind, StackId, usize)> = None;
     for (b, &k) in heap.audit.live.iter().zip(kinds) {
         let t = &mut tallies[k as usize];
         t.bytes += b.size;
@@ -989,7 +990,7 @@ mod tests {
         assert_eq!(l.groups.len(), 2);
         let g = &l.groups[0];
         assert_eq!(
-            (g.kind, g.blocks, g.bytes, g.stack_id),
+            (g.kind, g.blocks, g.bytes, g.stack_id.0),
             (Definite, 2, 30, 2)
         );
         assert_eq!(g.example_address, x, "the oldest");

@@ -30,6 +30,7 @@
 //! # Ok::<(), leaktrail_analysis::Error>(())
 //! ```
 
+use leaktrail_format::StackId;
 use std::collections::{BTreeSet, HashMap};
 
 use leaktrail_format::MemoryMode;
@@ -414,8 +415,8 @@ impl<'a> Heap<'a> {
 /// Maps each stack id to the lowest id with the same frames: the tracer
 /// may intern one stack more than once (one per shard), and people group
 /// by what the stack says, not by its id.
-pub fn canonical_stacks(audit: &Audit) -> HashMap<u32, u32> {
-    let mut first: HashMap<&[u64], u32> = HashMap::new();
+pub fn canonical_stacks(audit: &Audit) -> HashMap<StackId, StackId> {
+    let mut first: HashMap<&[u64], StackId> = HashMap::new();
     audit
         .stacks
         .iter()
@@ -705,7 +706,7 @@ mod tests {
             addr,
             size,
             time_ns: 0,
-            stack: 0,
+            stack: StackId::NONE,
             tid: 0,
         }
     }

@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use leaktrail_format::{class_of, class_size, StackId};
+use leaktrail_format::{class_of, class_size, SizeClass, StackId};
 use leaktrail_recording::snapshot::metadata::Module;
 use serde::Serialize;
 
@@ -167,14 +167,14 @@ impl Profile {
         symbolizer: &Symbolizer,
         blocks: impl IntoIterator<Item = (u64, StackId)>,
     ) -> Profile {
-        let mut by_stack: HashMap<(StackId, usize), (u64, u64)> = HashMap::new();
+        let mut by_stack: HashMap<(StackId, SizeClass), (u64, u64)> = HashMap::new();
         for (size, stack) in blocks {
             let e = by_stack.entry((stack, class_of(size))).or_default();
             e.0 += 1;
             e.1 += size;
         }
         let mut symbolized: HashMap<StackId, (SiteKey, Vec<Frame>)> = HashMap::new();
-        let mut merged: HashMap<(SiteKey, usize), Entry> = HashMap::new();
+        let mut merged: HashMap<(SiteKey, SizeClass), Entry> = HashMap::new();
         for ((stack, class), (count, bytes)) in by_stack {
             let (key, frames) = symbolized
                 .entry(stack)

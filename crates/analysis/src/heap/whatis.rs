@@ -3,6 +3,7 @@
 //! module, a thread's stack (which thread, which frame), JIT code, the
 //! audit region, or just which mapping.
 
+use leaktrail_format::StackId;
 use serde::Serialize;
 
 use crate::heap::model::{Area, AreaKind, Heap};
@@ -24,7 +25,7 @@ pub struct BufferHit {
     /// Allocating thread.
     pub tid: u32,
     /// Stack id.
-    pub stack_id: u32,
+    pub stack_id: StackId,
     /// Its allocation stack.
     pub stack: Vec<Frame>,
 }
@@ -159,7 +160,7 @@ mod tests {
         let w = whatis(&heap, &synthetic::symbolizer(), a + 39).unwrap();
         let hit = w.buffer.unwrap();
         assert_eq!((hit.addr, hit.size, hit.offset), (a, 40, 39));
-        assert_eq!((hit.stack_id, hit.tid), (7, 55));
+        assert_eq!((hit.stack_id.0, hit.tid), (7, 55));
         assert_eq!(hit.stack.len(), 1);
         assert_eq!(w.area.kind, AreaKind::Heap);
         assert!(w.stack.is_none() && !w.audit);

@@ -4,6 +4,7 @@
 //! snapshot. The live process is read through the [`Memory`] the caller
 //! gives (`leaktrail_capture::memory::LiveProcess`), never directly.
 
+use leaktrail_format::StackId;
 use std::collections::BTreeMap;
 
 use leaktrail_recording::audit::{self, Audit};
@@ -21,7 +22,7 @@ pub struct AuditDump {
     /// The decoded region.
     pub audit: Audit,
     /// Each stack of `audit.stacks`, symbolized.
-    pub frames: BTreeMap<u32, Vec<Frame>>,
+    pub frames: BTreeMap<StackId, Vec<Frame>>,
 }
 
 /// How often a busy shard is re-read before we accept it as it is: the

@@ -18,7 +18,7 @@ pub mod shared;
 
 use core::mem::MaybeUninit;
 
-use leaktrail_format::UnwindMode;
+use leaktrail_format::{StackId, UnwindMode};
 use leaktrail_unwind_core::{
     return_address_slot, step, FrameAddress, InstructionAddress, Regs, ReturnAddress, Rule, Step,
 };
@@ -34,7 +34,7 @@ pub struct Captured {
     pub truncated: bool,
     /// The interned id of exactly these frames, when the thread's memo
     /// knows it (the stack is the same as the last one captured).
-    pub known_id: u32,
+    pub known_id: StackId,
     /// Skipped: too little stack left to unwind safely.
     pub shallow: bool,
 }
@@ -58,7 +58,7 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
     let none = Captured {
         len: 0,
         truncated: false,
-        known_id: 0,
+        known_id: StackId::NONE,
         shallow: false,
     };
     if mode == UnwindMode::None || out.is_empty() {
@@ -88,7 +88,7 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
         return Captured {
             len: 0,
             truncated: false,
-            known_id: 0,
+            known_id: StackId::NONE,
             shallow: true,
         };
     }
@@ -98,7 +98,7 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
     let memo = unsafe { &mut *state.memo.get() };
     if state.generation.get() != cache_generation {
         memo.len = 0;
-        memo.id = 0;
+        memo.id = StackId::NONE;
         state.generation.set(cache_generation);
     }
     let stack = Stack { low: sp, top };
@@ -129,10 +129,10 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
                             let pc = unsafe { out[i].assume_init() };
                             pc == memo.frames[i].pc
                         });
-                    let known_id = if same { memo.id } else { 0 };
+                    let known_id = if same { memo.id } else { StackId::NONE };
                     memo.adopt(&fresh, len, j);
-                    if known_id == 0 {
-                        memo.id = 0;
+                    if known_id.is_none() {
+                        memo.id = StackId::NONE;
                     }
                     return Captured {
                         len: n,
@@ -147,7 +147,7 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
                 return Captured {
                     len,
                     truncated: true,
-                    known_id: 0,
+                    known_id: StackId::NONE,
                     shallow: false,
                 };
             }
@@ -170,7 +170,7 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
     Captured {
         len,
         truncated: false,
-        known_id: 0,
+        known_id: StackId::NONE,
         shallow: false,
     }
 }
@@ -209,7 +209,7 @@ pub struct Memo {
     frames: [MemoFrame; MEMO_FRAMES],
     len: usize,
     /// Stack id of exactly `frames[..len]`, 0 if not known.
-    pub id: u32,
+    pub id: StackId,
 }
 
 impl Memo {
@@ -223,7 +223,7 @@ impl Memo {
                 fp_slot: 0,
             }; MEMO_FRAMES],
             len: 0,
-            id: 0,
+            id: StackId::NONE,
         }
     }
 
@@ -286,7 +286,7 @@ impl Memo {
 
     /// After a full unwind: remember it, if it fits.
     fn store(&mut self, fresh: &[MaybeUninit<MemoFrame>; MEMO_FRAMES], len: usize) {
-        self.id = 0;
+        self.id = StackId::NONE;
         if len > MEMO_FRAMES {
             self.len = 0;
             return;
@@ -342,7 +342,7 @@ fn cached_rule(state: &ThreadState, mode: UnwindMode, pc: u64) -> Rule {
 /// Tells the thread's memo the interned id of the stack it just captured
 /// (of `len` frames), so the next identical stack skips interning.
 #[inline]
-pub fn remember_id(state: &ThreadState, len: usize, id: u32) {
+pub fn remember_id(state: &ThreadState, len: usize, id: StackId) {
     // SAFETY: this thread's own memo; no other reference is live.
     let memo = unsafe { &mut *state.memo.get() };
     if memo.len == len {
