@@ -1,6 +1,6 @@
 //! Pure analyses over leaktrail recordings and snapshots.
 //!
-//! The crate is four rooms, private, and this root is its interface:
+//! The crate is five rooms, private, and this root is its interface:
 //!
 //! * **snapshot views**: [`summary`] (`info`), [`maps_diff`] (the `pmap -x`
 //!   diff of two samples or snapshots), [`audit_dump`] (the audit with

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use leaktrail_recording::snapshot::metadata::{Module, RegionKind, SmapsSummary};
 use serde::Serialize;
 
-use leaktrail_recording::Snapshot;
+use leaktrail_recording::{Region, Snapshot};
 
 /// The whole summary. Field names are part of `info --json`.
 #[derive(Clone, Debug, Serialize)]
@@ -172,36 +172,47 @@ fn kinds(snap: &Snapshot) -> Vec<KindSummary> {
         k.mapped_bytes += mapped;
         k.captured_bytes += captured;
     };
-    if let Some(m) = snap.metadata() {
-        for r in &m.regions {
-            add(r.kind, r.end - r.start, r.captured);
+    // The one classifier decides every kind but the tracer's own memory,
+    // also for notes written before it was shared (which called glibc's
+    // arenas `anon` and the vDSO `special`) and for foreign cores.
+    let region_of: BTreeMap<u64, Region> = snap
+        .mappings()
+        .into_iter()
+        .map(|m| (m.start, m.region))
+        .collect();
+    let kind_of = |start: u64| {
+        region_of
+            .get(&start)
+            .map_or(RegionKind::Anon, |&r| r.into())
+    };
+    match snap.metadata().filter(|m| !m.regions.is_empty()) {
+        Some(m) => {
+            for r in &m.regions {
+                let kind = if r.kind == RegionKind::Audit {
+                    RegionKind::Audit
+                } else {
+                    kind_of(r.start)
+                };
+                add(kind, r.end - r.start, r.captured);
+            }
         }
-    } else {
-        let sps: Vec<u64> = snap.threads().iter().map(|t| t.sp()).collect();
-        let audit = snap.audit_headers();
-        for s in snap.segments() {
-            let kind = if audit.contains(&s.vaddr) {
-                RegionKind::Audit
-            } else if sps.iter().any(|&sp| s.vaddr <= sp && sp < s.end()) {
-                RegionKind::Stack
-            } else if snap
-                .files()
-                .iter()
-                .any(|f| f.start <= s.vaddr && s.vaddr < f.end)
-            {
-                RegionKind::File
-            } else {
-                RegionKind::Anon
-            };
-            add(kind, s.memsz, s.filesz);
+        None => {
+            let audit = snap.audit_headers();
+            for s in snap.segments() {
+                let kind = if audit.contains(&s.vaddr) {
+                    RegionKind::Audit
+                } else {
+                    kind_of(s.vaddr)
+                };
+                add(kind, s.memsz, s.filesz);
+            }
         }
     }
     by.into_values().collect()
 }
 
-/// SEAM(audit): the totals come from `crate::audit`, the decoder the
-/// tracer work owns. Everything `info` says about the region is
-/// gathered here, so a richer decoder plugs in at this one place.
+/// The audit's totals, from `leaktrail_recording::audit`'s decoder:
+/// everything `info` says about the region is gathered here.
 fn audit_summary(snap: &Snapshot) -> AuditSummary {
     let headers = snap.audit_headers();
     let mut s = AuditSummary {

@@ -247,6 +247,42 @@ fn info_describes_our_snapshots_and_gcore_and_kernel_cores() {
     assert!(has_exe_with_id(&info), "{info}");
 }
 
+/// Regression (issue 10): `info` and `trend` classify memory with one
+/// classifier. glibc's arena heaps, which `trend` has always counted as
+/// `heap`, were `anon` in a snapshot's note. (A gcore has no note and
+/// keeps neither the arenas' PROT_NONE tails nor `[heap]`'s name, so from
+/// its segments alone an arena is anonymous memory.)
+#[test]
+fn info_counts_glibc_arenas_as_heap_as_trend_does() {
+    let dir = support::scratch("snapshot_arenas");
+    // Two workers allocating: each gets an arena of its own.
+    let mut t = Target::spawn(&["2"]);
+    let live = std::fs::read_to_string(format!("/proc/{}/smaps", t.pid)).expect("smaps");
+    let mut maps = leaktrail_recording::maps::parse_smaps(&live).expect("parse");
+    leaktrail_recording::maps::classify(&mut maps, &[]);
+    let arenas = maps
+        .iter()
+        .filter(|m| m.region == leaktrail_recording::Region::Heap && m.path.is_empty())
+        .count();
+    assert!(arenas >= 2, "an arena heap and its tail expected:\n{live}");
+    let ours = dir.join("ours.core");
+    snapshot_of(t.pid, &ours, &[]);
+    assert!(t.check().starts_with("ok "));
+    assert_eq!(t.finish(), 0);
+    let heap_mappings = |info: &serde_json::Value| {
+        info["regions"]
+            .as_array()
+            .expect("regions")
+            .iter()
+            .find(|k| k["kind"] == "heap")
+            .and_then(|k| k["mappings"].as_u64())
+            .unwrap_or(0)
+    };
+    // [heap] plus every arena mapping the live classifier saw.
+    let info = info_json(&ours);
+    assert!(heap_mappings(&info) > arenas as u64, "{info}");
+}
+
 /// Lets the child dump a kernel core (RLIMIT_CORE unlimited).
 fn allow_core_dumps(cmd: &mut Command) {
     // SAFETY: setrlimit is async-signal-safe; nothing else runs in the
