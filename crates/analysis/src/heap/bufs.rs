@@ -4,8 +4,6 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
 use crate::symbolize::{Frame, Symbolizer};
 use leaktrail_recording::audit::{Audit, Block};
 
@@ -28,7 +26,7 @@ pub struct Filter {
 }
 
 /// One buffer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Buf {
     /// Address.
     pub addr: u64,
@@ -45,7 +43,7 @@ pub struct Buf {
 }
 
 /// Buffers with one allocation stack.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct StackGroup {
     /// Stack id.
     pub stack_id: u32,
@@ -60,7 +58,7 @@ pub struct StackGroup {
 }
 
 /// What [`select`] found.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Bufs {
     /// Matching buffers, by address.
     pub buffers: Vec<Buf>,

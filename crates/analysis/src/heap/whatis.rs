@@ -3,15 +3,13 @@
 //! module, a thread's stack (which thread, which frame), JIT code, the
 //! audit region, or just which mapping.
 
-use serde::Serialize;
-
 use crate::heap::model::{Area, AreaKind, Heap};
 use crate::symbolize::{Frame, Symbolizer};
 use crate::Error;
 use leaktrail_recording::audit::Block;
 
 /// A live buffer an address lies in.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct BufferHit {
     /// Its start.
     pub addr: u64,
@@ -30,7 +28,7 @@ pub struct BufferHit {
 }
 
 /// A thread stack an address lies in.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct StackHit {
     /// The thread.
     pub tid: i32,
@@ -42,7 +40,7 @@ pub struct StackHit {
 }
 
 /// Everything known about one address.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Whatis {
     /// The address asked about.
     pub address: u64,

@@ -8,13 +8,12 @@ use std::collections::BTreeMap;
 
 use leaktrail_recording::audit::{self, Audit};
 use leaktrail_recording::{Mapping, Memory};
-use serde::Serialize;
 
 use crate::symbolize::{FileMapping, Frame, Symbolizer};
 use crate::Error;
 
 /// A decoded audit plus symbolized stacks.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct AuditDump {
     /// The decoded region.
     pub audit: Audit,

@@ -37,7 +37,6 @@ use std::rc::Rc;
 
 use leaktrail_unwind_core::FrameAddress;
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
-use serde::Serialize;
 
 use leaktrail_recording::Snapshot;
 
@@ -55,8 +54,7 @@ pub struct FileMapping {
 }
 
 /// Where a frame's code comes from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FrameKind {
     /// Code in a mapped file.
     #[default]
@@ -70,7 +68,7 @@ pub enum FrameKind {
 }
 
 /// One symbolized frame.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     /// The runtime address.
     pub address: u64,
@@ -85,13 +83,10 @@ pub struct Frame {
     /// Offset of the address in the module's file.
     pub module_offset: u64,
     /// Native, JS, other JIT code, or unknown.
-    #[serde(default)]
     pub kind: FrameKind,
     /// Source column (JS frames).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<u32>,
     /// True for a call inlined into the frame after it.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub inlined: bool,
 }
 
