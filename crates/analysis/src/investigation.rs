@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 
 use leaktrail_format::MemoryMode;
 use leaktrail_recording::dir::{self as recording, Meta, Recording, Sample};
-use serde::Serialize;
 
 use crate::caches::{self, Caches};
 use crate::growth::{self, ClassGrowth, Growth, Suspect};
@@ -35,7 +34,7 @@ use leaktrail_recording::audit::Audit;
 use leaktrail_recording::Snapshot;
 
 /// One snapshot of the recording, as captured.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotInfo {
     /// The file.
     pub path: PathBuf,
@@ -60,7 +59,7 @@ pub struct SnapshotInfo {
 }
 
 /// The findleaks result of one snapshot.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct LeakSummary {
     /// The snapshot scanned.
     pub path: PathBuf,
@@ -69,7 +68,7 @@ pub struct LeakSummary {
 }
 
 /// Everything the report shows.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Investigation {
     /// The recording directory.
     pub dir: PathBuf,

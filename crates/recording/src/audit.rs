@@ -17,13 +17,12 @@ use leaktrail_format::{
     EMPTY, HEADER_MAPPING_BYTES, LIVE_ENTRY_BYTES, MAGIC, PAGE_SIZE, STACK_CHUNK_WORDS,
     STACK_INDEX_ENTRY_BYTES, TOMBSTONE,
 };
-use serde::Serialize;
 
 use crate::memory::Memory;
 use crate::Error;
 
 /// One live buffer (or one anonymous mapping, in [`Audit::maps`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Block {
     /// Address.
     pub addr: u64,
@@ -38,7 +37,7 @@ pub struct Block {
 }
 
 /// The counters of one size class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClassStats {
     /// The class.
     pub class: SizeClass,
@@ -55,7 +54,7 @@ pub struct ClassStats {
 }
 
 /// What the tracer could not record.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AuditCounters {
     /// Allocations not entered.
     pub dropped_allocs: u64,
@@ -76,7 +75,7 @@ pub struct AuditCounters {
 }
 
 /// A decoded audit region.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Audit {
     /// Where the header is.
     pub header_addr: u64,
@@ -104,7 +103,6 @@ pub struct Audit {
     /// Shards caught mid-update.
     pub busy_shards: u32,
     /// The address ranges the region occupies.
-    #[serde(skip)]
     pub ranges: Vec<(u64, u64)>,
 }
 

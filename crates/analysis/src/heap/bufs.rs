@@ -5,8 +5,6 @@
 use leaktrail_format::StackId;
 use std::collections::HashMap;
 
-use serde::Serialize;
-
 use crate::symbolize::{Frame, Symbolizer};
 use leaktrail_recording::audit::{Audit, Block};
 
@@ -29,7 +27,7 @@ pub struct Filter {
 }
 
 /// One buffer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Buf {
     /// Address.
     pub addr: u64,
@@ -46,7 +44,7 @@ pub struct Buf {
 }
 
 /// Buffers with one allocation stack.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct StackGroup {
     /// Stack id.
     pub stack_id: StackId,
@@ -61,7 +59,7 @@ pub struct StackGroup {
 }
 
 /// What [`select`] found.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Bufs {
     /// Matching buffers, by address.
     pub buffers: Vec<Buf>,

@@ -3,12 +3,10 @@
 //! change between the first and the last and the classes that grew most
 //! flagged.
 
-use serde::Serialize;
-
 use leaktrail_recording::audit::Audit;
 
 /// One class in one snapshot.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassCounts {
     /// Live buffers.
     pub live_count: u64,
@@ -21,7 +19,7 @@ pub struct ClassCounts {
 }
 
 /// The change of a class from the first snapshot to the last.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassDelta {
     /// Change in live buffers.
     pub live_count: i64,
@@ -34,7 +32,7 @@ pub struct ClassDelta {
 }
 
 /// One size class across the snapshots.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClassRow {
     /// Largest request size in the class.
     pub size: u64,
@@ -55,7 +53,7 @@ pub struct ClassRow {
 }
 
 /// The table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caches {
     /// Classes with any activity: with several snapshots ordered by growth
     /// of live bytes, else by live bytes.

@@ -2,15 +2,12 @@
 //! pointer into a live buffer (with offset), a symbol, JIT code, a tagged
 //! pointer, a small integer or text.
 
-use serde::Serialize;
-
 use crate::heap::model::Heap;
 use crate::symbolize::Symbolizer;
 use crate::Error;
 
 /// What a word looks like.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Meaning {
     /// Points into a live buffer.
     Buffer {
@@ -61,7 +58,7 @@ pub enum Meaning {
 }
 
 /// One annotated word.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Word {
     /// Its address.
     pub addr: u64,

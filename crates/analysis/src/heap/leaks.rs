@@ -26,8 +26,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use serde::Serialize;
-
 use crate::heap::model::{canonical_stacks, Heap, RootRange, Roots};
 use crate::symbolize::{Frame, Symbolizer};
 
@@ -35,7 +33,7 @@ use crate::symbolize::{Frame, Symbolizer};
 pub use leaktrail_format::LeakKind;
 
 /// Bytes and blocks of one class.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Requested bytes.
     pub bytes: u64,
@@ -44,7 +42,7 @@ pub struct Tally {
 }
 
 /// Blocks of one class allocated by one stack.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Group {
     /// Their class.
     pub kind: LeakKind,
@@ -65,7 +63,7 @@ pub struct Group {
 }
 
 /// What [`find`] found.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Leaks {
     /// Definitely lost.
     pub definite: Tally,

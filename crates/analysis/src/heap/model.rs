@@ -34,7 +34,6 @@ use leaktrail_format::StackId;
 use std::collections::{BTreeSet, HashMap};
 
 use leaktrail_format::MemoryMode;
-use serde::Serialize;
 
 use crate::Error;
 use leaktrail_recording::audit::{self, Audit, Block};
@@ -111,8 +110,7 @@ const TLS_WINDOW_BELOW: u64 = 64 << 10;
 const TLS_WINDOW_ABOVE: u64 = 4 << 10;
 
 /// What an area of the address space holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AreaKind {
     /// A thread's stack; `sp` is where its live part starts.
     Stack {
@@ -167,7 +165,7 @@ impl AreaKind {
 }
 
 /// One mapping of the process, classified.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Area {
     /// First address.
     pub start: u64,
@@ -178,7 +176,6 @@ pub struct Area {
     /// Backing file or pseudo-path (`[heap]`), empty for anonymous memory.
     pub path: String,
     /// What it holds.
-    #[serde(flatten)]
     pub kind: AreaKind,
 }
 
@@ -605,7 +602,7 @@ impl Roots {
 }
 
 /// One range of root memory and what it is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RootRange {
     /// First address.
     pub start: u64,

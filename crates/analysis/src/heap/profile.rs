@@ -28,7 +28,6 @@ use std::path::{Path, PathBuf};
 
 use leaktrail_format::{class_of, class_size, SizeClass, StackId};
 use leaktrail_recording::snapshot::metadata::Module;
-use serde::Serialize;
 
 use crate::symbolize::{Frame, Symbolizer};
 use crate::Error;
@@ -40,7 +39,7 @@ use leaktrail_recording::Snapshot;
 pub type SiteFrame = (String, u64);
 
 /// The identity of an allocation site across snapshots and processes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SiteKey(pub Vec<SiteFrame>);
 
 impl SiteKey {
@@ -67,10 +66,9 @@ impl SiteKey {
 }
 
 /// Live buffers of one site in one size class.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// The site's identity.
-    #[serde(skip)]
     pub key: SiteKey,
     /// The stack, innermost first (empty when none was recorded).
     pub frames: Vec<Frame>,
@@ -84,7 +82,7 @@ pub struct Entry {
 }
 
 /// What one snapshot holds, by site.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Profile {
     /// The snapshot file.
     pub path: PathBuf,

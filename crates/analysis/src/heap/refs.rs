@@ -11,8 +11,6 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use serde::Serialize;
-
 use crate::heap::model::{Heap, Roots};
 use crate::symbolize::Symbolizer;
 use crate::whatis::{self, BufferHit, Whatis};
@@ -55,7 +53,7 @@ impl Matcher {
 }
 
 /// One referring word.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Ref {
     /// Where the word is.
     pub at: u64,
@@ -66,7 +64,7 @@ pub struct Ref {
 }
 
 /// What [`find`] found.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Refs {
     /// The address searched for.
     pub target: u64,
@@ -149,7 +147,7 @@ pub fn find(
 
 /// One step of a chain: a word at `at` holding `value`, which refers into
 /// the next hop.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Hop {
     /// Where the referring word is.
     pub at: u64,
@@ -167,7 +165,7 @@ pub struct Hop {
 /// A path from a root to the target: `hops[0]` is in the root, each next
 /// hop in the buffer the previous one points into; the last points into
 /// the target.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Chain {
     /// The hops, root first.
     pub hops: Vec<Hop>,
@@ -176,7 +174,7 @@ pub struct Chain {
 }
 
 /// What [`chain`] found.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Chains {
     /// The address asked about.
     pub target: u64,

@@ -4,7 +4,6 @@
 //! audit region, or just which mapping.
 
 use leaktrail_format::StackId;
-use serde::Serialize;
 
 use crate::heap::model::{Area, AreaKind, Heap};
 use crate::symbolize::{Frame, Symbolizer};
@@ -12,7 +11,7 @@ use crate::Error;
 use leaktrail_recording::audit::Block;
 
 /// A live buffer an address lies in.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct BufferHit {
     /// Its start.
     pub addr: u64,
@@ -31,7 +30,7 @@ pub struct BufferHit {
 }
 
 /// A thread stack an address lies in.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct StackHit {
     /// The thread.
     pub tid: i32,
@@ -43,7 +42,7 @@ pub struct StackHit {
 }
 
 /// Everything known about one address.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Whatis {
     /// The address asked about.
     pub address: u64,

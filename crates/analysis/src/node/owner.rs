@@ -8,14 +8,11 @@
 //! global handles did; an anonymous mapping belongs to the V8 heap when V8
 //! made it. Everything else malloc'd is native memory.
 
-use serde::Serialize;
-
 use crate::audit_dump::AuditDump;
 use crate::symbolize::Frame;
 
 /// An owner of memory in a Node.js process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Owner {
     /// Anonymous mappings V8 made for its garbage-collected heap.
     V8Heap,
@@ -100,7 +97,7 @@ pub fn of_mapping(frames: &[Frame]) -> Owner {
 }
 
 /// Bytes per owner in one snapshot.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OwnerSplit {
     /// `(owner, bytes)` for every owner, in [`Owner::ALL`] order.
     pub owners: Vec<(Owner, u64)>,
@@ -162,7 +159,7 @@ pub fn split_snapshot(snapshot: &leaktrail_recording::Snapshot, dump: &AuditDump
 }
 
 /// One owner's bytes across a recording's snapshots.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct OwnerSeries {
     /// The owner.
     pub owner: Owner,
@@ -176,7 +173,7 @@ pub struct OwnerSeries {
 
 /// Memory by owner across the snapshots of a recording of a Node.js
 /// process: what `trend` and the report show a Node user.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct OwnerTrend {
     /// Seconds since the first snapshot, per snapshot.
     pub t_seconds: Vec<f64>,

@@ -44,15 +44,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use super::stats::{mann_kendall, theil_sen, Point};
 use crate::profile::{Profile, SiteKey};
 use crate::symbolize::Frame;
 use crate::Error;
 
 /// One snapshot in the comparison.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
     /// The snapshot file.
     pub path: PathBuf,
@@ -67,7 +65,7 @@ pub struct Observation {
 }
 
 /// One point of a series.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SeriesPoint {
     /// Seconds after the first snapshot.
     pub t_seconds: f64,
@@ -78,7 +76,7 @@ pub struct SeriesPoint {
 }
 
 /// The statistics of one series of live bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Stats {
     /// Theil–Sen slope, bytes per hour (0 when the snapshots span no time).
     pub slope_bytes_per_hour: f64,
@@ -173,7 +171,7 @@ fn on_schedule(values: &[f64], share: impl Fn(usize) -> f64) -> f64 {
 }
 
 /// One growing allocation site in one size class.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Suspect {
     /// 1 for the strongest.
     pub rank: usize,
@@ -191,12 +189,11 @@ pub struct Suspect {
     pub stats: Stats,
     /// For a Node.js process: who owns these buffers (backing stores, V8
     /// handles, other native memory), from the stack.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<crate::owner::Owner>,
 }
 
 /// One size class across the snapshots.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ClassGrowth {
     /// The class, by its largest size.
     pub class: u64,
@@ -207,7 +204,7 @@ pub struct ClassGrowth {
 }
 
 /// The comparison.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Growth {
     /// The snapshots, in time order.
     pub snapshots: Vec<Observation>,

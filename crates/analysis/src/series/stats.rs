@@ -7,8 +7,6 @@
 //! assumption about the distribution of the noise, and one odd sample moves
 //! a median, not a fit.
 
-use serde::Serialize;
-
 /// One observation: seconds since the start, and bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
@@ -19,7 +17,7 @@ pub struct Point {
 }
 
 /// The Mann–Kendall test's result.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MannKendall {
     /// The statistic S: concordant minus discordant pairs.
     pub s: i64,

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use leaktrail_recording::audit::{self, Audit};
 use leaktrail_recording::{Mapping, Memory};
-use serde::Serialize;
 
 use leaktrail_recording::snapshot::note::FileRange;
 
@@ -17,7 +16,7 @@ use crate::symbolize::{Frame, Symbolizer};
 use crate::Error;
 
 /// A decoded audit plus symbolized stacks.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct AuditDump {
     /// The decoded region.
     pub audit: Audit,

@@ -18,11 +18,9 @@
 use std::collections::BTreeMap;
 
 use leaktrail_recording::maps::{Mapping, Region};
-use serde::Serialize;
 
 /// Whether a mapping was in both samples or only one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presence {
     /// In both.
     Both,
@@ -33,7 +31,7 @@ pub enum Presence {
 }
 
 /// One mapping's change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MappingDelta {
     /// The path, pseudo-name, or `[anon]`.
     pub name: String,
@@ -60,7 +58,7 @@ pub struct MappingDelta {
 }
 
 /// One region's change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RegionDelta {
     /// The region's name.
     pub name: String,
@@ -73,7 +71,7 @@ pub struct RegionDelta {
 }
 
 /// The whole diff, largest changes first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MapsDiff {
     /// Total resident bytes in A.
     pub rss_a: u64,

@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 
 use leaktrail_recording::snapshot::metadata::{Module, RegionKind, SmapsSummary};
-use serde::Serialize;
 
 use leaktrail_recording::{Region, Snapshot};
 
 /// The whole summary. Field names are part of `info --json`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Summary {
     /// The file.
     pub path: String,
@@ -53,7 +52,7 @@ pub struct Summary {
 }
 
 /// One thread.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ThreadSummary {
     /// Thread id.
     pub tid: i32,
@@ -66,7 +65,7 @@ pub struct ThreadSummary {
 }
 
 /// Mappings of one kind.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct KindSummary {
     /// A [`RegionKind`] name.
     pub kind: String,
@@ -79,7 +78,7 @@ pub struct KindSummary {
 }
 
 /// The audit region, if any.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct AuditSummary {
     /// Whether a header was found in the captured memory.
     pub present: bool,

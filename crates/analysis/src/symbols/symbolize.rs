@@ -39,11 +39,9 @@ use leaktrail_recording::snapshot::note::FileRange;
 use leaktrail_recording::Snapshot;
 use leaktrail_unwind_core::FrameAddress;
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
-use serde::Serialize;
 
 /// Where a frame's code comes from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FrameKind {
     /// Code in a mapped file.
     #[default]
@@ -57,7 +55,7 @@ pub enum FrameKind {
 }
 
 /// One symbolized frame.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     /// The runtime address.
     pub address: u64,
@@ -72,13 +70,10 @@ pub struct Frame {
     /// Offset of the address in the module's file.
     pub module_offset: u64,
     /// Native, JS, other JIT code, or unknown.
-    #[serde(default)]
     pub kind: FrameKind,
     /// Source column (JS frames).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<u32>,
     /// True for a call inlined into the frame after it.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub inlined: bool,
 }
 

@@ -9,6 +9,7 @@ use leaktrail_analysis::symbolize::Symbolizer;
 use leaktrail_analysis::Heap;
 use leaktrail_recording::Snapshot;
 use leaktrail_report::heap::bufs as render;
+use leaktrail_report::json;
 
 use crate::cmd::filter::FilterArgs;
 
@@ -55,8 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &found)?;
-        writeln!(out)?;
+        out.write_all(json::to_string(&json::BufsDocument::from(&found))?.as_bytes())?;
     } else {
         out.write_all(render::text(&found, args.verbose).as_bytes())?;
     }

@@ -9,6 +9,7 @@ use leaktrail_analysis::Heap;
 use leaktrail_recording::dir as recording;
 use leaktrail_recording::Snapshot;
 use leaktrail_report::heap::caches as render;
+use leaktrail_report::json;
 
 use crate::bad_input;
 
@@ -64,8 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let table = caches::compare(&audits);
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &table)?;
-        writeln!(out)?;
+        out.write_all(json::to_string(&json::CachesDocument::from(&table))?.as_bytes())?;
     } else {
         let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         out.write_all(render::text(&table, &names).as_bytes())?;

@@ -9,6 +9,7 @@ use leaktrail_analysis::symbolize::Symbolizer;
 use leaktrail_analysis::Heap;
 use leaktrail_recording::Snapshot;
 use leaktrail_report::heap::dump as render;
+use leaktrail_report::json;
 
 use super::addr;
 
@@ -47,8 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let words = dump::dump(&heap, &symbolizer, a, len.min(1 << 20))?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &words)?;
-        writeln!(out)?;
+        out.write_all(json::to_string(&json::DumpDocument::new(&words))?.as_bytes())?;
     } else {
         out.write_all(render::text(&words).as_bytes())?;
     }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use leaktrail_analysis::growth;
+use leaktrail_report::json;
 
 /// Flags of `leaktrail growth`.
 #[derive(clap::Args)]
@@ -35,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let g = growth::open(&args.inputs)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&g)?)?;
+        write!(out, "{}", json::to_string(&json::GrowthDocument::from(&g))?)?;
     } else {
         write!(
             out,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use leaktrail_analysis::Summary;
 use leaktrail_recording::Snapshot;
+use leaktrail_report::json;
 
 /// Flags of `leaktrail info`.
 #[derive(clap::Args)]
@@ -24,8 +25,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let summary = leaktrail_analysis::summary::of(&snap);
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &summary)?;
-        writeln!(out)?;
+        out.write_all(json::to_string(&json::InfoDocument::from(&summary))?.as_bytes())?;
     } else {
         out.write_all(text(&summary).as_bytes())?;
     }

@@ -10,6 +10,7 @@ use leaktrail_analysis::{Heap, Roots};
 use leaktrail_format::FailOn;
 use leaktrail_recording::Snapshot;
 use leaktrail_report::heap::leaks as render;
+use leaktrail_report::json;
 
 /// Flags of `leaktrail leaks`.
 #[derive(clap::Args)]
@@ -69,8 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     found.warnings.extend(symbolizer.warnings());
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &found)?;
-        writeln!(out)?;
+        out.write_all(json::to_string(&json::LeaksDocument::from(&found))?.as_bytes())?;
     } else {
         let mut r = render::LeaksOptions::default();
         r.reachable = args.reachable;

@@ -8,7 +8,7 @@ use leaktrail_analysis::maps_diff;
 use leaktrail_recording::dir::{Recording, SampleSelector};
 use leaktrail_recording::Mapping;
 use leaktrail_recording::Snapshot;
-use leaktrail_report::text;
+use leaktrail_report::{json, text};
 
 use crate::bad_input;
 
@@ -128,7 +128,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let diff = maps_diff::diff(&ma, &mb);
             let mut out = std::io::stdout().lock();
             if d.json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&diff)?)?;
+                write!(
+                    out,
+                    "{}",
+                    json::to_string(&json::MapsDiffDocument::from(&diff))?
+                )?;
             } else {
                 writeln!(out, "A: {wa}\nB: {wb}\n")?;
                 write!(out, "{}", text::maps_diff(&diff, d.top))?;

@@ -10,6 +10,7 @@ use leaktrail_analysis::Error;
 use leaktrail_analysis::Heap;
 use leaktrail_recording::Snapshot;
 use leaktrail_report::heap::refs as render;
+use leaktrail_report::json;
 
 use super::addr;
 
@@ -75,16 +76,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.chain {
         let c = refs::chain(&heap, &symbolizer, target, matcher, args.paths)?;
         if args.json {
-            serde_json::to_writer_pretty(&mut out, &c)?;
-            writeln!(out)?;
+            out.write_all(json::to_string(&json::ChainsDocument::from(&c))?.as_bytes())?;
         } else {
             out.write_all(render::chains(&c).as_bytes())?;
         }
     } else {
         let r = refs::find(&heap, &symbolizer, target, matcher, args.threads as usize);
         if args.json {
-            serde_json::to_writer_pretty(&mut out, &r)?;
-            writeln!(out)?;
+            out.write_all(json::to_string(&json::RefsDocument::from(&r))?.as_bytes())?;
         } else {
             out.write_all(render::text(&r).as_bytes())?;
         }

@@ -12,6 +12,7 @@ use leaktrail_capture::snapshot::MemoryMode;
 use leaktrail_capture::supervise::{self, ExitNotice, Notice, RecordOptions};
 use leaktrail_format::UnwindMode;
 use leaktrail_recording::dir as recording;
+use leaktrail_report::json;
 
 use crate::cmd::spelled;
 use crate::cmd::watch::parse_duration;
@@ -113,7 +114,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     )?;
                     Ok(dump)
                 })
-                .and_then(|dump| Ok(serde_json::to_vec_pretty(&dump)?))
+                .and_then(|dump| {
+                    Ok(serde_json::to_vec_pretty(&json::AuditDumpDocument::from(
+                        &dump,
+                    ))?)
+                })
                 .and_then(|bytes| Ok(recording::write_atomically(path, &bytes)?));
             if let Err(e) = result {
                 *failure = Some(e.context(format!("write the audit of process {}", notice.pid)));

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use leaktrail_analysis::{owner, trend};
 use leaktrail_recording::dir::{self as recording, Recording};
-use leaktrail_report::{svg, text};
+use leaktrail_report::{json, svg, text};
 
 /// Flags of `leaktrail trend`.
 #[derive(clap::Args)]
@@ -43,11 +43,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let owners = owner::trend_of_recording(&args.dir)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let mut doc = serde_json::to_value(&t)?;
-        if let (Some(o), Some(map)) = (&owners, doc.as_object_mut()) {
-            map.insert("owners".into(), serde_json::to_value(o)?);
-        }
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        let doc = json::TrendDocument::new(&t, owners.as_ref());
+        write!(out, "{}", json::to_string(&doc)?)?;
     } else {
         write!(out, "{}", text::trend(&t))?;
         if let Some(o) = &owners {

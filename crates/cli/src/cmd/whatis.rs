@@ -9,6 +9,7 @@ use leaktrail_analysis::whatis;
 use leaktrail_analysis::Heap;
 use leaktrail_recording::Snapshot;
 use leaktrail_report::heap::whatis as render;
+use leaktrail_report::json;
 
 use super::addr;
 
@@ -41,8 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let w = whatis::whatis(&heap, &symbolizer, a)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &w)?;
-        writeln!(out)?;
+        out.write_all(json::to_string(&json::WhatisDocument::from(&w))?.as_bytes())?;
     } else {
         out.write_all(render::text(&w).as_bytes())?;
     }

@@ -362,7 +362,8 @@ fn whatis_and_dump_describe_buffers_globals_and_stacks() {
     assert!(text.contains("a live buffer of 1,012 bytes"), "{text}");
 
     let words = json(&["dump", &format!("{holder:#x}"), "32", "--json"], snap);
-    let words = words.as_array().expect("words");
+    assert_eq!(words["schema_version"], 1);
+    let words = words["words"].as_array().expect("words");
     assert_eq!(words.len(), 4);
     assert_eq!(words[2]["meaning"]["kind"], "tagged");
     assert_eq!(words[2]["meaning"]["tag"], 1);

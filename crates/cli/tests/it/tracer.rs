@@ -263,7 +263,8 @@ fn fork_child_keeps_an_audit_of_its_own_heap() {
     let live = leaktrail_capture::memory::LiveProcess::open(pid).expect("child maps");
     let audit = leaktrail_analysis::audit_dump::read_live(&live.memory, &live.mappings, pid, None)
         .expect("child audit");
-    let json = serde_json::to_value(&audit).expect("json");
+    let json = serde_json::to_value(leaktrail_report::json::AuditDumpDocument::from(&audit))
+        .expect("json");
     assert_eq!(
         json["audit"]["pid"], pid,
         "the child's region names the child"

@@ -1,0 +1,176 @@
+//! `bufs --json`.
+
+use std::collections::BTreeMap;
+
+use leaktrail_analysis::bufs::{Buf, Bufs, StackGroup};
+use serde::Serialize;
+
+use super::frame::{self, FrameRecord};
+use super::SCHEMA_VERSION;
+
+/// What `leaktrail bufs --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct BufsDocument<'a> {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Matching buffers, by address (empty with `--group-by`).
+    pub buffers: Vec<BufRecord>,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Symbolized stacks by stack id (a string key), with `-v`.
+    ///
+    /// In stack-id order; the analysis holds them in a hash map, whose order
+    /// the output used to follow.
+    pub stacks: BTreeMap<u32, Vec<FrameRecord<'a>>>,
+    /// Groups by stack, by bytes, with `--group-by stack`.
+    pub groups: Vec<StackGroupRecord<'a>>,
+}
+
+/// One live buffer.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct BufRecord {
+    /// Address.
+    pub addr: u64,
+    /// Requested bytes.
+    pub size: u64,
+    /// Its size class (largest size).
+    pub class: u64,
+    /// Allocation time, ns after the tracer started.
+    pub time_ns: u64,
+    /// Allocating thread.
+    pub tid: u32,
+    /// Stack id.
+    pub stack_id: u32,
+}
+
+/// The buffers with one allocation stack.
+#[derive(Clone, Debug, Serialize)]
+pub struct StackGroupRecord<'a> {
+    /// Stack id.
+    pub stack_id: u32,
+    /// Their bytes.
+    pub bytes: u64,
+    /// How many.
+    pub count: u64,
+    /// The oldest.
+    pub example_address: u64,
+    /// The stack, innermost first.
+    pub stack: Vec<FrameRecord<'a>>,
+}
+
+impl From<&Buf> for BufRecord {
+    fn from(b: &Buf) -> Self {
+        BufRecord {
+            addr: b.addr,
+            size: b.size,
+            class: b.class,
+            time_ns: b.time_ns,
+            tid: b.tid,
+            stack_id: b.stack_id.0,
+        }
+    }
+}
+
+impl<'a> From<&'a StackGroup> for StackGroupRecord<'a> {
+    fn from(g: &'a StackGroup) -> Self {
+        StackGroupRecord {
+            stack_id: g.stack_id.0,
+            bytes: g.bytes,
+            count: g.count,
+            example_address: g.example_address,
+            stack: frame::stack(&g.stack),
+        }
+    }
+}
+
+impl<'a> From<&'a Bufs> for BufsDocument<'a> {
+    fn from(b: &'a Bufs) -> Self {
+        BufsDocument {
+            schema_version: SCHEMA_VERSION,
+            buffers: b.buffers.iter().map(Into::into).collect(),
+            bytes: b.bytes,
+            stacks: b
+                .stacks
+                .iter()
+                .map(|(&id, frames)| (id.0, frame::stack(frames)))
+                .collect(),
+            groups: b.groups.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::frame::tests::bare_frame;
+    use crate::json::golden::assert_json;
+
+    #[test]
+    fn bufs_document_fields() {
+        let bufs = Bufs {
+            buffers: vec![Buf {
+                addr: 0x1000,
+                size: 24,
+                class: 32,
+                time_ns: 5,
+                tid: 7,
+                stack_id: leaktrail_format::StackId(10),
+            }],
+            bytes: 24,
+            stacks: [
+                (leaktrail_format::StackId(10), vec![]),
+                (leaktrail_format::StackId(2), vec![bare_frame()]),
+            ]
+            .into_iter()
+            .collect(),
+            groups: vec![StackGroup {
+                stack_id: leaktrail_format::StackId(10),
+                bytes: 24,
+                count: 1,
+                example_address: 0x1000,
+                stack: vec![],
+            }],
+        };
+        assert_json(
+            &BufsDocument::from(&bufs),
+            r#"
+{
+  "schema_version": 1,
+  "buffers": [
+    {
+      "addr": 4096,
+      "size": 24,
+      "class": 32,
+      "time_ns": 5,
+      "tid": 7,
+      "stack_id": 10
+    }
+  ],
+  "bytes": 24,
+  "stacks": {
+    "2": [
+      {
+        "address": 8192,
+        "function": null,
+        "file": null,
+        "line": null,
+        "module": null,
+        "module_offset": 0,
+        "kind": "unknown"
+      }
+    ],
+    "10": []
+  },
+  "groups": [
+    {
+      "stack_id": 10,
+      "bytes": 24,
+      "count": 1,
+      "example_address": 4096,
+      "stack": []
+    }
+  ]
+}"#,
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! A symbolized stack frame, as every document that shows a stack prints it.
+
+use leaktrail_analysis::{Frame, FrameKind};
+use serde::Serialize;
+
+/// One frame: `{address, function, file, line, module, module_offset,
+/// kind}`, plus `column` when known and `inlined` when true.
+#[derive(Clone, Debug, Serialize)]
+pub struct FrameRecord<'a> {
+    /// The runtime address.
+    pub address: u64,
+    /// Function name (demangled), null if unknown.
+    pub function: Option<&'a str>,
+    /// Source file, null if unknown.
+    pub file: Option<&'a str>,
+    /// Source line, null if unknown.
+    pub line: Option<u32>,
+    /// File name of the module, null outside modules.
+    pub module: Option<&'a str>,
+    /// Offset of the address in the module's file.
+    pub module_offset: u64,
+    /// `native`, `js`, `jit` or `unknown`.
+    pub kind: &'static str,
+    /// Source column (JS frames), absent if unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+    /// Present, and true, for a call inlined into the frame after it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inlined: bool,
+}
+
+impl<'a> From<&'a Frame> for FrameRecord<'a> {
+    fn from(f: &'a Frame) -> Self {
+        FrameRecord {
+            address: f.address,
+            function: f.function.as_deref(),
+            file: f.file.as_deref(),
+            line: f.line,
+            module: f.module.as_deref(),
+            module_offset: f.module_offset,
+            kind: kind_name(f.kind),
+            column: f.column,
+            inlined: f.inlined,
+        }
+    }
+}
+
+/// A stack, innermost frame first.
+pub fn stack(frames: &[Frame]) -> Vec<FrameRecord<'_>> {
+    frames.iter().map(FrameRecord::from).collect()
+}
+
+fn kind_name(k: FrameKind) -> &'static str {
+    match k {
+        FrameKind::Native => "native",
+        FrameKind::Js => "js",
+        FrameKind::Jit => "jit",
+        FrameKind::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::json::golden::assert_json;
+
+    /// A frame with every optional field set.
+    pub fn full_frame() -> Frame {
+        Frame {
+            address: 0x1000,
+            function: Some("parse".into()),
+            file: Some("app.c".into()),
+            line: Some(12),
+            module: Some("app".into()),
+            module_offset: 0x100,
+            kind: FrameKind::Js,
+            column: Some(3),
+            inlined: true,
+        }
+    }
+
+    /// A frame that knows nothing but its address.
+    pub fn bare_frame() -> Frame {
+        Frame {
+            address: 0x2000,
+            function: None,
+            file: None,
+            line: None,
+            module: None,
+            module_offset: 0,
+            kind: FrameKind::Unknown,
+            column: None,
+            inlined: false,
+        }
+    }
+
+    #[test]
+    fn frame_fields() {
+        assert_json(
+            &FrameRecord::from(&full_frame()),
+            r#"
+{
+  "address": 4096,
+  "function": "parse",
+  "file": "app.c",
+  "line": 12,
+  "module": "app",
+  "module_offset": 256,
+  "kind": "js",
+  "column": 3,
+  "inlined": true
+}"#,
+        );
+        assert_json(
+            &FrameRecord::from(&bare_frame()),
+            r#"
+{
+  "address": 8192,
+  "function": null,
+  "file": null,
+  "line": null,
+  "module": null,
+  "module_offset": 0,
+  "kind": "unknown"
+}"#,
+        );
+    }
+}

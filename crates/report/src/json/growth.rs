@@ -1,0 +1,297 @@
+//! `growth --json`.
+
+use std::path::Path;
+
+use leaktrail_analysis::growth::{ClassGrowth, Growth, Observation, SeriesPoint, Stats, Suspect};
+use serde::Serialize;
+
+use super::frame::{self, FrameRecord};
+use super::trend::owner_name;
+use super::SCHEMA_VERSION;
+
+/// What `leaktrail growth --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct GrowthDocument<'a> {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The snapshots, oldest first.
+    pub snapshots: Vec<ObservationRecord<'a>>,
+    /// Seconds from the first to the last.
+    pub span_seconds: f64,
+    /// Allocation sites that grow, most suspect first.
+    pub suspects: Vec<SuspectRecord<'a>>,
+    /// Size classes that grow.
+    pub classes: Vec<ClassGrowthRecord>,
+}
+
+/// One snapshot of the series.
+#[derive(Clone, Debug, Serialize)]
+pub struct ObservationRecord<'a> {
+    /// Its file.
+    pub path: &'a Path,
+    /// When it was taken.
+    pub time_unix_ns: u64,
+    /// The process, null if unknown.
+    pub pid: Option<i32>,
+    /// Live bytes in its audit.
+    pub live_bytes: u64,
+    /// Live buffers.
+    pub live_count: u64,
+}
+
+/// A point of a series.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct SeriesPointRecord {
+    /// Seconds after the first snapshot.
+    pub t_seconds: f64,
+    /// Live buffers.
+    pub count: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// How a series grows.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct StatsRecord {
+    /// Theil-Sen slope, bytes per hour.
+    pub slope_bytes_per_hour: f64,
+    /// Last minus first, bytes.
+    pub rise_bytes: f64,
+    /// Share of steps that rise.
+    pub monotonicity: f64,
+    /// How evenly it rises.
+    pub steadiness: f64,
+    /// The ranking score.
+    pub score: f64,
+}
+
+/// One growing allocation site.
+#[derive(Clone, Debug, Serialize)]
+pub struct SuspectRecord<'a> {
+    /// 1 for the most suspect.
+    pub rank: usize,
+    /// The allocation stack, innermost first.
+    pub stack: Vec<FrameRecord<'a>>,
+    /// Its size class.
+    pub class: u64,
+    /// Its live buffers per snapshot.
+    pub series: Vec<SeriesPointRecord>,
+    /// Bytes per hour.
+    pub slope: f64,
+    /// The ranking score.
+    pub score: f64,
+    /// The statistics behind them.
+    pub stats: StatsRecord,
+    /// Node.js: who owns the memory, absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<&'static str>,
+}
+
+/// One growing size class.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClassGrowthRecord {
+    /// The class.
+    pub class: u64,
+    /// Its live buffers per snapshot.
+    pub series: Vec<SeriesPointRecord>,
+    /// How it grows.
+    pub stats: StatsRecord,
+}
+
+impl<'a> From<&'a Observation> for ObservationRecord<'a> {
+    fn from(o: &'a Observation) -> Self {
+        ObservationRecord {
+            path: &o.path,
+            time_unix_ns: o.time_unix_ns,
+            pid: o.pid,
+            live_bytes: o.live_bytes,
+            live_count: o.live_count,
+        }
+    }
+}
+
+impl From<SeriesPoint> for SeriesPointRecord {
+    fn from(p: SeriesPoint) -> Self {
+        SeriesPointRecord {
+            t_seconds: p.t_seconds,
+            count: p.count,
+            bytes: p.bytes,
+        }
+    }
+}
+
+impl From<Stats> for StatsRecord {
+    fn from(s: Stats) -> Self {
+        StatsRecord {
+            slope_bytes_per_hour: s.slope_bytes_per_hour,
+            rise_bytes: s.rise_bytes,
+            monotonicity: s.monotonicity,
+            steadiness: s.steadiness,
+            score: s.score,
+        }
+    }
+}
+
+fn series(points: &[SeriesPoint]) -> Vec<SeriesPointRecord> {
+    points.iter().copied().map(Into::into).collect()
+}
+
+impl<'a> From<&'a Suspect> for SuspectRecord<'a> {
+    fn from(s: &'a Suspect) -> Self {
+        SuspectRecord {
+            rank: s.rank,
+            stack: frame::stack(&s.stack),
+            class: s.class,
+            series: series(&s.series),
+            slope: s.slope,
+            score: s.score,
+            stats: s.stats.into(),
+            owner: s.owner.map(owner_name),
+        }
+    }
+}
+
+impl From<&ClassGrowth> for ClassGrowthRecord {
+    fn from(c: &ClassGrowth) -> Self {
+        ClassGrowthRecord {
+            class: c.class,
+            series: series(&c.series),
+            stats: c.stats.into(),
+        }
+    }
+}
+
+impl<'a> From<&'a Growth> for GrowthDocument<'a> {
+    fn from(g: &'a Growth) -> Self {
+        GrowthDocument {
+            schema_version: SCHEMA_VERSION,
+            snapshots: g.snapshots.iter().map(Into::into).collect(),
+            span_seconds: g.span_seconds,
+            suspects: g.suspects.iter().map(Into::into).collect(),
+            classes: g.classes.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::frame::tests::bare_frame;
+    use crate::json::golden::assert_json;
+    use leaktrail_analysis::owner::Owner;
+
+    #[test]
+    fn growth_document_fields() {
+        let point = SeriesPoint {
+            t_seconds: 1.5,
+            count: 2,
+            bytes: 64,
+        };
+        let stats = Stats {
+            slope_bytes_per_hour: 10.0,
+            rise_bytes: 32.0,
+            monotonicity: 1.0,
+            steadiness: 0.5,
+            score: 0.25,
+        };
+        let mut suspect = Suspect {
+            rank: 1,
+            stack: vec![bare_frame()],
+            class: 32,
+            series: vec![point],
+            slope: 10.0,
+            score: 0.25,
+            stats,
+            owner: Some(Owner::Native),
+        };
+        let g = Growth {
+            snapshots: vec![Observation {
+                path: "a.core".into(),
+                time_unix_ns: 7,
+                pid: Some(42),
+                live_bytes: 64,
+                live_count: 2,
+            }],
+            span_seconds: 1.5,
+            suspects: vec![suspect.clone()],
+            classes: vec![ClassGrowth {
+                class: 32,
+                series: vec![point],
+                stats,
+            }],
+        };
+        assert_json(
+            &GrowthDocument::from(&g),
+            r#"
+{
+  "schema_version": 1,
+  "snapshots": [
+    {
+      "path": "a.core",
+      "time_unix_ns": 7,
+      "pid": 42,
+      "live_bytes": 64,
+      "live_count": 2
+    }
+  ],
+  "span_seconds": 1.5,
+  "suspects": [
+    {
+      "rank": 1,
+      "stack": [
+        {
+          "address": 8192,
+          "function": null,
+          "file": null,
+          "line": null,
+          "module": null,
+          "module_offset": 0,
+          "kind": "unknown"
+        }
+      ],
+      "class": 32,
+      "series": [
+        {
+          "t_seconds": 1.5,
+          "count": 2,
+          "bytes": 64
+        }
+      ],
+      "slope": 10.0,
+      "score": 0.25,
+      "stats": {
+        "slope_bytes_per_hour": 10.0,
+        "rise_bytes": 32.0,
+        "monotonicity": 1.0,
+        "steadiness": 0.5,
+        "score": 0.25
+      },
+      "owner": "native"
+    }
+  ],
+  "classes": [
+    {
+      "class": 32,
+      "series": [
+        {
+          "t_seconds": 1.5,
+          "count": 2,
+          "bytes": 64
+        }
+      ],
+      "stats": {
+        "slope_bytes_per_hour": 10.0,
+        "rise_bytes": 32.0,
+        "monotonicity": 1.0,
+        "steadiness": 0.5,
+        "score": 0.25
+      }
+    }
+  ]
+}"#,
+        );
+        suspect.owner = None;
+        let json = serde_json::to_string(&SuspectRecord::from(&suspect)).unwrap();
+        assert!(!json.contains("owner"), "{json}");
+    }
+}

@@ -1,0 +1,389 @@
+//! `info --json`.
+
+use leaktrail_analysis::summary::{AuditSummary, KindSummary, Summary, ThreadSummary};
+use leaktrail_recording::snapshot::metadata::{SmapsSummary, SmapsTotals};
+use leaktrail_recording::Module;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+use super::SCHEMA_VERSION;
+
+/// What `leaktrail info --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct InfoDocument<'a> {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The snapshot file.
+    pub path: &'a str,
+    /// Its size.
+    pub file_bytes: u64,
+    /// What wrote it.
+    pub writer: &'a str,
+    /// The process, null if unknown.
+    pub pid: Option<i32>,
+    /// Its name, null if unknown.
+    pub comm: Option<&'a str>,
+    /// Its command line, null if unknown.
+    pub cmdline: Option<&'a str>,
+    /// Its executable, null if unknown.
+    pub exe: Option<&'a str>,
+    /// When the snapshot was taken, null if unknown.
+    pub time_unix_ns: Option<u64>,
+    /// The same, as an RFC 3339 UTC time.
+    pub time_utc: Option<&'a str>,
+    /// How long the process was stopped, null if unknown.
+    pub pause_ns: Option<u64>,
+    /// `full`, `tables` or `none`, null if unknown.
+    pub memory_mode: Option<&'a str>,
+    /// The threads.
+    pub threads: Vec<ThreadRecord>,
+    /// The loaded files.
+    pub modules: Vec<ModuleRecord<'a>>,
+    /// Mappings by kind.
+    pub regions: Vec<KindRecord<'a>>,
+    /// Bytes of memory in the snapshot.
+    pub captured_bytes: u64,
+    /// Lines of the perf map, null if none.
+    pub perf_map_lines: Option<usize>,
+    /// smaps totals when the snapshot was taken, null if unknown.
+    pub smaps: Option<SmapsRecord<'a>>,
+    /// The tracer's audit.
+    pub audit: AuditRecord<'a>,
+    /// Things the reader should know.
+    pub warnings: &'a [String],
+}
+
+/// One thread at the stop.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ThreadRecord {
+    /// Its id.
+    pub tid: i32,
+    /// Program counter.
+    pub pc: u64,
+    /// Stack pointer.
+    pub sp: u64,
+    /// The signal that stopped it.
+    pub signal: i32,
+}
+
+/// One loaded file.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModuleRecord<'a> {
+    /// Path as the target's maps show it.
+    pub path: &'a str,
+    /// Address of file offset 0.
+    pub base: u64,
+    /// Lowest address of its mappings.
+    pub start: u64,
+    /// End of its highest mapping.
+    pub end: u64,
+    /// GNU build id, lower-case hex, null if none.
+    pub build_id: Option<&'a str>,
+}
+
+/// Mappings of one kind.
+#[derive(Clone, Debug, Serialize)]
+pub struct KindRecord<'a> {
+    /// The kind.
+    pub kind: &'a str,
+    /// How many.
+    pub mappings: u64,
+    /// Their size.
+    pub mapped_bytes: u64,
+    /// Bytes of them in the snapshot.
+    pub captured_bytes: u64,
+}
+
+/// smaps totals, overall and by kind.
+#[derive(Clone, Debug, Serialize)]
+pub struct SmapsRecord<'a> {
+    /// Over all mappings.
+    pub total: SmapsTotalsRecord,
+    /// By kind of mapping, in name order.
+    pub by_kind: BTreeMap<&'a str, SmapsTotalsRecord>,
+}
+
+/// Sums of a few smaps fields, bytes.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct SmapsTotalsRecord {
+    /// Mappings counted.
+    pub mappings: u64,
+    /// Virtual size.
+    pub size: u64,
+    /// Resident.
+    pub rss: u64,
+    /// Proportional share.
+    pub pss: u64,
+    /// Anonymous resident.
+    pub anonymous: u64,
+    /// Swapped out.
+    pub swap: u64,
+}
+
+/// What the audit region holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditRecord<'a> {
+    /// Whether the process ran under the tracer.
+    pub present: bool,
+    /// Addresses of audit headers found.
+    pub headers: &'a [u64],
+    /// Live blocks, null if not decodable.
+    pub live_blocks: Option<u64>,
+    /// Their bytes.
+    pub live_bytes: Option<u64>,
+    /// Distinct stacks.
+    pub stacks: Option<u64>,
+    /// Allocations the tracer could not record.
+    pub dropped_allocs: Option<u64>,
+    /// Shards caught mid-update.
+    pub busy_shards: Option<u32>,
+    /// Why it could not be decoded, null if it could.
+    pub error: Option<&'a str>,
+}
+
+impl From<&ThreadSummary> for ThreadRecord {
+    fn from(t: &ThreadSummary) -> Self {
+        ThreadRecord {
+            tid: t.tid,
+            pc: t.pc,
+            sp: t.sp,
+            signal: t.signal,
+        }
+    }
+}
+
+impl<'a> From<&'a Module> for ModuleRecord<'a> {
+    fn from(m: &'a Module) -> Self {
+        ModuleRecord {
+            path: &m.path,
+            base: m.base,
+            start: m.start,
+            end: m.end,
+            build_id: m.build_id.as_deref(),
+        }
+    }
+}
+
+impl<'a> From<&'a KindSummary> for KindRecord<'a> {
+    fn from(k: &'a KindSummary) -> Self {
+        KindRecord {
+            kind: &k.kind,
+            mappings: k.mappings,
+            mapped_bytes: k.mapped_bytes,
+            captured_bytes: k.captured_bytes,
+        }
+    }
+}
+
+impl From<&SmapsTotals> for SmapsTotalsRecord {
+    fn from(t: &SmapsTotals) -> Self {
+        SmapsTotalsRecord {
+            mappings: t.mappings,
+            size: t.size,
+            rss: t.rss,
+            pss: t.pss,
+            anonymous: t.anonymous,
+            swap: t.swap,
+        }
+    }
+}
+
+impl<'a> From<&'a SmapsSummary> for SmapsRecord<'a> {
+    fn from(s: &'a SmapsSummary) -> Self {
+        SmapsRecord {
+            total: (&s.total).into(),
+            by_kind: s
+                .by_kind
+                .iter()
+                .map(|(k, t)| (k.as_str(), t.into()))
+                .collect(),
+        }
+    }
+}
+
+impl<'a> From<&'a AuditSummary> for AuditRecord<'a> {
+    fn from(a: &'a AuditSummary) -> Self {
+        AuditRecord {
+            present: a.present,
+            headers: &a.headers,
+            live_blocks: a.live_blocks,
+            live_bytes: a.live_bytes,
+            stacks: a.stacks,
+            dropped_allocs: a.dropped_allocs,
+            busy_shards: a.busy_shards,
+            error: a.error.as_deref(),
+        }
+    }
+}
+
+impl<'a> From<&'a Summary> for InfoDocument<'a> {
+    fn from(s: &'a Summary) -> Self {
+        InfoDocument {
+            schema_version: SCHEMA_VERSION,
+            path: &s.path,
+            file_bytes: s.file_bytes,
+            writer: &s.writer,
+            pid: s.pid,
+            comm: s.comm.as_deref(),
+            cmdline: s.cmdline.as_deref(),
+            exe: s.exe.as_deref(),
+            time_unix_ns: s.time_unix_ns,
+            time_utc: s.time_utc.as_deref(),
+            pause_ns: s.pause_ns,
+            memory_mode: s.memory_mode.as_deref(),
+            threads: s.threads.iter().map(Into::into).collect(),
+            modules: s.modules.iter().map(Into::into).collect(),
+            regions: s.regions.iter().map(Into::into).collect(),
+            captured_bytes: s.captured_bytes,
+            perf_map_lines: s.perf_map_lines,
+            smaps: s.smaps.as_ref().map(Into::into),
+            audit: (&s.audit).into(),
+            warnings: &s.warnings,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::golden::assert_json;
+
+    #[test]
+    fn info_document_fields() {
+        let totals = SmapsTotals {
+            mappings: 1,
+            size: 2,
+            rss: 3,
+            pss: 4,
+            anonymous: 5,
+            swap: 6,
+        };
+        let s = Summary {
+            path: "a.core".into(),
+            file_bytes: 100,
+            writer: "leaktrail".into(),
+            pid: Some(42),
+            comm: Some("app".into()),
+            cmdline: None,
+            exe: Some("/bin/app".into()),
+            time_unix_ns: Some(7),
+            time_utc: Some("1970-01-01T00:00:00Z".into()),
+            pause_ns: None,
+            memory_mode: Some("full".into()),
+            threads: vec![ThreadSummary {
+                tid: 42,
+                pc: 1,
+                sp: 2,
+                signal: 19,
+            }],
+            modules: vec![Module {
+                path: "/bin/app".into(),
+                base: 0x1000,
+                start: 0x1000,
+                end: 0x2000,
+                build_id: Some("ab".into()),
+            }],
+            regions: vec![KindSummary {
+                kind: "heap".into(),
+                mappings: 1,
+                mapped_bytes: 4096,
+                captured_bytes: 4096,
+            }],
+            captured_bytes: 4096,
+            perf_map_lines: None,
+            smaps: Some(SmapsSummary {
+                total: totals.clone(),
+                by_kind: [("heap".to_string(), totals)].into_iter().collect(),
+            }),
+            audit: AuditSummary {
+                present: true,
+                headers: vec![0x5000],
+                live_blocks: Some(3),
+                live_bytes: Some(96),
+                stacks: Some(2),
+                dropped_allocs: Some(0),
+                busy_shards: Some(0),
+                error: None,
+            },
+            warnings: vec![],
+        };
+        assert_json(
+            &InfoDocument::from(&s),
+            r#"
+{
+  "schema_version": 1,
+  "path": "a.core",
+  "file_bytes": 100,
+  "writer": "leaktrail",
+  "pid": 42,
+  "comm": "app",
+  "cmdline": null,
+  "exe": "/bin/app",
+  "time_unix_ns": 7,
+  "time_utc": "1970-01-01T00:00:00Z",
+  "pause_ns": null,
+  "memory_mode": "full",
+  "threads": [
+    {
+      "tid": 42,
+      "pc": 1,
+      "sp": 2,
+      "signal": 19
+    }
+  ],
+  "modules": [
+    {
+      "path": "/bin/app",
+      "base": 4096,
+      "start": 4096,
+      "end": 8192,
+      "build_id": "ab"
+    }
+  ],
+  "regions": [
+    {
+      "kind": "heap",
+      "mappings": 1,
+      "mapped_bytes": 4096,
+      "captured_bytes": 4096
+    }
+  ],
+  "captured_bytes": 4096,
+  "perf_map_lines": null,
+  "smaps": {
+    "total": {
+      "mappings": 1,
+      "size": 2,
+      "rss": 3,
+      "pss": 4,
+      "anonymous": 5,
+      "swap": 6
+    },
+    "by_kind": {
+      "heap": {
+        "mappings": 1,
+        "size": 2,
+        "rss": 3,
+        "pss": 4,
+        "anonymous": 5,
+        "swap": 6
+      }
+    }
+  },
+  "audit": {
+    "present": true,
+    "headers": [
+      20480
+    ],
+    "live_blocks": 3,
+    "live_bytes": 96,
+    "stacks": 2,
+    "dropped_allocs": 0,
+    "busy_shards": 0,
+    "error": null
+  },
+  "warnings": []
+}"#,
+        );
+    }
+}

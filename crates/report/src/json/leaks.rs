@@ -1,0 +1,200 @@
+//! `leaks --json`.
+
+use leaktrail_analysis::leaks::{Group, LeakKind, Leaks, Tally};
+use serde::Serialize;
+
+use super::frame::{self, FrameRecord};
+use super::SCHEMA_VERSION;
+
+/// What `leaktrail leaks --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct LeaksDocument<'a> {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Definitely lost.
+    pub definite: TallyRecord,
+    /// Indirectly lost.
+    pub indirect: TallyRecord,
+    /// Possibly lost.
+    pub possible: TallyRecord,
+    /// Still reachable.
+    pub reachable: TallyRecord,
+    /// Groups by (kind, stack), lost ones first.
+    pub groups: Vec<LeakGroupRecord<'a>>,
+    /// Bytes of memory scanned.
+    pub scanned_bytes: u64,
+    /// Bytes of root memory among them.
+    pub root_bytes: u64,
+    /// Seconds the reachability scan took.
+    pub scan_seconds: f64,
+    /// CPU seconds the scanning threads used.
+    pub scan_cpu_seconds: f64,
+    /// Things the reader should know.
+    pub warnings: &'a [String],
+}
+
+/// `{bytes, blocks}` of one kind.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct TallyRecord {
+    /// Requested bytes.
+    pub bytes: u64,
+    /// Blocks.
+    pub blocks: u64,
+}
+
+/// One group of blocks of one kind with one allocation stack.
+#[derive(Clone, Debug, Serialize)]
+pub struct LeakGroupRecord<'a> {
+    /// `definite`, `indirect`, `possible` or `reachable`.
+    pub kind: &'static str,
+    /// Their bytes.
+    pub bytes: u64,
+    /// How many.
+    pub blocks: u64,
+    /// The oldest of them.
+    pub example_address: u64,
+    /// Its size.
+    pub example_size: u64,
+    /// When it was allocated (ns after the tracer started).
+    pub example_time_ns: u64,
+    /// The stack id in the audit.
+    pub stack_id: u32,
+    /// The allocation stack, innermost first.
+    pub stack: Vec<FrameRecord<'a>>,
+}
+
+impl From<Tally> for TallyRecord {
+    fn from(t: Tally) -> Self {
+        TallyRecord {
+            bytes: t.bytes,
+            blocks: t.blocks,
+        }
+    }
+}
+
+impl<'a> From<&'a Group> for LeakGroupRecord<'a> {
+    fn from(g: &'a Group) -> Self {
+        LeakGroupRecord {
+            kind: kind_name(g.kind),
+            bytes: g.bytes,
+            blocks: g.blocks,
+            example_address: g.example_address,
+            example_size: g.example_size,
+            example_time_ns: g.example_time_ns,
+            stack_id: g.stack_id.0,
+            stack: frame::stack(&g.stack),
+        }
+    }
+}
+
+impl<'a> From<&'a Leaks> for LeaksDocument<'a> {
+    fn from(l: &'a Leaks) -> Self {
+        LeaksDocument {
+            schema_version: SCHEMA_VERSION,
+            definite: l.definite.into(),
+            indirect: l.indirect.into(),
+            possible: l.possible.into(),
+            reachable: l.reachable.into(),
+            groups: l.groups.iter().map(LeakGroupRecord::from).collect(),
+            scanned_bytes: l.scanned_bytes,
+            root_bytes: l.root_bytes,
+            scan_seconds: l.scan_seconds,
+            scan_cpu_seconds: l.scan_cpu_seconds,
+            warnings: &l.warnings,
+        }
+    }
+}
+
+fn kind_name(k: LeakKind) -> &'static str {
+    match k {
+        LeakKind::Definite => "definite",
+        LeakKind::Indirect => "indirect",
+        LeakKind::Possible => "possible",
+        LeakKind::Reachable => "reachable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::frame::tests::bare_frame;
+    use crate::json::golden::assert_json;
+
+    #[test]
+    fn leaks_document_fields() {
+        let t = |bytes, blocks| Tally { bytes, blocks };
+        let leaks = Leaks {
+            definite: t(1, 2),
+            indirect: t(3, 4),
+            possible: t(5, 6),
+            reachable: t(7, 8),
+            groups: vec![Group {
+                kind: LeakKind::Indirect,
+                bytes: 3,
+                blocks: 4,
+                example_address: 0x10,
+                example_size: 1,
+                example_time_ns: 9,
+                stack_id: leaktrail_format::StackId(2),
+                stack: vec![bare_frame()],
+            }],
+            scanned_bytes: 100,
+            root_bytes: 50,
+            scan_seconds: 0.5,
+            scan_cpu_seconds: 0.25,
+            warnings: vec!["w".into()],
+        };
+        assert_json(
+            &LeaksDocument::from(&leaks),
+            r#"
+{
+  "schema_version": 1,
+  "definite": {
+    "bytes": 1,
+    "blocks": 2
+  },
+  "indirect": {
+    "bytes": 3,
+    "blocks": 4
+  },
+  "possible": {
+    "bytes": 5,
+    "blocks": 6
+  },
+  "reachable": {
+    "bytes": 7,
+    "blocks": 8
+  },
+  "groups": [
+    {
+      "kind": "indirect",
+      "bytes": 3,
+      "blocks": 4,
+      "example_address": 16,
+      "example_size": 1,
+      "example_time_ns": 9,
+      "stack_id": 2,
+      "stack": [
+        {
+          "address": 8192,
+          "function": null,
+          "file": null,
+          "line": null,
+          "module": null,
+          "module_offset": 0,
+          "kind": "unknown"
+        }
+      ]
+    }
+  ],
+  "scanned_bytes": 100,
+  "root_bytes": 50,
+  "scan_seconds": 0.5,
+  "scan_cpu_seconds": 0.25,
+  "warnings": [
+    "w"
+  ]
+}"#,
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! `refs --json` and `refs --chain --json`.
+
+use leaktrail_analysis::refs::{Chain, Chains, Hop, Ref, Refs};
+use serde::Serialize;
+
+use super::whatis::{BufferHitRecord, WhatisRecord};
+use super::SCHEMA_VERSION;
+
+/// What `leaktrail refs --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct RefsDocument<'a> {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The address searched for.
+    pub target: u64,
+    /// What it is, null if nothing known.
+    pub target_whatis: Option<WhatisRecord<'a>>,
+    /// Referring words, by address.
+    pub refs: Vec<RefRecord<'a>>,
+    /// Bytes scanned.
+    pub scanned_bytes: u64,
+}
+
+/// A word that refers to the target.
+#[derive(Clone, Debug, Serialize)]
+pub struct RefRecord<'a> {
+    /// Where the word is.
+    pub at: u64,
+    /// Its value.
+    pub value: u64,
+    /// What its location is.
+    pub whatis: WhatisRecord<'a>,
+}
+
+/// What `leaktrail refs --chain --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainsDocument<'a> {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The address asked about.
+    pub target: u64,
+    /// The shortest paths found, globals first.
+    pub chains: Vec<ChainRecord<'a>>,
+    /// Hops from a root to the target on the shortest path (0 if none).
+    pub levels: usize,
+    /// Whether no root leads to the target.
+    pub unreached: bool,
+}
+
+/// One path from a root to the target.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainRecord<'a> {
+    /// The hops, root first.
+    pub hops: Vec<HopRecord<'a>>,
+    /// The target buffer.
+    pub target: BufferHitRecord<'a>,
+}
+
+/// One pointer on a path.
+#[derive(Clone, Debug, Serialize)]
+pub struct HopRecord<'a> {
+    /// Where the referring word is.
+    pub at: u64,
+    /// Its value.
+    pub value: u64,
+    /// `register`, `stack`, `global`, `tls`, `anon` or `buffer`.
+    pub holder: &'a str,
+    /// The location described, null for registers.
+    pub whatis: Option<WhatisRecord<'a>>,
+    /// For a register, `[tid, register index]`, else null.
+    pub register: Option<(i32, usize)>,
+}
+
+impl<'a> From<&'a Ref> for RefRecord<'a> {
+    fn from(r: &'a Ref) -> Self {
+        RefRecord {
+            at: r.at,
+            value: r.value,
+            whatis: (&r.whatis).into(),
+        }
+    }
+}
+
+impl<'a> From<&'a Refs> for RefsDocument<'a> {
+    fn from(r: &'a Refs) -> Self {
+        RefsDocument {
+            schema_version: SCHEMA_VERSION,
+            target: r.target,
+            target_whatis: r.target_whatis.as_ref().map(Into::into),
+            refs: r.refs.iter().map(Into::into).collect(),
+            scanned_bytes: r.scanned_bytes,
+        }
+    }
+}
+
+impl<'a> From<&'a Hop> for HopRecord<'a> {
+    fn from(h: &'a Hop) -> Self {
+        HopRecord {
+            at: h.at,
+            value: h.value,
+            holder: &h.holder,
+            whatis: h.whatis.as_ref().map(Into::into),
+            register: h.register,
+        }
+    }
+}
+
+impl<'a> From<&'a Chain> for ChainRecord<'a> {
+    fn from(c: &'a Chain) -> Self {
+        ChainRecord {
+            hops: c.hops.iter().map(Into::into).collect(),
+            target: (&c.target).into(),
+        }
+    }
+}
+
+impl<'a> From<&'a Chains> for ChainsDocument<'a> {
+    fn from(c: &'a Chains) -> Self {
+        ChainsDocument {
+            schema_version: SCHEMA_VERSION,
+            target: c.target,
+            chains: c.chains.iter().map(Into::into).collect(),
+            levels: c.levels,
+            unreached: c.unreached,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::golden::assert_json;
+    use crate::json::whatis::tests::whatis;
+    use leaktrail_analysis::whatis::BufferHit;
+
+    #[test]
+    fn refs_document_fields() {
+        let refs = Refs {
+            target: 0x1010,
+            target_whatis: None,
+            refs: vec![Ref {
+                at: 0x1008,
+                value: 0x1010,
+                whatis: whatis(),
+            }],
+            scanned_bytes: 64,
+        };
+        let json = serde_json::to_string_pretty(&RefsDocument::from(&refs)).unwrap();
+        let head = r#"{
+  "schema_version": 1,
+  "target": 4112,
+  "target_whatis": null,
+  "refs": [
+    {
+      "at": 4104,
+      "value": 4112,
+      "whatis": {
+        "address": 4112,
+        "area": {"#;
+        assert!(json.starts_with(head), "{json}");
+        assert!(json.ends_with("  ],\n  \"scanned_bytes\": 64\n}"), "{json}");
+    }
+
+    #[test]
+    fn chains_document_fields() {
+        let chains = Chains {
+            target: 0x1000,
+            chains: vec![Chain {
+                hops: vec![Hop {
+                    at: 0,
+                    value: 0x1000,
+                    holder: "register".into(),
+                    whatis: None,
+                    register: Some((7, 2)),
+                }],
+                target: BufferHit {
+                    addr: 0x1000,
+                    size: 8,
+                    offset: 0,
+                    time_ns: 1,
+                    tid: 7,
+                    stack_id: leaktrail_format::StackId(1),
+                    stack: vec![],
+                },
+            }],
+            levels: 1,
+            unreached: false,
+        };
+        assert_json(
+            &ChainsDocument::from(&chains),
+            r#"
+{
+  "schema_version": 1,
+  "target": 4096,
+  "chains": [
+    {
+      "hops": [
+        {
+          "at": 0,
+          "value": 4096,
+          "holder": "register",
+          "whatis": null,
+          "register": [
+            7,
+            2
+          ]
+        }
+      ],
+      "target": {
+        "addr": 4096,
+        "size": 8,
+        "offset": 0,
+        "time_ns": 1,
+        "tid": 7,
+        "stack_id": 1,
+        "stack": []
+      }
+    }
+  ],
+  "levels": 1,
+  "unreached": false
+}"#,
+        );
+    }
+}

@@ -1,0 +1,373 @@
+//! `trend --json`.
+//!
+//! Unlike the other documents, this one has its keys in alphabetical order
+//! at every level (after `schema_version`): `trend` used to print a
+//! `serde_json::Value`, whose maps are sorted, and we keep that order.
+
+use leaktrail_analysis::owner::{Owner, OwnerSeries, OwnerTrend};
+use leaktrail_analysis::trend::{FitLine, MannKendall, RegionTrend, Trend, Verdict};
+use leaktrail_recording::maps::LimitSource;
+use serde::Serialize;
+
+use super::SCHEMA_VERSION;
+
+/// What `leaktrail trend --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrendDocument<'a> {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Samples after the warm-up.
+    pub analysed_samples: usize,
+    /// Upper end of the slope's 95% interval, bytes per hour.
+    pub ci_high: f64,
+    /// Lower end of it.
+    pub ci_low: f64,
+    /// Seconds from the first sample to the last.
+    pub duration_seconds: f64,
+    /// The fitted line, null if none.
+    pub fit: Option<FitRecord>,
+    /// The region that grows most, null if none.
+    pub growth_region: Option<&'a str>,
+    /// The memory limit, null if unknown.
+    pub limit_bytes: Option<u64>,
+    /// `cgroup_v2`, `cgroup_v1` or `physical`, null if unknown.
+    pub limit_source: Option<&'static str>,
+    /// The Mann-Kendall test, null with too few samples.
+    pub mann_kendall: Option<MannKendallRecord>,
+    /// Node.js recordings with snapshots: memory by owner over time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owners: Option<OwnerTrendRecord>,
+    /// Why the verdict.
+    pub reason: &'a str,
+    /// Per region, in the order heap, anon, stack, file, shmem.
+    pub regions: Vec<RegionTrendRecord<'a>>,
+    /// RSS at the last sample.
+    pub rss_bytes: u64,
+    /// Samples in the recording.
+    pub samples: usize,
+    /// Theil-Sen slope of RSS, bytes per hour.
+    pub slope_bytes_per_hour: f64,
+    /// Seconds until the limit at this slope, null if none.
+    pub time_to_limit_seconds: Option<f64>,
+    /// `growing`, `flat` or `inconclusive`.
+    pub verdict: &'static str,
+    /// Seconds excluded as warm-up.
+    pub warmup_seconds: f64,
+}
+
+/// The fitted line.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct FitRecord {
+    /// RSS at `t_start`.
+    pub intercept_bytes: f64,
+    /// The slope.
+    pub slope_bytes_per_second: f64,
+    /// Where the line ends, seconds.
+    pub t_end: f64,
+    /// Where it starts.
+    pub t_start: f64,
+}
+
+/// The Mann-Kendall trend test.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct MannKendallRecord {
+    /// Two-sided p-value.
+    pub p: f64,
+    /// The statistic S.
+    pub s: i64,
+    /// Its variance.
+    pub var_s: f64,
+    /// Normal score.
+    pub z: f64,
+}
+
+/// One region's trend.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegionTrendRecord<'a> {
+    /// Upper end of the slope's interval.
+    pub ci_high: f64,
+    /// Lower end.
+    pub ci_low: f64,
+    /// `heap`, `anon`, `stack`, `file` or `shmem`.
+    pub name: &'a str,
+    /// Why the verdict.
+    pub reason: &'a str,
+    /// RSS at the last sample.
+    pub rss_bytes: u64,
+    /// Bytes per hour.
+    pub slope_bytes_per_hour: f64,
+    /// `growing`, `flat` or `inconclusive`.
+    pub verdict: &'static str,
+}
+
+/// Memory by owner over time (Node.js).
+#[derive(Clone, Debug, Serialize)]
+pub struct OwnerTrendRecord {
+    /// The owner that grows, null if none.
+    pub growing: Option<&'static str>,
+    /// One series per owner.
+    pub owners: Vec<OwnerSeriesRecord>,
+    /// Seconds of each snapshot.
+    pub t_seconds: Vec<f64>,
+}
+
+/// One owner's bytes per snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct OwnerSeriesRecord {
+    /// Bytes per snapshot.
+    pub bytes: Vec<u64>,
+    /// Its name for people.
+    pub name: &'static str,
+    /// Its name for programs (see [`owner_name`]).
+    pub owner: &'static str,
+    /// Bytes per hour.
+    pub slope_bytes_per_hour: f64,
+}
+
+impl<'a> TrendDocument<'a> {
+    /// The document of `t`, with the owner split when there is one.
+    pub fn new(t: &'a Trend, owners: Option<&OwnerTrend>) -> Self {
+        TrendDocument {
+            schema_version: SCHEMA_VERSION,
+            analysed_samples: t.analysed_samples,
+            ci_high: t.ci_high,
+            ci_low: t.ci_low,
+            duration_seconds: t.duration_seconds,
+            fit: t.fit.map(Into::into),
+            growth_region: t.growth_region.as_deref(),
+            limit_bytes: t.limit_bytes,
+            limit_source: t.limit_source.map(limit_source_name),
+            mann_kendall: t.mann_kendall.map(Into::into),
+            owners: owners.map(Into::into),
+            reason: &t.reason,
+            regions: t.regions.iter().map(Into::into).collect(),
+            rss_bytes: t.rss_bytes,
+            samples: t.samples,
+            slope_bytes_per_hour: t.slope_bytes_per_hour,
+            time_to_limit_seconds: t.time_to_limit_seconds,
+            verdict: verdict_name(t.verdict),
+            warmup_seconds: t.warmup_seconds,
+        }
+    }
+}
+
+impl From<FitLine> for FitRecord {
+    fn from(f: FitLine) -> Self {
+        FitRecord {
+            intercept_bytes: f.intercept_bytes,
+            slope_bytes_per_second: f.slope_bytes_per_second,
+            t_end: f.t_end,
+            t_start: f.t_start,
+        }
+    }
+}
+
+impl From<MannKendall> for MannKendallRecord {
+    fn from(m: MannKendall) -> Self {
+        MannKendallRecord {
+            p: m.p,
+            s: m.s,
+            var_s: m.var_s,
+            z: m.z,
+        }
+    }
+}
+
+impl<'a> From<&'a RegionTrend> for RegionTrendRecord<'a> {
+    fn from(r: &'a RegionTrend) -> Self {
+        RegionTrendRecord {
+            ci_high: r.ci_high,
+            ci_low: r.ci_low,
+            name: &r.name,
+            reason: &r.reason,
+            rss_bytes: r.rss_bytes,
+            slope_bytes_per_hour: r.slope_bytes_per_hour,
+            verdict: verdict_name(r.verdict),
+        }
+    }
+}
+
+impl From<&OwnerTrend> for OwnerTrendRecord {
+    fn from(o: &OwnerTrend) -> Self {
+        OwnerTrendRecord {
+            growing: o.growing.map(owner_name),
+            owners: o.owners.iter().map(Into::into).collect(),
+            t_seconds: o.t_seconds.clone(),
+        }
+    }
+}
+
+impl From<&OwnerSeries> for OwnerSeriesRecord {
+    fn from(s: &OwnerSeries) -> Self {
+        OwnerSeriesRecord {
+            bytes: s.bytes.clone(),
+            name: s.name,
+            owner: owner_name(s.owner),
+            slope_bytes_per_hour: s.slope_bytes_per_hour,
+        }
+    }
+}
+
+/// A verdict as JSON spells it.
+pub fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Growing => "growing",
+        Verdict::Flat => "flat",
+        Verdict::Inconclusive => "inconclusive",
+    }
+}
+
+/// An owner as JSON spells it (also in `growth --json`).
+pub fn owner_name(o: Owner) -> &'static str {
+    match o {
+        Owner::V8Heap => "v8_heap",
+        Owner::ArrayBuffers => "array_buffers",
+        Owner::Handles => "handles",
+        Owner::Native => "native",
+        Owner::OtherMappings => "other_mappings",
+    }
+}
+
+fn limit_source_name(s: LimitSource) -> &'static str {
+    match s {
+        LimitSource::CgroupV2 => "cgroup_v2",
+        LimitSource::CgroupV1 => "cgroup_v1",
+        LimitSource::Physical => "physical",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::golden::assert_json;
+
+    fn trend() -> Trend {
+        Trend {
+            verdict: Verdict::Growing,
+            reason: "r".into(),
+            slope_bytes_per_hour: 3600.0,
+            ci_low: 1.0,
+            ci_high: 2.0,
+            regions: vec![RegionTrend {
+                name: "heap".into(),
+                verdict: Verdict::Flat,
+                slope_bytes_per_hour: 0.5,
+                ci_low: -1.0,
+                ci_high: 1.0,
+                rss_bytes: 4096,
+                reason: "q".into(),
+            }],
+            growth_region: Some("heap".into()),
+            warmup_seconds: 2.0,
+            time_to_limit_seconds: None,
+            limit_bytes: Some(1 << 30),
+            limit_source: Some(LimitSource::CgroupV2),
+            samples: 10,
+            analysed_samples: 8,
+            duration_seconds: 9.0,
+            rss_bytes: 8192,
+            mann_kendall: Some(MannKendall {
+                s: 20,
+                var_s: 125.0,
+                z: 1.5,
+                p: 0.25,
+            }),
+            fit: Some(FitLine {
+                intercept_bytes: 100.0,
+                slope_bytes_per_second: 1.0,
+                t_start: 2.0,
+                t_end: 9.0,
+            }),
+        }
+    }
+
+    #[test]
+    fn trend_document_fields_are_alphabetical() {
+        assert_json(
+            &TrendDocument::new(&trend(), None),
+            r#"
+{
+  "schema_version": 1,
+  "analysed_samples": 8,
+  "ci_high": 2.0,
+  "ci_low": 1.0,
+  "duration_seconds": 9.0,
+  "fit": {
+    "intercept_bytes": 100.0,
+    "slope_bytes_per_second": 1.0,
+    "t_end": 9.0,
+    "t_start": 2.0
+  },
+  "growth_region": "heap",
+  "limit_bytes": 1073741824,
+  "limit_source": "cgroup_v2",
+  "mann_kendall": {
+    "p": 0.25,
+    "s": 20,
+    "var_s": 125.0,
+    "z": 1.5
+  },
+  "reason": "r",
+  "regions": [
+    {
+      "ci_high": 1.0,
+      "ci_low": -1.0,
+      "name": "heap",
+      "reason": "q",
+      "rss_bytes": 4096,
+      "slope_bytes_per_hour": 0.5,
+      "verdict": "flat"
+    }
+  ],
+  "rss_bytes": 8192,
+  "samples": 10,
+  "slope_bytes_per_hour": 3600.0,
+  "time_to_limit_seconds": null,
+  "verdict": "growing",
+  "warmup_seconds": 2.0
+}"#,
+        );
+    }
+
+    #[test]
+    fn trend_document_with_owners() {
+        let mut t = trend();
+        t.fit = None;
+        t.mann_kendall = None;
+        t.limit_source = None;
+        let owners = OwnerTrend {
+            t_seconds: vec![0.0, 1.5],
+            owners: vec![OwnerSeries {
+                owner: Owner::ArrayBuffers,
+                name: "ArrayBuffer/Buffer backing stores",
+                bytes: vec![1, 2],
+                slope_bytes_per_hour: 7.0,
+            }],
+            growing: Some(Owner::V8Heap),
+        };
+        let v = serde_json::to_string_pretty(&TrendDocument::new(&t, Some(&owners))).unwrap();
+        let expected = r#"
+  "mann_kendall": null,
+  "owners": {
+    "growing": "v8_heap",
+    "owners": [
+      {
+        "bytes": [
+          1,
+          2
+        ],
+        "name": "ArrayBuffer/Buffer backing stores",
+        "owner": "array_buffers",
+        "slope_bytes_per_hour": 7.0
+      }
+    ],
+    "t_seconds": [
+      0.0,
+      1.5
+    ]
+  },
+  "reason": "r","#;
+        assert!(v.contains(expected), "{v}");
+        assert!(v.contains("\"fit\": null,") && v.contains("\"limit_source\": null,"));
+    }
+}
