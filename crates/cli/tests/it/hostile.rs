@@ -237,3 +237,200 @@ fn an_empty_out_directory_becomes_private() {
     let mode = std::fs::metadata(&lock).expect("lock").permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// ELF64 program headers of `core`: (type, offset, vaddr, filesz).
+fn phdrs(core: &[u8]) -> Vec<(u32, u64, u64, u64)> {
+    let u16_at = |o: usize| u16::from_le_bytes(core[o..o + 2].try_into().expect("2"));
+    let u64_at = |o: usize| u64::from_le_bytes(core[o..o + 8].try_into().expect("8"));
+    let (phoff, phnum) = (u64_at(32) as usize, u16_at(56) as usize);
+    (0..phnum)
+        .map(|i| {
+            let p = phoff + i * 56;
+            let kind = u32::from_le_bytes(core[p..p + 4].try_into().expect("4"));
+            (kind, u64_at(p + 8), u64_at(p + 16), u64_at(p + 32))
+        })
+        .collect()
+}
+
+/// The file offset of `vaddr` in `core`, if a PT_LOAD holds it.
+fn file_offset(core: &[u8], vaddr: u64) -> Option<usize> {
+    phdrs(core)
+        .iter()
+        .find(|&&(k, _, v, n)| k == 1 && v <= vaddr && vaddr < v + n)
+        .map(|&(_, off, v, _)| (off + (vaddr - v)) as usize)
+}
+
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn get_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8"))
+}
+
+/// `core` with its LEAKTRAIL note's JSON passed through `edit`: the notes
+/// are rewritten at the end of the file and PT_NOTE pointed at them.
+fn with_note(core: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let ph = phdrs(core);
+    let (i, &(_, off, _, size)) = ph
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.0 == 4)
+        .expect("PT_NOTE");
+    let notes = &core[off as usize..(off + size) as usize];
+    let pad = |n: usize| (n + 3) & !3;
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut edit = Some(edit);
+    while at + 12 <= notes.len() {
+        let w = |o: usize| u32::from_le_bytes(notes[o..o + 4].try_into().expect("4")) as usize;
+        let (namesz, descsz, kind) = (w(at), w(at + 4), w(at + 8));
+        let name = &notes[at + 12..at + 12 + namesz];
+        let desc_at = at + 12 + pad(namesz);
+        let mut desc = notes[desc_at..desc_at + descsz].to_vec();
+        if name.starts_with(leaktrail_format::NOTE_NAME.as_bytes()) {
+            let mut v: serde_json::Value = serde_json::from_slice(&desc).expect("note JSON");
+            (edit.take().expect("one LEAKTRAIL note"))(&mut v);
+            desc = serde_json::to_vec(&v).expect("JSON");
+        }
+        out.extend_from_slice(&(namesz as u32).to_le_bytes());
+        out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(kind as u32).to_le_bytes());
+        out.extend_from_slice(name);
+        out.resize(out.len() + pad(namesz) - namesz, 0);
+        out.extend_from_slice(&desc);
+        out.resize(pad(out.len()), 0);
+        at = desc_at + pad(descsz);
+    }
+    assert!(edit.is_none(), "no LEAKTRAIL note");
+    let mut b = core.to_vec();
+    b.resize(pad(b.len()), 0);
+    let new_off = b.len() as u64;
+    b.extend_from_slice(&out);
+    let phoff = get_u64(core, 32) as usize;
+    put_u64(&mut b, phoff + i * 56 + 8, new_off);
+    put_u64(&mut b, phoff + i * 56 + 32, out.len() as u64);
+    b
+}
+
+/// Runs `leaktrail CMD FILE` under a 1 GiB address-space limit: it must
+/// refuse or report, never abort, panic or hang.
+fn assert_survives(cmd: &str, file: &Path, what: &str) {
+    let out = std::process::Command::new("prlimit")
+        .arg("--as=1073741824")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_leaktrail"))
+        .arg(cmd)
+        .arg(file)
+        .output()
+        .expect("run prlimit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("memory allocation"),
+        "{cmd} on {what}: {err}"
+    );
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(0..=2)),
+        "{cmd} on {what}: killed or aborted ({:?}): {err}",
+        out.status
+    );
+    if code != Some(0) {
+        assert_eq!(err.lines().count(), 1, "{cmd} on {what}: {err}");
+    }
+}
+
+#[test]
+fn corrupt_snapshots_are_one_line_never_an_abort() {
+    let dir = support::scratch("hostile_corrupt");
+    let rec = dir.join("rec");
+    let exe = support::fixture("growth_sites", &[]);
+    support::record_in_steps(&rec, "full", &[exe.as_os_str(), "1".as_ref()], 1);
+    let core_path = rec.join("snapshots/0001.core");
+    let core = std::fs::read(&core_path).expect("read snapshot");
+    for cmd in ["info", "leaks", "caches"] {
+        assert_survives(cmd, &core_path, "the real snapshot");
+    }
+
+    // The audit header: page-aligned, starting with its magic.
+    let header = (0..core.len())
+        .step_by(4096)
+        .find(|&o| core[o..].starts_with(&leaktrail_format::MAGIC))
+        .expect("an audit header in the snapshot");
+    let live0 = header + std::mem::offset_of!(leaktrail_format::Header, live);
+    let cap_field = live0 + std::mem::offset_of!(leaktrail_format::ShardDesc, capacity);
+
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut b = core.clone();
+    put_u64(&mut b, cap_field, 1 << 40);
+    cases.push(("a shard capacity of 2^40", b));
+    let mut b = core.clone();
+    put_u64(&mut b, cap_field, u64::MAX / 2 + 1);
+    cases.push(("a shard capacity that overflows", b));
+
+    // A live entry with a huge size: the first used slot of any shard.
+    let mut b = core.clone();
+    let mut patched = false;
+    for s in 0..leaktrail_format::LIVE_SHARDS {
+        let d = live0 + s * std::mem::size_of::<leaktrail_format::ShardDesc>();
+        let (table, cap) = (get_u64(&core, d + 16), get_u64(&core, d + 24));
+        if table == 0 || patched {
+            continue;
+        }
+        let Some(base) = file_offset(&core, table) else {
+            continue;
+        };
+        for e in 0..cap as usize {
+            let Some(addr) = core.get(base + e * 32..base + e * 32 + 8) else {
+                break;
+            };
+            let addr = u64::from_le_bytes(addr.try_into().expect("8"));
+            if addr > 1 {
+                put_u64(&mut b, base + e * 32 + 8, 1 << 62);
+                patched = true;
+                break;
+            }
+        }
+    }
+    assert!(patched, "no live entry to patch");
+    cases.push(("a live block of 2^62 bytes", b));
+
+    cases.push((
+        "a region from 0 to 2^64",
+        with_note(&core, |v| {
+            let r = &mut v["regions"][0];
+            r["start"] = 0.into();
+            r["end"] = u64::MAX.into();
+        }),
+    ));
+    cases.push((
+        "a region of 1 TiB at the heap",
+        with_note(&core, |v| {
+            let regions = v["regions"].as_array_mut().expect("regions");
+            for r in regions.iter_mut() {
+                let start = r["start"].as_u64().expect("start");
+                r["end"] = start.saturating_add(1 << 40).into();
+            }
+        }),
+    ));
+    for (i, (what, bytes)) in cases.iter().enumerate() {
+        let path = dir.join(format!("corrupt{i}.core"));
+        std::fs::write(&path, bytes).expect("write corrupt core");
+        for cmd in ["info", "leaks", "caches"] {
+            assert_survives(cmd, &path, what);
+        }
+    }
+
+    // Not a file at all: one line, never a hang.
+    let fifo = dir.join("fifo.core");
+    mkfifo(&fifo);
+    for (path, needle) in [(&fifo, "a pipe"), (&dir, "a directory")] {
+        for cmd in ["info", "leaks"] {
+            assert_bad_input(leaktrail().arg(cmd).arg(path), &[needle]);
+        }
+    }
+    assert_bad_input(
+        leaktrail().arg("info").arg("/dev/zero"),
+        &["a character device"],
+    );
+}
