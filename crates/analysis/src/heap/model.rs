@@ -444,6 +444,16 @@ pub fn canonical_stacks(audit: &Audit) -> HashMap<StackId, StackId> {
 
 /// The error for a snapshot of an untraced process.
 pub fn no_audit(snap: &Snapshot) -> Error {
+    if snap
+        .metadata()
+        .is_some_and(|m| m.options.memory == MemoryMode::None)
+    {
+        return Error::Insufficient(format!(
+            "{} was taken with --memory none: it holds the notes but not the audit region; \
+             take one with `leaktrail snapshot -p PID --memory tables` (or full)",
+            snap.path().display()
+        ));
+    }
     Error::Insufficient(format!(
         "{} has no leaktrail audit region (the process was not started under the tracer): \
          start it with `leaktrail run -- CMD`, then `leaktrail snapshot -p PID`",

@@ -434,3 +434,21 @@ fn corrupt_snapshots_are_one_line_never_an_abort() {
         &["a character device"],
     );
 }
+
+#[test]
+fn leaks_of_a_memory_none_snapshot_names_the_mode() {
+    let dir = support::scratch("hostile_memory_none");
+    let rec = dir.join("rec");
+    let exe = support::fixture("growth_sites", &[]);
+    support::record_in_steps(&rec, "none", &[exe.as_os_str(), "1".as_ref()], 1);
+    let out = leaktrail()
+        .arg("leaks")
+        .arg(rec.join("snapshots/0001.core"))
+        .output()
+        .expect("run leaks");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("taken with --memory none"), "{err}");
+    assert!(!err.contains("not started under the tracer"), "{err}");
+}
