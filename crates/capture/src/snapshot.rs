@@ -31,10 +31,10 @@ mod ptrace;
 mod xstate;
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use leaktrail_format::MemoryMode;
@@ -42,6 +42,7 @@ use leaktrail_format::{HEADER_MAPPING_BYTES, NOTE_NAME, NOTE_TYPE};
 use leaktrail_recording::audit;
 use leaktrail_recording::dir::snapshots::Snapshots;
 use leaktrail_recording::maps::{self, Mapping};
+use leaktrail_recording::output::{self, OutputFile};
 use leaktrail_recording::snapshot::metadata::{
     self, CapturedMapping, Metadata, RegionKind, SmapsSummary,
 };
@@ -163,7 +164,11 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         Some(p) => p.clone(),
         None => PathBuf::from(default_file_name(&process.comm, pid, unix_secs)),
     };
-    let out = TempFile::create(&path)?;
+    let out = OutputFile::create(
+        &path,
+        output::suffixed_temporary(&path),
+        output::Kind::Seekable,
+    )?;
 
     // While the target is stopped, its CPU time is ours to spend: ask for
     // a better share so other work on the machine does not stretch the
@@ -270,9 +275,9 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     // After the release: write out, describe, name.
     if staged {
         if let Some(s) = &mut staging {
-            out.file
+            out.file()
                 .write_all_at(s.slice(total), layout.data_offset)
-                .map_err(|e| Error::io(&out.tmp, e))?;
+                .map_err(|e| Error::io(out.writing(), e))?;
         }
     }
     drop(staging);
@@ -322,10 +327,10 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         memsz: 0,
         align: 4,
     };
-    out.file
+    out.file()
         .write_all_at(&notes, offset)
-        .and_then(|_| out.file.write_all_at(&layout.headers(&phdrs), 0))
-        .map_err(|e| Error::io(&out.tmp, e))?;
+        .and_then(|_| out.file().write_all_at(&layout.headers(&phdrs), 0))
+        .map_err(|e| Error::io(out.writing(), e))?;
     let path = out.commit()?;
     Ok(Outcome {
         path,
@@ -365,7 +370,7 @@ pub fn take_into(
 fn stream(
     copier: &mut Copier,
     pieces: &[Piece],
-    out: &TempFile,
+    out: &OutputFile,
     mut offset: u64,
 ) -> Result<(), Error> {
     let mut buf = vec![0u8; memory::STREAM_BATCH as usize];
@@ -375,9 +380,9 @@ fn stream(
         |batch: &mut Vec<Piece>, fill: &mut u64, offset: &mut u64| -> Result<(), Error> {
             let b = &mut buf[..*fill as usize];
             copier.read(batch, b)?;
-            out.file
+            out.file()
                 .write_all_at(b, *offset)
-                .map_err(|e| Error::io(&out.tmp, e))?;
+                .map_err(|e| Error::io(out.writing(), e))?;
             *offset += *fill;
             *fill = 0;
             batch.clear();
@@ -784,52 +789,6 @@ impl Drop for Boost {
     }
 }
 
-/// The output under its temporary name; removed on drop unless committed.
-struct TempFile {
-    file: File,
-    tmp: PathBuf,
-    path: PathBuf,
-    committed: bool,
-}
-
-impl TempFile {
-    fn create(path: &Path) -> Result<TempFile, Error> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        // `mode` applies only to a new file; an old one keeps its own.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::io(&tmp, e))?;
-        Ok(TempFile {
-            file,
-            tmp,
-            path: path.to_path_buf(),
-            committed: false,
-        })
-    }
-
-    fn commit(mut self) -> Result<PathBuf, Error> {
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
-        self.committed = true;
-        Ok(self.path.clone())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,7 +847,7 @@ mod tests {
     }
 
     /// The bytes of every PT_LOAD of a core written by [`take`].
-    fn load_bytes(path: &Path) -> Vec<u8> {
+    fn load_bytes(path: &std::path::Path) -> Vec<u8> {
         let b = std::fs::read(path).unwrap();
         let word = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
         let phnum = u16::from_le_bytes([b[56], b[57]]) as usize;

@@ -125,6 +125,12 @@ fn run_one(job: &Job<'_>, task: &Task) -> Outcome {
                 format!("{last} ({status})")
             });
         }
+        // The one output rule: only a regular file (or nothing) is replaced.
+        leaktrail_recording::output::check(
+            &task.output,
+            leaktrail_recording::output::Kind::Seekable,
+        )
+        .map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, &task.output)
             .map_err(|e| format!("renaming to {}: {e}", task.output.display()))
     })();

@@ -274,7 +274,7 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
     for b in &live {
         let c = &mut classes[format::class_of(b.size).index()];
         c.live_count += 1;
-        c.live_bytes += b.size;
+        c.live_bytes = c.live_bytes.saturating_add(b.size);
     }
     let c = &h.counters;
     Ok(Audit {
@@ -325,16 +325,30 @@ fn read_entries(
     let bytes = cap
         .checked_mul(LIVE_ENTRY_BYTES)
         .ok_or_else(|| malformed(table, "live table capacity overflows"))?;
-    let owned;
-    let raw: &[u8] = match mem.borrow(table, bytes) {
-        Some(b) => b,
-        None => {
-            let mut v = vec![0u8; bytes as usize];
-            mem.read(table, &mut v)?;
-            owned = v;
-            &owned
-        }
-    };
+    if let Some(raw) = mem.borrow(table, bytes) {
+        push_entries(raw, out);
+        return Ok(());
+    }
+    // Copied a slice at a time: the capacity is the target's word (or a
+    // corrupt file's), so what we allocate must not follow it. A table
+    // that is not all there fails at its first missing slice.
+    const SLICE: u64 = LIVE_ENTRY_BYTES * 32 * 1024;
+    let mut buf = vec![0u8; bytes.min(SLICE) as usize];
+    let mut at = 0;
+    while at < bytes {
+        let n = (bytes - at).min(SLICE) as usize;
+        let addr = table
+            .checked_add(at)
+            .ok_or_else(|| malformed(table, "live table runs past the end of the address space"))?;
+        mem.read(addr, &mut buf[..n])?;
+        push_entries(&buf[..n], out);
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Appends the used entries of a piece of a live table.
+fn push_entries(raw: &[u8], out: &mut Vec<Block>) {
     for rec in raw.chunks_exact(LIVE_ENTRY_BYTES as usize) {
         let word = |i: usize| u64::from_le_bytes(rec[i..i + 8].try_into().unwrap_or_default());
         let addr = word(0);
@@ -350,7 +364,6 @@ fn read_entries(
             tid: (tail >> 32) as u32,
         });
     }
-    Ok(())
 }
 
 fn read_stack(mem: &(impl Memory + ?Sized), h: &Header, id: StackId) -> Result<Vec<u64>, Error> {

@@ -21,7 +21,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -167,49 +167,95 @@ pub fn default_dir_name(comm: &str, pid: i32, unix_ms: u64) -> String {
     format!("leaktrail-{comm}-{pid}-{}", utc_stamp(unix_ms))
 }
 
-/// Writes `bytes` to `path` through a temporary name in the same directory
-/// and a rename, with mode 0600.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::write(path, e)
-    })
-}
+pub use crate::output::write_atomically;
 
 fn detail_name(i: u64) -> String {
     format!("{i:06}.json")
 }
 
-/// Checks that `dir` can become a recording: it does not exist, or is an
-/// empty directory. (Called before starting a target, so that a bad `--out`
+/// Checks that the input `path` is a regular file (following symbolic
+/// links) before it is opened: a pipe would block the reader forever and a
+/// device could be endless, so either is one clear line instead.
+pub fn expect_regular_file(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let t = m.file_type();
+    let what = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a pipe"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    Err(Error::malformed(
+        path,
+        format!("expected a regular file, found {what}"),
+    ))
+}
+
+/// Reads the text file `path` of a recording, which must be a regular file.
+fn read_text(path: &Path) -> std::io::Result<String> {
+    if let Ok(m) = std::fs::metadata(path) {
+        if !m.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "expected a regular file",
+            ));
+        }
+    }
+    std::fs::read_to_string(path)
+}
+
+/// Checks that `dir` can become a recording: it does not exist and its
+/// parent is a directory we may write in, or it is an empty directory we
+/// may write in. (Called before starting a target, so that a bad `--out`
 /// costs nothing.)
 pub fn check_new_dir(dir: &Path) -> Result<(), Error> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
             if entries.next().is_some() {
                 return Err(Error::malformed(dir, "expected a new or empty directory for the recording, found one with files in it"));
             }
-            Ok(())
+            writable_dir(dir)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(_) => Err(Error::malformed(
+            dir,
+            "expected a new or empty directory for the recording, found a file",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            match std::fs::metadata(parent) {
+                Ok(m) if m.is_dir() => writable_dir(parent),
+                Ok(_) => Err(Error::malformed(parent, "not a directory")),
+                Err(e) => Err(Error::io(parent, e)),
+            }
+        }
         Err(e) => Err(Error::io(dir, e)),
     }
+}
+
+/// Whether we may create files in the directory `dir`.
+fn writable_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Error::malformed(dir, "a path with a NUL byte"))?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(Error::io(dir, std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Writes a recording as a watch goes.
@@ -225,7 +271,12 @@ impl RecordingWriter {
     pub fn create(dir: &Path, meta: &Meta) -> Result<RecordingWriter, Error> {
         match std::fs::DirBuilder::new().mode(0o700).create(dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_new_dir(dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                check_new_dir(dir)?;
+                // It holds process memory: ours alone, like one we created.
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| Error::write(dir, e))?;
+            }
             Err(e) => return Err(Error::write(dir, e)),
         }
         let smaps = dir.join("smaps");
@@ -340,7 +391,7 @@ impl Recording {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such recording directory"),
             ));
         }
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
+        let text = read_text(&meta_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::malformed(dir, "not a leaktrail recording (no meta.json)")
             } else {
@@ -349,8 +400,7 @@ impl Recording {
         })?;
         let meta = parse_meta(&text).map_err(|why| Error::malformed(&meta_path, why))?;
         let samples_path = dir.join("samples.jsonl");
-        let text =
-            std::fs::read_to_string(&samples_path).map_err(|e| Error::io(&samples_path, e))?;
+        let text = read_text(&samples_path).map_err(|e| Error::io(&samples_path, e))?;
         let samples = parse_samples(&text).map_err(|why| Error::malformed(&samples_path, why))?;
         Ok(Recording {
             dir: dir.to_path_buf(),
@@ -362,7 +412,7 @@ impl Recording {
     /// Reads the per-mapping detail of sample `i`.
     pub fn detail(&self, i: u64) -> Result<Detail, Error> {
         let path = self.dir.join("smaps").join(detail_name(i));
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = read_text(&path).map_err(|e| Error::io(&path, e))?;
         serde_json::from_str(&text)
             .map_err(|e| Error::malformed(&path, format!("expected per-mapping detail: {e}")))
     }

@@ -36,6 +36,16 @@ pub enum Error {
         /// The address.
         addr: u64,
     },
+    /// An output path holds something leaktrail must not replace (a
+    /// symbolic link, a directory, …) or cannot write there (a pipe, for
+    /// an output written out of order).
+    #[error("refusing to replace {path}: {why}")]
+    Refused {
+        /// The output path.
+        path: PathBuf,
+        /// What is there, and what to do.
+        why: String,
+    },
     /// A record could not be encoded.
     #[error("{what}: {source}")]
     Encode {
@@ -52,7 +62,10 @@ impl Error {
     /// ours; the binary exits 2 for these.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            Error::Io { .. } | Error::Malformed { .. } | Error::Unmapped { .. } => true,
+            Error::Io { .. }
+            | Error::Malformed { .. }
+            | Error::Unmapped { .. }
+            | Error::Refused { .. } => true,
             Error::Write { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
             Error::Encode { .. } => false,
         }

@@ -17,6 +17,7 @@
 //! * [`memory`]: the [`Memory`] trait every reader of an address space goes
 //!   through (a core, a live process, our own memory in tests).
 //! * [`audit`]: decoding the tracer's audit region from any [`Memory`].
+//! * [`output`]: the one rule for writing an output over what is there.
 //! * [`duration`]: `250ms`/`10m` parsing and printing.
 //!
 //! Nothing here touches a live process: reading one is
@@ -42,6 +43,7 @@ pub mod duration;
 mod error;
 pub mod maps;
 pub mod memory;
+pub mod output;
 pub mod snapshot;
 
 pub use audit::{Audit, Block};

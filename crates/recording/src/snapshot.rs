@@ -149,6 +149,7 @@ impl Snapshot {
     /// Opens and indexes a core file. Fails with [`Error::Malformed`] for
     /// anything that is not a complete x86_64 ELF core.
     pub fn open(path: &Path) -> Result<Snapshot, Error> {
+        crate::dir::expect_regular_file(path)?;
         let file = std::fs::File::open(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,

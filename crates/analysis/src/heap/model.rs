@@ -193,8 +193,17 @@ pub struct BlockIndex {
 struct Cluster {
     base: u64,
     end: u64,
+    /// log2 of the "page" size of this cluster's table: 4 KiB, or coarser
+    /// where the blocks span more pages than [`MAX_CLUSTER_PAGES`].
+    shift: u32,
     first: Vec<u32>,
 }
+
+/// The most entries a cluster's page table gets (4 MiB of table, blocks
+/// spanning 4 GiB at 4 KiB a page). A wider span (one huge block, or a
+/// corrupt size in the audit) gets coarser pages instead: lookups there
+/// scan more blocks, but the table stays bounded whatever the sizes say.
+const MAX_CLUSTER_PAGES: u64 = 1 << 20;
 
 /// Gaps wider than this start a new cluster, so the page table stays
 /// proportional to the memory blocks occupy, not to the address span.
@@ -221,17 +230,26 @@ impl BlockIndex {
                 j += 1;
                 end = end.max(ends[j]);
             }
-            let pages = ((end - base) >> PAGE_SHIFT) as usize + 1;
+            let mut shift = PAGE_SHIFT;
+            while ((end - base) >> shift) >= MAX_CLUSTER_PAGES {
+                shift += 1;
+            }
+            let pages = ((end - base) >> shift) as usize + 1;
             let mut first = vec![0u32; pages + 1];
             let mut k = i;
             for (p, slot) in first.iter_mut().enumerate() {
-                let page_start = base + ((p as u64) << PAGE_SHIFT);
+                let page_start = base.saturating_add((p as u64) << shift);
                 while k <= j && ends[k] <= page_start {
                     k += 1;
                 }
                 *slot = k as u32;
             }
-            clusters.push(Cluster { base, end, first });
+            clusters.push(Cluster {
+                base,
+                end,
+                shift,
+                first,
+            });
             i = j + 1;
         }
         let lo = starts.first().copied().unwrap_or(0);
@@ -285,7 +303,7 @@ impl BlockIndex {
         if addr >= c.end {
             return None;
         }
-        let p = ((addr - c.base) >> PAGE_SHIFT) as usize;
+        let p = ((addr - c.base) >> c.shift) as usize;
         let mut k = c.first[p] as usize;
         let last = c.first[p + 1] as usize;
         // Blocks that reach into page p, in address order; the one
@@ -423,6 +441,16 @@ pub fn canonical_stacks(audit: &Audit) -> HashMap<StackId, StackId> {
 
 /// The error for a snapshot of an untraced process.
 pub fn no_audit(snap: &Snapshot) -> Error {
+    if snap
+        .metadata()
+        .is_some_and(|m| m.options.memory == MemoryMode::None)
+    {
+        return Error::Insufficient(format!(
+            "{} was taken with --memory none: it holds the notes but not the audit region; \
+             take one with `leaktrail snapshot -p PID --memory tables` (or full)",
+            snap.path().display()
+        ));
+    }
     Error::Insufficient(format!(
         "{} has no leaktrail audit region (the process was not started under the tracer): \
          start it with `leaktrail run -- CMD`, then `leaktrail snapshot -p PID`",

@@ -96,6 +96,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         args.command.clone()
     };
+    // A bad output costs nothing: refused before the program starts.
+    if !args.no_record {
+        if let Some(out) = &args.out {
+            recording::check_new_dir(out)?;
+        }
+    }
+    if let Some(path) = &args.dump_at_exit {
+        leaktrail_recording::output::check(path, leaktrail_recording::output::Kind::Stream)?;
+    }
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     let traced = supervise::spawn(cmd, &opts)?;

@@ -6,6 +6,7 @@
 
 mod analyses;
 mod growth;
+mod hostile;
 mod node;
 mod recording;
 mod snapshot;

@@ -199,10 +199,27 @@ impl Metadata {
     }
 
     /// Parses a note's payload.
+    /// Refuses a note whose regions could not be a process's mappings (an
+    /// end before its start, a span wider than the 57-bit address space,
+    /// more bytes captured than mapped): every reader sizes work by them.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        let m: Metadata = serde_json::from_slice(bytes)?;
+        for r in &m.regions {
+            let span = r.end.checked_sub(r.start);
+            if !span.is_some_and(|s| s <= MAX_SPAN && r.captured <= s) {
+                return Err(<serde_json::Error as serde::de::Error>::custom(format!(
+                    "region {:#x}..{:#x} (captured {}) is not a mapping",
+                    r.start, r.end, r.captured
+                )));
+            }
+        }
+        Ok(m)
     }
 }
+
+/// The widest span a mapping can have: a 57-bit (5-level paging) address
+/// space.
+const MAX_SPAN: u64 = 1 << 57;
 
 #[cfg(test)]
 mod tests {
