@@ -150,6 +150,15 @@ fn build_id_hex(obj: &object::File<'_>) -> Option<String> {
     Some(id.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Functions of the symbol tables of `obj`, unsorted.
+fn text_symbols(obj: &object::File<'_>) -> Vec<(u64, u64, String)> {
+    obj.symbols()
+        .chain(obj.dynamic_symbols())
+        .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
+        .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_string())))
+        .collect()
+}
+
 fn load_dwarf(obj: &object::File<'_>) -> Option<Dwarf> {
     obj.section_by_name(".debug_info")?;
     let endian = if obj.is_little_endian() {
@@ -168,7 +177,7 @@ fn load_dwarf(obj: &object::File<'_>) -> Option<Dwarf> {
     addr2line::Context::from_dwarf(dwarf).ok()
 }
 
-fn map_file(path: &str) -> Option<memmap2::Mmap> {
+pub(crate) fn map_file(path: &str) -> Option<memmap2::Mmap> {
     let file = std::fs::File::open(path).ok()?;
     // SAFETY: we map the file read-only; if another process truncates
     // it under us, reads may fault — the same risk every symbolizer that
@@ -200,12 +209,7 @@ impl ElfSymbols {
             }
         }
         let loads = super::LoadTable::of(&obj);
-        let mut symbols: Vec<(u64, u64, String)> = obj
-            .symbols()
-            .chain(obj.dynamic_symbols())
-            .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
-            .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_string())))
-            .collect();
+        let mut symbols = text_symbols(&obj);
         symbols.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         symbols.dedup_by_key(|s| s.0);
         let mut objects: Vec<(u64, u64, String)> = obj
@@ -216,15 +220,22 @@ impl ElfSymbols {
             .collect();
         objects.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         objects.dedup_by_key(|s| s.0);
-        // Debug info in the file, or in the distribution's separate debug
-        // file found by build id.
-        let dwarf = load_dwarf(&obj).or_else(|| {
-            let id = id.as_deref().filter(|i| i.len() > 2)?;
-            let dbg = format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]);
-            let map = map_file(&dbg)?;
-            let obj = object::File::parse(&*map).ok()?;
-            load_dwarf(&obj)
-        });
+        // Debug info in the file, else in a separate debug file; its
+        // symbol table too, which holds the local functions a stripped
+        // library's dynamic symbols lack.
+        let mut dwarf = load_dwarf(&obj);
+        if dwarf.is_none() || obj.section_by_name(".symtab").is_none() {
+            if let Some(dmap) = super::debuginfo::find(path, &obj, id.as_deref()) {
+                if let Ok(dobj) = object::File::parse(&*dmap) {
+                    if dwarf.is_none() {
+                        dwarf = load_dwarf(&dobj);
+                    }
+                    symbols.extend(text_symbols(&dobj));
+                    symbols.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                    symbols.dedup_by_key(|s| s.0);
+                }
+            }
+        }
         Opened::Ok(ElfSymbols {
             loads,
             symbols,
@@ -724,5 +735,25 @@ mod tests {
                 .is_some_and(|p| p.ends_with("symbolize.rs")),
             "{f:?}"
         );
+    }
+
+    /// Issue 11: libc's DWARF is in Debian's `libc6-dbg`, found by build
+    /// id, its sections zlib-compressed. A file and line for `malloc` can
+    /// only come from there (the installed libc is stripped).
+    #[test]
+    fn issue_11_libc_resolves_through_its_separate_compressed_debug_file() {
+        let s = Symbolizer::new(own_mappings());
+        let pc = libc::malloc as *const () as usize as u64;
+        let libc_path = s.mapping(pc).map(|m| m.path.clone()).unwrap();
+        let obj_map = map_file(&libc_path).unwrap();
+        let obj = object::File::parse(&*obj_map).unwrap();
+        if super::super::debuginfo::find(&libc_path, &obj, build_id_hex(&obj).as_deref()).is_none()
+        {
+            eprintln!("skipped: no separate debug info for {libc_path} (apt-get install libc6-dbg; .ci/run does)");
+            return;
+        }
+        let f = s.frame(pc, false);
+        assert!(f.function.as_deref().is_some_and(|n| n.contains("malloc")), "{f:?}");
+        assert!(f.file.is_some() && f.line.is_some(), "{f:?}");
     }
 }
