@@ -61,6 +61,7 @@ mod tests {
             kind,
             column: None,
             inlined: false,
+            start_line: None,
         }
     }
 

@@ -266,6 +266,7 @@ mod tests {
                 kind: crate::symbolize::FrameKind::Native,
                 column: None,
                 inlined: false,
+                start_line: None,
             })
             .collect()
     }

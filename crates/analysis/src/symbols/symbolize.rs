@@ -80,6 +80,10 @@ pub struct Frame {
     /// True for a call inlined into the frame after it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub inlined: bool,
+    /// The line where the function is declared (DWARF's `decl_line`), if
+    /// known: what pprof calls a function's start line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_line: Option<u32>,
 }
 
 impl Frame {
@@ -94,6 +98,7 @@ impl Frame {
             kind: FrameKind::Unknown,
             column: None,
             inlined: false,
+            start_line: None,
         }
     }
 }
@@ -262,7 +267,7 @@ impl ElfSymbols {
 
     /// DWARF frames for `vaddr`: innermost inlined call first, the real
     /// function last.
-    fn dwarf_frames(&self, vaddr: u64) -> Vec<(Option<String>, Option<String>, Option<u32>)> {
+    fn dwarf_frames(&self, vaddr: u64) -> Vec<DwarfFrame> {
         let Some(ctx) = &self.dwarf else {
             return Vec::new();
         };
@@ -270,7 +275,12 @@ impl ElfSymbols {
         let Ok(mut it) = ctx.find_frames(vaddr).skip_all_loads() else {
             return out;
         };
+        let unit = ctx.find_dwarf_and_unit(vaddr).skip_all_loads();
         while let Ok(Some(f)) = it.next() {
+            let start_line = unit
+                .as_ref()
+                .zip(f.dw_die_offset)
+                .and_then(|(u, off)| decl_line(u, off));
             let name = f
                 .function
                 .as_ref()
@@ -279,10 +289,53 @@ impl ElfSymbols {
                 .location
                 .map(|l| (l.file.map(str::to_string), l.line))
                 .unwrap_or((None, None));
-            out.push((name, file, line));
+            out.push(DwarfFrame {
+                name,
+                file,
+                line,
+                start_line,
+            });
         }
         out
     }
+}
+
+/// What DWARF says of one frame at an address.
+struct DwarfFrame {
+    name: Option<String>,
+    file: Option<String>,
+    line: Option<u32>,
+    start_line: Option<u32>,
+}
+
+/// The `decl_line` of the function whose entry (a subprogram or an inlined
+/// subroutine) is at `offset`, following `abstract_origin` and
+/// `specification` to the declaration that has it (an inlined call's
+/// entry and an out-of-line C++ member's both lack it).
+fn decl_line<R: gimli::Reader>(
+    unit: &gimli::UnitRef<'_, R>,
+    mut offset: gimli::UnitOffset<R::Offset>,
+) -> Option<u32> {
+    // A chain longer than a few links is malformed (or a cycle).
+    for _ in 0..4 {
+        let entry = unit.entry(offset).ok()?;
+        if let Some(line) = entry
+            .attr_value(gimli::DW_AT_decl_line)
+            .ok()
+            .flatten()
+            .and_then(|v| v.udata_value())
+        {
+            return u32::try_from(line).ok();
+        }
+        let next = [gimli::DW_AT_abstract_origin, gimli::DW_AT_specification]
+            .into_iter()
+            .find_map(|at| match entry.attr_value(at).ok().flatten() {
+                Some(gimli::AttributeValue::UnitRef(o)) => Some(o),
+                _ => None,
+            })?;
+        offset = next;
+    }
+    None
 }
 
 /// One line of a perf map.
@@ -567,13 +620,14 @@ impl Symbolizer {
         dwarf
             .into_iter()
             .enumerate()
-            .map(|(i, (name, file, line))| {
+            .map(|(i, d)| {
                 let mut f = frame.clone();
-                if name.is_some() {
-                    f.function = name;
+                if d.name.is_some() {
+                    f.function = d.name;
                 }
-                f.file = file;
-                f.line = line;
+                f.file = d.file;
+                f.line = d.line;
+                f.start_line = d.start_line;
                 f.inlined = i < last;
                 f
             })
@@ -753,7 +807,10 @@ mod tests {
             return;
         }
         let f = s.frame(pc, false);
-        assert!(f.function.as_deref().is_some_and(|n| n.contains("malloc")), "{f:?}");
+        assert!(
+            f.function.as_deref().is_some_and(|n| n.contains("malloc")),
+            "{f:?}"
+        );
         assert!(f.file.is_some() && f.line.is_some(), "{f:?}");
     }
 }
