@@ -263,7 +263,7 @@ impl Recorder {
         problems: &Arc<Mutex<Vec<String>>>,
     ) -> Result<Recorder, Error> {
         let watch = WatchOptions::new(opts.interval, None, opts.out.clone());
-        let watcher = Watcher::attach(pid, watch)?;
+        let watcher = Watcher::supervised(pid, watch)?;
         let dir = watcher.dir().to_path_buf();
         let snapshots = Snapshots::of(&dir)?;
         let (first_tx, first_rx) = std::sync::mpsc::channel::<()>();
@@ -381,6 +381,10 @@ impl Traced {
             });
         };
         let (dir, snapshots) = recorder.finish(&problems);
+        // Only we reap the child, so only we know how it ended.
+        if let Err(e) = crate::watch::record_exit_status(&dir, status) {
+            note(&problems, format!("recording the exit status: {e}"));
+        }
         Ok(Recorded {
             status,
             snapshots: snapshots.list()?,

@@ -174,6 +174,16 @@ impl Watcher {
         Watcher::new(pid, stat, cmdline, None, options)
     }
 
+    /// Prepares to watch a process that `leaktrail run` started (and
+    /// reaps): the recording says `launched`, and the supervisor records
+    /// the exit status with [`record_exit_status`] once it has it.
+    pub(crate) fn supervised(pid: i32, options: WatchOptions) -> Result<Watcher, Error> {
+        let mut w = Watcher::attach(pid, options)?;
+        w.meta.launched = true;
+        w.writer.write_meta(&w.meta)?;
+        Ok(w)
+    }
+
     /// Starts `argv` and prepares to watch it.
     pub fn launch(argv: &[String], options: WatchOptions) -> Result<Watcher, Error> {
         if let Some(out) = &options.out {
@@ -408,4 +418,32 @@ impl Watcher {
             samples: samples.len() as u64,
         })
     }
+}
+
+/// Adds a supervised process's exit status to the `end` of the recording
+/// in `dir` (its watcher, which did not reap it, wrote `end` without one).
+pub(crate) fn record_exit_status(
+    dir: &std::path::Path,
+    status: std::process::ExitStatus,
+) -> Result<(), Error> {
+    use std::os::unix::process::ExitStatusExt;
+    let path = dir.join("meta.json");
+    let malformed = |why: String| Error::Malformed {
+        path: path.clone(),
+        why,
+    };
+    let text = std::fs::read(&path).map_err(|e| malformed(e.to_string()))?;
+    let mut meta: Meta = serde_json::from_slice(&text).map_err(|e| malformed(e.to_string()))?;
+    let end = meta.end.get_or_insert(End {
+        unix_ms: recording::unix_ms(SystemTime::now()),
+        reason: EndReason::Exited,
+        exit_code: None,
+        signal: None,
+    });
+    end.exit_code = status.code();
+    end.signal = status.signal();
+    let mut text = serde_json::to_vec_pretty(&meta).map_err(|e| malformed(e.to_string()))?;
+    text.push(b'\n');
+    recording::write_atomically(&path, &text)?;
+    Ok(())
 }

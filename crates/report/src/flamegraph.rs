@@ -204,6 +204,7 @@ mod tests {
             kind: FrameKind::Native,
             column: None,
             inlined: false,
+            start_line: None,
         }
     }
 

@@ -61,6 +61,7 @@ mod tests {
             kind,
             column: None,
             inlined: false,
+            start_line: None,
         }
     }
 
@@ -90,6 +91,8 @@ mod tests {
                         frame(Some("make_request"), FrameKind::Native),
                         frame(None, FrameKind::Native),
                     ],
+                    indirect_bytes: Some(0),
+                    indirect_blocks: Some(0),
                 },
                 Group {
                     kind: LeakKind::Reachable,
@@ -100,6 +103,8 @@ mod tests {
                     example_time_ns: 1,
                     stack_id: leaktrail_format::StackId(8),
                     stack: vec![frame(Some("cache_put"), FrameKind::Native)],
+                    indirect_bytes: None,
+                    indirect_blocks: None,
                 },
             ],
             scanned_bytes: 1 << 20,
@@ -123,6 +128,18 @@ definitely lost: 2,048 bytes in 2 blocks, oldest 0x555500001000 (1,024 bytes)
         assert_eq!(text, want);
         let opts = super::leaks::LeaksOptions { reachable: true };
         assert!(super::leaks::text(&l, &opts).contains("still reachable: 1,000,000 bytes"));
+        // Issue 11: a definite group owning indirect blocks says so, as
+        // valgrind's loss records do.
+        let mut l = l;
+        l.groups[0].indirect_bytes = Some(4_000_000);
+        l.groups[0].indirect_blocks = Some(1000);
+        assert!(
+            super::leaks::text(&l, &Default::default()).contains(
+                "\ndefinitely lost: 4,002,048 (2,048 direct, 4,000,000 indirect) bytes in 2 (+1,000 indirect) blocks, oldest 0x555500001000"
+            ),
+            "{}",
+            super::leaks::text(&l, &Default::default())
+        );
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! tracer counts allocations and frees per size class only, not per stack,
 //! so there are no `alloc_*` sample types (they would have to be invented
 //! per stack); the per-class totals go into the profile's comments instead.
-//! Frames carry their function, file and line; inlined calls become extra
-//! lines of their caller's location, innermost first, as pprof expects;
+//! Frames carry their function, file and line, functions their file and
+//! start line (DWARF's `decl_line`); inlined calls become extra lines of
+//! their caller's location, innermost first, as pprof expects;
 //! mappings carry the module's path and build id.
 
 use std::collections::HashMap;
@@ -233,7 +234,7 @@ impl Builder {
             name: n,
             system_name: n,
             filename: fl,
-            start_line: 0,
+            start_line: f.start_line.map_or(0, i64::from),
         });
         self.functions.insert((name, file), id);
         id

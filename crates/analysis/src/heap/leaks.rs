@@ -60,6 +60,12 @@ pub struct Group {
     pub stack_id: StackId,
     /// The allocation stack, innermost first, symbolized.
     pub stack: Vec<Frame>,
+    /// Definitely lost groups: bytes of the indirectly lost blocks their
+    /// blocks own (valgrind's "4,096,000 (96,000 direct, 4,000,000
+    /// indirect)"); `None` for the other classes.
+    pub indirect_bytes: Option<u64>,
+    /// Definitely lost groups: how many indirectly lost blocks they own.
+    pub indirect_blocks: Option<u64>,
 }
 
 /// What [`find`] found.
@@ -133,6 +139,24 @@ impl Default for LeaksOptions {
 /// seconds the scanning threads used (the scan's cost on a loaded machine,
 /// where wall time also counts waiting for a core).
 pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u64, f64) {
+    let c = classify_owned(heap, opts);
+    (c.kinds, c.scanned, c.root_bytes, c.cpu_seconds)
+}
+
+/// What [`classify`] finds, with the owner of each indirectly lost block.
+struct Classes {
+    kinds: Vec<LeakKind>,
+    /// For an indirectly lost block, the definitely lost block whose
+    /// clique it is in (indexed like `kinds`); [`NO_OWNER`] for the others.
+    owners: Vec<u32>,
+    scanned: u64,
+    root_bytes: u64,
+    cpu_seconds: f64,
+}
+
+const NO_OWNER: u32 = u32::MAX;
+
+fn classify_owned(heap: &Heap<'_>, opts: &LeaksOptions) -> Classes {
     let n = heap.index.len();
     let reach = Bits::new(n);
     let possible = Bits::new(n);
@@ -249,6 +273,7 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
         })
         .collect();
     let mut done = vec![false; n];
+    let mut owners = vec![NO_OWNER; n];
     let mut stack = Vec::new();
     let mut leaked_bytes = 0u64;
     let cpu0 = thread_cpu_ns();
@@ -264,6 +289,9 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
                     return;
                 }
                 kinds[j] = LeakKind::Indirect;
+                // An earlier leader absorbed: it and what it owned (through
+                // it, below) are now this leader's.
+                owners[j] = leader as u32;
                 if !done[j] {
                     done[j] = true;
                     stack.push(j);
@@ -271,9 +299,31 @@ pub fn classify(heap: &Heap<'_>, opts: &LeaksOptions) -> (Vec<LeakKind>, u64, u6
             });
         }
     }
+    // Owners point at their leader, or at an earlier leader that a later
+    // one absorbed: follow to the definite one. Leaders only absorb earlier
+    // leaders, so the chains are short and end.
+    for i in 0..n {
+        if kinds[i] != LeakKind::Indirect {
+            continue;
+        }
+        let mut o = owners[i];
+        for _ in 0..n {
+            if o == NO_OWNER || kinds[o as usize] == LeakKind::Definite {
+                break;
+            }
+            o = owners[o as usize];
+        }
+        owners[i] = o;
+    }
     let scanned = scanned.load(Ordering::Relaxed) + leaked_bytes + (regs.len() as u64) * 8;
     let cpu = cpu_ns.load(Ordering::Relaxed) + (thread_cpu_ns() - cpu0);
-    (kinds, scanned, root_bytes, cpu as f64 / 1e9)
+    Classes {
+        kinds,
+        owners,
+        scanned,
+        root_bytes,
+        cpu_seconds: cpu as f64 / 1e9,
+    }
 }
 
 /// CPU time of the calling thread, in ns.
@@ -294,11 +344,14 @@ fn thread_cpu_ns() -> u64 {
 /// Finds leaks and groups them by allocation stack, symbolized.
 pub fn find(heap: &Heap<'_>, opts: &LeaksOptions, symbolizer: &Symbolizer) -> Leaks {
     let started = std::time::Instant::now();
-    let (kinds, scanned_bytes, root_bytes, scan_cpu_seconds) = classify(heap, opts);
+    let c = classify_owned(heap, opts);
     let scan_seconds = started.elapsed().as_secs_f64();
+    let (kinds, scanned_bytes, root_bytes, scan_cpu_seconds) =
+        (c.kinds, c.scanned, c.root_bytes, c.cpu_seconds);
     let mut l = summarize(
         heap,
         &kinds,
+        &c.owners,
         symbolizer,
         opts.function.as_deref(),
         opts.symbolize_reachable,
@@ -310,9 +363,11 @@ pub fn find(heap: &Heap<'_>, opts: &LeaksOptions, symbolizer: &Symbolizer) -> Le
     l
 }
 
+#[allow(clippy::too_many_arguments)]
 fn summarize(
     heap: &Heap<'_>,
     kinds: &[LeakKind],
+    owners: &[u32],
     symbolizer: &Symbolizer,
     function: Option<&str>,
     symbolize_reachable: bool,
@@ -344,6 +399,8 @@ fn summarize(
                         example_time_ns: b.time_ns,
                         stack_id: stack,
                         stack: Vec::new(),
+                        indirect_bytes: (k == LeakKind::Definite).then_some(0),
+                        indirect_blocks: (k == LeakKind::Definite).then_some(0),
                     });
                     groups.len() - 1
                 });
@@ -358,6 +415,19 @@ fn summarize(
             g.example_address = b.addr;
             g.example_size = b.size;
             g.example_time_ns = b.time_ns;
+        }
+    }
+    // Each indirectly lost block under the definite group of its owner.
+    for ((b, &k), &o) in heap.audit.live.iter().zip(kinds).zip(owners) {
+        if k != LeakKind::Indirect || o == NO_OWNER {
+            continue;
+        }
+        let owner = &heap.audit.live[o as usize];
+        let stack = canon.get(&owner.stack).copied().unwrap_or(owner.stack);
+        if let Some(&gi) = index.get(&(LeakKind::Definite, stack)) {
+            let g = &mut groups[gi];
+            *g.indirect_bytes.get_or_insert(0) += b.size;
+            *g.indirect_blocks.get_or_insert(0) += 1;
         }
     }
     for g in &mut groups {
@@ -735,6 +805,49 @@ mod tests {
                 blocks: 6
             }
         );
+    }
+
+    /// Issue 11 (item 4): valgrind's loss record, "N (D direct, I
+    /// indirect)": the definite root's group carries the bytes and blocks
+    /// it owns, the lost tree under it and the earlier leader it absorbed.
+    #[test]
+    fn issue_11_a_definite_group_carries_the_indirect_blocks_it_owns() {
+        let mut b = HeapBuilder::new();
+        b.stack(1, &[0x10]).stack(2, &[0x20]).stack(3, &[0x30]);
+        // An earlier lost block (stack 3) that the root below points at:
+        // it leads its own clique first, then the root absorbs it.
+        let early = b.block_with(40, 3, 1);
+        let root = b.block_with(100, 1, 1);
+        let children: Vec<u64> = (0..10).map(|_| b.block_with(1000, 2, 1)).collect();
+        // The root points at every child, and at the early block.
+        for (k, &c) in children.iter().enumerate() {
+            b.write(root + 8 * k as u64, c);
+        }
+        b.write(root + 80, early);
+        // A second, lone definite block of the root's stack, owning nothing.
+        let lone = b.block_with(100, 1, 1);
+        let s = b.build();
+        assert_eq!(
+            kinds(&s, &[early, root, lone]),
+            [Indirect, Definite, Definite]
+        );
+        let l = find(&s.heap(), &opts(1), &synthetic::symbolizer());
+        let definite: Vec<&Group> = l.groups.iter().filter(|g| g.kind == Definite).collect();
+        assert_eq!(definite.len(), 1, "{:?}", l.groups);
+        let g = definite[0];
+        assert_eq!((g.bytes, g.blocks), (200, 2));
+        assert_eq!(g.indirect_bytes, Some(10 * 1000 + 40));
+        assert_eq!(g.indirect_blocks, Some(11));
+        // The indirect groups are still listed, with no loss record.
+        let indirect: u64 = l
+            .groups
+            .iter()
+            .filter(|g| g.kind == Indirect)
+            .inspect(|g| assert_eq!(g.indirect_bytes, None))
+            .map(|g| g.bytes)
+            .sum();
+        assert_eq!(indirect, 10 * 1000 + 40);
+        assert_eq!(l.indirect.bytes, indirect);
     }
 
     #[test]

@@ -70,7 +70,8 @@ impl SiteKey {
 pub struct Entry {
     /// The site's identity.
     pub key: SiteKey,
-    /// The stack, innermost first (empty when none was recorded).
+    /// The stack, innermost first, inlined calls expanded into frames of
+    /// their own (empty when none was recorded).
     pub frames: Vec<Frame>,
     /// The size class, by its largest size (0 when entries of several
     /// classes were merged by [`Profile::by_site`]).
@@ -177,8 +178,11 @@ impl Profile {
             let (key, frames) = symbolized
                 .entry(stack)
                 .or_insert_with(|| {
-                    let frames = symbolizer.stack(audit.frames(stack));
-                    (SiteKey::of(&frames), frames)
+                    // Inlined calls expanded, as every view shows them;
+                    // the key stays the physical frames', so a site is the
+                    // same whatever DWARF says is inlined at it.
+                    let frames = symbolizer.stack_inlined(audit.frames(stack));
+                    (SiteKey::physical(&frames), frames)
                 })
                 .clone();
             // Two stack ids can symbolize to one site (the same code

@@ -263,6 +263,7 @@ mod tests {
                 kind: crate::symbolize::FrameKind::Native,
                 column: None,
                 inlined: false,
+                start_line: None,
             })
             .collect()
     }

@@ -75,6 +75,9 @@ pub struct Frame {
     pub column: Option<u32>,
     /// True for a call inlined into the frame after it.
     pub inlined: bool,
+    /// The line where the function is declared (DWARF's `decl_line`), if
+    /// known: what pprof calls a function's start line.
+    pub start_line: Option<u32>,
 }
 
 impl Frame {
@@ -89,6 +92,7 @@ impl Frame {
             kind: FrameKind::Unknown,
             column: None,
             inlined: false,
+            start_line: None,
         }
     }
 }
@@ -145,6 +149,15 @@ fn build_id_hex(obj: &object::File<'_>) -> Option<String> {
     Some(id.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Functions of the symbol tables of `obj`, unsorted.
+fn text_symbols(obj: &object::File<'_>) -> Vec<(u64, u64, String)> {
+    obj.symbols()
+        .chain(obj.dynamic_symbols())
+        .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
+        .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_string())))
+        .collect()
+}
+
 fn load_dwarf(obj: &object::File<'_>) -> Option<Dwarf> {
     obj.section_by_name(".debug_info")?;
     let endian = if obj.is_little_endian() {
@@ -163,7 +176,7 @@ fn load_dwarf(obj: &object::File<'_>) -> Option<Dwarf> {
     addr2line::Context::from_dwarf(dwarf).ok()
 }
 
-fn map_file(path: &str) -> Option<memmap2::Mmap> {
+pub(crate) fn map_file(path: &str) -> Option<memmap2::Mmap> {
     let file = std::fs::File::open(path).ok()?;
     // SAFETY: we map the file read-only; if another process truncates
     // it under us, reads may fault — the same risk every symbolizer that
@@ -195,12 +208,7 @@ impl ElfSymbols {
             }
         }
         let loads = super::LoadTable::of(&obj);
-        let mut symbols: Vec<(u64, u64, String)> = obj
-            .symbols()
-            .chain(obj.dynamic_symbols())
-            .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
-            .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_string())))
-            .collect();
+        let mut symbols = text_symbols(&obj);
         symbols.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         symbols.dedup_by_key(|s| s.0);
         let mut objects: Vec<(u64, u64, String)> = obj
@@ -211,15 +219,22 @@ impl ElfSymbols {
             .collect();
         objects.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         objects.dedup_by_key(|s| s.0);
-        // Debug info in the file, or in the distribution's separate debug
-        // file found by build id.
-        let dwarf = load_dwarf(&obj).or_else(|| {
-            let id = id.as_deref().filter(|i| i.len() > 2)?;
-            let dbg = format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]);
-            let map = map_file(&dbg)?;
-            let obj = object::File::parse(&*map).ok()?;
-            load_dwarf(&obj)
-        });
+        // Debug info in the file, else in a separate debug file; its
+        // symbol table too, which holds the local functions a stripped
+        // library's dynamic symbols lack.
+        let mut dwarf = load_dwarf(&obj);
+        if dwarf.is_none() || obj.section_by_name(".symtab").is_none() {
+            if let Some(dmap) = super::debuginfo::find(path, &obj, id.as_deref()) {
+                if let Ok(dobj) = object::File::parse(&*dmap) {
+                    if dwarf.is_none() {
+                        dwarf = load_dwarf(&dobj);
+                    }
+                    symbols.extend(text_symbols(&dobj));
+                    symbols.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                    symbols.dedup_by_key(|s| s.0);
+                }
+            }
+        }
         Opened::Ok(ElfSymbols {
             loads,
             symbols,
@@ -246,7 +261,7 @@ impl ElfSymbols {
 
     /// DWARF frames for `vaddr`: innermost inlined call first, the real
     /// function last.
-    fn dwarf_frames(&self, vaddr: u64) -> Vec<(Option<String>, Option<String>, Option<u32>)> {
+    fn dwarf_frames(&self, vaddr: u64) -> Vec<DwarfFrame> {
         let Some(ctx) = &self.dwarf else {
             return Vec::new();
         };
@@ -254,7 +269,12 @@ impl ElfSymbols {
         let Ok(mut it) = ctx.find_frames(vaddr).skip_all_loads() else {
             return out;
         };
+        let unit = ctx.find_dwarf_and_unit(vaddr).skip_all_loads();
         while let Ok(Some(f)) = it.next() {
+            let start_line = unit
+                .as_ref()
+                .zip(f.dw_die_offset)
+                .and_then(|(u, off)| decl_line(u, off));
             let name = f
                 .function
                 .as_ref()
@@ -263,10 +283,53 @@ impl ElfSymbols {
                 .location
                 .map(|l| (l.file.map(str::to_string), l.line))
                 .unwrap_or((None, None));
-            out.push((name, file, line));
+            out.push(DwarfFrame {
+                name,
+                file,
+                line,
+                start_line,
+            });
         }
         out
     }
+}
+
+/// What DWARF says of one frame at an address.
+struct DwarfFrame {
+    name: Option<String>,
+    file: Option<String>,
+    line: Option<u32>,
+    start_line: Option<u32>,
+}
+
+/// The `decl_line` of the function whose entry (a subprogram or an inlined
+/// subroutine) is at `offset`, following `abstract_origin` and
+/// `specification` to the declaration that has it (an inlined call's
+/// entry and an out-of-line C++ member's both lack it).
+fn decl_line<R: gimli::Reader>(
+    unit: &gimli::UnitRef<'_, R>,
+    mut offset: gimli::UnitOffset<R::Offset>,
+) -> Option<u32> {
+    // A chain longer than a few links is malformed (or a cycle).
+    for _ in 0..4 {
+        let entry = unit.entry(offset).ok()?;
+        if let Some(line) = entry
+            .attr_value(gimli::DW_AT_decl_line)
+            .ok()
+            .flatten()
+            .and_then(|v| v.udata_value())
+        {
+            return u32::try_from(line).ok();
+        }
+        let next = [gimli::DW_AT_abstract_origin, gimli::DW_AT_specification]
+            .into_iter()
+            .find_map(|at| match entry.attr_value(at).ok().flatten() {
+                Some(gimli::AttributeValue::UnitRef(o)) => Some(o),
+                _ => None,
+            })?;
+        offset = next;
+    }
+    None
 }
 
 /// One line of a perf map.
@@ -551,13 +614,14 @@ impl Symbolizer {
         dwarf
             .into_iter()
             .enumerate()
-            .map(|(i, (name, file, line))| {
+            .map(|(i, d)| {
                 let mut f = frame.clone();
-                if name.is_some() {
-                    f.function = name;
+                if d.name.is_some() {
+                    f.function = d.name;
                 }
-                f.file = file;
-                f.line = line;
+                f.file = d.file;
+                f.line = d.line;
+                f.start_line = d.start_line;
                 f.inlined = i < last;
                 f
             })
@@ -719,5 +783,28 @@ mod tests {
                 .is_some_and(|p| p.ends_with("symbolize.rs")),
             "{f:?}"
         );
+    }
+
+    /// Issue 11: libc's DWARF is in Debian's `libc6-dbg`, found by build
+    /// id, its sections zlib-compressed. A file and line for `malloc` can
+    /// only come from there (the installed libc is stripped).
+    #[test]
+    fn issue_11_libc_resolves_through_its_separate_compressed_debug_file() {
+        let s = Symbolizer::new(own_mappings());
+        let pc = libc::malloc as *const () as usize as u64;
+        let libc_path = s.mapping(pc).map(|m| m.path.clone()).unwrap();
+        let obj_map = map_file(&libc_path).unwrap();
+        let obj = object::File::parse(&*obj_map).unwrap();
+        if super::super::debuginfo::find(&libc_path, &obj, build_id_hex(&obj).as_deref()).is_none()
+        {
+            eprintln!("skipped: no separate debug info for {libc_path} (apt-get install libc6-dbg; .ci/run does)");
+            return;
+        }
+        let f = s.frame(pc, false);
+        assert!(
+            f.function.as_deref().is_some_and(|n| n.contains("malloc")),
+            "{f:?}"
+        );
+        assert!(f.file.is_some() && f.line.is_some(), "{f:?}");
     }
 }

@@ -242,6 +242,41 @@ fn beside_target(snap: &Path) -> u64 {
     b["buffers"][0]["addr"].as_u64().expect("the 1013 buffer")
 }
 
+/// Issue 11 (<https://github.com/leaktrail/leaktrail/issues/11>), item 4:
+/// valgrind's loss records. The tree's definite root owns its three
+/// children, the cycle's first block the second; plain leaks own nothing.
+#[test]
+fn issue_11_definite_groups_carry_the_indirect_bytes_they_own() {
+    let (snap, _) = roots_snapshot();
+    let l = json(&["leaks", "--json"], snap);
+    let owned = |function: &str| -> Vec<(u64, u64, u64)> {
+        l["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .filter(|g| g["kind"] == "definite" && g["stack"][0]["function"] == function)
+            .map(|g| {
+                (
+                    g["bytes"].as_u64().expect("bytes"),
+                    g["indirect_bytes"].as_u64().expect("indirect_bytes"),
+                    g["indirect_blocks"].as_u64().expect("indirect_blocks"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(owned("leak_tree"), [(1007, 3 * 1008, 3)], "{l:#}");
+    assert_eq!(owned("leak_cycle"), [(1006, 1006, 1)], "{l:#}");
+    // Two calls from main: two stacks, two groups.
+    assert_eq!(owned("leak_plain"), [(1010, 0, 0); 2], "{l:#}");
+    let text = String::from_utf8(run(&["leaks"], snap).stdout).expect("utf-8");
+    assert!(
+        text.contains(
+            "definitely lost: 4,031 (1,007 direct, 3,024 indirect) bytes in 1 (+3 indirect) blocks"
+        ),
+        "{text}"
+    );
+}
+
 #[test]
 fn leaks_roots_flag_drops_root_kinds() {
     let (snap, _) = roots_snapshot();

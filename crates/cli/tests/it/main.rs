@@ -11,5 +11,6 @@ mod node;
 mod recording;
 mod snapshot;
 mod support;
+mod symbols;
 mod tracer;
 mod watch;

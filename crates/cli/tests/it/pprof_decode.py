@@ -94,7 +94,8 @@ LINE = {1: ("function_id", "int", False), 2: ("line", "int", False)}
 LOCATION = {1: ("id", "int", False), 2: ("mapping_id", "int", False),
             3: ("address", "int", False), 4: ("line", LINE, True)}
 FUNCTION = {1: ("id", "int", False), 2: ("name", "int", False),
-            3: ("system_name", "int", False), 4: ("filename", "int", False)}
+            3: ("system_name", "int", False), 4: ("filename", "int", False),
+            5: ("start_line", "int", False)}
 PROFILE = {1: ("sample_type", VALUE_TYPE, True), 2: ("sample", SAMPLE, True),
            3: ("mapping", MAPPING, True), 4: ("location", LOCATION, True),
            5: ("function", FUNCTION, True), 6: ("string_table", "str", True),
@@ -122,7 +123,9 @@ def main():
             for line in locs[lid]["line"]:
                 f = funcs[line["function_id"]]
                 stack.append({"function": s[f["name"]], "file": s[f["filename"]],
-                              "line": line["line"]})
+                              "line": line["line"],
+                              "start_line": f["start_line"],
+                              "location": lid})
         samples.append({"values": smp["value"], "stack": stack,
                         "labels": {s[l["key"]]: l["num"] for l in smp["label"]}})
     print(json.dumps({

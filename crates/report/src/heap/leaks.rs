@@ -72,12 +72,23 @@ pub fn text(l: &Leaks, opts: &LeaksOptions) -> String {
         );
     }
     for g in shown {
+        // Valgrind's loss record: a definite group owning indirect blocks
+        // counts them in its total, "N (D direct, I indirect)".
+        let bytes = match (g.indirect_bytes, g.indirect_blocks) {
+            (Some(ib), Some(n)) if n > 0 => format!(
+                "{} ({} direct, {} indirect) bytes in {} (+{} indirect) blocks",
+                count(g.bytes + ib),
+                count(g.bytes),
+                count(ib),
+                count(g.blocks),
+                count(n)
+            ),
+            _ => format!("{} bytes in {} blocks", count(g.bytes), count(g.blocks)),
+        };
         let _ = writeln!(
             o,
-            "\n{}: {} bytes in {} blocks, oldest {:#x} ({} bytes)",
+            "\n{}: {bytes}, oldest {:#x} ({} bytes)",
             g.kind.describe(),
-            count(g.bytes),
-            count(g.blocks),
             g.example_address,
             count(g.example_size)
         );

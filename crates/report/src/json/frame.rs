@@ -27,6 +27,9 @@ pub struct FrameRecord<'a> {
     /// Present, and true, for a call inlined into the frame after it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub inlined: bool,
+    /// The line where the function is declared, absent if unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_line: Option<u32>,
 }
 
 impl<'a> From<&'a Frame> for FrameRecord<'a> {
@@ -41,6 +44,7 @@ impl<'a> From<&'a Frame> for FrameRecord<'a> {
             kind: kind_name(f.kind),
             column: f.column,
             inlined: f.inlined,
+            start_line: f.start_line,
         }
     }
 }
@@ -76,6 +80,7 @@ pub(crate) mod tests {
             kind: FrameKind::Js,
             column: Some(3),
             inlined: true,
+            start_line: Some(10),
         }
     }
 
@@ -91,6 +96,7 @@ pub(crate) mod tests {
             kind: FrameKind::Unknown,
             column: None,
             inlined: false,
+            start_line: None,
         }
     }
 
@@ -108,7 +114,8 @@ pub(crate) mod tests {
   "module_offset": 256,
   "kind": "js",
   "column": 3,
-  "inlined": true
+  "inlined": true,
+  "start_line": 10
 }"#,
         );
         assert_json(

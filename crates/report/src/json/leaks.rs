@@ -61,6 +61,13 @@ pub struct LeakGroupRecord<'a> {
     pub stack_id: u32,
     /// The allocation stack, innermost first.
     pub stack: Vec<FrameRecord<'a>>,
+    /// Definitely lost groups: bytes of the indirectly lost blocks they
+    /// own; absent for the other kinds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indirect_bytes: Option<u64>,
+    /// Definitely lost groups: how many indirectly lost blocks they own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indirect_blocks: Option<u64>,
 }
 
 impl From<Tally> for TallyRecord {
@@ -83,6 +90,8 @@ impl<'a> From<&'a Group> for LeakGroupRecord<'a> {
             example_time_ns: g.example_time_ns,
             stack_id: g.stack_id.0,
             stack: frame::stack(&g.stack),
+            indirect_bytes: g.indirect_bytes,
+            indirect_blocks: g.indirect_blocks,
         }
     }
 }
@@ -137,6 +146,8 @@ mod tests {
                 example_time_ns: 9,
                 stack_id: leaktrail_format::StackId(2),
                 stack: vec![bare_frame()],
+                indirect_bytes: None,
+                indirect_blocks: None,
             }],
             scanned_bytes: 100,
             root_bytes: 50,
