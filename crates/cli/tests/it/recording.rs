@@ -136,3 +136,38 @@ fn maps_diff_of_two_snapshots_names_the_grown_heap_first() {
     let delta = first["delta"].as_i64().expect("delta");
     assert!(delta >= 5 << 20, "the heap grew by about 6 MiB: {delta}");
 }
+
+/// Issue 13, item 2 (<https://leaktrail/issues/13>): `run` of a program that
+/// exits at once ends with it, not at the watcher's next tick. With a 10 s
+/// interval the old sampler slept the whole interval; 5 s leaves any loaded
+/// machine room and still fails without the fix.
+#[test]
+fn issue_13_run_of_true_ends_with_the_program_not_at_the_next_interval() {
+    let dir = scratch("run-true-latency");
+    let started = std::time::Instant::now();
+    let out = success(
+        leaktrail()
+            .args(["run", "--interval", "10s", "--out"])
+            .arg(&dir)
+            .args(["--", "/bin/true"]),
+    );
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "run -- /bin/true took {took:?} with --interval 10s: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The recording is whole: the first sample, its end, the exit snapshot.
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["end"]["reason"], "exited", "{meta}");
+    assert!(std::fs::read_to_string(dir.join("samples.jsonl"))
+        .unwrap()
+        .starts_with("{\"i\":0"));
+    let exit_snapshots = std::fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with("-exit.core"))
+        .count();
+    assert_eq!(exit_snapshots, 1);
+}
