@@ -260,10 +260,12 @@ impl Recorder {
     /// once the first watch sample is on disk.
     fn start(
         pid: i32,
+        header_addr: u64,
         opts: &RecordOptions,
         problems: &Arc<Mutex<Vec<String>>>,
     ) -> Result<Recorder, Error> {
-        let watch = WatchOptions::new(opts.interval, None, opts.out.clone());
+        let mut watch = WatchOptions::new(opts.interval, None, opts.out.clone());
+        watch.tracer_header = (header_addr != 0).then_some(header_addr);
         let watcher = Watcher::attach(pid, watch)?;
         let dir = watcher.dir().to_path_buf();
         let stop_watch = watcher.stop_handle();
@@ -355,7 +357,7 @@ impl Traced {
         let mut failed: Option<Error> = None;
         let status = self.wait(|notice| match notice {
             Notice::Start(n) if recorder.is_none() && failed.is_none() => {
-                match Recorder::start(n.pid, &opts, &problems) {
+                match Recorder::start(n.pid, n.header_addr, &opts, &problems) {
                     Ok(r) => recorder = Some(r),
                     Err(e) => failed = Some(e),
                 }

@@ -60,6 +60,11 @@ pub struct WatchOptions {
     pub detail_gap: Duration,
     /// Send a launched target's stdout to `/dev/null`.
     pub quiet_target: bool,
+    /// The tracer's audit-region header in the target, when known (`run`
+    /// learns it from the start hand-over): its mapping is then the
+    /// tracer's, not the program's, also on kernels that do not show
+    /// `[anon:leaktrail]` (see [`leaktrail_recording::maps::mark_tracer`]).
+    pub tracer_header: Option<u64>,
 }
 
 impl Default for WatchOptions {
@@ -72,6 +77,7 @@ impl Default for WatchOptions {
             detail_every: 10,
             detail_gap: Duration::from_secs(60),
             quiet_target: false,
+            tracer_header: None,
         }
     }
 }
@@ -398,10 +404,13 @@ impl Watcher {
                 if now >= next_full {
                     let began = Instant::now();
                     let cpu_began = thread_cpu_seconds();
-                    let maps: Vec<Mapping> = match procfs::read_smaps(self.pid)? {
+                    let mut maps: Vec<Mapping> = match procfs::read_smaps(self.pid)? {
                         Reading::Present(m) => m,
                         Reading::Gone => return Ok(EndReason::Exited),
                     };
+                    if let Some(header) = self.options.tracer_header {
+                        leaktrail_recording::maps::mark_tracer(&mut maps, header);
+                    }
                     // A reused pid is another process: stop rather than mix.
                     match procfs::read_stat(self.pid) {
                         Ok(s) if s.start_time == self.start_time && s.state != 'Z' => {}
