@@ -409,7 +409,12 @@ impl Watcher {
                         Reading::Gone => return Ok(EndReason::Exited),
                     };
                     if let Some(header) = self.options.tracer_header {
-                        leaktrail_recording::maps::mark_tracer(&mut maps, header);
+                        // One read of the header (its descriptors name the
+                        // tables), charged to the smaps budget with the rest.
+                        let readable = maps.iter().map(|m| (m.start, m.end)).collect();
+                        let mem = crate::memory::ProcessMemory::new(self.pid, readable);
+                        let ranges = leaktrail_recording::audit::locate(&mem, header);
+                        leaktrail_recording::maps::mark_tracer(&mut maps, header, &ranges);
                     }
                     // A reused pid is another process: stop rather than mix.
                     match procfs::read_stat(self.pid) {

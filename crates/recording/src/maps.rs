@@ -530,13 +530,34 @@ pub const TRACER_NAME: &str = "[anon:leaktrail]";
 /// Marks the tracer's audit region by its header's address, for kernels
 /// that do not show anonymous-mapping names: the mapping that starts at
 /// `header` (the tracer maps a `PROT_NONE` page below its header so that
-/// the header always starts a mapping) and that guard page. We cannot read
-/// the target's memory on every sample, so the tables the header points to
-/// stay where the rules put them there (`anon`, usually); with names, rule 0
-/// finds them all. Call after [`classify`].
-pub fn mark_tracer(mappings: &mut [Mapping], header: u64) {
+/// the header always starts a mapping), that guard page, and every
+/// anonymous mapping lying wholly inside `ranges` (the tables, from the
+/// header's descriptors: [`crate::audit::locate`]). Without names the
+/// kernel merges neighbouring anonymous mappings, so a table merged with
+/// the program's memory stays where the rules put it. Call after
+/// [`classify`].
+pub fn mark_tracer(mappings: &mut [Mapping], header: u64, ranges: &[(u64, u64)]) {
     if header == 0 {
         return;
+    }
+    let page = |a: u64| a & !(leaktrail_format::PAGE_SIZE - 1);
+    let mut spans: Vec<(u64, u64)> = ranges
+        .iter()
+        .map(|&(a, b)| (page(a), page(b + leaktrail_format::PAGE_SIZE - 1)))
+        .collect();
+    spans.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in spans {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    for m in mappings.iter_mut() {
+        let inside = merged.iter().any(|&(a, b)| a <= m.start && m.end <= b);
+        if inside && m.is_anonymous() && !m.is_shared() && m.path.is_empty() {
+            m.region = Region::Tracer;
+        }
     }
     if let Some(i) = mappings
         .iter()
@@ -692,7 +713,7 @@ Rss:                 512 kB
         assert_eq!(maps[0].region, Region::Tracer);
         // Without names the header looks like a thread stack above its guard.
         assert_eq!(maps[2].region, Region::Stack);
-        mark_tracer(&mut maps, 0x7f1000001000);
+        mark_tracer(&mut maps, 0x7f1000001000, &[]);
         let got: Vec<Region> = maps.iter().map(|m| m.region).collect();
         assert_eq!(
             got,
@@ -701,6 +722,17 @@ Rss:                 512 kB
         let by = RegionBytes::of(&maps);
         assert_eq!((by.tracer, by.anon, by.stack), (84 << 10, 512 << 10, 0));
         assert_eq!(by.program(), 512 << 10);
+        // A table the header points to, wholly inside its range, is the
+        // tracer's too; a range that covers only part of a mapping (merged
+        // with the program's memory) claims nothing.
+        let mut maps = parse_smaps(text).unwrap();
+        classify(&mut maps, &[]);
+        mark_tracer(&mut maps, 0x7f1000001000, &[(0x7f2000000000, 0x7f2000100000)]);
+        assert_eq!(maps[3].region, Region::Tracer);
+        let mut maps = parse_smaps(text).unwrap();
+        classify(&mut maps, &[]);
+        mark_tracer(&mut maps, 0x7f1000001000, &[(0x7f2000000000, 0x7f2000080000)]);
+        assert_eq!(maps[3].region, Region::Anon);
         // Written as `leaktrail`, and old recordings without it read as 0.
         let json = serde_json::to_string(&by).unwrap();
         assert!(json.contains("\"leaktrail\":86016"), "{json}");
