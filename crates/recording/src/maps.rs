@@ -727,11 +727,19 @@ Rss:                 512 kB
         // with the program's memory) claims nothing.
         let mut maps = parse_smaps(text).unwrap();
         classify(&mut maps, &[]);
-        mark_tracer(&mut maps, 0x7f1000001000, &[(0x7f2000000000, 0x7f2000100000)]);
+        mark_tracer(
+            &mut maps,
+            0x7f1000001000,
+            &[(0x7f2000000000, 0x7f2000100000)],
+        );
         assert_eq!(maps[3].region, Region::Tracer);
         let mut maps = parse_smaps(text).unwrap();
         classify(&mut maps, &[]);
-        mark_tracer(&mut maps, 0x7f1000001000, &[(0x7f2000000000, 0x7f2000080000)]);
+        mark_tracer(
+            &mut maps,
+            0x7f1000001000,
+            &[(0x7f2000000000, 0x7f2000080000)],
+        );
         assert_eq!(maps[3].region, Region::Anon);
         // Written as `leaktrail`, and old recordings without it read as 0.
         let json = serde_json::to_string(&by).unwrap();
