@@ -24,7 +24,7 @@ use leaktrail_format::UnwindMode;
 use leaktrail_recording::dir::snapshots::Snapshots;
 
 use crate::snapshot::{self, MemoryMode};
-use crate::watch::{WatchOptions, Watcher};
+use crate::watch::{StopHandle, WatchOptions, Watcher};
 use crate::Error;
 
 /// How to trace.
@@ -252,6 +252,7 @@ struct Recorder {
     watching: std::thread::JoinHandle<Result<crate::watch::Outcome, Error>>,
     timer: Option<std::thread::JoinHandle<()>>,
     stop: Stop,
+    stop_watch: StopHandle,
 }
 
 impl Recorder {
@@ -259,12 +260,15 @@ impl Recorder {
     /// once the first watch sample is on disk.
     fn start(
         pid: i32,
+        header_addr: u64,
         opts: &RecordOptions,
         problems: &Arc<Mutex<Vec<String>>>,
     ) -> Result<Recorder, Error> {
-        let watch = WatchOptions::new(opts.interval, None, opts.out.clone());
+        let mut watch = WatchOptions::new(opts.interval, None, opts.out.clone());
+        watch.tracer_header = (header_addr != 0).then_some(header_addr);
         let watcher = Watcher::supervised(pid, watch)?;
         let dir = watcher.dir().to_path_buf();
+        let stop_watch = watcher.stop_handle();
         let snapshots = Snapshots::of(&dir)?;
         let (first_tx, first_rx) = std::sync::mpsc::channel::<()>();
         let watching = std::thread::spawn(move || {
@@ -305,12 +309,15 @@ impl Recorder {
             watching,
             timer,
             stop,
+            stop_watch,
         })
     }
 
-    /// Stops the timer and waits for the sampler (which ends with the
-    /// process).
+    /// Stops the timer and the sampler (the program has been reaped; the
+    /// sampler has most likely seen the exit on its pidfd already) and
+    /// waits for both.
     fn finish(self, problems: &Arc<Mutex<Vec<String>>>) -> (PathBuf, Snapshots) {
+        self.stop_watch.stop();
         {
             let (lock, cvar) = &*self.stop;
             *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
@@ -350,7 +357,7 @@ impl Traced {
         let mut failed: Option<Error> = None;
         let status = self.wait(|notice| match notice {
             Notice::Start(n) if recorder.is_none() && failed.is_none() => {
-                match Recorder::start(n.pid, &opts, &problems) {
+                match Recorder::start(n.pid, n.header_addr, &opts, &problems) {
                     Ok(r) => recorder = Some(r),
                     Err(e) => failed = Some(e),
                 }

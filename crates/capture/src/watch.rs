@@ -25,8 +25,10 @@
 //! gap (one minute by default) is what bounds a long watch's disk use to
 //! some 45 MB an hour there.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::launch::Launched;
@@ -58,6 +60,11 @@ pub struct WatchOptions {
     pub detail_gap: Duration,
     /// Send a launched target's stdout to `/dev/null`.
     pub quiet_target: bool,
+    /// The tracer's audit-region header in the target, when known (`run`
+    /// learns it from the start hand-over): its mapping is then the
+    /// tracer's, not the program's, also on kernels that do not show
+    /// `[anon:leaktrail]` (see [`leaktrail_recording::maps::mark_tracer`]).
+    pub tracer_header: Option<u64>,
 }
 
 impl Default for WatchOptions {
@@ -70,6 +77,7 @@ impl Default for WatchOptions {
             detail_every: 10,
             detail_gap: Duration::from_secs(60),
             quiet_target: false,
+            tracer_header: None,
         }
     }
 }
@@ -128,6 +136,87 @@ fn thread_cpu_seconds() -> Option<f64> {
     (rc == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
 }
 
+/// Tells a running watch that its process is gone (the supervisor has
+/// reaped it), so that the sampler stops now instead of at its next tick.
+/// Cheap to clone; stopping twice is harmless.
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    write: Arc<OwnedFd>,
+}
+
+impl StopHandle {
+    /// Wakes the sampler and makes it end the watch as exited.
+    pub fn stop(&self) {
+        // SAFETY: a one-byte write from a valid buffer to our own pipe; a
+        // full pipe (EAGAIN) means the sampler has been told already.
+        unsafe { libc::write(self.write.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+    }
+}
+
+/// What the sampler sleeps on between samples: the process's pidfd, which
+/// turns readable the moment it exits (Linux 5.3+; the sampler then checks
+/// every 50 ms as before), and the read end of the [`StopHandle`] pipe.
+/// `poll` on both is how a watch of `/bin/true` ends within a millisecond
+/// of the exit rather than a whole interval later (issue 13).
+struct ExitWatch {
+    pidfd: Option<OwnedFd>,
+    stop: Option<OwnedFd>,
+}
+
+impl ExitWatch {
+    fn open(pid: i32, stop: Option<OwnedFd>) -> ExitWatch {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new
+        // descriptor or -1; nothing is read from our memory.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let pidfd = (fd >= 0).then(|| {
+            // SAFETY: the kernel just returned this descriptor to us.
+            unsafe { OwnedFd::from_raw_fd(fd as i32) }
+        });
+        ExitWatch { pidfd, stop }
+    }
+
+    /// Sleeps up to `timeout`; true if the process exited or a stop came.
+    fn wait(&self, timeout: Duration) -> bool {
+        let mut fds: Vec<libc::pollfd> = [&self.pidfd, &self.stop]
+            .into_iter()
+            .flatten()
+            .map(|fd| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // Round up: a 0 ms poll for the last 0.4 ms would spin.
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfds that lives
+        // across the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        n > 0 && fds.iter().any(|f| f.revents != 0)
+    }
+}
+
+/// A pipe for a [`StopHandle`]: close-on-exec, the write end non-blocking.
+fn stop_pipe() -> Result<(OwnedFd, OwnedFd), Error> {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` is a valid out-array of two descriptors.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    if r != 0 {
+        return Err(Error::Sys {
+            what: "create the watch's stop pipe".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: pipe2 just returned these two descriptors to us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The watcher's ends of its stop pipe.
+#[derive(Debug)]
+struct StopPipe {
+    read: Option<OwnedFd>,
+    write: Arc<OwnedFd>,
+}
+
 /// A watch that is ready to run: the process is readable and the recording
 /// directory exists with its `meta.json`.
 #[derive(Debug)]
@@ -138,6 +227,7 @@ pub struct Watcher {
     writer: RecordingWriter,
     meta: Meta,
     options: WatchOptions,
+    stop: StopPipe,
 }
 
 /// How a watch went.
@@ -219,8 +309,13 @@ impl Watcher {
             memory_limit: procfs::memory_limit(pid),
             end: None,
         };
+        let (read, write) = stop_pipe()?;
         let writer = RecordingWriter::create(&dir, &meta)?;
         Ok(Watcher {
+            stop: StopPipe {
+                read: Some(read),
+                write: Arc::new(write),
+            },
             pid,
             start_time: stat.start_time,
             child,
@@ -228,6 +323,14 @@ impl Watcher {
             meta,
             options,
         })
+    }
+
+    /// A handle that ends the watch at once (as exited) from another
+    /// thread: `leaktrail run` stops it when it has reaped the program.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            write: self.stop.write.clone(),
+        }
     }
 
     /// The watched pid.
@@ -285,6 +388,7 @@ impl Watcher {
         let mut last_detail_at = start;
         // The last full sample whose detail was not written, to keep at the end.
         let mut pending: Option<Detail> = None;
+        let exit = ExitWatch::open(self.pid, self.stop.read.take());
         let result = (|| -> Result<EndReason, Error> {
             loop {
                 if let Some(reason) = self.stop_reason(start)? {
@@ -310,10 +414,18 @@ impl Watcher {
                 if now >= next_full {
                     let began = Instant::now();
                     let cpu_began = thread_cpu_seconds();
-                    let maps: Vec<Mapping> = match procfs::read_smaps(self.pid)? {
+                    let mut maps: Vec<Mapping> = match procfs::read_smaps(self.pid)? {
                         Reading::Present(m) => m,
                         Reading::Gone => return Ok(EndReason::Exited),
                     };
+                    if let Some(header) = self.options.tracer_header {
+                        // One read of the header (its descriptors name the
+                        // tables), charged to the smaps budget with the rest.
+                        let readable = maps.iter().map(|m| (m.start, m.end)).collect();
+                        let mem = crate::memory::ProcessMemory::new(self.pid, readable);
+                        let ranges = leaktrail_recording::audit::locate(&mem, header);
+                        leaktrail_recording::maps::mark_tracer(&mut maps, header, &ranges);
+                    }
                     // A reused pid is another process: stop rather than mix.
                     match procfs::read_stat(self.pid) {
                         Ok(s) if s.start_time == self.start_time && s.state != 'Z' => {}
@@ -368,7 +480,12 @@ impl Watcher {
                         return Ok(reason);
                     }
                     let left = next.saturating_duration_since(Instant::now());
-                    std::thread::sleep(left.min(Duration::from_millis(50)));
+                    if exit.wait(left.min(Duration::from_millis(50))) {
+                        // Exited (or the supervisor reaped it): one more
+                        // check lets a launched child be reaped with its
+                        // status.
+                        return Ok(self.stop_reason(start)?.unwrap_or(EndReason::Exited));
+                    }
                 }
             }
         })();

@@ -13,6 +13,12 @@
 //!
 //! Every mapping belongs to exactly one [`Region`]; the rules, in order:
 //!
+//! 0. The tracer's own memory (its audit region, the guard page below its
+//!    header, its tables) is [`Region::Tracer`], never the program's: the
+//!    tracer names every mapping it makes `[anon:leaktrail]`, and on kernels
+//!    without anonymous-mapping names (before 5.17, or without
+//!    `CONFIG_ANON_VMA_NAME`) [`mark_tracer`] takes the header's address,
+//!    which `leaktrail run` learns from the start hand-over (issue 13).
 //! 1. `[heap]` is the brk heap. `[stack]` (and `[stack:TID]` on old
 //!    kernels) is the main thread's stack. Names set with
 //!    `PR_SET_VMA_ANON_NAME` by glibc's `glibc.mem.decorate_maps` tunable
@@ -87,10 +93,16 @@ pub enum Region {
     File,
     /// Shared memory: tmpfs, SysV, memfd, shared anonymous mappings.
     Shmem,
+    /// leaktrail's own memory in the target: the tracer's audit region.
+    /// Not one of the program's regions ([`Region::ALL`]): `trend` judges
+    /// the program without it and reports show it on a line of its own.
+    #[serde(rename = "leaktrail")]
+    Tracer,
 }
 
 impl Region {
-    /// Every region, in display order.
+    /// The program's regions, in display order ([`Region::Tracer`] is
+    /// not among them).
     pub const ALL: [Region; 5] = [
         Region::Heap,
         Region::Anon,
@@ -107,12 +119,16 @@ impl Region {
             Region::Stack => "stack",
             Region::File => "file",
             Region::Shmem => "shmem",
+            Region::Tracer => "leaktrail",
         }
     }
 
     /// The region with that name.
     pub fn from_name(name: &str) -> Option<Region> {
-        Region::ALL.into_iter().find(|r| r.name() == name)
+        Region::ALL
+            .into_iter()
+            .chain([Region::Tracer])
+            .find(|r| r.name() == name)
     }
 }
 
@@ -135,6 +151,15 @@ pub struct RegionBytes {
     pub file: u64,
     /// `shmem` bytes.
     pub shmem: u64,
+    /// The tracer's own bytes ([`Region::Tracer`]), not the program's.
+    /// Absent from recordings made before issue 13 (and written only when
+    /// there are any), which read as 0.
+    #[serde(default, rename = "leaktrail", skip_serializing_if = "is_zero")]
+    pub tracer: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl RegionBytes {
@@ -146,6 +171,7 @@ impl RegionBytes {
             Region::Stack => self.stack,
             Region::File => self.file,
             Region::Shmem => self.shmem,
+            Region::Tracer => self.tracer,
         }
     }
 
@@ -157,6 +183,7 @@ impl RegionBytes {
             Region::Stack => &mut self.stack,
             Region::File => &mut self.file,
             Region::Shmem => &mut self.shmem,
+            Region::Tracer => &mut self.tracer,
         }
     }
 
@@ -167,6 +194,11 @@ impl RegionBytes {
             *out.get_mut(m.region) += m.rss;
         }
         out
+    }
+
+    /// The program's resident bytes: every region but the tracer's.
+    pub fn program(&self) -> u64 {
+        Region::ALL.iter().map(|&r| self.get(r)).sum()
     }
 }
 
@@ -440,7 +472,9 @@ pub fn classify(mappings: &mut [Mapping], stack_pointers: &[u64]) {
     for i in 0..mappings.len() {
         let m = &mappings[i];
         let path = m.path.as_str();
-        let region = if path == "[heap]"
+        let region = if path.starts_with(TRACER_NAME) {
+            Region::Tracer
+        } else if path == "[heap]"
             || path.starts_with("[anon: glibc: malloc")
             || path.starts_with("[anon:glibc: malloc")
         {
@@ -486,6 +520,55 @@ pub fn classify(mappings: &mut [Mapping], stack_pointers: &[u64]) {
     }
     for (m, r) in mappings.iter_mut().zip(regions) {
         m.region = r;
+    }
+}
+
+/// The name the tracer gives its mappings (`PR_SET_VMA_ANON_NAME`), as
+/// `/proc/PID/maps` shows it.
+pub const TRACER_NAME: &str = "[anon:leaktrail]";
+
+/// Marks the tracer's audit region by its header's address, for kernels
+/// that do not show anonymous-mapping names: the mapping that starts at
+/// `header` (the tracer maps a `PROT_NONE` page below its header so that
+/// the header always starts a mapping), that guard page, and every
+/// anonymous mapping lying wholly inside `ranges` (the tables, from the
+/// header's descriptors: [`crate::audit::locate`]). Without names the
+/// kernel merges neighbouring anonymous mappings, so a table merged with
+/// the program's memory stays where the rules put it. Call after
+/// [`classify`].
+pub fn mark_tracer(mappings: &mut [Mapping], header: u64, ranges: &[(u64, u64)]) {
+    if header == 0 {
+        return;
+    }
+    let page = |a: u64| a & !(leaktrail_format::PAGE_SIZE - 1);
+    let mut spans: Vec<(u64, u64)> = ranges
+        .iter()
+        .map(|&(a, b)| (page(a), page(b + leaktrail_format::PAGE_SIZE - 1)))
+        .collect();
+    spans.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in spans {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    for m in mappings.iter_mut() {
+        let inside = merged.iter().any(|&(a, b)| a <= m.start && m.end <= b);
+        if inside && m.is_anonymous() && !m.is_shared() && m.path.is_empty() {
+            m.region = Region::Tracer;
+        }
+    }
+    if let Some(i) = mappings
+        .iter()
+        .position(|m| m.start == header && m.is_anonymous() && !m.is_shared())
+    {
+        mappings[i].region = Region::Tracer;
+        if let Some(g) = i.checked_sub(1).map(|g| &mut mappings[g]) {
+            if g.end == header && g.is_inaccessible() && g.is_anonymous() {
+                g.region = Region::Tracer;
+            }
+        }
     }
 }
 
@@ -611,6 +694,63 @@ Rss:                  ";
         let by = RegionBytes::of(&maps);
         assert_eq!(by.heap, (12 + 132 + 4) * 1024);
         assert_eq!(by.stack, (16 + 20) * 1024);
+    }
+
+    /// Issue 13: the tracer's mappings are its own, by name or by header.
+    #[test]
+    fn tracer_memory_is_not_the_programs() {
+        let text = "\
+7f0000000000-7f0000010000 rw-p 00000000 00:00 0                          [anon:leaktrail]
+Rss:                  64 kB
+7f1000000000-7f1000001000 ---p 00000000 00:00 0 
+7f1000001000-7f1000031000 rw-p 00000000 00:00 0 
+Rss:                  20 kB
+7f2000000000-7f2000100000 rw-p 00000000 00:00 0 
+Rss:                 512 kB
+";
+        let mut maps = parse_smaps(text).unwrap();
+        classify(&mut maps, &[]);
+        assert_eq!(maps[0].region, Region::Tracer);
+        // Without names the header looks like a thread stack above its guard.
+        assert_eq!(maps[2].region, Region::Stack);
+        mark_tracer(&mut maps, 0x7f1000001000, &[]);
+        let got: Vec<Region> = maps.iter().map(|m| m.region).collect();
+        assert_eq!(
+            got,
+            vec![Region::Tracer, Region::Tracer, Region::Tracer, Region::Anon]
+        );
+        let by = RegionBytes::of(&maps);
+        assert_eq!((by.tracer, by.anon, by.stack), (84 << 10, 512 << 10, 0));
+        assert_eq!(by.program(), 512 << 10);
+        // A table the header points to, wholly inside its range, is the
+        // tracer's too; a range that covers only part of a mapping (merged
+        // with the program's memory) claims nothing.
+        let mut maps = parse_smaps(text).unwrap();
+        classify(&mut maps, &[]);
+        mark_tracer(
+            &mut maps,
+            0x7f1000001000,
+            &[(0x7f2000000000, 0x7f2000100000)],
+        );
+        assert_eq!(maps[3].region, Region::Tracer);
+        let mut maps = parse_smaps(text).unwrap();
+        classify(&mut maps, &[]);
+        mark_tracer(
+            &mut maps,
+            0x7f1000001000,
+            &[(0x7f2000000000, 0x7f2000080000)],
+        );
+        assert_eq!(maps[3].region, Region::Anon);
+        // Written as `leaktrail`, and old recordings without it read as 0.
+        let json = serde_json::to_string(&by).unwrap();
+        assert!(json.contains("\"leaktrail\":86016"), "{json}");
+        let old: RegionBytes =
+            serde_json::from_str(r#"{"heap":1,"anon":2,"stack":3,"file":4,"shmem":5}"#).unwrap();
+        assert_eq!((old.tracer, old.program()), (0, 15));
+        assert_eq!(
+            serde_json::to_string(&Region::Tracer).unwrap(),
+            "\"leaktrail\""
+        );
     }
 
     #[test]

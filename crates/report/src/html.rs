@@ -408,6 +408,9 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
                 );
             }
             out.push_str("</table>");
+            if t.tracer_bytes > 0 {
+                let _ = write!(out, "<p>{}</p>", escape(&text::tracer_line(t.tracer_bytes)));
+            }
         }
     }
     out.push_str("</section>");

@@ -53,6 +53,7 @@ fn color(r: Option<Region>) -> &'static str {
         Some(Region::Stack) => "#2ca02c",
         Some(Region::File) => "#9467bd",
         Some(Region::Shmem) => "#ff7f0e",
+        Some(Region::Tracer) => "#7f7f7f",
     }
 }
 
@@ -99,7 +100,9 @@ pub fn trend_chart(samples: &[Sample], trend: &Trend, options: &SvgOptions) -> S
     let (left, right, top, bottom) = (80.0, 150.0, 48.0, 48.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
     let t_max = samples.last().map_or(1.0, |s| s.t).max(1e-3);
-    let v_max = samples.iter().map(|s| s.rss).max().unwrap_or(1).max(1) as f64 * 1.08;
+    // The program's RSS, as trend judged it: the tracer's memory left out.
+    let program = leaktrail_analysis::trend::program_rss(samples);
+    let v_max = program.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.08;
     let x = |t: f64| left + pw * (t / t_max).clamp(0.0, 1.0);
     let y = |v: f64| top + ph * (1.0 - (v / v_max).clamp(0.0, 1.0));
 
@@ -185,8 +188,9 @@ pub fn trend_chart(samples: &[Sample], trend: &Trend, options: &SvgOptions) -> S
     let mut series: Vec<(Option<Region>, String)> = Vec::new();
     let total: Vec<String> = samples
         .iter()
+        .zip(&program)
         .step_by(stride)
-        .map(|s| format!("{:.1},{:.1}", x(s.t), y(s.rss as f64)))
+        .map(|(s, &v)| format!("{:.1},{:.1}", x(s.t), y(v as f64)))
         .collect();
     series.push((None, total.join(" ")));
     for r in Region::ALL {

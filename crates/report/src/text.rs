@@ -98,6 +98,9 @@ pub fn trend(t: &Trend) -> String {
         }
     }
     out.push('\n');
+    if t.tracer_bytes > 0 {
+        let _ = writeln!(out, "{}", tracer_line(t.tracer_bytes));
+    }
     if let Some(r) = &t.growth_region {
         let _ = writeln!(out, "growth:   in {r}");
     }
@@ -118,6 +121,14 @@ pub fn trend(t: &Trend) -> String {
         );
     }
     out
+}
+
+/// The tracer's own memory, kept apart from the program's figures.
+pub fn tracer_line(bytes_: u64) -> String {
+    format!(
+        "leaktrail's own: {} (the tracer's audit region; not counted above)",
+        bytes(bytes_ as f64)
+    )
 }
 
 /// One line of the live view: time, RSS, change since the previous
@@ -159,6 +170,14 @@ pub fn maps_diff(d: &MapsDiff, limit: usize) -> String {
         bytes(d.rss_b as f64),
         signed_bytes(d.delta as f64)
     );
+    if d.tracer_a > 0 || d.tracer_b > 0 {
+        let _ = writeln!(
+            out,
+            "leaktrail's own: {} -> {} (the tracer's audit region; not counted above)",
+            bytes(d.tracer_a as f64),
+            bytes(d.tracer_b as f64)
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -286,11 +305,13 @@ mod tests {
             analysed_samples: 25,
             duration_seconds: 4.0,
             rss_bytes: 9 << 20,
+            tracer_bytes: 12 << 20,
             mann_kendall: None,
             fit: None,
         }
     }
 
+    /// The tracer's own line is there (issue 13).
     #[test]
     fn trend_text() {
         let text = trend(&trend_fixture());
@@ -299,6 +320,7 @@ verdict:  growing  +7.0 GiB/h (95% CI +6.5 GiB/h .. +7.5 GiB/h)
           steady increasing trend (Mann-Kendall p < 1e-6)
 samples:  40 over 4s; the first 1.5s excluded as warm-up; 25 analysed
 rss:      9.0 MiB at the last sample; limit 1.0 GiB (cgroup memory.max), reached in ~3h05m at this rate
+leaktrail's own: 12.0 MiB (the tracer's audit region; not counted above)
 growth:   in heap
 
 region  verdict                slope         rss

@@ -356,8 +356,13 @@ pub struct Trend {
     pub analysed_samples: usize,
     /// Time from the first to the last sample.
     pub duration_seconds: f64,
-    /// RSS at the last sample.
+    /// The program's RSS at the last sample (the tracer's own memory left
+    /// out).
     pub rss_bytes: u64,
+    /// leaktrail's own resident memory in the target at the last full
+    /// sample (the tracer's audit region), which every figure above leaves
+    /// out (issue 13).
+    pub tracer_bytes: u64,
     /// The trend test over the analysed window.
     pub mann_kendall: Option<MannKendall>,
     /// The fitted line, for charts.
@@ -368,6 +373,23 @@ fn per_hour(x: f64) -> f64 {
     x * 3600.0
 }
 
+/// The program's RSS at each sample: the kernel's total less the tracer's
+/// own memory as of the latest full sample (samples between full ones carry
+/// it forward). The audit region grows with the program's live blocks; left
+/// in, a steady leak gained a false warm-up and a weaker trend (issue 13).
+pub fn program_rss(samples: &[Sample]) -> Vec<u64> {
+    let mut tracer = 0u64;
+    samples
+        .iter()
+        .map(|s| {
+            if let Some(r) = s.regions {
+                tracer = r.tracer;
+            }
+            s.rss.saturating_sub(tracer)
+        })
+        .collect()
+}
+
 /// The trend of a recording.
 pub fn analyse(recording: &Recording) -> Trend {
     analyse_samples(&recording.meta, &recording.samples)
@@ -376,11 +398,18 @@ pub fn analyse(recording: &Recording) -> Trend {
 /// The trend of a series of samples (also used on a watch in progress).
 pub fn analyse_samples(meta: &Meta, samples: &[Sample]) -> Trend {
     let t0 = samples.first().map_or(0.0, |s| s.t);
+    let program = program_rss(samples);
+    let tracer = samples
+        .iter()
+        .rev()
+        .find_map(|s| s.regions.map(|r| r.tracer))
+        .unwrap_or(0);
     let total: Vec<Point> = samples
         .iter()
-        .map(|s| Point {
+        .zip(&program)
+        .map(|(s, &v)| Point {
             t: s.t - t0,
-            v: s.rss as f64,
+            v: v as f64,
         })
         .collect();
     let reduced = reduce(&total, MAX_POINTS);
@@ -442,11 +471,13 @@ pub fn analyse_samples(meta: &Meta, samples: &[Sample]) -> Trend {
         None
     };
 
-    let rss_bytes = samples.last().map_or(0, |s| s.rss);
+    let rss_bytes = program.last().copied().unwrap_or(0);
     let fit = a.fit;
     let time_to_limit_seconds = match (a.verdict, fit, meta.memory_limit) {
         (Verdict::Growing, Some(f), Some(limit)) if f.slope > 0.0 => {
-            Some((limit.bytes.saturating_sub(rss_bytes)) as f64 / f.slope)
+            // The limit counts all the memory, the tracer's included.
+            let all = samples.last().map_or(0, |s| s.rss);
+            Some((limit.bytes.saturating_sub(all)) as f64 / f.slope)
         }
         _ => None,
     };
@@ -466,6 +497,7 @@ pub fn analyse_samples(meta: &Meta, samples: &[Sample]) -> Trend {
         analysed_samples: window.len(),
         duration_seconds: total.last().map_or(0.0, |p| p.t),
         rss_bytes,
+        tracer_bytes: tracer,
         mann_kendall: a.mann_kendall,
         fit: fit.map(|f| FitLine {
             intercept_bytes: f.intercept,

@@ -83,6 +83,11 @@ pub struct MapsDiff {
     pub regions: Vec<RegionDelta>,
     /// Every mapping, by absolute change, largest first.
     pub mappings: Vec<MappingDelta>,
+    /// leaktrail's own resident bytes in A and B (the tracer's audit
+    /// region), left out of the totals, regions and mappings above.
+    pub tracer_a: u64,
+    /// …in B.
+    pub tracer_b: u64,
 }
 
 /// The kind a mapping is matched by.
@@ -122,6 +127,21 @@ fn entry(m: &Mapping, a: Option<&Mapping>, b: Option<&Mapping>) -> MappingDelta 
 
 /// Compares two lists of classified mappings (each in address order).
 pub fn diff(a: &[Mapping], b: &[Mapping]) -> MapsDiff {
+    // The tracer's memory is not the program's (issue 13): keep it apart.
+    let tracer = |ms: &[Mapping]| -> u64 {
+        ms.iter()
+            .filter(|m| m.region == Region::Tracer)
+            .map(|m| m.rss)
+            .sum()
+    };
+    let (tracer_a, tracer_b) = (tracer(a), tracer(b));
+    let own = |ms: &[Mapping]| -> Vec<Mapping> {
+        ms.iter()
+            .filter(|m| m.region != Region::Tracer)
+            .cloned()
+            .collect()
+    };
+    let (a, b) = (&own(a)[..], &own(b)[..]);
     type Group<'a> = (Vec<&'a Mapping>, Vec<&'a Mapping>);
     let mut groups: BTreeMap<(u8, String, u64, String), Group> = BTreeMap::new();
     for m in a {
@@ -198,6 +218,8 @@ pub fn diff(a: &[Mapping], b: &[Mapping]) -> MapsDiff {
         delta: delta(rss_a, rss_b),
         regions,
         mappings: out,
+        tracer_a,
+        tracer_b,
     }
 }
 

@@ -104,6 +104,7 @@ impl From<Region> for RegionKind {
             Region::Stack => RegionKind::Stack,
             Region::File => RegionKind::File,
             Region::Shmem => RegionKind::Shmem,
+            Region::Tracer => RegionKind::Audit,
         }
     }
 }

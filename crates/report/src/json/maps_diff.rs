@@ -20,6 +20,10 @@ pub struct MapsDiffDocument<'a> {
     pub regions: Vec<RegionDeltaRecord<'a>>,
     /// Per mapping, largest change first.
     pub mappings: Vec<MappingDeltaRecord<'a>>,
+    /// leaktrail's own resident bytes in A, left out of everything above.
+    pub tracer_a: u64,
+    /// …in B.
+    pub tracer_b: u64,
 }
 
 /// One region's RSS in A and B.
@@ -100,6 +104,8 @@ impl<'a> From<&'a MapsDiff> for MapsDiffDocument<'a> {
             delta: d.delta,
             regions: d.regions.iter().map(Into::into).collect(),
             mappings: d.mappings.iter().map(Into::into).collect(),
+            tracer_a: d.tracer_a,
+            tracer_b: d.tracer_b,
         }
     }
 }
@@ -143,6 +149,8 @@ mod tests {
                 delta: 20,
                 presence: Presence::Added,
             }],
+            tracer_a: 1,
+            tracer_b: 2,
         };
         assert_json(
             &MapsDiffDocument::from(&d),
@@ -174,7 +182,9 @@ mod tests {
       "delta": 20,
       "presence": "added"
     }
-  ]
+  ],
+  "tracer_a": 1,
+  "tracer_b": 2
 }"#,
         );
     }

@@ -49,6 +49,9 @@ pub struct TrendDocument<'a> {
     pub slope_bytes_per_hour: f64,
     /// Seconds until the limit at this slope, null if none.
     pub time_to_limit_seconds: Option<f64>,
+    /// leaktrail's own resident bytes at the last full sample, left out of
+    /// every figure above.
+    pub tracer_bytes: u64,
     /// `growing`, `flat` or `inconclusive`.
     pub verdict: &'static str,
     /// Seconds excluded as warm-up.
@@ -145,6 +148,7 @@ impl<'a> TrendDocument<'a> {
             samples: t.samples,
             slope_bytes_per_hour: t.slope_bytes_per_hour,
             time_to_limit_seconds: t.time_to_limit_seconds,
+            tracer_bytes: t.tracer_bytes,
             verdict: verdict_name(t.verdict),
             warmup_seconds: t.warmup_seconds,
         }
@@ -260,6 +264,7 @@ mod tests {
             growth_region: Some("heap".into()),
             warmup_seconds: 2.0,
             time_to_limit_seconds: None,
+            tracer_bytes: 4096,
             limit_bytes: Some(1 << 30),
             limit_source: Some(LimitSource::CgroupV2),
             samples: 10,
@@ -323,6 +328,7 @@ mod tests {
   "samples": 10,
   "slope_bytes_per_hour": 3600.0,
   "time_to_limit_seconds": null,
+  "tracer_bytes": 4096,
   "verdict": "growing",
   "warmup_seconds": 2.0
 }"#,
