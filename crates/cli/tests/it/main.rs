@@ -6,6 +6,7 @@
 
 mod analyses;
 mod growth;
+mod install;
 mod node;
 mod recording;
 mod snapshot;
