@@ -40,6 +40,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "the build and test commands are .ci/run's own steps",
     ),
     (
+        "cargo install --path crates/cli --root ~/.local",
+        "installs into the reader's home; install::issue_17_cargo_install_is_a_complete_install runs it into a scratch root",
+    ),
+    (
         "leaktrail run --every 10m --out rec -- ./server",
         "needs a long-running server of the reader's",
     ),
