@@ -23,6 +23,9 @@
 //!   [`placeholder`].
 //! - A command exits 0, except `leaks --fail-on` (3: the demo leaks).
 //! - Lines that cannot run here are in [`NOT_RUN`], with the reason.
+//!
+//! The `Examples:` of every subcommand's `--help` are run the same way
+//! (see [`HELP_NOT_RUN`] for those that need the reader's own program).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -114,9 +117,9 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    fn new_in(name: &str) -> Fixture {
         let (demo_rec, _) = demo();
-        let work = scratch("docs");
+        let work = scratch(name);
         let rec = work.join("rec");
         copy_dir(demo_rec, &rec);
         // Cores taken while the program ran, oldest first (not the exit one).
@@ -149,6 +152,17 @@ impl Fixture {
         let bin = Path::new(env!("CARGO_BIN_EXE_leaktrail"));
         std::fs::create_dir_all(work.join("target/debug")).expect("target/debug");
         std::os::unix::fs::symlink(bin, work.join("target/debug/leaktrail")).expect("symlink");
+        // The help's file names.
+        for (name, to) in [
+            ("app.core", &snap),
+            ("last.core", &snap),
+            ("b.core", &snap),
+            ("first.core", &snaps[0]),
+            ("a.core", &snaps[0]),
+        ] {
+            std::os::unix::fs::symlink(to, work.join(name)).expect("symlink");
+        }
+        std::fs::copy(&snap, rec.join("snapshots/0007.core")).expect("0007.core");
         // The help's `cores/*.core`.
         std::os::unix::fs::symlink(rec.join("snapshots"), work.join("cores")).expect("cores");
         Fixture {
@@ -206,6 +220,11 @@ fn placeholder(fx: &Fixture, word: &str, prev: &str, fresh: &mut dyn FnMut() -> 
         ("CMD", _) => "sleep".into(),
         ("ARGS...", _) => "1".into(),
         (w, _) => {
+            // The help's made-up addresses (`0x55d0c2a41f30`).
+            let hex = w.strip_prefix("0x").unwrap_or("");
+            if hex.len() >= 8 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return fx.addr.clone();
+            }
             if let Some(rest) = w.strip_prefix("DIR@") {
                 format!("{}@{rest}", p(&fx.rec))
             } else {
@@ -223,7 +242,7 @@ fn placeholder(fx: &Fixture, word: &str, prev: &str, fresh: &mut dyn FnMut() -> 
     }
 }
 
-/// Runs one command through `sh`, with the binary under test first on
+/// Runs one command through `bash -o pipefail`, with the binary under test first on
 /// `PATH`, in the fixture's working directory; returns whether it exited
 /// with `status`, and what it said.
 fn run(fx: &Fixture, command: &str, n: &mut usize) -> Result<(), String> {
@@ -255,8 +274,9 @@ fn run(fx: &Fixture, command: &str, n: &mut usize) -> Result<(), String> {
         &std::env::var_os("PATH").unwrap_or_default(),
     )))
     .expect("PATH");
-    let out = Command::new("sh")
-        .args(["-c", &line])
+    // pipefail: in `leaktrail ... | jq` leaktrail's status counts too.
+    let out = Command::new("bash")
+        .args(["-o", "pipefail", "-c", &line])
         .current_dir(&fx.work)
         .env("PATH", path)
         .env_remove("LEAKTRAIL_PRELOAD")
@@ -278,7 +298,7 @@ fn run(fx: &Fixture, command: &str, n: &mut usize) -> Result<(), String> {
 /// Issue 17 ("docs that run").
 #[test]
 fn issue_17_every_readme_command_runs_as_written() {
-    let fx = Fixture::new();
+    let fx = Fixture::new_in("docs");
     let mut n = 0;
     let mut failed = Vec::new();
     let mut ran = 0;
@@ -320,5 +340,63 @@ fn issue_17_job_refuses_a_flag_given_on_both_sides() {
     crate::support::assert_bad_input(
         leaktrail().args(["job", "-o", "a", "flamegraph", "-o", "b", "--", "x.core"]),
         &["-o given both before and after the subcommand"],
+    );
+}
+
+/// `--help` examples the test does not run: they need a program, a tool or
+/// a place of the reader's.
+const HELP_NOT_RUN: &[&str] = &[
+    "./server",
+    "node app.js",
+    "python3 app.py",
+    "./test-suite",
+    "go tool pprof",
+    "-p 1234",
+    "~/",
+    "| man",
+];
+
+/// The `Examples:` of every subcommand's `--help`, comments removed.
+fn help_examples() -> Vec<String> {
+    let mut lines = Vec::new();
+    for sub in crate::install::subcommands() {
+        let help = crate::support::stdout(leaktrail().args([sub.as_str(), "--help"]));
+        lines.extend(
+            help.lines()
+                .skip_while(|l| !l.starts_with("Examples:"))
+                .skip(1)
+                .take_while(|l| l.starts_with("  leaktrail "))
+                .map(|l| l.split(" # ").next().unwrap_or("").trim().to_string()),
+        );
+    }
+    lines
+}
+
+/// Issue 17: the examples in `--help` run too, on the same fixture (with
+/// `app.core`, `first.core`, `rec/snapshots/0007.core` ... and a live
+/// buffer's address for the made-up ones).
+#[test]
+fn issue_17_every_help_example_runs_as_written() {
+    let fx = Fixture::new_in("docs-help");
+    let mut n = 0;
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for line in help_examples() {
+        if HELP_NOT_RUN.iter().any(|s| line.contains(s)) {
+            eprintln!("not run: {line}");
+            continue;
+        }
+        ran += 1;
+        eprintln!("running: {line}");
+        if let Err(e) = run(&fx, &line, &mut n) {
+            failed.push(e);
+        }
+    }
+    assert!(ran > 20, "only {ran} help examples found");
+    assert!(
+        failed.is_empty(),
+        "{} of {ran} help examples failed:\n{}",
+        failed.len(),
+        failed.join("\n")
     );
 }
