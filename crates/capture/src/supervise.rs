@@ -56,9 +56,22 @@ pub struct Traced {
     socket: Option<UnixStream>,
 }
 
+/// A preload library carried inside the binary (the `leaktrail` binary
+/// embeds the one it was built with), with a name for its contents.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddedLibrary<'a> {
+    /// The library's bytes.
+    pub bytes: &'a [u8],
+    /// A hash of `bytes` (hex): it names the cache directory, so two
+    /// builds' libraries never share a file.
+    pub hash: &'a str,
+}
+
 /// Finds the preload library: `$LEAKTRAIL_PRELOAD`, next to the running
-/// binary, or in `../lib/leaktrail/` beside it (an installed layout).
-pub fn find_library(exe: &Path) -> Result<PathBuf, Error> {
+/// binary, or in `../lib/leaktrail/` beside it (an installed layout); else
+/// writes `embedded`, when given, to a private cache directory and returns
+/// that file (see [`unpack`]).
+pub fn find_library(exe: &Path, embedded: Option<EmbeddedLibrary<'_>>) -> Result<PathBuf, Error> {
     const NAME: &str = "libleaktrail_preload.so";
     let mut tried = Vec::new();
     if let Some(p) = std::env::var_os(handover::PRELOAD) {
@@ -76,6 +89,9 @@ pub fn find_library(exe: &Path) -> Result<PathBuf, Error> {
             tried.push(candidate);
         }
     }
+    if let Some(lib) = embedded {
+        return unpack(lib, NAME);
+    }
     Err(Error::Malformed {
         path: PathBuf::from(NAME),
         why: format!(
@@ -88,6 +104,86 @@ pub fn find_library(exe: &Path) -> Result<PathBuf, Error> {
             handover::PRELOAD,
         ),
     })
+}
+
+/// Writes an embedded library to
+/// `$XDG_CACHE_HOME/leaktrail/preload-HASH/NAME` (else `~/.cache/…`, else
+/// `$TMPDIR/leaktrail-UID/…`) unless the same bytes are there already, and
+/// returns its path.
+///
+/// Every traced program maps this file, so nobody else may be able to
+/// change it: the `preload-HASH` directory is made mode 0700 and must be
+/// ours and closed to others, as must the folder above it; the file is
+/// written under a temporary name and renamed, so a concurrent `run` never
+/// maps half of it. A file already there is compared with the embedded
+/// bytes (a few MB read, cheaper than the program it traces) and rewritten
+/// when they differ, so a damaged cache mends itself.
+fn unpack(lib: EmbeddedLibrary<'_>, name: &str) -> Result<PathBuf, Error> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })
+        .map(|c| c.join("leaktrail"))
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("leaktrail-{uid}")));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&base)
+        .map_err(io(&base))?;
+    let dir = base.join(format!("preload-{}", lib.hash));
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(&dir)(e)),
+    }
+    for (path, private) in [(&base, false), (&dir, true)] {
+        let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
+        // The folder above may be group-writable (user private groups).
+        let open = if private { 0o077 } else { 0o002 };
+        if !meta.is_dir() || meta.uid() != uid || meta.mode() & open != 0 {
+            return Err(Error::Malformed {
+                path: path.clone(),
+                why: format!(
+                    "expected a directory of user {uid} that others cannot write{} to hold the tracer library, found one of user {} with mode {:o}",
+                    if private { " or read (mode 0700)" } else { "" },
+                    meta.uid(),
+                    meta.mode() & 0o7777
+                ),
+            });
+        }
+    }
+    let path = dir.join(name);
+    if std::fs::read(&path).is_ok_and(|b| b == lib.bytes) {
+        return Ok(path);
+    }
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o700)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(lib.bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&path)(e));
+    }
+    Ok(path)
 }
 
 /// Starts `cmd` under the tracer.

@@ -15,7 +15,7 @@ mod job;
 /// tracer, snapshots as it goes), then the analyses over the recording.
 #[derive(Parser)]
 #[command(name = "leaktrail", version, about, long_about = None, propagate_version = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +59,10 @@ enum Command {
     Refs(cmd::refs::Args),
     /// The words at an address, annotated.
     Dump(cmd::dump::Args),
+    /// Shell completions (bash, zsh, fish, elvish, powershell) on standard output.
+    Completions(cmd::completions::Args),
+    /// Man pages, generated from these definitions.
+    Man(cmd::man::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +86,8 @@ fn main() -> ExitCode {
         Command::Whatis(a) => cmd::whatis::run(a),
         Command::Refs(a) => cmd::refs::run(a),
         Command::Dump(a) => cmd::dump::run(a),
+        Command::Completions(a) => cmd::completions::run(a),
+        Command::Man(a) => cmd::man::run(a),
     };
     exit::finish(result)
 }

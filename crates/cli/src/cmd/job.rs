@@ -17,7 +17,9 @@ Runs one per-snapshot subcommand over many snapshots in parallel, each as a chil
 the others. Each input's output goes to OUT/<name>.<ext>, <name> being the snapshot's \
 file name without its extension (with its folders where names clash), <ext> svg for \
 flamegraph (folded with --folded), pb.gz for pprof, json with --json, else txt. \
-Exits 1 if any input failed.
+Exits 1 if any input failed. job's own flags (-j, -o, --ext, -q) may stand before or \
+after the subcommand's name; a -o after it is still job's folder, as each output's file is \
+named by job.
 
 Examples:
   leaktrail job flamegraph --size 2049..4096 -o out/ -- rec/snapshots/*.core
@@ -27,9 +29,9 @@ pub struct Args {
     /// Parallel children [default: one per core].
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
-    /// Folder for the outputs (created if missing).
-    #[arg(short = 'o', long = "out", value_name = "DIR", default_value = ".")]
-    pub out: PathBuf,
+    /// Folder for the outputs (created if missing) [default: .].
+    #[arg(short = 'o', long = "out", value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Extension of the outputs [default: by subcommand].
     #[arg(long, value_name = "EXT")]
     pub ext: Option<String>,
@@ -59,12 +61,96 @@ const PER_SNAPSHOT: &[&str] = &[
     "dump",
 ];
 
+/// job's own flags, as found among the subcommand's: people write
+/// `job flamegraph -o out/ -- ...` as often as `job -o out/ flamegraph -- ...`
+/// (issue 17), and none of the per-snapshot subcommands has a `-j`,
+/// `--ext` or `-q` of its own; their `-o FILE` is job's to set per input.
+#[derive(Debug, Default, PartialEq)]
+struct Own {
+    jobs: Option<String>,
+    out: Option<String>,
+    ext: Option<String>,
+    quiet: bool,
+}
+
+/// Takes job's own flags out of `flags` (the subcommand's, before `--`),
+/// in any of clap's spellings (`-o DIR`, `-oDIR`, `--out DIR`,
+/// `--out=DIR`); returns them and what is left, or why not.
+fn take_own(flags: &[String]) -> Result<(Own, Vec<String>), String> {
+    let mut own = Own::default();
+    let mut rest = Vec::new();
+    let mut it = flags.iter();
+    while let Some(f) = it.next() {
+        let (slot, inline) = match f.as_str() {
+            "-q" | "--quiet" => {
+                own.quiet = true;
+                continue;
+            }
+            "-j" | "--jobs" => (&mut own.jobs, None),
+            "-o" | "--out" => (&mut own.out, None),
+            "--ext" => (&mut own.ext, None),
+            s => match (s.split_once('='), s.get(..2)) {
+                (Some(("--jobs", v)), _) => (&mut own.jobs, Some(v)),
+                (Some(("--out", v)), _) => (&mut own.out, Some(v)),
+                (Some(("--ext", v)), _) => (&mut own.ext, Some(v)),
+                (_, Some("-j")) => (&mut own.jobs, s.get(2..)),
+                (_, Some("-o")) => (&mut own.out, s.get(2..)),
+                _ => {
+                    rest.push(f.clone());
+                    continue;
+                }
+            },
+        };
+        let value = match inline {
+            Some(v) => v.to_string(),
+            None => it
+                .next()
+                .ok_or_else(|| format!("job: {f} needs a value"))?
+                .clone(),
+        };
+        if slot.replace(value).is_some() {
+            return Err(format!("job: {f} given twice"));
+        }
+    }
+    Ok((own, rest))
+}
+
+/// Fills in `args` from the flags found after the subcommand's name;
+/// a flag given on both sides is refused, as clap refuses a repeated one.
+fn merge(args: &mut Args, own: Own) -> Result<(), String> {
+    fn set<T>(slot: &mut Option<T>, v: Option<T>, name: &str) -> Result<(), String> {
+        match (slot.is_some(), v) {
+            (true, Some(_)) => Err(format!(
+                "job: {name} given both before and after the subcommand"
+            )),
+            (_, Some(v)) => {
+                *slot = Some(v);
+                Ok(())
+            }
+            (_, None) => Ok(()),
+        }
+    }
+    let jobs = own
+        .jobs
+        .map(|j| {
+            j.parse::<usize>()
+                .map_err(|_| format!("job: -j expects a number of children, not {j:?}"))
+        })
+        .transpose()?;
+    set(&mut args.jobs, jobs, "-j")?;
+    set(&mut args.out, own.out.map(PathBuf::from), "-o")?;
+    set(&mut args.ext, own.ext, "--ext")?;
+    args.quiet |= own.quiet;
+    Ok(())
+}
+
 /// Runs the subcommand.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Some(sep) = args.command.iter().position(|a| a == "--") else {
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    let all = std::mem::take(&mut args.command);
+    let Some(sep) = all.iter().position(|a| a == "--") else {
         bad_input!("job: expected `SUBCOMMAND [ARGS] -- SNAP...` (the snapshots after `--`)");
     };
-    let (command, snaps) = (&args.command[..sep], &args.command[sep + 1..]);
+    let (command, snaps) = (&all[..sep], &all[sep + 1..]);
     let snaps: Vec<PathBuf> = snaps.iter().map(PathBuf::from).collect();
     if command.is_empty() || snaps.is_empty() {
         bad_input!("job: expected `SUBCOMMAND [ARGS] -- SNAP...` with at least one snapshot");
@@ -76,12 +162,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             PER_SNAPSHOT.join(", ")
         );
     }
-    let flags = &command[1..];
-    if flags.iter().any(|f| f == "-o" || f == "--output") {
+    let sub = sub.to_string();
+    let sub = sub.as_str();
+    let (own, flags) = match take_own(&command[1..]) {
+        Ok(v) => v,
+        Err(e) => bad_input!("{e}"),
+    };
+    if let Err(e) = merge(&mut args, own) {
+        bad_input!("{e}");
+    }
+    if flags
+        .iter()
+        .any(|f| f == "--output" || f.starts_with("--output="))
+    {
         bad_input!(
-            "job names each output itself (-o DIR before the subcommand); drop the subcommand's -o"
+            "job names each output itself (in the folder given by -o DIR); drop the subcommand's --output"
         );
     }
+    let command: Vec<String> = std::iter::once(command[0].clone())
+        .chain(flags.iter().cloned())
+        .collect();
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
     let has = |flag: &str| flags.iter().any(|f| f == flag);
     let ext = args.ext.clone().unwrap_or_else(|| {
         match sub {
@@ -93,15 +194,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         .to_string()
     });
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let names = job::output_names(&snaps);
     let tasks: Vec<Task> = snaps
         .iter()
         .zip(names)
         .map(|(input, name)| Task {
             input: input.clone(),
-            output: args.out.join(format!("{name}.{ext}")),
+            output: out.join(format!("{name}.{ext}")),
         })
         .collect();
     let workers = args
@@ -121,7 +221,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let outcomes = job::run(
         &Job {
             exe,
-            command,
+            command: &command,
             output_flag: sub == "pprof",
             workers,
             progress: &progress,
@@ -136,7 +236,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         failed.len(),
         workers.min(tasks.len()),
         start.elapsed().as_secs_f64(),
-        args.out.display()
+        out.display()
     );
     for o in &failed {
         eprintln!(
@@ -150,4 +250,54 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn own_flags_are_taken_from_after_the_subcommand_in_every_spelling() {
+        let (own, rest) = take_own(&strings(&[
+            "--size",
+            "2049..4096",
+            "-o",
+            "out/",
+            "-j2",
+            "--ext=x",
+            "-q",
+            "--folded",
+        ]))
+        .expect("parsed");
+        assert_eq!(
+            own,
+            Own {
+                jobs: Some("2".into()),
+                out: Some("out/".into()),
+                ext: Some("x".into()),
+                quiet: true,
+            }
+        );
+        assert_eq!(rest, strings(&["--size", "2049..4096", "--folded"]));
+        assert_eq!(
+            take_own(&strings(&["-oout", "--jobs", "3", "--out=y"])),
+            Err("job: --out=y given twice".to_string())
+        );
+    }
+
+    #[test]
+    fn a_flag_without_its_value_or_given_twice_is_refused() {
+        assert_eq!(
+            take_own(&strings(&["--json", "-o"])),
+            Err("job: -o needs a value".to_string())
+        );
+        assert_eq!(
+            take_own(&strings(&["-o", "a", "--out", "b"])),
+            Err("job: --out given twice".to_string())
+        );
+    }
 }

@@ -3,6 +3,7 @@
 pub mod addr;
 pub mod bufs;
 pub mod caches;
+pub mod completions;
 pub mod demo;
 pub mod dump;
 pub mod filter;
@@ -11,6 +12,7 @@ pub mod growth;
 pub mod info;
 pub mod job;
 pub mod leaks;
+pub mod man;
 pub mod maps;
 pub mod pprof;
 pub mod refs;

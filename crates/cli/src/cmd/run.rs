@@ -76,6 +76,14 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
+/// The tracer library this binary was built with (`build.rs` builds it),
+/// written to a private cache directory when no library sits beside the
+/// binary: one `leaktrail` file is a complete install.
+const PRELOAD: supervise::EmbeddedLibrary<'static> = supervise::EmbeddedLibrary {
+    bytes: include_bytes!(concat!(env!("OUT_DIR"), "/libleaktrail_preload.so")),
+    hash: env!("LEAKTRAIL_PRELOAD_HASH"),
+};
+
 fn parse_every(s: &str) -> Result<Duration, String> {
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -86,7 +94,7 @@ fn parse_every(s: &str) -> Result<Duration, String> {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locate the leaktrail binary")?;
-    let library = supervise::find_library(&exe)?;
+    let library = supervise::find_library(&exe, Some(PRELOAD))?;
     let mut opts = supervise::TraceOptions::new(library);
     opts.unwind = args.unwind;
     opts.depth = args.depth;

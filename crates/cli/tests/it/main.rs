@@ -5,8 +5,10 @@
 //! what each fixture is known by construction to do.
 
 mod analyses;
+mod docs;
 mod growth;
 mod hostile;
+mod install;
 mod node;
 mod recording;
 mod snapshot;
