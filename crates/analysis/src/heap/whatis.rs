@@ -4,6 +4,7 @@
 //! audit region, or just which mapping.
 
 use leaktrail_format::StackId;
+use leaktrail_unwind_core::{FrameAddress, InstructionAddress};
 
 use crate::heap::model::{Area, AreaKind, Heap};
 use crate::symbolize::{Frame, Symbolizer};
@@ -92,7 +93,7 @@ fn describe(heap: &Heap<'_>, symbolizer: &Symbolizer, addr: u64, area: Area) -> 
         _ => None,
     };
     let code = (area.perms.as_bytes().get(2) == Some(&b'x'))
-        .then(|| symbolizer.frame(addr, false))
+        .then(|| symbolizer.frame(InstructionAddress(addr)))
         .filter(|f| f.function.is_some());
     let jit = if buffer.is_none() && code.is_none() {
         symbolizer.jit(addr)
@@ -141,7 +142,7 @@ fn frame_holding(heap: &Heap<'_>, symbolizer: &Symbolizer, tid: i32, addr: u64) 
         .iter()
         .enumerate()
         .find(|(_, f)| f.sp <= addr && (addr < f.cfa || f.cfa == 0))
-        .map(|(i, f)| symbolizer.frame(f.pc, i > 0))
+        .map(|(i, f)| symbolizer.frame(FrameAddress::new(f.pc, i > 0)))
 }
 
 #[cfg(test)]

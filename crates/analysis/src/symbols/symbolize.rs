@@ -26,7 +26,8 @@
 //! use leaktrail_analysis::symbolize::Symbolizer;
 //! let snap = Snapshot::open("app.core".as_ref())?;
 //! let sym = Symbolizer::for_snapshot(&snap);
-//! println!("{}", sym.frame(snap.threads()[0].pc(), false));
+//! let pc = leaktrail_unwind_core::InstructionAddress(snap.threads()[0].pc());
+//! println!("{}", sym.frame(pc));
 //! # Ok::<(), leaktrail_analysis::Error>(())
 //! ```
 
@@ -37,7 +38,7 @@ use std::rc::Rc;
 
 use leaktrail_recording::snapshot::note::FileRange;
 use leaktrail_recording::Snapshot;
-use leaktrail_unwind_core::FrameAddress;
+use leaktrail_unwind_core::{FrameAddress, ReturnAddress};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
 /// Where a frame's code comes from.
@@ -457,7 +458,7 @@ pub struct Symbolizer {
     warnings: RefCell<Vec<String>>,
     /// Stacks share most of their frames; demangling and DWARF lookups
     /// are worth doing once per address.
-    memo: RefCell<HashMap<(u64, bool), Vec<Frame>>>,
+    memo: RefCell<HashMap<FrameAddress, Vec<Frame>>>,
     unwinder: std::cell::OnceCell<crate::unwind::Unwinder>,
 }
 
@@ -555,26 +556,26 @@ impl Symbolizer {
     /// calls were inlined there). Return addresses point after their call,
     /// so they are looked up one byte earlier (the call may end a
     /// function; see [`leaktrail_unwind_core::ReturnAddress`]).
-    pub fn frame(&self, address: u64, is_return_address: bool) -> Frame {
-        let mut frames = self.frames(address, is_return_address);
-        frames.pop().unwrap_or_else(|| Frame::unknown(address))
+    pub fn frame(&self, at: impl Into<FrameAddress>) -> Frame {
+        let at = at.into();
+        let mut frames = self.frames(at);
+        frames.pop().unwrap_or_else(|| Frame::unknown(at.address()))
     }
 
     /// Symbolizes `address` to its frames: each inlined call innermost
     /// first (marked `inlined`), then the function that contains them.
-    pub fn frames(&self, address: u64, is_return_address: bool) -> Vec<Frame> {
-        if let Some(f) = self.memo.borrow().get(&(address, is_return_address)) {
+    pub fn frames(&self, at: impl Into<FrameAddress>) -> Vec<Frame> {
+        let at = at.into();
+        if let Some(f) = self.memo.borrow().get(&at) {
             return f.clone();
         }
-        let f = self.resolve(address, is_return_address);
-        self.memo
-            .borrow_mut()
-            .insert((address, is_return_address), f.clone());
+        let f = self.resolve(at);
+        self.memo.borrow_mut().insert(at, f.clone());
         f
     }
 
-    fn resolve(&self, address: u64, is_return_address: bool) -> Vec<Frame> {
-        let lookup = FrameAddress::new(address, is_return_address).lookup_address();
+    fn resolve(&self, at: FrameAddress) -> Vec<Frame> {
+        let (address, lookup) = (at.address(), at.lookup_address());
         let mut frame = Frame::unknown(address);
         let Some(m) = self.mapping(lookup) else {
             return vec![match self.perf_map.lookup(lookup) {
@@ -662,18 +663,25 @@ impl Symbolizer {
     /// Symbolizes a captured stack (all return addresses), one frame per
     /// address.
     pub fn stack(&self, frames: &[u64]) -> Vec<Frame> {
-        frames.iter().map(|&a| self.frame(a, true)).collect()
+        frames
+            .iter()
+            .map(|&a| self.frame(ReturnAddress(a)))
+            .collect()
     }
 
     /// Symbolizes a captured stack with inlined calls expanded.
     pub fn stack_inlined(&self, frames: &[u64]) -> Vec<Frame> {
-        frames.iter().flat_map(|&a| self.frames(a, true)).collect()
+        frames
+            .iter()
+            .flat_map(|&a| self.frames(ReturnAddress(a)))
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leaktrail_unwind_core::InstructionAddress;
 
     #[test]
     fn perf_map_last_covering_entry_wins() {
@@ -716,10 +724,13 @@ mod tests {
             offset: 0x2000,
         }]);
         assert_eq!(
-            s.frame(0x7000_0010, false).to_string(),
+            s.frame(InstructionAddress(0x7000_0010)).to_string(),
             "0x70000010 in ?? (libx.so+0x2010)"
         );
-        assert_eq!(s.frame(0x10, false).to_string(), "0x10 in ?? [anon]");
+        assert_eq!(
+            s.frame(InstructionAddress(0x10)).to_string(),
+            "0x10 in ?? [anon]"
+        );
     }
 
     fn own_mappings() -> Vec<FileRange> {
@@ -758,8 +769,8 @@ mod tests {
             ..m
         });
         let s = Symbolizer::new(mappings);
-        let a = s.frame(pc, false);
-        let b = s.frame(pc + shift, false);
+        let a = s.frame(InstructionAddress(pc));
+        let b = s.frame(InstructionAddress(pc + shift));
         assert!(a.function.is_some());
         assert_eq!(a.function, b.function);
         assert_eq!((a.file, a.line), (b.file, b.line));
@@ -770,7 +781,7 @@ mod tests {
     fn our_own_functions_resolve_with_file_and_line() {
         let s = Symbolizer::new(own_mappings());
         let pc = our_own_functions_resolve_with_file_and_line as *const () as usize as u64;
-        let f = s.frame(pc, false);
+        let f = s.frame(InstructionAddress(pc));
         assert!(
             f.function
                 .as_deref()
@@ -800,7 +811,7 @@ mod tests {
             eprintln!("skipped: no separate debug info for {libc_path} (apt-get install libc6-dbg; .ci/run does)");
             return;
         }
-        let f = s.frame(pc, false);
+        let f = s.frame(InstructionAddress(pc));
         assert!(
             f.function.as_deref().is_some_and(|n| n.contains("malloc")),
             "{f:?}"
