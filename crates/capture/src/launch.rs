@@ -110,3 +110,17 @@ impl Drop for Launched {
         }
     }
 }
+
+/// leaktrail's folder in the user's cache: `$XDG_CACHE_HOME/leaktrail`, else
+/// `~/.cache/leaktrail`; `None` when neither variable is set. Not created.
+pub fn user_cache_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| std::path::PathBuf::from(h).join(".cache"))
+        })
+        .map(|c| c.join("leaktrail"))
+}

@@ -315,7 +315,7 @@ pub fn memory_limit(pid: i32) -> Option<MemoryLimit> {
             else {
                 continue;
             };
-            if best.map_or(true, |b| bytes < b.bytes) {
+            if best.is_none_or(|b| bytes < b.bytes) {
                 best = Some(MemoryLimit { bytes, source });
             }
         }

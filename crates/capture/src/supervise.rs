@@ -126,15 +126,7 @@ fn unpack(lib: EmbeddedLibrary<'_>, name: &str) -> Result<PathBuf, Error> {
     };
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache"))
-        })
-        .map(|c| c.join("leaktrail"))
+    let base = crate::launch::user_cache_dir()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("leaktrail-{uid}")));
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -177,27 +177,16 @@ fn detail_name(i: u64) -> String {
 /// links) before it is opened: a pipe would block the reader forever and a
 /// device could be endless, so either is one clear line instead.
 pub fn expect_regular_file(path: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::FileTypeExt;
     let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let t = m.file_type();
-    let what = if t.is_file() {
+    if m.is_file() {
         return Ok(());
-    } else if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a pipe"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    };
+    }
     Err(Error::malformed(
         path,
-        format!("expected a regular file, found {what}"),
+        format!(
+            "expected a regular file, found {}",
+            crate::output::describe(&m.file_type())
+        ),
     ))
 }
 

@@ -178,7 +178,7 @@ fn dup_stdout() -> std::io::Result<File> {
 }
 
 /// "a symbolic link", "a directory", … for a refusal.
-fn describe(t: &std::fs::FileType) -> &'static str {
+pub(crate) fn describe(t: &std::fs::FileType) -> &'static str {
     if t.is_symlink() {
         "a symbolic link"
     } else if t.is_dir() {

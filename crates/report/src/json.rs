@@ -6,7 +6,9 @@
 //! computed here) and spells its JSON field names, their order and their
 //! value formats explicitly, so renaming a Rust field in `analysis` cannot
 //! change the interface without a failing test here. `docs/json.md` lists
-//! every document and its fields.
+//! every document and what each field means: that is the one place the
+//! interface is described, so the fields here carry no comments of their
+//! own (they are private; a document is only ever built and serialized).
 //!
 //! Every document opens with `schema_version` ([`SCHEMA_VERSION`]). We bump
 //! it when a field is removed or renamed, or its meaning or value format

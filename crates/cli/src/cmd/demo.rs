@@ -80,15 +80,7 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 /// Where the demo program is kept: the user's cache, or a temporary
 /// directory (removed when the guard drops).
 fn program_dir() -> anyhow::Result<(PathBuf, TempDir)> {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache"))
-        })
-        .map(|c| c.join("leaktrail"));
+    let cache = leaktrail_capture::launch::user_cache_dir();
     if let Some(dir) = cache {
         if std::fs::create_dir_all(&dir).is_ok() {
             return Ok((dir, TempDir(None)));

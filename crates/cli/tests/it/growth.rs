@@ -14,7 +14,8 @@ use std::sync::Mutex;
 use serde_json::Value;
 
 use crate::support::{
-    assert_bad_input, fixture, leaktrail, record_in_steps, repo_root, scratch, stdout, success,
+    assert_bad_input, fixture, functions, leaktrail, record_in_steps, repo_root, scratch, stdout,
+    success,
 };
 
 const NO_FP: &[&str] = &["-fomit-frame-pointer", "-fno-optimize-sibling-calls"];
@@ -53,16 +54,6 @@ pub fn shared_recording() -> PathBuf {
 /// The snapshot taken after step `k` of a recording.
 pub fn step_snapshot(dir: &Path, k: usize) -> PathBuf {
     dir.join(format!("snapshots/{k:04}.core"))
-}
-
-/// The function names of a JSON stack, innermost first.
-fn functions(stack: &Value) -> Vec<String> {
-    stack
-        .as_array()
-        .expect("stack")
-        .iter()
-        .map(|f| f["function"].as_str().unwrap_or("??").to_string())
-        .collect()
 }
 
 #[test]

@@ -471,3 +471,13 @@ pub fn demo() -> &'static (PathBuf, String) {
         (dir, stdout)
     })
 }
+
+/// The function names of a JSON stack, innermost first (`??` for none).
+pub fn functions(stack: &Value) -> Vec<String> {
+    stack
+        .as_array()
+        .expect("stack")
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or("??").to_string())
+        .collect()
+}

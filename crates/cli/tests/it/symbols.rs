@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use crate::support::{fixture, leaktrail, record_in_steps, repo_root, scratch, stdout};
+use crate::support::{fixture, functions, leaktrail, record_in_steps, repo_root, scratch, stdout};
 
 /// Records the fixture for two steps, with the process's memory, once per
 /// test run: `snapshots/0001.core`, `0002.core` and the one at exit.
@@ -38,16 +38,6 @@ fn snapshot(dir: &Path, k: usize) -> PathBuf {
 
 fn json(cmd: &mut Command) -> Value {
     serde_json::from_str(&stdout(cmd)).expect("json")
-}
-
-/// The function names of a JSON stack, innermost first (`??` for none).
-fn functions(stack: &Value) -> Vec<String> {
-    stack
-        .as_array()
-        .expect("stack")
-        .iter()
-        .map(|f| f["function"].as_str().unwrap_or("??").to_string())
-        .collect()
 }
 
 /// libc's separate debug file, if installed (`.ci/run` installs

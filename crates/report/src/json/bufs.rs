@@ -11,51 +11,32 @@ use super::SCHEMA_VERSION;
 /// What `leaktrail bufs --json` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct BufsDocument<'a> {
-    /// [`SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// Matching buffers, by address (empty with `--group-by`).
-    pub buffers: Vec<BufRecord>,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Symbolized stacks by stack id (a string key), with `-v`.
-    ///
-    /// In stack-id order; the analysis holds them in a hash map, whose order
-    /// the output used to follow.
-    pub stacks: BTreeMap<u32, Vec<FrameRecord<'a>>>,
-    /// Groups by stack, by bytes, with `--group-by stack`.
-    pub groups: Vec<StackGroupRecord<'a>>,
+    schema_version: u32,
+    buffers: Vec<BufRecord>,
+    bytes: u64,
+    stacks: BTreeMap<u32, Vec<FrameRecord<'a>>>,
+    groups: Vec<StackGroupRecord<'a>>,
 }
 
 /// One live buffer.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct BufRecord {
-    /// Address.
-    pub addr: u64,
-    /// Requested bytes.
-    pub size: u64,
-    /// Its size class (largest size).
-    pub class: u64,
-    /// Allocation time, ns after the tracer started.
-    pub time_ns: u64,
-    /// Allocating thread.
-    pub tid: u32,
-    /// Stack id.
-    pub stack_id: u32,
+    addr: u64,
+    size: u64,
+    class: u64,
+    time_ns: u64,
+    tid: u32,
+    stack_id: u32,
 }
 
 /// The buffers with one allocation stack.
 #[derive(Clone, Debug, Serialize)]
 pub struct StackGroupRecord<'a> {
-    /// Stack id.
-    pub stack_id: u32,
-    /// Their bytes.
-    pub bytes: u64,
-    /// How many.
-    pub count: u64,
-    /// The oldest.
-    pub example_address: u64,
-    /// The stack, innermost first.
-    pub stack: Vec<FrameRecord<'a>>,
+    stack_id: u32,
+    bytes: u64,
+    count: u64,
+    example_address: u64,
+    stack: Vec<FrameRecord<'a>>,
 }
 
 impl From<&Buf> for BufRecord {
@@ -102,7 +83,6 @@ impl<'a> From<&'a Bufs> for BufsDocument<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::json::frame::tests::bare_frame;
     use crate::json::golden::assert_json;
 
     #[test]
@@ -119,7 +99,7 @@ mod tests {
             bytes: 24,
             stacks: [
                 (leaktrail_format::StackId(10), vec![]),
-                (leaktrail_format::StackId(2), vec![bare_frame()]),
+                (leaktrail_format::StackId(2), vec![]),
             ]
             .into_iter()
             .collect(),
@@ -148,17 +128,7 @@ mod tests {
   ],
   "bytes": 24,
   "stacks": {
-    "2": [
-      {
-        "address": 8192,
-        "function": null,
-        "file": null,
-        "line": null,
-        "module": null,
-        "module_offset": 0,
-        "kind": "unknown"
-      }
-    ],
+    "2": [],
     "10": []
   },
   "groups": [

@@ -8,59 +8,40 @@ use super::SCHEMA_VERSION;
 /// What `leaktrail caches --json` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct CachesDocument {
-    /// [`SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// Classes with any activity, the most grown (or largest) first.
-    pub classes: Vec<ClassRecord>,
-    /// Live buffers and bytes per snapshot, in the order given.
-    pub totals: Vec<ClassCountsRecord>,
+    schema_version: u32,
+    classes: Vec<ClassRecord>,
+    totals: Vec<ClassCountsRecord>,
 }
 
 /// One size class across the snapshots.
 #[derive(Clone, Debug, Serialize)]
 pub struct ClassRecord {
-    /// Largest request size in the class.
-    pub size: u64,
-    /// Live buffers in the last snapshot.
-    pub live_count: u64,
-    /// Live bytes in the last snapshot.
-    pub live_bytes: u64,
-    /// Allocations in the last snapshot.
-    pub allocs: u64,
-    /// Frees in the last snapshot.
-    pub frees: u64,
-    /// The counts in each snapshot.
-    pub snapshots: Vec<ClassCountsRecord>,
-    /// Last minus first, null with one snapshot.
-    pub delta: Option<ClassDeltaRecord>,
-    /// Among the classes that grew the most.
-    pub grew_most: bool,
+    size: u64,
+    live_count: u64,
+    live_bytes: u64,
+    allocs: u64,
+    frees: u64,
+    snapshots: Vec<ClassCountsRecord>,
+    delta: Option<ClassDeltaRecord>,
+    grew_most: bool,
 }
 
 /// `{live_count, live_bytes, allocs, frees}` in one snapshot.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct ClassCountsRecord {
-    /// Live buffers.
-    pub live_count: u64,
-    /// Their requested bytes.
-    pub live_bytes: u64,
-    /// Allocations ever made.
-    pub allocs: u64,
-    /// Frees ever made.
-    pub frees: u64,
+    live_count: u64,
+    live_bytes: u64,
+    allocs: u64,
+    frees: u64,
 }
 
 /// The same counts, last minus first.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct ClassDeltaRecord {
-    /// Change in live buffers.
-    pub live_count: i64,
-    /// Change in live bytes.
-    pub live_bytes: i64,
-    /// Allocations between the two.
-    pub allocs: i64,
-    /// Frees between the two.
-    pub frees: i64,
+    live_count: i64,
+    live_bytes: i64,
+    allocs: i64,
+    frees: i64,
 }
 
 impl From<ClassCounts> for ClassCountsRecord {

@@ -11,21 +11,16 @@ use super::SCHEMA_VERSION;
 /// words; it is now the `words` field.
 #[derive(Clone, Debug, Serialize)]
 pub struct DumpDocument<'a> {
-    /// [`SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// The words, by address.
-    pub words: Vec<WordRecord<'a>>,
+    schema_version: u32,
+    words: Vec<WordRecord<'a>>,
 }
 
 /// One annotated word.
 #[derive(Clone, Debug, Serialize)]
 pub struct WordRecord<'a> {
-    /// Its address.
-    pub addr: u64,
-    /// Its value.
-    pub value: u64,
-    /// What it looks like.
-    pub meaning: MeaningRecord<'a>,
+    addr: u64,
+    value: u64,
+    meaning: MeaningRecord<'a>,
 }
 
 /// What a word looks like, as the `kind` field names it.

@@ -7,29 +7,19 @@ use serde::Serialize;
 /// kind}`, plus `column` when known and `inlined` when true.
 #[derive(Clone, Debug, Serialize)]
 pub struct FrameRecord<'a> {
-    /// The runtime address.
-    pub address: u64,
-    /// Function name (demangled), null if unknown.
-    pub function: Option<&'a str>,
-    /// Source file, null if unknown.
-    pub file: Option<&'a str>,
-    /// Source line, null if unknown.
-    pub line: Option<u32>,
-    /// File name of the module, null outside modules.
-    pub module: Option<&'a str>,
-    /// Offset of the address in the module's file.
-    pub module_offset: u64,
-    /// `native`, `js`, `jit` or `unknown`.
-    pub kind: &'static str,
-    /// Source column (JS frames), absent if unknown.
+    address: u64,
+    function: Option<&'a str>,
+    file: Option<&'a str>,
+    line: Option<u32>,
+    module: Option<&'a str>,
+    module_offset: u64,
+    kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub column: Option<u32>,
-    /// Present, and true, for a call inlined into the frame after it.
+    column: Option<u32>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub inlined: bool,
-    /// The line where the function is declared, absent if unknown.
+    inlined: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_line: Option<u32>,
+    start_line: Option<u32>,
 }
 
 impl<'a> From<&'a Frame> for FrameRecord<'a> {

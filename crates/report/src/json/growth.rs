@@ -12,90 +12,61 @@ use super::SCHEMA_VERSION;
 /// What `leaktrail growth --json` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct GrowthDocument<'a> {
-    /// [`SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// The snapshots, oldest first.
-    pub snapshots: Vec<ObservationRecord<'a>>,
-    /// Seconds from the first to the last.
-    pub span_seconds: f64,
-    /// Allocation sites that grow, most suspect first.
-    pub suspects: Vec<SuspectRecord<'a>>,
-    /// Size classes that grow.
-    pub classes: Vec<ClassGrowthRecord>,
+    schema_version: u32,
+    snapshots: Vec<ObservationRecord<'a>>,
+    span_seconds: f64,
+    suspects: Vec<SuspectRecord<'a>>,
+    classes: Vec<ClassGrowthRecord>,
 }
 
 /// One snapshot of the series.
 #[derive(Clone, Debug, Serialize)]
 pub struct ObservationRecord<'a> {
-    /// Its file.
-    pub path: &'a Path,
-    /// When it was taken.
-    pub time_unix_ns: u64,
-    /// The process, null if unknown.
-    pub pid: Option<i32>,
-    /// Live bytes in its audit.
-    pub live_bytes: u64,
-    /// Live buffers.
-    pub live_count: u64,
+    path: &'a Path,
+    time_unix_ns: u64,
+    pid: Option<i32>,
+    live_bytes: u64,
+    live_count: u64,
 }
 
 /// A point of a series.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct SeriesPointRecord {
-    /// Seconds after the first snapshot.
-    pub t_seconds: f64,
-    /// Live buffers.
-    pub count: u64,
-    /// Their bytes.
-    pub bytes: u64,
+    t_seconds: f64,
+    count: u64,
+    bytes: u64,
 }
 
 /// How a series grows.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct StatsRecord {
-    /// Theil-Sen slope, bytes per hour.
-    pub slope_bytes_per_hour: f64,
-    /// Last minus first, bytes.
-    pub rise_bytes: f64,
-    /// Share of steps that rise.
-    pub monotonicity: f64,
-    /// How evenly it rises.
-    pub steadiness: f64,
-    /// The ranking score.
-    pub score: f64,
+    slope_bytes_per_hour: f64,
+    rise_bytes: f64,
+    monotonicity: f64,
+    steadiness: f64,
+    score: f64,
 }
 
 /// One growing allocation site.
 #[derive(Clone, Debug, Serialize)]
 pub struct SuspectRecord<'a> {
-    /// 1 for the most suspect.
-    pub rank: usize,
-    /// The allocation stack, innermost first.
-    pub stack: Vec<FrameRecord<'a>>,
-    /// Its size class.
-    pub class: u64,
-    /// Its live buffers per snapshot.
-    pub series: Vec<SeriesPointRecord>,
-    /// Bytes per hour.
-    pub slope: f64,
-    /// The ranking score.
-    pub score: f64,
-    /// The statistics behind them.
-    pub stats: StatsRecord,
-    /// Node.js: who owns the memory, absent otherwise.
+    rank: usize,
+    stack: Vec<FrameRecord<'a>>,
+    class: u64,
+    series: Vec<SeriesPointRecord>,
+    slope: f64,
+    score: f64,
+    stats: StatsRecord,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<&'static str>,
+    owner: Option<&'static str>,
 }
 
 /// One growing size class.
 #[derive(Clone, Debug, Serialize)]
 pub struct ClassGrowthRecord {
-    /// The class.
-    pub class: u64,
-    /// Its live buffers per snapshot.
-    pub series: Vec<SeriesPointRecord>,
-    /// How it grows.
-    pub stats: StatsRecord,
+    class: u64,
+    series: Vec<SeriesPointRecord>,
+    stats: StatsRecord,
 }
 
 impl<'a> From<&'a Observation> for ObservationRecord<'a> {
@@ -176,7 +147,6 @@ impl<'a> From<&'a Growth> for GrowthDocument<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::json::frame::tests::bare_frame;
     use crate::json::golden::assert_json;
     use leaktrail_analysis::owner::Owner;
 
@@ -196,7 +166,7 @@ mod tests {
         };
         let mut suspect = Suspect {
             rank: 1,
-            stack: vec![bare_frame()],
+            stack: vec![],
             class: 32,
             series: vec![point],
             slope: 10.0,
@@ -238,17 +208,7 @@ mod tests {
   "suspects": [
     {
       "rank": 1,
-      "stack": [
-        {
-          "address": 8192,
-          "function": null,
-          "file": null,
-          "line": null,
-          "module": null,
-          "module_offset": 0,
-          "kind": "unknown"
-        }
-      ],
+      "stack": [],
       "class": 32,
       "series": [
         {

@@ -11,134 +11,85 @@ use super::SCHEMA_VERSION;
 /// What `leaktrail info --json` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct InfoDocument<'a> {
-    /// [`SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// The snapshot file.
-    pub path: &'a str,
-    /// Its size.
-    pub file_bytes: u64,
-    /// What wrote it.
-    pub writer: &'a str,
-    /// The process, null if unknown.
-    pub pid: Option<i32>,
-    /// Its name, null if unknown.
-    pub comm: Option<&'a str>,
-    /// Its command line, null if unknown.
-    pub cmdline: Option<&'a str>,
-    /// Its executable, null if unknown.
-    pub exe: Option<&'a str>,
-    /// When the snapshot was taken, null if unknown.
-    pub time_unix_ns: Option<u64>,
-    /// The same, as an RFC 3339 UTC time.
-    pub time_utc: Option<&'a str>,
-    /// How long the process was stopped, null if unknown.
-    pub pause_ns: Option<u64>,
-    /// `full`, `tables` or `none`, null if unknown.
-    pub memory_mode: Option<&'a str>,
-    /// The threads.
-    pub threads: Vec<ThreadRecord>,
-    /// The loaded files.
-    pub modules: Vec<ModuleRecord<'a>>,
-    /// Mappings by kind.
-    pub regions: Vec<KindRecord<'a>>,
-    /// Bytes of memory in the snapshot.
-    pub captured_bytes: u64,
-    /// Lines of the perf map, null if none.
-    pub perf_map_lines: Option<usize>,
-    /// smaps totals when the snapshot was taken, null if unknown.
-    pub smaps: Option<SmapsRecord<'a>>,
-    /// The tracer's audit.
-    pub audit: AuditRecord<'a>,
-    /// Things the reader should know.
-    pub warnings: &'a [String],
+    schema_version: u32,
+    path: &'a str,
+    file_bytes: u64,
+    writer: &'a str,
+    pid: Option<i32>,
+    comm: Option<&'a str>,
+    cmdline: Option<&'a str>,
+    exe: Option<&'a str>,
+    time_unix_ns: Option<u64>,
+    time_utc: Option<&'a str>,
+    pause_ns: Option<u64>,
+    memory_mode: Option<&'a str>,
+    threads: Vec<ThreadRecord>,
+    modules: Vec<ModuleRecord<'a>>,
+    regions: Vec<KindRecord<'a>>,
+    captured_bytes: u64,
+    perf_map_lines: Option<usize>,
+    smaps: Option<SmapsRecord<'a>>,
+    audit: AuditRecord<'a>,
+    warnings: &'a [String],
 }
 
 /// One thread at the stop.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct ThreadRecord {
-    /// Its id.
-    pub tid: i32,
-    /// Program counter.
-    pub pc: u64,
-    /// Stack pointer.
-    pub sp: u64,
-    /// The signal that stopped it.
-    pub signal: i32,
+    tid: i32,
+    pc: u64,
+    sp: u64,
+    signal: i32,
 }
 
 /// One loaded file.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModuleRecord<'a> {
-    /// Path as the target's maps show it.
-    pub path: &'a str,
-    /// Address of file offset 0.
-    pub base: u64,
-    /// Lowest address of its mappings.
-    pub start: u64,
-    /// End of its highest mapping.
-    pub end: u64,
-    /// GNU build id, lower-case hex, null if none.
-    pub build_id: Option<&'a str>,
+    path: &'a str,
+    base: u64,
+    start: u64,
+    end: u64,
+    build_id: Option<&'a str>,
 }
 
 /// Mappings of one kind.
 #[derive(Clone, Debug, Serialize)]
 pub struct KindRecord<'a> {
-    /// The kind.
-    pub kind: &'a str,
-    /// How many.
-    pub mappings: u64,
-    /// Their size.
-    pub mapped_bytes: u64,
-    /// Bytes of them in the snapshot.
-    pub captured_bytes: u64,
+    kind: &'a str,
+    mappings: u64,
+    mapped_bytes: u64,
+    captured_bytes: u64,
 }
 
 /// smaps totals, overall and by kind.
 #[derive(Clone, Debug, Serialize)]
 pub struct SmapsRecord<'a> {
-    /// Over all mappings.
-    pub total: SmapsTotalsRecord,
-    /// By kind of mapping, in name order.
-    pub by_kind: BTreeMap<&'a str, SmapsTotalsRecord>,
+    total: SmapsTotalsRecord,
+    by_kind: BTreeMap<&'a str, SmapsTotalsRecord>,
 }
 
 /// Sums of a few smaps fields, bytes.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct SmapsTotalsRecord {
-    /// Mappings counted.
-    pub mappings: u64,
-    /// Virtual size.
-    pub size: u64,
-    /// Resident.
-    pub rss: u64,
-    /// Proportional share.
-    pub pss: u64,
-    /// Anonymous resident.
-    pub anonymous: u64,
-    /// Swapped out.
-    pub swap: u64,
+    mappings: u64,
+    size: u64,
+    rss: u64,
+    pss: u64,
+    anonymous: u64,
+    swap: u64,
 }
 
 /// What the audit region holds.
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditRecord<'a> {
-    /// Whether the process ran under the tracer.
-    pub present: bool,
-    /// Addresses of audit headers found.
-    pub headers: &'a [u64],
-    /// Live blocks, null if not decodable.
-    pub live_blocks: Option<u64>,
-    /// Their bytes.
-    pub live_bytes: Option<u64>,
-    /// Distinct stacks.
-    pub stacks: Option<u64>,
-    /// Allocations the tracer could not record.
-    pub dropped_allocs: Option<u64>,
-    /// Shards caught mid-update.
-    pub busy_shards: Option<u32>,
-    /// Why it could not be decoded, null if it could.
-    pub error: Option<&'a str>,
+    present: bool,
+    headers: &'a [u64],
+    live_blocks: Option<u64>,
+    live_bytes: Option<u64>,
+    stacks: Option<u64>,
+    dropped_allocs: Option<u64>,
+    busy_shards: Option<u32>,
+    error: Option<&'a str>,
 }
 
 impl From<&ThreadSummary> for ThreadRecord {

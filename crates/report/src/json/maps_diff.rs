@@ -8,62 +8,39 @@ use super::SCHEMA_VERSION;
 /// What `leaktrail maps diff --json` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct MapsDiffDocument<'a> {
-    /// [`SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// RSS in A.
-    pub rss_a: u64,
-    /// RSS in B.
-    pub rss_b: u64,
-    /// B minus A.
-    pub delta: i64,
-    /// Per region.
-    pub regions: Vec<RegionDeltaRecord<'a>>,
-    /// Per mapping, largest change first.
-    pub mappings: Vec<MappingDeltaRecord<'a>>,
-    /// leaktrail's own resident bytes in A, left out of everything above.
-    pub tracer_a: u64,
-    /// …in B.
-    pub tracer_b: u64,
+    schema_version: u32,
+    rss_a: u64,
+    rss_b: u64,
+    delta: i64,
+    regions: Vec<RegionDeltaRecord<'a>>,
+    mappings: Vec<MappingDeltaRecord<'a>>,
+    tracer_a: u64,
+    tracer_b: u64,
 }
 
 /// One region's RSS in A and B.
 #[derive(Clone, Debug, Serialize)]
 pub struct RegionDeltaRecord<'a> {
-    /// `heap`, `anon`, `stack`, `file` or `shmem`.
-    pub name: &'a str,
-    /// RSS in A.
-    pub rss_a: u64,
-    /// RSS in B.
-    pub rss_b: u64,
-    /// B minus A.
-    pub delta: i64,
+    name: &'a str,
+    rss_a: u64,
+    rss_b: u64,
+    delta: i64,
 }
 
 /// One mapping matched between A and B.
 #[derive(Clone, Debug, Serialize)]
 pub struct MappingDeltaRecord<'a> {
-    /// Its path or pseudo-path.
-    pub name: &'a str,
-    /// `heap`, `anon`, `stack`, `file` or `shmem`.
-    pub region: &'static str,
-    /// `rwxp`.
-    pub perms: &'a str,
-    /// First address (in B, or in A if removed).
-    pub start: u64,
-    /// One past the last.
-    pub end: u64,
-    /// Size in A.
-    pub size_a: u64,
-    /// Size in B.
-    pub size_b: u64,
-    /// RSS in A.
-    pub rss_a: u64,
-    /// RSS in B.
-    pub rss_b: u64,
-    /// RSS, B minus A.
-    pub delta: i64,
-    /// `both`, `added` or `removed`.
-    pub presence: &'static str,
+    name: &'a str,
+    region: &'static str,
+    perms: &'a str,
+    start: u64,
+    end: u64,
+    size_a: u64,
+    size_b: u64,
+    rss_a: u64,
+    rss_b: u64,
+    delta: i64,
+    presence: &'static str,
 }
 
 impl<'a> From<&'a RegionDelta> for RegionDeltaRecord<'a> {

@@ -9,66 +9,46 @@ use super::SCHEMA_VERSION;
 /// What `leaktrail refs --json` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct RefsDocument<'a> {
-    /// [`SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// The address searched for.
-    pub target: u64,
-    /// What it is, null if nothing known.
-    pub target_whatis: Option<WhatisRecord<'a>>,
-    /// Referring words, by address.
-    pub refs: Vec<RefRecord<'a>>,
-    /// Bytes scanned.
-    pub scanned_bytes: u64,
+    schema_version: u32,
+    target: u64,
+    target_whatis: Option<WhatisRecord<'a>>,
+    refs: Vec<RefRecord<'a>>,
+    scanned_bytes: u64,
 }
 
 /// A word that refers to the target.
 #[derive(Clone, Debug, Serialize)]
 pub struct RefRecord<'a> {
-    /// Where the word is.
-    pub at: u64,
-    /// Its value.
-    pub value: u64,
-    /// What its location is.
-    pub whatis: WhatisRecord<'a>,
+    at: u64,
+    value: u64,
+    whatis: WhatisRecord<'a>,
 }
 
 /// What `leaktrail refs --chain --json` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChainsDocument<'a> {
-    /// [`SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// The address asked about.
-    pub target: u64,
-    /// The shortest paths found, globals first.
-    pub chains: Vec<ChainRecord<'a>>,
-    /// Hops from a root to the target on the shortest path (0 if none).
-    pub levels: usize,
-    /// Whether no root leads to the target.
-    pub unreached: bool,
+    schema_version: u32,
+    target: u64,
+    chains: Vec<ChainRecord<'a>>,
+    levels: usize,
+    unreached: bool,
 }
 
 /// One path from a root to the target.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChainRecord<'a> {
-    /// The hops, root first.
-    pub hops: Vec<HopRecord<'a>>,
-    /// The target buffer.
-    pub target: BufferHitRecord<'a>,
+    hops: Vec<HopRecord<'a>>,
+    target: BufferHitRecord<'a>,
 }
 
 /// One pointer on a path.
 #[derive(Clone, Debug, Serialize)]
 pub struct HopRecord<'a> {
-    /// Where the referring word is.
-    pub at: u64,
-    /// Its value.
-    pub value: u64,
-    /// `register`, `stack`, `global`, `tls`, `anon` or `buffer`.
-    pub holder: &'a str,
-    /// The location described, null for registers.
-    pub whatis: Option<WhatisRecord<'a>>,
-    /// For a register, `[tid, register index]`, else null.
-    pub register: Option<(i32, usize)>,
+    at: u64,
+    value: u64,
+    holder: &'a str,
+    whatis: Option<WhatisRecord<'a>>,
+    register: Option<(i32, usize)>,
 }
 
 impl<'a> From<&'a Ref> for RefRecord<'a> {

@@ -14,117 +14,74 @@ use super::SCHEMA_VERSION;
 /// What `leaktrail trend --json` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct TrendDocument<'a> {
-    /// [`SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// Samples after the warm-up.
-    pub analysed_samples: usize,
-    /// Upper end of the slope's 95% interval, bytes per hour.
-    pub ci_high: f64,
-    /// Lower end of it.
-    pub ci_low: f64,
-    /// Seconds from the first sample to the last.
-    pub duration_seconds: f64,
-    /// The fitted line, null if none.
-    pub fit: Option<FitRecord>,
-    /// The region that grows most, null if none.
-    pub growth_region: Option<&'a str>,
-    /// The memory limit, null if unknown.
-    pub limit_bytes: Option<u64>,
-    /// `cgroup_v2`, `cgroup_v1` or `physical`, null if unknown.
-    pub limit_source: Option<&'static str>,
-    /// The Mann-Kendall test, null with too few samples.
-    pub mann_kendall: Option<MannKendallRecord>,
-    /// Node.js recordings with snapshots: memory by owner over time.
+    schema_version: u32,
+    analysed_samples: usize,
+    ci_high: f64,
+    ci_low: f64,
+    duration_seconds: f64,
+    fit: Option<FitRecord>,
+    growth_region: Option<&'a str>,
+    limit_bytes: Option<u64>,
+    limit_source: Option<&'static str>,
+    mann_kendall: Option<MannKendallRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub owners: Option<OwnerTrendRecord>,
-    /// Why the verdict.
-    pub reason: &'a str,
-    /// Per region, in the order heap, anon, stack, file, shmem.
-    pub regions: Vec<RegionTrendRecord<'a>>,
-    /// RSS at the last sample.
-    pub rss_bytes: u64,
-    /// Samples in the recording.
-    pub samples: usize,
-    /// Theil-Sen slope of RSS, bytes per hour.
-    pub slope_bytes_per_hour: f64,
-    /// Seconds until the limit at this slope, null if none.
-    pub time_to_limit_seconds: Option<f64>,
-    /// leaktrail's own resident bytes at the last full sample, left out of
-    /// every figure above.
-    pub tracer_bytes: u64,
-    /// `growing`, `flat` or `inconclusive`.
-    pub verdict: &'static str,
-    /// Seconds excluded as warm-up.
-    pub warmup_seconds: f64,
+    owners: Option<OwnerTrendRecord>,
+    reason: &'a str,
+    regions: Vec<RegionTrendRecord<'a>>,
+    rss_bytes: u64,
+    samples: usize,
+    slope_bytes_per_hour: f64,
+    time_to_limit_seconds: Option<f64>,
+    tracer_bytes: u64,
+    verdict: &'static str,
+    warmup_seconds: f64,
 }
 
 /// The fitted line.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct FitRecord {
-    /// RSS at `t_start`.
-    pub intercept_bytes: f64,
-    /// The slope.
-    pub slope_bytes_per_second: f64,
-    /// Where the line ends, seconds.
-    pub t_end: f64,
-    /// Where it starts.
-    pub t_start: f64,
+    intercept_bytes: f64,
+    slope_bytes_per_second: f64,
+    t_end: f64,
+    t_start: f64,
 }
 
 /// The Mann-Kendall trend test.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct MannKendallRecord {
-    /// Two-sided p-value.
-    pub p: f64,
-    /// The statistic S.
-    pub s: i64,
-    /// Its variance.
-    pub var_s: f64,
-    /// Normal score.
-    pub z: f64,
+    p: f64,
+    s: i64,
+    var_s: f64,
+    z: f64,
 }
 
 /// One region's trend.
 #[derive(Clone, Debug, Serialize)]
 pub struct RegionTrendRecord<'a> {
-    /// Upper end of the slope's interval.
-    pub ci_high: f64,
-    /// Lower end.
-    pub ci_low: f64,
-    /// `heap`, `anon`, `stack`, `file` or `shmem`.
-    pub name: &'a str,
-    /// Why the verdict.
-    pub reason: &'a str,
-    /// RSS at the last sample.
-    pub rss_bytes: u64,
-    /// Bytes per hour.
-    pub slope_bytes_per_hour: f64,
-    /// `growing`, `flat` or `inconclusive`.
-    pub verdict: &'static str,
+    ci_high: f64,
+    ci_low: f64,
+    name: &'a str,
+    reason: &'a str,
+    rss_bytes: u64,
+    slope_bytes_per_hour: f64,
+    verdict: &'static str,
 }
 
 /// Memory by owner over time (Node.js).
 #[derive(Clone, Debug, Serialize)]
 pub struct OwnerTrendRecord {
-    /// The owner that grows, null if none.
-    pub growing: Option<&'static str>,
-    /// One series per owner.
-    pub owners: Vec<OwnerSeriesRecord>,
-    /// Seconds of each snapshot.
-    pub t_seconds: Vec<f64>,
+    growing: Option<&'static str>,
+    owners: Vec<OwnerSeriesRecord>,
+    t_seconds: Vec<f64>,
 }
 
 /// One owner's bytes per snapshot.
 #[derive(Clone, Debug, Serialize)]
 pub struct OwnerSeriesRecord {
-    /// Bytes per snapshot.
-    pub bytes: Vec<u64>,
-    /// Its name for people.
-    pub name: &'static str,
-    /// Its name for programs (see [`owner_name`]).
-    pub owner: &'static str,
-    /// Bytes per hour.
-    pub slope_bytes_per_hour: f64,
+    bytes: Vec<u64>,
+    name: &'static str,
+    owner: &'static str,
+    slope_bytes_per_hour: f64,
 }
 
 impl<'a> TrendDocument<'a> {

@@ -12,48 +12,33 @@ use super::SCHEMA_VERSION;
 /// `schema_version`.
 #[derive(Clone, Debug, Serialize)]
 pub struct WhatisDocument<'a> {
-    /// [`SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// The description.
+    schema_version: u32,
     #[serde(flatten)]
-    pub whatis: WhatisRecord<'a>,
+    whatis: WhatisRecord<'a>,
 }
 
 /// What an address is.
 #[derive(Clone, Debug, Serialize)]
 pub struct WhatisRecord<'a> {
-    /// The address asked about.
-    pub address: u64,
-    /// The mapping it is in.
-    pub area: AreaRecord<'a>,
-    /// The live buffer containing it, null if none.
-    pub buffer: Option<BufferHitRecord<'a>>,
-    /// `[name, offset]` of the module symbol containing it, null if none.
-    pub symbol: Option<(&'a str, u64)>,
-    /// Code: the frame it symbolizes to, null if not code.
-    pub code: Option<FrameRecord<'a>>,
-    /// A thread's stack, null if not on one.
-    pub stack: Option<StackHitRecord<'a>>,
-    /// JIT code from the perf map, null if none.
-    pub jit: Option<FrameRecord<'a>>,
-    /// In the tracer's audit region.
-    pub audit: bool,
+    address: u64,
+    area: AreaRecord<'a>,
+    buffer: Option<BufferHitRecord<'a>>,
+    symbol: Option<(&'a str, u64)>,
+    code: Option<FrameRecord<'a>>,
+    stack: Option<StackHitRecord<'a>>,
+    jit: Option<FrameRecord<'a>>,
+    audit: bool,
 }
 
 /// A mapping: `{start, end, perms, path, kind}` and the kind's own fields.
 #[derive(Clone, Debug, Serialize)]
 pub struct AreaRecord<'a> {
-    /// First address.
-    pub start: u64,
-    /// One past the last.
-    pub end: u64,
-    /// `rwxp`, when known.
-    pub perms: &'a str,
-    /// Backing file or pseudo-path, empty for anonymous memory.
-    pub path: &'a str,
-    /// `kind`, and for stacks `tid` and `sp`, for TLS `tid`.
+    start: u64,
+    end: u64,
+    perms: &'a str,
+    path: &'a str,
     #[serde(flatten)]
-    pub kind: AreaKindRecord,
+    kind: AreaKindRecord,
 }
 
 /// What a mapping holds, as the `kind` field names it.
@@ -103,31 +88,21 @@ pub enum AreaKindRecord {
 /// A live buffer that contains an address.
 #[derive(Clone, Debug, Serialize)]
 pub struct BufferHitRecord<'a> {
-    /// Its start.
-    pub addr: u64,
-    /// Its requested size.
-    pub size: u64,
-    /// Where in it the address is.
-    pub offset: u64,
-    /// Allocation time, ns after the tracer started.
-    pub time_ns: u64,
-    /// Allocating thread.
-    pub tid: u32,
-    /// Stack id.
-    pub stack_id: u32,
-    /// Its allocation stack, innermost first.
-    pub stack: Vec<FrameRecord<'a>>,
+    addr: u64,
+    size: u64,
+    offset: u64,
+    time_ns: u64,
+    tid: u32,
+    stack_id: u32,
+    stack: Vec<FrameRecord<'a>>,
 }
 
 /// A place on a thread's stack.
 #[derive(Clone, Debug, Serialize)]
 pub struct StackHitRecord<'a> {
-    /// The thread.
-    pub tid: i32,
-    /// Bytes above the thread's SP (negative: below it).
-    pub sp_offset: i64,
-    /// The frame whose part of the stack holds it, null if unknown.
-    pub frame: Option<FrameRecord<'a>>,
+    tid: i32,
+    sp_offset: i64,
+    frame: Option<FrameRecord<'a>>,
 }
 
 impl From<&AreaKind> for AreaKindRecord {
@@ -210,7 +185,7 @@ impl<'a> From<&'a Whatis> for WhatisDocument<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::json::frame::tests::{bare_frame, full_frame};
+    use crate::json::frame::tests::full_frame;
     use crate::json::golden::assert_json;
 
     /// An address inside a live buffer on the heap, in a global too.
@@ -231,7 +206,7 @@ pub(crate) mod tests {
                 time_ns: 5,
                 tid: 7,
                 stack_id: leaktrail_format::StackId(3),
-                stack: vec![bare_frame()],
+                stack: vec![],
             }),
             symbol: Some(("g_table".into(), 8)),
             code: None,
@@ -263,17 +238,7 @@ pub(crate) mod tests {
     "time_ns": 5,
     "tid": 7,
     "stack_id": 3,
-    "stack": [
-      {
-        "address": 8192,
-        "function": null,
-        "file": null,
-        "line": null,
-        "module": null,
-        "module_offset": 0,
-        "kind": "unknown"
-      }
-    ]
+    "stack": []
   },
   "symbol": [
     "g_table",
