@@ -392,13 +392,8 @@ fn stream(
         let mut p = *p;
         while p.len > 0 {
             let n = p.len.min(memory::STREAM_BATCH - fill);
-            batch.push(Piece {
-                addr: p.addr,
-                len: n,
-            });
+            batch.push(p.take_front(n));
             fill += n;
-            p.addr += n;
-            p.len -= n;
             if fill == memory::STREAM_BATCH {
                 flush(&mut batch, &mut fill, &mut offset)?;
             }

@@ -22,6 +22,37 @@ pub(crate) struct Piece {
     pub len: u64,
 }
 
+impl Piece {
+    /// Cuts the first `n` bytes off this piece and returns them.
+    pub fn take_front(&mut self, n: u64) -> Piece {
+        let front = Piece {
+            addr: self.addr,
+            len: n,
+        };
+        self.addr += n;
+        self.len -= n;
+        front
+    }
+}
+
+/// A fresh private read-write anonymous mapping of `len` bytes in our own
+/// process, for tests that read themselves; the caller unmaps it.
+#[cfg(test)]
+pub(crate) fn test_mapping(len: usize) -> *mut u8 {
+    // SAFETY: a fresh anonymous mapping, owned by the caller from here.
+    unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    }
+    .cast()
+}
+
 const PAGE: u64 = 4096;
 /// Remote iovecs per `process_vm_readv` call (the kernel's `UIO_MAXIOV`).
 const MAX_IOV: usize = 1024;
@@ -207,15 +238,11 @@ pub(crate) fn read_parallel(pid: i32, pieces: &[Piece], dst: &mut [u8]) -> Resul
                 u64::MAX
             };
             let n = p.len.min(room);
+            let front = p.take_front(n);
             if let Some(run) = runs.last_mut() {
-                run.push(Piece {
-                    addr: p.addr,
-                    len: n,
-                });
+                run.push(front);
             }
             filled += n;
-            p.addr += n;
-            p.len -= n;
         }
     }
     let mut rest = dst;
@@ -350,17 +377,7 @@ mod tests {
     fn reads_our_own_memory_and_zeroes_holes() {
         // Three pages, the middle one made unreadable.
         let len = 3 * PAGE as usize;
-        // SAFETY: fresh anonymous mapping, unmapped below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        } as *mut u8;
+        let base = test_mapping(len);
         // SAFETY: writing inside the mapping, then protecting its middle.
         unsafe {
             std::ptr::write_bytes(base, 0xab, len);

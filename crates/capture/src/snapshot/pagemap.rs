@@ -151,17 +151,7 @@ mod tests {
     #[test]
     fn reads_our_own_pagemap() {
         let len = 64 * PAGE as usize;
-        // SAFETY: a fresh anonymous mapping, unmapped below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        } as *mut u8;
+        let base = crate::snapshot::memory::test_mapping(len);
         // SAFETY: writing the last page of our own mapping.
         unsafe { base.add(len - 1).write_volatile(1) };
         let f = File::open("/proc/self/pagemap").unwrap();
