@@ -725,22 +725,14 @@ Rss:                 512 kB
         // A table the header points to, wholly inside its range, is the
         // tracer's too; a range that covers only part of a mapping (merged
         // with the program's memory) claims nothing.
-        let mut maps = parse_smaps(text).unwrap();
-        classify(&mut maps, &[]);
-        mark_tracer(
-            &mut maps,
-            0x7f1000001000,
-            &[(0x7f2000000000, 0x7f2000100000)],
-        );
-        assert_eq!(maps[3].region, Region::Tracer);
-        let mut maps = parse_smaps(text).unwrap();
-        classify(&mut maps, &[]);
-        mark_tracer(
-            &mut maps,
-            0x7f1000001000,
-            &[(0x7f2000000000, 0x7f2000080000)],
-        );
-        assert_eq!(maps[3].region, Region::Anon);
+        let last_with_table = |end: u64| {
+            let mut maps = parse_smaps(text).unwrap();
+            classify(&mut maps, &[]);
+            mark_tracer(&mut maps, 0x7f1000001000, &[(0x7f2000000000, end)]);
+            maps[3].region
+        };
+        assert_eq!(last_with_table(0x7f2000100000), Region::Tracer);
+        assert_eq!(last_with_table(0x7f2000080000), Region::Anon);
         // Written as `leaktrail`, and old recordings without it read as 0.
         let json = serde_json::to_string(&by).unwrap();
         assert!(json.contains("\"leaktrail\":86016"), "{json}");

@@ -176,12 +176,11 @@ mod tests {
 
     #[test]
     fn one_snapshot_orders_by_live_bytes_and_skips_idle_classes() {
-        let a = audit(&[
+        let c = compare(&[&audit(&[
             (8, 0, 0, 0, 0),
             (64, 10, 640, 20, 10),
             (4096, 2, 8000, 2, 0),
-        ]);
-        let c = compare(&[&a]);
+        ])]);
         let sizes: Vec<u64> = c.classes.iter().map(|r| r.size).collect();
         assert_eq!(sizes, [4096, 64]);
         assert!(c.classes.iter().all(|r| r.delta.is_none() && !r.grew_most));

@@ -148,7 +148,11 @@ fn frame_holding(heap: &Heap<'_>, symbolizer: &Symbolizer, tid: i32, addr: u64) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::{self, HeapBuilder, ARENA, AUDIT, DATA, SP, TID};
+    use crate::synthetic::{self, HeapBuilder, Synthetic, ARENA, AUDIT, DATA, SP, TID};
+
+    fn ask(s: &Synthetic, addr: u64) -> Result<Whatis, Error> {
+        whatis(&s.heap(), &synthetic::symbolizer(), addr)
+    }
 
     #[test]
     fn an_address_inside_a_block_names_the_block_and_the_offset() {
@@ -156,15 +160,14 @@ mod tests {
         b.stack(7, &[0x1234]);
         let a = b.block_with(40, 7, 55);
         let s = b.build();
-        let heap = s.heap();
-        let w = whatis(&heap, &synthetic::symbolizer(), a + 39).unwrap();
+        let w = ask(&s, a + 39).unwrap();
         let hit = w.buffer.unwrap();
         assert_eq!((hit.addr, hit.size, hit.offset), (a, 40, 39));
         assert_eq!((hit.stack_id.0, hit.tid), (7, 55));
         assert_eq!(hit.stack.len(), 1);
         assert_eq!(w.area.kind, AreaKind::Heap);
         assert!(w.stack.is_none() && !w.audit);
-        let past = whatis(&heap, &synthetic::symbolizer(), a + 40).unwrap();
+        let past = ask(&s, a + 40).unwrap();
         assert!(past.buffer.is_none());
         assert_eq!(past.area.kind, AreaKind::Heap);
     }
@@ -172,11 +175,9 @@ mod tests {
     #[test]
     fn an_address_on_a_stack_names_the_thread_and_the_distance_from_sp() {
         let s = HeapBuilder::new().build();
-        let heap = s.heap();
-        let sym = synthetic::symbolizer();
-        let above = whatis(&heap, &sym, SP + 16).unwrap().stack.unwrap();
+        let above = ask(&s, SP + 16).unwrap().stack.unwrap();
         assert_eq!((above.tid, above.sp_offset), (TID, 16));
-        let below = whatis(&heap, &sym, SP - 8).unwrap().stack.unwrap();
+        let below = ask(&s, SP - 8).unwrap().stack.unwrap();
         assert_eq!(below.sp_offset, -8);
     }
 
@@ -185,17 +186,15 @@ mod tests {
         let mut b = HeapBuilder::new();
         let in_arena = b.arena_block(16);
         let s = b.build();
-        let heap = s.heap();
-        let sym = synthetic::symbolizer();
-        let g = whatis(&heap, &sym, DATA + 8).unwrap();
+        let g = ask(&s, DATA + 8).unwrap();
         assert_eq!(g.area.kind, AreaKind::ModuleData);
         assert_eq!(g.area.path, "/usr/bin/app");
         assert!(g.buffer.is_none() && g.stack.is_none() && !g.audit);
-        let a = whatis(&heap, &sym, in_arena + 1).unwrap();
+        let a = ask(&s, in_arena + 1).unwrap();
         assert_eq!(a.area.kind, AreaKind::Arena);
         assert_eq!(a.buffer.unwrap().offset, 1);
-        assert!(whatis(&heap, &sym, ARENA + 8).unwrap().buffer.is_none());
-        let au = whatis(&heap, &sym, AUDIT + 8).unwrap();
+        assert!(ask(&s, ARENA + 8).unwrap().buffer.is_none());
+        let au = ask(&s, AUDIT + 8).unwrap();
         assert!(au.audit);
         assert_eq!(au.area.kind, AreaKind::Audit);
     }
@@ -203,12 +202,7 @@ mod tests {
     #[test]
     fn an_address_in_no_mapping_is_unmapped() {
         let s = HeapBuilder::new().build();
-        let heap = s.heap();
-        let sym = synthetic::symbolizer();
-        assert!(matches!(
-            whatis(&heap, &sym, 0x10),
-            Err(Error::Unmapped { addr: 0x10 })
-        ));
-        assert!(whatis_mapped(&heap, &sym, 0x10).is_none());
+        assert!(matches!(ask(&s, 0x10), Err(Error::Unmapped { addr: 0x10 })));
+        assert!(whatis_mapped(&s.heap(), &synthetic::symbolizer(), 0x10).is_none());
     }
 }
