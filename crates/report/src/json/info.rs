@@ -244,7 +244,7 @@ mod tests {
             perf_map_lines: None,
             smaps: Some(SmapsSummary {
                 total: totals.clone(),
-                by_kind: [("heap".to_string(), totals)].into_iter().collect(),
+                by_kind: Default::default(),
             }),
             audit: AuditSummary {
                 present: true,
@@ -310,16 +310,7 @@ mod tests {
       "anonymous": 5,
       "swap": 6
     },
-    "by_kind": {
-      "heap": {
-        "mappings": 1,
-        "size": 2,
-        "rss": 3,
-        "pss": 4,
-        "anonymous": 5,
-        "swap": 6
-      }
-    }
+    "by_kind": {}
   },
   "audit": {
     "present": true,
@@ -335,6 +326,17 @@ mod tests {
   },
   "warnings": []
 }"#,
+        );
+        // Each kind's sums are the same record as the overall ones.
+        let summary = SmapsSummary {
+            total: totals.clone(),
+            by_kind: [("heap".to_string(), totals.clone())].into_iter().collect(),
+        };
+        let json = serde_json::to_string(&SmapsRecord::from(&summary)).unwrap();
+        let total = serde_json::to_string(&SmapsTotalsRecord::from(&totals)).unwrap();
+        assert_eq!(
+            json,
+            format!(r#"{{"total":{total},"by_kind":{{"heap":{total}}}}}"#)
         );
     }
 }
