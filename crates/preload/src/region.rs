@@ -480,23 +480,12 @@ pub fn remove_map_range(hdr: &Header, addr: u64, len: u64) -> bool {
         shard.len.fetch_sub(1, Ordering::Relaxed);
         shard.tombstones.fetch_add(1, Ordering::Relaxed);
         removed = true;
+        let part = |from: u64, size: u64| Some((from, Record { size, ..rec }));
         if start < addr {
-            keep[0] = Some((
-                start,
-                Record {
-                    size: addr - start,
-                    ..rec
-                },
-            ));
+            keep[0] = part(start, addr - start);
         }
         if end < stop {
-            keep[1] = Some((
-                end,
-                Record {
-                    size: stop - end,
-                    ..rec
-                },
-            ));
+            keep[1] = part(end, stop - end);
         }
     }
     for (start, rec) in keep.into_iter().flatten() {
