@@ -207,11 +207,8 @@ fn leaks_classifies_every_root_and_leak_kind_exactly() {
     );
     // Every group of the fixture's own names its allocating function first;
     // frames carry file and line from DWARF.
-    let tree = l["groups"]
-        .as_array()
-        .expect("groups")
-        .iter()
-        .find(|g| g["stack"][0]["function"] == "leak_tree")
+    let tree = support::allocated_in(&l, "groups", "leak_tree")
+        .next()
         .expect("tree group");
     assert!(tree["stack"][0]["file"]
         .as_str()
@@ -250,11 +247,8 @@ fn issue_11_definite_groups_carry_the_indirect_bytes_they_own() {
     let (snap, _) = roots_snapshot();
     let l = json(&["leaks", "--json"], snap);
     let owned = |function: &str| -> Vec<(u64, u64, u64)> {
-        l["groups"]
-            .as_array()
-            .expect("groups")
-            .iter()
-            .filter(|g| g["kind"] == "definite" && g["stack"][0]["function"] == function)
+        support::allocated_in(&l, "groups", function)
+            .filter(|g| g["kind"] == "definite")
             .map(|g| {
                 (
                     g["bytes"].as_u64().expect("bytes"),
@@ -280,26 +274,15 @@ fn issue_11_definite_groups_carry_the_indirect_bytes_they_own() {
 #[test]
 fn leaks_roots_flag_drops_root_kinds() {
     let (snap, _) = roots_snapshot();
-    let no_regs = json(
-        &["leaks", "--json", "--roots", "stacks,globals,tls,anon"],
-        snap,
-    );
+    let with_roots = |roots| groups(&json(&["leaks", "--json", "--roots", roots], snap));
+    let no_regs = with_roots("stacks,globals,tls,anon");
     assert_eq!(
-        kind_of(&groups(&no_regs), "alloc_register"),
+        kind_of(&no_regs, "alloc_register"),
         [g("definite", 1004, 1)]
     );
-    let no_anon = json(
-        &["leaks", "--json", "--roots", "registers,stacks,globals,tls"],
-        snap,
-    );
-    assert_eq!(
-        kind_of(&groups(&no_anon), "alloc_anon"),
-        [g("definite", 1009, 1)]
-    );
-    assert_eq!(
-        kind_of(&groups(&no_anon), "alloc_global"),
-        [g("reachable", 1001, 1)]
-    );
+    let no_anon = with_roots("registers,stacks,globals,tls");
+    assert_eq!(kind_of(&no_anon, "alloc_anon"), [g("definite", 1009, 1)]);
+    assert_eq!(kind_of(&no_anon, "alloc_global"), [g("reachable", 1001, 1)]);
 }
 
 #[test]
@@ -489,12 +472,7 @@ fn caches_names_the_growing_4k_class_first_with_exact_counts() {
     assert_eq!(per[1]["live_count"].as_u64(), Some(before + 1530));
     assert_eq!(first["grew_most"], true);
     // The churn class (100 bytes) is level.
-    let churn = c["classes"]
-        .as_array()
-        .expect("classes")
-        .iter()
-        .find(|r| r["size"] == 112)
-        .expect("the 112 class");
+    let churn = support::entry(&c, "classes", "size", 112);
     assert_eq!(churn["delta"]["live_count"], 0);
     assert_eq!(churn["delta"]["allocs"], 100);
     assert_eq!(churn["delta"]["frees"], 100);
@@ -526,11 +504,7 @@ fn caches_names_the_growing_4k_class_first_with_exact_counts() {
     assert_eq!(top["count"], 1530);
     assert_eq!(top["bytes"], 1530 * 4000);
     assert_eq!(top["stack"][0]["function"], "grow_cache");
-    let grow: u64 = g["groups"]
-        .as_array()
-        .expect("groups")
-        .iter()
-        .filter(|x| x["stack"][0]["function"] == "grow_cache")
+    let grow: u64 = support::allocated_in(&g, "groups", "grow_cache")
         .map(|x| x["count"].as_u64().expect("count"))
         .sum();
     assert_eq!(grow, 1700);

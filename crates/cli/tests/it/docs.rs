@@ -299,9 +299,7 @@ fn run(fx: &Fixture, command: &str, n: &mut usize) -> Result<(), String> {
 #[test]
 fn issue_17_every_readme_command_runs_as_written() {
     let fx = Fixture::new_in("docs");
-    let mut n = 0;
-    let mut failed = Vec::new();
-    let mut ran = 0;
+    let mut forms = Vec::new();
     for command in readme_commands() {
         for part in command.split(" && ") {
             let part = part.trim();
@@ -311,23 +309,38 @@ fn issue_17_every_readme_command_runs_as_written() {
             }
             let short = expand(part, false);
             let long = expand(part, true);
-            for form in if short == long {
-                vec![short]
-            } else {
-                vec![short, long]
-            } {
-                ran += 1;
-                eprintln!("running: {form}");
-                if let Err(e) = run(&fx, &form, &mut n) {
-                    failed.push(e);
-                }
+            let both = short != long;
+            forms.push(short);
+            if both {
+                forms.push(long);
             }
         }
     }
-    assert!(ran > 30, "only {ran} commands found in the README");
+    run_every(
+        &fx,
+        &forms,
+        30,
+        "commands found in the README",
+        "README commands",
+    );
+}
+
+/// Runs every line on `fx`, going on past failures, then asserts that more
+/// than `min` ran (`found` names them) and that none of the `what` failed.
+fn run_every(fx: &Fixture, lines: &[String], min: usize, found: &str, what: &str) {
+    let mut n = 0;
+    let mut failed = Vec::new();
+    for line in lines {
+        eprintln!("running: {line}");
+        if let Err(e) = run(fx, line, &mut n) {
+            failed.push(e);
+        }
+    }
+    let ran = lines.len();
+    assert!(ran > min, "only {ran} {found}");
     assert!(
         failed.is_empty(),
-        "{} of {ran} README commands failed:\n{}",
+        "{} of {ran} {what} failed:\n{}",
         failed.len(),
         failed.join("\n")
     );
@@ -378,25 +391,11 @@ fn help_examples() -> Vec<String> {
 #[test]
 fn issue_17_every_help_example_runs_as_written() {
     let fx = Fixture::new_in("docs-help");
-    let mut n = 0;
-    let mut failed = Vec::new();
-    let mut ran = 0;
-    for line in help_examples() {
-        if HELP_NOT_RUN.iter().any(|s| line.contains(s)) {
-            eprintln!("not run: {line}");
-            continue;
-        }
-        ran += 1;
-        eprintln!("running: {line}");
-        if let Err(e) = run(&fx, &line, &mut n) {
-            failed.push(e);
-        }
+    let (skipped, lines): (Vec<String>, Vec<String>) = help_examples()
+        .into_iter()
+        .partition(|line| HELP_NOT_RUN.iter().any(|s| line.contains(s)));
+    for line in skipped {
+        eprintln!("not run: {line}");
     }
-    assert!(ran > 20, "only {ran} help examples found");
-    assert!(
-        failed.is_empty(),
-        "{} of {ran} help examples failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    run_every(&fx, &lines, 20, "help examples found", "help examples");
 }

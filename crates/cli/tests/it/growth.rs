@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use serde_json::Value;
 
 use crate::support::{
-    assert_bad_input, fixture, functions, leaktrail, record_in_steps, repo_root, scratch, stdout,
-    success,
+    allocated_in, assert_bad_input, entry, fixture, functions, leaktrail, record_in_steps,
+    repo_root, scratch, stdout, success,
 };
 
 const NO_FP: &[&str] = &["-fomit-frame-pointer", "-fno-optimize-sibling-calls"];
@@ -101,12 +101,7 @@ fn growth_ranks_steady_growth_above_a_flat_pool_and_a_burst() {
     }
     // The 4 KiB class leads the classes too; the 1 KiB one is flat.
     assert_eq!(json["classes"][0]["class"], 4096);
-    let pool = json["classes"]
-        .as_array()
-        .expect("classes")
-        .iter()
-        .find(|c| c["class"] == 1024)
-        .expect("the pool's class");
+    let pool = entry(&json, "classes", "class", 1024);
     for p in pool["series"].as_array().expect("series") {
         assert_eq!(p["bytes"], POOL_BYTES);
     }
@@ -292,11 +287,8 @@ fn pprof_decodes_independently_with_the_totals_of_caches() {
         5 * GROW_STEP_BYTES + POOL_BYTES + BURST_BYTES
     );
     // Functions with files and lines, and the stack of the growth site.
-    let grow = p["samples"]
-        .as_array()
-        .expect("samples")
-        .iter()
-        .find(|s| s["stack"][0]["function"] == "grow_cache")
+    let grow = allocated_in(&p, "samples", "grow_cache")
+        .next()
         .expect("grow_cache sample");
     assert_eq!(
         grow["values"],

@@ -161,62 +161,76 @@ fn a_snapshot_is_never_written_over_a_device_a_pipe_or_a_symlink() {
     assert_eq!(run.wait().code(), Some(0));
 }
 
-#[test]
-fn run_refuses_a_bad_out_before_the_program_starts() {
-    let dir = support::scratch("hostile_run_out");
-    let mark = dir.join("MARK");
-    let script = format!("touch '{}'", mark.display());
-    let full = dir.join("full");
-    std::fs::create_dir(&full).expect("mkdir");
-    std::fs::write(full.join("x"), "").expect("write");
-    let file = dir.join("file");
-    std::fs::write(&file, "").expect("write");
-    let orphan = dir.join("missing/rec");
-    for (out, needle) in [
-        (&full, "files in it"),
-        (&file, "found a file"),
-        (&orphan, "missing"),
-    ] {
+/// A scratch directory holding an empty regular file, and a script that
+/// leaves a mark there if it ever runs: for checking that a bad output is
+/// refused before the program starts.
+struct BeforeStart {
+    dir: PathBuf,
+    file: PathBuf,
+    mark: PathBuf,
+    script: String,
+}
+
+impl BeforeStart {
+    fn new(name: &str) -> BeforeStart {
+        let dir = support::scratch(name);
+        let mark = dir.join("MARK");
+        let script = format!("touch '{}'", mark.display());
+        let file = dir.join("file");
+        std::fs::write(&file, "").expect("write");
+        BeforeStart {
+            dir,
+            file,
+            mark,
+            script,
+        }
+    }
+
+    /// `leaktrail ARGS OUT -- sh -c SCRIPT` is refused as bad input naming
+    /// `needles`, and the script never ran.
+    fn assert_refused(&self, args: &[&str], out: &Path, needles: &[&str]) {
         assert_bad_input(
             leaktrail()
-                .args(["run", "--every", "0", "--out"])
+                .args(args)
                 .arg(out)
-                .args(["--", "sh", "-c", &script]),
-            &[needle],
+                .args(["--", "sh", "-c", &self.script]),
+            needles,
         );
         assert!(
-            !mark.exists(),
-            "the program ran despite --out {}",
+            !self.mark.exists(),
+            "the program ran despite {args:?} {}",
             out.display()
         );
     }
-    let link = dir.join("audit.json");
-    std::os::unix::fs::symlink(&file, &link).expect("symlink");
-    assert_bad_input(
-        leaktrail()
-            .args(["run", "--no-record", "--dump-at-exit"])
-            .arg(&link)
-            .args(["--", "sh", "-c", &script]),
+}
+
+#[test]
+fn run_refuses_a_bad_out_before_the_program_starts() {
+    let t = BeforeStart::new("hostile_run_out");
+    let full = t.dir.join("full");
+    std::fs::create_dir(&full).expect("mkdir");
+    std::fs::write(full.join("x"), "").expect("write");
+    let orphan = t.dir.join("missing/rec");
+    for (out, needle) in [
+        (&full, "files in it"),
+        (&t.file, "found a file"),
+        (&orphan, "missing"),
+    ] {
+        t.assert_refused(&["run", "--every", "0", "--out"], out, &[needle]);
+    }
+    let link = t.dir.join("audit.json");
+    std::os::unix::fs::symlink(&t.file, &link).expect("symlink");
+    t.assert_refused(
+        &["run", "--no-record", "--dump-at-exit"],
+        &link,
         &["refusing to replace", "symbolic link"],
     );
-    assert!(!mark.exists(), "the program ran despite --dump-at-exit");
 }
 
 #[test]
 fn watch_refuses_a_bad_out_before_the_program_starts() {
-    let dir = support::scratch("hostile_watch_out");
-    let mark = dir.join("MARK");
-    let script = format!("touch '{}'", mark.display());
-    let file = dir.join("file");
-    std::fs::write(&file, "").expect("write");
-    assert_bad_input(
-        leaktrail()
-            .args(["watch", "--out"])
-            .arg(&file)
-            .args(["--", "sh", "-c", &script]),
-        &["found a file"],
-    );
-    assert!(!mark.exists(), "the program ran despite --out");
+    let t = BeforeStart::new("hostile_watch_out");
+    t.assert_refused(&["watch", "--out"], &t.file, &["found a file"]);
 }
 
 #[test]
@@ -340,13 +354,19 @@ fn assert_survives(cmd: &str, file: &Path, what: &str) {
     }
 }
 
+/// Records `growth_sites` for one step with `--memory MEMORY` into `rec`
+/// under `dir`, and returns the snapshot.
+fn one_snapshot(dir: &Path, memory: &str) -> PathBuf {
+    let rec = dir.join("rec");
+    let exe = support::fixture("growth_sites", &[]);
+    support::record_in_steps(&rec, memory, &[exe.as_os_str(), "1".as_ref()], 1);
+    rec.join("snapshots/0001.core")
+}
+
 #[test]
 fn corrupt_snapshots_are_one_line_never_an_abort() {
     let dir = support::scratch("hostile_corrupt");
-    let rec = dir.join("rec");
-    let exe = support::fixture("growth_sites", &[]);
-    support::record_in_steps(&rec, "full", &[exe.as_os_str(), "1".as_ref()], 1);
-    let core_path = rec.join("snapshots/0001.core");
+    let core_path = one_snapshot(&dir, "full");
     let core = std::fs::read(&core_path).expect("read snapshot");
     for cmd in ["info", "leaks", "caches"] {
         assert_survives(cmd, &core_path, "the real snapshot");
@@ -437,13 +457,10 @@ fn corrupt_snapshots_are_one_line_never_an_abort() {
 
 #[test]
 fn leaks_of_a_memory_none_snapshot_names_the_mode() {
-    let dir = support::scratch("hostile_memory_none");
-    let rec = dir.join("rec");
-    let exe = support::fixture("growth_sites", &[]);
-    support::record_in_steps(&rec, "none", &[exe.as_os_str(), "1".as_ref()], 1);
+    let core = one_snapshot(&support::scratch("hostile_memory_none"), "none");
     let out = leaktrail()
         .arg("leaks")
-        .arg(rec.join("snapshots/0001.core"))
+        .arg(core)
         .output()
         .expect("run leaks");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -502,29 +502,18 @@ fn traced_snapshot_recovers_exactly_the_live_allocations() {
     drop(live);
 }
 
-/// The state letter of `/proc/PID/stat`.
-fn state(pid: i32) -> char {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, r)| r.trim_start().chars().next())
-        })
-        .unwrap_or('?')
-}
-
 #[test]
 fn a_stopped_target_stays_stopped_and_a_thread_id_is_refused() {
     let dir = support::scratch("snapshot_stopped");
     let mut t = Target::spawn(&["2"]);
     // SAFETY: kill takes no pointers.
     unsafe { libc::kill(t.pid, libc::SIGSTOP) };
-    while state(t.pid) != 'T' {
+    while support::proc_state(t.pid) != 'T' {
         std::thread::yield_now();
     }
     snapshot_of(t.pid, &dir.join("stopped.core"), &[]);
     assert_eq!(
-        state(t.pid),
+        support::proc_state(t.pid),
         'T',
         "the job-control stop must survive the snapshot"
     );

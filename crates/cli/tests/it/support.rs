@@ -481,3 +481,35 @@ pub fn functions(stack: &Value) -> Vec<String> {
         .map(|f| f["function"].as_str().unwrap_or("??").to_string())
         .collect()
 }
+
+/// The state letter of `/proc/PID/stat` (the field after the name in
+/// parentheses, which may hold parentheses itself), `?` if it cannot be read.
+pub fn proc_state(pid: i32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after_name.trim_start().chars().next().unwrap_or('?')
+}
+
+/// The entries of `doc[list]` (groups, samples) whose innermost frame is
+/// `function`.
+pub fn allocated_in<'a>(
+    doc: &'a Value,
+    list: &str,
+    function: &'a str,
+) -> impl Iterator<Item = &'a Value> + 'a {
+    doc[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list} in {doc}"))
+        .iter()
+        .filter(move |x| x["stack"][0]["function"] == function)
+}
+
+/// The first entry of `doc[list]` whose `key` is `value`.
+pub fn entry<'a>(doc: &'a Value, list: &str, key: &str, value: u64) -> &'a Value {
+    doc[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list} in {doc}"))
+        .iter()
+        .find(|x| x[key] == value)
+        .unwrap_or_else(|| panic!("no {list} entry with {key} {value} in {doc}"))
+}

@@ -13,7 +13,9 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use crate::support::{fixture, functions, leaktrail, record_in_steps, repo_root, scratch, stdout};
+use crate::support::{
+    allocated_in, fixture, functions, leaktrail, record_in_steps, repo_root, scratch, stdout,
+};
 
 /// Records the fixture for two steps, with the process's memory, once per
 /// test run: `snapshots/0001.core`, `0002.core` and the one at exit.
@@ -179,11 +181,8 @@ fn issue_11_inlined_frames_in_growth_folded_and_pprof() {
             .arg(repo_root().join("crates/cli/tests/it/pprof_decode.py"))
             .arg(&out),
     );
-    let sample = p["samples"]
-        .as_array()
-        .expect("samples")
-        .iter()
-        .find(|s| s["stack"][0]["function"] == "make_record")
+    let sample = allocated_in(&p, "samples", "make_record")
+        .next()
         .unwrap_or_else(|| panic!("no sample starts at make_record: {p}"));
     let (inner, outer) = (&sample["stack"][0], &sample["stack"][1]);
     assert_eq!(outer["function"], "grow_records");
