@@ -42,6 +42,16 @@ pub enum Error {
         /// The pid.
         pid: i32,
     },
+    /// `SIGINT` or `SIGTERM` arrived during a snapshot (after
+    /// [`snapshot::catch_interrupts`](crate::snapshot::catch_interrupts)):
+    /// every thread was let go and no file was left.
+    #[error("snapshot interrupted by {}: process {pid} resumed, nothing written", crate::snapshot::interrupt::name(*.signal))]
+    Interrupted {
+        /// The pid being captured.
+        pid: i32,
+        /// The signal's number.
+        signal: i32,
+    },
     /// A command could not be started.
     #[error("cannot start {program}: {source}")]
     Spawn {

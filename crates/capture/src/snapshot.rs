@@ -24,6 +24,7 @@
 //! # Ok::<(), leaktrail_capture::Error>(())
 //! ```
 
+pub(crate) mod interrupt;
 mod memory;
 mod module;
 mod pagemap;
@@ -50,6 +51,7 @@ use leaktrail_recording::snapshot::{default_file_name, elf, note};
 use memory::{Copier, Piece, Staging};
 
 use crate::Error;
+pub use interrupt::catch as catch_interrupts;
 
 /// How to take a snapshot.
 #[non_exhaustive]
@@ -169,6 +171,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         output::suffixed_temporary(&path),
         output::Kind::Seekable,
     )?;
+    interrupt::check(pid)?;
 
     // While the target is stopped, its CPU time is ours to spend: ask for
     // a better share so other work on the machine does not stretch the
@@ -180,18 +183,28 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let world = ptrace::World::stop(pid, options.stop_timeout)?;
-    if std::env::var_os("LEAKTRAIL_TEST_FAULT").is_some_and(|v| v == "exit-during-capture") {
+    let fault = std::env::var_os("LEAKTRAIL_TEST_FAULT");
+    if fault.as_ref().is_some_and(|v| v == "exit-during-capture") {
         // Test seam: the target dies while we hold it (see the integration
         // test `snapshot_of_a_target_that_exits_midway_leaves_nothing`).
         // SAFETY: kill takes no pointers.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+    if fault.as_ref().is_some_and(|v| v == "pause-after-stop") {
+        // Test seam: hold the world stopped until a signal comes, so the
+        // test interrupts us exactly here (see
+        // `snapshot_interrupted_by_a_signal_resumes_the_target_and_leaves_nothing`).
+        eprintln!("leaktrail: test fault: every thread of {pid} stopped, waiting for a signal");
+        interrupt::wait();
+    }
+    interrupt::check(pid)?;
     let t_stopped = stop_started.elapsed();
     let maps = maps::with_details(
         parse_maps(pid, "maps", &read_proc(pid, "maps", true)?)?,
         &before,
     );
     drop(before);
+    interrupt::check(pid)?;
     let t_maps = stop_started.elapsed();
     let stacks: Vec<u64> = world
         .threads()
@@ -234,6 +247,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             }
         }
     }
+    interrupt::check(pid)?;
     let loads = plan(&maps, options.memory, &audit_ranges, &elf_heads);
     let loads = split_sparse(pid, &maps, loads);
     let layout = elf::Layout::new(loads.len());
@@ -267,6 +281,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     if !memory::alive(pid) {
         return Err(Error::Exited { pid });
     }
+    interrupt::check(pid)?;
     let threads: Vec<ptrace::Thread> = world.threads().to_vec();
     world.release()?;
     let pause = stop_started.elapsed();
@@ -331,6 +346,8 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         .write_all_at(&notes, offset)
         .and_then(|_| out.file().write_all_at(&layout.headers(&phdrs), 0))
         .map_err(|e| Error::io(out.writing(), e))?;
+    // The last moment an interruption can still leave nothing behind.
+    interrupt::check(pid)?;
     let path = out.commit()?;
     Ok(Outcome {
         path,

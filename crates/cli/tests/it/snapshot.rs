@@ -532,3 +532,54 @@ fn a_stopped_target_stays_stopped_and_a_thread_id_is_refused() {
     );
     assert_eq!(t.finish(), 0);
 }
+
+#[test]
+fn snapshot_interrupted_by_a_signal_resumes_the_target_and_leaves_nothing() {
+    // Issue 16, item 6: SIGTERM mid-capture used to leave NAME.core.tmp
+    // behind, silently.
+    for (signal, name, status) in [
+        (libc::SIGTERM, "SIGTERM", 143),
+        (libc::SIGINT, "SIGINT", 130),
+    ] {
+        let dir = support::scratch(&format!("snapshot_interrupt_{name}"));
+        let mut t = Target::spawn(&["2"]);
+        let core = dir.join("x.core");
+        // The fault seam holds every thread stopped and says so on stderr,
+        // so the signal lands mid-capture every time.
+        let mut cmd = snapshot_cmd(t.pid, &core, &[]);
+        cmd.env("LEAKTRAIL_TEST_FAULT", "pause-after-stop")
+            .stdout(Stdio::piped());
+        let mut snap = Running::start(&mut cmd, Pipe::Stderr, "leaktrail: test fault: ");
+        assert_eq!(support::proc_state(t.pid), 't', "target held stopped");
+        let names = |dir: &Path| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .expect("dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let during = names(&dir);
+        assert!(
+            during.len() == 1 && during[0].ends_with(".tmp"),
+            "{name}: a temporary file is being written: {during:?}"
+        );
+        // SAFETY: kill takes no pointers.
+        assert_eq!(unsafe { libc::kill(snap.pid(), signal) }, 0);
+        let rest = snap.rest();
+        let exit = snap.wait();
+        assert_eq!(
+            rest,
+            [format!(
+                "leaktrail: snapshot interrupted by {name}: process {} resumed, nothing written",
+                t.pid
+            )]
+        );
+        assert_eq!(exit.code(), Some(status), "{name}: {exit:?}");
+        let left = names(&dir);
+        assert!(left.is_empty(), "{name}: left {left:?} behind");
+        assert!(
+            t.check().starts_with("ok "),
+            "{name}: target did not carry on"
+        );
+        assert_eq!(t.finish(), 0);
+    }
+}
