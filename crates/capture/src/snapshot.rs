@@ -118,9 +118,12 @@ pub struct Phases {
 
 /// Takes one snapshot of `pid`. See the module documentation.
 ///
-/// Errors: [`Error::NoSuchProcess`], [`Error::PermissionDenied`] (ptrace or
-/// `/proc` refused), [`Error::Exited`] (the process died during the
-/// capture; no file is left), I/O errors on the output.
+/// Errors: [`Error::NoSuchProcess`], [`Error::Zombie`],
+/// [`Error::KernelThread`], [`Error::AlreadyTraced`] (checked before
+/// anything is written), [`Error::PermissionDenied`] (ptrace or `/proc`
+/// refused), [`Error::Exited`] (the process died during the capture; no
+/// file is left), [`Error::Interrupted`] (after [`catch_interrupts`]; the
+/// target is let go and no file is left), I/O errors on the output.
 pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     if pid <= 0 {
         return Err(Error::NoSuchProcess { pid });
@@ -693,6 +696,22 @@ impl ProcessFacts {
             .unwrap_or_default();
         let num = |i: usize| rest.get(i).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
         let state = rest.first().and_then(|s| s.bytes().next()).unwrap_or(b'R');
+        // What would otherwise surface later as "exited during the capture"
+        // or a permission error, named for what it is.
+        if num(6) as u64 & PF_KTHREAD != 0 {
+            return Err(Error::KernelThread { pid });
+        }
+        // A main thread that called pthread_exit is a zombie too, while
+        // the others run on; only a process with no live thread is one.
+        if state == b'Z' && !has_live_thread(pid) {
+            return Err(Error::Zombie { pid });
+        }
+        let tracer = field("TracerPid")
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(0);
+        if tracer != 0 && tracer as u32 != std::process::id() {
+            return Err(Error::AlreadyTraced { pid, tracer });
+        }
         let cmdline: Vec<String> = read_proc(pid, "cmdline", false)?
             .split(|&b| b == 0)
             .filter(|a| !a.is_empty())
@@ -727,6 +746,24 @@ impl ProcessFacts {
             info,
         })
     }
+}
+
+/// `PF_KTHREAD` in the flags field of `/proc/PID/stat`
+/// (include/linux/sched.h): a kernel thread.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether any thread of `pid` is neither a zombie nor dead.
+fn has_live_thread(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next());
+        !matches!(state, None | Some('Z') | Some('X'))
+    })
 }
 
 /// Reads `/proc/PID/<name>`. `stopped` says whether we hold the process
