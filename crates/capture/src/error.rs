@@ -42,6 +42,40 @@ pub enum Error {
         /// The pid.
         pid: i32,
     },
+    /// `SIGINT` or `SIGTERM` arrived during a snapshot (after
+    /// [`snapshot::catch_interrupts`](crate::snapshot::catch_interrupts)):
+    /// every thread was let go and no file was left.
+    #[error("snapshot interrupted by {}: process {pid} resumed, nothing written", crate::snapshot::interrupt::name(*.signal))]
+    Interrupted {
+        /// The pid being captured.
+        pid: i32,
+        /// The signal's number.
+        signal: i32,
+    },
+    /// The process is already traced (by a debugger, strace, …); the
+    /// kernel allows one tracer at a time.
+    #[error(
+        "process {pid} is already traced by PID {tracer} (a debugger or strace?); detach it first"
+    )]
+    AlreadyTraced {
+        /// The pid asked for.
+        pid: i32,
+        /// Its tracer, from `TracerPid` in `/proc/PID/status`.
+        tracer: i32,
+    },
+    /// Every thread of the process has exited; only its exit status is
+    /// left, for its parent to collect.
+    #[error("process {pid} is a zombie (it exited; its parent has not reaped it)")]
+    Zombie {
+        /// The pid asked for.
+        pid: i32,
+    },
+    /// The pid is a kernel thread, which has no user address space.
+    #[error("process {pid} is a kernel thread: it has no user memory")]
+    KernelThread {
+        /// The pid asked for.
+        pid: i32,
+    },
     /// A command could not be started.
     #[error("cannot start {program}: {source}")]
     Spawn {
@@ -84,6 +118,9 @@ impl Error {
                 | Error::Malformed { .. }
                 | Error::Spawn { .. }
                 | Error::Exited { .. }
+                | Error::AlreadyTraced { .. }
+                | Error::Zombie { .. }
+                | Error::KernelThread { .. }
         ) || matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
             || matches!(self, Error::Recording(e) if e.is_bad_input())
     }

@@ -24,6 +24,7 @@
 //! # Ok::<(), leaktrail_capture::Error>(())
 //! ```
 
+pub(crate) mod interrupt;
 mod memory;
 mod module;
 mod pagemap;
@@ -50,6 +51,7 @@ use leaktrail_recording::snapshot::{default_file_name, elf, note};
 use memory::{Copier, Piece, Staging};
 
 use crate::Error;
+pub use interrupt::catch as catch_interrupts;
 
 /// How to take a snapshot.
 #[non_exhaustive]
@@ -116,9 +118,12 @@ pub struct Phases {
 
 /// Takes one snapshot of `pid`. See the module documentation.
 ///
-/// Errors: [`Error::NoSuchProcess`], [`Error::PermissionDenied`] (ptrace or
-/// `/proc` refused), [`Error::Exited`] (the process died during the
-/// capture; no file is left), I/O errors on the output.
+/// Errors: [`Error::NoSuchProcess`], [`Error::Zombie`],
+/// [`Error::KernelThread`], [`Error::AlreadyTraced`] (checked before
+/// anything is written), [`Error::PermissionDenied`] (ptrace or `/proc`
+/// refused), [`Error::Exited`] (the process died during the capture; no
+/// file is left), [`Error::Interrupted`] (after [`catch_interrupts`]; the
+/// target is let go and no file is left), I/O errors on the output.
 pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     if pid <= 0 {
         return Err(Error::NoSuchProcess { pid });
@@ -169,6 +174,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         output::suffixed_temporary(&path),
         output::Kind::Seekable,
     )?;
+    interrupt::check(pid)?;
 
     // While the target is stopped, its CPU time is ours to spend: ask for
     // a better share so other work on the machine does not stretch the
@@ -180,18 +186,28 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let world = ptrace::World::stop(pid, options.stop_timeout)?;
-    if std::env::var_os("LEAKTRAIL_TEST_FAULT").is_some_and(|v| v == "exit-during-capture") {
+    let fault = std::env::var_os("LEAKTRAIL_TEST_FAULT");
+    if fault.as_ref().is_some_and(|v| v == "exit-during-capture") {
         // Test seam: the target dies while we hold it (see the integration
         // test `snapshot_of_a_target_that_exits_midway_leaves_nothing`).
         // SAFETY: kill takes no pointers.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+    if fault.as_ref().is_some_and(|v| v == "pause-after-stop") {
+        // Test seam: hold the world stopped until a signal comes, so the
+        // test interrupts us exactly here (see
+        // `snapshot_interrupted_by_a_signal_resumes_the_target_and_leaves_nothing`).
+        eprintln!("leaktrail: test fault: every thread of {pid} stopped, waiting for a signal");
+        interrupt::wait();
+    }
+    interrupt::check(pid)?;
     let t_stopped = stop_started.elapsed();
     let maps = maps::with_details(
         parse_maps(pid, "maps", &read_proc(pid, "maps", true)?)?,
         &before,
     );
     drop(before);
+    interrupt::check(pid)?;
     let t_maps = stop_started.elapsed();
     let stacks: Vec<u64> = world
         .threads()
@@ -234,6 +250,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             }
         }
     }
+    interrupt::check(pid)?;
     let loads = plan(&maps, options.memory, &audit_ranges, &elf_heads);
     let loads = split_sparse(pid, &maps, loads);
     let layout = elf::Layout::new(loads.len());
@@ -267,6 +284,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     if !memory::alive(pid) {
         return Err(Error::Exited { pid });
     }
+    interrupt::check(pid)?;
     let threads: Vec<ptrace::Thread> = world.threads().to_vec();
     world.release()?;
     let pause = stop_started.elapsed();
@@ -331,6 +349,8 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         .write_all_at(&notes, offset)
         .and_then(|_| out.file().write_all_at(&layout.headers(&phdrs), 0))
         .map_err(|e| Error::io(out.writing(), e))?;
+    // The last moment an interruption can still leave nothing behind.
+    interrupt::check(pid)?;
     let path = out.commit()?;
     Ok(Outcome {
         path,
@@ -676,6 +696,22 @@ impl ProcessFacts {
             .unwrap_or_default();
         let num = |i: usize| rest.get(i).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
         let state = rest.first().and_then(|s| s.bytes().next()).unwrap_or(b'R');
+        // What would otherwise surface later as "exited during the capture"
+        // or a permission error, named for what it is.
+        if num(6) as u64 & PF_KTHREAD != 0 {
+            return Err(Error::KernelThread { pid });
+        }
+        // A main thread that called pthread_exit is a zombie too, while
+        // the others run on; only a process with no live thread is one.
+        if state == b'Z' && !has_live_thread(pid) {
+            return Err(Error::Zombie { pid });
+        }
+        let tracer = field("TracerPid")
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(0);
+        if tracer != 0 && tracer as u32 != std::process::id() {
+            return Err(Error::AlreadyTraced { pid, tracer });
+        }
         let cmdline: Vec<String> = read_proc(pid, "cmdline", false)?
             .split(|&b| b == 0)
             .filter(|a| !a.is_empty())
@@ -710,6 +746,24 @@ impl ProcessFacts {
             info,
         })
     }
+}
+
+/// `PF_KTHREAD` in the flags field of `/proc/PID/stat`
+/// (include/linux/sched.h): a kernel thread.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether any thread of `pid` is neither a zombie nor dead.
+fn has_live_thread(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next());
+        !matches!(state, None | Some('Z') | Some('X'))
+    })
 }
 
 /// Reads `/proc/PID/<name>`. `stopped` says whether we hold the process

@@ -1,7 +1,9 @@
 //! Exit statuses and how errors reach the user.
 //!
 //! 0 success, 1 the command failed, 2 bad usage or input, 3 `leaks
-//! --fail-on` found leaks. Errors print as one line: the whole context chain,
+//! --fail-on` found leaks, 128+N interrupted by signal N after cleaning up
+//! (130 for SIGINT, 143 for SIGTERM: what a shell reports for a process the
+//! signal killed, so scripts see the same status as before we caught it). Errors print as one line: the whole context chain,
 //! joined by ": ".
 
 use std::process::ExitCode;
@@ -24,6 +26,12 @@ macro_rules! bad_input {
     ($($arg:tt)*) => {
         return Err(anyhow::Error::new($crate::exit::BadInput(format!($($arg)*))))
     };
+}
+
+/// The status of a command that signal `signal` interrupted and that
+/// cleaned up before exiting: 128 + its number.
+pub fn interrupted(signal: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
 }
 
 /// Whether any error in the chain is the user's input.

@@ -102,6 +102,7 @@ impl Copier {
         // `skip`: bytes of pieces[i] already done (after a short read).
         let mut skip = 0u64;
         while i < pieces.len() {
+            super::interrupt::check(self.pid)?;
             remote.clear();
             let start = at;
             let mut j = i;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use leaktrail_capture::snapshot::{self, MemoryMode};
+use leaktrail_capture::Error;
 use leaktrail_recording::dir::{self as recording, snapshots::Snapshots};
 
 /// Flags of `leaktrail snapshot`.
@@ -37,7 +38,10 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let outcome = match (&args.recording, args.pid) {
+    // From here on SIGINT and SIGTERM let the target go and remove the
+    // temporary file before we exit, rather than kill us mid-capture.
+    snapshot::catch_interrupts();
+    let taken = match (&args.recording, args.pid) {
         (Some(dir), _) => {
             let meta_path = dir.join("meta.json");
             let text = std::fs::read_to_string(&meta_path)
@@ -48,17 +52,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     meta_path.display()
                 )))
             })?;
-            snapshot::take_into(&Snapshots::of(dir)?, meta.pid, args.memory, false).with_context(
-                || format!("snapshot of process {} into {}", meta.pid, dir.display()),
-            )?
+            snapshot::take_into(&Snapshots::of(dir)?, meta.pid, args.memory, false).map_err(|e| {
+                (
+                    e,
+                    format!("snapshot of process {} into {}", meta.pid, dir.display()),
+                )
+            })
         }
         (None, Some(pid)) => {
             let mut options = snapshot::Options::default();
             options.memory = args.memory;
             options.output = args.output;
-            snapshot::take(pid, &options).with_context(|| format!("snapshot of process {pid}"))?
+            snapshot::take(pid, &options).map_err(|e| (e, format!("snapshot of process {pid}")))
         }
         (None, None) => crate::bad_input!("give -p PID or --recording DIR"),
+    };
+    let outcome = match taken {
+        Ok(outcome) => outcome,
+        // Already the whole story, in the words the user needs; no context.
+        Err((e @ Error::Interrupted { signal, .. }, _)) => {
+            eprintln!("leaktrail: {e}");
+            return Ok(crate::exit::interrupted(signal));
+        }
+        Err((e, context)) => return Err(anyhow::Error::new(e).context(context)),
     };
     println!("{}", outcome.path.display());
     println!(

@@ -532,3 +532,151 @@ fn a_stopped_target_stays_stopped_and_a_thread_id_is_refused() {
     );
     assert_eq!(t.finish(), 0);
 }
+
+#[test]
+fn snapshot_interrupted_by_a_signal_resumes_the_target_and_leaves_nothing() {
+    // Issue 16, item 6: SIGTERM mid-capture used to leave NAME.core.tmp
+    // behind, silently.
+    for (signal, name, status) in [
+        (libc::SIGTERM, "SIGTERM", 143),
+        (libc::SIGINT, "SIGINT", 130),
+    ] {
+        let dir = support::scratch(&format!("snapshot_interrupt_{name}"));
+        let mut t = Target::spawn(&["2"]);
+        let core = dir.join("x.core");
+        // The fault seam holds every thread stopped and says so on stderr,
+        // so the signal lands mid-capture every time.
+        let mut cmd = snapshot_cmd(t.pid, &core, &[]);
+        cmd.env("LEAKTRAIL_TEST_FAULT", "pause-after-stop")
+            .stdout(Stdio::piped());
+        let mut snap = Running::start(&mut cmd, Pipe::Stderr, "leaktrail: test fault: ");
+        assert_eq!(support::proc_state(t.pid), 't', "target held stopped");
+        let names = |dir: &Path| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .expect("dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let during = names(&dir);
+        assert!(
+            during.len() == 1 && during[0].ends_with(".tmp"),
+            "{name}: a temporary file is being written: {during:?}"
+        );
+        // SAFETY: kill takes no pointers.
+        assert_eq!(unsafe { libc::kill(snap.pid(), signal) }, 0);
+        let rest = snap.rest();
+        let exit = snap.wait();
+        assert_eq!(
+            rest,
+            [format!(
+                "leaktrail: snapshot interrupted by {name}: process {} resumed, nothing written",
+                t.pid
+            )]
+        );
+        assert_eq!(exit.code(), Some(status), "{name}: {exit:?}");
+        let left = names(&dir);
+        assert!(left.is_empty(), "{name}: left {left:?} behind");
+        assert!(
+            t.check().starts_with("ok "),
+            "{name}: target did not carry on"
+        );
+        assert_eq!(t.finish(), 0);
+    }
+}
+
+#[test]
+fn snapshot_of_an_already_traced_process_names_its_tracer() {
+    // Issue 16, item 7: this used to be a permission message, even as root.
+    if !Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("skipped: strace is not installed");
+        return;
+    }
+    let dir = support::scratch("snapshot_traced_by_strace");
+    let exe = support::fixture("snap_threads", &[]);
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-o", "/dev/null"])
+        .arg(&exe)
+        .arg("1")
+        .stdin(Stdio::piped());
+    // The fixture prints its own pid, not strace's: that is the one to ask for.
+    let mut run = Running::start(&mut cmd, Pipe::Stdout, "ready ");
+    let pid: i32 = run.ready["ready ".len()..].trim().parse().expect("pid");
+    let tracer = run.pid();
+    assert_ne!(pid, tracer);
+    assert_bad_input(
+        &mut snapshot_cmd(pid, &dir.join("x.core"), &[]),
+        &[&format!(
+            "process {pid} is already traced by PID {tracer} (a debugger or strace?); detach it first"
+        )],
+    );
+    assert!(
+        std::fs::read_dir(&dir).expect("dir").next().is_none(),
+        "left a file behind"
+    );
+    run.send(b"x");
+    assert!(run.line().starts_with("ok "), "target did not carry on");
+    run.send(b"q");
+    assert_eq!(run.wait().code(), Some(0));
+}
+
+#[test]
+fn snapshot_of_a_zombie_says_so() {
+    let dir = support::scratch("snapshot_zombie");
+    let child = Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .expect("start sleep");
+    let mut child = support::ChildGuard(child);
+    let pid = child.0.id() as i32;
+    // SAFETY: kill takes no pointers.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    // Wait for it to die but leave it unreaped (WNOWAIT): a zombie.
+    // SAFETY: siginfo_t is plain data, valid when zeroed.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a writable siginfo_t that outlives the call.
+    let waited = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    assert_eq!(waited, 0, "waitid");
+    assert_eq!(support::proc_state(pid), 'Z');
+    assert_bad_input(
+        &mut snapshot_cmd(pid, &dir.join("x.core"), &[]),
+        &[&format!(
+            "process {pid} is a zombie (it exited; its parent has not reaped it)"
+        )],
+    );
+    assert!(
+        std::fs::read_dir(&dir).expect("dir").next().is_none(),
+        "left a file behind"
+    );
+    let _ = child.0.wait();
+}
+
+#[test]
+fn snapshot_of_a_kernel_thread_says_so() {
+    // Pid 2 is kthreadd on Linux, unless we are in a pid namespace.
+    let comm = std::fs::read_to_string("/proc/2/comm").unwrap_or_default();
+    if comm.trim() != "kthreadd" {
+        eprintln!("skipped: pid 2 is not kthreadd here ({comm:?})");
+        return;
+    }
+    let dir = support::scratch("snapshot_kthread");
+    assert_bad_input(
+        &mut snapshot_cmd(2, &dir.join("x.core"), &[]),
+        &["process 2 is a kernel thread: it has no user memory"],
+    );
+    assert!(
+        std::fs::read_dir(&dir).expect("dir").next().is_none(),
+        "left a file behind"
+    );
+}
