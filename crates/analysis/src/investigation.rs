@@ -98,16 +98,20 @@ pub struct Investigation {
 }
 
 /// The short answer: what grows, who allocates it, what is truly lost.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Diagnosis<'a> {
     /// The size class that grows most steadily (score above 0).
     pub class: Option<&'a ClassGrowth>,
     /// The strongest growth suspect (score above 0).
     pub suspect: Option<&'a Suspect>,
-    /// The largest group of definitely lost buffers.
-    pub lost: Option<&'a Group>,
+    /// Every definitely lost site (group), ranked by its loss record's
+    /// total (its bytes and the indirectly lost bytes it owns), largest
+    /// first; empty when nothing is lost or findleaks did not run.
+    pub lost: Vec<&'a Group>,
     /// All the definitely lost memory, when findleaks ran.
     pub lost_total: Option<leaks::Tally>,
+    /// All the indirectly lost memory, when findleaks ran.
+    pub indirect_total: Option<leaks::Tally>,
     /// The snapshot findleaks scanned.
     pub leaks_snapshot: Option<&'a Path>,
     /// Whether findleaks found the suspect's buffers still reachable (and
@@ -139,14 +143,13 @@ impl Investigation {
             class: g.and_then(|g| g.classes.first().filter(|c| c.stats.score > 0.0)),
             suspect,
             suspect_reachable,
-            lost: self.leaks.as_ref().and_then(|l| {
-                l.leaks
-                    .groups
-                    .iter()
-                    .filter(|g| g.kind == LeakKind::Definite)
-                    .max_by_key(|g| g.bytes)
-            }),
+            lost: self
+                .leaks
+                .as_ref()
+                .map(|l| l.leaks.lost_sites())
+                .unwrap_or_default(),
             lost_total: self.leaks.as_ref().map(|l| l.leaks.definite),
+            indirect_total: self.leaks.as_ref().map(|l| l.leaks.indirect),
             leaks_snapshot: self.leaks.as_ref().map(|l| l.path.as_path()),
         }
     }
@@ -308,4 +311,107 @@ pub fn open(dir: &Path) -> Result<Investigation, Error> {
         owners,
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{self, HeapBuilder};
+
+    /// An investigation of nothing but one findleaks result.
+    fn with_leaks(leaks: Leaks) -> Investigation {
+        let meta = Meta {
+            format: recording::FORMAT.into(),
+            version: recording::VERSION,
+            pid: 1,
+            comm: "app".into(),
+            cmdline: vec!["app".into()],
+            launched: true,
+            start_unix_ms: 0,
+            interval_ms: 1000,
+            memory_limit: None,
+            end: None,
+        };
+        Investigation {
+            dir: "rec".into(),
+            trend: trend::analyse_samples(&meta, &[]),
+            meta,
+            samples: Vec::new(),
+            snapshots: Vec::new(),
+            caches: None,
+            growth: None,
+            latest: None,
+            first: None,
+            leaks: Some(LeakSummary {
+                path: "rec/exit.core".into(),
+                leaks,
+            }),
+            owners: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Issue 11 (item 4): the diagnosis lists every definitely lost site,
+    /// ranked by its loss record's total (direct and the indirect bytes it
+    /// owns), not by its direct bytes alone.
+    #[test]
+    fn issue_11_the_diagnosis_ranks_every_lost_site_by_its_total() {
+        let mut b = HeapBuilder::new();
+        b.stack(1, &[0x10])
+            .stack(2, &[0x20])
+            .stack(3, &[0x30])
+            .stack(4, &[0x40])
+            .stack(5, &[0x50]);
+        // Stack 1: three lone lost blocks, 1500 direct, owning nothing.
+        for _ in 0..3 {
+            b.block_with(500, 1, 1);
+        }
+        // Stack 2: one lost block of 100 that owns a 2000-byte child
+        // (stack 3): 2100 in all, the largest total, the smallest direct.
+        let owner = b.block_with(100, 2, 1);
+        let child = b.block_with(2000, 3, 1);
+        b.write(owner, child);
+        // Stack 4: one lone lost block of 200.
+        b.block_with(200, 4, 1);
+        // Stack 5: reachable, never a lost site.
+        let kept = b.block_with(9000, 5, 1);
+        b.register(kept);
+        let s = b.build();
+        let found = leaks::find(
+            &s.heap(),
+            &LeaksOptions::default(),
+            &synthetic::symbolizer(),
+        );
+        let inv = with_leaks(found);
+        let d = inv.diagnosis();
+        let ranked: Vec<(u32, u64, u64, Option<u64>)> = d
+            .lost
+            .iter()
+            .map(|g| (g.stack_id.0, g.total_bytes(), g.bytes, g.indirect_bytes))
+            .collect();
+        assert_eq!(
+            ranked,
+            [
+                (2, 2100, 100, Some(2000)),
+                (1, 1500, 1500, Some(0)),
+                (4, 200, 200, Some(0)),
+            ]
+        );
+        assert_eq!(d.lost[0].blocks, 1);
+        assert_eq!(d.lost[1].blocks, 3);
+        assert_eq!(
+            d.lost_total,
+            Some(leaks::Tally {
+                bytes: 1800,
+                blocks: 5
+            })
+        );
+        assert_eq!(
+            d.indirect_total,
+            Some(leaks::Tally {
+                bytes: 2000,
+                blocks: 1
+            })
+        );
+    }
 }

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use leaktrail_analysis::investigation::Investigation;
+use leaktrail_analysis::leaks::Group;
 use leaktrail_analysis::symbolize::Frame;
 
 use crate::growth::{class, count, series_line};
@@ -26,6 +27,34 @@ pub fn site(frames: &[Frame]) -> String {
             .first()
             .map_or_else(|| "an unknown site".into(), |f| f.to_string()),
     }
+}
+
+/// How many lost sites the text diagnosis names; the report lists all.
+pub const LOST_SITES: usize = 5;
+
+/// One definitely lost site's loss record, valgrind's way: `total
+/// definitely lost in N buffers`, and `(D direct, I indirect)` when its
+/// blocks own indirectly lost ones.
+pub fn loss_record(g: &Group) -> String {
+    let mut s = format!(
+        "{} definitely lost in {} buffers",
+        text::bytes(g.total_bytes() as f64),
+        count(g.blocks)
+    );
+    if let Some(i) = g.indirect_bytes.filter(|&i| i > 0) {
+        let _ = write!(
+            s,
+            " ({} direct, {} indirect)",
+            text::bytes(g.bytes as f64),
+            text::bytes(i as f64)
+        );
+    }
+    s
+}
+
+/// [`loss_record`] after its site: `site (file:line): …`.
+pub fn lost_site(g: &Group) -> String {
+    format!("{}: {}", site(&g.stack), loss_record(g))
 }
 
 /// The diagnosis.
@@ -79,17 +108,28 @@ pub fn text(inv: &Investigation) -> String {
             );
         }
     }
-    match (d.lost, d.lost_total) {
-        (Some(g), Some(total)) => {
+    match (d.lost.first(), d.lost_total) {
+        (Some(_), Some(total)) => {
+            let indirect = d.indirect_total.unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  truly leaked:      {}: {} definitely lost in {} buffers (of {} in {} overall)",
-                site(&g.stack),
-                text::bytes(g.bytes as f64),
-                count(g.blocks),
-                text::bytes(total.bytes as f64),
-                count(total.blocks)
+                "  truly leaked:      {} (of {} in {} overall)",
+                lost_site(d.lost[0]),
+                text::bytes((total.bytes + indirect.bytes) as f64),
+                count(total.blocks + indirect.blocks)
             );
+            for g in d.lost.iter().skip(1).take(LOST_SITES - 1) {
+                let _ = writeln!(out, "                     {}", lost_site(g));
+            }
+            if d.lost.len() > LOST_SITES {
+                let _ = writeln!(
+                    out,
+                    "                     and {} more sites (leaktrail leaks {})",
+                    d.lost.len() - LOST_SITES,
+                    d.leaks_snapshot
+                        .map_or_else(|| "SNAP".into(), |p| p.display().to_string())
+                );
+            }
         }
         (None, Some(_)) => {
             let _ = writeln!(out, "  truly leaked:      nothing definitely lost");
@@ -102,4 +142,60 @@ pub fn text(inv: &Investigation) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{group, investigation, leaks};
+    use leaktrail_analysis::leaks::LeakKind::{Definite, Indirect, Reachable};
+
+    /// Issue 11 (item 4): every lost site, ranked by its total (direct and
+    /// the indirect bytes it owns); the first five named, the rest counted.
+    #[test]
+    fn issue_11_the_diagnosis_names_the_top_lost_sites_by_total() {
+        let inv = investigation(leaks(vec![
+            // Most direct bytes, but the second total.
+            group(Definite, "read_config", 10, (3000, 3), 0),
+            // Few direct bytes owning a big tree: the first.
+            group(Definite, "build_tree", 20, (100, 1), 4000),
+            group(Indirect, "tree_node", 21, (4000, 40), 0),
+            group(Definite, "site_c", 30, (500, 5), 0),
+            group(Definite, "site_d", 40, (400, 4), 0),
+            group(Definite, "site_e", 50, (300, 3), 0),
+            group(Definite, "site_f", 60, (200, 2), 0),
+            group(Definite, "site_g", 70, (100, 1), 0),
+            group(Reachable, "kept", 80, (90_000, 9), 0),
+        ]));
+        let t = text(&inv);
+        let lines: Vec<&str> = t
+            .lines()
+            .skip_while(|l| !l.contains("truly leaked"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "  truly leaked:      build_tree (app.c:20): 4.0 KiB definitely lost in 1 buffers (100 B direct, 3.9 KiB indirect) (of 8.4 KiB in 59 overall)",
+                "                     read_config (app.c:10): 2.9 KiB definitely lost in 3 buffers",
+                "                     site_c (app.c:30): 500 B definitely lost in 5 buffers",
+                "                     site_d (app.c:40): 400 B definitely lost in 4 buffers",
+                "                     site_e (app.c:50): 300 B definitely lost in 3 buffers",
+                "                     and 2 more sites (leaktrail leaks rec/exit.core)",
+            ],
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn no_more_line_when_every_lost_site_is_named() {
+        let inv = investigation(leaks(vec![
+            group(Definite, "one", 1, (10, 1), 0),
+            group(Definite, "two", 2, (20, 1), 0),
+        ]));
+        let t = text(&inv);
+        let two = t.find("two (app.c:2)").expect(&t);
+        let one = t.find("one (app.c:1)").expect(&t);
+        assert!(two < one, "{t}");
+        assert!(!t.contains("more sites"), "{t}");
+    }
 }

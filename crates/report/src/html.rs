@@ -24,7 +24,7 @@ mod chart;
 use std::fmt::Write;
 
 use leaktrail_analysis::investigation::Investigation;
-use leaktrail_analysis::leaks::LeakKind;
+use leaktrail_analysis::leaks::{LeakKind, Leaks};
 use leaktrail_analysis::profile::Profile;
 use leaktrail_analysis::symbolize::Frame;
 use leaktrail_recording::dir as recording;
@@ -167,6 +167,34 @@ const SCRIPT: &str = r#"
   });
 })();
 "#;
+
+/// Every definitely lost site, ranked by its total (its bytes and the
+/// indirectly lost bytes it owns), largest first: valgrind's loss records.
+fn lost_sites_table(out: &mut String, leaks: &Leaks) {
+    let sites = leaks.lost_sites();
+    if sites.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<h3>Definitely lost sites, by total ({})</h3><table class=\"lostsites\"><tr><th>#</th><th class=\"l\">site</th><th>total</th><th>direct</th><th>indirect</th><th>buffers</th><th>indirect buffers</th></tr>",
+        sites.len()
+    );
+    for (rank, g) in sites.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            rank + 1,
+            escape(&diagnosis::site(&g.stack)),
+            escape(&text::bytes(g.total_bytes() as f64)),
+            escape(&text::bytes(g.bytes as f64)),
+            escape(&text::bytes(g.indirect_bytes.unwrap_or(0) as f64)),
+            count(g.blocks),
+            count(g.indirect_blocks.unwrap_or(0))
+        );
+    }
+    out.push_str("</table>");
+}
 
 fn stack_pre(out: &mut String, frames: &[Frame], depth: usize) {
     out.push_str("<pre class=\"stack\">");
@@ -357,16 +385,23 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
             }
         );
     }
-    match (d.lost, d.lost_total, d.leaks_snapshot) {
+    match (d.lost.first(), d.lost_total, d.leaks_snapshot) {
         (Some(g), Some(total), _) => {
+            let indirect = d.indirect_total.unwrap_or_default();
             let _ = write!(
                 out,
-                "<li>Truly leaked: <b>{}</b>: {} definitely lost in {} buffers ({} in {} overall).</li>",
+                "<li>Truly leaked: <b>{}</b>: {} ({} in {} overall){}.</li>",
                 escape(&diagnosis::site(&g.stack)),
-                escape(&text::bytes(g.bytes as f64)),
-                count(g.blocks),
-                escape(&text::bytes(total.bytes as f64)),
-                count(total.blocks)
+                escape(&diagnosis::loss_record(g)),
+                escape(&text::bytes((total.bytes + indirect.bytes) as f64)),
+                count(total.blocks + indirect.blocks),
+                match d.lost.len() {
+                    1 => String::new(),
+                    n => format!(
+                        "; {} more lost sites, all ranked under <a href=\"#leaks\">What is unreachable?</a>",
+                        n - 1
+                    ),
+                }
             );
         }
         (None, Some(_), Some(path)) => {
@@ -617,6 +652,7 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
                 );
             }
             out.push_str("</table>");
+            lost_sites_table(&mut out, k);
             let lost: Vec<_> = k
                 .groups
                 .iter()
@@ -715,6 +751,38 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    /// Issue 11 (item 4): the findleaks section ranks every lost site by
+    /// its total in a table; the diagnosis names the first and counts the
+    /// rest.
+    #[test]
+    fn issue_11_the_report_lists_every_lost_site_ranked_by_total() {
+        use crate::testing::{group, investigation, leaks};
+        use LeakKind::{Definite, Indirect};
+        let inv = investigation(leaks(vec![
+            group(Definite, "read_config", 10, (3000, 3), 0),
+            group(Definite, "build_tree", 20, (100, 1), 4000),
+            group(Indirect, "tree_node", 21, (4000, 40), 0),
+            group(Definite, "parse_&lt", 30, (50, 1), 0),
+        ]));
+        let page = page(&inv, &HtmlOptions::default()).expect("page");
+        assert!(
+            page.contains("<li>Truly leaked: <b>build_tree (app.c:20)</b>: 4.0 KiB definitely lost in 1 buffers (100 B direct, 3.9 KiB indirect) (7.0 KiB in 45 overall); 2 more lost sites"),
+            "{page}"
+        );
+        let table = &page[page.find("<table class=\"lostsites\">").expect("the table")..];
+        let table = &table[..table.find("</table>").unwrap()];
+        let rows: Vec<&str> = table.split("<tr>").skip(2).collect();
+        assert_eq!(
+            rows,
+            [
+                "<td>1</td><td class=\"l\">build_tree (app.c:20)</td><td>4.0 KiB</td><td>100 B</td><td>3.9 KiB</td><td>1</td><td>1</td></tr>",
+                "<td>2</td><td class=\"l\">read_config (app.c:10)</td><td>2.9 KiB</td><td>2.9 KiB</td><td>0 B</td><td>3</td><td>0</td></tr>",
+                "<td>3</td><td class=\"l\">parse_&amp;lt (app.c:30)</td><td>50 B</td><td>50 B</td><td>0 B</td><td>1</td><td>0</td></tr>",
+            ]
+        );
+        assert!(page.contains("Definitely lost sites, by total (3)"));
     }
 
     #[test]

@@ -14,3 +14,6 @@ pub mod json;
 pub mod pprof;
 pub mod svg;
 pub mod text;
+
+#[cfg(test)]
+mod testing;

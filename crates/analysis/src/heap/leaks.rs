@@ -68,6 +68,14 @@ pub struct Group {
     pub indirect_blocks: Option<u64>,
 }
 
+impl Group {
+    /// Its loss record's total: its own bytes and, for a definitely lost
+    /// group, the indirectly lost bytes its blocks own.
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes + self.indirect_bytes.unwrap_or(0)
+    }
+}
+
 /// What [`find`] found.
 #[derive(Clone, Debug)]
 pub struct Leaks {
@@ -103,6 +111,38 @@ impl Leaks {
             LeakKind::Possible => self.possible,
             LeakKind::Reachable => self.reachable,
         }
+    }
+
+    /// The tally of `kind` over the groups kept: all of them, or those
+    /// whose stack passes through [`LeaksOptions::function`]. The class
+    /// totals above count every block whatever the filter; this is what
+    /// `--fail-on` asks, so that `--function` limits it too.
+    pub fn kept(&self, kind: LeakKind) -> Tally {
+        self.groups
+            .iter()
+            .filter(|g| g.kind == kind)
+            .fold(Tally::default(), |t, g| Tally {
+                bytes: t.bytes + g.bytes,
+                blocks: t.blocks + g.blocks,
+            })
+    }
+
+    /// Every definitely lost site (group) with its loss record, ranked by
+    /// [`Group::total_bytes`], largest first; ties by direct bytes, then by
+    /// the oldest block's address, so the order is stable.
+    pub fn lost_sites(&self) -> Vec<&Group> {
+        let mut sites: Vec<&Group> = self
+            .groups
+            .iter()
+            .filter(|g| g.kind == LeakKind::Definite)
+            .collect();
+        sites.sort_by(|a, b| {
+            b.total_bytes()
+                .cmp(&a.total_bytes())
+                .then(b.bytes.cmp(&a.bytes))
+                .then(a.example_address.cmp(&b.example_address))
+        });
+        sites
     }
 }
 

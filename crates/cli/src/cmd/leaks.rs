@@ -32,7 +32,8 @@ Examples:
 pub struct Args {
     /// The snapshot (taken of a process started with `leaktrail run`).
     snap: PathBuf,
-    /// Exit with status 3 if leaks of this kind or worse exist.
+    /// Exit with status 3 if leaks of this kind or worse exist (with
+    /// --function, only among the groups it keeps).
     #[arg(long, value_parser = crate::cmd::spelled::<FailOn>(FailOn::NAMES))]
     fail_on: Option<FailOn>,
     /// Keep only groups whose allocation stack passes through a function
@@ -77,10 +78,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         out.write_all(render::text(&found, &r).as_bytes())?;
     }
     out.flush()?;
+    // Over the groups kept, so that --function limits what fails too.
     let failed = args.fail_on.is_some_and(|on| {
         LeakKind::ALL
             .iter()
-            .any(|&k| on.counts(k) && found.tally(k).blocks > 0)
+            .any(|&k| on.counts(k) && found.kept(k).blocks > 0)
     });
     Ok(if failed {
         ExitCode::from(3)

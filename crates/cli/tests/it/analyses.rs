@@ -306,6 +306,32 @@ fn leaks_function_filter_fail_on_and_text() {
     }
 }
 
+/// Issue 11 (<https://github.com/leaktrail/leaktrail/issues/11>), item 5:
+/// `--function` limits what `--fail-on` counts. `leak_plain` leaks;
+/// `alloc_global` only holds reachable memory, though the snapshot as a
+/// whole has definite leaks.
+#[test]
+fn issue_11_function_limits_what_fail_on_counts() {
+    let (snap, _) = roots_snapshot();
+    let status = |args: &[&str]| run(args, snap).status.code();
+    let fail_on = ["leaks", "--fail-on", "definite", "--function"];
+    assert_eq!(status(&[&fail_on[..], &["leak_plain"]].concat()), Some(3));
+    assert_eq!(status(&[&fail_on[..], &["alloc_global"]].concat()), Some(0));
+    // A reachable-only function passes --fail-on possible too; an
+    // interior pointer's block is possibly lost.
+    let possible = ["leaks", "--fail-on", "possible", "--function"];
+    assert_eq!(
+        status(&[&possible[..], &["alloc_global"]].concat()),
+        Some(0)
+    );
+    assert_eq!(
+        status(&[&possible[..], &["alloc_interior"]].concat()),
+        Some(3)
+    );
+    // With no function, the whole snapshot counts, as before.
+    assert_eq!(status(&["leaks", "--fail-on", "definite"]), Some(3));
+}
+
 #[test]
 fn refs_invmask_chain_finds_the_holder_and_the_global() {
     let (snap, holder) = roots_snapshot();

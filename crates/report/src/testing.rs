@@ -1,0 +1,103 @@
+//! Hand-built findleaks results for the renderers' unit tests: sites of
+//! known sizes, no snapshot needed.
+
+use leaktrail_analysis::investigation::{Investigation, LeakSummary};
+use leaktrail_analysis::leaks::{Group, LeakKind, Leaks, Tally};
+use leaktrail_analysis::symbolize::{Frame, FrameKind};
+use leaktrail_analysis::trend;
+use leaktrail_format::StackId;
+use leaktrail_recording::dir::{self as recording, Meta};
+
+/// A group of `kind` allocated in `function` (at `file.c:line`), with
+/// `indirect` bytes in as many indirect blocks when it is definitely lost.
+pub fn group(
+    kind: LeakKind,
+    function: &str,
+    line: u32,
+    (bytes, blocks): (u64, u64),
+    indirect: u64,
+) -> Group {
+    let definite = kind == LeakKind::Definite;
+    Group {
+        kind,
+        bytes,
+        blocks,
+        example_address: 0x1000 + u64::from(line),
+        example_size: bytes / blocks.max(1),
+        example_time_ns: 0,
+        stack_id: StackId(line),
+        stack: vec![Frame {
+            address: 0x40_0000 + u64::from(line),
+            function: Some(function.into()),
+            file: Some("/src/app.c".into()),
+            line: Some(line),
+            module: Some("/usr/bin/app".into()),
+            module_offset: u64::from(line),
+            kind: FrameKind::Native,
+            column: None,
+            inlined: false,
+            start_line: None,
+        }],
+        indirect_bytes: definite.then_some(indirect),
+        indirect_blocks: definite.then_some(indirect.min(1)),
+    }
+}
+
+/// Findleaks' result with these groups, the class totals added up.
+pub fn leaks(groups: Vec<Group>) -> Leaks {
+    let sum = |k: LeakKind| {
+        groups
+            .iter()
+            .filter(|g| g.kind == k)
+            .fold(Tally::default(), |t, g| Tally {
+                bytes: t.bytes + g.bytes,
+                blocks: t.blocks + g.blocks,
+            })
+    };
+    Leaks {
+        definite: sum(LeakKind::Definite),
+        indirect: sum(LeakKind::Indirect),
+        possible: sum(LeakKind::Possible),
+        reachable: sum(LeakKind::Reachable),
+        groups,
+        scanned_bytes: 0,
+        root_bytes: 0,
+        scan_seconds: 0.0,
+        scan_cpu_seconds: 0.0,
+        warnings: Vec::new(),
+    }
+}
+
+/// A recording with no samples and no snapshots but this findleaks result
+/// (of `rec/exit.core`).
+pub fn investigation(leaks: Leaks) -> Investigation {
+    let meta = Meta {
+        format: recording::FORMAT.into(),
+        version: recording::VERSION,
+        pid: 1,
+        comm: "app".into(),
+        cmdline: vec!["app".into()],
+        launched: true,
+        start_unix_ms: 0,
+        interval_ms: 1000,
+        memory_limit: None,
+        end: None,
+    };
+    Investigation {
+        dir: "rec".into(),
+        trend: trend::analyse_samples(&meta, &[]),
+        meta,
+        samples: Vec::new(),
+        snapshots: Vec::new(),
+        caches: None,
+        growth: None,
+        latest: None,
+        first: None,
+        leaks: Some(LeakSummary {
+            path: "rec/exit.core".into(),
+            leaks,
+        }),
+        owners: None,
+        notes: Vec::new(),
+    }
+}
