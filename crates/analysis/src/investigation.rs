@@ -120,6 +120,38 @@ pub struct Diagnosis<'a> {
 }
 
 impl Investigation {
+    /// An investigation that holds nothing but findleaks' answer for the
+    /// snapshot at `path` (no watch samples, no snapshots to compare): what
+    /// a renderer shows for one core. `dir` names the recording.
+    pub fn of_leaks(dir: PathBuf, path: PathBuf, leaks: Leaks) -> Investigation {
+        let meta = Meta {
+            format: recording::FORMAT.into(),
+            version: recording::VERSION,
+            pid: 0,
+            comm: String::new(),
+            cmdline: Vec::new(),
+            launched: false,
+            start_unix_ms: 0,
+            interval_ms: 0,
+            memory_limit: None,
+            end: None,
+        };
+        Investigation {
+            dir,
+            trend: trend::analyse_samples(&meta, &[]),
+            meta,
+            samples: Vec::new(),
+            snapshots: Vec::new(),
+            caches: None,
+            growth: None,
+            latest: None,
+            first: None,
+            leaks: Some(LeakSummary { path, leaks }),
+            owners: None,
+            notes: Vec::new(),
+        }
+    }
+
     /// The short answer, picked from the analyses.
     pub fn diagnosis(&self) -> Diagnosis<'_> {
         let g = self.growth.as_ref();
@@ -320,35 +352,7 @@ mod tests {
 
     /// An investigation of nothing but one findleaks result.
     fn with_leaks(leaks: Leaks) -> Investigation {
-        let meta = Meta {
-            format: recording::FORMAT.into(),
-            version: recording::VERSION,
-            pid: 1,
-            comm: "app".into(),
-            cmdline: vec!["app".into()],
-            launched: true,
-            start_unix_ms: 0,
-            interval_ms: 1000,
-            memory_limit: None,
-            end: None,
-        };
-        Investigation {
-            dir: "rec".into(),
-            trend: trend::analyse_samples(&meta, &[]),
-            meta,
-            samples: Vec::new(),
-            snapshots: Vec::new(),
-            caches: None,
-            growth: None,
-            latest: None,
-            first: None,
-            leaks: Some(LeakSummary {
-                path: "rec/exit.core".into(),
-                leaks,
-            }),
-            owners: None,
-            notes: Vec::new(),
-        }
+        Investigation::of_leaks("rec".into(), "rec/exit.core".into(), leaks)
     }
 
     /// Issue 11 (item 4): the diagnosis lists every definitely lost site,

@@ -758,14 +758,10 @@ mod tests {
     /// rest.
     #[test]
     fn issue_11_the_report_lists_every_lost_site_ranked_by_total() {
-        use crate::testing::{group, investigation, leaks};
-        use LeakKind::{Definite, Indirect};
-        let inv = investigation(leaks(vec![
-            group(Definite, "read_config", 10, (3000, 3), 0),
-            group(Definite, "build_tree", 20, (100, 1), 4000),
-            group(Indirect, "tree_node", 21, (4000, 40), 0),
-            group(Definite, "parse_&lt", 30, (50, 1), 0),
-        ]));
+        use crate::testing::{group, investigation, leaks, ranked_sites};
+        let mut sites = ranked_sites();
+        sites.push(group(LeakKind::Definite, "parse_&lt", 30, (50, 1), 0));
+        let inv = investigation(leaks(sites));
         let page = page(&inv, &HtmlOptions::default()).expect("page");
         assert!(
             page.contains("<li>Truly leaked: <b>build_tree (app.c:20)</b>: 4.0 KiB definitely lost in 1 buffers (100 B direct, 3.9 KiB indirect) (7.0 KiB in 45 overall); 2 more lost sites"),

@@ -1,12 +1,10 @@
 //! Hand-built findleaks results for the renderers' unit tests: sites of
 //! known sizes, no snapshot needed.
 
-use leaktrail_analysis::investigation::{Investigation, LeakSummary};
+use leaktrail_analysis::investigation::Investigation;
 use leaktrail_analysis::leaks::{Group, LeakKind, Leaks, Tally};
 use leaktrail_analysis::symbolize::{Frame, FrameKind};
-use leaktrail_analysis::trend;
 use leaktrail_format::StackId;
-use leaktrail_recording::dir::{self as recording, Meta};
 
 /// A group of `kind` allocated in `function` (at `file.c:line`), with
 /// `indirect` bytes in as many indirect blocks when it is definitely lost.
@@ -71,33 +69,17 @@ pub fn leaks(groups: Vec<Group>) -> Leaks {
 /// A recording with no samples and no snapshots but this findleaks result
 /// (of `rec/exit.core`).
 pub fn investigation(leaks: Leaks) -> Investigation {
-    let meta = Meta {
-        format: recording::FORMAT.into(),
-        version: recording::VERSION,
-        pid: 1,
-        comm: "app".into(),
-        cmdline: vec!["app".into()],
-        launched: true,
-        start_unix_ms: 0,
-        interval_ms: 1000,
-        memory_limit: None,
-        end: None,
-    };
-    Investigation {
-        dir: "rec".into(),
-        trend: trend::analyse_samples(&meta, &[]),
-        meta,
-        samples: Vec::new(),
-        snapshots: Vec::new(),
-        caches: None,
-        growth: None,
-        latest: None,
-        first: None,
-        leaks: Some(LeakSummary {
-            path: "rec/exit.core".into(),
-            leaks,
-        }),
-        owners: None,
-        notes: Vec::new(),
-    }
+    Investigation::of_leaks("rec".into(), "rec/exit.core".into(), leaks)
+}
+
+/// Lost sites whose ranking by total differs from their ranking by direct
+/// bytes: `build_tree` owns a big tree and comes first, `read_config` has
+/// the most direct bytes and comes second.
+pub fn ranked_sites() -> Vec<Group> {
+    use LeakKind::{Definite, Indirect};
+    vec![
+        group(Definite, "read_config", 10, (3000, 3), 0),
+        group(Definite, "build_tree", 20, (100, 1), 4000),
+        group(Indirect, "tree_node", 21, (4000, 40), 0),
+    ]
 }
