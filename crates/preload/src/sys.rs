@@ -160,34 +160,6 @@ pub fn set_errno(v: i32) {
     unsafe { *libc::__errno_location() = v };
 }
 
-/// Formats `v` in decimal into `buf`, returning the digits.
-pub fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 || i == 0 {
-            break;
-        }
-    }
-    &buf[i..]
-}
-
-/// Formats `v` in hex (no prefix) into `buf`, returning the digits.
-pub fn fmt_hex(mut v: u64, buf: &mut [u8; 16]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b"0123456789abcdef"[(v & 15) as usize];
-        v >>= 4;
-        if v == 0 || i == 0 {
-            break;
-        }
-    }
-    &buf[i..]
-}
-
 /// The (device, inode) of an open descriptor, or `None`.
 pub fn file_identity(fd: i32) -> Option<(u64, u64)> {
     // SAFETY: an all-zero stat is a valid value to be overwritten.
