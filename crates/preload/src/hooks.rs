@@ -1,6 +1,7 @@
-//! The exported hooks: the malloc family, anonymous `mmap`, `dlopen`/
-//! `dlclose`. Each calls the real function (glibc's `__libc_*` entry
-//! points, or the kernel) and records around it.
+//! The exported hooks: the malloc family (with jemalloc's extended API),
+//! anonymous `mmap`, `dlopen`/`dlclose`. Each calls the real function (the
+//! program's allocator, found by [`next`], or the kernel) and records
+//! around it.
 //!
 //! Symbols are unmangled only outside `cfg(test)`, so the crate's unit
 //! tests do not interpose their own test binary's allocator.
@@ -8,18 +9,9 @@
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::next::{self, bootstrap};
 use crate::tracer::{record_alloc, record_free, record_map, record_unmap, restore};
 use crate::{sys, thread, unwind};
-
-extern "C" {
-    fn __libc_malloc(size: usize) -> *mut c_void;
-    fn __libc_calloc(n: usize, size: usize) -> *mut c_void;
-    fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void;
-    fn __libc_free(p: *mut c_void);
-    fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
-    fn __libc_valloc(size: usize) -> *mut c_void;
-    fn __libc_pvalloc(size: usize) -> *mut c_void;
-}
 
 /// `malloc(3)`.
 ///
@@ -27,8 +19,7 @@ extern "C" {
 /// As for libc's.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    // SAFETY: forwarding the caller's arguments.
-    let p = unsafe { __libc_malloc(size) };
+    let p = next::malloc(size);
     if !p.is_null() {
         record_alloc(p as u64, size as u64);
     }
@@ -41,8 +32,7 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 /// As for libc's.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    // SAFETY: forwarding the caller's arguments.
-    let p = unsafe { __libc_calloc(n, size) };
+    let p = next::calloc(n, size);
     if !p.is_null() {
         record_alloc(p as u64, n.wrapping_mul(size) as u64);
     }
@@ -55,11 +45,12 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 /// As for libc's.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    if !p.is_null() {
-        record_free(p as u64);
+    if p.is_null() || bootstrap::owns(p) {
+        return;
     }
-    // SAFETY: forwarding the caller's argument.
-    unsafe { __libc_free(p) }
+    record_free(p as u64);
+    // SAFETY: forwarding the caller's block.
+    unsafe { next::free(p) }
 }
 
 /// `realloc(3)`.
@@ -72,11 +63,29 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         // SAFETY: realloc(NULL, n) is malloc(n).
         return unsafe { malloc(size) };
     }
+    if bootstrap::owns(p) {
+        // A block of the bootstrap buffer: move it to the real allocator.
+        // SAFETY: malloc(n) as the caller would have it.
+        let q = unsafe { malloc(size) };
+        if !q.is_null() {
+            let n = size.min(bootstrap::bytes_after(p));
+            // SAFETY: both blocks hold at least `n` bytes and are distinct.
+            unsafe { core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, n) };
+        }
+        return q;
+    }
     // Take the old record out first: once the real realloc frees `p`,
     // another thread may be handed that address.
     let old = record_free(p as u64);
     // SAFETY: forwarding the caller's arguments.
-    let q = unsafe { __libc_realloc(p, size) };
+    let q = unsafe { next::realloc(p, size) };
+    moved(p, q, size, old);
+    q
+}
+
+/// After a resize of `p` (whose record `record_free` took out) to `size`
+/// bytes that returned `q`: records the outcome.
+fn moved(p: *mut c_void, q: *mut c_void, size: usize, old: Option<crate::region::Record>) {
     if q.is_null() {
         if size != 0 {
             // Failed: `p` is still live and unchanged.
@@ -88,7 +97,6 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     } else {
         record_alloc(q as u64, size as u64);
     }
-    q
 }
 
 /// `reallocarray(3)`.
@@ -107,18 +115,22 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
     }
 }
 
+/// Records `p`, a block of `size` bytes, if the allocation succeeded.
+#[inline]
+fn recorded(p: *mut c_void, size: usize) -> *mut c_void {
+    if !p.is_null() {
+        record_alloc(p as u64, size as u64);
+    }
+    p
+}
+
 /// `memalign(3)`.
 ///
 /// # Safety
 /// As for libc's.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    // SAFETY: forwarding the caller's arguments.
-    let p = unsafe { __libc_memalign(align, size) };
-    if !p.is_null() {
-        record_alloc(p as u64, size as u64);
-    }
-    p
+    recorded(next::memalign(align, size), size)
 }
 
 /// `aligned_alloc(3)`: glibc 2.36 rejects alignments that are not powers
@@ -132,8 +144,7 @@ pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void
         sys::set_errno(libc::EINVAL);
         return core::ptr::null_mut();
     }
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { memalign(align, size) }
+    recorded(next::aligned_alloc(align, size), size)
 }
 
 /// `posix_memalign(3)`. Leaves `errno` as it was, as POSIX asks.
@@ -146,11 +157,12 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
         return libc::EINVAL;
     }
     let saved = sys::errno();
-    // SAFETY: forwarding the caller's arguments.
-    let p = unsafe { __libc_memalign(align, size) };
+    let mut p = core::ptr::null_mut();
+    // SAFETY: `p` is a valid out-pointer.
+    let r = unsafe { next::posix_memalign(&mut p, align, size) };
     sys::set_errno(saved);
-    if p.is_null() {
-        return libc::ENOMEM;
+    if r != 0 || p.is_null() {
+        return if r != 0 { r } else { libc::ENOMEM };
     }
     // SAFETY: the caller passes a valid out-pointer.
     unsafe { *out = p };
@@ -164,12 +176,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 /// As for libc's.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
-    // SAFETY: forwarding the caller's argument.
-    let p = unsafe { __libc_valloc(size) };
-    if !p.is_null() {
-        record_alloc(p as u64, size as u64);
-    }
-    p
+    recorded(next::valloc(size), size)
 }
 
 /// `pvalloc(3)`.
@@ -178,12 +185,95 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
 /// As for libc's.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    // SAFETY: forwarding the caller's argument.
-    let p = unsafe { __libc_pvalloc(size) };
-    if !p.is_null() {
-        record_alloc(p as u64, size as u64);
+    recorded(next::pvalloc(size), size)
+}
+
+/// jemalloc's `mallocx(3)`, in programs that use jemalloc.
+///
+/// # Safety
+/// As for jemalloc's.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn mallocx(size: usize, flags: c_int) -> *mut c_void {
+    let Some(f) = next::extended(&next::MALLOCX) else {
+        return core::ptr::null_mut();
+    };
+    // SAFETY: `f` is jemalloc's mallocx.
+    let f: next::MallocxFn = unsafe { core::mem::transmute::<usize, next::MallocxFn>(f) };
+    // SAFETY: forwarding the caller's arguments.
+    recorded(unsafe { f(size, flags) }, size)
+}
+
+/// jemalloc's `rallocx(3)`.
+///
+/// # Safety
+/// As for jemalloc's.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn rallocx(p: *mut c_void, size: usize, flags: c_int) -> *mut c_void {
+    let Some(f) = next::extended(&next::RALLOCX) else {
+        return core::ptr::null_mut();
+    };
+    // SAFETY: `f` is jemalloc's rallocx.
+    let f: next::RallocxFn = unsafe { core::mem::transmute::<usize, next::RallocxFn>(f) };
+    let old = record_free(p as u64);
+    // SAFETY: forwarding the caller's arguments.
+    let q = unsafe { f(p, size, flags) };
+    // rallocx never frees on failure, even for size 0 (which it forbids).
+    moved(p, q, size.max(1), old);
+    q
+}
+
+/// jemalloc's `xallocx(3)`: resizes in place; the block keeps its address
+/// and gets the size asked for when it fits (else its real size, which
+/// jemalloc returns).
+///
+/// # Safety
+/// As for jemalloc's.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn xallocx(p: *mut c_void, size: usize, extra: usize, flags: c_int) -> usize {
+    let Some(f) = next::extended(&next::XALLOCX) else {
+        return 0;
+    };
+    // SAFETY: `f` is jemalloc's xallocx.
+    let f: next::XallocxFn = unsafe { core::mem::transmute::<usize, next::XallocxFn>(f) };
+    // SAFETY: forwarding the caller's arguments; the block stays where it is.
+    let real = unsafe { f(p, size, extra, flags) };
+    if let Some(mut rec) = record_free(p as u64) {
+        rec.size = (real as u64).min(size.saturating_add(extra) as u64);
+        restore(p as u64, rec);
     }
-    p
+    real
+}
+
+/// jemalloc's `dallocx(3)`.
+///
+/// # Safety
+/// As for jemalloc's.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn dallocx(p: *mut c_void, flags: c_int) {
+    let Some(f) = next::extended(&next::DALLOCX) else {
+        return;
+    };
+    // SAFETY: `f` is jemalloc's dallocx.
+    let f: next::DallocxFn = unsafe { core::mem::transmute::<usize, next::DallocxFn>(f) };
+    record_free(p as u64);
+    // SAFETY: forwarding the caller's arguments.
+    unsafe { f(p, flags) }
+}
+
+/// jemalloc's `sdallocx(3)`.
+///
+/// # Safety
+/// As for jemalloc's.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn sdallocx(p: *mut c_void, size: usize, flags: c_int) {
+    let Some(f) = next::extended(&next::SDALLOCX) else {
+        return;
+    };
+    // SAFETY: `f` is jemalloc's sdallocx.
+    let f: next::SdallocxFn = unsafe { core::mem::transmute::<usize, next::SdallocxFn>(f) };
+    record_free(p as u64);
+    // SAFETY: forwarding the caller's arguments.
+    unsafe { f(p, size, flags) }
 }
 
 const PAGE: u64 = 4096;

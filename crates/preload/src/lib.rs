@@ -9,7 +9,8 @@
 //! buffers were carried in Solaris cores.
 //!
 //! Main parts:
-//! * [`hooks`]: the exported symbols, forwarding to glibc's `__libc_*`.
+//! * [`hooks`]: the exported symbols, forwarding to [`next`]: the
+//!   allocator the program uses (glibc's, jemalloc's, tcmalloc's, …).
 //! * [`tracer`]: init, configuration, lifecycle, the record path, fork.
 //! * [`region`] and [`stacks`]: the tables in the region.
 //! * [`unwind`]: the hybrid CFI / frame-pointer unwinder.
@@ -39,6 +40,7 @@
 
 pub mod exit;
 pub mod hooks;
+pub mod next;
 pub mod region;
 pub mod selfmaps;
 pub mod stacks;

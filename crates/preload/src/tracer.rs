@@ -36,6 +36,7 @@ pub static SUPERVISOR_INODE: AtomicU64 = AtomicU64::new(0);
 /// Reads the configuration, creates the region and builds the module
 /// table. Runs once, from the library's constructor.
 pub fn init() {
+    crate::next::resolve();
     thread::quietly(|| {
         if env(handover::DISABLE) == Some(b"1") {
             STATE.store(Lifecycle::Disabled as u32, Ordering::Release);

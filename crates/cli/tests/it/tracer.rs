@@ -19,9 +19,20 @@ const NO_FP: &[&str] = &["-fomit-frame-pointer", "-fno-optimize-sibling-calls"];
 /// Runs `argv` under `leaktrail run --dump-at-exit` and returns (stdout,
 /// exit code, dump).
 fn run_traced(dir: &Path, extra: &[&str], argv: &[&str]) -> (String, i32, Option<Value>) {
+    run_traced_with(dir, &[], extra, argv)
+}
+
+/// [`run_traced`] with variables added to leaktrail's environment.
+fn run_traced_with(
+    dir: &Path,
+    env: &[(&str, &str)],
+    extra: &[&str],
+    argv: &[&str],
+) -> (String, i32, Option<Value>) {
     let dump = dir.join("audit.json");
     let _ = std::fs::remove_file(&dump);
     let out = leaktrail()
+        .envs(env.iter().copied())
         .args(["run", "--no-record"])
         .args(extra)
         .arg("--dump-at-exit")
@@ -42,7 +53,12 @@ fn run_traced(dir: &Path, extra: &[&str], argv: &[&str]) -> (String, i32, Option
 }
 
 fn run_plain(argv: &[&str]) -> (String, i32) {
+    run_plain_with(&[], argv)
+}
+
+fn run_plain_with(env: &[(&str, &str)], argv: &[&str]) -> (String, i32) {
     let out = Command::new(argv[0])
+        .envs(env.iter().copied())
         .args(&argv[1..])
         .stdin(Stdio::null())
         .output()
@@ -406,6 +422,76 @@ fn a_full_region_stops_recording_says_so_once_and_the_program_goes_on() {
         1,
         "one line on stderr: {stderr}"
     );
+}
+
+/// The full path of the shared library `name` where gcc finds it.
+fn system_library(name: &str) -> String {
+    let out = Command::new("gcc")
+        .arg(format!("-print-file-name={name}"))
+        .output()
+        .expect("run gcc");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        Path::new(&path).is_absolute(),
+        "{name} is not installed (.ci/run installs it)"
+    );
+    path
+}
+
+#[test]
+fn programs_on_jemalloc_tcmalloc_and_mimalloc_get_their_own_blocks_recorded() {
+    let glibc = fixture("tracer_allocators", &[]);
+    let jemalloc_linked = fixture("tracer_allocators", &["-ljemalloc"]);
+    let mimalloc_linked = fixture("tracer_allocators", &["-lmimalloc"]);
+    let jemalloc = system_library("libjemalloc.so.2");
+    let tcmalloc = system_library("libtcmalloc_minimal.so.4");
+    let mimalloc = system_library("libmimalloc.so.2");
+    let cases: [(&str, &Path, Option<&str>); 6] = [
+        ("glibc", &glibc, None),
+        ("jemalloc linked", &jemalloc_linked, None),
+        ("jemalloc preloaded", &glibc, Some(&jemalloc)),
+        ("tcmalloc preloaded", &glibc, Some(&tcmalloc)),
+        ("mimalloc linked", &mimalloc_linked, None),
+        ("mimalloc preloaded", &glibc, Some(&mimalloc)),
+    ];
+    let dir = scratch("tracer_allocators");
+    for (name, exe, preload) in cases {
+        let env: Vec<(&str, &str)> = preload.map(|p| ("LD_PRELOAD", p)).into_iter().collect();
+        let argv = [path_str(exe)];
+        let (plain, plain_code) = run_plain_with(&env, &argv);
+        let (traced, code, dump) = run_traced_with(&dir, &env, &[], &argv);
+        assert_eq!(plain_code, 0, "{name}: {plain}");
+        assert_eq!(code, 0, "{name}: {traced}");
+        // Every block came from the program's own allocator: it answers
+        // malloc_usable_size about them as it does untraced.
+        assert_eq!(traced, plain, "{name}: output differs under the tracer");
+        let dump = dump.expect("dump");
+        let leaked = blocks_through(&dump, "leak_some");
+        assert_eq!(leaked.len(), 5, "{name}: {leaked:?}");
+        for (size, _, names) in &leaked {
+            assert_eq!(*size, 333, "{name}");
+            assert_eq!(&names[..2], ["leak_some", "main"], "{name}");
+        }
+        // (stdout's buffer, allocated by the first printf, is libc's.)
+        let churned: Vec<_> = blocks_through(&dump, "churn")
+            .into_iter()
+            .filter(|b| b.2[0] == "churn")
+            .collect();
+        assert!(churned.is_empty(), "{name}: churn frees all: {churned:?}");
+        let extended = blocks_through(&dump, "leak_x");
+        if name.starts_with("jemalloc") {
+            assert!(plain.contains("xallocx "), "{name}: {plain}");
+            // mallocx'd, grown in place by xallocx, rallocx'd and
+            // dallocx'd/sdallocx'd blocks: one left, of the size asked.
+            assert_eq!(extended.len(), 1, "{name}: {extended:?}");
+            assert_eq!(extended[0].0, 760, "{name}");
+        } else {
+            assert!(plain.contains("no jemalloc API"), "{name}: {plain}");
+            assert!(extended.is_empty(), "{name}");
+        }
+        assert_eq!(dump["audit"]["counters"]["unknown_frees"], 0, "{name}");
+        assert_eq!(dump["audit"]["counters"]["dropped_allocs"], 0, "{name}");
+    }
 }
 
 #[test]

@@ -1,0 +1,433 @@
+//! The allocator the program actually uses: the next definitions of the
+//! malloc family after ours (`dlsym(RTLD_NEXT, …)`), which are glibc's in
+//! most programs and jemalloc's, tcmalloc's or mimalloc's in programs
+//! linked with one or started with one in `LD_PRELOAD`. Handing a program
+//! glibc's blocks when it frees them with jemalloc's `free` (or asks
+//! jemalloc's `malloc_usable_size` about them) crashes it.
+//!
+//! Resolved once, by the first hooked call (often a library constructor's,
+//! before our own), outside the record path. `dlsym` itself may allocate
+//! (its error state): the resolving thread's nested calls are served from a
+//! small static buffer, whose blocks `free` recognises and ignores. Other
+//! threads wait for the resolution (it takes microseconds).
+//!
+//! A function the allocator does not define itself (jemalloc has no
+//! `pvalloc`) would resolve to glibc's, whose blocks the allocator cannot
+//! free: such functions are built from the allocator's `memalign` instead.
+
+use core::ffi::{c_int, c_void, CStr};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use crate::sys;
+
+extern "C" {
+    fn __libc_malloc(size: usize) -> *mut c_void;
+    fn __libc_calloc(n: usize, size: usize) -> *mut c_void;
+    fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void;
+    fn __libc_free(p: *mut c_void);
+    fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
+}
+
+type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
+type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
+type FreeFn = unsafe extern "C" fn(*mut c_void);
+type MemalignFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+type PosixMemalignFn = unsafe extern "C" fn(*mut *mut c_void, usize, usize) -> c_int;
+/// jemalloc's `mallocx(size, flags)`.
+pub type MallocxFn = unsafe extern "C" fn(usize, c_int) -> *mut c_void;
+/// jemalloc's `rallocx(ptr, size, flags)`.
+pub type RallocxFn = unsafe extern "C" fn(*mut c_void, usize, c_int) -> *mut c_void;
+/// jemalloc's `xallocx(ptr, size, extra, flags)`.
+pub type XallocxFn = unsafe extern "C" fn(*mut c_void, usize, usize, c_int) -> usize;
+/// jemalloc's `dallocx(ptr, flags)`.
+pub type DallocxFn = unsafe extern "C" fn(*mut c_void, c_int);
+/// jemalloc's `sdallocx(ptr, size, flags)`.
+pub type SdallocxFn = unsafe extern "C" fn(*mut c_void, usize, c_int);
+
+/// One resolved function: its address, 0 until resolved (or when the
+/// allocator has none).
+pub struct Slot(AtomicUsize);
+
+impl Slot {
+    const fn new() -> Self {
+        Slot(AtomicUsize::new(0))
+    }
+
+    /// The address, resolving every slot first if needed.
+    #[inline]
+    pub fn get(&self) -> usize {
+        let f = self.0.load(Ordering::Acquire);
+        if f != 0 {
+            return f;
+        }
+        resolve();
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+static MALLOC: Slot = Slot::new();
+static CALLOC: Slot = Slot::new();
+static REALLOC: Slot = Slot::new();
+static FREE: Slot = Slot::new();
+static MEMALIGN: Slot = Slot::new();
+static POSIX_MEMALIGN: Slot = Slot::new();
+static ALIGNED_ALLOC: Slot = Slot::new();
+static VALLOC: Slot = Slot::new();
+static PVALLOC: Slot = Slot::new();
+/// jemalloc's extended API; 0 in programs without it.
+pub static MALLOCX: Slot = Slot::new();
+/// See [`MALLOCX`].
+pub static RALLOCX: Slot = Slot::new();
+/// See [`MALLOCX`].
+pub static XALLOCX: Slot = Slot::new();
+/// See [`MALLOCX`].
+pub static DALLOCX: Slot = Slot::new();
+/// See [`MALLOCX`].
+pub static SDALLOCX: Slot = Slot::new();
+
+const UNRESOLVED: u32 = 0;
+const RESOLVING: u32 = 1;
+const RESOLVED: u32 = 2;
+static STATE: AtomicU32 = AtomicU32::new(UNRESOLVED);
+static RESOLVER: AtomicU32 = AtomicU32::new(0);
+
+/// The file that defines the program's `malloc`, NUL-terminated as the
+/// loader keeps it; empty until resolved or when unknown.
+static ALLOCATOR_PATH: AtomicUsize = AtomicUsize::new(0);
+
+/// Resolves every slot, once. Returns at once in the resolving thread's
+/// own nested calls (they use [`bootstrap`]); other threads wait.
+#[cold]
+pub fn resolve() {
+    let me = sys::gettid();
+    match STATE.compare_exchange(UNRESOLVED, RESOLVING, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            RESOLVER.store(me, Ordering::Release);
+            resolve_all();
+            STATE.store(RESOLVED, Ordering::Release);
+        }
+        Err(RESOLVED) => {}
+        Err(_) if RESOLVER.load(Ordering::Acquire) == me => {}
+        Err(_) => {
+            while STATE.load(Ordering::Acquire) != RESOLVED {
+                sys::yield_now();
+            }
+        }
+    }
+}
+
+fn lookup(name: &CStr) -> usize {
+    // SAFETY: dlsym with a NUL-terminated name; nested allocations in this
+    // thread are served by the bootstrap buffer.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
+}
+
+/// The base address of the object defining `f`, 0 if unknown.
+fn owner(f: usize) -> usize {
+    if f == 0 {
+        return 0;
+    }
+    // SAFETY: an all-zero Dl_info is a valid out-value.
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    // SAFETY: dladdr only reads the loader's tables and fills `info`.
+    if unsafe { libc::dladdr(f as *const c_void, &mut info) } == 0 {
+        return 0;
+    }
+    if !info.dli_fname.is_null() {
+        ALLOCATOR_PATH
+            .compare_exchange(
+                0,
+                info.dli_fname as usize,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok();
+    }
+    info.dli_fbase as usize
+}
+
+fn resolve_all() {
+    let malloc = lookup(c"malloc");
+    let (calloc, realloc, free) = (lookup(c"calloc"), lookup(c"realloc"), lookup(c"free"));
+    if malloc == 0 || calloc == 0 || realloc == 0 || free == 0 {
+        // No next definition (we are the only malloc?): glibc's own.
+        store_glibc();
+        return;
+    }
+    let home = owner(malloc);
+    // The allocator's own definition of `name`, or `fallback`.
+    let own = |name: &CStr, fallback: usize| {
+        let f = lookup(name);
+        if f != 0 && home != 0 && owner(f) == home {
+            f
+        } else {
+            fallback
+        }
+    };
+    let memalign = own(c"memalign", memalign_from_posix as *const () as usize);
+    MEMALIGN.0.store(memalign, Ordering::Release);
+    POSIX_MEMALIGN.0.store(
+        own(
+            c"posix_memalign",
+            posix_memalign_from_memalign as *const () as usize,
+        ),
+        Ordering::Release,
+    );
+    ALIGNED_ALLOC
+        .0
+        .store(own(c"aligned_alloc", memalign), Ordering::Release);
+    VALLOC.0.store(
+        own(c"valloc", valloc_from_memalign as *const () as usize),
+        Ordering::Release,
+    );
+    PVALLOC.0.store(
+        own(c"pvalloc", pvalloc_from_memalign as *const () as usize),
+        Ordering::Release,
+    );
+    for (slot, name) in [
+        (&MALLOCX, c"mallocx"),
+        (&RALLOCX, c"rallocx"),
+        (&XALLOCX, c"xallocx"),
+        (&DALLOCX, c"dallocx"),
+        (&SDALLOCX, c"sdallocx"),
+    ] {
+        slot.0.store(own(name, 0), Ordering::Release);
+    }
+    CALLOC.0.store(calloc, Ordering::Release);
+    REALLOC.0.store(realloc, Ordering::Release);
+    FREE.0.store(free, Ordering::Release);
+    MALLOC.0.store(malloc, Ordering::Release);
+}
+
+fn store_glibc() {
+    for (slot, f) in [
+        (&MEMALIGN, __libc_memalign as *const () as usize),
+        (
+            &POSIX_MEMALIGN,
+            posix_memalign_from_memalign as *const () as usize,
+        ),
+        (&ALIGNED_ALLOC, __libc_memalign as *const () as usize),
+        (&VALLOC, valloc_from_memalign as *const () as usize),
+        (&PVALLOC, pvalloc_from_memalign as *const () as usize),
+        (&CALLOC, __libc_calloc as *const () as usize),
+        (&REALLOC, __libc_realloc as *const () as usize),
+        (&FREE, __libc_free as *const () as usize),
+        (&MALLOC, __libc_malloc as *const () as usize),
+    ] {
+        slot.0.store(f, Ordering::Release);
+    }
+}
+
+/// The path of the file defining the program's `malloc` (for example
+/// `/usr/lib/x86_64-linux-gnu/libjemalloc.so.2`), once resolved.
+pub fn allocator_path() -> Option<&'static CStr> {
+    let p = ALLOCATOR_PATH.load(Ordering::Acquire);
+    // SAFETY: the loader's NUL-terminated name of a loaded object, which
+    // lives as long as the object (the allocator is never unloaded).
+    (p != 0).then(|| unsafe { CStr::from_ptr(p as *const core::ffi::c_char) })
+}
+
+/// Whether resolution happened and the program's allocator is glibc's.
+pub fn is_glibc() -> bool {
+    allocator_path().is_none_or(|p| {
+        let b = p.to_bytes();
+        b.ends_with(b"/libc.so.6") || b == b"libc.so.6"
+    })
+}
+
+macro_rules! forward {
+    ($slot:expr, $ty:ty, $fallback:expr, ($($arg:expr),*)) => {{
+        let f = $slot.get();
+        if f == 0 {
+            $fallback
+        } else {
+            // SAFETY: the slot holds the allocator's function of this type.
+            let f: $ty = unsafe { core::mem::transmute::<usize, $ty>(f) };
+            // SAFETY: forwarding the caller's arguments.
+            unsafe { f($($arg),*) }
+        }
+    }};
+}
+
+/// The allocator's `malloc`.
+#[inline]
+pub fn malloc(size: usize) -> *mut c_void {
+    forward!(MALLOC, MallocFn, bootstrap::alloc(size), (size))
+}
+
+/// The allocator's `calloc`.
+#[inline]
+pub fn calloc(n: usize, size: usize) -> *mut c_void {
+    // The bootstrap buffer is zeroed and never reused.
+    forward!(
+        CALLOC,
+        CallocFn,
+        n.checked_mul(size)
+            .map_or(core::ptr::null_mut(), bootstrap::alloc),
+        (n, size)
+    )
+}
+
+/// The allocator's `realloc`.
+///
+/// # Safety
+/// `p` is a live block of the allocator (not a bootstrap block).
+#[inline]
+pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    forward!(REALLOC, ReallocFn, core::ptr::null_mut(), (p, size))
+}
+
+/// The allocator's `free`.
+///
+/// # Safety
+/// `p` is a live block of the allocator (not a bootstrap block).
+#[inline]
+pub unsafe fn free(p: *mut c_void) {
+    forward!(FREE, FreeFn, (), (p))
+}
+
+/// The allocator's `memalign`.
+#[inline]
+pub fn memalign(align: usize, size: usize) -> *mut c_void {
+    forward!(MEMALIGN, MemalignFn, core::ptr::null_mut(), (align, size))
+}
+
+/// The allocator's `posix_memalign`.
+///
+/// # Safety
+/// `out` is valid for a write.
+#[inline]
+pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    forward!(
+        POSIX_MEMALIGN,
+        PosixMemalignFn,
+        libc::ENOMEM,
+        (out, align, size)
+    )
+}
+
+/// The allocator's `aligned_alloc`.
+#[inline]
+pub fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    forward!(
+        ALIGNED_ALLOC,
+        MemalignFn,
+        core::ptr::null_mut(),
+        (align, size)
+    )
+}
+
+/// The allocator's `valloc`.
+#[inline]
+pub fn valloc(size: usize) -> *mut c_void {
+    forward!(VALLOC, MallocFn, core::ptr::null_mut(), (size))
+}
+
+/// The allocator's `pvalloc`.
+#[inline]
+pub fn pvalloc(size: usize) -> *mut c_void {
+    forward!(PVALLOC, MallocFn, core::ptr::null_mut(), (size))
+}
+
+/// The address of the jemalloc function in `slot`; `None` if the program
+/// has none.
+#[inline]
+pub fn extended(slot: &Slot) -> Option<usize> {
+    let f = slot.get();
+    (f != 0).then_some(f)
+}
+
+const PAGE: usize = 4096;
+
+unsafe extern "C" fn memalign_from_posix(align: usize, size: usize) -> *mut c_void {
+    let mut p = core::ptr::null_mut();
+    // memalign accepts any power of two; posix_memalign wants at least a
+    // pointer's alignment.
+    let align = align.max(core::mem::size_of::<usize>());
+    let f = POSIX_MEMALIGN.0.load(Ordering::Acquire);
+    if f == 0 || f == posix_memalign_from_memalign as *const () as usize {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: `f` is the allocator's posix_memalign.
+    let f: PosixMemalignFn = unsafe { core::mem::transmute::<usize, PosixMemalignFn>(f) };
+    // SAFETY: `p` is a valid out-pointer.
+    if unsafe { f(&mut p, align, size) } != 0 {
+        sys::set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    }
+    p
+}
+
+unsafe extern "C" fn posix_memalign_from_memalign(
+    out: *mut *mut c_void,
+    align: usize,
+    size: usize,
+) -> c_int {
+    let p = memalign(align, size);
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller passes a valid out-pointer.
+    unsafe { *out = p };
+    0
+}
+
+unsafe extern "C" fn valloc_from_memalign(size: usize) -> *mut c_void {
+    memalign(PAGE, size)
+}
+
+unsafe extern "C" fn pvalloc_from_memalign(size: usize) -> *mut c_void {
+    match size.max(1).checked_next_multiple_of(PAGE) {
+        Some(n) => memalign(PAGE, n),
+        None => {
+            sys::set_errno(libc::ENOMEM);
+            core::ptr::null_mut()
+        }
+    }
+}
+
+/// The static buffer that serves the resolving thread's nested
+/// allocations (`dlsym`'s). Never freed, never reused.
+pub mod bootstrap {
+    use core::cell::UnsafeCell;
+    use core::ffi::c_void;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    const BYTES: usize = 16 * 1024;
+
+    #[repr(C, align(16))]
+    struct Buffer(UnsafeCell<[u8; BYTES]>);
+
+    // SAFETY: disjoint pieces are handed out by an atomic cursor.
+    unsafe impl Sync for Buffer {}
+
+    static BUFFER: Buffer = Buffer(UnsafeCell::new([0; BYTES]));
+    static USED: AtomicUsize = AtomicUsize::new(0);
+
+    /// A zeroed piece of the buffer, or null when it is used up.
+    pub fn alloc(size: usize) -> *mut c_void {
+        let Some(n) = size.max(1).checked_next_multiple_of(16) else {
+            return core::ptr::null_mut();
+        };
+        let at = USED.fetch_add(n, Ordering::Relaxed);
+        if at.checked_add(n).is_none_or(|end| end > BYTES) {
+            return core::ptr::null_mut();
+        }
+        // SAFETY: `[at, at+n)` lies inside the buffer and is ours alone.
+        unsafe { (BUFFER.0.get() as *mut u8).add(at) as *mut c_void }
+    }
+
+    /// Whether `p` came from the buffer.
+    #[inline]
+    pub fn owns(p: *mut c_void) -> bool {
+        let start = BUFFER.0.get() as usize;
+        (p as usize).wrapping_sub(start) < BYTES
+    }
+
+    /// The bytes from `p` (a block of the buffer) to the buffer's end: an
+    /// upper bound of its size, for copying it out on `realloc`.
+    pub fn bytes_after(p: *mut c_void) -> usize {
+        BYTES - (p as usize - BUFFER.0.get() as usize)
+    }
+}
