@@ -390,7 +390,7 @@ pub unsafe extern "C" fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void
     let real: unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void =
         unsafe { core::mem::transmute(f) };
     // SAFETY: forwarding the caller's arguments.
-    let h = unsafe { real(file, mode) };
+    let h = unwind::modules::opening(|| unsafe { real(file, mode) });
     if !h.is_null() {
         thread::quietly(unwind::modules::rebuild);
     }
@@ -413,6 +413,6 @@ pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
     unwind::modules::retreat_to_initial();
     // SAFETY: forwarding the caller's argument.
     let r = unsafe { real(handle) };
-    thread::quietly(unwind::modules::rebuild);
+    thread::quietly(unwind::modules::closed);
     r
 }

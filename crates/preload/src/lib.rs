@@ -41,6 +41,7 @@
 pub mod exit;
 pub mod hooks;
 pub mod next;
+pub mod preinit;
 pub mod region;
 pub mod selfmaps;
 pub mod stacks;

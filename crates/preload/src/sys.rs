@@ -168,3 +168,31 @@ pub fn file_identity(fd: i32) -> Option<(u64, u64)> {
     let r = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) };
     (r == 0).then_some((st.st_dev, st.st_ino))
 }
+
+/// Copies `buf.len()` bytes of our own memory at `addr` into `buf` with
+/// `process_vm_readv`, which fails instead of faulting where nothing is
+/// mapped. Whether all of it was read.
+pub fn read_own(addr: u64, buf: &mut [u8]) -> bool {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut c_void,
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf` and
+    // only reads the remote range, checking it is mapped.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_process_vm_readv,
+            getpid(),
+            &local as *const libc::iovec,
+            1usize,
+            &remote as *const libc::iovec,
+            1usize,
+            0usize,
+        )
+    };
+    n == buf.len() as i64
+}

@@ -19,7 +19,7 @@ use leaktrail_format::{self as format, Header, Lifecycle, StackId, UnwindMode, M
 
 use crate::region::{self, Record};
 use crate::thread::{self, ThreadState};
-use crate::{stacks, sys, unwind};
+use crate::{preinit, stacks, sys, unwind};
 
 /// Lifecycle before the region exists.
 static STATE: AtomicU32 = AtomicU32::new(Lifecycle::Uninitialised as u32);
@@ -91,9 +91,13 @@ pub fn init() {
                 Some(after_fork_child),
             )
         };
-        hdr.state
-            .store(Lifecycle::Running as u32, Ordering::Release);
-        STATE.store(Lifecycle::Running as u32, Ordering::Release);
+        // Blocks of the constructors that ran before ours join the audit
+        // as the region starts recording.
+        preinit::replay(hdr, mode, || {
+            hdr.state
+                .store(Lifecycle::Running as u32, Ordering::Release);
+            STATE.store(Lifecycle::Running as u32, Ordering::Release);
+        });
         crate::exit::announce_start();
     });
 }
@@ -203,9 +207,7 @@ fn current_stack(hdr: &Header, state: &ThreadState) -> StackId {
 #[inline]
 pub fn record_alloc(addr: u64, size: u64) {
     let Some(hdr) = running() else {
-        if let Some(hdr) = active() {
-            hdr.counters.dropped_allocs.fetch_add(1, Ordering::Relaxed);
-        }
+        not_running_alloc(addr, size);
         return;
     };
     let done = thread::enter(|state, _inside| {
@@ -228,17 +230,43 @@ pub fn record_alloc(addr: u64, size: u64) {
     }
 }
 
+/// An allocation while the region does not record: counted when it is
+/// full, kept for [`init`] before it ran.
+#[cold]
+fn not_running_alloc(addr: u64, size: u64) {
+    if let Some(hdr) = active() {
+        hdr.counters.dropped_allocs.fetch_add(1, Ordering::Relaxed);
+    } else if STATE.load(Ordering::Acquire) == Lifecycle::Uninitialised as u32 {
+        if let preinit::Outcome::Closed = preinit::alloc(addr, size) {
+            // Init finished meanwhile.
+            record_alloc(addr, size);
+        }
+    }
+}
+
 /// Records that `addr` is about to be freed. Called before the real free,
 /// so the allocator cannot hand the address to another thread while the
 /// table still holds it.
 #[inline]
 pub fn record_free(addr: u64) -> Option<Record> {
-    let hdr = active()?;
+    let Some(hdr) = active() else {
+        return not_running_free(addr);
+    };
     let removed = thread::enter(|_state, _inside| region::remove_live(hdr, addr)).flatten();
     if removed.is_none() {
         hdr.counters.unknown_frees.fetch_add(1, Ordering::Relaxed);
     }
     removed
+}
+
+#[cold]
+fn not_running_free(addr: u64) -> Option<Record> {
+    if STATE.load(Ordering::Acquire) == Lifecycle::Uninitialised as u32 {
+        if let preinit::Outcome::Closed = preinit::free(addr) {
+            return record_free(addr);
+        }
+    }
+    None
 }
 
 /// Puts back a record taken by [`record_free`] when the free did not

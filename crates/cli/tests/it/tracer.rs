@@ -338,6 +338,61 @@ fn dlopen_and_dlclose_of_a_library_that_allocates() {
     let resolved = blocks_through(&dump, "plugin_alloc");
     assert!(resolved.len() >= 3, "{resolved:?}");
     assert!(resolved.iter().all(|b| b.0 == 104));
+    // The constructor runs inside dlopen, before the tracer's table knows
+    // the library: its blocks still get their whole stack, from the
+    // allocating function through the loader's call of the constructor
+    // and dlopen up to main.
+    let ctor: Vec<_> = blocks_through(&dump, "ctor_keep")
+        .into_iter()
+        .filter(|b| b.2[0] == "ctor_keep")
+        .collect();
+    assert!(ctor.len() >= 2, "{ctor:?}");
+    for (size, _, names) in &ctor {
+        assert_eq!(*size, 88);
+        assert_eq!(names[1], "plugin_init", "{names:?}");
+        for caller in ["call_init", "mode_dlopen", "main"] {
+            assert!(names.iter().any(|n| n == caller), "{caller}: {names:?}");
+        }
+    }
+    let live88 = dump["audit"]["live"]
+        .as_array()
+        .expect("live")
+        .iter()
+        .filter(|b| b["size"] == 88)
+        .count();
+    assert_eq!(live88, 4, "2 blocks per load");
+    // The tracer's own bookkeeping for dlopen and dlclose stays out of the
+    // program's heap: no allocation goes unrecorded.
+    assert_eq!(dump["audit"]["counters"]["dropped_allocs"], 0);
+}
+
+#[test]
+fn blocks_from_constructors_that_ran_before_the_tracer_are_in_the_audit() {
+    let exe = fixture("tracer_cxx", &[]);
+    let dir = scratch("tracer_cxx");
+    let (out, code, dump) = run_traced(&dir, &[], &[path_str(&exe)]);
+    assert_eq!((out.as_str(), code), ("caught 100\n", 0));
+    let dump = dump.expect("dump");
+    // libstdc++'s emergency exception pool, allocated by its constructor,
+    // which the loader runs before the tracer's.
+    let frames = &dump["frames"];
+    let pool: Vec<&Value> = dump["audit"]["live"]
+        .as_array()
+        .expect("live")
+        .iter()
+        .filter(|b| {
+            let stack = frames[b["stack"].to_string()].as_array();
+            stack.is_some_and(|s| {
+                s[0]["module"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("libstdc++.so"))
+                    && s.iter().any(|f| f["function"] == "_dl_init")
+            })
+        })
+        .collect();
+    assert_eq!(pool.len(), 1, "{pool:?}");
+    assert_eq!(pool[0]["size"], 72704, "GCC 12's pool: {pool:?}");
+    assert_eq!(dump["audit"]["counters"]["dropped_allocs"], 0);
 }
 
 #[test]

@@ -329,7 +329,7 @@ fn cached_rule(state: &ThreadState, mode: UnwindMode, pc: u64) -> Rule {
         return rule;
     }
     let hold = TableHold::take();
-    let rule = match hold.table().and_then(|t| t.find(pc)) {
+    let rule = match hold.module_at(pc) {
         Some(m) if m.is_tracer => m.rule_at(pc).with_tag(),
         Some(m) if mode == UnwindMode::Dwarf => m.rule_at(pc),
         _ => Rule::UNKNOWN,

@@ -6,9 +6,15 @@
 //! module memory (the CFI) directly, so before `dlclose` unmaps a module we
 //! publish a table without it and wait until every unwind that might still
 //! use the old table has finished (a two-counter epoch, like RCU's).
-//! Replaced tables are leaked: `dlopen` is rare and they are small.
+//! Replaced tables are leaked: `dlopen` is rare and they are small; they
+//! live in our own mappings, never in the program's heap.
+//!
+//! Code the table cannot know yet (a library constructor's before our own
+//! constructor built the table; a `dlopen`'d library's constructor, which
+//! runs before `dlopen` returns) is found in the loader's own list,
+//! `_r_debug`, read without locks or allocation (see [`TableHold::module_at`]).
 
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use leaktrail_unwind_core::{Cfi, Rule, Section};
 
@@ -74,7 +80,7 @@ impl Module {
 /// A published module table.
 pub struct ModuleTable {
     /// Sorted by `start`, non-overlapping.
-    pub modules: Vec<Module>,
+    pub modules: &'static [Module],
     /// Which build this is.
     pub generation: u64,
 }
@@ -93,6 +99,14 @@ static TABLE: AtomicPtr<ModuleTable> = AtomicPtr::new(core::ptr::null_mut());
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 static EPOCH: AtomicUsize = AtomicUsize::new(0);
 static READERS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// `dlopen` calls in progress: the loader may be running a new module's
+/// constructors, whose code the table does not know yet.
+static OPENING: AtomicUsize = AtomicUsize::new(0);
+/// `dlclose` calls in progress: the loader may unmap modules the table
+/// does not name, so nothing reads the loader's list.
+static CLOSING: AtomicUsize = AtomicUsize::new(0);
+/// Serialises rebuilds (two threads' `dlopen`s) and the table arena.
+static BUILDING: AtomicBool = AtomicBool::new(false);
 
 /// A reader's hold on the current table; while it lives, no module the
 /// table names is unmapped by `dlclose`.
@@ -118,6 +132,25 @@ impl TableHold {
     pub fn table(&self) -> Option<&'static ModuleTable> {
         self.table
     }
+
+    /// The module holding `pc`: the table's, or, while no table exists yet
+    /// (allocations before our constructor) or a `dlopen` is running (a
+    /// new module's constructors), the loader's own list's.
+    #[inline]
+    pub fn module_at(&self, pc: u64) -> Option<Module> {
+        if let Some(m) = self.table.and_then(|t| t.find(pc)) {
+            return Some(*m);
+        }
+        if self.table.is_some() && OPENING.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        // A dlclose that started after our hold waits for it (see
+        // `publish`); one that started before is seen here.
+        if CLOSING.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        linkmap::module_at(pc)
+    }
 }
 
 impl Drop for TableHold {
@@ -131,39 +164,83 @@ impl Drop for TableHold {
 /// loader never unloads.
 static INITIAL: AtomicPtr<ModuleTable> = AtomicPtr::new(core::ptr::null_mut());
 
-/// Rebuilds and publishes the table. Call outside hooks only: it
-/// allocates and takes the loader's lock.
+/// Most executable segments a table holds beyond those counted before the
+/// build (modules loaded meanwhile).
+const SLACK: usize = 16;
+
+/// Rebuilds and publishes the table. Call outside hooks only: it takes the
+/// loader's lock. Allocates nothing from the program's heap: tables live in
+/// mappings of our own, so the program's allocator sees none of our
+/// blocks.
 pub fn rebuild() {
-    let mut modules: Vec<Module> = Vec::with_capacity(64);
-    // SAFETY: the callback only reads the phdr info the loader hands it,
-    // and `modules` outlives the call.
-    unsafe {
-        libc::dl_iterate_phdr(
-            Some(collect),
-            &mut modules as *mut Vec<Module> as *mut libc::c_void,
-        );
+    while BUILDING.swap(true, Ordering::Acquire) {
+        sys::yield_now();
     }
-    modules.sort_by_key(|m| m.start);
-    let table = Box::into_raw(Box::new(ModuleTable {
-        modules,
-        generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
-    }));
-    let _ = INITIAL.compare_exchange(
-        core::ptr::null_mut(),
-        table,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    publish(table);
+    let mut count = 0usize;
+    // SAFETY: the callback only counts segments in the info it is handed.
+    unsafe { libc::dl_iterate_phdr(Some(count_segments), &mut count as *mut usize as *mut _) };
+    let capacity = count + SLACK;
+    let bytes = core::mem::size_of::<ModuleTable>() + capacity * core::mem::size_of::<Module>();
+    if let Some(base) = arena::take(bytes as u64) {
+        let first = (base as usize + core::mem::size_of::<ModuleTable>()) as *mut Module;
+        let mut fill = Fill {
+            at: first,
+            len: 0,
+            capacity,
+        };
+        // SAFETY: the callback writes at most `capacity` modules from
+        // `first`, inside the fresh block.
+        unsafe { libc::dl_iterate_phdr(Some(collect), &mut fill as *mut Fill as *mut _) };
+        // SAFETY: the first `fill.len` modules were written.
+        let modules = unsafe { core::slice::from_raw_parts_mut(first, fill.len) };
+        modules.sort_unstable_by_key(|m| m.start);
+        let table = base as *mut ModuleTable;
+        // SAFETY: the block starts with room for the table, aligned (the
+        // arena hands out 64-byte aligned blocks).
+        unsafe {
+            table.write(ModuleTable {
+                modules,
+                generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
+            })
+        };
+        let _ = INITIAL.compare_exchange(
+            core::ptr::null_mut(),
+            table,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        publish(table);
+    }
+    BUILDING.store(false, Ordering::Release);
+}
+
+/// Around the real `dlopen`: while it runs, unknown code may be the new
+/// module's (its constructors run before `dlopen` returns).
+pub fn opening<R>(f: impl FnOnce() -> R) -> R {
+    OPENING.fetch_add(1, Ordering::SeqCst);
+    let r = f();
+    OPENING.fetch_sub(1, Ordering::SeqCst);
+    r
 }
 
 /// Before `dlclose`: fall back to the objects that can never be unloaded,
-/// so no unwind reads a module while the loader unmaps it.
+/// so no unwind reads a module while the loader unmaps it. [`closed`]
+/// ends it.
 pub fn retreat_to_initial() {
+    CLOSING.fetch_add(1, Ordering::SeqCst);
     let initial = INITIAL.load(Ordering::SeqCst);
     if !initial.is_null() {
         publish(initial);
+    } else {
+        // Still wait for unwinds that may be reading the loader's list.
+        publish(TABLE.load(Ordering::SeqCst));
     }
+}
+
+/// After `dlclose`: learns what is still loaded.
+pub fn closed() {
+    rebuild();
+    CLOSING.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Publishes `table` and waits until no unwind still holds an older one.
@@ -183,6 +260,9 @@ pub fn reset_after_fork() {
     for r in &READERS {
         r.store(0, Ordering::SeqCst);
     }
+    OPENING.store(0, Ordering::SeqCst);
+    CLOSING.store(0, Ordering::SeqCst);
+    BUILDING.store(false, Ordering::SeqCst);
 }
 
 /// Generation of the published table: changes whenever the table does, so
@@ -192,18 +272,57 @@ pub fn generation() -> u64 {
     GENERATION.load(Ordering::Relaxed)
 }
 
+/// Where `collect` writes.
+struct Fill {
+    at: *mut Module,
+    len: usize,
+    capacity: usize,
+}
+
+unsafe extern "C" fn count_segments(
+    info: *mut libc::dl_phdr_info,
+    _size: libc::size_t,
+    data: *mut libc::c_void,
+) -> libc::c_int {
+    // SAFETY: `data` is the counter `rebuild` passed in; the loader passes
+    // a valid info struct whose dlpi_phdr points at dlpi_phnum headers.
+    unsafe {
+        let count = &mut *(data as *mut usize);
+        let info = &*info;
+        let phdrs = core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+        *count += phdrs
+            .iter()
+            .filter(|ph| ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0)
+            .count();
+    }
+    0
+}
+
 unsafe extern "C" fn collect(
     info: *mut libc::dl_phdr_info,
     _size: libc::size_t,
     data: *mut libc::c_void,
 ) -> libc::c_int {
-    // SAFETY: `data` is the vector `rebuild` passed in.
-    let modules = unsafe { &mut *(data as *mut Vec<Module>) };
+    // SAFETY: `data` is the Fill `rebuild` passed in.
+    let fill = unsafe { &mut *(data as *mut Fill) };
     // SAFETY: the loader passes a valid info struct for the call.
     let info = unsafe { &*info };
-    let bias = info.dlpi_addr;
     // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
     let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+    segments_of(info.dlpi_addr, phdrs, |m| {
+        if fill.len < fill.capacity {
+            // SAFETY: below capacity, inside the block `rebuild` took.
+            unsafe { fill.at.add(fill.len).write(m) };
+            fill.len += 1;
+        }
+    });
+    0
+}
+
+/// Calls `push` with each executable segment of the object loaded with
+/// `bias` whose program headers are `phdrs` (mapped, as the loader keeps
+/// them).
+fn segments_of(bias: u64, phdrs: &[libc::Elf64_Phdr], mut push: impl FnMut(Module)) {
     let mut hdr = (0u64, 0u64);
     for ph in phdrs {
         if ph.p_type == libc::PT_GNU_EH_FRAME {
@@ -220,7 +339,7 @@ unsafe extern "C" fn collect(
         if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
             let start = bias.wrapping_add(ph.p_vaddr);
             let end = start + ph.p_memsz;
-            modules.push(Module {
+            push(Module {
                 start,
                 end,
                 bias,
@@ -232,7 +351,192 @@ unsafe extern "C" fn collect(
             });
         }
     }
-    0
+}
+
+/// Blocks for module tables, carved from mappings of our own. Tables are
+/// never freed (a lock-free reader may still hold one), so neither is this.
+mod arena {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::sys;
+
+    const CHUNK: u64 = 64 * 1024;
+    static BASE: AtomicU64 = AtomicU64::new(0);
+    static USED: AtomicU64 = AtomicU64::new(0);
+    static SIZE: AtomicU64 = AtomicU64::new(0);
+
+    /// A fresh zeroed block of `bytes`, 64-byte aligned. The caller holds
+    /// `BUILDING`.
+    pub fn take(bytes: u64) -> Option<u64> {
+        let bytes = bytes.div_ceil(64) * 64;
+        let (mut base, mut used) = (BASE.load(Ordering::Relaxed), USED.load(Ordering::Relaxed));
+        if base == 0 || used + bytes > SIZE.load(Ordering::Relaxed) {
+            let size = CHUNK.max(bytes.div_ceil(4096) * 4096);
+            base = sys::map_anonymous(size)?;
+            used = 0;
+            BASE.store(base, Ordering::Relaxed);
+            SIZE.store(size, Ordering::Relaxed);
+        }
+        USED.store(used + bytes, Ordering::Relaxed);
+        Some(base + used)
+    }
+}
+
+/// The loader's own list of loaded objects (`_r_debug`), read without its
+/// lock and without allocating: for code the table does not know yet.
+/// Program headers are read with `process_vm_readv` on ourselves, which
+/// fails rather than faults on an address that is not mapped.
+mod linkmap {
+    use core::ffi::{c_char, c_int, c_void};
+
+    use super::{segments_of, Module};
+    use crate::sys;
+
+    #[repr(C)]
+    struct LinkMap {
+        l_addr: u64,
+        l_name: *const c_char,
+        l_ld: *const c_void,
+        l_next: *const LinkMap,
+        l_prev: *const LinkMap,
+    }
+
+    #[repr(C)]
+    struct RDebug {
+        r_version: c_int,
+        r_map: *const LinkMap,
+        r_brk: u64,
+        r_state: c_int,
+        r_ldbase: u64,
+    }
+
+    extern "C" {
+        static _r_debug: RDebug;
+    }
+
+    /// Most program headers read per object.
+    const MAX_PHDRS: usize = 24;
+    /// Most list entries walked (a corrupt list must not loop forever).
+    const MAX_OBJECTS: usize = 4096;
+
+    /// The executable segment holding `pc`, from the loader's list.
+    #[inline(never)]
+    pub fn module_at(pc: u64) -> Option<Module> {
+        // The object loaded nearest below `pc` holds it, if any does.
+        let mut best: Option<u64> = None;
+        // SAFETY: the loader's list of the base namespace: entries are
+        // complete before they are linked in, and a dlclose, which frees
+        // them, is not running (see `TableHold::module_at`).
+        let mut l = unsafe { core::ptr::addr_of!(_r_debug.r_map).read() };
+        let mut walked = 0;
+        while !l.is_null() && walked < MAX_OBJECTS {
+            // SAFETY: as above.
+            let (addr, next) = unsafe { ((*l).l_addr, (*l).l_next) };
+            if addr != 0 && addr <= pc && best.is_none_or(|b| addr > b) {
+                best = Some(addr);
+            }
+            l = next;
+            walked += 1;
+        }
+        if let Some(base) = best {
+            if let Some(m) = segment_at(base, pc) {
+                return Some(m);
+            }
+        }
+        main_program_segment_at(pc)
+    }
+
+    /// From the ELF header at `bias` (shared objects map their first page
+    /// at their bias).
+    fn segment_at(bias: u64, pc: u64) -> Option<Module> {
+        let mut ehdr = core::mem::MaybeUninit::<libc::Elf64_Ehdr>::zeroed();
+        if !sys::read_own(bias, bytes_of(&mut ehdr)) {
+            return None;
+        }
+        // SAFETY: zero-initialised and then filled; any bytes are valid.
+        let ehdr = unsafe { ehdr.assume_init() };
+        if ehdr.e_ident[..4] != *b"\x7fELF"
+            || ehdr.e_phentsize as usize != core::mem::size_of::<libc::Elf64_Phdr>()
+        {
+            return None;
+        }
+        segment_from(
+            bias,
+            bias.checked_add(ehdr.e_phoff)?,
+            ehdr.e_phnum as usize,
+            pc,
+        )
+    }
+
+    fn main_program_segment_at(pc: u64) -> Option<Module> {
+        // SAFETY: getauxval reads the auxiliary vector; no effects.
+        let (phdr, phnum) = unsafe {
+            (
+                libc::getauxval(libc::AT_PHDR),
+                libc::getauxval(libc::AT_PHNUM) as usize,
+            )
+        };
+        if phdr == 0 {
+            return None;
+        }
+        let mut phdrs = [core::mem::MaybeUninit::<libc::Elf64_Phdr>::zeroed(); MAX_PHDRS];
+        let n = read_phdrs(phdr, phnum, &mut phdrs)?;
+        // The bias: where PT_PHDR says the headers are, against where they are.
+        let bias = n
+            .iter()
+            .find(|ph| ph.p_type == libc::PT_PHDR)
+            .map(|ph| phdr.wrapping_sub(ph.p_vaddr))?;
+        holding(bias, n, pc)
+    }
+
+    fn segment_from(bias: u64, at: u64, phnum: usize, pc: u64) -> Option<Module> {
+        let mut phdrs = [core::mem::MaybeUninit::<libc::Elf64_Phdr>::zeroed(); MAX_PHDRS];
+        let n = read_phdrs(at, phnum, &mut phdrs)?;
+        holding(bias, n, pc)
+    }
+
+    fn read_phdrs(
+        at: u64,
+        phnum: usize,
+        buf: &mut [core::mem::MaybeUninit<libc::Elf64_Phdr>; MAX_PHDRS],
+    ) -> Option<&[libc::Elf64_Phdr]> {
+        let n = phnum.min(MAX_PHDRS);
+        let bytes = n * core::mem::size_of::<libc::Elf64_Phdr>();
+        // SAFETY: the buffer holds MAX_PHDRS >= n headers' bytes.
+        let dst = unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, bytes) };
+        if !sys::read_own(at, dst) {
+            return None;
+        }
+        // SAFETY: zero-initialised, then the first `n` filled; any bytes
+        // are a valid Elf64_Phdr.
+        Some(unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const libc::Elf64_Phdr, n) })
+    }
+
+    /// The segment of the object (`bias`, `phdrs`) that holds `pc`.
+    fn holding(bias: u64, phdrs: &[libc::Elf64_Phdr], pc: u64) -> Option<Module> {
+        let executable = |ph: &&libc::Elf64_Phdr| {
+            let start = bias.wrapping_add(ph.p_vaddr);
+            ph.p_type == libc::PT_LOAD
+                && ph.p_flags & libc::PF_X != 0
+                && start <= pc
+                && pc < start.wrapping_add(ph.p_memsz)
+        };
+        phdrs.iter().find(executable)?;
+        let mut found = None;
+        segments_of(bias, phdrs, |m| {
+            if m.start <= pc && pc < m.end {
+                found = Some(m);
+            }
+        });
+        found
+    }
+
+    fn bytes_of<T>(v: &mut core::mem::MaybeUninit<T>) -> &mut [u8] {
+        // SAFETY: the bytes of a MaybeUninit may be written freely.
+        unsafe {
+            core::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, core::mem::size_of::<T>())
+        }
+    }
 }
 
 /// Finds `.eh_frame` through the pointer in `.eh_frame_hdr`, and bounds it
