@@ -326,13 +326,15 @@ fn dlopen_and_dlclose_of_a_library_that_allocates() {
     let lib = fixture_library("tracer_plugin", ".so", &[]);
     let dump = same_traced_and_untraced("dlopen", &[path_str(&exe), "dlopen", path_str(&lib)])
         .expect("dump");
-    let live104 = dump["audit"]["live"]
-        .as_array()
-        .expect("live")
-        .iter()
-        .filter(|b| b["size"] == 104)
-        .count();
-    assert_eq!(live104, 6, "3 blocks per load, kept across dlclose");
+    let live_of = |size: u64| {
+        dump["audit"]["live"]
+            .as_array()
+            .expect("live")
+            .iter()
+            .filter(|b| b["size"] == size)
+            .count()
+    };
+    assert_eq!(live_of(104), 6, "3 blocks per load, kept across dlclose");
     // The second load is still mapped at exit: at least its frames resolve
     // (the first load's do too when the loader maps it at the same place).
     let resolved = blocks_through(&dump, "plugin_alloc");
@@ -354,13 +356,7 @@ fn dlopen_and_dlclose_of_a_library_that_allocates() {
             assert!(names.iter().any(|n| n == caller), "{caller}: {names:?}");
         }
     }
-    let live88 = dump["audit"]["live"]
-        .as_array()
-        .expect("live")
-        .iter()
-        .filter(|b| b["size"] == 88)
-        .count();
-    assert_eq!(live88, 4, "2 blocks per load");
+    assert_eq!(live_of(88), 4, "2 blocks per load");
     // The tracer's own bookkeeping for dlopen and dlclose stays out of the
     // program's heap: no allocation goes unrecorded.
     assert_eq!(dump["audit"]["counters"]["dropped_allocs"], 0);
