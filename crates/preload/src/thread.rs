@@ -77,35 +77,57 @@ impl ThreadState {
         self.tid.get()
     }
 
-    /// The bounds `(low, top)` of this thread's stack mapping, for bounding
-    /// every read the unwinder makes and for knowing how much stack is left
-    /// below `sp`; `low` is 0 when unknown (the main thread's stack grows
-    /// on demand). `None` if `sp` is not on a stack we can bound (an
-    /// alternate signal stack, a coroutine).
+    /// The bounds `(low, top)` of the stack `sp` is on, for bounding every
+    /// read the unwinder makes and for knowing how much stack is left below
+    /// `sp`; `low` is 0 when unknown (the main thread's stack grows on
+    /// demand). `None` if `sp` is in no mapping.
     ///
-    /// Found once per thread from `/proc/self/maps` (read with a small
-    /// buffer on the stack, about 100 µs): a thread's stack is its own
-    /// mapping, with glibc's descriptor and static TLS at the top and the
-    /// guard page below as a mapping of its own.
+    /// The thread's own stack is found once per thread from
+    /// `/proc/self/maps` (read with a small buffer on the stack, about
+    /// 100 µs): a thread's stack is its own mapping, with glibc's
+    /// descriptor and static TLS at the top and the guard page below as a
+    /// mapping of its own. A stack that is not the thread's own (a
+    /// `swapcontext` coroutine's in the heap or in a mapping of its own, an
+    /// alternate signal stack) is bounded by the mapping that holds `sp`,
+    /// looked up each time and never cached: such a stack may be freed
+    /// and its memory reused for anything.
     pub fn stack_bounds(&self, sp: u64) -> Option<(u64, u64)> {
         const MAX_STACK: u64 = 1 << 30;
-        let plausible = |top: u64| top > sp && top - sp < MAX_STACK;
-        let cached = self.stack_top.get();
-        if plausible(cached) {
-            return Some((self.stack_low.get(), cached));
+        let plausible =
+            |low: u64, top: u64| top > sp && top - sp < MAX_STACK && (low == 0 || sp >= low);
+        let (cached_low, cached_top) = (self.stack_low.get(), self.stack_top.get());
+        if plausible(cached_low, cached_top) {
+            return Some((cached_low, cached_top));
         }
-        let (low, top) = if self.tid() as u64 == MAIN_TID.load(Ordering::Relaxed) {
-            (0, MAIN_STACK_TOP.load(Ordering::Relaxed))
-        } else {
-            selfmaps::mapping_containing(sp)?
-        };
-        if !plausible(top) {
-            return None;
+        if cached_top == 0 {
+            // Before init (a library constructor's allocation) the main
+            // thread is the one whose id is the pid, its stack top unknown.
+            let main = match MAIN_TID.load(Ordering::Relaxed) {
+                0 => sys::getpid() as u64,
+                tid => tid,
+            };
+            let own = if self.tid() as u64 == main {
+                match MAIN_STACK_TOP.load(Ordering::Relaxed) {
+                    0 => selfmaps::mapping_containing(sp).map(|(_, top)| (0, top)),
+                    top => Some((0, top)),
+                }
+            } else {
+                selfmaps::mapping_containing(sp)
+            };
+            if let Some((low, top)) = own.filter(|&(low, top)| plausible(low, top)) {
+                self.stack_low.set(low);
+                self.stack_top.set(top);
+                return Some((low, top));
+            }
         }
-        self.stack_low.set(low);
-        self.stack_top.set(top);
-        Some((low, top))
+        foreign_stack(sp)
     }
+}
+
+/// The mapping holding `sp`, on a stack that is not the thread's own.
+#[cold]
+fn foreign_stack(sp: u64) -> Option<(u64, u64)> {
+    selfmaps::mapping_containing(sp)
 }
 
 /// Runs `f` with this thread's state marked as inside the tracer. Returns

@@ -392,6 +392,28 @@ fn blocks_from_constructors_that_ran_before_the_tracer_are_in_the_audit() {
 }
 
 #[test]
+fn stacks_captured_on_coroutine_and_signal_stacks_are_bounded_by_their_mapping() {
+    let exe = fixture("tracer_foreign", NO_FP);
+    let dir = scratch("tracer_foreign");
+    let (out, code, dump) = run_traced(&dir, &[], &[path_str(&exe)]);
+    assert_eq!((out.as_str(), code), ("ok 7\n", 0));
+    let dump = dump.expect("dump");
+    // Two coroutines (a stack in the heap, one in a mapping of its own),
+    // three blocks each, unwound up to the coroutine's entry.
+    let co = blocks_through(&dump, "co_alloc");
+    assert_eq!(co.len(), 6, "{co:?}");
+    for (size, _, names) in &co {
+        assert_eq!(*size, 56);
+        assert_eq!(&names[..2], ["co_alloc", "co_body"]);
+    }
+    // A signal handler on an alternate stack.
+    let sig = blocks_through(&dump, "sig_alloc");
+    assert_eq!(sig.len(), 1, "{sig:?}");
+    assert_eq!(sig[0].0, 72);
+    assert_eq!(&sig[0].2[..2], ["sig_alloc", "on_signal"]);
+}
+
+#[test]
 fn realloc_memalign_and_allocation_failures() {
     let exe = robust();
     let dump = same_traced_and_untraced("edges", &[path_str(&exe), "edges"]).expect("dump");
