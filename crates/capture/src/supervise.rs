@@ -445,6 +445,12 @@ impl Traced {
         let mut failed: Option<Error> = None;
         let status = self.wait(|notice| match notice {
             Notice::Start(n) if recorder.is_none() && failed.is_none() => {
+                if n.header_addr == 0 {
+                    note(
+                        &problems,
+                        format!("the tracer in process {} has no audit region (it said why above): the recording has no audit", n.pid),
+                    );
+                }
                 match Recorder::start(n.pid, n.header_addr, &opts, &problems) {
                     Ok(r) => recorder = Some(r),
                     Err(e) => failed = Some(e),
@@ -466,7 +472,7 @@ impl Traced {
         let Some(recorder) = recorder else {
             note(
                 &problems,
-                "the tracer never started in the program (a static binary, or one that clears LD_PRELOAD?): nothing was recorded".into(),
+                "the tracer never started in the program (a static binary, or one that clears LD_PRELOAD or LEAKTRAIL_SUPERVISOR_FD?): nothing was recorded".into(),
             );
             return Ok(Recorded {
                 status,

@@ -7,7 +7,7 @@
 //! release store.
 
 use core::ptr;
-use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use leaktrail_format::{
     self as format, Header, LiveEntry, ShardDesc, EMPTY, HEADER_MAPPING_BYTES, LIVE_ENTRY_BYTES,
@@ -22,10 +22,15 @@ static HEADER: AtomicPtr<Header> = AtomicPtr::new(ptr::null_mut());
 /// to exercise the full-region path).
 pub static LIMIT: AtomicU64 = AtomicU64::new(u64::MAX);
 
+/// Set when [`LIMIT`] refused a mapping: tells a region that could not be
+/// created because of the limit from one the kernel refused.
+pub static LIMIT_REACHED: AtomicBool = AtomicBool::new(false);
+
 /// Maps `len` more bytes for the region, within [`LIMIT`].
 pub fn map(hdr: &Header, len: u64) -> Option<u64> {
     let used = hdr.counters.region_bytes.load(Ordering::Relaxed);
     if used.saturating_add(len) > LIMIT.load(Ordering::Relaxed) {
+        LIMIT_REACHED.store(true, Ordering::Relaxed);
         return None;
     }
     sys::map_anonymous(len)

@@ -79,8 +79,29 @@ pub fn init() {
         unwind::shared::init();
         unwind::modules::rebuild();
         let Some(hdr) = region::create(mode, depth) else {
-            say(b"leaktrail: cannot map the audit region; not tracing\n");
+            if region::LIMIT_REACHED.load(Ordering::Relaxed) {
+                let mut digits = [0u8; 20];
+                let limit = decimal(region::LIMIT.load(Ordering::Relaxed), &mut digits);
+                let mut line = [0u8; 160];
+                let mut len = 0;
+                for part in [
+                    &b"leaktrail: the region limit (LEAKTRAIL_REGION_LIMIT="[..],
+                    limit,
+                    b" bytes) is too small for the audit region's first tables; not tracing\n",
+                ] {
+                    let n = part.len().min(line.len() - len);
+                    line[len..len + n].copy_from_slice(&part[..n]);
+                    len += n;
+                }
+                say(&line[..len]);
+            } else {
+                say(b"leaktrail: cannot map the audit region (out of memory); not tracing\n");
+            }
             STATE.store(Lifecycle::Disabled as u32, Ordering::Release);
+            // The supervisor learns that the tracer started, without a
+            // region (a header address of 0), rather than never hearing
+            // from it.
+            crate::exit::announce_start();
             return;
         };
         // SAFETY: the handlers are plain functions that only touch atomics.
@@ -129,6 +150,19 @@ fn parse_u32(s: &[u8]) -> Option<u32> {
     s.iter().try_fold(0u32, |acc, &c| {
         c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
     })
+}
+
+/// `v` in decimal, written at the end of `buf`.
+fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 /// Writes one line on stderr.

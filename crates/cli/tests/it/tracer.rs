@@ -568,6 +568,26 @@ fn programs_on_jemalloc_tcmalloc_and_mimalloc_get_their_own_blocks_recorded() {
 }
 
 #[test]
+fn a_region_limit_too_small_to_start_is_named_as_such() {
+    let out_dir = scratch("tracer_tiny_limit").join("rec");
+    let out = leaktrail()
+        .args(["run", "--every", "0", "--out"])
+        .arg(&out_dir)
+        .args(["--", "sh", "-c", "exit 3"])
+        .env("LEAKTRAIL_REGION_LIMIT", "1000")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the region limit (LEAKTRAIL_REGION_LIMIT=1000 bytes) is too small"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("has no audit region"), "{stderr}");
+    assert!(!stderr.contains("static binary"), "{stderr}");
+}
+
+#[test]
 fn real_programs_run_unchanged() {
     let dir = scratch("tracer_real");
     let script = "d = {}\nfor i in range(200000):\n    d[i] = str(i) * 3\n    if i % 3 == 0: del d[i]\nprint(len(d), sum(len(v) for v in d.values()))";
