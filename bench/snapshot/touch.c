@@ -1,6 +1,6 @@
 /* touch: a target for the snapshot benchmark.
  *
- * Usage: touch MIB
+ * Usage: touch MIB [write]
  *
  * Allocates MIB MiB of heap in 64 KiB malloc chunks (below glibc's mmap
  * threshold, so it is one big brk heap, as a long-running server's would
@@ -9,8 +9,15 @@
  * that is how long the process was stopped, seen from inside, the same
  * way for leaktrail and for gcore.
  *
+ * With "write", the ticker also writes one byte into each of the next 64
+ * pages of the heap at every tick (round the heap, without end), so the
+ * process keeps dirtying memory while, and after, it is snapshotted: what
+ * a copy-on-write capture pays for in page copies.
+ *
  * stdout "ready PID" once touched; then on stdin:
  *   'r'  reset the longest gap, answer "reset"
+ *   'd'  write one byte into each page of the next PCT percent of the heap
+ *        (argv[3], default 5), answer "dirtied"
  *   'g'  answer "gap NS" (longest gap since the last reset, minus the tick)
  *   'q'  exit
  */
@@ -26,6 +33,9 @@
 #define TICK_NS 1000000LL
 
 static _Atomic long long longest;
+static unsigned char **chunks;
+static size_t nchunks;
+static int writing;
 
 static long long now_ns(void)
 {
@@ -41,6 +51,13 @@ static void *ticker(void *arg)
     struct timespec tick = {0, TICK_NS};
     for (;;) {
         nanosleep(&tick, NULL);
+        if (writing) {
+            static size_t next;
+            for (int k = 0; k < 64; k++, next++) {
+                size_t page = next % (nchunks * 16);
+                chunks[page / 16][(page % 16) * 4096] ^= 1;
+            }
+        }
         long long t = now_ns();
         long long gap = t - last - TICK_NS;
         if (gap > atomic_load(&longest))
@@ -55,7 +72,11 @@ int main(int argc, char **argv)
     long mib = argc > 1 ? atol(argv[1]) : 100;
     size_t chunk = 64 << 10;
     size_t n = (size_t)mib * (1 << 20) / chunk;
-    unsigned char **chunks = malloc(n * sizeof *chunks);
+    writing = argc > 2 && strcmp(argv[2], "write") == 0;
+    int pct = argc > 3 ? atoi(argv[3]) : 5;
+    size_t dirty_next = 0;
+    nchunks = n;
+    chunks = malloc(n * sizeof *chunks);
     if (!chunks)
         return 1;
     for (size_t i = 0; i < n; i++) {
@@ -73,6 +94,13 @@ int main(int argc, char **argv)
         if (c == 'r') {
             atomic_store(&longest, 0);
             printf("reset\n");
+        } else if (c == 'd') {
+            size_t pages = n * 16, count = pages * (size_t)pct / 100;
+            for (size_t k = 0; k < count; k++, dirty_next++) {
+                size_t page = dirty_next % pages;
+                chunks[page / 16][(page % 16) * 4096 + 8] += 1;
+            }
+            printf("dirtied\n");
         } else if (c == 'g') {
             printf("gap %lld\n", atomic_load(&longest));
         } else if (c == 'q') {

@@ -76,6 +76,11 @@ pub struct Options {
     /// An earlier snapshot of the same process: store only the pages that
     /// differ from it, and a reference to it.
     pub since: Option<PathBuf>,
+    /// Start a soft-dirty epoch (where the kernel keeps the bits): the
+    /// next snapshot incremental to this one reads only the pages written
+    /// since. Only a recording's snapshots do, so that no one else's
+    /// snapshot starts an epoch under them.
+    pub track_changes: bool,
 }
 
 impl Default for Options {
@@ -87,6 +92,7 @@ impl Default for Options {
             stop_timeout: Duration::from_secs(10),
             method: Method::Auto,
             since: None,
+            track_changes: false,
         }
     }
 }
@@ -392,6 +398,40 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             Vec::new()
         }
     };
+    // Soft-dirty bits: read those of the pages the base may still hold,
+    // then start a new epoch for the next snapshot; both while stopped.
+    let mut clean = Vec::new();
+    let mut epoch = options.track_changes
+        && options.memory == MemoryMode::Full
+        && pagemap::soft_dirty_supported();
+    // The epoch's owner is named beside the output before the bits are
+    // cleared: a snapshot that cleared them and then failed leaves a name
+    // no base has, and the next one trusts no bit.
+    let id = metadata::new_id();
+    let epoch_file = path
+        .parent()
+        .map_or_else(|| PathBuf::from(EPOCH_FILE), |d| d.join(EPOCH_FILE));
+    let owner = std::fs::read_to_string(&epoch_file).unwrap_or_default();
+    if epoch
+        && base.as_ref().is_some_and(|b| {
+            b.metadata()
+                .is_some_and(|m| m.capture.soft_dirty_epoch && m.id == owner.trim())
+        })
+    {
+        if let Ok(f) = File::open(format!("/proc/{pid}/pagemap")) {
+            for l in loads.iter().filter(|l| l.filesz > 0) {
+                let m = &maps[l.mapping];
+                if m.is_anonymous() && !m.is_shared() && !lacks_in_image(m) {
+                    clean.extend(
+                        pagemap::clean_ranges(&f, l.start, l.start + l.filesz).unwrap_or_default(),
+                    );
+                }
+            }
+        }
+    }
+    if epoch {
+        epoch = std::fs::write(&epoch_file, &id).is_ok() && pagemap::clear_soft_dirty(pid).is_ok();
+    }
     let t_copied = stop_started.elapsed();
     let perf_map = read_perf_map(pid);
     if !memory::alive(pid) {
@@ -427,7 +467,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     }
     let mut inherited = Vec::new();
     if let (Some(b), Some(src)) = (&base, &mut source) {
-        (loads, inherited) = incremental::diff(loads, src, b)?;
+        (loads, inherited) = incremental::diff(loads, src, b, &clean)?;
     }
     let layout = elf::Layout::new(loads.len());
     let pieces = data_pieces(&loads);
@@ -497,8 +537,9 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             total_ns: 0,
             written_bytes: total,
             inherited_bytes,
+            soft_dirty_epoch: epoch,
         },
-        id: metadata::new_id(),
+        id,
         base: base.as_ref().map(|b| base_ref(b, &path)),
         inherited,
     };
@@ -559,6 +600,24 @@ pub struct Periodic {
 }
 
 impl Periodic {
+    /// The memory mode of the `n`-th snapshot (from 1) of a recording, and
+    /// whether it is incremental: the first and every `full_every`-th after
+    /// it are standalone with full memory (`tables` ones too, when
+    /// `full_every` is set); the others are `memory`'s, incremental if asked
+    /// and full.
+    pub fn turn(&self, n: usize) -> (MemoryMode, bool) {
+        let full_turn = n == 1 || (self.full_every > 0 && (n - 1) % self.full_every == 0);
+        let memory = if self.memory == MemoryMode::Tables && self.full_every > 0 && full_turn {
+            MemoryMode::Full
+        } else {
+            self.memory
+        };
+        (
+            memory,
+            self.incremental && memory == MemoryMode::Full && !full_turn,
+        )
+    }
+
     /// Snapshots of `memory`, taken by the default method, standalone.
     pub fn new(memory: MemoryMode) -> Periodic {
         Periodic {
@@ -583,14 +642,8 @@ pub fn take_into(
 ) -> Result<Outcome, Error> {
     let next = snapshots.reserve(at_exit)?;
     let before = snapshots.list()?;
-    let n = before.len() + 1;
-    let full_turn = n == 1 || (how.full_every > 0 && (n - 1) % how.full_every == 0);
-    let memory = if how.memory == MemoryMode::Tables && how.full_every > 0 && full_turn {
-        MemoryMode::Full
-    } else {
-        how.memory
-    };
-    let since = (how.incremental && memory == MemoryMode::Full && !full_turn)
+    let (memory, incremental) = how.turn(before.len() + 1);
+    let since = incremental
         .then(|| {
             before.iter().rev().find(|p| {
                 leaktrail_recording::Snapshot::open(p).is_ok_and(|s| {
@@ -606,6 +659,7 @@ pub fn take_into(
         output: Some(next.path.clone()),
         method: how.method,
         since,
+        track_changes: how.incremental,
         ..Default::default()
     };
     let outcome = take(pid, &options)?;
@@ -682,6 +736,10 @@ fn stream(
     }
     Ok(())
 }
+
+/// Beside a recording's snapshots: the content id of the snapshot that
+/// started the process's current soft-dirty epoch.
+const EPOCH_FILE: &str = ".soft-dirty-epoch";
 
 /// Where the bytes of the capture come from once the target runs again:
 /// the copy-on-write image (plus what was copied early because the image
@@ -1316,6 +1374,29 @@ impl Drop for Boost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_every_n_th_snapshot_of_a_recording_is_standalone_with_full_memory() {
+        let mut how = Periodic::new(MemoryMode::Full);
+        how.incremental = true;
+        how.full_every = 3;
+        let turns: Vec<bool> = (1..=7).map(|n| how.turn(n).1).collect();
+        assert_eq!(turns, [false, true, true, false, true, true, false]);
+        how.full_every = 0;
+        assert!((2..=9).all(|n| how.turn(n) == (MemoryMode::Full, true)));
+        let mut tables = Periodic::new(MemoryMode::Tables);
+        tables.full_every = 2;
+        let modes: Vec<MemoryMode> = (1..=4).map(|n| tables.turn(n).0).collect();
+        use MemoryMode::{Full, Tables};
+        assert_eq!(modes, [Full, Tables, Full, Tables]);
+        tables.incremental = true;
+        assert!(
+            (1..=4).all(|n| !tables.turn(n).1),
+            "full turns are standalone"
+        );
+        tables.full_every = 0;
+        assert_eq!(tables.turn(1), (Tables, false));
+    }
 
     #[test]
     fn default_names_are_utc_and_safe() {

@@ -11,6 +11,12 @@
 //! back with `MADV_DONTNEED`, another tool clearing the bits, a kernel
 //! built without `CONFIG_MEM_SOFT_DIRTY`, as on our CI machine); the reads
 //! happen while the target runs, so they cost CPU, not pause.
+//!
+//! Where the kernel keeps soft-dirty bits, a recording's snapshots start a
+//! new epoch each (`4` into `/proc/PID/clear_refs`, while stopped) and the
+//! next one skips reading the private anonymous pages whose bit (55 of
+//! `/proc/PID/pagemap`, read while stopped) says they were not written
+//! since: [`diff`]'s `clean`.
 
 use leaktrail_recording::{Memory, Snapshot};
 
@@ -25,10 +31,14 @@ const MIN_SAME_PAGES: u64 = 4;
 
 /// Cuts the data loads of `loads` into changed runs (kept) and runs equal
 /// to `base` (inherited); returns the new loads and the inherited ranges.
+/// Pages in `clean` (sorted `[start, end)` ranges the kernel's soft-dirty
+/// bits say were not written since `base` was taken) that `base` holds are
+/// taken as equal without being read.
 pub(crate) fn diff(
     loads: Vec<Load>,
     src: &mut Source,
     base: &Snapshot,
+    clean: &[[u64; 2]],
 ) -> Result<(Vec<Load>, Vec<[u64; 2]>), Error> {
     let mut out = Vec::with_capacity(loads.len());
     let mut inherited = Vec::new();
@@ -40,17 +50,41 @@ pub(crate) fn diff(
             out.push(l);
             continue;
         }
-        let mut same = Vec::with_capacity((l.filesz / PAGE) as usize);
-        let mut at = l.start;
-        while at < l.start + l.filesz {
-            let n = (l.start + l.filesz - at).min(STREAM_BATCH);
-            let chunk = &mut buf[..n as usize];
-            src.read(&[Piece { addr: at, len: n }], chunk)?;
-            for (i, page) in chunk.chunks_exact(PAGE as usize).enumerate() {
-                same.push(equal_in(base, at + i as u64 * PAGE, page));
+        let pages = (l.filesz / PAGE) as usize;
+        let page_at = |i: usize| l.start + i as u64 * PAGE;
+        // `Some(true)`: known unchanged; `None`: to read and compare.
+        let mut same: Vec<Option<bool>> = (0..pages)
+            .map(|i| {
+                let a = page_at(i);
+                (is_clean(clean, a) && base.segment_of(a).is_some_and(|s| a + PAGE <= s.end()))
+                    .then_some(true)
+            })
+            .collect();
+        let mut i = 0;
+        while i < pages {
+            if same[i].is_some() {
+                i += 1;
+                continue;
             }
-            at += n;
+            let mut j = i;
+            while j < pages && same[j].is_none() && ((j - i) as u64 + 1) * PAGE <= STREAM_BATCH {
+                j += 1;
+            }
+            let n = (j - i) as u64 * PAGE;
+            let chunk = &mut buf[..n as usize];
+            src.read(
+                &[Piece {
+                    addr: page_at(i),
+                    len: n,
+                }],
+                chunk,
+            )?;
+            for (k, page) in chunk.chunks_exact(PAGE as usize).enumerate() {
+                same[i + k] = Some(equal_in(base, page_at(i + k), page));
+            }
+            i = j;
         }
+        let same: Vec<bool> = same.into_iter().map(|s| s.unwrap_or(false)).collect();
         for (start, pages, is_same) in runs(&same) {
             let start = l.start + start * PAGE;
             let len = pages * PAGE;
@@ -66,6 +100,12 @@ pub(crate) fn diff(
         }
     }
     Ok((out, inherited))
+}
+
+/// Whether `addr` lies in one of the sorted ranges `clean`.
+fn is_clean(clean: &[[u64; 2]], addr: u64) -> bool {
+    let i = clean.partition_point(|r| r[0] <= addr);
+    i > 0 && addr < clean[i - 1][1]
 }
 
 /// Whether `page` at `addr` reads the same in `base`.
@@ -113,5 +153,16 @@ mod tests {
         assert_eq!(runs(&[t, t]), vec![(0, 2, true)]);
         assert_eq!(runs(&[t, t, f]), vec![(0, 3, false)]);
         assert!(runs(&[]).is_empty());
+    }
+
+    #[test]
+    fn clean_ranges_are_looked_up_by_address() {
+        let clean = [[0x1000, 0x3000], [0x8000, 0x9000]];
+        let hits: Vec<u64> = (0..10u64)
+            .map(|p| p * PAGE)
+            .filter(|&a| is_clean(&clean, a))
+            .collect();
+        assert_eq!(hits, vec![0x1000, 0x2000, 0x8000]);
+        assert!(!is_clean(&[], 0));
     }
 }

@@ -43,6 +43,10 @@ pub struct Args {
     /// the files together).
     #[arg(long, value_name = "PREV", conflicts_with = "recording")]
     since: Option<PathBuf>,
+    /// With --recording: store only the pages that differ from the
+    /// recording's newest snapshot with full memory.
+    #[arg(long, requires = "recording")]
+    incremental: bool,
     /// Write the incremental snapshot IN (with its whole chain) as one
     /// standalone core to -o OUT, for gdb or to keep.
     #[arg(long, value_name = "IN", requires = "output", conflicts_with_all = ["since", "drop", "recording"])]
@@ -92,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             })?;
             let mut how = Periodic::new(args.memory);
             how.method = args.method;
+            how.incremental = args.incremental;
             snapshot::take_into(&Snapshots::of(dir)?, meta.pid, &how, false).map_err(|e| {
                 (
                     e,

@@ -314,3 +314,61 @@ fn incremental_snapshots_read_back_byte_identical_to_full_ones_through_materiali
         "target stopped answering"
     );
 }
+
+#[test]
+fn a_recordings_incremental_snapshots_chain_and_survive_dropping_a_link() {
+    let dir = support::scratch("cow_recording");
+    let rec = dir.join("rec");
+    let exe = support::fixture("snap_cow", &[]);
+    let mut cmd = support::leaktrail();
+    cmd.args(["run", "--every", "0", "--incremental", "-v", "--out"])
+        .arg(&rec)
+        .arg("--")
+        .arg(&exe)
+        .args(["16", "steps"])
+        .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
+        .stdin(Stdio::piped());
+    let mut run = Running::start(&mut cmd, Pipe::Stdout, "ready ");
+    let pid: i32 = run.ready["ready ".len()..]
+        .split_ascii_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("pid");
+    let core = |k: usize| rec.join(format!("snapshots/{k:04}.core"));
+    let mut refs = Vec::new();
+    for k in 1..=3 {
+        support::snapshot_into(&rec, &["--incremental"]);
+        let reference = dir.join(format!("ref{k}.core"));
+        snapshot_of(pid, &reference, &[]);
+        refs.push(reference);
+        run.send(b"c");
+        assert!(run.line().starts_with("changed "));
+    }
+    let open = |p: &Path| Snapshot::open(p).expect("open");
+    let base_of = |p: &Path| open(p).metadata().unwrap().base.clone().map(|b| b.file);
+    assert_eq!(base_of(&core(1)), None);
+    assert_eq!(base_of(&core(2)).as_deref(), Some("0001.core"));
+    assert_eq!(base_of(&core(3)).as_deref(), Some("0002.core"));
+    for k in 1..=3 {
+        assert_same_memory(&open(&refs[k - 1]), &open(&core(k)));
+    }
+    let out = support::success(
+        support::leaktrail()
+            .args(["snapshot", "--drop"])
+            .arg(core(2)),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("folded into"),
+        "{out:?}"
+    );
+    assert_eq!(base_of(&core(3)).as_deref(), Some("0001.core"));
+    assert_same_memory(&open(&refs[2]), &open(&core(3)));
+    // The exit snapshot is incremental too, to the newest one, and the
+    // run printed what each cost.
+    run.send(b"q");
+    let status = run.wait();
+    assert!(status.success(), "{status}");
+    let exit = rec.join("snapshots/0004-exit.core");
+    assert_eq!(base_of(&exit).as_deref(), Some("0003.core"));
+    assert!(open(&exit).metadata().unwrap().capture.cpu_ns > 0);
+}

@@ -83,6 +83,9 @@ pub struct Capture {
     pub written_bytes: u64,
     /// Bytes of memory this file takes from its base instead.
     pub inherited_bytes: u64,
+    /// The snapshot cleared the process's soft-dirty bits while it was
+    /// stopped: the next one incremental to it may trust them.
+    pub soft_dirty_epoch: bool,
 }
 
 /// The snapshot an incremental one builds on.
