@@ -18,7 +18,12 @@ each followed by a full snapshot and by an incremental one against the
 previous incremental (the chain) -- so both series see the same memory.
 Prints the bytes written per hour for each series.
 
-Usage: bench/snapshot/cow.py [--sizes 2048,16384] [--runs 3]
+With --pages small,huge (the default) each size runs twice: a malloc'd
+heap of 4 KiB pages, and one on transparent huge pages (a fork copies the
+page tables of 4 KiB pages one entry per page: that is most of the
+copy-on-write pause).
+
+Usage: bench/snapshot/cow.py [--sizes 2048,16384] [--runs 3] [--pages small,huge]
                              [--hourly 1024] [--dirty 5]
                              [--dir DIR] [--leaktrail PATH]
 
@@ -38,8 +43,8 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 
 class Target:
-    def __init__(self, exe, mib, mode, pct=5):
-        self.p = subprocess.Popen([exe, str(mib), mode, str(pct)], stdin=subprocess.PIPE,
+    def __init__(self, exe, mib, mode, pct=5, pages="small"):
+        self.p = subprocess.Popen([exe, str(mib), mode, str(pct), pages], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True, bufsize=1)
         line = self.p.stdout.readline()
         if not line.startswith("ready "):
@@ -98,12 +103,12 @@ def med(rows, key):
 
 def pauses(tool, exe, args):
     print(f"{args.runs} runs per size and method, interleaved; medians; target writes 64 pages/ms\n")
-    header = (f"{'heap':>9} | {'cow pause':>10} {'ms/GiB':>7} {'cpu':>7} | {'stop pause':>10} {'ms/GiB':>7} |"
+    header = (f"{'heap':>12} | {'cow pause':>10} {'ms/GiB':>7} {'cpu':>7} | {'stop pause':>10} {'ms/GiB':>7} |"
               f" {'gcore pause':>11} {'ms/GiB':>7} | {'stop/cow':>8} {'gcore/cow':>9}")
     print(header)
     print("-" * len(header))
-    for mib in [int(s) for s in args.sizes.split(",")]:
-        t = Target(exe, mib, "write")
+    for mib, pages in [(int(s), p) for p in args.pages.split(",") for s in args.sizes.split(",")]:
+        t = Target(exe, mib, "write", pages=pages)
         cow, stop, gc = [], [], []
         try:
             for _ in range(args.runs):
@@ -117,7 +122,8 @@ def pauses(tool, exe, args):
             print("  (copy-on-write was not used: see leaktrail snapshot -v)")
         gib = mib / 1024
         c, s, g = med(cow, "gap"), med(stop, "gap"), med(gc, "gap")
-        print(f"{mib:>5} MiB | {c * 1e3:>8.1f}ms {c * 1e3 / gib:>7.1f} {med(cow, 'cpu'):>6.2f}s |"
+        label = f"{mib} MiB{' THP' if pages == 'huge' else ''}"
+        print(f"{label:>12} | {c * 1e3:>8.1f}ms {c * 1e3 / gib:>7.1f} {med(cow, 'cpu'):>6.2f}s |"
               f" {s * 1e3:>8.1f}ms {s * 1e3 / gib:>7.1f} | {g * 1e3:>9.1f}ms {g * 1e3 / gib:>7.1f} |"
               f" {s / c:>7.1f}x {g / c:>8.1f}x", flush=True)
     print("\ngoal: copy-on-write pause <= 10 ms per GiB")
@@ -164,6 +170,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="2048,16384", help="heap sizes in MiB, comma-separated")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--pages", default="small,huge",
+                    help="heap pages: small (4 KiB, malloc'd), huge (MADV_HUGEPAGE), or both")
     ap.add_argument("--hourly", type=int, default=1024, help="MiB of the hourly model; 0 skips it")
     ap.add_argument("--dirty", type=int, default=5, help="percent of pages written per interval")
     ap.add_argument("--dir", default=os.path.join(ROOT, "target", "bench-snapshot"))

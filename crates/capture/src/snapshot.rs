@@ -264,6 +264,10 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
+    // Declared before the world so that, on every path, the world lets
+    // the threads go before the image is ended (ending it stops one thread
+    // again to reap it).
+    let mut image: Option<cow::Image> = None;
     let world = ptrace::World::stop(pid, options.stop_timeout)?;
     let fault = std::env::var_os("LEAKTRAIL_TEST_FAULT");
     if fault.as_ref().is_some_and(|v| v == "exit-during-capture") {
@@ -331,18 +335,15 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     }
     interrupt::check(pid)?;
     let mut loads = plan(&maps, options.memory, &audit_ranges, &elf_heads);
-    let image = if cow && loads.iter().any(|l| l.filesz > 0) {
+    if cow && loads.iter().any(|l| l.filesz > 0) {
         match cow::Image::fork(pid, world.threads()) {
-            Ok(image) => Some(image),
+            Ok(i) => image = Some(i),
             Err(why) => {
                 refuse_cow(pid, options.method, &why)?;
                 fallback = Some(why);
-                None
             }
         }
-    } else {
-        None
-    };
+    }
     let mut base = base;
     let mut note_line = None;
     let mut streamed = None;

@@ -303,7 +303,17 @@ fn incremental_snapshots_read_back_byte_identical_to_full_ones_through_materiali
     support::success(support::leaktrail().args(["snapshot", "--drop"]).arg(&inc2));
     assert!(!inc2.exists());
     assert_same_memory(&open(&full3), &open(&inc3));
-    // Deleting its base behind leaktrail's back: one clear line, exit 2.
+    // Replacing its base, then deleting it, behind leaktrail's back: one
+    // clear line each, exit 2.
+    let kept = dir.join("full1.kept");
+    std::fs::rename(&full1, &kept).unwrap();
+    std::fs::copy(&full2, &full1).unwrap();
+    assert_bad_input(
+        support::leaktrail().arg("info").arg(&inc3),
+        &["inc3.core", "full1.core", "is another snapshot", "replaced"],
+    );
+    std::fs::rename(&kept, &full1).unwrap();
+    assert_same_memory(&open(&full3), &open(&inc3));
     std::fs::remove_file(&full1).unwrap();
     assert_bad_input(
         support::leaktrail().arg("info").arg(&inc3),

@@ -31,7 +31,7 @@ use crate::Error;
 
 /// Longest chain we follow: deeper is a loop, or a recording that should
 /// have had a full snapshot long ago.
-const MAX_DEPTH: usize = 1024;
+const MAX_DEPTH: usize = 256;
 
 /// Opens the chain behind `own` (the `depth`-th link) and resolves its
 /// inherited segments; `own` as it is when it has no base.
