@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub(crate) mod inject;
 pub mod launch;
 pub mod memory;
 pub mod node;

@@ -24,6 +24,8 @@
 //! # Ok::<(), leaktrail_capture::Error>(())
 //! ```
 
+mod cow;
+mod incremental;
 pub(crate) mod interrupt;
 mod memory;
 mod module;
@@ -48,6 +50,7 @@ use leaktrail_recording::snapshot::metadata::{
     self, CapturedMapping, Metadata, RegionKind, SmapsSummary,
 };
 use leaktrail_recording::snapshot::{default_file_name, elf, note};
+use leaktrail_recording::Snapshot;
 use memory::{Copier, Piece, Staging};
 
 use crate::Error;
@@ -68,6 +71,16 @@ pub struct Options {
     /// How long every thread has to reach its stop before the snapshot is
     /// abandoned (a thread in uninterruptible I/O stops only when it ends).
     pub stop_timeout: Duration,
+    /// How to take the memory.
+    pub method: Method,
+    /// An earlier snapshot of the same process: store only the pages that
+    /// differ from it, and a reference to it.
+    pub since: Option<PathBuf>,
+    /// Start a soft-dirty epoch (where the kernel keeps the bits): the
+    /// next snapshot incremental to this one reads only the pages written
+    /// since. Only a recording's snapshots do, so that no one else's
+    /// snapshot starts an epoch under them.
+    pub track_changes: bool,
 }
 
 impl Default for Options {
@@ -77,7 +90,55 @@ impl Default for Options {
             output: None,
             staging_budget: None,
             stop_timeout: Duration::from_secs(10),
+            method: Method::Auto,
+            since: None,
+            track_changes: false,
         }
+    }
+}
+
+/// How a snapshot takes the target's memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Method {
+    /// Copy-on-write where it can be used, else stop-and-copy (saying why).
+    #[default]
+    Auto,
+    /// Copy-on-write: fork a still image of the process inside it while
+    /// its threads are stopped, let them go, copy from the image. Fails
+    /// where it cannot be used.
+    Cow,
+    /// Stop-and-copy: every thread waits while the memory is copied.
+    Stop,
+}
+
+impl Method {
+    /// Every method, in `--help` order.
+    pub const ALL: &'static [Method] = &[Method::Auto, Method::Cow, Method::Stop];
+
+    /// The name on the command line and in the snapshot's note.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Auto => "auto",
+            Method::Cow => "cow",
+            Method::Stop => "stop",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Method, String> {
+        Method::ALL
+            .iter()
+            .copied()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown method {s:?}: choose auto, cow or stop"))
     }
 }
 
@@ -99,6 +160,20 @@ pub struct Outcome {
     pub audit_headers: usize,
     /// Where the pause went.
     pub phases: Phases,
+    /// How the memory was taken: [`Method::Cow`] or [`Method::Stop`].
+    pub method: Method,
+    /// Why copy-on-write was not used, when it was the default.
+    pub fallback: Option<String>,
+    /// Anything else the user should know about this snapshot, one line.
+    pub note: Option<String>,
+    /// CPU time the snapshot cost us (all our threads).
+    pub cpu: Duration,
+    /// Size of the file written.
+    pub file_bytes: u64,
+    /// Bytes of memory left to the base snapshot (incremental only).
+    pub inherited_bytes: u64,
+    /// Whether the snapshot is incremental to an earlier one.
+    pub incremental: bool,
 }
 
 /// Where the pause went, each measured from the first seize.
@@ -123,42 +198,46 @@ pub struct Phases {
 /// anything is written), [`Error::PermissionDenied`] (ptrace or `/proc`
 /// refused), [`Error::Exited`] (the process died during the capture; no
 /// file is left), [`Error::Interrupted`] (after [`catch_interrupts`]; the
-/// target is let go and no file is left), I/O errors on the output.
+/// target is let go and no file is left), [`Error::Malformed`] for a
+/// `since` that is not an earlier snapshot of `pid`, and for
+/// [`Method::Cow`] where it cannot be used; I/O errors on the output.
 pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     if pid <= 0 {
         return Err(Error::NoSuchProcess { pid });
     }
+    let cpu_started = cpu_time();
     // Before the stop: everything that does not change while it runs.
     let process = ProcessFacts::read(pid)?;
+    let base = match &options.since {
+        Some(p) => Some(open_base(p, pid)?),
+        None => None,
+    };
+    let mut fallback = None;
+    let mut cow = options.memory != MemoryMode::None && options.method != Method::Stop;
+    if cow {
+        if let Some(why) = cow::unavailable(pid) {
+            refuse_cow(pid, options.method, &why)?;
+            fallback = Some(why);
+            cow = false;
+        }
+    }
     // smaps walks every page table entry (tens of ms per GiB), so it is read
     // here, before the stop; while stopped we read the cheap maps and take
     // each mapping's counters and VmFlags from this reading. Nothing that
-    // decides which bytes are zeros depends on them: pagemap, read while
-    // stopped, does.
+    // decides which bytes are zeros depends on them: pagemap does.
     let before = parse_maps(pid, "smaps", &read_proc(pid, "smaps", false)?)?;
-    let estimate = {
-        let maps = &before;
-        plan(maps, options.memory, &[], &HashSet::new())
-            .iter()
-            .map(|l| {
-                // Mappings `split_sparse` will cut keep about their
-                // resident bytes (plus the short holes folded into them).
-                let m = &maps[l.mapping];
-                if is_sparse_candidate(l, m) {
-                    ((m.rss + m.swap) / 4 * 5 + (256 << 10)).min(l.filesz)
-                } else {
-                    l.filesz
-                }
-            })
-            .sum::<u64>()
-    };
     let budget = options
         .staging_budget
         .unwrap_or_else(|| memory::mem_available() / 2);
-    let mut staging = if estimate + (8 << 20) <= budget {
-        Staging::new(estimate + estimate / 16 + (8 << 20)).ok()
-    } else {
+    // The copy-on-write image needs no staging: its copy happens after the
+    // release.
+    let mut staging = if cow {
         None
+    } else {
+        let estimate = staging_estimate(&before, options.memory);
+        (estimate + (8 << 20) <= budget)
+            .then(|| Staging::new(estimate + estimate / 16 + (8 << 20)).ok())
+            .flatten()
     };
     let time = SystemTime::now();
     let unix_secs = time
@@ -185,6 +264,10 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
+    // Declared before the world so that, on every path, the world lets
+    // the threads go before the image is ended (ending it stops one thread
+    // again to reap it).
+    let mut image: Option<cow::Image> = None;
     let world = ptrace::World::stop(pid, options.stop_timeout)?;
     let fault = std::env::var_os("LEAKTRAIL_TEST_FAULT");
     if fault.as_ref().is_some_and(|v| v == "exit-during-capture") {
@@ -251,34 +334,105 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         }
     }
     interrupt::check(pid)?;
-    let loads = plan(&maps, options.memory, &audit_ranges, &elf_heads);
-    let loads = split_sparse(pid, &maps, loads);
-    let layout = elf::Layout::new(loads.len());
-    let pieces: Vec<Piece> = loads
-        .iter()
-        .filter(|l| l.filesz > 0)
-        .map(|l| Piece {
-            addr: l.start,
-            len: l.filesz,
-        })
-        .collect();
-    let total: u64 = pieces.iter().map(|p| p.len).sum();
-    if staging.as_ref().is_some_and(|s| s.capacity() < total) {
-        staging = None;
+    let mut loads = plan(&maps, options.memory, &audit_ranges, &elf_heads);
+    if cow && loads.iter().any(|l| l.filesz > 0) {
+        match cow::Image::fork(pid, world.threads()) {
+            Ok(i) => image = Some(i),
+            Err(why) => {
+                refuse_cow(pid, options.method, &why)?;
+                fallback = Some(why);
+            }
+        }
     }
-    if staging.is_none() && total <= budget {
-        staging = Staging::new(total).ok();
-    }
-    let staged = match &mut staging {
-        Some(s) => {
-            copier.unreadable += memory::read_parallel(pid, &pieces, s.slice(total))?;
-            true
+    let mut base = base;
+    let mut note_line = None;
+    let mut streamed = None;
+    let early = match &image {
+        // What the image lacks (MADV_DONTFORK, MADV_WIPEONFORK) is copied
+        // now; the rest after the release.
+        Some(_) => {
+            let mut early = Vec::new();
+            for l in loads
+                .iter()
+                .filter(|l| l.filesz > 0 && lacks_in_image(&maps[l.mapping]))
+            {
+                let mut bytes = vec![0u8; l.filesz as usize];
+                copier.read(
+                    &[Piece {
+                        addr: l.start,
+                        len: l.filesz,
+                    }],
+                    &mut bytes,
+                )?;
+                early.push((l.start, bytes));
+            }
+            early
         }
         None => {
-            stream(&mut copier, &pieces, &out, layout.data_offset)?;
-            false
+            loads = split_sparse(pid, &maps, loads);
+            let pieces = data_pieces(&loads);
+            let total: u64 = pieces.iter().map(|p| p.len).sum();
+            if staging.as_ref().is_some_and(|s| s.capacity() < total) {
+                staging = None;
+            }
+            if staging.is_none() && total <= budget {
+                staging = Staging::new(total).ok();
+            }
+            match &mut staging {
+                Some(s) => {
+                    copier.unreadable += memory::read_parallel(pid, &pieces, s.slice(total))?;
+                }
+                None => {
+                    if base.take().is_some() {
+                        note_line = Some(
+                            "not enough free memory to stage the copy: this snapshot is full, not incremental"
+                                .to_string(),
+                        );
+                    }
+                    let layout = elf::Layout::new(loads.len());
+                    let mut source = Source::Live(Copier::new(pid), Vec::new());
+                    stream(&mut source, &pieces, &out, layout.data_offset)?;
+                    copier.unreadable += source.unreadable();
+                    streamed = Some(pieces);
+                }
+            }
+            Vec::new()
         }
     };
+    // Soft-dirty bits: read those of the pages the base may still hold,
+    // then start a new epoch for the next snapshot; both while stopped.
+    let mut clean = Vec::new();
+    let mut epoch = options.track_changes
+        && options.memory == MemoryMode::Full
+        && pagemap::soft_dirty_supported();
+    // The epoch's owner is named beside the output before the bits are
+    // cleared: a snapshot that cleared them and then failed leaves a name
+    // no base has, and the next one trusts no bit.
+    let id = metadata::new_id();
+    let epoch_file = path
+        .parent()
+        .map_or_else(|| PathBuf::from(EPOCH_FILE), |d| d.join(EPOCH_FILE));
+    let owner = std::fs::read_to_string(&epoch_file).unwrap_or_default();
+    if epoch
+        && base.as_ref().is_some_and(|b| {
+            b.metadata()
+                .is_some_and(|m| m.capture.soft_dirty_epoch && m.id == owner.trim())
+        })
+    {
+        if let Ok(f) = File::open(format!("/proc/{pid}/pagemap")) {
+            for l in loads.iter().filter(|l| l.filesz > 0) {
+                let m = &maps[l.mapping];
+                if m.is_anonymous() && !m.is_shared() && !lacks_in_image(m) {
+                    clean.extend(
+                        pagemap::clean_ranges(&f, l.start, l.start + l.filesz).unwrap_or_default(),
+                    );
+                }
+            }
+        }
+    }
+    if epoch {
+        epoch = std::fs::write(&epoch_file, &id).is_ok() && pagemap::clear_soft_dirty(pid).is_ok();
+    }
     let t_copied = stop_started.elapsed();
     let perf_map = read_perf_map(pid);
     if !memory::alive(pid) {
@@ -290,13 +444,55 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     let pause = stop_started.elapsed();
     drop(boost);
 
-    // After the release: write out, describe, name.
-    if staged {
-        if let Some(s) = &mut staging {
+    // After the release: copy from the image, cut out what the base
+    // already holds, write out, describe, name.
+    if let Some(image) = &image {
+        loads = split_sparse(image.pid(), &maps, loads);
+    }
+    let staged_pieces = data_pieces(&loads);
+    let staged_total: u64 = staged_pieces.iter().map(|p| p.len).sum();
+    let mut source = match (&image, &mut staging) {
+        (Some(image), _) => Some(Source::Live(Copier::new(image.pid()), early)),
+        (None, Some(s)) if streamed.is_none() => Some(Source::Staged(
+            StagedView::new(&staged_pieces),
+            s.slice(staged_total),
+        )),
+        _ => None,
+    };
+    if fault.as_ref().is_some_and(|v| v == "pause-before-copy") {
+        // Test seam: the target runs on, and writes, before we copy from
+        // the image; a byte on our stdin lets the copy go on.
+        eprintln!("leaktrail: test fault: process {pid} released, copy not started");
+        let mut b = [0u8; 1];
+        let _ = io::Read::read(&mut io::stdin(), &mut b);
+    }
+    let mut inherited = Vec::new();
+    if let (Some(b), Some(src)) = (&base, &mut source) {
+        (loads, inherited) = incremental::diff(loads, src, b, &clean)?;
+    }
+    let layout = elf::Layout::new(loads.len());
+    let pieces = data_pieces(&loads);
+    let total: u64 = pieces.iter().map(|p| p.len).sum();
+    match &mut source {
+        Some(Source::Staged(_, buf)) if inherited.is_empty() => {
             out.file()
-                .write_all_at(s.slice(total), layout.data_offset)
+                .write_all_at(buf, layout.data_offset)
                 .map_err(|e| Error::io(out.writing(), e))?;
         }
+        Some(src) => {
+            stream(src, &pieces, &out, layout.data_offset)?;
+            copier.unreadable += src.unreadable();
+        }
+        None => {}
+    }
+    drop(source);
+    let method = if image.is_some() {
+        Method::Cow
+    } else {
+        Method::Stop
+    };
+    if let Some(image) = image {
+        image.end();
     }
     drop(staging);
     let mut phdrs = Vec::with_capacity(loads.len() + 1);
@@ -315,7 +511,8 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         offset += l.filesz;
     }
     let modules = module::modules(pid, &maps);
-    let metadata = Metadata {
+    let inherited_bytes: u64 = inherited.iter().map(|r: &[u64; 2]| r[1] - r[0]).sum();
+    let mut metadata = Metadata {
         version: metadata::METADATA_VERSION,
         time_unix_ns,
         pid,
@@ -334,17 +531,25 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         pause_ns: pause.as_nanos() as u64,
         audit_headers: audit_headers.clone(),
         unreadable_bytes: copier.unreadable,
+        capture: metadata::Capture {
+            method: method.name().to_string(),
+            fallback: fallback.clone(),
+            cpu_ns: 0,
+            total_ns: 0,
+            written_bytes: total,
+            inherited_bytes,
+            soft_dirty_epoch: epoch,
+        },
+        id,
+        base: base.as_ref().map(|b| base_ref(b, &path)),
+        inherited,
     };
+    // The cost, as late as it can be measured: the notes are all that is
+    // left to write.
+    metadata.capture.cpu_ns = cpu_time().saturating_sub(cpu_started).as_nanos() as u64;
+    metadata.capture.total_ns = stop_started.elapsed().as_nanos() as u64;
     let notes = notes(&process, &threads, &maps, &metadata);
-    phdrs[0] = elf::ProgramHeader {
-        kind: elf::PT_NOTE,
-        flags: elf::PF_R,
-        offset,
-        vaddr: 0,
-        filesz: notes.len() as u64,
-        memsz: 0,
-        align: 4,
-    };
+    phdrs[0] = elf::ProgramHeader::notes(offset, notes.len() as u64);
     out.file()
         .write_all_at(&notes, offset)
         .and_then(|_| out.file().write_all_at(&layout.headers(&phdrs), 0))
@@ -363,32 +568,140 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             stopped: t_stopped,
             maps: t_maps,
             copied: t_copied,
-            staged,
+            staged: method == Method::Stop && streamed.is_none(),
         },
+        method,
+        fallback,
+        note: note_line,
+        cpu: Duration::from_nanos(metadata.capture.cpu_ns),
+        file_bytes: offset + notes.len() as u64,
+        inherited_bytes,
+        incremental: metadata.base.is_some(),
     })
+}
+
+/// How the snapshots of a recording are taken ([`take_into`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Periodic {
+    /// Which memory the snapshots keep.
+    pub memory: MemoryMode,
+    /// How the memory is taken.
+    pub method: Method,
+    /// Each snapshot stores only what changed since the previous one of
+    /// the recording.
+    pub incremental: bool,
+    /// Every Nth periodic snapshot is a standalone one with full memory
+    /// (the first one always is); 0 for never. Between them: incremental
+    /// ones, or `memory`'s.
+    pub full_every: usize,
+    /// Print one line per snapshot (method, pause, CPU, bytes written) on
+    /// standard error.
+    pub verbose: bool,
+}
+
+impl Periodic {
+    /// The memory mode of the `n`-th snapshot (from 1) of a recording, and
+    /// whether it is incremental: the first and every `full_every`-th after
+    /// it are standalone with full memory (`tables` ones too, when
+    /// `full_every` is set); the others are `memory`'s, incremental if asked
+    /// and full.
+    pub fn turn(&self, n: usize) -> (MemoryMode, bool) {
+        let full_turn = n == 1 || (self.full_every > 0 && (n - 1) % self.full_every == 0);
+        let memory = if self.memory == MemoryMode::Tables && self.full_every > 0 && full_turn {
+            MemoryMode::Full
+        } else {
+            self.memory
+        };
+        (
+            memory,
+            self.incremental && memory == MemoryMode::Full && !full_turn,
+        )
+    }
+
+    /// Snapshots of `memory`, taken by the default method, standalone.
+    pub fn new(memory: MemoryMode) -> Periodic {
+        Periodic {
+            memory,
+            method: Method::Auto,
+            incremental: false,
+            full_every: 0,
+            verbose: false,
+        }
+    }
 }
 
 /// Takes a snapshot of `pid` as the next one of a recording's `snapshots`
 /// (`at_exit` marks the final one), holding the recording's snapshot lock
-/// for the whole capture.
+/// for the whole capture. With `how.incremental` it is incremental to the
+/// newest one before it (unless it is the first, or a `full_every`-th).
 pub fn take_into(
     snapshots: &Snapshots,
     pid: i32,
-    memory: MemoryMode,
+    how: &Periodic,
     at_exit: bool,
 ) -> Result<Outcome, Error> {
     let next = snapshots.reserve(at_exit)?;
+    let before = snapshots.list()?;
+    let (memory, incremental) = how.turn(before.len() + 1);
+    let since = incremental
+        .then(|| {
+            before.iter().rev().find(|p| {
+                leaktrail_recording::Snapshot::open(p).is_ok_and(|s| {
+                    s.metadata()
+                        .is_some_and(|m| m.options.memory == MemoryMode::Full)
+                })
+            })
+        })
+        .flatten()
+        .cloned();
     let options = Options {
         memory,
         output: Some(next.path.clone()),
+        method: how.method,
+        since,
+        track_changes: how.incremental,
         ..Default::default()
     };
-    take(pid, &options)
+    let outcome = take(pid, &options)?;
+    if how.verbose {
+        eprintln!("leaktrail: {}", outcome.summary());
+    }
+    Ok(outcome)
+}
+
+impl Outcome {
+    /// One line: the file, how it was taken, the pause, the CPU spent and
+    /// the bytes written.
+    pub fn summary(&self) -> String {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        format!(
+            "{}: {}{}, pause {:.1} ms, cpu {:.1} ms, {:.1} MiB written{}",
+            self.path.display(),
+            self.method,
+            if self.fallback.is_some() {
+                " (fallback)"
+            } else {
+                ""
+            },
+            self.pause.as_secs_f64() * 1e3,
+            self.cpu.as_secs_f64() * 1e3,
+            mib(self.file_bytes),
+            if self.incremental {
+                format!(
+                    " (incremental: {:.1} MiB from its base)",
+                    mib(self.inherited_bytes)
+                )
+            } else {
+                String::new()
+            }
+        )
+    }
 }
 
 /// Copies `pieces` to `file` at `offset` in batches, while the target waits.
 fn stream(
-    copier: &mut Copier,
+    source: &mut Source,
     pieces: &[Piece],
     out: &OutputFile,
     mut offset: u64,
@@ -399,7 +712,7 @@ fn stream(
     let mut flush =
         |batch: &mut Vec<Piece>, fill: &mut u64, offset: &mut u64| -> Result<(), Error> {
             let b = &mut buf[..*fill as usize];
-            copier.read(batch, b)?;
+            source.read(batch, b)?;
             out.file()
                 .write_all_at(b, *offset)
                 .map_err(|e| Error::io(out.writing(), e))?;
@@ -423,6 +736,226 @@ fn stream(
         flush(&mut batch, &mut fill, &mut offset)?;
     }
     Ok(())
+}
+
+/// Beside a recording's snapshots: the content id of the snapshot that
+/// started the process's current soft-dirty epoch.
+const EPOCH_FILE: &str = ".soft-dirty-epoch";
+
+/// Where the bytes of the capture come from once the target runs again:
+/// the copy-on-write image (plus what was copied early because the image
+/// lacks it), or the staging area filled while the target was stopped.
+enum Source<'a> {
+    /// Read live from a process (the image, or a stopped target), with
+    /// `(address, bytes)` pieces that override what it reads.
+    Live(Copier, Vec<(u64, Vec<u8>)>),
+    /// The staging area: the pieces of `StagedView`, back to back.
+    Staged(StagedView, &'a mut [u8]),
+}
+
+impl Source<'_> {
+    /// Fills `dst` with `pieces` back to back, like [`Copier::read`].
+    fn read(&mut self, pieces: &[Piece], dst: &mut [u8]) -> Result<(), Error> {
+        match self {
+            Source::Live(copier, early) => {
+                // Pieces inside an early copy come from it (the image may
+                // not even map them); the rest from the process, in runs.
+                let covering = |p: &Piece| {
+                    early
+                        .iter()
+                        .find(|(a, b)| *a <= p.addr && p.addr + p.len <= a + b.len() as u64)
+                };
+                let (mut at, mut run_start, mut run) = (0usize, 0usize, Vec::new());
+                for p in pieces {
+                    match covering(p) {
+                        Some((a, bytes)) => {
+                            copier.read(&run, &mut dst[run_start..at])?;
+                            run.clear();
+                            let from = (p.addr - a) as usize;
+                            dst[at..at + p.len as usize]
+                                .copy_from_slice(&bytes[from..from + p.len as usize]);
+                            at += p.len as usize;
+                            run_start = at;
+                        }
+                        None => {
+                            run.push(*p);
+                            at += p.len as usize;
+                        }
+                    }
+                }
+                copier.read(&run, &mut dst[run_start..at])
+            }
+            Source::Staged(view, buf) => {
+                let mut at = 0usize;
+                for p in pieces {
+                    let from = view.offset_of(p).ok_or_else(|| Error::Sys {
+                        what: format!(
+                            "reading {:#x}+{:#x} back from the staging area",
+                            p.addr, p.len
+                        ),
+                        source: io::ErrorKind::InvalidInput.into(),
+                    })?;
+                    dst[at..at + p.len as usize].copy_from_slice(&buf[from..from + p.len as usize]);
+                    at += p.len as usize;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Bytes the live reads could not get (written as zeros).
+    fn unreadable(&self) -> u64 {
+        match self {
+            Source::Live(c, _) => c.unreadable,
+            Source::Staged(..) => 0,
+        }
+    }
+}
+
+/// Where each staged piece sits in the staging area.
+struct StagedView {
+    /// `(address, length, offset)`, by address.
+    index: Vec<(u64, u64, usize)>,
+}
+
+impl StagedView {
+    fn new(pieces: &[Piece]) -> StagedView {
+        let mut at = 0usize;
+        let mut index: Vec<(u64, u64, usize)> = pieces
+            .iter()
+            .map(|p| {
+                let e = (p.addr, p.len, at);
+                at += p.len as usize;
+                e
+            })
+            .collect();
+        index.sort_by_key(|e| e.0);
+        StagedView { index }
+    }
+
+    /// The staging offset of `p`, which must lie inside one staged piece.
+    fn offset_of(&self, p: &Piece) -> Option<usize> {
+        let i = self
+            .index
+            .partition_point(|e| e.0 <= p.addr)
+            .checked_sub(1)?;
+        let (addr, len, at) = self.index[i];
+        (p.addr + p.len <= addr + len).then(|| at + (p.addr - addr) as usize)
+    }
+}
+
+/// The pieces with file bytes of `loads`, in file order.
+fn data_pieces(loads: &[Load]) -> Vec<Piece> {
+    loads
+        .iter()
+        .filter(|l| l.filesz > 0)
+        .map(|l| Piece {
+            addr: l.start,
+            len: l.filesz,
+        })
+        .collect()
+}
+
+/// What the staging area needs for `maps` in `mode`, from the smaps read
+/// before the stop.
+fn staging_estimate(maps: &[Mapping], mode: MemoryMode) -> u64 {
+    plan(maps, mode, &[], &HashSet::new())
+        .iter()
+        .map(|l| {
+            // Mappings `split_sparse` will cut keep about their resident
+            // bytes (plus the short holes folded into them).
+            let m = &maps[l.mapping];
+            if is_sparse_candidate(l, m) {
+                ((m.rss + m.swap) / 4 * 5 + (256 << 10)).min(l.filesz)
+            } else {
+                l.filesz
+            }
+        })
+        .sum()
+}
+
+/// Whether a forked child lacks `m` (`MADV_DONTFORK`: `dc`) or sees it
+/// zeroed (`MADV_WIPEONFORK`: `wf`): then it is copied while stopped.
+fn lacks_in_image(m: &Mapping) -> bool {
+    m.has_flag("dc") || m.has_flag("wf")
+}
+
+/// With [`Method::Cow`] asked for, why it cannot be used is an error;
+/// otherwise the caller falls back.
+fn refuse_cow(pid: i32, method: Method, why: &str) -> Result<(), Error> {
+    if method == Method::Cow {
+        return Err(Error::Malformed {
+            path: format!("/proc/{pid}").into(),
+            why: format!("copy-on-write capture cannot be used: {why}; use --method stop"),
+        });
+    }
+    Ok(())
+}
+
+/// Opens `path` as the base of an incremental snapshot of `pid`.
+fn open_base(path: &std::path::Path, pid: i32) -> Result<Snapshot, Error> {
+    let base = Snapshot::open(path)?;
+    let bad = |why: String| Error::Malformed {
+        path: path.to_path_buf(),
+        why,
+    };
+    let Some(meta) = base.metadata() else {
+        return Err(bad(
+            "not a leaktrail snapshot, so it cannot be the base of an incremental one".into(),
+        ));
+    };
+    if meta.pid != pid {
+        return Err(bad(format!(
+            "a snapshot of process {}, not {pid}; an incremental snapshot builds on one of the same process",
+            meta.pid
+        )));
+    }
+    if meta.id.is_empty() {
+        return Err(bad(
+            "written by an older leaktrail (no content id); take a full snapshot first".into(),
+        ));
+    }
+    Ok(base)
+}
+
+/// How the snapshot written at `out` names its base `b`: by file name
+/// when they share a directory, else by absolute path.
+fn base_ref(b: &Snapshot, out: &std::path::Path) -> metadata::BaseRef {
+    let canon = |p: &std::path::Path| {
+        p.parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    std::path::Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .and_then(|d| std::fs::canonicalize(d).ok())
+    };
+    let same_dir = canon(b.path()).is_some() && canon(b.path()) == canon(out);
+    let file = match (same_dir, b.path().file_name()) {
+        (true, Some(name)) => name.to_string_lossy().into_owned(),
+        _ => std::fs::canonicalize(b.path())
+            .unwrap_or_else(|_| b.path().to_path_buf())
+            .to_string_lossy()
+            .into_owned(),
+    };
+    metadata::BaseRef {
+        file,
+        id: b.metadata().map(|m| m.id.clone()).unwrap_or_default(),
+    }
+}
+
+/// CPU time of this process so far (user + system, every thread).
+fn cpu_time() -> Duration {
+    // SAFETY: `ru` is a valid out-pointer, zeroed before the call.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// One PT_LOAD to write.
@@ -540,6 +1073,7 @@ fn is_sparse_candidate(l: &Load, m: &Mapping) -> bool {
         && l.filesz == m.size()
         && m.is_anonymous()
         && !m.is_shared()
+        && !lacks_in_image(m)
         && (m.vm_flags.is_empty() || (m.rss + m.swap) < m.size() / 4 * 3)
 }
 
@@ -843,6 +1377,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn full_every_n_th_snapshot_of_a_recording_is_standalone_with_full_memory() {
+        let mut how = Periodic::new(MemoryMode::Full);
+        how.incremental = true;
+        how.full_every = 3;
+        let turns: Vec<bool> = (1..=7).map(|n| how.turn(n).1).collect();
+        assert_eq!(turns, [false, true, true, false, true, true, false]);
+        how.full_every = 0;
+        assert!((2..=9).all(|n| how.turn(n) == (MemoryMode::Full, true)));
+        let mut tables = Periodic::new(MemoryMode::Tables);
+        tables.full_every = 2;
+        let modes: Vec<MemoryMode> = (1..=4).map(|n| tables.turn(n).0).collect();
+        use MemoryMode::{Full, Tables};
+        assert_eq!(modes, [Full, Tables, Full, Tables]);
+        tables.incremental = true;
+        assert!(
+            (1..=4).all(|n| !tables.turn(n).1),
+            "full turns are standalone"
+        );
+        tables.full_every = 0;
+        assert_eq!(tables.turn(1), (Tables, false));
+    }
+
+    #[test]
     fn default_names_are_utc_and_safe() {
         assert_eq!(
             default_file_name("my prog/x", 42, 0),
@@ -912,11 +1469,14 @@ mod tests {
     }
 
     #[test]
-    fn streaming_and_staging_write_the_same_memory() {
+    fn streaming_staging_and_the_image_write_the_same_memory() {
         // A child that sits still, blocked reading an empty pipe: its
         // memory does not change between the two snapshots. (`sleep` would
         // not do: an interrupted nanosleep writes the time left.)
         let mut child = std::process::Command::new("cat")
+            // Else the kernel writes the CPU number into its rseq area
+            // whenever it comes back from a stop on another CPU.
+            .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -932,20 +1492,34 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let staged = Options {
             output: Some(dir.join("staged.core")),
+            method: Method::Stop,
             ..Options::default()
         };
         let a = take(pid, &staged).unwrap();
         let streamed = Options {
             output: Some(dir.join("streamed.core")),
             staging_budget: Some(0),
+            method: Method::Stop,
+            ..Options::default()
+        };
+        let cow = Options {
+            output: Some(dir.join("cow.core")),
+            method: Method::Cow,
             ..Options::default()
         };
         let b = take(pid, &streamed).unwrap();
+        let c = take(pid, &cow).unwrap();
         let _ = child.kill();
         let _ = child.wait();
         assert!(a.phases.staged && !b.phases.staged);
+        assert_eq!((a.method, c.method), (Method::Stop, Method::Cow));
         assert_eq!(a.captured_bytes, b.captured_bytes);
         assert!(a.captured_bytes > 0);
+        assert_eq!(
+            load_bytes(&a.path),
+            load_bytes(&c.path),
+            "the image differs"
+        );
         let (x, y) = (load_bytes(&a.path), load_bytes(&b.path));
         if let Some(i) = x.iter().zip(&y).position(|(p, q)| p != q) {
             let n = x.iter().zip(&y).filter(|(p, q)| p != q).count();

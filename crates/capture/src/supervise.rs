@@ -299,8 +299,8 @@ pub struct RecordOptions {
     /// Keep at most this many periodic snapshots (the first and the
     /// newest); 0 keeps all.
     pub keep: usize,
-    /// What each snapshot captures.
-    pub memory: MemoryMode,
+    /// What each snapshot captures and how.
+    pub snapshots: snapshot::Periodic,
     /// Time between watch samples.
     pub interval: Duration,
 }
@@ -311,7 +311,7 @@ impl Default for RecordOptions {
             out: None,
             every: Some(Duration::from_secs(600)),
             keep: 0,
-            memory: MemoryMode::Full,
+            snapshots: snapshot::Periodic::new(MemoryMode::Full),
             interval: Duration::from_secs(1),
         }
     }
@@ -373,7 +373,7 @@ impl Recorder {
         let stop: Stop = Arc::new((Mutex::new(false), Condvar::new()));
         let timer = opts.every.map(|every| {
             let (stop, snapshots, problems) = (stop.clone(), snapshots.clone(), problems.clone());
-            let (memory, keep) = (opts.memory, opts.keep);
+            let (how, keep) = (opts.snapshots, opts.keep);
             std::thread::spawn(move || loop {
                 let (lock, cvar) = &*stop;
                 let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -384,7 +384,7 @@ impl Recorder {
                     return;
                 }
                 drop(guard);
-                let taken = snapshot::take_into(&snapshots, pid, memory, false)
+                let taken = snapshot::take_into(&snapshots, pid, &how, false)
                     .and_then(|_| snapshots.prune(keep).map_err(Error::from));
                 if let Err(e) = taken {
                     note(&problems, format!("periodic snapshot: {e}"));
@@ -459,7 +459,8 @@ impl Traced {
             Notice::Start(_) => {}
             Notice::Exit(n) => {
                 if let Some(r) = &recorder {
-                    if let Err(e) = snapshot::take_into(&r.snapshots, n.pid, opts.memory, true) {
+                    if let Err(e) = snapshot::take_into(&r.snapshots, n.pid, &opts.snapshots, true)
+                    {
                         note(&problems, format!("snapshot at exit: {e}"));
                     }
                 }

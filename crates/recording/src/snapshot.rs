@@ -22,6 +22,7 @@
 //! # Ok::<(), leaktrail_recording::Error>(())
 //! ```
 
+pub mod chain;
 pub mod elf;
 pub mod metadata;
 pub mod note;
@@ -128,11 +129,22 @@ impl Thread {
 }
 
 /// An opened core file.
+///
+/// An incremental snapshot (one whose note names a base) is opened with
+/// its whole chain: [`Snapshot::segments`] and every read see the whole
+/// memory, each segment's bytes taken from the file that holds them
+/// ([`chain`]).
 pub struct Snapshot {
     path: PathBuf,
     map: Mmap,
     segments: Vec<Segment>,
+    /// Per segment: 0 for this file, `i` for `bases[i - 1]`.
+    sources: Vec<u32>,
+    /// The files of the chain behind this one, nearest first.
+    bases: Vec<Mmap>,
     notes: Notes,
+    /// Every note of the file, as `(name, type, desc)`.
+    raw_notes: Vec<(String, u32, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -149,6 +161,11 @@ impl Snapshot {
     /// Opens and indexes a core file. Fails with [`Error::Malformed`] for
     /// anything that is not a complete x86_64 ELF core.
     pub fn open(path: &Path) -> Result<Snapshot, Error> {
+        Self::open_at(path, 0)
+    }
+
+    /// Opens `path` as the `depth`-th link of a chain.
+    fn open_at(path: &Path, depth: usize) -> Result<Snapshot, Error> {
         crate::dir::expect_regular_file(path)?;
         let file = std::fs::File::open(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
@@ -162,7 +179,8 @@ impl Snapshot {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_mmap(path, map)
+        let own = Self::from_mmap(path, map)?;
+        chain::resolve(own, depth)
     }
 
     fn from_mmap(path: &Path, map: Mmap) -> Result<Snapshot, Error> {
@@ -205,6 +223,7 @@ impl Snapshot {
             .map_err(|e| bad(format!("program headers are truncated or invalid ({e})")))?;
 
         let mut notes_acc = Notes::default();
+        let mut raw_notes = Vec::new();
         let mut segments = Vec::new();
         let len = data.len() as u64;
         for ph in phdrs {
@@ -249,6 +268,11 @@ impl Snapshot {
                         notes_acc
                             .take(note.name(), note.n_type(endian), note.desc())
                             .map_err(&bad)?;
+                        raw_notes.push((
+                            String::from_utf8_lossy(note.name()).into_owned(),
+                            note.n_type(endian),
+                            note.desc().to_vec(),
+                        ));
                     }
                 }
                 _ => {}
@@ -271,12 +295,32 @@ impl Snapshot {
         Ok(Snapshot {
             path: path.to_path_buf(),
             map,
+            sources: vec![0; segments.len()],
             segments,
+            bases: Vec::new(),
             notes: notes_acc,
+            raw_notes,
         })
     }
 
-    /// The size of the file, in bytes.
+    /// The bytes of file `source` of the chain (0: this file).
+    fn data(&self, source: u32) -> &[u8] {
+        match source {
+            0 => &self.map,
+            i => self.bases.get(i as usize - 1).map_or(&[][..], |m| &m[..]),
+        }
+    }
+
+    /// The file bytes of segment `i`.
+    fn segment_bytes(&self, i: usize) -> &[u8] {
+        let s = &self.segments[i];
+        let from = s.offset as usize;
+        self.data(self.sources[i])
+            .get(from..from + s.filesz as usize)
+            .unwrap_or(&[])
+    }
+
+    /// The size of the file, in bytes (this file alone, not its chain).
     pub fn file_bytes(&self) -> u64 {
         self.map.len() as u64
     }
@@ -483,9 +527,13 @@ impl Snapshot {
 
     /// The segment holding `addr`, if any.
     pub fn segment_of(&self, addr: u64) -> Option<&Segment> {
+        self.index_of(addr).map(|i| &self.segments[i])
+    }
+
+    fn index_of(&self, addr: u64) -> Option<usize> {
         let i = self.segments.partition_point(|s| s.vaddr <= addr);
-        let s = self.segments.get(i.checked_sub(1)?)?;
-        (addr < s.end()).then_some(s)
+        let i = i.checked_sub(1)?;
+        (addr < self.segments[i].end()).then_some(i)
     }
 
     /// Bytes of memory present in the file.
@@ -555,14 +603,15 @@ impl Memory for Snapshot {
             let at = addr
                 .checked_add(done as u64)
                 .ok_or(Error::Unmapped { addr: u64::MAX })?;
-            let s = self.segment_of(at).ok_or(Error::Unmapped { addr: at })?;
+            let i = self.index_of(at).ok_or(Error::Unmapped { addr: at })?;
+            let s = &self.segments[i];
             let rel = at - s.vaddr;
             let n = ((s.memsz - rel) as usize).min(buf.len() - done);
             let dst = &mut buf[done..done + n];
             if rel < s.filesz {
                 let in_file = ((s.filesz - rel) as usize).min(n);
-                let from = (s.offset + rel) as usize;
-                dst[..in_file].copy_from_slice(&self.map[from..from + in_file]);
+                let rel = rel as usize;
+                dst[..in_file].copy_from_slice(&self.segment_bytes(i)[rel..rel + in_file]);
                 dst[in_file..].fill(0);
             } else {
                 // Past p_filesz: the writer left these out as all zeros.
@@ -574,13 +623,14 @@ impl Memory for Snapshot {
     }
 
     fn borrow(&self, addr: u64, len: u64) -> Option<&[u8]> {
-        let s = self.segment_of(addr)?;
+        let i = self.index_of(addr)?;
+        let s = &self.segments[i];
         let rel = addr - s.vaddr;
         if rel.checked_add(len)? > s.filesz {
             return None;
         }
-        let from = (s.offset + rel) as usize;
-        self.map.get(from..from + len as usize)
+        self.segment_bytes(i)
+            .get(rel as usize..(rel + len) as usize)
     }
 
     fn ranges(&self) -> Vec<(u64, u64)> {

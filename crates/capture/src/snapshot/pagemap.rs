@@ -16,6 +16,9 @@ use std::os::unix::fs::FileExt;
 const PAGE: u64 = 4096;
 const PRESENT: u64 = 1 << 63;
 const SWAPPED: u64 = 1 << 62;
+/// Written since the last `4` into `/proc/PID/clear_refs`
+/// (`CONFIG_MEM_SOFT_DIRTY`).
+const SOFT_DIRTY: u64 = 1 << 55;
 /// Holes shorter than this stay inside the data: a segment per small hole
 /// would cost more in program headers than it saves.
 pub(crate) const MIN_HOLE_PAGES: usize = 16;
@@ -37,6 +40,47 @@ pub(crate) fn entries(pagemap: &File, start: u64, end: u64) -> io::Result<Vec<u6
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
         .collect())
+}
+
+/// Whether this kernel keeps soft-dirty bits: a page we write in a fresh
+/// mapping of our own must show one (kernels without
+/// `CONFIG_MEM_SOFT_DIRTY` report none, ever).
+pub(crate) fn soft_dirty_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let mut page = Box::new([0u8; PAGE as usize * 2]);
+        // SAFETY: a volatile write into our own buffer, so the page is
+        // really faulted in before we look at it.
+        unsafe { std::ptr::write_volatile(&mut page[PAGE as usize], 1) };
+        let addr = (page.as_ptr() as u64 + PAGE) / PAGE * PAGE;
+        File::open("/proc/self/pagemap")
+            .and_then(|f| entries(&f, addr, addr + PAGE))
+            .is_ok_and(|e| e.first().is_some_and(|&e| e & SOFT_DIRTY != 0))
+    })
+}
+
+/// Starts a new soft-dirty epoch in `pid`: every page reads clean until
+/// written again.
+pub(crate) fn clear_soft_dirty(pid: i32) -> io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), b"4")
+}
+
+/// The pages of `start..end` that are present (or swapped) and not soft-dirty:
+/// unchanged since the last [`clear_soft_dirty`]. `[start, end)` ranges.
+pub(crate) fn clean_ranges(pagemap: &File, start: u64, end: u64) -> io::Result<Vec<[u64; 2]>> {
+    let e = entries(pagemap, start, end)?;
+    let mut out: Vec<[u64; 2]> = Vec::new();
+    for (i, &e) in e.iter().enumerate() {
+        if e & (PRESENT | SWAPPED) == 0 || e & SOFT_DIRTY != 0 {
+            continue;
+        }
+        let a = start + i as u64 * PAGE;
+        match out.last_mut() {
+            Some(last) if last[1] == a => last[1] = a + PAGE,
+            _ => out.push([a, a + PAGE]),
+        }
+    }
+    Ok(out)
 }
 
 /// Cuts a mapping starting at `start` into data and zero runs, given one

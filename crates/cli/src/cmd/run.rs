@@ -8,7 +8,7 @@ use anyhow::Context;
 use leaktrail_analysis::audit_dump;
 use leaktrail_capture::memory::LiveProcess;
 use leaktrail_capture::node;
-use leaktrail_capture::snapshot::MemoryMode;
+use leaktrail_capture::snapshot::{MemoryMode, Method, Periodic};
 use leaktrail_capture::supervise::{self, ExitNotice, Notice, RecordOptions};
 use leaktrail_format::UnwindMode;
 use leaktrail_recording::dir as recording;
@@ -55,6 +55,23 @@ pub struct Args {
     /// only), none (notes only).
     #[arg(long, default_value_t = MemoryMode::Full, value_parser = str::parse::<MemoryMode>)]
     pub memory: MemoryMode,
+    /// Store in each periodic snapshot only the pages written since the
+    /// previous one (readers resolve the chain; `leaktrail snapshot
+    /// --materialize` makes a standalone core).
+    #[arg(long)]
+    pub incremental: bool,
+    /// Every Nth periodic snapshot is a standalone one with full memory:
+    /// bounds an --incremental chain, or adds full snapshots to cheap
+    /// `--memory tables` ones.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub full_every: usize,
+    /// How snapshots take the memory: auto (copy-on-write where possible),
+    /// cow, stop.
+    #[arg(long, default_value_t = Method::Auto, value_parser = str::parse::<Method>)]
+    pub method: Method,
+    /// Print one line per snapshot: method, pause, CPU, bytes written.
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Recording directory [default: ./leaktrail-<comm>-<pid>-<time>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -153,7 +170,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         record.out = args.out;
         record.every = (!args.every.is_zero()).then_some(args.every);
         record.keep = args.keep.unwrap_or(0);
-        record.memory = args.memory;
+        record.snapshots = Periodic::new(args.memory);
+        record.snapshots.method = args.method;
+        record.snapshots.incremental = args.incremental;
+        record.snapshots.full_every = args.full_every;
+        record.snapshots.verbose = args.verbose;
         record.interval = args.interval;
         let recorded = traced.record(record, |notice| dump(notice, &mut failure))?;
         for p in &recorded.problems {

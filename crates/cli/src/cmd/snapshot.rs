@@ -1,12 +1,16 @@
-//! `leaktrail snapshot`: one stop-the-world capture of a running process.
+//! `leaktrail snapshot`: one capture of a running process (copy-on-write
+//! by default), incremental with `--since`; `--materialize` and `--drop`
+//! for the files of an incremental chain.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use leaktrail_capture::snapshot::{self, MemoryMode};
+use leaktrail_capture::snapshot::{self, MemoryMode, Method, Periodic};
 use leaktrail_capture::Error;
 use leaktrail_recording::dir::{self as recording, snapshots::Snapshots};
+use leaktrail_recording::snapshot::chain;
+use leaktrail_recording::Snapshot;
 
 /// Flags of `leaktrail snapshot`.
 #[derive(clap::Args)]
@@ -15,8 +19,8 @@ pub struct Args {
     #[arg(
         short,
         long,
-        required_unless_present = "recording",
-        conflicts_with = "recording"
+        required_unless_present_any = ["recording", "materialize", "drop"],
+        conflicts_with_all = ["recording", "materialize", "drop"]
     )]
     pid: Option<i32>,
     /// Take the next snapshot of a `leaktrail run` recording (into
@@ -28,10 +32,34 @@ pub struct Args {
     /// registers, mappings and metadata).
     #[arg(long, default_value_t = MemoryMode::Full, value_parser = str::parse::<MemoryMode>)]
     memory: MemoryMode,
+    /// How to take the memory: `auto` (copy-on-write where it can be used,
+    /// else stop-and-copy, saying why), `cow` (fork a still image inside
+    /// the process, let it run, copy from the image; fail if impossible),
+    /// `stop` (every thread waits for the whole copy).
+    #[arg(long, default_value_t = Method::Auto, value_parser = str::parse::<Method>)]
+    method: Method,
+    /// Store only the pages that differ from PREV, an earlier snapshot of
+    /// the same process, and a reference to it (readers resolve it; keep
+    /// the files together).
+    #[arg(long, value_name = "PREV", conflicts_with = "recording")]
+    since: Option<PathBuf>,
+    /// With --recording: store only the pages that differ from the
+    /// recording's newest snapshot with full memory.
+    #[arg(long, requires = "recording")]
+    incremental: bool,
+    /// Write the incremental snapshot IN (with its whole chain) as one
+    /// standalone core to -o OUT, for gdb or to keep.
+    #[arg(long, value_name = "IN", requires = "output", conflicts_with_all = ["since", "drop", "recording"])]
+    materialize: Option<PathBuf>,
+    /// Delete FILE, folding the pages that snapshots beside it inherit
+    /// from it into them first, so they stay readable.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["since", "output", "recording"])]
+    drop: Option<PathBuf>,
     /// Output file (default `leaktrail-<comm>-<pid>-<time>.core` here).
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Also print where the pause went.
+    /// Also print where the pause went and what the snapshot cost (CPU,
+    /// bytes written).
     #[arg(short, long)]
     verbose: bool,
 }
@@ -41,6 +69,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // From here on SIGINT and SIGTERM let the target go and remove the
     // temporary file before we exit, rather than kill us mid-capture.
     snapshot::catch_interrupts();
+    if let Some(input) = &args.materialize {
+        let snap = Snapshot::open(input)?;
+        let out = args.output.as_deref().unwrap_or(input);
+        let path = chain::materialize(&snap, out)?;
+        println!("{}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(doomed) = &args.drop {
+        for p in chain::drop_snapshot(doomed)? {
+            println!("folded into {}", p.display());
+        }
+        println!("dropped {}", doomed.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let taken = match (&args.recording, args.pid) {
         (Some(dir), _) => {
             let meta_path = dir.join("meta.json");
@@ -52,7 +94,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     meta_path.display()
                 )))
             })?;
-            snapshot::take_into(&Snapshots::of(dir)?, meta.pid, args.memory, false).map_err(|e| {
+            let mut how = Periodic::new(args.memory);
+            how.method = args.method;
+            how.incremental = args.incremental;
+            snapshot::take_into(&Snapshots::of(dir)?, meta.pid, &how, false).map_err(|e| {
                 (
                     e,
                     format!("snapshot of process {} into {}", meta.pid, dir.display()),
@@ -63,6 +108,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let mut options = snapshot::Options::default();
             options.memory = args.memory;
             options.output = args.output;
+            options.method = args.method;
+            options.since = args.since;
             snapshot::take(pid, &options).map_err(|e| (e, format!("snapshot of process {pid}")))
         }
         (None, None) => crate::bad_input!("give -p PID or --recording DIR"),
@@ -76,6 +123,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err((e, context)) => return Err(anyhow::Error::new(e).context(context)),
     };
+    if let Some(why) = &outcome.fallback {
+        eprintln!(
+            "leaktrail: copy-on-write not used ({why}): every thread was stopped for the copy"
+        );
+    }
+    if let Some(line) = &outcome.note {
+        eprintln!("leaktrail: {line}");
+    }
     println!("{}", outcome.path.display());
     println!(
         "pause {:.1} ms, {} thread{}, {:.1} MiB captured{}",
@@ -100,9 +155,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ms(p.stopped),
             ms(p.maps),
             ms(p.copied),
-            if p.staged { "staged, file written after release" } else { "streamed to the file" },
+            match (outcome.method, p.staged) {
+                (Method::Cow, _) => "forked a copy-on-write image, copied from it after the release",
+                (_, true) => "staged, file written after release",
+                (_, false) => "streamed to the file",
+            },
             ms(outcome.pause)
         );
+        println!("cost: {}", outcome.summary());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -98,7 +98,8 @@ impl Snapshots {
 
     /// Deletes periodic snapshots so that at most `keep` remain: the first
     /// (the baseline growth is measured from) and the newest `keep - 1`.
-    /// The one taken at exit is never deleted.
+    /// The one taken at exit is never deleted. Deleting one that a later
+    /// incremental snapshot builds on folds its pages into that one first.
     pub fn prune(&self, keep: usize) -> Result<(), Error> {
         let _hold = self.lock()?;
         let periodic: Vec<PathBuf> = self.list()?.into_iter().filter(|p| !is_exit(p)).collect();
@@ -107,7 +108,16 @@ impl Snapshots {
         }
         let doomed = &periodic[1..periodic.len() - (keep - 1)];
         for p in doomed {
-            std::fs::remove_file(p).map_err(|e| Error::write(p, e))?;
+            // An incremental snapshot after it keeps its pages (folded in);
+            // a file that is no readable core has nothing to fold.
+            match crate::snapshot::chain::drop_snapshot(p) {
+                Err(Error::Malformed { .. }) => {
+                    std::fs::remove_file(p).map_err(|e| Error::write(p, e))?
+                }
+                r => {
+                    r?;
+                }
+            }
         }
         Ok(())
     }

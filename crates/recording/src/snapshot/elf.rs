@@ -56,6 +56,21 @@ pub struct ProgramHeader {
     pub align: u64,
 }
 
+impl ProgramHeader {
+    /// The PT_NOTE header of `len` bytes of notes at file `offset`.
+    pub fn notes(offset: u64, len: u64) -> ProgramHeader {
+        ProgramHeader {
+            kind: PT_NOTE,
+            flags: PF_R,
+            offset,
+            vaddr: 0,
+            filesz: len,
+            memsz: 0,
+            align: 4,
+        }
+    }
+}
+
 /// Where things go in the file, computed from the program header count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {

@@ -49,6 +49,53 @@ pub struct Metadata {
     /// Bytes the snapshot meant to capture but could not read (written as
     /// zeros).
     pub unreadable_bytes: u64,
+    /// How the memory was taken and what it cost.
+    pub capture: Capture,
+    /// This snapshot's content id: random, kept when the file is rewritten
+    /// with the same content (materialized, or folded when its base is
+    /// dropped); what an incremental snapshot's [`BaseRef`] names. Empty
+    /// in notes written before incremental snapshots.
+    pub id: String,
+    /// The previous snapshot this one is incremental to: the memory of
+    /// every [`Metadata::inherited`] range is that snapshot's.
+    pub base: Option<BaseRef>,
+    /// `[start, end)` of the PT_LOAD segments (file size 0) whose bytes
+    /// are the base's, not zeros. Empty for a standalone snapshot.
+    pub inherited: Vec<[u64; 2]>,
+}
+
+/// How the memory of a snapshot was taken and what it cost the target
+/// and the machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Capture {
+    /// `cow` (copied from a forked copy-on-write image after the target
+    /// was let go) or `stop` (copied while every thread was stopped).
+    pub method: String,
+    /// Why copy-on-write was not used, when it was the default.
+    pub fallback: Option<String>,
+    /// CPU time leaktrail spent on the snapshot (user + system, all its
+    /// threads), in ns.
+    pub cpu_ns: u64,
+    /// Wall time from the stop to the committed file, in ns.
+    pub total_ns: u64,
+    /// Bytes of memory written into this file (PT_LOAD data).
+    pub written_bytes: u64,
+    /// Bytes of memory this file takes from its base instead.
+    pub inherited_bytes: u64,
+    /// The snapshot cleared the process's soft-dirty bits while it was
+    /// stopped: the next one incremental to it may trust them.
+    pub soft_dirty_epoch: bool,
+}
+
+/// The snapshot an incremental one builds on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BaseRef {
+    /// Its path: a file name in the same directory, or an absolute path.
+    pub file: String,
+    /// Its [`Metadata::id`].
+    pub id: String,
 }
 
 /// One loaded ELF module.
@@ -205,6 +252,14 @@ impl Metadata {
     /// more bytes captured than mapped): every reader sizes work by them.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         let m: Metadata = serde_json::from_slice(bytes)?;
+        for r in m.inherited.iter() {
+            if r[1] < r[0] || r[1] - r[0] > MAX_SPAN {
+                return Err(<serde_json::Error as serde::de::Error>::custom(format!(
+                    "inherited range {:#x}..{:#x} is not a range",
+                    r[0], r[1]
+                )));
+            }
+        }
         for r in &m.regions {
             let span = r.end.checked_sub(r.start);
             if !span.is_some_and(|s| s <= MAX_SPAN && r.captured <= s) {
@@ -216,6 +271,22 @@ impl Metadata {
         }
         Ok(m)
     }
+}
+
+/// A fresh random content id: 32 hex digits.
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // No entropy source: time and pid are unique enough for an id.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = (t ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The widest span a mapping can have: a 57-bit (5-level paging) address

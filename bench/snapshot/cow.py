@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Snapshot pause seen from inside a target that keeps writing: leaktrail's
+default (copy-on-write) vs `--method stop` vs gdb's gcore, in one run; and
+the bytes an hour of periodic snapshots writes, full vs incremental.
+
+Part 1 starts bench/snapshot/touch.c with N MiB of touched heap in "write"
+mode (its ticker thread writes 64 pages per millisecond tick, round the
+heap) and takes, --runs times each and interleaved, a default leaktrail
+snapshot, a `--method stop` one and a gcore. The pause is the ticker's
+longest gap between two wake-ups, as the target lived it. Medians per
+size, ms per GiB of heap, and ratios against stop-and-copy measured in the
+same run.
+
+Part 2 (--hourly MIB) models a MIB-MiB process snapshotted every 10
+minutes for an hour: a full snapshot, then six intervals in each of which
+the target writes --dirty percent of its pages (`touch` in still mode, 'd'),
+each followed by a full snapshot and by an incremental one against the
+previous incremental (the chain) -- so both series see the same memory.
+Prints the bytes written per hour for each series.
+
+With --pages small,huge (the default) each size runs twice: a malloc'd
+heap of 4 KiB pages, and one on transparent huge pages (a fork copies the
+page tables of 4 KiB pages one entry per page: that is most of the
+copy-on-write pause).
+
+Usage: bench/snapshot/cow.py [--sizes 2048,16384] [--runs 3] [--pages small,huge]
+                             [--hourly 1024] [--dirty 5]
+                             [--dir DIR] [--leaktrail PATH]
+
+Needs gcc, gdb (gcore) and a built leaktrail (release recommended).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+
+
+class Target:
+    def __init__(self, exe, mib, mode, pct=5, pages="small"):
+        self.p = subprocess.Popen([exe, str(mib), mode, str(pct), pages], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, bufsize=1)
+        line = self.p.stdout.readline()
+        if not line.startswith("ready "):
+            raise SystemExit(f"touch did not start: {line!r}")
+        self.pid = int(line.split()[1])
+
+    def ask(self, c):
+        self.p.stdin.write(c)
+        self.p.stdin.flush()
+        return self.p.stdout.readline().strip()
+
+    def gap_ns(self):
+        return int(self.ask("g").split()[1])
+
+    def close(self):
+        try:
+            self.p.stdin.write("q")
+            self.p.stdin.flush()
+        except BrokenPipeError:
+            pass
+        self.p.wait(timeout=120)
+
+
+def snap(tool, t, out, extra=()):
+    r = subprocess.run([tool, "snapshot", "-p", str(t.pid), "-o", out, "-v", *extra],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"leaktrail failed: {r.stderr}")
+    m = re.search(r"cpu ([0-9.]+) ms", r.stdout)
+    return {"cpu": float(m.group(1)) / 1e3 if m else float("nan"),
+            "bytes": os.path.getsize(out), "method": "cow" if ": cow" in r.stdout else "stop"}
+
+
+def leaktrail_pause(tool, t, out, extra):
+    assert t.ask("r") == "reset"
+    row = snap(tool, t, out, extra)
+    row["gap"] = t.gap_ns() / 1e9
+    os.unlink(out)
+    return row
+
+
+def gcore_pause(t, prefix):
+    assert t.ask("r") == "reset"
+    r = subprocess.run(["gcore", "-o", prefix, str(t.pid)], capture_output=True, text=True)
+    path = f"{prefix}.{t.pid}"
+    if r.returncode != 0 or not os.path.exists(path):
+        raise SystemExit(f"gcore failed: {r.stderr}")
+    row = {"gap": t.gap_ns() / 1e9, "bytes": os.path.getsize(path)}
+    os.unlink(path)
+    return row
+
+
+def med(rows, key):
+    return statistics.median(r[key] for r in rows)
+
+
+def pauses(tool, exe, args):
+    print(f"{args.runs} runs per size and method, interleaved; medians; target writes 64 pages/ms\n")
+    header = (f"{'heap':>12} | {'cow pause':>10} {'ms/GiB':>7} {'cpu':>7} | {'stop pause':>10} {'ms/GiB':>7} |"
+              f" {'gcore pause':>11} {'ms/GiB':>7} | {'stop/cow':>8} {'gcore/cow':>9}")
+    print(header)
+    print("-" * len(header))
+    for mib, pages in [(int(s), p) for p in args.pages.split(",") for s in args.sizes.split(",")]:
+        t = Target(exe, mib, "write", pages=pages)
+        cow, stop, gc = [], [], []
+        try:
+            for _ in range(args.runs):
+                cow.append(leaktrail_pause(tool, t, os.path.join(args.dir, "cow.core"), ()))
+                stop.append(leaktrail_pause(tool, t, os.path.join(args.dir, "stop.core"),
+                                            ("--method", "stop")))
+                gc.append(gcore_pause(t, os.path.join(args.dir, "gc")))
+        finally:
+            t.close()
+        if any(r["method"] != "cow" for r in cow):
+            print("  (copy-on-write was not used: see leaktrail snapshot -v)")
+        gib = mib / 1024
+        c, s, g = med(cow, "gap"), med(stop, "gap"), med(gc, "gap")
+        label = f"{mib} MiB{' THP' if pages == 'huge' else ''}"
+        print(f"{label:>12} | {c * 1e3:>8.1f}ms {c * 1e3 / gib:>7.1f} {med(cow, 'cpu'):>6.2f}s |"
+              f" {s * 1e3:>8.1f}ms {s * 1e3 / gib:>7.1f} | {g * 1e3:>9.1f}ms {g * 1e3 / gib:>7.1f} |"
+              f" {s / c:>7.1f}x {g / c:>8.1f}x", flush=True)
+    print("\ngoal: copy-on-write pause <= 10 ms per GiB")
+
+
+def hourly(tool, exe, args):
+    mib, pct = args.hourly, args.dirty
+    print(f"\n{mib} MiB process, a snapshot every 10 minutes, {pct}% of its pages written per interval"
+          " (synthetic: touch.c 'd')")
+    t = Target(exe, mib, "still", pct)
+    d = args.dir
+    full_bytes, inc_bytes, cpu_full, cpu_inc = 0, 0, [], []
+    try:
+        prev = os.path.join(d, "h0.core")
+        first = snap(tool, t, prev)
+        for i in range(1, 7):
+            assert t.ask("d") == "dirtied"
+            full = os.path.join(d, "full.core")
+            row = snap(tool, t, full)
+            full_bytes += row["bytes"]
+            cpu_full.append(row["cpu"])
+            os.unlink(full)
+            inc = os.path.join(d, f"h{i}.core")
+            row = snap(tool, t, inc, ("--since", prev))
+            inc_bytes += row["bytes"]
+            cpu_inc.append(row["cpu"])
+            prev = inc
+    finally:
+        t.close()
+        for i in range(7):
+            p = os.path.join(d, f"h{i}.core")
+            if os.path.exists(p):
+                os.unlink(p)
+    gib = 2**30
+    print(f"  full:        {full_bytes / gib:>6.2f} GiB per hour ({full_bytes / 6 / 2**20:.0f} MiB each,"
+          f" cpu {statistics.median(cpu_full):.2f} s each)")
+    print(f"  incremental: {inc_bytes / gib:>6.2f} GiB per hour ({inc_bytes / 6 / 2**20:.0f} MiB each,"
+          f" cpu {statistics.median(cpu_inc):.2f} s each), plus one full base of"
+          f" {first['bytes'] / 2**20:.0f} MiB per chain")
+    print(f"  ratio full/incremental: {full_bytes / max(inc_bytes, 1):.1f}x")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="2048,16384", help="heap sizes in MiB, comma-separated")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--pages", default="small,huge",
+                    help="heap pages: small (4 KiB, malloc'd), huge (MADV_HUGEPAGE), or both")
+    ap.add_argument("--hourly", type=int, default=1024, help="MiB of the hourly model; 0 skips it")
+    ap.add_argument("--dirty", type=int, default=5, help="percent of pages written per interval")
+    ap.add_argument("--dir", default=os.path.join(ROOT, "target", "bench-snapshot"))
+    ap.add_argument("--leaktrail", default=None)
+    args = ap.parse_args()
+    tool = args.leaktrail
+    for cand in ("release", "debug"):
+        p = os.path.join(ROOT, "target", cand, "leaktrail")
+        if tool is None and os.path.exists(p):
+            tool = p
+    if tool is None:
+        raise SystemExit("build leaktrail first: cargo build --release -p leaktrail")
+    if shutil.which("gcore") is None:
+        raise SystemExit("gcore (gdb) is needed")
+    os.makedirs(args.dir, exist_ok=True)
+    exe = os.path.join(args.dir, "touch")
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", exe, os.path.join(HERE, "touch.c")], check=True)
+    print(f"leaktrail: {tool}; cores in {args.dir}")
+    if args.sizes:
+        pauses(tool, exe, args)
+    if args.hourly:
+        hourly(tool, exe, args)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+          " (other work on the machine stretches every pause)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

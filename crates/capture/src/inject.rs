@@ -1,0 +1,326 @@
+//! Running one system call inside a stopped thread of another process,
+//! through ptrace, and getting its result.
+//!
+//! The snapshot uses it to `fork` the target (the child is a frozen
+//! copy-on-write image of its memory) and later to reap that child; a
+//! future `attach` can use it for anything a process must do itself.
+//!
+//! # How
+//!
+//! The thread must be in a ptrace-stop of ours caused by `PTRACE_INTERRUPT`
+//! after `PTRACE_SEIZE` (a `PTRACE_EVENT_STOP`, inside the kernel's signal
+//! handling on the way back to user space). [`syscall`]:
+//!
+//! 1. sets `PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | TRACEFORK |
+//!    TRACEVFORK`, so syscall stops are told apart and a child made by the
+//!    call starts traced by us and stopped (it never runs user code);
+//! 2. saves the registers, and sets `rip` to a `syscall` instruction (two
+//!    bytes `0f 05` anywhere executable: see [`find_syscall_insn`]), `rax`
+//!    to the number, `rdi rsi rdx r10 r8 r9` to the arguments and
+//!    `orig_rax` to -1;
+//! 3. resumes with `PTRACE_SYSCALL` until the syscall-exit-stop, reading
+//!    `rax`;
+//! 4. writes the saved registers back, `PTRACE_INTERRUPT`s and resumes it
+//!    once more, so that it ends in the same kind of stop it started in.
+//!
+//! # Invariants
+//!
+//! - **Interrupted system calls restart as the kernel would have.** A thread
+//!   we stopped while it blocked in a system call has `orig_rax` = the call
+//!   and `rax` = `-ERESTARTSYS` (or `-ERESTARTNOHAND`, `-ERESTARTNOINTR`,
+//!   `-ERESTART_RESTARTBLOCK`): the kernel decides to restart it, or to fail
+//!   it with `EINTR` if a handler runs, only when the thread leaves the
+//!   signal-handling path it was stopped in. Step 2 sets `orig_rax` to -1 so
+//!   that leaving that path does not restart (or rewind) *our* call, and
+//!   step 4 takes the thread back into that path with its own registers
+//!   (`orig_rax` and `rax` included), so when we finally let it go the
+//!   kernel applies its own restart rules to the original call. Restoring
+//!   the registers at the syscall-exit-stop and detaching there would return
+//!   `-512` to the program: the exit path does not apply restart rules.
+//! - **Signals are not lost or delivered early.** A signal arriving while
+//!   the thread runs our call shows as a signal-delivery-stop; we suppress
+//!   it there and send it again ([`Injected::deferred`], with `tgkill`) once
+//!   the thread is back in its stop, so it is delivered after we let go,
+//!   with the program's own registers.
+//! - Only a thread that is in our interrupt stop and holds no signal of its
+//!   own can be used ([`usable`]); a job-control stop (`SIGSTOP`) is not
+//!   touched.
+//! - Other threads of the process stay stopped throughout: the call runs
+//!   alone, seeing the memory exactly as the snapshot does.
+//! - The caller makes sure the call cannot kill the process: a seccomp
+//!   filter may answer with `SECCOMP_RET_KILL`, so the snapshot never
+//!   injects into a process that has one.
+
+use std::io;
+
+use leaktrail_recording::Memory;
+
+use crate::Error;
+
+/// Word indices in `struct user_regs_struct` (x86_64).
+const R10: usize = 7;
+const R9: usize = 8;
+const R8: usize = 9;
+const RAX: usize = 10;
+const RDX: usize = 12;
+const RSI: usize = 13;
+const RDI: usize = 14;
+const ORIG_RAX: usize = 15;
+const RIP: usize = 16;
+
+/// `NT_PRSTATUS`: the general registers' regset.
+const NT_PRSTATUS: u32 = 1;
+/// `PTRACE_EVENT_STOP` (not in every libc).
+const PTRACE_EVENT_STOP: i32 = 128;
+
+/// What one injected call did.
+#[derive(Debug, Default)]
+pub(crate) struct Injected {
+    /// The raw return value (`-errno` on failure).
+    pub ret: i64,
+    /// A process or thread the call created (fork, clone): traced by us,
+    /// stopped, its stop already collected.
+    pub child: Option<i32>,
+    /// Signals that arrived meanwhile; already sent again to the thread.
+    pub deferred: Vec<i32>,
+}
+
+/// Whether a thread stopped with `stop_signal`, holding `pending_signal`,
+/// can run an injected call: it must be in our `PTRACE_INTERRUPT` stop.
+pub(crate) fn usable(stop_signal: i32, pending_signal: i32) -> bool {
+    stop_signal == libc::SIGTRAP && pending_signal == 0
+}
+
+/// The address of a `syscall` instruction (`0f 05`) the thread `tid` of
+/// `pid` can jump to: right behind its `rip` when it stopped in a system
+/// call, else the first in the vDSO, else in any executable mapping.
+/// `regs` are its saved registers.
+pub(crate) fn find_syscall_insn(pid: i32, regs: &[u8]) -> Option<u64> {
+    let rip = word(regs, RIP);
+    let mut two = [0u8; 2];
+    if rip >= 2 && read(pid, rip - 2, &mut two) && two == [0x0f, 0x05] {
+        return Some(rip - 2);
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let mut exec: Vec<(u64, u64, bool)> = maps
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_ascii_whitespace();
+            let (range, perms) = (f.next()?, f.next()?);
+            let (s, e) = range.split_once('-')?;
+            let vdso = l.ends_with("[vdso]");
+            (perms.starts_with("r-x") || (perms.as_bytes().get(2) == Some(&b'x') && vdso))
+                .then(|| {
+                    Some((
+                        u64::from_str_radix(s, 16).ok()?,
+                        u64::from_str_radix(e, 16).ok()?,
+                        vdso,
+                    ))
+                })
+                .flatten()
+        })
+        .collect();
+    exec.sort_by_key(|&(s, e, vdso)| (!vdso, e - s));
+    for (start, end, _) in exec {
+        // Look at the first 1 MiB at most of each: a libc has one early.
+        let len = (end - start).min(1 << 20) as usize;
+        let mut buf = vec![0u8; len];
+        if !read(pid, start, &mut buf) {
+            continue;
+        }
+        if let Some(i) = buf.windows(2).position(|w| w == [0x0f, 0x05]) {
+            return Some(start + i as u64);
+        }
+    }
+    None
+}
+
+/// Runs system call `nr` with `args` in thread `tid` of `pid`, which is in
+/// our interrupt stop with registers `saved` (see the module
+/// documentation), jumping to the `syscall` instruction at `insn`.
+///
+/// Errors: the thread or process died ([`Error::Exited`]), or ptrace
+/// refused a step ([`Error::Sys`]); the thread's registers are restored on
+/// every path where it still exists.
+pub(crate) fn syscall(
+    pid: i32,
+    tid: i32,
+    saved: &[u8],
+    insn: u64,
+    nr: u64,
+    args: [u64; 6],
+) -> Result<Injected, Error> {
+    let opts = libc::PTRACE_O_TRACESYSGOOD
+        | libc::PTRACE_O_TRACECLONE
+        | libc::PTRACE_O_TRACEFORK
+        | libc::PTRACE_O_TRACEVFORK;
+    ptrace(libc::PTRACE_SETOPTIONS, tid, 0, opts as u64, "set options")?;
+    let mut regs = saved.to_vec();
+    set(&mut regs, RIP, insn);
+    set(&mut regs, RAX, nr);
+    set(&mut regs, ORIG_RAX, u64::MAX);
+    for (slot, v) in [RDI, RSI, RDX, R10, R8, R9].into_iter().zip(args) {
+        set(&mut regs, slot, v);
+    }
+    set_regs(tid, &regs)?;
+    let mut out = Injected::default();
+    let ran = run_to_exit(pid, tid, &mut out);
+    // Back to the thread's own registers and its own kind of stop, on
+    // success and on failure alike (unless it is gone).
+    let restored = set_regs(tid, saved).and_then(|()| back_to_stop(pid, tid, &mut out));
+    for &sig in &out.deferred {
+        // SAFETY: tgkill takes no pointers.
+        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
+    }
+    // Back to the options World seized with: none.
+    let _ = ptrace(libc::PTRACE_SETOPTIONS, tid, 0, 0, "reset options");
+    ran.and(restored).map(|()| out)
+}
+
+/// Resumes `tid` with `PTRACE_SYSCALL` through entry, clone events and
+/// signals until its syscall-exit-stop; stores the result in `out`.
+fn run_to_exit(pid: i32, tid: i32, out: &mut Injected) -> Result<(), Error> {
+    let mut entered = false;
+    loop {
+        ptrace(libc::PTRACE_SYSCALL, tid, 0, 0, "resume for the call")?;
+        let status = wait(pid, tid)?;
+        let sig = libc::WSTOPSIG(status);
+        let event = (status >> 16) & 0xff;
+        if sig == libc::SIGTRAP | 0x80 {
+            if entered {
+                let regs = get_regs(tid)?;
+                out.ret = word(&regs, RAX) as i64;
+                return Ok(());
+            }
+            entered = true;
+        } else if matches!(
+            event,
+            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE
+        ) {
+            let mut msg: libc::c_ulong = 0;
+            // SAFETY: GETEVENTMSG writes one unsigned long to `msg`.
+            unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, tid, 0usize, &mut msg) };
+            let child = msg as i32;
+            // Collect the child's first stop (it starts stopped).
+            let mut st = 0;
+            // SAFETY: `st` is a valid out-pointer.
+            while unsafe { libc::waitpid(child, &mut st, libc::__WALL) } < 0
+                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+            out.child = Some(child);
+        } else if event == 0 && sig != libc::SIGTRAP {
+            // A signal on its way in: hold it back until we are done.
+            out.deferred.push(sig);
+        }
+        // Anything else (a group stop of ours): resume again.
+    }
+}
+
+/// Takes `tid`, registers restored, back into a `PTRACE_EVENT_STOP` of
+/// ours inside the kernel's signal path (see the module documentation).
+fn back_to_stop(pid: i32, tid: i32, out: &mut Injected) -> Result<(), Error> {
+    ptrace(
+        libc::PTRACE_INTERRUPT,
+        tid,
+        0,
+        0,
+        "interrupt after the call",
+    )?;
+    loop {
+        ptrace(libc::PTRACE_CONT, tid, 0, 0, "resume into the stop")?;
+        let status = wait(pid, tid)?;
+        let sig = libc::WSTOPSIG(status);
+        let event = (status >> 16) & 0xff;
+        if event == PTRACE_EVENT_STOP {
+            return Ok(());
+        }
+        if event == 0 && sig != libc::SIGTRAP && sig != libc::SIGTRAP | 0x80 {
+            out.deferred.push(sig);
+        }
+    }
+}
+
+/// Waits for `tid`'s next stop; [`Error::Exited`] if it exits instead.
+fn wait(pid: i32, tid: i32) -> Result<i32, Error> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
+        if r < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(Error::Exited { pid });
+        }
+        if libc::WIFSTOPPED(status) {
+            return Ok(status);
+        }
+        return Err(Error::Exited { pid });
+    }
+}
+
+fn ptrace(req: libc::c_uint, tid: i32, addr: u64, data: u64, what: &str) -> Result<(), Error> {
+    // SAFETY: every request used here takes integers, not pointers.
+    let r = unsafe { libc::ptrace(req, tid, addr as usize, data as usize) };
+    checked(r, tid, what)
+}
+
+/// `Ok` for a ptrace result `r` of 0 and up; the error of the failed
+/// request `what` on `tid` otherwise.
+fn checked(r: libc::c_long, tid: i32, what: &str) -> Result<(), Error> {
+    if r >= 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    Err(match e.raw_os_error() {
+        Some(libc::ESRCH) => Error::Exited { pid: tid },
+        _ => Error::Sys {
+            what: format!("ptrace ({what}) of thread {tid}"),
+            source: e,
+        },
+    })
+}
+
+/// The general registers of stopped thread `tid`.
+pub(crate) fn get_regs(tid: i32) -> Result<Vec<u8>, Error> {
+    let mut buf = vec![0u8; 27 * 8];
+    regset(libc::PTRACE_GETREGSET, tid, &mut buf)?;
+    Ok(buf)
+}
+
+fn set_regs(tid: i32, regs: &[u8]) -> Result<(), Error> {
+    let mut buf = regs.to_vec();
+    regset(libc::PTRACE_SETREGSET, tid, &mut buf)
+}
+
+fn regset(req: libc::c_uint, tid: i32, buf: &mut [u8]) -> Result<(), Error> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `iov` describes `buf`, which outlives the call; GETREGSET
+    // writes at most `iov_len` bytes, SETREGSET only reads them.
+    let r = unsafe { libc::ptrace(req, tid, NT_PRSTATUS as usize, &mut iov as *mut libc::iovec) };
+    checked(r, tid, "registers")
+}
+
+fn word(regs: &[u8], i: usize) -> u64 {
+    regs.get(i * 8..i * 8 + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+fn set(regs: &mut [u8], i: usize, v: u64) {
+    if let Some(b) = regs.get_mut(i * 8..i * 8 + 8) {
+        b.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Reads `buf.len()` bytes at `addr` of `pid`.
+fn read(pid: i32, addr: u64, buf: &mut [u8]) -> bool {
+    let end = addr.saturating_add(buf.len() as u64);
+    crate::memory::ProcessMemory::new(pid, vec![(addr, end)])
+        .read(addr, buf)
+        .is_ok()
+}

@@ -1,0 +1,384 @@
+//! Snapshots that barely stop the process: the copy-on-write image holds
+//! memory as it was at the pause while the target writes on, the fallback
+//! under seccomp, incremental snapshots that read back byte-identical to
+//! full ones, materialized and dropped links of a chain.
+//!
+//! The target is `fixtures/snap_cow.c`: a writer thread whose buffer is
+//! self-consistent at every instant (pass and position published before
+//! each slot), driven through its stdin; `fixtures/snap_seccomp.c` forbids
+//! fork. Synchronisation goes through pipes and the test seam
+//! `pause-before-copy` (leaktrail waits for a byte on its stdin after
+//! letting the target go, before copying): no sleeps.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use leaktrail_recording::{Memory, Snapshot};
+
+use crate::support::{self, assert_bad_input, snapshot_cmd, snapshot_of, Pipe, Running};
+
+/// A running `snap_cow` and the addresses it announced.
+struct Target {
+    run: Running,
+    pid: i32,
+    exe: std::path::PathBuf,
+    buf: u64,
+    slots: u64,
+    pass: u64,
+    at: u64,
+    dontfork: u64,
+    wipe: u64,
+}
+
+impl Target {
+    fn spawn(mib: &str, mode: &str) -> Target {
+        let exe = support::fixture("snap_cow", &[]);
+        let mut cmd = Command::new(&exe);
+        cmd.args([mib, mode]).stdin(Stdio::piped());
+        // Without rseq the kernel writes nothing into a blocked thread's
+        // memory (it updates the rseq area's CPU number whenever a thread
+        // comes back on another CPU), so two snapshots of a waiting target
+        // are of the same memory.
+        cmd.env("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
+        let run = Running::start(&mut cmd, Pipe::Stdout, "ready ");
+        let f: Vec<u64> = run.ready["ready ".len()..]
+            .split_ascii_whitespace()
+            .map(|w| {
+                let (digits, radix) = match w.strip_prefix("0x") {
+                    Some(h) => (h, 16),
+                    None => (w, 10),
+                };
+                u64::from_str_radix(digits, radix).expect("number")
+            })
+            .collect();
+        Target {
+            run,
+            pid: f[0] as i32,
+            exe,
+            buf: f[1],
+            slots: f[2],
+            pass: f[3],
+            at: f[4],
+            dontfork: f[5],
+            wipe: f[6],
+        }
+    }
+
+    fn ask(&mut self, c: u8) -> String {
+        self.run.send(&[c]);
+        self.run.line()
+    }
+}
+
+/// Checks that `core` holds `t`'s buffer exactly as it was at one instant
+/// and returns the pass it was writing then.
+fn assert_still_image(core: &Path, t: &Target) -> u64 {
+    let snap = Snapshot::open(core).expect("open core");
+    let pass = snap.read_u64(t.pass).expect("pass");
+    let at = snap.read_u64(t.at).expect("at");
+    let mut bytes = vec![0u8; t.slots as usize * 8];
+    snap.read(t.buf, &mut bytes).expect("buffer");
+    for (i, w) in bytes.chunks_exact(8).enumerate() {
+        let v = u64::from_le_bytes(w.try_into().unwrap());
+        let i = i as u64;
+        let (now, before) = (pass << 32 | i, (pass.saturating_sub(1)) << 32 | i);
+        let ok = match i.cmp(&at) {
+            std::cmp::Ordering::Less => v == now,
+            std::cmp::Ordering::Greater => v == before || pass == 0,
+            std::cmp::Ordering::Equal => v == now || v == before,
+        };
+        assert!(
+            ok,
+            "slot {i} holds pass {} (index {:#x}); at the pause the writer was at slot {at} of pass {pass}",
+            v >> 32,
+            v & 0xffff_ffff
+        );
+    }
+    let mut page = [0u8; 4096];
+    snap.read(t.dontfork, &mut page).expect("dontfork page");
+    assert!(
+        page.iter().all(|&b| b == 0xd0),
+        "MADV_DONTFORK page not kept"
+    );
+    snap.read(t.wipe, &mut page).expect("wipeonfork page");
+    assert!(
+        page.iter().all(|&b| b == 0xe0),
+        "MADV_WIPEONFORK page not kept"
+    );
+    pass
+}
+
+fn method_of(core: &Path) -> (String, Option<String>) {
+    let snap = Snapshot::open(core).expect("open core");
+    let m = snap.metadata().expect("our note");
+    (m.capture.method.clone(), m.capture.fallback.clone())
+}
+
+#[test]
+fn cow_snapshot_holds_memory_as_it_was_at_the_pause_while_the_target_writes_on() {
+    let dir = support::scratch("cow_still");
+    let mut t = Target::spawn("32", "spin");
+    for method in ["auto", "stop"] {
+        let core = dir.join(format!("{method}.core"));
+        let mut child = snapshot_cmd(t.pid, &core, &["--method", method, "-v"])
+            .env("LEAKTRAIL_TEST_FAULT", "pause-before-copy")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start leaktrail");
+        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        while !line.contains("copy not started") {
+            line.clear();
+            assert!(
+                err.read_line(&mut line).expect("read stderr") > 0,
+                "leaktrail ended before the seam"
+            );
+        }
+        // The target runs again, and rewrites every slot twice, before a
+        // byte of its memory is copied from the image.
+        let after: u64 = t.ask(b'w')["passes ".len()..].trim().parse().expect("pass");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"x")
+            .expect("go on");
+        let out = child.wait_with_output().expect("leaktrail");
+        assert!(out.status.success(), "{out:?}");
+        let captured = assert_still_image(&core, &t);
+        assert!(
+            captured + 2 <= after,
+            "{method}: captured pass {captured}, but the target was writing pass {after} after two more"
+        );
+        let expect = if method == "auto" { "cow" } else { "stop" };
+        assert_eq!(method_of(&core), (expect.to_string(), None));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("cost: {}: {expect}", core.display())),
+            "{stdout}"
+        );
+    }
+    // No copy is left behind, as a child or a zombie of the target's.
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.pid)).unwrap_or_default();
+    assert_eq!(children.trim(), "", "the target has children left");
+    assert!(t.ask(b'w').starts_with("passes "), "target stopped writing");
+}
+
+#[test]
+fn a_seccomp_filter_that_forbids_fork_falls_back_to_stop_and_copy_and_says_so() {
+    let dir = support::scratch("cow_seccomp");
+    let exe = support::fixture("snap_seccomp", &[]);
+    let mut cmd = Command::new(&exe);
+    cmd.stdin(Stdio::piped());
+    let mut run = Running::start(&mut cmd, Pipe::Stdout, "ready ");
+    let pid: i32 = run.ready["ready ".len()..].trim().parse().expect("pid");
+    let core = dir.join("filtered.core");
+    let out = snapshot_of(pid, &core, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("copy-on-write not used (the process has a seccomp filter"),
+        "{stderr}"
+    );
+    let (method, fallback) = method_of(&core);
+    assert_eq!(method, "stop");
+    assert!(fallback.is_some_and(|f| f.contains("seccomp")));
+    assert_bad_input(
+        &mut snapshot_cmd(pid, &dir.join("forced.core"), &["--method", "cow"]),
+        &[
+            "copy-on-write capture cannot be used",
+            "seccomp",
+            "--method stop",
+        ],
+    );
+    assert!(!dir.join("forced.core").exists());
+    run.send(b"x");
+    assert_eq!(run.line(), "fork EPERM", "the filter no longer holds");
+}
+
+/// Every byte of every range of `full` reads the same in `other`, and both
+/// cover the same addresses.
+fn assert_same_memory(full: &Snapshot, other: &Snapshot) {
+    let merge = |r: Vec<(u64, u64)>| {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in r {
+            match out.last_mut() {
+                Some(last) if last.1 == s => last.1 = e,
+                _ => out.push((s, e)),
+            }
+        }
+        out
+    };
+    let ranges = merge(full.ranges());
+    assert_eq!(ranges, merge(other.ranges()), "different address ranges");
+    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    for (s, e) in ranges {
+        let mut at = s;
+        while at < e {
+            let n = ((e - at) as usize).min(a.len());
+            full.read(at, &mut a[..n]).expect("full");
+            other.read(at, &mut b[..n]).expect("incremental");
+            if a[..n] != b[..n] {
+                let i = a[..n]
+                    .iter()
+                    .zip(&b[..n])
+                    .position(|(x, y)| x != y)
+                    .unwrap();
+                panic!("memory differs at {:#x}", at + i as u64);
+            }
+            at += n as u64;
+        }
+    }
+}
+
+#[test]
+fn incremental_snapshots_read_back_byte_identical_to_full_ones_through_materialize_and_drop() {
+    let dir = support::scratch("cow_incremental");
+    let mut t = Target::spawn("16", "steps");
+    let pid = t.pid;
+    let snap = |name: &str, extra: &[&str]| {
+        let core = dir.join(name);
+        snapshot_of(pid, &core, extra);
+        core
+    };
+    let full1 = snap("full1.core", &[]);
+    assert!(t.ask(b'c').starts_with("changed "));
+    let full2 = snap("full2.core", &[]);
+    let inc2 = snap("inc2.core", &["--since", full1.to_str().unwrap()]);
+    assert!(t.ask(b'c').starts_with("changed "));
+    let full3 = snap("full3.core", &[]);
+    let inc3 = snap("inc3.core", &["--since", inc2.to_str().unwrap()]);
+
+    let open = |p: &Path| Snapshot::open(p).expect("open");
+    assert_same_memory(&open(&full2), &open(&inc2));
+    assert_same_memory(&open(&full3), &open(&inc3));
+    // Only about an eighth of the buffer changed each time.
+    for (full, inc) in [(&full2, &inc2), (&full3, &inc3)] {
+        let (f, i) = (open(full), open(inc));
+        let written = i.metadata().unwrap().capture.written_bytes;
+        assert!(
+            written * 4 < f.captured_bytes() && i.file_bytes() * 3 < f.file_bytes(),
+            "{}: {written} bytes written of {}",
+            inc.display(),
+            f.captured_bytes()
+        );
+    }
+
+    let standalone = dir.join("inc3-standalone.core");
+    support::success(
+        support::leaktrail()
+            .args(["snapshot", "--materialize"])
+            .arg(&inc3)
+            .arg("-o")
+            .arg(&standalone),
+    );
+    let m = open(&standalone);
+    assert!(m.metadata().unwrap().base.is_none());
+    assert_same_memory(&open(&full3), &m);
+    let gdb = Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "info threads"])
+        .arg(&t.exe)
+        .arg(&standalone)
+        .output()
+        .expect("run gdb");
+    let text = String::from_utf8_lossy(&gdb.stdout);
+    let threads = text
+        .lines()
+        .filter(|l| {
+            l.trim_start_matches('*')
+                .trim_start()
+                .starts_with(|c: char| c.is_ascii_digit())
+        })
+        .filter(|l| l.contains("Thread ") || l.contains("LWP"))
+        .count();
+    assert_eq!(
+        threads, 3,
+        "gdb should list main, writer and idle thread:\n{text}"
+    );
+
+    // Dropping the middle link keeps the last one whole.
+    support::success(support::leaktrail().args(["snapshot", "--drop"]).arg(&inc2));
+    assert!(!inc2.exists());
+    assert_same_memory(&open(&full3), &open(&inc3));
+    // Replacing its base, then deleting it, behind leaktrail's back: one
+    // clear line each, exit 2.
+    let kept = dir.join("full1.kept");
+    std::fs::rename(&full1, &kept).unwrap();
+    std::fs::copy(&full2, &full1).unwrap();
+    assert_bad_input(
+        support::leaktrail().arg("info").arg(&inc3),
+        &["inc3.core", "full1.core", "is another snapshot", "replaced"],
+    );
+    std::fs::rename(&kept, &full1).unwrap();
+    assert_same_memory(&open(&full3), &open(&inc3));
+    std::fs::remove_file(&full1).unwrap();
+    assert_bad_input(
+        support::leaktrail().arg("info").arg(&inc3),
+        &["inc3.core", "full1.core", "cannot be read", "--materialize"],
+    );
+    assert!(
+        t.ask(b'c').starts_with("changed "),
+        "target stopped answering"
+    );
+}
+
+#[test]
+fn a_recordings_incremental_snapshots_chain_and_survive_dropping_a_link() {
+    let dir = support::scratch("cow_recording");
+    let rec = dir.join("rec");
+    let exe = support::fixture("snap_cow", &[]);
+    let mut cmd = support::leaktrail();
+    cmd.args(["run", "--every", "0", "--incremental", "-v", "--out"])
+        .arg(&rec)
+        .arg("--")
+        .arg(&exe)
+        .args(["16", "steps"])
+        .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
+        .stdin(Stdio::piped());
+    let mut run = Running::start(&mut cmd, Pipe::Stdout, "ready ");
+    let pid: i32 = run.ready["ready ".len()..]
+        .split_ascii_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("pid");
+    let core = |k: usize| rec.join(format!("snapshots/{k:04}.core"));
+    let mut refs = Vec::new();
+    for k in 1..=3 {
+        support::snapshot_into(&rec, &["--incremental"]);
+        let reference = dir.join(format!("ref{k}.core"));
+        snapshot_of(pid, &reference, &[]);
+        refs.push(reference);
+        run.send(b"c");
+        assert!(run.line().starts_with("changed "));
+    }
+    let open = |p: &Path| Snapshot::open(p).expect("open");
+    let base_of = |p: &Path| open(p).metadata().unwrap().base.clone().map(|b| b.file);
+    assert_eq!(base_of(&core(1)), None);
+    assert_eq!(base_of(&core(2)).as_deref(), Some("0001.core"));
+    assert_eq!(base_of(&core(3)).as_deref(), Some("0002.core"));
+    for k in 1..=3 {
+        assert_same_memory(&open(&refs[k - 1]), &open(&core(k)));
+    }
+    let out = support::success(
+        support::leaktrail()
+            .args(["snapshot", "--drop"])
+            .arg(core(2)),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("folded into"),
+        "{out:?}"
+    );
+    assert_eq!(base_of(&core(3)).as_deref(), Some("0001.core"));
+    assert_same_memory(&open(&refs[2]), &open(&core(3)));
+    // The exit snapshot is incremental too, to the newest one, and the
+    // run printed what each cost.
+    run.send(b"q");
+    let status = run.wait();
+    assert!(status.success(), "{status}");
+    let exit = rec.join("snapshots/0004-exit.core");
+    assert_eq!(base_of(&exit).as_deref(), Some("0003.core"));
+    assert!(open(&exit).metadata().unwrap().capture.cpu_ns > 0);
+}
