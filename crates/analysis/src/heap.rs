@@ -8,7 +8,9 @@
 pub mod bufs;
 pub mod caches;
 pub mod dump;
+pub mod exit_roots;
 pub mod leaks;
+pub mod libc_residue;
 pub mod model;
 pub mod profile;
 pub mod refs;

@@ -26,8 +26,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
+use crate::heap::libc_residue::{is_libc_residue, is_runtime_module};
 use crate::heap::model::{canonical_stacks, Heap, RootRange, Roots};
 use crate::symbolize::{Frame, Symbolizer};
+use leaktrail_unwind_core::ReturnAddress;
 
 /// The four classes (defined, with their spellings, in `leaktrail_format`).
 pub use leaktrail_format::LeakKind;
@@ -77,7 +79,7 @@ impl Group {
 }
 
 /// What [`find`] found.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Leaks {
     /// Definitely lost.
     pub definite: Tally,
@@ -89,6 +91,12 @@ pub struct Leaks {
     pub reachable: Tally,
     /// Groups by (class, stack), lost ones first, each class by bytes.
     pub groups: Vec<Group>,
+    /// libc's own residue (see [`crate::heap::libc_residue`]): blocks of
+    /// the kinds valgrind frees at exit through `__libc_freeres`, counted
+    /// apart and in none of the four classes above.
+    pub libc: Tally,
+    /// Their groups, each with the class it would have had, by bytes.
+    pub libc_groups: Vec<Group>,
     /// Bytes of memory scanned (roots and blocks).
     pub scanned_bytes: u64,
     /// Bytes of root memory among them.
@@ -470,12 +478,41 @@ fn summarize(
             *g.indirect_blocks.get_or_insert(0) += 1;
         }
     }
-    for g in &mut groups {
+    let mut libc = Tally::default();
+    let mut libc_groups = Vec::new();
+    let mut kept = Vec::with_capacity(groups.len());
+    for mut g in groups {
+        let frames = heap.audit.frames(g.stack_id);
+        // Only a block allocated inside the runtime can be its residue.
+        let in_runtime = frames.first().is_some_and(|&a| {
+            symbolizer
+                .frames(ReturnAddress(a))
+                .first()
+                .and_then(|f| f.module.as_deref())
+                .is_some_and(is_runtime_module)
+        });
         // --function needs every stack to filter on.
-        if g.kind != LeakKind::Reachable || symbolize_reachable || function.is_some() {
-            g.stack = symbolizer.stack_inlined(heap.audit.frames(g.stack_id));
+        if g.kind != LeakKind::Reachable || symbolize_reachable || function.is_some() || in_runtime
+        {
+            g.stack = symbolizer.stack_inlined(frames);
+        }
+        if in_runtime && is_libc_residue(&g.stack) {
+            let t = &mut tallies[g.kind as usize];
+            t.bytes -= g.bytes;
+            t.blocks -= g.blocks;
+            libc.bytes += g.bytes;
+            libc.blocks += g.blocks;
+            libc_groups.push(g);
+        } else {
+            kept.push(g);
         }
     }
+    let mut groups = kept;
+    libc_groups.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then(a.example_address.cmp(&b.example_address))
+    });
     if let Some(f) = function {
         groups.retain(|g| {
             g.stack
@@ -510,6 +547,8 @@ fn summarize(
         possible: get(LeakKind::Possible),
         reachable: get(LeakKind::Reachable),
         groups,
+        libc,
+        libc_groups,
         scanned_bytes,
         root_bytes,
         scan_seconds: 0.0,

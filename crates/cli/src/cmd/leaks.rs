@@ -22,6 +22,9 @@ of every reached buffer is tested against the live buffers of the audit:
   indirectly lost   only other lost buffers point to it
   possibly lost     reached, but only through pointers into its middle
   still reachable   a chain of pointers to its start leads to it from a root
+  libc internal     libc's, the loader's or the C++ runtime's own blocks of
+                    the kinds valgrind frees at exit (stdio buffers, time
+                    zone, DTVs): counted apart, never lost, --show-libc
 
 Examples:
   leaktrail leaks app.core
@@ -47,6 +50,11 @@ pub struct Args {
     /// Also list the still-reachable groups.
     #[arg(long)]
     reachable: bool,
+    /// Also list libc's own residue ("libc internal": stdio buffers,
+    /// time-zone data, DTVs, libstdc++'s emergency pool), which valgrind
+    /// frees at exit before it looks; it is never counted as lost.
+    #[arg(long)]
+    show_libc: bool,
     /// Scanning threads.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     threads: u32,
@@ -75,6 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         let mut r = render::LeaksOptions::default();
         r.reachable = args.reachable;
+        r.show_libc = args.show_libc;
         out.write_all(render::text(&found, &r).as_bytes())?;
     }
     out.flush()?;

@@ -15,6 +15,8 @@ pub struct LeaksDocument<'a> {
     possible: TallyRecord,
     reachable: TallyRecord,
     groups: Vec<LeakGroupRecord<'a>>,
+    libc_internal: TallyRecord,
+    libc_groups: Vec<LeakGroupRecord<'a>>,
     scanned_bytes: u64,
     root_bytes: u64,
     scan_seconds: f64,
@@ -81,6 +83,8 @@ impl<'a> From<&'a Leaks> for LeaksDocument<'a> {
             possible: l.possible.into(),
             reachable: l.reachable.into(),
             groups: l.groups.iter().map(LeakGroupRecord::from).collect(),
+            libc_internal: l.libc.into(),
+            libc_groups: l.libc_groups.iter().map(LeakGroupRecord::from).collect(),
             scanned_bytes: l.scanned_bytes,
             root_bytes: l.root_bytes,
             scan_seconds: l.scan_seconds,
@@ -129,6 +133,7 @@ mod tests {
             scan_seconds: 0.5,
             scan_cpu_seconds: 0.25,
             warnings: vec!["w".into()],
+            ..Leaks::default()
         };
         assert_json(
             &LeaksDocument::from(&leaks),
@@ -163,6 +168,11 @@ mod tests {
       "stack": []
     }
   ],
+  "libc_internal": {
+    "bytes": 0,
+    "blocks": 0
+  },
+  "libc_groups": [],
   "scanned_bytes": 100,
   "root_bytes": 50,
   "scan_seconds": 0.5,
