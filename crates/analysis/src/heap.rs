@@ -14,4 +14,5 @@ pub mod libc_residue;
 pub mod model;
 pub mod profile;
 pub mod refs;
+pub mod suppressions;
 pub mod whatis;

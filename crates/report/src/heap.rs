@@ -149,6 +149,20 @@ definitely lost: 2,048 bytes in 2 blocks, oldest 0x555500001000 (1,024 bytes)
             "  libc internal:            4,096 bytes in          1 blocks (freed at exit by libc, not counted above; --show-libc lists them)\n"
         ), "{text}");
         assert!(!text.contains("_IO_file_doallocate"), "{text}");
+        // Issue 11: what each suppression took, as valgrind and LSan print.
+        let mut suppressed = l.clone();
+        suppressed.suppressed = Tally {
+            bytes: 300,
+            blocks: 3,
+        };
+        suppressed.suppressions_used = vec![leaktrail_analysis::suppressions::Used {
+            name: "leak:parse_header".into(),
+            origin: "app.supp:2".into(),
+            blocks: 3,
+            bytes: 300,
+        }];
+        let text = super::leaks::text(&suppressed, &Default::default());
+        assert!(text.contains("  suppressed:                 300 bytes in          3 blocks\nsuppressions used:\n           3 blocks            300 bytes  leak:parse_header (app.supp:2)\n"), "{text}");
         let opts = super::leaks::LeaksOptions {
             show_libc: true,
             ..Default::default()

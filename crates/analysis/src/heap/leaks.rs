@@ -28,6 +28,7 @@ use std::sync::{Condvar, Mutex};
 
 use crate::heap::libc_residue::{is_libc_residue, is_runtime_module};
 use crate::heap::model::{canonical_stacks, Heap, RootRange, Roots};
+use crate::heap::suppressions::{Suppressions, Used};
 use crate::symbolize::{Frame, Symbolizer};
 use leaktrail_unwind_core::ReturnAddress;
 
@@ -97,6 +98,12 @@ pub struct Leaks {
     pub libc: Tally,
     /// Their groups, each with the class it would have had, by bytes.
     pub libc_groups: Vec<Group>,
+    /// Blocks the suppressions took out of the classes above (lost and
+    /// possibly lost ones, and reachable ones a valgrind entry asks for).
+    pub suppressed: Tally,
+    /// Each suppression that matched, with what it suppressed, in file
+    /// order.
+    pub suppressions_used: Vec<Used>,
     /// Bytes of memory scanned (roots and blocks).
     pub scanned_bytes: u64,
     /// Bytes of root memory among them.
@@ -168,6 +175,8 @@ pub struct LeaksOptions {
     /// Symbolize the still-reachable groups too (a text report that does
     /// not show them can skip the cost: a Node.js process has thousands).
     pub symbolize_reachable: bool,
+    /// Groups these match are counted as suppressed, not in their class.
+    pub suppressions: Suppressions,
 }
 
 impl Default for LeaksOptions {
@@ -177,6 +186,7 @@ impl Default for LeaksOptions {
             function: None,
             threads: 2,
             symbolize_reachable: true,
+            suppressions: Suppressions::new(),
         }
     }
 }
@@ -403,6 +413,7 @@ pub fn find(heap: &Heap<'_>, opts: &LeaksOptions, symbolizer: &Symbolizer) -> Le
         symbolizer,
         opts.function.as_deref(),
         opts.symbolize_reachable,
+        &opts.suppressions,
         scanned_bytes,
         root_bytes,
     );
@@ -419,6 +430,7 @@ fn summarize(
     symbolizer: &Symbolizer,
     function: Option<&str>,
     symbolize_reachable: bool,
+    suppressions: &Suppressions,
     scanned_bytes: u64,
     root_bytes: u64,
 ) -> Leaks {
@@ -508,6 +520,33 @@ fn summarize(
         }
     }
     let mut groups = kept;
+    let mut suppressed = Tally::default();
+    let mut used: Vec<Used> = suppressions
+        .entries()
+        .iter()
+        .map(|e| Used {
+            name: e.name.clone(),
+            origin: e.origin.clone(),
+            ..Used::default()
+        })
+        .collect();
+    if !suppressions.is_empty() {
+        groups.retain(|g| {
+            let hit = (!g.stack.is_empty())
+                .then(|| suppressions.matching(g.kind, &g.stack))
+                .flatten();
+            let Some(i) = hit else { return true };
+            let t = &mut tallies[g.kind as usize];
+            t.bytes -= g.bytes;
+            t.blocks -= g.blocks;
+            suppressed.bytes += g.bytes;
+            suppressed.blocks += g.blocks;
+            used[i].bytes += g.bytes;
+            used[i].blocks += g.blocks;
+            false
+        });
+    }
+    used.retain(|u| u.blocks > 0);
     libc_groups.sort_by(|a, b| {
         b.bytes
             .cmp(&a.bytes)
@@ -549,6 +588,8 @@ fn summarize(
         groups,
         libc,
         libc_groups,
+        suppressed,
+        suppressions_used: used,
         scanned_bytes,
         root_bytes,
         scan_seconds: 0.0,

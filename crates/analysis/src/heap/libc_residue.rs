@@ -78,21 +78,9 @@ pub fn is_libc_residue(stack: &[Frame]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::symbolize::FrameKind;
 
     fn frame(module: &str, function: &str) -> Frame {
-        Frame {
-            address: 0x1000,
-            function: Some(function.to_string()),
-            file: None,
-            line: None,
-            module: Some(module.to_string()),
-            module_offset: 0,
-            kind: FrameKind::Native,
-            column: None,
-            inlined: false,
-            start_line: None,
-        }
+        crate::synthetic::frame(function, module, "")
     }
 
     #[test]

@@ -31,12 +31,14 @@ Examples:
   leaktrail leaks app.core --function parse_request
   leaktrail leaks app.core --roots stacks,registers,globals   # ignore anon mmaps
   leaktrail leaks app.core --fail-on definite && echo clean   # exit 3 on leaks
+  leaktrail leaks app.core --suppressions lsan.supp --suppressions vg.supp
   leaktrail leaks app.core --json | jq '.groups[0].stack[0].function'")]
 pub struct Args {
     /// The snapshot (taken of a process started with `leaktrail run`).
     snap: PathBuf,
     /// Exit with status 3 if leaks of this kind or worse exist (with
-    /// --function, only among the groups it keeps).
+    /// --function, only among the groups it keeps; suppressed and libc
+    /// internal blocks never count).
     #[arg(long, value_parser = crate::cmd::spelled::<FailOn>(FailOn::NAMES))]
     fail_on: Option<FailOn>,
     /// Keep only groups whose allocation stack passes through a function
@@ -55,6 +57,12 @@ pub struct Args {
     /// frees at exit before it looks; it is never counted as lost.
     #[arg(long)]
     show_libc: bool,
+    /// Suppressions: LeakSanitizer's `leak:PATTERN` lines or valgrind's
+    /// `{ NAME Memcheck:Leak fun:... }` entries (repeatable; also the
+    /// files in LEAKTRAIL_SUPPRESSIONS, separated by `:`). Matched groups
+    /// are counted as suppressed, not lost, nor by --fail-on.
+    #[arg(long = "suppressions", value_name = "FILE")]
+    suppressions: Vec<PathBuf>,
     /// Scanning threads.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     threads: u32,
@@ -75,6 +83,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     opts.function = args.function;
     opts.threads = args.threads as usize;
     opts.symbolize_reachable = args.json || args.reachable;
+    let from_env = std::env::var_os("LEAKTRAIL_SUPPRESSIONS").unwrap_or_default();
+    for file in std::env::split_paths(&from_env)
+        .filter(|p| !p.as_os_str().is_empty())
+        .chain(args.suppressions)
+    {
+        opts.suppressions.read_file(&file)?;
+    }
     let mut found = leaks::find(&heap, &opts, &symbolizer);
     found.warnings.extend(symbolizer.warnings());
     let mut out = std::io::stdout().lock();

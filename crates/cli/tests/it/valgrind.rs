@@ -15,7 +15,7 @@
 //! `cargo test -p leaktrail --test it -- valgrind:: --nocapture` prints the
 //! agreement table.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use leaktrail_analysis::libc_residue::FREED_AT_EXIT;
@@ -91,15 +91,16 @@ const CASES: &[Case] = &[
     case("threads_exit", 3 * (1216 + 1232), 0, false),
 ];
 
-/// What valgrind says of `exe case`, with the loss records allocated
-/// through libc's freed-at-exit functions left out.
-fn valgrind(exe: &Path, case: &str, log: &Path) -> Classes {
+/// Runs `valgrind --leak-check=full --show-leak-kinds=all EXTRA exe case`
+/// and returns its log (written to `log`).
+fn run_valgrind(exe: &Path, case: &str, log: &Path, extra: &[String]) -> String {
     let out = Command::new("valgrind")
         .args([
             "--leak-check=full",
             "--show-leak-kinds=all",
             "--num-callers=30",
         ])
+        .args(extra)
         .arg(format!("--log-file={}", log.display()))
         .arg(exe)
         .arg(case)
@@ -110,8 +111,13 @@ fn valgrind(exe: &Path, case: &str, log: &Path) -> Classes {
         out.status.code().is_some(),
         "valgrind on {case} was killed: {out:?}"
     );
-    let text = std::fs::read_to_string(log).expect("valgrind's log");
-    parse_valgrind(&text)
+    std::fs::read_to_string(log).expect("valgrind's log")
+}
+
+/// What valgrind says of `exe case`, with the loss records allocated
+/// through libc's freed-at-exit functions left out.
+fn valgrind(exe: &Path, case: &str, log: &Path) -> Classes {
+    parse_valgrind(&run_valgrind(exe, case, log, &[]))
 }
 
 /// Adds up valgrind's loss records by class (direct bytes only: a definite
@@ -172,8 +178,9 @@ fn parse_valgrind(text: &str) -> Classes {
     c
 }
 
-/// What leaktrail says at the exit of `exe case`, and its libc bytes.
-fn leaktrail_at_exit(exe: &Path, case: &str, dir: &Path) -> (Classes, u64) {
+/// Runs `exe case` under `leaktrail run` into `dir`; returns the exit
+/// snapshot.
+fn exit_core(exe: &Path, case: &str, dir: &Path) -> PathBuf {
     success(
         leaktrail()
             .args(["run", "--every", "0", "--interval", "50ms", "--out"])
@@ -184,7 +191,12 @@ fn leaktrail_at_exit(exe: &Path, case: &str, dir: &Path) -> (Classes, u64) {
             .stdin(Stdio::null())
             .stdout(Stdio::null()),
     );
-    let core = dir.join("snapshots/0001-exit.core");
+    dir.join("snapshots/0001-exit.core")
+}
+
+/// What leaktrail says at the exit of `exe case`, and its libc bytes.
+fn leaktrail_at_exit(exe: &Path, case: &str, dir: &Path) -> (Classes, u64) {
+    let core = exit_core(exe, case, dir);
     let doc = leaktrail_json(["leaks".as_ref(), "--json".as_ref(), core.as_os_str()]);
     let bytes = |k: &str| {
         doc[k]["bytes"]
@@ -292,4 +304,172 @@ fn valgrind_loss_records_are_added_up_by_class_without_libcs() {
             reachable: 1184
         }
     );
+}
+
+/// valgrind's `suppressed:` bytes for `exe case` with `supp`.
+fn valgrind_suppressed(exe: &Path, case: &str, supp: &Path, log: &Path) -> u64 {
+    let text = run_valgrind(
+        exe,
+        case,
+        log,
+        &[format!("--suppressions={}", supp.display())],
+    );
+    let line = text
+        .lines()
+        .find_map(|l| l.split("suppressed: ").nth(1))
+        .unwrap_or_else(|| panic!("no suppressed line in {text}"));
+    line.split(' ')
+        .next()
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("suppressed: {line}"))
+}
+
+#[test]
+fn issue_11_suppressions_in_both_formats_count_what_they_took_and_limit_fail_on() {
+    let exe = fixture("valgrind_cases", &["-O2"]);
+    let work = scratch("suppressions");
+    let core = exit_core(&exe, "tree", &work.join("tree"));
+    let vg_supp = work.join("tree-vg.supp");
+    std::fs::write(
+        &vg_supp,
+        "{\n   the_root_only\n   Memcheck:Leak\n   match-leak-kinds: definite\n   fun:*alloc\n   fun:leak_tree\n   ...\n}\n",
+    )
+    .expect("write");
+    let lsan_supp = work.join("tree-lsan.supp");
+    std::fs::write(
+        &lsan_supp,
+        "# LSan's format\nleak:unrelated_function\nleak:^leak_tr*e$\n",
+    )
+    .expect("write");
+    let leaks = |supp: &Path| {
+        leaktrail_json([
+            "leaks".as_ref(),
+            "--json".as_ref(),
+            "--suppressions".as_ref(),
+            supp.as_os_str(),
+            core.as_os_str(),
+        ])
+    };
+    // valgrind's entry takes the definitely lost root (1120 B) and leaves
+    // its three indirectly lost children, as valgrind does with it.
+    let doc = leaks(&vg_supp);
+    assert_eq!(doc["suppressed"]["bytes"], 1120, "{doc}");
+    assert_eq!(doc["definite"]["bytes"], 0);
+    assert_eq!(doc["indirect"]["bytes"], 3 * 1136);
+    assert_eq!(
+        doc["suppressions_used"],
+        serde_json::json!([{"name": "the_root_only", "origin": format!("{}:1", vg_supp.display()), "blocks": 1, "bytes": 1120}])
+    );
+    assert_eq!(
+        valgrind_suppressed(&exe, "tree", &vg_supp, &work.join("tree.vg")),
+        1120
+    );
+    // LSan's pattern matches every frame, so the children go too; the
+    // unused entry is not listed.
+    let doc = leaks(&lsan_supp);
+    assert_eq!(doc["suppressed"]["bytes"], 1120 + 3 * 1136, "{doc}");
+    assert_eq!(doc["suppressed"]["blocks"], 4);
+    assert_eq!(doc["suppressions_used"][0]["name"], "leak:^leak_tr*e$");
+    assert_eq!(doc["suppressions_used"].as_array().map(Vec::len), Some(1));
+    // --fail-on counts what is left: the children under valgrind's entry
+    // (indirect counts with definite), nothing under LSan's, which the
+    // environment gives this time.
+    let fail_on = |supp: Option<&Path>, env: Option<&Path>| {
+        let mut cmd = leaktrail();
+        cmd.args(["leaks", "--fail-on", "definite"]).arg(&core);
+        if let Some(s) = supp {
+            cmd.arg("--suppressions").arg(s);
+        }
+        match env {
+            Some(e) => cmd.env("LEAKTRAIL_SUPPRESSIONS", e),
+            None => cmd.env_remove("LEAKTRAIL_SUPPRESSIONS"),
+        };
+        cmd.output().expect("run leaks").status.code()
+    };
+    assert_eq!(fail_on(None, None), Some(3));
+    assert_eq!(fail_on(Some(&vg_supp), None), Some(3));
+    assert_eq!(fail_on(None, Some(&lsan_supp)), Some(0));
+    let text = String::from_utf8(
+        success(
+            leaktrail()
+                .arg("leaks")
+                .arg(&core)
+                .env("LEAKTRAIL_SUPPRESSIONS", &lsan_supp),
+        )
+        .stdout,
+    )
+    .expect("utf-8");
+    assert!(
+        text.contains(&format!(
+            "suppressions used:\n           4 blocks          4,528 bytes  leak:^leak_tr*e$ ({}:3)\n",
+            lsan_supp.display()
+        )),
+        "{text}"
+    );
+    // A file that does not parse is bad input, with its line.
+    let bad = work.join("bad.supp");
+    std::fs::write(&bad, "{\n  no_end\n  Memcheck:Leak\n  fun:x\n").expect("write");
+    crate::support::assert_bad_input(
+        leaktrail()
+            .arg("leaks")
+            .arg(&core)
+            .arg("--suppressions")
+            .arg(&bad),
+        &["bad.supp:1", "no closing }"],
+    );
+}
+
+#[test]
+fn issue_11_libc_residue_is_its_own_class_shown_with_a_flag() {
+    let exe = fixture("valgrind_cases", &["-O2"]);
+    let core = exit_core(&exe, "libc_residue", &scratch("libc_residue").join("rec"));
+    let doc = leaktrail_json(["leaks".as_ref(), "--json".as_ref(), core.as_os_str()]);
+    // Only the program's own leak is lost; stdout's buffer, the time zone,
+    // setenv's environment and the joined thread's DTV are libc's.
+    assert_eq!(doc["definite"]["bytes"], 1088, "{doc}");
+    assert_eq!(doc["possible"]["bytes"], 0);
+    assert_eq!(doc["reachable"]["bytes"], 0);
+    let groups = doc["libc_groups"].as_array().expect("libc_groups");
+    let innermost: Vec<String> = groups
+        .iter()
+        .flat_map(|g| g["stack"].as_array().into_iter().flatten())
+        .filter_map(|f| f["function"].as_str().map(str::to_string))
+        .collect();
+    for kind in [
+        "_IO_file_doallocate",
+        "__tzfile_read",
+        "__add_to_environ",
+        "allocate_dtv",
+    ] {
+        assert!(
+            innermost.iter().any(|f| f.contains(kind)),
+            "{kind}: {innermost:?}"
+        );
+    }
+    let total: u64 = groups.iter().filter_map(|g| g["bytes"].as_u64()).sum();
+    assert_eq!(doc["libc_internal"]["bytes"].as_u64(), Some(total));
+    assert!(
+        total >= 4096,
+        "stdout's buffer alone is 4096 bytes: {total}"
+    );
+    let text = |extra: &[&str]| {
+        String::from_utf8(success(leaktrail().arg("leaks").arg(&core).args(extra)).stdout)
+            .expect("utf-8")
+    };
+    let plain = text(&[]);
+    assert!(plain.contains("--show-libc lists them"), "{plain}");
+    assert!(!plain.contains("_IO_file_doallocate"), "{plain}");
+    let shown = text(&["--show-libc"]);
+    assert!(
+        shown.contains("\nlibc internal (still reachable): 4,096 bytes in 1 blocks"),
+        "{shown}"
+    );
+    // libc's residue never fails --fail-on; the program's own leak does.
+    let status = leaktrail()
+        .args(["leaks", "--fail-on", "possible"])
+        .arg(&core)
+        .output()
+        .expect("run")
+        .status;
+    assert_eq!(status.code(), Some(3));
 }

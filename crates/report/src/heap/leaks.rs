@@ -68,6 +68,28 @@ pub fn text(l: &Leaks, opts: &LeaksOptions) -> String {
             }
         );
     }
+    if l.suppressed.blocks > 0 {
+        let _ = writeln!(
+            o,
+            "  {:<16} {:>14} bytes in {:>10} blocks",
+            "suppressed:",
+            count(l.suppressed.bytes),
+            count(l.suppressed.blocks)
+        );
+    }
+    if !l.suppressions_used.is_empty() {
+        let _ = writeln!(o, "suppressions used:");
+        for u in &l.suppressions_used {
+            let _ = writeln!(
+                o,
+                "  {:>10} blocks {:>14} bytes  {} ({})",
+                count(u.blocks),
+                count(u.bytes),
+                u.name,
+                u.origin
+            );
+        }
+    }
     for w in &l.warnings {
         let _ = writeln!(o, "warning: {w}");
     }
