@@ -5,6 +5,7 @@
 //! what each fixture is known by construction to do.
 
 mod analyses;
+mod debug_files;
 mod docs;
 mod growth;
 mod hostile;
