@@ -31,7 +31,7 @@ Examples:
   leaktrail leaks app.core --function parse_request
   leaktrail leaks app.core --roots stacks,registers,globals   # ignore anon mmaps
   leaktrail leaks app.core --fail-on definite && echo clean   # exit 3 on leaks
-  leaktrail leaks app.core --suppressions lsan.supp --suppressions vg.supp
+  leaktrail leaks app.core --suppressions my.supp --show-libc   # LSan or valgrind format
   leaktrail leaks app.core --json | jq '.groups[0].stack[0].function'")]
 pub struct Args {
     /// The snapshot (taken of a process started with `leaktrail run`).
