@@ -896,6 +896,39 @@ mod tests {
     }
 
     #[test]
+    fn issue_11_a_finished_threads_cached_stack_is_not_a_root() {
+        use crate::synthetic::*;
+        for cached in [false, true] {
+            let mut b = HeapBuilder::new();
+            let a = b.block(64);
+            b.anon_word(a);
+            if cached {
+                // glibc's descriptor of a thread that ended: `tcb` and
+                // `self` hold its own address, no live thread's fs_base.
+                let tcb = ANON + 0x800;
+                b.write(tcb, tcb);
+                b.write(tcb + 16, tcb);
+            }
+            let s = b.build();
+            let heap = s.heap();
+            let area = heap.area_of(ANON).expect("anon area");
+            assert_eq!(area.kind == AreaKind::CachedStack, cached, "{area:?}");
+            let (ranges, _) = heap.root_ranges(&Roots::default());
+            let scanned = ranges.iter().any(|r| r.start <= ANON && ANON < r.end);
+            assert_eq!(scanned, !cached);
+        }
+        // A live thread's descriptor is its TLS, a root.
+        let mut b = HeapBuilder::new();
+        b.write(FS_BASE, FS_BASE);
+        b.write(FS_BASE + 16, FS_BASE);
+        let s = b.build();
+        assert!(matches!(
+            s.heap().area_of(FS_BASE).map(|a| &a.kind),
+            Some(AreaKind::Tls { .. })
+        ));
+    }
+
+    #[test]
     fn a_block_of_brk_heap_memory_is_found_by_block_at() {
         use crate::synthetic::*;
         let mut b = HeapBuilder::new();
