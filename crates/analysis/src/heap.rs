@@ -8,8 +8,11 @@
 pub mod bufs;
 pub mod caches;
 pub mod dump;
+pub mod exit_roots;
 pub mod leaks;
+pub mod libc_residue;
 pub mod model;
 pub mod profile;
 pub mod refs;
+pub mod suppressions;
 pub mod whatis;

@@ -47,7 +47,9 @@ mod synthetic;
 
 pub use error::Error;
 pub use heap::model::{Area, AreaKind, BlockIndex, Heap, RootRange, Roots};
-pub use heap::{bufs, caches, dump, leaks, profile, refs, whatis};
+pub use heap::{
+    bufs, caches, dump, exit_roots, leaks, libc_residue, profile, refs, suppressions, whatis,
+};
 pub use node::owner;
 pub use series::{growth, trend};
 pub use snapshot::summary::Summary;

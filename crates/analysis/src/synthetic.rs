@@ -406,3 +406,20 @@ impl Synthetic {
 pub fn symbolizer() -> Symbolizer {
     Symbolizer::new(Vec::new())
 }
+
+/// A native frame of `function` in `module` at `file` line 1, for tests of
+/// what reads symbolized stacks (libc's residue, suppressions).
+pub fn frame(function: &str, module: &str, file: &str) -> crate::symbolize::Frame {
+    crate::symbolize::Frame {
+        address: 0x1000,
+        function: Some(function.to_string()),
+        file: Some(file.to_string()),
+        line: Some(1),
+        module: Some(module.to_string()),
+        module_offset: 0,
+        kind: crate::symbolize::FrameKind::Native,
+        column: None,
+        inlined: false,
+        start_line: None,
+    }
+}

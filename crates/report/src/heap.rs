@@ -112,6 +112,7 @@ mod tests {
             scan_seconds: 0.0,
             scan_cpu_seconds: 0.0,
             warnings: vec![],
+            ..Leaks::default()
         };
         let text = super::leaks::text(&l, &Default::default());
         let want = "\
@@ -126,8 +127,50 @@ definitely lost: 2,048 bytes in 2 blocks, oldest 0x555500001000 (1,024 bytes)
     0x401234 in ?? (app+0x1234)
 ";
         assert_eq!(text, want);
-        let opts = super::leaks::LeaksOptions { reachable: true };
+        let opts = super::leaks::LeaksOptions {
+            reachable: true,
+            ..Default::default()
+        };
         assert!(super::leaks::text(&l, &opts).contains("still reachable: 1,000,000 bytes"));
+        // Issue 11: libc's residue is a line of its own, its groups listed
+        // only when asked for.
+        let mut with_libc = l.clone();
+        with_libc.libc = Tally {
+            bytes: 4096,
+            blocks: 1,
+        };
+        let mut buffer = with_libc.groups[1].clone();
+        buffer.bytes = 4096;
+        buffer.blocks = 1;
+        buffer.stack = vec![frame(Some("_IO_file_doallocate"), FrameKind::Native)];
+        with_libc.libc_groups = vec![buffer];
+        let text = super::leaks::text(&with_libc, &Default::default());
+        assert!(text.contains(
+            "  libc internal:            4,096 bytes in          1 blocks (freed at exit by libc, not counted above; --show-libc lists them)\n"
+        ), "{text}");
+        assert!(!text.contains("_IO_file_doallocate"), "{text}");
+        // Issue 11: what each suppression took, as valgrind and LSan print.
+        let mut suppressed = l.clone();
+        suppressed.suppressed = Tally {
+            bytes: 300,
+            blocks: 3,
+        };
+        suppressed.suppressions_used = vec![leaktrail_analysis::suppressions::Used {
+            name: "leak:parse_header".into(),
+            origin: "app.supp:2".into(),
+            blocks: 3,
+            bytes: 300,
+        }];
+        let text = super::leaks::text(&suppressed, &Default::default());
+        assert!(text.contains("  suppressed:                 300 bytes in          3 blocks\nsuppressions used:\n           3 blocks            300 bytes  leak:parse_header (app.supp:2)\n"), "{text}");
+        let opts = super::leaks::LeaksOptions {
+            show_libc: true,
+            ..Default::default()
+        };
+        let text = super::leaks::text(&with_libc, &opts);
+        assert!(text.contains(
+            "\nlibc internal (still reachable): 4,096 bytes in 1 blocks, oldest 0x555500002000 (1,000 bytes)\n    _IO_file_doallocate"
+        ), "{text}");
         // Issue 11: a definite group owning indirect blocks says so, as
         // valgrind's loss records do.
         let mut l = l;

@@ -63,6 +63,7 @@ pub fn leaks(groups: Vec<Group>) -> Leaks {
         scan_seconds: 0.0,
         scan_cpu_seconds: 0.0,
         warnings: Vec::new(),
+        ..Leaks::default()
     }
 }
 

@@ -26,8 +26,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
+use crate::heap::libc_residue::{is_libc_residue, is_runtime_module};
 use crate::heap::model::{canonical_stacks, Heap, RootRange, Roots};
+use crate::heap::suppressions::{Suppressions, Used};
 use crate::symbolize::{Frame, Symbolizer};
+use leaktrail_unwind_core::ReturnAddress;
 
 /// The four classes (defined, with their spellings, in `leaktrail_format`).
 pub use leaktrail_format::LeakKind;
@@ -77,7 +80,7 @@ impl Group {
 }
 
 /// What [`find`] found.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Leaks {
     /// Definitely lost.
     pub definite: Tally,
@@ -89,6 +92,18 @@ pub struct Leaks {
     pub reachable: Tally,
     /// Groups by (class, stack), lost ones first, each class by bytes.
     pub groups: Vec<Group>,
+    /// libc's own residue (see [`crate::heap::libc_residue`]): blocks of
+    /// the kinds valgrind frees at exit through `__libc_freeres`, counted
+    /// apart and in none of the four classes above.
+    pub libc: Tally,
+    /// Their groups, each with the class it would have had, by bytes.
+    pub libc_groups: Vec<Group>,
+    /// Blocks the suppressions took out of the classes above (lost and
+    /// possibly lost ones, and reachable ones a valgrind entry asks for).
+    pub suppressed: Tally,
+    /// Each suppression that matched, with what it suppressed, in file
+    /// order.
+    pub suppressions_used: Vec<Used>,
     /// Bytes of memory scanned (roots and blocks).
     pub scanned_bytes: u64,
     /// Bytes of root memory among them.
@@ -160,6 +175,8 @@ pub struct LeaksOptions {
     /// Symbolize the still-reachable groups too (a text report that does
     /// not show them can skip the cost: a Node.js process has thousands).
     pub symbolize_reachable: bool,
+    /// Groups these match are counted as suppressed, not in their class.
+    pub suppressions: Suppressions,
 }
 
 impl Default for LeaksOptions {
@@ -169,6 +186,7 @@ impl Default for LeaksOptions {
             function: None,
             threads: 2,
             symbolize_reachable: true,
+            suppressions: Suppressions::new(),
         }
     }
 }
@@ -395,6 +413,7 @@ pub fn find(heap: &Heap<'_>, opts: &LeaksOptions, symbolizer: &Symbolizer) -> Le
         symbolizer,
         opts.function.as_deref(),
         opts.symbolize_reachable,
+        &opts.suppressions,
         scanned_bytes,
         root_bytes,
     );
@@ -411,6 +430,7 @@ fn summarize(
     symbolizer: &Symbolizer,
     function: Option<&str>,
     symbolize_reachable: bool,
+    suppressions: &Suppressions,
     scanned_bytes: u64,
     root_bytes: u64,
 ) -> Leaks {
@@ -470,12 +490,68 @@ fn summarize(
             *g.indirect_blocks.get_or_insert(0) += 1;
         }
     }
-    for g in &mut groups {
+    let mut libc = Tally::default();
+    let mut libc_groups = Vec::new();
+    let mut kept = Vec::with_capacity(groups.len());
+    for mut g in groups {
+        let frames = heap.audit.frames(g.stack_id);
+        // Only a block allocated inside the runtime can be its residue.
+        let in_runtime = frames.first().is_some_and(|&a| {
+            symbolizer
+                .frames(ReturnAddress(a))
+                .first()
+                .and_then(|f| f.module.as_deref())
+                .is_some_and(is_runtime_module)
+        });
         // --function needs every stack to filter on.
-        if g.kind != LeakKind::Reachable || symbolize_reachable || function.is_some() {
-            g.stack = symbolizer.stack_inlined(heap.audit.frames(g.stack_id));
+        if g.kind != LeakKind::Reachable || symbolize_reachable || function.is_some() || in_runtime
+        {
+            g.stack = symbolizer.stack_inlined(frames);
+        }
+        if in_runtime && is_libc_residue(&g.stack) {
+            let t = &mut tallies[g.kind as usize];
+            t.bytes -= g.bytes;
+            t.blocks -= g.blocks;
+            libc.bytes += g.bytes;
+            libc.blocks += g.blocks;
+            libc_groups.push(g);
+        } else {
+            kept.push(g);
         }
     }
+    let mut groups = kept;
+    let mut suppressed = Tally::default();
+    let mut used: Vec<Used> = suppressions
+        .entries()
+        .iter()
+        .map(|e| Used {
+            name: e.name.clone(),
+            origin: e.origin.clone(),
+            ..Used::default()
+        })
+        .collect();
+    if !suppressions.is_empty() {
+        groups.retain(|g| {
+            let hit = (!g.stack.is_empty())
+                .then(|| suppressions.matching(g.kind, &g.stack))
+                .flatten();
+            let Some(i) = hit else { return true };
+            let t = &mut tallies[g.kind as usize];
+            t.bytes -= g.bytes;
+            t.blocks -= g.blocks;
+            suppressed.bytes += g.bytes;
+            suppressed.blocks += g.blocks;
+            used[i].bytes += g.bytes;
+            used[i].blocks += g.blocks;
+            false
+        });
+    }
+    used.retain(|u| u.blocks > 0);
+    libc_groups.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then(a.example_address.cmp(&b.example_address))
+    });
     if let Some(f) = function {
         groups.retain(|g| {
             g.stack
@@ -510,6 +586,10 @@ fn summarize(
         possible: get(LeakKind::Possible),
         reachable: get(LeakKind::Reachable),
         groups,
+        libc,
+        libc_groups,
+        suppressed,
+        suppressions_used: used,
         scanned_bytes,
         root_bytes,
         scan_seconds: 0.0,

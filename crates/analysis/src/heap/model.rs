@@ -35,6 +35,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use leaktrail_format::MemoryMode;
 
+use crate::heap::exit_roots;
 use crate::Error;
 use leaktrail_recording::audit::{self, Audit, Block};
 use leaktrail_recording::snapshot::Thread;
@@ -138,6 +139,10 @@ pub enum AreaKind {
     Chunks,
     /// Other anonymous memory (a runtime's own heap, program mmaps).
     Anon,
+    /// A finished thread's stack that glibc keeps for reuse, with its
+    /// descriptor and static TLS: not a root (valgrind frees these through
+    /// `__libc_freeres` before it scans).
+    CachedStack,
     /// The tracer's audit region.
     Audit,
     /// A read-only or executable file mapping.
@@ -157,6 +162,7 @@ impl AreaKind {
             AreaKind::Arena => "arena",
             AreaKind::Chunks => "chunks",
             AreaKind::Anon => "anon",
+            AreaKind::CachedStack => "cached-stack",
             AreaKind::Audit => "audit",
             AreaKind::File => "file",
             AreaKind::Special => "special",
@@ -337,6 +343,9 @@ pub struct Heap<'a> {
     pub areas: Vec<Area>,
     /// [`ProcessImage::present`], kept for the scanners.
     present: Vec<(u64, u64)>,
+    /// Threads waiting in the tracer's hand-over, with the SP of the
+    /// program's frame below the tracer's (see `exit_roots`).
+    program_sp: HashMap<i32, u64>,
 }
 
 impl<'a> Heap<'a> {
@@ -355,7 +364,8 @@ impl<'a> Heap<'a> {
     /// and the mappings.
     pub fn new(image: &'a dyn ProcessImage, audit: Audit) -> Heap<'a> {
         let index = BlockIndex::new(&audit.live);
-        let areas = areas_of(image, &audit, &index);
+        let program_sp = exit_roots::program_frames(image);
+        let areas = areas_of(image, &audit, &index, &program_sp);
         Heap {
             image,
             memory: image.memory(),
@@ -363,6 +373,7 @@ impl<'a> Heap<'a> {
             index,
             areas,
             present: image.present(),
+            program_sp,
         }
     }
 
@@ -458,7 +469,12 @@ pub fn no_audit(snap: &Snapshot) -> Error {
     ))
 }
 
-fn areas_of(image: &dyn ProcessImage, audit: &Audit, index: &BlockIndex) -> Vec<Area> {
+fn areas_of(
+    image: &dyn ProcessImage,
+    audit: &Audit,
+    index: &BlockIndex,
+    program_sp: &HashMap<i32, u64>,
+) -> Vec<Area> {
     let mut raw = image.mappings();
     raw.sort_by_key(|m| m.start);
     // The kernel merges the tracer's anonymous mappings with neighbours of
@@ -498,8 +514,16 @@ fn areas_of(image: &dyn ProcessImage, audit: &Audit, index: &BlockIndex) -> Vec<
             .threads()
             .iter()
             .find(|t| start <= t.sp() && t.sp() < end)
-            .map(|t| (t.tid, t.sp()))
+            .map(|t| {
+                let sp = program_sp.get(&t.tid).copied().unwrap_or(t.sp());
+                (t.tid, sp)
+            })
     };
+    let thread_pointers: Vec<u64> = image
+        .threads()
+        .iter()
+        .map(|t| t.regs.get(REG_FS_BASE).copied().unwrap_or(0))
+        .collect();
     let holds_blocks = |start: u64, end: u64| {
         let i = index.first_at_or_after(start);
         i < index.len() && index.start(i) < end
@@ -526,6 +550,11 @@ fn areas_of(image: &dyn ProcessImage, audit: &Audit, index: &BlockIndex) -> Vec<
                 AreaKind::Arena
             } else if holds_blocks(start, end) {
                 AreaKind::Chunks
+            } else if writable
+                && path.is_empty()
+                && exit_roots::is_cached_stack(image.memory(), start, end, &thread_pointers)
+            {
+                AreaKind::CachedStack
             } else if region == Region::Heap {
                 // The classifier's arena heaps whose `heap_info` we could not
                 // read, holding no live block: malloc's memory, not a root.
@@ -713,7 +742,14 @@ impl Heap<'_> {
             self.image
                 .threads()
                 .iter()
-                .flat_map(|t| t.regs.iter().map(move |&r| (t.tid, r)))
+                .flat_map(|t| {
+                    let waiting = self.program_sp.contains_key(&t.tid);
+                    t.regs
+                        .iter()
+                        .enumerate()
+                        .filter(move |&(i, _)| !(waiting && exit_roots::is_tracers_register(i)))
+                        .map(move |(_, &r)| (t.tid, r))
+                })
                 .collect()
         } else {
             Vec::new()
@@ -857,6 +893,39 @@ mod tests {
         let (ranges, regs) = heap.root_ranges(&Roots::parse("globals").unwrap());
         assert_eq!(ranges.len(), 1);
         assert!(regs.is_empty());
+    }
+
+    #[test]
+    fn issue_11_a_finished_threads_cached_stack_is_not_a_root() {
+        use crate::synthetic::*;
+        for cached in [false, true] {
+            let mut b = HeapBuilder::new();
+            let a = b.block(64);
+            b.anon_word(a);
+            if cached {
+                // glibc's descriptor of a thread that ended: `tcb` and
+                // `self` hold its own address, no live thread's fs_base.
+                let tcb = ANON + 0x800;
+                b.write(tcb, tcb);
+                b.write(tcb + 16, tcb);
+            }
+            let s = b.build();
+            let heap = s.heap();
+            let area = heap.area_of(ANON).expect("anon area");
+            assert_eq!(area.kind == AreaKind::CachedStack, cached, "{area:?}");
+            let (ranges, _) = heap.root_ranges(&Roots::default());
+            let scanned = ranges.iter().any(|r| r.start <= ANON && ANON < r.end);
+            assert_eq!(scanned, !cached);
+        }
+        // A live thread's descriptor is its TLS, a root.
+        let mut b = HeapBuilder::new();
+        b.write(FS_BASE, FS_BASE);
+        b.write(FS_BASE + 16, FS_BASE);
+        let s = b.build();
+        assert!(matches!(
+            s.heap().area_of(FS_BASE).map(|a| &a.kind),
+            Some(AreaKind::Tls { .. })
+        ));
     }
 
     #[test]

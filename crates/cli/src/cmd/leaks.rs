@@ -22,18 +22,23 @@ of every reached buffer is tested against the live buffers of the audit:
   indirectly lost   only other lost buffers point to it
   possibly lost     reached, but only through pointers into its middle
   still reachable   a chain of pointers to its start leads to it from a root
+  libc internal     libc's, the loader's or the C++ runtime's own blocks of
+                    the kinds valgrind frees at exit (stdio buffers, time
+                    zone, DTVs): counted apart, never lost, --show-libc
 
 Examples:
   leaktrail leaks app.core
   leaktrail leaks app.core --function parse_request
   leaktrail leaks app.core --roots stacks,registers,globals   # ignore anon mmaps
   leaktrail leaks app.core --fail-on definite && echo clean   # exit 3 on leaks
+  leaktrail leaks app.core --suppressions my.supp --show-libc   # LSan or valgrind format
   leaktrail leaks app.core --json | jq '.groups[0].stack[0].function'")]
 pub struct Args {
     /// The snapshot (taken of a process started with `leaktrail run`).
     snap: PathBuf,
     /// Exit with status 3 if leaks of this kind or worse exist (with
-    /// --function, only among the groups it keeps).
+    /// --function, only among the groups it keeps; suppressed and libc
+    /// internal blocks never count).
     #[arg(long, value_parser = crate::cmd::spelled::<FailOn>(FailOn::NAMES))]
     fail_on: Option<FailOn>,
     /// Keep only groups whose allocation stack passes through a function
@@ -47,6 +52,17 @@ pub struct Args {
     /// Also list the still-reachable groups.
     #[arg(long)]
     reachable: bool,
+    /// Also list libc's own residue ("libc internal": stdio buffers,
+    /// time-zone data, DTVs, libstdc++'s emergency pool), which valgrind
+    /// frees at exit before it looks; it is never counted as lost.
+    #[arg(long)]
+    show_libc: bool,
+    /// Suppressions: LeakSanitizer's `leak:PATTERN` lines or valgrind's
+    /// `{ NAME Memcheck:Leak fun:... }` entries (repeatable; also the
+    /// files in LEAKTRAIL_SUPPRESSIONS, separated by `:`). Matched groups
+    /// are counted as suppressed, not lost, nor by --fail-on.
+    #[arg(long = "suppressions", value_name = "FILE")]
+    suppressions: Vec<PathBuf>,
     /// Scanning threads.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     threads: u32,
@@ -67,6 +83,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     opts.function = args.function;
     opts.threads = args.threads as usize;
     opts.symbolize_reachable = args.json || args.reachable;
+    let from_env = std::env::var_os("LEAKTRAIL_SUPPRESSIONS").unwrap_or_default();
+    for file in std::env::split_paths(&from_env)
+        .filter(|p| !p.as_os_str().is_empty())
+        .chain(args.suppressions)
+    {
+        opts.suppressions.read_file(&file)?;
+    }
     let mut found = leaks::find(&heap, &opts, &symbolizer);
     found.warnings.extend(symbolizer.warnings());
     let mut out = std::io::stdout().lock();
@@ -75,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         let mut r = render::LeaksOptions::default();
         r.reachable = args.reachable;
+        r.show_libc = args.show_libc;
         out.write_all(render::text(&found, &r).as_bytes())?;
     }
     out.flush()?;

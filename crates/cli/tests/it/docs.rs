@@ -211,6 +211,8 @@ fn placeholder(fx: &Fixture, word: &str, prev: &str, fresh: &mut dyn FnMut() -> 
         ("NAME", "--function") => "parse_headers".into(),
         ("FN" | "NAME", _) => "cache_response".into(),
         ("LIST", _) => "stacks,globals".into(),
+        // An example file of both formats, suppressing none of the demo's.
+        ("SUPP", _) => p(&repo_root().join("fixtures/leaktrail.supp")),
         ("M", "--mask") => "0xfffffffffffffff8".into(),
         ("M", _) => "0x7".into(),
         ("D", _) => "4096".into(),
@@ -370,6 +372,7 @@ const HELP_NOT_RUN: &[&str] = &[
     "-p 1234",
     "~/",
     "| man",
+    "my.supp",
 ];
 
 /// The `Examples:` of every subcommand's `--help`, comments removed.

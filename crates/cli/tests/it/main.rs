@@ -6,6 +6,7 @@
 
 mod analyses;
 mod cow;
+mod debug_files;
 mod docs;
 mod growth;
 mod hostile;
@@ -16,4 +17,5 @@ mod snapshot;
 mod support;
 mod symbols;
 mod tracer;
+mod valgrind;
 mod watch;

@@ -183,18 +183,31 @@ pub const MEMO_FRAMES: usize = 64;
 pub struct MemoFrame {
     pc: u64,
     sp: u64,
-    fp: u64,
+    /// `rbp` XORed with [`HIDE`]: see there.
+    hidden_fp: u64,
     fp_slot: u64,
 }
+
+/// The memo lives in the thread's TLS, which a leak check scans as a root;
+/// in code without frame pointers `rbp` is an ordinary register and may
+/// hold a pointer to one of the program's blocks, which the memo would keep
+/// "reachable" after the program dropped it (issue 11). Stored XORed with
+/// this, the value is a non-canonical address, never a pointer into
+/// anything; comparing costs one XOR.
+const HIDE: u64 = 0xa5a5_0000_0000_0000;
 
 impl MemoFrame {
     fn of(r: Regs, fp_slot: u64) -> Self {
         MemoFrame {
             pc: r.pc,
             sp: r.sp,
-            fp: r.fp,
+            hidden_fp: r.fp ^ HIDE,
             fp_slot,
         }
+    }
+
+    fn fp(&self) -> u64 {
+        self.hidden_fp ^ HIDE
     }
 }
 
@@ -219,7 +232,7 @@ impl Memo {
             frames: [MemoFrame {
                 pc: 0,
                 sp: 0,
-                fp: 0,
+                hidden_fp: HIDE,
                 fp_slot: 0,
             }; MEMO_FRAMES],
             len: 0,
@@ -235,7 +248,7 @@ impl Memo {
             *cursor += 1;
         }
         let f = self.frames.get(*cursor)?;
-        (*cursor < self.len && f.sp == r.sp && f.pc == r.pc && f.fp == r.fp).then_some(*cursor)
+        (*cursor < self.len && f.sp == r.sp && f.pc == r.pc && f.fp() == r.fp).then_some(*cursor)
     }
 
     /// If every stack word the previous unwind read above frame `j` still
@@ -258,7 +271,7 @@ impl Memo {
             if stack.read(return_address_slot(f.sp))? != f.pc {
                 return None;
             }
-            if f.fp_slot != 0 && stack.read(f.fp_slot)? != f.fp {
+            if f.fp_slot != 0 && stack.read(f.fp_slot)? != f.fp() {
                 return None;
             }
         }

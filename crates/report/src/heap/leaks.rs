@@ -13,6 +13,8 @@ use crate::text::bytes;
 pub struct LeaksOptions {
     /// Also list the groups that are still reachable.
     pub reachable: bool,
+    /// Also list libc's residue (`Leaks::libc_groups`).
+    pub show_libc: bool,
 }
 
 /// The summary, then each group: class, bytes, blocks, the oldest block
@@ -52,6 +54,42 @@ pub fn text(l: &Leaks, opts: &LeaksOptions) -> String {
             count(t.blocks)
         );
     }
+    if l.libc.blocks > 0 {
+        let _ = writeln!(
+            o,
+            "  {:<16} {:>14} bytes in {:>10} blocks (freed at exit by libc, not counted above{})",
+            "libc internal:",
+            count(l.libc.bytes),
+            count(l.libc.blocks),
+            if opts.show_libc {
+                ""
+            } else {
+                "; --show-libc lists them"
+            }
+        );
+    }
+    if l.suppressed.blocks > 0 {
+        let _ = writeln!(
+            o,
+            "  {:<16} {:>14} bytes in {:>10} blocks",
+            "suppressed:",
+            count(l.suppressed.bytes),
+            count(l.suppressed.blocks)
+        );
+    }
+    if !l.suppressions_used.is_empty() {
+        let _ = writeln!(o, "suppressions used:");
+        for u in &l.suppressions_used {
+            let _ = writeln!(
+                o,
+                "  {:>10} blocks {:>14} bytes  {} ({})",
+                count(u.blocks),
+                count(u.bytes),
+                u.name,
+                u.origin
+            );
+        }
+    }
     for w in &l.warnings {
         let _ = writeln!(o, "warning: {w}");
     }
@@ -89,6 +127,18 @@ pub fn text(l: &Leaks, opts: &LeaksOptions) -> String {
             o,
             "\n{}: {bytes}, oldest {:#x} ({} bytes)",
             g.kind.describe(),
+            g.example_address,
+            count(g.example_size)
+        );
+        stack(&mut o, &g.stack, "    ");
+    }
+    for g in l.libc_groups.iter().filter(|_| opts.show_libc) {
+        let _ = writeln!(
+            o,
+            "\nlibc internal ({}): {} bytes in {} blocks, oldest {:#x} ({} bytes)",
+            g.kind.describe(),
+            count(g.bytes),
+            count(g.blocks),
             g.example_address,
             count(g.example_size)
         );

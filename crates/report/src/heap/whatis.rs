@@ -81,6 +81,9 @@ pub fn line(w: &Whatis) -> String {
             "in anonymous memory beside mmap'd malloc chunks, not in a live buffer".to_string()
         }
         AreaKind::Tls { tid } => format!("in thread {tid}'s static TLS area"),
+        AreaKind::CachedStack => {
+            "in the stack of a finished thread, which glibc keeps for reuse".to_string()
+        }
         AreaKind::ModuleData => "in module data".to_string(),
         other => format!("in a {} mapping", other.name()),
     };

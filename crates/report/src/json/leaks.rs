@@ -15,6 +15,10 @@ pub struct LeaksDocument<'a> {
     possible: TallyRecord,
     reachable: TallyRecord,
     groups: Vec<LeakGroupRecord<'a>>,
+    libc_internal: TallyRecord,
+    libc_groups: Vec<LeakGroupRecord<'a>>,
+    suppressed: TallyRecord,
+    suppressions_used: Vec<SuppressionRecord<'a>>,
     scanned_bytes: u64,
     root_bytes: u64,
     scan_seconds: f64,
@@ -27,6 +31,15 @@ pub struct LeaksDocument<'a> {
 pub struct TallyRecord {
     bytes: u64,
     blocks: u64,
+}
+
+/// One suppression that matched, with what it suppressed.
+#[derive(Clone, Debug, Serialize)]
+pub struct SuppressionRecord<'a> {
+    name: &'a str,
+    origin: &'a str,
+    blocks: u64,
+    bytes: u64,
 }
 
 /// One group of blocks of one kind with one allocation stack.
@@ -81,6 +94,19 @@ impl<'a> From<&'a Leaks> for LeaksDocument<'a> {
             possible: l.possible.into(),
             reachable: l.reachable.into(),
             groups: l.groups.iter().map(LeakGroupRecord::from).collect(),
+            libc_internal: l.libc.into(),
+            libc_groups: l.libc_groups.iter().map(LeakGroupRecord::from).collect(),
+            suppressed: l.suppressed.into(),
+            suppressions_used: l
+                .suppressions_used
+                .iter()
+                .map(|u| SuppressionRecord {
+                    name: &u.name,
+                    origin: &u.origin,
+                    blocks: u.blocks,
+                    bytes: u.bytes,
+                })
+                .collect(),
             scanned_bytes: l.scanned_bytes,
             root_bytes: l.root_bytes,
             scan_seconds: l.scan_seconds,
@@ -103,6 +129,7 @@ fn kind_name(k: LeakKind) -> &'static str {
 mod tests {
     use super::*;
     use crate::json::golden::assert_json;
+    use leaktrail_analysis::suppressions::Used;
 
     #[test]
     fn leaks_document_fields() {
@@ -129,6 +156,14 @@ mod tests {
             scan_seconds: 0.5,
             scan_cpu_seconds: 0.25,
             warnings: vec!["w".into()],
+            suppressed: t(20, 2),
+            suppressions_used: vec![Used {
+                name: "leak:parse_".into(),
+                origin: "app.supp:3".into(),
+                blocks: 2,
+                bytes: 20,
+            }],
+            ..Leaks::default()
         };
         assert_json(
             &LeaksDocument::from(&leaks),
@@ -161,6 +196,23 @@ mod tests {
       "example_time_ns": 9,
       "stack_id": 2,
       "stack": []
+    }
+  ],
+  "libc_internal": {
+    "bytes": 0,
+    "blocks": 0
+  },
+  "libc_groups": [],
+  "suppressed": {
+    "bytes": 20,
+    "blocks": 2
+  },
+  "suppressions_used": [
+    {
+      "name": "leak:parse_",
+      "origin": "app.supp:3",
+      "blocks": 2,
+      "bytes": 20
     }
   ],
   "scanned_bytes": 100,

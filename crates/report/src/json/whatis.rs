@@ -74,6 +74,9 @@ pub enum AreaKindRecord {
     /// Other anonymous memory.
     #[serde(rename = "anon")]
     Anon,
+    /// A finished thread's stack glibc keeps for reuse.
+    #[serde(rename = "cached-stack")]
+    CachedStack,
     /// The tracer's audit region.
     #[serde(rename = "audit")]
     Audit,
@@ -115,6 +118,7 @@ impl From<&AreaKind> for AreaKindRecord {
             AreaKind::Arena => AreaKindRecord::Arena,
             AreaKind::Chunks => AreaKindRecord::Chunks,
             AreaKind::Anon => AreaKindRecord::Anon,
+            AreaKind::CachedStack => AreaKindRecord::CachedStack,
             AreaKind::Audit => AreaKindRecord::Audit,
             AreaKind::File => AreaKindRecord::File,
             AreaKind::Special => AreaKindRecord::Special,

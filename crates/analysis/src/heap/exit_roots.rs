@@ -1,0 +1,160 @@
+//! Roots as valgrind would see them at exit (issue 11): no frame of the
+//! tracer, no stack glibc keeps for a thread that has ended.
+//!
+//! **The tracer's frames.** The exit snapshot is taken while the thread
+//! that called `exit` (or returned from `main`) waits inside the tracer for
+//! the supervisor's go-ahead. The tracer's frames lie below the program's
+//! own, over stack the program used a moment before: an uninitialised slot
+//! or padding in them can hold a dead local of the program's, which would
+//! keep a lost block "reachable". So for a thread blocked in `read` whose
+//! innermost frames (after libc's syscall wrapper) are the tracer's, we
+//! walk its stack by CFI ([`Unwinder::walk`]) and start its stack root at
+//! the first frame below the tracer's: the program's frame that called
+//! `exit`, or libc's frame that called `main`. Its caller-saved registers
+//! are the tracer's and are dropped; the callee-saved ones are kept. We do
+//! this only for a thread waiting in a `read` (the hand-over's): a thread
+//! stopped inside an allocation hook may have spilled a register of the
+//! program's into the tracer's frame, which is live and must stay a root.
+//!
+//! **Dead threads.** glibc keeps the stacks of finished threads (with the
+//! thread descriptor and static TLS at their top) in a cache for the next
+//! `pthread_create`, and frees them only in `__libc_freeres`, which
+//! valgrind runs before its leak check. Such a stack is anonymous
+//! read-write memory holding no thread's stack pointer; it is recognised by
+//! the descriptor at its top: the TCB's first word (`tcb`) and third
+//! (`self`) both hold its own address, and no live thread's `fs_base` is
+//! that address.
+
+use std::collections::HashMap;
+
+use leaktrail_recording::snapshot::note::FileRange;
+use leaktrail_recording::snapshot::Thread;
+use leaktrail_recording::Memory;
+
+use crate::heap::libc_residue::is_runtime_module;
+use crate::heap::model::ProcessImage;
+use crate::unwind::Unwinder;
+
+/// `user_regs_struct` index of `orig_rax`: the system call a thread is in.
+const REG_ORIG_RAX: usize = 15;
+/// `user_regs_struct` indices of the caller-saved registers (r11, r10, r9,
+/// r8, rax, rcx, rdx, rsi, rdi, orig_rax).
+const CALLER_SAVED: std::ops::RangeInclusive<usize> = 6..=15;
+/// `read(2)`'s number on x86_64.
+const SYS_READ: u64 = 0;
+/// How far a walk looks for the end of the tracer's frames.
+const MAX_FRAMES: usize = 64;
+/// How far below the top of a mapping a thread descriptor is looked for
+/// (glibc's `struct pthread` is about 2.3 KiB; static TLS sits below it).
+const TCB_SEARCH: u64 = 16 << 10;
+
+/// File name of the tracer's library.
+fn is_tracer(path: &str) -> bool {
+    file_name(path).starts_with("libleaktrail_preload")
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Where each thread waiting in the tracer's hand-over starts its stack
+/// root: the program's frame below the tracer's, by thread id.
+pub fn program_frames(image: &dyn ProcessImage) -> HashMap<i32, u64> {
+    let waiting: Vec<&Thread> = image
+        .threads()
+        .iter()
+        .filter(|t| t.regs.get(REG_ORIG_RAX) == Some(&SYS_READ))
+        .collect();
+    if waiting.is_empty() {
+        return HashMap::new();
+    }
+    let files: Vec<FileRange> = image
+        .mappings()
+        .into_iter()
+        .filter(|m| m.path.starts_with('/'))
+        .map(|m| FileRange {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            path: m.path,
+        })
+        .collect();
+    if !files.iter().any(|f| is_tracer(&f.path)) {
+        return HashMap::new();
+    }
+    let path_of = |pc: u64| {
+        files
+            .iter()
+            .find(|f| f.start <= pc && pc < f.end)
+            .map(|f| f.path.as_str())
+    };
+    let unwinder = Unwinder::new(files.clone());
+    let mut out = HashMap::new();
+    for t in waiting {
+        let frames = unwinder.walk(image.memory(), &t.regs, MAX_FRAMES);
+        let mut i = 0;
+        while frames
+            .get(i)
+            .is_some_and(|f| path_of(f.pc).is_some_and(is_runtime_module))
+        {
+            i += 1;
+        }
+        let tracer_from = i;
+        while frames
+            .get(i)
+            .is_some_and(|f| path_of(f.pc).is_some_and(is_tracer))
+        {
+            i += 1;
+        }
+        // The program's frame: below at least one of the tracer's, and one
+        // the walk reached (its SP is the last tracer frame's CFA).
+        if i > tracer_from {
+            if let Some(f) = frames.get(i) {
+                out.insert(t.tid, f.sp);
+            }
+        }
+    }
+    out
+}
+
+/// Whether register `i` of a thread waiting in the hand-over is the
+/// tracer's (caller-saved, so clobbered by the tracer's own calls).
+pub fn is_tracers_register(i: usize) -> bool {
+    CALLER_SAVED.contains(&i)
+}
+
+/// Whether `[start, end)` (anonymous, read-write, holding no thread's SP)
+/// is a stack glibc cached for a thread that has ended: a thread
+/// descriptor near its top that no live thread's `fs_base` names.
+pub fn is_cached_stack(mem: &dyn Memory, start: u64, end: u64, live_tps: &[u64]) -> bool {
+    let from = end.saturating_sub(TCB_SEARCH).max(start);
+    let Some(bytes) = mem.borrow(from, end - from) else {
+        return false;
+    };
+    let word = |off: usize| {
+        bytes
+            .get(off..off + 8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])))
+    };
+    (0..bytes.len().saturating_sub(24)).step_by(8).any(|off| {
+        let at = from + off as u64;
+        word(off) == Some(at) && word(off + 16) == Some(at) && !live_tps.contains(&at)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_are_told_apart_by_file_name() {
+        assert!(is_tracer(
+            "/root/.cache/leaktrail/preload-ab12/libleaktrail_preload.so"
+        ));
+        assert!(is_runtime_module("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(is_runtime_module(
+            "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+        ));
+        assert!(!is_tracer("/usr/bin/app"));
+    }
+}
