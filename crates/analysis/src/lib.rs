@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod glibc;
 mod heap;
 pub mod investigation;
 mod node;
@@ -46,6 +47,7 @@ mod symbols;
 mod synthetic;
 
 pub use error::Error;
+pub use glibc::walk as heap_walk;
 pub use heap::model::{Area, AreaKind, BlockIndex, Heap, RootRange, Roots};
 pub use heap::{bufs, caches, dump, leaks, profile, refs, whatis};
 pub use node::owner;

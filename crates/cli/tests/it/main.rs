@@ -15,4 +15,5 @@ mod snapshot;
 mod support;
 mod symbols;
 mod tracer;
+mod walker;
 mod watch;
