@@ -103,3 +103,29 @@ fn walker_finds_exactly_the_audits_blocks_in_one_thread() {
 fn walker_finds_exactly_the_audits_blocks_across_threads_and_arenas() {
     assert_walk_agrees(&traced_mix(3), 3);
 }
+
+/// `leaks --json` of `core`: (definite bytes, blocks), (possible bytes,
+/// blocks), (reachable bytes, blocks).
+fn classes(core: &Path) -> [(u64, u64); 3] {
+    let l = support::json(leaktrail().arg("leaks").arg(core).arg("--json"));
+    let t = |k: &str| (u(&l[k]["bytes"]), u(&l[k]["blocks"]));
+    [t("definite"), t("possible"), t("reachable")]
+}
+
+#[test]
+fn issue_11_the_newest_block_leaked_is_definitely_lost_not_kept_by_mallocs_top() {
+    let exe = fixture("leaks_newest", &[]);
+    let dir = scratch("walker_newest");
+    // Traced: the audit's blocks, requested sizes.
+    let t = Target::start(true, &exe, &[]);
+    let core = dir.join("traced.core");
+    snapshot_of(t.pid, &core, &[]);
+    t.finish();
+    assert_eq!(classes(&core), [(40, 1), (0, 0), (400, 4)]);
+    // Untraced, gdb's gcore: the walker's blocks, with usable sizes (40
+    // for 40, 104 for 100).
+    let t = Target::start(false, &exe, &[]);
+    let core = support::gcore(t.pid, &dir.join("gcore"));
+    t.finish();
+    assert_eq!(classes(&core), [(40, 1), (0, 0), (416, 4)]);
+}
