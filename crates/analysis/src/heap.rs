@@ -12,4 +12,5 @@ pub mod leaks;
 pub mod model;
 pub mod profile;
 pub mod refs;
+pub mod types;
 pub mod whatis;

@@ -49,7 +49,7 @@ mod synthetic;
 pub use error::Error;
 pub use glibc::walk as heap_walk;
 pub use heap::model::{Area, AreaKind, BlockIndex, Heap, RootRange, Roots};
-pub use heap::{bufs, caches, dump, leaks, profile, refs, whatis};
+pub use heap::{bufs, caches, dump, leaks, profile, refs, types, whatis};
 pub use node::owner;
 pub use series::{growth, trend};
 pub use snapshot::summary::Summary;

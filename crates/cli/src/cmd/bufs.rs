@@ -47,13 +47,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let heap = Heap::open(&snap)?;
     let symbolizer = Symbolizer::for_snapshot(&snap);
     let group = args.group_by.is_some();
-    let found = bufs::select(
+    let mut found = bufs::select(
         &heap.audit,
         &filter,
         &symbolizer,
         group,
         !group && (!args.json || args.verbose),
     );
+    bufs::name_types(&heap, &symbolizer, &mut found);
     let mut out = std::io::stdout().lock();
     if args.json {
         out.write_all(json::to_string(&json::BufsDocument::from(&found))?.as_bytes())?;

@@ -129,3 +129,107 @@ fn issue_11_the_newest_block_leaked_is_definitely_lost_not_kept_by_mallocs_top()
     t.finish();
     assert_eq!(classes(&core), [(40, 1), (0, 0), (416, 4)]);
 }
+
+/// What `malloc_usable_size` gives a request of `n` bytes on x86_64
+/// glibc: the chunk (`n` + 8, rounded up to 16, at least 32) less 8.
+fn usable(n: u64) -> u64 {
+    ((n + 8 + 15) & !15).max(32) - 8
+}
+
+#[test]
+fn leaks_on_a_gcore_of_an_untraced_process_finds_the_known_lost_blocks() {
+    // leaks_roots, never traced: its leaks (fixtures/leaks_roots.c) are
+    // found from glibc's heap alone, with usable sizes.
+    let exe = fixture("leaks_roots", &[]);
+    let dir = scratch("walker_untraced_roots");
+    let t = Target::start(false, &exe, &[]);
+    let core = support::gcore(t.pid, &dir.join("gcore"));
+    t.finish();
+    let l = support::json(leaktrail().arg("leaks").arg(&core).arg("--json"));
+    let tally = |k: &str| (u(&l[k]["bytes"]), u(&l[k]["blocks"]));
+    // The cycle's leader, the tree's root, the two plain leaks.
+    let definite = usable(1006) + usable(1007) + 2 * usable(1010);
+    assert_eq!(tally("definite"), (definite, 4), "{l:#}");
+    // The cycle's other block and the tree's three children.
+    assert_eq!(tally("indirect"), (usable(1006) + 3 * usable(1008), 4));
+    let groups = l["groups"].as_array().expect("groups");
+    assert!(
+        groups
+            .iter()
+            .all(|g| g["stack"] == serde_json::json!([]) && g["stack_id"] == 0),
+        "walked blocks have no stacks"
+    );
+    // The tree's root owns its children: its group carries them.
+    let tree = groups
+        .iter()
+        .find(|g| g["kind"] == "definite" && u(&g["indirect_blocks"]) > 0)
+        .expect("a definite group owning indirect blocks");
+    assert_eq!(u(&tree["indirect_bytes"]), usable(1006) + 3 * usable(1008));
+    assert_eq!(tree["size_class"], 1024, "{tree:#}");
+}
+
+#[test]
+fn cpp_objects_in_an_untraced_heap_are_typed_by_their_class() {
+    let exe = fixture("walker_types", &[]);
+    let dir = scratch("walker_types");
+    let t = Target::start(false, &exe, &[]);
+    let widget = t
+        .run
+        .ready
+        .rsplit("widget=")
+        .next()
+        .expect("widget=")
+        .to_string();
+    let core = support::gcore(t.pid, &dir.join("gcore"));
+    t.finish();
+    // bufs: stackless buffers grouped by type (see fixtures/walker_types.cc).
+    let b =
+        support::json(
+            leaktrail()
+                .arg("bufs")
+                .arg(&core)
+                .args(["--group-by", "stack", "--json"]),
+        );
+    let group = |name: &str| {
+        let g = b["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .find(|g| g["type_name"] == name)
+            .unwrap_or_else(|| panic!("no {name} group in {b:#}"));
+        (u(&g["count"]), u(&g["bytes"]))
+    };
+    assert_eq!(group("Widget"), (4, 4 * usable(24)));
+    assert_eq!(group("geo::Circle"), (2, 2 * usable(16)));
+    assert_eq!(group("<C string>"), (1, usable(40)));
+    assert_eq!(group("<zero-filled>"), (1, usable(200)));
+    assert_eq!(group("<pointer array>"), (1, usable(32)));
+    // leaks: the one leaked Widget, by class.
+    let l = support::json(leaktrail().arg("leaks").arg(&core).arg("--json"));
+    let definite: Vec<&Value> = l["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter(|g| g["kind"] == "definite")
+        .collect();
+    assert_eq!(definite.len(), 1, "{l:#}");
+    assert_eq!(definite[0]["type_name"], "Widget");
+    assert_eq!(
+        (u(&definite[0]["bytes"]), u(&definite[0]["blocks"])),
+        (usable(24), 1)
+    );
+    // whatis: the type in text and JSON.
+    let text = support::stdout(leaktrail().arg("whatis").arg(&core).arg(&widget));
+    assert!(
+        text.contains("a live buffer of 24 bytes (Widget)"),
+        "{text}"
+    );
+    let w = support::json(
+        leaktrail()
+            .arg("whatis")
+            .arg(&core)
+            .arg(&widget)
+            .arg("--json"),
+    );
+    assert_eq!(w["buffer"]["type_name"], "Widget", "{w:#}");
+}
