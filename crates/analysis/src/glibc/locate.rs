@@ -227,7 +227,7 @@ fn words(mem: &dyn Memory, start: u64, end: u64) -> Option<Vec<u64>> {
 /// `main_arena` by its layout: an 8-aligned `malloc_state` in libc's data
 /// with an empty bin pointing at itself (`bin_at`, as every arena starts),
 /// whose `next` list comes back to it.
-fn scan_main_arena(mem: &dyn Memory, data: &[(u64, u64)]) -> Option<u64> {
+pub(crate) fn scan_main_arena(mem: &dyn Memory, data: &[(u64, u64)]) -> Option<u64> {
     for &(start, end) in data {
         let Some(w) = words(mem, start, end) else {
             continue;

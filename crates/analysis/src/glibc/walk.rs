@@ -152,7 +152,11 @@ type Seen = (u64, u64, bool);
 /// state cannot be found; a state that is found but inconsistent gives
 /// what is certain and says the rest in [`Walk::problems`].
 pub fn walk(image: &dyn ProcessImage, exclude: &[(u64, u64)]) -> Result<Walk, Error> {
-    let allocator = locate::locate(image)?;
+    Ok(walk_with(image, locate::locate(image)?, exclude))
+}
+
+/// [`walk`] with glibc's state already located.
+pub fn walk_with(image: &dyn ProcessImage, allocator: Allocator, exclude: &[(u64, u64)]) -> Walk {
     let mem = image.memory();
     let mut problems = Vec::new();
     let arenas = arena_list(mem, allocator.main_arena).unwrap_or_default();
@@ -373,7 +377,7 @@ pub fn walk(image: &dyn ProcessImage, exclude: &[(u64, u64)]) -> Result<Walk, Er
         chunks.sort_unstable_by_key(|c| c.addr);
     }
     state.sort_unstable();
-    Ok(Walk {
+    Walk {
         allocator,
         chunks,
         arenas: arenas.len(),
@@ -383,7 +387,7 @@ pub fn walk(image: &dyn ProcessImage, exclude: &[(u64, u64)]) -> Result<Walk, Er
         free_chunks,
         state,
         problems,
-    })
+    }
 }
 
 /// Each live thread's tcache struct (its user address), by thread id:
@@ -662,4 +666,197 @@ pub fn compare(walk: &[Chunk], live: &[Block]) -> Difference {
         }
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::glibc::locate::Source;
+    use crate::synthetic::*;
+
+    /// The thread-pointer offset of `tcache` in these tests.
+    const TPOFF: u64 = 0u64.wrapping_sub(0x100);
+
+    /// A main arena at DATA over a brk heap at BRK:
+    ///
+    /// | chunk | at    | size  | what                             |
+    /// |-------|-------|-------|----------------------------------|
+    /// | A     | +0    | 0x290 | the thread's tcache struct       |
+    /// | B     | +0x290| 0x30  | in use                           |
+    /// | C     | +0x2c0| 0x30  | free, in tcache bin 1            |
+    /// | D     | +0x2f0| 0x50  | free, in fastbin 3               |
+    /// | E     | +0x340| 0x40  | in use                           |
+    /// | F     | +0x380| 0x100 | free, in the unsorted bin        |
+    /// | G     | +0x480| 0x30  | in use (PREV_INUSE clear: F)     |
+    /// | top   | +0x4b0| 0x1000|                                  |
+    ///
+    /// and one mmapped chunk of a page at ANON.
+    fn glibc_heap() -> (HeapBuilder, [u64; 7]) {
+        let mut b = HeapBuilder::new();
+        let [a, bb, c, d, e, f, g, top] =
+            [0, 0x290, 0x2c0, 0x2f0, 0x340, 0x380, 0x480, 0x4b0].map(|o| BRK + o);
+        for (at, size) in [
+            (a, 0x291),
+            (bb, 0x31),
+            (c, 0x31),
+            (d, 0x51),
+            (e, 0x41),
+            (f, 0x101),
+            (g, 0x30),
+            (top, 0x1001),
+        ] {
+            b.write(at + 8, size);
+        }
+        b.write(g, 0x100); // F's footer
+                           // The tcache struct and its one entry, safe-linked to nothing.
+        b.write(FS_BASE.wrapping_add(TPOFF), a + CHUNK_HDR);
+        b.write_bytes(a + CHUNK_HDR + 2, &1u16.to_le_bytes());
+        b.write(a + CHUNK_HDR + TCACHE_ENTRIES + 8, c + CHUNK_HDR);
+        b.write(c + CHUNK_HDR, (c + CHUNK_HDR) >> 12);
+        // The arena: alone in its list, D in fastbin 3, F unsorted.
+        let m = DATA;
+        b.write(m + ARENA_NEXT, m);
+        b.write(m + ARENA_TOP, top);
+        b.write(m + ARENA_FASTBINS + 3 * 8, d);
+        b.write(d + CHUNK_HDR, (d + CHUNK_HDR) >> 12);
+        for i in 1..NBINS {
+            let head = bin_at(m, i);
+            let first = if i == 1 { f } else { head };
+            b.write(head + 16, first);
+            b.write(head + 24, first);
+        }
+        b.write(f + 16, bin_at(m, 1));
+        b.write(f + 24, bin_at(m, 1));
+        // An mmapped chunk: prev_size 0, a page, IS_MMAPPED.
+        b.write(ANON + 8, PAGE | IS_MMAPPED);
+        (b, [a, bb, c, d, e, f, g])
+    }
+
+    fn allocator() -> Allocator {
+        Allocator {
+            libc: "/lib/libc.so.6".into(),
+            main_arena: DATA,
+            mp: None,
+            tcache_tpoff: Some(TPOFF),
+            source: Source::Layout,
+        }
+    }
+
+    #[test]
+    fn a_walk_keeps_chunks_in_use_and_drops_tcache_fastbin_bin_top_and_state() {
+        let (b, [a, bb, _, _, e, _, g]) = glibc_heap();
+        let s = b.build();
+        let w = walk_with(&s.image, allocator(), &[]);
+        let got: Vec<(u64, u64, bool)> = w
+            .chunks
+            .iter()
+            .map(|c| (c.addr, c.size, c.mmapped))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (bb + 16, 0x28, false),
+                (e + 16, 0x38, false),
+                (g + 16, 0x28, false),
+                (ANON + 16, PAGE - 16, true),
+            ],
+            "{:?}",
+            w.problems
+        );
+        assert_eq!((w.tcache_chunks, w.fastbin_chunks), (1, 1));
+        assert_eq!(w.arenas, 1);
+        assert_eq!(w.heaps, 1);
+        assert!(w.state.contains(&(DATA, DATA + ARENA_SIZE)));
+        assert!(w.state.contains(&(a, a + 0x290)));
+        assert!(w.problems.is_empty(), "{:?}", w.problems);
+        // Walked blocks are an audit without stacks.
+        let audit = w.audit(7);
+        assert_eq!(audit.live.len(), 4);
+        assert!(audit.live.iter().all(|b| b.stack == StackId::NONE));
+        assert_eq!(audit.classes.iter().map(|c| c.live_count).sum::<u64>(), 4);
+    }
+
+    #[test]
+    fn a_size_that_does_not_fit_ends_the_heap_walk_and_is_reported() {
+        let (mut b, [_, _, _, _, e, _, _]) = glibc_heap();
+        b.write(e + 8, 0x7_0000_0041); // runs past the top chunk
+        let s = b.build();
+        let w = walk_with(&s.image, allocator(), &[]);
+        assert_eq!(
+            w.chunks.iter().filter(|c| !c.mmapped).count(),
+            1,
+            "only B is certain"
+        );
+        assert!(
+            w.problems
+                .iter()
+                .any(|p| p.contains(&format!("{e:#x}")) && p.contains("does not fit")),
+            "{:?}",
+            w.problems
+        );
+    }
+
+    #[test]
+    fn a_locked_arena_and_a_bad_tcache_list_are_reported() {
+        let (mut b, [_, _, c, ..]) = glibc_heap();
+        b.write(DATA + ARENA_MUTEX, 1);
+        b.write(c + CHUNK_HDR, ((c + CHUNK_HDR) >> 12) ^ 0x1234_5678); // junk next
+        let s = b.build();
+        let w = walk_with(&s.image, allocator(), &[]);
+        let text = w.problems.join("\n");
+        assert!(text.contains("main arena was locked"), "{text}");
+        assert!(text.contains("tcache bin 1 (count 1)"), "{text}");
+    }
+
+    #[test]
+    fn main_arena_is_found_by_its_layout() {
+        let (b, _) = glibc_heap();
+        let s = b.build();
+        let found = super::locate::scan_main_arena(&s.image, &[(DATA, DATA + 0x1000)]);
+        assert_eq!(found, Some(DATA));
+        assert_eq!(
+            super::locate::scan_main_arena(&s.image, &[(ANON, ANON + 0x1000)]),
+            None
+        );
+    }
+
+    #[test]
+    fn compare_matches_addresses_and_the_sizes_malloc_gives() {
+        let c = |addr, size, mmapped| Chunk {
+            addr,
+            size,
+            mmapped,
+        };
+        let b = |addr, size| Block {
+            addr,
+            size,
+            time_ns: 0,
+            stack: StackId(1),
+            tid: 1,
+        };
+        let walk = [
+            c(0x100, 40, false),
+            c(0x200, 56, false),
+            c(0x300, 4080, true),
+            c(0x400, 24, false),
+        ];
+        let live = [b(0x100, 33), b(0x200, 20), b(0x300, 3000), b(0x500, 8)];
+        let d = compare(&walk, &live);
+        assert_eq!(
+            d.size_mismatch,
+            vec![(0x200, 56, 20)],
+            "56 usable is not malloc(20)'s 24"
+        );
+        assert_eq!(d.only_walked, vec![(0x400, 24)]);
+        assert_eq!(d.only_audited, vec![(0x500, 8)]);
+        assert!(compare(&walk[..1], &live[..1]).is_empty());
+        assert_eq!(request2size(20), 32);
+        assert_eq!(
+            reveal(
+                0x5555_0000_2010,
+                (0x5555_0000_2010 >> 12) ^ 0x5555_0000_3000
+            ),
+            0x5555_0000_3000
+        );
+    }
 }

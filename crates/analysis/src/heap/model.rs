@@ -934,6 +934,24 @@ mod tests {
     }
 
     #[test]
+    fn mallocs_own_state_is_cut_out_of_the_roots() {
+        use crate::synthetic::*;
+        let s = HeapBuilder::new().build();
+        let mut heap = s.heap();
+        heap.allocator_state = vec![(DATA + 0x100, DATA + 0x200)];
+        let (ranges, _) = heap.root_ranges(&Roots::default());
+        let globals: Vec<(u64, u64)> = ranges
+            .iter()
+            .filter(|r| r.kind == "global")
+            .map(|r| (r.start, r.end))
+            .collect();
+        assert_eq!(
+            globals,
+            vec![(DATA, DATA + 0x100), (DATA + 0x200, DATA + 0x1000)]
+        );
+    }
+
+    #[test]
     fn a_block_of_brk_heap_memory_is_found_by_block_at() {
         use crate::synthetic::*;
         let mut b = HeapBuilder::new();
