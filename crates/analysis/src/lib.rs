@@ -1,6 +1,6 @@
 //! Pure analyses over leaktrail recordings and snapshots.
 //!
-//! The crate is five rooms, private, and this root is its interface:
+//! The crate is six rooms, private, and this root is its interface:
 //!
 //! * **snapshot views**: [`summary`] (`info`), [`maps_diff`] (the `pmap -x`
 //!   diff of two samples or snapshots), [`audit_dump`] (the audit with
@@ -11,6 +11,9 @@
 //!   [`leaks`] (reachability), [`caches`] (size classes), [`bufs`],
 //!   [`whatis`], [`refs`] (referrers and chains to a root), [`dump`], and
 //!   [`profile`] (live memory by allocation site).
+//! * **glibc**: [`heap_walk`], every malloc chunk in use from glibc's own
+//!   state (the blocks of an untraced process, and `info`'s check of an
+//!   audit); [`types`] says what a block holds.
 //! * **series** over time: [`trend`] (robust growth verdicts over a watch
 //!   series) and [`growth`] (which sites and size classes grow across
 //!   snapshots, ranked), on shared statistics; [`owner`] splits a Node.js

@@ -43,8 +43,9 @@ pub fn of(heap: &Heap<'_>, symbolizer: &Symbolizer, addr: u64, size: u64) -> Opt
     if n < 8 {
         return None;
     }
-    let mut buf = vec![0u8; n];
-    heap.memory.read(addr, &mut buf).ok()?;
+    let mut sample = [0u8; SAMPLE as usize];
+    let buf = &mut sample[..n];
+    heap.memory.read(addr, buf).ok()?;
     let word = |i: usize| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap_or_default());
     let first = word(0);
     if heap
