@@ -15,4 +15,5 @@ pub mod model;
 pub mod profile;
 pub mod refs;
 pub mod suppressions;
+pub mod types;
 pub mod whatis;

@@ -1,6 +1,6 @@
 //! Pure analyses over leaktrail recordings and snapshots.
 //!
-//! The crate is five rooms, private, and this root is its interface:
+//! The crate is six rooms, private, and this root is its interface:
 //!
 //! * **snapshot views**: [`summary`] (`info`), [`maps_diff`] (the `pmap -x`
 //!   diff of two samples or snapshots), [`audit_dump`] (the audit with
@@ -11,6 +11,9 @@
 //!   [`leaks`] (reachability), [`caches`] (size classes), [`bufs`],
 //!   [`whatis`], [`refs`] (referrers and chains to a root), [`dump`], and
 //!   [`profile`] (live memory by allocation site).
+//! * **glibc**: [`heap_walk`], every malloc chunk in use from glibc's own
+//!   state (the blocks of an untraced process, and `info`'s check of an
+//!   audit); [`types`] says what a block holds.
 //! * **series** over time: [`trend`] (robust growth verdicts over a watch
 //!   series) and [`growth`] (which sites and size classes grow across
 //!   snapshots, ranked), on shared statistics; [`owner`] splits a Node.js
@@ -36,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod glibc;
 mod heap;
 pub mod investigation;
 mod node;
@@ -46,9 +50,10 @@ mod symbols;
 mod synthetic;
 
 pub use error::Error;
+pub use glibc::walk as heap_walk;
 pub use heap::model::{Area, AreaKind, BlockIndex, Heap, RootRange, Roots};
 pub use heap::{
-    bufs, caches, dump, exit_roots, leaks, libc_residue, profile, refs, suppressions, whatis,
+    bufs, caches, dump, exit_roots, leaks, libc_residue, profile, refs, suppressions, types, whatis,
 };
 pub use node::owner;
 pub use series::{growth, trend};

@@ -2,7 +2,7 @@
 //! from the ELF files and JIT maps a process had ([`symbolize`]), and
 //! stopped threads' stacks walked in a snapshot ([`unwind`]).
 
-mod debuginfo;
+pub(crate) mod debuginfo;
 pub mod symbolize;
 pub mod unwind;
 

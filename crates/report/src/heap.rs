@@ -34,6 +34,19 @@ pub fn signed_count(n: i64) -> String {
     }
 }
 
+/// `, a Widget` / `, size class 128, <C string>`: what a block or group
+/// holds, for the end of its header line (empty when nothing is known).
+pub fn type_words(type_name: Option<&str>, size_class: Option<u64>) -> String {
+    let mut o = String::new();
+    if let Some(c) = size_class {
+        let _ = write!(o, ", size class {}", count(c));
+    }
+    if let Some(t) = type_name {
+        let _ = write!(o, ", {t}");
+    }
+    o
+}
+
 /// A stack, one frame a line, each line indented by `indent`.
 pub fn stack(out: &mut String, frames: &[Frame], indent: &str) {
     if frames.is_empty() {
@@ -93,6 +106,8 @@ mod tests {
                     ],
                     indirect_bytes: Some(0),
                     indirect_blocks: Some(0),
+                    type_name: None,
+                    size_class: None,
                 },
                 Group {
                     kind: LeakKind::Reachable,
@@ -105,6 +120,8 @@ mod tests {
                     stack: vec![frame(Some("cache_put"), FrameKind::Native)],
                     indirect_bytes: None,
                     indirect_blocks: None,
+                    type_name: None,
+                    size_class: None,
                 },
             ],
             scanned_bytes: 1 << 20,

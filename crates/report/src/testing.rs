@@ -38,6 +38,8 @@ pub fn group(
         }],
         indirect_bytes: definite.then_some(indirect),
         indirect_blocks: definite.then_some(indirect.min(1)),
+        type_name: None,
+        size_class: None,
     }
 }
 

@@ -5,6 +5,8 @@
 use leaktrail_format::StackId;
 use std::collections::HashMap;
 
+use crate::heap::model::Heap;
+use crate::heap::types;
 use crate::symbolize::{Frame, Symbolizer};
 use leaktrail_recording::audit::{Audit, Block};
 
@@ -41,6 +43,8 @@ pub struct Buf {
     pub tid: u32,
     /// Stack id.
     pub stack_id: StackId,
+    /// What it holds, when [`name_types`] could tell ([`crate::types`]).
+    pub type_name: Option<String>,
 }
 
 /// Buffers with one allocation stack.
@@ -56,6 +60,12 @@ pub struct StackGroup {
     pub example_address: u64,
     /// The stack, innermost first.
     pub stack: Vec<Frame>,
+    /// What its buffers hold ([`name_types`]): for buffers without stacks
+    /// (a heap walk's), which are grouped by it, theirs; else the oldest's.
+    pub type_name: Option<String>,
+    /// Groups of buffers without stacks that are no C++ class: their size
+    /// class, which groups them with the type hint.
+    pub size_class: Option<u64>,
 }
 
 /// What [`select`] found.
@@ -125,6 +135,7 @@ pub fn select(
             time_ns: b.time_ns,
             tid: b.tid,
             stack_id: canon.get(&b.stack).copied().unwrap_or(b.stack),
+            type_name: None,
         })
         .collect();
     let mut groups = Vec::new();
@@ -138,6 +149,8 @@ pub fn select(
                 count: 0,
                 example_address: b.addr,
                 stack: Vec::new(),
+                type_name: None,
+                size_class: None,
             });
             g.bytes += b.size;
             g.count += 1;
@@ -172,6 +185,52 @@ pub fn select(
         stacks,
         groups,
     }
+}
+
+/// Names what each buffer of `found` holds ([`crate::types::of`]). On a
+/// heap of blocks without stacks (a walk's) the groups by stack, which
+/// would be one, become groups by type: a C++ class each, else by size
+/// class and hint, by bytes.
+pub fn name_types(heap: &Heap<'_>, symbolizer: &Symbolizer, found: &mut Bufs) {
+    for b in &mut found.buffers {
+        b.type_name = types::of(heap, symbolizer, b.addr, b.size).map(|t| t.name());
+    }
+    if found.groups.is_empty() {
+        return;
+    }
+    if !heap.walked() {
+        for g in &mut found.groups {
+            let size = heap.block_at(g.example_address).map_or(0, |b| b.size);
+            g.type_name = types::of(heap, symbolizer, g.example_address, size).map(|t| t.name());
+        }
+        return;
+    }
+    let mut by: HashMap<(Option<String>, Option<u64>), StackGroup> = HashMap::new();
+    for b in &found.buffers {
+        let class = types::of(heap, symbolizer, b.addr, b.size);
+        let key = match class {
+            Some(types::BlockType::Class(_)) => (b.type_name.clone(), None),
+            _ => (b.type_name.clone(), Some(b.class)),
+        };
+        let g = by.entry(key.clone()).or_insert_with(|| StackGroup {
+            stack_id: StackId::NONE,
+            bytes: 0,
+            count: 0,
+            example_address: b.addr,
+            stack: Vec::new(),
+            type_name: key.0,
+            size_class: key.1,
+        });
+        g.bytes += b.size;
+        g.count += 1;
+        g.example_address = g.example_address.min(b.addr);
+    }
+    found.groups = by.into_values().collect();
+    found.groups.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then(a.example_address.cmp(&b.example_address))
+    });
 }
 
 #[cfg(test)]

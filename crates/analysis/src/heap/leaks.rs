@@ -29,6 +29,7 @@ use std::sync::{Condvar, Mutex};
 use crate::heap::libc_residue::{is_libc_residue, is_runtime_module};
 use crate::heap::model::{canonical_stacks, Heap, RootRange, Roots};
 use crate::heap::suppressions::{Suppressions, Used};
+use crate::heap::types;
 use crate::symbolize::{Frame, Symbolizer};
 use leaktrail_unwind_core::ReturnAddress;
 
@@ -69,6 +70,13 @@ pub struct Group {
     pub indirect_bytes: Option<u64>,
     /// Definitely lost groups: how many indirectly lost blocks they own.
     pub indirect_blocks: Option<u64>,
+    /// What its blocks hold, when their bytes say ([`crate::types`]): a
+    /// C++ class, or a hint. Stackless groups (a heap walk's) are one type
+    /// each; groups by stack show their oldest block's.
+    pub type_name: Option<String>,
+    /// Stackless groups that are no C++ class: their size class (largest
+    /// size), which groups them with the type hint.
+    pub size_class: Option<u64>,
 }
 
 impl Group {
@@ -422,6 +430,39 @@ pub fn find(heap: &Heap<'_>, opts: &LeaksOptions, symbolizer: &Symbolizer) -> Le
     l
 }
 
+/// A label per block of a heap walk, and the labels: (type, size class).
+/// A C++ class is its own label; other blocks are labelled by their size
+/// class and their hint, if any.
+#[allow(clippy::type_complexity)]
+fn type_labels(
+    heap: &Heap<'_>,
+    symbolizer: &Symbolizer,
+) -> (Vec<u32>, Vec<(Option<String>, Option<u64>)>) {
+    let mut names: Vec<(Option<String>, Option<u64>)> = Vec::new();
+    let mut ids: HashMap<(Option<String>, Option<u64>), u32> = HashMap::new();
+    let of = heap
+        .audit
+        .live
+        .iter()
+        .map(|b| {
+            let label = match types::of(heap, symbolizer, b.addr, b.size) {
+                Some(t @ types::BlockType::Class(_)) => (Some(t.name()), None),
+                t => (
+                    t.map(|t| t.name()),
+                    Some(leaktrail_format::class_size(leaktrail_format::class_of(
+                        b.size,
+                    ))),
+                ),
+            };
+            *ids.entry(label.clone()).or_insert_with(|| {
+                names.push(label);
+                (names.len() - 1) as u32
+            })
+        })
+        .collect();
+    (of, names)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn summarize(
     heap: &Heap<'_>,
@@ -435,21 +476,34 @@ fn summarize(
     root_bytes: u64,
 ) -> Leaks {
     let mut tallies = [Tally::default(); 4];
-    let mut index: HashMap<(LeakKind, StackId), usize> = HashMap::new();
+    let mut index: HashMap<(LeakKind, u32), usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     let canon = canonical_stacks(&heap.audit);
+    // Blocks with stacks group by stack; a heap walk's (no stacks) by
+    // type, else size class and hint.
+    let labels = heap.walked().then(|| type_labels(heap, symbolizer));
+    let key_of = |i: usize, b: &leaktrail_recording::audit::Block| -> u32 {
+        match &labels {
+            Some((of, _)) => of[i],
+            None => canon.get(&b.stack).copied().unwrap_or(b.stack).0,
+        }
+    };
     // Neighbouring blocks mostly share a stack and a class: remember the
     // last group instead of hashing 10 M times.
     let mut last: Option<(LeakKind, StackId, usize)> = None;
-    for (b, &k) in heap.audit.live.iter().zip(kinds) {
+    for (i, (b, &k)) in heap.audit.live.iter().zip(kinds).enumerate() {
         let t = &mut tallies[k as usize];
         t.bytes += b.size;
         t.blocks += 1;
         let gi = match last {
-            Some((lk, ls, gi)) if lk == k && ls == b.stack => gi,
+            Some((lk, ls, gi)) if lk == k && ls == b.stack && labels.is_none() => gi,
             _ => {
-                let stack = canon.get(&b.stack).copied().unwrap_or(b.stack);
-                let gi = *index.entry((k, stack)).or_insert_with(|| {
+                let key = key_of(i, b);
+                let gi = *index.entry((k, key)).or_insert_with(|| {
+                    let (type_name, size_class) = match &labels {
+                        Some((_, names)) => names[key as usize].clone(),
+                        None => (None, None),
+                    };
                     groups.push(Group {
                         kind: k,
                         bytes: 0,
@@ -457,10 +511,16 @@ fn summarize(
                         example_address: b.addr,
                         example_size: b.size,
                         example_time_ns: b.time_ns,
-                        stack_id: stack,
+                        stack_id: if labels.is_some() {
+                            StackId::NONE
+                        } else {
+                            StackId(key)
+                        },
                         stack: Vec::new(),
                         indirect_bytes: (k == LeakKind::Definite).then_some(0),
                         indirect_blocks: (k == LeakKind::Definite).then_some(0),
+                        type_name,
+                        size_class,
                     });
                     groups.len() - 1
                 });
@@ -483,11 +543,16 @@ fn summarize(
             continue;
         }
         let owner = &heap.audit.live[o as usize];
-        let stack = canon.get(&owner.stack).copied().unwrap_or(owner.stack);
-        if let Some(&gi) = index.get(&(LeakKind::Definite, stack)) {
+        if let Some(&gi) = index.get(&(LeakKind::Definite, key_of(o as usize, owner))) {
             let g = &mut groups[gi];
             *g.indirect_bytes.get_or_insert(0) += b.size;
             *g.indirect_blocks.get_or_insert(0) += 1;
+        }
+    }
+    if labels.is_none() {
+        for g in groups.iter_mut().filter(|g| g.kind != LeakKind::Reachable) {
+            g.type_name =
+                types::of(heap, symbolizer, g.example_address, g.example_size).map(|t| t.name());
         }
     }
     let mut libc = Tally::default();

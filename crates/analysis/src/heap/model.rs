@@ -36,6 +36,7 @@ use std::collections::{BTreeSet, HashMap};
 use leaktrail_format::MemoryMode;
 
 use crate::heap::exit_roots;
+use crate::heap_walk::{self, Walk};
 use crate::Error;
 use leaktrail_recording::audit::{self, Audit, Block};
 use leaktrail_recording::snapshot::Thread;
@@ -100,7 +101,7 @@ impl ProcessImage for Snapshot {
 
 /// `fs_base` in `user_regs_struct`: the thread pointer, where x86_64 puts
 /// the TCB with the static TLS block just below it.
-const REG_FS_BASE: usize = 21;
+pub(crate) const REG_FS_BASE: usize = 21;
 /// glibc's `HEAP_MAX_SIZE` on 64-bit: non-main arenas' heaps are mapped at
 /// this alignment and start with a `heap_info`.
 const ARENA_HEAP_ALIGN: u64 = 64 << 20;
@@ -346,16 +347,55 @@ pub struct Heap<'a> {
     /// Threads waiting in the tracer's hand-over, with the SP of the
     /// program's frame below the tracer's (see `exit_roots`).
     program_sp: HashMap<i32, u64>,
+    /// glibc malloc's own state (arenas' `malloc_state`, `mp_`, tcache
+    /// structs), `[start, end)` sorted: never a root.
+    pub allocator_state: Vec<(u64, u64)>,
+    /// When the blocks come from a walk of glibc's heap (an untraced
+    /// process), what the walk found besides them (its `chunks` emptied:
+    /// they are `audit.live`).
+    pub walk: Option<Walk>,
 }
 
 impl<'a> Heap<'a> {
     /// Decodes the audit of `snap` and classifies its memory. Fails with
     /// [`Error::Insufficient`] when the snapshot has no audit region (the
     /// process was not traced) and says what to run instead.
+    ///
+    /// Without an audit region (an untraced process: `leaktrail snapshot`
+    /// of a plain program, `gcore`, a kernel core) the blocks are glibc's
+    /// chunks in use, from a walk of its heap ([`crate::heap_walk`]):
+    /// without stacks, sizes the usable ones.
     pub fn open(snap: &'a Snapshot) -> Result<Heap<'a>, Error> {
         let pid = snap.pid().map(|p| p as u32);
-        let audit = audit::find(snap, pid)?.ok_or_else(|| no_audit(snap))?;
-        Ok(Heap::new(snap, audit))
+        if let Some(audit) = audit::find(snap, pid)? {
+            let mut heap = Heap::new(snap, audit);
+            heap.allocator_state = heap_walk::state(snap);
+            return Ok(heap);
+        }
+        if !snap
+            .metadata()
+            .is_none_or(|m| m.options.memory.keeps_memory())
+        {
+            return Err(no_audit(snap));
+        }
+        let mut walk = heap_walk::walk(snap, &[]).map_err(|e| {
+            Error::Insufficient(format!(
+                "{} has no leaktrail audit region and its malloc heap could not be walked: {e}; \
+                 start the program with `leaktrail run -- CMD`, then `leaktrail snapshot -p PID`",
+                snap.path().display()
+            ))
+        })?;
+        let audit = walk.audit(pid.unwrap_or(0));
+        walk.chunks = Vec::new();
+        let mut heap = Heap::new(snap, audit);
+        heap.allocator_state = walk.state.clone();
+        heap.walk = Some(walk);
+        Ok(heap)
+    }
+
+    /// Whether the blocks come from a heap walk (no stacks).
+    pub fn walked(&self) -> bool {
+        self.walk.is_some()
     }
 
     /// A heap over `image` whose live blocks (sorted by address, not
@@ -374,6 +414,8 @@ impl<'a> Heap<'a> {
             areas,
             present: image.present(),
             program_sp,
+            allocator_state: Vec::new(),
+            walk: None,
         }
     }
 
@@ -738,6 +780,7 @@ impl Heap<'_> {
                 }
             }
         }
+        let ranges = without(ranges, &self.allocator_state);
         let regs = if roots.registers {
             self.image
                 .threads()
@@ -756,6 +799,37 @@ impl Heap<'_> {
         };
         (ranges, regs)
     }
+}
+
+/// `ranges` with the parts inside any of `cuts` (sorted) removed: glibc's
+/// `malloc_state` keeps `top` just past the newest block, and scanning it
+/// as a root would keep a leaked newest block "possibly lost".
+fn without(ranges: Vec<RootRange>, cuts: &[(u64, u64)]) -> Vec<RootRange> {
+    if cuts.is_empty() {
+        return ranges;
+    }
+    let mut out = Vec::with_capacity(ranges.len() + cuts.len());
+    for r in ranges {
+        let mut at = r.start;
+        for &(cs, ce) in cuts.iter().filter(|&&(cs, ce)| cs < r.end && r.start < ce) {
+            if at < cs {
+                out.push(RootRange {
+                    start: at,
+                    end: cs,
+                    kind: r.kind,
+                });
+            }
+            at = at.max(ce);
+        }
+        if at < r.end {
+            out.push(RootRange {
+                start: at,
+                end: r.end,
+                kind: r.kind,
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -926,6 +1000,24 @@ mod tests {
             s.heap().area_of(FS_BASE).map(|a| &a.kind),
             Some(AreaKind::Tls { .. })
         ));
+    }
+
+    #[test]
+    fn mallocs_own_state_is_cut_out_of_the_roots() {
+        use crate::synthetic::*;
+        let s = HeapBuilder::new().build();
+        let mut heap = s.heap();
+        heap.allocator_state = vec![(DATA + 0x100, DATA + 0x200)];
+        let (ranges, _) = heap.root_ranges(&Roots::default());
+        let globals: Vec<(u64, u64)> = ranges
+            .iter()
+            .filter(|r| r.kind == "global")
+            .map(|r| (r.start, r.end))
+            .collect();
+        assert_eq!(
+            globals,
+            vec![(DATA, DATA + 0x100), (DATA + 0x200, DATA + 0x1000)]
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct BufferHit {
     pub stack_id: StackId,
     /// Its allocation stack.
     pub stack: Vec<Frame>,
+    /// What it holds, when its bytes say ([`crate::types`]).
+    pub type_name: Option<String>,
 }
 
 /// A thread stack an address lies in.
@@ -130,6 +132,7 @@ pub fn buffer_hit(heap: &Heap<'_>, symbolizer: &Symbolizer, b: &Block, addr: u64
         tid: b.tid,
         stack_id: b.stack,
         stack: symbolizer.stack_inlined(heap.audit.frames(b.stack)),
+        type_name: crate::heap::types::of(heap, symbolizer, b.addr, b.size).map(|t| t.name()),
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use leaktrail_recording::snapshot::metadata::{Module, RegionKind, SmapsSummary};
 
+use crate::heap_walk;
 use leaktrail_recording::{Region, Snapshot};
 
 /// The whole summary. Field names are part of `info --json`.
@@ -47,6 +48,9 @@ pub struct Summary {
     pub smaps: Option<SmapsSummary>,
     /// The tracer's audit region.
     pub audit: AuditSummary,
+    /// glibc's heap from its own state (`None` when the snapshot holds no
+    /// process memory).
+    pub heap_walk: Option<WalkSummary>,
     /// Anything odd about the file that did not stop us reading it.
     pub warnings: Vec<String>,
 }
@@ -98,6 +102,117 @@ pub struct AuditSummary {
     pub error: Option<String>,
 }
 
+/// glibc's heap walked from its own state, and how it compares with the
+/// audit (issue 12's self-check: on a traced process they must agree).
+#[derive(Clone, Debug, Default)]
+pub struct WalkSummary {
+    /// How glibc's state was found (`symbols` or `layout`).
+    pub source: String,
+    /// Arenas.
+    pub arenas: usize,
+    /// Heaps (the brk heap and each non-main one).
+    pub heaps: usize,
+    /// Chunks in use.
+    pub chunks: u64,
+    /// Their usable bytes.
+    pub bytes: u64,
+    /// Of them, glibc's own mmapped chunks.
+    pub mmapped: u64,
+    /// Free chunks in per-thread caches.
+    pub tcache_chunks: u64,
+    /// Free chunks in fastbins.
+    pub fastbin_chunks: u64,
+    /// Other free chunks (bins, top chunks).
+    pub free_chunks: u64,
+    /// What did not fit (a core taken mid-malloc), one line each.
+    pub problems: Vec<String>,
+    /// Why the heap could not be walked, when it could not.
+    pub error: Option<String>,
+    /// With an audit: how the walk and the audit's live set differ.
+    pub difference: Option<WalkDifference>,
+}
+
+/// How a walk and the audit differ: counts and the first few addresses.
+#[derive(Clone, Debug, Default)]
+pub struct WalkDifference {
+    /// Chunks in use the audit does not list.
+    pub only_walked: u64,
+    /// Audit blocks not in use in the walk.
+    pub only_audited: u64,
+    /// Chunks whose size is not the one malloc gives the audited size.
+    pub size_mismatch: u64,
+    /// Chunks in use the tracer allocated for itself before it recorded
+    /// (its module table): not a difference, counted apart.
+    pub tracer_own: u64,
+    /// The first few of each: (address, walked usable size, audited size;
+    /// 0 where that side has none).
+    pub examples: Vec<(u64, u64, u64)>,
+}
+
+/// How many addresses of each difference `info` shows.
+const DIFF_EXAMPLES: usize = 5;
+
+fn walk_summary(
+    snap: &Snapshot,
+    audit: Option<&leaktrail_recording::audit::Audit>,
+) -> Option<WalkSummary> {
+    if !snap
+        .metadata()
+        .is_none_or(|m| m.options.memory.keeps_memory())
+    {
+        return None;
+    }
+    let exclude = audit.map(|a| a.ranges.clone()).unwrap_or_default();
+    let w = match heap_walk::walk(snap, &exclude) {
+        Ok(w) => w,
+        Err(e) => {
+            return Some(WalkSummary {
+                error: Some(e.to_string()),
+                ..Default::default()
+            })
+        }
+    };
+    let difference = audit.map(|a| {
+        let mut d = heap_walk::compare(&w.chunks, &a.live);
+        let tracer = heap_walk::take_tracer_own(snap, &mut d.only_walked);
+        let mut examples: Vec<(u64, u64, u64)> = Vec::new();
+        examples.extend(
+            d.only_walked
+                .iter()
+                .take(DIFF_EXAMPLES)
+                .map(|&(a, s)| (a, s, 0)),
+        );
+        examples.extend(
+            d.only_audited
+                .iter()
+                .take(DIFF_EXAMPLES)
+                .map(|&(a, s)| (a, 0, s)),
+        );
+        examples.extend(d.size_mismatch.iter().take(DIFF_EXAMPLES).copied());
+        WalkDifference {
+            only_walked: d.only_walked.len() as u64,
+            only_audited: d.only_audited.len() as u64,
+            size_mismatch: d.size_mismatch.len() as u64,
+            tracer_own: tracer.len() as u64,
+            examples,
+        }
+    });
+    Some(WalkSummary {
+        source: w.allocator.source.name().into(),
+        arenas: w.arenas,
+        heaps: w.heaps,
+        chunks: w.chunks.len() as u64,
+        bytes: w.chunks.iter().map(|c| c.size).sum(),
+        mmapped: w.chunks.iter().filter(|c| c.mmapped).count() as u64,
+        tcache_chunks: w.tcache_chunks,
+        fastbin_chunks: w.fastbin_chunks,
+        free_chunks: w.free_chunks,
+        problems: w.problems,
+        error: None,
+        difference,
+    })
+}
+
 /// Describes the snapshot. Cheap except for the audit totals, which
 /// decode the region's tables.
 pub fn of(snap: &Snapshot) -> Summary {
@@ -122,6 +237,8 @@ pub fn of(snap: &Snapshot) -> Summary {
             signal: t.signal,
         })
         .collect();
+    let (audit, decoded) = audit_summary(snap);
+    let heap_walk = walk_summary(snap, decoded.as_ref());
     Summary {
         path: snap.path().display().to_string(),
         file_bytes: snap.file_bytes(),
@@ -155,7 +272,8 @@ pub fn of(snap: &Snapshot) -> Summary {
             .and_then(|m| m.perf_map.as_ref())
             .map(|p| p.lines().count()),
         smaps: meta.map(|m| m.smaps.clone()),
-        audit: audit_summary(snap),
+        audit,
+        heap_walk,
         warnings,
     }
 }
@@ -212,7 +330,7 @@ fn kinds(snap: &Snapshot) -> Vec<KindSummary> {
 
 /// The audit's totals, from `leaktrail_recording::audit`'s decoder:
 /// everything `info` says about the region is gathered here.
-fn audit_summary(snap: &Snapshot) -> AuditSummary {
+fn audit_summary(snap: &Snapshot) -> (AuditSummary, Option<leaktrail_recording::audit::Audit>) {
     let headers = snap.audit_headers();
     let mut s = AuditSummary {
         present: !headers.is_empty(),
@@ -220,7 +338,7 @@ fn audit_summary(snap: &Snapshot) -> AuditSummary {
         ..Default::default()
     };
     let Some(&first) = headers.first() else {
-        return s;
+        return (s, None);
     };
     // With several headers (a forked child's inherited copy beside its
     // own), the one written by this process is the one that counts.
@@ -241,7 +359,7 @@ fn audit_summary(snap: &Snapshot) -> AuditSummary {
             Err(_) => {}
         }
     }
-    if let Some(a) = chosen {
+    if let Some(a) = &chosen {
         s.error = None;
         s.live_blocks = Some(a.live.len() as u64);
         s.live_bytes = Some(a.live_bytes());
@@ -249,7 +367,7 @@ fn audit_summary(snap: &Snapshot) -> AuditSummary {
         s.dropped_allocs = Some(a.counters.dropped_allocs);
         s.busy_shards = Some(a.busy_shards);
     }
-    s
+    (s, chosen)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch.

@@ -640,7 +640,13 @@ impl Symbolizer {
             return None;
         }
         let syms = self.symbols(&m.path)?;
-        let bias = m.start.wrapping_sub(syms.vaddr_of_offset(m.offset)?);
+        // One bias for all of a file's mappings, from its first: a RELRO
+        // mapping's file page also holds the end of the read-only segment
+        // before it, so its own offset can name the wrong segment.
+        let first = self.mappings.iter().find(|f| f.path == m.path).unwrap_or(m);
+        let bias = first
+            .start
+            .wrapping_sub(syms.vaddr_of_offset(first.offset)?);
         let v = address.wrapping_sub(bias);
         if let Some((name, off)) = syms.object_at(v) {
             return Some((name.to_string(), off));

@@ -25,11 +25,13 @@ Examples:
   leaktrail bufs app.core --stack-contains parse_request --thread 4242
   leaktrail bufs app.core --group-by stack --json | jq '.groups[0]'")]
 pub struct Args {
-    /// The snapshot (taken of a process started with `leaktrail run`).
+    /// The snapshot (of a traced process, or of any process: its buffers
+    /// are then glibc's chunks in use, without stacks).
     snap: PathBuf,
     #[command(flatten)]
     filter: FilterArgs,
-    /// Group by allocation stack, largest first.
+    /// Group by allocation stack, largest first (buffers without stacks:
+    /// by type).
     #[arg(long, value_parser = ["stack"], value_name = "stack")]
     group_by: Option<String>,
     /// Print each buffer's whole stack.
@@ -47,13 +49,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let heap = Heap::open(&snap)?;
     let symbolizer = Symbolizer::for_snapshot(&snap);
     let group = args.group_by.is_some();
-    let found = bufs::select(
+    let mut found = bufs::select(
         &heap.audit,
         &filter,
         &symbolizer,
         group,
         !group && (!args.json || args.verbose),
     );
+    bufs::name_types(&heap, &symbolizer, &mut found);
     let mut out = std::io::stdout().lock();
     if args.json {
         out.write_all(json::to_string(&json::BufsDocument::from(&found))?.as_bytes())?;

@@ -128,8 +128,44 @@ fn text(s: &Summary) -> String {
                 .unwrap_or("its tables are not in this snapshot")
         );
     }
+    if let Some(w) = &s.heap_walk {
+        heap_walk(&mut o, w);
+    }
     for w in &s.warnings {
         let _ = writeln!(o, "warning    {w}");
     }
     o
+}
+
+fn heap_walk(o: &mut String, w: &leaktrail_analysis::summary::WalkSummary) {
+    if let Some(e) = &w.error {
+        let _ = writeln!(o, "malloc     not walked: {e}");
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "malloc     {} chunks in use, {} bytes ({} mmapped); {} arenas, {} heaps; free: {} in tcache, {} in fastbins, {} others (glibc state from {})",
+        w.chunks, w.bytes, w.mmapped, w.arenas, w.heaps, w.tcache_chunks, w.fastbin_chunks, w.free_chunks, w.source
+    );
+    if let Some(d) = &w.difference {
+        if d.only_walked + d.only_audited + d.size_mismatch == 0 {
+            let _ = writeln!(
+                o,
+                "  the walk and the audit agree on every live block ({} chunks are the tracer's own)",
+                d.tracer_own
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "  the walk and the audit differ: {} chunks in use not in the audit, {} audited blocks not in use, {} sizes that do not fit ({} chunks are the tracer's own)",
+                d.only_walked, d.only_audited, d.size_mismatch, d.tracer_own
+            );
+            for &(a, ws, aus) in &d.examples {
+                let _ = writeln!(o, "    {a:#x}  walked {ws}  audited {aus}");
+            }
+        }
+    }
+    for p in &w.problems {
+        let _ = writeln!(o, "  problem: {p}");
+    }
 }

@@ -25,6 +25,12 @@ of every reached buffer is tested against the live buffers of the audit:
   libc internal     libc's, the loader's or the C++ runtime's own blocks of
                     the kinds valgrind frees at exit (stdio buffers, time
                     zone, DTVs): counted apart, never lost, --show-libc
+malloc's own state (its arenas, mp_, the per-thread caches) is never a root.
+
+A snapshot of a process that was not started under the tracer (`leaktrail \
+snapshot -p PID` of any program, gdb's gcore, a kernel core) is read from \
+glibc's heap itself: the same classes, without stacks, grouped by type (a C++ \
+class by its vtable, else a size class and a hint such as <C string>).
 
 Examples:
   leaktrail leaks app.core
@@ -34,7 +40,8 @@ Examples:
   leaktrail leaks app.core --suppressions my.supp --show-libc   # LSan or valgrind format
   leaktrail leaks app.core --json | jq '.groups[0].stack[0].function'")]
 pub struct Args {
-    /// The snapshot (taken of a process started with `leaktrail run`).
+    /// The snapshot (of a process started with `leaktrail run`, or of any
+    /// process: see below).
     snap: PathBuf,
     /// Exit with status 3 if leaks of this kind or worse exist (with
     /// --function, only among the groups it keeps; suppressed and libc

@@ -24,7 +24,8 @@ Examples:
   leaktrail whatis app.core 0x55d0c2a41f30
   leaktrail whatis app.core 0x7f3a10c0 --json")]
 pub struct Args {
-    /// The snapshot (taken of a process started with `leaktrail run`).
+    /// The snapshot (of a traced process, or of any process: its buffers
+    /// are then glibc's chunks in use, without stacks).
     snap: PathBuf,
     /// The address (hex with 0x, or decimal).
     addr: String,

@@ -18,4 +18,5 @@ mod support;
 mod symbols;
 mod tracer;
 mod valgrind;
+mod walker;
 mod watch;

@@ -15,10 +15,11 @@ pub fn text(b: &Bufs, verbose: bool) -> String {
         for g in &b.groups {
             let _ = writeln!(
                 o,
-                "{} bytes in {} buffers, oldest {:#x}",
+                "{} bytes in {} buffers, oldest {:#x}{}",
                 count(g.bytes),
                 count(g.count),
-                g.example_address
+                g.example_address,
+                super::type_words(g.type_name.as_deref(), g.size_class)
             );
             stack(&mut o, &g.stack, "    ");
             o.push('\n');
@@ -26,7 +27,7 @@ pub fn text(b: &Bufs, verbose: bool) -> String {
     } else {
         let _ = writeln!(
             o,
-            "{:>18} {:>10} {:>8} {:>12} {:>8} {:>7}  function",
+            "{:>18} {:>10} {:>8} {:>12} {:>8} {:>7}  function / type",
             "address", "size", "class", "time (s)", "thread", "stack"
         );
         for buf in &b.buffers {
@@ -43,6 +44,7 @@ pub fn text(b: &Bufs, verbose: bool) -> String {
                 frames
                     .and_then(|f| f.first())
                     .map(|f| f.to_string())
+                    .or(buf.type_name.clone())
                     .unwrap_or_default()
             );
             if verbose {

@@ -125,10 +125,11 @@ pub fn text(l: &Leaks, opts: &LeaksOptions) -> String {
         };
         let _ = writeln!(
             o,
-            "\n{}: {bytes}, oldest {:#x} ({} bytes)",
+            "\n{}: {bytes}, oldest {:#x} ({} bytes){}",
             g.kind.describe(),
             g.example_address,
-            count(g.example_size)
+            count(g.example_size),
+            super::type_words(g.type_name.as_deref(), g.size_class)
         );
         stack(&mut o, &g.stack, "    ");
     }

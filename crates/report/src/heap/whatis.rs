@@ -17,8 +17,13 @@ pub fn line(w: &Whatis) -> String {
             .find(|f| f.function.is_some())
             .map(|f| format!(", allocated in {}", f.function.as_deref().unwrap_or("?")))
             .unwrap_or_default();
+        let kind = b
+            .type_name
+            .as_deref()
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default();
         return format!(
-            "{:#x} is {:#x}+{:#x}, a live buffer of {} bytes{top}",
+            "{:#x} is {:#x}+{:#x}, a live buffer of {} bytes{kind}{top}",
             w.address,
             b.addr,
             b.offset,

@@ -12,21 +12,23 @@ use super::SCHEMA_VERSION;
 #[derive(Clone, Debug, Serialize)]
 pub struct BufsDocument<'a> {
     schema_version: u32,
-    buffers: Vec<BufRecord>,
+    buffers: Vec<BufRecord<'a>>,
     bytes: u64,
     stacks: BTreeMap<u32, Vec<FrameRecord<'a>>>,
     groups: Vec<StackGroupRecord<'a>>,
 }
 
 /// One live buffer.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct BufRecord {
+#[derive(Clone, Debug, Serialize)]
+pub struct BufRecord<'a> {
     addr: u64,
     size: u64,
     class: u64,
     time_ns: u64,
     tid: u32,
     stack_id: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    type_name: Option<&'a str>,
 }
 
 /// The buffers with one allocation stack.
@@ -37,10 +39,14 @@ pub struct StackGroupRecord<'a> {
     count: u64,
     example_address: u64,
     stack: Vec<FrameRecord<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    type_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size_class: Option<u64>,
 }
 
-impl From<&Buf> for BufRecord {
-    fn from(b: &Buf) -> Self {
+impl<'a> From<&'a Buf> for BufRecord<'a> {
+    fn from(b: &'a Buf) -> Self {
         BufRecord {
             addr: b.addr,
             size: b.size,
@@ -48,6 +54,7 @@ impl From<&Buf> for BufRecord {
             time_ns: b.time_ns,
             tid: b.tid,
             stack_id: b.stack_id.0,
+            type_name: b.type_name.as_deref(),
         }
     }
 }
@@ -60,6 +67,8 @@ impl<'a> From<&'a StackGroup> for StackGroupRecord<'a> {
             count: g.count,
             example_address: g.example_address,
             stack: frame::stack(&g.stack),
+            type_name: g.type_name.as_deref(),
+            size_class: g.size_class,
         }
     }
 }
@@ -95,6 +104,7 @@ mod tests {
                 time_ns: 5,
                 tid: 7,
                 stack_id: leaktrail_format::StackId(10),
+                type_name: Some("Widget".into()),
             }],
             bytes: 24,
             stacks: [
@@ -109,6 +119,8 @@ mod tests {
                 count: 1,
                 example_address: 0x1000,
                 stack: vec![],
+                type_name: Some("<C string>".into()),
+                size_class: Some(32),
             }],
         };
         assert_json(
@@ -123,7 +135,8 @@ mod tests {
       "class": 32,
       "time_ns": 5,
       "tid": 7,
-      "stack_id": 10
+      "stack_id": 10,
+      "type_name": "Widget"
     }
   ],
   "bytes": 24,
@@ -137,7 +150,9 @@ mod tests {
       "bytes": 24,
       "count": 1,
       "example_address": 4096,
-      "stack": []
+      "stack": [],
+      "type_name": "<C string>",
+      "size_class": 32
     }
   ]
 }"#,

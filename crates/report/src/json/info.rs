@@ -1,6 +1,8 @@
 //! `info --json`.
 
-use leaktrail_analysis::summary::{AuditSummary, KindSummary, Summary, ThreadSummary};
+use leaktrail_analysis::summary::{
+    AuditSummary, KindSummary, Summary, ThreadSummary, WalkDifference, WalkSummary,
+};
 use leaktrail_recording::snapshot::metadata::{SmapsSummary, SmapsTotals};
 use leaktrail_recording::Module;
 use serde::Serialize;
@@ -30,7 +32,82 @@ pub struct InfoDocument<'a> {
     perf_map_lines: Option<usize>,
     smaps: Option<SmapsRecord<'a>>,
     audit: AuditRecord<'a>,
+    heap_walk: Option<WalkRecord<'a>>,
     warnings: &'a [String],
+}
+
+/// glibc's heap walked from its own state.
+#[derive(Clone, Debug, Serialize)]
+pub struct WalkRecord<'a> {
+    source: &'a str,
+    arenas: usize,
+    heaps: usize,
+    chunks: u64,
+    bytes: u64,
+    mmapped: u64,
+    tcache_chunks: u64,
+    fastbin_chunks: u64,
+    free_chunks: u64,
+    problems: &'a [String],
+    error: Option<&'a str>,
+    difference: Option<DifferenceRecord>,
+}
+
+/// How the walk and the audit differ.
+#[derive(Clone, Debug, Serialize)]
+pub struct DifferenceRecord {
+    only_walked: u64,
+    only_audited: u64,
+    size_mismatch: u64,
+    tracer_own: u64,
+    examples: Vec<DifferenceExample>,
+}
+
+/// One differing address.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct DifferenceExample {
+    address: u64,
+    walked_size: Option<u64>,
+    audited_size: Option<u64>,
+}
+
+impl<'a> From<&'a WalkSummary> for WalkRecord<'a> {
+    fn from(w: &'a WalkSummary) -> Self {
+        WalkRecord {
+            source: &w.source,
+            arenas: w.arenas,
+            heaps: w.heaps,
+            chunks: w.chunks,
+            bytes: w.bytes,
+            mmapped: w.mmapped,
+            tcache_chunks: w.tcache_chunks,
+            fastbin_chunks: w.fastbin_chunks,
+            free_chunks: w.free_chunks,
+            problems: &w.problems,
+            error: w.error.as_deref(),
+            difference: w.difference.as_ref().map(Into::into),
+        }
+    }
+}
+
+impl From<&WalkDifference> for DifferenceRecord {
+    fn from(d: &WalkDifference) -> Self {
+        DifferenceRecord {
+            only_walked: d.only_walked,
+            only_audited: d.only_audited,
+            size_mismatch: d.size_mismatch,
+            tracer_own: d.tracer_own,
+            examples: d
+                .examples
+                .iter()
+                .map(|&(address, w, a)| DifferenceExample {
+                    address,
+                    walked_size: (w > 0).then_some(w),
+                    audited_size: (a > 0 || w == 0).then_some(a),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One thread at the stop.
@@ -189,6 +266,7 @@ impl<'a> From<&'a Summary> for InfoDocument<'a> {
             perf_map_lines: s.perf_map_lines,
             smaps: s.smaps.as_ref().map(Into::into),
             audit: (&s.audit).into(),
+            heap_walk: s.heap_walk.as_ref().map(Into::into),
             warnings: &s.warnings,
         }
     }
@@ -256,6 +334,26 @@ mod tests {
                 busy_shards: Some(0),
                 error: None,
             },
+            heap_walk: Some(WalkSummary {
+                source: "symbols".into(),
+                arenas: 2,
+                heaps: 2,
+                chunks: 4,
+                bytes: 200,
+                mmapped: 1,
+                tcache_chunks: 5,
+                fastbin_chunks: 6,
+                free_chunks: 7,
+                problems: vec!["main arena was locked".into()],
+                error: None,
+                difference: Some(WalkDifference {
+                    only_walked: 1,
+                    only_audited: 0,
+                    size_mismatch: 0,
+                    tracer_own: 2,
+                    examples: vec![(0x6000, 40, 0)],
+                }),
+            }),
             warnings: vec![],
         };
         assert_json(
@@ -323,6 +421,34 @@ mod tests {
     "dropped_allocs": 0,
     "busy_shards": 0,
     "error": null
+  },
+  "heap_walk": {
+    "source": "symbols",
+    "arenas": 2,
+    "heaps": 2,
+    "chunks": 4,
+    "bytes": 200,
+    "mmapped": 1,
+    "tcache_chunks": 5,
+    "fastbin_chunks": 6,
+    "free_chunks": 7,
+    "problems": [
+      "main arena was locked"
+    ],
+    "error": null,
+    "difference": {
+      "only_walked": 1,
+      "only_audited": 0,
+      "size_mismatch": 0,
+      "tracer_own": 2,
+      "examples": [
+        {
+          "address": 24576,
+          "walked_size": 40,
+          "audited_size": null
+        }
+      ]
+    }
   },
   "warnings": []
 }"#,

@@ -57,6 +57,10 @@ pub struct LeakGroupRecord<'a> {
     indirect_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     indirect_blocks: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    type_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size_class: Option<u64>,
 }
 
 impl From<Tally> for TallyRecord {
@@ -81,6 +85,8 @@ impl<'a> From<&'a Group> for LeakGroupRecord<'a> {
             stack: frame::stack(&g.stack),
             indirect_bytes: g.indirect_bytes,
             indirect_blocks: g.indirect_blocks,
+            type_name: g.type_name.as_deref(),
+            size_class: g.size_class,
         }
     }
 }
@@ -150,6 +156,8 @@ mod tests {
                 stack: vec![],
                 indirect_bytes: None,
                 indirect_blocks: None,
+                type_name: None,
+                size_class: None,
             }],
             scanned_bytes: 100,
             root_bytes: 50,

@@ -161,6 +161,7 @@ mod tests {
                     tid: 7,
                     stack_id: leaktrail_format::StackId(1),
                     stack: vec![],
+                    type_name: None,
                 },
             }],
             levels: 1,

@@ -98,6 +98,8 @@ pub struct BufferHitRecord<'a> {
     tid: u32,
     stack_id: u32,
     stack: Vec<FrameRecord<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    type_name: Option<&'a str>,
 }
 
 /// A place on a thread's stack.
@@ -148,6 +150,7 @@ impl<'a> From<&'a BufferHit> for BufferHitRecord<'a> {
             tid: b.tid,
             stack_id: b.stack_id.0,
             stack: frame::stack(&b.stack),
+            type_name: b.type_name.as_deref(),
         }
     }
 }
@@ -211,6 +214,7 @@ pub(crate) mod tests {
                 tid: 7,
                 stack_id: leaktrail_format::StackId(3),
                 stack: vec![],
+                type_name: None,
             }),
             symbol: Some(("g_table".into(), 8)),
             code: None,

@@ -1,0 +1,97 @@
+//! What a block holds, when its bytes say so: a C++ object by the symbol of
+//! its vtable pointer (`_ZTV6Widget`+16 is a `Widget`), else a hint — a C
+//! string, an array of pointers, zeros. Blocks without stacks (a heap
+//! walk's) are grouped by it; every view shows it.
+
+use crate::heap::model::{AreaKind, Heap};
+use crate::symbolize::Symbolizer;
+
+/// What a block looks like.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BlockType {
+    /// A C++ object of this class (demangled), by its vtable.
+    Class(String),
+    /// Printable text ending in a NUL.
+    CString,
+    /// Words that are each zero or an address in the image, not all zero.
+    Pointers,
+    /// Only zero bytes (of the first [`SAMPLE`]).
+    Zeroed,
+}
+
+impl BlockType {
+    /// How views name it: the class, or `<C string>`, `<pointer array>`,
+    /// `<zero-filled>` for hints.
+    pub fn name(&self) -> String {
+        match self {
+            BlockType::Class(c) => c.clone(),
+            BlockType::CString => "<C string>".into(),
+            BlockType::Pointers => "<pointer array>".into(),
+            BlockType::Zeroed => "<zero-filled>".into(),
+        }
+    }
+}
+
+/// How many bytes of a block the hints read.
+pub const SAMPLE: u64 = 64;
+/// A C string has at least this many printable bytes before its NUL.
+const MIN_STRING: usize = 4;
+
+/// The type of the block `[addr, addr + size)`, if its bytes tell.
+pub fn of(heap: &Heap<'_>, symbolizer: &Symbolizer, addr: u64, size: u64) -> Option<BlockType> {
+    let n = size.min(SAMPLE) as usize;
+    if n < 8 {
+        return None;
+    }
+    let mut sample = [0u8; SAMPLE as usize];
+    let buf = &mut sample[..n];
+    heap.memory.read(addr, buf).ok()?;
+    let word = |i: usize| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+    let first = word(0);
+    if heap
+        .area_of(first)
+        .is_some_and(|a| matches!(a.kind, AreaKind::File | AreaKind::ModuleData))
+    {
+        if let Some(class) = vtable_class(symbolizer, first) {
+            return Some(BlockType::Class(class));
+        }
+    }
+    if buf.iter().all(|&b| b == 0) {
+        return Some(BlockType::Zeroed);
+    }
+    let text = buf
+        .iter()
+        .take_while(|&&b| b == b'\t' || b == b'\n' || (0x20..0x7f).contains(&b))
+        .count();
+    if text >= MIN_STRING && (buf.get(text) == Some(&0) || (text == n && size <= SAMPLE)) {
+        return Some(BlockType::CString);
+    }
+    let words = n / 8;
+    if words >= 2
+        && (0..words).all(|i| {
+            let v = word(i);
+            v == 0 || (v % 8 == 0 && heap.area_of(v).is_some())
+        })
+    {
+        return Some(BlockType::Pointers);
+    }
+    None
+}
+
+/// The class whose vtable `ptr` points into (`_ZTV<name>` at an offset
+/// past its offset-to-top and typeinfo words).
+fn vtable_class(symbolizer: &Symbolizer, ptr: u64) -> Option<String> {
+    let (name, off) = symbolizer.symbol(ptr)?;
+    if !name.starts_with("_ZTV") || off < 16 || off % 8 != 0 {
+        return None;
+    }
+    let demangled = addr2line::demangle_auto(std::borrow::Cow::Borrowed(name.as_str()), None);
+    // cpp_demangle spells a vtable `{vtable(Widget)}`; c++filt, `vtable for
+    // Widget`.
+    let class = demangled
+        .strip_prefix("{vtable(")
+        .and_then(|c| c.strip_suffix(")}"))
+        .or_else(|| demangled.strip_prefix("vtable for "))
+        .unwrap_or(&demangled);
+    Some(class.to_string())
+}
