@@ -2,6 +2,11 @@
 """Tracer overhead: untraced vs leaktrail (dwarf, fp) vs heaptrack, same run.
 
     python3 bench/tracer/run.py [--runs 5] [--pairs 2000000] [--threads 2]
+        [--preload NAME=LIB]...
+
+--preload adds configurations NAME-dwarf and NAME-none that run the same
+leaktrail with another build of the tracer (LEAKTRAIL_PRELOAD=LIB): the way
+to compare a change with its baseline in one run.
 
 Builds leaktrail in release mode and the C benchmark (bench/tracer/
 alloc_bench.c: THREADS threads, each recursing ~25 frames through code
@@ -60,24 +65,32 @@ def build(tmp, cargo):
     return exe
 
 
+# Other tracer builds to compare (NAME -> library), from --preload.
+PRELOADS = {}
+
+
 def wrap(config, argv, tmp):
+    """The command line and the environment for one configuration."""
+    env = dict(os.environ)
     if config == "untraced":
-        return argv
-    if config == "leaktrail-dwarf":
-        return [LEAKTRAIL, "run", "--no-record", "--unwind", "dwarf", "--"] + argv
-    if config == "leaktrail-fp":
-        return [LEAKTRAIL, "run", "--no-record", "--unwind", "fp", "--"] + argv
+        return argv, env
     if config == "heaptrack":
-        return ["heaptrack", "-o", os.path.join(tmp, "heaptrack.out")] + argv
+        return ["heaptrack", "-o", os.path.join(tmp, "heaptrack.out")] + argv, env
+    name, _, mode = config.rpartition("-")
+    if name != "leaktrail":
+        env["LEAKTRAIL_PRELOAD"] = PRELOADS[name]
+    if mode in ("dwarf", "fp", "none"):
+        return [LEAKTRAIL, "run", "--no-record", "--unwind", mode, "--"] + argv, env
     raise ValueError(config)
 
 
-def timed(cmd, tmp):
+def timed(config, argv, tmp):
     """Wall seconds and CPU seconds (user + system, of everything the
     command started: the program, a supervisor, heaptrack's interpreter)."""
+    cmd, env = wrap(config, argv, tmp)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp)
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp, env=env)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -95,7 +108,7 @@ def measure(name, argv, configs, runs, tmp):
     cpu = {c: [] for c in configs}
     for _ in range(runs):
         for c in configs:
-            w, u = timed(wrap(c, argv, tmp), tmp)
+            w, u = timed(c, argv, tmp)
             wall[c].append(w)
             cpu[c].append(u)
     return ({c: statistics.median(v) for c, v in wall.items()},
@@ -110,12 +123,21 @@ def main():
     ap.add_argument("--depth", type=int, default=25)
     ap.add_argument("--skip-real", action="store_true", help="only the C loop")
     ap.add_argument("--no-build", action="store_true", help="use the release build already in target/")
+    ap.add_argument("--preload", action="append", default=[], metavar="NAME=LIB",
+                    help="also run another tracer build (a baseline) as NAME-dwarf and NAME-none")
     args = ap.parse_args()
+    for p in args.preload:
+        name, _, lib = p.partition("=")
+        if not name or not lib or "-" in name:
+            sys.exit(f"--preload wants NAME=LIB (no '-' in NAME), got {p!r}")
+        PRELOADS[name] = os.path.abspath(lib)
     if not shutil.which("heaptrack"):
         sys.exit("heaptrack is not installed (apt-get install heaptrack)")
     tmp = tempfile.mkdtemp(prefix="leaktrail-bench-")
     exe = build(tmp, not args.no_build)
-    configs = ["untraced", "leaktrail-dwarf", "leaktrail-fp", "heaptrack"]
+    configs = ["untraced", "leaktrail-dwarf", "leaktrail-fp", "leaktrail-none", "heaptrack"]
+    for name in PRELOADS:
+        configs[-1:-1] = [f"{name}-dwarf", f"{name}-none"]
     argv = [exe, str(args.threads), str(args.pairs), str(args.depth)]
     med, cpu = measure("alloc_bench", argv, configs, args.runs, tmp)
     total_pairs = args.threads * args.pairs

@@ -15,6 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -194,7 +195,7 @@ pub fn spawn(mut cmd: Command, opts: &TraceOptions) -> Result<Traced, Error> {
     cmd.env("LD_PRELOAD", preload)
         .env(handover::UNWIND, opts.unwind.name())
         .env(handover::DEPTH, opts.depth.to_string())
-        .env(handover::SUPERVISOR_FD, theirs.as_raw_fd().to_string());
+        .env(handover::SUPERVISOR_FD, link_value(&theirs)?);
     let child = cmd
         .spawn()
         .map_err(|source| Error::Spawn { program, source })?;
@@ -236,6 +237,43 @@ fn forward_signals_to(pid: i32) {
     }
 }
 
+/// The [`handover::SUPERVISOR_FD`] value for the child's end: `FD:INODE`.
+fn link_value(theirs: &OwnedFd) -> Result<String, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::File::from(theirs.try_clone().map_err(|source| Error::Sys {
+        what: "duplicate the supervisor socket".into(),
+        source,
+    })?);
+    let meta = file.metadata().map_err(|source| Error::Sys {
+        what: "stat the supervisor socket".into(),
+        source,
+    })?;
+    Ok(format!("{}:{}", theirs.as_raw_fd(), meta.ino()))
+}
+
+/// Whether `pid` still runs and is not on its way out: some thread that is
+/// neither a zombie nor dead nor exiting (`PF_EXITING`, set as a thread
+/// enters the kernel's exit path, before its descriptors are closed).
+fn runs_on(pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_ascii_whitespace().collect())
+            .unwrap_or_default();
+        let state = fields.first().copied().unwrap_or("X");
+        let flags = fields
+            .get(6)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
+        !matches!(state, "Z" | "X" | "x") && flags & PF_EXITING == 0
+    })
+}
+
 /// A connected socket pair: ours closes on exec, theirs is inherited.
 fn socket_pair() -> Result<(UnixStream, OwnedFd), Error> {
     let mut fds = [0i32; 2];
@@ -264,7 +302,19 @@ impl Traced {
     /// tracer says: at its start (before the program's own code runs) and at
     /// the program's exit (paused in its exit path, heap intact). The tracer
     /// goes on when `on_notice` returns. Returns the child's status.
-    pub fn wait(mut self, mut on_notice: impl FnMut(Notice)) -> Result<ExitStatus, Error> {
+    pub fn wait(self, on_notice: impl FnMut(Notice)) -> Result<ExitStatus, Error> {
+        self.wait_or_cut(on_notice, |_| {})
+    }
+
+    /// [`Traced::wait`], calling `on_cut` (with the pid) if the program
+    /// closes its end of the link and runs on (daemons close every
+    /// descriptor): no hand-over can come after that.
+    fn wait_or_cut(
+        mut self,
+        mut on_notice: impl FnMut(Notice),
+        on_cut: impl FnOnce(i32),
+    ) -> Result<ExitStatus, Error> {
+        let pid = self.pid();
         if let Some(socket) = self.socket.take() {
             let mut writer = socket.try_clone().map_err(|source| Error::Sys {
                 what: "clone the supervisor socket".into(),
@@ -278,6 +328,9 @@ impl Traced {
                     on_notice(notice);
                     let _ = writer.write_all(b"k");
                 }
+            }
+            if runs_on(pid) {
+                on_cut(pid);
             }
         }
         self.child.wait().map_err(|source| Error::Sys {
@@ -335,6 +388,10 @@ type Stop = Arc<(Mutex<bool>, Condvar)>;
 
 /// A recording being made: the sampler thread, the snapshot timer.
 struct Recorder {
+    /// The process recorded.
+    pid: i32,
+    /// Its tracer's header address, which an exec changes.
+    header: Arc<AtomicU64>,
     dir: PathBuf,
     snapshots: Snapshots,
     watching: std::thread::JoinHandle<Result<crate::watch::Outcome, Error>>,
@@ -352,8 +409,9 @@ impl Recorder {
         opts: &RecordOptions,
         problems: &Arc<Mutex<Vec<String>>>,
     ) -> Result<Recorder, Error> {
-        let mut watch = WatchOptions::new(opts.interval, None, opts.out.clone());
-        watch.tracer_header = (header_addr != 0).then_some(header_addr);
+        let watch = WatchOptions::new(opts.interval, None, opts.out.clone());
+        watch.tracer_header.store(header_addr, Ordering::Relaxed);
+        let header = watch.tracer_header.clone();
         let watcher = Watcher::supervised(pid, watch)?;
         let dir = watcher.dir().to_path_buf();
         let stop_watch = watcher.stop_handle();
@@ -392,6 +450,8 @@ impl Recorder {
             })
         });
         Ok(Recorder {
+            pid,
+            header,
             dir,
             snapshots,
             watching,
@@ -441,36 +501,47 @@ impl Traced {
         mut at_exit: impl FnMut(ExitNotice),
     ) -> Result<Recorded, Error> {
         let problems = Arc::new(Mutex::new(Vec::<String>::new()));
-        let mut recorder: Option<Recorder> = None;
+        let recorder: std::cell::RefCell<Option<Recorder>> = Default::default();
         let mut failed: Option<Error> = None;
-        let status = self.wait(|notice| match notice {
-            Notice::Start(n) if recorder.is_none() && failed.is_none() => {
-                if n.header_addr == 0 {
+        // Set when the link was cut: the recording ended there.
+        let finished: std::cell::RefCell<Option<(PathBuf, Snapshots)>> = Default::default();
+        let status = self.wait_or_cut(
+            |notice| match notice {
+                Notice::Start(n) if n.header_addr == 0 => {
                     note(
                         &problems,
                         format!("the tracer in process {} has no audit region (it said why above): the recording has no audit", n.pid),
                     );
+                    start_recording(&recorder, &mut failed, n, &opts, &problems);
                 }
-                match Recorder::start(n.pid, n.header_addr, &opts, &problems) {
-                    Ok(r) => recorder = Some(r),
-                    Err(e) => failed = Some(e),
-                }
-            }
-            Notice::Start(_) => {}
-            Notice::Exit(n) => {
-                if let Some(r) = &recorder {
-                    if let Err(e) = snapshot::take_into(&r.snapshots, n.pid, &opts.snapshots, true)
-                    {
-                        note(&problems, format!("snapshot at exit: {e}"));
+                Notice::Start(n) => start_recording(&recorder, &mut failed, n, &opts, &problems),
+                Notice::Exit(n) => {
+                    if let Some(r) = recorder.borrow().as_ref().filter(|r| r.pid == n.pid) {
+                        if let Err(e) = snapshot::take_into(&r.snapshots, n.pid, &opts.snapshots, true) {
+                            note(&problems, format!("snapshot at exit: {e}"));
+                        }
                     }
+                    at_exit(n);
                 }
-                at_exit(n);
-            }
-        })?;
+            },
+            |pid| {
+                if let Some(r) = recorder.borrow_mut().take() {
+                    // Said at once: the program may run on for a long time.
+                    eprintln!(
+                        "leaktrail: process {pid} closed the tracer's link (it closes every descriptor, as daemons do): recording stopped there, the program runs on untouched"
+                    );
+                    *finished.borrow_mut() = Some(r.finish(&problems));
+                }
+            },
+        )?;
         if let Some(e) = failed {
             return Err(e);
         }
-        let Some(recorder) = recorder else {
+        let ended = match (recorder.into_inner(), finished.into_inner()) {
+            (Some(r), _) => Some(r.finish(&problems)),
+            (None, done) => done,
+        };
+        let Some((dir, snapshots)) = ended else {
             note(
                 &problems,
                 "the tracer never started in the program (a static binary, or one that clears LD_PRELOAD or LEAKTRAIL_SUPERVISOR_FD?): nothing was recorded".into(),
@@ -482,7 +553,6 @@ impl Traced {
                 problems: take(&problems),
             });
         };
-        let (dir, snapshots) = recorder.finish(&problems);
         // Only we reap the child, so only we know how it ended.
         if let Err(e) = crate::watch::record_exit_status(&dir, status) {
             note(&problems, format!("recording the exit status: {e}"));
@@ -493,6 +563,29 @@ impl Traced {
             dir: Some(dir),
             problems: take(&problems),
         })
+    }
+}
+
+/// At a tracer's `start` line: the first starts the recording; a later one
+/// from the same process is its new image after an exec (a wrapper such as
+/// `env`), whose audit region the recording follows. Lines from any other
+/// process (none should come) are answered and ignored.
+fn start_recording(
+    recorder: &std::cell::RefCell<Option<Recorder>>,
+    failed: &mut Option<Error>,
+    n: ExitNotice,
+    opts: &RecordOptions,
+    problems: &Arc<Mutex<Vec<String>>>,
+) {
+    let mut recorder = recorder.borrow_mut();
+    match recorder.as_ref() {
+        Some(r) if r.pid == n.pid => r.header.store(n.header_addr, Ordering::Relaxed),
+        Some(_) => {}
+        None if failed.is_some() => {}
+        None => match Recorder::start(n.pid, n.header_addr, opts, problems) {
+            Ok(r) => *recorder = Some(r),
+            Err(e) => *failed = Some(e),
+        },
     }
 }
 

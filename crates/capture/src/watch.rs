@@ -64,7 +64,9 @@ pub struct WatchOptions {
     /// learns it from the start hand-over): its mapping is then the
     /// tracer's, not the program's, also on kernels that do not show
     /// `[anon:leaktrail]` (see [`leaktrail_recording::maps::mark_tracer`]).
-    pub tracer_header: Option<u64>,
+    /// 0 when unknown; shared, because a process that execs gets a new
+    /// tracer with a new header, which `run` learns while this samples.
+    pub tracer_header: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for WatchOptions {
@@ -77,7 +79,7 @@ impl Default for WatchOptions {
             detail_every: 10,
             detail_gap: Duration::from_secs(60),
             quiet_target: false,
-            tracer_header: None,
+            tracer_header: Default::default(),
         }
     }
 }
@@ -418,7 +420,11 @@ impl Watcher {
                         Reading::Present(m) => m,
                         Reading::Gone => return Ok(EndReason::Exited),
                     };
-                    if let Some(header) = self.options.tracer_header {
+                    let header = self
+                        .options
+                        .tracer_header
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    if header != 0 {
                         // One read of the header (its descriptors name the
                         // tables), charged to the smaps budget with the rest.
                         let readable = maps.iter().map(|m| (m.start, m.end)).collect();

@@ -17,6 +17,12 @@
 //! hook-free init and exit paths, so [`Notice::encode`] fills a caller's
 //! fixed buffer and never allocates.
 //!
+//! The tracer waits at most [`HANDOVER_DEADLINE_MS`] for each answer, then
+//! drops the link and lets the program go on. A process that execs without
+//! forking first (a wrapper: `env`, `nice`, `stdbuf`) keeps the link: its
+//! new image writes its own `start` line, with its own header, and the
+//! supervisor follows it.
+//!
 //! ```
 //! use leaktrail_format::handover::{ExitNotice, Notice, LINE_BYTES};
 //! let n = Notice::Exit(ExitNotice { pid: 42, status: 3, header_addr: 0x7f00 });
@@ -71,9 +77,41 @@ pub const DEPTH: EnvName = EnvName(c"LEAKTRAIL_DEPTH");
 pub const DISABLE: EnvName = EnvName(c"LEAKTRAIL_DISABLE");
 /// Most bytes the audit region may occupy.
 pub const REGION_LIMIT: EnvName = EnvName(c"LEAKTRAIL_REGION_LIMIT");
-/// The tracer's end of the supervisor's socket; the tracer unsets it so
-/// that programs it execs do not talk to the supervisor.
+/// The tracer's end of the supervisor's socket, `FD:INODE` (see
+/// [`parse_link`]). It stays in the environment: the descriptor is closed
+/// on exec except when the process the supervisor launched execs (a
+/// wrapper such as `env`), so only that process's new image finds a
+/// descriptor with that inode, and goes on talking to the supervisor.
 pub const SUPERVISOR_FD: EnvName = EnvName(c"LEAKTRAIL_SUPERVISOR_FD");
+/// Milliseconds the tracer waits for the supervisor's answer at any
+/// hand-over before going on without it (default
+/// [`DEFAULT_DEADLINE_MS`]).
+pub const HANDOVER_DEADLINE_MS: EnvName = EnvName(c"LEAKTRAIL_HANDOVER_DEADLINE_MS");
+/// The default hand-over deadline: ten minutes, room for the final
+/// snapshot of a large heap.
+pub const DEFAULT_DEADLINE_MS: u64 = 600_000;
+
+/// Parses a [`SUPERVISOR_FD`] value: `FD:INODE` (or a bare `FD`, inode
+/// unknown).
+pub fn parse_link(value: &[u8]) -> Option<(i32, Option<u64>)> {
+    let (fd, inode) = match value.iter().position(|&b| b == b':') {
+        Some(i) => (&value[..i], Some(&value[i + 1..])),
+        None => (value, None),
+    };
+    let number = |digits: &[u8]| -> Option<u64> {
+        if digits.is_empty() || digits.len() > 19 {
+            return None;
+        }
+        digits.iter().try_fold(0u64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u64)
+        })
+    };
+    let fd = i32::try_from(number(fd)?).ok()?;
+    match inode {
+        Some(i) => Some((fd, Some(number(i)?))),
+        None => Some((fd, None)),
+    }
+}
 /// Where the supervisor looks for the tracer library first.
 pub const PRELOAD: EnvName = EnvName(c"LEAKTRAIL_PRELOAD");
 
@@ -316,10 +354,27 @@ mod tests {
     }
 
     #[test]
+    fn link_values() {
+        assert_eq!(parse_link(b"7:123456"), Some((7, Some(123456))));
+        assert_eq!(parse_link(b"7"), Some((7, None)));
+        for bad in [&b""[..], b":5", b"7:", b"x:1", b"7:1:2", b"99999999999"] {
+            assert_eq!(parse_link(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn env_names() {
         assert_eq!(UNWIND.as_str(), "LEAKTRAIL_UNWIND");
         assert_eq!(SUPERVISOR_FD.as_c_str(), c"LEAKTRAIL_SUPERVISOR_FD");
-        for name in [UNWIND, DEPTH, DISABLE, REGION_LIMIT, SUPERVISOR_FD, PRELOAD] {
+        for name in [
+            UNWIND,
+            DEPTH,
+            DISABLE,
+            REGION_LIMIT,
+            SUPERVISOR_FD,
+            HANDOVER_DEADLINE_MS,
+            PRELOAD,
+        ] {
             assert!(name.as_str().starts_with("LEAKTRAIL_"), "{name}");
             assert_eq!(name.as_str().as_bytes(), name.as_c_str().to_bytes());
         }

@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use leaktrail_format::handover::{self, ExitNotice, Notice};
 
 use crate::hooks::next_symbol;
-use crate::tracer::{SUPERVISOR_FD, SUPERVISOR_INODE};
+use crate::tracer::SUPERVISOR_FD;
 use crate::{region, sys};
 
 static DONE: AtomicBool = AtomicBool::new(false);
@@ -53,16 +53,11 @@ pub fn announce_start() {
 /// Writes the [`Notice`] line to the supervisor and waits for its one-byte
 /// answer. Nothing happens without a supervisor.
 fn tell_and_wait(kind: fn(ExitNotice) -> Notice, status: c_int) {
-    let fd = SUPERVISOR_FD.load(Ordering::Relaxed);
-    if fd < 0 {
+    // Not if the program closed our socket (daemons close every
+    // descriptor): the number may now be one of its own files.
+    let Some(fd) = crate::tracer::linked() else {
         return;
-    }
-    let ours = SUPERVISOR_INODE.load(Ordering::Relaxed);
-    if sys::file_identity(fd).map(|(_, inode)| inode) != Some(ours) {
-        // The program closed our socket (daemons close every descriptor);
-        // the number may now be one of its own files.
-        return;
-    }
+    };
     let notice = kind(ExitNotice {
         pid: sys::getpid() as i32,
         status,
@@ -70,8 +65,7 @@ fn tell_and_wait(kind: fn(ExitNotice) -> Notice, status: c_int) {
     });
     let mut line = [0u8; handover::LINE_BYTES];
     sys::write_all(fd, notice.encode(&mut line));
-    let mut ack = [0u8; 1];
-    sys::read(fd, &mut ack);
+    crate::tracer::await_answer(fd);
 }
 
 unsafe extern "C" fn main_then_hand_over(

@@ -416,3 +416,76 @@ pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
     thread::quietly(unwind::modules::closed);
     r
 }
+
+/// Around an exec of the process that holds the supervisor's link: the
+/// descriptor stays open into the new image (only for this exec), whose
+/// tracer takes the link up again, so `run -- env X=1 ./prog` records
+/// `prog`. Forked and spawned children never get it (their exec closes
+/// it, `fork` children close it at once). Restored if the exec fails.
+fn exec_keeping_link<R>(exec: impl FnOnce() -> R) -> R {
+    let fd = crate::tracer::linked();
+    if let Some(fd) = fd {
+        // SAFETY: fcntl on our own descriptor has no memory effects.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    }
+    let r = exec();
+    if let Some(fd) = fd {
+        // SAFETY: as above; the exec failed, we are still this image.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    r
+}
+
+type Argv = *const *const c_char;
+
+macro_rules! exec_hook {
+    ($(#[$doc:meta])* $name:ident, $cache:ident, ($($arg:ident: $ty:ty),*)) => {
+        static $cache: AtomicUsize = AtomicUsize::new(0);
+
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As for libc's.
+        #[cfg_attr(not(test), no_mangle)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> c_int {
+            let name = concat!(stringify!($name), "\0");
+            let Ok(cname) = core::ffi::CStr::from_bytes_with_nul(name.as_bytes()) else {
+                return -1;
+            };
+            let f = next_symbol(&$cache, cname);
+            if f == 0 {
+                sys::set_errno(libc::ENOSYS);
+                return -1;
+            }
+            // SAFETY: `f` is libc's function of this name and type.
+            let real: unsafe extern "C" fn($($ty),*) -> c_int = unsafe { core::mem::transmute(f) };
+            // SAFETY: forwarding the caller's arguments.
+            exec_keeping_link(|| unsafe { real($($arg),*) })
+        }
+    };
+}
+
+exec_hook!(
+    /// `execve(2)`, keeping the supervisor's link (see [`exec_keeping_link`]).
+    execve, REAL_EXECVE, (path: *const c_char, argv: Argv, envp: Argv)
+);
+exec_hook!(
+    /// `execv(3)`.
+    execv, REAL_EXECV, (path: *const c_char, argv: Argv)
+);
+exec_hook!(
+    /// `execvp(3)` (what `env`, `nice` and `stdbuf` call).
+    execvp, REAL_EXECVP, (file: *const c_char, argv: Argv)
+);
+exec_hook!(
+    /// `execvpe(3)`.
+    execvpe, REAL_EXECVPE, (file: *const c_char, argv: Argv, envp: Argv)
+);
+exec_hook!(
+    /// `fexecve(3)`.
+    fexecve, REAL_FEXECVE, (fd: c_int, argv: Argv, envp: Argv)
+);
+exec_hook!(
+    /// `execveat(2)`.
+    execveat, REAL_EXECVEAT, (dirfd: c_int, path: *const c_char, argv: Argv, envp: Argv, flags: c_int)
+);

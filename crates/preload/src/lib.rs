@@ -36,6 +36,8 @@
 //! * `LEAKTRAIL_DISABLE=1`: load but record nothing.
 //! * `LEAKTRAIL_REGION_LIMIT`: most bytes the region may occupy.
 //! * `LEAKTRAIL_SUPERVISOR_FD`: set by `leaktrail run` (see [`exit`]).
+//! * `LEAKTRAIL_HANDOVER_DEADLINE_MS`: how long a hand-over waits for
+//!   `leaktrail run`'s answer (10 minutes by default).
 #![deny(missing_docs)]
 
 pub mod exit;

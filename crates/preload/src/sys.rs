@@ -196,3 +196,22 @@ pub fn read_own(addr: u64, buf: &mut [u8]) -> bool {
     };
     n == buf.len() as i64
 }
+
+/// Waits up to `ms` milliseconds for `fd` to be readable (or at its end):
+/// `Some(true)` if it is, `Some(false)` on timeout or interruption, `None`
+/// on error.
+pub fn poll_in(fd: i32, ms: i32) -> Option<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd.
+    let r = unsafe { libc::syscall(libc::SYS_poll, &mut p as *mut libc::pollfd, 1usize, ms) };
+    match r {
+        -1 if errno() == libc::EINTR => Some(false),
+        -1 => None,
+        0 => Some(false),
+        _ => Some(true),
+    }
+}

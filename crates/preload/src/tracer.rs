@@ -32,6 +32,11 @@ pub static SUPERVISOR_FD: AtomicI32 = AtomicI32::new(-1);
 /// descriptor and opens a file that reuses the number must not get our
 /// hand-over line written into its file.
 pub static SUPERVISOR_INODE: AtomicU64 = AtomicU64::new(0);
+/// The process that holds the link (a `vfork` child shares our memory but
+/// not our descriptors).
+static LINK_PID: AtomicU32 = AtomicU32::new(0);
+/// How long each hand-over may wait for the supervisor.
+static DEADLINE_MS: AtomicU64 = AtomicU64::new(handover::DEFAULT_DEADLINE_MS);
 
 /// Reads the configuration, creates the region and builds the module
 /// table. Runs once, from the library's constructor.
@@ -62,19 +67,11 @@ pub fn init() {
         if let Some((_, end)) = crate::selfmaps::mapping_containing(sp) {
             thread::MAIN_STACK_TOP.store(end, Ordering::Relaxed);
         }
-        if let Some(fd) = env(handover::SUPERVISOR_FD).and_then(parse_u32) {
-            // Only the process the supervisor launched talks to it: programs
-            // it execs inherit the tracer but not the link.
-            // SAFETY: fcntl on a descriptor number has no memory effects;
-            // unsetenv runs before any other thread of the program exists.
-            unsafe {
-                libc::fcntl(fd as i32, libc::F_SETFD, libc::FD_CLOEXEC);
-                libc::unsetenv(handover::SUPERVISOR_FD.as_c_str().as_ptr());
-            }
-            if let Some((_, inode)) = sys::file_identity(fd as i32) {
-                SUPERVISOR_INODE.store(inode, Ordering::Relaxed);
-                SUPERVISOR_FD.store(fd as i32, Ordering::Relaxed);
-            }
+        if let Some(deadline) = env(handover::HANDOVER_DEADLINE_MS).and_then(parse_u64) {
+            DEADLINE_MS.store(deadline, Ordering::Relaxed);
+        }
+        if let Some((fd, inode)) = env(handover::SUPERVISOR_FD).and_then(handover::parse_link) {
+            link(fd, inode);
         }
         unwind::shared::init();
         unwind::modules::rebuild();
@@ -83,16 +80,14 @@ pub fn init() {
                 let mut digits = [0u8; 20];
                 let limit = decimal(region::LIMIT.load(Ordering::Relaxed), &mut digits);
                 let mut line = [0u8; 160];
-                let mut len = 0;
-                for part in [
-                    &b"leaktrail: the region limit (LEAKTRAIL_REGION_LIMIT="[..],
-                    limit,
-                    b" bytes) is too small for the audit region's first tables; not tracing\n",
-                ] {
-                    let n = part.len().min(line.len() - len);
-                    line[len..len + n].copy_from_slice(&part[..n]);
-                    len += n;
-                }
+                let len = concat(
+                    &mut line,
+                    &[
+                        b"leaktrail: the region limit (LEAKTRAIL_REGION_LIMIT=",
+                        limit,
+                        b" bytes) is too small for the audit region's first tables; not tracing\n",
+                    ],
+                );
                 say(&line[..len]);
             } else {
                 say(b"leaktrail: cannot map the audit region (out of memory); not tracing\n");
@@ -121,6 +116,89 @@ pub fn init() {
         });
         crate::exit::announce_start();
     });
+}
+
+/// Takes up the link to the supervisor on descriptor `fd`, if it is the
+/// socket with `inode`: the process the supervisor launched, or its new
+/// image after an exec (see [`crate::hooks::execve`]). A child the program
+/// forked or spawned finds the descriptor closed, or another file there.
+fn link(fd: i32, inode: Option<u64>) {
+    let Some((_, actual)) = sys::file_identity(fd) else {
+        return;
+    };
+    if inode.is_some_and(|i| i != actual) {
+        return;
+    }
+    // SAFETY: fcntl on a descriptor number has no memory effects.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    if inode.is_none() {
+        // A bare number names no socket for sure: only this process
+        // talks to it, not the programs it execs.
+        // SAFETY: unsetenv runs before any other thread of the program
+        // exists.
+        unsafe { libc::unsetenv(handover::SUPERVISOR_FD.as_c_str().as_ptr()) };
+    }
+    SUPERVISOR_INODE.store(actual, Ordering::Relaxed);
+    LINK_PID.store(sys::getpid(), Ordering::Relaxed);
+    SUPERVISOR_FD.store(fd, Ordering::Relaxed);
+}
+
+/// The supervisor's descriptor, if this process holds the link and the
+/// descriptor is still our socket (a program that closes every descriptor
+/// may have reused the number for a file of its own).
+pub fn linked() -> Option<i32> {
+    let fd = SUPERVISOR_FD.load(Ordering::Relaxed);
+    if fd < 0 || LINK_PID.load(Ordering::Relaxed) != sys::getpid() {
+        return None;
+    }
+    let ours = SUPERVISOR_INODE.load(Ordering::Relaxed);
+    (sys::file_identity(fd).map(|(_, inode)| inode) == Some(ours)).then_some(fd)
+}
+
+/// Waits for the supervisor's one-byte answer on `fd`, at most
+/// [`handover::HANDOVER_DEADLINE_MS`]. Past it, says so once, drops the
+/// link and lets the program go on.
+pub fn await_answer(fd: i32) {
+    let deadline_ms = DEADLINE_MS.load(Ordering::Relaxed);
+    let end =
+        sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_add(deadline_ms.saturating_mul(1_000_000));
+    loop {
+        let left_ms = end.saturating_sub(sys::clock_ns(libc::CLOCK_MONOTONIC)) / 1_000_000;
+        match sys::poll_in(fd, left_ms.min(i32::MAX as u64) as i32) {
+            Some(true) => {
+                let mut ack = [0u8; 1];
+                sys::read(fd, &mut ack);
+                return;
+            }
+            Some(false) if left_ms > 0 => continue,
+            _ => break,
+        }
+    }
+    let mut digits = [0u8; 20];
+    let ms = decimal(deadline_ms, &mut digits);
+    let mut line = [0u8; 160];
+    let len = concat(
+        &mut line,
+        &[
+            b"leaktrail: the supervisor (leaktrail run) did not answer within ",
+            ms,
+            b" ms; the program goes on without it\n",
+        ],
+    );
+    say(&line[..len]);
+    SUPERVISOR_FD.store(-1, Ordering::Relaxed);
+    sys::close(fd);
+}
+
+/// Writes `parts` one after another into `line`, cut at its end; the length.
+fn concat(line: &mut [u8], parts: &[&[u8]]) -> usize {
+    let mut len = 0;
+    for part in parts {
+        let n = part.len().min(line.len() - len);
+        line[len..len + n].copy_from_slice(&part[..n]);
+        len += n;
+    }
+    len
 }
 
 fn env(name: EnvName) -> Option<&'static [u8]> {

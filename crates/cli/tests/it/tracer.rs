@@ -478,6 +478,101 @@ fn a_program_that_reuses_the_supervisor_descriptor_gets_nothing_written_into_it(
 }
 
 #[test]
+fn a_program_that_execs_without_forking_is_followed_into_its_new_image() {
+    let exe = fixture("tracer_allocators", &[]);
+    let dir = scratch("tracer_follow_exec");
+    let (plain, _) = run_plain(&[path_str(&exe)]);
+    for wrapper in [&["env", "X=1"][..], &["nice"], &["stdbuf", "-o0"]] {
+        let argv: Vec<&str> = wrapper.iter().copied().chain([path_str(&exe)]).collect();
+        let (out, code, dump) = run_traced(&dir, &[], &argv);
+        assert_eq!((out.as_str(), code), (plain.as_str(), 0), "{wrapper:?}");
+        // The exit hand-over came from the program, not the wrapper.
+        let dump = dump.expect("dump");
+        let leaked = blocks_through(&dump, "leak_some");
+        assert_eq!(leaked.len(), 5, "{wrapper:?}: {leaked:?}");
+        assert!(leaked.iter().all(|b| b.0 == 333));
+    }
+    // Recorded: the final snapshot is the program's.
+    let rec = dir.join("rec");
+    let out = leaktrail()
+        .args(["run", "--every", "0", "--out"])
+        .arg(&rec)
+        .args(["--", "env", "X=1", path_str(&exe)])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let snaps: Vec<String> = std::fs::read_dir(rec.join("snapshots"))
+        .expect("snapshots")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".core"))
+        .collect();
+    assert_eq!(snaps, ["0001-exit.core"]);
+}
+
+#[test]
+fn a_program_that_cuts_the_link_runs_on_and_run_says_recording_stopped() {
+    let exe = robust();
+    let rec = scratch("tracer_cutlink").join("rec");
+    let mut run = Running::start_until(
+        leaktrail()
+            .args(["run", "--every", "0", "--out"])
+            .arg(&rec)
+            .args(["--", path_str(&exe), "cutlink"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null()),
+        Pipe::Stderr,
+        |line| line.contains("closed the tracer's link"),
+    );
+    assert!(run.ready.contains("recording stopped"), "{}", run.ready);
+    // The program waited for us only now: it runs on and ends its own way.
+    run.send(b"go\n");
+    let rest = run.rest();
+    assert_eq!(run.wait().code(), Some(5), "the program's own status");
+    assert!(
+        !rest.iter().any(|l| l.contains("closed the tracer's link")),
+        "said once: {rest:?}"
+    );
+    assert!(rec.join("snapshots").is_dir());
+}
+
+#[test]
+fn a_supervisor_that_never_answers_does_not_hold_the_program() {
+    // A stand-in for `leaktrail run` that reads the tracer's line and
+    // never answers: the program goes on after the hand-over deadline.
+    let exe = robust();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    // SAFETY: dup of our own descriptor; the copy is not close-on-exec.
+    let fd = unsafe { libc::dup(std::os::fd::AsRawFd::as_raw_fd(&theirs)) };
+    assert!(fd >= 0);
+    let inode = std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(format!("/proc/self/fd/{fd}")).expect("stat"),
+    );
+    let out = Command::new(&exe)
+        .arg("edges")
+        .env("LD_PRELOAD", preload_library())
+        .env("LEAKTRAIL_SUPERVISOR_FD", format!("{fd}:{inode}"))
+        .env("LEAKTRAIL_HANDOVER_DEADLINE_MS", "50")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the program");
+    // SAFETY: closing our copy.
+    unsafe { libc::close(fd) };
+    drop(theirs);
+    let (plain, plain_code) = run_plain(&[path_str(&exe), "edges"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), plain);
+    assert_eq!(out.status.code(), Some(plain_code));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("did not answer within 50 ms").count(),
+        1,
+        "once, at the start; the exit hand-over is not tried again: {stderr}"
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&ours), &mut line).expect("read");
+    assert!(line.starts_with("start "), "{line}");
+}
+
+#[test]
 fn a_full_region_stops_recording_says_so_once_and_the_program_goes_on() {
     let exe = robust();
     let (plain_out, plain_code) = run_plain(&[path_str(&exe), "full"]);
