@@ -644,6 +644,13 @@ fn summarize(
             heap.audit.busy_shards
         ));
     }
+    if let Some(w) = &heap.walk {
+        warnings.push(format!(
+            "no audit region: these are glibc's chunks in use, from its own state (found by {}), without allocation stacks",
+            w.allocator.source.name()
+        ));
+        warnings.extend(w.problems.iter().map(|p| format!("glibc's heap: {p}")));
+    }
     let get = |k: LeakKind| tallies[k as usize];
     Leaks {
         definite: get(LeakKind::Definite),
