@@ -100,10 +100,15 @@ pub struct Investigation {
 /// The short answer: what grows, who allocates it, what is truly lost.
 #[derive(Clone, Debug)]
 pub struct Diagnosis<'a> {
-    /// The size class that grows most steadily (score above 0).
+    /// The size class that grows most steadily, when its growth is
+    /// significant (see [`crate::growth`]).
     pub class: Option<&'a ClassGrowth>,
-    /// The strongest growth suspect (score above 0).
+    /// The strongest growth suspect, when its growth is significant: above
+    /// the noise of the whole heap by a statistic, not a byte constant.
     pub suspect: Option<&'a Suspect>,
+    /// Whether growth was compared at all, and over how many snapshots
+    /// with what noise: `(snapshots, noise bytes)`.
+    pub compared: Option<(usize, f64)>,
     /// Every definitely lost site (group), ranked by its loss record's
     /// total (its bytes and the indirectly lost bytes it owns), largest
     /// first; empty when nothing is lost or findleaks did not run.
@@ -155,7 +160,7 @@ impl Investigation {
     /// The short answer, picked from the analyses.
     pub fn diagnosis(&self) -> Diagnosis<'_> {
         let g = self.growth.as_ref();
-        let suspect = g.and_then(|g| g.suspects.first().filter(|s| s.score > 0.0));
+        let suspect = g.and_then(|g| g.suspects.first().filter(|s| s.stats.significant));
         let suspect_reachable = match (suspect, &self.leaks) {
             (Some(s), Some(l)) => {
                 // Findleaks may expand inlined calls; profiles do not.
@@ -172,8 +177,9 @@ impl Investigation {
             _ => None,
         };
         Diagnosis {
-            class: g.and_then(|g| g.classes.first().filter(|c| c.stats.score > 0.0)),
+            class: g.and_then(|g| g.classes.first().filter(|c| c.stats.significant)),
             suspect,
+            compared: g.map(|g| (g.snapshots.len(), g.noise_bytes)),
             suspect_reachable,
             lost: self
                 .leaks
@@ -197,7 +203,7 @@ fn read(path: &Path) -> Result<Read, Error> {
     let snap = Snapshot::open(path)?;
     let audit = profile::audit_of(&snap)?;
     let symbolizer = Symbolizer::for_snapshot(&snap);
-    let profile = Profile::from_blocks(&snap, &audit, &symbolizer, profile::pairs(&audit.live));
+    let profile = crate::jitdump::profile(&snap, &audit, &symbolizer, &audit.live);
     let meta = snap.metadata();
     // Only the per-class counters are needed from here on; the live table
     // (32 bytes a buffer) and the stacks would make memory grow with the

@@ -55,9 +55,9 @@ pub use heap::model::{Area, AreaKind, BlockIndex, Heap, RootRange, Roots};
 pub use heap::{
     bufs, caches, dump, exit_roots, leaks, libc_residue, profile, refs, suppressions, types, whatis,
 };
-pub use node::owner;
+pub use node::{jitdump, owner};
 pub use series::{growth, trend};
 pub use snapshot::summary::Summary;
 pub use snapshot::{audit_dump, maps_diff, summary};
 pub use symbols::symbolize::{Frame, FrameKind, Symbolizer};
-pub use symbols::{symbolize, unwind};
+pub use symbols::{plumbing, symbolize, unwind};

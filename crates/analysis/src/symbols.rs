@@ -3,6 +3,7 @@
 //! stopped threads' stacks walked in a snapshot ([`unwind`]).
 
 pub(crate) mod debuginfo;
+pub mod plumbing;
 pub mod symbolize;
 pub mod unwind;
 

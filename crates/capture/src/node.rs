@@ -5,14 +5,51 @@
 //! which every snapshot copies, and `--interpreted-frames-native-stack`
 //! gives interpreted functions a frame of their own code too, so they
 //! appear in native stacks instead of as one anonymous interpreter frame.
-//! Both files V8 leaves behind are removed once the run is over.
+//! `--perf-prof` makes it write `./jit-PID.dump` as well: the same code
+//! objects with the time each was made and, for optimized code, the line
+//! and column of each call (inlined calls included). Perf-map lines have
+//! no time, and V8 reuses code addresses; the jitdump tells which function
+//! was at an address when a block was allocated. When the run is over the
+//! jitdump is moved into the recording ([`keep_jitdump`]) and the rest V8
+//! left behind is removed.
 
 use std::path::Path;
 
 pub use leaktrail_recording::is_node;
 
 /// The flags `leaktrail run` adds to a Node.js command line.
-pub const SYMBOL_FLAGS: [&str; 2] = ["--perf-basic-prof", "--interpreted-frames-native-stack"];
+pub const SYMBOL_FLAGS: [&str; 3] = [
+    "--perf-basic-prof",
+    "--perf-prof",
+    "--interpreted-frames-native-stack",
+];
+
+/// Where `--perf-prof` writes process `pid`'s jitdump: its working
+/// directory, which `leaktrail run` shares.
+pub fn jitdump_path(pid: i32, cwd: &Path) -> std::path::PathBuf {
+    cwd.join(format!("jit-{pid}.dump"))
+}
+
+/// Moves process `pid`'s jitdump from `cwd` into the recording `dir` as
+/// `jit.dump` (mode 0600, like everything a recording holds), copying when
+/// the two are on different file systems. `Ok(false)` when there is none.
+pub fn keep_jitdump(pid: i32, cwd: &Path, dir: &Path, name: &str) -> std::io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    let from = jitdump_path(pid, cwd);
+    if !from.is_file() {
+        return Ok(false);
+    }
+    let to = dir.join(name);
+    std::fs::set_permissions(&from, std::fs::Permissions::from_mode(0o600))?;
+    if std::fs::rename(&from, &to).is_err() {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::copy(&from, &tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&tmp, &to)?;
+        std::fs::remove_file(&from)?;
+    }
+    Ok(true)
+}
 
 /// `argv` with [`SYMBOL_FLAGS`] inserted right after the program, leaving
 /// out any the user already gave.
@@ -28,11 +65,16 @@ pub fn with_symbol_flags(argv: &[String]) -> Vec<String> {
     out
 }
 
-/// Removes what `--perf-basic-prof` (and `--prof`/`--log`, if the user
-/// added them) left behind for process `pid`: `/tmp/perf-PID.map`, and
-/// `isolate-0x…-PID-…v8.log` files in `cwd`. Returns what was removed.
+/// Removes what `--perf-basic-prof` and `--perf-prof` (and `--prof`/`--log`,
+/// if the user added them) left behind for process `pid`:
+/// `/tmp/perf-PID.map`, a jitdump not kept, and `isolate-0x…-PID-…v8.log`
+/// files in `cwd`. Returns what was removed.
 pub fn remove_leftovers(pid: i32, cwd: &Path) -> Vec<std::path::PathBuf> {
     let mut removed = Vec::new();
+    let dump = jitdump_path(pid, cwd);
+    if std::fs::remove_file(&dump).is_ok() {
+        removed.push(dump);
+    }
     let map = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
     if std::fs::remove_file(&map).is_ok() {
         removed.push(map);
@@ -91,6 +133,7 @@ mod tests {
             with_symbol_flags(&argv),
             [
                 "node",
+                "--perf-prof",
                 "--interpreted-frames-native-stack",
                 "--perf-basic-prof",
                 "app.js",

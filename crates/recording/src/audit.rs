@@ -237,6 +237,14 @@ fn region_ranges(h: &Header, addr: u64) -> Vec<(u64, u64)> {
     out
 }
 
+/// `CLOCK_MONOTONIC` when the tracer of the audit at `addr` started, ns:
+/// its blocks' times are relative to it, and V8's jitdump stamps code with
+/// the same clock.
+pub fn start_monotonic_ns(mem: &(impl Memory + ?Sized), addr: u64) -> Result<u64, Error> {
+    let h = read_header(mem, addr)?;
+    Ok(h.start_monotonic_ns.load(Ordering::Relaxed))
+}
+
 /// Decodes the region whose header is at `addr`.
 pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
     let h = read_header(mem, addr)?;

@@ -5,14 +5,16 @@ use std::fmt::Write;
 
 use leaktrail_analysis::investigation::Investigation;
 use leaktrail_analysis::leaks::Group;
+use leaktrail_analysis::plumbing;
 use leaktrail_analysis::symbolize::Frame;
 
 use crate::growth::{class, count, series_line};
 use crate::text;
 
-/// The innermost frame that names a function, as `name (file:line)`.
+/// The frame that names who allocated (the first outside allocation
+/// plumbing, [`plumbing::allocating_frame`]), as `name (file:line)`.
 pub fn site(frames: &[Frame]) -> String {
-    match frames.iter().find(|f| f.function.is_some()) {
+    match plumbing::allocating_frame(frames).filter(|f| f.function.is_some()) {
         Some(f) => {
             let name = f.function.as_deref().unwrap_or("??");
             match (&f.file, f.line) {
@@ -57,11 +59,38 @@ pub fn lost_site(g: &Group) -> String {
     format!("{}: {}", site(&g.stack), loss_record(g))
 }
 
+/// Snapshots below this cannot show a significant rise at 5% (a perfect
+/// rise over three has a one-sided Mann–Kendall p of 0.15).
+const FEWEST_FOR_SIGNIFICANCE: usize = 4;
+
+/// The one-line answer: which function's memory grows above noise, or
+/// that nothing does (or that there were too few snapshots to tell).
+pub fn headline(inv: &Investigation) -> String {
+    let d = inv.diagnosis();
+    match (d.suspect, d.compared) {
+        (Some(s), _) => format!(
+            "growth above noise: {} keeps {} buffers: {}",
+            site(&s.stack),
+            class(s.class),
+            series_line(&s.series, &s.stats)
+        ),
+        (None, Some((n, _))) if n < FEWEST_FOR_SIGNIFICANCE => format!(
+            "no growth above noise can be shown from {n} snapshots (take {FEWEST_FOR_SIGNIFICANCE} or more)"
+        ),
+        (None, Some((n, noise))) => format!(
+            "no growth above noise: no allocation site rises significantly over {n} snapshots (heap noise {})",
+            text::bytes(noise)
+        ),
+        (None, None) => "no growth compared: growth needs two snapshots or more".into(),
+    }
+}
+
 /// The diagnosis.
 pub fn text(inv: &Investigation) -> String {
     let d = inv.diagnosis();
     let t = &inv.trend;
     let mut out = String::new();
+    let _ = writeln!(out, "{}", headline(inv));
     let _ = writeln!(
         out,
         "  resident memory:   {} {}{}",
@@ -69,7 +98,7 @@ pub fn text(inv: &Investigation) -> String {
         text::rate(t.slope_bytes_per_hour),
         t.growth_region
             .as_ref()
-            .map(|r| format!(", growth in {r}"))
+            .map(|r| format!(", growth in the {}", text::region_words(r)))
             .unwrap_or_default()
     );
     match d.class {
@@ -82,7 +111,7 @@ pub fn text(inv: &Investigation) -> String {
             );
         }
         None => {
-            let _ = writeln!(out, "  growing class:     none steadily growing");
+            let _ = writeln!(out, "  growing class:     none above noise");
         }
     }
     match d.suspect {
@@ -102,10 +131,7 @@ pub fn text(inv: &Investigation) -> String {
             }
         }
         None => {
-            let _ = writeln!(
-                out,
-                "  leaking function:  no allocation site grows steadily"
-            );
+            let _ = writeln!(out, "  leaking function:  none: no growth above noise");
         }
     }
     match (d.lost.first(), d.lost_total) {

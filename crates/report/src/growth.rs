@@ -66,6 +66,22 @@ pub fn stack(frames: &[Frame], depth: usize, indent: &str) -> String {
     out
 }
 
+/// Whether anything grows above noise, in one line.
+fn verdict(g: &Growth, above: usize) -> String {
+    let noise = text::bytes(g.noise_bytes);
+    match above {
+        0 if g.snapshots.len() < 4 => format!(
+            "no growth above noise can be shown from {} snapshots (a significant rise needs 4 or more)",
+            g.snapshots.len()
+        ),
+        0 => format!(
+            "no growth above noise: no allocation site rises significantly (heap noise {noise})"
+        ),
+        1 => format!("1 allocation site grows above noise (heap noise {noise})"),
+        n => format!("{n} allocation sites grow above noise (heap noise {noise})"),
+    }
+}
+
 /// The whole text: at most `top` classes and suspects (0: all), stacks to
 /// `depth` frames.
 pub fn text(g: &Growth, top: usize, depth: usize) -> String {
@@ -83,6 +99,8 @@ pub fn text(g: &Growth, top: usize, depth: usize) -> String {
         count(first.map_or(0, |s| s.live_count)),
         count(last.map_or(0, |s| s.live_count)),
     );
+    let above = g.suspects.iter().filter(|s| s.stats.significant).count();
+    let _ = writeln!(out, "{}", verdict(g, above));
     let grew: Vec<_> = g
         .classes
         .iter()
@@ -109,13 +127,19 @@ pub fn text(g: &Growth, top: usize, depth: usize) -> String {
     for s in &g.suspects[..limit(g.suspects.len())] {
         let _ = writeln!(
             out,
-            "\n#{} {}: {}\n   score {} (monotonic {:.2}, steady {:.2})",
+            "\n#{} {}: {}\n   score {} (monotonic {:.2}, steady {:.2}, p {:.3}){}",
             s.rank,
             class(s.class),
             series_line(&s.series, &s.stats),
             text::bytes(s.score),
             s.stats.monotonicity,
-            s.stats.steadiness
+            s.stats.steadiness,
+            s.stats.p_value,
+            if s.stats.significant {
+                ", above noise"
+            } else {
+                ", within noise"
+            }
         );
         if let Some(owner) = s.owner {
             let _ = writeln!(out, "   owner: {}", owner.name());

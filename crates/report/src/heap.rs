@@ -75,6 +75,7 @@ mod tests {
             column: None,
             inlined: false,
             start_line: None,
+            start_column: None,
         }
     }
 

@@ -353,7 +353,11 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
     );
 
     // The diagnosis, in a few lines.
-    out.push_str("<section id=\"diagnosis\" class=\"diagnosis\"><h2>Diagnosis</h2><ul>");
+    let _ = write!(
+        out,
+        "<section id=\"diagnosis\" class=\"diagnosis\"><h2>Diagnosis</h2><p class=\"headline\"><b>{}</b></p><ul>",
+        escape(&diagnosis::headline(inv))
+    );
     let _ = write!(
         out,
         "<li>Resident memory is <span class=\"verdict {}\">{}</span> {} ({}).</li>",

@@ -35,6 +35,7 @@ pub fn group(
             column: None,
             inlined: false,
             start_line: None,
+            start_column: None,
         }],
         indirect_bytes: definite.then_some(indirect),
         indirect_blocks: definite.then_some(indirect.min(1)),

@@ -102,24 +102,60 @@ pub fn trend(t: &Trend) -> String {
         let _ = writeln!(out, "{}", tracer_line(t.tracer_bytes));
     }
     if let Some(r) = &t.growth_region {
-        let _ = writeln!(out, "growth:   in {r}");
+        let _ = writeln!(out, "growth:   in the {}", region_words(r));
     }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<7} {:<13} {:>14} {:>11}",
+        "{:<11} {:<13} {:>14} {:>11}",
         "region", "verdict", "slope", "rss"
     );
     for r in &t.regions {
         let _ = writeln!(
             out,
-            "{:<7} {:<13} {:>14} {:>11}",
-            r.name,
+            "{:<11} {:<13} {:>14} {:>11}",
+            region_words(&r.name),
             r.verdict.name(),
             rate(r.slope_bytes_per_hour),
             bytes(r.rss_bytes as f64)
         );
     }
+    out
+}
+
+/// A region in the words of someone reading a report: `heap` is glibc's
+/// (brk and arena) heap, which a Node user would otherwise read as the JS
+/// heap, so it is the `malloc heap`; the rest keep their names.
+pub fn region_words(name: &str) -> &str {
+    match name {
+        "heap" => "malloc heap",
+        other => other,
+    }
+}
+
+/// For a Node.js process watched without the tracer: the regions in a
+/// Node user's terms. Its JS objects live in V8's heap, anonymous mappings
+/// V8 makes; the malloc heap holds native memory and, through Node's
+/// allocator, ArrayBuffer/Buffer backing stores. Only `leaktrail run`'s
+/// stacks split them by owner.
+pub fn node_regions(t: &Trend) -> String {
+    let mut out = String::from("Node.js memory, from /proc alone:\n");
+    for (name, words) in [
+        ("anon", "V8 heap (JS) and other anonymous"),
+        ("heap", "malloc heap (native, Buffers)"),
+    ] {
+        if let Some(r) = t.regions.iter().find(|r| r.name == name) {
+            let _ = writeln!(
+                out,
+                "  {:<36} {:>10}  {:<12} {:>14}",
+                words,
+                bytes(r.rss_bytes as f64),
+                r.verdict.name(),
+                rate(r.slope_bytes_per_hour)
+            );
+        }
+    }
+    out.push_str("  (`leaktrail run -- node ...` splits them by owner: V8 heap (JS), Buffers, handles, native)\n");
     out
 }
 
@@ -154,7 +190,7 @@ pub fn live_line(samples: &[Sample], running: Option<&Trend>) -> String {
             let _ = write!(line, " {}", rate(t.slope_bytes_per_hour));
         }
         if let Some(r) = &t.growth_region {
-            let _ = write!(line, " in {r}");
+            let _ = write!(line, " in the {}", region_words(r));
         }
     }
     line
@@ -321,10 +357,10 @@ verdict:  growing  +7.0 GiB/h (95% CI +6.5 GiB/h .. +7.5 GiB/h)
 samples:  40 over 4s; the first 1.5s excluded as warm-up; 25 analysed
 rss:      9.0 MiB at the last sample; limit 1.0 GiB (cgroup memory.max), reached in ~3h05m at this rate
 leaktrail's own: 12.0 MiB (the tracer's audit region; not counted above)
-growth:   in heap
+growth:   in the malloc heap
 
-region  verdict                slope         rss
-heap    growing           +7.0 GiB/h     8.0 MiB
+region      verdict                slope         rss
+malloc heap growing           +7.0 GiB/h     8.0 MiB
 ";
         assert_eq!(text, want);
     }
@@ -349,7 +385,7 @@ heap    growing           +7.0 GiB/h     8.0 MiB
         );
         assert_eq!(
             live_line(&[s(0, 1 << 20), s(1, 3 << 20)], Some(&trend_fixture())),
-            "   500ms  rss    3.0 MiB     +2.0 MiB  growing      +7.0 GiB/h in heap"
+            "   500ms  rss    3.0 MiB     +2.0 MiB  growing      +7.0 GiB/h in the malloc heap"
         );
     }
 

@@ -39,10 +39,10 @@ impl Owner {
     /// A short name for tables.
     pub fn name(self) -> &'static str {
         match self {
-            Owner::V8Heap => "V8 heap",
+            Owner::V8Heap => "V8 heap (JS)",
             Owner::ArrayBuffers => "ArrayBuffer/Buffer backing stores",
             Owner::Handles => "V8 handles",
-            Owner::Native => "other native (malloc)",
+            Owner::Native => "other native (malloc heap)",
             Owner::OtherMappings => "other anonymous mappings",
         }
     }
@@ -264,6 +264,7 @@ mod tests {
                 column: None,
                 inlined: false,
                 start_line: None,
+                start_column: None,
             })
             .collect()
     }

@@ -32,6 +32,18 @@
 //! monotonicity nor steadiness can be told from a single step, so both
 //! count as 1 and the score is the rise.
 //!
+//! A score ranks; it does not say that anything grows. A site or class is
+//! **significant** ([`Stats::grows_above`]) only when three things hold:
+//! the one-sided Mann–Kendall test says its bytes rise (p below
+//! [`ALPHA`]), the lower end of Sen's 95% interval for its slope is above
+//! zero, and its fitted rise is above the noise of the whole heap: 1.96
+//! times the standard deviation of the total live bytes about their own
+//! Theil–Sen line ([`heap_noise`]). No byte constant: a quiet program's
+//! small steady growth can be significant, a noisy one's is not. With
+//! fewer than four snapshots no rise is significant at 5% (a perfect
+//! rise over three has p = 0.15), and the diagnosis says so rather than
+//! name a noise-level site. Significant suspects rank before the rest.
+//!
 //! ```
 //! use leaktrail_analysis::growth::Stats;
 //! let t = [0.0, 600.0, 1200.0, 1800.0];
@@ -44,9 +56,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::stats::{mann_kendall, theil_sen, Point};
+use super::stats::{mann_kendall, normal_cdf, theil_sen, Point};
+use crate::plumbing;
 use crate::profile::{Profile, SiteKey};
-use crate::symbolize::Frame;
+use crate::symbolize::{Frame, FrameKind};
 use crate::Error;
 
 /// One snapshot in the comparison.
@@ -88,7 +101,19 @@ pub struct Stats {
     pub steadiness: f64,
     /// Rise × monotonicity × steadiness², bytes (0 when not growing).
     pub score: f64,
+    /// The fitted rise over the window (slope × span), bytes.
+    pub fitted_rise_bytes: f64,
+    /// Lower end of Sen's 95% interval for the slope, bytes per hour.
+    pub slope_low_bytes_per_hour: f64,
+    /// One-sided Mann–Kendall p-value for a rise (1 when it cannot be told).
+    pub p_value: f64,
+    /// Whether the series grows above the noise of the whole heap (see
+    /// [`Stats::grows_above`]); set by [`analyse`], false from [`Stats::of`].
+    pub significant: bool,
 }
+
+/// The significance level of the growth test.
+pub const ALPHA: f64 = 0.05;
 
 impl Stats {
     /// The statistics of `values` (bytes) taken at `times` (seconds,
@@ -103,6 +128,10 @@ impl Stats {
                 monotonicity: 0.0,
                 steadiness: 0.0,
                 score: 0.0,
+                fitted_rise_bytes: 0.0,
+                slope_low_bytes_per_hour: 0.0,
+                p_value: 1.0,
+                significant: false,
             };
         }
         let rise = values[n - 1] - values[0];
@@ -113,10 +142,13 @@ impl Stats {
             .map(|(&t, &v)| Point { t, v })
             .collect();
         let mk = mann_kendall(values, 1.0);
-        let slope = if span > 0.0 {
-            theil_sen(&points, mk.var_s).map_or(0.0, |f| f.slope)
+        let fit = (span > 0.0).then(|| theil_sen(&points, mk.var_s)).flatten();
+        let slope = fit.map_or(0.0, |f| f.slope);
+        // Two snapshots are one step: nothing tells it from noise.
+        let p_value = if n > 2 && mk.z > 0.0 {
+            1.0 - normal_cdf(mk.z)
         } else {
-            0.0
+            1.0
         };
         let pairs = (n * (n - 1) / 2) as f64;
         let (monotonicity, steadiness) = if n == 2 {
@@ -136,8 +168,47 @@ impl Stats {
             monotonicity,
             steadiness,
             score,
+            fitted_rise_bytes: fitted,
+            slope_low_bytes_per_hour: fit.map_or(0.0, |f| f.low * 3600.0),
+            p_value,
+            significant: false,
         }
     }
+
+    /// Whether the series grows, and by more than `noise` bytes: the
+    /// one-sided Mann–Kendall p below [`ALPHA`], Sen's interval above zero,
+    /// and the fitted rise above `noise`.
+    pub fn grows_above(&self, noise: f64) -> bool {
+        self.p_value < ALPHA
+            && self.slope_low_bytes_per_hour > 0.0
+            && self.fitted_rise_bytes > noise
+            && self.rise_bytes > 0.0
+    }
+}
+
+/// The noise of a series of totals (bytes at `times`): 1.96 times the
+/// standard deviation of its residuals about its Theil–Sen line, the
+/// smallest rise a site must exceed to stand out of the whole heap's
+/// wobble. 0 with fewer than three points.
+pub fn heap_noise(times: &[f64], totals: &[f64]) -> f64 {
+    let n = times.len().min(totals.len());
+    if n < 3 {
+        return 0.0;
+    }
+    let points: Vec<Point> = times[..n]
+        .iter()
+        .zip(&totals[..n])
+        .map(|(&t, &v)| Point { t, v })
+        .collect();
+    let Some(fit) = theil_sen(&points, 0.0) else {
+        return 0.0;
+    };
+    let ss: f64 = points
+        .iter()
+        .map(|p| (p.v - fit.intercept - fit.slope * p.t).powi(2))
+        .sum();
+    // n − 2 degrees of freedom: a line has two parameters.
+    1.96 * (ss / (n - 2) as f64).sqrt()
 }
 
 /// See the module documentation.
@@ -210,7 +281,11 @@ pub struct Growth {
     pub snapshots: Vec<Observation>,
     /// Seconds from the first to the last.
     pub span_seconds: f64,
-    /// Growing sites, strongest first (only sites whose bytes rose).
+    /// The noise of the whole heap's live bytes ([`heap_noise`]): a
+    /// significant site rises by more.
+    pub noise_bytes: f64,
+    /// Growing sites, significant ones first, then by score (only sites
+    /// whose bytes rose).
     pub suspects: Vec<Suspect>,
     /// Every size class with live buffers in any snapshot, by score, then
     /// rise, then live bytes at the end.
@@ -220,6 +295,54 @@ pub struct Growth {
 /// (profile index, entry index) of a site's newest frames, and its
 /// per-snapshot (count, bytes).
 type Site = ((usize, usize), Vec<(u64, u64)>);
+
+/// The identity of a site across snapshots, tiers and recompilations.
+///
+/// A stack without JS frames is its frames by (module, file offset), as
+/// [`SiteKey`]. A stack that runs JavaScript is, instead, the innermost
+/// native function outside the allocation plumbing (by module and offset)
+/// and the program's JS functions (not Node's own `node:` scripts), each
+/// by its script, name and start position, inlined ones included. Not by
+/// the address of whichever code object V8 compiled for a function:
+/// Ignition, Sparkplug, Maglev and TurboFan each make one, enter the
+/// allocator through different builtins, and inline different callees,
+/// so one JS function's allocations would split over as many sites.
+pub fn site_identity(frames: &[Frame]) -> SiteKey {
+    let native = |f: &Frame| match &f.module {
+        Some(m) => (m.clone(), f.module_offset),
+        None => (String::new(), f.address),
+    };
+    if !plumbing::runs_js(frames) {
+        return SiteKey(frames.iter().filter(|f| !f.inlined).map(native).collect());
+    }
+    let allocator = frames
+        .iter()
+        .take_while(|f| f.kind != FrameKind::Js)
+        .find(|f| {
+            f.function
+                .as_deref()
+                .is_some_and(|n| !plumbing::is_plumbing(n))
+        })
+        .map(native);
+    let js = frames
+        .iter()
+        .filter(|f| f.kind == FrameKind::Js && !plumbing::is_runtime(f))
+        .map(|f| {
+            let (line, column) = match f.start_line {
+                Some(l) => (l, f.start_column.unwrap_or(0)),
+                None => (f.line.unwrap_or(0), f.column.unwrap_or(0)),
+            };
+            (
+                format!(
+                    "js:{}:{}",
+                    f.file.as_deref().unwrap_or(""),
+                    f.function.as_deref().unwrap_or("")
+                ),
+                (u64::from(line) << 32) | u64::from(column),
+            )
+        });
+    SiteKey(allocator.into_iter().chain(js).collect())
+}
 
 /// Compares `profiles` (any order: they are sorted by capture time).
 pub fn analyse(profiles: &[Profile]) -> Growth {
@@ -235,18 +358,26 @@ pub fn analyse(profiles: &[Profile]) -> Growth {
         .iter()
         .map(|p| p.time_unix_ns.saturating_sub(t0) as f64 / 1e9)
         .collect();
+    let totals: Vec<f64> = order.iter().map(|p| p.bytes() as f64).collect();
+    let noise = heap_noise(&times, &totals);
 
     // (site, class) -> (where its newest frames are, per-snapshot series).
-    let mut sites: HashMap<(&SiteKey, u64), Site> = HashMap::new();
+    // Entries of one snapshot that are one site by identity (one JS
+    // function reached through two code objects) add up.
+    let mut sites: HashMap<(SiteKey, u64), Site> = HashMap::new();
     let mut classes: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
     for (i, p) in order.iter().enumerate() {
         for (j, e) in p.entries.iter().enumerate() {
             let s = sites
-                .entry((&e.key, e.class))
+                .entry((site_identity(&e.frames), e.class))
                 .or_insert_with(|| ((i, j), vec![(0, 0); n]));
-            s.1[i] = (e.count, e.bytes);
-            // Remember where the newest frames of the site are.
-            s.0 = (i, j);
+            s.1[i].0 += e.count;
+            s.1[i].1 += e.bytes;
+            // The newest snapshot's frames; in it, the largest entry's
+            // (entries come largest first).
+            if s.0 .0 != i {
+                s.0 = (i, j);
+            }
             let c = classes.entry(e.class).or_insert_with(|| vec![(0, 0); n]);
             c[i].0 += e.count;
             c[i].1 += e.bytes;
@@ -264,7 +395,9 @@ pub fn analyse(profiles: &[Profile]) -> Growth {
     };
     let stats = |v: &[(u64, u64)]| {
         let bytes: Vec<f64> = v.iter().map(|p| p.1 as f64).collect();
-        Stats::of(&times, &bytes)
+        let mut st = Stats::of(&times, &bytes);
+        st.significant = st.grows_above(noise);
+        st
     };
 
     let node = order.iter().any(|p| {
@@ -292,8 +425,10 @@ pub fn analyse(profiles: &[Profile]) -> Growth {
         })
         .collect();
     suspects.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
+        b.stats
+            .significant
+            .cmp(&a.stats.significant)
+            .then(b.score.total_cmp(&a.score))
             .then(b.stats.rise_bytes.total_cmp(&a.stats.rise_bytes))
             .then(a.class.cmp(&b.class))
             .then_with(|| SiteKey::of(&a.stack).cmp(&SiteKey::of(&b.stack)))
@@ -313,8 +448,9 @@ pub fn analyse(profiles: &[Profile]) -> Growth {
     class_rows.sort_by(|a, b| {
         let last = |c: &ClassGrowth| c.series.last().map_or(0, |p| p.bytes);
         b.stats
-            .score
-            .total_cmp(&a.stats.score)
+            .significant
+            .cmp(&a.stats.significant)
+            .then(b.stats.score.total_cmp(&a.stats.score))
             .then(b.stats.rise_bytes.total_cmp(&a.stats.rise_bytes))
             .then(last(b).cmp(&last(a)))
             .then(a.class.cmp(&b.class))
@@ -332,6 +468,7 @@ pub fn analyse(profiles: &[Profile]) -> Growth {
             })
             .collect(),
         span_seconds: times.last().copied().unwrap_or(0.0),
+        noise_bytes: noise,
         suspects,
         classes: class_rows,
     }
@@ -359,6 +496,20 @@ pub fn snapshot_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
     Ok(out)
 }
 
+/// Every live buffer of the snapshot at `path` by site, JIT frames named
+/// as of each buffer's allocation when the recording has V8's jitdump.
+fn profile_of(path: &Path) -> Result<Profile, Error> {
+    let snap = leaktrail_recording::Snapshot::open(path)?;
+    let audit = crate::profile::audit_of(&snap)?;
+    let symbolizer = crate::symbolize::Symbolizer::for_snapshot(&snap);
+    Ok(crate::jitdump::profile(
+        &snap,
+        &audit,
+        &symbolizer,
+        &audit.live,
+    ))
+}
+
 /// Opens every snapshot named by `inputs` (see [`snapshot_paths`]) and
 /// compares them. Needs at least two snapshots.
 pub fn open(inputs: &[PathBuf]) -> Result<Growth, Error> {
@@ -371,7 +522,7 @@ pub fn open(inputs: &[PathBuf]) -> Result<Growth, Error> {
     }
     let profiles = paths
         .iter()
-        .map(|p| Profile::open(Path::new(p)))
+        .map(|p| profile_of(Path::new(p)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(analyse(&profiles))
 }

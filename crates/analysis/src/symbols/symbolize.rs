@@ -41,6 +41,8 @@ use leaktrail_recording::Snapshot;
 use leaktrail_unwind_core::{FrameAddress, ReturnAddress};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
+use crate::jitdump::JitDump;
+
 /// Where a frame's code comes from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FrameKind {
@@ -77,12 +79,17 @@ pub struct Frame {
     /// True for a call inlined into the frame after it.
     pub inlined: bool,
     /// The line where the function is declared (DWARF's `decl_line`), if
-    /// known: what pprof calls a function's start line.
+    /// known: what pprof calls a function's start line. For a JS frame
+    /// named from V8's jitdump, the function's start position's line,
+    /// while `line` and `column` are those of the call in it.
     pub start_line: Option<u32>,
+    /// The column of a JS function's start position, when `start_line` is
+    /// its line.
+    pub start_column: Option<u32>,
 }
 
 impl Frame {
-    fn unknown(address: u64) -> Frame {
+    pub(crate) fn unknown(address: u64) -> Frame {
         Frame {
             address,
             function: None,
@@ -94,6 +101,7 @@ impl Frame {
             column: None,
             inlined: false,
             start_line: None,
+            start_column: None,
         }
     }
 }
@@ -111,6 +119,9 @@ impl std::fmt::Display for Frame {
                             write!(f, ":{c}")?;
                         }
                     }
+                }
+                if self.inlined {
+                    f.write_str(" (inlined)")?;
                 }
                 return Ok(());
             }
@@ -396,7 +407,7 @@ impl PerfMap {
 /// Splits a perf-map name into a frame: Node's `JS:*name file:line:col`
 /// (also V8's older `LazyCompile:~name file:line`) become JS frames, the
 /// rest JIT frames named as written.
-fn jit_frame(address: u64, name: &str) -> Frame {
+pub(crate) fn jit_frame(address: u64, name: &str) -> Frame {
     let mut f = Frame::unknown(address);
     f.kind = FrameKind::Jit;
     f.function = Some(name.to_string());
@@ -460,6 +471,10 @@ pub struct Symbolizer {
     /// are worth doing once per address.
     memo: RefCell<HashMap<FrameAddress, Vec<Frame>>>,
     unwinder: std::cell::OnceCell<crate::unwind::Unwinder>,
+    /// V8's jitdump of the process, when the recording has one: JIT frames
+    /// are then named as of [`Symbolizer::set_jit_epoch`].
+    jitdump: Option<Rc<JitDump>>,
+    jit_epoch: std::cell::Cell<usize>,
 }
 
 impl Symbolizer {
@@ -474,6 +489,8 @@ impl Symbolizer {
             warnings: RefCell::new(Vec::new()),
             memo: RefCell::new(HashMap::new()),
             unwinder: std::cell::OnceCell::new(),
+            jitdump: None,
+            jit_epoch: std::cell::Cell::new(usize::MAX),
         }
     }
 
@@ -503,7 +520,31 @@ impl Symbolizer {
         if let Some(text) = snap.metadata().and_then(|m| m.perf_map.as_deref()) {
             s.perf_map = PerfMap::parse(text);
         }
+        // The recording's jitdump, if it is this process's.
+        if let Some(dump) = JitDump::beside(snap.path()).and_then(|p| JitDump::open(&p).ok()) {
+            if snap.pid().is_some_and(|pid| pid as u32 == dump.pid) && !dump.is_empty() {
+                s.jitdump = Some(Rc::new(dump));
+            }
+        }
         s
+    }
+
+    /// Uses V8's jitdump for JIT frames (see [`Symbolizer::set_jit_epoch`]).
+    pub fn with_jitdump(mut self, dump: JitDump) -> Self {
+        self.jitdump = Some(Rc::new(dump));
+        self
+    }
+
+    /// The jitdump JIT frames are named from, if any.
+    pub fn jitdump(&self) -> Option<&JitDump> {
+        self.jitdump.as_deref()
+    }
+
+    /// Names JIT frames from the code objects loaded by `epoch`
+    /// ([`JitDump::epoch`] of a block's allocation time); `None` for all
+    /// of them. Without a jitdump it changes nothing.
+    pub fn set_jit_epoch(&self, epoch: Option<usize>) {
+        self.jit_epoch.set(epoch.unwrap_or(usize::MAX));
     }
 
     /// Uses `perf_map` (the text of a perf map) for JIT frames.
@@ -566,6 +607,11 @@ impl Symbolizer {
     /// first (marked `inlined`), then the function that contains them.
     pub fn frames(&self, at: impl Into<FrameAddress>) -> Vec<Frame> {
         let at = at.into();
+        // JIT frames from a jitdump depend on the epoch: not memoised (a
+        // binary search; the native frames are the costly ones).
+        if self.jitdump.is_some() && self.mapping(at.lookup_address()).is_none() {
+            return self.resolve(at);
+        }
         if let Some(f) = self.memo.borrow().get(&at) {
             return f.clone();
         }
@@ -578,6 +624,13 @@ impl Symbolizer {
         let (address, lookup) = (at.address(), at.lookup_address());
         let mut frame = Frame::unknown(address);
         let Some(m) = self.mapping(lookup) else {
+            if let Some(frames) = self
+                .jitdump
+                .as_ref()
+                .and_then(|j| j.frames(address, self.jit_epoch.get()))
+            {
+                return frames;
+            }
             return vec![match self.perf_map.lookup(lookup) {
                 Some(name) => jit_frame(address, name),
                 None => frame,

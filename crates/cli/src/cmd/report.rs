@@ -46,5 +46,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         inv.snapshots.len(),
         inv.trend.verdict
     );
+    println!("{}", leaktrail_report::diagnosis::headline(&inv));
     Ok(ExitCode::SUCCESS)
 }

@@ -49,6 +49,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         write!(out, "{}", text::trend(&t))?;
         if let Some(o) = &owners {
             write!(out, "\n{}", text::owner_trend(o))?;
+        } else if owner::is_node_command(&rec.meta.cmdline) {
+            write!(out, "\n{}", text::node_regions(&t))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -119,5 +119,8 @@ pub fn watch_and_report(
         outcome.dir.display()
     )?;
     write!(out, "{}", text::trend(&t))?;
+    if leaktrail_analysis::owner::is_node_command(&recording.meta.cmdline) {
+        write!(out, "\n{}", text::node_regions(&t))?;
+    }
     Ok(outcome.dir)
 }

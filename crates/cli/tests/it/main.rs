@@ -7,6 +7,7 @@
 mod analyses;
 mod cow;
 mod debug_files;
+mod diagnosis;
 mod docs;
 mod growth;
 mod hostile;

@@ -20,6 +20,8 @@ pub struct FrameRecord<'a> {
     inlined: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     start_line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_column: Option<u32>,
 }
 
 impl<'a> From<&'a Frame> for FrameRecord<'a> {
@@ -35,6 +37,7 @@ impl<'a> From<&'a Frame> for FrameRecord<'a> {
             column: f.column,
             inlined: f.inlined,
             start_line: f.start_line,
+            start_column: f.start_column,
         }
     }
 }
@@ -71,6 +74,7 @@ pub(crate) mod tests {
             column: Some(3),
             inlined: true,
             start_line: Some(10),
+            start_column: None,
         }
     }
 
@@ -87,6 +91,7 @@ pub(crate) mod tests {
             column: None,
             inlined: false,
             start_line: None,
+            start_column: None,
         }
     }
 

@@ -15,6 +15,8 @@ pub struct GrowthDocument<'a> {
     schema_version: u32,
     snapshots: Vec<ObservationRecord<'a>>,
     span_seconds: f64,
+    noise_bytes: f64,
+    grows_above_noise: bool,
     suspects: Vec<SuspectRecord<'a>>,
     classes: Vec<ClassGrowthRecord>,
 }
@@ -45,6 +47,10 @@ pub struct StatsRecord {
     monotonicity: f64,
     steadiness: f64,
     score: f64,
+    fitted_rise_bytes: f64,
+    slope_low_bytes_per_hour: f64,
+    p_value: f64,
+    significant: bool,
 }
 
 /// One growing allocation site.
@@ -99,6 +105,10 @@ impl From<Stats> for StatsRecord {
             monotonicity: s.monotonicity,
             steadiness: s.steadiness,
             score: s.score,
+            fitted_rise_bytes: s.fitted_rise_bytes,
+            slope_low_bytes_per_hour: s.slope_low_bytes_per_hour,
+            p_value: s.p_value,
+            significant: s.significant,
         }
     }
 }
@@ -138,6 +148,8 @@ impl<'a> From<&'a Growth> for GrowthDocument<'a> {
             schema_version: SCHEMA_VERSION,
             snapshots: g.snapshots.iter().map(Into::into).collect(),
             span_seconds: g.span_seconds,
+            noise_bytes: g.noise_bytes,
+            grows_above_noise: g.suspects.iter().any(|s| s.stats.significant),
             suspects: g.suspects.iter().map(Into::into).collect(),
             classes: g.classes.iter().map(Into::into).collect(),
         }
@@ -163,6 +175,10 @@ mod tests {
             monotonicity: 1.0,
             steadiness: 0.5,
             score: 0.25,
+            fitted_rise_bytes: 30.0,
+            slope_low_bytes_per_hour: 8.0,
+            p_value: 0.01,
+            significant: true,
         };
         let mut suspect = Suspect {
             rank: 1,
@@ -183,6 +199,7 @@ mod tests {
                 live_count: 2,
             }],
             span_seconds: 1.5,
+            noise_bytes: 4.0,
             suspects: vec![suspect.clone()],
             classes: vec![],
         };
@@ -201,6 +218,8 @@ mod tests {
     }
   ],
   "span_seconds": 1.5,
+  "noise_bytes": 4.0,
+  "grows_above_noise": true,
   "suspects": [
     {
       "rank": 1,
@@ -220,7 +239,11 @@ mod tests {
         "rise_bytes": 32.0,
         "monotonicity": 1.0,
         "steadiness": 0.5,
-        "score": 0.25
+        "score": 0.25,
+        "fitted_rise_bytes": 30.0,
+        "slope_low_bytes_per_hour": 8.0,
+        "p_value": 0.01,
+        "significant": true
       },
       "owner": "native"
     }

@@ -1,0 +1,602 @@
+//! V8's jitdump (`node --perf-prof`): every code object V8 made, with the
+//! time it was made and, for optimized code, the source position of each
+//! call in it. What names a JS frame as it was when a block was allocated,
+//! with the line of the call and the function TurboFan inlined there.
+//!
+//! The file (`jit-PID.dump`, which `leaktrail run` moves into the
+//! recording as `jit.dump`) is perf's format: a header, then records of
+//! `{id, size, timestamp}`. We read two kinds: `JIT_CODE_LOAD` (address,
+//! size, name such as `JS:*handleRequest /app/server.js:12:30`; the name
+//! carries the function's start position) and `JIT_CODE_DEBUG_INFO`, which
+//! precedes the load of the code it describes and lists `(address, line,
+//! column, script)` per source position. Timestamps are `CLOCK_MONOTONIC`,
+//! as the tracer's block times.
+//!
+//! Why the jitdump and not the perf map alone: perf-map lines have no time,
+//! and V8 reuses addresses as it throws code away, so the last line that
+//! covers an address may be a later function's. Here each code object has
+//! its load time: a block allocated at `t` is named from the last code
+//! loaded over its address before `t` ([`JitDump::epoch`]). The tracer's
+//! clock is the coarse monotonic clock, up to one kernel tick behind, so
+//! code loaded up to [`CLOCK_SLACK_NS`] after a block's time still counts.
+//!
+//! Limits, from what V8 11 (Node 20) writes: a debug entry gives only the
+//! innermost position of an inlined call, so an inlined frame is named by
+//! the function, among those V8 compiled in that script, whose start
+//! position comes last before the position (we know where functions
+//! start, not where they end: a position after a nested function's end is
+//! put in it), and the calls between it and the outer function are not
+//! seen. The outer frame of an inlined call keeps its function's start
+//! line. V8 writes the name of a user script in debug entries as garbage
+//! of the name's length (its `node:` scripts are fine); a garbage name is
+//! taken as the script of that length among those known, the code's own
+//! first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use leaktrail_format::StackId;
+use leaktrail_recording::audit::{self, Audit, Block};
+use leaktrail_recording::Snapshot;
+
+use crate::profile::{self, Entry, Profile, SiteKey};
+use crate::symbolize::{Frame, FrameKind, Symbolizer};
+use crate::Error;
+
+/// How far behind the tracer's coarse clock may be: one kernel tick at
+/// HZ=100.
+pub const CLOCK_SLACK_NS: u64 = 10_000_000;
+
+const MAGIC: u32 = 0x4A69_5444;
+const CODE_LOAD: u32 = 0;
+const DEBUG_INFO: u32 = 2;
+/// V8 adds the size of the ELF header `perf inject` puts before each
+/// function to debug entry addresses.
+const ELF_HEADER_SIZE: u64 = 0x40;
+
+/// One source position in a code object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Position {
+    /// Offset from the code's start.
+    offset: u64,
+    line: u32,
+    column: u32,
+    /// Index into [`JitDump::scripts`], if the name could be resolved.
+    script: Option<usize>,
+}
+
+/// One code object.
+#[derive(Clone, Debug)]
+struct Code {
+    start: u64,
+    end: u64,
+    /// Its rank in load order.
+    seq: usize,
+    /// The perf-map-style name.
+    name: String,
+    positions: Vec<Position>,
+}
+
+/// A JS function's start, in a script.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Start {
+    line: u32,
+    column: u32,
+    name: String,
+}
+
+/// A parsed jitdump.
+#[derive(Clone, Debug, Default)]
+pub struct JitDump {
+    /// The process that wrote it.
+    pub pid: u32,
+    /// Code objects by start address (then load order).
+    code: Vec<Code>,
+    longest: u64,
+    /// Load times in load order, ns of `CLOCK_MONOTONIC`.
+    times: Vec<u64>,
+    scripts: Vec<String>,
+    /// Per script, the JS functions V8 compiled in it, by start.
+    starts: Vec<Vec<Start>>,
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// A debug entry as read: address, line, column, raw name.
+type RawEntry<'a> = (u64, u32, u32, &'a [u8]);
+
+/// A debug entry kept until its code's load: address, line, column, name.
+type OwnedEntry = (u64, u32, u32, Vec<u8>);
+
+/// The entries of a `JIT_CODE_DEBUG_INFO` body. A name normally ends at
+/// its NUL, but V8 may write garbage of the right length with NULs inside
+/// (see the module documentation), so a name ends at the first NUL after
+/// which the next entry is plausible: an address not before this one's
+/// and near the code, a line and column that fit an `i32`.
+fn debug_entries(body: &[u8], code: u64, count: usize) -> Vec<RawEntry<'_>> {
+    let mut out = Vec::with_capacity(count);
+    let mut p = 16;
+    let plausible = |at: usize, prev: u64| -> bool {
+        match (
+            u64_at(body, at),
+            u32_at(body, at + 8),
+            u32_at(body, at + 12),
+        ) {
+            (Some(a), Some(l), Some(c)) => {
+                a >= prev && a < code + (64 << 20) && l < (1 << 28) && c < (1 << 28)
+            }
+            _ => false,
+        }
+    };
+    for i in 0..count {
+        let (Some(addr), Some(line), Some(column)) =
+            (u64_at(body, p), u32_at(body, p + 8), u32_at(body, p + 12))
+        else {
+            break;
+        };
+        let name_at = p + 16;
+        let last = i + 1 == count;
+        let end = (name_at..body.len()).find(|&q| {
+            body[q] == 0
+                && if last {
+                    q + 1 == body.len()
+                } else {
+                    plausible(q + 1, addr)
+                }
+        });
+        let end = match end {
+            Some(e) => e,
+            // The last entry may be followed by padding.
+            None if last => match body[name_at.min(body.len())..].iter().position(|&b| b == 0) {
+                Some(k) => name_at + k,
+                None => break,
+            },
+            None => break,
+        };
+        out.push((addr, line, column, &body[name_at..end]));
+        p = end + 1;
+    }
+    out
+}
+
+/// The script of a JS code name: `JS:*name /app/x.js:12:30` → `/app/x.js`,
+/// with the start line and column.
+fn script_of(name: &str) -> Option<(String, u32, u32, String)> {
+    let f = crate::symbolize::jit_frame(0, name);
+    if f.kind != FrameKind::Js {
+        return None;
+    }
+    Some((f.file?, f.line?, f.column.unwrap_or(0), f.function?))
+}
+
+impl JitDump {
+    /// Parses a jitdump; a truncated last record is left out.
+    pub fn parse(bytes: &[u8]) -> Result<JitDump, String> {
+        if u32_at(bytes, 0) != Some(MAGIC) {
+            return Err("not a jitdump (no JiTD magic)".into());
+        }
+        let header = u32_at(bytes, 8).unwrap_or(40) as usize;
+        let mut dump = JitDump {
+            pid: u32_at(bytes, 20).unwrap_or(0),
+            ..JitDump::default()
+        };
+        let mut script_index: HashMap<String, usize> = HashMap::new();
+        // Debug entries of the next code load, by its address.
+        let mut pending: HashMap<u64, Vec<OwnedEntry>> = HashMap::new();
+        let mut raw: Vec<(Code, Vec<OwnedEntry>)> = Vec::new();
+        let mut at = header;
+        while let (Some(id), Some(size), Some(time)) = (
+            u32_at(bytes, at),
+            u32_at(bytes, at + 4),
+            u64_at(bytes, at + 8),
+        ) {
+            let size = size as usize;
+            if size < 16 || at + size > bytes.len() {
+                break;
+            }
+            let body = &bytes[at + 16..at + size];
+            match id {
+                DEBUG_INFO => {
+                    if let (Some(code), Some(n)) = (u64_at(body, 0), u64_at(body, 8)) {
+                        let entries = debug_entries(body, code, n as usize)
+                            .into_iter()
+                            .map(|(a, l, c, name)| (a, l, c, name.to_vec()))
+                            .collect();
+                        pending.insert(code, entries);
+                    }
+                }
+                CODE_LOAD => {
+                    let (Some(start), Some(len)) = (u64_at(body, 16), u64_at(body, 24)) else {
+                        break;
+                    };
+                    let name_end = body[40.min(body.len())..]
+                        .iter()
+                        .position(|&b| b == 0)
+                        .map_or(body.len(), |k| 40 + k);
+                    let name =
+                        String::from_utf8_lossy(&body[40.min(name_end)..name_end]).into_owned();
+                    if let Some((script, line, column, function)) = script_of(&name) {
+                        let next = script_index.len();
+                        let s = *script_index.entry(script.clone()).or_insert(next);
+                        if s == dump.scripts.len() {
+                            dump.scripts.push(script);
+                            dump.starts.push(Vec::new());
+                        }
+                        dump.starts[s].push(Start {
+                            line,
+                            column,
+                            name: function,
+                        });
+                    }
+                    let seq = dump.times.len();
+                    dump.times.push(time);
+                    let code = Code {
+                        start,
+                        end: start.saturating_add(len),
+                        seq,
+                        name,
+                        positions: Vec::new(),
+                    };
+                    let entries = pending.remove(&start).unwrap_or_default();
+                    raw.push((code, entries));
+                }
+                _ => {}
+            }
+            at += size;
+        }
+        for starts in &mut dump.starts {
+            starts.sort();
+            starts.dedup();
+        }
+        // Positions, with their scripts resolved now that every script's
+        // name is known.
+        for (mut code, entries) in raw {
+            let own = script_of(&code.name).and_then(|(s, ..)| script_index.get(&s).copied());
+            code.positions = entries
+                .into_iter()
+                .filter(|(a, ..)| *a >= code.start + ELF_HEADER_SIZE)
+                .map(|(a, line, column, name)| Position {
+                    offset: a - code.start - ELF_HEADER_SIZE,
+                    line,
+                    column,
+                    script: dump.resolve_script(&name, own, &script_index),
+                })
+                .collect();
+            code.positions.sort_by_key(|p| p.offset);
+            dump.code.push(code);
+        }
+        dump.code.sort_by_key(|c| (c.start, c.seq));
+        dump.longest = dump.code.iter().map(|c| c.end - c.start).max().unwrap_or(0);
+        Ok(dump)
+    }
+
+    /// The script a debug entry's name stands for (see the module docs).
+    fn resolve_script(
+        &self,
+        name: &[u8],
+        own: Option<usize>,
+        index: &HashMap<String, usize>,
+    ) -> Option<usize> {
+        if let Some(i) = std::str::from_utf8(name).ok().and_then(|s| index.get(s)) {
+            return Some(*i);
+        }
+        let len = name.len();
+        if let Some(o) = own.filter(|&o| self.scripts[o].len() == len) {
+            return Some(o);
+        }
+        let mut same = self
+            .scripts
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.len() == len);
+        match (same.next(), same.next()) {
+            (Some((i, _)), None) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// Reads the jitdump at `path`.
+    pub fn open(path: &Path) -> Result<JitDump, Error> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::Insufficient(format!("cannot read the jitdump {}: {e}", path.display()))
+        })?;
+        JitDump::parse(&bytes)
+            .map_err(|why| Error::Insufficient(format!("{}: {why}", path.display())))
+    }
+
+    /// The jitdump of the recording a snapshot belongs to
+    /// (`DIR/snapshots/NNNN.core` → `DIR/jit.dump`), if there is one.
+    pub fn beside(snapshot: &Path) -> Option<PathBuf> {
+        let dir = snapshot.parent()?.parent()?;
+        let p = dir.join(JITDUMP_FILE);
+        p.is_file().then_some(p)
+    }
+
+    /// How many code objects had been loaded by `t_ns` (`CLOCK_MONOTONIC`),
+    /// allowing for the tracer's coarse clock: the code a block allocated
+    /// at `t_ns` may have run.
+    pub fn epoch(&self, t_ns: u64) -> usize {
+        let t = t_ns.saturating_add(CLOCK_SLACK_NS);
+        // Load times ascend with the file's order.
+        self.times.partition_point(|&x| x <= t)
+    }
+
+    /// The last code object over `addr` among the first `epoch` loaded.
+    fn code_at(&self, addr: u64, epoch: usize) -> Option<&Code> {
+        let i = self.code.partition_point(|c| c.start <= addr);
+        self.code[..i]
+            .iter()
+            .rev()
+            .take_while(|c| addr - c.start < self.longest.max(1))
+            .filter(|c| addr < c.end && c.seq < epoch)
+            .max_by_key(|c| c.seq)
+    }
+
+    /// Whether it knows any code.
+    pub fn is_empty(&self) -> bool {
+        self.code.is_empty()
+    }
+
+    /// The frames of a return address `ret` in JIT code, as of `epoch`
+    /// ([`JitDump::epoch`]): an inlined callee first when the call's
+    /// position is in another function, then the code's own function with
+    /// the call's line and column. `None` when no code covered it then.
+    pub fn frames(&self, ret: u64, epoch: usize) -> Option<Vec<Frame>> {
+        let lookup = ret.checked_sub(1)?;
+        let code = self.code_at(lookup, epoch)?;
+        let mut outer = crate::symbolize::jit_frame(ret, &code.name);
+        if outer.kind != FrameKind::Js {
+            return Some(vec![outer]);
+        }
+        outer.start_line = outer.line;
+        outer.start_column = outer.column;
+        let offset = lookup - code.start;
+        let i = code.positions.partition_point(|p| p.offset <= offset);
+        let Some(pos) = i.checked_sub(1).map(|k| &code.positions[k]) else {
+            return Some(vec![outer]);
+        };
+        let own = outer
+            .file
+            .as_deref()
+            .and_then(|f| self.scripts.iter().position(|s| s == f));
+        let callee = pos.script.and_then(|s| {
+            let starts = &self.starts[s];
+            let k = starts.partition_point(|st| (st.line, st.column) <= (pos.line, pos.column));
+            starts.get(k.checked_sub(1)?).map(|st| (s, st))
+        });
+        match callee {
+            Some((s, st))
+                if Some(s) != own
+                    || (Some(st.line), Some(st.column))
+                        != (outer.start_line, outer.start_column) =>
+            {
+                let mut inner = outer.clone();
+                inner.function = Some(st.name.clone());
+                inner.file = Some(self.scripts[s].clone());
+                inner.line = Some(pos.line);
+                inner.column = Some(pos.column);
+                inner.start_line = Some(st.line);
+                inner.start_column = Some(st.column);
+                inner.inlined = true;
+                Some(vec![inner, outer])
+            }
+            Some(_) => {
+                outer.line = Some(pos.line);
+                outer.column = Some(pos.column);
+                Some(vec![outer])
+            }
+            None => Some(vec![outer]),
+        }
+    }
+}
+
+/// The file name of the jitdump in a recording directory.
+pub const JITDUMP_FILE: &str = "jit.dump";
+
+/// Live memory by site of `blocks` of `audit`, read from `snap`, each
+/// block's JIT frames named as of its allocation time when `symbolizer`
+/// has a jitdump: blocks are grouped by the code loaded before them
+/// ([`JitDump::epoch`]), each group profiled with the symbolizer set to
+/// its epoch, and the groups' entries merged by site. Without a jitdump,
+/// [`Profile::from_blocks`] as it is.
+pub fn profile(
+    snap: &Snapshot,
+    audit: &Audit,
+    symbolizer: &Symbolizer,
+    blocks: &[Block],
+) -> Profile {
+    let Some(dump) = symbolizer.jitdump() else {
+        return Profile::from_blocks(snap, audit, symbolizer, profile::pairs(blocks));
+    };
+    let t0 = audit::start_monotonic_ns(snap, audit.header_addr).unwrap_or(0);
+    let mut groups: BTreeMap<usize, Vec<(u64, StackId)>> = BTreeMap::new();
+    for b in blocks {
+        groups
+            .entry(dump.epoch(t0 + b.time_ns))
+            .or_default()
+            .push((b.size, b.stack));
+    }
+    let mut merged: Option<Profile> = None;
+    let mut entries: HashMap<(SiteKey, u64), Entry> = HashMap::new();
+    for (epoch, group) in groups {
+        symbolizer.set_jit_epoch(Some(epoch));
+        let p = Profile::from_blocks(snap, audit, symbolizer, group);
+        for e in &p.entries {
+            entries
+                .entry((e.key.clone(), e.class))
+                .and_modify(|m| {
+                    m.count += e.count;
+                    m.bytes += e.bytes;
+                })
+                .or_insert_with(|| e.clone());
+        }
+        merged.get_or_insert(p);
+    }
+    symbolizer.set_jit_epoch(None);
+    let mut out =
+        merged.unwrap_or_else(|| Profile::from_blocks(snap, audit, symbolizer, std::iter::empty()));
+    out.entries = entries.into_values().collect();
+    out.entries.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then(b.count.cmp(&a.count))
+            .then(a.class.cmp(&b.class))
+            .then(a.key.cmp(&b.key))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn header(pid: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(MAGIC.to_le_bytes());
+        b.extend(1u32.to_le_bytes());
+        b.extend(40u32.to_le_bytes());
+        b.extend(62u32.to_le_bytes());
+        b.extend(0u32.to_le_bytes());
+        b.extend(pid.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b
+    }
+
+    fn record(b: &mut Vec<u8>, id: u32, time: u64, body: &[u8]) {
+        b.extend(id.to_le_bytes());
+        b.extend((16 + body.len() as u32).to_le_bytes());
+        b.extend(time.to_le_bytes());
+        b.extend(body);
+    }
+
+    fn load(b: &mut Vec<u8>, time: u64, start: u64, size: u64, name: &str) {
+        let mut body = Vec::new();
+        body.extend(1u32.to_le_bytes());
+        body.extend(1u32.to_le_bytes());
+        body.extend(start.to_le_bytes());
+        body.extend(start.to_le_bytes());
+        body.extend(size.to_le_bytes());
+        body.extend(0u64.to_le_bytes());
+        body.extend(name.as_bytes());
+        body.push(0);
+        body.extend(std::iter::repeat_n(0xcc, size as usize));
+        record(b, CODE_LOAD, time, &body);
+    }
+
+    fn debug(b: &mut Vec<u8>, time: u64, code: u64, entries: &[(u64, u32, u32, &[u8])]) {
+        let mut body = Vec::new();
+        body.extend(code.to_le_bytes());
+        body.extend((entries.len() as u64).to_le_bytes());
+        for (off, line, col, name) in entries {
+            body.extend((code + ELF_HEADER_SIZE + off).to_le_bytes());
+            body.extend(line.to_le_bytes());
+            body.extend(col.to_le_bytes());
+            body.extend(*name);
+            body.push(0);
+        }
+        record(b, DEBUG_INFO, time, &body);
+    }
+
+    /// One address reused: `old` at t=100, `leak` over it at t=200 (the
+    /// perf map would name both `leak`); `leak`'s optimized code calls at
+    /// offset 0x20 into `callee`, inlined, whose position's script name is
+    /// V8's garbage of the right length with a NUL inside.
+    fn sample() -> JitDump {
+        let mut b = header(7);
+        load(&mut b, SECOND, 0x1000, 0x100, "JS:~old /app/a.js:1:10");
+        load(
+            &mut b,
+            SECOND + 1,
+            0x5000,
+            0x80,
+            "JS:~callee /app/a.js:2:16",
+        );
+        let garbage: &[u8] = b"\x5c\xc2\x02\x00\x00\x01\x02\x03\x07";
+        debug(
+            &mut b,
+            2 * SECOND,
+            0x1000,
+            &[
+                (0x0, 5, 13, garbage),
+                (0x20, 2, 27, garbage),
+                (0x40, 6, 3, garbage),
+            ],
+        );
+        load(&mut b, 2 * SECOND, 0x1000, 0x100, "JS:*leak /app/a.js:5:13");
+        JitDump::parse(&b).expect("parses")
+    }
+
+    #[test]
+    fn code_is_named_as_it_was_when_the_block_was_allocated() {
+        let d = sample();
+        assert_eq!(d.pid, 7);
+        let name = |t: u64| {
+            d.frames(0x1011, d.epoch(t))
+                .and_then(|f| f.last().and_then(|f| f.function.clone()))
+        };
+        assert_eq!(name(SECOND + SECOND / 2), Some("old".into()));
+        assert_eq!(name(3 * SECOND), Some("leak".into()));
+        // A block stamped just before the code's load, by the coarse clock.
+        assert_eq!(name(2 * SECOND - CLOCK_SLACK_NS / 2), Some("leak".into()));
+        assert_eq!(d.frames(0x1011, d.epoch(0)), None);
+    }
+
+    #[test]
+    fn an_inlined_callee_is_named_with_its_line() {
+        let d = sample();
+        let frames = d
+            .frames(0x1000 + 0x25, d.epoch(3 * SECOND))
+            .expect("frames");
+        let shown: Vec<(String, Option<u32>, Option<u32>, bool)> = frames
+            .iter()
+            .map(|f| {
+                (
+                    f.function.clone().unwrap_or_default(),
+                    f.line,
+                    f.column,
+                    f.inlined,
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("callee".into(), Some(2), Some(27), true),
+                ("leak".into(), Some(5), Some(13), false),
+            ]
+        );
+        assert_eq!(frames[0].file.as_deref(), Some("/app/a.js"));
+        assert_eq!(frames[0].start_line, Some(2));
+        // A call in the function itself: its own line, no inlined frame.
+        let own = d
+            .frames(0x1000 + 0x45, d.epoch(3 * SECOND))
+            .expect("frames");
+        assert_eq!(own.len(), 1);
+        assert_eq!((own[0].line, own[0].column), (Some(6), Some(3)));
+        assert_eq!(
+            (own[0].start_line, own[0].start_column),
+            (Some(5), Some(13))
+        );
+    }
+
+    #[test]
+    fn bad_input_is_refused_and_a_truncated_tail_left_out() {
+        assert!(JitDump::parse(b"not a jitdump").is_err());
+        let mut b = header(1);
+        load(&mut b, 1, 0x1000, 0x10, "JS:~f /a.js:1:1");
+        let whole = b.len();
+        load(&mut b, 2, 0x2000, 0x10, "JS:~g /a.js:2:1");
+        b.truncate(whole + 20);
+        let d = JitDump::parse(&b).expect("parses");
+        assert_eq!(d.code.len(), 1);
+    }
+}
