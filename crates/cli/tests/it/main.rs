@@ -5,6 +5,7 @@
 //! what each fixture is known by construction to do.
 
 mod analyses;
+mod core_edit;
 mod docs;
 mod growth;
 mod hostile;
