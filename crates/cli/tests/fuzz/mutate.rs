@@ -17,7 +17,9 @@ use leaktrail_format::{ChunkDesc, Header, ShardDesc, LIVE_SHARDS, STACK_SHARDS};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::core_edit::{file_offset, notes, phdrs, rewrite_note, u64_at};
+use crate::core_edit::{file_offset, notes, phdrs, rewrite_note, u32_at, u64_at};
+
+const NT_FILE: u32 = leaktrail_recording::snapshot::note::NT_FILE;
 
 /// A position in a seed: an anchor's file offset plus `off`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,7 +48,25 @@ pub enum Op {
     /// LEAKTRAIL note (rewritten at the end of the file, PT_NOTE moved
     /// there); for `samples.jsonl`, `/N/...` is line N.
     Json { pointer: String, value: Value },
+    /// Overwrites path number `nth` of the core's `NT_FILE` note with
+    /// `to`, padded to the same length with leading slashes.
+    Path { nth: u32, to: String },
 }
+
+/// Where a file the snapshot names may lead: a FIFO (which an open would
+/// wait on forever; the seeds make it), devices, a directory, a file
+/// whose size is 0 whatever it holds.
+pub const HOSTILE_PATHS: [&str; 6] = [
+    FIFO,
+    "/dev/zero",
+    "/dev/urandom",
+    "/",
+    "/proc/self/maps",
+    "/dev/null",
+];
+
+/// The FIFO of [`HOSTILE_PATHS`].
+pub const FIFO: &str = "/tmp/leaktrail-fuzz-fifo";
 
 /// The words worth writing over a count, a size or an offset.
 pub fn boundary_values(len: u64, old: u64) -> [u64; 14] {
@@ -114,6 +134,8 @@ pub struct Anchors {
     span: BTreeMap<String, u64>,
     /// The seed's LEAKTRAIL note JSON, or the JSON lines of a text file.
     pub json: Option<Value>,
+    /// (offset, length) of each path in the `NT_FILE` note.
+    paths: Vec<(usize, usize)>,
 }
 
 /// `(offset, width)` pairs of a struct placed at `base`.
@@ -182,9 +204,13 @@ impl Anchors {
             for (k, (head, name, desc, descsz)) in notes(bytes, off, size).into_iter().enumerate() {
                 a.add(format!("note:{k}"), head, 12, vec![(0, 4), (4, 4), (8, 4)]);
                 a.add(format!("desc:{k}"), desc, descsz, Vec::new());
+                let d = &bytes[desc as usize..(desc + descsz) as usize];
                 if name.starts_with(leaktrail_format::NOTE_NAME.as_bytes()) {
-                    let d = &bytes[desc as usize..(desc + descsz) as usize];
                     a.json = serde_json::from_slice(d).ok();
+                }
+                let kind = u32_at(bytes, head as usize + 8);
+                if name.starts_with(b"CORE") && kind == Some(NT_FILE) {
+                    a.paths = file_note_paths(d, desc as usize);
                 }
             }
         }
@@ -352,6 +378,10 @@ impl Anchors {
                     len: span(rng),
                 }
             }
+            15 if !self.paths.is_empty() => Op::Path {
+                nth: rng.below(self.paths.len() as u64) as u32,
+                to: rng.pick(&HOSTILE_PATHS).to_string(),
+            },
             _ => match self.json.as_ref().and_then(|j| random_json_op(rng, j, len)) {
                 Some(op) => op,
                 None => Op::Put {
@@ -416,8 +446,33 @@ impl Anchors {
                 }
             }
             Op::Json { pointer, value } => set_json(b, pointer, value),
+            Op::Path { nth, to } => {
+                let Some(&(at, len)) = self.paths.get(*nth as usize) else {
+                    return;
+                };
+                if to.len() <= len && at + len <= b.len() {
+                    let padded = "/".repeat(len - to.len()) + to;
+                    b[at..at + len].copy_from_slice(padded.as_bytes());
+                }
+            }
         }
     }
+}
+
+/// (offset, length) of each path of an `NT_FILE` note whose descriptor is
+/// `d`, at file offset `at`.
+fn file_note_paths(d: &[u8], at: usize) -> Vec<(usize, usize)> {
+    let Some(count) = u64_at(d, 0) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut o = 16usize.saturating_add((count as usize).saturating_mul(24));
+    while o < d.len() && out.len() < count as usize {
+        let len = d[o..].iter().position(|&c| c == 0).unwrap_or(d.len() - o);
+        out.push((at + o, len));
+        o += len + 1;
+    }
+    out
 }
 
 /// A random JSON edit: a path that exists in `doc`, and a hostile value.
@@ -439,8 +494,9 @@ fn random_json_op(rng: &mut Rng, doc: &Value, len: u64) -> Option<Op> {
         pointer = segs.join("/");
     }
     let old = &old;
-    let value = match rng.below(6) {
+    let value = match rng.below(7) {
         0 => Value::Null,
+        6 => Value::String(rng.pick(&HOSTILE_PATHS).to_string()),
         1 => Value::String("\u{0}\u{ffff}..//x".into()),
         2 => serde_json::json!(-1),
         3 => serde_json::json!(1e300),

@@ -70,6 +70,16 @@ pub fn get() -> &'static Seeds {
 
 fn build() -> Seeds {
     let root = support::scratch("fuzz_seeds");
+    let fifo = std::path::Path::new(crate::mutate::FIFO);
+    if !std::fs::symlink_metadata(fifo).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_fifo()
+    }) {
+        let _ = std::fs::remove_file(fifo);
+        let c = std::ffi::CString::new(crate::mutate::FIFO).expect("no NUL");
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    }
     let exe = support::fixture("growth_sites", &[]);
     for (name, memory, steps) in [
         ("full", "full", 2),
