@@ -220,7 +220,7 @@ impl Metadata {
 
 /// The widest span a mapping can have: a 57-bit (5-level paging) address
 /// space.
-const MAX_SPAN: u64 = 1 << 57;
+pub(crate) const MAX_SPAN: u64 = 1 << 57;
 
 #[cfg(test)]
 mod tests {
