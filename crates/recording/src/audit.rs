@@ -19,6 +19,7 @@ use leaktrail_format::{
 };
 
 use crate::memory::Memory;
+use crate::snapshot::metadata::MAX_SPAN;
 use crate::Error;
 
 /// One live buffer (or one anonymous mapping, in [`Audit::maps`]).
@@ -355,18 +356,23 @@ fn read_entries(
     Ok(())
 }
 
-/// Appends the used entries of a piece of a live table.
+/// Appends the used entries of a piece of a live table. An entry whose
+/// block does not fit in the (57-bit) address space is a corrupt word, not
+/// a block: every analysis computes `addr + size`.
 fn push_entries(raw: &[u8], out: &mut Vec<Block>) {
     for rec in raw.chunks_exact(LIVE_ENTRY_BYTES as usize) {
         let word = |i: usize| u64::from_le_bytes(rec[i..i + 8].try_into().unwrap_or_default());
-        let addr = word(0);
+        let (addr, size) = (word(0), word(8));
         if addr == EMPTY || addr == TOMBSTONE {
+            continue;
+        }
+        if addr.checked_add(size).is_none_or(|end| end > MAX_SPAN) {
             continue;
         }
         let tail = word(24);
         out.push(Block {
             addr,
-            size: word(8),
+            size,
             time_ns: word(16),
             stack: StackId(tail as u32),
             tid: (tail >> 32) as u32,

@@ -76,7 +76,11 @@ pub fn dump(
     len: u64,
 ) -> Result<Vec<Word>, Error> {
     let start = addr & !7;
-    let end = addr.saturating_add(len.max(1)).div_ceil(8) * 8;
+    // At the top of the address space the last word stops short of 2^64.
+    let end = addr
+        .saturating_add(len.max(1))
+        .checked_next_multiple_of(8)
+        .unwrap_or(!7);
     let mut bytes = vec![0u8; (end - start) as usize];
     heap.memory.read(start, &mut bytes)?;
     Ok(bytes

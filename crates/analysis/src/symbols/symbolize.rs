@@ -188,8 +188,20 @@ fn load_dwarf(obj: &object::File<'_>) -> Option<Dwarf> {
     addr2line::Context::from_dwarf(dwarf).ok()
 }
 
+/// Maps the regular file at `path`. A snapshot names these paths, so
+/// anything may be there: the open does not wait (a FIFO would block it
+/// until a writer came), and only a regular file is mapped (a device has
+/// no size, and reading one may never end).
 pub(crate) fn map_file(path: &str) -> Option<memmap2::Mmap> {
-    let file = std::fs::File::open(path).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
     // SAFETY: we map the file read-only; if another process truncates
     // it under us, reads may fault — the same risk every symbolizer that
     // maps files takes, and far cheaper than copying large binaries.

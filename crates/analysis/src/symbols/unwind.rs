@@ -49,11 +49,9 @@ struct Cfi {
 
 impl Cfi {
     fn open(path: &str) -> Option<Cfi> {
-        let file = std::fs::File::open(path).ok()?;
-        // SAFETY: a read-only mapping; we copy the two sections we need
-        // out of it before it is dropped. A file truncated meanwhile could
-        // fault, as for every reader that maps binaries.
-        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        // We copy the two sections we need out of the mapping before it
+        // is dropped.
+        let map = super::symbolize::map_file(path)?;
         let obj = object::File::parse(&*map).ok()?;
         let eh = obj.section_by_name(".eh_frame")?;
         let hdr = obj

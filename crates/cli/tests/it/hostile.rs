@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::core_edit::{self, file_offset, get_u64, put_u64};
 use crate::support::{self, assert_bad_input, leaktrail, success};
 
 /// The recording checked in under `fixtures/recordings/`.
@@ -252,78 +253,10 @@ fn an_empty_out_directory_becomes_private() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
-/// ELF64 program headers of `core`: (type, offset, vaddr, filesz).
-fn phdrs(core: &[u8]) -> Vec<(u32, u64, u64, u64)> {
-    let u16_at = |o: usize| u16::from_le_bytes(core[o..o + 2].try_into().expect("2"));
-    let u64_at = |o: usize| u64::from_le_bytes(core[o..o + 8].try_into().expect("8"));
-    let (phoff, phnum) = (u64_at(32) as usize, u16_at(56) as usize);
-    (0..phnum)
-        .map(|i| {
-            let p = phoff + i * 56;
-            let kind = u32::from_le_bytes(core[p..p + 4].try_into().expect("4"));
-            (kind, u64_at(p + 8), u64_at(p + 16), u64_at(p + 32))
-        })
-        .collect()
-}
-
-/// The file offset of `vaddr` in `core`, if a PT_LOAD holds it.
-fn file_offset(core: &[u8], vaddr: u64) -> Option<usize> {
-    phdrs(core)
-        .iter()
-        .find(|&&(k, _, v, n)| k == 1 && v <= vaddr && vaddr < v + n)
-        .map(|&(_, off, v, _)| (off + (vaddr - v)) as usize)
-}
-
-fn put_u64(b: &mut [u8], at: usize, v: u64) {
-    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-fn get_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8"))
-}
-
-/// `core` with its LEAKTRAIL note's JSON passed through `edit`: the notes
-/// are rewritten at the end of the file and PT_NOTE pointed at them.
+/// `core` with its LEAKTRAIL note's JSON passed through `edit`.
 fn with_note(core: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
-    let ph = phdrs(core);
-    let (i, &(_, off, _, size)) = ph
-        .iter()
-        .enumerate()
-        .find(|(_, p)| p.0 == 4)
-        .expect("PT_NOTE");
-    let notes = &core[off as usize..(off + size) as usize];
-    let pad = |n: usize| (n + 3) & !3;
-    let mut out = Vec::new();
-    let mut at = 0;
-    let mut edit = Some(edit);
-    while at + 12 <= notes.len() {
-        let w = |o: usize| u32::from_le_bytes(notes[o..o + 4].try_into().expect("4")) as usize;
-        let (namesz, descsz, kind) = (w(at), w(at + 4), w(at + 8));
-        let name = &notes[at + 12..at + 12 + namesz];
-        let desc_at = at + 12 + pad(namesz);
-        let mut desc = notes[desc_at..desc_at + descsz].to_vec();
-        if name.starts_with(leaktrail_format::NOTE_NAME.as_bytes()) {
-            let mut v: serde_json::Value = serde_json::from_slice(&desc).expect("note JSON");
-            (edit.take().expect("one LEAKTRAIL note"))(&mut v);
-            desc = serde_json::to_vec(&v).expect("JSON");
-        }
-        out.extend_from_slice(&(namesz as u32).to_le_bytes());
-        out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(kind as u32).to_le_bytes());
-        out.extend_from_slice(name);
-        out.resize(out.len() + pad(namesz) - namesz, 0);
-        out.extend_from_slice(&desc);
-        out.resize(pad(out.len()), 0);
-        at = desc_at + pad(descsz);
-    }
-    assert!(edit.is_none(), "no LEAKTRAIL note");
     let mut b = core.to_vec();
-    b.resize(pad(b.len()), 0);
-    let new_off = b.len() as u64;
-    b.extend_from_slice(&out);
-    let phoff = get_u64(core, 32) as usize;
-    put_u64(&mut b, phoff + i * 56 + 8, new_off);
-    put_u64(&mut b, phoff + i * 56 + 32, out.len() as u64);
+    assert!(core_edit::rewrite_note(&mut b, edit), "no LEAKTRAIL note");
     b
 }
 

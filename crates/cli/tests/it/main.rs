@@ -5,6 +5,7 @@
 //! what each fixture is known by construction to do.
 
 mod analyses;
+mod core_edit;
 mod cow;
 mod debug_files;
 mod diagnosis;

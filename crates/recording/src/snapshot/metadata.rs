@@ -291,7 +291,7 @@ pub fn new_id() -> String {
 
 /// The widest span a mapping can have: a 57-bit (5-level paging) address
 /// space.
-const MAX_SPAN: u64 = 1 << 57;
+pub(crate) const MAX_SPAN: u64 = 1 << 57;
 
 #[cfg(test)]
 mod tests {
