@@ -6,6 +6,7 @@ pub mod caches;
 pub mod completions;
 pub mod demo;
 pub mod dump;
+pub mod export;
 pub mod filter;
 pub mod flamegraph;
 pub mod growth;

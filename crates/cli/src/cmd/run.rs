@@ -68,6 +68,12 @@ pub struct Args {
     /// Node.js command (they let leaktrail name JS frames).
     #[arg(long)]
     pub no_node_flags: bool,
+    /// Also write each snapshot's tables as Parquet under OUT as it is
+    /// taken (see `leaktrail export`): the cores need not leave the host.
+    #[arg(long, value_name = "OUT")]
+    pub export: Option<PathBuf>,
+    #[command(flatten)]
+    pub labels: crate::cmd::export::Labels,
     /// At exit, also write every live block with its symbolized stack as JSON.
     #[arg(long, value_name = "FILE")]
     pub dump_at_exit: Option<PathBuf>,
@@ -155,6 +161,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         record.keep = args.keep.unwrap_or(0);
         record.memory = args.memory;
         record.interval = args.interval;
+        if let Some(out) = args.export.clone() {
+            let opts = args.labels.options(false);
+            record.after_snapshot = Some(supervise::SnapshotHook(std::sync::Arc::new(
+                move |snap: &std::path::Path| {
+                    leaktrail_export::write(snap, &out, &opts)
+                        .map(|_| ())
+                        .map_err(|e| format!("export: {e}"))
+                },
+            )));
+        }
         let recorded = traced.record(record, |notice| dump(notice, &mut failure))?;
         for p in &recorded.problems {
             eprintln!("leaktrail: {p}");

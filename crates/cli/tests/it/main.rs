@@ -6,6 +6,7 @@
 
 mod analyses;
 mod docs;
+mod fleet;
 mod growth;
 mod hostile;
 mod install;
