@@ -294,3 +294,210 @@ fn export_refuses_bad_input_in_one_line_and_writes_nothing() {
     );
     assert!(!out.exists(), "nothing written");
 }
+
+/// A SeaweedFS server (`weed mini` from the virtualenv) on 127.0.0.1 with
+/// one bucket, [`BUCKET`]; killed, by its pid, on drop.
+pub struct Seaweed {
+    server: crate::support::Running,
+    /// Its S3 endpoint.
+    pub endpoint: String,
+    /// Where its data and our cache go.
+    pub dir: PathBuf,
+}
+
+/// The bucket the server creates.
+pub const BUCKET: &str = "leaktrail";
+
+/// Ports `p` free on 127.0.0.1 with `p + 10000` free too (SeaweedFS puts
+/// each service's gRPC there), `n` of them, found by a bounded scan from a
+/// base that differs between test runs.
+fn free_ports(n: usize) -> Vec<u16> {
+    let bind = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).ok();
+    let base = 20000 + (std::process::id() % 500) as u16 * 16;
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    for p in base..base + 2000 {
+        if ports.len() == n {
+            break;
+        }
+        if let (Some(a), Some(b)) = (bind(p), bind(p + 10000)) {
+            held.push((a, b));
+            ports.push(p);
+        }
+    }
+    assert_eq!(ports.len(), n, "free ports from {base}");
+    ports
+}
+
+impl Seaweed {
+    /// Starts the server and returns once it says every part is ready.
+    pub fn start(name: &str) -> Seaweed {
+        // One start at a time: ports found free stay free until the
+        // server that was given them has bound them.
+        static STARTING: Mutex<()> = Mutex::new(());
+        let _one = STARTING.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = scratch(name);
+        std::fs::create_dir_all(dir.join("data")).expect("data dir");
+        let p = free_ports(5);
+        let mut cmd = Command::new(venv().join("bin/weed"));
+        cmd.arg("mini")
+            .arg(format!("-dir={}", dir.join("data").display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-master.port={}", p[0]))
+            .arg(format!("-volume.port={}", p[1]))
+            .arg(format!("-filer.port={}", p[2]))
+            .arg(format!("-s3.port={}", p[3]))
+            .arg(format!("-admin.port={}", p[4]))
+            .args([
+                "-webdav=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.telemetry=false",
+            ])
+            .env("S3_BUCKET", BUCKET)
+            .env("AWS_ACCESS_KEY_ID", "leaktrail")
+            .env("AWS_SECRET_ACCESS_KEY", "leaktrail-secret")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let server =
+            crate::support::Running::start_until(&mut cmd, crate::support::Pipe::Stdout, |line| {
+                line.contains("All enabled components are running")
+            });
+        Seaweed {
+            server,
+            endpoint: format!("http://127.0.0.1:{}", p[3]),
+            dir,
+        }
+    }
+
+    /// `leaktrail ARGS...` with the AWS variables pointing at the server
+    /// and a cache of our own.
+    pub fn leaktrail(&self) -> Command {
+        let mut cmd = leaktrail();
+        cmd.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "leaktrail")
+            .env("AWS_SECRET_ACCESS_KEY", "leaktrail-secret")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("LEAKTRAIL_CACHE", self.dir.join("cache"));
+        cmd
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> i32 {
+        self.server.pid()
+    }
+}
+
+/// The one child of process `pid` (the program `leaktrail run` traces).
+fn only_child(pid: i32) -> i32 {
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).expect("children");
+    let kids: Vec<i32> = text
+        .split_whitespace()
+        .map(|s| s.parse().expect("pid"))
+        .collect();
+    assert_eq!(kids.len(), 1, "children of {pid}: {kids:?}");
+    kids[0]
+}
+
+#[test]
+fn a_run_into_s3_then_growth_and_report_from_the_url_rank_the_growing_site_first() {
+    let s3 = Seaweed::start("fleet_s3_run");
+    assert!(s3.pid() > 0);
+    let url = format!("s3://{BUCKET}/api/web-1");
+    let steps = 4;
+    let exe = crate::support::fixture("growth_sites", &[]);
+    let mut run = crate::support::Running::start(
+        s3.leaktrail()
+            .args(["run", "--every", "0", "--memory", "tables", "--out", &url])
+            .arg("--")
+            .arg(&exe)
+            .arg(steps.to_string())
+            .stdin(std::process::Stdio::piped()),
+        crate::support::Pipe::Stdout,
+        "step 1",
+    );
+    let target = only_child(run.pid());
+    for k in 1..=steps {
+        if k > 1 {
+            assert_eq!(run.line(), format!("step {k}"));
+        }
+        success(
+            s3.leaktrail()
+                .args([
+                    "snapshot",
+                    "-p",
+                    &target.to_string(),
+                    "--memory",
+                    "tables",
+                    "-o",
+                ])
+                .arg(format!("{url}/snapshots/{k:04}.core")),
+        );
+        if k < steps {
+            run.send(b"\n");
+        }
+    }
+    run.close_stdin();
+    assert!(run.wait().success());
+
+    let g = json(s3.leaktrail().args(["growth", "--json"]).arg(&url));
+    let first = &g["suspects"][0];
+    assert_eq!(functions(&first["stack"])[0], "grow_cache", "{g:#}");
+    assert_eq!(g["snapshots"].as_array().expect("snapshots").len(), steps);
+    let html = scratch("fleet_s3_report").join("report.html");
+    success(s3.leaktrail().arg("report").arg(&url).arg("-o").arg(&html));
+    let page = std::fs::read_to_string(&html).expect("report");
+    assert!(
+        page.contains("grow_cache"),
+        "the report names the growing site"
+    );
+    // The run's own files went up too: its watch series and meta.json.
+    let trend = json(s3.leaktrail().args(["trend", "--json"]).arg(&url));
+    assert!(trend["verdict"].is_string(), "{trend:#}");
+}
+
+#[test]
+fn an_upload_killed_halfway_leaves_no_partial_snapshot() {
+    use std::io::BufRead;
+    let s3 = Seaweed::start("fleet_s3_kill");
+    // A process with 64 MiB of written memory: a core of thirteen parts
+    // at least.
+    let big = crate::support::Running::start(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import sys; b = bytearray(b'x' * (64 << 20)); print('ready', flush=True); sys.stdin.read()",
+            ])
+            .stdin(std::process::Stdio::piped()),
+        crate::support::Pipe::Stdout,
+        "ready",
+    );
+    let url = format!("s3://{BUCKET}/big/0001.core");
+    let mut snap = crate::support::ChildGuard(
+        s3.leaktrail()
+            .args(["snapshot", "-p", &big.pid().to_string(), "-o", &url])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start snapshot"),
+    );
+    let mut err = std::io::BufReader::new(snap.0.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    err.read_line(&mut line).expect("a progress line");
+    assert!(line.starts_with("leaktrail: uploaded 5.0 of "), "{line:?}");
+    // The first part is on the server: kill the uploader there.
+    // SAFETY: signalling our own child by its pid.
+    assert_eq!(unsafe { libc::kill(snap.0.id() as i32, libc::SIGKILL) }, 0);
+    let status = snap.0.wait().expect("wait");
+    assert!(!status.success());
+    let out = s3
+        .leaktrail()
+        .args(["growth", &format!("s3://{BUCKET}/big/")])
+        .output()
+        .expect("growth");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no such object"), "{said}");
+}
