@@ -356,6 +356,41 @@ pub struct RecordOptions {
     pub snapshots: snapshot::Periodic,
     /// Time between watch samples.
     pub interval: Duration,
+    /// Called with each snapshot once it is complete (`leaktrail run
+    /// --export`, an upload).
+    pub after_snapshot: Option<SnapshotHook>,
+}
+
+/// What runs after each snapshot of a recording, with its path, on the
+/// thread that took it (the target is already running again); an error it
+/// returns becomes one of the run's problems.
+#[derive(Clone)]
+pub struct SnapshotHook(pub Arc<AfterSnapshot>);
+
+/// The function a [`SnapshotHook`] calls.
+pub type AfterSnapshot = dyn Fn(&Path) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for SnapshotHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotHook")
+    }
+}
+
+impl SnapshotHook {
+    fn after(
+        &self,
+        taken: &Result<crate::snapshot::Outcome, Error>,
+        problems: &Arc<Mutex<Vec<String>>>,
+    ) {
+        if let Ok(o) = taken {
+            if let Err(e) = (self.0)(&o.path) {
+                note(
+                    problems,
+                    format!("after snapshot {}: {e}", o.path.display()),
+                );
+            }
+        }
+    }
 }
 
 impl Default for RecordOptions {
@@ -366,6 +401,7 @@ impl Default for RecordOptions {
             keep: 0,
             snapshots: snapshot::Periodic::new(MemoryMode::Full),
             interval: Duration::from_secs(1),
+            after_snapshot: None,
         }
     }
 }
@@ -431,7 +467,7 @@ impl Recorder {
         let stop: Stop = Arc::new((Mutex::new(false), Condvar::new()));
         let timer = opts.every.map(|every| {
             let (stop, snapshots, problems) = (stop.clone(), snapshots.clone(), problems.clone());
-            let (how, keep) = (opts.snapshots, opts.keep);
+            let (how, keep, hook) = (opts.snapshots, opts.keep, opts.after_snapshot.clone());
             std::thread::spawn(move || loop {
                 let (lock, cvar) = &*stop;
                 let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -442,8 +478,11 @@ impl Recorder {
                     return;
                 }
                 drop(guard);
-                let taken = snapshot::take_into(&snapshots, pid, &how, false)
-                    .and_then(|_| snapshots.prune(keep).map_err(Error::from));
+                let taken = snapshot::take_into(&snapshots, pid, &how, false);
+                if let Some(h) = &hook {
+                    h.after(&taken, &problems);
+                }
+                let taken = taken.and_then(|_| snapshots.prune(keep).map_err(Error::from));
                 if let Err(e) = taken {
                     note(&problems, format!("periodic snapshot: {e}"));
                 }
@@ -517,7 +556,11 @@ impl Traced {
                 Notice::Start(n) => start_recording(&recorder, &mut failed, n, &opts, &problems),
                 Notice::Exit(n) => {
                     if let Some(r) = recorder.borrow().as_ref().filter(|r| r.pid == n.pid) {
-                        if let Err(e) = snapshot::take_into(&r.snapshots, n.pid, &opts.snapshots, true) {
+                        let taken = snapshot::take_into(&r.snapshots, n.pid, &opts.snapshots, true);
+                        if let Some(h) = &opts.after_snapshot {
+                            h.after(&taken, &problems);
+                        }
+                        if let Err(e) = taken {
                             note(&problems, format!("snapshot at exit: {e}"));
                         }
                     }

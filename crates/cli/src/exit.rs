@@ -44,6 +44,10 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
                 .is_some_and(|e| e.is_bad_input())
             || e.downcast_ref::<leaktrail_analysis::Error>()
                 .is_some_and(|e| e.is_bad_input())
+            || e.downcast_ref::<leaktrail_export::Error>()
+                .is_some_and(|e| e.is_bad_input())
+            || e.downcast_ref::<leaktrail_store::Error>()
+                .is_some_and(|e| e.is_bad_input())
     })
 }
 

@@ -42,6 +42,8 @@ enum Command {
     Flamegraph(cmd::flamegraph::Args),
     /// Export live memory as a gzipped pprof profile (go tool pprof, Pyroscope, speedscope).
     Pprof(cmd::pprof::Args),
+    /// Write snapshots' audit tables as Parquet (Hive-partitioned, versioned schema).
+    Export(cmd::export::Args),
     /// Run a per-snapshot subcommand over many snapshots in parallel.
     Job(cmd::job::Args),
     /// One self-contained HTML page with the whole investigation of a recording.
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         Command::Growth(a) => cmd::growth::run(a),
         Command::Flamegraph(a) => cmd::flamegraph::run(a),
         Command::Pprof(a) => cmd::pprof::run(a),
+        Command::Export(a) => cmd::export::run(a),
         Command::Job(a) => cmd::job::run(a),
         Command::Report(a) => cmd::report::run(a),
         Command::Leaks(a) => cmd::leaks::run(a),

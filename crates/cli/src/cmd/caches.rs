@@ -39,7 +39,7 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut paths = Vec::new();
-    for p in &args.snaps {
+    for p in &super::locals(&args.snaps)? {
         if p.is_dir() {
             let found = recording::snapshots::series(p)?;
             if found.is_empty() {

@@ -33,7 +33,7 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let g = growth::open(&args.inputs)?;
+    let g = growth::open(&super::locals(&args.inputs)?)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         write!(out, "{}", json::to_string(&json::GrowthDocument::from(&g))?)?;

@@ -81,7 +81,7 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let roots = Roots::parse(&args.roots)?;
-    let snap = Snapshot::open(&args.snap)?;
+    let snap = Snapshot::open(&super::local(&args.snap)?)?;
     let heap = Heap::open(&snap)?;
     heap.require_memory()?;
     let symbolizer = Symbolizer::for_snapshot(&snap);

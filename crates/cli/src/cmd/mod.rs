@@ -6,6 +6,7 @@ pub mod caches;
 pub mod completions;
 pub mod demo;
 pub mod dump;
+pub mod export;
 pub mod filter;
 pub mod flamegraph;
 pub mod growth;
@@ -23,6 +24,8 @@ pub mod trend;
 pub mod watch;
 pub mod whatis;
 
+use std::path::{Path, PathBuf};
+
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use leaktrail_format::UnknownName;
 
@@ -33,4 +36,16 @@ where
     T: std::str::FromStr<Err = UnknownName> + Clone + Send + Sync + 'static,
 {
     PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
+}
+
+/// A reading command's input as a local path: itself, or for an
+/// `s3://BUCKET/PREFIX` URL its mirror in the local cache (fetched once per
+/// ETag; see `leaktrail_store`).
+pub fn local(input: &Path) -> anyhow::Result<PathBuf> {
+    Ok(leaktrail_store::local(input)?)
+}
+
+/// [`local`] of each input.
+pub fn locals(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    inputs.iter().map(|p| local(p)).collect()
 }

@@ -34,7 +34,7 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let inv = investigation::open(&args.dir)?;
+    let inv = investigation::open(&super::local(&args.dir)?)?;
     let mut opts = HtmlOptions::default();
     opts.title = args.title;
     let page = html::page(&inv, &opts).context("drawing the report")?;

@@ -1,7 +1,8 @@
 //! `leaktrail run`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -88,7 +89,9 @@ pub struct Args {
     /// Print one line per snapshot: method, pause, CPU, bytes written.
     #[arg(short, long)]
     pub verbose: bool,
-    /// Recording directory [default: ./leaktrail-<comm>-<pid>-<time>].
+    /// Recording directory [default: ./leaktrail-<comm>-<pid>-<time>], or
+    /// `s3://BUCKET/PREFIX`: recorded into a local spool, each snapshot
+    /// uploaded as it is taken, the rest when the run ends.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Time between watch samples.
@@ -101,6 +104,12 @@ pub struct Args {
     /// to a Node.js command (they let leaktrail name JS frames).
     #[arg(long)]
     pub no_node_flags: bool,
+    /// Also write each snapshot's tables as Parquet under OUT as it is
+    /// taken (see `leaktrail export`): the cores need not leave the host.
+    #[arg(long, value_name = "OUT")]
+    pub export: Option<PathBuf>,
+    #[command(flatten)]
+    pub labels: crate::cmd::export::Labels,
     /// At exit, also write every live block with its symbolized stack as JSON.
     #[arg(long, value_name = "FILE")]
     pub dump_at_exit: Option<PathBuf>,
@@ -138,9 +147,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.command.clone()
     };
     // A bad output costs nothing: refused before the program starts.
+    let mut remote = None;
     if !args.no_record {
         if let Some(out) = &args.out {
-            recording::check_new_dir(out)?;
+            if leaktrail_store::is_url(out) {
+                remote = Some(Remote::to(out)?);
+            } else {
+                recording::check_new_dir(out)?;
+            }
         }
     }
     if let Some(path) = &args.dump_at_exit {
@@ -183,7 +197,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?
     } else {
         let mut record = RecordOptions::default();
-        record.out = args.out;
+        record.out = match &remote {
+            Some(r) => Some(r.spool.clone()),
+            None => args.out.clone(),
+        };
         record.every = (!args.every.is_zero()).then_some(args.every);
         record.keep = args.keep.unwrap_or(0);
         record.snapshots = Periodic::new(args.memory);
@@ -192,6 +209,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         record.snapshots.full_every = args.full_every;
         record.snapshots.verbose = args.verbose;
         record.interval = args.interval;
+        let export = args
+            .export
+            .clone()
+            .map(|out| (out, args.labels.options(false)));
+        let upload = remote
+            .as_ref()
+            .map(|r| (r.store.clone(), r.url.clone(), r.sent.clone()));
+        if export.is_some() || upload.is_some() {
+            record.after_snapshot = Some(supervise::SnapshotHook(Arc::new(move |snap: &Path| {
+                if let Some((out, opts)) = &export {
+                    leaktrail_export::write(snap, out, opts).map_err(|e| format!("export: {e}"))?;
+                }
+                if let Some((store, url, sent)) = &upload {
+                    let name = snap.file_name().unwrap_or_default().to_string_lossy();
+                    let key = url.join(&format!("snapshots/{name}")).key;
+                    store
+                        .upload(snap, &key, |_, _| {})
+                        .map_err(|e| format!("upload: {e}"))?;
+                    sent.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(snap.to_path_buf());
+                }
+                Ok(())
+            })));
+        }
         let recorded = traced.record(record, |notice| dump(notice, &mut failure))?;
         if node && !args.no_node_flags {
             if let Some(dir) = &recorded.dir {
@@ -204,8 +246,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for p in &recorded.problems {
             eprintln!("leaktrail: {p}");
         }
+        if let (Some(r), Some(dir)) = (&remote, &recorded.dir) {
+            r.finish(dir)?;
+        }
         if let Some(dir) = &recorded.dir {
             let n = recorded.snapshots.len();
+            let dir = match &remote {
+                Some(r) => PathBuf::from(r.url.to_string()),
+                None => dir.clone(),
+            };
             eprintln!(
                 "leaktrail: recording in {} ({n} snapshot{})",
                 dir.display(),
@@ -223,4 +272,44 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         node::remove_leftovers(pid, &cwd);
     }
     Ok(ExitCode::from(supervise::exit_code(status)))
+}
+
+/// A recording bound for an object store: made in a local spool, each
+/// snapshot uploaded as it is taken (`sent`), the rest at the end.
+struct Remote {
+    url: leaktrail_store::S3Url,
+    store: Arc<leaktrail_store::Store>,
+    spool: PathBuf,
+    sent: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+impl Remote {
+    /// Checks the URL and the store's configuration before the program
+    /// starts.
+    fn to(out: &Path) -> anyhow::Result<Remote> {
+        let url = leaktrail_store::S3Url::parse(&out.to_string_lossy())?;
+        let store = Arc::new(leaktrail_store::Store::for_url(&url)?);
+        let dir = leaktrail_store::cache_dir()
+            .join("spool")
+            .join(format!("run-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Remote {
+            url,
+            store,
+            spool: dir.join("rec"),
+            sent: Arc::default(),
+        })
+    }
+
+    /// Uploads what the hook did not (the watch series, meta.json, any
+    /// snapshot whose upload failed) and removes the spool.
+    fn finish(&self, dir: &Path) -> anyhow::Result<()> {
+        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.store
+            .upload_dir(dir, &self.url, |p| sent.iter().any(|s| s == p))
+            .with_context(|| format!("uploading the recording to {}", self.url))?;
+        let _ = std::fs::remove_dir_all(dir.parent().unwrap_or(dir));
+        Ok(())
+    }
 }

@@ -55,7 +55,9 @@ pub struct Args {
     /// from it into them first, so they stay readable.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["since", "output", "recording"])]
     drop: Option<PathBuf>,
-    /// Output file (default `leaktrail-<comm>-<pid>-<time>.core` here).
+    /// Output file (default `leaktrail-<comm>-<pid>-<time>.core` here), or
+    /// `s3://BUCKET/KEY`: written to a local spool, then uploaded in parts,
+    /// the object appearing only when complete.
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// Also print where the pause went and what the snapshot cost (CPU,
@@ -83,6 +85,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("dropped {}", doomed.display());
         return Ok(ExitCode::SUCCESS);
     }
+    let upload = args
+        .output
+        .as_deref()
+        .filter(|o| leaktrail_store::is_url(o))
+        .map(Upload::to)
+        .transpose()?;
     let taken = match (&args.recording, args.pid) {
         (Some(dir), _) => {
             let meta_path = dir.join("meta.json");
@@ -107,7 +115,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, Some(pid)) => {
             let mut options = snapshot::Options::default();
             options.memory = args.memory;
-            options.output = args.output;
+            options.output = match &upload {
+                Some(u) => Some(u.spool.clone()),
+                None => args.output.clone(),
+            };
             options.method = args.method;
             options.since = args.since;
             snapshot::take(pid, &options).map_err(|e| (e, format!("snapshot of process {pid}")))
@@ -131,7 +142,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(line) = &outcome.note {
         eprintln!("leaktrail: {line}");
     }
-    println!("{}", outcome.path.display());
+    match &upload {
+        Some(u) => println!("{}", u.send(&outcome.path)?),
+        None => println!("{}", outcome.path.display()),
+    }
     println!(
         "pause {:.1} ms, {} thread{}, {:.1} MiB captured{}",
         outcome.pause.as_secs_f64() * 1e3,
@@ -165,4 +179,42 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("cost: {}", outcome.summary());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A snapshot on its way to an object store: taken into `spool`, then
+/// uploaded to `url` and removed.
+struct Upload {
+    url: leaktrail_store::S3Url,
+    store: leaktrail_store::Store,
+    spool: PathBuf,
+}
+
+impl Upload {
+    /// Checks the URL and the store's configuration before the target is
+    /// stopped.
+    fn to(output: &std::path::Path) -> anyhow::Result<Upload> {
+        let url = leaktrail_store::S3Url::parse(&output.to_string_lossy())?;
+        let store = leaktrail_store::Store::for_url(&url)?;
+        let dir = leaktrail_store::cache_dir().join("spool");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let spool = dir.join(format!("{}.core", std::process::id()));
+        Ok(Upload { url, store, spool })
+    }
+
+    /// Uploads the snapshot at `path`, a line on stderr per part; returns
+    /// the URL.
+    fn send(&self, path: &std::path::Path) -> anyhow::Result<String> {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let result = self.store.upload(path, &self.url.key, |sent, total| {
+            eprintln!(
+                "leaktrail: uploaded {:.1} of {:.1} MiB to {}",
+                mib(sent),
+                mib(total),
+                self.url
+            )
+        });
+        let _ = std::fs::remove_file(path);
+        result?;
+        Ok(self.url.to_string())
+    }
 }

@@ -29,7 +29,8 @@ pub struct Args {
 }
 
 /// Runs the subcommand.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    args.dir = super::local(&args.dir)?;
     let rec = Recording::open(&args.dir)?;
     let t = trend::analyse(&rec);
     if let Some(path) = &args.svg {

@@ -87,7 +87,7 @@ fn ready_pid(line: &str) -> (i32, &str) {
 
 /// The snapshot of `leaks_roots`, taken once per test run, and the address
 /// of its 1012-byte holder.
-fn roots_snapshot() -> &'static (PathBuf, u64) {
+pub(crate) fn roots_snapshot() -> &'static (PathBuf, u64) {
     static SNAP: OnceLock<(PathBuf, u64)> = OnceLock::new();
     SNAP.get_or_init(|| {
         let exe = fixture("leaks_roots", &[]);

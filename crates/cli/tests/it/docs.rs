@@ -194,7 +194,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn placeholder(fx: &Fixture, word: &str, prev: &str, fresh: &mut dyn FnMut() -> String) -> String {
     let p = |p: &Path| p.display().to_string();
     match (word, prev) {
-        ("DIR", "--out" | "-o") | ("FILE", _) => fresh(),
+        ("DIR", "--out" | "-o") | ("FILE" | "OUT", _) => fresh(),
         ("DIR" | "RECORDING_DIR", _) => p(&fx.rec),
         ("SNAP" | "SNAP...", _) => p(&fx.snap),
         ("BASE", _) => p(&fx.base),
@@ -218,6 +218,7 @@ fn placeholder(fx: &Fixture, word: &str, prev: &str, fresh: &mut dyn FnMut() -> 
         ("D", _) => "4096".into(),
         ("LEN", _) => "64".into(),
         ("TEXT", _) => "docs".into(),
+        ("ID", _) => "v42".into(),
         ("EXT", _) => "txt".into(),
         ("FILTERS", _) => "--class 4096".into(),
         ("SUBCOMMAND", _) => "info".into(),

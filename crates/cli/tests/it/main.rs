@@ -10,6 +10,7 @@ mod cow;
 mod debug_files;
 mod diagnosis;
 mod docs;
+mod fleet;
 mod growth;
 mod hostile;
 mod install;

@@ -165,7 +165,9 @@ fn index_of(p: &Path) -> Option<u32> {
         .flatten()
 }
 
-fn is_exit(p: &Path) -> bool {
+/// Whether `p` names the snapshot a recording took at exit
+/// (`NNNN-exit.core`).
+pub fn is_exit(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.ends_with("-exit.core"))
