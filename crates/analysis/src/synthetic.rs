@@ -421,5 +421,6 @@ pub fn frame(function: &str, module: &str, file: &str) -> crate::symbolize::Fram
         column: None,
         inlined: false,
         start_line: None,
+        start_column: None,
     }
 }
