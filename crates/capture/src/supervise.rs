@@ -571,7 +571,7 @@ impl Traced {
                 if let Some(r) = recorder.borrow_mut().take() {
                     // Said at once: the program may run on for a long time.
                     eprintln!(
-                        "leaktrail: process {pid} closed the tracer's link (it closes every descriptor, as daemons do): recording stopped there, the program runs on untouched"
+                        "leaktrail: process {pid} closed the tracer's link and runs on (it closed every descriptor, as daemons do, or exec'd through execl, which the tracer cannot follow): recording stopped there, the program runs on untouched"
                     );
                     *finished.borrow_mut() = Some(r.finish(&problems));
                 }

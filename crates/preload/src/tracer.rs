@@ -77,18 +77,11 @@ pub fn init() {
         unwind::modules::rebuild();
         let Some(hdr) = region::create(mode, depth) else {
             if region::LIMIT_REACHED.load(Ordering::Relaxed) {
-                let mut digits = [0u8; 20];
-                let limit = decimal(region::LIMIT.load(Ordering::Relaxed), &mut digits);
-                let mut line = [0u8; 160];
-                let len = concat(
-                    &mut line,
-                    &[
-                        b"leaktrail: the region limit (LEAKTRAIL_REGION_LIMIT=",
-                        limit,
-                        b" bytes) is too small for the audit region's first tables; not tracing\n",
-                    ],
+                say_number(
+                    b"leaktrail: the region limit (LEAKTRAIL_REGION_LIMIT=",
+                    region::LIMIT.load(Ordering::Relaxed),
+                    b" bytes) is too small for the audit region's first tables; not tracing\n",
                 );
-                say(&line[..len]);
             } else {
                 say(b"leaktrail: cannot map the audit region (out of memory); not tracing\n");
             }
@@ -174,31 +167,28 @@ pub fn await_answer(fd: i32) {
             _ => break,
         }
     }
-    let mut digits = [0u8; 20];
-    let ms = decimal(deadline_ms, &mut digits);
-    let mut line = [0u8; 160];
-    let len = concat(
-        &mut line,
-        &[
-            b"leaktrail: the supervisor (leaktrail run) did not answer within ",
-            ms,
-            b" ms; the program goes on without it\n",
-        ],
+    say_number(
+        b"leaktrail: the supervisor (leaktrail run) did not answer within ",
+        deadline_ms,
+        b" ms; the program goes on without it\n",
     );
-    say(&line[..len]);
     SUPERVISOR_FD.store(-1, Ordering::Relaxed);
     sys::close(fd);
 }
 
-/// Writes `parts` one after another into `line`, cut at its end; the length.
-fn concat(line: &mut [u8], parts: &[&[u8]]) -> usize {
+/// Writes `before`, `n` in decimal and `after` as one line on stderr (cut
+/// at 160 bytes), without allocating.
+fn say_number(before: &[u8], n: u64, after: &[u8]) {
+    let mut digits = [0u8; 20];
+    let n = decimal(n, &mut digits);
+    let mut line = [0u8; 160];
     let mut len = 0;
-    for part in parts {
-        let n = part.len().min(line.len() - len);
-        line[len..len + n].copy_from_slice(&part[..n]);
-        len += n;
+    for part in [before, n, after] {
+        let k = part.len().min(line.len() - len);
+        line[len..len + k].copy_from_slice(&part[..k]);
+        len += k;
     }
-    len
+    say(&line[..len]);
 }
 
 fn env(name: EnvName) -> Option<&'static [u8]> {
