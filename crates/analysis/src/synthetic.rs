@@ -230,6 +230,20 @@ impl HeapBuilder {
         b
     }
 
+    /// Adds a `PROT_NONE` mapping (a guard page) of `len` bytes at `start`,
+    /// which must not overlap the layout's mappings.
+    pub fn guard(&mut self, start: u64, len: u64) -> &mut Self {
+        let mut m = self.image.mappings[0].clone();
+        m.start = start;
+        m.end = start + len;
+        m.perms = "---p".into();
+        m.path = String::new();
+        m.inode = 0;
+        m.region = Region::Anon;
+        self.image.mappings.push(m);
+        self
+    }
+
     /// Records the capture as taken with `--memory mode`.
     pub fn memory_mode(&mut self, mode: MemoryMode) -> &mut Self {
         self.image.mode = Some(mode);

@@ -656,6 +656,14 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
                 );
             }
             out.push_str("</table>");
+            if k.libc.blocks > 0 {
+                let _ = write!(
+                    out,
+                    "<p class=\"muted\">libc internal: {} in {} buffers (libc's own, of the kinds valgrind frees at exit; not counted above).</p>",
+                    escape(&text::bytes(k.libc.bytes as f64)),
+                    count(k.libc.blocks)
+                );
+            }
             lost_sites_table(&mut out, k);
             let lost: Vec<_> = k
                 .groups
@@ -783,6 +791,23 @@ mod tests {
             ]
         );
         assert!(page.contains("Definitely lost sites, by total (3)"));
+    }
+
+    /// Issue 11 (item 2): libc's residue is one line of its own.
+    #[test]
+    fn issue_11_the_report_counts_libc_internal_apart() {
+        use crate::testing::{investigation, leaks, ranked_sites};
+        let mut l = leaks(ranked_sites());
+        let page_of =
+            |l: &Leaks| page(&investigation(l.clone()), &HtmlOptions::default()).expect("page");
+        assert!(!page_of(&l).contains("libc internal"));
+        l.libc = leaktrail_analysis::leaks::Tally {
+            bytes: 6974,
+            blocks: 14,
+        };
+        assert!(page_of(&l).contains(
+            "<p class=\"muted\">libc internal: 6.8 KiB in 14 buffers (libc's own, of the kinds valgrind frees at exit; not counted above).</p>"
+        ));
     }
 
     #[test]

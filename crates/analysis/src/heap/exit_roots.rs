@@ -20,8 +20,8 @@
 //! thread descriptor and static TLS at their top) in a cache for the next
 //! `pthread_create`, and frees them only in `__libc_freeres`, which
 //! valgrind runs before its leak check. Such a stack is anonymous
-//! read-write memory holding no thread's stack pointer; it is recognised by
-//! the descriptor at its top: the TCB's first word (`tcb`) and third
+//! read-write memory above a `PROT_NONE` guard, holding no thread's stack
+//! pointer; it is recognised by the descriptor at its top: the TCB's first word (`tcb`) and third
 //! (`self`) both hold its own address, and no live thread's `fs_base` is
 //! that address.
 

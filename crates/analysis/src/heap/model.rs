@@ -561,6 +561,12 @@ fn areas_of(
                 (t.tid, sp)
             })
     };
+    // glibc maps a thread's stack above a PROT_NONE guard.
+    let guard_ends: BTreeSet<u64> = raw
+        .iter()
+        .filter(|m| m.2.starts_with("---"))
+        .map(|m| m.1)
+        .collect();
     let thread_pointers: Vec<u64> = image
         .threads()
         .iter()
@@ -594,6 +600,7 @@ fn areas_of(
                 AreaKind::Chunks
             } else if writable
                 && path.is_empty()
+                && guard_ends.contains(&start)
                 && exit_roots::is_cached_stack(image.memory(), start, end, &thread_pointers)
             {
                 AreaKind::CachedStack
@@ -972,17 +979,23 @@ mod tests {
     #[test]
     fn issue_11_a_finished_threads_cached_stack_is_not_a_root() {
         use crate::synthetic::*;
-        for cached in [false, true] {
+        // (guard page below, descriptor at the top): only both make it a
+        // cached stack.
+        for (guard, descriptor) in [(true, false), (false, true), (true, true)] {
             let mut b = HeapBuilder::new();
             let a = b.block(64);
             b.anon_word(a);
-            if cached {
+            if guard {
+                b.guard(ANON - 0x1000, 0x1000);
+            }
+            if descriptor {
                 // glibc's descriptor of a thread that ended: `tcb` and
                 // `self` hold its own address, no live thread's fs_base.
                 let tcb = ANON + 0x800;
                 b.write(tcb, tcb);
                 b.write(tcb + 16, tcb);
             }
+            let cached = guard && descriptor;
             let s = b.build();
             let heap = s.heap();
             let area = heap.area_of(ANON).expect("anon area");

@@ -4,11 +4,11 @@
 //! run`, and `leaks` names the leaking function with its file and line.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{fixture, leaktrail, leaktrail_json, scratch, success};
+use crate::support::{fixture, leaktrail_json, scratch, success};
 
 /// `tree` leaks one root of 1120 bytes from `leak_tree`.
 const CASE: &str = "tree";
@@ -26,17 +26,7 @@ fn sections(file: &Path) -> String {
 
 /// Runs `exe CASE` under the tracer into `dir`; returns the exit snapshot.
 fn exit_snapshot(exe: &Path, dir: &Path) -> PathBuf {
-    success(
-        leaktrail()
-            .args(["run", "--every", "0", "--interval", "50ms", "--out"])
-            .arg(dir)
-            .arg("--")
-            .arg(exe)
-            .arg(CASE)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
-    dir.join("snapshots/0001-exit.core")
+    crate::valgrind::exit_core(exe, CASE, dir)
 }
 
 /// The innermost frame of the definitely lost root.

@@ -180,7 +180,7 @@ fn parse_valgrind(text: &str) -> Classes {
 
 /// Runs `exe case` under `leaktrail run` into `dir`; returns the exit
 /// snapshot.
-fn exit_core(exe: &Path, case: &str, dir: &Path) -> PathBuf {
+pub fn exit_core(exe: &Path, case: &str, dir: &Path) -> PathBuf {
     success(
         leaktrail()
             .args(["run", "--every", "0", "--interval", "50ms", "--out"])
