@@ -115,13 +115,15 @@ def pauses(tool, exe, args):
                 cow.append(leaktrail_pause(tool, t, os.path.join(args.dir, "cow.core"), ()))
                 stop.append(leaktrail_pause(tool, t, os.path.join(args.dir, "stop.core"),
                                             ("--method", "stop")))
-                gc.append(gcore_pause(t, os.path.join(args.dir, "gc")))
+                if not args.no_gcore:
+                    gc.append(gcore_pause(t, os.path.join(args.dir, "gc")))
         finally:
             t.close()
         if any(r["method"] != "cow" for r in cow):
             print("  (copy-on-write was not used: see leaktrail snapshot -v)")
         gib = mib / 1024
-        c, s, g = med(cow, "gap"), med(stop, "gap"), med(gc, "gap")
+        c, s = med(cow, "gap"), med(stop, "gap")
+        g = med(gc, "gap") if gc else float("nan")
         label = f"{mib} MiB{' THP' if pages == 'huge' else ''}"
         print(f"{label:>12} | {c * 1e3:>8.1f}ms {c * 1e3 / gib:>7.1f} {med(cow, 'cpu'):>6.2f}s |"
               f" {s * 1e3:>8.1f}ms {s * 1e3 / gib:>7.1f} | {g * 1e3:>9.1f}ms {g * 1e3 / gib:>7.1f} |"
@@ -174,6 +176,7 @@ def main():
                     help="heap pages: small (4 KiB, malloc'd), huge (MADV_HUGEPAGE), or both")
     ap.add_argument("--hourly", type=int, default=1024, help="MiB of the hourly model; 0 skips it")
     ap.add_argument("--dirty", type=int, default=5, help="percent of pages written per interval")
+    ap.add_argument("--no-gcore", action="store_true", help="leave gcore out (slow on big heaps)")
     ap.add_argument("--dir", default=os.path.join(ROOT, "target", "bench-snapshot"))
     ap.add_argument("--leaktrail", default=None)
     args = ap.parse_args()
