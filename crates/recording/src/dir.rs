@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::maps::{Mapping, MemoryLimit, RegionBytes};
+use crate::snapshot::metadata::MAX_SPAN;
 use crate::Error;
 
 pub mod snapshots;
@@ -402,8 +403,10 @@ impl Recording {
     pub fn detail(&self, i: u64) -> Result<Detail, Error> {
         let path = self.dir.join("smaps").join(detail_name(i));
         let text = read_text(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::malformed(&path, format!("expected per-mapping detail: {e}")))
+        let detail: Detail = serde_json::from_str(&text)
+            .map_err(|e| Error::malformed(&path, format!("expected per-mapping detail: {e}")))?;
+        check_mappings(&detail.mappings).map_err(|why| Error::malformed(&path, why))?;
+        Ok(detail)
     }
 
     /// The sample a selector names; it must have per-mapping detail.
@@ -461,6 +464,30 @@ fn nearest<'a>(
     v.sort_by(|a, b| (key(a) - target).abs().total_cmp(&(key(b) - target).abs()));
     v.truncate(2);
     v
+}
+
+/// Refuses mappings that no `smaps` could hold: wider than the 57-bit
+/// address space, with more bytes resident (or proportional, dirty,
+/// anonymous, swapped) than mapped, or overlapping. So every sum over a
+/// sample's mappings fits in a `u64`.
+fn check_mappings(mappings: &[Mapping]) -> Result<(), String> {
+    for m in mappings {
+        let span = m.end.checked_sub(m.start).filter(|&s| s <= MAX_SPAN);
+        let counters = [m.rss, m.pss, m.private_dirty, m.anonymous, m.swap];
+        if !span.is_some_and(|s| counters.iter().all(|&v| v <= s)) {
+            return Err(format!(
+                "mapping {:#x}-{:#x} (rss {}, swap {}) is wider than the address space or holds more than it maps",
+                m.start, m.end, m.rss, m.swap
+            ));
+        }
+    }
+    match crate::maps::first_overlap(mappings.iter().map(|m| (m.start, m.end)).collect()) {
+        Some((a, b)) => Err(format!(
+            "mappings {:#x}-{:#x} and {:#x}-{:#x} overlap",
+            a.0, a.1, b.0, b.1
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Parses and checks `meta.json`.

@@ -614,6 +614,17 @@ pub struct MemoryLimit {
     pub source: LimitSource,
 }
 
+/// The first two of `spans` (`[start, end)`) that overlap, in address
+/// order: the check every reader of a recorded address space makes, so
+/// that sums over it fit in a `u64`.
+pub(crate) fn first_overlap(mut spans: Vec<(u64, u64)>) -> Option<((u64, u64), (u64, u64))> {
+    spans.sort_unstable();
+    spans
+        .windows(2)
+        .find(|w| w[0].1 > w[1].0)
+        .map(|w| (w[0], w[1]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -249,12 +249,14 @@ impl Metadata {
     /// Parses a note's payload.
     /// Refuses a note whose regions could not be a process's mappings (an
     /// end before its start, a span wider than the 57-bit address space,
-    /// more bytes captured than mapped): every reader sizes work by them.
+    /// more bytes captured or resident than mapped, overlapping regions):
+    /// every reader sizes work by them.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         let m: Metadata = serde_json::from_slice(bytes)?;
+        let bad = |why: String| <serde_json::Error as serde::de::Error>::custom(why);
         for r in m.inherited.iter() {
             if r[1] < r[0] || r[1] - r[0] > MAX_SPAN {
-                return Err(<serde_json::Error as serde::de::Error>::custom(format!(
+                return Err(bad(format!(
                     "inherited range {:#x}..{:#x} is not a range",
                     r[0], r[1]
                 )));
@@ -262,12 +264,21 @@ impl Metadata {
         }
         for r in &m.regions {
             let span = r.end.checked_sub(r.start);
-            if !span.is_some_and(|s| s <= MAX_SPAN && r.captured <= s) {
-                return Err(<serde_json::Error as serde::de::Error>::custom(format!(
-                    "region {:#x}..{:#x} (captured {}) is not a mapping",
-                    r.start, r.end, r.captured
+            if !span.is_some_and(|s| s <= MAX_SPAN && r.captured <= s && r.rss <= s) {
+                return Err(bad(format!(
+                    "region {:#x}..{:#x} (captured {}, rss {}) is not a mapping",
+                    r.start, r.end, r.captured, r.rss
                 )));
             }
+        }
+        // Disjoint, as in any address space: so a sum over the regions
+        // fits in a u64.
+        let spans = m.regions.iter().map(|r| (r.start, r.end)).collect();
+        if let Some((a, b)) = crate::maps::first_overlap(spans) {
+            return Err(bad(format!(
+                "regions {:#x}..{:#x} and {:#x}..{:#x} overlap",
+                a.0, a.1, b.0, b.1
+            )));
         }
         Ok(m)
     }
