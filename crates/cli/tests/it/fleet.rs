@@ -410,7 +410,15 @@ fn a_run_into_s3_then_growth_and_report_from_the_url_rank_the_growing_site_first
     let exe = crate::support::fixture("growth_sites", &[]);
     let mut run = crate::support::Running::start(
         s3.leaktrail()
-            .args(["run", "--every", "0", "--memory", "tables", "--out", &url])
+            .args([
+                "run",
+                "--every",
+                "0",
+                "--memory",
+                "tables",
+                "--out",
+                url.as_str(),
+            ])
             .arg("--")
             .arg(&exe)
             .arg(steps.to_string())
