@@ -67,7 +67,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     opts.function = args.function;
     opts.threads = args.threads as usize;
     opts.symbolize_reachable = args.json || args.reachable;
-    let mut found = leaks::find(&heap, &opts, &symbolizer);
+    let mut found = crate::term::step("scanning for leaks and symbolizing", || {
+        leaks::find(&heap, &opts, &symbolizer)
+    });
     found.warnings.extend(symbolizer.warnings());
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -75,7 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         let mut r = render::LeaksOptions::default();
         r.reachable = args.reachable;
-        out.write_all(render::text(&found, &r).as_bytes())?;
+        crate::term::print(&render::text(&found, &r))?;
     }
     out.flush()?;
     // Over the groups kept, so that --function limits what fails too.

@@ -19,6 +19,7 @@ pub mod refs;
 pub mod report;
 pub mod run;
 pub mod snapshot;
+pub mod top;
 pub mod trend;
 pub mod watch;
 pub mod whatis;

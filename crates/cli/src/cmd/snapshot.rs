@@ -41,6 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // From here on SIGINT and SIGTERM let the target go and remove the
     // temporary file before we exit, rather than kill us mid-capture.
     snapshot::catch_interrupts();
+    let progress = crate::term::Progress::step("stopping the process and copying its memory");
     let taken = match (&args.recording, args.pid) {
         (Some(dir), _) => {
             let meta_path = dir.join("meta.json");
@@ -67,6 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         (None, None) => crate::bad_input!("give -p PID or --recording DIR"),
     };
+    drop(progress);
     let outcome = match taken {
         Ok(outcome) => outcome,
         // Already the whole story, in the words the user needs; no context.

@@ -46,10 +46,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let doc = json::TrendDocument::new(&t, owners.as_ref());
         write!(out, "{}", json::to_string(&doc)?)?;
     } else {
-        write!(out, "{}", text::trend(&t))?;
+        let mut s = text::trend(&t);
         if let Some(o) = &owners {
-            write!(out, "\n{}", text::owner_trend(o))?;
+            s.push('\n');
+            s.push_str(&text::owner_trend(o));
         }
+        crate::term::print(&s)?;
     }
     Ok(ExitCode::SUCCESS)
 }

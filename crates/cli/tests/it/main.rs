@@ -14,5 +14,6 @@ mod recording;
 mod snapshot;
 mod support;
 mod symbols;
+mod terminal;
 mod tracer;
 mod watch;
