@@ -165,11 +165,14 @@ pub fn screen(view: &View, width: usize, height: usize) -> Vec<String> {
         .collect()
 }
 
+/// Reads of smaps and the audit per refresh before a failure is reported.
+const REREADS: usize = 5;
+
 /// The state kept between refreshes.
 struct Top {
     pid: i32,
     comm: String,
-    header: u64,
+    header: Option<u64>,
     symbolizer: Symbolizer,
     start: Instant,
     first: Option<(u64, u64, u64)>,
@@ -178,17 +181,19 @@ struct Top {
 }
 
 impl Top {
-    fn open(pid: i32) -> anyhow::Result<Top> {
+    /// Opens `pid`; with `wait`, a process whose tracer has not set its
+    /// tables up yet is looked at again at each refresh (`run --live`
+    /// opens the view as the tracer starts).
+    fn open(pid: i32, wait: bool) -> anyhow::Result<Top> {
         let live = LiveProcess::open(pid).with_context(|| format!("reading process {pid}"))?;
-        let header = audit::find_headers(&live.memory)
-            .into_iter()
-            .find(|&a| audit::decode(&live.memory, a).is_ok_and(|d| d.pid == pid as u32));
-        let Some(header) = header else {
+        let header = header_of(&live, pid);
+        if header.is_none() && !wait {
             bad_input!(
                 "process {pid} has no leaktrail audit region: top watches a process started with `leaktrail run` (try `leaktrail watch -p {pid}` for its RSS alone)"
             );
         };
         let comm = procfs::read_stat(pid).map(|s| s.comm).unwrap_or_default();
+        let _ = &live;
         Ok(Top {
             pid,
             comm,
@@ -209,20 +214,35 @@ impl Top {
     /// Reads the process once; `None` once it has gone.
     fn refresh(&mut self) -> anyhow::Result<Option<View>> {
         let began = Instant::now();
-        let live = match LiveProcess::open(self.pid) {
-            Ok(l) => l,
-            Err(leaktrail_capture::Error::Exited { .. }) => return Ok(None),
-            Err(_) if !self.alive() => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let decoded = match audit_dump::decode_settled(&live.memory, self.header) {
-            Ok(d) => d,
-            Err(_) if !self.alive() => return Ok(None),
-            Err(e) => return Err(e.into()),
+        // The audit's tables grow while we read: one mapped after our
+        // smaps read is "not in captured memory". Read both again, a few
+        // times; a process that keeps failing is an error.
+        let mut attempt = 0;
+        let (live, decoded) = loop {
+            attempt += 1;
+            let live = match LiveProcess::open(self.pid) {
+                Ok(l) => l,
+                Err(leaktrail_capture::Error::Exited { .. }) => return Ok(None),
+                Err(_) if !self.alive() => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            if self.header.is_none() {
+                self.header = header_of(&live, self.pid);
+            }
+            match self
+                .header
+                .map(|h| audit_dump::decode_settled(&live.memory, h))
+            {
+                None => break (live, None),
+                Some(Ok(d)) => break (live, Some(d)),
+                Some(Err(_)) if !self.alive() => return Ok(None),
+                Some(Err(_)) if attempt < REREADS => continue,
+                Some(Err(e)) => return Err(e.into()),
+            }
         };
         let read_cost = began.elapsed();
-        let in_tracer =
-            |start: u64, end: u64| decoded.ranges.iter().any(|&(a, b)| start < b && a < end);
+        let ranges = decoded.as_ref().map_or(&[][..], |d| d.ranges.as_slice());
+        let in_tracer = |start: u64, end: u64| ranges.iter().any(|&(a, b)| start < b && a < end);
         let mut per_region: HashMap<Region, u64> = HashMap::new();
         let mut tracer = 0;
         let mut rss = 0;
@@ -239,7 +259,7 @@ impl Top {
             .map(|r| (r.name(), per_region.get(r).copied().unwrap_or(0)))
             .collect();
         let mut by_stack: HashMap<StackId, (u64, u64)> = HashMap::new();
-        for b in &decoded.live {
+        for b in decoded.iter().flat_map(|d| &d.live) {
             let e = by_stack.entry(b.stack).or_default();
             e.0 += b.size;
             e.1 += 1;
@@ -267,7 +287,10 @@ impl Top {
                     .names
                     .entry(k)
                     .or_insert_with(|| {
-                        let pcs = decoded.stacks.get(&k).map_or(&[][..], |v| v.as_slice());
+                        let pcs = decoded
+                            .as_ref()
+                            .and_then(|d| d.stacks.get(&k))
+                            .map_or(&[][..], |v| v.as_slice());
                         leaktrail_report::diagnosis::site(&self.symbolizer.stack(pcs))
                     })
                     .clone();
@@ -292,6 +315,13 @@ impl Top {
             read_cost,
         }))
     }
+}
+
+/// The audit header of `pid` in `live`: the region whose pid is its own.
+fn header_of(live: &LiveProcess, pid: i32) -> Option<u64> {
+    audit::find_headers(&live.memory)
+        .into_iter()
+        .find(|&a| audit::decode(&live.memory, a).is_ok_and(|d| d.pid == pid as u32))
 }
 
 /// The alternate screen in raw mode, left (and the cursor shown again)
@@ -378,7 +408,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.interval.is_zero() {
         bad_input!("--interval must be longer than 0");
     }
-    let top = Top::open(args.pid)?;
+    let top = Top::open(args.pid, false)?;
     watch::install_interrupt_handler();
     let farewell = show(top, args.interval)?;
     // One line, not a table: never fitted (a terminal wraps it).
@@ -389,7 +419,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// `run --live`: the live view of `pid` (traced, its tracer started)
 /// until it exits or the user quits; returns top's last line.
 pub fn live(pid: i32, interval: Duration) -> anyhow::Result<String> {
-    show(Top::open(pid)?, interval)
+    show(Top::open(pid, true)?, interval)
 }
 
 /// Draws the view until the process goes, `q`, or a signal; returns the

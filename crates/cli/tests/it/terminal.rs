@@ -292,6 +292,23 @@ impl Tmux {
         c
     }
 
+    /// Starts `sh -c COMMAND` in a detached 160x30 session named `top`.
+    fn start(&self, command: &str) {
+        success(self.cmd().args([
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "160",
+            "-y",
+            "30",
+            "sh",
+            "-c",
+            command,
+        ]));
+    }
+
     /// The visible text of the pane (no escapes).
     fn screen(&self) -> String {
         String::from_utf8_lossy(
@@ -340,19 +357,7 @@ fn issue_17_top_shows_the_growing_site_live_in_tmux_and_q_restores_the_terminal(
         "{} top -p {pid} --interval 200ms; echo top-status=$?; exec cat",
         env!("CARGO_BIN_EXE_leaktrail")
     );
-    success(tmux.cmd().args([
-        "new-session",
-        "-d",
-        "-s",
-        "top",
-        "-x",
-        "160",
-        "-y",
-        "30",
-        "sh",
-        "-c",
-        &top,
-    ]));
+    tmux.start(&top);
 
     // Step 1 done: grow_cache holds its first 100 buffers of 4096 bytes.
     let site = "grow_cache (growth_sites.c:";
@@ -413,4 +418,52 @@ fn issue_17_top_shows_the_growing_site_live_in_tmux_and_q_restores_the_terminal(
     assert!(s.contains("grew most: grow_cache (growth_sites.c:"), "{s}");
     traced.close_stdin();
     assert!(traced.wait().success());
+}
+
+#[test]
+fn issue_17_run_live_shows_the_view_of_the_program_it_starts() {
+    // A program that leaks 4 KiB buffers at 1 MiB/s from leak_one until
+    // killed, and never reads its terminal (the view takes the keyboard).
+    let exe = fixture("watch_malloc_leak", &[]);
+    let dir = scratch("run_live").join("rec");
+    let tmux = Tmux::new("live");
+    let run = format!(
+        "{} run --live --every 0 --interval 200ms --out {} -- {} 1048576 0; echo run-status=$?; exec cat",
+        env!("CARGO_BIN_EXE_leaktrail"),
+        dir.display(),
+        exe.display()
+    );
+    tmux.start(&run);
+    // leak_one is inlined into leak_loop at -O1: the site is either.
+    let site = "leak_";
+    let s = tmux.until("the leaking site growing", |s| {
+        row(s, site).is_some_and(|r| r.trim_start().starts_with('+'))
+    });
+    let pid = support::recorded_pid(&dir);
+    assert!(
+        s.starts_with(&format!("leaktrail top: pid {pid} (")),
+        "the view is of the program run started:\n{s}"
+    );
+    let header = s
+        .lines()
+        .position(|l| l.ends_with("  site"))
+        .expect("header");
+    assert_eq!(s.lines().nth(header + 1), row(&s, site), "{s}");
+    // q closes the view; the program goes on until it is ended, then run
+    // prints its verdict and what to run next.
+    success(tmux.cmd().args(["send-keys", "-t", "top", "q"]));
+    let s = tmux.until("the view closed", |s| s.contains(") watched for "));
+    assert!(!s.contains("fastest-growing sites"), "{s}");
+    assert!(!s.contains("run-status="), "the program goes on:\n{s}");
+    // SAFETY: kill sends a signal; pid is the traced program this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let s = tmux.until("run's ending", |s| s.contains("run-status="));
+    assert!(
+        s.contains(&format!("next: leaktrail report {}", dir.display())),
+        "{s}"
+    );
+    assert!(
+        s.contains("run-status=143"),
+        "SIGTERM's status passed through:\n{s}"
+    );
 }
