@@ -89,6 +89,9 @@ pub struct Investigation {
     pub latest: Option<Profile>,
     /// ... and in the oldest, when there are two or more.
     pub first: Option<Profile>,
+    /// Live memory by site in every snapshot of the series, in time order
+    /// (the report's snapshot slider).
+    pub profiles: Vec<Profile>,
     /// Reachability in the newest snapshot taken with `--memory full`.
     pub leaks: Option<LeakSummary>,
     /// For a traced Node.js process: memory by owner across the snapshots.
@@ -151,6 +154,7 @@ impl Investigation {
             growth: None,
             latest: None,
             first: None,
+            profiles: Vec::new(),
             leaks: Some(LeakSummary { path, leaks }),
             owners: None,
             notes: Vec::new(),
@@ -321,6 +325,7 @@ pub fn open(dir: &Path) -> Result<Investigation, Error> {
         }
     };
     let snapshots = reads.iter().map(|r| r.info.clone()).collect();
+    let all_profiles = profiles.clone();
     let mut profiles = profiles.into_iter();
     let first = profiles.next();
     let latest = profiles.next_back();
@@ -345,6 +350,7 @@ pub fn open(dir: &Path) -> Result<Investigation, Error> {
         growth,
         latest,
         first,
+        profiles: all_profiles,
         leaks,
         owners,
         notes,

@@ -23,6 +23,8 @@ use leaktrail_format::handover;
 pub use leaktrail_format::handover::{ExitNotice, Notice};
 use leaktrail_format::UnwindMode;
 use leaktrail_recording::dir::snapshots::Snapshots;
+use leaktrail_recording::dir::Meta;
+use leaktrail_recording::Sample;
 
 use crate::snapshot::{self, MemoryMode};
 use crate::watch::{StopHandle, WatchOptions, Watcher};
@@ -359,6 +361,9 @@ pub struct RecordOptions {
     /// Called with each snapshot once it is complete (`leaktrail run
     /// --export`, an upload).
     pub after_snapshot: Option<SnapshotHook>,
+    /// Told of every watch sample, from the sampler's thread (the CLI's
+    /// live line).
+    pub on_sample: Option<SampleHook>,
 }
 
 /// What runs after each snapshot of a recording, with its path, on the
@@ -393,6 +398,20 @@ impl SnapshotHook {
     }
 }
 
+/// A callback given the recording's metadata and every sample so far,
+/// after each new one. It runs on the sampler's thread: it must be quick.
+#[derive(Clone)]
+pub struct SampleHook(pub Arc<SampleFn>);
+
+/// What a [`SampleHook`] calls.
+pub type SampleFn = dyn Fn(&Meta, &[Sample]) + Send + Sync;
+
+impl std::fmt::Debug for SampleHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SampleHook")
+    }
+}
+
 impl Default for RecordOptions {
     fn default() -> Self {
         RecordOptions {
@@ -402,6 +421,7 @@ impl Default for RecordOptions {
             snapshots: snapshot::Periodic::new(MemoryMode::Full),
             interval: Duration::from_secs(1),
             after_snapshot: None,
+            on_sample: None,
         }
     }
 }
@@ -453,11 +473,16 @@ impl Recorder {
         let stop_watch = watcher.stop_handle();
         let snapshots = Snapshots::of(&dir)?;
         let (first_tx, first_rx) = std::sync::mpsc::channel::<()>();
+        let hook = opts.on_sample.clone();
         let watching = std::thread::spawn(move || {
             let mut first = Some(first_tx);
-            watcher.run(|_| {
+            let meta = watcher.meta().clone();
+            watcher.run(|samples| {
                 if let Some(tx) = first.take() {
                     let _ = tx.send(());
+                }
+                if let Some(h) = &hook {
+                    (h.0)(&meta, samples);
                 }
             })
         });

@@ -12,7 +12,6 @@
 //! This is process orchestration of the binary itself rather than analysis
 //! or capture, so it lives in the binary crate (see docs/ARCHITECTURE.md).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -193,31 +192,6 @@ pub fn output_names(inputs: &[PathBuf]) -> Vec<String> {
     names
 }
 
-/// A one-line progress bar, redrawn in place on a terminal.
-pub fn progress_line(done: usize, failed: usize, total: usize, width: usize) -> String {
-    let filled = (done * width).checked_div(total).unwrap_or(width);
-    let mut bar = String::with_capacity(width);
-    for i in 0..width {
-        bar.push(if i < filled { '#' } else { '.' });
-    }
-    let failed = if failed > 0 {
-        format!(", {failed} failed")
-    } else {
-        String::new()
-    };
-    format!("\r[{bar}] {done}/{total}{failed}")
-}
-
-/// Writes the progress line to stderr.
-pub fn draw(done: usize, failed: usize, total: usize) {
-    let mut err = std::io::stderr().lock();
-    let _ = write!(err, "{}", progress_line(done, failed, total, 30));
-    if done == total {
-        let _ = writeln!(err);
-    }
-    let _ = err.flush();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,12 +289,5 @@ mod tests {
             "no temporary left"
         );
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn the_bar_fills_with_progress() {
-        assert_eq!(progress_line(0, 0, 4, 4), "\r[....] 0/4");
-        assert_eq!(progress_line(2, 1, 4, 4), "\r[##..] 2/4, 1 failed");
-        assert_eq!(progress_line(4, 0, 4, 4), "\r[####] 4/4");
     }
 }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod cmd;
 mod exit;
 mod job;
+mod term;
 
 /// Find out why a long-running Linux process keeps growing, and which line
 /// of code holds the memory.
@@ -16,6 +17,10 @@ mod job;
 #[derive(Parser)]
 #[command(name = "leaktrail", version, about, long_about = None, propagate_version = true)]
 pub(crate) struct Cli {
+    /// Colour: auto (on a terminal, unless NO_COLOR is set; CLICOLOR_FORCE
+    /// forces it), always, never. JSON is never coloured.
+    #[arg(long, global = true, value_enum, default_value_t = term::ColorChoice::Auto, value_name = "WHEN")]
+    color: term::ColorChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,6 +33,8 @@ enum Command {
     Watch(cmd::watch::Args),
     /// Run a command under the tracer: every live buffer keeps its stack.
     Run(cmd::run::Args),
+    /// A live view of a traced process: RSS, regions, the fastest-growing sites.
+    Top(cmd::top::Args),
     /// Trend verdict of a recording: growing, flat or inconclusive.
     Trend(cmd::trend::Args),
     /// Compare mappings between two samples or snapshots (a `pmap -x` diff).
@@ -69,10 +76,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    term::init(cli.color);
     let result = match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Watch(a) => cmd::watch::run(a),
         Command::Run(a) => cmd::run::run(a),
+        Command::Top(a) => cmd::top::run(a),
         Command::Trend(a) => cmd::trend::run(a),
         Command::Maps(a) => cmd::maps::run(a),
         Command::Snapshot(a) => cmd::snapshot::run(a),

@@ -229,7 +229,7 @@ definitely lost: 2,048 bytes in 2 blocks, oldest 0x555500001000 (1,024 bytes)
             }],
             totals: vec![counts(170), counts(1700)],
         };
-        let text = super::caches::text(&c, &["a.core".into(), "b.core".into()]);
+        let text = super::caches::text(&c, &["a.core".into(), "b.core".into()], 0);
         let want = "     class       a.core       b.core       change        bytes
      4,096          170        1,700       +1,530     +5.8 MiB  << grew most
      total          170        1,700       +1,530     +5.8 MiB

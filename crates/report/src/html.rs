@@ -15,17 +15,28 @@
 //! bars that are long, red that is wide. The numbers are there for those
 //! who want them.
 //!
-//! The script only records errors and console errors into the page
-//! (`<body data-errors="N">` and a hidden list), so a headless browser can
-//! check that the page rendered cleanly.
+//! Beside the static charts, the page is an explorer (see `explorer`): a
+//! sortable, filterable table of every site, a flame graph that zooms and
+//! searches, and a snapshot slider that redraws both and the size classes,
+//! drawn by an inline script from embedded JSON. A first inline script
+//! records errors and console errors into the page (`<body
+//! data-errors="N">` and a hidden list), so a headless browser can check
+//! that the page rendered cleanly.
+
+/// An owner chain drawn for a suspect: the suspect's rank and the text of
+/// `leaktrail refs --chain` for one of its buffers.
+pub type OwnerChain = (usize, String);
 
 mod chart;
+mod explorer;
+
+pub use explorer::{MAX_CLASSES, MAX_SITES, MAX_SNAPSHOTS};
 
 use std::fmt::Write;
 
 use leaktrail_analysis::investigation::Investigation;
 use leaktrail_analysis::leaks::{LeakKind, Leaks};
-use leaktrail_analysis::profile::Profile;
+use leaktrail_analysis::profile::{Profile, SiteKey};
 use leaktrail_analysis::symbolize::Frame;
 use leaktrail_recording::dir as recording;
 
@@ -196,6 +207,41 @@ fn lost_sites_table(out: &mut String, leaks: &Leaks) {
     out.push_str("</table>");
 }
 
+/// The leaks groups the shown suspects link to.
+fn suspect_groups(inv: &Investigation, links: &explorer::Links) -> Vec<usize> {
+    inv.growth
+        .iter()
+        .flat_map(|g| g.suspects.iter())
+        .filter_map(|s| links.leak_group.get(&SiteKey::of(&s.stack)).copied())
+        .collect()
+}
+
+/// A suspect's links: its stack, its findleaks group, its owner chain.
+fn suspect_links(
+    out: &mut String,
+    s: &leaktrail_analysis::growth::Suspect,
+    inv: &Investigation,
+    links: &explorer::Links,
+    chains: &[OwnerChain],
+) {
+    let mut parts = vec![format!("<a href=\"#stack-{}\">stack</a>", s.rank)];
+    if let (Some(i), Some(l)) = (links.leak_group.get(&SiteKey::of(&s.stack)), &inv.leaks) {
+        let g = &l.leaks.groups[*i];
+        parts.push(format!(
+            "<a href=\"#leak-{i}\">leaks group: {}</a>",
+            escape(g.kind.describe())
+        ));
+    }
+    if chains.iter().any(|(r, _)| *r == s.rank) {
+        parts.push(format!("<a href=\"#chain-{}\">owner chain</a>", s.rank));
+    }
+    let _ = write!(
+        out,
+        "<div class=\"links muted\">{}</div>",
+        parts.join(" · ")
+    );
+}
+
 fn stack_pre(out: &mut String, frames: &[Frame], depth: usize) {
     out.push_str("<pre class=\"stack\">");
     if frames.is_empty() {
@@ -323,6 +369,17 @@ fn owners_section(out: &mut String, o: &leaktrail_analysis::owner::OwnerTrend) {
 
 /// The page.
 pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> {
+    page_with_chains(inv, opts, &[])
+}
+
+/// The page, with the owner chains the caller computed for some suspects
+/// (`chains`: by suspect rank; each suspect links to its own).
+pub fn page_with_chains(
+    inv: &Investigation,
+    opts: &HtmlOptions,
+    chains: &[OwnerChain],
+) -> std::io::Result<String> {
+    let links = explorer::Links::of(inv);
     let mut out = String::new();
     let command = inv.meta.cmdline.join(" ");
     let title = opts.title.clone().unwrap_or_else(|| {
@@ -338,8 +395,9 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
     });
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{}</title><style>{STYLE}</style><script>{SCRIPT}</script></head>\n<body data-errors=\"0\">",
-        escape(&title)
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{}</title><style>{STYLE}{}</style><script>{SCRIPT}</script></head>\n<body data-errors=\"0\">",
+        escape(&title),
+        explorer::STYLE
     );
     let t = &inv.trend;
     let _ = write!(
@@ -493,15 +551,7 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
         // At most `snapshot_columns` columns, evenly spread, first and
         // last always: a long recording must not make the table unreadable.
         let in_series: Vec<_> = inv.snapshots.iter().filter(|s| s.in_series).collect();
-        let n = in_series.len();
-        let cols: Vec<usize> = if n <= opts.snapshot_columns.max(2) {
-            (0..n).collect()
-        } else {
-            let k = opts.snapshot_columns.max(2);
-            let mut v: Vec<usize> = (0..k).map(|i| i * (n - 1) / (k - 1)).collect();
-            v.dedup();
-            v
-        };
+        let cols = text::spread(in_series.len(), opts.snapshot_columns.max(2));
         out.push_str("<table class=\"caches\"><tr><th class=\"l\">class</th>");
         for &i in &cols {
             let _ = write!(out, "<th>{}</th>", escape(&name_of(&in_series[i].path)));
@@ -562,8 +612,9 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
                 let strong = s.score > 0.0 && s.score * 4.0 >= top;
                 let _ = write!(
                     out,
-                    "<div class=\"suspect{}\"><div class=\"head\">#{} {} {} — {}</div><div class=\"muted\">score {} · monotonic {:.2} · steady {:.2}</div>",
+                    "<div class=\"suspect{}\" id=\"suspect-{}\"><div class=\"head\">#{} {} {} — {}</div><div class=\"muted\">score {} · monotonic {:.2} · steady {:.2}</div>",
                     if strong { "" } else { " weak" },
+                    s.rank,
                     s.rank,
                     chart::sparkline(&bytes, 120.0, 28.0, if strong { "#d62728" } else { "#888" }),
                     escape(&class_name(s.class)),
@@ -572,7 +623,18 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
                     s.stats.monotonicity,
                     s.stats.steadiness
                 );
+                suspect_links(&mut out, s, inv, &links, chains);
+                let _ = write!(out, "<div id=\"stack-{}\">", s.rank);
                 stack_pre(&mut out, &s.stack, opts.depth);
+                out.push_str("</div>");
+                if let Some((_, chain)) = chains.iter().find(|(r, _)| *r == s.rank) {
+                    let _ = write!(
+                        out,
+                        "<details id=\"chain-{}\"><summary>Owner chain: who holds one of these buffers</summary><pre class=\"stack\">{}</pre></details>",
+                        s.rank,
+                        escape(chain)
+                    );
+                }
                 out.push_str("</div>");
             }
             if g.suspects.len() > opts.suspects {
@@ -587,8 +649,12 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
     }
     out.push_str("</section>");
 
-    // 4. Flame graphs.
+    // 4. Every site, sortable, at the slider's snapshot.
+    explorer::sites_section(&mut out, inv);
+
+    // 5. Flame graphs: the explorer's, then the static latest and diff.
     out.push_str("<section id=\"flamegraphs\"><h2>Where is the live memory?</h2>");
+    explorer::flame_explorer(&mut out, inv);
     match &inv.latest {
         None => out.push_str("<p class=\"muted\">No snapshots.</p>"),
         Some(latest) => {
@@ -665,16 +731,25 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
                 );
             }
             lost_sites_table(&mut out, k);
+            // The lost groups, and every group a suspect links to.
+            let linked: Vec<usize> = links.leak_group.values().copied().collect();
             let lost: Vec<_> = k
                 .groups
                 .iter()
-                .filter(|g| g.kind != LeakKind::Reachable)
+                .enumerate()
+                .filter(|(_, g)| g.kind != LeakKind::Reachable)
                 .take(opts.leak_groups)
+                .map(|(i, _)| i)
+                .chain(suspect_groups(inv, &links))
+                .collect::<std::collections::BTreeSet<usize>>()
+                .into_iter()
+                .filter(|i| linked.contains(i) || k.groups[*i].kind != LeakKind::Reachable)
                 .collect();
-            for g in lost {
+            for i in lost {
+                let g = &k.groups[i];
                 let _ = write!(
                     out,
-                    "<details open><summary><b>{}</b>: {} in {} buffers, e.g. 0x{:x}</summary>",
+                    "<details open id=\"leak-{i}\"><summary><b>{}</b>: {} in {} buffers, e.g. 0x{:x}</summary>",
                     g.kind.describe(),
                     escape(&text::bytes(g.bytes as f64)),
                     count(g.blocks),
@@ -748,6 +823,14 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
         out.push_str("</table>");
     }
     out.push_str("<p class=\"muted\">Written by leaktrail. This page is self-contained: it loads nothing.</p></section>");
+    if !inv.profiles.is_empty() {
+        let _ = write!(
+            out,
+            "<script type=\"application/json\" id=\"explorer-data\">{}</script><script>{}</script>",
+            explorer::embedded(&explorer::data(inv, &links)),
+            explorer::SCRIPT
+        );
+    }
     out.push_str("<ul id=\"errors\"></ul></main></body></html>\n");
     Ok(out)
 }

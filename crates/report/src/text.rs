@@ -41,6 +41,18 @@ pub fn rate(bytes_per_hour: f64) -> String {
     format!("{}/h", signed_bytes(bytes_per_hour))
 }
 
+/// Which of `n` columns to show when at most `k` fit (0: all): evenly
+/// spread, the first and the last always.
+pub fn spread(n: usize, k: usize) -> Vec<usize> {
+    if k == 0 || n <= k.max(2) {
+        return (0..n).collect();
+    }
+    let k = k.max(2);
+    let mut v: Vec<usize> = (0..k).map(|i| i * (n - 1) / (k - 1)).collect();
+    v.dedup();
+    v
+}
+
 /// Seconds as `250ms`, `4.2s`, `12m30s`, `3h05m`, `2.5d`.
 pub fn seconds(s: f64) -> String {
     leaktrail_recording::duration::format_seconds(s)
@@ -184,6 +196,10 @@ pub fn live_line(samples: &[Sample], running: Option<&Trend>) -> String {
         bytes(last.rss as f64),
         signed_bytes(delta)
     );
+    // Per-region bytes come with the detailed samples only: the newest.
+    if let Some(r) = samples.iter().rev().find_map(|s| s.regions.as_ref()) {
+        let _ = write!(line, "  heap {:>10}", bytes(r.heap as f64));
+    }
     if let Some(t) = running {
         let _ = write!(line, "  {:<12}", t.verdict.name());
         if t.verdict != Verdict::Inconclusive || t.slope_bytes_per_hour != 0.0 {
@@ -196,8 +212,10 @@ pub fn live_line(samples: &[Sample], running: Option<&Trend>) -> String {
     line
 }
 
-/// The maps diff: regions, then the `limit` largest mapping changes.
-pub fn maps_diff(d: &MapsDiff, limit: usize) -> String {
+/// The maps diff: regions, then the `limit` largest mapping changes. With
+/// a `width`, the address column is left out when it would leave the names
+/// fewer than 24 columns (the caller shortens long names to the width).
+pub fn maps_diff(d: &MapsDiff, limit: usize, width: Option<usize>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -231,35 +249,51 @@ pub fn maps_diff(d: &MapsDiff, limit: usize) -> String {
         );
     }
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{:>12} {:>11} {:>11} {:<6} {:<4} {:<33} name",
-        "delta", "rss A", "rss B", "region", "perm", "address (in B)"
-    );
     let shown: Vec<_> = d
         .mappings
         .iter()
         .filter(|m| m.delta != 0)
         .take(limit)
         .collect();
+    let address =
+        |m: &leaktrail_analysis::maps_diff::MappingDelta| format!("{:x}-{:x}", m.start, m.end);
+    let aw = shown
+        .iter()
+        .map(|m| address(m).len())
+        .max()
+        .unwrap_or(0)
+        .max("address (in B)".len());
+    // delta, rss A, rss B, region, perm and their spaces.
+    let fixed = 12 + 1 + 10 + 1 + 10 + 1 + 6 + 1 + 4 + 1;
+    let with_address = width.is_none_or(|w| fixed + aw + 1 + 24 <= w);
+    let _ = write!(
+        out,
+        "{:>12} {:>10} {:>10} {:<6} {:<4} ",
+        "delta", "rss A", "rss B", "region", "perm"
+    );
+    if with_address {
+        let _ = write!(out, "{:<aw$} ", "address (in B)");
+    }
+    let _ = writeln!(out, "name");
     for m in &shown {
         let mark = match m.presence {
             Presence::Both => "",
             Presence::Added => " (new)",
             Presence::Removed => " (gone)",
         };
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "{:>12} {:>11} {:>11} {:<6} {:<4} {:<33} {}{}",
+            "{:>12} {:>10} {:>10} {:<6} {:<4} ",
             signed_bytes(m.delta as f64),
             bytes(m.rss_a as f64),
             bytes(m.rss_b as f64),
             m.region.name(),
             m.perms,
-            format!("{:x}-{:x}", m.start, m.end),
-            m.name,
-            mark
         );
+        if with_address {
+            let _ = write!(out, "{:<aw$} ", address(m));
+        }
+        let _ = writeln!(out, "{}{}", m.name, mark);
     }
     let unchanged = d.mappings.iter().filter(|m| m.delta == 0).count();
     let hidden = d.mappings.len() - unchanged - shown.len();
@@ -387,6 +421,14 @@ malloc heap growing           +7.0 GiB/h     8.0 MiB
             live_line(&[s(0, 1 << 20), s(1, 3 << 20)], Some(&trend_fixture())),
             "   500ms  rss    3.0 MiB     +2.0 MiB  growing      +7.0 GiB/h in the malloc heap"
         );
+    }
+
+    #[test]
+    fn spread_keeps_the_ends() {
+        assert_eq!(spread(3, 0), [0, 1, 2]);
+        assert_eq!(spread(3, 8), [0, 1, 2]);
+        assert_eq!(spread(10, 4), [0, 3, 6, 9]);
+        assert_eq!(spread(10, 1), [0, 9]);
     }
 
     #[test]

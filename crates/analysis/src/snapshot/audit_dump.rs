@@ -49,6 +49,14 @@ pub fn read_live(
                 ))
             })?,
     };
+    let decoded = decode_settled(mem, header_addr)?;
+    Ok(symbolized(decoded, &live_symbolizer(mappings)))
+}
+
+/// Decodes the audit at `header_addr` of a process that keeps running:
+/// a shard caught mid-change is re-read (up to [`REREADS`] times). `leaktrail
+/// top` reads a running process this way, without stopping it.
+pub fn decode_settled(mem: &(impl Memory + ?Sized), header_addr: u64) -> Result<Audit, Error> {
     let mut decoded = audit::decode(mem, header_addr)?;
     for _ in 0..REREADS {
         if decoded.busy_shards == 0 {
@@ -57,6 +65,12 @@ pub fn read_live(
         std::thread::yield_now();
         decoded = audit::decode(mem, header_addr)?;
     }
+    Ok(decoded)
+}
+
+/// A symbolizer over the files a live process has mapped (`mappings`).
+/// Costly to build, cheap to reuse: build it once per process.
+pub fn live_symbolizer(mappings: &[Mapping]) -> Symbolizer {
     let files = mappings
         .iter()
         .filter(|m| m.path.starts_with('/') && !m.deleted)
@@ -67,7 +81,7 @@ pub fn read_live(
             offset: m.offset,
         })
         .collect();
-    Ok(symbolized(decoded, &Symbolizer::new(files)))
+    Symbolizer::new(files)
 }
 
 /// Pairs a decoded audit with every one of its stacks symbolized.

@@ -37,7 +37,13 @@ pub struct Args {
     /// Print each buffer's whole stack.
     #[arg(short, long)]
     verbose: bool,
-    /// Print one JSON document instead of text.
+    /// Show at most N buffers (or stacks with --group-by) [0: all].
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    limit: usize,
+    /// Show every buffer (--limit 0).
+    #[arg(long)]
+    all: bool,
+    /// Print one JSON document instead of text (never limited).
     #[arg(long)]
     json: bool,
 }
@@ -49,19 +55,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let heap = Heap::open(&snap)?;
     let symbolizer = Symbolizer::for_snapshot(&snap);
     let group = args.group_by.is_some();
-    let mut found = bufs::select(
-        &heap.audit,
-        &filter,
-        &symbolizer,
-        group,
-        !group && (!args.json || args.verbose),
-    );
+    let mut found = crate::term::step("selecting and symbolizing buffers", || {
+        bufs::select(
+            &heap.audit,
+            &filter,
+            &symbolizer,
+            group,
+            !group && (!args.json || args.verbose),
+        )
+    });
     bufs::name_types(&heap, &symbolizer, &mut found);
     let mut out = std::io::stdout().lock();
     if args.json {
         out.write_all(json::to_string(&json::BufsDocument::from(&found))?.as_bytes())?;
     } else {
-        out.write_all(render::text(&found, args.verbose).as_bytes())?;
+        let limit = if args.all { 0 } else { args.limit };
+        crate::term::print(&render::text(&found, args.verbose, limit))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -53,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             paths.push(p.clone());
         }
     }
+    let progress = crate::term::Progress::step("reading snapshots");
     let snaps = paths
         .iter()
         .map(|p| Snapshot::open(p))
@@ -63,12 +64,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()?;
     let audits: Vec<_> = heaps.iter().map(|h| &h.audit).collect();
     let table = caches::compare(&audits);
+    drop(progress);
     let mut out = std::io::stdout().lock();
     if args.json {
         out.write_all(json::to_string(&json::CachesDocument::from(&table))?.as_bytes())?;
     } else {
         let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        out.write_all(render::text(&table, &names).as_bytes())?;
+        // 10 columns of class, 12 per snapshot, 26 for the change.
+        let columns = crate::term::get()
+            .width
+            .map_or(0, |w| (w.saturating_sub(10 + 26 + 15) / 13).max(2));
+        crate::term::print(&render::text(&table, &names, columns))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -169,7 +169,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         text::seconds(last.t),
         dir.display()
     );
-    print!("{}", text::maps_diff(&diff, 5));
+    crate::term::print(&text::maps_diff(&diff, 5, crate::term::get().width))?;
     let chart = dir.join("trend.svg");
     let title = format!("demo_leaky (pid {})", rec.meta.pid);
     recording::write_atomically(

@@ -33,16 +33,15 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let g = growth::open(&super::locals(&args.inputs)?)?;
+    let inputs = super::locals(&args.inputs)?;
+    let g = crate::term::step("reading and symbolizing snapshots", || {
+        growth::open(&inputs)
+    })?;
     let mut out = std::io::stdout().lock();
     if args.json {
         write!(out, "{}", json::to_string(&json::GrowthDocument::from(&g))?)?;
     } else {
-        write!(
-            out,
-            "{}",
-            leaktrail_report::growth::text(&g, args.top, args.depth)
-        )?;
+        crate::term::print(&leaktrail_report::growth::text(&g, args.top, args.depth))?;
     }
     Ok(ExitCode::SUCCESS)
 }

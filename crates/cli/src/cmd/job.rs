@@ -1,6 +1,5 @@
 //! `leaktrail job`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -210,10 +209,14 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     if workers == 0 {
         bad_input!("-j 0: at least one worker is needed");
     }
-    let show = !args.quiet && std::io::stderr().is_terminal();
-    let progress = move |done: usize, failed: usize, total: usize| {
-        if show {
-            job::draw(done, failed, total);
+    let bar =
+        (!args.quiet).then(|| crate::term::Progress::bar(tasks.len() as u64, sub.to_string()));
+    let progress = |done: usize, failed: usize, _total: usize| {
+        if let Some(b) = &bar {
+            b.set(done as u64);
+            if failed > 0 {
+                b.say(format!("{sub} ({failed} failed)"));
+            }
         }
     };
     let exe = std::env::current_exe().context("finding the leaktrail binary to run")?;
@@ -228,6 +231,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         },
         &tasks,
     );
+    drop(bar);
     let failed: Vec<_> = outcomes.iter().filter(|o| o.error.is_some()).collect();
     eprintln!(
         "job {sub}: {} inputs, {} ok, {} failed, {} workers, {:.1}s; outputs in {}",

@@ -97,7 +97,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     {
         opts.suppressions.read_file(&file)?;
     }
-    let mut found = leaks::find(&heap, &opts, &symbolizer);
+    let mut found = crate::term::step("scanning for leaks and symbolizing", || {
+        leaks::find(&heap, &opts, &symbolizer)
+    });
     found.warnings.extend(symbolizer.warnings());
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -106,7 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut r = render::LeaksOptions::default();
         r.reachable = args.reachable;
         r.show_libc = args.show_libc;
-        out.write_all(render::text(&found, &r).as_bytes())?;
+        crate::term::print(&render::text(&found, &r))?;
     }
     out.flush()?;
     // Over the groups kept, so that --function limits what fails too.

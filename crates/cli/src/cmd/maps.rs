@@ -134,8 +134,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     json::to_string(&json::MapsDiffDocument::from(&diff))?
                 )?;
             } else {
-                writeln!(out, "A: {wa}\nB: {wb}\n")?;
-                write!(out, "{}", text::maps_diff(&diff, d.top))?;
+                crate::term::print(&format!(
+                    "A: {wa}\nB: {wb}\n\n{}",
+                    text::maps_diff(&diff, d.top, crate::term::get().width)
+                ))?;
             }
             Ok(ExitCode::SUCCESS)
         }

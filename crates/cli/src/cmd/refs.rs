@@ -45,6 +45,10 @@ pub struct Args {
     /// Follow references back to a root; print the shortest paths.
     #[arg(long)]
     chain: bool,
+    /// With --chain, every hop: by default a run of hops through buffers of
+    /// one stack (a linked list) is summarised in one line.
+    #[arg(long)]
+    all: bool,
     /// At most this many paths with --chain.
     #[arg(long, default_value_t = 8)]
     paths: usize,
@@ -74,18 +78,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let symbolizer = Symbolizer::for_snapshot(&snap);
     let mut out = std::io::stdout().lock();
     if args.chain {
-        let c = refs::chain(&heap, &symbolizer, target, matcher, args.paths)?;
+        let c = crate::term::step("following references back to a root", || {
+            refs::chain(&heap, &symbolizer, target, matcher, args.paths)
+        })?;
         if args.json {
             out.write_all(json::to_string(&json::ChainsDocument::from(&c))?.as_bytes())?;
         } else {
-            out.write_all(render::chains(&c).as_bytes())?;
+            crate::term::print(&render::chains(&c, args.all))?;
         }
     } else {
-        let r = refs::find(&heap, &symbolizer, target, matcher, args.threads as usize);
+        let r = crate::term::step("scanning memory for references", || {
+            refs::find(&heap, &symbolizer, target, matcher, args.threads as usize)
+        });
         if args.json {
             out.write_all(json::to_string(&json::RefsDocument::from(&r))?.as_bytes())?;
         } else {
-            out.write_all(render::text(&r).as_bytes())?;
+            crate::term::print(&render::text(&r))?;
         }
     }
     Ok(ExitCode::SUCCESS)

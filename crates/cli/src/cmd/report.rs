@@ -4,9 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use leaktrail_analysis::investigation;
+use leaktrail_analysis::investigation::{self, Investigation};
+use leaktrail_analysis::profile::SiteKey;
+use leaktrail_analysis::refs::{self, Matcher};
+use leaktrail_analysis::symbolize::Symbolizer;
+use leaktrail_analysis::Heap;
 use leaktrail_recording::dir as recording;
-use leaktrail_report::html::{self, HtmlOptions};
+use leaktrail_recording::Snapshot;
+use leaktrail_report::html::{self, HtmlOptions, OwnerChain};
 
 /// Flags of `leaktrail report`.
 #[derive(clap::Args)]
@@ -16,7 +21,10 @@ investigation of a `leaktrail run` recording: the trend verdict with RSS per reg
 time and the fitted line, the size classes across snapshots and a chart of those that grew, \
 the ranked growth suspects with their stacks, the latest flame graph and the diff against \
 the first snapshot, findleaks on the latest snapshot taken with --memory full, and what was \
-captured and how.
+captured and how. It is also an explorer: a sortable, filterable table of every site, a flame \
+graph that zooms (click) and searches, a slider that steps through the snapshots, and from each \
+suspect links to its stack, its findleaks group and its owner chain (the shortest path of \
+pointers from a root to one of its buffers, for the first --chains suspects).
 
 Example:
   leaktrail run --every 10m --out rec -- ./server
@@ -30,16 +38,53 @@ pub struct Args {
     /// Page title [default: the program and its pid].
     #[arg(long)]
     pub title: Option<String>,
+    /// Owner chains drawn, for the first N suspects (each is one scan of
+    /// the latest full snapshot).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub chains: usize,
+}
+
+/// The owner chains of the first `n` suspects that findleaks saw: for
+/// each, the shortest path of pointers from a root to its group's example
+/// buffer in the findleaks snapshot.
+fn owner_chains(inv: &Investigation, n: usize) -> anyhow::Result<Vec<OwnerChain>> {
+    let (Some(l), Some(g)) = (&inv.leaks, &inv.growth) else {
+        return Ok(Vec::new());
+    };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let snap = Snapshot::open(&l.path)?;
+    let heap = Heap::open(&snap)?;
+    let symbolizer = Symbolizer::for_snapshot(&snap);
+    let mut out = Vec::new();
+    for s in g.suspects.iter().take(n) {
+        let key = SiteKey::of(&s.stack);
+        let Some(group) = l.leaks.groups.iter().find(|g| SiteKey::of(&g.stack) == key) else {
+            continue;
+        };
+        let c = refs::chain(&heap, &symbolizer, group.example_address, Matcher::Exact, 1)?;
+        out.push((s.rank, leaktrail_report::heap::refs::chains(&c, false)));
+    }
+    Ok(out)
 }
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let progress = crate::term::Progress::step("reading, scanning and symbolizing snapshots");
     let inv = investigation::open(&super::local(&args.dir)?)?;
+    progress.say("following the owner chains of the suspects");
+    let chains = owner_chains(&inv, args.chains).unwrap_or_else(|e| {
+        eprintln!("leaktrail: no owner chains: {e:#}");
+        Vec::new()
+    });
+    progress.say("drawing the report");
     let mut opts = HtmlOptions::default();
     opts.title = args.title;
-    let page = html::page(&inv, &opts).context("drawing the report")?;
+    let page = html::page_with_chains(&inv, &opts, &chains).context("drawing the report")?;
     recording::write_atomically(&args.output, page.as_bytes())
         .with_context(|| format!("writing {}", args.output.display()))?;
+    drop(progress);
     eprintln!(
         "leaktrail: wrote {} ({} snapshots, trend {})",
         args.output.display(),

@@ -1,11 +1,13 @@
 //! `leaktrail run`.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use leaktrail_analysis::trend;
 use leaktrail_analysis::{audit_dump, jitdump};
 use leaktrail_capture::memory::LiveProcess;
 use leaktrail_capture::node;
@@ -13,7 +15,7 @@ use leaktrail_capture::snapshot::{MemoryMode, Method, Periodic};
 use leaktrail_capture::supervise::{self, ExitNotice, Notice, RecordOptions};
 use leaktrail_format::UnwindMode;
 use leaktrail_recording::dir as recording;
-use leaktrail_report::json;
+use leaktrail_report::{json, text};
 
 use crate::cmd::spelled;
 use crate::cmd::watch::parse_duration;
@@ -110,6 +112,10 @@ pub struct Args {
     pub export: Option<PathBuf>,
     #[command(flatten)]
     pub labels: crate::cmd::export::Labels,
+    /// Show `leaktrail top`'s live view of the program while it runs
+    /// (on a terminal; q closes the view, the program goes on).
+    #[arg(long, conflicts_with = "no_record")]
+    pub live: bool,
     /// At exit, also write every live block with its symbolized stack as JSON.
     #[arg(long, value_name = "FILE")]
     pub dump_at_exit: Option<PathBuf>,
@@ -125,6 +131,26 @@ const PRELOAD: supervise::EmbeddedLibrary<'static> = supervise::EmbeddedLibrary 
     bytes: include_bytes!(concat!(env!("OUT_DIR"), "/libleaktrail_preload.so")),
     hash: env!("LEAKTRAIL_PRELOAD_HASH"),
 };
+
+/// What `run` says at the end: where the recording is, the trend
+/// verdict, and the commands to run next.
+fn verdict_and_next(dir: &Path, shown: &Path, snapshots: usize) -> String {
+    let mut s = format!(
+        "leaktrail: recording in {} ({snapshots} snapshot{})\n",
+        shown.display(),
+        if snapshots == 1 { "" } else { "s" }
+    );
+    match leaktrail_recording::dir::Recording::open(dir) {
+        Ok(rec) => s.push_str(&text::trend(&trend::analyse(&rec))),
+        Err(e) => s.push_str(&format!("leaktrail: no verdict: {e}\n")),
+    }
+    let d = shown.display();
+    s.push_str(&format!(
+        "\nnext: leaktrail report {d}        # the whole story, one HTML page\n\
+         next: leaktrail growth {d}        # the allocation sites that grow\n"
+    ));
+    s
+}
 
 fn parse_every(s: &str) -> Result<Duration, String> {
     if s == "0" {
@@ -159,6 +185,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.dump_at_exit {
         leaktrail_recording::output::check(path, leaktrail_recording::output::Kind::Stream)?;
+    }
+    if args.live && !std::io::stdout().is_terminal() {
+        crate::bad_input!("--live draws on a terminal: standard output is not one");
     }
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
@@ -234,7 +263,51 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(())
             })));
         }
-        let recorded = traced.record(record, |notice| dump(notice, &mut failure))?;
+        let live = std::sync::Arc::new(crate::term::LiveLine::new());
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        if args.live {
+            // The first sample comes once the tracer is up: top can find its tables.
+            let started = std::sync::Mutex::new(Some(started_tx));
+            record.on_sample = Some(supervise::SampleHook(std::sync::Arc::new(move |_, _| {
+                if let Some(tx) = started.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = tx.send(());
+                }
+            })));
+        } else if live.visible() {
+            let (line, running) = (live.clone(), std::sync::Mutex::new(None));
+            record.on_sample = Some(supervise::SampleHook(std::sync::Arc::new(
+                move |meta, samples| {
+                    let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
+                    crate::cmd::watch::refresh_trend(meta, samples, &mut running);
+                    line.show(&format!(
+                        "leaktrail: {}",
+                        text::live_line(samples, running.as_ref())
+                    ));
+                },
+            )));
+        }
+        let recorded = if args.live {
+            // The recording on a thread of its own, the view on this one.
+            let interval = args.interval;
+            let recorded = std::thread::scope(|s| {
+                let recording =
+                    s.spawn(|| traced.record(record, |notice| dump(notice, &mut failure)));
+                if started_rx.recv().is_ok() {
+                    match crate::cmd::top::live(pid, interval) {
+                        Ok(line) => eprint!("{line}"),
+                        Err(e) => eprintln!("leaktrail: live view: {e:#}"),
+                    }
+                }
+                recording.join()
+            });
+            match recorded {
+                Ok(r) => r?,
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        } else {
+            traced.record(record, |notice| dump(notice, &mut failure))?
+        };
+        drop(live);
         if node && !args.no_node_flags {
             if let Some(dir) = &recorded.dir {
                 let cwd = std::env::current_dir().unwrap_or_default();
@@ -250,16 +323,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             r.finish(dir)?;
         }
         if let Some(dir) = &recorded.dir {
-            let n = recorded.snapshots.len();
-            let dir = match &remote {
+            let shown = match &remote {
                 Some(r) => PathBuf::from(r.url.to_string()),
                 None => dir.clone(),
             };
-            eprintln!(
-                "leaktrail: recording in {} ({n} snapshot{})",
-                dir.display(),
-                if n == 1 { "" } else { "s" }
-            );
+            crate::term::eprint(&verdict_and_next(dir, &shown, recorded.snapshots.len()));
         }
         recorded.status
     };

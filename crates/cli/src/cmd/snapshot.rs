@@ -91,6 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|o| leaktrail_store::is_url(o))
         .map(Upload::to)
         .transpose()?;
+    let progress = crate::term::Progress::step("stopping the process and copying its memory");
     let taken = match (&args.recording, args.pid) {
         (Some(dir), _) => {
             let meta_path = dir.join("meta.json");
@@ -125,6 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         (None, None) => crate::bad_input!("give -p PID or --recording DIR"),
     };
+    drop(progress);
     let outcome = match taken {
         Ok(outcome) => outcome,
         // Already the whole story, in the words the user needs; no context.

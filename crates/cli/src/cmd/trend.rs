@@ -47,12 +47,15 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         let doc = json::TrendDocument::new(&t, owners.as_ref());
         write!(out, "{}", json::to_string(&doc)?)?;
     } else {
-        write!(out, "{}", text::trend(&t))?;
+        let mut s = text::trend(&t);
         if let Some(o) = &owners {
-            write!(out, "\n{}", text::owner_trend(o))?;
+            s.push('\n');
+            s.push_str(&text::owner_trend(o));
         } else if owner::is_node_command(&rec.meta.cmdline) {
-            write!(out, "\n{}", text::node_regions(&t))?;
+            s.push('\n');
+            s.push_str(&text::node_regions(&t));
         }
+        crate::term::print(&s)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -51,6 +51,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Updates the running verdict of a live view. The verdict is O(n²) in
+/// samples (up to 1000 after reduction): on long watches it is refreshed
+/// every 10th sample.
+pub fn refresh_trend(
+    meta: &leaktrail_recording::Meta,
+    samples: &[leaktrail_recording::Sample],
+    running: &mut Option<trend::Trend>,
+) {
+    if samples.len() >= 2 && (samples.len() < 200 || samples.len() % 10 == 0) {
+        *running = Some(trend::analyse_samples(meta, samples));
+    }
+}
+
 /// Watches (attaching or launching), prints the live view on a terminal and
 /// the verdict at the end; returns the recording directory. Shared with
 /// `demo`.
@@ -83,11 +96,7 @@ pub fn watch_and_report(
             );
         }
         if tty {
-            // The verdict is O(n²) in samples (up to 1000 after reduction):
-            // on long watches, refresh it every 10th sample.
-            if samples.len() >= 2 && (samples.len() < 200 || samples.len() % 10 == 0) {
-                running = Some(trend::analyse_samples(&meta, samples));
-            }
+            refresh_trend(&meta, samples, &mut running);
             // The live view is best effort: a closed terminal must not stop
             // the recording.
             let _ = writeln!(
@@ -118,9 +127,15 @@ pub fn watch_and_report(
         outcome.samples,
         outcome.dir.display()
     )?;
-    write!(out, "{}", text::trend(&t))?;
+    drop(out);
+    let mut shown = text::trend(&t);
     if leaktrail_analysis::owner::is_node_command(&recording.meta.cmdline) {
-        write!(out, "\n{}", text::node_regions(&t))?;
+        shown.push('\n');
+        shown.push_str(&text::node_regions(&t));
     }
+    let d = outcome.dir.display();
+    crate::term::print(&format!(
+        "{shown}\nnext: leaktrail report {d}\nnext: leaktrail maps diff {d}@first @last\n"
+    ))?;
     Ok(outcome.dir)
 }

@@ -308,11 +308,11 @@ pub fn analyse_core(path: &Path, symbolize: bool) {
         Symbolizer::new(Vec::new())
     };
     let c = caches::compare(&[&heap.audit]);
-    let _ = render::caches::text(&c, &["x".into()]);
+    let _ = render::caches::text(&c, &["x".into()], usize::MAX);
     let _ = json::to_string(&json::CachesDocument::from(&c));
     for group in [false, true] {
         let b = bufs::select(&heap.audit, &Default::default(), &sym, group, !group);
-        let _ = render::bufs::text(&b, true);
+        let _ = render::bufs::text(&b, true, usize::MAX);
         let _ = json::to_string(&json::BufsDocument::from(&b));
     }
     let addrs = addresses(&heap, &snap);
@@ -341,7 +341,7 @@ pub fn analyse_core(path: &Path, symbolize: bool) {
         let _ = render::refs::text(&r);
         let _ = json::to_string(&json::RefsDocument::from(&r));
         if let Ok(c) = refs::chain(&heap, &sym, a, Matcher::Range(64), 4) {
-            let _ = render::refs::chains(&c);
+            let _ = render::refs::chains(&c, true);
         }
     }
 }

@@ -50,6 +50,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "leaktrail run --every 10m --out rec -- ./server",
         "needs a long-running server of the reader's",
     ),
+    (
+        "leaktrail top -p PID [--interval 1s]",
+        "needs a terminal and a traced program; terminal::issue_17_top_shows_the_growing_site_live_in_tmux_and_q_restores_the_terminal drives it in tmux",
+    ),
 ];
 
 /// The commands of the README's ```sh blocks, continuation lines joined,

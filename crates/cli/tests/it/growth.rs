@@ -18,7 +18,7 @@ use crate::support::{
     repo_root, scratch, stdout, success,
 };
 
-const NO_FP: &[&str] = &["-fomit-frame-pointer", "-fno-optimize-sibling-calls"];
+pub const NO_FP: &[&str] = &["-fomit-frame-pointer", "-fno-optimize-sibling-calls"];
 
 /// Bytes each step of the fixture adds to its cache.
 pub const GROW_STEP_BYTES: u64 = 100 * 4096;
@@ -400,6 +400,12 @@ fn chromium() -> PathBuf {
 /// Runs headless Chromium on `page` with `mode` (`--dump-dom` or
 /// `--screenshot=FILE`); returns (stdout, stderr).
 fn headless(page: &Path, mode: &str, scratch_dir: &Path) -> (String, String) {
+    headless_at(page, "", mode, scratch_dir)
+}
+
+/// [`headless`] on `page` opened at the URL hash `hash` (e.g. the
+/// report's `#explore:` steps).
+fn headless_at(page: &Path, hash: &str, mode: &str, scratch_dir: &Path) -> (String, String) {
     let profile = scratch_dir.join(format!("chromium-profile-{}", mode.len()));
     let out = success(
         Command::new(chromium())
@@ -418,7 +424,7 @@ fn headless(page: &Path, mode: &str, scratch_dir: &Path) -> (String, String) {
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(mode)
-            .arg(format!("file://{}", page.display()))
+            .arg(format!("file://{}{hash}", page.display()))
             .stdin(Stdio::null()),
     );
     (
@@ -596,4 +602,219 @@ fn report_of_a_watch_without_snapshots_still_tells_the_trend() {
     assert!(html.contains("<svg class=\"trend\""));
     assert!(html.contains("no snapshots: record with `leaktrail run`"));
     assert!(!html.contains("class=\"flamegraph\""));
+}
+
+/// The text of the element with id `id` in a dumped DOM (tags dropped).
+fn element_text(dom: &str, id: &str) -> String {
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}"));
+    let open = start + dom[start..].find('>').expect("tag end") + 1;
+    let tag = dom[..start].rfind('<').expect("tag start");
+    let name: String = dom[tag + 1..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let close = open + dom[open..].find(&format!("</{name}>")).expect("close");
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in dom[open..close].chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push('|');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.replace("&gt;", ">")
+        .replace("&lt;", "<")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// The rows of the sites table, each as its cells' text.
+fn site_rows(dom: &str) -> Vec<Vec<String>> {
+    let body = element_text(dom, "sites-table");
+    body.split("||||")
+        .map(|row| {
+            row.split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .filter(|r: &Vec<String>| r.iter().any(|c| c.contains(" (growth_sites.c:")))
+        .collect()
+}
+
+/// The names of the frames drawn in the explorer's flame graph.
+fn flame_frames(dom: &str) -> Vec<(String, u64, bool)> {
+    let start = dom.find("id=\"flame-live\"").expect("flame-live");
+    let graph = &dom[start..];
+    let graph = &graph[..graph.find("<h3>").expect("after the graph")];
+    graph
+        .split("<div class=\"fr")
+        .skip(1)
+        .map(|d| {
+            let attr = |name: &str| {
+                let at = d.find(&format!("{name}=\"")).expect(name) + name.len() + 2;
+                d[at..at + d[at..].find('"').expect("quote")].to_string()
+            };
+            (
+                attr("data-name"),
+                attr("data-bytes").parse().expect("bytes"),
+                d.starts_with(" match"),
+            )
+        })
+        .collect()
+}
+
+/// Issue 17 (item 5): the report is an explorer. Headless Chromium opens
+/// it at URL hashes that drive its own controls (the slider, a column's
+/// header, the filter box, a frame's click, the search box), and the DOM
+/// shows what growth_sites holds, known by construction, at each step.
+#[test]
+fn issue_17_the_report_explores_sites_snapshots_and_flame_graphs_in_chromium() {
+    let steps = 4;
+    let dir = record_steps("explorer", steps, "full");
+    let scratch_dir = dir.parent().expect("scratch").to_path_buf();
+    let page = scratch_dir.join("report.html");
+    stdout(leaktrail().arg("report").arg(&dir).arg("-o").arg(&page));
+    let html = std::fs::read_to_string(&page).expect("report.html");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("<link"),
+        "loads nothing"
+    );
+    let explore = |hash: &str| {
+        let (dom, stderr) = headless_at(&page, hash, "--dump-dom", &scratch_dir);
+        assert!(
+            dom.contains("data-explored=\"yes\""),
+            "{hash}: the steps ran"
+        );
+        assert!(
+            dom.contains("data-errors=\"0\""),
+            "{hash}: console errors: {}",
+            element_text(&dom, "errors")
+        );
+        assert!(!stderr.contains("Uncaught"), "{stderr}");
+        dom
+    };
+    // Sizes by construction: 1900 + 100 (churned) buffers of 1000 B, 100
+    // of 4096 B per step, 500 of 8000 B from step 3.
+    let pool = 2000 * 1000;
+    let grown = |k: u64| 100 * 4096 * k;
+    let burst = 500 * 8000;
+
+    // The first snapshot, sorted by buffers (a click on the header).
+    let dom = explore("#explore:snap=0;sortclick=count");
+    let status = element_text(&dom, "flame-status");
+    assert!(
+        status.starts_with("snapshot 0001.core (1 of 4): 2.3 MiB live; zoom: all"),
+        "{status}"
+    );
+    assert_eq!(pool + grown(1), 2_409_600, "2.3 MiB");
+    assert!(
+        element_text(&dom, "sites-status").contains("sorted by count (largest first)"),
+        "{}",
+        element_text(&dom, "sites-status")
+    );
+    let rows = site_rows(&dom);
+    assert!(rows[0][0].starts_with("fill_pool ("), "{rows:?}");
+    assert_eq!(rows[0][2..4], ["1.8 MiB", "1,900"], "{rows:?}");
+    let grow = rows
+        .iter()
+        .find(|r| r.iter().any(|c| c.starts_with("grow_cache (")))
+        .expect("grow_cache's row");
+    assert_eq!(grow[0], "#1", "the first suspect: {grow:?}");
+    assert!(
+        grow.contains(&"400.0 KiB".to_string()) && grow.contains(&"100".to_string()),
+        "{grow:?}"
+    );
+    let frames = flame_frames(&dom);
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.0 == "grow_cache" && f.1 == grown(1)),
+        "{frames:?}"
+    );
+    assert!(
+        !frames.iter().any(|f| f.0 == "burst"),
+        "no burst before step 3: {frames:?}"
+    );
+    let classes = element_text(&dom, "classes-at");
+    assert!(classes.contains("|4096 B||400.0 KiB||100|"), "{classes}");
+    assert!(!classes.contains("8192 B"), "{classes}");
+
+    // The last snapshot, zoomed into grow_cache by a click on its frame.
+    let dom = explore(&format!("#explore:snap={};click=grow_cache", steps - 1));
+    let status = element_text(&dom, "flame-status");
+    let total = pool + grown(steps as u64) + burst;
+    assert_eq!(total, 7_638_400, "7.3 MiB");
+    assert!(status.contains("(4 of 4): 7.3 MiB live"), "{status}");
+    assert!(
+        status.contains("> run_step > grow_cache (1.6 MiB)"),
+        "{status}"
+    );
+    let frames = flame_frames(&dom);
+    assert_eq!(
+        frames[0].0, "grow_cache",
+        "the zoomed frame is the base: {frames:?}"
+    );
+    assert_eq!(frames[0].1, grown(steps as u64));
+    assert!(
+        frames.iter().all(|f| f.0 != "fill_pool" && f.0 != "burst"),
+        "only grow_cache's frames: {frames:?}"
+    );
+
+    // A search marks the pool's two sites and sums them.
+    let dom = explore(&format!("#explore:snap={};search=pool", steps - 1));
+    let status = element_text(&dom, "flame-status");
+    assert!(status.contains("search \"pool\": 1.9 MiB"), "{status}");
+    let mut marked: Vec<String> = flame_frames(&dom)
+        .into_iter()
+        .filter(|f| f.2)
+        .map(|f| f.0)
+        .collect();
+    marked.sort();
+    assert_eq!(marked, ["churn_pool", "fill_pool"]);
+
+    // The filter keeps the sites whose stack mentions the text.
+    let dom = explore("#explore:filter=burst");
+    let rows = site_rows(&dom);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].iter().any(|c| c.starts_with("burst (")), "{rows:?}");
+    assert!(rows[0].contains(&"3.8 MiB".to_string()), "{rows:?}");
+
+    // Each suspect links to its stack, its findleaks group, its owner chain.
+    let head = &dom[dom.find("id=\"suspect-1\"").expect("suspect 1")..];
+    let head = &head[..head.find("</pre>").expect("its stack")];
+    assert!(
+        head.contains("4096 B") && head.contains("grow_cache"),
+        "{head}"
+    );
+    assert!(
+        head.contains("href=\"#stack-1\"") && head.contains("href=\"#chain-1\""),
+        "{head}"
+    );
+    let leak = head
+        .split("href=\"#leak-")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no leaks link: {head}"));
+    let group = element_text(&dom, &format!("leak-{leak}"));
+    assert!(
+        group.contains("still reachable") && group.contains("grow_cache"),
+        "{group}"
+    );
+    assert!(element_text(&dom, "stack-1").contains("grow_cache"));
+    let chain = element_text(&dom, "chain-1");
+    assert!(
+        chain.contains("shortest path(s)") && chain.contains("-> 0x"),
+        "{chain}"
+    );
+    assert!(chain.contains("grow_cache"), "{chain}");
 }

@@ -19,6 +19,7 @@ mod recording;
 mod snapshot;
 mod support;
 mod symbols;
+mod terminal;
 mod tracer;
 mod valgrind;
 mod walker;

@@ -401,7 +401,35 @@ pub fn snapshot_cmd(pid: i32, out: &Path, extra: &[&str]) -> Command {
 /// then closes stdin (the program exits) and waits. Returns the traced
 /// program's pid, from the recording's `meta.json`.
 pub fn record_in_steps(dir: &Path, memory: &str, argv: &[&OsStr], steps: usize) -> i32 {
-    let mut run = Running::start(
+    let mut run = start_in_steps(dir, memory, argv);
+    for k in 1..=steps {
+        if k > 1 {
+            assert_eq!(run.line(), format!("step {k}"));
+        }
+        snapshot_into(dir, &["--memory", memory]);
+        if k < steps {
+            run.send(b"\n");
+        }
+    }
+    run.close_stdin();
+    let status = run.wait();
+    assert!(status.success(), "the traced program exited with {status}");
+    recorded_pid(dir)
+}
+
+/// The traced program's pid, from the recording's `meta.json`.
+pub fn recorded_pid(dir: &Path) -> i32 {
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta.json"))
+            .expect("meta JSON");
+    meta["pid"].as_i64().expect("pid") as i32
+}
+
+/// Starts `argv` (a program of the step protocol) under `leaktrail run
+/// --out dir` without periodic snapshots, and returns it once it printed
+/// "step 1".
+pub fn start_in_steps(dir: &Path, memory: &str, argv: &[&OsStr]) -> Running {
+    let run = Running::start(
         leaktrail()
             .args([
                 "run",
@@ -421,22 +449,7 @@ pub fn record_in_steps(dir: &Path, memory: &str, argv: &[&OsStr], steps: usize) 
         "step 1",
     );
     assert_eq!(run.ready, "step 1");
-    for k in 1..=steps {
-        if k > 1 {
-            assert_eq!(run.line(), format!("step {k}"));
-        }
-        snapshot_into(dir, &["--memory", memory]);
-        if k < steps {
-            run.send(b"\n");
-        }
-    }
-    run.close_stdin();
-    let status = run.wait();
-    assert!(status.success(), "the traced program exited with {status}");
-    let meta: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta.json"))
-            .expect("meta JSON");
-    meta["pid"].as_i64().expect("pid") as i32
+    run
 }
 
 /// `leaktrail info PATH --json`, which must succeed.

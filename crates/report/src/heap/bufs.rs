@@ -8,11 +8,22 @@ use super::{count, stack};
 use crate::text::bytes;
 
 /// Either the groups by stack (`::umausers`), or one line per buffer
-/// (`::bufctl`), each followed by its stack when `verbose`.
-pub fn text(b: &Bufs, verbose: bool) -> String {
+/// (`::bufctl`), each followed by its stack when `verbose`; at most `limit`
+/// groups or buffers (0: all), then a line counting the rest.
+pub fn text(b: &Bufs, verbose: bool, limit: usize) -> String {
     let mut o = String::new();
+    let limit = if limit == 0 { usize::MAX } else { limit };
+    let more = |o: &mut String, total: usize, what: &str| {
+        if total > limit {
+            let _ = writeln!(
+                o,
+                "… {} more {what} (use --all)",
+                count((total - limit) as u64)
+            );
+        }
+    };
     if !b.groups.is_empty() {
-        for g in &b.groups {
+        for g in b.groups.iter().take(limit) {
             let _ = writeln!(
                 o,
                 "{} bytes in {} buffers, oldest {:#x}{}",
@@ -24,13 +35,14 @@ pub fn text(b: &Bufs, verbose: bool) -> String {
             stack(&mut o, &g.stack, "    ");
             o.push('\n');
         }
+        more(&mut o, b.groups.len(), "stacks");
     } else {
         let _ = writeln!(
             o,
             "{:>18} {:>10} {:>8} {:>12} {:>8} {:>7}  function / type",
             "address", "size", "class", "time (s)", "thread", "stack"
         );
-        for buf in &b.buffers {
+        for buf in b.buffers.iter().take(limit) {
             let frames = b.stacks.get(&buf.stack_id);
             let _ = writeln!(
                 o,
@@ -53,6 +65,7 @@ pub fn text(b: &Bufs, verbose: bool) -> String {
                 }
             }
         }
+        more(&mut o, b.buffers.len(), "buffers");
     }
     let _ = writeln!(
         o,

@@ -9,8 +9,10 @@ use crate::text::{bytes, signed_bytes};
 
 /// One row per size class: with one snapshot its live buffers, bytes,
 /// allocs and frees; with several, live buffers per snapshot, then the
-/// change in buffers and bytes, `<<` on the classes that grew most.
-pub fn text(c: &Caches, names: &[String]) -> String {
+/// change in buffers and bytes, `<<` on the classes that grew most. At most
+/// `columns` snapshot columns (0: all), evenly spread, the first and the
+/// last always: a long recording must fit a terminal.
+pub fn text(c: &Caches, names: &[String], columns: usize) -> String {
     let mut o = String::new();
     if c.totals.len() <= 1 {
         let _ = writeln!(
@@ -42,8 +44,9 @@ pub fn text(c: &Caches, names: &[String]) -> String {
         }
         return o;
     }
+    let shown = crate::text::spread(c.totals.len(), columns);
     let _ = write!(o, "{:>10}", "class");
-    for (i, n) in names.iter().enumerate() {
+    for (i, n) in names.iter().enumerate().filter(|(i, _)| shown.contains(i)) {
         let short = n.rsplit('/').next().unwrap_or(n);
         let label = if short.len() > 12 {
             format!("#{}", i + 1)
@@ -55,7 +58,7 @@ pub fn text(c: &Caches, names: &[String]) -> String {
     let _ = writeln!(o, " {:>12} {:>12}", "change", "bytes");
     for r in &c.classes {
         let _ = write!(o, "{:>10}", count(r.size));
-        for s in &r.snapshots {
+        for s in shown.iter().filter_map(|&i| r.snapshots.get(i)) {
             let _ = write!(o, " {:>12}", count(s.live_count));
         }
         let d = r.delta.unwrap_or_default();
@@ -68,7 +71,7 @@ pub fn text(c: &Caches, names: &[String]) -> String {
         );
     }
     let _ = write!(o, "{:>10}", "total");
-    for t in &c.totals {
+    for t in shown.iter().filter_map(|&i| c.totals.get(i)) {
         let _ = write!(o, " {:>12}", count(t.live_count));
     }
     if let (Some(a), Some(b)) = (c.totals.first(), c.totals.last()) {
