@@ -450,8 +450,21 @@ fn show(mut top: Top, interval: Duration) -> anyhow::Result<String> {
                     break 'refresh;
                 }
                 let wait = due.saturating_duration_since(Instant::now());
-                if wait.is_zero() || !event::poll(wait)? {
-                    break;
+                match terminal_input(wait) {
+                    Input::None => break,
+                    // The window closed (tmux killed, ssh gone): crossterm's
+                    // reader spins on a hung-up terminal, so stop here.
+                    Input::HungUp => break 'refresh,
+                    Input::Ready => {
+                        if !event::poll(Duration::ZERO)? {
+                            continue;
+                        }
+                    }
+                    Input::Unknown => {
+                        if wait.is_zero() || !event::poll(wait)? {
+                            break;
+                        }
+                    }
                 }
                 match event::read()? {
                     Event::Key(k) if quits(&k) => break 'refresh,
@@ -468,6 +481,42 @@ fn show(mut top: Top, interval: Duration) -> anyhow::Result<String> {
         (last, gone)
     };
     Ok(farewell(last.as_ref(), gone))
+}
+
+/// What the terminal has for us after waiting up to some time.
+enum Input {
+    /// Nothing: the wait ended.
+    None,
+    /// Bytes to read.
+    Ready,
+    /// The terminal hung up or is gone.
+    HungUp,
+    /// Standard input is not the terminal (crossterm reads /dev/tty):
+    /// leave the wait to crossterm.
+    Unknown,
+}
+
+/// Waits up to `wait` for input on the terminal when it is standard input.
+fn terminal_input(wait: Duration) -> Input {
+    // SAFETY: isatty only inspects the descriptor.
+    if unsafe { libc::isatty(0) } == 0 {
+        return Input::Unknown;
+    }
+    let mut p = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd that lives across the call.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    if n > 0 && p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        Input::HungUp
+    } else if n > 0 {
+        Input::Ready
+    } else {
+        Input::None
+    }
 }
 
 #[cfg(test)]
