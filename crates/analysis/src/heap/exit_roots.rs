@@ -6,13 +6,13 @@
 //! the supervisor's go-ahead. The tracer's frames lie below the program's
 //! own, over stack the program used a moment before: an uninitialised slot
 //! or padding in them can hold a dead local of the program's, which would
-//! keep a lost block "reachable". So for a thread blocked in `read` whose
+//! keep a lost block "reachable". So for a thread blocked in `poll` or `read` whose
 //! innermost frames (after libc's syscall wrapper) are the tracer's, we
 //! walk its stack by CFI ([`Unwinder::walk`]) and start its stack root at
 //! the first frame below the tracer's: the program's frame that called
 //! `exit`, or libc's frame that called `main`. Its caller-saved registers
 //! are the tracer's and are dropped; the callee-saved ones are kept. We do
-//! this only for a thread waiting in a `read` (the hand-over's): a thread
+//! this only for a thread waiting in the hand-over's `poll` or `read`: a thread
 //! stopped inside an allocation hook may have spilled a register of the
 //! program's into the tracer's frame, which is live and must stay a root.
 //!
@@ -40,8 +40,9 @@ const REG_ORIG_RAX: usize = 15;
 /// `user_regs_struct` indices of the caller-saved registers (r11, r10, r9,
 /// r8, rax, rcx, rdx, rsi, rdi, orig_rax).
 const CALLER_SAVED: std::ops::RangeInclusive<usize> = 6..=15;
-/// `read(2)`'s number on x86_64.
-const SYS_READ: u64 = 0;
+/// The system calls the tracer waits for the supervisor's answer in, on
+/// x86_64: `poll(2)` (the hand-over's deadline), then `read(2)`.
+const HANDOVER_SYSCALLS: [u64; 2] = [7, 0];
 /// How far a walk looks for the end of the tracer's frames.
 const MAX_FRAMES: usize = 64;
 /// How far below the top of a mapping a thread descriptor is looked for
@@ -63,7 +64,11 @@ pub fn program_frames(image: &dyn ProcessImage) -> HashMap<i32, u64> {
     let waiting: Vec<&Thread> = image
         .threads()
         .iter()
-        .filter(|t| t.regs.get(REG_ORIG_RAX) == Some(&SYS_READ))
+        .filter(|t| {
+            t.regs
+                .get(REG_ORIG_RAX)
+                .is_some_and(|n| HANDOVER_SYSCALLS.contains(n))
+        })
         .collect();
     if waiting.is_empty() {
         return HashMap::new();

@@ -89,6 +89,7 @@ const CASES: &[Case] = &[
     case("root_tls", 1200, 0, true),
     case("root_anon", 1200, 0, true),
     case("threads_exit", 3 * (1216 + 1232), 0, false),
+    case("newest_block", 1000, 0, false),
 ];
 
 /// Runs `valgrind --leak-check=full --show-leak-kinds=all EXTRA exe case`
