@@ -120,6 +120,14 @@ struct Fixture {
     tid: String,
 }
 
+/// Copies `snap` to `to`, the name the docs use, unless it is that file
+/// already (a copy onto itself would empty it).
+fn place(snap: &Path, to: &Path) {
+    if snap != to {
+        std::fs::copy(snap, to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
+    }
+}
+
 impl Fixture {
     fn new_in(name: &str) -> Fixture {
         let (demo_rec, _) = demo();
@@ -136,7 +144,7 @@ impl Fixture {
         snaps.sort();
         assert!(snaps.len() >= 2, "the demo's snapshots: {snaps:?}");
         let snap = snaps.last().expect("a snapshot").clone();
-        std::fs::copy(&snap, rec.join("snapshots/0012.core")).expect("0012.core");
+        place(&snap, &rec.join("snapshots/0012.core"));
         let bufs = leaktrail_json([
             "bufs".as_ref(),
             snap.as_os_str(),
@@ -166,7 +174,7 @@ impl Fixture {
         ] {
             std::os::unix::fs::symlink(to, work.join(name)).expect("symlink");
         }
-        std::fs::copy(&snap, rec.join("snapshots/0007.core")).expect("0007.core");
+        place(&snap, &rec.join("snapshots/0007.core"));
         // The help's `cores/*.core`.
         std::os::unix::fs::symlink(rec.join("snapshots"), work.join("cores")).expect("cores");
         Fixture {

@@ -256,7 +256,11 @@ fn issue_17_run_ends_with_the_verdict_and_the_next_commands() {
         "{err}"
     );
     assert!(err.contains("\nverdict:  "), "{err}");
-    assert!(err.contains("\nregion  verdict"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("region ") && l.contains(" verdict ")),
+        "{err}"
+    );
     assert!(
         err.contains(&format!("\nnext: leaktrail report {d} ")),
         "{err}"
