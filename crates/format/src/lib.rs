@@ -355,8 +355,11 @@ pub struct Header {
     pub unwind_mode: u32,
     /// Maximum recorded depth.
     pub max_depth: u32,
-    /// Padding.
-    pub pad2: u32,
+    /// The thread handing over at exit (set just before the exit notice is
+    /// written; 0 until then). The exit-root cut finds that thread's frames
+    /// by it: the supervisor may freeze the thread anywhere between its
+    /// `write` and its `poll`, so the system call it is in tells nothing.
+    pub exit_tid: AtomicU32,
     /// Address of this header in the writer (a sanity check for readers).
     pub self_addr: u64,
     /// `CLOCK_REALTIME` at init, ns since the epoch.

@@ -40,6 +40,9 @@ pub fn hand_over(status: c_int) {
     if DONE.swap(true, Ordering::AcqRel) {
         return;
     }
+    if let Some(h) = region::header() {
+        h.exit_tid.store(sys::gettid(), Ordering::Release);
+    }
     tell_and_wait(Notice::Exit, status);
 }
 

@@ -88,6 +88,8 @@ pub struct Audit {
     pub unwind: String,
     /// Depth limit.
     pub max_depth: u32,
+    /// The thread that was handing over at exit, if one was (0: none).
+    pub exit_tid: u32,
     /// When the tracer started (ns since the epoch).
     pub start_realtime_ns: u64,
     /// Drop counters.
@@ -301,6 +303,7 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
             .map_or("unknown", UnwindMode::name)
             .to_string(),
         max_depth: h.max_depth,
+        exit_tid: h.exit_tid.load(Ordering::Relaxed),
         start_realtime_ns: h.start_realtime_ns,
         counters: AuditCounters {
             dropped_allocs: load(&c.dropped_allocs),

@@ -150,6 +150,7 @@ mod tests {
             state: "running".into(),
             unwind: leaktrail_format::UnwindMode::Dwarf.name().into(),
             max_depth: 64,
+            exit_tid: 0,
             start_realtime_ns: 0,
             counters: AuditCounters::default(),
             classes: classes

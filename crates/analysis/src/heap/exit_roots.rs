@@ -6,15 +6,20 @@
 //! the supervisor's go-ahead. The tracer's frames lie below the program's
 //! own, over stack the program used a moment before: an uninitialised slot
 //! or padding in them can hold a dead local of the program's, which would
-//! keep a lost block "reachable". So for a thread blocked in `poll` or `read` whose
-//! innermost frames (after libc's syscall wrapper) are the tracer's, we
-//! walk its stack by CFI ([`Unwinder::walk`]) and start its stack root at
-//! the first frame below the tracer's: the program's frame that called
-//! `exit`, or libc's frame that called `main`. Its caller-saved registers
-//! are the tracer's and are dropped; the callee-saved ones are kept. We do
-//! this only for a thread waiting in the hand-over's `poll` or `read`: a thread
-//! stopped inside an allocation hook may have spilled a register of the
-//! program's into the tracer's frame, which is live and must stay a root.
+//! keep a lost block "reachable". So for the thread handing over (the
+//! tracer names it in its header, `exit_tid`) whose innermost frames
+//! (after libc's syscall wrappers) are the tracer's, we walk its stack by
+//! CFI ([`Unwinder::walk`]) and start its stack root at the first frame
+//! below the tracer's: the program's frame that called `exit`, or libc's
+//! frame that called `main`. Its caller-saved registers are the tracer's
+//! and are dropped; the callee-saved ones are kept. We do this only for
+//! that thread: a thread stopped inside an allocation hook may have
+//! spilled a register of the program's into the tracer's frame, which is
+//! live and must stay a root. The thread is named, not recognised by the
+//! system call it is in: the supervisor may freeze it anywhere between
+//! the notice's `write` and the answer's `poll` (a CI machine did, once in
+//! fifteen runs). Recordings from before `exit_tid` fall back to the
+//! system call (`poll` or `read`).
 //!
 //! **Dead threads.** glibc keeps the stacks of finished threads (with the
 //! thread descriptor and static TLS at their top) in a cache for the next
@@ -41,7 +46,8 @@ const REG_ORIG_RAX: usize = 15;
 /// r8, rax, rcx, rdx, rsi, rdi, orig_rax).
 const CALLER_SAVED: std::ops::RangeInclusive<usize> = 6..=15;
 /// The system calls the tracer waits for the supervisor's answer in, on
-/// x86_64: `poll(2)` (the hand-over's deadline), then `read(2)`.
+/// x86_64: `poll(2)` (the hand-over's deadline), then `read(2)`; only for
+/// recordings whose header names no exit thread.
 const HANDOVER_SYSCALLS: [u64; 2] = [7, 0];
 /// How far a walk looks for the end of the tracer's frames.
 const MAX_FRAMES: usize = 64;
@@ -60,15 +66,12 @@ fn file_name(path: &str) -> &str {
 
 /// Where each thread waiting in the tracer's hand-over starts its stack
 /// root: the program's frame below the tracer's, by thread id.
-pub fn program_frames(image: &dyn ProcessImage) -> HashMap<i32, u64> {
+/// `exit_tid` is the header's (0 when the tracer named no thread).
+pub fn program_frames(image: &dyn ProcessImage, exit_tid: u32) -> HashMap<i32, u64> {
     let waiting: Vec<&Thread> = image
         .threads()
         .iter()
-        .filter(|t| {
-            t.regs
-                .get(REG_ORIG_RAX)
-                .is_some_and(|n| HANDOVER_SYSCALLS.contains(n))
-        })
+        .filter(|t| hands_over(t, exit_tid))
         .collect();
     if waiting.is_empty() {
         return HashMap::new();
@@ -122,6 +125,17 @@ pub fn program_frames(image: &dyn ProcessImage) -> HashMap<i32, u64> {
     out
 }
 
+/// Whether `t` is the thread handing over at exit: the one the header
+/// names, or (when it names none) one waiting in `poll` or `read`.
+fn hands_over(t: &Thread, exit_tid: u32) -> bool {
+    if exit_tid != 0 {
+        return u32::try_from(t.tid) == Ok(exit_tid);
+    }
+    t.regs
+        .get(REG_ORIG_RAX)
+        .is_some_and(|n| HANDOVER_SYSCALLS.contains(n))
+}
+
 /// Whether register `i` of a thread waiting in the hand-over is the
 /// tracer's (caller-saved, so clobbered by the tracer's own calls).
 pub fn is_tracers_register(i: usize) -> bool {
@@ -161,5 +175,31 @@ mod tests {
             "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
         ));
         assert!(!is_tracer("/usr/bin/app"));
+    }
+
+    fn thread(tid: i32, orig_rax: u64) -> Thread {
+        let mut regs = vec![0; 27];
+        regs[REG_ORIG_RAX] = orig_rax;
+        Thread {
+            tid,
+            signal: 0,
+            regs,
+            fpregs: None,
+            xstate: None,
+        }
+    }
+
+    #[test]
+    fn the_named_exit_thread_hands_over_whatever_system_call_it_is_in() {
+        // Frozen between the notice's write and the answer's poll: in no
+        // system call (orig_rax -1), or still in write (1).
+        assert!(hands_over(&thread(7, u64::MAX), 7));
+        assert!(hands_over(&thread(7, 1), 7));
+        // Another thread in poll is not the one handing over.
+        assert!(!hands_over(&thread(8, 7), 7));
+        // Without a name (older recordings): the system call decides.
+        assert!(hands_over(&thread(8, 7), 0));
+        assert!(hands_over(&thread(8, 0), 0));
+        assert!(!hands_over(&thread(8, u64::MAX), 0));
     }
 }

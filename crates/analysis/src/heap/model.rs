@@ -404,7 +404,7 @@ impl<'a> Heap<'a> {
     /// and the mappings.
     pub fn new(image: &'a dyn ProcessImage, audit: Audit) -> Heap<'a> {
         let index = BlockIndex::new(&audit.live);
-        let program_sp = exit_roots::program_frames(image);
+        let program_sp = exit_roots::program_frames(image, audit.exit_tid);
         let areas = areas_of(image, &audit, &index, &program_sp);
         Heap {
             image,
