@@ -114,6 +114,10 @@ impl Remote {
         move |count: usize| {
             if count == 1 {
                 series.sync(&store, &dir, &url);
+                if let Some(p) = &*locked(&series.problem) {
+                    // Said now, not only at the end: the store may be down.
+                    eprintln!("leaktrail: sending the series to {url}: {p} (tried again as the recording goes on)");
+                }
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
                 *locked(&series.tick) = Some(tx);
                 let (store, url, dir, s) =
