@@ -7,7 +7,9 @@
 //! the next input from a shared counter, so a slow core does not hold up a
 //! queue behind it. Outputs are written to a temporary name beside the
 //! final one and renamed on success, so a failed input leaves no
-//! half-written file.
+//! half-written file. An output bound for an object store is made the
+//! same way in a local spool, then uploaded by the worker that made it
+//! (the object appears only when complete).
 //!
 //! This is process orchestration of the binary itself rather than analysis
 //! or capture, so it lives in the binary crate (see docs/ARCHITECTURE.md).
@@ -24,6 +26,9 @@ pub struct Task {
     pub input: PathBuf,
     /// Where its output goes.
     pub output: PathBuf,
+    /// Where the output is then sent, if to an object store (the local
+    /// file is removed).
+    pub upload: Option<leaktrail_store::S3Url>,
 }
 
 /// What became of one input.
@@ -49,6 +54,8 @@ pub struct Job<'a> {
     pub workers: usize,
     /// Called after each input finishes, with (done, failed, total).
     pub progress: &'a (dyn Fn(usize, usize, usize) + Sync),
+    /// Sends an output to its [`Task::upload`] URL.
+    pub send: &'a (dyn Fn(&Path, &leaktrail_store::S3Url) -> Result<(), String> + Sync),
 }
 
 /// Runs `tasks` and returns their outcomes in input order.
@@ -131,7 +138,13 @@ fn run_one(job: &Job<'_>, task: &Task) -> Outcome {
         )
         .map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, &task.output)
-            .map_err(|e| format!("renaming to {}: {e}", task.output.display()))
+            .map_err(|e| format!("renaming to {}: {e}", task.output.display()))?;
+        if let Some(url) = &task.upload {
+            let sent = (job.send)(&task.output, url);
+            let _ = std::fs::remove_file(&task.output);
+            sent?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -238,6 +251,7 @@ mod tests {
             .map(|n| Task {
                 input: dir.join(n),
                 output: dir.join(format!("{n}.out")),
+                upload: None,
             })
             .collect();
         let outcomes = run(
@@ -247,6 +261,7 @@ mod tests {
                 output_flag: false,
                 workers: 2,
                 progress: &|_, _, _| {},
+                send: &|_, _| Ok(()),
             },
             &tasks,
         );
@@ -269,6 +284,7 @@ mod tests {
         let task = Task {
             input: dir.join("x.core"),
             output: dir.join("x.txt"),
+            upload: None,
         };
         let outcomes = run(
             &Job {
@@ -277,6 +293,7 @@ mod tests {
                 output_flag: false,
                 workers: 1,
                 progress: &|_, _, _| {},
+                send: &|_, _| Ok(()),
             },
             std::slice::from_ref(&task),
         );

@@ -411,10 +411,18 @@ pub fn write(path: &Path, out: &Path, opts: &ExportOptions) -> Result<Written, E
     })
 }
 
-/// Writes the tables of every snapshot `inputs` name (a recording
-/// directory stands for all its snapshots, the one at exit included) under
-/// `out`.
+/// Writes the tables of every snapshot `inputs` name (see
+/// [`snapshot_files`]) under `out`.
 pub fn export(inputs: &[PathBuf], out: &Path, opts: &ExportOptions) -> Result<Vec<Written>, Error> {
+    snapshot_files(inputs)?
+        .iter()
+        .map(|p| write(p, out, opts))
+        .collect()
+}
+
+/// The snapshot files `inputs` name: a recording directory stands for all
+/// its snapshots, the one at exit included; a file for itself.
+pub fn snapshot_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
     let mut paths = Vec::new();
     for p in inputs {
         if p.is_dir() {
@@ -432,7 +440,7 @@ pub fn export(inputs: &[PathBuf], out: &Path, opts: &ExportOptions) -> Result<Ve
             paths.push(p.clone());
         }
     }
-    paths.iter().map(|p| write(p, out, opts)).collect()
+    Ok(paths)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod diagnosis;
 pub mod flamegraph;
+pub mod fleet;
 pub mod growth;
 pub mod heap;
 pub mod html;

@@ -18,8 +18,8 @@
 //!   jumps around in it: one download, then page-cache speed, and the next
 //!   command over the same recording costs a listing.
 //!
-//! `object_store` is asynchronous; we run it on a current-thread Tokio
-//! runtime owned by each [`Store`], so callers stay synchronous.
+//! `object_store` is asynchronous; we run it on a Tokio runtime with one
+//! worker thread owned by each [`Store`], so callers stay synchronous.
 //!
 //! ```no_run
 //! use leaktrail_store::{S3Url, Store};
@@ -160,7 +160,11 @@ impl Store {
             .with_bucket_name(&url.bucket)
             .build()
             .map_err(fail)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // One worker of its own: the connections' tasks keep running
+        // between our calls, so one the server closed while we computed
+        // is seen closed rather than written to.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .map_err(|e| Error::Io {
@@ -247,16 +251,107 @@ impl Store {
         Ok(sent)
     }
 
-    /// Mirrors `url` (one object, or every object under it as a prefix)
-    /// into `cache/BUCKET/KEY`, fetching only objects whose ETag changed
-    /// since the last time; returns the local path of `url`.
-    pub fn mirror(&self, url: &S3Url, cache: &Path) -> Result<PathBuf, Error> {
+    /// Writes `bytes` as the object `key` in one request: it replaces the
+    /// previous object whole, so a reader gets the old one or the new one.
+    pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), Error> {
+        self.rt
+            .block_on(self.s3.put(&Key::from(key), PutPayload::from(bytes)))
+            .map(|_| ())
+            .map_err(|source| Error::Store {
+                url: self.url(key),
+                source,
+            })
+    }
+
+    /// Sends the file `local` to `key`: one `put` up to [`PART_BYTES`], a
+    /// multipart [`upload`](Self::upload) beyond. Either way the object
+    /// appears whole or not at all. Returns its size.
+    pub fn send(&self, local: &Path, key: &str) -> Result<u64, Error> {
+        let io = |source| Error::Io {
+            path: local.to_path_buf(),
+            source,
+        };
+        let size = std::fs::metadata(local).map_err(io)?.len();
+        if size > PART_BYTES as u64 {
+            self.upload(local, key, |_, _| {})?;
+        } else {
+            self.put(key, std::fs::read(local).map_err(io)?)?;
+        }
+        Ok(size)
+    }
+
+    /// Sends the files under `dir` that changed since `synced` last saw
+    /// them to `prefix/RELATIVE_PATH`, leaving out those `skip` names (and
+    /// hidden names: temporaries). Files in folders go before the files
+    /// beside them, so an index that names a detail file (a recording's
+    /// `samples.jsonl` naming `smaps/N.json`) never arrives before it. A
+    /// `.jsonl` file is sent up to its last newline: a line being appended
+    /// is left for the next time. Small files are one `put` (the object
+    /// is replaced whole), larger ones a multipart [`upload`](Self::upload).
+    /// Returns the bytes sent.
+    pub fn sync_dir(
+        &self,
+        dir: &Path,
+        prefix: &S3Url,
+        synced: &mut Synced,
+        skip: impl Fn(&Path) -> bool,
+    ) -> Result<u64, Error> {
+        let mut files = files_under(dir)?;
+        // Deeper first; by name within a depth.
+        files.sort_by_key(|f| std::cmp::Reverse(f.components().count()));
+        let mut sent = 0u64;
+        for file in files {
+            if skip(&file) {
+                continue;
+            }
+            let io = |source| Error::Io {
+                path: file.clone(),
+                source,
+            };
+            let meta = std::fs::metadata(&file).map_err(io)?;
+            let stamp = (meta.len(), meta.modified().ok());
+            if synced.0.get(&file) == Some(&stamp) {
+                continue;
+            }
+            let rel = file.strip_prefix(dir).unwrap_or(&file);
+            let key = prefix.join(&rel.to_string_lossy()).key;
+            if file.extension().is_some_and(|e| e == "jsonl") && meta.len() <= PART_BYTES as u64 {
+                let mut bytes = std::fs::read(&file).map_err(io)?;
+                let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                bytes.truncate(whole);
+                sent += bytes.len() as u64;
+                self.put(&key, bytes)?;
+            } else {
+                sent += self.send(&file, &key)?;
+            }
+            synced.0.insert(file, stamp);
+        }
+        Ok(sent)
+    }
+
+    /// Every object under `url` taken as a prefix (or `url` itself when
+    /// it names one object), with its ETag.
+    pub fn list(&self, url: &S3Url) -> Result<Vec<Object>, Error> {
+        Ok(self
+            .objects(url)?
+            .into_iter()
+            .map(|m| Object {
+                url: S3Url {
+                    bucket: self.bucket.clone(),
+                    key: m.location.to_string(),
+                },
+                size: m.size,
+                e_tag: m.e_tag,
+            })
+            .collect())
+    }
+
+    fn objects(&self, url: &S3Url) -> Result<Vec<object_store::ObjectMeta>, Error> {
         let fail = |source| Error::Store {
             url: url.to_string(),
             source,
         };
-        let root = cache.join(&self.bucket);
-        let objects = self.rt.block_on(async {
+        self.rt.block_on(async {
             let key = Key::from(url.key.as_str());
             if !url.key.is_empty() {
                 match self.s3.head(&key).await {
@@ -272,7 +367,35 @@ impl Store {
                 out.push(meta.map_err(fail)?);
             }
             Ok(out)
-        })?;
+        })
+    }
+
+    /// Mirrors `url` (one object, or every object under it as a prefix)
+    /// into `cache/BUCKET/KEY`, fetching only objects whose ETag changed
+    /// since the last time; returns the local path of `url`.
+    pub fn mirror(&self, url: &S3Url, cache: &Path) -> Result<PathBuf, Error> {
+        self.mirror_some(url, cache, |_| true)
+    }
+
+    /// [`mirror`](Self::mirror) of the objects whose key below `url`
+    /// `wanted` accepts (all of them when `url` names one object).
+    pub fn mirror_some(
+        &self,
+        url: &S3Url,
+        cache: &Path,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<PathBuf, Error> {
+        let root = cache.join(&self.bucket);
+        let mut objects = self.objects(url)?;
+        let below = |k: &str| -> String {
+            k.strip_prefix(url.key.as_str())
+                .unwrap_or(k)
+                .trim_start_matches('/')
+                .to_string()
+        };
+        if !(objects.len() == 1 && objects[0].location.as_ref() == url.key) {
+            objects.retain(|m| wanted(&below(m.location.as_ref())));
+        }
         if objects.is_empty() {
             return Err(Error::Missing(url.to_string()));
         }
@@ -355,6 +478,21 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(out)
 }
 
+/// What [`Store::sync_dir`] has sent: each file's length and change time.
+#[derive(Debug, Default)]
+pub struct Synced(std::collections::HashMap<PathBuf, (u64, Option<std::time::SystemTime>)>);
+
+/// An object listed by [`Store::list`].
+#[derive(Clone, Debug)]
+pub struct Object {
+    /// Its URL.
+    pub url: S3Url,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its ETag, if the store gave one.
+    pub e_tag: Option<String>,
+}
+
 /// Where mirrored objects are kept: `$LEAKTRAIL_CACHE`, else
 /// `$XDG_CACHE_HOME/leaktrail/s3`, else `~/.cache/leaktrail/s3`.
 pub fn cache_dir() -> PathBuf {
@@ -371,11 +509,24 @@ pub fn cache_dir() -> PathBuf {
 /// `input` itself when it is a local path; for an `s3://` URL, its
 /// local mirror (see [`Store::mirror`]).
 pub fn local(input: &Path) -> Result<PathBuf, Error> {
+    local_some(input, |_| true)
+}
+
+/// [`local`], mirroring only the objects whose key below the URL
+/// `wanted` accepts (see [`Store::mirror_some`]).
+pub fn local_some(input: &Path, wanted: impl Fn(&str) -> bool) -> Result<PathBuf, Error> {
     if !is_url(input) {
         return Ok(input.to_path_buf());
     }
     let url = S3Url::parse(&input.to_string_lossy())?;
-    Store::for_url(&url)?.mirror(&url, &cache_dir())
+    Store::for_url(&url)?.mirror_some(&url, &cache_dir(), wanted)
+}
+
+/// Whether `key`, relative to a recording, is part of its watch series
+/// (`meta.json`, `samples.jsonl`, `smaps/`): what `trend` and `maps`
+/// read, without the snapshots.
+pub fn is_series(key: &str) -> bool {
+    key == "meta.json" || key == "samples.jsonl" || key.starts_with("smaps/")
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let filter = args.filter.filter()?;
-    let snap = Snapshot::open(&args.snap)?;
+    let snap = Snapshot::open(&super::local(&args.snap)?)?;
     let heap = Heap::open(&snap)?;
     let symbolizer = Symbolizer::for_snapshot(&snap);
     let group = args.group_by.is_some();

@@ -41,7 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(l) => addr::parse("length", l)?,
         None => 64,
     };
-    let snap = Snapshot::open(&args.snap)?;
+    let snap = Snapshot::open(&super::local(&args.snap)?)?;
     let heap = Heap::open(&snap)?;
     heap.require_memory()?;
     let symbolizer = Symbolizer::for_snapshot(&snap);

@@ -1,7 +1,9 @@
 //! `leaktrail export`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 use leaktrail_export::ExportOptions;
 
@@ -17,12 +19,14 @@ per service, leaks per deploy) are in docs/parquet.md.
 
 Examples:
   leaktrail export rec/ --parquet tables/ --service api --deploy v42
-  leaktrail export rec/snapshots/0003.core --parquet tables/ --reachability")]
+  leaktrail export rec/snapshots/0003.core --parquet tables/ --reachability
+  leaktrail export s3://fleet/api/web-1/ --parquet s3://fleet/tables/ --host web-1")]
 pub struct Args {
-    /// A recording directory (all its snapshots) or snapshot files.
+    /// A recording directory (all its snapshots) or snapshot files, or
+    /// their `s3://` URLs.
     #[arg(required = true, value_name = "DIR|SNAP")]
     pub inputs: Vec<PathBuf>,
-    /// The directory the tables go under.
+    /// The directory the tables go under, or `s3://BUCKET/PREFIX`.
     #[arg(long, value_name = "OUT")]
     pub parquet: PathBuf,
     #[command(flatten)]
@@ -62,7 +66,10 @@ impl Labels {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = args.labels.options(args.reachability);
-    for w in leaktrail_export::export(&args.inputs, &args.parquet, &opts)? {
+    let out = Tables::to(&args.parquet)?;
+    let inputs = super::locals(&args.inputs)?;
+    for snap in leaktrail_export::snapshot_files(&inputs)? {
+        let w = out.write(&snap, &opts)?;
         println!(
             "{}: {} blocks ({})",
             w.partition,
@@ -71,4 +78,69 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where tables go: a directory, or an `s3://` prefix (each snapshot's
+/// files written into a local spool, then uploaded, each object visible
+/// only once complete, and the spool's copies removed).
+pub enum Tables {
+    /// A local directory.
+    Dir(PathBuf),
+    /// A prefix in a store.
+    Store {
+        /// The prefix.
+        url: leaktrail_store::S3Url,
+        /// Its store.
+        store: leaktrail_store::Store,
+        /// Where files wait for their upload.
+        spool: PathBuf,
+    },
+}
+
+impl Tables {
+    /// Checks `out` (the store's configuration for a URL) before anything
+    /// is read or started.
+    pub fn to(out: &Path) -> anyhow::Result<Tables> {
+        if !leaktrail_store::is_url(out) {
+            return Ok(Tables::Dir(out.to_path_buf()));
+        }
+        let url = leaktrail_store::S3Url::parse(&out.to_string_lossy())?;
+        let store = leaktrail_store::Store::for_url(&url)?;
+        let spool = leaktrail_store::cache_dir()
+            .join("spool")
+            .join(format!("export-{}", std::process::id()));
+        Ok(Tables::Store { url, store, spool })
+    }
+
+    /// Writes the tables of the snapshot at `snap`; the files written are
+    /// paths or URLs.
+    pub fn write(
+        &self,
+        snap: &Path,
+        opts: &leaktrail_export::ExportOptions,
+    ) -> anyhow::Result<leaktrail_export::Written> {
+        let (url, store, spool) = match self {
+            Tables::Dir(out) => return Ok(leaktrail_export::write(snap, out, opts)?),
+            Tables::Store { url, store, spool } => (url, store, spool),
+        };
+        let mut w = leaktrail_export::write(snap, spool, opts)?;
+        let result = w.files.iter_mut().try_for_each(|file| {
+            let rel = file.strip_prefix(spool).unwrap_or(file);
+            let to = url.join(&rel.to_string_lossy());
+            let sent = store.send(file, &to.key);
+            let _ = std::fs::remove_file(&*file);
+            *file = PathBuf::from(to.to_string());
+            sent.map(|_| ())
+        });
+        result.with_context(|| format!("uploading the tables of {}", snap.display()))?;
+        Ok(w)
+    }
+}
+
+impl Drop for Tables {
+    fn drop(&mut self) {
+        if let Tables::Store { spool, .. } = self {
+            let _ = std::fs::remove_dir_all(spool);
+        }
+    }
 }

@@ -21,7 +21,7 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let snap = Snapshot::open(&args.snap)?;
+    let snap = Snapshot::open(&super::local(&args.snap)?)?;
     let summary = leaktrail_analysis::summary::of(&snap);
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -7,6 +7,7 @@ use anyhow::Context;
 
 use crate::bad_input;
 use crate::job::{self, Job, Task};
+use leaktrail_store::{S3Url, Store};
 
 /// Flags of `leaktrail job`.
 #[derive(clap::Args)]
@@ -16,6 +17,10 @@ Runs one per-snapshot subcommand over many snapshots in parallel, each as a chil
 the others. Each input's output goes to OUT/<name>.<ext>, <name> being the snapshot's \
 file name without its extension (with its folders where names clash), <ext> svg for \
 flamegraph (folded with --folded), pb.gz for pprof, json with --json, else txt. \
+Inputs may be s3:// URLs: a snapshot object, or a prefix standing for every *.core \
+under it; each child reads its input from the store. When every input is a URL and \
+there is no -o, each output goes back into the store beside its input \
+(s3://B/rec/snapshots/0001.core -> .../0001.svg); -o s3://B/PREFIX/ puts them there. \
 Exits 1 if any input failed. job's own flags (-j, -o, --ext, -q) may stand before or \
 after the subcommand's name; a -o after it is still job's folder, as each output's file is \
 named by job.
@@ -23,12 +28,14 @@ named by job.
 Examples:
   leaktrail job flamegraph --size 2049..4096 -o out/ -- rec/snapshots/*.core
   leaktrail job -j 8 leaks --json -o leaks/ -- cores/*.core
-  leaktrail job pprof -o profiles/ -- rec/snapshots/*.core")]
+  leaktrail job pprof -o profiles/ -- rec/snapshots/*.core
+  leaktrail job flamegraph -- s3://fleet/api/")]
 pub struct Args {
     /// Parallel children [default: one per core].
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
-    /// Folder for the outputs (created if missing) [default: .].
+    /// Folder for the outputs (created if missing), or `s3://BUCKET/PREFIX`
+    /// [default: ., or beside each input when every input is a URL].
     #[arg(short = 'o', long = "out", value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Extension of the outputs [default: by subcommand].
@@ -150,7 +157,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         bad_input!("job: expected `SUBCOMMAND [ARGS] -- SNAP...` (the snapshots after `--`)");
     };
     let (command, snaps) = (&all[..sep], &all[sep + 1..]);
-    let snaps: Vec<PathBuf> = snaps.iter().map(PathBuf::from).collect();
+    let snaps = expand_urls(snaps)?;
     if command.is_empty() || snaps.is_empty() {
         bad_input!("job: expected `SUBCOMMAND [ARGS] -- SNAP...` with at least one snapshot");
     }
@@ -181,7 +188,26 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let command: Vec<String> = std::iter::once(command[0].clone())
         .chain(flags.iter().cloned())
         .collect();
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
+    let to_store = args.out.as_deref().is_some_and(leaktrail_store::is_url)
+        || (args.out.is_none() && snaps.iter().all(|p| leaktrail_store::is_url(p)));
+    let out = match (&args.out, to_store) {
+        (_, true) => leaktrail_store::cache_dir()
+            .join("spool")
+            .join(format!("job-{}", std::process::id())),
+        (Some(o), false) => o.clone(),
+        (None, false) => PathBuf::from("."),
+    };
+    let shown = match (&args.out, to_store) {
+        (Some(o), _) => o.display().to_string(),
+        (None, true) => "the store, next to each input".to_string(),
+        (None, false) => ".".to_string(),
+    };
+    let out_url = args
+        .out
+        .as_deref()
+        .filter(|o| leaktrail_store::is_url(o))
+        .map(|o| S3Url::parse(&o.to_string_lossy()))
+        .transpose()?;
     let has = |flag: &str| flags.iter().any(|f| f == flag);
     let ext = args.ext.clone().unwrap_or_else(|| {
         match sub {
@@ -198,11 +224,26 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let tasks: Vec<Task> = snaps
         .iter()
         .zip(names)
-        .map(|(input, name)| Task {
-            input: input.clone(),
-            output: out.join(format!("{name}.{ext}")),
+        .map(|(input, name)| -> anyhow::Result<Task> {
+            let file = format!("{name}.{ext}");
+            let upload = match &out_url {
+                Some(url) => Some(url.join(&file)),
+                None if to_store => Some(beside(input, &ext)?),
+                None => None,
+            };
+            Ok(Task {
+                input: input.clone(),
+                output: out.join(file),
+                upload,
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
+    let stores = Stores::default();
+    let send = |file: &std::path::Path, url: &S3Url| {
+        stores
+            .upload(file, url)
+            .map_err(|e| format!("uploading to {url}: {e}"))
+    };
     let workers = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -228,6 +269,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             output_flag: sub == "pprof",
             workers,
             progress: &progress,
+            send: &send,
         },
         &tasks,
     );
@@ -240,8 +282,11 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         failed.len(),
         workers.min(tasks.len()),
         start.elapsed().as_secs_f64(),
-        out.display()
+        shown
     );
+    if to_store {
+        let _ = std::fs::remove_dir_all(&out);
+    }
     for o in &failed {
         eprintln!(
             "  failed: {}: {}",
@@ -254,6 +299,70 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The inputs, each `s3://` prefix replaced by the snapshots under it
+/// (objects named `*.core`, in key order); an object URL stays itself, and
+/// each child reads it through its mirror.
+fn expand_urls(inputs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if !leaktrail_store::is_url(std::path::Path::new(input)) || input.ends_with(".core") {
+            out.push(PathBuf::from(input));
+            continue;
+        }
+        let url = S3Url::parse(input)?;
+        let mut found: Vec<String> = Store::for_url(&url)?
+            .list(&url)?
+            .into_iter()
+            .map(|o| o.url)
+            .filter(|u| {
+                u.key.ends_with(".core")
+                    && !u.key.rsplit('/').next().is_some_and(|n| n.starts_with('.'))
+            })
+            .map(|u| u.to_string())
+            .collect();
+        if found.is_empty() {
+            bad_input!("{input}: no snapshots (*.core) under this prefix");
+        }
+        found.sort();
+        out.extend(found.into_iter().map(PathBuf::from));
+    }
+    Ok(out)
+}
+
+/// `s3://B/DIR/NAME.core`'s output with extension `ext`: `s3://B/DIR/NAME.EXT`.
+fn beside(input: &std::path::Path, ext: &str) -> anyhow::Result<S3Url> {
+    let mut url = S3Url::parse(&input.to_string_lossy())?;
+    let stem = url
+        .key
+        .strip_suffix(".core")
+        .unwrap_or(&url.key)
+        .to_string();
+    url.key = format!("{stem}.{ext}");
+    Ok(url)
+}
+
+/// One [`Store`] per bucket, made on first use, shared by the workers.
+#[derive(Default)]
+struct Stores(std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Store>>>);
+
+impl Stores {
+    fn upload(&self, file: &std::path::Path, url: &S3Url) -> anyhow::Result<()> {
+        let store = {
+            let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match all.get(&url.bucket) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = std::sync::Arc::new(Store::for_url(url)?);
+                    all.insert(url.bucket.clone(), s.clone());
+                    s
+                }
+            }
+        };
+        store.send(file, &url.key)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ fn parse_ref(text: &str, default_dir: Option<&Path>) -> anyhow::Result<SampleRef
         None => (text, None),
     };
     let dir = match (dir.is_empty(), default_dir) {
-        (false, _) => PathBuf::from(dir),
+        (false, _) => super::local_series(Path::new(dir))?,
         (true, Some(d)) => d.to_path_buf(),
         (true, None) => bad_input!("{text:?}: expected DIR@SAMPLE, e.g. rec@first"),
     };

@@ -17,6 +17,7 @@ pub mod man;
 pub mod maps;
 pub mod pprof;
 pub mod refs;
+pub mod remote;
 pub mod report;
 pub mod run;
 pub mod snapshot;
@@ -44,6 +45,16 @@ where
 /// ETag; see `leaktrail_store`).
 pub fn local(input: &Path) -> anyhow::Result<PathBuf> {
     Ok(leaktrail_store::local(input)?)
+}
+
+/// [`local`] of a recording whose watch series alone is read (`trend`,
+/// `maps`): its snapshots stay in the store. A URL naming one object (a
+/// snapshot) is fetched whole.
+pub fn local_series(input: &Path) -> anyhow::Result<PathBuf> {
+    Ok(leaktrail_store::local_some(
+        input,
+        leaktrail_store::is_series,
+    )?)
 }
 
 /// [`local`] of each input.

@@ -69,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (_, _, Some(d)) => Matcher::Range(addr::parse("--range", d)?),
         _ => Matcher::Exact,
     };
-    let snap = Snapshot::open(&args.snap)?;
+    let snap = Snapshot::open(&super::local(&args.snap)?)?;
     let heap = Heap::open(&snap)?;
     heap.require_memory()?;
     if heap.area_of(target).is_none() {

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,6 +17,7 @@ use leaktrail_format::UnwindMode;
 use leaktrail_recording::dir as recording;
 use leaktrail_report::{json, text};
 
+use crate::cmd::remote::Remote;
 use crate::cmd::spelled;
 use crate::cmd::watch::parse_duration;
 
@@ -106,8 +107,9 @@ pub struct Args {
     /// to a Node.js command (they let leaktrail name JS frames).
     #[arg(long)]
     pub no_node_flags: bool,
-    /// Also write each snapshot's tables as Parquet under OUT as it is
-    /// taken (see `leaktrail export`): the cores need not leave the host.
+    /// Also write each snapshot's tables as Parquet under OUT (a directory
+    /// or `s3://BUCKET/PREFIX`) as it is taken (see `leaktrail export`):
+    /// the cores need not leave the host.
     #[arg(long, value_name = "OUT")]
     pub export: Option<PathBuf>,
     #[command(flatten)]
@@ -177,12 +179,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.no_record {
         if let Some(out) = &args.out {
             if leaktrail_store::is_url(out) {
-                remote = Some(Remote::to(out)?);
+                remote = Some(Remote::to(out, "run")?);
             } else {
                 recording::check_new_dir(out)?;
             }
         }
     }
+    let tables = args
+        .export
+        .as_deref()
+        .map(crate::cmd::export::Tables::to)
+        .transpose()?;
     if let Some(path) = &args.dump_at_exit {
         leaktrail_recording::output::check(path, leaktrail_recording::output::Kind::Stream)?;
     }
@@ -227,7 +234,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         let mut record = RecordOptions::default();
         record.out = match &remote {
-            Some(r) => Some(r.spool.clone()),
+            Some(r) => Some(r.dir().to_path_buf()),
             None => args.out.clone(),
         };
         record.every = (!args.every.is_zero()).then_some(args.every);
@@ -238,27 +245,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         record.snapshots.full_every = args.full_every;
         record.snapshots.verbose = args.verbose;
         record.interval = args.interval;
-        let export = args
-            .export
-            .clone()
-            .map(|out| (out, args.labels.options(false)));
-        let upload = remote
-            .as_ref()
-            .map(|r| (r.store.clone(), r.url.clone(), r.sent.clone()));
+        let export = tables.map(|out| (out, args.labels.options(false)));
+        let upload = remote.as_ref().map(Remote::snapshot_uploader);
         if export.is_some() || upload.is_some() {
             record.after_snapshot = Some(supervise::SnapshotHook(Arc::new(move |snap: &Path| {
                 if let Some((out, opts)) = &export {
-                    leaktrail_export::write(snap, out, opts).map_err(|e| format!("export: {e}"))?;
+                    out.write(snap, opts)
+                        .map_err(|e| format!("export: {e:#}"))?;
                 }
-                if let Some((store, url, sent)) = &upload {
-                    let name = snap.file_name().unwrap_or_default().to_string_lossy();
-                    let key = url.join(&format!("snapshots/{name}")).key;
-                    store
-                        .upload(snap, &key, |_, _| {})
-                        .map_err(|e| format!("upload: {e}"))?;
-                    sent.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(snap.to_path_buf());
+                if let Some(upload) = &upload {
+                    upload(snap)?;
                 }
                 Ok(())
             })));
@@ -285,6 +281,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ));
                 },
             )));
+        }
+        if let Some(r) = &remote {
+            // The series streams to the store, and the live line (if any)
+            // still shows.
+            let (stream, shown) = (r.on_sample(), record.on_sample.take());
+            record.on_sample = Some(supervise::SampleHook(Arc::new(move |meta, samples| {
+                stream(samples.len());
+                if let Some(h) = &shown {
+                    (h.0)(meta, samples);
+                }
+            })));
         }
         let recorded = if args.live {
             // The recording on a thread of its own, the view on this one.
@@ -329,6 +336,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             crate::term::eprint(&verdict_and_next(dir, &shown, recorded.snapshots.len()));
         }
+        if let Some(r) = &remote {
+            r.remove_spool();
+        }
         recorded.status
     };
     if let Some(e) = failure {
@@ -340,44 +350,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         node::remove_leftovers(pid, &cwd);
     }
     Ok(ExitCode::from(supervise::exit_code(status)))
-}
-
-/// A recording bound for an object store: made in a local spool, each
-/// snapshot uploaded as it is taken (`sent`), the rest at the end.
-struct Remote {
-    url: leaktrail_store::S3Url,
-    store: Arc<leaktrail_store::Store>,
-    spool: PathBuf,
-    sent: Arc<Mutex<Vec<PathBuf>>>,
-}
-
-impl Remote {
-    /// Checks the URL and the store's configuration before the program
-    /// starts.
-    fn to(out: &Path) -> anyhow::Result<Remote> {
-        let url = leaktrail_store::S3Url::parse(&out.to_string_lossy())?;
-        let store = Arc::new(leaktrail_store::Store::for_url(&url)?);
-        let dir = leaktrail_store::cache_dir()
-            .join("spool")
-            .join(format!("run-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Remote {
-            url,
-            store,
-            spool: dir.join("rec"),
-            sent: Arc::default(),
-        })
-    }
-
-    /// Uploads what the hook did not (the watch series, meta.json, any
-    /// snapshot whose upload failed) and removes the spool.
-    fn finish(&self, dir: &Path) -> anyhow::Result<()> {
-        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.store
-            .upload_dir(dir, &self.url, |p| sent.iter().any(|s| s == p))
-            .with_context(|| format!("uploading the recording to {}", self.url))?;
-        let _ = std::fs::remove_dir_all(dir.parent().unwrap_or(dir));
-        Ok(())
-    }
 }

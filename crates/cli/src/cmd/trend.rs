@@ -30,7 +30,7 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
-    args.dir = super::local(&args.dir)?;
+    args.dir = super::local_series(&args.dir)?;
     let rec = Recording::open(&args.dir)?;
     let t = trend::analyse(&rec);
     if let Some(path) = &args.svg {

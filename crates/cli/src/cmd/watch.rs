@@ -12,6 +12,7 @@ use leaktrail_recording::dir::{EndReason, Recording};
 use leaktrail_report::text;
 
 use crate::bad_input;
+use crate::cmd::remote::Remote;
 
 /// Parses `1s`, `250ms`, `10m`, `2h` for clap.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -36,7 +37,10 @@ pub struct Args {
     /// A command started by watch is then ended (SIGTERM, then SIGKILL after 2s).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Recording directory [default: ./leaktrail-<comm>-<pid>-<time>].
+    /// Recording directory [default: ./leaktrail-<comm>-<pid>-<time>], or
+    /// `s3://BUCKET/PREFIX`: recorded into a local spool, the series sent
+    /// as it grows (the first sample at once, then every few seconds),
+    /// each file replacing its previous object whole.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Start this command and watch it (after `--`).
@@ -46,8 +50,19 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let options = WatchOptions::new(args.interval, args.duration, args.out);
-    watch_and_report(args.pid, &args.command, options)?;
+    let remote = match &args.out {
+        Some(out) if leaktrail_store::is_url(out) => Some(Remote::to(out, "watch")?),
+        _ => None,
+    };
+    let out = match &remote {
+        Some(r) => Some(r.dir().to_path_buf()),
+        None => args.out,
+    };
+    let options = WatchOptions::new(args.interval, args.duration, out);
+    watch_and_report(args.pid, &args.command, options, remote.as_ref())?;
+    if let Some(r) = &remote {
+        r.remove_spool();
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -65,12 +80,13 @@ pub fn refresh_trend(
 }
 
 /// Watches (attaching or launching), prints the live view on a terminal and
-/// the verdict at the end; returns the recording directory. Shared with
-/// `demo`.
+/// the verdict at the end; returns the recording directory. With `remote`,
+/// the recording streams to its store and the lines name its URL.
 pub fn watch_and_report(
     pid: Option<i32>,
     command: &[String],
     options: WatchOptions,
+    remote: Option<&Remote>,
 ) -> anyhow::Result<PathBuf> {
     if options.interval.is_zero() {
         bad_input!("--interval must be longer than 0");
@@ -84,15 +100,23 @@ pub fn watch_and_report(
     watch::install_interrupt_handler();
     let meta = watcher.meta().clone();
     let dir = watcher.dir().to_path_buf();
+    let shown = match remote {
+        Some(r) => PathBuf::from(r.url.to_string()),
+        None => dir.clone(),
+    };
+    let stream = remote.map(Remote::on_sample);
     let tty = std::io::stdout().is_terminal();
     let mut running: Option<trend::Trend> = None;
     let outcome = watcher.run(|samples| {
+        if let Some(stream) = &stream {
+            stream(samples.len());
+        }
         if samples.len() == 1 {
             eprintln!(
                 "leaktrail: watching pid {} ({}), recording to {}",
                 meta.pid,
                 meta.comm,
-                dir.display()
+                shown.display()
             );
         }
         if tty {
@@ -113,6 +137,9 @@ pub fn watch_and_report(
             dir.display()
         )
     })?;
+    if let Some(r) = remote {
+        r.finish(&outcome.dir)?;
+    }
     let recording = Recording::open(&outcome.dir)?;
     let t = trend::analyse(&recording);
     let mut out = std::io::stdout().lock();
@@ -125,17 +152,17 @@ pub fn watch_and_report(
         out,
         "\nwatch ended ({how}) after {} samples; recording in {}\n",
         outcome.samples,
-        outcome.dir.display()
+        shown.display()
     )?;
     drop(out);
-    let mut shown = text::trend(&t);
+    let mut verdict = text::trend(&t);
     if leaktrail_analysis::owner::is_node_command(&recording.meta.cmdline) {
-        shown.push('\n');
-        shown.push_str(&text::node_regions(&t));
+        verdict.push('\n');
+        verdict.push_str(&text::node_regions(&t));
     }
-    let d = outcome.dir.display();
+    let d = shown.display();
     crate::term::print(&format!(
-        "{shown}\nnext: leaktrail report {d}\nnext: leaktrail maps diff {d}@first @last\n"
+        "{verdict}\nnext: leaktrail report {d}\nnext: leaktrail maps diff {d}@first @last\n"
     ))?;
     Ok(outcome.dir)
 }

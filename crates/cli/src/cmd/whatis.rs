@@ -37,7 +37,7 @@ pub struct Args {
 /// Runs the subcommand.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let a = addr::parse("address", &args.addr)?;
-    let snap = Snapshot::open(&args.snap)?;
+    let snap = Snapshot::open(&super::local(&args.snap)?)?;
     let heap = Heap::open(&snap)?;
     let symbolizer = Symbolizer::for_snapshot(&snap);
     let w = whatis::whatis(&heap, &symbolizer, a)?;

@@ -316,6 +316,9 @@ pub struct Seaweed {
     server: crate::support::Running,
     /// Its S3 endpoint.
     pub endpoint: String,
+    /// Its filer's `127.0.0.1:PORT`, which serves the bucket's objects
+    /// over plain HTTP: how a test looks into the store without leaktrail.
+    filer: String,
     /// Where its data and our cache go.
     pub dir: PathBuf,
 }
@@ -381,7 +384,33 @@ impl Seaweed {
         Seaweed {
             server,
             endpoint: format!("http://127.0.0.1:{}", p[3]),
+            filer: format!("127.0.0.1:{}", p[2]),
             dir,
+        }
+    }
+
+    /// The object `key` of [`BUCKET`], read through the filer, or `None`
+    /// if there is none.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(&self.filer).expect("connect to the filer");
+        write!(
+            conn,
+            "GET /buckets/{BUCKET}/{key} HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.filer
+        )
+        .expect("request");
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply).expect("reply");
+        let head_end = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("an HTTP reply");
+        let status = String::from_utf8_lossy(&reply[..head_end]).into_owned();
+        match status.split_whitespace().nth(1) {
+            Some("200") => Some(reply[head_end + 4..].to_vec()),
+            Some("404") => None,
+            _ => panic!("GET {key}: {status}"),
         }
     }
 
@@ -416,24 +445,14 @@ fn only_child(pid: i32) -> i32 {
     kids[0]
 }
 
-#[test]
-fn a_run_into_s3_then_growth_and_report_from_the_url_rank_the_growing_site_first() {
-    let s3 = Seaweed::start("fleet_s3_run");
-    assert!(s3.pid() > 0);
-    let url = format!("s3://{BUCKET}/api/web-1");
-    let steps = 4;
+/// `leaktrail run --out URL` of the growth fixture for `steps` steps, a
+/// snapshot taken straight into `URL/snapshots/` after each (in lockstep
+/// with the fixture, over its stdin), then its exit.
+fn run_into(s3: &Seaweed, url: &str, steps: usize) {
     let exe = crate::support::fixture("growth_sites", &[]);
     let mut run = crate::support::Running::start(
         s3.leaktrail()
-            .args([
-                "run",
-                "--every",
-                "0",
-                "--memory",
-                "tables",
-                "--out",
-                url.as_str(),
-            ])
+            .args(["run", "--every", "0", "--memory", "tables", "--out", url])
             .arg("--")
             .arg(&exe)
             .arg(steps.to_string())
@@ -464,6 +483,15 @@ fn a_run_into_s3_then_growth_and_report_from_the_url_rank_the_growing_site_first
     }
     run.close_stdin();
     assert!(run.wait().success());
+}
+
+#[test]
+fn a_run_into_s3_then_growth_and_report_from_the_url_rank_the_growing_site_first() {
+    let s3 = Seaweed::start("fleet_s3_run");
+    assert!(s3.pid() > 0);
+    let url = format!("s3://{BUCKET}/api/web-1");
+    let steps = 4;
+    run_into(&s3, &url, steps);
 
     let g = json(s3.leaktrail().args(["growth", "--json"]).arg(&url));
     let first = &g["suspects"][0];
@@ -479,6 +507,210 @@ fn a_run_into_s3_then_growth_and_report_from_the_url_rank_the_growing_site_first
     // The run's own files went up too: its watch series and meta.json.
     let trend = json(s3.leaktrail().args(["trend", "--json"]).arg(&url));
     assert!(trend["verdict"].is_string(), "{trend:#}");
+
+    // The per-snapshot readers take the URL of one snapshot: the last step
+    // holds four steps of grow_cache, 400 buffers of 4096 bytes.
+    let last = format!("{url}/snapshots/{steps:04}.core");
+    let folded = stdout(s3.leaktrail().args(["flamegraph", "--folded", &last]));
+    let grow: Vec<&str> = folded
+        .lines()
+        .filter(|l| l.contains("grow_cache"))
+        .collect();
+    assert_eq!(grow.len(), 1, "{folded}");
+    assert!(grow[0].ends_with(" 1638400"), "{folded}");
+    let pb = scratch("fleet_s3_run").join("heap.pb.gz");
+    success(s3.leaktrail().args(["pprof", &last, "-o"]).arg(&pb));
+    assert!(std::fs::metadata(&pb).expect("pprof written").len() > 0);
+    let bufs = stdout(s3.leaktrail().args(["bufs", &last, "--size", "4096..4096"]));
+    assert!(bufs.contains("400"), "{bufs}");
+    let info = stdout(s3.leaktrail().args(["info", &last]));
+    assert!(info.contains("growth_sites"), "{info}");
+    // maps diff reads the series' detail files (the snapshots stay put).
+    success(
+        s3.leaktrail()
+            .args(["maps", "diff", &format!("{url}@first"), "@last"]),
+    );
+}
+
+#[test]
+fn a_watch_into_s3_streams_its_series_while_it_runs() {
+    let s3 = Seaweed::start("fleet_s3_watch");
+    let url = format!("s3://{BUCKET}/watched/cat-1");
+    let out = scratch("fleet_s3_watch").join("watch.out");
+    let mut watch = crate::support::Running::start_until(
+        s3.leaktrail()
+            .args(["watch", "--interval", "20ms", "--out", &url, "--", "cat"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::fs::File::create(&out).expect("stdout file")),
+        crate::support::Pipe::Stderr,
+        |line| line.starts_with("leaktrail: watching pid "),
+    );
+    assert!(
+        watch.ready.ends_with(&format!("recording to {url}")),
+        "{}",
+        watch.ready
+    );
+    // The first sample is in the store before that line, while `cat` and
+    // the watch still run: meta.json says the watch has not ended.
+    let meta: Value =
+        serde_json::from_slice(&s3.get("watched/cat-1/meta.json").expect("meta.json"))
+            .expect("json");
+    assert!(meta["end"].is_null(), "{meta:#}");
+    let samples = s3
+        .get("watched/cat-1/samples.jsonl")
+        .expect("samples.jsonl");
+    assert!(
+        samples.ends_with(b"\n") && !samples.is_empty(),
+        "whole lines only"
+    );
+    let while_running = json(s3.leaktrail().args(["trend", "--json", &url]));
+    assert!(
+        while_running["samples"].as_u64() >= Some(1),
+        "{while_running:#}"
+    );
+    // cat ends with its input, and the watch with it.
+    watch.close_stdin();
+    assert!(watch.wait().success());
+    let said = std::fs::read_to_string(&out).expect("watch's output");
+    let n: u64 = said
+        .split(" after ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("sample count in {said:?}"));
+    assert!(said.contains(&format!("recording in {url}")), "{said}");
+    let meta: Value =
+        serde_json::from_slice(&s3.get("watched/cat-1/meta.json").expect("meta.json"))
+            .expect("json");
+    assert_eq!(meta["end"]["reason"], "exited", "{meta:#}");
+    let samples = s3
+        .get("watched/cat-1/samples.jsonl")
+        .expect("samples.jsonl");
+    assert_eq!(samples.iter().filter(|&&b| b == b'\n').count() as u64, n);
+    let done = json(s3.leaktrail().args(["trend", "--json", &url]));
+    assert_eq!(done["samples"].as_u64(), Some(n), "{done:#}");
+}
+
+/// The grow_cache suspect of a `growth --json` document, checked to be
+/// its first.
+fn first_is_grow_cache(g: &Value) -> &Value {
+    let first = &g["suspects"][0];
+    assert_eq!(functions(&first["stack"])[0], "grow_cache", "{g:#}");
+    first
+}
+
+#[test]
+fn growth_across_hosts_job_and_export_through_the_store() {
+    let s3 = Seaweed::start("fleet_s3_hosts");
+    let service = format!("s3://{BUCKET}/service=api");
+    // Two hosts, four and five steps: grow_cache rises by three and four
+    // steps of 100 buffers of 4096 bytes.
+    run_into(&s3, &format!("{service}/host=web-1"), 4);
+    run_into(&s3, &format!("{service}/host=web-2"), 5);
+    let step = 100.0 * 4096.0;
+
+    let g = json(s3.leaktrail().args(["growth", "--json", &service]));
+    let hosts = g["hosts"].as_array().expect("hosts");
+    let names: Vec<&str> = hosts
+        .iter()
+        .map(|h| h["host"].as_str().expect("host"))
+        .collect();
+    assert_eq!(names, ["web-1", "web-2"], "{g:#}");
+    assert_eq!(hosts[0]["recording"], format!("{service}/host=web-1"));
+    let per_host: Vec<&Value> = hosts
+        .iter()
+        .map(|h| first_is_grow_cache(&h["growth"]))
+        .collect();
+    for (h, steps) in per_host.iter().zip([3.0, 4.0]) {
+        assert_eq!(num(&h["stats"]["rise_bytes"]), steps * step);
+    }
+    let site = &g["sites"][0];
+    assert_eq!(functions(&site["stack"])[0], "grow_cache", "{g:#}");
+    assert_eq!(site["processes"], 2);
+    // The fixture's burst makes each heap noisy: its steady site counts
+    // as above noise where its own host's growth says so.
+    let above = per_host
+        .iter()
+        .filter(|h| h["stats"]["significant"] == true)
+        .count();
+    assert_eq!(site["significant_processes"], above, "{site:#}");
+    assert_eq!(num(&site["rise_bytes"]), 7.0 * step);
+    let slopes: f64 = per_host.iter().map(|h| num(&h["slope"])).sum();
+    let summed = num(&site["slope_bytes_per_hour"]);
+    assert!(
+        (summed - slopes).abs() <= 1e-9 * slopes,
+        "{summed} vs {slopes}"
+    );
+    let text = stdout(s3.leaktrail().args(["growth", &service]));
+    assert!(
+        text.starts_with("growth across 2 recordings on 2 hosts"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n#1 4096 B: rises in 2 of 2 recordings"),
+        "{text}"
+    );
+
+    // The story's job: every core's flame graph back into the store,
+    // beside its core.
+    success(
+        s3.leaktrail()
+            .args(["job", "-q", "flamegraph", "--"])
+            .arg(format!("{service}/host=web-1/snapshots/")),
+    );
+    for k in 1..=4 {
+        let svg = s3
+            .get(&format!("service=api/host=web-1/snapshots/{k:04}.svg"))
+            .unwrap_or_else(|| panic!("{k:04}.svg in the store"));
+        let svg = String::from_utf8(svg).expect("utf-8");
+        assert!(
+            svg.contains("<svg") && svg.contains("grow_cache"),
+            "{k:04}.svg"
+        );
+    }
+
+    // Export from the store into the store; DataFusion on the tables gives
+    // the combined growth's sums.
+    let local = scratch("fleet_s3_hosts").join("tables");
+    for host in ["web-1", "web-2"] {
+        let said = stdout(
+            s3.leaktrail()
+                .arg("export")
+                .arg(format!("{service}/host={host}"))
+                .args([
+                    "--parquet",
+                    &format!("s3://{BUCKET}/tables"),
+                    "--host",
+                    host,
+                    "--service",
+                    "api",
+                ]),
+        );
+        for partition in said
+            .lines()
+            .map(|l| l.split(": ").next().expect("partition"))
+        {
+            for table in ["snapshots", "blocks", "stacks", "frames", "classes"] {
+                let rel = format!("{table}/{partition}/part-0.parquet");
+                let bytes = s3
+                    .get(&format!("tables/{rel}"))
+                    .unwrap_or_else(|| panic!("{rel}"));
+                std::fs::create_dir_all(local.join(&rel).parent().expect("dir")).expect("mkdir");
+                std::fs::write(local.join(&rel), bytes).expect("write");
+            }
+        }
+    }
+    // The query ranks by slope alone, where a short series' burst can
+    // lead: find grow_cache's row by its site.
+    let rows = &queries("datafusion", &local)["growth_per_site"];
+    let row = rows
+        .iter()
+        .find(|r| r["site"] == site_of(&site["stack"]) && r["class"] == site["class"])
+        .unwrap_or_else(|| panic!("grow_cache's site in {rows:#?}"));
+    assert_eq!(row["processes"], 2);
+    assert_eq!(num(&row["rise_bytes"]), 7.0 * step);
+    let sql = num(&row["slope_bytes_per_hour"]);
+    assert!((sql - slopes).abs() <= 1e-9 * slopes, "{sql} vs {slopes}");
 }
 
 #[test]
