@@ -276,7 +276,8 @@ fn an_empty_out_directory_becomes_private() {
         assert!(seen.iter().any(|(p, _)| *p == out.join(name)), "no {name}");
     }
     assert!(
-        seen.iter().any(|(p, _)| p.extension().is_some_and(|e| e == "core")),
+        seen.iter()
+            .any(|(p, _)| p.extension().is_some_and(|e| e == "core")),
         "no snapshot in {seen:?}"
     );
     for (path, want) in seen {

@@ -510,6 +510,71 @@ fn a_program_that_execs_without_forking_is_followed_into_its_new_image() {
 }
 
 #[test]
+fn every_exec_function_is_followed_into_the_new_image() {
+    // Issue 16, item 4: glibc's execl* (and posix_spawn*) call execve
+    // internally, not through the PLT: execl lost the link.
+    let wrapper = fixture("tracer_execs", &[]);
+    let exe = fixture("tracer_allocators", &[]);
+    let dir = scratch("tracer_exec_functions");
+    let (plain, _) = run_plain(&[path_str(&exe)]);
+    let name = exe.file_name().and_then(|n| n.to_str()).expect("name");
+    let path = format!(
+        "{}:{}",
+        exe.parent().and_then(|d| d.to_str()).expect("dir"),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for how in [
+        "execl", "execlp", "execle", "execv", "execvp", "execvpe", "fexecve",
+    ] {
+        // The p variants search PATH for a bare name.
+        let prog = if how.contains('p') {
+            name
+        } else {
+            path_str(&exe)
+        };
+        let (out, code, dump) = run_traced_with(
+            &dir,
+            &[("PATH", &path)],
+            &[],
+            &[path_str(&wrapper), how, prog],
+        );
+        assert_eq!((out.as_str(), code), (plain.as_str(), 0), "{how}");
+        // The exit hand-over came from the new image, and its blocks are
+        // recorded with their stacks.
+        let dump = dump.unwrap_or_else(|| panic!("{how}: no dump: the link was lost"));
+        let leaked = blocks_through(&dump, "leak_some");
+        assert_eq!(leaked.len(), 5, "{how}: {leaked:?}");
+        assert!(leaked.iter().all(|b| b.0 == 333), "{how}: {leaked:?}");
+    }
+    // A spawned program is a process of its own (as a forked one is): it
+    // runs traced, without the link; the recording is the spawner's, and
+    // the status is the program's.
+    for how in ["posix_spawn", "posix_spawnp"] {
+        let prog = if how.ends_with('p') {
+            name
+        } else {
+            path_str(&exe)
+        };
+        let out = leaktrail()
+            .env("PATH", &path)
+            .args(["run", "--no-record", "--dump-at-exit"])
+            .arg(dir.join("spawn.json"))
+            .args(["--", path_str(&wrapper), how, prog])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), plain, "{how}");
+        assert_eq!(out.status.code(), Some(0), "{how}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("recording stopped"), "{how}: {stderr}");
+        let dump: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("spawn.json")).expect("dump"))
+                .expect("JSON");
+        assert!(blocks_through(&dump, "leak_some").is_empty(), "{how}");
+    }
+}
+
+#[test]
 fn a_program_that_cuts_the_link_runs_on_and_run_says_recording_stopped() {
     let exe = robust();
     let rec = scratch("tracer_cutlink").join("rec");
