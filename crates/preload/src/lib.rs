@@ -41,6 +41,7 @@
 //!   `leaktrail run`'s answer (10 minutes by default).
 #![deny(missing_docs)]
 
+pub mod allocator;
 #[cfg(target_arch = "x86_64")]
 pub mod exec;
 pub mod exit;

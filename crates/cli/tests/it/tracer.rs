@@ -728,6 +728,91 @@ fn programs_on_jemalloc_tcmalloc_and_mimalloc_get_their_own_blocks_recorded() {
 }
 
 #[test]
+fn the_programs_allocator_is_named_and_glibc_state_is_not_guessed() {
+    // Issue 16, item 2: on jemalloc, `info`'s self-check walked an idle
+    // glibc arena and reported every audited block "not in use", with 127
+    // problems.
+    let glibc = fixture("tracer_allocators", &[]);
+    let mimalloc_linked = fixture("tracer_allocators", &["-lmimalloc"]);
+    let jemalloc = system_library("libjemalloc.so.2");
+    let tcmalloc = system_library("libtcmalloc_minimal.so.4");
+    let dir = scratch("tracer_allocator_named");
+    let cases: [(&str, &Path, Option<&str>, &str); 4] = [
+        ("glibc", &glibc, None, "libc.so.6"),
+        ("jemalloc", &glibc, Some(&jemalloc), "libjemalloc.so.2"),
+        (
+            "tcmalloc",
+            &glibc,
+            Some(&tcmalloc),
+            "libtcmalloc_minimal.so.4",
+        ),
+        ("mimalloc", &mimalloc_linked, None, "libmimalloc.so.2"),
+    ];
+    for (name, exe, preload, file) in cases {
+        let rec = dir.join(name);
+        let mut cmd = leaktrail();
+        cmd.args(["run", "--every", "0", "--out"])
+            .arg(&rec)
+            .args(["--", path_str(exe)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if let Some(p) = preload {
+            cmd.env("LD_PRELOAD", p);
+        }
+        crate::support::success(&mut cmd);
+        let info = crate::support::info_json(&rec.join("snapshots/0001-exit.core"));
+        let allocator = &info["allocator"];
+        assert_eq!(allocator["name"], name, "{allocator}");
+        assert_eq!(allocator["source"], "tracer", "{allocator}");
+        let path = allocator["path"].as_str().expect("path");
+        // (The mapping names the file the symbolic link leads to.)
+        let mapped = Path::new(path).file_name().and_then(|n| n.to_str());
+        assert!(
+            mapped.is_some_and(|n| n.starts_with(file)),
+            "{name}: {path}"
+        );
+        let error = info["heap_walk"]["error"].as_str();
+        if name == "glibc" {
+            assert_eq!(error, None, "{name}: {info:#}");
+            assert!(info["heap_walk"]["chunks"].as_u64() > Some(0));
+        } else {
+            let error = error.unwrap_or_else(|| panic!("{name}: walked: {info:#}"));
+            assert!(
+                error.contains(&format!(
+                    "the program's allocator is {name} ({path}, named by the tracer), not glibc's malloc"
+                )),
+                "{error}"
+            );
+        }
+    }
+    // Without the tracer, the libraries mapped say it: an analysis that
+    // would walk glibc's heap refuses in one line.
+    let exe = fixture("snap_threads", &[]);
+    let mut target = Running::start(
+        Command::new(&exe)
+            .arg("1")
+            .env("LD_PRELOAD", &jemalloc)
+            .stdin(Stdio::piped()),
+        Pipe::Stdout,
+        "ready ",
+    );
+    let core = dir.join("untraced.core");
+    crate::support::snapshot_of(target.pid(), &core, &[]);
+    target.send(b"q");
+    assert_eq!(target.wait().code(), Some(0));
+    let info = crate::support::info_json(&core);
+    assert_eq!(info["allocator"]["name"], "jemalloc", "{info:#}");
+    assert_eq!(info["allocator"]["source"], "mappings");
+    let mapped = info["allocator"]["path"].as_str().expect("path");
+    assert_bad_input(
+        leaktrail().arg("leaks").arg(&core),
+        &[&format!(
+            "the program's allocator is jemalloc ({mapped}, from the libraries mapped), not glibc's malloc"
+        )],
+    );
+}
+
+#[test]
 fn a_region_limit_too_small_to_start_is_named_as_such() {
     let out_dir = scratch("tracer_tiny_limit").join("rec");
     let out = leaktrail()
