@@ -176,11 +176,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut remote = None;
     if !args.no_record {
         if let Some(out) = &args.out {
-            if leaktrail_store::is_url(out) {
-                remote = Some(Remote::to(out)?);
-            } else {
-                recording::check_new_dir(out)?;
-            }
+            remote = check_out(out)?;
         }
     }
     if let Some(path) = &args.dump_at_exit {
@@ -342,9 +338,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(supervise::exit_code(status)))
 }
 
+/// Checks `--out` before any program starts (issue 16, item 5): a local
+/// directory must be new or empty and writable
+/// (`recording::check_new_dir`), an object-store URL must parse and its
+/// store be configured (then the local spool it is recorded into). `run`
+/// calls it, and so should every command that records a program it
+/// starts or attaches to.
+pub(crate) fn check_out(out: &Path) -> anyhow::Result<Option<Remote>> {
+    if leaktrail_store::is_url(out) {
+        return Ok(Some(Remote::to(out)?));
+    }
+    recording::check_new_dir(out)?;
+    Ok(None)
+}
+
 /// A recording bound for an object store: made in a local spool, each
 /// snapshot uploaded as it is taken (`sent`), the rest at the end.
-struct Remote {
+pub(crate) struct Remote {
     url: leaktrail_store::S3Url,
     store: Arc<leaktrail_store::Store>,
     spool: PathBuf,
