@@ -50,6 +50,7 @@ mod symbols;
 mod synthetic;
 
 pub use error::Error;
+pub use glibc::locate::ProgramAllocator;
 pub use glibc::walk as heap_walk;
 pub use heap::model::{Area, AreaKind, BlockIndex, Heap, RootRange, Roots};
 pub use heap::{

@@ -94,7 +94,9 @@ pub(crate) fn usable(stop_signal: i32, pending_signal: i32) -> bool {
 /// The address of a `syscall` instruction (`0f 05`) the thread `tid` of
 /// `pid` can jump to: right behind its `rip` when it stopped in a system
 /// call, else the first in the vDSO, else in any executable mapping.
-/// `regs` are its saved registers.
+/// `regs` are its saved registers. `pid` may name any live thread of the
+/// process (its memory and maps are the process's): a main thread that
+/// called pthread_exit shows neither.
 pub(crate) fn find_syscall_insn(pid: i32, regs: &[u8]) -> Option<u64> {
     let rip = word(regs, RIP);
     let mut two = [0u8; 2];

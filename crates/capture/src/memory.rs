@@ -26,8 +26,10 @@ impl LiveProcess {
             .filter(|m| m.is_readable())
             .map(|m| (m.start, m.end))
             .collect();
+        // A main thread that called pthread_exit has no memory to read.
+        let thread = procfs::address_space_thread(pid).unwrap_or(pid);
         Ok(LiveProcess {
-            memory: ProcessMemory::new(pid, ranges),
+            memory: ProcessMemory::new(thread, ranges),
             mappings,
         })
     }

@@ -159,6 +159,41 @@ fn read_proc(pid: i32, file: &str) -> Result<String, Error> {
     std::fs::read_to_string(&path).map_err(|e| proc_error(pid, &path, e))
 }
 
+/// Reads a file of `/proc/PID/` that shows the address space (`smaps`,
+/// `smaps_rollup`): the main thread's is empty once it called
+/// pthread_exit, so then it is read through a live thread.
+fn read_address_space(pid: i32, file: &str) -> Result<String, Error> {
+    let text = read_proc(pid, file)?;
+    if !text.is_empty() {
+        return Ok(text);
+    }
+    match address_space_thread(pid) {
+        Some(tid) if tid != pid => read_proc(tid, file),
+        _ => Ok(text),
+    }
+}
+
+/// The thread whose `/proc/TID/` files show the address space of process
+/// `pid`: `pid` itself, or, when the main thread called pthread_exit and
+/// is a zombie while others run on, the first live thread. `None` when no
+/// thread is alive (a zombie process) or the process is gone.
+pub(crate) fn address_space_thread(pid: i32) -> Option<i32> {
+    let alive = |stat: &str| {
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next());
+        !matches!(state, None | Some('Z') | Some('X'))
+    };
+    if alive(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?) {
+        return Some(pid);
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.flatten().find_map(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+        alive(&stat).then(|| t.file_name().to_str()?.parse().ok())?
+    })
+}
+
 /// Reads and parses `/proc/PID/stat`.
 pub fn read_stat(pid: i32) -> Result<Stat, Error> {
     let text = read_proc(pid, "stat")?;
@@ -204,7 +239,7 @@ fn gone_or(r: Result<String, Error>) -> Result<Option<String>, Error> {
 /// Kernels before 4.14 have no `smaps_rollup`; there we sum `smaps` (the
 /// same numbers, at the full read's cost).
 pub fn read_rollup(pid: i32) -> Result<Reading<Rollup>, Error> {
-    let text = match read_proc(pid, "smaps_rollup") {
+    let text = match read_address_space(pid, "smaps_rollup") {
         Err(Error::NoSuchProcess { .. })
             if Path::new("/proc")
                 .join(pid.to_string())
@@ -248,7 +283,7 @@ pub fn rollup_of(mappings: &[Mapping]) -> Rollup {
 /// in the kernel under the target's mmap lock: call it less often than
 /// [`read_rollup`].
 pub fn read_smaps(pid: i32) -> Result<Reading<Vec<Mapping>>, Error> {
-    let Some(text) = gone_or(read_proc(pid, "smaps"))? else {
+    let Some(text) = gone_or(read_address_space(pid, "smaps"))? else {
         return Ok(Reading::Gone);
     };
     if text.is_empty() {

@@ -208,6 +208,9 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     let cpu_started = cpu_time();
     // Before the stop: everything that does not change while it runs.
     let process = ProcessFacts::read(pid)?;
+    // Every file that shows the address space is read through a live
+    // thread (the main one, unless it called pthread_exit).
+    let mm = process.mm;
     let base = match &options.since {
         Some(p) => Some(open_base(p, pid)?),
         None => None,
@@ -225,7 +228,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     // here, before the stop; while stopped we read the cheap maps and take
     // each mapping's counters and VmFlags from this reading. Nothing that
     // decides which bytes are zeros depends on them: pagemap does.
-    let before = parse_maps(pid, "smaps", &read_proc(pid, "smaps", false)?)?;
+    let before = parse_maps(mm, "smaps", &read_proc(mm, "smaps", false)?)?;
     let budget = options
         .staging_budget
         .unwrap_or_else(|| memory::mem_available() / 2);
@@ -286,7 +289,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     interrupt::check(pid)?;
     let t_stopped = stop_started.elapsed();
     let maps = maps::with_details(
-        parse_maps(pid, "maps", &read_proc(pid, "maps", true)?)?,
+        parse_maps(mm, "maps", &read_proc(mm, "maps", true)?)?,
         &before,
     );
     drop(before);
@@ -299,7 +302,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         .collect();
     let mut maps = maps;
     maps::classify(&mut maps, &stacks);
-    let mut copier = Copier::new(pid);
+    let mut copier = Copier::new(mm);
 
     // Audit headers: a page-aligned magic at the start of an anonymous
     // read-write mapping.
@@ -316,7 +319,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     let mut audit_ranges = Vec::new();
     if options.memory != MemoryMode::None {
         let live =
-            crate::memory::ProcessMemory::new(pid, maps.iter().map(|m| (m.start, m.end)).collect());
+            crate::memory::ProcessMemory::new(mm, maps.iter().map(|m| (m.start, m.end)).collect());
         for &h in &audit_headers {
             audit_ranges.extend(audit::locate(&live, h));
         }
@@ -369,7 +372,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             early
         }
         None => {
-            loads = split_sparse(pid, &maps, loads);
+            loads = split_sparse(mm, &maps, loads);
             let pieces = data_pieces(&loads);
             let total: u64 = pieces.iter().map(|p| p.len).sum();
             if staging.as_ref().is_some_and(|s| s.capacity() < total) {
@@ -380,7 +383,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             }
             match &mut staging {
                 Some(s) => {
-                    copier.unreadable += memory::read_parallel(pid, &pieces, s.slice(total))?;
+                    copier.unreadable += memory::read_parallel(mm, &pieces, s.slice(total))?;
                 }
                 None => {
                     if base.take().is_some() {
@@ -390,7 +393,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
                         );
                     }
                     let layout = elf::Layout::new(loads.len());
-                    let mut source = Source::Live(Copier::new(pid), Vec::new());
+                    let mut source = Source::Live(Copier::new(mm), Vec::new());
                     stream(&mut source, &pieces, &out, layout.data_offset)?;
                     copier.unreadable += source.unreadable();
                     streamed = Some(pieces);
@@ -419,7 +422,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
                 .is_some_and(|m| m.capture.soft_dirty_epoch && m.id == owner.trim())
         })
     {
-        if let Ok(f) = File::open(format!("/proc/{pid}/pagemap")) {
+        if let Ok(f) = File::open(format!("/proc/{mm}/pagemap")) {
             for l in loads.iter().filter(|l| l.filesz > 0) {
                 let m = &maps[l.mapping];
                 if m.is_anonymous() && !m.is_shared() && !lacks_in_image(m) {
@@ -431,11 +434,11 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         }
     }
     if epoch {
-        epoch = std::fs::write(&epoch_file, &id).is_ok() && pagemap::clear_soft_dirty(pid).is_ok();
+        epoch = std::fs::write(&epoch_file, &id).is_ok() && pagemap::clear_soft_dirty(mm).is_ok();
     }
     let t_copied = stop_started.elapsed();
     let perf_map = read_perf_map(pid);
-    if !memory::alive(pid) {
+    if !memory::alive(mm) {
         return Err(Error::Exited { pid });
     }
     interrupt::check(pid)?;
@@ -510,7 +513,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         });
         offset += l.filesz;
     }
-    let modules = module::modules(pid, &maps);
+    let modules = module::modules(mm, &maps);
     let inherited_bytes: u64 = inherited.iter().map(|r: &[u64; 2]| r[1] - r[0]).sum();
     let mut metadata = Metadata {
         version: metadata::METADATA_VERSION,
@@ -572,7 +575,13 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         },
         method,
         fallback,
-        note: note_line,
+        note: note_line.or_else(|| {
+            (mm != pid).then(|| {
+                format!(
+                    "the main thread of process {pid} has exited (pthread_exit): its memory was read through thread {mm}"
+                )
+            })
+        }),
         cpu: Duration::from_nanos(metadata.capture.cpu_ns),
         file_bytes: offset + notes.len() as u64,
         inherited_bytes,
@@ -1182,6 +1191,10 @@ fn reg(regs: &[u8], index: usize) -> u64 {
 
 /// What we learn about the process before stopping it.
 struct ProcessFacts {
+    /// The thread whose `/proc` files show the address space: `pid`, or
+    /// a live thread when the main one called pthread_exit (its own
+    /// `maps`, `mem`, `auxv`, `cmdline` and `exe` are empty then).
+    mm: i32,
     comm: String,
     cmdline: Vec<String>,
     exe: Option<String>,
@@ -1237,24 +1250,26 @@ impl ProcessFacts {
         }
         // A main thread that called pthread_exit is a zombie too, while
         // the others run on; only a process with no live thread is one.
-        if state == b'Z' && !has_live_thread(pid) {
-            return Err(Error::Zombie { pid });
-        }
+        let mm = if state == b'Z' {
+            crate::procfs::address_space_thread(pid).ok_or(Error::Zombie { pid })?
+        } else {
+            pid
+        };
         let tracer = field("TracerPid")
             .and_then(|v| v.parse::<i32>().ok())
             .unwrap_or(0);
         if tracer != 0 && tracer as u32 != std::process::id() {
             return Err(Error::AlreadyTraced { pid, tracer });
         }
-        let cmdline: Vec<String> = read_proc(pid, "cmdline", false)?
+        let cmdline: Vec<String> = read_proc(mm, "cmdline", false)?
             .split(|&b| b == 0)
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        let exe = std::fs::read_link(format!("/proc/{mm}/exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned());
-        let auxv = read_proc(pid, "auxv", false)?;
+        let auxv = read_proc(mm, "auxv", false)?;
         let (ppid, pgrp, sid) = (num(1) as i32, num(2) as i32, num(3) as i32);
         let info = note::ProcessInfo {
             state,
@@ -1270,6 +1285,7 @@ impl ProcessFacts {
             psargs: cmdline.join(" "),
         };
         Ok(ProcessFacts {
+            mm,
             comm,
             cmdline,
             exe,
@@ -1285,20 +1301,6 @@ impl ProcessFacts {
 /// `PF_KTHREAD` in the flags field of `/proc/PID/stat`
 /// (include/linux/sched.h): a kernel thread.
 const PF_KTHREAD: u64 = 0x0020_0000;
-
-/// Whether any thread of `pid` is neither a zombie nor dead.
-fn has_live_thread(pid: i32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().any(|t| {
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.trim_start().chars().next());
-        !matches!(state, None | Some('Z') | Some('X'))
-    })
-}
 
 /// Reads `/proc/PID/<name>`. `stopped` says whether we hold the process
 /// (then a missing file means it died under us).

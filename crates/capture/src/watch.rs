@@ -243,10 +243,16 @@ pub struct Outcome {
     pub samples: u64,
 }
 
+/// Whether the process whose `/proc/PID/stat` says `stat` has a live
+/// thread: a zombie main thread (it called pthread_exit) may have others.
+fn live(stat: &procfs::Stat, pid: i32) -> bool {
+    stat.state != 'Z' || procfs::address_space_thread(pid).is_some()
+}
+
 /// Checks that `pid` exists and that we may read its memory statistics.
 fn check_readable(pid: i32) -> Result<procfs::Stat, Error> {
     let stat = procfs::read_stat(pid)?;
-    if stat.state == 'Z' {
+    if !live(&stat, pid) {
         return Err(Error::NoUserMemory { pid });
     }
     match procfs::read_rollup(pid)? {
@@ -428,13 +434,14 @@ impl Watcher {
                         // One read of the header (its descriptors name the
                         // tables), charged to the smaps budget with the rest.
                         let readable = maps.iter().map(|m| (m.start, m.end)).collect();
-                        let mem = crate::memory::ProcessMemory::new(self.pid, readable);
+                        let thread = procfs::address_space_thread(self.pid).unwrap_or(self.pid);
+                        let mem = crate::memory::ProcessMemory::new(thread, readable);
                         let ranges = leaktrail_recording::audit::locate(&mem, header);
                         leaktrail_recording::maps::mark_tracer(&mut maps, header, &ranges);
                     }
                     // A reused pid is another process: stop rather than mix.
                     match procfs::read_stat(self.pid) {
-                        Ok(s) if s.start_time == self.start_time && s.state != 'Z' => {}
+                        Ok(s) if s.start_time == self.start_time && live(&s, self.pid) => {}
                         Ok(_) | Err(Error::NoSuchProcess { .. }) => return Ok(EndReason::Exited),
                         Err(e) => return Err(e),
                     }

@@ -55,10 +55,12 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
+mod allocator;
 pub mod handover;
 pub mod maps_line;
 mod mode;
 
+pub use allocator::Allocator;
 pub use mode::{FailOn, LeakKind, MemoryMode, UnknownName, UnwindMode};
 
 /// The first eight bytes of the region's header page.
@@ -383,8 +385,10 @@ pub struct Header {
     pub stack_index: [ShardDesc; STACK_SHARDS],
     /// Stack-arena lock word.
     pub arena_lock: AtomicU32,
-    /// Padding.
-    pub pad3: u32,
+    /// The program's [`Allocator`], once the tracer resolved which
+    /// `malloc` it forwards to (0, unknown, before; in older regions this
+    /// word was padding).
+    pub allocator: AtomicU32,
     /// Next free word of the arena (global word offset).
     pub arena_cursor: AtomicU64,
     /// Interned stacks.

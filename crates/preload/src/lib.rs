@@ -15,6 +15,7 @@
 //! * [`region`] and [`stacks`]: the tables in the region.
 //! * [`unwind`]: the hybrid CFI / frame-pointer unwinder.
 //! * [`exit`]: the hand-over to the supervisor at the program's end.
+//! * `exec`: the variadic `execl`, `execlp` and `execle` (x86-64).
 //!
 //! # Constraints on the hook path
 //!
@@ -40,6 +41,9 @@
 //!   `leaktrail run`'s answer (10 minutes by default).
 #![deny(missing_docs)]
 
+pub mod allocator;
+#[cfg(target_arch = "x86_64")]
+pub mod exec;
 pub mod exit;
 pub mod hooks;
 pub mod next;

@@ -1,7 +1,13 @@
-//! Finding our own mappings by reading `/proc/self/maps` with raw system
-//! calls and a fixed buffer on the stack: usable on the hook path. Lines
-//! are parsed by `leaktrail_format::maps_line`, as every reader of maps in
-//! the workspace does.
+//! Finding our own mappings by reading `/proc/thread-self/maps` with raw
+//! system calls and a fixed buffer on the stack: usable on the hook path.
+//! Lines are parsed by `leaktrail_format::maps_line`, as every reader of
+//! maps in the workspace does.
+//!
+//! `/proc/self` is the main thread's directory, whose `maps` is empty once
+//! the main thread called `pthread_exit` while others run on: every stack
+//! lookup then failed and the survivors' blocks had no stack (issue 16).
+//! `/proc/thread-self` (Linux 3.17) is the calling thread's; `/proc/self`
+//! remains the fallback where it is missing.
 
 use leaktrail_format::maps_line;
 
@@ -21,22 +27,17 @@ pub fn mapping_containing(addr: u64) -> Option<(u64, u64)> {
     found
 }
 
-/// Calls `f(start, end, line)` for each line of `/proc/self/maps` until it
-/// returns false. Lines longer than the buffer are skipped.
+/// Calls `f(start, end, line)` for each line of our maps until it returns
+/// false. Lines longer than the buffer are skipped.
 pub fn for_each_mapping(mut f: impl FnMut(u64, u64, &[u8]) -> bool) {
-    static PATH: &[u8] = b"/proc/self/maps\0";
-    // SAFETY: PATH is NUL-terminated; open has no memory effects otherwise.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat,
-            libc::AT_FDCWD,
-            PATH.as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    } as i32;
-    if fd < 0 {
+    static PATHS: [&[u8]; 2] = [b"/proc/thread-self/maps\0", b"/proc/self/maps\0"];
+    let Some(fd) = PATHS
+        .iter()
+        .map(|path| sys::open_read(path))
+        .find(|&fd| fd >= 0)
+    else {
         return;
-    }
+    };
     // Small: this runs on the hook path, possibly on a 16 KiB thread stack.
     // Lines longer than the buffer (long paths) are skipped, which never
     // hides a stack (anonymous mappings have short lines).

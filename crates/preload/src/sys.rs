@@ -90,6 +90,25 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) {
     }
 }
 
+/// Opens the NUL-terminated `path` read-only, close-on-exec; negative on
+/// failure.
+pub fn open_read(path: &[u8]) -> i32 {
+    if path.last() != Some(&0) {
+        return -1;
+    }
+    // SAFETY: `path` is NUL-terminated (checked above); open has no memory
+    // effects otherwise.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    fd as i32
+}
+
 /// Reads into `buf`; the count, or 0 on end of file or error.
 pub fn read(fd: i32, buf: &mut [u8]) -> usize {
     loop {

@@ -83,7 +83,7 @@ impl ThreadState {
     /// demand). `None` if `sp` is in no mapping.
     ///
     /// The thread's own stack is found once per thread from
-    /// `/proc/self/maps` (read with a small buffer on the stack, about
+    /// `/proc/thread-self/maps` (read with a small buffer on the stack, about
     /// 100 µs): a thread's stack is its own mapping, with glibc's
     /// descriptor and static TLS at the top and the guard page below as a
     /// mapping of its own. A stack that is not the thread's own (a

@@ -92,6 +92,7 @@ pub fn init() {
             crate::exit::announce_start();
             return;
         };
+        crate::allocator::publish(hdr);
         // SAFETY: the handlers are plain functions that only touch atomics.
         unsafe {
             libc::pthread_atfork(

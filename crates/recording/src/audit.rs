@@ -90,6 +90,9 @@ pub struct Audit {
     pub max_depth: u32,
     /// The thread that was handing over at exit, if one was (0: none).
     pub exit_tid: u32,
+    /// The program's allocator, as the tracer found it
+    /// ([`format::Allocator::Unknown`] from an older tracer).
+    pub allocator: format::Allocator,
     /// When the tracer started (ns since the epoch).
     pub start_realtime_ns: u64,
     /// Drop counters.
@@ -304,6 +307,7 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
             .to_string(),
         max_depth: h.max_depth,
         exit_tid: h.exit_tid.load(Ordering::Relaxed),
+        allocator: format::Allocator::from_u32(h.allocator.load(Ordering::Relaxed)),
         start_realtime_ns: h.start_realtime_ns,
         counters: AuditCounters {
             dropped_allocs: load(&c.dropped_allocs),

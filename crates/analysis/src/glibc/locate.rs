@@ -60,9 +60,97 @@ pub struct Allocator {
     pub source: Source,
 }
 
-/// Finds glibc's malloc state in `image`. Fails when no glibc is mapped or
-/// no `main_arena` validates.
+/// The program's allocator and the file that holds it, as far as we can
+/// tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramAllocator {
+    /// Which allocator.
+    pub kind: leaktrail_format::Allocator,
+    /// The library it is in, when one of the mapped files.
+    pub path: Option<String>,
+    /// How we know: `tracer` (it forwarded the program's `malloc` there)
+    /// or `mappings` (the libraries mapped).
+    pub source: &'static str,
+}
+
+impl ProgramAllocator {
+    /// Whether glibc's heap state describes the program's blocks: the
+    /// allocator is glibc's, or not known to be another.
+    pub fn is_glibc(&self) -> bool {
+        matches!(
+            self.kind,
+            leaktrail_format::Allocator::Glibc | leaktrail_format::Allocator::Unknown
+        )
+    }
+
+    /// The refusal of an analysis that reads glibc's heap state, for
+    /// another allocator: one line, with what to read instead.
+    pub fn not_glibc(&self, image: &str) -> Error {
+        Error::Insufficient(format!(
+            "{image}: the program's allocator is {}, not glibc's malloc: glibc's heap state does not describe its blocks, so it is not walked; the tracer's audit holds them (`leaktrail run -- CMD`)",
+            self.describe()
+        ))
+    }
+
+    /// `jemalloc (/usr/lib/…/libjemalloc.so.2, named by the tracer)`.
+    pub fn describe(&self) -> String {
+        let how = match self.source {
+            "tracer" => "named by the tracer",
+            _ => "from the libraries mapped",
+        };
+        match &self.path {
+            Some(p) => format!("{} ({p}, {how})", self.kind.name()),
+            None => format!("{} ({how})", self.kind.name()),
+        }
+    }
+}
+
+/// The program's allocator in `image`: the tracer's word `traced` when it
+/// names one, else told from the libraries mapped (a replacing allocator
+/// mapped wins over libc; a core mapping neither, a static binary, is
+/// `unknown`).
+pub fn program_allocator(
+    image: &dyn ProcessImage,
+    traced: leaktrail_format::Allocator,
+) -> ProgramAllocator {
+    use leaktrail_format::Allocator as A;
+    let maps = image.mappings();
+    let mapped = |kind: A| {
+        maps.iter()
+            .find(|m| A::of_library(m.path.as_bytes()) == kind)
+            .map(|m| m.path.clone())
+    };
+    if traced != A::Unknown {
+        return ProgramAllocator {
+            kind: traced,
+            path: mapped(traced),
+            source: "tracer",
+        };
+    }
+    for kind in [A::Jemalloc, A::Tcmalloc, A::Mimalloc, A::Glibc] {
+        if let Some(path) = mapped(kind) {
+            return ProgramAllocator {
+                kind,
+                path: Some(path),
+                source: "mappings",
+            };
+        }
+    }
+    ProgramAllocator {
+        kind: A::Unknown,
+        path: None,
+        source: "mappings",
+    }
+}
+
+/// Finds glibc's malloc state in `image`. Fails when no glibc is mapped,
+/// when the program's allocator is another ([`ProgramAllocator::not_glibc`])
+/// or no `main_arena` validates.
 pub fn locate(image: &dyn ProcessImage) -> Result<Allocator, Error> {
+    let program = program_allocator(image, leaktrail_format::Allocator::Unknown);
+    if !program.is_glibc() {
+        return Err(program.not_glibc(&image.name()));
+    }
     let mut maps = image.mappings();
     maps.sort_by_key(|m| m.start);
     let libc = maps

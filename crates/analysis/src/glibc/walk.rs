@@ -103,6 +103,7 @@ impl Walk {
             unwind: String::new(),
             max_depth: 0,
             exit_tid: 0,
+            allocator: leaktrail_format::Allocator::Glibc,
             start_realtime_ns: 0,
             counters: AuditCounters::default(),
             classes,

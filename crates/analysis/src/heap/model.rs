@@ -368,8 +368,13 @@ impl<'a> Heap<'a> {
     pub fn open(snap: &'a Snapshot) -> Result<Heap<'a>, Error> {
         let pid = snap.pid().map(|p| p as u32);
         if let Some(audit) = audit::find(snap, pid)? {
+            // glibc's state is kept out of the roots only where it is the
+            // program's allocator's.
+            let glibc = crate::glibc::locate::program_allocator(snap, audit.allocator).is_glibc();
             let mut heap = Heap::new(snap, audit);
-            heap.allocator_state = heap_walk::state(snap);
+            if glibc {
+                heap.allocator_state = heap_walk::state(snap);
+            }
             return Ok(heap);
         }
         if !snap

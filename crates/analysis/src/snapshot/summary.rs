@@ -51,6 +51,9 @@ pub struct Summary {
     /// glibc's heap from its own state (`None` when the snapshot holds no
     /// process memory).
     pub heap_walk: Option<WalkSummary>,
+    /// The program's allocator: the tracer's word, else the libraries
+    /// mapped.
+    pub allocator: crate::glibc::locate::ProgramAllocator,
     /// Anything odd about the file that did not stop us reading it.
     pub warnings: Vec<String>,
 }
@@ -162,6 +165,19 @@ fn walk_summary(
     {
         return None;
     }
+    if let Some(program) = audit
+        .map(|a| crate::glibc::locate::program_allocator(snap, a.allocator))
+        .filter(|p| !p.is_glibc())
+    {
+        return Some(WalkSummary {
+            error: Some(
+                program
+                    .not_glibc(&snap.path().display().to_string())
+                    .to_string(),
+            ),
+            ..Default::default()
+        });
+    }
     let exclude = audit.map(|a| a.ranges.clone()).unwrap_or_default();
     let w = match heap_walk::walk(snap, &exclude) {
         Ok(w) => w,
@@ -239,6 +255,12 @@ pub fn of(snap: &Snapshot) -> Summary {
         .collect();
     let (audit, decoded) = audit_summary(snap);
     let heap_walk = walk_summary(snap, decoded.as_ref());
+    let allocator = crate::glibc::locate::program_allocator(
+        snap,
+        decoded
+            .as_ref()
+            .map_or(leaktrail_format::Allocator::Unknown, |a| a.allocator),
+    );
     Summary {
         path: snap.path().display().to_string(),
         file_bytes: snap.file_bytes(),
@@ -274,6 +296,7 @@ pub fn of(snap: &Snapshot) -> Summary {
         smaps: meta.map(|m| m.smaps.clone()),
         audit,
         heap_walk,
+        allocator,
         warnings,
     }
 }

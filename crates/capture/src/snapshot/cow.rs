@@ -52,7 +52,7 @@ impl Image {
             .ok_or(
                 "no thread is in a plain ptrace stop (job-control stopped, or a 32-bit process)",
             )?;
-        let insn = inject::find_syscall_insn(pid, &t.regs)
+        let insn = inject::find_syscall_insn(t.tid, &t.regs)
             .ok_or("no syscall instruction found in its executable mappings")?;
         // clone(flags = 0: no exit signal, nothing shared; stack 0: the
         // child's copy of ours; no tid pointers, no tls).
@@ -167,7 +167,7 @@ fn reap_with(pid: i32, tid: i32, child: i32) -> Result<(), String> {
         detach(0);
         e.to_string()
     })?;
-    let result = inject::find_syscall_insn(pid, &regs)
+    let result = inject::find_syscall_insn(tid, &regs)
         .ok_or_else(|| "no syscall instruction".to_string())
         .and_then(|insn| {
             inject::syscall(

@@ -128,6 +128,7 @@ fn text(s: &Summary) -> String {
                 .unwrap_or("its tables are not in this snapshot")
         );
     }
+    let _ = writeln!(o, "allocator  {}", s.allocator.describe());
     if let Some(w) = &s.heap_walk {
         heap_walk(&mut o, w);
     }

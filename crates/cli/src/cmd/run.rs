@@ -178,11 +178,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut remote = None;
     if !args.no_record {
         if let Some(out) = &args.out {
-            if leaktrail_store::is_url(out) {
-                remote = Some(Remote::to(out, "run")?);
-            } else {
-                recording::check_new_dir(out)?;
-            }
+            remote = check_out(out, "run")?;
         }
     }
     let tables = args
@@ -350,4 +346,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         node::remove_leftovers(pid, &cwd);
     }
     Ok(ExitCode::from(supervise::exit_code(status)))
+}
+
+/// Checks `--out` before any program starts (issue 16, item 5): a local
+/// directory must be new or empty and writable
+/// (`recording::check_new_dir`), an object-store URL must parse and its
+/// store be configured (then the local spool it is recorded into, for the
+/// command `what`). `run` calls it, and so should every command
+/// that records a program it starts or attaches to.
+pub(crate) fn check_out(out: &Path, what: &str) -> anyhow::Result<Option<Remote>> {
+    if leaktrail_store::is_url(out) {
+        return Ok(Some(Remote::to(out, what)?));
+    }
+    recording::check_new_dir(out)?;
+    Ok(None)
 }

@@ -240,17 +240,50 @@ fn an_empty_out_directory_becomes_private() {
     let out = dir.join("rec");
     std::fs::create_dir(&out).expect("mkdir");
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    success(
-        leaktrail()
-            .args(["run", "--every", "0", "--out"])
-            .arg(&out)
-            .args(["--", "true"]),
+    let dump = dir.join("audit.json");
+    let mut cmd = leaktrail();
+    cmd.args(["run", "--every", "0", "--out"])
+        .arg(&out)
+        .arg("--dump-at-exit")
+        .arg(&dump)
+        .args(["--", "true"]);
+    // With no umask to mask them, the modes are leaktrail's own choice.
+    // SAFETY: umask is async-signal-safe and touches no memory.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::umask(0);
+            Ok(())
+        })
+    };
+    success(&mut cmd);
+    // Every directory 0700, every file 0600 (issue 16, item 7): they hold
+    // process memory and the program's command line.
+    let mut seen = Vec::new();
+    let mut todo = vec![out.clone()];
+    while let Some(d) = todo.pop() {
+        seen.push((d.clone(), 0o700));
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                seen.push((p, 0o600));
+            }
+        }
+    }
+    seen.push((dump, 0o600));
+    for name in ["meta.json", "samples.jsonl", "snapshots/.lock"] {
+        assert!(seen.iter().any(|(p, _)| *p == out.join(name)), "no {name}");
+    }
+    assert!(
+        seen.iter()
+            .any(|(p, _)| p.extension().is_some_and(|e| e == "core")),
+        "no snapshot in {seen:?}"
     );
-    let mode = std::fs::metadata(&out).expect("stat").permissions().mode();
-    assert_eq!(mode & 0o777, 0o700);
-    let lock = out.join("snapshots/.lock");
-    let mode = std::fs::metadata(&lock).expect("lock").permissions().mode();
-    assert_eq!(mode & 0o777, 0o600);
+    for (path, want) in seen {
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, want, "{}", path.display());
+    }
 }
 
 /// `core` with its LEAKTRAIL note's JSON passed through `edit`.

@@ -680,3 +680,50 @@ fn snapshot_of_a_kernel_thread_says_so() {
         "left a file behind"
     );
 }
+
+#[test]
+fn snapshot_of_a_process_whose_main_thread_exited_reads_a_live_thread() {
+    // Issue 16, item 7: a main thread that called pthread_exit is a zombie
+    // whose /proc/PID/{maps,mem} show nothing; this was "exited during the
+    // capture", and the tracer (reading /proc/self/maps) lost every stack.
+    let exe = support::fixture("snap_main_exit", &[]);
+    for method in ["cow", "stop"] {
+        let dir = support::scratch(&format!("snapshot_main_exit_{method}"));
+        let mut run = support::start_in_steps(&dir, "full", &[exe.as_os_str()]);
+        let pid = support::recorded_pid(&dir);
+        assert_eq!(support::proc_state(pid), 'Z', "the main thread is a zombie");
+        let out = support::success(
+            support::leaktrail()
+                .args(["snapshot", "--method", method, "--recording"])
+                .arg(&dir),
+        );
+        let core = PathBuf::from(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .expect("the snapshot's path"),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tid = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("task dir")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|&tid| tid != pid)
+            .expect("the worker");
+        assert!(
+            stderr.contains(&format!(
+                "leaktrail: the main thread of process {pid} has exited (pthread_exit): its memory was read through thread {tid}"
+            )),
+            "{method}: {stderr}"
+        );
+        let leaks = support::json(support::leaktrail().arg("leaks").arg(&core).arg("--json"));
+        assert_eq!(leaks["definite"]["blocks"], 3, "{method}: {leaks:#}");
+        assert_eq!(leaks["definite"]["bytes"], 3 * 777, "{method}: {leaks:#}");
+        let group = support::allocated_in(&leaks, "groups", "leak_in_worker")
+            .next()
+            .unwrap_or_else(|| panic!("{method}: no group at leak_in_worker: {leaks:#}"));
+        assert_eq!(group["kind"], "definite");
+        assert_eq!(support::functions(&group["stack"])[1], "worker");
+        run.close_stdin();
+        assert!(run.wait().success(), "{method}: the program's own status");
+    }
+}

@@ -510,6 +510,71 @@ fn a_program_that_execs_without_forking_is_followed_into_its_new_image() {
 }
 
 #[test]
+fn every_exec_function_is_followed_into_the_new_image() {
+    // Issue 16, item 4: glibc's execl* (and posix_spawn*) call execve
+    // internally, not through the PLT: execl lost the link.
+    let wrapper = fixture("tracer_execs", &[]);
+    let exe = fixture("tracer_allocators", &[]);
+    let dir = scratch("tracer_exec_functions");
+    let (plain, _) = run_plain(&[path_str(&exe)]);
+    let name = exe.file_name().and_then(|n| n.to_str()).expect("name");
+    let path = format!(
+        "{}:{}",
+        exe.parent().and_then(|d| d.to_str()).expect("dir"),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for how in [
+        "execl", "execlp", "execle", "execv", "execvp", "execvpe", "fexecve",
+    ] {
+        // The p variants search PATH for a bare name.
+        let prog = if how.contains('p') {
+            name
+        } else {
+            path_str(&exe)
+        };
+        let (out, code, dump) = run_traced_with(
+            &dir,
+            &[("PATH", &path)],
+            &[],
+            &[path_str(&wrapper), how, prog],
+        );
+        assert_eq!((out.as_str(), code), (plain.as_str(), 0), "{how}");
+        // The exit hand-over came from the new image, and its blocks are
+        // recorded with their stacks.
+        let dump = dump.unwrap_or_else(|| panic!("{how}: no dump: the link was lost"));
+        let leaked = blocks_through(&dump, "leak_some");
+        assert_eq!(leaked.len(), 5, "{how}: {leaked:?}");
+        assert!(leaked.iter().all(|b| b.0 == 333), "{how}: {leaked:?}");
+    }
+    // A spawned program is a process of its own (as a forked one is): it
+    // runs traced, without the link; the recording is the spawner's, and
+    // the status is the program's.
+    for how in ["posix_spawn", "posix_spawnp"] {
+        let prog = if how.ends_with('p') {
+            name
+        } else {
+            path_str(&exe)
+        };
+        let out = leaktrail()
+            .env("PATH", &path)
+            .args(["run", "--no-record", "--dump-at-exit"])
+            .arg(dir.join("spawn.json"))
+            .args(["--", path_str(&wrapper), how, prog])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), plain, "{how}");
+        assert_eq!(out.status.code(), Some(0), "{how}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("recording stopped"), "{how}: {stderr}");
+        let dump: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("spawn.json")).expect("dump"))
+                .expect("JSON");
+        assert!(blocks_through(&dump, "leak_some").is_empty(), "{how}");
+    }
+}
+
+#[test]
 fn a_program_that_cuts_the_link_runs_on_and_run_says_recording_stopped() {
     let exe = robust();
     let rec = scratch("tracer_cutlink").join("rec");
@@ -660,6 +725,91 @@ fn programs_on_jemalloc_tcmalloc_and_mimalloc_get_their_own_blocks_recorded() {
         assert_eq!(dump["audit"]["counters"]["unknown_frees"], 0, "{name}");
         assert_eq!(dump["audit"]["counters"]["dropped_allocs"], 0, "{name}");
     }
+}
+
+#[test]
+fn the_programs_allocator_is_named_and_glibc_state_is_not_guessed() {
+    // Issue 16, item 2: on jemalloc, `info`'s self-check walked an idle
+    // glibc arena and reported every audited block "not in use", with 127
+    // problems.
+    let glibc = fixture("tracer_allocators", &[]);
+    let mimalloc_linked = fixture("tracer_allocators", &["-lmimalloc"]);
+    let jemalloc = system_library("libjemalloc.so.2");
+    let tcmalloc = system_library("libtcmalloc_minimal.so.4");
+    let dir = scratch("tracer_allocator_named");
+    let cases: [(&str, &Path, Option<&str>, &str); 4] = [
+        ("glibc", &glibc, None, "libc.so.6"),
+        ("jemalloc", &glibc, Some(&jemalloc), "libjemalloc.so.2"),
+        (
+            "tcmalloc",
+            &glibc,
+            Some(&tcmalloc),
+            "libtcmalloc_minimal.so.4",
+        ),
+        ("mimalloc", &mimalloc_linked, None, "libmimalloc.so.2"),
+    ];
+    for (name, exe, preload, file) in cases {
+        let rec = dir.join(name);
+        let mut cmd = leaktrail();
+        cmd.args(["run", "--every", "0", "--out"])
+            .arg(&rec)
+            .args(["--", path_str(exe)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if let Some(p) = preload {
+            cmd.env("LD_PRELOAD", p);
+        }
+        crate::support::success(&mut cmd);
+        let info = crate::support::info_json(&rec.join("snapshots/0001-exit.core"));
+        let allocator = &info["allocator"];
+        assert_eq!(allocator["name"], name, "{allocator}");
+        assert_eq!(allocator["source"], "tracer", "{allocator}");
+        let path = allocator["path"].as_str().expect("path");
+        // (The mapping names the file the symbolic link leads to.)
+        let mapped = Path::new(path).file_name().and_then(|n| n.to_str());
+        assert!(
+            mapped.is_some_and(|n| n.starts_with(file)),
+            "{name}: {path}"
+        );
+        let error = info["heap_walk"]["error"].as_str();
+        if name == "glibc" {
+            assert_eq!(error, None, "{name}: {info:#}");
+            assert!(info["heap_walk"]["chunks"].as_u64() > Some(0));
+        } else {
+            let error = error.unwrap_or_else(|| panic!("{name}: walked: {info:#}"));
+            assert!(
+                error.contains(&format!(
+                    "the program's allocator is {name} ({path}, named by the tracer), not glibc's malloc"
+                )),
+                "{error}"
+            );
+        }
+    }
+    // Without the tracer, the libraries mapped say it: an analysis that
+    // would walk glibc's heap refuses in one line.
+    let exe = fixture("snap_threads", &[]);
+    let mut target = Running::start(
+        Command::new(&exe)
+            .arg("1")
+            .env("LD_PRELOAD", &jemalloc)
+            .stdin(Stdio::piped()),
+        Pipe::Stdout,
+        "ready ",
+    );
+    let core = dir.join("untraced.core");
+    crate::support::snapshot_of(target.pid(), &core, &[]);
+    target.send(b"q");
+    assert_eq!(target.wait().code(), Some(0));
+    let info = crate::support::info_json(&core);
+    assert_eq!(info["allocator"]["name"], "jemalloc", "{info:#}");
+    assert_eq!(info["allocator"]["source"], "mappings");
+    let mapped = info["allocator"]["path"].as_str().expect("path");
+    assert_bad_input(
+        leaktrail().arg("leaks").arg(&core),
+        &[&format!(
+            "the program's allocator is jemalloc ({mapped}, from the libraries mapped), not glibc's malloc"
+        )],
+    );
 }
 
 #[test]

@@ -3,6 +3,8 @@
 use leaktrail_analysis::summary::{
     AuditSummary, KindSummary, Summary, ThreadSummary, WalkDifference, WalkSummary,
 };
+#[cfg(test)]
+use leaktrail_analysis::ProgramAllocator;
 use leaktrail_recording::snapshot::metadata::{SmapsSummary, SmapsTotals};
 use leaktrail_recording::Module;
 use serde::Serialize;
@@ -33,7 +35,16 @@ pub struct InfoDocument<'a> {
     smaps: Option<SmapsRecord<'a>>,
     audit: AuditRecord<'a>,
     heap_walk: Option<WalkRecord<'a>>,
+    allocator: AllocatorRecord<'a>,
     warnings: &'a [String],
+}
+
+/// The program's allocator.
+#[derive(Clone, Debug, Serialize)]
+pub struct AllocatorRecord<'a> {
+    name: &'static str,
+    path: Option<&'a str>,
+    source: &'static str,
 }
 
 /// glibc's heap walked from its own state.
@@ -267,6 +278,11 @@ impl<'a> From<&'a Summary> for InfoDocument<'a> {
             smaps: s.smaps.as_ref().map(Into::into),
             audit: (&s.audit).into(),
             heap_walk: s.heap_walk.as_ref().map(Into::into),
+            allocator: AllocatorRecord {
+                name: s.allocator.kind.name(),
+                path: s.allocator.path.as_deref(),
+                source: s.allocator.source,
+            },
             warnings: &s.warnings,
         }
     }
@@ -354,6 +370,11 @@ mod tests {
                     examples: vec![(0x6000, 40, 0)],
                 }),
             }),
+            allocator: ProgramAllocator {
+                kind: leaktrail_format::Allocator::Jemalloc,
+                path: Some("/lib/libjemalloc.so.2".into()),
+                source: "tracer",
+            },
             warnings: vec![],
         };
         assert_json(
@@ -449,6 +470,11 @@ mod tests {
         }
       ]
     }
+  },
+  "allocator": {
+    "name": "jemalloc",
+    "path": "/lib/libjemalloc.so.2",
+    "source": "tracer"
   },
   "warnings": []
 }"#,
