@@ -234,10 +234,17 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     let budget = options
         .staging_budget
         .unwrap_or_else(|| memory::mem_available() / 2);
-    // The copy-on-write image needs no staging: its copy happens after the
-    // release.
+    // The copy-on-write image needs staging only for what it will lack
+    // (copied while stopped): pre-faulted here, as for stop-and-copy.
     let mut staging = if cow {
-        None
+        let lacking: u64 = plan(&before, options.memory, &[], &HashSet::new())
+            .iter()
+            .filter(|l| lacks_in_image(&before[l.mapping]))
+            .map(|l| l.filesz)
+            .sum();
+        (lacking > 0 && lacking + (8 << 20) <= budget)
+            .then(|| Staging::new(lacking + lacking / 16).ok())
+            .flatten()
     } else {
         let estimate = staging_estimate(&before, options.memory);
         (estimate + (8 << 20) <= budget)
@@ -342,24 +349,31 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     let mut loads = plan(&maps, options.memory, &audit_ranges, &elf_heads);
     let cow = cow && loads.iter().any(|l| l.filesz > 0);
     // What the image will lack (MADV_DONTFORK, MADV_WIPEONFORK) is copied
-    // now, before the fork: the fork is the last thing the pause holds.
-    let mut early = Vec::new();
-    if cow {
-        for l in loads
+    // now, before the fork: the fork is the last thing the pause holds. In
+    // one parallel copy: V8 advises every page of its heap MADV_DONTFORK,
+    // so for Node.js this is most of the heap, in hundreds of mappings.
+    let mut early_pieces: Vec<Piece> = if cow {
+        loads
             .iter()
             .filter(|l| l.filesz > 0 && lacks_in_image(&maps[l.mapping]))
-        {
-            let mut bytes = vec![0u8; l.filesz as usize];
-            copier.read(
-                &[Piece {
-                    addr: l.start,
-                    len: l.filesz,
-                }],
-                &mut bytes,
-            )?;
-            early.push((l.start, bytes));
+            .map(|l| Piece {
+                addr: l.start,
+                len: l.filesz,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let early_total: u64 = early_pieces.iter().map(|p| p.len).sum();
+    let mut early_vec = Vec::new();
+    let early_bytes: &mut [u8] = match &mut staging {
+        Some(s) if cow && s.capacity() >= early_total => s.slice(early_total),
+        _ => {
+            early_vec.resize(early_total as usize, 0u8);
+            &mut early_vec
         }
-    }
+    };
+    copier.unreadable += memory::read_parallel(pid, &early_pieces, early_bytes)?;
     // Soft-dirty bits: read those of the pages the base may still hold,
     // then start a new epoch for the next snapshot; both while stopped.
     let mut clean = Vec::new();
@@ -410,7 +424,8 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             Err(why) => {
                 refuse_cow(pid, options.method, &why)?;
                 fallback = Some(why);
-                early.clear();
+                // The stop-and-copy below takes these too.
+                early_pieces.clear();
             }
         }
     }
@@ -461,6 +476,19 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
 
     // After the release: copy from the image, cut out what the base
     // already holds, write out, describe, name.
+    let mut early = Vec::new();
+    if image.is_some() {
+        let bytes: &[u8] = match &mut staging {
+            Some(s) if early_vec.is_empty() => s.slice(early_total),
+            _ => &early_vec,
+        };
+        let mut at = 0usize;
+        for p in &early_pieces {
+            early.push((p.addr, bytes[at..at + p.len as usize].to_vec()));
+            at += p.len as usize;
+        }
+    }
+    drop(early_vec);
     if let Some(image) = &image {
         loads = split_sparse(image.pid(), &maps, loads);
     }
