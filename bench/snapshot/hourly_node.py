@@ -17,13 +17,18 @@ base per chain (a recording's --full-every; here one per hour). With
 intervals show how the changed set grows with the interval (it
 saturates: V8 rewrites the same young space again and again).
 
-Usage: bench/snapshot/hourly_node.py [--mib 1024] [--rate 200]
+First (--pause-runs), the pause of a copy-on-write and a stop-and-copy
+snapshot of the same service, interleaved, as leaktrail measures it.
+
+Usage: bench/snapshot/hourly_node.py [--mib 1024] [--rate 200] [--pause-runs 3]
                                      [--intervals 30,120,600] [--dir DIR]
+       (--intervals '' measures the pauses only)
 """
 
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -46,6 +51,8 @@ def main():
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--rate", type=int, default=200, help="requests per second")
     ap.add_argument("--intervals", default="30,120,600", help="seconds between snapshots, in order")
+    ap.add_argument("--pause-runs", type=int, default=3,
+                    help="first, this many cow and stop snapshots, interleaved: their pauses")
     ap.add_argument("--dir", default=os.path.join(ROOT, "target", "bench-snapshot"))
     ap.add_argument("--leaktrail", default=None)
     args = ap.parse_args()
@@ -65,6 +72,19 @@ def main():
     mib = 2**20
     chain = [os.path.join(args.dir, "node-h0.core")]
     try:
+        if args.pause_runs:
+            pauses = {"cow": [], "stop": []}
+            for _ in range(args.pause_runs):
+                for method in pauses:
+                    p = os.path.join(args.dir, "node-pause.core")
+                    pauses[method].append(snap(tool, pid, p, ("--method", method))[1])
+                    os.unlink(p)
+            c, s = (statistics.median(pauses[m]) for m in ("cow", "stop"))
+            print(f"pause (leaktrail's measure), median of {args.pause_runs}: cow {c:.1f} ms,"
+                  f" stop {s:.1f} ms, stop/cow {s / c:.1f}x (V8's heap is MADV_DONTFORK: copied"
+                  " while stopped either way)")
+        if not args.intervals:
+            return
         base, _ = snap(tool, pid, chain[0])
         print(f"base (full): {base / mib:.0f} MiB\n")
         print(f"{'interval':>9} | {'full':>9} | {'incremental':>11} | {'full/inc':>8} | {'cow pause':>9}")
@@ -92,7 +112,8 @@ def main():
     print(f"\nper hour at one snapshot every {secs} s ({per_hour:.0f} snapshots):")
     print(f"  full:        {per_hour * f / gib:>6.2f} GiB")
     print(f"  incremental: {(per_hour - 1) * inc / gib + f / gib:>6.2f} GiB"
-          f" ({per_hour - 1:.0f} incremental + one full base)")
+          f" ({per_hour - 1:.0f} incremental + one full base);"
+          f" {per_hour * inc / gib:.2f} GiB without the base")
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
 
