@@ -202,10 +202,13 @@ impl Call {
             out: Injected::default(),
             entered: None,
             returned: false,
-            done: false,
+            // Nothing to undo until our registers are in: a thread resumed
+            // with its own would run the program, not our call.
+            done: true,
         };
         set_regs(tid, &regs)?;
         // From here on `call` restores the thread, also when dropped.
+        call.done = false;
         call.run(true)?;
         Ok(call)
     }
