@@ -5,8 +5,9 @@ the bytes an hour of periodic snapshots writes, full vs incremental.
 
 Part 1 starts bench/snapshot/touch.c with N MiB of touched heap in "write"
 mode (its ticker thread writes 64 pages per millisecond tick, round the
-heap) and takes, --runs times each and interleaved, a default leaktrail
-snapshot, a `--method stop` one and a gcore. The pause is the ticker's
+heap) and takes, --runs times each and interleaved, a bare fork of the
+target by itself (the kernel's cost, no ptrace: the floor of any fork-based
+pause), a default leaktrail snapshot, a `--method stop` one and a gcore. The pause is the ticker's
 longest gap between two wake-ups, as the target lived it. Medians per
 size, ms per GiB of heap, and ratios against stop-and-copy measured in the
 same run.
@@ -73,8 +74,11 @@ def snap(tool, t, out, extra=()):
                        capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"leaktrail failed: {r.stderr}")
-    m = re.search(r"cpu ([0-9.]+) ms", r.stdout)
-    return {"cpu": float(m.group(1)) / 1e3 if m else float("nan"),
+    def ms(pattern):
+        m = re.search(pattern, r.stdout)
+        return float(m.group(1)) / 1e3 if m else float("nan")
+    return {"cpu": ms(r"cpu ([0-9.]+) ms"), "pause": ms(r"cost: .*?pause ([0-9.]+) ms"),
+            "fork": ms(r"the kernel's fork ([0-9.]+) ms"),
             "bytes": os.path.getsize(out), "method": "cow" if ": cow" in r.stdout else "stop"}
 
 
@@ -101,17 +105,25 @@ def med(rows, key):
     return statistics.median(r[key] for r in rows)
 
 
+def bare_fork(t):
+    return {"gap": int(t.ask("f").split()[1]) / 1e9}
+
+
 def pauses(tool, exe, args):
-    print(f"{args.runs} runs per size and method, interleaved; medians; target writes 64 pages/ms\n")
-    header = (f"{'heap':>12} | {'cow pause':>10} {'ms/GiB':>7} {'cpu':>7} | {'stop pause':>10} {'ms/GiB':>7} |"
-              f" {'gcore pause':>11} {'ms/GiB':>7} | {'stop/cow':>8} {'gcore/cow':>9}")
+    print(f"{args.runs} runs per size and method, interleaved; medians; target writes 64 pages/ms")
+    print("fork: the target forking itself, no ptrace (the kernel's floor); cow: the pause the target"
+          " saw, then leaktrail's own measure of it and of the fork inside it\n")
+    header = (f"{'heap':>12} | {'fork':>8} | {'cow pause':>10} {'ms/GiB':>7} {'ours':>8} {'fork in':>8}"
+              f" {'cpu':>6} | {'stop pause':>10} {'ms/GiB':>7} | {'gcore pause':>11} | {'stop/cow':>8}"
+              f" {'gcore/cow':>9}")
     print(header)
     print("-" * len(header))
     for mib, pages in [(int(s), p) for p in args.pages.split(",") for s in args.sizes.split(",")]:
         t = Target(exe, mib, "write", pages=pages)
-        cow, stop, gc = [], [], []
+        fork, cow, stop, gc = [], [], [], []
         try:
             for _ in range(args.runs):
+                fork.append(bare_fork(t))
                 cow.append(leaktrail_pause(tool, t, os.path.join(args.dir, "cow.core"), ()))
                 stop.append(leaktrail_pause(tool, t, os.path.join(args.dir, "stop.core"),
                                             ("--method", "stop")))
@@ -122,12 +134,13 @@ def pauses(tool, exe, args):
         if any(r["method"] != "cow" for r in cow):
             print("  (copy-on-write was not used: see leaktrail snapshot -v)")
         gib = mib / 1024
-        c, s = med(cow, "gap"), med(stop, "gap")
+        f, c, s = med(fork, "gap"), med(cow, "gap"), med(stop, "gap")
         g = med(gc, "gap") if gc else float("nan")
         label = f"{mib} MiB{' THP' if pages == 'huge' else ''}"
-        print(f"{label:>12} | {c * 1e3:>8.1f}ms {c * 1e3 / gib:>7.1f} {med(cow, 'cpu'):>6.2f}s |"
-              f" {s * 1e3:>8.1f}ms {s * 1e3 / gib:>7.1f} | {g * 1e3:>9.1f}ms {g * 1e3 / gib:>7.1f} |"
-              f" {s / c:>7.1f}x {g / c:>8.1f}x", flush=True)
+        print(f"{label:>12} | {f * 1e3:>6.1f}ms | {c * 1e3:>8.1f}ms {c * 1e3 / gib:>7.1f}"
+              f" {med(cow, 'pause') * 1e3:>6.1f}ms {med(cow, 'fork') * 1e3:>6.1f}ms"
+              f" {med(cow, 'cpu'):>5.1f}s | {s * 1e3:>8.1f}ms {s * 1e3 / gib:>7.1f} |"
+              f" {g * 1e3:>9.1f}ms | {s / c:>7.1f}x {g / c:>8.1f}x", flush=True)
     print("\ngoal: copy-on-write pause <= 10 ms per GiB")
 
 

@@ -23,10 +23,14 @@
  *   'd'  write one byte into each page of the next PCT percent of the heap
  *        (argv[3], default 5), answer "dirtied"
  *   'g'  answer "gap NS" (longest gap since the last reset, minus the tick)
+ *   'f'  fork once, the child exiting at once, and answer "fork NS": how
+ *        long the kernel's fork of this address space takes, without
+ *        ptrace or leaktrail (the floor of a copy-on-write pause)
  *   'q'  exit
  */
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -113,6 +117,14 @@ int main(int argc, char **argv)
                 chunks[page / 16][(page % 16) * 4096 + 8] += 1;
             }
             printf("dirtied\n");
+        } else if (c == 'f') {
+            long long t0 = now_ns();
+            pid_t child = fork();
+            if (child == 0)
+                _exit(0);
+            long long took = now_ns() - t0;
+            waitpid(child, NULL, 0);
+            printf("fork %lld\n", took);
         } else if (c == 'g') {
             printf("gap %lld\n", atomic_load(&longest));
         } else if (c == 'q') {

@@ -9,7 +9,8 @@
 //!
 //! The thread must be in a ptrace-stop of ours caused by `PTRACE_INTERRUPT`
 //! after `PTRACE_SEIZE` (a `PTRACE_EVENT_STOP`, inside the kernel's signal
-//! handling on the way back to user space). [`syscall`]:
+//! handling on the way back to user space). [`Call::start`] and
+//! [`Call::finish`]:
 //!
 //! 1. sets `PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | TRACEFORK |
 //!    TRACEVFORK`, so syscall stops are told apart and a child made by the
@@ -19,7 +20,11 @@
 //!    to the number, `rdi rsi rdx r10 r8 r9` to the arguments and
 //!    `orig_rax` to -1;
 //! 3. resumes with `PTRACE_SYSCALL` until the syscall-exit-stop, reading
-//!    `rax`;
+//!    `rax`; a call that makes a process stops earlier, at the kernel's
+//!    clone event (the child is complete there), where `start` returns:
+//!    the caller may let the process's other threads run before `finish`
+//!    goes on to the exit (the snapshot's pause ends with the fork, not
+//!    with four more ptrace round trips);
 //! 4. writes the saved registers back, `PTRACE_INTERRUPT`s and resumes it
 //!    once more, so that it ends in the same kind of stop it started in.
 //!
@@ -45,13 +50,15 @@
 //! - Only a thread that is in our interrupt stop and holds no signal of its
 //!   own can be used ([`usable`]); a job-control stop (`SIGSTOP`) is not
 //!   touched.
-//! - Other threads of the process stay stopped throughout: the call runs
-//!   alone, seeing the memory exactly as the snapshot does.
+//! - Other threads of the process stay stopped until the call has done its
+//!   work (returned, or made its child): the call runs alone, seeing the
+//!   memory exactly as the snapshot does.
 //! - The caller makes sure the call cannot kill the process: a seccomp
 //!   filter may answer with `SECCOMP_RET_KILL`, so the snapshot never
 //!   injects into a process that has one.
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use leaktrail_recording::Memory;
 
@@ -83,6 +90,9 @@ pub(crate) struct Injected {
     pub child: Option<i32>,
     /// Signals that arrived meanwhile; already sent again to the thread.
     pub deferred: Vec<i32>,
+    /// From the call's entry stop to the stop after it (its event, or its
+    /// exit): the kernel's work on the call, and one wake-up of ours.
+    pub elapsed: Duration,
 }
 
 /// Whether a thread stopped with `stop_signal`, holding `pending_signal`,
@@ -137,84 +147,172 @@ pub(crate) fn find_syscall_insn(pid: i32, regs: &[u8]) -> Option<u64> {
     None
 }
 
-/// Runs system call `nr` with `args` in thread `tid` of `pid`, which is in
-/// our interrupt stop with registers `saved` (see the module
-/// documentation), jumping to the `syscall` instruction at `insn`.
-///
-/// Errors: the thread or process died ([`Error::Exited`]), or ptrace
-/// refused a step ([`Error::Sys`]); the thread's registers are restored on
-/// every path where it still exists.
-pub(crate) fn syscall(
+/// An injected system call under way: [`Call::start`] runs it until it
+/// returns or, for a call that makes a process, until the kernel reports
+/// the child (the fork is complete then: the child's address space is
+/// copied); [`Call::finish`] takes the thread to the call's end and back
+/// to its own registers and stop. In between, the thread is held in a
+/// ptrace stop *inside* the call: it must not be detached, and other
+/// threads of the process may run (the snapshot lets them go there, so the
+/// pause ends with the fork). Dropping an unfinished call finishes it.
+pub(crate) struct Call {
     pid: i32,
     tid: i32,
-    saved: &[u8],
-    insn: u64,
-    nr: u64,
-    args: [u64; 6],
-) -> Result<Injected, Error> {
-    let opts = libc::PTRACE_O_TRACESYSGOOD
-        | libc::PTRACE_O_TRACECLONE
-        | libc::PTRACE_O_TRACEFORK
-        | libc::PTRACE_O_TRACEVFORK;
-    ptrace(libc::PTRACE_SETOPTIONS, tid, 0, opts as u64, "set options")?;
-    let mut regs = saved.to_vec();
-    set(&mut regs, RIP, insn);
-    set(&mut regs, RAX, nr);
-    set(&mut regs, ORIG_RAX, u64::MAX);
-    for (slot, v) in [RDI, RSI, RDX, R10, R8, R9].into_iter().zip(args) {
-        set(&mut regs, slot, v);
-    }
-    set_regs(tid, &regs)?;
-    let mut out = Injected::default();
-    let ran = run_to_exit(pid, tid, &mut out);
-    // Back to the thread's own registers and its own kind of stop, on
-    // success and on failure alike (unless it is gone).
-    let restored = set_regs(tid, saved).and_then(|()| back_to_stop(pid, tid, &mut out));
-    for &sig in &out.deferred {
-        // SAFETY: tgkill takes no pointers.
-        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
-    }
-    // Back to the options World seized with: none.
-    let _ = ptrace(libc::PTRACE_SETOPTIONS, tid, 0, 0, "reset options");
-    ran.and(restored).map(|()| out)
+    saved: Vec<u8>,
+    out: Injected,
+    /// When the syscall-entry-stop was seen.
+    entered: Option<Instant>,
+    /// At the syscall-exit-stop already (`out.ret` is the result).
+    returned: bool,
+    done: bool,
 }
 
-/// Resumes `tid` with `PTRACE_SYSCALL` through entry, clone events and
-/// signals until its syscall-exit-stop; stores the result in `out`.
-fn run_to_exit(pid: i32, tid: i32, out: &mut Injected) -> Result<(), Error> {
-    let mut entered = false;
-    loop {
-        ptrace(libc::PTRACE_SYSCALL, tid, 0, 0, "resume for the call")?;
-        let status = wait(pid, tid)?;
-        let sig = libc::WSTOPSIG(status);
-        let event = (status >> 16) & 0xff;
-        if sig == libc::SIGTRAP | 0x80 {
-            if entered {
-                let regs = get_regs(tid)?;
-                out.ret = word(&regs, RAX) as i64;
-                return Ok(());
-            }
-            entered = true;
-        } else if matches!(
-            event,
-            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE
-        ) {
-            let mut msg: libc::c_ulong = 0;
-            // SAFETY: GETEVENTMSG writes one unsigned long to `msg`.
-            unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, tid, 0usize, &mut msg) };
-            let child = msg as i32;
-            // Collect the child's first stop (it starts stopped).
-            let mut st = 0;
-            // SAFETY: `st` is a valid out-pointer.
-            while unsafe { libc::waitpid(child, &mut st, libc::__WALL) } < 0
-                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-            {}
-            out.child = Some(child);
-        } else if event == 0 && sig != libc::SIGTRAP {
-            // A signal on its way in: hold it back until we are done.
-            out.deferred.push(sig);
+impl Call {
+    /// Starts system call `nr` with `args` in thread `tid` of `pid`, which
+    /// is in our interrupt stop with registers `saved` (see the module
+    /// documentation), jumping to the `syscall` instruction at `insn`.
+    /// Returns at its syscall-exit-stop, or earlier at a fork, vfork or
+    /// clone event with [`Injected::child`] set.
+    ///
+    /// Errors: the thread or process died ([`Error::Exited`]), or ptrace
+    /// refused a step ([`Error::Sys`]); the thread's registers are restored
+    /// on every path where it still exists.
+    pub(crate) fn start(
+        pid: i32,
+        tid: i32,
+        saved: &[u8],
+        insn: u64,
+        nr: u64,
+        args: [u64; 6],
+    ) -> Result<Call, Error> {
+        let opts = libc::PTRACE_O_TRACESYSGOOD
+            | libc::PTRACE_O_TRACECLONE
+            | libc::PTRACE_O_TRACEFORK
+            | libc::PTRACE_O_TRACEVFORK;
+        ptrace(libc::PTRACE_SETOPTIONS, tid, 0, opts as u64, "set options")?;
+        let mut regs = saved.to_vec();
+        set(&mut regs, RIP, insn);
+        set(&mut regs, RAX, nr);
+        set(&mut regs, ORIG_RAX, u64::MAX);
+        for (slot, v) in [RDI, RSI, RDX, R10, R8, R9].into_iter().zip(args) {
+            set(&mut regs, slot, v);
         }
-        // Anything else (a group stop of ours): resume again.
+        let mut call = Call {
+            pid,
+            tid,
+            saved: saved.to_vec(),
+            out: Injected::default(),
+            entered: None,
+            returned: false,
+            // Nothing to undo until our registers are in: a thread resumed
+            // with its own would run the program, not our call.
+            done: true,
+        };
+        set_regs(tid, &regs)?;
+        // From here on `call` restores the thread, also when dropped.
+        call.done = false;
+        call.run(true)?;
+        Ok(call)
+    }
+
+    /// What the call did so far: the child, once [`Call::start`] returned
+    /// at its event; the result, once finished.
+    pub(crate) fn injected(&self) -> &Injected {
+        &self.out
+    }
+
+    /// The thread running the call.
+    pub(crate) fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// Runs the call to its end, restores the thread's registers and its
+    /// own kind of stop, and re-sends the signals held back meanwhile.
+    pub(crate) fn finish(mut self) -> Result<Injected, Error> {
+        self.settle()?;
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    fn settle(&mut self) -> Result<(), Error> {
+        if self.done {
+            return Ok(());
+        }
+        self.done = true;
+        let ran = if self.returned {
+            Ok(())
+        } else {
+            self.run(false)
+        };
+        // Back to the thread's own registers and its own kind of stop, on
+        // success and on failure alike (unless it is gone).
+        let (pid, tid) = (self.pid, self.tid);
+        let restored =
+            set_regs(tid, &self.saved).and_then(|()| back_to_stop(pid, tid, &mut self.out));
+        for &sig in &self.out.deferred {
+            // SAFETY: tgkill takes no pointers.
+            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
+        }
+        // Back to the options World seized with: none.
+        let _ = ptrace(libc::PTRACE_SETOPTIONS, tid, 0, 0, "reset options");
+        ran.and(restored)
+    }
+
+    /// Resumes the thread with `PTRACE_SYSCALL` through entry, events and
+    /// signals until its syscall-exit-stop, or (`stop_at_child`) until a
+    /// clone event names a child.
+    fn run(&mut self, stop_at_child: bool) -> Result<(), Error> {
+        let (pid, tid) = (self.pid, self.tid);
+        loop {
+            ptrace(libc::PTRACE_SYSCALL, tid, 0, 0, "resume for the call")?;
+            let status = wait(pid, tid)?;
+            let sig = libc::WSTOPSIG(status);
+            let event = (status >> 16) & 0xff;
+            if let Some(at) = self.entered {
+                if self.out.elapsed.is_zero() {
+                    self.out.elapsed = at.elapsed();
+                }
+            }
+            if sig == libc::SIGTRAP | 0x80 {
+                // Entry and exit stops alternate: the first is the entry.
+                if self.entered.is_some() {
+                    self.out.ret = word(&get_regs(tid)?, RAX) as i64;
+                    self.returned = true;
+                    return Ok(());
+                }
+                self.entered = Some(Instant::now());
+            } else if matches!(
+                event,
+                libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE
+            ) {
+                let mut msg: libc::c_ulong = 0;
+                // SAFETY: GETEVENTMSG writes one unsigned long to `msg`.
+                unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, tid, 0usize, &mut msg) };
+                // The child starts traced by us and stops before it runs
+                // any user code; its first stop is collected by whoever
+                // waits for it next (`cow::Image` when it ends it), not
+                // here: the call's thread need not wait for the child to
+                // be scheduled.
+                self.out.child = Some(msg as i32);
+                if stop_at_child {
+                    return Ok(());
+                }
+            } else if event == 0 && sig != libc::SIGTRAP {
+                // A signal on its way in: hold it back until we are done.
+                self.out.deferred.push(sig);
+            }
+            // Anything else (a group stop of ours): resume again.
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if let Err(e @ Error::Sys { .. }) = self.settle() {
+            eprintln!(
+                "leaktrail: restoring thread {} after an injected call failed: {e}",
+                self.tid
+            );
+        }
     }
 }
 

@@ -184,8 +184,13 @@ pub struct Phases {
     pub stopped: Duration,
     /// `/proc/PID/maps` read (smaps is read before the stop).
     pub maps: Duration,
-    /// Memory copied (to the staging area, or streamed to the file).
+    /// Memory copied (to the staging area, or streamed to the file); for
+    /// copy-on-write, the image forked.
     pub copied: Duration,
+    /// Copy-on-write: how long the kernel took to fork the image (mostly
+    /// copying the page tables: one entry per 4 KiB page), inside the
+    /// pause.
+    pub fork: Duration,
     /// Whether the copy went to the staging area (the file was written
     /// after the release) rather than straight to the file.
     pub staged: bool,
@@ -232,10 +237,17 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     let budget = options
         .staging_budget
         .unwrap_or_else(|| memory::mem_available() / 2);
-    // The copy-on-write image needs no staging: its copy happens after the
-    // release.
+    // The copy-on-write image needs staging only for what it will lack
+    // (copied while stopped): pre-faulted here, as for stop-and-copy.
     let mut staging = if cow {
-        None
+        let lacking: u64 = plan(&before, options.memory, &[], &HashSet::new())
+            .iter()
+            .filter(|l| lacks_in_image(&before[l.mapping]))
+            .map(|l| l.filesz)
+            .sum();
+        (lacking > 0 && lacking + (8 << 20) <= budget)
+            .then(|| Staging::new(lacking + lacking / 16).ok())
+            .flatten()
     } else {
         let estimate = staging_estimate(&before, options.memory);
         (estimate + (8 << 20) <= budget)
@@ -271,7 +283,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     // the threads go before the image is ended (ending it stops one thread
     // again to reap it).
     let mut image: Option<cow::Image> = None;
-    let world = ptrace::World::stop(pid, options.stop_timeout)?;
+    let mut world = ptrace::World::stop(pid, options.stop_timeout)?;
     let fault = std::env::var_os("LEAKTRAIL_TEST_FAULT");
     if fault.as_ref().is_some_and(|v| v == "exit-during-capture") {
         // Test seam: the target dies while we hold it (see the integration
@@ -338,70 +350,33 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     }
     interrupt::check(pid)?;
     let mut loads = plan(&maps, options.memory, &audit_ranges, &elf_heads);
-    if cow && loads.iter().any(|l| l.filesz > 0) {
-        match cow::Image::fork(pid, world.threads()) {
-            Ok(i) => image = Some(i),
-            Err(why) => {
-                refuse_cow(pid, options.method, &why)?;
-                fallback = Some(why);
-            }
-        }
-    }
-    let mut base = base;
-    let mut note_line = None;
-    let mut streamed = None;
-    let early = match &image {
-        // What the image lacks (MADV_DONTFORK, MADV_WIPEONFORK) is copied
-        // now; the rest after the release.
-        Some(_) => {
-            let mut early = Vec::new();
-            for l in loads
-                .iter()
-                .filter(|l| l.filesz > 0 && lacks_in_image(&maps[l.mapping]))
-            {
-                let mut bytes = vec![0u8; l.filesz as usize];
-                copier.read(
-                    &[Piece {
-                        addr: l.start,
-                        len: l.filesz,
-                    }],
-                    &mut bytes,
-                )?;
-                early.push((l.start, bytes));
-            }
-            early
-        }
-        None => {
-            loads = split_sparse(mm, &maps, loads);
-            let pieces = data_pieces(&loads);
-            let total: u64 = pieces.iter().map(|p| p.len).sum();
-            if staging.as_ref().is_some_and(|s| s.capacity() < total) {
-                staging = None;
-            }
-            if staging.is_none() && total <= budget {
-                staging = Staging::new(total).ok();
-            }
-            match &mut staging {
-                Some(s) => {
-                    copier.unreadable += memory::read_parallel(mm, &pieces, s.slice(total))?;
-                }
-                None => {
-                    if base.take().is_some() {
-                        note_line = Some(
-                            "not enough free memory to stage the copy: this snapshot is full, not incremental"
-                                .to_string(),
-                        );
-                    }
-                    let layout = elf::Layout::new(loads.len());
-                    let mut source = Source::Live(Copier::new(mm), Vec::new());
-                    stream(&mut source, &pieces, &out, layout.data_offset)?;
-                    copier.unreadable += source.unreadable();
-                    streamed = Some(pieces);
-                }
-            }
-            Vec::new()
+    let cow = cow && loads.iter().any(|l| l.filesz > 0);
+    // What the image will lack (MADV_DONTFORK, MADV_WIPEONFORK) is copied
+    // now, before the fork: the fork is the last thing the pause holds. In
+    // one parallel copy: V8 advises every page of its heap MADV_DONTFORK,
+    // so for Node.js this is most of the heap, in hundreds of mappings.
+    let mut early_pieces: Vec<Piece> = if cow {
+        loads
+            .iter()
+            .filter(|l| l.filesz > 0 && lacks_in_image(&maps[l.mapping]))
+            .map(|l| Piece {
+                addr: l.start,
+                len: l.filesz,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let early_total: u64 = early_pieces.iter().map(|p| p.len).sum();
+    let mut early_vec = Vec::new();
+    let early_bytes: &mut [u8] = match &mut staging {
+        Some(s) if cow && s.capacity() >= early_total => s.slice(early_total),
+        _ => {
+            early_vec.resize(early_total as usize, 0u8);
+            &mut early_vec
         }
     };
+    copier.unreadable += memory::read_parallel(mm, &early_pieces, early_bytes)?;
     // Soft-dirty bits: read those of the pages the base may still hold,
     // then start a new epoch for the next snapshot; both while stopped.
     let mut clean = Vec::new();
@@ -436,19 +411,87 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     if epoch {
         epoch = std::fs::write(&epoch_file, &id).is_ok() && pagemap::clear_soft_dirty(mm).is_ok();
     }
+    let mut base = base;
+    let mut note_line = None;
+    let mut streamed = None;
+    let mut t_fork = Duration::ZERO;
+    // The registers as they were at the stop (the thread that forks is
+    // handed over to the image, its own registers saved).
+    let threads: Vec<ptrace::Thread> = world.threads().to_vec();
+    if cow {
+        match cow::Image::fork(pid, &mut world) {
+            Ok(i) => {
+                t_fork = i.fork_time();
+                image = Some(i);
+            }
+            Err(why) => {
+                refuse_cow(pid, options.method, &why)?;
+                fallback = Some(why);
+                // The stop-and-copy below takes these too.
+                early_pieces.clear();
+            }
+        }
+    }
+    if image.is_none() {
+        loads = split_sparse(mm, &maps, loads);
+        let pieces = data_pieces(&loads);
+        let total: u64 = pieces.iter().map(|p| p.len).sum();
+        if staging.as_ref().is_some_and(|s| s.capacity() < total) {
+            staging = None;
+        }
+        if staging.is_none() && total <= budget {
+            staging = Staging::new(total).ok();
+        }
+        match &mut staging {
+            Some(s) => {
+                copier.unreadable += memory::read_parallel(mm, &pieces, s.slice(total))?;
+            }
+            None => {
+                if base.take().is_some() {
+                    note_line = Some(
+                        "not enough free memory to stage the copy: this snapshot is full, not incremental"
+                            .to_string(),
+                    );
+                }
+                let layout = elf::Layout::new(loads.len());
+                let mut source = Source::Live(Copier::new(mm), Vec::new());
+                stream(&mut source, &pieces, &out, layout.data_offset)?;
+                copier.unreadable += source.unreadable();
+                streamed = Some(pieces);
+            }
+        }
+    }
     let t_copied = stop_started.elapsed();
-    let perf_map = read_perf_map(pid);
     if !memory::alive(mm) {
         return Err(Error::Exited { pid });
     }
     interrupt::check(pid)?;
-    let threads: Vec<ptrace::Thread> = world.threads().to_vec();
     world.release()?;
     let pause = stop_started.elapsed();
     drop(boost);
+    if let Some(image) = &mut image {
+        // The thread that forked, held inside its clone until now, goes
+        // back to what it was doing.
+        image.settle()?;
+    }
+    // A JIT appends to its map as it goes: a later reading only adds names.
+    let perf_map = read_perf_map(pid);
 
     // After the release: copy from the image, cut out what the base
     // already holds, write out, describe, name.
+    let mut early = Vec::new();
+    if image.is_some() {
+        let bytes: &[u8] = match &mut staging {
+            Some(s) if early_vec.is_empty() => s.slice(early_total),
+            _ => &early_vec,
+        };
+        let mut at = 0usize;
+        for p in &early_pieces {
+            early.push((p.addr, bytes[at..at + p.len as usize].to_vec()));
+            at += p.len as usize;
+        }
+    }
+    drop(early_vec);
     if let Some(image) = &image {
         loads = split_sparse(image.pid(), &maps, loads);
     }
@@ -571,6 +614,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             stopped: t_stopped,
             maps: t_maps,
             copied: t_copied,
+            fork: t_fork,
             staged: method == Method::Stop && streamed.is_none(),
         },
         method,
@@ -685,7 +729,7 @@ impl Outcome {
     pub fn summary(&self) -> String {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         format!(
-            "{}: {}{}, pause {:.1} ms, cpu {:.1} ms, {:.1} MiB written{}",
+            "{}: {}{}, pause {:.1} ms{}, cpu {:.1} ms, {:.1} MiB written{}",
             self.path.display(),
             self.method,
             if self.fallback.is_some() {
@@ -694,6 +738,14 @@ impl Outcome {
                 ""
             },
             self.pause.as_secs_f64() * 1e3,
+            if self.method == Method::Cow {
+                format!(
+                    " (the kernel's fork {:.1} ms)",
+                    self.phases.fork.as_secs_f64() * 1e3
+                )
+            } else {
+                String::new()
+            },
             self.cpu.as_secs_f64() * 1e3,
             mib(self.file_bytes),
             if self.incremental {
@@ -1341,26 +1393,49 @@ fn read_perf_map(pid: i32) -> Option<String> {
     Some(s)
 }
 
-/// Raises this thread's scheduling priority (nice -10) for its lifetime;
-/// threads spawned meanwhile (the copy threads) inherit it.
+/// Raises a thread's scheduling priority for its lifetime: ours (nice -10;
+/// threads spawned meanwhile, the copy threads, inherit it) or, for the
+/// length of its fork, the target's thread that forks (`cow::Image`).
+/// Best effort: without CAP_SYS_NICE nothing changes.
 struct Boost {
+    tid: i32,
     old: Option<i32>,
 }
 
 impl Boost {
     fn new() -> Boost {
-        // SAFETY: getpriority/setpriority take no pointers; `who` 0 is the
-        // calling thread on Linux (nice values are per thread).
+        Boost::of(0, -10)
+    }
+
+    /// Sets thread `tid` (0: the calling one) to `nice` if that is better
+    /// than what it has.
+    fn of(tid: i32, nice: i32) -> Boost {
+        let who = tid as libc::id_t;
+        // SAFETY: getpriority/setpriority take no pointers; `who` is a
+        // thread id (0: the calling thread), nice values being per thread
+        // on Linux.
         unsafe {
             *libc::__errno_location() = 0;
-            let old = libc::getpriority(libc::PRIO_PROCESS, 0);
-            if *libc::__errno_location() != 0 || old <= -10 {
-                return Boost { old: None };
+            let old = libc::getpriority(libc::PRIO_PROCESS, who);
+            if *libc::__errno_location() != 0 || old <= nice {
+                return Boost { tid, old: None };
             }
-            let ok = libc::setpriority(libc::PRIO_PROCESS, 0, -10) == 0;
+            let ok = libc::setpriority(libc::PRIO_PROCESS, who, nice) == 0;
             Boost {
+                tid,
                 old: ok.then_some(old),
             }
+        }
+    }
+}
+
+impl Boost {
+    /// Gives thread `other` the priority the boosted thread had before (a
+    /// child forked while boosted inherited the boost).
+    fn undo_on(&self, other: i32) {
+        if let Some(old) = self.old {
+            // SAFETY: as in `of`.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, other as libc::id_t, old) };
         }
     }
 }
@@ -1368,8 +1443,8 @@ impl Boost {
 impl Drop for Boost {
     fn drop(&mut self) {
         if let Some(old) = self.old {
-            // SAFETY: as in `new`.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, old) };
+            // SAFETY: as in `of`.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, self.tid as libc::id_t, old) };
         }
     }
 }

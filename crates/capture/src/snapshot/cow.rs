@@ -14,13 +14,18 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use super::ptrace::{Thread, GREGS_BYTES};
-use crate::inject;
+use super::ptrace::{Thread, World, GREGS_BYTES};
+use super::Boost;
+use crate::{inject, Error};
 
 /// The frozen copy. Dropping it ends it (see the module documentation).
 pub(crate) struct Image {
     target: i32,
     child: i32,
+    /// The clone, still under way in the thread that made it, until
+    /// [`Image::settle`] lets that thread go.
+    call: Option<inject::Call>,
+    fork_time: Duration,
 }
 
 /// Why the copy-on-write method cannot be used for `pid`, checked before
@@ -40,37 +45,103 @@ pub(crate) fn unavailable(pid: i32) -> Option<String> {
     })
 }
 
+/// `orig_rax` in `struct user_regs_struct`: the system call a thread
+/// stopped in, or -1.
+const ORIG_RAX: usize = 15;
+
 impl Image {
-    /// Forks `pid` in one of its stopped `threads`. `Err` says why not, in
-    /// a few words (the snapshot then falls back to stop-and-copy).
-    pub fn fork(pid: i32, threads: &[Thread]) -> Result<Image, String> {
-        let t = threads
+    /// Forks `pid` in one of the stopped threads of `world`. Returns as
+    /// soon as the kernel has made the child: the image is complete, and
+    /// every other thread may go (the one that forked is handed over to
+    /// the image, held inside its clone until [`Image::settle`]). `Err`
+    /// says why not, in a few words (the snapshot then falls back to
+    /// stop-and-copy), with every thread still stopped in `world`.
+    pub fn fork(pid: i32, world: &mut World) -> Result<Image, String> {
+        let usable = |t: &&Thread| {
+            inject::usable(t.stop_signal, t.pending_signal) && t.regs.len() == GREGS_BYTES
+        };
+        // A thread blocked in a system call (a read, a futex, epoll_wait)
+        // was waiting anyway: it is the one to keep a little longer.
+        let in_call = |t: &Thread| {
+            t.regs
+                .get(ORIG_RAX * 8..ORIG_RAX * 8 + 8)
+                .is_some_and(|b| i64::from_le_bytes(b.try_into().unwrap_or([0xff; 8])) >= 0)
+        };
+        let t = world
+            .threads()
             .iter()
-            .find(|t| {
-                inject::usable(t.stop_signal, t.pending_signal) && t.regs.len() == GREGS_BYTES
-            })
+            .filter(usable)
+            .find(|t| in_call(t))
+            .or_else(|| world.threads().iter().find(usable))
             .ok_or(
                 "no thread is in a plain ptrace stop (job-control stopped, or a 32-bit process)",
             )?;
         let insn = inject::find_syscall_insn(t.tid, &t.regs)
             .ok_or("no syscall instruction found in its executable mappings")?;
+        // The fork is the kernel copying page tables in this thread, at its
+        // priority: on a busy machine a nice-0 thread gets a fraction of a
+        // CPU and the whole process waits for it. For the fork only, it gets
+        // the best (as the pause gets our best with `Boost::new`).
+        let boost = Boost::of(t.tid, -20);
         // clone(flags = 0: no exit signal, nothing shared; stack 0: the
         // child's copy of ours; no tid pointers, no tls).
-        let done = inject::syscall(pid, t.tid, &t.regs, insn, libc::SYS_clone as u64, [0; 6])
+        let call = inject::Call::start(pid, t.tid, &t.regs, insn, libc::SYS_clone as u64, [0; 6])
             .map_err(|e| format!("injecting clone failed: {e}"))?;
-        match (done.ret, done.child) {
-            (r, Some(child)) if r > 0 => Ok(Image { target: pid, child }),
-            (r, _) if r < 0 => Err(format!(
-                "clone in the process failed: {}{}",
-                io::Error::from_raw_os_error(-r as i32),
-                match -r as i32 {
-                    libc::EAGAIN => " (a pids limit?)",
-                    libc::ENOMEM => " (no memory for its page tables)",
-                    _ => "",
-                }
-            )),
-            (r, _) => Err(format!("clone returned {r} but no child was reported")),
+        if let Some(child) = call.injected().child {
+            // Its death (page tables freed) is no reason to preempt anyone.
+            boost.undo_on(child);
         }
+        drop(boost);
+        match call.injected().child {
+            Some(child) => {
+                world.hand_over(call.tid());
+                Ok(Image {
+                    target: pid,
+                    child,
+                    fork_time: call.injected().elapsed,
+                    call: Some(call),
+                })
+            }
+            None => {
+                let r = call
+                    .finish()
+                    .map_err(|e| format!("injecting clone failed: {e}"))?
+                    .ret;
+                Err(if r < 0 {
+                    format!(
+                        "clone in the process failed: {}{}",
+                        io::Error::from_raw_os_error(-r as i32),
+                        match -r as i32 {
+                            libc::EAGAIN => " (a pids limit?)",
+                            libc::ENOMEM => " (no memory for its page tables)",
+                            _ => "",
+                        }
+                    )
+                } else {
+                    format!("clone returned {r} but no child was reported")
+                })
+            }
+        }
+    }
+
+    /// How long the kernel took to make the image.
+    pub fn fork_time(&self) -> Duration {
+        self.fork_time
+    }
+
+    /// Lets the thread that forked go: runs its clone to the end, gives
+    /// it back its registers and detaches it. Once the rest of the process
+    /// runs again.
+    pub fn settle(&mut self) -> Result<(), Error> {
+        let Some(call) = self.call.take() else {
+            return Ok(());
+        };
+        let tid = call.tid();
+        let done = call.finish();
+        // SAFETY: PTRACE_DETACH takes no pointers; the thread is back in
+        // its interrupt stop (or gone, and the call fails harmlessly).
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, 0usize) };
+        done.map(|_| ())
     }
 
     /// The child's pid: read its memory (`process_vm_readv`, `/proc/PID/mem`).
@@ -84,6 +155,12 @@ impl Image {
     }
 
     fn finish(&mut self) {
+        if let Err(e) = self.settle() {
+            eprintln!(
+                "leaktrail: letting thread of process {} go after its fork failed: {e}",
+                self.target
+            );
+        }
         if self.child == 0 {
             return;
         }
@@ -91,10 +168,20 @@ impl Image {
         // SAFETY: kill and waitpid take no pointers but `status`.
         unsafe {
             libc::kill(child, libc::SIGKILL);
-            let mut status = 0;
-            while libc::waitpid(child, &mut status, libc::__WALL) < 0
-                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-            {}
+            // Its first stop may not have been collected yet (the fork
+            // does not wait for it): wait for its death itself.
+            loop {
+                let mut status = 0;
+                let r = libc::waitpid(child, &mut status, libc::__WALL);
+                let again = if r < 0 {
+                    io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+                } else {
+                    libc::WIFSTOPPED(status)
+                };
+                if !again {
+                    break;
+                }
+            }
         }
         if let Err(e) = reap_in(self.target, child) {
             eprintln!(
@@ -170,7 +257,7 @@ fn reap_with(pid: i32, tid: i32, child: i32) -> Result<(), String> {
     let result = inject::find_syscall_insn(tid, &regs)
         .ok_or_else(|| "no syscall instruction".to_string())
         .and_then(|insn| {
-            inject::syscall(
+            inject::Call::start(
                 pid,
                 tid,
                 &regs,
@@ -178,6 +265,7 @@ fn reap_with(pid: i32, tid: i32, child: i32) -> Result<(), String> {
                 libc::SYS_wait4 as u64,
                 [child as u64, 0, libc::__WALL as u64, 0, 0, 0],
             )
+            .and_then(inject::Call::finish)
             .map_err(|e| e.to_string())
         });
     detach(0);

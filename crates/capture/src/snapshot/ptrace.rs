@@ -112,6 +112,16 @@ impl World {
         &self.threads
     }
 
+    /// Takes stopped thread `tid` out of the world: it is no longer
+    /// detached by [`World::release`] or on drop, and the caller lets it
+    /// go (`cow::Image`, whose fork holds it inside a system call, where a
+    /// detach would resume it with the wrong registers).
+    pub fn hand_over(&mut self, tid: i32) {
+        for t in self.threads.iter_mut().filter(|t| t.tid == tid) {
+            t.state = State::Gone;
+        }
+    }
+
     /// Detaches every thread now. Fails with [`Error::Exited`] if the
     /// process died while we held it.
     pub fn release(mut self) -> Result<(), Error> {

@@ -1,12 +1,14 @@
 //! Snapshots that barely stop the process: the copy-on-write image holds
 //! memory as it was at the pause while the target writes on, the fallback
-//! under seccomp, incremental snapshots that read back byte-identical to
-//! full ones, materialized and dropped links of a chain.
+//! under seccomp and under a process limit, incremental snapshots that
+//! read back byte-identical to full ones, materialized and dropped links
+//! of a chain.
 //!
 //! The target is `fixtures/snap_cow.c`: a writer thread whose buffer is
 //! self-consistent at every instant (pass and position published before
 //! each slot), driven through its stdin; `fixtures/snap_seccomp.c` forbids
-//! fork. Synchronisation goes through pipes and the test seam
+//! fork, `fixtures/snap_nproc.c` is over its `RLIMIT_NPROC`.
+//! Synchronisation goes through pipes and the test seam
 //! `pause-before-copy` (leaktrail waits for a byte on its stdin after
 //! letting the target go, before copying): no sleeps.
 
@@ -168,35 +170,90 @@ fn cow_snapshot_holds_memory_as_it_was_at_the_pause_while_the_target_writes_on()
     assert!(t.ask(b'w').starts_with("passes "), "target stopped writing");
 }
 
-#[test]
-fn a_seccomp_filter_that_forbids_fork_falls_back_to_stop_and_copy_and_says_so() {
-    let dir = support::scratch("cow_seccomp");
-    let exe = support::fixture("snap_seccomp", &[]);
+/// Starts `fixture` (a target that cannot fork, printing "ready PID"),
+/// snapshots it by the default method with `args` and checks the fallback:
+/// stop-and-copy, `said` on stderr, `noted` in the note's fallback, and
+/// `--method cow` refused naming `cause` (exit 2, no file). Returns the
+/// running target, its pid, the core and leaktrail's stdout.
+fn assert_falls_back(
+    fixture: &str,
+    args: &[&str],
+    said: &str,
+    noted: &str,
+    cause: &str,
+) -> (Running, i32, std::path::PathBuf, String) {
+    let dir = support::scratch(&format!("cow_{fixture}"));
+    let exe = support::fixture(fixture, &[]);
     let mut cmd = Command::new(&exe);
     cmd.stdin(Stdio::piped());
-    let mut run = Running::start(&mut cmd, Pipe::Stdout, "ready ");
+    let run = Running::start(&mut cmd, Pipe::Stdout, "ready ");
     let pid: i32 = run.ready["ready ".len()..].trim().parse().expect("pid");
-    let core = dir.join("filtered.core");
-    let out = snapshot_of(pid, &core, &[]);
+    let core = dir.join("fallback.core");
+    let out = snapshot_of(pid, &core, args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("copy-on-write not used (the process has a seccomp filter"),
+        stderr.contains(&format!("copy-on-write not used ({said}")),
         "{stderr}"
     );
     let (method, fallback) = method_of(&core);
     assert_eq!(method, "stop");
-    assert!(fallback.is_some_and(|f| f.contains("seccomp")));
+    assert!(
+        fallback.as_deref().is_some_and(|f| f.contains(noted)),
+        "{fallback:?}"
+    );
     assert_bad_input(
         &mut snapshot_cmd(pid, &dir.join("forced.core"), &["--method", "cow"]),
         &[
             "copy-on-write capture cannot be used",
-            "seccomp",
+            cause,
             "--method stop",
         ],
     );
     assert!(!dir.join("forced.core").exists());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (run, pid, core, stdout)
+}
+
+#[test]
+fn a_seccomp_filter_that_forbids_fork_falls_back_to_stop_and_copy_and_says_so() {
+    let (mut run, ..) = assert_falls_back(
+        "snap_seccomp",
+        &[],
+        "the process has a seccomp filter",
+        "seccomp",
+        "seccomp",
+    );
     run.send(b"x");
     assert_eq!(run.line(), "fork EPERM", "the filter no longer holds");
+}
+
+#[test]
+fn a_fork_refused_by_a_process_limit_falls_back_to_stop_and_copy_and_says_so() {
+    // No filter this time: the clone we run inside the target reaches the
+    // kernel and fails there (EAGAIN, RLIMIT_NPROC), with every thread
+    // stopped; the snapshot carries on by the old method.
+    let (mut run, pid, core, stdout) = assert_falls_back(
+        "snap_nproc",
+        &["-v"],
+        "clone in the process failed: Resource temporarily unavailable",
+        "(a pids limit?)",
+        "clone in the process failed",
+    );
+    assert!(
+        stdout.contains(&format!("cost: {}: stop (fallback)", core.display())),
+        "{stdout}"
+    );
+    // The stop-and-copy core is whole: the process's one thread, memory.
+    let snap = Snapshot::open(&core).expect("open core");
+    assert_eq!(snap.metadata().expect("note").threads, vec![pid]);
+    assert!(snap.ranges().iter().any(|&(s, e)| e > s));
+    // The target lives on, its registers and its limit as they were, and
+    // the failed clone left no child.
+    run.send(b"x");
+    assert_eq!(run.line(), "fork EAGAIN");
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    assert_eq!(children.trim(), "", "the failed clone left a child");
 }
 
 /// Every byte of every range of `full` reads the same in `other`, and both
