@@ -372,6 +372,13 @@ impl<'a> Heap<'a> {
             heap.allocator_state = heap_walk::state(snap);
             return Ok(heap);
         }
+        Heap::open_walked(snap)
+    }
+
+    /// The heap of a snapshot without an audit region: glibc's chunks in
+    /// use, from a walk of its heap, as the blocks (see [`Heap::open`]).
+    pub fn open_walked(snap: &'a Snapshot) -> Result<Heap<'a>, Error> {
+        let pid = snap.pid().map(|p| p as u32);
         if !snap
             .metadata()
             .is_none_or(|m| m.options.memory.keeps_memory())

@@ -73,11 +73,8 @@ impl FilterArgs {
     pub fn profile(&self, snap: &Path) -> anyhow::Result<Profile> {
         let filter = self.filter()?;
         Ok(Profile::open_with(snap, |audit, symbolizer| {
-            bufs::select(audit, &filter, symbolizer, false, false)
-                .buffers
-                .iter()
-                .map(|b| (b.size, b.stack_id))
-                .collect()
+            let chosen = bufs::select(audit, &filter, symbolizer, false, false);
+            chosen.buffers.iter().map(bufs::Buf::block).collect()
         })?)
     }
 }

@@ -50,11 +50,15 @@ fn when(p: &Profile) -> String {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let after = args.filter.profile(&args.snap)?;
     let filtered = args.filter.describe();
-    let filtered = if filtered.is_empty() {
+    let mut filtered = if filtered.is_empty() {
         String::new()
     } else {
         format!("; {filtered}")
     };
+    if after.stackless {
+        filtered.push_str("; ");
+        filtered.push_str(leaktrail_analysis::profile::STACKLESS);
+    }
     let name = |p: &Path| {
         p.file_name().map_or_else(
             || p.display().to_string(),
@@ -67,10 +71,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if args.folded {
                 folded
             } else {
-                let mut o = FlamegraphOptions::titled(format!(
-                    "Live memory by allocation stack: {}",
-                    name(&args.snap)
-                ));
+                let by = if after.stackless {
+                    "type"
+                } else {
+                    "allocation stack"
+                };
+                let mut o =
+                    FlamegraphOptions::titled(format!("Live memory by {by}: {}", name(&args.snap)));
                 o.subtitle = Some(format!(
                     "{} in {} buffers, {}{}",
                     text::bytes(after.bytes() as f64),

@@ -92,5 +92,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         inv.trend.verdict
     );
     println!("{}", leaktrail_report::diagnosis::headline(&inv));
+    if inv.profiles.iter().any(|p| p.stackless) {
+        println!("{}", leaktrail_analysis::profile::STACKLESS);
+    }
     Ok(ExitCode::SUCCESS)
 }
