@@ -562,7 +562,10 @@ fn summarize(
         {
             g.stack = symbolizer.stack_inlined(frames);
         }
-        if in_runtime && is_libc_residue(&g.stack) {
+        // Without stacks (a heap walk), threads' DTVs are libc's residue
+        // that can still be told by where they hang.
+        let dtv = g.stack_id == StackId::NONE && g.type_name.as_deref() == Some(types::THREAD_DTV);
+        if (in_runtime && is_libc_residue(&g.stack)) || dtv {
             let t = &mut tallies[g.kind as usize];
             t.bytes -= g.bytes;
             t.blocks -= g.blocks;

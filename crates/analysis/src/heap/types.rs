@@ -17,6 +17,9 @@ pub enum BlockType {
     Pointers,
     /// Only zero bytes (of the first [`SAMPLE`]).
     Zeroed,
+    /// A thread's dynamic TLS vector (glibc's DTV): libc's own, which
+    /// valgrind frees before it looks (`__libc_freeres`).
+    ThreadDtv,
 }
 
 impl BlockType {
@@ -28,6 +31,7 @@ impl BlockType {
             BlockType::CString => "<C string>".into(),
             BlockType::Pointers => "<pointer array>".into(),
             BlockType::Zeroed => "<zero-filled>".into(),
+            BlockType::ThreadDtv => THREAD_DTV.into(),
         }
     }
 }
@@ -50,7 +54,7 @@ impl Label {
     /// The label of the block `[addr, addr + size)`.
     pub fn of(heap: &Heap<'_>, symbolizer: &Symbolizer, addr: u64, size: u64) -> Label {
         match of(heap, symbolizer, addr, size) {
-            Some(t @ BlockType::Class(_)) => Label {
+            Some(t @ (BlockType::Class(_) | BlockType::ThreadDtv)) => Label {
                 type_name: Some(t.name()),
                 size_class: None,
             },
@@ -76,6 +80,9 @@ impl Label {
     }
 }
 
+/// How views name a thread's DTV.
+pub const THREAD_DTV: &str = "<thread DTV>";
+
 /// How many bytes of a block the hints read.
 pub const SAMPLE: u64 = 64;
 /// A C string has at least this many printable bytes before its NUL.
@@ -83,6 +90,9 @@ const MIN_STRING: usize = 4;
 
 /// The type of the block `[addr, addr + size)`, if its bytes tell.
 pub fn of(heap: &Heap<'_>, symbolizer: &Symbolizer, addr: u64, size: u64) -> Option<BlockType> {
+    if heap.thread_dtvs.binary_search(&addr).is_ok() {
+        return Some(BlockType::ThreadDtv);
+    }
     let n = size.min(SAMPLE) as usize;
     if n < 8 {
         return None;
