@@ -18,7 +18,10 @@ use crate::cmd::filter::FilterArgs;
 Live bytes by allocation stack, drawn by inferno: hover for bytes, click to zoom, \
 Ctrl-F to search. --diff draws the differential graph from BASE to SNAP: widths are \
 SNAP's bytes, red where a stack grew, blue where it shrank. --folded prints folded \
-stacks (`main;f;g BYTES`, or `STACK BEFORE AFTER` with --diff) for other tools.
+stacks (`main;f;g BYTES`, or `STACK BEFORE AFTER` with --diff) for other tools. \
+Of an untraced process (gcore, a kernel core, `leaktrail snapshot` of a plain program) \
+the blocks come from glibc's heap without stacks: one frame per type, `[type] Widget` or \
+`[size 4096]`.
 
 Examples:
   leaktrail flamegraph rec/snapshots/0007.core -o live.svg
@@ -26,7 +29,8 @@ Examples:
   leaktrail flamegraph app.core --size 2049..4096 --folded > 2-4k.folded
   leaktrail job flamegraph --size 2049..4096 -o out/ -- rec/snapshots/*.core")]
 pub struct Args {
-    /// The snapshot (taken of a process started with `leaktrail run`).
+    /// The snapshot: of a process started with `leaktrail run` (by stack), or any
+    /// other core or snapshot (by type: a walk of glibc's heap has no stacks).
     pub snap: PathBuf,
     /// Write here instead of standard output.
     #[arg(short, long, value_name = "FILE")]

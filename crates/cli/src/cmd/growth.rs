@@ -14,7 +14,10 @@ use leaktrail_report::json;
     live buffers and bytes across the snapshots in capture order, with a Theil-Sen slope, \
     Kendall's tau (monotonic), how steadily the rise came (steady), and a score: the fitted \
     rise x monotonic x steady^2. Steady growth outranks a large flat population (no rise) and \
-    a one-off burst (not steady)."
+    a one-off burst (not steady). Snapshots of an untraced process (gcores, kernel cores, \
+    `leaktrail snapshot` of a plain program) have no stacks: their blocks come from glibc's \
+    heap and each site is a type (`[type] Widget`, a C++ class) or a size class and hint \
+    (`[size 4096]`)."
 )]
 pub struct Args {
     /// A recording directory (all its snapshots) or snapshot files; at least two snapshots.
