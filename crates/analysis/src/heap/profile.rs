@@ -42,7 +42,8 @@ pub const STACKLESS: &str = "no stacks: the process was not traced, so its block
 walk of glibc's heap, grouped by type ([type] CLASS) and size class ([size N])";
 
 /// One frame of a site's identity: the module's path and the offset in its
-/// file, or (no module) an empty path and the runtime address.
+/// file, or (no module) an empty path and the runtime address, or a type
+/// frame's name and 0 ([`Frame::site_frame`]).
 pub type SiteFrame = (String, u64);
 
 /// The identity of an allocation site across snapshots and processes.
