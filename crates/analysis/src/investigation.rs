@@ -205,9 +205,8 @@ struct Read {
 
 fn read(path: &Path) -> Result<Read, Error> {
     let snap = Snapshot::open(path)?;
-    let audit = profile::audit_of(&snap)?;
     let symbolizer = Symbolizer::for_snapshot(&snap);
-    let profile = crate::jitdump::profile(&snap, &audit, &symbolizer, &audit.live);
+    let (profile, audit) = profile::profile_all(&snap, &symbolizer)?;
     let meta = snap.metadata();
     // Only the per-class counters are needed from here on; the live table
     // (32 bytes a buffer) and the stacks would make memory grow with the
@@ -286,6 +285,9 @@ pub fn open(dir: &Path) -> Result<Investigation, Error> {
             "growth, size classes and flame graphs over the {} snapshots taken while the program ran; findleaks over the latest with its memory",
             series.len()
         ));
+    }
+    if reads.iter().any(|r| r.profile.stackless) {
+        notes.push(profile::STACKLESS.into());
     }
     let caches = (!series.is_empty()).then(|| {
         let audits: Vec<&Audit> = series.iter().map(|r| &r.audit).collect();

@@ -340,15 +340,7 @@ impl FrameRows {
         self.column.push(f.column.map(|c| c as i32));
         self.module.push(f.module.clone());
         self.module_offset.push(f.module_offset as i64);
-        self.kind.push(
-            match f.kind {
-                leaktrail_analysis::FrameKind::Native => "native",
-                leaktrail_analysis::FrameKind::Js => "js",
-                leaktrail_analysis::FrameKind::Jit => "jit",
-                leaktrail_analysis::FrameKind::Unknown => "unknown",
-            }
-            .to_string(),
-        );
+        self.kind.push(f.kind.name().to_string());
     }
 
     fn table(self) -> Table {

@@ -101,6 +101,9 @@ pub fn text(g: &Growth, top: usize, depth: usize) -> String {
     );
     let above = g.suspects.iter().filter(|s| s.stats.significant).count();
     let _ = writeln!(out, "{}", verdict(g, above));
+    if g.stackless() {
+        let _ = writeln!(out, "{}", leaktrail_analysis::profile::STACKLESS);
+    }
     let grew: Vec<_> = g
         .classes
         .iter()

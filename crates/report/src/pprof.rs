@@ -345,6 +345,9 @@ pub fn message(profile: &Profile) -> PprofProfile {
         profile.path.display(),
         profile.pid.map_or("?".into(), |p| p.to_string())
     )];
+    if profile.stackless {
+        comments.push(leaktrail_analysis::profile::STACKLESS.to_string());
+    }
     for (class, (allocs, frees)) in &profile.class_totals {
         comments.push(format!(
             "size class {class} B: {allocs} allocations, {frees} frees in total"

@@ -135,6 +135,28 @@ impl<'m> Reader<'m> {
         }
     }
 
+    /// Asks the CPU for the cache line at `a`, when the image lends it. A
+    /// heap walk is a chain of dependent loads (each chunk's size leads to
+    /// the next header), so without this every header is a full miss;
+    /// streaming the lines ahead of the walk makes it as fast as reading
+    /// the heap.
+    #[inline]
+    fn prefetch(&self, a: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = self.bytes.get(a.wrapping_sub(self.lo) as usize..) {
+            // SAFETY: a prefetch is only a hint: it reads nothing into the
+            // program and never faults, and `p` is in bounds besides.
+            #[allow(unused_unsafe)]
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                    p.as_ptr().cast(),
+                )
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = a;
+    }
+
     #[inline]
     fn u64(&self, a: u64) -> Option<u64> {
         let off = a.wrapping_sub(self.lo) as usize;
@@ -145,9 +167,15 @@ impl<'m> Reader<'m> {
     }
 }
 
-/// A chunk the heap walk saw: `(chunk address, size, in use by its
-/// neighbour's bit)`.
-type Seen = (u64, u64, bool);
+/// A chunk the heap walk saw: `(chunk address, size | in use)`, the low
+/// bit (sizes are multiples of 16) set when its neighbour's `PREV_INUSE`
+/// says it is in use: 16 bytes a chunk, for 10 M of them.
+type Seen = (u64, u64);
+
+/// How far ahead of the walk the heap's cache lines are asked for.
+const PREFETCH_AHEAD: u64 = 4096;
+/// A cache line.
+const LINE: u64 = 64;
 
 /// Walks glibc's heap in `image`. `exclude` are ranges that are known not
 /// to hold malloc's chunks (the tracer's audit region). Fails when glibc's
@@ -320,9 +348,14 @@ pub fn walk_with(image: &dyn ProcessImage, allocator: Allocator, exclude: &[(u64
             tcache_chunks += n;
         }
     }
+    // Sorted, a few thousand at most: a binary search per chunk beats
+    // hashing 10 M addresses.
+    let mut free: Vec<u64> = free.into_iter().collect();
+    free.sort_unstable();
     let mut chunks: Vec<Chunk> = Vec::with_capacity(seen.len());
-    for &(c, size, inuse) in &seen {
-        if inuse && !free.contains(&c) {
+    for &(c, size_inuse) in &seen {
+        let (size, inuse) = (size_inuse & !1, size_inuse & 1 != 0);
+        if inuse && free.binary_search(&c).is_err() {
             chunks.push(Chunk {
                 addr: c + CHUNK_HDR,
                 size: size - 8,
@@ -465,7 +498,12 @@ fn walk_heap(
 ) {
     let r = Reader::over(mem, first, stop + CHUNK_HDR);
     let mut c = first;
+    let mut ahead = first & !(LINE - 1);
     while c < stop {
+        while ahead < c + PREFETCH_AHEAD {
+            r.prefetch(ahead);
+            ahead += LINE;
+        }
         let Some(raw) = r.u64(c + 8) else {
             problems.push(format!(
                 "{label}: the chunk at {c:#x} is not in the image; the heap's rest is not walked"
@@ -489,7 +527,7 @@ fn walk_heap(
         if !to_top && next_raw & !FLAGS == 0 {
             return; // a remnant before the last fencepost
         }
-        seen.push((c, size, next_raw & PREV_INUSE != 0));
+        seen.push((c, size | u64::from(next_raw & PREV_INUSE != 0)));
         c = next;
     }
     if to_top && c != stop {

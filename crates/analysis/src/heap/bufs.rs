@@ -47,6 +47,19 @@ pub struct Buf {
     pub type_name: Option<String>,
 }
 
+impl Buf {
+    /// The audit's record of it.
+    pub fn block(&self) -> Block {
+        Block {
+            addr: self.addr,
+            size: self.size,
+            time_ns: self.time_ns,
+            stack: self.stack_id,
+            tid: self.tid,
+        }
+    }
+}
+
 /// Buffers with one allocation stack.
 #[derive(Clone, Debug)]
 pub struct StackGroup {
@@ -205,21 +218,17 @@ pub fn name_types(heap: &Heap<'_>, symbolizer: &Symbolizer, found: &mut Bufs) {
         }
         return;
     }
-    let mut by: HashMap<(Option<String>, Option<u64>), StackGroup> = HashMap::new();
+    let mut by: HashMap<types::Label, StackGroup> = HashMap::new();
     for b in &found.buffers {
-        let class = types::of(heap, symbolizer, b.addr, b.size);
-        let key = match class {
-            Some(types::BlockType::Class(_)) => (b.type_name.clone(), None),
-            _ => (b.type_name.clone(), Some(b.class)),
-        };
+        let key = types::Label::of(heap, symbolizer, b.addr, b.size);
         let g = by.entry(key.clone()).or_insert_with(|| StackGroup {
             stack_id: StackId::NONE,
             bytes: 0,
             count: 0,
             example_address: b.addr,
             stack: Vec::new(),
-            type_name: key.0,
-            size_class: key.1,
+            type_name: key.type_name,
+            size_class: key.size_class,
         });
         g.bytes += b.size;
         g.count += 1;

@@ -146,19 +146,25 @@ pub fn is_tracers_register(i: usize) -> bool {
 /// is a stack glibc cached for a thread that has ended: a thread
 /// descriptor near its top that no live thread's `fs_base` names.
 pub fn is_cached_stack(mem: &dyn Memory, start: u64, end: u64, live_tps: &[u64]) -> bool {
+    cached_descriptor(mem, start, end, live_tps).is_some()
+}
+
+/// The thread descriptor of a stack glibc cached (see [`is_cached_stack`]).
+pub fn cached_descriptor(mem: &dyn Memory, start: u64, end: u64, live_tps: &[u64]) -> Option<u64> {
     let from = end.saturating_sub(TCB_SEARCH).max(start);
-    let Some(bytes) = mem.borrow(from, end - from) else {
-        return false;
-    };
+    let bytes = mem.borrow(from, end - from)?;
     let word = |off: usize| {
         bytes
             .get(off..off + 8)
             .map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])))
     };
-    (0..bytes.len().saturating_sub(24)).step_by(8).any(|off| {
-        let at = from + off as u64;
-        word(off) == Some(at) && word(off + 16) == Some(at) && !live_tps.contains(&at)
-    })
+    (0..bytes.len().saturating_sub(24))
+        .step_by(8)
+        .map(|off| (off, from + off as u64))
+        .find(|&(off, at)| {
+            word(off) == Some(at) && word(off + 16) == Some(at) && !live_tps.contains(&at)
+        })
+        .map(|(_, at)| at)
 }
 
 #[cfg(test)]

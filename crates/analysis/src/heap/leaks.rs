@@ -430,30 +430,16 @@ pub fn find(heap: &Heap<'_>, opts: &LeaksOptions, symbolizer: &Symbolizer) -> Le
     l
 }
 
-/// A label per block of a heap walk, and the labels: (type, size class).
-/// A C++ class is its own label; other blocks are labelled by their size
-/// class and their hint, if any.
-#[allow(clippy::type_complexity)]
-fn type_labels(
-    heap: &Heap<'_>,
-    symbolizer: &Symbolizer,
-) -> (Vec<u32>, Vec<(Option<String>, Option<u64>)>) {
-    let mut names: Vec<(Option<String>, Option<u64>)> = Vec::new();
-    let mut ids: HashMap<(Option<String>, Option<u64>), u32> = HashMap::new();
+/// A label per block of a heap walk ([`types::Label`]), and the labels.
+fn type_labels(heap: &Heap<'_>, symbolizer: &Symbolizer) -> (Vec<u32>, Vec<types::Label>) {
+    let mut names: Vec<types::Label> = Vec::new();
+    let mut ids: HashMap<types::Label, u32> = HashMap::new();
     let of = heap
         .audit
         .live
         .iter()
         .map(|b| {
-            let label = match types::of(heap, symbolizer, b.addr, b.size) {
-                Some(t @ types::BlockType::Class(_)) => (Some(t.name()), None),
-                t => (
-                    t.map(|t| t.name()),
-                    Some(leaktrail_format::class_size(leaktrail_format::class_of(
-                        b.size,
-                    ))),
-                ),
-            };
+            let label = types::Label::of(heap, symbolizer, b.addr, b.size);
             *ids.entry(label.clone()).or_insert_with(|| {
                 names.push(label);
                 (names.len() - 1) as u32
@@ -501,7 +487,10 @@ fn summarize(
                 let key = key_of(i, b);
                 let gi = *index.entry((k, key)).or_insert_with(|| {
                     let (type_name, size_class) = match &labels {
-                        Some((_, names)) => names[key as usize].clone(),
+                        Some((_, names)) => {
+                            let l = names[key as usize].clone();
+                            (l.type_name, l.size_class)
+                        }
                         None => (None, None),
                     };
                     groups.push(Group {
@@ -573,7 +562,10 @@ fn summarize(
         {
             g.stack = symbolizer.stack_inlined(frames);
         }
-        if in_runtime && is_libc_residue(&g.stack) {
+        // Without stacks (a heap walk), threads' DTVs are libc's residue
+        // that can still be told by where they hang.
+        let dtv = g.stack_id == StackId::NONE && g.type_name.as_deref() == Some(types::THREAD_DTV);
+        if (in_runtime && is_libc_residue(&g.stack)) || dtv {
             let t = &mut tallies[g.kind as usize];
             t.bytes -= g.bytes;
             t.blocks -= g.blocks;

@@ -354,6 +354,9 @@ pub struct Heap<'a> {
     /// process), what the walk found besides them (its `chunks` emptied:
     /// they are `audit.live`).
     pub walk: Option<Walk>,
+    /// The blocks that are threads' dynamic TLS vectors (glibc's DTVs,
+    /// calloc'd by `pthread_create`), by address, sorted: libc's own.
+    pub thread_dtvs: Vec<u64>,
 }
 
 impl<'a> Heap<'a> {
@@ -377,6 +380,13 @@ impl<'a> Heap<'a> {
             }
             return Ok(heap);
         }
+        Heap::open_walked(snap)
+    }
+
+    /// The heap of a snapshot without an audit region: glibc's chunks in
+    /// use, from a walk of its heap, as the blocks (see [`Heap::open`]).
+    pub fn open_walked(snap: &'a Snapshot) -> Result<Heap<'a>, Error> {
+        let pid = snap.pid().map(|p| p as u32);
         if !snap
             .metadata()
             .is_none_or(|m| m.options.memory.keeps_memory())
@@ -411,6 +421,7 @@ impl<'a> Heap<'a> {
         let index = BlockIndex::new(&audit.live);
         let program_sp = exit_roots::program_frames(image, audit.exit_tid);
         let areas = areas_of(image, &audit, &index, &program_sp);
+        let thread_dtvs = thread_dtvs(image, &audit, &index, &areas);
         Heap {
             image,
             memory: image.memory(),
@@ -421,6 +432,7 @@ impl<'a> Heap<'a> {
             program_sp,
             allocator_state: Vec::new(),
             walk: None,
+            thread_dtvs,
         }
     }
 
@@ -566,10 +578,14 @@ fn areas_of(
                 (t.tid, sp)
             })
     };
-    // glibc maps a thread's stack above a PROT_NONE guard.
+    // glibc maps a thread's stack above a PROT_NONE guard. gdb's gcore
+    // writes PROT_NONE mappings as readable segments (flags R), so in a
+    // core leaktrail did not write an anonymous read-only one may be a
+    // guard too (the descriptor check below still decides).
+    let foreign = image.memory_mode().is_none();
     let guard_ends: BTreeSet<u64> = raw
         .iter()
-        .filter(|m| m.2.starts_with("---"))
+        .filter(|m| m.2.starts_with("---") || (foreign && m.2.starts_with("r--") && m.3.is_empty()))
         .map(|m| m.1)
         .collect();
     let thread_pointers: Vec<u64> = image
@@ -637,6 +653,41 @@ fn areas_of(
         }
     }
     areas
+}
+
+/// The DTV of every thread descriptor, live (each thread's `fs_base`) or
+/// cached with a finished thread's stack: the word after the TCB's `tcb`
+/// points 16 bytes into it (glibc's `INSTALL_DTV` stores `dtv + 1`, past
+/// the slot holding its length). Only blocks found so are returned.
+fn thread_dtvs(
+    image: &dyn ProcessImage,
+    audit: &Audit,
+    index: &BlockIndex,
+    areas: &[Area],
+) -> Vec<u64> {
+    let live: Vec<u64> = image
+        .threads()
+        .iter()
+        .map(|t| t.regs.get(REG_FS_BASE).copied().unwrap_or(0))
+        .collect();
+    let cached = areas
+        .iter()
+        .filter(|a| a.kind == AreaKind::CachedStack)
+        .filter_map(|a| exit_roots::cached_descriptor(image.memory(), a.start, a.end, &live));
+    let mut out: Vec<u64> = live
+        .iter()
+        .copied()
+        .filter(|&tp| tp != 0)
+        .chain(cached)
+        .filter_map(|tp| {
+            let dtv = image.memory().read_u64(tp + 8).ok()?.checked_sub(16)?;
+            let i = index.find(dtv)?;
+            (audit.live[i].addr == dtv).then_some(dtv)
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// A non-main arena's heap: 64 MiB aligned, starting with `heap_info`

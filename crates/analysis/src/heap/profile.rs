@@ -23,19 +23,27 @@
 //! # Ok::<(), leaktrail_analysis::Error>(())
 //! ```
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use leaktrail_format::{class_of, class_size, SizeClass, StackId};
 use leaktrail_recording::snapshot::metadata::Module;
 
+use crate::heap::model::Heap;
+use crate::heap::types::Label;
 use crate::symbolize::{Frame, Symbolizer};
 use crate::Error;
 use leaktrail_recording::audit::{self, Audit, Block};
 use leaktrail_recording::Snapshot;
 
+/// What every view of walked blocks says about them, once.
+pub const STACKLESS: &str = "no stacks: the process was not traced, so its blocks come from a \
+walk of glibc's heap, grouped by type ([type] CLASS) and size class ([size N])";
+
 /// One frame of a site's identity: the module's path and the offset in its
-/// file, or (no module) an empty path and the runtime address.
+/// file, or (no module) an empty path and the runtime address, or a type
+/// frame's name and 0 ([`Frame::site_frame`]).
 pub type SiteFrame = (String, u64);
 
 /// The identity of an allocation site across snapshots and processes.
@@ -45,15 +53,7 @@ pub struct SiteKey(pub Vec<SiteFrame>);
 impl SiteKey {
     /// The key of a symbolized stack.
     pub fn of(frames: &[Frame]) -> SiteKey {
-        SiteKey(
-            frames
-                .iter()
-                .map(|f| match &f.module {
-                    Some(m) => (m.clone(), f.module_offset),
-                    None => (String::new(), f.address),
-                })
-                .collect(),
-        )
+        SiteKey(frames.iter().map(Frame::site_frame).collect())
     }
 
     /// The key of a stack without its inlined-call frames: the same for a
@@ -100,6 +100,10 @@ pub struct Profile {
     pub modules: Vec<Module>,
     /// Buffers the tracer could not enter (they are in no entry).
     pub dropped_allocs: u64,
+    /// The blocks come from a walk of glibc's heap (the process was not
+    /// traced): no stacks, each entry's one frame names its type or size
+    /// class ([`FrameKind::Type`](crate::FrameKind::Type)).
+    pub stackless: bool,
 }
 
 /// The snapshot's capture time: our note's, else the tracer's start plus
@@ -132,30 +136,25 @@ pub fn audit_of(snap: &Snapshot) -> Result<Audit, Error> {
 }
 
 impl Profile {
-    /// Opens a snapshot and profiles every live buffer in it.
+    /// Opens a snapshot and profiles every live buffer in it: the audit's,
+    /// else (an untraced process) a heap walk's, by type.
     pub fn open(path: &Path) -> Result<Profile, Error> {
-        let snap = Snapshot::open(path)?;
-        let audit = audit_of(&snap)?;
-        let symbolizer = Symbolizer::for_snapshot(&snap);
-        Ok(Profile::from_blocks(
-            &snap,
-            &audit,
-            &symbolizer,
-            audit.live.iter().map(|b| (b.size, b.stack)),
-        ))
+        Profile::open_with(path, every_block)
     }
 
     /// Opens a snapshot and profiles the buffers `choose` picks from its
-    /// audit, as (size, stack) pairs (a `bufs` filter, say).
+    /// audit (a `bufs` filter, say), or from the audit a heap walk makes
+    /// of an untraced process's snapshot.
     pub fn open_with(
         path: &Path,
-        choose: impl FnOnce(&Audit, &Symbolizer) -> Vec<(u64, StackId)>,
+        choose: impl for<'a> FnOnce(&'a Audit, &Symbolizer) -> Cow<'a, [Block]>,
     ) -> Result<Profile, Error> {
         let snap = Snapshot::open(path)?;
-        let audit = audit_of(&snap)?;
         let symbolizer = Symbolizer::for_snapshot(&snap);
-        let blocks = choose(&audit, &symbolizer);
-        Ok(Profile::from_blocks(&snap, &audit, &symbolizer, blocks))
+        let (profile, _) = profile_chosen(&snap, &symbolizer, choose, |snap, audit, sym, b| {
+            Profile::from_blocks(snap, audit, sym, pairs(b))
+        })?;
+        Ok(profile)
     }
 
     /// Profiles the buffers `blocks` ((size, stack) of each) of `audit`,
@@ -213,6 +212,51 @@ impl Profile {
             class_totals,
             modules: snap.modules(),
             dropped_allocs: audit.counters.dropped_allocs,
+            stackless: false,
+        }
+    }
+
+    /// Profiles the blocks `blocks` of a heap walk (`heap.walked()`), which
+    /// have no stacks: each site is one [`Label`] (a C++ class, else a
+    /// size class and hint), one frame named by [`Label::frame_name`]. The
+    /// same labels group `leaks` and `bufs`, so every view of a walked heap
+    /// adds up to the same totals. Reads 64 bytes of each block.
+    pub fn from_walk<'b>(
+        snap: &Snapshot,
+        heap: &Heap<'_>,
+        symbolizer: &Symbolizer,
+        blocks: impl IntoIterator<Item = &'b Block>,
+    ) -> Profile {
+        let mut by_label: HashMap<(Label, SizeClass), (u64, u64)> = HashMap::new();
+        for b in blocks {
+            let label = Label::of(heap, symbolizer, b.addr, b.size);
+            let e = by_label.entry((label, class_of(b.size))).or_default();
+            e.0 += 1;
+            e.1 += b.size;
+        }
+        let mut entries: Vec<Entry> = by_label
+            .into_iter()
+            .map(|((label, class), (count, bytes))| {
+                let frames = vec![Frame::of_type(label.frame_name())];
+                Entry {
+                    key: SiteKey::of(&frames),
+                    frames,
+                    class: class_size(class),
+                    count,
+                    bytes,
+                }
+            })
+            .collect();
+        sort_entries(&mut entries);
+        Profile {
+            path: snap.path().to_path_buf(),
+            time_unix_ns: capture_time(snap, None),
+            pid: snap.pid(),
+            entries,
+            class_totals: BTreeMap::new(),
+            modules: snap.modules(),
+            dropped_allocs: 0,
+            stackless: true,
         }
     }
 
@@ -259,6 +303,44 @@ fn sort_entries(entries: &mut [Entry]) {
             .then(a.class.cmp(&b.class))
             .then(a.key.cmp(&b.key))
     });
+}
+
+/// Profiles the blocks of `snap` that `choose` picks: from its audit with
+/// `traced`, else (no audit: an untraced process) from a walk of its heap
+/// by type ([`Profile::from_walk`]). Returns the audit too (the walk's, for
+/// an untraced process), for its per-class counters.
+pub fn profile_chosen(
+    snap: &Snapshot,
+    symbolizer: &Symbolizer,
+    choose: impl for<'a> FnOnce(&'a Audit, &Symbolizer) -> Cow<'a, [Block]>,
+    traced: impl FnOnce(&Snapshot, &Audit, &Symbolizer, &[Block]) -> Profile,
+) -> Result<(Profile, Audit), Error> {
+    let pid = snap.pid().map(|p| p as u32);
+    if let Some(audit) = audit::find(snap, pid)? {
+        let profile = {
+            let blocks = choose(&audit, symbolizer);
+            traced(snap, &audit, symbolizer, &blocks)
+        };
+        return Ok((profile, audit));
+    }
+    let heap = Heap::open_walked(snap)?;
+    let profile = {
+        let blocks = choose(&heap.audit, symbolizer);
+        Profile::from_walk(snap, &heap, symbolizer, blocks.iter())
+    };
+    Ok((profile, heap.audit))
+}
+
+/// Every live block of `snap` by site, as growth and the report compare
+/// them: JIT frames named as of each buffer's allocation when the recording
+/// has V8's jitdump ([`crate::jitdump::profile`]); a walk's blocks by type.
+pub fn profile_all(snap: &Snapshot, symbolizer: &Symbolizer) -> Result<(Profile, Audit), Error> {
+    profile_chosen(snap, symbolizer, every_block, crate::jitdump::profile)
+}
+
+/// Every live block of `audit`, as a chooser for [`Profile::open_with`].
+pub fn every_block<'a>(audit: &'a Audit, _: &Symbolizer) -> Cow<'a, [Block]> {
+    Cow::Borrowed(&audit.live)
 }
 
 /// Buffers as (size, stack) pairs, for [`Profile::from_blocks`].

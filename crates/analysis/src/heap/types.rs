@@ -17,6 +17,9 @@ pub enum BlockType {
     Pointers,
     /// Only zero bytes (of the first [`SAMPLE`]).
     Zeroed,
+    /// A thread's dynamic TLS vector (glibc's DTV): libc's own, which
+    /// valgrind frees before it looks (`__libc_freeres`).
+    ThreadDtv,
 }
 
 impl BlockType {
@@ -28,9 +31,57 @@ impl BlockType {
             BlockType::CString => "<C string>".into(),
             BlockType::Pointers => "<pointer array>".into(),
             BlockType::Zeroed => "<zero-filled>".into(),
+            BlockType::ThreadDtv => THREAD_DTV.into(),
         }
     }
 }
+
+/// How a block without a stack is grouped in every view: a C++ class by
+/// its name alone (its objects are one size anyway), anything else by its
+/// size class (by its largest size) and its hint, if any. `leaks` groups,
+/// `bufs --group-by stack`, and the one-frame sites of `growth`,
+/// `flamegraph`, `pprof` and `report` are all keyed by it, so their totals
+/// agree.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Label {
+    /// The class or hint name ([`BlockType::name`]).
+    pub type_name: Option<String>,
+    /// The size class, for blocks that are not C++ objects.
+    pub size_class: Option<u64>,
+}
+
+impl Label {
+    /// The label of the block `[addr, addr + size)`.
+    pub fn of(heap: &Heap<'_>, symbolizer: &Symbolizer, addr: u64, size: u64) -> Label {
+        match of(heap, symbolizer, addr, size) {
+            Some(t @ (BlockType::Class(_) | BlockType::ThreadDtv)) => Label {
+                type_name: Some(t.name()),
+                size_class: None,
+            },
+            t => Label {
+                type_name: t.map(|t| t.name()),
+                size_class: Some(leaktrail_format::class_size(leaktrail_format::class_of(
+                    size,
+                ))),
+            },
+        }
+    }
+
+    /// The label as the name of a site's one frame, marked so that nobody
+    /// takes it for a function: `[type] Widget`, `[size 4096]`,
+    /// `[size 64] <C string>`.
+    pub fn frame_name(&self) -> String {
+        match (&self.type_name, self.size_class) {
+            (Some(t), None) => format!("[type] {t}"),
+            (Some(t), Some(c)) => format!("[size {c}] {t}"),
+            (None, Some(c)) => format!("[size {c}]"),
+            (None, None) => "[no type]".into(),
+        }
+    }
+}
+
+/// How views name a thread's DTV.
+pub const THREAD_DTV: &str = "<thread DTV>";
 
 /// How many bytes of a block the hints read.
 pub const SAMPLE: u64 = 64;
@@ -39,6 +90,9 @@ const MIN_STRING: usize = 4;
 
 /// The type of the block `[addr, addr + size)`, if its bytes tell.
 pub fn of(heap: &Heap<'_>, symbolizer: &Symbolizer, addr: u64, size: u64) -> Option<BlockType> {
+    if heap.thread_dtvs.binary_search(&addr).is_ok() {
+        return Some(BlockType::ThreadDtv);
+    }
     let n = size.min(SAMPLE) as usize;
     if n < 8 {
         return None;

@@ -75,6 +75,9 @@ pub struct Observation {
     pub live_bytes: u64,
     /// Live buffers in it.
     pub live_count: u64,
+    /// Its blocks come from a walk of glibc's heap (an untraced process):
+    /// sites are types and size classes, not stacks.
+    pub stackless: bool,
 }
 
 /// One point of a series.
@@ -292,6 +295,13 @@ pub struct Growth {
     pub classes: Vec<ClassGrowth>,
 }
 
+impl Growth {
+    /// Whether any snapshot's blocks come from a heap walk (no stacks).
+    pub fn stackless(&self) -> bool {
+        self.snapshots.iter().any(|o| o.stackless)
+    }
+}
+
 /// (profile index, entry index) of a site's newest frames, and its
 /// per-snapshot (count, bytes).
 type Site = ((usize, usize), Vec<(u64, u64)>);
@@ -308,10 +318,7 @@ type Site = ((usize, usize), Vec<(u64, u64)>);
 /// allocator through different builtins, and inline different callees,
 /// so one JS function's allocations would split over as many sites.
 pub fn site_identity(frames: &[Frame]) -> SiteKey {
-    let native = |f: &Frame| match &f.module {
-        Some(m) => (m.clone(), f.module_offset),
-        None => (String::new(), f.address),
-    };
+    let native = Frame::site_frame;
     if !plumbing::runs_js(frames) {
         return SiteKey(frames.iter().filter(|f| !f.inlined).map(native).collect());
     }
@@ -465,6 +472,7 @@ pub fn analyse(profiles: &[Profile]) -> Growth {
                 pid: p.pid,
                 live_bytes: p.bytes(),
                 live_count: p.count(),
+                stackless: p.stackless,
             })
             .collect(),
         span_seconds: times.last().copied().unwrap_or(0.0),
@@ -497,17 +505,12 @@ pub fn snapshot_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
 }
 
 /// Every live buffer of the snapshot at `path` by site, JIT frames named
-/// as of each buffer's allocation when the recording has V8's jitdump.
+/// as of each buffer's allocation when the recording has V8's jitdump; an
+/// untraced process's blocks by type ([`crate::profile::profile_all`]).
 fn profile_of(path: &Path) -> Result<Profile, Error> {
     let snap = leaktrail_recording::Snapshot::open(path)?;
-    let audit = crate::profile::audit_of(&snap)?;
     let symbolizer = crate::symbolize::Symbolizer::for_snapshot(&snap);
-    Ok(crate::jitdump::profile(
-        &snap,
-        &audit,
-        &symbolizer,
-        &audit.live,
-    ))
+    Ok(crate::profile::profile_all(&snap, &symbolizer)?.0)
 }
 
 /// Opens every snapshot named by `inputs` (see [`snapshot_paths`]) and

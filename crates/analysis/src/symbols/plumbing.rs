@@ -107,6 +107,7 @@ pub fn is_runtime(frame: &Frame) -> bool {
             .as_deref()
             .is_some_and(|f| f.starts_with("node:")),
         FrameKind::Jit => true,
+        FrameKind::Type => false,
         FrameKind::Native | FrameKind::Unknown => frame
             .module
             .as_deref()

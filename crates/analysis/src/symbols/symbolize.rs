@@ -55,6 +55,23 @@ pub enum FrameKind {
     Jit,
     /// Nothing known.
     Unknown,
+    /// Not code: the one frame of a block without a stack (a heap walk's),
+    /// named by its type or size class (`[type] Widget`, `[size 4096]`),
+    /// so that views by stack show it by type.
+    Type,
+}
+
+impl FrameKind {
+    /// The name JSON documents and tables give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameKind::Native => "native",
+            FrameKind::Js => "js",
+            FrameKind::Jit => "jit",
+            FrameKind::Unknown => "unknown",
+            FrameKind::Type => "type",
+        }
+    }
 }
 
 /// One symbolized frame.
@@ -102,6 +119,27 @@ impl Frame {
             inlined: false,
             start_line: None,
             start_column: None,
+        }
+    }
+
+    /// The one frame of a site of blocks without a stack, named `name`
+    /// (see [`FrameKind::Type`]).
+    pub fn of_type(name: String) -> Frame {
+        Frame {
+            function: Some(name),
+            kind: FrameKind::Type,
+            ..Frame::unknown(0)
+        }
+    }
+
+    /// This frame's part of a site's identity: the module's path and the
+    /// offset in its file; without a module, the runtime address; for a
+    /// [`FrameKind::Type`] frame, its name (every one has address 0).
+    pub fn site_frame(&self) -> (String, u64) {
+        match (&self.module, self.kind) {
+            (_, FrameKind::Type) => (self.function.clone().unwrap_or_default(), 0),
+            (Some(m), _) => (m.clone(), self.module_offset),
+            (None, _) => (String::new(), self.address),
         }
     }
 }

@@ -27,8 +27,8 @@ Examples:
   leaktrail caches a.core b.core --json | jq '.classes[0]'
 Then: leaktrail bufs last.core --class 4096 --group-by stack")]
 pub struct Args {
-    /// Snapshots of processes started with `leaktrail run`, oldest first,
-    /// or a recording directory of `leaktrail run` (all its snapshots).
+    /// Snapshots, oldest first (of an untraced process too: glibc's heap is
+    /// walked), or a recording directory (all its snapshots).
     #[arg(required = true)]
     snaps: Vec<PathBuf>,
     /// Print one JSON document instead of text.

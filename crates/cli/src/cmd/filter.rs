@@ -72,16 +72,10 @@ impl FilterArgs {
     /// Opens `snap` and profiles the buffers the filter keeps.
     pub fn profile(&self, snap: &Path) -> anyhow::Result<Profile> {
         let filter = self.filter()?;
-        Ok(Profile::open_with(
-            &super::local(snap)?,
-            |audit, symbolizer| {
-                bufs::select(audit, &filter, symbolizer, false, false)
-                    .buffers
-                    .iter()
-                    .map(|b| (b.size, b.stack_id))
-                    .collect()
-            },
-        )?)
+        Ok(Profile::open_with(&super::local(snap)?, |audit, symbolizer| {
+            let chosen = bufs::select(audit, &filter, symbolizer, false, false);
+            chosen.buffers.iter().map(bufs::Buf::block).collect()
+        })?)
     }
 }
 

@@ -18,7 +18,10 @@ use crate::cmd::filter::FilterArgs;
 Live bytes by allocation stack, drawn by inferno: hover for bytes, click to zoom, \
 Ctrl-F to search. --diff draws the differential graph from BASE to SNAP: widths are \
 SNAP's bytes, red where a stack grew, blue where it shrank. --folded prints folded \
-stacks (`main;f;g BYTES`, or `STACK BEFORE AFTER` with --diff) for other tools.
+stacks (`main;f;g BYTES`, or `STACK BEFORE AFTER` with --diff) for other tools. \
+Of an untraced process (gcore, a kernel core, `leaktrail snapshot` of a plain program) \
+the blocks come from glibc's heap without stacks: one frame per type, `[type] Widget` or \
+`[size 4096]`.
 
 Examples:
   leaktrail flamegraph rec/snapshots/0007.core -o live.svg
@@ -26,7 +29,8 @@ Examples:
   leaktrail flamegraph app.core --size 2049..4096 --folded > 2-4k.folded
   leaktrail job flamegraph --size 2049..4096 -o out/ -- rec/snapshots/*.core")]
 pub struct Args {
-    /// The snapshot (taken of a process started with `leaktrail run`).
+    /// The snapshot: of a process started with `leaktrail run` (by stack), or any
+    /// other core or snapshot (by type: a walk of glibc's heap has no stacks).
     pub snap: PathBuf,
     /// Write here instead of standard output.
     #[arg(short, long, value_name = "FILE")]
@@ -50,11 +54,15 @@ fn when(p: &Profile) -> String {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let after = args.filter.profile(&args.snap)?;
     let filtered = args.filter.describe();
-    let filtered = if filtered.is_empty() {
+    let mut filtered = if filtered.is_empty() {
         String::new()
     } else {
         format!("; {filtered}")
     };
+    if after.stackless {
+        filtered.push_str("; ");
+        filtered.push_str(leaktrail_analysis::profile::STACKLESS);
+    }
     let name = |p: &Path| {
         p.file_name().map_or_else(
             || p.display().to_string(),
@@ -67,10 +75,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if args.folded {
                 folded
             } else {
-                let mut o = FlamegraphOptions::titled(format!(
-                    "Live memory by allocation stack: {}",
-                    name(&args.snap)
-                ));
+                let by = if after.stackless {
+                    "type"
+                } else {
+                    "allocation stack"
+                };
+                let mut o =
+                    FlamegraphOptions::titled(format!("Live memory by {by}: {}", name(&args.snap)));
                 o.subtitle = Some(format!(
                     "{} in {} buffers, {}{}",
                     text::bytes(after.bytes() as f64),

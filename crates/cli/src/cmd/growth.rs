@@ -14,7 +14,10 @@ use leaktrail_report::json;
     live buffers and bytes across the snapshots in capture order, with a Theil-Sen slope, \
     Kendall's tau (monotonic), how steadily the rise came (steady), and a score: the fitted \
     rise x monotonic x steady^2. Steady growth outranks a large flat population (no rise) and \
-    a one-off burst (not steady).\n\n\
+    a one-off burst (not steady). Snapshots of an untraced process (gcores, kernel cores, \
+    `leaktrail snapshot` of a plain program) have no stacks: their blocks come from glibc's \
+    heap and each site is a type (`[type] Widget`, a C++ class) or a size class and hint \
+    (`[size 4096]`).\n\n\
     Across hosts: given one folder or s3:// prefix holding several recordings, each \
     recording is compared over its own snapshots, and each site's slope, rise and score \
     are summed over the recordings where it rose; a recording's host is its deepest \

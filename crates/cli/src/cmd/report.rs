@@ -24,7 +24,9 @@ the first snapshot, findleaks on the latest snapshot taken with --memory full, a
 captured and how. It is also an explorer: a sortable, filterable table of every site, a flame \
 graph that zooms (click) and searches, a slider that steps through the snapshots, and from each \
 suspect links to its stack, its findleaks group and its owner chain (the shortest path of \
-pointers from a root to one of its buffers, for the first --chains suspects).
+pointers from a root to one of its buffers, for the first --chains suspects). A recording of \
+an untraced process (`leaktrail watch -p PID --out rec`, then `leaktrail snapshot --recording \
+rec`) works too: its blocks come from glibc's heap, without stacks, by type and size class.
 
 Example:
   leaktrail run --every 10m --out rec -- ./server
@@ -92,5 +94,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         inv.trend.verdict
     );
     println!("{}", leaktrail_report::diagnosis::headline(&inv));
+    if inv.profiles.iter().any(|p| p.stackless) {
+        println!("{}", leaktrail_analysis::profile::STACKLESS);
+    }
     Ok(ExitCode::SUCCESS)
 }

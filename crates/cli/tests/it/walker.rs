@@ -233,3 +233,212 @@ fn cpp_objects_in_an_untraced_heap_are_typed_by_their_class() {
     );
     assert_eq!(w["buffer"]["type_name"], "Widget", "{w:#}");
 }
+
+/// `fixtures/walker_growth.cc`, never traced: each step adds 1000 `Grower`
+/// objects (208 bytes) and 100 buffers of 3000 bytes; 500 `Flat` objects
+/// (40 bytes) and 300 buffers of 1000 bytes stay.
+const GROWERS: u64 = 1000;
+const BUFS: u64 = 100;
+
+/// The one frame of a walked site in a JSON stack.
+fn type_frame(stack: &Value) -> &str {
+    assert_eq!(stack.as_array().map(Vec::len), Some(1), "{stack:#}");
+    assert_eq!(stack[0]["kind"], "type", "{stack:#}");
+    stack[0]["function"].as_str().expect("function")
+}
+
+/// The counts of a JSON series.
+fn counts(series: &Value) -> Vec<u64> {
+    series
+        .as_array()
+        .expect("series")
+        .iter()
+        .map(|p| u(&p["count"]))
+        .collect()
+}
+
+#[test]
+fn growth_across_gcores_of_an_untraced_process_ranks_what_grows_and_every_view_agrees() {
+    let exe = fixture("walker_growth", &[]);
+    let dir = scratch("walker_growth");
+    let mut t = Target::start(false, &exe, &[]);
+    let first = support::gcore(t.pid, &dir.join("first"));
+    t.run.send(b"\n");
+    assert_eq!(t.run.line(), "step 2");
+    let second = support::gcore(t.pid, &dir.join("second"));
+    t.run.close_stdin();
+    assert!(t.run.wait().success());
+
+    // growth: the buffers of 3000 (more bytes) first, then the class.
+    let g = support::json(
+        leaktrail()
+            .arg("growth")
+            .args([&first, &second])
+            .arg("--json"),
+    );
+    assert_eq!(g["stackless"], true);
+    let suspects = g["suspects"].as_array().expect("suspects");
+    let ranked: Vec<(&str, u64, Vec<u64>)> = suspects
+        .iter()
+        .map(|s| {
+            (
+                type_frame(&s["stack"]),
+                u(&s["class"]),
+                counts(&s["series"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ranked,
+        [
+            ("[size 3072]", 3072, vec![BUFS, 2 * BUFS]),
+            ("[type] Grower", 224, vec![GROWERS, 2 * GROWERS]),
+        ],
+        "only what grows is a suspect: {g:#}"
+    );
+    assert_eq!(suspects[0]["series"][1]["bytes"], 2 * BUFS * usable(3000));
+    assert_eq!(suspects[1]["series"][1]["bytes"], 2 * GROWERS * usable(208));
+    let text = support::stdout(leaktrail().arg("growth").args([&first, &second]));
+    assert!(
+        text.contains("no stacks: the process was not traced"),
+        "{text}"
+    );
+    assert!(text.contains("#2 224 B: 1,000 → 2,000 buffers"), "{text}");
+    assert!(text.contains("     [type] Grower\n"), "{text}");
+
+    // caches: the same totals, the same change.
+    let c = support::json(
+        leaktrail()
+            .arg("caches")
+            .args([&first, &second])
+            .arg("--json"),
+    );
+    for i in 0..2 {
+        assert_eq!(
+            c["totals"][i]["live_bytes"],
+            g["snapshots"][i]["live_bytes"]
+        );
+        assert_eq!(
+            c["totals"][i]["live_count"],
+            g["snapshots"][i]["live_count"]
+        );
+    }
+    let class = |size: u64| {
+        c["classes"]
+            .as_array()
+            .expect("classes")
+            .iter()
+            .find(|r| u(&r["size"]) == size)
+            .unwrap_or_else(|| panic!("no class {size} in {c:#}"))
+    };
+    assert_eq!(u(&class(3072)["delta"]["live_count"]), BUFS);
+    assert_eq!(u(&class(224)["delta"]["live_count"]), GROWERS);
+    assert_eq!(class(1024)["delta"]["live_count"], 0);
+
+    // flamegraph: one frame per type, the same bytes.
+    let folded = support::stdout(leaktrail().arg("flamegraph").arg(&second).arg("--folded"));
+    let line = |name: &str| -> u64 {
+        folded
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {folded}"))
+    };
+    assert_eq!(line("[type] Grower"), 2 * GROWERS * usable(208));
+    assert_eq!(line("[size 3072]"), 2 * BUFS * usable(3000));
+    assert_eq!(line("[type] Flat"), 500 * usable(40));
+    assert_eq!(line("[size 1024]"), 300 * usable(1000));
+    let total: u64 = folded
+        .lines()
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .expect("bytes")
+        })
+        .sum();
+    assert_eq!(total, u(&c["totals"][1]["live_bytes"]));
+    let diff = support::stdout(
+        leaktrail()
+            .arg("flamegraph")
+            .arg(&second)
+            .arg("--diff")
+            .arg(&first)
+            .arg("--folded"),
+    );
+    let grower = GROWERS * usable(208);
+    assert!(
+        diff.contains(&format!("[type] Grower {grower} {}\n", 2 * grower)),
+        "{diff}"
+    );
+
+    // pprof: decoded independently, the same totals and the type's sample.
+    let out = dir.join("second.pb.gz");
+    support::stdout(leaktrail().arg("pprof").arg(&second).arg("-o").arg(&out));
+    let p: Value = serde_json::from_str(&support::stdout(
+        Command::new("python3")
+            .arg(support::repo_root().join("crates/cli/tests/it/pprof_decode.py"))
+            .arg(&out),
+    ))
+    .expect("decoder json");
+    assert_eq!(p["totals"][0], c["totals"][1]["live_count"]);
+    assert_eq!(p["totals"][1], c["totals"][1]["live_bytes"]);
+    let sample = p["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .find(|s| s["stack"][0]["function"] == "[type] Grower")
+        .unwrap_or_else(|| panic!("no Grower sample in {p:#}"));
+    assert_eq!(
+        sample["values"],
+        serde_json::json!([2 * GROWERS, 2 * grower])
+    );
+}
+
+#[test]
+fn report_of_an_untraced_recording_names_what_grows_and_says_there_are_no_stacks() {
+    let exe = fixture("walker_growth", &[]);
+    let rec = scratch("walker_growth_report").join("rec");
+    let mut t = Target::start(false, &exe, &[]);
+    // watch -p makes the recording; snapshots of the untraced process go
+    // into it.
+    let mut watch = Running::start(
+        leaktrail()
+            .args([
+                "watch",
+                "-p",
+                &t.pid.to_string(),
+                "--interval",
+                "100ms",
+                "--out",
+            ])
+            .arg(&rec)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+        Pipe::Stderr,
+        "leaktrail: watching pid",
+    );
+    const SNAPSHOTS: usize = 5;
+    for k in 1..=SNAPSHOTS {
+        support::snapshot_into(&rec, &[]);
+        if k < SNAPSHOTS {
+            t.run.send(b"\n");
+            assert_eq!(t.run.line(), format!("step {}", k + 1));
+        }
+    }
+    t.run.close_stdin();
+    assert!(t.run.wait().success());
+    assert!(watch.wait().success());
+    let page = rec.join("report.html");
+    let out = support::stdout(leaktrail().arg("report").arg(&rec).arg("-o").arg(&page));
+    assert!(
+        out.starts_with("growth above noise: [size 3072] keeps 3072 B buffers: 100 → 500 buffers"),
+        "{out}"
+    );
+    assert!(
+        out.contains("no stacks: the process was not traced"),
+        "{out}"
+    );
+    let html = std::fs::read_to_string(&page).expect("report");
+    assert!(html.contains("[type] Grower"));
+    assert!(html.contains("no stacks: the process was not traced"));
+}

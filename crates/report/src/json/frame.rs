@@ -1,6 +1,6 @@
 //! A symbolized stack frame, as every document that shows a stack prints it.
 
-use leaktrail_analysis::{Frame, FrameKind};
+use leaktrail_analysis::Frame;
 use serde::Serialize;
 
 /// One frame: `{address, function, file, line, module, module_offset,
@@ -33,7 +33,7 @@ impl<'a> From<&'a Frame> for FrameRecord<'a> {
             line: f.line,
             module: f.module.as_deref(),
             module_offset: f.module_offset,
-            kind: kind_name(f.kind),
+            kind: f.kind.name(),
             column: f.column,
             inlined: f.inlined,
             start_line: f.start_line,
@@ -47,19 +47,11 @@ pub fn stack(frames: &[Frame]) -> Vec<FrameRecord<'_>> {
     frames.iter().map(FrameRecord::from).collect()
 }
 
-fn kind_name(k: FrameKind) -> &'static str {
-    match k {
-        FrameKind::Native => "native",
-        FrameKind::Js => "js",
-        FrameKind::Jit => "jit",
-        FrameKind::Unknown => "unknown",
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::json::golden::assert_json;
+    use leaktrail_analysis::FrameKind;
 
     /// A frame with every optional field set.
     pub fn full_frame() -> Frame {

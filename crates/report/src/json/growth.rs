@@ -17,6 +17,7 @@ pub struct GrowthDocument<'a> {
     span_seconds: f64,
     noise_bytes: f64,
     grows_above_noise: bool,
+    stackless: bool,
     suspects: Vec<SuspectRecord<'a>>,
     classes: Vec<ClassGrowthRecord>,
 }
@@ -29,6 +30,7 @@ pub struct ObservationRecord<'a> {
     pid: Option<i32>,
     live_bytes: u64,
     live_count: u64,
+    stackless: bool,
 }
 
 /// A point of a series.
@@ -83,6 +85,7 @@ impl<'a> From<&'a Observation> for ObservationRecord<'a> {
             pid: o.pid,
             live_bytes: o.live_bytes,
             live_count: o.live_count,
+            stackless: o.stackless,
         }
     }
 }
@@ -150,6 +153,7 @@ impl<'a> From<&'a Growth> for GrowthDocument<'a> {
             span_seconds: g.span_seconds,
             noise_bytes: g.noise_bytes,
             grows_above_noise: g.suspects.iter().any(|s| s.stats.significant),
+            stackless: g.stackless(),
             suspects: g.suspects.iter().map(Into::into).collect(),
             classes: g.classes.iter().map(Into::into).collect(),
         }
@@ -197,6 +201,7 @@ mod tests {
                 pid: Some(42),
                 live_bytes: 64,
                 live_count: 2,
+                stackless: false,
             }],
             span_seconds: 1.5,
             noise_bytes: 4.0,
@@ -214,12 +219,14 @@ mod tests {
       "time_unix_ns": 7,
       "pid": 42,
       "live_bytes": 64,
-      "live_count": 2
+      "live_count": 2,
+      "stackless": false
     }
   ],
   "span_seconds": 1.5,
   "noise_bytes": 4.0,
   "grows_above_noise": true,
+  "stackless": false,
   "suspects": [
     {
       "rank": 1,
