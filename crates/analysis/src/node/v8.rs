@@ -341,3 +341,55 @@ pub fn compare(snapshots: Vec<std::path::PathBuf>, censuses: &[Census]) -> JsHea
         verdict,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn census(listeners: u64, committed: u64) -> Census {
+        Census {
+            constructors: vec![ConstructorCount {
+                constructor: "Listener".into(),
+                count: listeners,
+                bytes: 40 * listeners,
+                addrs: vec![],
+            }],
+            objects: listeners,
+            bytes: 40 * listeners,
+            spaces: vec![SpaceUse {
+                name: "old_space",
+                pages: 1,
+                committed,
+                used: 40 * listeners,
+            }],
+            ..Census::default()
+        }
+    }
+
+    fn verdict(series: &[(u64, u64)]) -> JsVerdict {
+        let c: Vec<Census> = series.iter().map(|&(n, c)| census(n, c)).collect();
+        compare(vec![], &c).verdict
+    }
+
+    /// A JS-heap leak, a warm-up and a steady heap are told apart by the
+    /// objects and V8's committed bytes together.
+    #[test]
+    fn a_leak_a_warm_up_and_a_steady_heap_are_told_apart() {
+        let mb = 1 << 20;
+        // Objects rise at every snapshot: a leak, whatever V8 committed.
+        assert_eq!(
+            verdict(&[(10, mb), (20, mb), (30, mb), (40, mb)]),
+            JsVerdict::Leak
+        );
+        // V8 grows its heap, the objects rise once and stay: warm-up.
+        assert_eq!(
+            verdict(&[(10, mb), (40, 4 * mb), (40, 8 * mb), (40, 8 * mb)]),
+            JsVerdict::WarmUp
+        );
+        // Up and down, nothing committed: steady.
+        assert_eq!(
+            verdict(&[(10, mb), (20, mb), (10, mb), (20, mb)]),
+            JsVerdict::Steady
+        );
+    }
+}

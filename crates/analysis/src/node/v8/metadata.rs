@@ -48,14 +48,6 @@ impl Metadata {
         Ok(Metadata { values })
     }
 
-    /// A table of values, for tests.
-    #[cfg(test)]
-    pub fn from_pairs(pairs: &[(&str, i64)]) -> Metadata {
-        Metadata {
-            values: pairs.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
-        }
-    }
-
     /// The value of `v8dbg_NAME`, if the binary has it.
     pub fn get(&self, name: &str) -> Option<i64> {
         self.values.get(name).copied()
