@@ -3,9 +3,14 @@
 
 use std::path::Path;
 
+use std::collections::HashSet;
+
 use leaktrail_analysis::bufs::{self, Filter};
-use leaktrail_analysis::profile::Profile;
+use leaktrail_analysis::jitdump;
+use leaktrail_analysis::profile::{self, Profile};
+use leaktrail_analysis::symbolize::Symbolizer;
 use leaktrail_recording::duration;
+use leaktrail_recording::Snapshot;
 
 use crate::bad_input;
 
@@ -72,13 +77,24 @@ impl FilterArgs {
     /// Opens `snap` and profiles the buffers the filter keeps.
     pub fn profile(&self, snap: &Path) -> anyhow::Result<Profile> {
         let filter = self.filter()?;
-        Ok(Profile::open_with(snap, |audit, symbolizer| {
-            bufs::select(audit, &filter, symbolizer, false, false)
-                .buffers
-                .iter()
-                .map(|b| (b.size, b.stack_id))
-                .collect()
-        })?)
+        let snapshot = Snapshot::open(snap)?;
+        let audit = profile::audit_of(&snapshot)?;
+        let symbolizer = Symbolizer::for_snapshot(&snapshot);
+        let chosen: HashSet<u64> = bufs::select(&audit, &filter, &symbolizer, false, false)
+            .buffers
+            .iter()
+            .map(|b| b.addr)
+            .collect();
+        let blocks: Vec<_> = audit
+            .live
+            .iter()
+            .filter(|b| chosen.contains(&b.addr))
+            .cloned()
+            .collect();
+        // Through V8's jitdump when the recording has one, as growth does:
+        // JS frames named as of each buffer's allocation, so every view
+        // names a JS function alike.
+        Ok(jitdump::profile(&snapshot, &audit, &symbolizer, &blocks))
     }
 }
 

@@ -25,9 +25,9 @@ the snapshot when you want only the live ones. Across snapshots, growth \
 and report name the constructors that grow.
 
 Examples:
-  leaktrail jsobjects app.core
-  leaktrail jsobjects app.core --constructor Listener   # their addresses, for jsprint
-  leaktrail jsobjects app.core --json")]
+  leaktrail jsobjects node.core
+  leaktrail jsobjects node.core --constructor Listener   # their addresses, for jsprint
+  leaktrail jsobjects node.core --json")]
 pub struct Args {
     /// The snapshot (taken with --memory full).
     snap: PathBuf,

@@ -23,8 +23,8 @@ members of members down to --depth. Needs a --memory full snapshot of \
 node and the node binary it ran (its v8dbg_* symbols).
 
 Examples:
-  leaktrail jsprint app.core 0x3f2a1c0d0e58
-  leaktrail jsprint app.core 0x3f2a1c0d0e58 --depth 4 --json")]
+  leaktrail jsprint node.core 0x3f2a1c0d0e58
+  leaktrail jsprint node.core 0x3f2a1c0d0e58 --depth 4 --json")]
 pub struct Args {
     /// The snapshot (taken with --memory full).
     snap: PathBuf,
