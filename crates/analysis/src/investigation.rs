@@ -96,6 +96,9 @@ pub struct Investigation {
     pub leaks: Option<LeakSummary>,
     /// For a traced Node.js process: memory by owner across the snapshots.
     pub owners: Option<crate::owner::OwnerTrend>,
+    /// For Node.js, snapshots taken with `--memory full`: JS objects by
+    /// constructor and V8's own heap numbers across the series.
+    pub js_heap: Option<crate::v8::JsHeapGrowth>,
     /// What could not be done, and why.
     pub notes: Vec<String>,
 }
@@ -157,6 +160,7 @@ impl Investigation {
             profiles: Vec::new(),
             leaks: Some(LeakSummary { path, leaks }),
             owners: None,
+            js_heap: None,
             notes: Vec::new(),
         }
     }
@@ -342,6 +346,19 @@ pub fn open(dir: &Path) -> Result<Investigation, Error> {
             None
         }
     };
+    // The JS heap needs the memory: over the series' full snapshots.
+    let full: Vec<PathBuf> = series
+        .iter()
+        .filter(|r| r.info.memory.parse().is_ok_and(MemoryMode::keeps_memory))
+        .map(|r| r.info.path.clone())
+        .collect();
+    let js_heap = match crate::v8::growth_of(&full) {
+        Ok(j) => j,
+        Err(e) => {
+            notes.push(format!("JS heap: {e}"));
+            None
+        }
+    };
     Ok(Investigation {
         dir: dir.to_path_buf(),
         meta: rec.meta,
@@ -355,6 +372,7 @@ pub fn open(dir: &Path) -> Result<Investigation, Error> {
         profiles: all_profiles,
         leaks,
         owners,
+        js_heap,
         notes,
     })
 }

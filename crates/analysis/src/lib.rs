@@ -56,7 +56,7 @@ pub use heap::model::{Area, AreaKind, BlockIndex, Heap, RootRange, Roots};
 pub use heap::{
     bufs, caches, dump, exit_roots, leaks, libc_residue, profile, refs, suppressions, types, whatis,
 };
-pub use node::{jitdump, owner};
+pub use node::{jitdump, owner, v8};
 pub use series::{fleet, growth, trend};
 pub use snapshot::summary::Summary;
 pub use snapshot::{audit_dump, maps_diff, summary};

@@ -63,6 +63,10 @@ enum Command {
     Bufs(cmd::bufs::Args),
     /// What an address is: buffer, global, thread stack, JIT code, mapping.
     Whatis(cmd::whatis::Args),
+    /// JS objects on V8's heap by constructor, and V8's own heap numbers (node).
+    Jsobjects(cmd::jsobjects::Args),
+    /// One JS object with its properties and elements (node).
+    Jsprint(cmd::jsprint::Args),
     /// Who points at an address (with masks for tagged pointers), and the
     /// paths back to a root.
     Refs(cmd::refs::Args),
@@ -96,6 +100,8 @@ fn main() -> ExitCode {
         Command::Caches(a) => cmd::caches::run(a),
         Command::Bufs(a) => cmd::bufs::run(a),
         Command::Whatis(a) => cmd::whatis::run(a),
+        Command::Jsobjects(a) => cmd::jsobjects::run(a),
+        Command::Jsprint(a) => cmd::jsprint::run(a),
         Command::Refs(a) => cmd::refs::run(a),
         Command::Dump(a) => cmd::dump::run(a),
         Command::Completions(a) => cmd::completions::run(a),

@@ -67,7 +67,15 @@ const FEWEST_FOR_SIGNIFICANCE: usize = 4;
 /// that nothing does (or that there were too few snapshots to tell).
 pub fn headline(inv: &Investigation) -> String {
     let d = inv.diagnosis();
+    let js_leak = inv
+        .js_heap
+        .as_ref()
+        .filter(|j| j.verdict == leaktrail_analysis::v8::JsVerdict::Leak);
     match (d.suspect, d.compared) {
+        (None, _) if js_leak.is_some() => format!(
+            "growth in the JS heap: {}",
+            crate::growth::js_heap_line(js_leak.expect("checked"))
+        ),
         (Some(s), _) => format!(
             "growth above noise: {} keeps {} buffers: {}",
             site(&s.stack),
@@ -113,6 +121,18 @@ pub fn text(inv: &Investigation) -> String {
         None => {
             let _ = writeln!(out, "  growing class:     none above noise");
         }
+    }
+    if let Some(j) = &inv.js_heap {
+        let _ = writeln!(
+            out,
+            "  JS heap:           {}",
+            crate::growth::js_heap_line(j)
+        );
+        let _ = writeln!(
+            out,
+            "                     {}",
+            crate::growth::v8_heap_line(j)
+        );
     }
     match d.suspect {
         Some(s) => {

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use leaktrail_analysis::growth::{Growth, SeriesPoint, Stats};
 use leaktrail_analysis::symbolize::Frame;
+use leaktrail_analysis::v8::{JsHeapGrowth, JsVerdict};
 
 use crate::text;
 
@@ -157,6 +158,97 @@ pub fn text(g: &Growth, top: usize, depth: usize) -> String {
         );
     }
     out
+}
+
+/// The JS heap's growth in one line: `+38,000 Listener objects (+1.5
+/// MiB), +38,000 Function onEvent (+2.3 MiB); JS objects +4.1 MiB over 5
+/// snapshots`, the steadily growing constructors first (up to three).
+pub fn js_heap_line(j: &JsHeapGrowth) -> String {
+    let grew: Vec<String> = j
+        .growing()
+        .take(3)
+        .map(|c| {
+            format!(
+                "{} {} objects ({})",
+                signed(c.count_delta()),
+                c.constructor,
+                text::signed_bytes(c.bytes_delta() as f64)
+            )
+        })
+        .collect();
+    let total =
+        j.bytes.last().copied().unwrap_or(0) as i64 - j.bytes.first().copied().unwrap_or(0) as i64;
+    let objects = format!(
+        "JS objects {} over {} snapshots",
+        text::signed_bytes(total as f64),
+        j.snapshots.len()
+    );
+    if grew.is_empty() {
+        format!("no constructor's objects grow steadily; {objects}")
+    } else {
+        format!("{}; {objects}", grew.join(", "))
+    }
+}
+
+/// V8's own numbers, first and last snapshot: `used 3.1 → 5.2 MiB of 4.0
+/// → 6.3 MiB committed`.
+pub fn v8_heap_line(j: &JsHeapGrowth) -> String {
+    let ends = |v: &[u64]| {
+        format!(
+            "{} → {}",
+            text::bytes(v.first().copied().unwrap_or(0) as f64),
+            text::bytes(v.last().copied().unwrap_or(0) as f64)
+        )
+    };
+    format!(
+        "V8 heap used {} of {} committed ({})",
+        ends(&j.used),
+        ends(&j.committed),
+        match j.verdict {
+            JsVerdict::Leak => "JS objects grow: a JS-heap leak",
+            JsVerdict::WarmUp => "V8 grew its heap, no JS objects grow steadily: warm-up",
+            JsVerdict::Steady => "steady",
+        }
+    )
+}
+
+/// The JS heap section of `growth`: the verdict, then the constructors
+/// that gained objects, first to last snapshot.
+pub fn js_heap_text(j: &JsHeapGrowth, top: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\nJS heap (V8, from the snapshots' memory):");
+    let _ = writeln!(out, "  {}", js_heap_line(j));
+    let _ = writeln!(out, "  {}", v8_heap_line(j));
+    let gained: Vec<_> = j
+        .constructors
+        .iter()
+        .filter(|c| c.count_delta() > 0)
+        .collect();
+    let shown = if top == 0 {
+        gained.len()
+    } else {
+        top.min(gained.len())
+    };
+    for c in &gained[..shown] {
+        let _ = writeln!(
+            out,
+            "  {:>10} → {:>10} objects  {:>10}  {}{}",
+            count(c.counts.first().copied().unwrap_or(0)),
+            count(c.counts.last().copied().unwrap_or(0)),
+            text::signed_bytes(c.bytes_delta() as f64),
+            c.constructor,
+            if c.grows_steadily() {
+                "  << grows steadily"
+            } else {
+                ""
+            }
+        );
+    }
+    out
+}
+
+fn signed(n: i64) -> String {
+    crate::heap::signed_count(n)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod bufs;
 pub mod caches;
 pub mod dump;
+pub mod js;
 pub mod leaks;
 pub mod refs;
 pub mod whatis;

@@ -372,6 +372,41 @@ pub fn page(inv: &Investigation, opts: &HtmlOptions) -> std::io::Result<String> 
     page_with_chains(inv, opts, &[])
 }
 
+/// The JS heap across the full snapshots: the verdict, V8's own numbers,
+/// and the constructors that gained objects, first to last.
+fn js_heap_section(out: &mut String, j: &leaktrail_analysis::v8::JsHeapGrowth) {
+    out.push_str("<section id=\"js-heap\"><h2>Node.js: the JS heap</h2>");
+    let _ = write!(
+        out,
+        "<p>JS heap: {}</p><p>{}</p>",
+        escape(&crate::growth::js_heap_line(j)),
+        escape(&crate::growth::v8_heap_line(j))
+    );
+    out.push_str("<table><tr><th>constructor</th><th>first</th><th>last</th><th>objects</th><th>bytes</th></tr>");
+    for c in j
+        .constructors
+        .iter()
+        .filter(|c| c.count_delta() > 0)
+        .take(20)
+    {
+        let _ = write!(
+            out,
+            "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if c.grows_steadily() {
+                " class=\"grows\""
+            } else {
+                ""
+            },
+            escape(&c.constructor),
+            crate::heap::count(c.counts.first().copied().unwrap_or(0)),
+            crate::heap::count(c.counts.last().copied().unwrap_or(0)),
+            escape(&crate::heap::signed_count(c.count_delta())),
+            escape(&text::signed_bytes(c.bytes_delta() as f64)),
+        );
+    }
+    out.push_str("</table><p class=\"muted\">JS objects found on V8's pages in each snapshot taken with --memory full, decoded with the node binary's postmortem metadata (v8dbg_* symbols); objects not yet collected count too.</p></section>");
+}
+
 /// The page, with the owner chains the caller computed for some suspects
 /// (`chains`: by suspect rank; each suspect links to its own).
 pub fn page_with_chains(
@@ -596,6 +631,9 @@ pub fn page_with_chains(
     // Node.js: who owns the memory, as a Node user thinks of it.
     if let Some(o) = &inv.owners {
         owners_section(&mut out, o);
+    }
+    if let Some(j) = &inv.js_heap {
+        js_heap_section(&mut out, j);
     }
 
     // 3. Suspects.

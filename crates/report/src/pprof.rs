@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use leaktrail_analysis::profile::Profile;
-use leaktrail_analysis::symbolize::Frame;
+use leaktrail_analysis::symbolize::{Frame, FrameKind};
 use prost::Message;
 
 use crate::flamegraph::frame_name;
@@ -251,7 +251,15 @@ impl Builder {
     /// The location of one physical frame: `group` is the frame and the
     /// calls inlined into it, innermost first.
     fn location(&mut self, group: &[&Frame]) -> u64 {
-        let address = group.last().map_or(0, |f| f.address);
+        // A JS frame is keyed by its function and line, not by the code
+        // address: each tier V8 compiles a function to (and each code
+        // object at a reused address) would otherwise be a location of
+        // its own (issue 14), unlike growth and the flame graph.
+        let address = match group.last() {
+            Some(f) if f.kind == FrameKind::Js => 0,
+            Some(f) => f.address,
+            None => 0,
+        };
         let lines: Vec<Line> = group
             .iter()
             .map(|f| Line {

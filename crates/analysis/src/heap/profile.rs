@@ -151,8 +151,11 @@ impl Profile {
     ) -> Result<Profile, Error> {
         let snap = Snapshot::open(path)?;
         let symbolizer = Symbolizer::for_snapshot(&snap);
+        // Through V8's jitdump when the recording has one, as growth does:
+        // JS frames named as of each buffer's allocation, so every view
+        // names a JS function alike.
         let (profile, _) = profile_chosen(&snap, &symbolizer, choose, |snap, audit, sym, b| {
-            Profile::from_blocks(snap, audit, sym, pairs(b))
+            crate::node::jitdump::profile(snap, audit, sym, b)
         })?;
         Ok(profile)
     }

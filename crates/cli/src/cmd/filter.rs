@@ -72,10 +72,13 @@ impl FilterArgs {
     /// Opens `snap` and profiles the buffers the filter keeps.
     pub fn profile(&self, snap: &Path) -> anyhow::Result<Profile> {
         let filter = self.filter()?;
-        Ok(Profile::open_with(&super::local(snap)?, |audit, symbolizer| {
-            let chosen = bufs::select(audit, &filter, symbolizer, false, false);
-            chosen.buffers.iter().map(bufs::Buf::block).collect()
-        })?)
+        Ok(Profile::open_with(
+            &super::local(snap)?,
+            |audit, symbolizer| {
+                let chosen = bufs::select(audit, &filter, symbolizer, false, false);
+                chosen.buffers.iter().map(bufs::Buf::block).collect()
+            },
+        )?)
     }
 }
 

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use leaktrail_analysis::{fleet, growth};
+use leaktrail_analysis::{fleet, growth, v8};
 use leaktrail_report::json;
 
 /// Flags of `leaktrail growth`.
@@ -52,11 +52,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let g = crate::term::step("reading and symbolizing snapshots", || {
         growth::open(&inputs)
     })?;
+    // A series of full snapshots of node: its JS heap too.
+    let paths: Vec<PathBuf> = g.snapshots.iter().map(|o| o.path.clone()).collect();
+    let js = crate::term::step("reading the JS heap", || v8::growth_of(&paths))?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        write!(out, "{}", json::to_string(&json::GrowthDocument::from(&g))?)?;
+        let doc = json::GrowthDocument::from(&g).with_js_heap(js.as_ref());
+        write!(out, "{}", json::to_string(&doc)?)?;
     } else {
-        crate::term::print(&leaktrail_report::growth::text(&g, args.top, args.depth))?;
+        let mut text = leaktrail_report::growth::text(&g, args.top, args.depth);
+        if let Some(j) = &js {
+            text.push_str(&leaktrail_report::growth::js_heap_text(j, args.top));
+        }
+        crate::term::print(&text)?;
     }
     Ok(ExitCode::SUCCESS)
 }

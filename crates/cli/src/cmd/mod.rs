@@ -12,6 +12,8 @@ pub mod flamegraph;
 pub mod growth;
 pub mod info;
 pub mod job;
+pub mod jsobjects;
+pub mod jsprint;
 pub mod leaks;
 pub mod man;
 pub mod maps;

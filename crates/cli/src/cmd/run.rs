@@ -47,9 +47,10 @@ function TurboFan inlined appears as an inlined frame (V8 gives the innermost \
 position only: calls between the two are not seen). Cost: the dump holds a copy \
 of all JIT code (3.8 MB for 45 s of examples/node-http-client) and V8 writes it \
 as it compiles. Needs the working directory to be writable.
-  Not read yet: V8's postmortem metadata (the node binary's v8dbg_* symbols), which \
-would give whole inlining stacks from the code's deoptimization data without \
---perf-prof, but needs --memory full snapshots.
+  V8's postmortem metadata (the node binary's v8dbg_* symbols) is read for the JS \
+heap: with --memory full snapshots, jsobjects, jsprint, growth and report decode \
+V8's objects (no node flag needed; each analysis reads the whole V8 heap once). \
+Frames are not named from it: the jitdump above does that.
   --interpreted-frames-native-stack gives each interpreted function a frame of its \
 own. --no-node-flags adds none of them.
 

@@ -51,6 +51,14 @@ const NOT_RUN: &[(&str, &str)] = &[
         "needs a long-running server of the reader's",
     ),
     (
+        "leaktrail jsobjects NODE_SNAP [--constructor NAME] [--top N]",
+        "needs a --memory full snapshot of node; jsheap::issue_14_a_js_heap_leak_of_closures_is_named_by_its_constructor runs it",
+    ),
+    (
+        "leaktrail jsprint NODE_SNAP ADDR [--depth N]",
+        "needs a --memory full snapshot of node; jsheap::issue_14_jsprint_prints_a_known_object_literal runs it",
+    ),
+    (
         "leaktrail top -p PID [--interval 1s]",
         "needs a terminal and a traced program; terminal::issue_17_top_shows_the_growing_site_live_in_tmux_and_q_restores_the_terminal drives it in tmux",
     ),
@@ -388,6 +396,8 @@ const HELP_NOT_RUN: &[&str] = &[
     "~/",
     "| man",
     "my.supp",
+    // jsobjects and jsprint read a snapshot of node (tests/it/jsheap.rs).
+    "node.core",
 ];
 
 /// The `Examples:` of every subcommand's `--help`, comments removed.

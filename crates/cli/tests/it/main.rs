@@ -14,6 +14,7 @@ mod fleet;
 mod growth;
 mod hostile;
 mod install;
+mod jsheap;
 mod node;
 mod recording;
 mod snapshot;

@@ -326,3 +326,119 @@ fn issue_14_node_memory_is_told_in_a_node_users_words() {
         "the region table says malloc heap: {out}"
     );
 }
+
+/// The JS functions of a frame list that are the program's (not Node's
+/// `node:` scripts), innermost first, as every view names them: `JS NAME`.
+fn program_js(frames: impl Iterator<Item = (String, String)>) -> Vec<String> {
+    frames
+        .filter(|(name, file)| name.starts_with("JS ") && !file.starts_with("node:"))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// Issue 14 (item 4): every view keys JS frames by function. On a
+/// function V8 tiers up mid-run, the growth suspect, the flame graph
+/// (folded and SVG) and pprof give `leakBlocks` the same bytes, and pprof
+/// has one location per line of it, not one per code object.
+#[test]
+fn issue_14_every_view_gives_a_js_function_the_same_bytes() {
+    let r = tiers("tierup", 5);
+    let last = r.dir.join("snapshots/0005.core");
+    // growth: the one suspect, its bytes in the last snapshot.
+    let suspect = r.growth["suspects"]
+        .as_array()
+        .expect("suspects")
+        .iter()
+        .find(|s| s["class"] == 4096 && js_frames(s).iter().any(|f| f.0 == "leakBlocks"))
+        .expect("the leakBlocks suspect");
+    let growth_bytes = suspect["series"].as_array().unwrap().last().unwrap()["bytes"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(growth_bytes, 2000 * 4096);
+    let identity = program_js(suspect["stack"].as_array().unwrap().iter().map(|f| {
+        let name = match f["kind"].as_str() {
+            Some("js") => format!("JS {}", f["function"].as_str().unwrap_or("")),
+            _ => String::new(),
+        };
+        (name, f["file"].as_str().unwrap_or("").to_string())
+    }));
+    assert_eq!(identity[0], "JS leakBlocks", "{identity:?}");
+
+    // pprof: the samples of the same JS functions add up to the suspect.
+    let out = r.dir.with_file_name("tierup.pb.gz");
+    stdout(leaktrail().arg("pprof").arg(&last).arg("-o").arg(&out));
+    let p: Value = serde_json::from_str(&stdout(
+        std::process::Command::new("python3")
+            .arg(repo_root().join("crates/cli/tests/it/pprof_decode.py"))
+            .arg(&out),
+    ))
+    .expect("decoder json");
+    let mut pprof_site = 0;
+    let mut pprof_all = 0;
+    let mut locations = std::collections::BTreeSet::new();
+    let mut lines = std::collections::BTreeSet::new();
+    for smp in p["samples"].as_array().unwrap() {
+        if smp["labels"]["size_class"] != 4096 {
+            continue;
+        }
+        let stack = smp["stack"].as_array().unwrap();
+        let js = program_js(stack.iter().map(|f| {
+            (
+                f["function"].as_str().unwrap_or("").to_string(),
+                f["file"].as_str().unwrap_or("").to_string(),
+            )
+        }));
+        if !js.iter().any(|f| f == "JS leakBlocks") {
+            continue;
+        }
+        let bytes = smp["values"][1].as_u64().unwrap();
+        pprof_all += bytes;
+        if js == identity {
+            pprof_site += bytes;
+        }
+        for f in stack.iter().filter(|f| f["function"] == "JS leakBlocks") {
+            locations.insert(f["location"].as_u64().unwrap());
+            lines.insert(f["line"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(pprof_site, growth_bytes, "pprof and growth disagree");
+    assert_eq!(
+        locations.len(),
+        lines.len(),
+        "one pprof location per line of leakBlocks, not per code object"
+    );
+
+    // The flame graph, folded: every stack through leakBlocks (step 1's
+    // call from the top level too), the same bytes as pprof.
+    let folded = stdout(
+        leaktrail()
+            .args(["flamegraph", "--folded", "--size", "2049..4096"])
+            .arg(&last),
+    );
+    let folded_all: u64 = folded
+        .lines()
+        .filter(|l| l.split(';').any(|f| f.starts_with("JS leakBlocks")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(folded_all, pprof_all, "{folded}");
+    assert_eq!(folded_all, 2500 * 4096, "steps 1 to 5, 500 buffers each");
+    // ... and drawn: the SVG's JS leakBlocks boxes add up to the same.
+    let svg = stdout(
+        leaktrail()
+            .args(["flamegraph", "--size", "2049..4096"])
+            .arg(&last),
+    );
+    let svg_bytes: u64 = svg
+        .split("<title>JS leakBlocks (")
+        .skip(1)
+        .map(|t| {
+            let n: String = t
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == ',')
+                .filter(|c| *c != ',')
+                .collect();
+            n.parse::<u64>().unwrap()
+        })
+        .sum();
+    assert_eq!(svg_bytes, folded_all, "the SVG's titles");
+}

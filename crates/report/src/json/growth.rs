@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use leaktrail_analysis::growth::{ClassGrowth, Growth, Observation, SeriesPoint, Stats, Suspect};
+use leaktrail_analysis::v8::JsHeapGrowth;
 use serde::Serialize;
 
 use super::frame::{self, FrameRecord};
@@ -20,6 +21,64 @@ pub struct GrowthDocument<'a> {
     stackless: bool,
     suspects: Vec<SuspectRecord<'a>>,
     classes: Vec<ClassGrowthRecord>,
+    js_heap: Option<JsHeapRecord<'a>>,
+}
+
+/// The JS heap across the snapshots (`null` unless they are full
+/// snapshots of node).
+#[derive(Clone, Debug, Serialize)]
+pub struct JsHeapRecord<'a> {
+    verdict: &'static str,
+    objects: &'a [u64],
+    bytes: &'a [u64],
+    used: &'a [u64],
+    committed: &'a [u64],
+    constructors: Vec<ConstructorSeriesRecord<'a>>,
+}
+
+/// One constructor's objects across the snapshots.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConstructorSeriesRecord<'a> {
+    constructor: &'a str,
+    counts: &'a [u64],
+    bytes: &'a [u64],
+    count_delta: i64,
+    bytes_delta: i64,
+    grows_steadily: bool,
+}
+
+impl<'a> From<&'a JsHeapGrowth> for JsHeapRecord<'a> {
+    fn from(j: &'a JsHeapGrowth) -> Self {
+        JsHeapRecord {
+            verdict: j.verdict.name(),
+            objects: &j.objects,
+            bytes: &j.bytes,
+            used: &j.used,
+            committed: &j.committed,
+            // Those that gained objects: the rest is the bulk of a heap.
+            constructors: j
+                .constructors
+                .iter()
+                .filter(|c| c.count_delta() != 0 || c.bytes_delta() != 0)
+                .map(|c| ConstructorSeriesRecord {
+                    constructor: &c.constructor,
+                    counts: &c.counts,
+                    bytes: &c.bytes,
+                    count_delta: c.count_delta(),
+                    bytes_delta: c.bytes_delta(),
+                    grows_steadily: c.grows_steadily(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl<'a> GrowthDocument<'a> {
+    /// The document with the JS heap's growth, when there is one.
+    pub fn with_js_heap(mut self, j: Option<&'a JsHeapGrowth>) -> Self {
+        self.js_heap = j.map(Into::into);
+        self
+    }
 }
 
 /// One snapshot of the series.
@@ -156,6 +215,7 @@ impl<'a> From<&'a Growth> for GrowthDocument<'a> {
             stackless: g.stackless(),
             suspects: g.suspects.iter().map(Into::into).collect(),
             classes: g.classes.iter().map(Into::into).collect(),
+            js_heap: None,
         }
     }
 }
@@ -255,7 +315,8 @@ mod tests {
       "owner": "native"
     }
   ],
-  "classes": []
+  "classes": [],
+  "js_heap": null
 }"#,
         );
         // A class carries the same point and stats records as a suspect.
@@ -274,5 +335,79 @@ mod tests {
         suspect.owner = None;
         let json = serde_json::to_string(&SuspectRecord::from(&suspect)).unwrap();
         assert!(!json.contains("owner"), "{json}");
+    }
+
+    #[test]
+    fn js_heap_record_fields() {
+        use leaktrail_analysis::v8::{self, Census, ConstructorCount, SpaceUse};
+        let census = |listeners: u64| Census {
+            constructors: vec![
+                ConstructorCount {
+                    constructor: "Listener".into(),
+                    count: listeners,
+                    bytes: 40 * listeners,
+                    addrs: vec![],
+                },
+                ConstructorCount {
+                    constructor: "Object".into(),
+                    count: 7,
+                    bytes: 280,
+                    addrs: vec![],
+                },
+            ],
+            objects: listeners + 7,
+            bytes: 40 * listeners + 280,
+            heap_objects: 100,
+            heap_object_bytes: 5000,
+            spaces: vec![SpaceUse {
+                name: "old_space",
+                pages: 1,
+                committed: 262_144,
+                used: 4000 + 40 * listeners,
+            }],
+        };
+        let j = v8::compare(
+            vec!["a.core".into(), "b.core".into()],
+            &[census(10), census(30)],
+        );
+        assert_json(
+            &JsHeapRecord::from(&j),
+            r#"
+{
+  "verdict": "leak",
+  "objects": [
+    17,
+    37
+  ],
+  "bytes": [
+    680,
+    1480
+  ],
+  "used": [
+    4400,
+    5200
+  ],
+  "committed": [
+    262144,
+    262144
+  ],
+  "constructors": [
+    {
+      "constructor": "Listener",
+      "counts": [
+        10,
+        30
+      ],
+      "bytes": [
+        400,
+        1200
+      ],
+      "count_delta": 20,
+      "bytes_delta": 800,
+      "grows_steadily": true
+    }
+  ]
+}"#,
+        );
     }
 }

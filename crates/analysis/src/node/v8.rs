@@ -1,0 +1,395 @@
+//! The JS heap of a snapshot, decoded with V8's postmortem metadata.
+//!
+//! A node binary exports `v8dbg_*` symbols for debuggers: instance type
+//! numbers, field offsets, bit fields ([`Metadata`], read from the binary
+//! on disk). With them and a `--memory full` snapshot, [`JsHeap::open`]
+//! finds V8's pages (and its own committed and used bytes per space),
+//! then every object on them; [`census`] counts JS objects by constructor
+//! (mdb_v8's `findjsobjects`), and [`JsHeap::value`] decodes one object
+//! with its properties and elements (`::jsprint`).
+//!
+//! ```no_run
+//! use leaktrail_analysis::v8;
+//! use leaktrail_recording::Snapshot;
+//! let snap = Snapshot::open("app.core".as_ref())?;
+//! let md = v8::metadata_for(&snap)?;
+//! let heap = v8::JsHeap::open(&snap, &md)?;
+//! for c in v8::census(&heap).constructors.iter().take(5) {
+//!     println!("{} {} objects, {} bytes", c.constructor, c.count, c.bytes);
+//! }
+//! # Ok::<(), leaktrail_analysis::Error>(())
+//! ```
+
+mod heap;
+mod layout;
+mod metadata;
+mod value;
+
+use std::collections::HashMap;
+
+pub use heap::{HeapObject, JsHeap, SpaceUse};
+pub use metadata::Metadata;
+pub use value::JsValue;
+
+use leaktrail_recording::Snapshot;
+
+use crate::Error;
+
+/// The postmortem metadata of the node binary `snap` ran: the executable
+/// first, then any module named like node that has `v8dbg_` symbols.
+pub fn metadata_for(snap: &Snapshot) -> Result<Metadata, Error> {
+    let mut paths: Vec<String> = Vec::new();
+    if let Some(exe) = snap.metadata().and_then(|m| m.exe.clone()) {
+        paths.push(exe);
+    }
+    for m in snap.modules() {
+        let name = m.path.rsplit('/').next().unwrap_or("");
+        if name.starts_with("node") || name.starts_with("libnode") {
+            paths.push(m.path.clone());
+        }
+    }
+    paths.dedup();
+    let mut first_error = None;
+    for p in &paths {
+        match Metadata::from_binary(p) {
+            Ok(md) => return Ok(md),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| {
+        Error::Insufficient(format!(
+            "{} is not a snapshot of node: no module with V8's postmortem metadata (v8dbg_* symbols)",
+            snap.path().display()
+        ))
+    }))
+}
+
+/// JS objects of one constructor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConstructorCount {
+    /// The constructor's name (`Object`, `Array`, a class's name); for
+    /// functions, `Function NAME` (closures by the function they run).
+    pub constructor: String,
+    /// Objects found.
+    pub count: u64,
+    /// Their shallow bytes.
+    pub bytes: u64,
+    /// Their addresses, in address order.
+    pub addrs: Vec<u64>,
+}
+
+/// The JS objects of a heap by constructor, largest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// One entry per constructor, by bytes then count, descending.
+    pub constructors: Vec<ConstructorCount>,
+    /// JS objects found.
+    pub objects: u64,
+    /// Their shallow bytes.
+    pub bytes: u64,
+    /// Every heap object found (JS or not).
+    pub heap_objects: u64,
+    /// Their bytes.
+    pub heap_object_bytes: u64,
+    /// V8's spaces with committed and used bytes.
+    pub spaces: Vec<SpaceUse>,
+}
+
+impl Census {
+    /// The entry for `constructor`.
+    pub fn get(&self, constructor: &str) -> Option<&ConstructorCount> {
+        self.constructors
+            .iter()
+            .find(|c| c.constructor == constructor)
+    }
+}
+
+/// Counts the JS objects of `heap` by constructor.
+pub fn census(heap: &JsHeap<'_>) -> Census {
+    let mut by_map: HashMap<u64, String> = HashMap::new();
+    let mut groups: HashMap<String, ConstructorCount> = HashMap::new();
+    let mut census = Census {
+        spaces: heap.spaces().to_vec(),
+        ..Census::default()
+    };
+    for o in heap.objects() {
+        census.heap_objects += 1;
+        census.heap_object_bytes += o.size;
+        let Some(info) = heap.map_info(o.map) else {
+            continue;
+        };
+        // A constructor's prototype object has its instances' constructor
+        // too; it is one per class, not an instance.
+        if !heap.is_js_object(info.instance_type) || heap.is_prototype_map(o.map) {
+            continue;
+        }
+        let name = if heap.is_function(info.instance_type) {
+            let f = heap.function_name(o.addr);
+            if f.is_empty() {
+                "Function (anonymous)".to_string()
+            } else {
+                format!("Function {f}")
+            }
+        } else {
+            by_map
+                .entry(o.map)
+                .or_insert_with(|| heap.constructor_name(o.map))
+                .clone()
+        };
+        census.objects += 1;
+        census.bytes += o.size;
+        let g = groups
+            .entry(name.clone())
+            .or_insert_with(|| ConstructorCount {
+                constructor: name,
+                count: 0,
+                bytes: 0,
+                addrs: Vec::new(),
+            });
+        g.count += 1;
+        g.bytes += o.size;
+        g.addrs.push(o.addr);
+    }
+    let mut constructors: Vec<ConstructorCount> = groups.into_values().collect();
+    for c in &mut constructors {
+        c.addrs.sort_unstable();
+    }
+    constructors.sort_by(|a, b| {
+        (b.bytes, b.count, &a.constructor).cmp(&(a.bytes, a.count, &b.constructor))
+    });
+    census.constructors = constructors;
+    census
+}
+
+/// The census of the JS heap of the snapshot at `snap`.
+pub fn census_of(snap: &Snapshot) -> Result<Census, Error> {
+    let md = metadata_for(snap)?;
+    let heap = JsHeap::open(snap, &md)?;
+    Ok(census(&heap))
+}
+
+/// The JS objects of one constructor across snapshots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConstructorSeries {
+    /// The constructor, as [`census`] names it.
+    pub constructor: String,
+    /// Objects in each snapshot.
+    pub counts: Vec<u64>,
+    /// Their bytes in each snapshot.
+    pub bytes: Vec<u64>,
+}
+
+impl ConstructorSeries {
+    /// Objects gained from the first snapshot to the last.
+    pub fn count_delta(&self) -> i64 {
+        delta(&self.counts)
+    }
+
+    /// Bytes gained from the first snapshot to the last.
+    pub fn bytes_delta(&self) -> i64 {
+        delta(&self.bytes)
+    }
+
+    /// Whether its objects grow steadily: never fewer than before, and
+    /// more in at least half of the steps (a leak kept per request rises
+    /// at every snapshot; a cache warming up rises once and stays).
+    pub fn grows_steadily(&self) -> bool {
+        let steps = self.counts.len().saturating_sub(1);
+        let rises = self.counts.windows(2).filter(|w| w[1] > w[0]).count();
+        steps > 0
+            && self.counts.windows(2).all(|w| w[1] >= w[0])
+            && 2 * rises >= steps
+            && self.count_delta() > 0
+    }
+}
+
+fn delta(v: &[u64]) -> i64 {
+    match (v.first(), v.last()) {
+        (Some(&a), Some(&b)) => b as i64 - a as i64,
+        _ => 0,
+    }
+}
+
+/// What the JS heap's numbers say across snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JsVerdict {
+    /// JS objects of some constructor grow steadily: a JS-heap leak.
+    Leak,
+    /// V8 committed more memory, but no constructor's objects grow
+    /// steadily: the heap sizing itself (warm-up), not a leak.
+    WarmUp,
+    /// Neither objects nor V8's committed memory grow.
+    Steady,
+}
+
+impl JsVerdict {
+    /// The word the text uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            JsVerdict::Leak => "leak",
+            JsVerdict::WarmUp => "warm-up",
+            JsVerdict::Steady => "steady",
+        }
+    }
+}
+
+/// The JS heap across the snapshots of a series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsHeapGrowth {
+    /// The snapshots, in order.
+    pub snapshots: Vec<std::path::PathBuf>,
+    /// JS objects in each.
+    pub objects: Vec<u64>,
+    /// Their bytes in each.
+    pub bytes: Vec<u64>,
+    /// V8's used bytes (all spaces) in each.
+    pub used: Vec<u64>,
+    /// V8's committed bytes (all spaces) in each.
+    pub committed: Vec<u64>,
+    /// Every constructor, those that grow steadily first, then by bytes
+    /// gained.
+    pub constructors: Vec<ConstructorSeries>,
+    /// What the numbers say.
+    pub verdict: JsVerdict,
+}
+
+impl JsHeapGrowth {
+    /// The constructors whose objects grow steadily.
+    pub fn growing(&self) -> impl Iterator<Item = &ConstructorSeries> {
+        self.constructors.iter().filter(|c| c.grows_steadily())
+    }
+}
+
+/// The JS heap of each snapshot in `paths` (oldest first) and how it
+/// changes; `None` when the first is not a full snapshot of node (no V8
+/// metadata, or no V8 page captured), so other programs' series are
+/// left alone. Reads each snapshot's whole V8 heap once.
+pub fn growth_of(paths: &[std::path::PathBuf]) -> Result<Option<JsHeapGrowth>, Error> {
+    let mut censuses = Vec::new();
+    let mut md: Option<Metadata> = None;
+    for p in paths {
+        let snap = Snapshot::open(p)?;
+        let m = match &md {
+            Some(m) => m.clone(),
+            None => match metadata_for(&snap) {
+                Ok(m) => m,
+                Err(_) => return Ok(None),
+            },
+        };
+        let heap = match JsHeap::open(&snap, &m) {
+            Ok(h) => h,
+            Err(_) if censuses.is_empty() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut c = census(&heap);
+        for k in &mut c.constructors {
+            k.addrs = Vec::new();
+        }
+        censuses.push(c);
+        md = Some(m);
+    }
+    if censuses.len() < 2 {
+        return Ok(None);
+    }
+    Ok(Some(compare(paths.to_vec(), &censuses)))
+}
+
+/// The growth of a series of censuses (oldest first).
+pub fn compare(snapshots: Vec<std::path::PathBuf>, censuses: &[Census]) -> JsHeapGrowth {
+    let mut names: Vec<&str> = censuses
+        .iter()
+        .flat_map(|c| c.constructors.iter().map(|k| k.constructor.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut constructors: Vec<ConstructorSeries> = names
+        .into_iter()
+        .map(|name| {
+            let of = |c: &Census| c.get(name).map_or((0, 0), |k| (k.count, k.bytes));
+            ConstructorSeries {
+                constructor: name.to_string(),
+                counts: censuses.iter().map(|c| of(c).0).collect(),
+                bytes: censuses.iter().map(|c| of(c).1).collect(),
+            }
+        })
+        .collect();
+    constructors.sort_by(|a, b| {
+        (b.grows_steadily(), b.bytes_delta(), &a.constructor).cmp(&(
+            a.grows_steadily(),
+            a.bytes_delta(),
+            &b.constructor,
+        ))
+    });
+    let sum = |c: &Census, f: fn(&SpaceUse) -> u64| c.spaces.iter().map(f).sum::<u64>();
+    let committed: Vec<u64> = censuses.iter().map(|c| sum(c, |s| s.committed)).collect();
+    let verdict = if constructors.iter().any(ConstructorSeries::grows_steadily) {
+        JsVerdict::Leak
+    } else if delta(&committed) > 0 {
+        JsVerdict::WarmUp
+    } else {
+        JsVerdict::Steady
+    };
+    JsHeapGrowth {
+        snapshots,
+        objects: censuses.iter().map(|c| c.objects).collect(),
+        bytes: censuses.iter().map(|c| c.bytes).collect(),
+        used: censuses.iter().map(|c| sum(c, |s| s.used)).collect(),
+        committed,
+        constructors,
+        verdict,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn census(listeners: u64, committed: u64) -> Census {
+        Census {
+            constructors: vec![ConstructorCount {
+                constructor: "Listener".into(),
+                count: listeners,
+                bytes: 40 * listeners,
+                addrs: vec![],
+            }],
+            objects: listeners,
+            bytes: 40 * listeners,
+            spaces: vec![SpaceUse {
+                name: "old_space",
+                pages: 1,
+                committed,
+                used: 40 * listeners,
+            }],
+            ..Census::default()
+        }
+    }
+
+    fn verdict(series: &[(u64, u64)]) -> JsVerdict {
+        let c: Vec<Census> = series.iter().map(|&(n, c)| census(n, c)).collect();
+        compare(vec![], &c).verdict
+    }
+
+    /// A JS-heap leak, a warm-up and a steady heap are told apart by the
+    /// objects and V8's committed bytes together.
+    #[test]
+    fn a_leak_a_warm_up_and_a_steady_heap_are_told_apart() {
+        let mb = 1 << 20;
+        // Objects rise at every snapshot: a leak, whatever V8 committed.
+        assert_eq!(
+            verdict(&[(10, mb), (20, mb), (30, mb), (40, mb)]),
+            JsVerdict::Leak
+        );
+        // V8 grows its heap, the objects rise once and stay: warm-up.
+        assert_eq!(
+            verdict(&[(10, mb), (40, 4 * mb), (40, 8 * mb), (40, 8 * mb)]),
+            JsVerdict::WarmUp
+        );
+        // Up and down, nothing committed: steady.
+        assert_eq!(
+            verdict(&[(10, mb), (20, mb), (10, mb), (20, mb)]),
+            JsVerdict::Steady
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! `leaktrail jsobjects`: JS objects by constructor, from a snapshot.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use leaktrail_analysis::v8;
+use leaktrail_recording::Snapshot;
+use leaktrail_report::heap::js as render;
+use leaktrail_report::json;
+
+use crate::bad_input;
+
+/// Flags of `leaktrail jsobjects`.
+#[derive(clap::Args)]
+#[command(after_help = "\
+mdb_v8's ::findjsobjects for current Node: every JS object on V8's heap, \
+counted by constructor (a class's name, Object, Array; closures as \
+`Function NAME`), with their shallow bytes, then V8's own used and \
+committed bytes per space. Needs a --memory full snapshot (the default) \
+of node and the node binary it ran (its v8dbg_* symbols describe V8's \
+object layouts); reads the whole V8 heap once. Objects V8 has not yet \
+collected are counted too: run node with --expose-gc and collect before \
+the snapshot when you want only the live ones. Across snapshots, growth \
+and report name the constructors that grow.
+
+Examples:
+  leaktrail jsobjects node.core
+  leaktrail jsobjects node.core --constructor Listener   # their addresses, for jsprint
+  leaktrail jsobjects node.core --json")]
+pub struct Args {
+    /// The snapshot (taken with --memory full).
+    snap: PathBuf,
+    /// Print the addresses of this constructor's objects instead, one a line.
+    #[arg(long, value_name = "NAME")]
+    constructor: Option<String>,
+    /// Show the first N constructors (0: all).
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    top: usize,
+    /// Print one JSON document instead of text (addresses included only
+    /// with --constructor).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let snap = Snapshot::open(&args.snap)?;
+    let census = v8::census_of(&snap)?;
+    let mut out = std::io::stdout().lock();
+    if let Some(name) = &args.constructor {
+        if census.get(name).is_none() {
+            let known: Vec<&str> = census
+                .constructors
+                .iter()
+                .take(10)
+                .map(|c| c.constructor.as_str())
+                .collect();
+            bad_input!(
+                "no JS object of constructor {name:?} in {}: the largest are {}",
+                args.snap.display(),
+                known.join(", ")
+            );
+        }
+        if args.json {
+            let mut only = census.clone();
+            only.constructors.retain(|c| &c.constructor == name);
+            out.write_all(json::to_string(&json::JsObjectsDocument::new(&only, true))?.as_bytes())?;
+        } else {
+            out.write_all(render::addresses(&census, name).as_bytes())?;
+        }
+    } else if args.json {
+        out.write_all(json::to_string(&json::JsObjectsDocument::new(&census, false))?.as_bytes())?;
+    } else {
+        out.write_all(render::census(&census, args.top).as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
