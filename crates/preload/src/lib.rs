@@ -15,6 +15,8 @@
 //! * [`region`] and [`stacks`]: the tables in the region.
 //! * [`unwind`]: the hybrid CFI / frame-pointer unwinder.
 //! * [`exit`]: the hand-over to the supervisor at the program's end.
+//! * [`attach`]: loaded late by `leaktrail attach`: the malloc family
+//!   redirected in every module's GOT, and back at detach.
 //!
 //! # Constraints on the hook path
 //!
@@ -40,6 +42,7 @@
 //!   `leaktrail run`'s answer (10 minutes by default).
 #![deny(missing_docs)]
 
+pub mod attach;
 pub mod exit;
 pub mod hooks;
 pub mod next;

@@ -127,14 +127,14 @@ pub struct Args {
 /// The tracer library this binary was built with (`build.rs` builds it),
 /// written to a private cache directory when no library sits beside the
 /// binary: one `leaktrail` file is a complete install.
-const PRELOAD: supervise::EmbeddedLibrary<'static> = supervise::EmbeddedLibrary {
+pub(crate) const PRELOAD: supervise::EmbeddedLibrary<'static> = supervise::EmbeddedLibrary {
     bytes: include_bytes!(concat!(env!("OUT_DIR"), "/libleaktrail_preload.so")),
     hash: env!("LEAKTRAIL_PRELOAD_HASH"),
 };
 
 /// What `run` says at the end: where the recording is, the trend
 /// verdict, and the commands to run next.
-fn verdict_and_next(dir: &Path, shown: &Path, snapshots: usize) -> String {
+pub(crate) fn verdict_and_next(dir: &Path, shown: &Path, snapshots: usize) -> String {
     let mut s = format!(
         "leaktrail: recording in {} ({snapshots} snapshot{})\n",
         shown.display(),
@@ -152,7 +152,7 @@ fn verdict_and_next(dir: &Path, shown: &Path, snapshots: usize) -> String {
     s
 }
 
-fn parse_every(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_every(s: &str) -> Result<Duration, String> {
     if s == "0" {
         return Ok(Duration::ZERO);
     }
