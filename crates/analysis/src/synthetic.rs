@@ -386,6 +386,7 @@ impl HeapBuilder {
             unwind: "frame-pointers".into(),
             max_depth: 64,
             exit_tid: 0,
+            attached: false,
             start_realtime_ns: 0,
             counters: AuditCounters::default(),
             classes: Vec::new(),

@@ -199,6 +199,7 @@ fn attach(spec: &[u8]) -> c_int {
     unwind::modules::rebuild();
     tracer::install_fork_handlers();
     tracer::link_attached(fd);
+    hdr.attached.store(1, Ordering::Relaxed);
     tracer::set_lifecycle(hdr, Lifecycle::Running);
     lock_patching();
     ATTACHED.store(true, Ordering::Release);

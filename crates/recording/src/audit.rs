@@ -90,6 +90,9 @@ pub struct Audit {
     pub max_depth: u32,
     /// The thread that was handing over at exit, if one was (0: none).
     pub exit_tid: u32,
+    /// The tracer was loaded into the running process (`leaktrail
+    /// attach`): blocks from before it are not in `live`.
+    pub attached: bool,
     /// When the tracer started (ns since the epoch).
     pub start_realtime_ns: u64,
     /// Drop counters.
@@ -304,6 +307,7 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
             .to_string(),
         max_depth: h.max_depth,
         exit_tid: h.exit_tid.load(Ordering::Relaxed),
+        attached: h.attached.load(Ordering::Relaxed) == 1,
         start_realtime_ns: h.start_realtime_ns,
         counters: AuditCounters {
             dropped_allocs: load(&c.dropped_allocs),

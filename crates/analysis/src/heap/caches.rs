@@ -151,6 +151,7 @@ mod tests {
             unwind: leaktrail_format::UnwindMode::Dwarf.name().into(),
             max_depth: 64,
             exit_tid: 0,
+            attached: false,
             start_realtime_ns: 0,
             counters: AuditCounters::default(),
             classes: classes

@@ -33,9 +33,9 @@ a hook is not safe. A process that cannot be attached (a static binary, no \
 glibc 2.34+, a seccomp filter, ptrace refused) is left untouched.
 
 Examples:
-  leaktrail attach -p 4242 --every 10m --out rec
-  leaktrail attach -p 4242 --every 1m --memory full
-  leaktrail detach -p 4242")]
+  leaktrail attach -p 1234 --every 10m --out rec
+  leaktrail attach -p 1234 --every 1m --memory full
+  leaktrail detach -p 1234")]
 pub struct Args {
     /// The process.
     #[arg(short, long)]
@@ -73,7 +73,7 @@ the entries back itself. The process runs on as before; the idle tracer library 
 stays mapped.
 
 Examples:
-  leaktrail detach -p 4242")]
+  leaktrail detach -p 1234")]
 pub struct DetachArgs {
     /// The process.
     #[arg(short, long)]

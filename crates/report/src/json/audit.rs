@@ -162,6 +162,7 @@ mod tests {
                 unwind: "dwarf".into(),
                 max_depth: 64,
                 exit_tid: 0,
+                attached: false,
                 start_realtime_ns: 9,
                 counters: AuditCounters {
                     dropped_allocs: 1,
