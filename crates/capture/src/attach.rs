@@ -59,16 +59,16 @@ use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use leaktrail_format::handover;
-use leaktrail_recording::dir::snapshots::Snapshots;
 use leaktrail_recording::Memory;
 
 use crate::inject;
 use crate::snapshot::ptrace::{Thread, World, GREGS_BYTES};
-use crate::supervise::{RecordOptions, Recorded, TraceOptions, Traced};
+use crate::supervise::{RecordOptions, Recorded, Started, TraceOptions, Traced};
 use crate::Error;
 
 /// How to attach.
@@ -588,17 +588,20 @@ impl Attached {
     ) -> Result<AttachRecorded, Error> {
         let pid = self.pid;
         let mut stop = stop_signals()?;
-        let started: Arc<Mutex<Option<Snapshots>>> = Arc::default();
+        let started: Arc<Started> = Arc::default();
         let how = opts.snapshots;
         let outcome: Arc<Mutex<Option<Result<i32, Error>>>> = Arc::default();
-        {
-            let (started, outcome) = (started.clone(), outcome.clone());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stopper = {
+            let (started, outcome, stopping) = (started.clone(), outcome.clone(), stopping.clone());
             std::thread::spawn(move || {
                 let mut byte = [0u8; 1];
                 if stop.read(&mut byte).unwrap_or(0) == 0 {
                     return;
                 }
-                let last = started.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                stopping.store(true, Ordering::SeqCst);
+                // A stop right after the attach: the recording first.
+                let last = started.wait();
                 let mut problems = Vec::new();
                 if let Some(snapshots) = last {
                     if let Err(e) = crate::snapshot::take_into(&snapshots, pid, &how, false) {
@@ -608,10 +611,14 @@ impl Attached {
                 let r = detach_now(pid, detach_wait);
                 *outcome.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(problems.into_iter().next().map_or(r, Err));
-            });
-        }
+            })
+        };
         let traced = Traced::attached(pid, self.socket, started);
         let recorded = traced.record(opts, |_| {})?;
+        // The link closes inside the detach: wait for the detach itself.
+        if stopping.load(Ordering::SeqCst) {
+            let _ = stopper.join();
+        }
         let done = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
         let (detached, restored) = match done {
             Some(Ok(n)) => (true, n),

@@ -61,7 +61,7 @@ pub struct Traced {
     socket: Option<UnixStream>,
     /// Told the recording's snapshots when it starts (attach takes the
     /// last one at detach, from another thread).
-    started: Option<Arc<Mutex<Option<Snapshots>>>>,
+    started: Option<Arc<Started>>,
 }
 
 /// A preload library carried inside the binary (the `leaktrail` binary
@@ -306,11 +306,7 @@ impl Traced {
     /// recording is made exactly as `run`'s, and ends when the link closes
     /// (a detach, or the process's end). `started` gets the recording's
     /// snapshots once it exists.
-    pub(crate) fn attached(
-        pid: i32,
-        socket: UnixStream,
-        started: Arc<Mutex<Option<Snapshots>>>,
-    ) -> Traced {
+    pub(crate) fn attached(pid: i32, socket: UnixStream, started: Arc<Started>) -> Traced {
         Traced {
             child: None,
             pid,
@@ -451,6 +447,36 @@ impl Default for RecordOptions {
             after_snapshot: None,
             on_sample: None,
         }
+    }
+}
+
+/// The moment a recording starts, for another thread: its snapshots, or
+/// `None` once it is clear there will be none.
+#[derive(Default)]
+pub(crate) struct Started {
+    state: Mutex<Option<Option<Snapshots>>>,
+    changed: Condvar,
+}
+
+impl Started {
+    /// Says the recording started (with its snapshots) or never will; the
+    /// first word counts.
+    fn set(&self, snapshots: Option<Snapshots>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.is_none() {
+            *s = Some(snapshots);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits until the recording started or ended; its snapshots if it
+    /// started.
+    pub(crate) fn wait(&self) -> Option<Snapshots> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while s.is_none() {
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s.clone().flatten()
     }
 }
 
@@ -610,7 +636,7 @@ impl Traced {
                 Notice::Start(n) => {
                     start_recording(&recorder, &mut failed, n, &opts, &problems);
                     if let (Some(tell), Some(r)) = (&started, recorder.borrow().as_ref()) {
-                        *tell.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.snapshots.clone());
+                        tell.set(Some(r.snapshots.clone()));
                     }
                 }
                 Notice::Exit(n) => {
@@ -640,6 +666,10 @@ impl Traced {
                 }
             },
         )?;
+        if let Some(tell) = &started {
+            // Whoever waits for the start learns it will not come now.
+            tell.set(None);
+        }
         if let Some(e) = failed {
             return Err(e);
         }

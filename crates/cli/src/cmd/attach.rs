@@ -91,14 +91,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     opts.trace.unwind = args.unwind;
     opts.trace.depth = args.depth;
     let attached = attach::attach(args.pid, &opts)?;
-    eprintln!(
+    // Said once the recording exists (its first sample), so whoever waits
+    // for this line can add to it at once.
+    let said = std::sync::Mutex::new(Some(format!(
         "leaktrail: attached to process {} (its threads stopped {:.1} ms, the tracer loaded in {:.1} ms); Ctrl-C or `leaktrail detach -p {}` ends it",
         args.pid,
         attached.pause.as_secs_f64() * 1e3,
         attached.injection.as_secs_f64() * 1e3,
         args.pid
-    );
+    )));
     let mut record = RecordOptions::default();
+    record.on_sample = Some(supervise::SampleHook(std::sync::Arc::new(move |_, _| {
+        if let Some(line) = said.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            eprintln!("{line}");
+        }
+    })));
     record.out = args.out.clone();
     record.every = (!args.every.is_zero()).then_some(args.every);
     record.keep = args.keep.unwrap_or(0);
