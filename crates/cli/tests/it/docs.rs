@@ -51,6 +51,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "needs a long-running server of the reader's",
     ),
     (
+        "leaktrail detach -p PID",
+        "needs a process under leaktrail attach; attach::issue_12_attach_finds_the_earlier_blocks_and_gives_later_ones_their_stacks detaches one",
+    ),
+    (
         "leaktrail top -p PID [--interval 1s]",
         "needs a terminal and a traced program; terminal::issue_17_top_shows_the_growing_site_live_in_tmux_and_q_restores_the_terminal drives it in tmux",
     ),
