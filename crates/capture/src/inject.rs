@@ -166,15 +166,27 @@ pub(crate) fn syscall(
     set_regs(tid, &regs)?;
     let mut out = Injected::default();
     let ran = run_to_exit(pid, tid, &mut out);
-    // Back to the thread's own registers and its own kind of stop, on
-    // success and on failure alike (unless it is gone).
+    let done = give_back(pid, tid, saved, ran, out);
+    // Back to the options World seized with: none.
+    let _ = ptrace(libc::PTRACE_SETOPTIONS, tid, 0, 0, "reset options");
+    done
+}
+
+/// Back to the thread's own registers and its own kind of stop, on
+/// success and on failure (`ran`) alike (unless it is gone); then the
+/// signals held back meanwhile are sent again.
+fn give_back(
+    pid: i32,
+    tid: i32,
+    saved: &[u8],
+    ran: Result<(), Error>,
+    mut out: Injected,
+) -> Result<Injected, Error> {
     let restored = set_regs(tid, saved).and_then(|()| back_to_stop(pid, tid, &mut out));
     for &sig in &out.deferred {
         // SAFETY: tgkill takes no pointers.
         unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
     }
-    // Back to the options World seized with: none.
-    let _ = ptrace(libc::PTRACE_SETOPTIONS, tid, 0, 0, "reset options");
     ran.and(restored).map(|()| out)
 }
 
@@ -225,12 +237,7 @@ pub(crate) fn call(
     set_regs(tid, &regs)?;
     let mut out = Injected::default();
     let ran = run_to_return(pid, tid, &mut out);
-    let restored = set_regs(tid, saved).and_then(|()| back_to_stop(pid, tid, &mut out));
-    for &sig in &out.deferred {
-        // SAFETY: tgkill takes no pointers.
-        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
-    }
-    ran.and(restored).map(|()| out)
+    give_back(pid, tid, saved, ran, out)
 }
 
 /// Resumes `tid` until the injected function returns to address 0;

@@ -40,6 +40,19 @@ pub struct Chunk {
     pub mmapped: bool,
 }
 
+impl Chunk {
+    /// The chunk as a block without stack, time or thread.
+    fn block(&self) -> Block {
+        Block {
+            addr: self.addr,
+            size: self.size,
+            time_ns: 0,
+            stack: StackId::NONE,
+            tid: 0,
+        }
+    }
+}
+
 /// What a walk found.
 #[derive(Clone, Debug)]
 pub struct Walk {
@@ -75,13 +88,7 @@ impl Walk {
             .chunks
             .iter()
             .filter(|c| !known.contains(&c.addr))
-            .map(|c| Block {
-                addr: c.addr,
-                size: c.size,
-                time_ns: 0,
-                stack: StackId::NONE,
-                tid: 0,
-            })
+            .map(Chunk::block)
             .collect();
         for b in &before {
             if let Some(c) = audit.classes.get_mut(class_of(b.size).index()) {
@@ -100,17 +107,7 @@ impl Walk {
     /// counted from them (no allocation or free counts), its state
     /// `"walked"`. What the heap analyses read for an untraced process.
     pub fn audit(&self, pid: u32) -> Audit {
-        let live: Vec<Block> = self
-            .chunks
-            .iter()
-            .map(|c| Block {
-                addr: c.addr,
-                size: c.size,
-                time_ns: 0,
-                stack: StackId::NONE,
-                tid: 0,
-            })
-            .collect();
+        let live: Vec<Block> = self.chunks.iter().map(Chunk::block).collect();
         let mut classes: Vec<ClassStats> = SizeClass::all()
             .map(|class| ClassStats {
                 class,

@@ -8,11 +8,9 @@ use anyhow::Context;
 use leaktrail_capture::attach::{self, AttachOptions};
 use leaktrail_capture::snapshot::{MemoryMode, Periodic};
 use leaktrail_capture::supervise::{self, RecordOptions};
-use leaktrail_format::UnwindMode;
 use leaktrail_recording::dir as recording;
 
-use crate::cmd::run::{parse_every, verdict_and_next, PRELOAD};
-use crate::cmd::spelled;
+use crate::cmd::run::{verdict_and_next, TraceFlags, PRELOAD};
 use crate::cmd::watch::parse_duration;
 
 /// Flags of `leaktrail attach`.
@@ -40,18 +38,8 @@ pub struct Args {
     /// The process.
     #[arg(short, long)]
     pub pid: i32,
-    /// How stacks are captured: dwarf (CFI, then frame pointers), fp, none.
-    #[arg(long, default_value_t = UnwindMode::Dwarf, value_parser = spelled::<UnwindMode>(UnwindMode::NAMES))]
-    pub unwind: UnwindMode,
-    /// Frames per stack (1-256).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub depth: u32,
-    /// Time between periodic snapshots: 30s, 10m, 1h; 0 for none.
-    #[arg(long, default_value = "10m", value_parser = parse_every)]
-    pub every: Duration,
-    /// Keep at most N periodic snapshots: the first and the newest N-1.
-    #[arg(long, value_name = "N")]
-    pub keep: Option<usize>,
+    #[command(flatten)]
+    pub trace: TraceFlags,
     /// What snapshots capture: full (all writable memory: the heap walk
     /// needs it to see blocks from before the attach), tables, none.
     #[arg(long, default_value_t = MemoryMode::Full, value_parser = str::parse::<MemoryMode>)]
@@ -88,8 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locate the leaktrail binary")?;
     let library = supervise::find_library(&exe, Some(PRELOAD))?;
     let mut opts = AttachOptions::new(library);
-    opts.trace.unwind = args.unwind;
-    opts.trace.depth = args.depth;
+    opts.trace = args.trace.options(opts.trace.library.clone());
     let attached = attach::attach(args.pid, &opts)?;
     // Said once the recording exists (its first sample), so whoever waits
     // for this line can add to it at once.
@@ -107,8 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     })));
     record.out = args.out.clone();
-    record.every = (!args.every.is_zero()).then_some(args.every);
-    record.keep = args.keep.unwrap_or(0);
+    args.trace.schedule(&mut record);
     record.snapshots = Periodic::new(args.memory);
     record.interval = args.interval;
     let done = attached.record(record, opts.safe_point_wait)?;
