@@ -76,6 +76,15 @@ pub enum Error {
         /// The pid asked for.
         pid: i32,
     },
+    /// `leaktrail attach` cannot inject the tracer into the process (or
+    /// `detach` finds nothing to undo); it was left as it was.
+    #[error("cannot attach to process {pid}: {why}")]
+    CannotAttach {
+        /// The pid asked for.
+        pid: i32,
+        /// Why, and what was left.
+        why: String,
+    },
     /// A command could not be started.
     #[error("cannot start {program}: {source}")]
     Spawn {
@@ -121,6 +130,7 @@ impl Error {
                 | Error::AlreadyTraced { .. }
                 | Error::Zombie { .. }
                 | Error::KernelThread { .. }
+                | Error::CannotAttach { .. }
         ) || matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
             || matches!(self, Error::Recording(e) if e.is_bad_input())
     }

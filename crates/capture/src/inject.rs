@@ -74,6 +74,7 @@ const RSI: usize = 13;
 const RDI: usize = 14;
 const ORIG_RAX: usize = 15;
 const RIP: usize = 16;
+const RSP: usize = 19;
 
 /// `NT_PRSTATUS`: the general registers' regset.
 const NT_PRSTATUS: u32 = 1;
@@ -145,6 +146,93 @@ pub(crate) fn find_syscall_insn(pid: i32, regs: &[u8]) -> Option<u64> {
         }
     }
     None
+}
+
+/// Calls the function at `func` in thread `tid` of `pid` (in our interrupt
+/// stop with registers `saved`) with the integer arguments `args`, after
+/// copying `data` onto its stack; `args` gets the address of that copy.
+/// Returns the function's `rax`.
+///
+/// The call runs on the thread's own stack, below its red zone: the
+/// return address pushed is 0, so the function's `ret` faults at address
+/// 0, which we catch (a `SIGSEGV` with `rip` 0) and never deliver. As in
+/// [`syscall`], `orig_rax` is -1 for the call (a system call the thread
+/// was in is not restarted into it), signals that arrive meanwhile are
+/// held back and sent again afterwards, and the thread ends in the stop it
+/// started in with its own registers. Only this thread runs the call; the
+/// caller decides which threads stay stopped meanwhile (see
+/// `crate::attach` for why a thread must be at a safe point).
+pub(crate) fn call(
+    pid: i32,
+    tid: i32,
+    saved: &[u8],
+    func: u64,
+    data: &[u8],
+    args: impl FnOnce(u64) -> [u64; 6],
+) -> Result<Injected, Error> {
+    const RED_ZONE: u64 = 128;
+    let sp = word(saved, RSP);
+    let at = (sp - RED_ZONE - data.len() as u64 - 64) & !15;
+    write(pid, at, data).map_err(|source| Error::Sys {
+        what: format!("write the call's arguments into thread {tid}'s stack"),
+        source,
+    })?;
+    // At a function's first instruction rsp + 8 is 16-aligned.
+    let ret_at = at - 64 - 8;
+    write(pid, ret_at, &0u64.to_le_bytes()).map_err(|source| Error::Sys {
+        what: format!("write the return address into thread {tid}'s stack"),
+        source,
+    })?;
+    let mut regs = saved.to_vec();
+    set(&mut regs, RIP, func);
+    set(&mut regs, RSP, ret_at);
+    set(&mut regs, RAX, 0);
+    set(&mut regs, ORIG_RAX, u64::MAX);
+    for (slot, v) in [RDI, RSI, RDX, 11, R8, R9].into_iter().zip(args(at)) {
+        // The fourth argument of a function is in rcx (11), not r10.
+        set(&mut regs, slot, v);
+    }
+    set_regs(tid, &regs)?;
+    let mut out = Injected::default();
+    let ran = run_to_return(pid, tid, &mut out);
+    let restored = give_back(pid, tid, saved, &mut out);
+    ran.and(restored).map(|()| out)
+}
+
+/// Resumes `tid` until the injected function returns to address 0;
+/// stores its `rax` in `out`.
+fn run_to_return(pid: i32, tid: i32, out: &mut Injected) -> Result<(), Error> {
+    let mut deliver = 0u64;
+    loop {
+        ptrace(libc::PTRACE_CONT, tid, 0, deliver, "resume for the call")?;
+        deliver = 0;
+        let status = wait(pid, tid)?;
+        let sig = libc::WSTOPSIG(status);
+        let event = (status >> 16) & 0xff;
+        if event != 0 {
+            // A group stop or an event of ours: go on.
+            continue;
+        }
+        if sig == libc::SIGSEGV {
+            let regs = get_regs(tid)?;
+            if word(&regs, RIP) == 0 {
+                out.ret = word(&regs, RAX) as i64;
+                return Ok(());
+            }
+            // The function itself faulted: let the program's own handling
+            // see it rather than loop (it would crash without us too).
+            return Err(Error::Sys {
+                what: format!(
+                    "the injected call in thread {tid} faulted at {:#x}",
+                    word(&regs, RIP)
+                ),
+                source: io::ErrorKind::Other.into(),
+            });
+        }
+        if sig != libc::SIGTRAP {
+            out.deferred.push(sig);
+        }
+    }
 }
 
 /// An injected system call under way: [`Call::start`] runs it until it
@@ -243,15 +331,8 @@ impl Call {
         } else {
             self.run(false)
         };
-        // Back to the thread's own registers and its own kind of stop, on
-        // success and on failure alike (unless it is gone).
         let (pid, tid) = (self.pid, self.tid);
-        let restored =
-            set_regs(tid, &self.saved).and_then(|()| back_to_stop(pid, tid, &mut self.out));
-        for &sig in &self.out.deferred {
-            // SAFETY: tgkill takes no pointers.
-            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
-        }
+        let restored = give_back(pid, tid, &self.saved, &mut self.out);
         // Back to the options World seized with: none.
         let _ = ptrace(libc::PTRACE_SETOPTIONS, tid, 0, 0, "reset options");
         ran.and(restored)
@@ -314,6 +395,18 @@ impl Drop for Call {
             );
         }
     }
+}
+
+/// Back to the thread's own registers and its own kind of stop, on
+/// success and on failure alike (unless it is gone); then the signals held
+/// back meanwhile are sent again.
+fn give_back(pid: i32, tid: i32, saved: &[u8], out: &mut Injected) -> Result<(), Error> {
+    let restored = set_regs(tid, saved).and_then(|()| back_to_stop(pid, tid, out));
+    for &sig in &out.deferred {
+        // SAFETY: tgkill takes no pointers.
+        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
+    }
+    restored
 }
 
 /// Takes `tid`, registers restored, back into a `PTRACE_EVENT_STOP` of
@@ -414,6 +507,28 @@ fn word(regs: &[u8], i: usize) -> u64 {
 fn set(regs: &mut [u8], i: usize, v: u64) {
     if let Some(b) = regs.get_mut(i * 8..i * 8 + 8) {
         b.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Writes `data` at `addr` of `pid` (writable memory only).
+fn write(pid: i32, addr: u64, data: &[u8]) -> io::Result<()> {
+    let local = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: `local` describes our own buffer, which the kernel only
+    // reads; it checks `remote` against the target's address space.
+    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+    if n == data.len() as isize {
+        Ok(())
+    } else if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Err(io::ErrorKind::WriteZero.into())
     }
 }
 

@@ -7,6 +7,8 @@
 //!   (`leaktrail_recording::dir`).
 //! * [`launch`] starts a target; [`supervise`] starts it under the tracer
 //!   and answers the tracer's hand-overs; [`node`] adds Node.js's flags.
+//! * [`attach`] injects the tracer into a running process (ptrace, its own
+//!   `dlopen`) and records it as `run` does; `detach` takes it out again.
 //! * [`snapshot`] stops the world and writes an ELF core with leaktrail's
 //!   note (the encoders are `leaktrail_recording::snapshot`'s).
 //! * [`memory`] reads a live process's memory as a
@@ -16,6 +18,7 @@
 //! and what it writes is defined in `leaktrail-recording`.
 #![deny(missing_docs)]
 
+pub mod attach;
 pub mod error;
 pub(crate) mod inject;
 pub mod launch;

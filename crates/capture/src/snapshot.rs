@@ -30,7 +30,7 @@ pub(crate) mod interrupt;
 mod memory;
 mod module;
 mod pagemap;
-mod ptrace;
+pub(crate) mod ptrace;
 mod xstate;
 
 use std::collections::HashSet;

@@ -53,10 +53,15 @@ impl TraceOptions {
     }
 }
 
-/// A traced child and our end of its hand-over socket.
+/// A traced child and our end of its hand-over socket; or a process
+/// `leaktrail attach` injected the tracer into (no child of ours).
 pub struct Traced {
-    child: Child,
+    child: Option<Child>,
+    pid: i32,
     socket: Option<UnixStream>,
+    /// Told the recording's snapshots when it starts (attach takes the
+    /// last one at detach, from another thread).
+    started: Option<Arc<Started>>,
 }
 
 /// A preload library carried inside the binary (the `leaktrail` binary
@@ -204,8 +209,10 @@ pub fn spawn(mut cmd: Command, opts: &TraceOptions) -> Result<Traced, Error> {
     drop(theirs);
     forward_signals_to(child.id() as i32);
     Ok(Traced {
-        child,
+        pid: child.id() as i32,
+        child: Some(child),
         socket: Some(ours),
+        started: None,
     })
 }
 
@@ -295,9 +302,22 @@ fn socket_pair() -> Result<(UnixStream, OwnedFd), Error> {
 }
 
 impl Traced {
+    /// A process the tracer was injected into, talking on `socket`: its
+    /// recording is made exactly as `run`'s, and ends when the link closes
+    /// (a detach, or the process's end). `started` gets the recording's
+    /// snapshots once it exists.
+    pub(crate) fn attached(pid: i32, socket: UnixStream, started: Arc<Started>) -> Traced {
+        Traced {
+            child: None,
+            pid,
+            socket: Some(socket),
+            started: Some(started),
+        }
+    }
+
     /// The child's pid.
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.pid
     }
 
     /// Waits for the program to end, calling `on_notice` for each thing the
@@ -335,10 +355,14 @@ impl Traced {
                 on_cut(pid);
             }
         }
-        self.child.wait().map_err(|source| Error::Sys {
-            what: format!("wait for process {}", self.child.id()),
-            source,
-        })
+        match self.child.as_mut() {
+            Some(child) => child.wait().map_err(|source| Error::Sys {
+                what: format!("wait for process {pid}"),
+                source,
+            }),
+            // Not our child: its status is its parent's to know.
+            None => Ok(ExitStatus::from_raw(0)),
+        }
     }
 }
 
@@ -423,6 +447,36 @@ impl Default for RecordOptions {
             after_snapshot: None,
             on_sample: None,
         }
+    }
+}
+
+/// The moment a recording starts, for another thread: its snapshots, or
+/// `None` once it is clear there will be none.
+#[derive(Default)]
+pub(crate) struct Started {
+    state: Mutex<Option<Option<Snapshots>>>,
+    changed: Condvar,
+}
+
+impl Started {
+    /// Says the recording started (with its snapshots) or never will; the
+    /// first word counts.
+    fn set(&self, snapshots: Option<Snapshots>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.is_none() {
+            *s = Some(snapshots);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits until the recording started or ended; its snapshots if it
+    /// started.
+    pub(crate) fn wait(&self) -> Option<Snapshots> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while s.is_none() {
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s.clone().flatten()
     }
 }
 
@@ -569,6 +623,7 @@ impl Traced {
         let mut failed: Option<Error> = None;
         // Set when the link was cut: the recording ended there.
         let finished: std::cell::RefCell<Option<(PathBuf, Snapshots)>> = Default::default();
+        let (attached, started) = (self.child.is_none(), self.started.clone());
         let status = self.wait_or_cut(
             |notice| match notice {
                 Notice::Start(n) if n.header_addr == 0 => {
@@ -578,7 +633,12 @@ impl Traced {
                     );
                     start_recording(&recorder, &mut failed, n, &opts, &problems);
                 }
-                Notice::Start(n) => start_recording(&recorder, &mut failed, n, &opts, &problems),
+                Notice::Start(n) => {
+                    start_recording(&recorder, &mut failed, n, &opts, &problems);
+                    if let (Some(tell), Some(r)) = (&started, recorder.borrow().as_ref()) {
+                        tell.set(Some(r.snapshots.clone()));
+                    }
+                }
                 Notice::Exit(n) => {
                     if let Some(r) = recorder.borrow().as_ref().filter(|r| r.pid == n.pid) {
                         let taken = snapshot::take_into(&r.snapshots, n.pid, &opts.snapshots, true);
@@ -595,13 +655,21 @@ impl Traced {
             |pid| {
                 if let Some(r) = recorder.borrow_mut().take() {
                     // Said at once: the program may run on for a long time.
-                    eprintln!(
+                    // (An attached process's link closes at detach: that
+                    // is its recording's normal end.)
+                    if !attached {
+                        eprintln!(
                         "leaktrail: process {pid} closed the tracer's link and runs on (it closed every descriptor, as daemons do, or exec'd through execl, which the tracer cannot follow): recording stopped there, the program runs on untouched"
                     );
+                    }
                     *finished.borrow_mut() = Some(r.finish(&problems));
                 }
             },
         )?;
+        if let Some(tell) = &started {
+            // Whoever waits for the start learns it will not come now.
+            tell.set(None);
+        }
         if let Some(e) = failed {
             return Err(e);
         }
@@ -622,8 +690,10 @@ impl Traced {
             });
         };
         // Only we reap the child, so only we know how it ended.
-        if let Err(e) = crate::watch::record_exit_status(&dir, status) {
-            note(&problems, format!("recording the exit status: {e}"));
+        if !attached {
+            if let Err(e) = crate::watch::record_exit_status(&dir, status) {
+                note(&problems, format!("recording the exit status: {e}"));
+            }
         }
         Ok(Recorded {
             status,

@@ -33,6 +33,10 @@ enum Command {
     Watch(cmd::watch::Args),
     /// Run a command under the tracer: every live buffer keeps its stack.
     Run(cmd::run::Args),
+    /// Inject the tracer into a running process and record it as `run` does.
+    Attach(cmd::attach::Args),
+    /// Take the tracer out of a process's way again (end `attach`).
+    Detach(cmd::attach::DetachArgs),
     /// A live view of a traced process: RSS, regions, the fastest-growing sites.
     Top(cmd::top::Args),
     /// Trend verdict of a recording: growing, flat or inconclusive.
@@ -85,6 +89,8 @@ fn main() -> ExitCode {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Watch(a) => cmd::watch::run(a),
         Command::Run(a) => cmd::run::run(a),
+        Command::Attach(a) => cmd::attach::run(a),
+        Command::Detach(a) => cmd::attach::detach(a),
         Command::Top(a) => cmd::top::run(a),
         Command::Trend(a) => cmd::trend::run(a),
         Command::Maps(a) => cmd::maps::run(a),

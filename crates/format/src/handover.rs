@@ -112,6 +112,66 @@ pub fn parse_link(value: &[u8]) -> Option<(i32, Option<u64>)> {
         None => Some((fd, None)),
     }
 }
+/// The tracer's entry point for `leaktrail attach`, called in the target
+/// (by ptrace) after `dlopen` loaded the library: `int
+/// leaktrail_attach(const char *spec)`, `spec` an [`AttachSpec`] line.
+/// Returns 0 when the malloc family is redirected, else one of the
+/// `ATTACH_*` codes.
+pub const ATTACH_SYMBOL: &str = "leaktrail_attach";
+/// `int leaktrail_detach(void)`: puts every redirected GOT entry back,
+/// stops recording and closes the link; the library stays loaded, idle.
+/// Returns the number of entries restored.
+pub const DETACH_SYMBOL: &str = "leaktrail_detach";
+/// [`ATTACH_SYMBOL`]'s answer: the spec did not parse.
+pub const ATTACH_BAD_SPEC: i32 = 1;
+/// [`ATTACH_SYMBOL`]'s answer: the process is traced from its start
+/// (`leaktrail run`), there is nothing to attach.
+pub const ATTACH_PRELOADED: i32 = 2;
+/// [`ATTACH_SYMBOL`]'s answer: the audit region could not be mapped.
+pub const ATTACH_NO_REGION: i32 = 3;
+/// [`ATTACH_SYMBOL`]'s answer: the supervisor's socket could not be reached.
+pub const ATTACH_NO_LINK: i32 = 4;
+/// [`ATTACH_SYMBOL`]'s answer: already attached (another `attach` runs).
+pub const ATTACH_BUSY: i32 = 5;
+
+/// What `leaktrail attach` tells the tracer it loaded late, in place of
+/// the environment `run` sets: `UNWIND DEPTH SOCKET`, space-separated, the
+/// socket an abstract Unix socket name (without the leading NUL) on which
+/// the supervisor listens. The tracer connects, writes its `start` line
+/// and goes on without waiting for the answer: the heap it joins was there
+/// long before, there is no beginning to hold back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachSpec<'a> {
+    /// An [`crate::UnwindMode`] name.
+    pub unwind: &'a [u8],
+    /// Frames per stack.
+    pub depth: u32,
+    /// The abstract socket's name.
+    pub socket: &'a [u8],
+}
+
+impl<'a> AttachSpec<'a> {
+    /// Parses a spec line; `None` unless it has exactly three fields, a
+    /// decimal depth and a socket name of 1 to 100 bytes.
+    pub fn parse(line: &'a [u8]) -> Option<AttachSpec<'a>> {
+        let mut it = line.split(|&b| b == b' ');
+        let unwind = it.next()?;
+        let depth = it.next()?;
+        let socket = it.next()?;
+        if it.next().is_some() || socket.is_empty() || socket.len() > 100 || depth.len() > 9 {
+            return None;
+        }
+        let depth = depth.iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
+        })?;
+        Some(AttachSpec {
+            unwind,
+            depth,
+            socket,
+        })
+    }
+}
+
 /// Where the supervisor looks for the tracer library first.
 pub const PRELOAD: EnvName = EnvName(c"LEAKTRAIL_PRELOAD");
 
@@ -350,6 +410,27 @@ mod tests {
             "exit 42 3 0x1\r",
         ] {
             assert_eq!(Notice::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn attach_specs() {
+        assert_eq!(
+            AttachSpec::parse(b"dwarf 64 leaktrail-attach-1-2"),
+            Some(AttachSpec {
+                unwind: b"dwarf",
+                depth: 64,
+                socket: b"leaktrail-attach-1-2"
+            })
+        );
+        for bad in [
+            &b""[..],
+            b"dwarf 64",
+            b"dwarf x s",
+            b"dwarf 64 s extra",
+            b"dwarf 64 ",
+        ] {
+            assert_eq!(AttachSpec::parse(bad), None, "{bad:?}");
         }
     }
 

@@ -53,7 +53,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
 
-use core::sync::atomic::{AtomicU32, AtomicU64};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 mod allocator;
 pub mod handover;
@@ -347,8 +347,13 @@ pub struct Header {
     pub pointer_width: u8,
     /// 1 little endian, 2 big endian.
     pub endianness: u8,
+    /// 1 when the tracer was loaded into the running process by `leaktrail
+    /// attach`: blocks allocated before are not in the live table (readers
+    /// take them from a walk of the allocator's heap); 0 when it started
+    /// with the program.
+    pub attached: AtomicU8,
     /// Padding.
-    pub pad: [u8; 2],
+    pub pad: u8,
     /// Process id of the writer (after a fork, the child's).
     pub pid: AtomicU32,
     /// A [`Lifecycle`].

@@ -364,13 +364,14 @@ pub unsafe extern "C" fn mremap(
 static REAL_DLOPEN: AtomicUsize = AtomicUsize::new(0);
 static REAL_DLCLOSE: AtomicUsize = AtomicUsize::new(0);
 
-/// The next definition of `name` after ours (libc's).
+/// The next definition of `name` after ours (libc's); the global one
+/// when `leaktrail attach` loaded us ([`next::handle`]).
 pub fn next_symbol(cache: &AtomicUsize, name: &core::ffi::CStr) -> usize {
     let mut f = cache.load(Ordering::Acquire);
     if f == 0 {
         // SAFETY: dlsym with a NUL-terminated name; called outside the
         // malloc hooks, nested allocations pass through.
-        f = thread::quietly(|| unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) }) as usize;
+        f = thread::quietly(|| unsafe { libc::dlsym(next::handle(), name.as_ptr()) }) as usize;
         cache.store(f, Ordering::Release);
     }
     f

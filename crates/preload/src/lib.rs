@@ -16,6 +16,8 @@
 //! * [`unwind`]: the hybrid CFI / frame-pointer unwinder.
 //! * [`exit`]: the hand-over to the supervisor at the program's end.
 //! * `exec`: the variadic `execl`, `execlp` and `execle` (x86-64).
+//! * [`attach`]: loaded late by `leaktrail attach`: the malloc family
+//!   redirected in every module's GOT, and back at detach.
 //!
 //! # Constraints on the hook path
 //!
@@ -42,6 +44,7 @@
 #![deny(missing_docs)]
 
 pub mod allocator;
+pub mod attach;
 #[cfg(target_arch = "x86_64")]
 pub mod exec;
 pub mod exit;

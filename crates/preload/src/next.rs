@@ -117,10 +117,32 @@ pub fn resolve() {
     }
 }
 
+/// Set when `leaktrail attach` loaded us with `dlopen`: we are then not
+/// in the global scope, and the program's functions are its global
+/// definitions (`RTLD_DEFAULT`); `RTLD_NEXT` would search after an object
+/// that is not in that list.
+static LOADED_LATE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Looks the real functions up in the global scope from now on; call
+/// before [`resolve`] when the library was loaded with `dlopen`.
+pub fn loaded_late() {
+    LOADED_LATE.store(true, Ordering::Release);
+}
+
+/// The `dlsym` handle that finds the definitions the program would use
+/// without us.
+pub fn handle() -> *mut c_void {
+    if LOADED_LATE.load(Ordering::Acquire) {
+        libc::RTLD_DEFAULT
+    } else {
+        libc::RTLD_NEXT
+    }
+}
+
 fn lookup(name: &CStr) -> usize {
     // SAFETY: dlsym with a NUL-terminated name; nested allocations in this
     // thread are served by the bootstrap buffer.
-    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
+    unsafe { libc::dlsym(handle(), name.as_ptr()) as usize }
 }
 
 /// The base address of the object defining `f`, 0 if unknown.

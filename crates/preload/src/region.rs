@@ -130,6 +130,34 @@ fn new_table(hdr: &Header, shard: &ShardDesc, slots: u64, record_bytes: u64) -> 
     }
 }
 
+/// Empties the live and mapped-memory tables and zeroes the live counts;
+/// interned stacks and the running totals stay. For `leaktrail attach`
+/// after a detach: frees went by unseen meanwhile, so no record from
+/// before can be trusted. Nothing calls the hooks while it runs.
+pub fn forget_live(hdr: &Header) {
+    for (index, shard) in hdr.live.iter().enumerate() {
+        let _guard = ShardGuard::lock(shard);
+        empty_table(shard);
+        for c in &hdr.classes[index] {
+            c.live_count.store(0, Ordering::Relaxed);
+            c.live_bytes.store(0, Ordering::Relaxed);
+        }
+    }
+    let _guard = ShardGuard::lock(&hdr.maps);
+    empty_table(&hdr.maps);
+}
+
+/// Marks every slot of `shard`'s table empty (under its lock).
+fn empty_table(shard: &ShardDesc) {
+    let table = shard.table.load(Ordering::Relaxed);
+    for i in 0..shard.capacity.load(Ordering::Relaxed) {
+        // SAFETY: `i` is below the table's capacity; we hold the lock.
+        unsafe { (*slot(table, i)).addr.store(EMPTY, Ordering::Release) };
+    }
+    shard.len.store(0, Ordering::Relaxed);
+    shard.tombstones.store(0, Ordering::Relaxed);
+}
+
 /// A held shard lock; bumps the sequence counter to odd on entry and back
 /// to even on drop.
 pub struct ShardGuard<'a> {

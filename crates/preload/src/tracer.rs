@@ -41,6 +41,13 @@ static DEADLINE_MS: AtomicU64 = AtomicU64::new(handover::DEFAULT_DEADLINE_MS);
 /// Reads the configuration, creates the region and builds the module
 /// table. Runs once, from the library's constructor.
 pub fn init() {
+    if crate::attach::loaded_late() {
+        // `leaktrail attach` loaded us with dlopen: it calls
+        // `leaktrail_attach` next, with the configuration (see
+        // [`crate::attach`]). Until then nothing calls our hooks.
+        crate::next::loaded_late();
+        return;
+    }
     crate::next::resolve();
     thread::quietly(|| {
         if env(handover::DISABLE) == Some(b"1") {
@@ -58,8 +65,7 @@ pub fn init() {
         if let Some(limit) = env(handover::REGION_LIMIT).and_then(parse_u64) {
             region::LIMIT.store(limit, Ordering::Relaxed);
         }
-        MODE.store(mode as u32, Ordering::Relaxed);
-        DEPTH.store(depth, Ordering::Relaxed);
+        configure(mode, depth);
         let pid = sys::getpid();
         thread::MAIN_TID.store(pid as u64, Ordering::Relaxed);
         let mut local = 0u64;
@@ -93,14 +99,7 @@ pub fn init() {
             return;
         };
         crate::allocator::publish(hdr);
-        // SAFETY: the handlers are plain functions that only touch atomics.
-        unsafe {
-            libc::pthread_atfork(
-                Some(before_fork),
-                Some(after_fork_parent),
-                Some(after_fork_child),
-            )
-        };
+        install_fork_handlers();
         // Blocks of the constructors that ran before ours join the audit
         // as the region starts recording.
         preinit::replay(hdr, mode, || {
@@ -132,9 +131,59 @@ fn link(fd: i32, inode: Option<u64>) {
         // exists.
         unsafe { libc::unsetenv(handover::SUPERVISOR_FD.as_c_str().as_ptr()) };
     }
-    SUPERVISOR_INODE.store(actual, Ordering::Relaxed);
+    hold_link(fd, actual);
+}
+
+/// Keeps `fd` (a socket with `inode`) as this process's link to the
+/// supervisor.
+fn hold_link(fd: i32, inode: u64) {
+    SUPERVISOR_INODE.store(inode, Ordering::Relaxed);
     LINK_PID.store(sys::getpid(), Ordering::Relaxed);
     SUPERVISOR_FD.store(fd, Ordering::Relaxed);
+}
+
+/// Takes `fd`, a socket `leaktrail attach` listens on, as the link.
+pub(crate) fn link_attached(fd: i32) {
+    let inode = sys::file_identity(fd).map_or(0, |(_, inode)| inode);
+    hold_link(fd, inode);
+}
+
+/// Drops the link to the supervisor and closes it (`leaktrail detach`).
+pub(crate) fn unlink() {
+    let fd = SUPERVISOR_FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        sys::close(fd);
+    }
+}
+
+/// Sets how stacks are captured: from the environment at init, from
+/// `leaktrail attach`'s spec when loaded late.
+pub(crate) fn configure(mode: UnwindMode, depth: u32) {
+    MODE.store(mode as u32, Ordering::Relaxed);
+    DEPTH.store(depth, Ordering::Relaxed);
+}
+
+/// Registers the fork handlers (see the module documentation), once: a
+/// second `leaktrail attach` after a detach finds them in place.
+pub(crate) fn install_fork_handlers() {
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    if INSTALLED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: the handlers are plain functions that only touch atomics.
+    unsafe {
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_parent),
+            Some(after_fork_child),
+        )
+    };
+}
+
+/// Starts (`Running`) or stops (`Disabled`) recording into `hdr`.
+pub(crate) fn set_lifecycle(hdr: &Header, state: Lifecycle) {
+    hdr.state.store(state as u32, Ordering::Release);
+    STATE.store(state as u32, Ordering::Release);
 }
 
 /// The supervisor's descriptor, if this process holds the link and the

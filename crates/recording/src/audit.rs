@@ -93,6 +93,9 @@ pub struct Audit {
     /// The program's allocator, as the tracer found it
     /// ([`format::Allocator::Unknown`] from an older tracer).
     pub allocator: format::Allocator,
+    /// The tracer was loaded into the running process (`leaktrail
+    /// attach`): blocks from before it are not in `live`.
+    pub attached: bool,
     /// When the tracer started (ns since the epoch).
     pub start_realtime_ns: u64,
     /// Drop counters.
@@ -308,6 +311,7 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
         max_depth: h.max_depth,
         exit_tid: h.exit_tid.load(Ordering::Relaxed),
         allocator: format::Allocator::from_u32(h.allocator.load(Ordering::Relaxed)),
+        attached: h.attached.load(Ordering::Relaxed) == 1,
         start_realtime_ns: h.start_realtime_ns,
         counters: AuditCounters {
             dropped_allocs: load(&c.dropped_allocs),

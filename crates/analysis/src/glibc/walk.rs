@@ -40,6 +40,19 @@ pub struct Chunk {
     pub mmapped: bool,
 }
 
+impl Chunk {
+    /// The chunk as a block without stack, time or thread.
+    fn block(&self) -> Block {
+        Block {
+            addr: self.addr,
+            size: self.size,
+            time_ns: 0,
+            stack: StackId::NONE,
+            tid: 0,
+        }
+    }
+}
+
 /// What a walk found.
 #[derive(Clone, Debug)]
 pub struct Walk {
@@ -65,22 +78,36 @@ pub struct Walk {
 }
 
 impl Walk {
+    /// Adds to `audit` (a tracer's, loaded into the running process by
+    /// `leaktrail attach`) every chunk in use that it lacks: the blocks
+    /// allocated before the attach, without stacks, times or threads, at
+    /// their usable sizes, counted in their size classes. Returns how many.
+    pub fn merge_before_attach(&self, audit: &mut Audit) -> usize {
+        let known: HashSet<u64> = audit.live.iter().map(|b| b.addr).collect();
+        let before: Vec<Block> = self
+            .chunks
+            .iter()
+            .filter(|c| !known.contains(&c.addr))
+            .map(Chunk::block)
+            .collect();
+        for b in &before {
+            if let Some(c) = audit.classes.get_mut(class_of(b.size).index()) {
+                c.live_count += 1;
+                c.live_bytes += b.size;
+            }
+        }
+        let n = before.len();
+        audit.live.extend(before);
+        audit.live.sort_unstable_by_key(|b| b.addr);
+        n
+    }
+
     /// The chunks as an audit without stacks, times or threads: its live
     /// blocks are the chunks in use (usable sizes), its size classes
     /// counted from them (no allocation or free counts), its state
     /// `"walked"`. What the heap analyses read for an untraced process.
     pub fn audit(&self, pid: u32) -> Audit {
-        let live: Vec<Block> = self
-            .chunks
-            .iter()
-            .map(|c| Block {
-                addr: c.addr,
-                size: c.size,
-                time_ns: 0,
-                stack: StackId::NONE,
-                tid: 0,
-            })
-            .collect();
+        let live: Vec<Block> = self.chunks.iter().map(Chunk::block).collect();
         let mut classes: Vec<ClassStats> = SizeClass::all()
             .map(|class| ClassStats {
                 class,
@@ -104,6 +131,7 @@ impl Walk {
             max_depth: 0,
             exit_tid: 0,
             allocator: leaktrail_format::Allocator::Glibc,
+            attached: false,
             start_realtime_ns: 0,
             counters: AuditCounters::default(),
             classes,

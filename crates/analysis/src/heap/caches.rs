@@ -152,6 +152,7 @@ mod tests {
             max_depth: 64,
             exit_tid: 0,
             allocator: leaktrail_format::Allocator::Unknown,
+            attached: false,
             start_realtime_ns: 0,
             counters: AuditCounters::default(),
             classes: classes

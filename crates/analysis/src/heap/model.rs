@@ -370,13 +370,27 @@ impl<'a> Heap<'a> {
     /// without stacks, sizes the usable ones.
     pub fn open(snap: &'a Snapshot) -> Result<Heap<'a>, Error> {
         let pid = snap.pid().map(|p| p as u32);
-        if let Some(audit) = audit::find(snap, pid)? {
+        if let Some(mut audit) = audit::find(snap, pid)? {
             // glibc's state is kept out of the roots only where it is the
             // program's allocator's.
             let glibc = crate::glibc::locate::program_allocator(snap, audit.allocator).is_glibc();
+            let keeps_memory = snap
+                .metadata()
+                .is_none_or(|m| m.options.memory.keeps_memory());
+            // Attached late: what was allocated before is in the heap,
+            // not in the audit.
+            let walk = (glibc && audit.attached && keeps_memory)
+                .then(|| heap_walk::walk(snap, &audit.ranges).ok())
+                .flatten();
+            if let Some(w) = &walk {
+                w.merge_before_attach(&mut audit);
+            }
             let mut heap = Heap::new(snap, audit);
             if glibc {
-                heap.allocator_state = heap_walk::state(snap);
+                heap.allocator_state = match walk {
+                    Some(w) => w.state,
+                    None => heap_walk::state(snap),
+                };
             }
             return Ok(heap);
         }

@@ -147,6 +147,10 @@ pub struct WalkDifference {
     /// Chunks in use the tracer allocated for itself before it recorded
     /// (its module table): not a difference, counted apart.
     pub tracer_own: u64,
+    /// With a tracer `leaktrail attach` loaded: the chunks in use it does
+    /// not list, which were allocated before it (not a difference either;
+    /// `only_walked` is then 0).
+    pub before_attach: u64,
     /// The first few of each: (address, walked usable size, audited size;
     /// 0 where that side has none).
     pub examples: Vec<(u64, u64, u64)>,
@@ -191,6 +195,11 @@ fn walk_summary(
     let difference = audit.map(|a| {
         let mut d = heap_walk::compare(&w.chunks, &a.live);
         let tracer = heap_walk::take_tracer_own(snap, &mut d.only_walked);
+        let before_attach = if a.attached {
+            std::mem::take(&mut d.only_walked).len() as u64
+        } else {
+            0
+        };
         let mut examples: Vec<(u64, u64, u64)> = Vec::new();
         examples.extend(
             d.only_walked
@@ -210,6 +219,7 @@ fn walk_summary(
             only_audited: d.only_audited.len() as u64,
             size_mismatch: d.size_mismatch.len() as u64,
             tracer_own: tracer.len() as u64,
+            before_attach,
             examples,
         }
     });

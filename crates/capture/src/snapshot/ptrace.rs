@@ -47,6 +47,22 @@ pub(crate) struct Thread {
     state: State,
 }
 
+impl Thread {
+    /// A stopped thread with registers `regs`, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(tid: i32, regs: Vec<u8>) -> Thread {
+        Thread {
+            tid,
+            regs,
+            fpregs: None,
+            xstate: None,
+            pending_signal: 0,
+            stop_signal: libc::SIGTRAP,
+            state: State::Stopped,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Seized and interrupted; the stop has not been collected yet.
@@ -202,9 +218,20 @@ impl World {
         }
     }
 
+    /// Lets every thread but `keep` go (the one that will run an injected
+    /// call while the others run on). Whether any turned out to be gone.
+    pub fn release_all_but(&mut self, keep: i32) -> bool {
+        self.detach_where(|tid| tid != keep)
+    }
+
     /// Lets every thread go. Returns whether any thread turned out to be
     /// gone when we tried (the process died under us).
     fn detach_all(&mut self) -> bool {
+        self.detach_where(|_| true)
+    }
+
+    /// Lets the threads `which` picks go.
+    fn detach_where(&mut self, which: impl Fn(i32) -> bool) -> bool {
         let mut dying = Vec::new();
         // Seized and interrupted but not yet collected: detaching needs the
         // stop first, and the interrupt guarantees one, in the end.
@@ -218,7 +245,7 @@ impl World {
             );
         }
         for t in &mut self.threads {
-            if t.state != State::Stopped {
+            if t.state != State::Stopped || !which(t.tid) {
                 continue;
             }
             // SAFETY: PTRACE_DETACH takes no pointers; data is the signal

@@ -149,6 +149,13 @@ fn heap_walk(o: &mut String, w: &leaktrail_analysis::summary::WalkSummary) {
         w.chunks, w.bytes, w.mmapped, w.arenas, w.heaps, w.tcache_chunks, w.fastbin_chunks, w.free_chunks, w.source
     );
     if let Some(d) = &w.difference {
+        if d.before_attach > 0 {
+            let _ = writeln!(
+                o,
+                "  {} chunks in use are from before the attach (not in the audit: the analyses take them from this walk, without stacks)",
+                d.before_attach
+            );
+        }
         if d.only_walked + d.only_audited + d.size_mismatch == 0 {
             let _ = writeln!(
                 o,

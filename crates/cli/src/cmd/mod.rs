@@ -1,6 +1,7 @@
 //! One module per subcommand: its flags, and the one library call it makes.
 
 pub mod addr;
+pub mod attach;
 pub mod bufs;
 pub mod caches;
 pub mod completions;

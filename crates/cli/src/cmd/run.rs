@@ -60,18 +60,8 @@ Examples:
   leaktrail run --every 30s --keep 20 --out rec -- python3 app.py
   leaktrail run --no-record --dump-at-exit audit.json -- ./test-suite")]
 pub struct Args {
-    /// How stacks are captured: dwarf (CFI, then frame pointers), fp, none.
-    #[arg(long, default_value_t = UnwindMode::Dwarf, value_parser = spelled::<UnwindMode>(UnwindMode::NAMES))]
-    pub unwind: UnwindMode,
-    /// Frames per stack (1-256).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub depth: u32,
-    /// Time between periodic snapshots: 30s, 10m, 1h; 0 for none.
-    #[arg(long, default_value = "10m", value_parser = parse_every)]
-    pub every: Duration,
-    /// Keep at most N periodic snapshots: the first and the newest N-1.
-    #[arg(long, value_name = "N")]
-    pub keep: Option<usize>,
+    #[command(flatten)]
+    pub trace: TraceFlags,
     /// What snapshots capture: full (all writable memory), tables (the audit
     /// only), none (notes only).
     #[arg(long, default_value_t = MemoryMode::Full, value_parser = str::parse::<MemoryMode>)]
@@ -127,17 +117,51 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
+/// How the tracer records and how often the recording takes a snapshot:
+/// the flags `run` and `attach` share.
+#[derive(clap::Args)]
+pub struct TraceFlags {
+    /// How stacks are captured: dwarf (CFI, then frame pointers), fp, none.
+    #[arg(long, default_value_t = UnwindMode::Dwarf, value_parser = spelled::<UnwindMode>(UnwindMode::NAMES))]
+    pub unwind: UnwindMode,
+    /// Frames per stack (1-256).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub depth: u32,
+    /// Time between periodic snapshots: 30s, 10m, 1h; 0 for none.
+    #[arg(long, default_value = "10m", value_parser = parse_every)]
+    pub every: Duration,
+    /// Keep at most N periodic snapshots: the first and the newest N-1.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+}
+
+impl TraceFlags {
+    /// The tracer's options for the library at `library`.
+    pub fn options(&self, library: PathBuf) -> supervise::TraceOptions {
+        let mut opts = supervise::TraceOptions::new(library);
+        opts.unwind = self.unwind;
+        opts.depth = self.depth;
+        opts
+    }
+
+    /// Sets `record`'s snapshot timer and pruning.
+    pub fn schedule(&self, record: &mut RecordOptions) {
+        record.every = (!self.every.is_zero()).then_some(self.every);
+        record.keep = self.keep.unwrap_or(0);
+    }
+}
+
 /// The tracer library this binary was built with (`build.rs` builds it),
 /// written to a private cache directory when no library sits beside the
 /// binary: one `leaktrail` file is a complete install.
-const PRELOAD: supervise::EmbeddedLibrary<'static> = supervise::EmbeddedLibrary {
+pub(crate) const PRELOAD: supervise::EmbeddedLibrary<'static> = supervise::EmbeddedLibrary {
     bytes: include_bytes!(concat!(env!("OUT_DIR"), "/libleaktrail_preload.so")),
     hash: env!("LEAKTRAIL_PRELOAD_HASH"),
 };
 
 /// What `run` says at the end: where the recording is, the trend
 /// verdict, and the commands to run next.
-fn verdict_and_next(dir: &Path, shown: &Path, snapshots: usize) -> String {
+pub(crate) fn verdict_and_next(dir: &Path, shown: &Path, snapshots: usize) -> String {
     let mut s = format!(
         "leaktrail: recording in {} ({snapshots} snapshot{})\n",
         shown.display(),
@@ -166,9 +190,7 @@ fn parse_every(s: &str) -> Result<Duration, String> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locate the leaktrail binary")?;
     let library = supervise::find_library(&exe, Some(PRELOAD))?;
-    let mut opts = supervise::TraceOptions::new(library);
-    opts.unwind = args.unwind;
-    opts.depth = args.depth;
+    let opts = args.trace.options(library);
     let node = node::is_node(&args.command[0]);
     let argv = if node && !args.no_node_flags {
         node::with_symbol_flags(&args.command)
@@ -234,8 +256,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(r) => Some(r.dir().to_path_buf()),
             None => args.out.clone(),
         };
-        record.every = (!args.every.is_zero()).then_some(args.every);
-        record.keep = args.keep.unwrap_or(0);
+        args.trace.schedule(&mut record);
         record.snapshots = Periodic::new(args.memory);
         record.snapshots.method = args.method;
         record.snapshots.incremental = args.incremental;

@@ -59,6 +59,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "needs a --memory full snapshot of node; jsheap::issue_14_jsprint_prints_a_known_object_literal runs it",
     ),
     (
+        "leaktrail detach -p PID",
+        "needs a process under leaktrail attach; attach::issue_12_attach_finds_the_earlier_blocks_and_gives_later_ones_their_stacks detaches one",
+    ),
+    (
         "leaktrail top -p PID [--interval 1s]",
         "needs a terminal and a traced program; terminal::issue_17_top_shows_the_growing_site_live_in_tmux_and_q_restores_the_terminal drives it in tmux",
     ),

@@ -5,6 +5,7 @@
 //! what each fixture is known by construction to do.
 
 mod analyses;
+mod attach;
 mod core_edit;
 mod cow;
 mod debug_files;

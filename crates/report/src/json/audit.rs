@@ -163,6 +163,7 @@ mod tests {
                 max_depth: 64,
                 exit_tid: 0,
                 allocator: leaktrail_format::Allocator::Unknown,
+                attached: false,
                 start_realtime_ns: 9,
                 counters: AuditCounters {
                     dropped_allocs: 1,

@@ -71,6 +71,7 @@ pub struct DifferenceRecord {
     only_audited: u64,
     size_mismatch: u64,
     tracer_own: u64,
+    before_attach: u64,
     examples: Vec<DifferenceExample>,
 }
 
@@ -108,6 +109,7 @@ impl From<&WalkDifference> for DifferenceRecord {
             only_audited: d.only_audited,
             size_mismatch: d.size_mismatch,
             tracer_own: d.tracer_own,
+            before_attach: d.before_attach,
             examples: d
                 .examples
                 .iter()
@@ -367,6 +369,7 @@ mod tests {
                     only_audited: 0,
                     size_mismatch: 0,
                     tracer_own: 2,
+                    before_attach: 0,
                     examples: vec![(0x6000, 40, 0)],
                 }),
             }),
@@ -462,6 +465,7 @@ mod tests {
       "only_audited": 0,
       "size_mismatch": 0,
       "tracer_own": 2,
+      "before_attach": 0,
       "examples": [
         {
           "address": 24576,
