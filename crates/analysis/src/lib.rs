@@ -53,7 +53,8 @@ pub use error::Error;
 pub use glibc::walk as heap_walk;
 pub use heap::model::{Area, AreaKind, BlockIndex, Heap, RootRange, Roots};
 pub use heap::{
-    bufs, caches, dump, exit_roots, leaks, libc_residue, profile, refs, suppressions, types, whatis,
+    bufs, caches, dump, exit_roots, leaks, libc_residue, profile, refs, sites, suppressions, types,
+    whatis,
 };
 pub use node::{jitdump, owner};
 pub use series::{growth, trend};

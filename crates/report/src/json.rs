@@ -37,6 +37,7 @@ pub mod info;
 pub mod leaks;
 pub mod maps_diff;
 pub mod refs;
+pub mod sites;
 pub mod trend;
 pub mod whatis;
 
@@ -49,6 +50,7 @@ pub use info::InfoDocument;
 pub use leaks::LeaksDocument;
 pub use maps_diff::MapsDiffDocument;
 pub use refs::{ChainsDocument, RefsDocument};
+pub use sites::SummaryDocument;
 pub use trend::TrendDocument;
 pub use whatis::WhatisDocument;
 

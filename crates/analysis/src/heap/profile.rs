@@ -26,12 +26,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use leaktrail_format::{class_of, class_size, SizeClass, StackId};
+use leaktrail_format::{class_of, class_size, SizeClass, StackId, SITE_SIZE_BUCKETS};
 use leaktrail_recording::snapshot::metadata::Module;
 
 use crate::symbolize::{Frame, Symbolizer};
 use crate::Error;
-use leaktrail_recording::audit::{self, Audit, Block};
+use leaktrail_recording::audit::{self, Audit, Block, HeapPeak, SiteStats};
 use leaktrail_recording::Snapshot;
 
 /// One frame of a site's identity: the module's path and the offset in its
@@ -82,6 +82,72 @@ pub struct Entry {
     pub bytes: u64,
 }
 
+/// What the tracer counted at one site since it started, up to the
+/// snapshot: heaptrack's numbers per allocation site. Stack ids that
+/// symbolize to one site are merged (their peaks summed: an upper bound
+/// of the site's peak, as their peaks may have been at different times).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteCounts {
+    /// The site's identity.
+    pub key: SiteKey,
+    /// The stack, innermost first, inlined calls expanded.
+    pub frames: Vec<Frame>,
+    /// Allocations made there.
+    pub allocs: u64,
+    /// Of those, freed.
+    pub frees: u64,
+    /// Bytes allocated in total.
+    pub bytes: u64,
+    /// Temporary allocations (freed by their thread with no allocation or
+    /// free of that thread in between).
+    pub temporary: u64,
+    /// Bytes alive at the snapshot.
+    pub live_bytes: u64,
+    /// The most the site held at once.
+    pub peak_bytes: u64,
+    /// When, ns after the tracer started.
+    pub peak_time_ns: u64,
+    /// Allocations per size bucket (`leaktrail_format::size_bucket`).
+    pub sizes: [u64; SITE_SIZE_BUCKETS],
+}
+
+impl SiteCounts {
+    fn add(&mut self, s: &SiteStats) {
+        self.allocs += s.allocs;
+        self.frees += s.frees;
+        self.bytes = self.bytes.saturating_add(s.bytes);
+        self.temporary += s.temporary;
+        self.live_bytes = self.live_bytes.saturating_add(s.live_bytes);
+        if s.peak_bytes > 0 && (self.peak_bytes == 0 || s.peak_time_ns > self.peak_time_ns) {
+            self.peak_time_ns = s.peak_time_ns;
+        }
+        self.peak_bytes = self.peak_bytes.saturating_add(s.peak_bytes);
+        for (a, b) in self.sizes.iter_mut().zip(s.sizes) {
+            *a += b;
+        }
+    }
+}
+
+/// What the tracer counted as it ran (audit format 2 and later): per
+/// site, and the process's heap peak.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counted {
+    /// One entry per site, by allocations, most first.
+    pub sites: Vec<SiteCounts>,
+    /// The process's heap peak.
+    pub peak: HeapPeak,
+    /// When the tracer started, ns since the epoch (site and peak times
+    /// count from it).
+    pub start_unix_ns: u64,
+}
+
+impl Counted {
+    /// The site with key `key`.
+    pub fn site(&self, key: &SiteKey) -> Option<&SiteCounts> {
+        self.sites.iter().find(|s| &s.key == key)
+    }
+}
+
 /// What one snapshot holds, by site.
 #[derive(Clone, Debug)]
 pub struct Profile {
@@ -100,6 +166,9 @@ pub struct Profile {
     pub modules: Vec<Module>,
     /// Buffers the tracer could not enter (they are in no entry).
     pub dropped_allocs: u64,
+    /// What the tracer counted per site; `None` for a tracer that did not
+    /// count (audit format 1) or blocks walked from glibc's heap.
+    pub counted: Option<Counted>,
 }
 
 /// The snapshot's capture time: our note's, else the tracer's start plus
@@ -166,6 +235,27 @@ impl Profile {
         symbolizer: &Symbolizer,
         blocks: impl IntoIterator<Item = (u64, StackId)>,
     ) -> Profile {
+        Profile::build(snap, audit, symbolizer, blocks, true)
+    }
+
+    /// [`Profile::from_blocks`] without [`Profile::counted`], which
+    /// symbolizes every site: for profiles merged into one that has it.
+    pub(crate) fn from_blocks_uncounted(
+        snap: &Snapshot,
+        audit: &Audit,
+        symbolizer: &Symbolizer,
+        blocks: impl IntoIterator<Item = (u64, StackId)>,
+    ) -> Profile {
+        Profile::build(snap, audit, symbolizer, blocks, false)
+    }
+
+    fn build(
+        snap: &Snapshot,
+        audit: &Audit,
+        symbolizer: &Symbolizer,
+        blocks: impl IntoIterator<Item = (u64, StackId)>,
+        count: bool,
+    ) -> Profile {
         let mut by_stack: HashMap<(StackId, SizeClass), (u64, u64)> = HashMap::new();
         for (size, stack) in blocks {
             let e = by_stack.entry((stack, class_of(size))).or_default();
@@ -199,6 +289,17 @@ impl Profile {
         }
         let mut entries: Vec<Entry> = merged.into_values().collect();
         sort_entries(&mut entries);
+        let counted =
+            audit
+                .sites
+                .as_ref()
+                .zip(audit.peak)
+                .filter(|_| count)
+                .map(|(sites, peak)| Counted {
+                    sites: count_sites(audit, symbolizer, sites, &mut symbolized),
+                    peak,
+                    start_unix_ns: audit.start_realtime_ns,
+                });
         let class_totals = audit
             .classes
             .iter()
@@ -213,6 +314,7 @@ impl Profile {
             class_totals,
             modules: snap.modules(),
             dropped_allocs: audit.counters.dropped_allocs,
+            counted,
         }
     }
 
@@ -248,6 +350,44 @@ impl Profile {
         sort_entries(&mut out);
         out
     }
+}
+
+/// The tracer's per-site counts, symbolized and merged by site, by
+/// allocations (most first), then site.
+fn count_sites(
+    audit: &Audit,
+    symbolizer: &Symbolizer,
+    sites: &[SiteStats],
+    symbolized: &mut HashMap<StackId, (SiteKey, Vec<Frame>)>,
+) -> Vec<SiteCounts> {
+    let mut merged: HashMap<SiteKey, SiteCounts> = HashMap::new();
+    for s in sites.iter().filter(|s| s.allocs != 0) {
+        let (key, frames) = symbolized
+            .entry(s.stack)
+            .or_insert_with(|| {
+                let frames = symbolizer.stack_inlined(audit.frames(s.stack));
+                (SiteKey::physical(&frames), frames)
+            })
+            .clone();
+        merged
+            .entry(key.clone())
+            .or_insert_with(|| SiteCounts {
+                key,
+                frames,
+                allocs: 0,
+                frees: 0,
+                bytes: 0,
+                temporary: 0,
+                live_bytes: 0,
+                peak_bytes: 0,
+                peak_time_ns: 0,
+                sizes: [0; SITE_SIZE_BUCKETS],
+            })
+            .add(s);
+    }
+    let mut out: Vec<SiteCounts> = merged.into_values().collect();
+    out.sort_by(|a, b| b.allocs.cmp(&a.allocs).then(a.key.cmp(&b.key)));
+    out
 }
 
 /// By bytes, then count, then site: a stable order for output and tests.

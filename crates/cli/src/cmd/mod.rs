@@ -20,6 +20,7 @@ pub mod refs;
 pub mod report;
 pub mod run;
 pub mod snapshot;
+pub mod summary;
 pub mod top;
 pub mod trend;
 pub mod watch;
