@@ -270,3 +270,47 @@ fn issue_17_summary_agrees_with_heaptrack_print() {
         );
     }
 }
+
+#[test]
+fn issue_17_pprof_has_alloc_objects_and_alloc_space_per_site() {
+    let snap = recording().join("snapshots/0001-exit.core");
+    let out = scratch("sites_pprof").join("heap.pb.gz");
+    stdout(leaktrail().arg("pprof").arg(&snap).arg("-o").arg(&out));
+    let p: Value = serde_json::from_str(&stdout(
+        Command::new("python3")
+            .arg(crate::support::repo_root().join("crates/cli/tests/it/pprof_decode.py"))
+            .arg(&out),
+    ))
+    .expect("decoder json");
+    assert_eq!(
+        p["sample_types"][2],
+        serde_json::json!(["alloc_objects", "count"])
+    );
+    assert_eq!(
+        p["sample_types"][3],
+        serde_json::json!(["alloc_space", "bytes"])
+    );
+    assert_eq!(p["default_sample_type"], "inuse_space");
+    // inuse: what is live at exit; alloc: everything the program allocated.
+    assert_eq!(
+        p["totals"],
+        serde_json::json!([35, 99_137, 555, 19_200 + 200_000 + 150_000 + 9137])
+    );
+    let values = |function: &str| -> Vec<Value> {
+        crate::support::allocated_in(&p, "samples", function)
+            .map(|s| s["values"].clone())
+            .collect()
+    };
+    // All freed: no inuse sample, one alloc sample.
+    assert_eq!(
+        values("temporaries"),
+        [serde_json::json!([0, 0, 300, 19_200])]
+    );
+    assert_eq!(
+        values("leak_some"),
+        [
+            serde_json::json!([30, 90_000, 0, 0]),
+            serde_json::json!([0, 0, 50, 150_000])
+        ]
+    );
+}
