@@ -314,3 +314,30 @@ fn issue_17_pprof_has_alloc_objects_and_alloc_space_per_site() {
         ]
     );
 }
+
+#[test]
+fn issue_17_growth_suspects_carry_their_sites_counts() {
+    use crate::growth::{shared_recording, GROW_STEP_BYTES, STEPS};
+    let doc = leaktrail_json([
+        "growth".as_ref(),
+        "--json".as_ref(),
+        shared_recording().as_os_str(),
+    ]);
+    let top = &doc["suspects"][0];
+    assert_eq!(functions(&top["stack"])[0], "grow_cache");
+    // Kept forever: 100 allocations a step, never freed, the peak now.
+    let site = &top["site"];
+    assert_eq!(site["allocations"], 100 * STEPS as u64);
+    assert_eq!(
+        (site["frees"].as_u64(), site["temporary"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(site["peak_bytes"], STEPS as u64 * GROW_STEP_BYTES);
+    assert_eq!(site["live_bytes"], STEPS as u64 * GROW_STEP_BYTES);
+    let text = stdout(leaktrail().arg("growth").arg(shared_recording()));
+    let line = format!(
+        "   site: {} allocations, 0 freed, 0 temporary, peak ",
+        100 * STEPS
+    );
+    assert!(text.contains(&line), "{line:?} in\n{text}");
+}
