@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use leaktrail_format::{class_of, class_size, SizeClass, StackId, SITE_SIZE_BUCKETS};
+use leaktrail_format::{class_of, class_size, SizeClass, StackId};
 use leaktrail_recording::snapshot::metadata::Module;
 
 use crate::symbolize::{Frame, Symbolizer};
@@ -83,46 +83,41 @@ pub struct Entry {
 }
 
 /// What the tracer counted at one site since it started, up to the
-/// snapshot: heaptrack's numbers per allocation site. Stack ids that
-/// symbolize to one site are merged (their peaks summed: an upper bound
-/// of the site's peak, as their peaks may have been at different times).
+/// snapshot: heaptrack's numbers per allocation site, read through
+/// [`SiteStats`]' fields (`allocs`, `temporary`, `peak_bytes`, ...).
+/// Stack ids that symbolize to one site are merged (their peaks summed: an
+/// upper bound of the site's peak, as their peaks may have been at
+/// different times; `stats.stack` is the first id).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SiteCounts {
     /// The site's identity.
     pub key: SiteKey,
     /// The stack, innermost first, inlined calls expanded.
     pub frames: Vec<Frame>,
-    /// Allocations made there.
-    pub allocs: u64,
-    /// Of those, freed.
-    pub frees: u64,
-    /// Bytes allocated in total.
-    pub bytes: u64,
-    /// Temporary allocations (freed by their thread with no allocation or
-    /// free of that thread in between).
-    pub temporary: u64,
-    /// Bytes alive at the snapshot.
-    pub live_bytes: u64,
-    /// The most the site held at once.
-    pub peak_bytes: u64,
-    /// When, ns after the tracer started.
-    pub peak_time_ns: u64,
-    /// Allocations per size bucket (`leaktrail_format::size_bucket`).
-    pub sizes: [u64; SITE_SIZE_BUCKETS],
+    /// The counts.
+    pub stats: SiteStats,
+}
+
+impl std::ops::Deref for SiteCounts {
+    type Target = SiteStats;
+    fn deref(&self) -> &SiteStats {
+        &self.stats
+    }
 }
 
 impl SiteCounts {
     fn add(&mut self, s: &SiteStats) {
-        self.allocs += s.allocs;
-        self.frees += s.frees;
-        self.bytes = self.bytes.saturating_add(s.bytes);
-        self.temporary += s.temporary;
-        self.live_bytes = self.live_bytes.saturating_add(s.live_bytes);
-        if s.peak_bytes > 0 && (self.peak_bytes == 0 || s.peak_time_ns > self.peak_time_ns) {
-            self.peak_time_ns = s.peak_time_ns;
+        let t = &mut self.stats;
+        t.allocs += s.allocs;
+        t.frees += s.frees;
+        t.bytes = t.bytes.saturating_add(s.bytes);
+        t.temporary += s.temporary;
+        t.live_bytes = t.live_bytes.saturating_add(s.live_bytes);
+        if s.peak_bytes > 0 && (t.peak_bytes == 0 || s.peak_time_ns > t.peak_time_ns) {
+            t.peak_time_ns = s.peak_time_ns;
         }
-        self.peak_bytes = self.peak_bytes.saturating_add(s.peak_bytes);
-        for (a, b) in self.sizes.iter_mut().zip(s.sizes) {
+        t.peak_bytes = t.peak_bytes.saturating_add(s.peak_bytes);
+        for (a, b) in t.sizes.iter_mut().zip(s.sizes) {
             *a += b;
         }
     }
@@ -374,14 +369,10 @@ fn count_sites(
             .or_insert_with(|| SiteCounts {
                 key,
                 frames,
-                allocs: 0,
-                frees: 0,
-                bytes: 0,
-                temporary: 0,
-                live_bytes: 0,
-                peak_bytes: 0,
-                peak_time_ns: 0,
-                sizes: [0; SITE_SIZE_BUCKETS],
+                stats: SiteStats {
+                    stack: s.stack,
+                    ..SiteStats::default()
+                },
             })
             .add(s);
     }
