@@ -54,7 +54,8 @@ pub use glibc::locate::ProgramAllocator;
 pub use glibc::walk as heap_walk;
 pub use heap::model::{Area, AreaKind, BlockIndex, Heap, RootRange, Roots};
 pub use heap::{
-    bufs, caches, dump, exit_roots, leaks, libc_residue, profile, refs, suppressions, types, whatis,
+    bufs, caches, dump, exit_roots, leaks, libc_residue, profile, refs, sites, suppressions, types,
+    whatis,
 };
 pub use node::{jitdump, owner, v8};
 pub use series::{fleet, growth, trend};

@@ -394,6 +394,8 @@ impl HeapBuilder {
             live: self.blocks,
             maps: Vec::new(),
             stacks: self.stacks,
+            sites: None,
+            peak: None,
             busy_shards: 0,
             ranges: vec![(AUDIT, AUDIT + SMALL)],
         };

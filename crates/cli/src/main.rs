@@ -47,6 +47,8 @@ enum Command {
     Snapshot(cmd::snapshot::Args),
     /// What a snapshot holds: process, threads, modules, regions, audit.
     Info(cmd::info::Args),
+    /// heaptrack's summary: allocations, temporary allocations and peaks per site.
+    Summary(cmd::summary::Args),
     /// Which allocation sites and size classes grow across snapshots, ranked.
     Growth(cmd::growth::Args),
     /// Flame graph of live bytes by allocation stack (SVG, folded, or the diff of two snapshots).
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Maps(a) => cmd::maps::run(a),
         Command::Snapshot(a) => cmd::snapshot::run(a),
         Command::Info(a) => cmd::info::run(a),
+        Command::Summary(a) => cmd::summary::run(a),
         Command::Growth(a) => cmd::growth::run(a),
         Command::Flamegraph(a) => cmd::flamegraph::run(a),
         Command::Pprof(a) => cmd::pprof::run(a),

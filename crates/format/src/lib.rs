@@ -21,7 +21,11 @@
 //! * A mapped-memory table: the same [`LiveEntry`] records for anonymous
 //!   `mmap`s made by the program (a GC heap grows through these).
 //! * The stack arena: interned stacks, addressed by [`StackId`] (a word
-//!   offset), in fixed-size chunks listed in the header.
+//!   offset), in fixed-size chunks listed in the header. Since version 2
+//!   each stack's record ends with its [`SiteCounters`]: what the tracer
+//!   counted for the allocation site (allocations, frees, temporary
+//!   allocations, peak live bytes, a size histogram), which snapshots of
+//!   live blocks alone cannot tell.
 //!
 //! # Consistency for outside readers
 //!
@@ -66,7 +70,13 @@ pub use mode::{FailOn, LeakKind, MemoryMode, UnknownName, UnwindMode};
 /// The first eight bytes of the region's header page.
 pub const MAGIC: [u8; 8] = *b"LEAKTRL1";
 /// Bumped on every incompatible change of anything in this crate.
-pub const VERSION: u32 = 1;
+///
+/// 2: every stack record in the arena is followed by its [`SiteCounters`],
+/// and [`Counters`] names the process-wide live and peak bytes. Readers
+/// also read version 1 (no site counters, those counters 0).
+pub const VERSION: u32 = 2;
+/// The oldest version readers still decode.
+pub const OLDEST_VERSION: u32 = 1;
 /// Page size the region is laid out for (x86_64 and aarch64 with 4 KiB pages).
 pub const PAGE_SIZE: u64 = 4096;
 
@@ -239,9 +249,76 @@ pub struct Counters {
     /// Stacks not captured because the thread's stack had too little room
     /// left for the unwinder (threads created with tiny stacks).
     pub shallow_stacks: AtomicU64,
+    /// Bytes of live buffers in the whole process (since version 2).
+    pub live_bytes: AtomicU64,
+    /// The most `live_bytes` ever was: heaptrack's "peak heap memory
+    /// consumption" (since version 2).
+    pub peak_bytes: AtomicU64,
+    /// When `peak_bytes` was reached, ns after the start (since version 2).
+    pub peak_time_ns: AtomicU64,
     /// Reserved for later counters without a version bump.
-    pub reserved: [AtomicU64; 8],
+    pub reserved: [AtomicU64; 5],
 }
+
+/// Buckets of a site's size histogram (see [`size_bucket`]).
+pub const SITE_SIZE_BUCKETS: usize = 20;
+
+/// The histogram bucket of a `size`-byte allocation: 0 for at most 8
+/// bytes, then one per power of two, bucket `b` holding sizes in
+/// `(2^(b+2), 2^(b+3)]`, the last everything above 2 MiB. Cheap enough
+/// for the hook path.
+#[inline]
+pub fn size_bucket(size: u64) -> usize {
+    if size <= 8 {
+        return 0;
+    }
+    // ceil(log2(size)), at least 4 here.
+    let exp = 64 - (size - 1).leading_zeros() as usize;
+    (exp - 3).min(SITE_SIZE_BUCKETS - 1)
+}
+
+/// The largest size in histogram bucket `bucket` (`u64::MAX` for the last).
+pub fn size_bucket_limit(bucket: usize) -> u64 {
+    if bucket + 1 >= SITE_SIZE_BUCKETS {
+        u64::MAX
+    } else {
+        1u64 << (bucket + 3)
+    }
+}
+
+/// What the tracer counts per allocation site (per interned stack), in the
+/// arena right after the stack's frames (since version 2). Updated with
+/// relaxed atomics by every thread, under the live shard's lock of the
+/// block concerned, so a block's allocation is always counted before its
+/// free and `live_bytes` never dips below zero.
+///
+/// The site's allocations are the sum of `sizes`; its live count is that
+/// minus `frees`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct SiteCounters {
+    /// Bytes of the site's buffers alive now.
+    pub live_bytes: AtomicU64,
+    /// The most `live_bytes` ever was.
+    pub peak_bytes: AtomicU64,
+    /// When `peak_bytes` was reached, ns after the start (the time of the
+    /// allocation that reached it; when two threads race to a new peak,
+    /// one of their times).
+    pub peak_time_ns: AtomicU64,
+    /// Bytes allocated in total.
+    pub bytes: AtomicU64,
+    /// Buffers freed (or reallocated away).
+    pub frees: AtomicU64,
+    /// Temporary allocations, as heaptrack defines them: freed by the
+    /// thread that made them with no other allocation or free by that
+    /// thread in between.
+    pub temporary: AtomicU64,
+    /// Allocations per size bucket ([`size_bucket`]).
+    pub sizes: [AtomicU64; SITE_SIZE_BUCKETS],
+}
+
+/// Words of a [`SiteCounters`] in the arena.
+pub const SITE_COUNTERS_WORDS: u64 = (core::mem::size_of::<SiteCounters>() / 8) as u64;
 
 /// Descriptor of one hash table of the region, alone on its cache line.
 #[repr(C, align(64))]
@@ -298,7 +375,8 @@ pub struct StackIndexEntry {
 ///
 /// At that offset the arena holds one header word (the frame count in the
 /// low 16 bits) followed by that many return addresses, innermost first:
-/// the first is where the allocation call returns to. Ids are private to one
+/// the first is where the allocation call returns to; since version 2,
+/// then the site's [`SiteCounters`]. Ids are private to one
 /// process's arena: compare stacks across processes by their frames.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(transparent)]
@@ -483,6 +561,8 @@ pub const STACK_INDEX_ENTRY_BYTES: u64 = core::mem::size_of::<StackIndexEntry>()
 const _: () = assert!(LIVE_ENTRY_BYTES == 32);
 const _: () = assert!(core::mem::size_of::<ShardDesc>() == 64);
 const _: () = assert!(NUM_CLASSES == 64);
+const _: () = assert!(core::mem::size_of::<Counters>() == 8 * 16);
+const _: () = assert!(SITE_COUNTERS_WORDS == 6 + SITE_SIZE_BUCKETS as u64);
 
 #[cfg(test)]
 mod tests {
@@ -503,6 +583,23 @@ mod tests {
         assert_eq!(class_size(SizeClass(NUM_CLASSES as u16 - 2)), 1 << 47);
         assert_eq!(SizeClass::all().count(), NUM_CLASSES);
         assert_eq!(SizeClass(12).size(), 256);
+    }
+
+    #[test]
+    fn size_buckets_are_powers_of_two_from_8_bytes_to_2_mib() {
+        assert_eq!(size_bucket(0), 0);
+        assert_eq!(size_bucket(8), 0);
+        assert_eq!(size_bucket(9), 1);
+        assert_eq!(size_bucket(16), 1);
+        assert_eq!(size_bucket(17), 2);
+        for b in 0..SITE_SIZE_BUCKETS - 1 {
+            let limit = size_bucket_limit(b);
+            assert_eq!(size_bucket(limit), b, "limit of {b}");
+            assert_eq!(size_bucket(limit + 1), b + 1, "past the limit of {b}");
+        }
+        assert_eq!(size_bucket_limit(SITE_SIZE_BUCKETS - 2), 1 << 21);
+        assert_eq!(size_bucket(u64::MAX), SITE_SIZE_BUCKETS - 1);
+        assert_eq!(size_bucket_limit(SITE_SIZE_BUCKETS - 1), u64::MAX);
     }
 
     #[test]

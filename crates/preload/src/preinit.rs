@@ -152,7 +152,7 @@ pub fn replay(hdr: &Header, mode: UnwindMode, start: impl FnOnce()) {
             stack: stack.0,
             tid: e.tid,
         };
-        if region::insert_live(hdr, e.addr, rec).is_err() {
+        if region::insert_live(hdr, e.addr, rec, None).is_err() {
             DROPPED.fetch_add(1, Ordering::Relaxed);
         }
         e.addr = 0;

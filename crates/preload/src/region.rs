@@ -6,14 +6,16 @@
 //! shard's sequence counter odd for its duration, and is published by one
 //! release store.
 
+use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use leaktrail_format::{
-    self as format, Header, LiveEntry, ShardDesc, EMPTY, HEADER_MAPPING_BYTES, LIVE_ENTRY_BYTES,
-    MAGIC, STACK_SHARDS, TOMBSTONE,
+    self as format, Header, LiveEntry, ShardDesc, StackId, EMPTY, HEADER_MAPPING_BYTES,
+    LIVE_ENTRY_BYTES, MAGIC, STACK_SHARDS, TOMBSTONE,
 };
 
+use crate::stacks::{self, raise_peak};
 use crate::sys;
 
 static HEADER: AtomicPtr<Header> = AtomicPtr::new(ptr::null_mut());
@@ -61,6 +63,18 @@ pub struct Record {
     pub stack: u32,
     /// Allocating thread.
     pub tid: u32,
+}
+
+/// The calling thread, as the count of temporary allocations needs it: a
+/// free is temporary when it frees the last block this thread allocated,
+/// with nothing allocated or freed by the thread in between (heaptrack's
+/// definition, per thread).
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    /// The thread's id.
+    pub tid: u32,
+    /// The address of its last allocation; 0 once it freed anything.
+    pub last_alloc: &'a Cell<u64>,
 }
 
 /// Creates the region. Called once, at init.
@@ -236,24 +250,39 @@ fn slot(table: u64, i: u64) -> *mut LiveEntry {
     (table + i * LIVE_ENTRY_BYTES) as *mut LiveEntry
 }
 
-/// Counts an allocation in its class. Called under the shard's lock, which
-/// serialises every writer of these per-shard counters: plain loads and
-/// stores, no read-modify-write.
+/// Counts an allocation in its class, in the process's live bytes and at
+/// its site. Called under the shard's lock, which serialises every writer
+/// of the per-shard class counters (plain loads and stores, no
+/// read-modify-write) and orders a block's allocation before its free in
+/// the shared counters (relaxed atomics: other shards' blocks update them
+/// too), so live bytes never dip below zero.
 #[inline]
-fn count_alloc(hdr: &Header, shard: usize, size: u64) {
+fn count_alloc(hdr: &Header, shard: usize, rec: &Record) {
+    let size = rec.size;
     let c = &hdr.classes[shard][format::class_of(size).index()];
     bump(&c.live_count, 1);
     bump(&c.live_bytes, size);
     bump(&c.allocs, 1);
+    let g = &hdr.counters;
+    let live = g
+        .live_bytes
+        .fetch_add(size, Ordering::Relaxed)
+        .wrapping_add(size);
+    raise_peak(&g.peak_bytes, &g.peak_time_ns, live, rec.time_ns);
+    stacks::count_alloc(hdr, StackId(rec.stack), size, rec.time_ns);
 }
 
-/// Counts a free in its class (under the shard's lock, as above).
+/// Counts a free in its class, the process's live bytes and at its site
+/// (under the shard's lock, as above).
 #[inline]
-fn count_free(hdr: &Header, shard: usize, size: u64) {
+fn count_free(hdr: &Header, shard: usize, rec: &Record, temporary: bool) {
+    let size = rec.size;
     let c = &hdr.classes[shard][format::class_of(size).index()];
     bump(&c.live_count, u64::MAX);
     bump(&c.live_bytes, size.wrapping_neg());
     bump(&c.frees, 1);
+    hdr.counters.live_bytes.fetch_sub(size, Ordering::Relaxed);
+    stacks::count_free(hdr, StackId(rec.stack), size, temporary);
 }
 
 #[inline]
@@ -270,8 +299,17 @@ pub struct RegionFull;
 
 /// Enters a live buffer. If the table already held that address (its free
 /// passed us by, from inside the tracer), the old record is replaced and
-/// counted as freed.
-pub fn insert_live(hdr: &Header, addr: u64, rec: Record) -> Result<(), RegionFull> {
+/// counted as freed. `caller` is the allocating thread (`None` for
+/// records replayed or put back, which are not new allocations of it).
+pub fn insert_live(
+    hdr: &Header,
+    addr: u64,
+    rec: Record,
+    caller: Option<Caller<'_>>,
+) -> Result<(), RegionFull> {
+    if let Some(caller) = caller {
+        caller.last_alloc.set(addr);
+    }
     let index = format::shard_of(addr);
     let shard = &hdr.live[index];
     let _guard = ShardGuard::lock(shard);
@@ -295,8 +333,8 @@ pub fn insert_live(hdr: &Header, addr: u64, rec: Record) -> Result<(), RegionFul
             // SAFETY: as above; the slot keeps its key, so a reader sees
             // either the old or the new record's fields with the same key.
             unsafe { write_record(e, rec) };
-            count_free(hdr, index, old.size);
-            count_alloc(hdr, index, rec.size);
+            count_free(hdr, index, &old, false);
+            count_alloc(hdr, index, &rec);
             return Ok(());
         }
         if key == TOMBSTONE && reuse.is_none() {
@@ -315,7 +353,7 @@ pub fn insert_live(hdr: &Header, addr: u64, rec: Record) -> Result<(), RegionFul
                 shard.tombstones.fetch_sub(1, Ordering::Relaxed);
             }
             shard.len.fetch_add(1, Ordering::Relaxed);
-            count_alloc(hdr, index, rec.size);
+            count_alloc(hdr, index, &rec);
             return Ok(());
         }
         i = (i + 1) & mask;
@@ -323,7 +361,9 @@ pub fn insert_live(hdr: &Header, addr: u64, rec: Record) -> Result<(), RegionFul
 }
 
 /// Removes a live buffer, returning its record if the table held it.
-pub fn remove_live(hdr: &Header, addr: u64) -> Option<Record> {
+/// `caller` is the freeing thread (`None`: count no temporary).
+pub fn remove_live(hdr: &Header, addr: u64, caller: Option<Caller<'_>>) -> Option<Record> {
+    let last = caller.map(|c| (c.tid, c.last_alloc.replace(0)));
     let index = format::shard_of(addr);
     let shard = &hdr.live[index];
     let _guard = ShardGuard::lock(shard);
@@ -341,7 +381,7 @@ pub fn remove_live(hdr: &Header, addr: u64) -> Option<Record> {
             unsafe { (*e).addr.store(TOMBSTONE, Ordering::Release) };
             shard.len.fetch_sub(1, Ordering::Relaxed);
             shard.tombstones.fetch_add(1, Ordering::Relaxed);
-            count_free(hdr, index, rec.size);
+            count_free(hdr, index, &rec, last == Some((rec.tid, addr)));
             return Some(rec);
         }
         if key == EMPTY {
@@ -568,16 +608,19 @@ mod tests {
     #[test]
     fn an_inserted_buffer_is_removed_once_with_its_record_and_counted() {
         let hdr = region();
-        insert_live(hdr, 0x5555_0000_1010, rec(100, 3)).unwrap();
+        insert_live(hdr, 0x5555_0000_1010, rec(100, 3), None).unwrap();
         assert_eq!(live_len(hdr), 1);
         assert_eq!(
             class_sum(hdr, |c| c.live_bytes.load(Ordering::Relaxed)),
             100
         );
-        let r = remove_live(hdr, 0x5555_0000_1010).unwrap();
+        let r = remove_live(hdr, 0x5555_0000_1010, None).unwrap();
         assert_eq!((r.size, r.stack, r.tid, r.time_ns), (100, 3, 7, 1003));
-        assert!(remove_live(hdr, 0x5555_0000_1010).is_none());
-        assert!(remove_live(hdr, 0x5555_0000_2020).is_none(), "never there");
+        assert!(remove_live(hdr, 0x5555_0000_1010, None).is_none());
+        assert!(
+            remove_live(hdr, 0x5555_0000_2020, None).is_none(),
+            "never there"
+        );
         assert_eq!(live_len(hdr), 0);
         let tomb: u64 = hdr
             .live
@@ -595,14 +638,75 @@ mod tests {
     }
 
     #[test]
+    fn a_site_counts_allocations_frees_temporaries_its_peak_and_sizes() {
+        let hdr = region();
+        let id = crate::stacks::intern(hdr, &[0x40_1000, 0x40_2000]);
+        let other = crate::stacks::intern(hdr, &[0x40_3000]);
+        let last = Cell::new(0);
+        let me = Some(Caller {
+            tid: 7,
+            last_alloc: &last,
+        });
+        let at = |i: u64| 0x5555_0000_0000 + i * 0x40;
+        let r = |size, stack: StackId, t| Record {
+            size,
+            time_ns: t,
+            stack: stack.0,
+            tid: 7,
+        };
+        // Five blocks of 100 bytes live at once: the peak, at t=5.
+        for i in 0..5 {
+            insert_live(hdr, at(i), r(100, id, 1 + i), me).unwrap();
+        }
+        // Freed newest first: only the first free follows its allocation.
+        for i in (0..5).rev() {
+            remove_live(hdr, at(i), me).unwrap();
+        }
+        // Two temporaries of 3000 bytes, then one freed after another
+        // site's allocation (not temporary), one freed by another thread.
+        for k in 0..2 {
+            insert_live(hdr, at(10), r(3000, id, 10 + k), me).unwrap();
+            remove_live(hdr, at(10), me).unwrap();
+        }
+        insert_live(hdr, at(11), r(20, id, 20), me).unwrap();
+        insert_live(hdr, at(12), r(8, other, 21), me).unwrap();
+        remove_live(hdr, at(11), me).unwrap();
+        insert_live(hdr, at(13), r(20, id, 22), me).unwrap();
+        let them = Cell::new(at(13));
+        let someone_else = Caller {
+            tid: 8,
+            last_alloc: &them,
+        };
+        remove_live(hdr, at(13), Some(someone_else)).unwrap();
+        let s = crate::stacks::site(hdr, id).expect("counters");
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let allocs: u64 = s.sizes.iter().map(load).sum();
+        assert_eq!(allocs, 9);
+        assert_eq!(load(&s.frees), 9);
+        assert_eq!(load(&s.temporary), 3);
+        assert_eq!(load(&s.bytes), 500 + 6000 + 40);
+        assert_eq!(load(&s.live_bytes), 0);
+        assert_eq!((load(&s.peak_bytes), load(&s.peak_time_ns)), (3000, 10));
+        assert_eq!(load(&s.sizes[format::size_bucket(100)]), 5);
+        assert_eq!(load(&s.sizes[format::size_bucket(3000)]), 2);
+        assert_eq!(load(&s.sizes[format::size_bucket(20)]), 2);
+        let o = crate::stacks::site(hdr, other).expect("counters");
+        assert_eq!((load(&o.live_bytes), load(&o.frees)), (8, 0));
+        // The process: 3000 bytes at once was its peak, at t=10.
+        let g = &hdr.counters;
+        assert_eq!(load(&g.live_bytes), 8);
+        assert_eq!((load(&g.peak_bytes), load(&g.peak_time_ns)), (3000, 10));
+    }
+
+    #[test]
     fn inserting_an_address_again_replaces_its_record() {
         let hdr = region();
-        insert_live(hdr, 0x5555_0000_1010, rec(10, 1)).unwrap();
-        insert_live(hdr, 0x5555_0000_1010, rec(20, 2)).unwrap();
+        insert_live(hdr, 0x5555_0000_1010, rec(10, 1), None).unwrap();
+        insert_live(hdr, 0x5555_0000_1010, rec(20, 2), None).unwrap();
         assert_eq!(live_len(hdr), 1);
         assert_eq!(class_sum(hdr, |c| c.live_bytes.load(Ordering::Relaxed)), 20);
         assert_eq!(class_sum(hdr, |c| c.frees.load(Ordering::Relaxed)), 1);
-        assert_eq!(remove_live(hdr, 0x5555_0000_1010).unwrap().stack, 2);
+        assert_eq!(remove_live(hdr, 0x5555_0000_1010, None).unwrap().stack, 2);
     }
 
     #[test]
@@ -611,7 +715,7 @@ mod tests {
         let shard = 5;
         let addrs = addrs_in_shard(shard, 1000);
         for (i, &a) in addrs.iter().enumerate() {
-            insert_live(hdr, a, rec(i as u64 + 1, i as u32)).unwrap();
+            insert_live(hdr, a, rec(i as u64 + 1, i as u32), None).unwrap();
         }
         let s = &hdr.live[shard];
         assert_eq!(s.len.load(Ordering::Relaxed), 1000);
@@ -619,7 +723,7 @@ mod tests {
         assert_eq!(s.capacity.load(Ordering::Relaxed), 2048);
         assert_eq!(hdr.counters.resizes.load(Ordering::Relaxed), 3);
         for (i, &a) in addrs.iter().enumerate() {
-            let r = remove_live(hdr, a).expect("still there after growing");
+            let r = remove_live(hdr, a, None).expect("still there after growing");
             assert_eq!((r.size, r.stack), (i as u64 + 1, i as u32));
         }
         assert_eq!(s.len.load(Ordering::Relaxed), 0);
@@ -633,9 +737,9 @@ mod tests {
         let s = &hdr.live[shard];
         // Churn: at most 8 alive at once, 4000 different addresses.
         for (i, &a) in addrs.iter().enumerate() {
-            insert_live(hdr, a, rec(8, i as u32)).unwrap();
+            insert_live(hdr, a, rec(8, i as u32), None).unwrap();
             if i >= 8 {
-                assert!(remove_live(hdr, addrs[i - 8]).is_some());
+                assert!(remove_live(hdr, addrs[i - 8], None).is_some());
             }
             let used = s.len.load(Ordering::Relaxed) + s.tombstones.load(Ordering::Relaxed);
             assert!(used * 4 <= s.capacity.load(Ordering::Relaxed) * 3);
@@ -645,10 +749,10 @@ mod tests {
         assert!(hdr.counters.resizes.load(Ordering::Relaxed) >= 1);
         assert_eq!(s.len.load(Ordering::Relaxed), 8);
         for &a in &addrs[4000 - 8..] {
-            assert!(remove_live(hdr, a).is_some());
+            assert!(remove_live(hdr, a, None).is_some());
         }
         for &a in &addrs[..4000 - 8] {
-            assert!(remove_live(hdr, a).is_none());
+            assert!(remove_live(hdr, a, None).is_none());
         }
     }
 
@@ -664,10 +768,10 @@ mod tests {
                         // per-thread arenas give.
                         let base = 0x7f00_0000_0000 + (t << 26);
                         for i in 0..per {
-                            insert_live(hdr, base + i * 16, rec(i, t as u32)).unwrap();
+                            insert_live(hdr, base + i * 16, rec(i, t as u32), None).unwrap();
                         }
                         for i in (0..per).step_by(2) {
-                            let r = remove_live(hdr, base + i * 16).unwrap();
+                            let r = remove_live(hdr, base + i * 16, None).unwrap();
                             assert_eq!((r.size, r.stack), (i, t as u32));
                         }
                     });
@@ -677,10 +781,55 @@ mod tests {
             for t in 0..threads {
                 let base = 0x7f00_0000_0000 + (t << 26);
                 for i in 0..per {
-                    assert_eq!(remove_live(hdr, base + i * 16).is_some(), i % 2 == 1);
+                    assert_eq!(remove_live(hdr, base + i * 16, None).is_some(), i % 2 == 1);
                 }
             }
             assert_eq!(class_sum(hdr, |c| c.live_count.load(Ordering::Relaxed)), 0);
+        }
+    }
+
+    #[test]
+    fn threads_sharing_a_site_lose_no_count() {
+        for threads in [1u64, 4] {
+            let hdr = region();
+            let id = crate::stacks::intern(hdr, &[0x40_1000]);
+            let per = 2000u64;
+            std::thread::scope(|sc| {
+                for t in 0..threads {
+                    sc.spawn(move || {
+                        let last = Cell::new(0);
+                        let me = Some(Caller {
+                            tid: t as u32,
+                            last_alloc: &last,
+                        });
+                        let base = 0x7f00_0000_0000 + (t << 26);
+                        for i in 0..per {
+                            let rec = Record {
+                                size: 16 + i % 3,
+                                time_ns: i,
+                                stack: id.0,
+                                tid: t as u32,
+                            };
+                            insert_live(hdr, base + i * 16, rec, me).unwrap();
+                            // Every other block freed at once: a temporary.
+                            if i % 2 == 0 {
+                                remove_live(hdr, base + i * 16, me).unwrap();
+                            }
+                        }
+                    });
+                }
+            });
+            let s = crate::stacks::site(hdr, id).expect("counters");
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            let bytes_per: u64 = (0..per).map(|i| 16 + i % 3).sum();
+            let live_per: u64 = (0..per).filter(|i| i % 2 == 1).map(|i| 16 + i % 3).sum();
+            assert_eq!(s.sizes.iter().map(load).sum::<u64>(), threads * per);
+            assert_eq!(load(&s.frees), threads * per / 2, "{threads} threads");
+            assert_eq!(load(&s.temporary), threads * per / 2);
+            assert_eq!(load(&s.bytes), threads * bytes_per);
+            assert_eq!(load(&s.live_bytes), threads * live_per);
+            assert_eq!(load(&s.peak_bytes), threads * live_per);
+            assert_eq!(load(&hdr.counters.live_bytes), threads * live_per);
         }
     }
 

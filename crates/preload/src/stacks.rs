@@ -7,12 +7,19 @@
 //! unmapped, so a lock-free reader holding an old table stays safe; each
 //! table's capacity is stored in the word before its first slot, so a
 //! reader pairs the table and its capacity correctly.
+//!
+//! Each record ends with the site's [`SiteCounters`] (zero when appended:
+//! chunks are fresh anonymous memory), which [`count_alloc`] and
+//! [`count_free`] update with relaxed atomics. They are found from the id
+//! alone (chunk, then the record's length word), so a free needs nothing
+//! but the block's live entry. Two threads allocating at one site share
+//! those counters' cache lines; we accept that for exact per-site counts.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use leaktrail_format::{
-    self as format, Header, ShardDesc, StackId, StackIndexEntry, STACK_CHUNKS, STACK_CHUNK_WORDS,
-    STACK_INDEX_ENTRY_BYTES, STACK_SHARDS,
+    self as format, Header, ShardDesc, SiteCounters, StackId, StackIndexEntry, MAX_DEPTH,
+    SITE_COUNTERS_WORDS, STACK_CHUNKS, STACK_CHUNK_WORDS, STACK_INDEX_ENTRY_BYTES, STACK_SHARDS,
 };
 
 use crate::region::{spin_lock, spin_unlock, ShardGuard};
@@ -144,9 +151,64 @@ fn stack_words(hdr: &Header, id: StackId) -> Option<*const u64> {
     (base != 0).then(|| (base + off * 8) as *const u64)
 }
 
-/// Appends a record to the arena; its id, or `None` when the arena is full.
+/// The counters of the site `id`, if `id` names an interned stack.
+#[inline]
+pub fn site(hdr: &Header, id: StackId) -> Option<&'static SiteCounters> {
+    if id.is_none() || u64::from(id.0) >= hdr.arena_cursor.load(Ordering::Acquire) {
+        return None;
+    }
+    let words = stack_words(hdr, id)?;
+    // SAFETY: `id` is below the arena cursor, so it starts a complete
+    // record (ids are only ever handed out by `intern`).
+    let len = unsafe { words.read() } & 0xffff;
+    let (_, off) = format::stack_location(id);
+    if len as usize > MAX_DEPTH || off + 1 + len + SITE_COUNTERS_WORDS > STACK_CHUNK_WORDS {
+        return None;
+    }
+    // SAFETY: the counters follow the frames inside the same chunk (checked
+    // above); chunks are never unmapped, and all-zero words are valid
+    // atomics, written only through them.
+    Some(unsafe { &*(words.add(1 + len as usize) as *const SiteCounters) })
+}
+
+/// Raises `peak` to `value` (and stamps `time` with `now`) if it is higher.
+#[inline]
+pub fn raise_peak(peak: &AtomicU64, time: &AtomicU64, value: u64, now: u64) {
+    // A plain load first: once a program is past its peak, most
+    // allocations do not raise it, and a load costs no locked instruction.
+    if value > peak.load(Ordering::Relaxed) && peak.fetch_max(value, Ordering::Relaxed) < value {
+        time.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Counts an allocation of `size` bytes at `now` at the site `id`.
+#[inline]
+pub fn count_alloc(hdr: &Header, id: StackId, size: u64, now: u64) {
+    let Some(site) = site(hdr, id) else { return };
+    site.sizes[format::size_bucket(size)].fetch_add(1, Ordering::Relaxed);
+    site.bytes.fetch_add(size, Ordering::Relaxed);
+    let live = site
+        .live_bytes
+        .fetch_add(size, Ordering::Relaxed)
+        .wrapping_add(size);
+    raise_peak(&site.peak_bytes, &site.peak_time_ns, live, now);
+}
+
+/// Counts the free of a `size`-byte block of the site `id`.
+#[inline]
+pub fn count_free(hdr: &Header, id: StackId, size: u64, temporary: bool) {
+    let Some(site) = site(hdr, id) else { return };
+    site.frees.fetch_add(1, Ordering::Relaxed);
+    site.live_bytes.fetch_sub(size, Ordering::Relaxed);
+    if temporary {
+        site.temporary.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Appends a record (its frames, then room for its counters) to the arena;
+/// its id, or `None` when the arena is full.
 fn append(hdr: &Header, frames: &[u64]) -> Option<StackId> {
-    let need = frames.len() as u64 + 1;
+    let need = frames.len() as u64 + 1 + SITE_COUNTERS_WORDS;
     spin_lock(&hdr.arena_lock);
     let result = (|| {
         let mut cursor = hdr.arena_cursor.load(Ordering::Relaxed);
@@ -169,7 +231,8 @@ fn append(hdr: &Header, frames: &[u64]) -> Option<StackId> {
         }
         let at = (base + (cursor % STACK_CHUNK_WORDS) * 8) as *mut u64;
         // SAFETY: `need` words from `at` lie inside the chunk (checked
-        // above), which only this lock holder writes.
+        // above), which only this lock holder writes; the counters' words
+        // after the frames stay zero.
         unsafe {
             at.write(frames.len() as u64);
             for (i, &f) in frames.iter().enumerate() {

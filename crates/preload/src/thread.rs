@@ -15,6 +15,7 @@
 use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::region::Caller;
 use crate::selfmaps;
 use crate::sys;
 use crate::unwind::Memo;
@@ -26,6 +27,7 @@ pub struct ThreadState {
     tid_generation: Cell<u64>,
     stack_top: Cell<u64>,
     stack_low: Cell<u64>,
+    last_alloc: Cell<u64>,
     /// Generation of the module table the memo was filled under.
     pub generation: Cell<u64>,
     /// The previous stack this thread captured.
@@ -40,6 +42,7 @@ thread_local! {
             tid_generation: Cell::new(0),
             stack_top: Cell::new(0),
             stack_low: Cell::new(0),
+            last_alloc: Cell::new(0),
             generation: Cell::new(0),
             memo: UnsafeCell::new(Memo::new()),
         }
@@ -75,6 +78,16 @@ impl ThreadState {
             self.tid_generation.set(generation);
         }
         self.tid.get()
+    }
+
+    /// This thread as the live table's count of temporary allocations
+    /// sees it.
+    #[inline]
+    pub fn caller(&self) -> Caller<'_> {
+        Caller {
+            tid: self.tid(),
+            last_alloc: &self.last_alloc,
+        }
     }
 
     /// The bounds `(low, top)` of the stack `sp` is on, for bounding every

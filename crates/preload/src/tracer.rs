@@ -369,7 +369,7 @@ pub fn record_alloc(addr: u64, size: u64) {
             stack: current_stack(hdr, state).0,
             tid: state.tid(),
         };
-        match region::insert_live(hdr, addr, rec) {
+        match region::insert_live(hdr, addr, rec, Some(state.caller())) {
             Ok(()) => {}
             Err(region::RegionFull) => {
                 hdr.counters.dropped_allocs.fetch_add(1, Ordering::Relaxed);
@@ -404,7 +404,9 @@ pub fn record_free(addr: u64) -> Option<Record> {
     let Some(hdr) = active() else {
         return not_running_free(addr);
     };
-    let removed = thread::enter(|_state, _inside| region::remove_live(hdr, addr)).flatten();
+    let removed =
+        thread::enter(|state, _inside| region::remove_live(hdr, addr, Some(state.caller())))
+            .flatten();
     if removed.is_none() {
         hdr.counters.unknown_frees.fetch_add(1, Ordering::Relaxed);
     }
@@ -425,7 +427,7 @@ fn not_running_free(addr: u64) -> Option<Record> {
 /// happen (a failed `realloc`).
 pub fn restore(addr: u64, rec: Record) {
     let Some(hdr) = active() else { return };
-    let _ = thread::enter(|_state, _inside| region::insert_live(hdr, addr, rec));
+    let _ = thread::enter(|_state, _inside| region::insert_live(hdr, addr, rec, None));
 }
 
 /// Records a new anonymous mapping.

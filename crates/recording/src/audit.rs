@@ -7,15 +7,19 @@
 //! still consistent (every change is published by one store) but a count
 //! may be off by one; [`Audit::busy_shards`] says how many there were, and
 //! a live reader can resume the target and decode again.
+//!
+//! Version 2 regions also hold what the tracer counted per allocation site
+//! ([`Audit::sites`]) and the process's peak of live bytes; version 1
+//! regions are read as well, without them.
 
 use std::collections::BTreeMap;
 use std::mem::{size_of, MaybeUninit};
 use std::sync::atomic::Ordering;
 
 use leaktrail_format::{
-    self as format, class_size, Header, Lifecycle, ShardDesc, SizeClass, StackId, UnwindMode,
-    EMPTY, HEADER_MAPPING_BYTES, LIVE_ENTRY_BYTES, MAGIC, PAGE_SIZE, STACK_CHUNK_WORDS,
-    STACK_INDEX_ENTRY_BYTES, TOMBSTONE,
+    self as format, class_size, Header, Lifecycle, ShardDesc, SiteCounters, SizeClass, StackId,
+    UnwindMode, EMPTY, HEADER_MAPPING_BYTES, LIVE_ENTRY_BYTES, MAGIC, OLDEST_VERSION, PAGE_SIZE,
+    SITE_COUNTERS_WORDS, SITE_SIZE_BUCKETS, STACK_CHUNK_WORDS, STACK_INDEX_ENTRY_BYTES, TOMBSTONE,
 };
 
 use crate::memory::Memory;
@@ -52,6 +56,47 @@ pub struct ClassStats {
     pub allocs: u64,
     /// Frees ever made.
     pub frees: u64,
+}
+
+/// What the tracer counted at one allocation site (one interned stack)
+/// since it started: [`format::SiteCounters`], decoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteStats {
+    /// The site.
+    pub stack: StackId,
+    /// Allocations made there.
+    pub allocs: u64,
+    /// Of those, freed (or reallocated away).
+    pub frees: u64,
+    /// Bytes allocated there in total.
+    pub bytes: u64,
+    /// Temporary allocations (heaptrack's: freed by their thread with no
+    /// allocation or free of that thread in between).
+    pub temporary: u64,
+    /// Bytes of the site's buffers alive at the snapshot.
+    pub live_bytes: u64,
+    /// The most the site held at once.
+    pub peak_bytes: u64,
+    /// When it first held that much, ns after the tracer started.
+    pub peak_time_ns: u64,
+    /// Allocations per size bucket ([`format::size_bucket`]).
+    pub sizes: [u64; SITE_SIZE_BUCKETS],
+}
+
+impl SiteStats {
+    /// Allocations not freed yet.
+    pub fn live_count(&self) -> u64 {
+        self.allocs.saturating_sub(self.frees)
+    }
+}
+
+/// The process's heap peak, as the tracer counted it (version 2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapPeak {
+    /// The most bytes of live buffers the process ever held.
+    pub bytes: u64,
+    /// When, ns after the tracer started.
+    pub time_ns: u64,
 }
 
 /// What the tracer could not record.
@@ -106,9 +151,15 @@ pub struct Audit {
     pub live: Vec<Block>,
     /// Anonymous mappings the program made, by address.
     pub maps: Vec<Block>,
-    /// Every stack a live buffer or mapping refers to: innermost first,
-    /// return addresses.
+    /// Every stack a live buffer, a mapping or a site refers to:
+    /// innermost first, return addresses.
     pub stacks: BTreeMap<StackId, Vec<u64>>,
+    /// What the tracer counted per allocation site, by stack id; `None`
+    /// for a region that does not count them (version 1, or blocks from
+    /// glibc's heap).
+    pub sites: Option<Vec<SiteStats>>,
+    /// The process's heap peak (`None` where `sites` is).
+    pub peak: Option<HeapPeak>,
     /// Shards caught mid-update.
     pub busy_shards: u32,
     /// The address ranges the region occupies.
@@ -172,11 +223,14 @@ fn read_header(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Box<Header>, E
     }
     let version = u32::from_le_bytes(raw[8..12].try_into().unwrap_or_default());
     let header_size = u32::from_le_bytes(raw[12..16].try_into().unwrap_or_default());
-    if version != format::VERSION || header_size as usize != size_of::<Header>() {
+    // Version 2 changed the stack records, not the header.
+    if !(OLDEST_VERSION..=format::VERSION).contains(&version)
+        || header_size as usize != size_of::<Header>()
+    {
         return Err(malformed(
             addr,
             &format!(
-                "audit region version {version} (header {header_size} bytes); this leaktrail reads version {} ({} bytes)",
+                "audit region version {version} (header {header_size} bytes); this leaktrail reads versions {OLDEST_VERSION} to {} ({} bytes)",
                 format::VERSION,
                 size_of::<Header>()
             ),
@@ -271,7 +325,22 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
     live.sort_unstable_by_key(|b| b.addr);
     maps.sort_unstable_by_key(|b| b.addr);
 
+    let counted = h.version >= 2;
     let mut stacks = BTreeMap::new();
+    let mut sites = counted.then(Vec::new);
+    if let Some(sites) = &mut sites {
+        // Best effort: a corrupt index slot or record loses that site's
+        // counts, not the snapshot's blocks.
+        for shard in &h.stack_index {
+            for id in index_ids(mem, shard).unwrap_or_default() {
+                if let Ok((frames, site)) = read_site(mem, &h, id) {
+                    stacks.insert(id, frames);
+                    sites.push(site);
+                }
+            }
+        }
+        sites.sort_unstable_by_key(|s| s.stack);
+    }
     for b in live.iter().chain(maps.iter()) {
         if !b.stack.is_none() && !stacks.contains_key(&b.stack) {
             stacks.insert(b.stack, read_stack(mem, &h, b.stack)?);
@@ -327,9 +396,64 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
         live,
         maps,
         stacks,
+        sites,
+        peak: counted.then(|| HeapPeak {
+            bytes: load(&c.peak_bytes),
+            time_ns: load(&c.peak_time_ns),
+        }),
         busy_shards,
         ranges,
     })
+}
+
+/// The stack ids of one stack-index table (its used slots).
+fn index_ids(mem: &(impl Memory + ?Sized), shard: &ShardDesc) -> Result<Vec<StackId>, Error> {
+    let mut ids = Vec::new();
+    read_table(mem, shard, STACK_INDEX_ENTRY_BYTES, |raw| {
+        for e in raw.chunks_exact(STACK_INDEX_ENTRY_BYTES as usize) {
+            let word = |i: usize| u64::from_le_bytes(e[i..i + 8].try_into().unwrap_or_default());
+            if word(0) != 0 {
+                ids.push(StackId(word(8) as u32));
+            }
+        }
+    })?;
+    Ok(ids)
+}
+
+/// The frames and the counters of the site `id` (a version 2 record).
+fn read_site(
+    mem: &(impl Memory + ?Sized),
+    h: &Header,
+    id: StackId,
+) -> Result<(Vec<u64>, SiteStats), Error> {
+    let (at, len) = stack_record(mem, h, id, SITE_COUNTERS_WORDS)?;
+    let mut raw = vec![0u8; (len + SITE_COUNTERS_WORDS) as usize * 8];
+    mem.read(at + 8, &mut raw)?;
+    let words: Vec<u64> = raw
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+        .collect();
+    let (frames, c) = words.split_at(len as usize);
+    macro_rules! field {
+        ($f:ident) => {
+            c[std::mem::offset_of!(SiteCounters, $f) / 8]
+        };
+    }
+    let first = std::mem::offset_of!(SiteCounters, sizes) / 8;
+    let mut sizes = [0u64; SITE_SIZE_BUCKETS];
+    sizes.copy_from_slice(&c[first..first + SITE_SIZE_BUCKETS]);
+    let site = SiteStats {
+        stack: id,
+        allocs: sizes.iter().fold(0u64, |a, &n| a.saturating_add(n)),
+        frees: field!(frees),
+        bytes: field!(bytes),
+        temporary: field!(temporary),
+        live_bytes: field!(live_bytes),
+        peak_bytes: field!(peak_bytes),
+        peak_time_ns: field!(peak_time_ns),
+        sizes,
+    };
+    Ok((frames.to_vec(), site))
 }
 
 fn read_entries(
@@ -337,31 +461,42 @@ fn read_entries(
     shard: &ShardDesc,
     out: &mut Vec<Block>,
 ) -> Result<(), Error> {
+    read_table(mem, shard, LIVE_ENTRY_BYTES, |raw| push_entries(raw, out))
+}
+
+/// Hands `each` the bytes of `shard`'s table, `entry`-byte records, in
+/// pieces of whole records.
+fn read_table(
+    mem: &(impl Memory + ?Sized),
+    shard: &ShardDesc,
+    entry: u64,
+    mut each: impl FnMut(&[u8]),
+) -> Result<(), Error> {
     let table = shard.table.load(Ordering::Relaxed);
     let cap = shard.capacity.load(Ordering::Relaxed);
     if table == 0 || cap == 0 {
         return Ok(());
     }
     let bytes = cap
-        .checked_mul(LIVE_ENTRY_BYTES)
-        .ok_or_else(|| malformed(table, "live table capacity overflows"))?;
+        .checked_mul(entry)
+        .ok_or_else(|| malformed(table, "table capacity overflows"))?;
     if let Some(raw) = mem.borrow(table, bytes) {
-        push_entries(raw, out);
+        each(raw);
         return Ok(());
     }
     // Copied a slice at a time: the capacity is the target's word (or a
     // corrupt file's), so what we allocate must not follow it. A table
     // that is not all there fails at its first missing slice.
-    const SLICE: u64 = LIVE_ENTRY_BYTES * 32 * 1024;
-    let mut buf = vec![0u8; bytes.min(SLICE) as usize];
+    let slice = entry * 32 * 1024;
+    let mut buf = vec![0u8; bytes.min(slice) as usize];
     let mut at = 0;
     while at < bytes {
-        let n = (bytes - at).min(SLICE) as usize;
+        let n = (bytes - at).min(slice) as usize;
         let addr = table
             .checked_add(at)
-            .ok_or_else(|| malformed(table, "live table runs past the end of the address space"))?;
+            .ok_or_else(|| malformed(table, "table runs past the end of the address space"))?;
         mem.read(addr, &mut buf[..n])?;
-        push_entries(&buf[..n], out);
+        each(&buf[..n]);
         at += n as u64;
     }
     Ok(())
@@ -392,6 +527,23 @@ fn push_entries(raw: &[u8], out: &mut Vec<Block>) {
 }
 
 fn read_stack(mem: &(impl Memory + ?Sized), h: &Header, id: StackId) -> Result<Vec<u64>, Error> {
+    let (at, len) = stack_record(mem, h, id, 0)?;
+    let mut raw = vec![0u8; len as usize * 8];
+    mem.read(at + 8, &mut raw)?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+        .collect())
+}
+
+/// Where the record of stack `id` is and how many frames it has, checked
+/// to fit in its chunk with `after` more words.
+fn stack_record(
+    mem: &(impl Memory + ?Sized),
+    h: &Header,
+    id: StackId,
+    after: u64,
+) -> Result<(u64, u64), Error> {
     let (chunk, off) = format::stack_location(id);
     let base = h
         .chunks
@@ -406,18 +558,13 @@ fn read_stack(mem: &(impl Memory + ?Sized), h: &Header, id: StackId) -> Result<V
     }
     let at = base + off * 8;
     let len = mem.read_u64(at)? & 0xffff;
-    if off + 1 + len > STACK_CHUNK_WORDS || len as usize > format::MAX_DEPTH {
+    if off + 1 + len + after > STACK_CHUNK_WORDS || len as usize > format::MAX_DEPTH {
         return Err(malformed(
             h.self_addr,
             &format!("stack {id} claims {len} frames"),
         ));
     }
-    let mut raw = vec![0u8; len as usize * 8];
-    mem.read(at + 8, &mut raw)?;
-    Ok(raw
-        .chunks_exact(8)
-        .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
-        .collect())
+    Ok((at, len))
 }
 
 #[cfg(test)]
@@ -473,6 +620,94 @@ mod tests {
         assert!(r.contains(&(0x5000, 0x5000 + 16 * LIVE_ENTRY_BYTES)));
         assert!(r.contains(&(0x9000, 0x9000 + STACK_CHUNK_WORDS * 8)));
         assert_eq!(r.len(), 3);
+    }
+
+    /// A region at `at` with one interned stack (id 1, frames 0x401000
+    /// and 0x402000) whose site counted 5 allocations of 100 bytes
+    /// (3 freed, 1 temporary, peak 400 bytes at t=7), written as `version`.
+    fn region_with_one_site(at: u64, version: u32) -> Bytes {
+        let put =
+            |b: &mut Vec<u8>, off: usize, v: u64| b[off..][..8].copy_from_slice(&v.to_le_bytes());
+        let mut b = header_at(at);
+        b[8..12].copy_from_slice(&version.to_le_bytes());
+        b.resize(HEADER_MAPPING_BYTES as usize + 4096, 0);
+        let index = HEADER_MAPPING_BYTES as usize;
+        let chunk = index + 1024;
+        let shard = offset_of!(Header, stack_index) + 3 * size_of::<ShardDesc>();
+        put(
+            &mut b,
+            shard + offset_of!(ShardDesc, table),
+            at + index as u64,
+        );
+        put(&mut b, shard + offset_of!(ShardDesc, capacity), 4);
+        put(&mut b, index + 2 * 16, 0x1234); // slot 2: hash, then id
+        put(&mut b, index + 2 * 16 + 8, 1);
+        put(&mut b, offset_of!(Header, chunks), at + chunk as u64);
+        let counters = offset_of!(Header, counters);
+        put(
+            &mut b,
+            counters + offset_of!(format::Counters, peak_bytes),
+            900,
+        );
+        put(
+            &mut b,
+            counters + offset_of!(format::Counters, peak_time_ns),
+            8,
+        );
+        let rec = chunk + 8; // word 1 of the arena
+        put(&mut b, rec, 2);
+        put(&mut b, rec + 8, 0x40_1000);
+        put(&mut b, rec + 16, 0x40_2000);
+        let site = rec + 24;
+        let field = |f: usize| site + f;
+        put(&mut b, field(offset_of!(SiteCounters, live_bytes)), 200);
+        put(&mut b, field(offset_of!(SiteCounters, peak_bytes)), 400);
+        put(&mut b, field(offset_of!(SiteCounters, peak_time_ns)), 7);
+        put(&mut b, field(offset_of!(SiteCounters, bytes)), 500);
+        put(&mut b, field(offset_of!(SiteCounters, frees)), 3);
+        put(&mut b, field(offset_of!(SiteCounters, temporary)), 1);
+        let bucket = offset_of!(SiteCounters, sizes) + 8 * format::size_bucket(100);
+        put(&mut b, field(bucket), 5);
+        Bytes { at, bytes: b }
+    }
+
+    #[test]
+    fn a_version_2_region_has_its_sites_and_peak() {
+        let at = 0x7000_0000_0000u64;
+        let audit = decode(&region_with_one_site(at, 2), at).unwrap();
+        let sites = audit.sites.clone().expect("version 2 counts sites");
+        assert_eq!(sites.len(), 1);
+        let s = sites[0];
+        assert_eq!(s.stack, StackId(1));
+        assert_eq!(
+            (s.allocs, s.frees, s.live_count(), s.temporary),
+            (5, 3, 2, 1)
+        );
+        assert_eq!(
+            (s.bytes, s.live_bytes, s.peak_bytes, s.peak_time_ns),
+            (500, 200, 400, 7)
+        );
+        assert_eq!(s.sizes[format::size_bucket(100)], 5);
+        assert_eq!(audit.frames(StackId(1)), [0x40_1000, 0x40_2000]);
+        assert_eq!(
+            audit.peak,
+            Some(HeapPeak {
+                bytes: 900,
+                time_ns: 8
+            })
+        );
+    }
+
+    #[test]
+    fn a_version_1_region_is_read_without_sites() {
+        let at = 0x7000_0000_0000u64;
+        let audit = decode(&region_with_one_site(at, 1), at).unwrap();
+        assert_eq!((audit.sites, audit.peak), (None, None));
+        assert!(audit.stacks.is_empty(), "no live block refers to a stack");
+        let mut newer = region_with_one_site(at, VERSION + 1);
+        assert!(decode(&newer, at).is_err());
+        newer.bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
+        assert!(decode(&newer, at).is_err());
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub mod memory;
 pub mod output;
 pub mod snapshot;
 
-pub use audit::{Audit, Block};
+pub use audit::{Audit, Block, HeapPeak, SiteStats};
 pub use dir::{Detail, Meta, Recording, RecordingWriter, Sample};
 pub use error::Error;
 pub use maps::{Mapping, Region, RegionBytes};

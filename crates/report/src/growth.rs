@@ -148,6 +148,17 @@ pub fn text(g: &Growth, top: usize, depth: usize) -> String {
         if let Some(owner) = s.owner {
             let _ = writeln!(out, "   owner: {}", owner.name());
         }
+        if let Some(c) = &s.counts {
+            let _ = writeln!(
+                out,
+                "   site: {} allocations, {} freed, {} temporary, peak {} after {}",
+                c.allocs,
+                c.frees,
+                c.temporary,
+                text::bytes(c.peak_bytes as f64),
+                text::seconds(c.peak_time_ns as f64 / 1e9)
+            );
+        }
         out.push_str(&stack(&s.stack, depth, "     "));
     }
     if top != 0 && g.suspects.len() > top {

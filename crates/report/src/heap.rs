@@ -1,5 +1,6 @@
 //! Text renderings of the single-snapshot analyses (`leaks`, `caches`,
-//! `bufs`, `whatis`, `refs`, `dump`): mdb's dcmds, as tables people read.
+//! `bufs`, `whatis`, `refs`, `dump`): mdb's dcmds, as tables people read;
+//! and `summary`, heaptrack_print's ([`sites`]).
 
 pub mod bufs;
 pub mod caches;
@@ -7,6 +8,7 @@ pub mod dump;
 pub mod js;
 pub mod leaks;
 pub mod refs;
+pub mod sites;
 pub mod whatis;
 
 use std::fmt::Write;

@@ -39,6 +39,7 @@ pub mod js;
 pub mod leaks;
 pub mod maps_diff;
 pub mod refs;
+pub mod sites;
 pub mod trend;
 pub mod whatis;
 
@@ -53,6 +54,7 @@ pub use js::{JsObjectsDocument, JsPrintDocument};
 pub use leaks::LeaksDocument;
 pub use maps_diff::MapsDiffDocument;
 pub use refs::{ChainsDocument, RefsDocument};
+pub use sites::SummaryDocument;
 pub use trend::TrendDocument;
 pub use whatis::WhatisDocument;
 

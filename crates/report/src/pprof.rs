@@ -4,11 +4,13 @@
 //! The messages are written out by hand below with `prost`'s derive, field
 //! for field as in `github.com/google/pprof/proto/profile.proto`, so no
 //! `protoc` is needed to build. Sample types are `inuse_objects/count` and
-//! `inuse_space/bytes` (the default); each sample is one allocation site in
-//! one size class, labelled with the class (`size_class`, bytes). The
-//! tracer counts allocations and frees per size class only, not per stack,
-//! so there are no `alloc_*` sample types (they would have to be invented
-//! per stack); the per-class totals go into the profile's comments instead.
+//! `inuse_space/bytes` (the default); each of those samples is one
+//! allocation site in one size class, labelled with the class
+//! (`size_class`, bytes). When the tracer counted per site (audit format
+//! 2), `alloc_objects/count` and `alloc_space/bytes` follow, as in Go's
+//! heap profiles: one more sample per site with its allocations and bytes
+//! since the start (its `inuse_*` 0), so a site whose buffers were all
+//! freed still shows. The per-class totals go into the comments.
 //! Frames carry their function, file and line, functions their file and
 //! start line (DWARF's `decl_line`); inlined calls become extra lines of
 //! their caller's location, innermost first, as pprof expects;
@@ -289,6 +291,26 @@ impl Builder {
     }
 }
 
+impl Builder {
+    /// The locations of a stack, innermost first: one per physical frame,
+    /// with the calls inlined into it.
+    fn stack(&mut self, frames: &[Frame]) -> Vec<u64> {
+        let mut location_id = Vec::new();
+        let mut group: Vec<&Frame> = Vec::new();
+        for f in frames {
+            group.push(f);
+            if !f.inlined {
+                location_id.push(self.location(&group));
+                group.clear();
+            }
+        }
+        if !group.is_empty() {
+            location_id.push(self.location(&group));
+        }
+        location_id
+    }
+}
+
 /// The pprof message for `profile`.
 pub fn message(profile: &Profile) -> PprofProfile {
     let mut b = Builder::default();
@@ -322,30 +344,44 @@ pub fn message(profile: &Profile) -> PprofProfile {
             has_inline_frames: true,
         });
     }
+    let counted = profile.counted.as_ref();
+    if counted.is_some() {
+        let alloc_objects = ValueType {
+            r#type: b.string("alloc_objects"),
+            unit: b.string("count"),
+        };
+        let alloc_space = ValueType {
+            r#type: b.string("alloc_space"),
+            unit: b.string("bytes"),
+        };
+        b.p.sample_type.extend([alloc_objects, alloc_space]);
+    }
     let key = b.string("size_class");
     let unit = b.string("bytes");
     for e in &profile.entries {
-        let mut location_id = Vec::new();
-        let mut group: Vec<&Frame> = Vec::new();
-        for f in &e.frames {
-            group.push(f);
-            if !f.inlined {
-                location_id.push(b.location(&group));
-                group.clear();
-            }
-        }
-        if !group.is_empty() {
-            location_id.push(b.location(&group));
+        let location_id = b.stack(&e.frames);
+        let mut value = vec![e.count as i64, e.bytes as i64];
+        if counted.is_some() {
+            value.extend([0, 0]);
         }
         b.p.sample.push(Sample {
             location_id,
-            value: vec![e.count as i64, e.bytes as i64],
+            value,
             label: vec![Label {
                 key,
                 str: 0,
                 num: e.class.min(i64::MAX as u64) as i64,
                 num_unit: unit,
             }],
+        });
+    }
+    for site in counted.iter().flat_map(|c| &c.sites) {
+        let location_id = b.stack(&site.frames);
+        let space = site.bytes.min(i64::MAX as u64) as i64;
+        b.p.sample.push(Sample {
+            location_id,
+            value: vec![0, 0, site.allocs as i64, space],
+            label: vec![],
         });
     }
     let mut comments = vec![format!(

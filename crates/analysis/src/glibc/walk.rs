@@ -138,6 +138,8 @@ impl Walk {
             live,
             maps: Vec::new(),
             stacks: BTreeMap::new(),
+            sites: None,
+            peak: None,
             busy_shards: 0,
             ranges: Vec::new(),
         }

@@ -172,6 +172,8 @@ mod tests {
             live: Vec::new(),
             maps: Vec::new(),
             stacks: Default::default(),
+            sites: None,
+            peak: None,
             busy_shards: 0,
             ranges: Vec::new(),
         }

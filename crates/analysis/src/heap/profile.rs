@@ -34,7 +34,7 @@ use crate::heap::model::Heap;
 use crate::heap::types::Label;
 use crate::symbolize::{Frame, Symbolizer};
 use crate::Error;
-use leaktrail_recording::audit::{self, Audit, Block};
+use leaktrail_recording::audit::{self, Audit, Block, HeapPeak, SiteStats};
 use leaktrail_recording::Snapshot;
 
 /// What every view of walked blocks says about them, once.
@@ -82,6 +82,67 @@ pub struct Entry {
     pub bytes: u64,
 }
 
+/// What the tracer counted at one site since it started, up to the
+/// snapshot: heaptrack's numbers per allocation site, read through
+/// [`SiteStats`]' fields (`allocs`, `temporary`, `peak_bytes`, ...).
+/// Stack ids that symbolize to one site are merged (their peaks summed: an
+/// upper bound of the site's peak, as their peaks may have been at
+/// different times; `stats.stack` is the first id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteCounts {
+    /// The site's identity.
+    pub key: SiteKey,
+    /// The stack, innermost first, inlined calls expanded.
+    pub frames: Vec<Frame>,
+    /// The counts.
+    pub stats: SiteStats,
+}
+
+impl std::ops::Deref for SiteCounts {
+    type Target = SiteStats;
+    fn deref(&self) -> &SiteStats {
+        &self.stats
+    }
+}
+
+impl SiteCounts {
+    fn add(&mut self, s: &SiteStats) {
+        let t = &mut self.stats;
+        t.allocs += s.allocs;
+        t.frees += s.frees;
+        t.bytes = t.bytes.saturating_add(s.bytes);
+        t.temporary += s.temporary;
+        t.live_bytes = t.live_bytes.saturating_add(s.live_bytes);
+        if s.peak_bytes > 0 && (t.peak_bytes == 0 || s.peak_time_ns > t.peak_time_ns) {
+            t.peak_time_ns = s.peak_time_ns;
+        }
+        t.peak_bytes = t.peak_bytes.saturating_add(s.peak_bytes);
+        for (a, b) in t.sizes.iter_mut().zip(s.sizes) {
+            *a += b;
+        }
+    }
+}
+
+/// What the tracer counted as it ran (audit format 2 and later): per
+/// site, and the process's heap peak.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counted {
+    /// One entry per site, by allocations, most first.
+    pub sites: Vec<SiteCounts>,
+    /// The process's heap peak.
+    pub peak: HeapPeak,
+    /// When the tracer started, ns since the epoch (site and peak times
+    /// count from it).
+    pub start_unix_ns: u64,
+}
+
+impl Counted {
+    /// The site with key `key`.
+    pub fn site(&self, key: &SiteKey) -> Option<&SiteCounts> {
+        self.sites.iter().find(|s| &s.key == key)
+    }
+}
+
 /// What one snapshot holds, by site.
 #[derive(Clone, Debug)]
 pub struct Profile {
@@ -104,6 +165,9 @@ pub struct Profile {
     /// traced): no stacks, each entry's one frame names its type or size
     /// class ([`FrameKind::Type`](crate::FrameKind::Type)).
     pub stackless: bool,
+    /// What the tracer counted per site; `None` for a tracer that did not
+    /// count (audit format 1) or blocks walked from glibc's heap.
+    pub counted: Option<Counted>,
 }
 
 /// The snapshot's capture time: our note's, else the tracer's start plus
@@ -168,6 +232,27 @@ impl Profile {
         symbolizer: &Symbolizer,
         blocks: impl IntoIterator<Item = (u64, StackId)>,
     ) -> Profile {
+        Profile::build(snap, audit, symbolizer, blocks, true)
+    }
+
+    /// [`Profile::from_blocks`] without [`Profile::counted`], which
+    /// symbolizes every site: for profiles merged into one that has it.
+    pub(crate) fn from_blocks_uncounted(
+        snap: &Snapshot,
+        audit: &Audit,
+        symbolizer: &Symbolizer,
+        blocks: impl IntoIterator<Item = (u64, StackId)>,
+    ) -> Profile {
+        Profile::build(snap, audit, symbolizer, blocks, false)
+    }
+
+    fn build(
+        snap: &Snapshot,
+        audit: &Audit,
+        symbolizer: &Symbolizer,
+        blocks: impl IntoIterator<Item = (u64, StackId)>,
+        count: bool,
+    ) -> Profile {
         let mut by_stack: HashMap<(StackId, SizeClass), (u64, u64)> = HashMap::new();
         for (size, stack) in blocks {
             let e = by_stack.entry((stack, class_of(size))).or_default();
@@ -201,6 +286,17 @@ impl Profile {
         }
         let mut entries: Vec<Entry> = merged.into_values().collect();
         sort_entries(&mut entries);
+        let counted =
+            audit
+                .sites
+                .as_ref()
+                .zip(audit.peak)
+                .filter(|_| count)
+                .map(|(sites, peak)| Counted {
+                    sites: count_sites(audit, symbolizer, sites, &mut symbolized),
+                    peak,
+                    start_unix_ns: audit.start_realtime_ns,
+                });
         let class_totals = audit
             .classes
             .iter()
@@ -216,6 +312,7 @@ impl Profile {
             modules: snap.modules(),
             dropped_allocs: audit.counters.dropped_allocs,
             stackless: false,
+            counted,
         }
     }
 
@@ -260,6 +357,7 @@ impl Profile {
             modules: snap.modules(),
             dropped_allocs: 0,
             stackless: true,
+            counted: None,
         }
     }
 
@@ -295,6 +393,40 @@ impl Profile {
         sort_entries(&mut out);
         out
     }
+}
+
+/// The tracer's per-site counts, symbolized and merged by site, by
+/// allocations (most first), then site.
+fn count_sites(
+    audit: &Audit,
+    symbolizer: &Symbolizer,
+    sites: &[SiteStats],
+    symbolized: &mut HashMap<StackId, (SiteKey, Vec<Frame>)>,
+) -> Vec<SiteCounts> {
+    let mut merged: HashMap<SiteKey, SiteCounts> = HashMap::new();
+    for s in sites.iter().filter(|s| s.allocs != 0) {
+        let (key, frames) = symbolized
+            .entry(s.stack)
+            .or_insert_with(|| {
+                let frames = symbolizer.stack_inlined(audit.frames(s.stack));
+                (SiteKey::physical(&frames), frames)
+            })
+            .clone();
+        merged
+            .entry(key.clone())
+            .or_insert_with(|| SiteCounts {
+                key,
+                frames,
+                stats: SiteStats {
+                    stack: s.stack,
+                    ..SiteStats::default()
+                },
+            })
+            .add(s);
+    }
+    let mut out: Vec<SiteCounts> = merged.into_values().collect();
+    out.sort_by(|a, b| b.allocs.cmp(&a.allocs).then(a.key.cmp(&b.key)));
+    out
 }
 
 /// By bytes, then count, then site: a stable order for output and tests.

@@ -426,7 +426,11 @@ pub fn profile(
     let mut entries: HashMap<(SiteKey, u64), Entry> = HashMap::new();
     for (epoch, group) in groups {
         symbolizer.set_jit_epoch(Some(epoch));
-        let p = Profile::from_blocks(snap, audit, symbolizer, group);
+        let p = if merged.is_none() {
+            Profile::from_blocks(snap, audit, symbolizer, group)
+        } else {
+            Profile::from_blocks_uncounted(snap, audit, symbolizer, group)
+        };
         for e in &p.entries {
             entries
                 .entry((e.key.clone(), e.class))

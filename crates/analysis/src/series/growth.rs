@@ -264,6 +264,9 @@ pub struct Suspect {
     /// For a Node.js process: who owns these buffers (backing stores, V8
     /// handles, other native memory), from the stack.
     pub owner: Option<crate::owner::Owner>,
+    /// What the tracer counted at the site (all its classes) up to the
+    /// newest snapshot, when it counted (audit format 2).
+    pub counts: Option<crate::profile::SiteCounts>,
 }
 
 /// One size class across the snapshots.
@@ -412,6 +415,12 @@ pub fn analyse(profiles: &[Profile]) -> Growth {
             .iter()
             .any(|m| leaktrail_recording::is_node(&m.path))
     });
+    let counted: std::collections::HashMap<&crate::profile::SiteKey, &crate::profile::SiteCounts> =
+        order
+            .last()
+            .and_then(|p| p.counted.as_ref())
+            .map(|c| c.sites.iter().map(|s| (&s.key, s)).collect())
+            .unwrap_or_default();
     let mut suspects: Vec<Suspect> = sites
         .iter()
         .filter_map(|((_, class), ((i, j), v))| {
@@ -428,6 +437,7 @@ pub fn analyse(profiles: &[Profile]) -> Growth {
                 score: st.score,
                 stats: st,
                 owner: node.then(|| crate::owner::of_block(&order[*i].entries[*j].frames)),
+                counts: counted.get(&order[*i].entries[*j].key).map(|&c| c.clone()),
             })
         })
         .collect();

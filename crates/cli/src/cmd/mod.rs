@@ -24,6 +24,7 @@ pub mod remote;
 pub mod report;
 pub mod run;
 pub mod snapshot;
+pub mod summary;
 pub mod top;
 pub mod trend;
 pub mod watch;

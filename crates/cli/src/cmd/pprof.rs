@@ -15,8 +15,9 @@ use super::filter::FilterArgs;
 Writes the snapshot's live buffers as a gzipped pprof profile: sample types \
 inuse_objects and inuse_space (the default), one sample per allocation stack and size \
 class (label size_class), functions with files and lines, inlined calls, mappings with \
-build ids. The tracer keeps allocation totals per size class only, so there are no \
-alloc_* types; the profile's comments list them.
+build ids; then alloc_objects and alloc_space, one sample per allocation stack with what \
+it allocated since the program started (the tracer's own counts: not narrowed by the \
+filters). The profile's comments list the totals per size class.
 
 Examples:
   leaktrail pprof rec/snapshots/0007.core -o heap.pb.gz && go tool pprof -top heap.pb.gz

@@ -274,7 +274,12 @@ fn pprof_decodes_independently_with_the_totals_of_caches() {
     .expect("decoder json");
     assert_eq!(
         p["sample_types"],
-        serde_json::json!([["inuse_objects", "count"], ["inuse_space", "bytes"]])
+        serde_json::json!([
+            ["inuse_objects", "count"],
+            ["inuse_space", "bytes"],
+            ["alloc_objects", "count"],
+            ["alloc_space", "bytes"]
+        ])
     );
     assert_eq!(p["default_sample_type"], "inuse_space");
     let caches: Value =
@@ -292,7 +297,7 @@ fn pprof_decodes_independently_with_the_totals_of_caches() {
         .expect("grow_cache sample");
     assert_eq!(
         grow["values"],
-        serde_json::json!([500, 5 * GROW_STEP_BYTES])
+        serde_json::json!([500, 5 * GROW_STEP_BYTES, 0, 0])
     );
     assert_eq!(grow["labels"]["size_class"], 4096);
     assert_eq!(grow["stack"][1]["function"], "run_step");

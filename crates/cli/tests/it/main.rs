@@ -18,6 +18,7 @@ mod install;
 mod jsheap;
 mod node;
 mod recording;
+mod sites;
 mod snapshot;
 mod support;
 mod symbols;

@@ -192,6 +192,8 @@ mod tests {
                 }],
                 maps: vec![],
                 stacks: [(StackId(1), vec![0x2000])].into_iter().collect(),
+                sites: None,
+                peak: None,
                 busy_shards: 0,
                 ranges: vec![(0x5000, 0x6000)],
             },

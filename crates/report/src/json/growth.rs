@@ -126,6 +126,7 @@ pub struct SuspectRecord<'a> {
     stats: StatsRecord,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<&'static str>,
+    site: Option<super::sites::CountsRecord>,
 }
 
 /// One growing size class.
@@ -190,6 +191,7 @@ impl<'a> From<&'a Suspect> for SuspectRecord<'a> {
             score: s.score,
             stats: s.stats.into(),
             owner: s.owner.map(owner_name),
+            site: s.counts.as_ref().map(Into::into),
         }
     }
 }
@@ -253,6 +255,7 @@ mod tests {
             score: 0.25,
             stats,
             owner: Some(Owner::Native),
+            counts: None,
         };
         let g = Growth {
             snapshots: vec![Observation {
@@ -312,7 +315,8 @@ mod tests {
         "p_value": 0.01,
         "significant": true
       },
-      "owner": "native"
+      "owner": "native",
+      "site": null
     }
   ],
   "classes": [],
