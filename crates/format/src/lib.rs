@@ -237,8 +237,17 @@ pub struct Counters {
     /// Stacks not captured because the thread's stack had too little room
     /// left for the unwinder (threads created with tiny stacks).
     pub shallow_stacks: AtomicU64,
+    /// The sampling rate: 0 when every block is recorded (the full audit);
+    /// else the mean bytes between sampled blocks (`run --sample`). Then
+    /// the live table holds only the sampled blocks (a block of `s` bytes is
+    /// sampled with probability `1 - exp(-s / rate)` and stands for the
+    /// inverse of that many blocks), and the class counters count
+    /// every block, unsampled ones by the allocator's usable size. Taken
+    /// from the reserved words below, so a region of version 1 without it
+    /// reads as 0: a full audit.
+    pub sample_rate: AtomicU64,
     /// Reserved for later counters without a version bump.
-    pub reserved: [AtomicU64; 8],
+    pub reserved: [AtomicU64; 7],
 }
 
 /// Descriptor of one hash table of the region, alone on its cache line.
@@ -392,6 +401,11 @@ pub struct Header {
     /// The arena's chunks.
     pub chunks: [ChunkDesc; STACK_CHUNKS],
 }
+
+/// The rate `run --sample` uses when given no value: 512 KiB, a mean of
+/// one sampled block per 512 KiB allocated (tcmalloc samples every 2 MiB,
+/// heapprofd defaults to 32 KiB).
+pub const DEFAULT_SAMPLE_RATE: u64 = 512 * 1024;
 
 /// Bytes of the header mapping (whole pages).
 pub const HEADER_MAPPING_BYTES: u64 =

@@ -228,12 +228,35 @@ fn count_free(hdr: &Header, shard: usize, size: u64) {
     bump(&c.frees, 1);
 }
 
+/// Set at init when sampling (`crate::sample`): unsampled blocks are then
+/// counted without the shard's lock ([`count_unsampled`]), so every
+/// counter update becomes an atomic add.
+pub static ATOMIC_COUNTS: AtomicBool = AtomicBool::new(false);
+
 #[inline]
 fn bump(counter: &AtomicU64, delta: u64) {
+    if ATOMIC_COUNTS.load(Ordering::Relaxed) {
+        counter.fetch_add(delta, Ordering::Relaxed);
+        return;
+    }
     counter.store(
         counter.load(Ordering::Relaxed).wrapping_add(delta),
         Ordering::Relaxed,
     );
+}
+
+/// Counts the allocation (or, `alloc` false, the free) of a block the
+/// sampler passed over, by `usable` bytes (the allocator's usable size,
+/// the one size known again at its free), without the shard's lock: only
+/// with [`ATOMIC_COUNTS`] set.
+#[inline]
+pub fn count_unsampled(hdr: &Header, addr: u64, usable: u64, alloc: bool) {
+    let shard = format::shard_of(addr);
+    if alloc {
+        count_alloc(hdr, shard, usable);
+    } else {
+        count_free(hdr, shard, usable);
+    }
 }
 
 /// The region could not map more memory.

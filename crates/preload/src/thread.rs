@@ -15,6 +15,7 @@
 use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::sample::Sampler;
 use crate::selfmaps;
 use crate::sys;
 use crate::unwind::Memo;
@@ -30,6 +31,8 @@ pub struct ThreadState {
     pub generation: Cell<u64>,
     /// The previous stack this thread captured.
     pub memo: UnsafeCell<Memo>,
+    /// Bytes to this thread's next sample (`run --sample`).
+    pub sampler: Sampler,
 }
 
 thread_local! {
@@ -42,6 +45,7 @@ thread_local! {
             stack_low: Cell::new(0),
             generation: Cell::new(0),
             memo: UnsafeCell::new(Memo::new()),
+            sampler: Sampler::new(),
         }
     };
 }
@@ -145,6 +149,16 @@ pub fn enter<R>(f: impl FnOnce(&ThreadState, &Inside<'_>) -> R) -> Option<R> {
         })
         .ok()
         .flatten()
+}
+
+/// Whether this thread's sampler takes a block of `size` bytes at `rate`;
+/// inside the tracer too (a block must be sampled or counted either way),
+/// and false when the thread's TLS is gone.
+#[inline]
+pub fn sampled(size: u64, rate: u64) -> bool {
+    THREAD
+        .try_with(|state| state.sampler.take(size, rate))
+        .unwrap_or(false)
 }
 
 /// Runs `f` outside any hook (init, dlopen) with nested allocations passing

@@ -44,7 +44,8 @@ pub struct ClassStats {
     pub class: SizeClass,
     /// Largest size in the class.
     pub size: u64,
-    /// Live buffers (counted from the live table).
+    /// Live buffers (counted from the live table; when sampling, from the
+    /// tracer's counters, which count every block).
     pub live_count: u64,
     /// Their bytes (from the live table).
     pub live_bytes: u64,
@@ -88,6 +89,10 @@ pub struct Audit {
     pub unwind: String,
     /// Depth limit.
     pub max_depth: u32,
+    /// Mean bytes between sampled blocks (`run --sample`); 0 for a full
+    /// audit. When sampling, [`Audit::live`] holds the sampled blocks only:
+    /// weigh each by [`Audit::weight`] for estimates of the whole heap.
+    pub sample_rate: u64,
     /// The thread that was handing over at exit, if one was (0: none).
     pub exit_tid: u32,
     /// When the tracer started (ns since the epoch).
@@ -110,9 +115,34 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Live bytes in total.
+    /// Live bytes in total (of the recorded blocks: when sampling, see
+    /// [`Audit::estimate`]).
     pub fn live_bytes(&self) -> u64 {
         self.live.iter().map(|b| b.size).sum()
+    }
+
+    /// Whether the live table holds a sample of the blocks, not all.
+    pub fn sampled(&self) -> bool {
+        self.sample_rate != 0
+    }
+
+    /// How many blocks a recorded block of `size` bytes stands for: 1 in a
+    /// full audit; when sampling at rate R, `1 / (1 - exp(-size / R))`, the
+    /// inverse of its chance to be sampled, which makes every sum of
+    /// weights (and of weighted sizes) an unbiased estimate of the sum
+    /// over all blocks.
+    pub fn weight(&self, size: u64) -> f64 {
+        weight(size, self.sample_rate)
+    }
+
+    /// Estimated (blocks, bytes) of `blocks`, weighted as [`Audit::weight`]
+    /// says, rounded.
+    pub fn estimate<'a>(&self, blocks: impl IntoIterator<Item = &'a Block>) -> (u64, u64) {
+        let (n, bytes) = blocks.into_iter().fold((0.0, 0.0), |(n, bytes), b| {
+            let w = self.weight(b.size);
+            (n + w, bytes + w * b.size as f64)
+        });
+        (n.round() as u64, bytes.round() as u64)
     }
 
     /// The live buffer containing `addr`, if any.
@@ -126,6 +156,18 @@ impl Audit {
     pub fn frames(&self, stack: StackId) -> &[u64] {
         self.stacks.get(&stack).map_or(&[], |v| v.as_slice())
     }
+}
+
+/// How many blocks one sampled block of `size` bytes stands for at `rate`
+/// (see [`Audit::weight`]); 1 when `rate` is 0 (a full audit).
+pub fn weight(size: u64, rate: u64) -> f64 {
+    if rate == 0 {
+        return 1.0;
+    }
+    // -expm1(-x) = 1 - exp(-x) without the cancellation for small x (a
+    // 16-byte block at 512 KiB has x = 3e-5).
+    let p = -(-(size.max(1) as f64) / rate as f64).exp_m1();
+    1.0 / p
 }
 
 /// Page-aligned addresses in `mem` that start with the region's magic.
@@ -282,12 +324,30 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
             frees: h.classes.iter().map(|s| load(&s[c.index()].frees)).sum(),
         })
         .collect();
-    for b in &live {
-        let c = &mut classes[format::class_of(b.size).index()];
-        c.live_count += 1;
-        c.live_bytes = c.live_bytes.saturating_add(b.size);
-    }
     let c = &h.counters;
+    let sample_rate = load(&c.sample_rate);
+    if sample_rate == 0 {
+        for b in &live {
+            let c = &mut classes[format::class_of(b.size).index()];
+            c.live_count += 1;
+            c.live_bytes = c.live_bytes.saturating_add(b.size);
+        }
+    } else {
+        // The table holds a sample; the counters count every block (the
+        // unsampled ones by their usable size).
+        for class in &mut classes {
+            let sum = |f: fn(&format::ClassCounters) -> &std::sync::atomic::AtomicU64| {
+                h.classes.iter().fold(0u64, |acc, s| {
+                    acc.wrapping_add(load(f(&s[class.class.index()])))
+                })
+            };
+            // A block allocated before the tracer counted anything and
+            // freed after can take a class below zero: read that as empty.
+            let positive = |v: u64| if v > i64::MAX as u64 { 0 } else { v };
+            class.live_count = positive(sum(|c| &c.live_count));
+            class.live_bytes = positive(sum(|c| &c.live_bytes));
+        }
+    }
     Ok(Audit {
         header_addr: addr,
         pid: h.pid.load(Ordering::Relaxed),
@@ -303,6 +363,7 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
             .map_or("unknown", UnwindMode::name)
             .to_string(),
         max_depth: h.max_depth,
+        sample_rate,
         exit_tid: h.exit_tid.load(Ordering::Relaxed),
         start_realtime_ns: h.start_realtime_ns,
         counters: AuditCounters {

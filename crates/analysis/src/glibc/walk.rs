@@ -102,6 +102,7 @@ impl Walk {
             state: WALKED.to_string(),
             unwind: String::new(),
             max_depth: 0,
+            sample_rate: 0,
             exit_tid: 0,
             start_realtime_ns: 0,
             counters: AuditCounters::default(),

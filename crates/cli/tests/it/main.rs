@@ -16,6 +16,7 @@ mod hostile;
 mod install;
 mod node;
 mod recording;
+mod sampling;
 mod snapshot;
 mod support;
 mod symbols;

@@ -161,6 +161,7 @@ mod tests {
                 state: "running".into(),
                 unwind: "dwarf".into(),
                 max_depth: 64,
+                sample_rate: 0,
                 exit_tid: 0,
                 start_realtime_ns: 9,
                 counters: AuditCounters {

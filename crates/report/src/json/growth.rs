@@ -19,6 +19,7 @@ pub struct GrowthDocument<'a> {
     grows_above_noise: bool,
     suspects: Vec<SuspectRecord<'a>>,
     classes: Vec<ClassGrowthRecord>,
+    sample_rate: u64,
 }
 
 /// One snapshot of the series.
@@ -152,6 +153,7 @@ impl<'a> From<&'a Growth> for GrowthDocument<'a> {
             grows_above_noise: g.suspects.iter().any(|s| s.stats.significant),
             suspects: g.suspects.iter().map(Into::into).collect(),
             classes: g.classes.iter().map(Into::into).collect(),
+            sample_rate: g.sample_rate,
         }
     }
 }
@@ -191,6 +193,7 @@ mod tests {
             owner: Some(Owner::Native),
         };
         let g = Growth {
+            sample_rate: 0,
             snapshots: vec![Observation {
                 path: "a.core".into(),
                 time_unix_ns: 7,
@@ -248,7 +251,8 @@ mod tests {
       "owner": "native"
     }
   ],
-  "classes": []
+  "classes": [],
+  "sample_rate": 0
 }"#,
         );
         // A class carries the same point and stats records as a suspect.

@@ -166,6 +166,7 @@ pub struct AuditRecord<'a> {
     stacks: Option<u64>,
     dropped_allocs: Option<u64>,
     busy_shards: Option<u32>,
+    sample_rate: Option<u64>,
     error: Option<&'a str>,
 }
 
@@ -239,6 +240,7 @@ impl<'a> From<&'a AuditSummary> for AuditRecord<'a> {
             stacks: a.stacks,
             dropped_allocs: a.dropped_allocs,
             busy_shards: a.busy_shards,
+            sample_rate: a.sample_rate,
             error: a.error.as_deref(),
         }
     }
@@ -325,6 +327,7 @@ mod tests {
                 by_kind: Default::default(),
             }),
             audit: AuditSummary {
+                sample_rate: Some(0),
                 present: true,
                 headers: vec![0x5000],
                 live_blocks: Some(3),
@@ -420,6 +423,7 @@ mod tests {
     "stacks": 2,
     "dropped_allocs": 0,
     "busy_shards": 0,
+    "sample_rate": 0,
     "error": null
   },
   "heap_walk": {
