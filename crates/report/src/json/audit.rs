@@ -26,6 +26,7 @@ pub struct AuditRecord<'a> {
     state: &'a str,
     unwind: &'a str,
     max_depth: u32,
+    sample_rate: u64,
     start_realtime_ns: u64,
     counters: CountersRecord,
     classes: Vec<ClassStatsRecord>,
@@ -117,6 +118,7 @@ impl<'a> From<&'a Audit> for AuditRecord<'a> {
             state: &a.state,
             unwind: &a.unwind,
             max_depth: a.max_depth,
+            sample_rate: a.sample_rate,
             start_realtime_ns: a.start_realtime_ns,
             counters: a.counters.into(),
             classes: a.classes.iter().map(Into::into).collect(),
@@ -207,6 +209,7 @@ mod tests {
     "state": "running",
     "unwind": "dwarf",
     "max_depth": 64,
+    "sample_rate": 0,
     "start_realtime_ns": 9,
     "counters": {
       "dropped_allocs": 1,
