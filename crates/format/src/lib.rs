@@ -246,8 +246,21 @@ pub struct Counters {
     /// from the reserved words below, so a region of version 1 without it
     /// reads as 0: a full audit.
     pub sample_rate: AtomicU64,
+    /// When sampling: the address of the per-thread class counters, a
+    /// mapping of [`THREAD_CLASS_SLOTS`] arrays of [`NUM_CLASSES`]
+    /// [`ClassCounters`], one per thread (in the order threads first count
+    /// an unsampled block), each written by its thread alone with plain
+    /// stores, so an unsampled block costs no atomic operation. Readers
+    /// add them to [`Header::classes`] (live counts may be negative in one
+    /// slot: a block freed by another thread than its allocator's). 0 when
+    /// not sampling.
+    pub thread_classes: AtomicU64,
+    /// Slots of [`Counters::thread_classes`] claimed so far (may exceed
+    /// [`THREAD_CLASS_SLOTS`]: the threads past it count in
+    /// [`Header::classes`] with atomic adds).
+    pub thread_slots: AtomicU64,
     /// Reserved for later counters without a version bump.
-    pub reserved: [AtomicU64; 7],
+    pub reserved: [AtomicU64; 5],
 }
 
 /// Descriptor of one hash table of the region, alone on its cache line.
@@ -406,6 +419,12 @@ pub struct Header {
 /// one sampled block per 512 KiB allocated (tcmalloc samples every 2 MiB,
 /// heapprofd defaults to 32 KiB).
 pub const DEFAULT_SAMPLE_RATE: u64 = 512 * 1024;
+
+/// Threads that get class counters of their own when sampling (see
+/// [`Counters::thread_classes`]).
+pub const THREAD_CLASS_SLOTS: u64 = 256;
+/// Bytes of one thread's class counters.
+pub const THREAD_CLASS_BYTES: u64 = (NUM_CLASSES * core::mem::size_of::<ClassCounters>()) as u64;
 
 /// Bytes of the header mapping (whole pages).
 pub const HEADER_MAPPING_BYTES: u64 =

@@ -45,6 +45,33 @@ pub fn rate() -> Option<u64> {
     }
 }
 
+/// Maps the per-thread class counters of a sampling region (at init).
+pub fn map_thread_classes(hdr: &leaktrail_format::Header) {
+    use leaktrail_format::{THREAD_CLASS_BYTES, THREAD_CLASS_SLOTS};
+    let len = THREAD_CLASS_SLOTS * THREAD_CLASS_BYTES;
+    if let Some(table) = crate::region::map(hdr, len) {
+        hdr.counters.region_bytes.fetch_add(len, Ordering::Relaxed);
+        hdr.counters.thread_classes.store(table, Ordering::Release);
+    }
+}
+
+/// A slot of class counters for the calling thread: its address, or 1
+/// when the table is missing or full (the thread then counts in the
+/// region's shared counters).
+#[cold]
+pub fn claim_slot(hdr: &leaktrail_format::Header) -> u64 {
+    use leaktrail_format::{THREAD_CLASS_BYTES, THREAD_CLASS_SLOTS};
+    let table = hdr.counters.thread_classes.load(Ordering::Acquire);
+    if table == 0 {
+        return 1;
+    }
+    let n = hdr.counters.thread_slots.fetch_add(1, Ordering::Relaxed);
+    if n >= THREAD_CLASS_SLOTS {
+        return 1;
+    }
+    table + n * THREAD_CLASS_BYTES
+}
+
 /// One thread's sampler: the bytes left to its next sample and its
 /// generator's state (0 until the thread's first allocation).
 pub struct Sampler {

@@ -103,6 +103,9 @@ pub fn init() {
             return;
         };
         hdr.counters.sample_rate.store(rate, Ordering::Relaxed);
+        if rate != 0 {
+            sample::map_thread_classes(hdr);
+        }
         // SAFETY: the handlers are plain functions that only touch atomics.
         unsafe {
             libc::pthread_atfork(
@@ -324,8 +327,7 @@ pub fn record_alloc(addr: u64, size: u64) {
         return;
     };
     if let Some(rate) = sample::rate() {
-        if !thread::sampled(size, rate) {
-            region::count_unsampled(hdr, addr, next::usable_size(addr), true);
+        if !thread::sampled(hdr, addr, size, rate) {
             return;
         }
     }
@@ -440,7 +442,7 @@ fn sampled_free(hdr: &Header, addr: u64) -> Freed {
         }
     }
     let usable = next::usable_size(addr);
-    region::count_unsampled(hdr, addr, usable, false);
+    thread::count_unsampled(hdr, addr, usable, false);
     Freed::Counted(usable)
 }
 
@@ -472,7 +474,7 @@ pub fn restore(addr: u64, freed: Freed, size: Option<u64>) {
             } else {
                 usable
             };
-            region::count_unsampled(hdr, addr, usable, true);
+            thread::count_unsampled(hdr, addr, usable, true);
         }
         Freed::Unknown => {}
     }
@@ -482,8 +484,7 @@ pub fn restore(addr: u64, freed: Freed, size: Option<u64>) {
 /// sampled or counted as any other.
 pub fn replayed(hdr: &Header, addr: u64, rec: Record) -> bool {
     if let Some(rate) = sample::rate() {
-        if !thread::sampled(rec.size, rate) {
-            region::count_unsampled(hdr, addr, next::usable_size(addr), true);
+        if !thread::sampled(hdr, addr, rec.size, rate) {
             return true;
         }
     }

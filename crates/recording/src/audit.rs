@@ -279,7 +279,40 @@ fn region_ranges(h: &Header, addr: u64) -> Vec<(u64, u64)> {
             out.push((a, a + STACK_CHUNK_WORDS * 8));
         }
     }
+    let threads = load(&h.counters.thread_classes);
+    if threads != 0 {
+        out.push((
+            threads,
+            threads + format::THREAD_CLASS_SLOTS * format::THREAD_CLASS_BYTES,
+        ));
+    }
     out
+}
+
+/// The per-thread class counters of a sampling region, as (live_count,
+/// live_bytes, allocs, frees) per class, summed over the threads' slots.
+fn thread_classes(mem: &(impl Memory + ?Sized), h: &Header) -> Result<Vec<[u64; 4]>, Error> {
+    let mut sums = vec![[0u64; 4]; format::NUM_CLASSES];
+    let table = h.counters.thread_classes.load(Ordering::Relaxed);
+    if table == 0 {
+        return Ok(sums);
+    }
+    let slots = h
+        .counters
+        .thread_slots
+        .load(Ordering::Relaxed)
+        .min(format::THREAD_CLASS_SLOTS);
+    let mut raw = vec![0u8; format::THREAD_CLASS_BYTES as usize];
+    for i in 0..slots {
+        mem.read(table + i * format::THREAD_CLASS_BYTES, &mut raw)?;
+        for (class, counters) in raw.chunks_exact(32).enumerate() {
+            for (k, word) in counters.chunks_exact(8).enumerate() {
+                let v = u64::from_le_bytes(word.try_into().unwrap_or_default());
+                sums[class][k] = sums[class][k].wrapping_add(v);
+            }
+        }
+    }
+    Ok(sums)
 }
 
 /// `CLOCK_MONOTONIC` when the tracer of the audit at `addr` started, ns:
@@ -314,14 +347,22 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
         }
     }
 
+    // Per-thread counters of unsampled blocks (a sampling region's only).
+    let threads = thread_classes(mem, &h)?;
+    let total =
+        |c: SizeClass, k: usize, f: fn(&format::ClassCounters) -> &std::sync::atomic::AtomicU64| {
+            h.classes.iter().fold(threads[c.index()][k], |acc, s| {
+                acc.wrapping_add(load(f(&s[c.index()])))
+            })
+        };
     let mut classes: Vec<ClassStats> = SizeClass::all()
         .map(|c| ClassStats {
             class: c,
             size: class_size(c),
             live_count: 0,
             live_bytes: 0,
-            allocs: h.classes.iter().map(|s| load(&s[c.index()].allocs)).sum(),
-            frees: h.classes.iter().map(|s| load(&s[c.index()].frees)).sum(),
+            allocs: total(c, 2, |s| &s.allocs),
+            frees: total(c, 3, |s| &s.frees),
         })
         .collect();
     let c = &h.counters;
@@ -336,16 +377,11 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
         // The table holds a sample; the counters count every block (the
         // unsampled ones by their usable size).
         for class in &mut classes {
-            let sum = |f: fn(&format::ClassCounters) -> &std::sync::atomic::AtomicU64| {
-                h.classes.iter().fold(0u64, |acc, s| {
-                    acc.wrapping_add(load(f(&s[class.class.index()])))
-                })
-            };
             // A block allocated before the tracer counted anything and
             // freed after can take a class below zero: read that as empty.
             let positive = |v: u64| if v > i64::MAX as u64 { 0 } else { v };
-            class.live_count = positive(sum(|c| &c.live_count));
-            class.live_bytes = positive(sum(|c| &c.live_bytes));
+            class.live_count = positive(total(class.class, 0, |c| &c.live_count));
+            class.live_bytes = positive(total(class.class, 1, |c| &c.live_bytes));
         }
     }
     Ok(Audit {
