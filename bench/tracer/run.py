@@ -149,7 +149,7 @@ def measure(name, argv, configs, runs, tmp):
 
 
 def main():
-    global SAMPLE
+    global SAMPLE, LEAKTRAIL
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--pairs", type=int, default=2_000_000)
@@ -159,10 +159,15 @@ def main():
     ap.add_argument("--skip-real", action="store_true", help="only the C loops")
     ap.add_argument("--only-real", action="store_true", help="only the real programs")
     ap.add_argument("--no-build", action="store_true", help="use the release build already in target/")
+    ap.add_argument("--leaktrail", metavar="PATH",
+                    help="the leaktrail binary to measure (implies --no-build); default target/release/leaktrail")
     ap.add_argument("--preload", action="append", default=[], metavar="NAME=LIB",
                     help="also run another tracer build (a baseline) as NAME-dwarf and NAME-none")
     args = ap.parse_args()
     SAMPLE = args.sample
+    if args.leaktrail:
+        LEAKTRAIL = os.path.abspath(args.leaktrail)
+        args.no_build = True
     for p in args.preload:
         name, _, lib = p.partition("=")
         if not name or not lib or "-" in name:
