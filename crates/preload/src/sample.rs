@@ -206,6 +206,55 @@ mod tests {
     }
 
     #[test]
+    fn threads_counting_unsampled_blocks_at_once_lose_nothing() {
+        use leaktrail_format::{class_of, ClassCounters, NUM_CLASSES, THREAD_CLASS_BYTES};
+        for threads in [1u64, 4] {
+            let hdr = crate::region::create(leaktrail_format::UnwindMode::None, 1).expect("region");
+            map_thread_classes(hdr);
+            let per = 5000u64;
+            std::thread::scope(|sc| {
+                for t in 0..threads {
+                    sc.spawn(move || {
+                        for i in 0..per {
+                            crate::thread::count_unsampled(
+                                hdr,
+                                0x7f00_0000_0000 + i * 16,
+                                1000,
+                                true,
+                            );
+                        }
+                        // Frees of another thread's blocks count here too.
+                        for i in 0..per / 2 {
+                            let addr = 0x7f00_0000_0000 + (t << 26) + i * 16;
+                            crate::thread::count_unsampled(hdr, addr, 1000, false);
+                        }
+                    });
+                }
+            });
+            assert_eq!(hdr.counters.thread_slots.load(Ordering::Relaxed), threads);
+            let table = hdr.counters.thread_classes.load(Ordering::Relaxed);
+            let class = class_of(1000).index();
+            let (mut live, mut bytes, mut allocs, mut frees) = (0u64, 0u64, 0u64, 0u64);
+            for slot in 0..threads {
+                let base =
+                    (table + slot * THREAD_CLASS_BYTES) as *const [ClassCounters; NUM_CLASSES];
+                // SAFETY: a slot of the table just mapped; its threads ended.
+                let c = unsafe { &(*base)[class] };
+                live = live.wrapping_add(c.live_count.load(Ordering::Relaxed));
+                bytes = bytes.wrapping_add(c.live_bytes.load(Ordering::Relaxed));
+                allocs += c.allocs.load(Ordering::Relaxed);
+                frees += c.frees.load(Ordering::Relaxed);
+            }
+            assert_eq!(
+                (allocs, frees),
+                (threads * per, threads * per / 2),
+                "{threads} threads"
+            );
+            assert_eq!((live, bytes), (threads * per / 2, threads * per / 2 * 1000));
+        }
+    }
+
+    #[test]
     fn the_filter_counts_marks() {
         let a = 0x5555_0000_1010;
         assert!(!Filter::may_hold(a));
