@@ -385,6 +385,7 @@ impl HeapBuilder {
             state: "running".into(),
             unwind: "frame-pointers".into(),
             max_depth: 64,
+            sample_rate: 0,
             exit_tid: 0,
             allocator: leaktrail_format::Allocator::Unknown,
             attached: false,

@@ -40,6 +40,8 @@ pub struct TraceOptions {
     pub unwind: UnwindMode,
     /// Frames per stack.
     pub depth: u32,
+    /// Mean bytes between sampled blocks; 0 records every block.
+    pub sample: u64,
 }
 
 impl TraceOptions {
@@ -49,6 +51,7 @@ impl TraceOptions {
             library,
             unwind: UnwindMode::Dwarf,
             depth: leaktrail_format::DEFAULT_DEPTH as u32,
+            sample: 0,
         }
     }
 }
@@ -202,6 +205,7 @@ pub fn spawn(mut cmd: Command, opts: &TraceOptions) -> Result<Traced, Error> {
     cmd.env("LD_PRELOAD", preload)
         .env(handover::UNWIND, opts.unwind.name())
         .env(handover::DEPTH, opts.depth.to_string())
+        .env(handover::SAMPLE, opts.sample.to_string())
         .env(handover::SUPERVISOR_FD, link_value(&theirs)?);
     let child = cmd
         .spawn()

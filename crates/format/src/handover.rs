@@ -73,6 +73,12 @@ impl AsRef<std::ffi::OsStr> for EnvName {
 pub const UNWIND: EnvName = EnvName(c"LEAKTRAIL_UNWIND");
 /// Frames per stack, clamped to `1..=`[`crate::MAX_DEPTH`].
 pub const DEPTH: EnvName = EnvName(c"LEAKTRAIL_DEPTH");
+/// Mean bytes between sampled blocks (Poisson sampling by bytes); absent or
+/// 0: record every block.
+pub const SAMPLE: EnvName = EnvName(c"LEAKTRAIL_SAMPLE");
+/// Seed of the sampler's random numbers (tests set it to make the choice
+/// of blocks repeatable); absent: from the clock and the thread.
+pub const SAMPLE_SEED: EnvName = EnvName(c"LEAKTRAIL_SAMPLE_SEED");
 /// `1`: load but record nothing.
 pub const DISABLE: EnvName = EnvName(c"LEAKTRAIL_DISABLE");
 /// Most bytes the audit region may occupy.
@@ -450,6 +456,8 @@ mod tests {
         for name in [
             UNWIND,
             DEPTH,
+            SAMPLE,
+            SAMPLE_SEED,
             DISABLE,
             REGION_LIMIT,
             SUPERVISOR_FD,

@@ -256,8 +256,30 @@ pub struct Counters {
     pub peak_bytes: AtomicU64,
     /// When `peak_bytes` was reached, ns after the start (since version 2).
     pub peak_time_ns: AtomicU64,
+    /// The sampling rate: 0 when every block is recorded (the full audit);
+    /// else the mean bytes between sampled blocks (`run --sample`). Then
+    /// the live table holds only the sampled blocks (a block of `s` bytes is
+    /// sampled with probability `1 - exp(-s / rate)` and stands for the
+    /// inverse of that many blocks), and the class counters count
+    /// every block, unsampled ones by the allocator's usable size. Taken
+    /// from the reserved words below, so a region of version 1 without it
+    /// reads as 0: a full audit.
+    pub sample_rate: AtomicU64,
+    /// When sampling: the address of the per-thread class counters, a
+    /// mapping of [`THREAD_CLASS_SLOTS`] arrays of [`NUM_CLASSES`]
+    /// [`ClassCounters`], one per thread (in the order threads first count
+    /// an unsampled block), each written by its thread alone with plain
+    /// stores, so an unsampled block costs no atomic operation. Readers
+    /// add them to [`Header::classes`] (live counts may be negative in one
+    /// slot: a block freed by another thread than its allocator's). 0 when
+    /// not sampling.
+    pub thread_classes: AtomicU64,
+    /// Slots of [`Counters::thread_classes`] claimed so far (may exceed
+    /// [`THREAD_CLASS_SLOTS`]: the threads past it count in
+    /// [`Header::classes`] with atomic adds).
+    pub thread_slots: AtomicU64,
     /// Reserved for later counters without a version bump.
-    pub reserved: [AtomicU64; 5],
+    pub reserved: [AtomicU64; 2],
 }
 
 /// Buckets of a site's size histogram (see [`size_bucket`]).
@@ -479,6 +501,17 @@ pub struct Header {
     /// The arena's chunks.
     pub chunks: [ChunkDesc; STACK_CHUNKS],
 }
+
+/// The rate `run --sample` uses when given no value: 512 KiB, a mean of
+/// one sampled block per 512 KiB allocated (tcmalloc samples every 2 MiB,
+/// heapprofd defaults to 32 KiB).
+pub const DEFAULT_SAMPLE_RATE: u64 = 512 * 1024;
+
+/// Threads that get class counters of their own when sampling (see
+/// [`Counters::thread_classes`]).
+pub const THREAD_CLASS_SLOTS: u64 = 256;
+/// Bytes of one thread's class counters.
+pub const THREAD_CLASS_BYTES: u64 = (NUM_CLASSES * core::mem::size_of::<ClassCounters>()) as u64;
 
 /// Bytes of the header mapping (whole pages).
 pub const HEADER_MAPPING_BYTES: u64 =

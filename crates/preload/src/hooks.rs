@@ -10,7 +10,7 @@ use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::next::{self, bootstrap};
-use crate::tracer::{record_alloc, record_free, record_map, record_unmap, restore};
+use crate::tracer::{record_alloc, record_free, record_map, record_unmap, restore, Freed};
 use crate::{sys, thread, unwind};
 
 /// `malloc(3)`.
@@ -85,13 +85,11 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 
 /// After a resize of `p` (whose record `record_free` took out) to `size`
 /// bytes that returned `q`: records the outcome.
-fn moved(p: *mut c_void, q: *mut c_void, size: usize, old: Option<crate::region::Record>) {
+fn moved(p: *mut c_void, q: *mut c_void, size: usize, old: Freed) {
     if q.is_null() {
         if size != 0 {
             // Failed: `p` is still live and unchanged.
-            if let Some(old) = old {
-                restore(p as u64, old);
-            }
+            restore(p as u64, old, None);
         }
         // realloc(p, 0) freed `p` and returned NULL.
     } else {
@@ -235,12 +233,14 @@ pub unsafe extern "C" fn xallocx(p: *mut c_void, size: usize, extra: usize, flag
     };
     // SAFETY: `f` is jemalloc's xallocx.
     let f: next::XallocxFn = unsafe { core::mem::transmute::<usize, next::XallocxFn>(f) };
-    // SAFETY: forwarding the caller's arguments; the block stays where it is.
+    // Taken out before the resize, which changes the usable size an
+    // unsampled block was counted by; the block stays where it is, so no
+    // other thread can be handed its address meanwhile.
+    let old = record_free(p as u64);
+    // SAFETY: forwarding the caller's arguments.
     let real = unsafe { f(p, size, extra, flags) };
-    if let Some(mut rec) = record_free(p as u64) {
-        rec.size = (real as u64).min(size.saturating_add(extra) as u64);
-        restore(p as u64, rec);
-    }
+    let new = (real as u64).min(size.saturating_add(extra) as u64);
+    restore(p as u64, old, Some(new));
     real
 }
 

@@ -36,6 +36,9 @@
 //!
 //! * `LEAKTRAIL_UNWIND`: `dwarf` (default), `fp` or `none`.
 //! * `LEAKTRAIL_DEPTH`: frames per stack, default 64, at most 256.
+//! * `LEAKTRAIL_SAMPLE`: mean bytes between sampled blocks (see
+//!   [`sample`]); absent or 0, every block is recorded.
+//!   `LEAKTRAIL_SAMPLE_SEED` fixes the sampler's random numbers.
 //! * `LEAKTRAIL_DISABLE=1`: load but record nothing.
 //! * `LEAKTRAIL_REGION_LIMIT`: most bytes the region may occupy.
 //! * `LEAKTRAIL_SUPERVISOR_FD`: set by `leaktrail run` (see [`exit`]).
@@ -52,6 +55,7 @@ pub mod hooks;
 pub mod next;
 pub mod preinit;
 pub mod region;
+pub mod sample;
 pub mod selfmaps;
 pub mod stacks;
 pub mod sys;

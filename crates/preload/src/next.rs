@@ -75,6 +75,9 @@ static POSIX_MEMALIGN: Slot = Slot::new();
 static ALIGNED_ALLOC: Slot = Slot::new();
 static VALLOC: Slot = Slot::new();
 static PVALLOC: Slot = Slot::new();
+/// The allocator's `malloc_usable_size` (0 if it has none of its own): what
+/// sampling counts an unsampled block by, at its allocation and its free.
+static USABLE_SIZE: Slot = Slot::new();
 /// jemalloc's extended API; 0 in programs without it.
 pub static MALLOCX: Slot = Slot::new();
 /// See [`MALLOCX`].
@@ -207,6 +210,9 @@ fn resolve_all() {
         own(c"pvalloc", pvalloc_from_memalign as *const () as usize),
         Ordering::Release,
     );
+    USABLE_SIZE
+        .0
+        .store(own(c"malloc_usable_size", 0), Ordering::Release);
     for (slot, name) in [
         (&MALLOCX, c"mallocx"),
         (&RALLOCX, c"rallocx"),
@@ -232,6 +238,7 @@ fn store_glibc() {
         (&ALIGNED_ALLOC, __libc_memalign as *const () as usize),
         (&VALLOC, valloc_from_memalign as *const () as usize),
         (&PVALLOC, pvalloc_from_memalign as *const () as usize),
+        (&USABLE_SIZE, libc::malloc_usable_size as *const () as usize),
         (&CALLOC, __libc_calloc as *const () as usize),
         (&REALLOC, __libc_realloc as *const () as usize),
         (&FREE, __libc_free as *const () as usize),
@@ -350,6 +357,23 @@ pub fn valloc(size: usize) -> *mut c_void {
 #[inline]
 pub fn pvalloc(size: usize) -> *mut c_void {
     forward!(PVALLOC, MallocFn, core::ptr::null_mut(), (size))
+}
+
+/// The allocator's usable size of the live block `p`; 0 when the allocator
+/// has no `malloc_usable_size` of its own.
+#[inline]
+pub fn usable_size(p: u64) -> u64 {
+    type UsableFn = unsafe extern "C" fn(*mut c_void) -> usize;
+    // A plain load, not `Slot::get`: the block exists, so its allocation
+    // resolved every slot, and a slot left 0 would re-enter `resolve`.
+    let f = USABLE_SIZE.0.load(Ordering::Acquire);
+    if f == 0 {
+        return 0;
+    }
+    // SAFETY: the slot holds the allocator's malloc_usable_size.
+    let f: UsableFn = unsafe { core::mem::transmute::<usize, UsableFn>(f) };
+    // SAFETY: `p` is a live block of that allocator.
+    unsafe { f(p as *mut c_void) as u64 }
 }
 
 /// The address of the jemalloc function in `slot`; `None` if the program

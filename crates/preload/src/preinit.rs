@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use leaktrail_format::{Header, StackId, UnwindMode};
 
-use crate::region::{self, spin_lock, spin_unlock, Record};
+use crate::region::{spin_lock, spin_unlock, Record};
 use crate::{stacks, thread, unwind};
 
 /// Blocks the table holds.
@@ -152,7 +152,7 @@ pub fn replay(hdr: &Header, mode: UnwindMode, start: impl FnOnce()) {
             stack: stack.0,
             tid: e.tid,
         };
-        if region::insert_live(hdr, e.addr, rec, None).is_err() {
+        if !crate::tracer::replayed(hdr, e.addr, rec) {
             DROPPED.fetch_add(1, Ordering::Relaxed);
         }
         e.addr = 0;

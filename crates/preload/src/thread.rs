@@ -16,6 +16,7 @@ use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::region::Caller;
+use crate::sample::Sampler;
 use crate::selfmaps;
 use crate::sys;
 use crate::unwind::Memo;
@@ -32,6 +33,11 @@ pub struct ThreadState {
     pub generation: Cell<u64>,
     /// The previous stack this thread captured.
     pub memo: UnsafeCell<Memo>,
+    /// Bytes to this thread's next sample (`run --sample`).
+    pub sampler: Sampler,
+    /// This thread's class counters when sampling: 0 before it claimed a
+    /// slot, 1 when none was left (see [`leaktrail_format::Counters::thread_classes`]).
+    pub class_slot: Cell<u64>,
 }
 
 thread_local! {
@@ -45,6 +51,8 @@ thread_local! {
             last_alloc: Cell::new(0),
             generation: Cell::new(0),
             memo: UnsafeCell::new(Memo::new()),
+            sampler: Sampler::new(),
+            class_slot: Cell::new(0),
         }
     };
 }
@@ -158,6 +166,86 @@ pub fn enter<R>(f: impl FnOnce(&ThreadState, &Inside<'_>) -> R) -> Option<R> {
         })
         .ok()
         .flatten()
+}
+
+/// Whether this thread's sampler takes the new block of `size` bytes at
+/// `addr`, at `rate`; if not, counts it ([`count_unsampled`]) in the same
+/// TLS access. Inside the tracer too (a block must be sampled or counted
+/// either way); a thread whose TLS is gone counts the block.
+#[inline]
+pub fn sampled(hdr: &leaktrail_format::Header, addr: u64, size: u64, rate: u64) -> bool {
+    let taken = THREAD.try_with(|state| {
+        if state.sampler.take(size, rate) {
+            return true;
+        }
+        count_in(state, hdr, addr, crate::next::usable_size(addr), true);
+        false
+    });
+    match taken {
+        Ok(taken) => taken,
+        Err(_) => {
+            crate::region::count_unsampled(hdr, addr, crate::next::usable_size(addr), true);
+            false
+        }
+    }
+}
+
+/// Counts an unsampled block of `usable` bytes at `addr` (`alloc`: its
+/// allocation, else its free) in this thread's own class counters, with
+/// plain loads and stores (the thread is their only writer); in the
+/// region's shared ones when the thread has no slot or no TLS left.
+#[inline]
+pub fn count_unsampled(hdr: &leaktrail_format::Header, addr: u64, usable: u64, alloc: bool) {
+    if THREAD
+        .try_with(|state| count_in(state, hdr, addr, usable, alloc))
+        .is_err()
+    {
+        crate::region::count_unsampled(hdr, addr, usable, alloc);
+    }
+}
+
+#[inline]
+fn count_in(
+    state: &ThreadState,
+    hdr: &leaktrail_format::Header,
+    addr: u64,
+    usable: u64,
+    alloc: bool,
+) {
+    let slot = match state.class_slot.get() {
+        0 => {
+            let s = crate::sample::claim_slot(hdr);
+            state.class_slot.set(s);
+            s
+        }
+        s => s,
+    };
+    if slot <= 1 {
+        crate::region::count_unsampled(hdr, addr, usable, alloc);
+        return;
+    }
+    let class = leaktrail_format::class_of(usable).index() as u64;
+    let c = (slot + class * core::mem::size_of::<leaktrail_format::ClassCounters>() as u64)
+        as *const leaktrail_format::ClassCounters;
+    // SAFETY: `slot` is this thread's array of NUM_CLASSES ClassCounters
+    // in a region mapping that is never unmapped, and `class` is below
+    // NUM_CLASSES.
+    let c = unsafe { &*c };
+    let add = |counter: &AtomicU64, delta: u64| {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(delta),
+            Ordering::Relaxed,
+        )
+    };
+    if alloc {
+        add(&c.live_count, 1);
+        add(&c.live_bytes, usable);
+        add(&c.allocs, 1);
+    } else {
+        add(&c.live_count, u64::MAX);
+        add(&c.live_bytes, usable.wrapping_neg());
+        add(&c.frees, 1);
+    }
 }
 
 /// Runs `f` outside any hook (init, dlopen) with nested allocations passing

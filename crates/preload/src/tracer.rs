@@ -18,8 +18,9 @@ use leaktrail_format::handover::{self, EnvName};
 use leaktrail_format::{self as format, Header, Lifecycle, StackId, UnwindMode, MAX_DEPTH};
 
 use crate::region::{self, Record};
+use crate::sample::{self, Filter};
 use crate::thread::{self, ThreadState};
-use crate::{preinit, stacks, sys, unwind};
+use crate::{next, preinit, stacks, sys, unwind};
 
 /// Lifecycle before the region exists.
 static STATE: AtomicU32 = AtomicU32::new(Lifecycle::Uninitialised as u32);
@@ -66,6 +67,14 @@ pub fn init() {
             region::LIMIT.store(limit, Ordering::Relaxed);
         }
         configure(mode, depth);
+        let rate = env(handover::SAMPLE).and_then(parse_u64).unwrap_or(0);
+        if rate != 0 {
+            let seed = env(handover::SAMPLE_SEED)
+                .and_then(parse_u64)
+                .unwrap_or_else(|| sys::clock_ns(libc::CLOCK_REALTIME) ^ sys::getpid() as u64);
+            region::ATOMIC_COUNTS.store(true, Ordering::Relaxed);
+            sample::configure(rate, seed);
+        }
         let pid = sys::getpid();
         thread::MAIN_TID.store(pid as u64, Ordering::Relaxed);
         let mut local = 0u64;
@@ -82,6 +91,7 @@ pub fn init() {
         unwind::shared::init();
         unwind::modules::rebuild();
         let Some(hdr) = region::create(mode, depth) else {
+            sample::configure(0, 0);
             if region::LIMIT_REACHED.load(Ordering::Relaxed) {
                 say_number(
                     b"leaktrail: the region limit (LEAKTRAIL_REGION_LIMIT=",
@@ -99,6 +109,10 @@ pub fn init() {
             return;
         };
         crate::allocator::publish(hdr);
+        hdr.counters.sample_rate.store(rate, Ordering::Relaxed);
+        if rate != 0 {
+            sample::map_thread_classes(hdr);
+        }
         install_fork_handlers();
         // Blocks of the constructors that ran before ours join the audit
         // as the region starts recording.
@@ -362,6 +376,17 @@ pub fn record_alloc(addr: u64, size: u64) {
         not_running_alloc(addr, size);
         return;
     };
+    if let Some(rate) = sample::rate() {
+        if !thread::sampled(hdr, addr, size, rate) {
+            return;
+        }
+    }
+    insert_new(hdr, addr, size);
+}
+
+/// Enters a block that keeps its record (every block, or a sampled one).
+#[inline]
+fn insert_new(hdr: &Header, addr: u64, size: u64) {
     let done = thread::enter(|state, _inside| {
         let rec = Record {
             size,
@@ -369,16 +394,26 @@ pub fn record_alloc(addr: u64, size: u64) {
             stack: current_stack(hdr, state).0,
             tid: state.tid(),
         };
-        match region::insert_live(hdr, addr, rec, Some(state.caller())) {
-            Ok(()) => {}
-            Err(region::RegionFull) => {
-                hdr.counters.dropped_allocs.fetch_add(1, Ordering::Relaxed);
-                region_full(hdr);
-            }
-        }
+        insert(hdr, addr, rec, Some(state.caller()));
     });
     if done.is_none() {
         hdr.counters.dropped_allocs.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Enters `rec` at `addr`, marking it sampled when sampling.
+#[inline]
+fn insert(hdr: &Header, addr: u64, rec: Record, caller: Option<region::Caller>) {
+    match region::insert_live(hdr, addr, rec, caller) {
+        Ok(()) => {
+            if sample::rate().is_some() {
+                Filter::mark(addr);
+            }
+        }
+        Err(region::RegionFull) => {
+            hdr.counters.dropped_allocs.fetch_add(1, Ordering::Relaxed);
+            region_full(hdr);
+        }
     }
 }
 
@@ -396,38 +431,120 @@ fn not_running_alloc(addr: u64, size: u64) {
     }
 }
 
+/// What [`record_free`] found of a block about to be freed.
+#[derive(Clone, Copy, Debug)]
+pub enum Freed {
+    /// Its record, taken out of the live table.
+    Recorded(Record),
+    /// An unsampled block of this many usable bytes, counted as freed.
+    Counted(u64),
+    /// Nothing: an address the tracer never saw (or could not look up).
+    Unknown,
+}
+
+impl Freed {
+    /// The record, if the block had one.
+    pub fn record(self) -> Option<Record> {
+        match self {
+            Freed::Recorded(rec) => Some(rec),
+            _ => None,
+        }
+    }
+}
+
 /// Records that `addr` is about to be freed. Called before the real free,
 /// so the allocator cannot hand the address to another thread while the
 /// table still holds it.
 #[inline]
-pub fn record_free(addr: u64) -> Option<Record> {
+pub fn record_free(addr: u64) -> Freed {
     let Some(hdr) = active() else {
-        return not_running_free(addr);
+        return not_running_free(addr).map_or(Freed::Unknown, Freed::Recorded);
     };
-    let removed =
-        thread::enter(|state, _inside| region::remove_live(hdr, addr, Some(state.caller())))
-            .flatten();
-    if removed.is_none() {
-        hdr.counters.unknown_frees.fetch_add(1, Ordering::Relaxed);
+    if sample::rate().is_some() {
+        return sampled_free(hdr, addr);
     }
-    removed
+    match thread::enter(|state, _inside| region::remove_live(hdr, addr, Some(state.caller())))
+        .flatten()
+    {
+        Some(rec) => Freed::Recorded(rec),
+        None => {
+            hdr.counters.unknown_frees.fetch_add(1, Ordering::Relaxed);
+            Freed::Unknown
+        }
+    }
+}
+
+/// A free while sampling: most blocks are unsampled, which the filter
+/// tells without a lock.
+#[inline]
+fn sampled_free(hdr: &Header, addr: u64) -> Freed {
+    if Filter::may_hold(addr) {
+        match thread::enter(|state, _inside| region::remove_live(hdr, addr, Some(state.caller()))) {
+            Some(Some(rec)) => {
+                Filter::unmark(addr);
+                return Freed::Recorded(rec);
+            }
+            Some(None) => {}
+            None => {
+                // Inside the tracer (a signal handler's free): the table
+                // cannot be looked at now; the block's record stays.
+                hdr.counters.unknown_frees.fetch_add(1, Ordering::Relaxed);
+                return Freed::Unknown;
+            }
+        }
+    }
+    let usable = next::usable_size(addr);
+    thread::count_unsampled(hdr, addr, usable, false);
+    Freed::Counted(usable)
 }
 
 #[cold]
 fn not_running_free(addr: u64) -> Option<Record> {
     if STATE.load(Ordering::Acquire) == Lifecycle::Uninitialised as u32 {
         if let preinit::Outcome::Closed = preinit::free(addr) {
-            return record_free(addr);
+            return record_free(addr).record();
         }
     }
     None
 }
 
-/// Puts back a record taken by [`record_free`] when the free did not
-/// happen (a failed `realloc`).
-pub fn restore(addr: u64, rec: Record) {
+/// Puts back what [`record_free`] took when the free did not happen (a
+/// failed `realloc`), or, `size` given, with that new size (an in-place
+/// resize: `xallocx`).
+pub fn restore(addr: u64, freed: Freed, size: Option<u64>) {
     let Some(hdr) = active() else { return };
-    let _ = thread::enter(|_state, _inside| region::insert_live(hdr, addr, rec, None));
+    match freed {
+        Freed::Recorded(mut rec) => {
+            if let Some(size) = size {
+                rec.size = size;
+            }
+            let _ = thread::enter(|_state, _inside| insert(hdr, addr, rec, None));
+        }
+        Freed::Counted(usable) => {
+            let usable = if size.is_some() {
+                next::usable_size(addr)
+            } else {
+                usable
+            };
+            thread::count_unsampled(hdr, addr, usable, true);
+        }
+        Freed::Unknown => {}
+    }
+}
+
+/// A block entered by the constructors that ran before init, at replay:
+/// sampled or counted as any other.
+pub fn replayed(hdr: &Header, addr: u64, rec: Record) -> bool {
+    if let Some(rate) = sample::rate() {
+        if !thread::sampled(hdr, addr, rec.size, rate) {
+            return true;
+        }
+    }
+    let ok = region::insert_live(hdr, addr, rec, None).is_ok();
+    if ok && sample::rate().is_some() {
+        Filter::mark(addr);
+    }
+    ok
 }
 
 /// Records a new anonymous mapping.

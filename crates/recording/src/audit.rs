@@ -48,7 +48,8 @@ pub struct ClassStats {
     pub class: SizeClass,
     /// Largest size in the class.
     pub size: u64,
-    /// Live buffers (counted from the live table).
+    /// Live buffers (counted from the live table; when sampling, from the
+    /// tracer's counters, which count every block).
     pub live_count: u64,
     /// Their bytes (from the live table).
     pub live_bytes: u64,
@@ -133,6 +134,10 @@ pub struct Audit {
     pub unwind: String,
     /// Depth limit.
     pub max_depth: u32,
+    /// Mean bytes between sampled blocks (`run --sample`); 0 for a full
+    /// audit. When sampling, [`Audit::live`] holds the sampled blocks only:
+    /// weigh each by [`Audit::weight`] for estimates of the whole heap.
+    pub sample_rate: u64,
     /// The thread that was handing over at exit, if one was (0: none).
     pub exit_tid: u32,
     /// The program's allocator, as the tracer found it
@@ -167,9 +172,34 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Live bytes in total.
+    /// Live bytes in total (of the recorded blocks: when sampling, see
+    /// [`Audit::estimate`]).
     pub fn live_bytes(&self) -> u64 {
         self.live.iter().map(|b| b.size).sum()
+    }
+
+    /// Whether the live table holds a sample of the blocks, not all.
+    pub fn sampled(&self) -> bool {
+        self.sample_rate != 0
+    }
+
+    /// How many blocks a recorded block of `size` bytes stands for: 1 in a
+    /// full audit; when sampling at rate R, `1 / (1 - exp(-size / R))`, the
+    /// inverse of its chance to be sampled, which makes every sum of
+    /// weights (and of weighted sizes) an unbiased estimate of the sum
+    /// over all blocks.
+    pub fn weight(&self, size: u64) -> f64 {
+        weight(size, self.sample_rate)
+    }
+
+    /// Estimated (blocks, bytes) of `blocks`, weighted as [`Audit::weight`]
+    /// says, rounded.
+    pub fn estimate<'a>(&self, blocks: impl IntoIterator<Item = &'a Block>) -> (u64, u64) {
+        let (n, bytes) = blocks.into_iter().fold((0.0, 0.0), |(n, bytes), b| {
+            let w = self.weight(b.size);
+            (n + w, bytes + w * b.size as f64)
+        });
+        (n.round() as u64, bytes.round() as u64)
     }
 
     /// The live buffer containing `addr`, if any.
@@ -183,6 +213,18 @@ impl Audit {
     pub fn frames(&self, stack: StackId) -> &[u64] {
         self.stacks.get(&stack).map_or(&[], |v| v.as_slice())
     }
+}
+
+/// How many blocks one sampled block of `size` bytes stands for at `rate`
+/// (see [`Audit::weight`]); 1 when `rate` is 0 (a full audit).
+pub fn weight(size: u64, rate: u64) -> f64 {
+    if rate == 0 {
+        return 1.0;
+    }
+    // -expm1(-x) = 1 - exp(-x) without the cancellation for small x (a
+    // 16-byte block at 512 KiB has x = 3e-5).
+    let p = -(-(size.max(1) as f64) / rate as f64).exp_m1();
+    1.0 / p
 }
 
 /// Page-aligned addresses in `mem` that start with the region's magic.
@@ -297,7 +339,40 @@ fn region_ranges(h: &Header, addr: u64) -> Vec<(u64, u64)> {
             out.push((a, a + STACK_CHUNK_WORDS * 8));
         }
     }
+    let threads = load(&h.counters.thread_classes);
+    if threads != 0 {
+        out.push((
+            threads,
+            threads + format::THREAD_CLASS_SLOTS * format::THREAD_CLASS_BYTES,
+        ));
+    }
     out
+}
+
+/// The per-thread class counters of a sampling region, as (live_count,
+/// live_bytes, allocs, frees) per class, summed over the threads' slots.
+fn thread_classes(mem: &(impl Memory + ?Sized), h: &Header) -> Result<Vec<[u64; 4]>, Error> {
+    let mut sums = vec![[0u64; 4]; format::NUM_CLASSES];
+    let table = h.counters.thread_classes.load(Ordering::Relaxed);
+    if table == 0 {
+        return Ok(sums);
+    }
+    let slots = h
+        .counters
+        .thread_slots
+        .load(Ordering::Relaxed)
+        .min(format::THREAD_CLASS_SLOTS);
+    let mut raw = vec![0u8; format::THREAD_CLASS_BYTES as usize];
+    for i in 0..slots {
+        mem.read(table + i * format::THREAD_CLASS_BYTES, &mut raw)?;
+        for (class, counters) in raw.chunks_exact(32).enumerate() {
+            for (k, word) in counters.chunks_exact(8).enumerate() {
+                let v = u64::from_le_bytes(word.try_into().unwrap_or_default());
+                sums[class][k] = sums[class][k].wrapping_add(v);
+            }
+        }
+    }
+    Ok(sums)
 }
 
 /// `CLOCK_MONOTONIC` when the tracer of the audit at `addr` started, ns:
@@ -347,22 +422,43 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
         }
     }
 
+    // Per-thread counters of unsampled blocks (a sampling region's only).
+    let threads = thread_classes(mem, &h)?;
+    let total =
+        |c: SizeClass, k: usize, f: fn(&format::ClassCounters) -> &std::sync::atomic::AtomicU64| {
+            h.classes.iter().fold(threads[c.index()][k], |acc, s| {
+                acc.wrapping_add(load(f(&s[c.index()])))
+            })
+        };
     let mut classes: Vec<ClassStats> = SizeClass::all()
         .map(|c| ClassStats {
             class: c,
             size: class_size(c),
             live_count: 0,
             live_bytes: 0,
-            allocs: h.classes.iter().map(|s| load(&s[c.index()].allocs)).sum(),
-            frees: h.classes.iter().map(|s| load(&s[c.index()].frees)).sum(),
+            allocs: total(c, 2, |s| &s.allocs),
+            frees: total(c, 3, |s| &s.frees),
         })
         .collect();
-    for b in &live {
-        let c = &mut classes[format::class_of(b.size).index()];
-        c.live_count += 1;
-        c.live_bytes = c.live_bytes.saturating_add(b.size);
-    }
     let c = &h.counters;
+    let sample_rate = load(&c.sample_rate);
+    if sample_rate == 0 {
+        for b in &live {
+            let c = &mut classes[format::class_of(b.size).index()];
+            c.live_count += 1;
+            c.live_bytes = c.live_bytes.saturating_add(b.size);
+        }
+    } else {
+        // The table holds a sample; the counters count every block (the
+        // unsampled ones by their usable size).
+        for class in &mut classes {
+            // A block allocated before the tracer counted anything and
+            // freed after can take a class below zero: read that as empty.
+            let positive = |v: u64| if v > i64::MAX as u64 { 0 } else { v };
+            class.live_count = positive(total(class.class, 0, |c| &c.live_count));
+            class.live_bytes = positive(total(class.class, 1, |c| &c.live_bytes));
+        }
+    }
     Ok(Audit {
         header_addr: addr,
         pid: h.pid.load(Ordering::Relaxed),
@@ -378,6 +474,7 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
             .map_or("unknown", UnwindMode::name)
             .to_string(),
         max_depth: h.max_depth,
+        sample_rate,
         exit_tid: h.exit_tid.load(Ordering::Relaxed),
         allocator: format::Allocator::from_u32(h.allocator.load(Ordering::Relaxed)),
         attached: h.attached.load(Ordering::Relaxed) == 1,

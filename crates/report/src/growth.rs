@@ -100,6 +100,7 @@ pub fn text(g: &Growth, top: usize, depth: usize) -> String {
         count(first.map_or(0, |s| s.live_count)),
         count(last.map_or(0, |s| s.live_count)),
     );
+    out.push_str(&text::sampled_line(g.sample_rate));
     let above = g.suspects.iter().filter(|s| s.stats.significant).count();
     let _ = writeln!(out, "{}", verdict(g, above));
     if g.stackless() {

@@ -215,6 +215,7 @@ definitely lost: 2,048 bytes in 2 blocks, oldest 0x555500001000 (1,024 bytes)
             frees: 0,
         };
         let c = Caches {
+            sample_rate: 0,
             classes: vec![ClassRow {
                 size: 4096,
                 live_count: 1700,

@@ -444,6 +444,20 @@ pub fn page_with_chains(
         inv.samples.len(),
         escape(&text::seconds(t.duration_seconds))
     );
+    let rate = inv
+        .profiles
+        .iter()
+        .chain(inv.latest.iter())
+        .map(|p| p.sample_rate)
+        .max()
+        .unwrap_or(0);
+    if rate != 0 {
+        let _ = write!(
+            out,
+            "<p class=\"note\" id=\"sampled\">{}</p>",
+            escape(text::sampled_line(rate).trim_end())
+        );
+    }
 
     // The diagnosis, in a few lines.
     let _ = write!(

@@ -326,7 +326,9 @@ pub fn message(profile: &Profile) -> PprofProfile {
     b.p.default_sample_type = space.r#type;
     b.p.sample_type = vec![objects, space.clone()];
     b.p.period_type = Some(space);
-    b.p.period = 1;
+    // pprof's period is the sampling interval, as Go's and tcmalloc's heap
+    // profiles give it; the values are already scaled estimates.
+    b.p.period = profile.sample_rate.max(1).min(i64::MAX as u64) as i64;
     b.p.time_nanos = profile.time_unix_ns as i64;
     for (i, m) in profile.modules.iter().enumerate() {
         let filename = b.string(&m.path);
@@ -391,6 +393,12 @@ pub fn message(profile: &Profile) -> PprofProfile {
     )];
     if profile.stackless {
         comments.push(leaktrail_analysis::profile::STACKLESS.to_string());
+    }
+    if profile.sample_rate != 0 {
+        comments.push(format!(
+            "sampled: one block per {} bytes allocated on average; values are estimates (each sampled block weighted by 1/(1-exp(-size/{})))",
+            profile.sample_rate, profile.sample_rate
+        ));
     }
     for (class, (allocs, frees)) in &profile.class_totals {
         comments.push(format!(

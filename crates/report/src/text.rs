@@ -171,6 +171,32 @@ pub fn node_regions(t: &Trend) -> String {
     out
 }
 
+/// The line a view of a sampled audit starts with (`run --sample`): the
+/// rate, and that its counts and bytes are estimates. Empty for a full
+/// audit.
+pub fn sampled_line(rate: u64) -> String {
+    if rate == 0 {
+        return String::new();
+    }
+    format!(
+        "sampled: one block per {} allocated on average (run --sample); counts and bytes are estimates\n",
+        bytes(rate as f64)
+    )
+}
+
+/// The words a title or comment of a sampled view ends with:
+/// `; estimated from a sample, one block per 512.0 KiB`. Empty for a full
+/// audit.
+pub fn sampled_words(rate: u64) -> String {
+    if rate == 0 {
+        return String::new();
+    }
+    format!(
+        "; estimated from a sample, one block per {}",
+        bytes(rate as f64)
+    )
+}
+
 /// The tracer's own memory, kept apart from the program's figures.
 pub fn tracer_line(bytes_: u64) -> String {
     format!(

@@ -129,6 +129,7 @@ impl Walk {
             state: WALKED.to_string(),
             unwind: String::new(),
             max_depth: 0,
+            sample_rate: 0,
             exit_tid: 0,
             allocator: leaktrail_format::Allocator::Glibc,
             attached: false,

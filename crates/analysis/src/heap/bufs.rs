@@ -92,6 +92,10 @@ pub struct Bufs {
     pub stacks: HashMap<StackId, Vec<Frame>>,
     /// Groups by stack, by bytes, when asked for.
     pub groups: Vec<StackGroup>,
+    /// The audit's sampling rate (0: a full audit). When sampling,
+    /// `buffers` are the sampled ones, while `bytes` and every group's
+    /// `bytes` and `count` are estimates of all the blocks they stand for.
+    pub sample_rate: u64,
 }
 
 /// Selects buffers of `audit` by `filter`; with `group` groups them by
@@ -154,6 +158,7 @@ pub fn select(
     let mut groups = Vec::new();
     if group {
         let mut by: HashMap<StackId, StackGroup> = HashMap::new();
+        let mut weighed: HashMap<StackId, (f64, f64)> = HashMap::new();
         let mut oldest: HashMap<StackId, u64> = HashMap::new();
         for b in &buffers {
             let g = by.entry(b.stack_id).or_insert_with(|| StackGroup {
@@ -165,8 +170,12 @@ pub fn select(
                 type_name: None,
                 size_class: None,
             });
-            g.bytes += b.size;
-            g.count += 1;
+            let w = audit.weight(b.size);
+            let e = weighed.entry(b.stack_id).or_default();
+            e.0 += w;
+            e.1 += w * b.size as f64;
+            g.count = e.0.round() as u64;
+            g.bytes = e.1.round() as u64;
             let t = oldest.entry(b.stack_id).or_insert(b.time_ns);
             if b.time_ns < *t {
                 *t = b.time_ns;
@@ -191,12 +200,17 @@ pub fn select(
     } else {
         stacks.clear();
     }
-    let bytes = buffers.iter().map(|b| b.size).sum();
+    let bytes = buffers
+        .iter()
+        .map(|b| audit.weight(b.size) * b.size as f64)
+        .sum::<f64>()
+        .round() as u64;
     Bufs {
         buffers,
         bytes,
         stacks,
         groups,
+        sample_rate: audit.sample_rate,
     }
 }
 

@@ -60,6 +60,10 @@ pub struct Caches {
     pub classes: Vec<ClassRow>,
     /// Live buffers and bytes per snapshot.
     pub totals: Vec<ClassCounts>,
+    /// The sampling rate of the newest snapshot's audit (0: a full audit).
+    /// The class counters count every block either way; when sampling,
+    /// unsampled blocks are counted by the allocator's usable size.
+    pub sample_rate: u64,
 }
 
 /// At most this many classes are flagged as growing the most.
@@ -129,13 +133,28 @@ pub fn compare(audits: &[&Audit]) -> Caches {
     let totals = audits
         .iter()
         .map(|a| ClassCounts {
-            live_count: a.live.len() as u64,
-            live_bytes: a.live_bytes(),
+            // A sample's table holds only the sampled blocks; its counters
+            // count them all.
+            live_count: if a.sampled() {
+                a.classes.iter().map(|c| c.live_count).sum()
+            } else {
+                a.live.len() as u64
+            },
+            live_bytes: if a.sampled() {
+                a.classes.iter().map(|c| c.live_bytes).sum()
+            } else {
+                a.live_bytes()
+            },
             allocs: a.classes.iter().map(|c| c.allocs).sum(),
             frees: a.classes.iter().map(|c| c.frees).sum(),
         })
         .collect();
-    Caches { classes, totals }
+    let sample_rate = audits.last().map_or(0, |a| a.sample_rate);
+    Caches {
+        classes,
+        totals,
+        sample_rate,
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +169,7 @@ mod tests {
             state: "running".into(),
             unwind: leaktrail_format::UnwindMode::Dwarf.name().into(),
             max_depth: 64,
+            sample_rate: 0,
             exit_tid: 0,
             allocator: leaktrail_format::Allocator::Unknown,
             attached: false,

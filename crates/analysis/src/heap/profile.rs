@@ -76,9 +76,9 @@ pub struct Entry {
     /// The size class, by its largest size (0 when entries of several
     /// classes were merged by [`Profile::by_site`]).
     pub class: u64,
-    /// Live buffers.
+    /// Live buffers (estimated when the profile is sampled).
     pub count: u64,
-    /// Their requested bytes.
+    /// Their requested bytes (estimated when the profile is sampled).
     pub bytes: u64,
 }
 
@@ -168,6 +168,11 @@ pub struct Profile {
     /// What the tracer counted per site; `None` for a tracer that did not
     /// count (audit format 1) or blocks walked from glibc's heap.
     pub counted: Option<Counted>,
+    /// Mean bytes between sampled blocks, 0 for a full audit: when not 0,
+    /// every count and byte total of the entries is an estimate, each
+    /// sampled block weighted by the inverse of its chance to be sampled
+    /// ([`Audit::weight`]).
+    pub sample_rate: u64,
 }
 
 /// The snapshot's capture time: our note's, else the tracer's start plus
@@ -253,15 +258,19 @@ impl Profile {
         blocks: impl IntoIterator<Item = (u64, StackId)>,
         count: bool,
     ) -> Profile {
-        let mut by_stack: HashMap<(StackId, SizeClass), (u64, u64)> = HashMap::new();
+        // Weighted sums: each block counts as the blocks it stands for (1
+        // in a full audit, more when sampled), rounded once per entry.
+        let mut by_stack: HashMap<(StackId, SizeClass), (f64, f64)> = HashMap::new();
         for (size, stack) in blocks {
+            let w = audit.weight(size);
             let e = by_stack.entry((stack, class_of(size))).or_default();
-            e.0 += 1;
-            e.1 += size;
+            e.0 += w;
+            e.1 += w * size as f64;
         }
         let mut symbolized: HashMap<StackId, (SiteKey, Vec<Frame>)> = HashMap::new();
         let mut merged: HashMap<(SiteKey, SizeClass), Entry> = HashMap::new();
         for ((stack, class), (count, bytes)) in by_stack {
+            let (count, bytes) = (count.round() as u64, bytes.round() as u64);
             let (key, frames) = symbolized
                 .entry(stack)
                 .or_insert_with(|| {
@@ -313,6 +322,7 @@ impl Profile {
             dropped_allocs: audit.counters.dropped_allocs,
             stackless: false,
             counted,
+            sample_rate: audit.sample_rate,
         }
     }
 
@@ -358,6 +368,7 @@ impl Profile {
             dropped_allocs: 0,
             stackless: true,
             counted: None,
+            sample_rate: 0,
         }
     }
 

@@ -296,6 +296,9 @@ pub struct Growth {
     /// Every size class with live buffers in any snapshot, by score, then
     /// rise, then live bytes at the end.
     pub classes: Vec<ClassGrowth>,
+    /// The largest sampling rate among the snapshots (0: every one is a
+    /// full audit); when not 0, the series are estimates.
+    pub sample_rate: u64,
 }
 
 impl Growth {
@@ -474,6 +477,7 @@ pub fn analyse(profiles: &[Profile]) -> Growth {
     });
 
     Growth {
+        sample_rate: order.iter().map(|p| p.sample_rate).max().unwrap_or(0),
         snapshots: order
             .iter()
             .map(|p| Observation {

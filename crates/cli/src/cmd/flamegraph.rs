@@ -83,11 +83,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let mut o =
                     FlamegraphOptions::titled(format!("Live memory by {by}: {}", name(&args.snap)));
                 o.subtitle = Some(format!(
-                    "{} in {} buffers, {}{}",
+                    "{} in {} buffers, {}{}{}",
                     text::bytes(after.bytes() as f64),
                     after.count(),
                     when(&after),
-                    filtered
+                    filtered,
+                    text::sampled_words(after.sample_rate)
                 ));
                 fg::svg(&folded, &o)?
             }
@@ -104,16 +105,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     name(&args.snap)
                 ));
                 o.subtitle = Some(format!(
-                    "{} → {} ({}), red grew, blue shrank{}",
+                    "{} → {} ({}), red grew, blue shrank{}{}",
                     text::bytes(before.bytes() as f64),
                     text::bytes(after.bytes() as f64),
                     text::signed_bytes(after.bytes() as f64 - before.bytes() as f64),
-                    filtered
+                    filtered,
+                    text::sampled_words(after.sample_rate.max(before.sample_rate))
                 ));
                 fg::diff_svg(&diff, &o)?
             }
         }
     };
+    if args.folded && after.sample_rate != 0 {
+        // Folded stacks have no place for it; the values are estimates.
+        eprint!("leaktrail: {}", text::sampled_line(after.sample_rate));
+    }
     match &args.output {
         Some(path) => recording::write_atomically(path, body.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?,

@@ -107,8 +107,12 @@ fn text(s: &Summary) -> String {
     } else if let (Some(blocks), Some(bytes)) = (a.live_blocks, a.live_bytes) {
         let _ = writeln!(
             o,
-            "audit      {blocks} live blocks, {bytes} bytes, {} stacks{}{}",
+            "audit      {blocks} live blocks, {bytes} bytes, {} stacks{}{}{}",
             a.stacks.unwrap_or(0),
+            a.sample_rate
+                .filter(|&r| r > 0)
+                .map(|r| format!(" (sampled: one block per {r} bytes allocated on average)"))
+                .unwrap_or_default(),
             a.dropped_allocs
                 .filter(|&d| d > 0)
                 .map(|d| format!(", {d} allocations not recorded"))

@@ -58,10 +58,19 @@ Examples:
   leaktrail run --every 10m -- ./server --port 8080
   leaktrail run --every 1m -- node app.js
   leaktrail run --every 30s --keep 20 --out rec -- python3 app.py
+  leaktrail run --sample --every 10m -- ./server   # production: 512KiB sampling
   leaktrail run --no-record --dump-at-exit audit.json -- ./test-suite")]
 pub struct Args {
     #[command(flatten)]
     pub trace: TraceFlags,
+    /// Sample by bytes instead of recording every block: a block of S bytes
+    /// keeps its stack with probability 1 - exp(-S/BYTES) (a Poisson process
+    /// over the bytes allocated, as tcmalloc and heapprofd sample); the
+    /// others are only counted in their size class. Every view then shows
+    /// estimates scaled by the rate. BYTES: 65536, 512K, 2MiB; without a
+    /// value 512KiB.
+    #[arg(long, value_name = "BYTES", num_args = 0..=1, default_missing_value = "512KiB", value_parser = parse_bytes)]
+    pub sample: Option<u64>,
     /// What snapshots capture: full (all writable memory), tables (the audit
     /// only), none (notes only).
     #[arg(long, default_value_t = MemoryMode::Full, value_parser = str::parse::<MemoryMode>)]
@@ -179,6 +188,27 @@ pub(crate) fn verdict_and_next(dir: &Path, shown: &Path, snapshots: usize) -> St
     s
 }
 
+/// A number of bytes: digits, then an optional K, M or G (powers of 1024,
+/// with or without `iB`).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[digits.len()..];
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return Err(format!("{s:?}: expected bytes, e.g. 65536, 512KiB or 2M")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: expected bytes, e.g. 65536, 512KiB or 2M"))?;
+    match n.checked_shl(shift).filter(|&v| v >> shift == n && v > 0) {
+        Some(v) => Ok(v),
+        None => Err(format!("{s:?}: expected a rate from 1 byte to 2^63")),
+    }
+}
+
 fn parse_every(s: &str) -> Result<Duration, String> {
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -190,7 +220,8 @@ fn parse_every(s: &str) -> Result<Duration, String> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locate the leaktrail binary")?;
     let library = supervise::find_library(&exe, Some(PRELOAD))?;
-    let opts = args.trace.options(library);
+    let mut opts = args.trace.options(library);
+    opts.sample = args.sample.unwrap_or(0);
     let node = node::is_node(&args.command[0]);
     let argv = if node && !args.no_node_flags {
         node::with_symbol_flags(&args.command)

@@ -18,6 +18,7 @@ mod install;
 mod jsheap;
 mod node;
 mod recording;
+mod sampling;
 mod sites;
 mod snapshot;
 mod support;

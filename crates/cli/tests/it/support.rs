@@ -401,7 +401,18 @@ pub fn snapshot_cmd(pid: i32, out: &Path, extra: &[&str]) -> Command {
 /// then closes stdin (the program exits) and waits. Returns the traced
 /// program's pid, from the recording's `meta.json`.
 pub fn record_in_steps(dir: &Path, memory: &str, argv: &[&OsStr], steps: usize) -> i32 {
-    let mut run = start_in_steps(dir, memory, argv);
+    record_in_steps_with(dir, memory, &[], argv, steps)
+}
+
+/// [`record_in_steps`] with more flags for `run` (`--sample 16KiB`, say).
+pub fn record_in_steps_with(
+    dir: &Path,
+    memory: &str,
+    run_flags: &[&str],
+    argv: &[&OsStr],
+    steps: usize,
+) -> i32 {
+    let mut run = start_in_steps_with(dir, memory, run_flags, argv);
     for k in 1..=steps {
         if k > 1 {
             assert_eq!(run.line(), format!("step {k}"));
@@ -429,10 +440,24 @@ pub fn recorded_pid(dir: &Path) -> i32 {
 /// --out dir` without periodic snapshots, and returns it once it printed
 /// "step 1".
 pub fn start_in_steps(dir: &Path, memory: &str, argv: &[&OsStr]) -> Running {
+    start_in_steps_with(dir, memory, &[], argv)
+}
+
+/// The sampler's seed in the tests' sampled runs.
+pub const SAMPLE_SEED: &str = "1";
+
+/// [`start_in_steps`] with more flags for `run`.
+pub fn start_in_steps_with(
+    dir: &Path,
+    memory: &str,
+    run_flags: &[&str],
+    argv: &[&OsStr],
+) -> Running {
     let run = Running::start(
         leaktrail()
+            .arg("run")
+            .args(run_flags)
             .args([
-                "run",
                 "--every",
                 "0",
                 "--interval",
@@ -444,6 +469,9 @@ pub fn start_in_steps(dir: &Path, memory: &str, argv: &[&OsStr]) -> Running {
             .arg(dir)
             .arg("--")
             .args(argv)
+            // A sampled run (`--sample` in `run_flags`) samples the same
+            // blocks every time; a full audit ignores it.
+            .env("LEAKTRAIL_SAMPLE_SEED", SAMPLE_SEED)
             .stdin(Stdio::piped()),
         Pipe::Stdout,
         "step 1",

@@ -11,7 +11,10 @@ use crate::text::bytes;
 /// (`::bufctl`), each followed by its stack when `verbose`; at most `limit`
 /// groups or buffers (0: all), then a line counting the rest.
 pub fn text(b: &Bufs, verbose: bool, limit: usize) -> String {
-    let mut o = String::new();
+    let mut o = crate::text::sampled_line(b.sample_rate);
+    if b.sample_rate != 0 && b.groups.is_empty() {
+        o.push_str("(the buffers listed are the sampled ones)\n");
+    }
     let limit = if limit == 0 { usize::MAX } else { limit };
     let more = |o: &mut String, total: usize, what: &str| {
         if total > limit {

@@ -14,6 +14,13 @@ use crate::text::{bytes, signed_bytes};
 /// last always: a long recording must fit a terminal.
 pub fn text(c: &Caches, names: &[String], columns: usize) -> String {
     let mut o = String::new();
+    if c.sample_rate != 0 {
+        let _ = writeln!(
+            o,
+            "sampled: one block per {} allocated on average (run --sample); the classes count every block, unsampled ones by the allocator's usable size",
+            bytes(c.sample_rate as f64)
+        );
+    }
     if c.totals.len() <= 1 {
         let _ = writeln!(
             o,

@@ -16,6 +16,7 @@ pub struct BufsDocument<'a> {
     bytes: u64,
     stacks: BTreeMap<u32, Vec<FrameRecord<'a>>>,
     groups: Vec<StackGroupRecord<'a>>,
+    sample_rate: u64,
 }
 
 /// One live buffer.
@@ -85,6 +86,7 @@ impl<'a> From<&'a Bufs> for BufsDocument<'a> {
                 .map(|(&id, frames)| (id.0, frame::stack(frames)))
                 .collect(),
             groups: b.groups.iter().map(Into::into).collect(),
+            sample_rate: b.sample_rate,
         }
     }
 }
@@ -97,6 +99,7 @@ mod tests {
     #[test]
     fn bufs_document_fields() {
         let bufs = Bufs {
+            sample_rate: 0,
             buffers: vec![Buf {
                 addr: 0x1000,
                 size: 24,
@@ -154,7 +157,8 @@ mod tests {
       "type_name": "<C string>",
       "size_class": 32
     }
-  ]
+  ],
+  "sample_rate": 0
 }"#,
         );
     }

@@ -11,6 +11,7 @@ pub struct CachesDocument {
     schema_version: u32,
     classes: Vec<ClassRecord>,
     totals: Vec<ClassCountsRecord>,
+    sample_rate: u64,
 }
 
 /// One size class across the snapshots.
@@ -87,6 +88,7 @@ impl From<&Caches> for CachesDocument {
             schema_version: SCHEMA_VERSION,
             classes: c.classes.iter().map(ClassRecord::from).collect(),
             totals: c.totals.iter().copied().map(Into::into).collect(),
+            sample_rate: c.sample_rate,
         }
     }
 }
@@ -105,6 +107,7 @@ mod tests {
             frees: 4,
         };
         let caches = Caches {
+            sample_rate: 0,
             classes: vec![ClassRow {
                 size: 32,
                 live_count: 1,
@@ -158,7 +161,8 @@ mod tests {
       "allocs": 3,
       "frees": 4
     }
-  ]
+  ],
+  "sample_rate": 0
 }"#,
         );
     }

@@ -21,6 +21,7 @@ pub struct GrowthDocument<'a> {
     stackless: bool,
     suspects: Vec<SuspectRecord<'a>>,
     classes: Vec<ClassGrowthRecord>,
+    sample_rate: u64,
     js_heap: Option<JsHeapRecord<'a>>,
 }
 
@@ -217,6 +218,7 @@ impl<'a> From<&'a Growth> for GrowthDocument<'a> {
             stackless: g.stackless(),
             suspects: g.suspects.iter().map(Into::into).collect(),
             classes: g.classes.iter().map(Into::into).collect(),
+            sample_rate: g.sample_rate,
             js_heap: None,
         }
     }
@@ -258,6 +260,7 @@ mod tests {
             counts: None,
         };
         let g = Growth {
+            sample_rate: 0,
             snapshots: vec![Observation {
                 path: "a.core".into(),
                 time_unix_ns: 7,
@@ -320,6 +323,7 @@ mod tests {
     }
   ],
   "classes": [],
+  "sample_rate": 0,
   "js_heap": null
 }"#,
         );

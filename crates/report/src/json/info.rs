@@ -179,6 +179,7 @@ pub struct AuditRecord<'a> {
     stacks: Option<u64>,
     dropped_allocs: Option<u64>,
     busy_shards: Option<u32>,
+    sample_rate: Option<u64>,
     error: Option<&'a str>,
 }
 
@@ -252,6 +253,7 @@ impl<'a> From<&'a AuditSummary> for AuditRecord<'a> {
             stacks: a.stacks,
             dropped_allocs: a.dropped_allocs,
             busy_shards: a.busy_shards,
+            sample_rate: a.sample_rate,
             error: a.error.as_deref(),
         }
     }
@@ -343,6 +345,7 @@ mod tests {
                 by_kind: Default::default(),
             }),
             audit: AuditSummary {
+                sample_rate: Some(0),
                 present: true,
                 headers: vec![0x5000],
                 live_blocks: Some(3),
@@ -444,6 +447,7 @@ mod tests {
     "stacks": 2,
     "dropped_allocs": 0,
     "busy_shards": 0,
+    "sample_rate": 0,
     "error": null
   },
   "heap_walk": {
