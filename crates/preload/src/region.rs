@@ -73,9 +73,15 @@ pub struct Record {
 pub struct Caller<'a> {
     /// The thread's id.
     pub tid: u32,
-    /// The address of its last allocation; 0 once it freed anything.
+    /// The address of its last allocation XORed with [`HIDE`] (it lives in
+    /// the thread's TLS, which a leak check scans as a root: a plain copy
+    /// kept the block "reachable"); 0 once it freed anything.
     pub last_alloc: &'a Cell<u64>,
 }
+
+/// Masks a block address the tracer keeps in TLS into a non-canonical
+/// value, never a pointer into anything (as the unwind memo's `rbp`).
+const HIDE: u64 = 0xa5a5_0000_0000_0000;
 
 /// Creates the region. Called once, at init.
 pub fn create(unwind_mode: format::UnwindMode, max_depth: u32) -> Option<&'static Header> {
@@ -357,7 +363,7 @@ pub fn insert_live(
     caller: Option<Caller<'_>>,
 ) -> Result<(), RegionFull> {
     if let Some(caller) = caller {
-        caller.last_alloc.set(addr);
+        caller.last_alloc.set(addr ^ HIDE);
     }
     let index = format::shard_of(addr);
     let shard = &hdr.live[index];
@@ -430,7 +436,7 @@ pub fn remove_live(hdr: &Header, addr: u64, caller: Option<Caller<'_>>) -> Optio
             unsafe { (*e).addr.store(TOMBSTONE, Ordering::Release) };
             locked_add(&shard.len, u64::MAX);
             locked_add(&shard.tombstones, 1);
-            count_free(hdr, index, &rec, last == Some((rec.tid, addr)));
+            count_free(hdr, index, &rec, last == Some((rec.tid, addr ^ HIDE)));
             return Some(rec);
         }
         if key == EMPTY {
