@@ -71,10 +71,18 @@ pub fn headline(inv: &Investigation) -> String {
         .js_heap
         .as_ref()
         .filter(|j| j.verdict == leaktrail_analysis::v8::JsVerdict::Leak);
+    // The JS heap is named when it leaks and no malloc site grows as much:
+    // the headline names the larger growth (a few KiB of V8's own malloc
+    // blocks beside megabytes of JS objects is not the story).
+    let js_first = js_leak.filter(|j| {
+        let rise = j.bytes.last().copied().unwrap_or(0) as f64
+            - j.bytes.first().copied().unwrap_or(0) as f64;
+        d.suspect.is_none_or(|s| rise > s.stats.rise_bytes)
+    });
     match (d.suspect, d.compared) {
-        (None, _) if js_leak.is_some() => format!(
+        _ if js_first.is_some() => format!(
             "growth in the JS heap: {}",
-            crate::growth::js_heap_line(js_leak.expect("checked"))
+            crate::growth::js_heap_line(js_first.expect("checked"))
         ),
         (Some(s), _) => format!(
             "growth above noise: {} keeps {} buffers: {}",
