@@ -319,7 +319,9 @@ pub struct Seaweed {
     /// Its filer's `127.0.0.1:PORT`, which serves the bucket's objects
     /// over plain HTTP: how a test looks into the store without leaktrail.
     filer: String,
-    /// Where its data and our cache go.
+    /// Where its data and our cache go, and the test's own files (never
+    /// through `scratch` with the server's name: that would remove the
+    /// data directory under the running server).
     pub dir: PathBuf,
 }
 
@@ -518,7 +520,7 @@ fn a_run_into_s3_then_growth_and_report_from_the_url_rank_the_growing_site_first
         .collect();
     assert_eq!(grow.len(), 1, "{folded}");
     assert!(grow[0].ends_with(" 1638400"), "{folded}");
-    let pb = scratch("fleet_s3_run").join("heap.pb.gz");
+    let pb = s3.dir.join("heap.pb.gz");
     success(s3.leaktrail().args(["pprof", &last, "-o"]).arg(&pb));
     assert!(std::fs::metadata(&pb).expect("pprof written").len() > 0);
     let bufs = stdout(s3.leaktrail().args(["bufs", &last, "--size", "4096..4096"]));
@@ -536,7 +538,7 @@ fn a_run_into_s3_then_growth_and_report_from_the_url_rank_the_growing_site_first
 fn a_watch_into_s3_streams_its_series_while_it_runs() {
     let s3 = Seaweed::start("fleet_s3_watch");
     let url = format!("s3://{BUCKET}/watched/cat-1");
-    let out = scratch("fleet_s3_watch").join("watch.out");
+    let out = s3.dir.join("watch.out");
     let mut watch = crate::support::Running::start_until(
         s3.leaktrail()
             .args(["watch", "--interval", "20ms", "--out", &url, "--", "cat"])
@@ -671,7 +673,7 @@ fn growth_across_hosts_job_and_export_through_the_store() {
 
     // Export from the store into the store; DataFusion on the tables gives
     // the combined growth's sums.
-    let local = scratch("fleet_s3_hosts").join("tables");
+    let local = s3.dir.join("tables");
     for host in ["web-1", "web-2"] {
         let said = stdout(
             s3.leaktrail()
