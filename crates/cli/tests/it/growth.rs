@@ -739,6 +739,14 @@ fn issue_17_the_report_explores_sites_snapshots_and_flame_graphs_in_chromium() {
         grow.contains(&"400.0 KiB".to_string()) && grow.contains(&"100".to_string()),
         "{grow:?}"
     );
+    // heaptrack's numbers for the site (issue 17, item 3): allocations,
+    // temporary, peak so far, after the growth column.
+    assert_eq!(grow[6..9], ["100", "0", "400.0 KiB"], "{grow:?}");
+    let header = element_text(&dom, "sites-table");
+    assert!(
+        header.contains("|allocations||temporary||peak|"),
+        "{header}"
+    );
     let frames = flame_frames(&dom);
     assert!(
         frames
@@ -764,6 +772,13 @@ fn issue_17_the_report_explores_sites_snapshots_and_flame_graphs_in_chromium() {
         status.contains("> run_step > grow_cache (1.6 MiB)"),
         "{status}"
     );
+    // The counts follow the slider: four steps of 100, never freed.
+    let rows = site_rows(&dom);
+    let grow = rows
+        .iter()
+        .find(|r| r.iter().any(|c| c.starts_with("grow_cache (")))
+        .expect("grow_cache's row");
+    assert_eq!(grow[6..9], ["400", "0", "1.6 MiB"], "{grow:?}");
     let frames = flame_frames(&dom);
     assert_eq!(
         frames[0].0, "grow_cache",

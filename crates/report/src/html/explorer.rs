@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use leaktrail_analysis::investigation::Investigation;
-use leaktrail_analysis::profile::SiteKey;
+use leaktrail_analysis::profile::{SiteCounts, SiteKey};
 use serde_json::{json, Value};
 
 use super::escape;
@@ -106,7 +106,6 @@ pub fn data(inv: &Investigation, links: &Links) -> Value {
         }
         other.2 += 1;
     }
-    sites.truncate(MAX_SITES);
 
     let mut frames: Vec<String> = Vec::new();
     let mut frame_ids: HashMap<String, usize> = HashMap::new();
@@ -116,6 +115,42 @@ pub fn data(inv: &Investigation, links: &Links) -> Value {
             frames.len() - 1
         })
     };
+    // What the tracer counted per site (allocations, temporary, peak so
+    // far) at each shown snapshot; absent for audits that did not count.
+    let counted: Vec<Option<HashMap<&SiteKey, &SiteCounts>>> = profiles
+        .iter()
+        .map(|p| {
+            p.counted
+                .as_ref()
+                .map(|c| c.sites.iter().map(|s| (&s.key, s)).collect())
+        })
+        .collect();
+    let any_counted = counted.iter().any(Option::is_some);
+    let counts_of = |key: &SiteKey| -> [Vec<u64>; 3] {
+        let at = |k: usize, f: fn(&SiteCounts) -> u64| {
+            counted[k]
+                .as_ref()
+                .and_then(|c| c.get(key))
+                .map_or(0, |s| f(s))
+        };
+        [
+            (0..n).map(|k| at(k, |s| s.allocs)).collect(),
+            (0..n).map(|k| at(k, |s| s.temporary)).collect(),
+            (0..n).map(|k| at(k, |s| s.peak_bytes)).collect(),
+        ]
+    };
+    let mut other_counts = [vec![0u64; n], vec![0u64; n], vec![0u64; n]];
+    if any_counted {
+        for s in sites.iter().skip(MAX_SITES) {
+            for (sum, add) in other_counts.iter_mut().zip(counts_of(s.0)) {
+                for (a, b) in sum.iter_mut().zip(add) {
+                    *a += b;
+                }
+            }
+        }
+    }
+    sites.truncate(MAX_SITES);
+
     let rank_of: HashMap<(SiteKey, u64), usize> = inv
         .growth
         .iter()
@@ -130,7 +165,7 @@ pub fn data(inv: &Investigation, links: &Links) -> Value {
             } else {
                 stack.iter().rev().map(|f| intern(frame_name(f))).collect()
             };
-            json!({
+            let mut row = json!({
                 "site": diagnosis::site(stack),
                 "class": class,
                 "s": path,
@@ -138,12 +173,16 @@ pub fn data(inv: &Investigation, links: &Links) -> Value {
                 "c": c,
                 "rank": rank_of.get(&((*key).clone(), *class)),
                 "leak": links.leak_group.get(*key),
-            })
+            });
+            if any_counted {
+                add_counts(&mut row, counts_of(key));
+            }
+            row
         })
         .collect();
     if other.2 > 0 {
         let name = format!("({} other sites)", other.2);
-        rows.push(json!({
+        let mut row = json!({
             "site": name.clone(),
             "class": 0,
             "s": [intern(name)],
@@ -151,7 +190,11 @@ pub fn data(inv: &Investigation, links: &Links) -> Value {
             "c": other.1,
             "rank": null,
             "leak": null,
-        }));
+        });
+        if any_counted {
+            add_counts(&mut row, other_counts);
+        }
+        rows.push(row);
     }
 
     let mut classes: HashMap<u64, (Vec<u64>, Vec<u64>)> = HashMap::new();
@@ -178,9 +221,19 @@ pub fn data(inv: &Investigation, links: &Links) -> Value {
         })).collect::<Vec<_>>(),
         "of": inv.profiles.len(),
         "frames": frames,
+        "counted": any_counted,
         "sites": rows,
         "classes": classes.iter().map(|(class, (b, c))| json!({"class": class, "b": b, "c": c})).collect::<Vec<_>>(),
     })
+}
+
+/// Adds a site's counts per snapshot to its row: `a` allocations, `tmp`
+/// temporary allocations, `pk` the peak of its live bytes so far (for a
+/// site with several size classes, each row shows the whole site's).
+fn add_counts(row: &mut Value, [a, tmp, pk]: [Vec<u64>; 3]) {
+    row["a"] = json!(a);
+    row["tmp"] = json!(tmp);
+    row["pk"] = json!(pk);
 }
 
 /// The data as the text of a `<script type="application/json">`: `</`
@@ -202,9 +255,18 @@ pub fn sites_section(out: &mut String, inv: &Investigation) {
          <span id=\"sites-status\" class=\"muted\"></span>\
          <table id=\"sites-table\" class=\"sortable\"><thead><tr>\
          <th data-key=\"rank\">suspect</th><th class=\"l\" data-key=\"site\">site</th><th data-key=\"class\">class</th>\
-         <th data-key=\"bytes\">live bytes</th><th data-key=\"count\">buffers</th><th data-key=\"grew\">grew since first</th>\
-         <th class=\"l\">links</th></tr></thead><tbody></tbody></table></section>",
+         <th data-key=\"bytes\">live bytes</th><th data-key=\"count\">buffers</th><th data-key=\"grew\">grew since first</th>",
     );
+    if inv.profiles.iter().any(|p| p.counted.is_some()) {
+        // heaptrack's numbers per site, counted by the tracer since it
+        // started: the whole site's, over all its size classes.
+        out.push_str(
+            "<th data-key=\"allocs\" title=\"allocations made at this site since the tracer started (all sizes)\">allocations</th>\
+             <th data-key=\"temporary\" title=\"allocations freed by the same thread right after being made\">temporary</th>\
+             <th data-key=\"peak\" title=\"the most live bytes this site held at once, up to this snapshot\">peak</th>",
+        );
+    }
+    out.push_str("<th class=\"l\">links</th></tr></thead><tbody></tbody></table></section>");
 }
 
 /// The interactive part of the flame graph section: the slider, the
@@ -358,6 +420,9 @@ pub const SCRIPT: &str = r##"
       case 'class': return s.class;
       case 'count': return s.c[k];
       case 'grew': return s.b[k] - s.b[0];
+      case 'allocs': return s.a ? s.a[k] : 0;
+      case 'temporary': return s.tmp ? s.tmp[k] : 0;
+      case 'peak': return s.pk ? s.pk[k] : 0;
       default: return s.b[k];
     }
   }
@@ -379,7 +444,9 @@ pub const SCRIPT: &str = r##"
       if (s.rank != null) { links.push('<a href="#suspect-' + s.rank + '">suspect #' + s.rank + '</a>'); }
       if (s.leak != null) { links.push('<a href="#leak-' + s.leak + '">leaks group</a>'); }
       html += '<tr' + (s.rank != null ? ' class="suspect-row"' : '') + '><td>' + (s.rank == null ? '' : '#' + s.rank) + '</td><td class="site" title="' + esc(s.s.map(function (f) { return D.frames[f]; }).reverse().join(' < ')) + '">' + esc(s.site) +
-        '</td><td>' + (s.class ? s.class + ' B' : '') + '</td><td>' + bytes(s.b[k]) + '</td><td>' + count(s.c[k]) + '</td><td>' + signed(s.b[k] - s.b[0]) + '</td><td class="l">' + links.join(' · ') + '</td></tr>';
+        '</td><td>' + (s.class ? s.class + ' B' : '') + '</td><td>' + bytes(s.b[k]) + '</td><td>' + count(s.c[k]) + '</td><td>' + signed(s.b[k] - s.b[0]) + '</td>' +
+        (D.counted ? '<td>' + count(s.a[k]) + '</td><td>' + count(s.tmp[k]) + '</td><td>' + bytes(s.pk[k]) + '</td>' : '') +
+        '<td class="l">' + links.join(' · ') + '</td></tr>';
     });
     document.querySelector('#sites-table tbody').innerHTML = html;
     $('sites-status').textContent = rows.length + ' of ' + D.sites.length + ' sites, sorted by ' + S.sort + (S.desc ? ' (largest first)' : ' (smallest first)');
