@@ -675,6 +675,13 @@ pub fn page_with_chains(
                     s.stats.monotonicity,
                     s.stats.steadiness
                 );
+                if let Some(c) = &s.counts {
+                    let _ = write!(
+                        out,
+                        "<div class=\"muted site-counts\">site: {}</div>",
+                        escape(&crate::growth::site_counts(c))
+                    );
+                }
                 suspect_links(&mut out, s, inv, &links, chains);
                 let _ = write!(out, "<div id=\"stack-{}\">", s.rank);
                 stack_pre(&mut out, &s.stack, opts.depth);

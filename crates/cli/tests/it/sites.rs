@@ -340,4 +340,28 @@ fn issue_17_growth_suspects_carry_their_sites_counts() {
         100 * STEPS
     );
     assert!(text.contains(&line), "{line:?} in\n{text}");
+    // The size histogram ends the line: every allocation 4096 B.
+    let sizes = format!("; sizes ≤4.0 KiB ×{}\n", 100 * STEPS);
+    assert!(text.contains(&sizes), "{sizes:?} in\n{text}");
+    // The report's suspect says the same, word for word.
+    let page = scratch("sites_report").join("report.html");
+    success(
+        leaktrail()
+            .arg("report")
+            .arg(shared_recording())
+            .arg("-o")
+            .arg(&page),
+    );
+    let html = std::fs::read_to_string(&page).expect("report.html");
+    let said = text
+        .lines()
+        .find(|l| l.starts_with("   site: "))
+        .expect("growth's site line")
+        .trim_start()
+        .replace('>', "&gt;")
+        .replace('<', "&lt;");
+    assert!(
+        html.contains(&format!("<div class=\"muted site-counts\">{said}</div>")),
+        "{said:?} in the report"
+    );
 }
