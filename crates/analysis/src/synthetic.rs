@@ -398,6 +398,7 @@ impl HeapBuilder {
             sites: None,
             peak: None,
             busy_shards: 0,
+            corrupt: 0,
             ranges: vec![(AUDIT, AUDIT + SMALL)],
         };
         Synthetic {

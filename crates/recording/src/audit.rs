@@ -167,6 +167,11 @@ pub struct Audit {
     pub peak: Option<HeapPeak>,
     /// Shards caught mid-update.
     pub busy_shards: u32,
+    /// Live entries and site records the decoder skipped as corrupt (a
+    /// block past the address space, a site record that does not fit its
+    /// chunk): the program can scribble on the region, and what is left
+    /// is still read.
+    pub corrupt: u64,
     /// The address ranges the region occupies.
     pub ranges: Vec<(u64, u64)>,
 }
@@ -389,14 +394,15 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let ranges = region_ranges(&h, addr);
     let mut busy_shards = 0;
+    let mut corrupt = 0u64;
     let mut live = Vec::new();
     for shard in &h.live {
         busy_shards += (load(&shard.seq) & 1) as u32;
-        read_entries(mem, shard, &mut live)?;
+        read_entries(mem, shard, &mut live, &mut corrupt)?;
     }
     let mut maps = Vec::new();
     busy_shards += (load(&h.maps.seq) & 1) as u32;
-    read_entries(mem, &h.maps, &mut maps)?;
+    read_entries(mem, &h.maps, &mut maps, &mut corrupt)?;
     live.sort_unstable_by_key(|b| b.addr);
     maps.sort_unstable_by_key(|b| b.addr);
 
@@ -408,9 +414,12 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
         // counts, not the snapshot's blocks.
         for shard in &h.stack_index {
             for id in index_ids(mem, shard).unwrap_or_default() {
-                if let Ok((frames, site)) = read_site(mem, &h, id) {
-                    stacks.insert(id, frames);
-                    sites.push(site);
+                match read_site(mem, &h, id) {
+                    Ok((frames, site)) => {
+                        stacks.insert(id, frames);
+                        sites.push(site);
+                    }
+                    Err(_) => corrupt += 1,
                 }
             }
         }
@@ -499,6 +508,7 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
             time_ns: load(&c.peak_time_ns),
         }),
         busy_shards,
+        corrupt,
         ranges,
     })
 }
@@ -557,8 +567,11 @@ fn read_entries(
     mem: &(impl Memory + ?Sized),
     shard: &ShardDesc,
     out: &mut Vec<Block>,
+    corrupt: &mut u64,
 ) -> Result<(), Error> {
-    read_table(mem, shard, LIVE_ENTRY_BYTES, |raw| push_entries(raw, out))
+    read_table(mem, shard, LIVE_ENTRY_BYTES, |raw| {
+        *corrupt += push_entries(raw, out)
+    })
 }
 
 /// Hands `each` the bytes of `shard`'s table, `entry`-byte records, in
@@ -601,8 +614,10 @@ fn read_table(
 
 /// Appends the used entries of a piece of a live table. An entry whose
 /// block does not fit in the (57-bit) address space is a corrupt word, not
-/// a block: every analysis computes `addr + size`.
-fn push_entries(raw: &[u8], out: &mut Vec<Block>) {
+/// a block: every analysis computes `addr + size`. Returns how many such
+/// entries it skipped.
+fn push_entries(raw: &[u8], out: &mut Vec<Block>) -> u64 {
+    let mut corrupt = 0;
     for rec in raw.chunks_exact(LIVE_ENTRY_BYTES as usize) {
         let word = |i: usize| u64::from_le_bytes(rec[i..i + 8].try_into().unwrap_or_default());
         let (addr, size) = (word(0), word(8));
@@ -610,6 +625,7 @@ fn push_entries(raw: &[u8], out: &mut Vec<Block>) {
             continue;
         }
         if addr.checked_add(size).is_none_or(|end| end > MAX_SPAN) {
+            corrupt += 1;
             continue;
         }
         let tail = word(24);
@@ -621,6 +637,7 @@ fn push_entries(raw: &[u8], out: &mut Vec<Block>) {
             tid: (tail >> 32) as u32,
         });
     }
+    corrupt
 }
 
 fn read_stack(mem: &(impl Memory + ?Sized), h: &Header, id: StackId) -> Result<Vec<u64>, Error> {

@@ -142,6 +142,7 @@ impl Walk {
             sites: None,
             peak: None,
             busy_shards: 0,
+            corrupt: 0,
             ranges: Vec::new(),
         }
     }

@@ -195,6 +195,7 @@ mod tests {
             sites: None,
             peak: None,
             busy_shards: 0,
+            corrupt: 0,
             ranges: Vec::new(),
         }
     }

@@ -636,6 +636,12 @@ fn summarize(
             heap.audit.busy_shards
         ));
     }
+    if heap.audit.corrupt > 0 {
+        warnings.push(format!(
+            "{} audit entries were corrupt (the program may have written over the tracer's region) and were skipped",
+            heap.audit.corrupt
+        ));
+    }
     if let Some(w) = &heap.walk {
         warnings.push(format!(
             "no audit region: these are glibc's chunks in use, from its own state (found by {}), without allocation stacks",

@@ -101,6 +101,8 @@ pub struct AuditSummary {
     pub dropped_allocs: Option<u64>,
     /// Shards caught mid-update (counts there may be off by one).
     pub busy_shards: Option<u32>,
+    /// Live entries and site records skipped as corrupt.
+    pub corrupt_entries: Option<u64>,
     /// Mean bytes between sampled blocks (`run --sample`); 0 for a full
     /// audit, when the live blocks are all of them.
     pub sample_rate: Option<u64>,
@@ -402,6 +404,7 @@ fn audit_summary(snap: &Snapshot) -> (AuditSummary, Option<leaktrail_recording::
         s.stacks = Some(a.stacks.len() as u64);
         s.dropped_allocs = Some(a.counters.dropped_allocs);
         s.busy_shards = Some(a.busy_shards);
+        s.corrupt_entries = Some(a.corrupt);
         s.sample_rate = Some(a.sample_rate);
     }
     (s, chosen)

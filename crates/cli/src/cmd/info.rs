@@ -107,7 +107,7 @@ fn text(s: &Summary) -> String {
     } else if let (Some(blocks), Some(bytes)) = (a.live_blocks, a.live_bytes) {
         let _ = writeln!(
             o,
-            "audit      {blocks} live blocks, {bytes} bytes, {} stacks{}{}{}",
+            "audit      {blocks} live blocks, {bytes} bytes, {} stacks{}{}{}{}",
             a.stacks.unwrap_or(0),
             a.sample_rate
                 .filter(|&r| r > 0)
@@ -120,6 +120,10 @@ fn text(s: &Summary) -> String {
             a.busy_shards
                 .filter(|&b| b > 0)
                 .map(|b| format!(", {b} shards mid-update"))
+                .unwrap_or_default(),
+            a.corrupt_entries
+                .filter(|&c| c > 0)
+                .map(|c| format!(", {c} corrupt entries skipped"))
                 .unwrap_or_default()
         );
     } else {

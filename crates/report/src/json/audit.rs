@@ -34,6 +34,7 @@ pub struct AuditRecord<'a> {
     maps: Vec<BlockRecord>,
     stacks: BTreeMap<u32, &'a [u64]>,
     busy_shards: u32,
+    corrupt: u64,
 }
 
 /// The tracer's counters.
@@ -130,6 +131,7 @@ impl<'a> From<&'a Audit> for AuditRecord<'a> {
                 .map(|(id, f)| (id.0, f.as_slice()))
                 .collect(),
             busy_shards: a.busy_shards,
+            corrupt: a.corrupt,
         }
     }
 }
@@ -198,6 +200,7 @@ mod tests {
                 sites: None,
                 peak: None,
                 busy_shards: 0,
+                corrupt: 0,
                 ranges: vec![(0x5000, 0x6000)],
             },
             frames: [(StackId(1), vec![])].into_iter().collect(),
@@ -250,7 +253,8 @@ mod tests {
         8192
       ]
     },
-    "busy_shards": 0
+    "busy_shards": 0,
+    "corrupt": 0
   },
   "frames": {
     "1": []

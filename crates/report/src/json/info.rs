@@ -179,6 +179,7 @@ pub struct AuditRecord<'a> {
     stacks: Option<u64>,
     dropped_allocs: Option<u64>,
     busy_shards: Option<u32>,
+    corrupt_entries: Option<u64>,
     sample_rate: Option<u64>,
     error: Option<&'a str>,
 }
@@ -253,6 +254,7 @@ impl<'a> From<&'a AuditSummary> for AuditRecord<'a> {
             stacks: a.stacks,
             dropped_allocs: a.dropped_allocs,
             busy_shards: a.busy_shards,
+            corrupt_entries: a.corrupt_entries,
             sample_rate: a.sample_rate,
             error: a.error.as_deref(),
         }
@@ -353,6 +355,7 @@ mod tests {
                 stacks: Some(2),
                 dropped_allocs: Some(0),
                 busy_shards: Some(0),
+                corrupt_entries: Some(0),
                 error: None,
             },
             heap_walk: Some(WalkSummary {
@@ -447,6 +450,7 @@ mod tests {
     "stacks": 2,
     "dropped_allocs": 0,
     "busy_shards": 0,
+    "corrupt_entries": 0,
     "sample_rate": 0,
     "error": null
   },
