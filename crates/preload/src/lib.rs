@@ -11,6 +11,8 @@
 //! Main parts:
 //! * [`hooks`]: the exported symbols, forwarding to [`next`]: the
 //!   allocator the program uses (glibc's, jemalloc's, tcmalloc's, …).
+//! * [`operators`]: C++'s `operator new` and `delete` (defined in C), for
+//!   allocators that define their own.
 //! * [`tracer`]: init, configuration, lifecycle, the record path, fork.
 //! * [`region`] and [`stacks`]: the tables in the region.
 //! * [`unwind`]: the hybrid CFI / frame-pointer unwinder.
@@ -53,6 +55,7 @@ pub mod exec;
 pub mod exit;
 pub mod hooks;
 pub mod next;
+pub mod operators;
 pub mod preinit;
 pub mod region;
 pub mod sample;

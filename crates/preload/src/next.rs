@@ -98,6 +98,8 @@ static RESOLVER: AtomicU32 = AtomicU32::new(0);
 /// The file that defines the program's `malloc`, NUL-terminated as the
 /// loader keeps it; empty until resolved or when unknown.
 static ALLOCATOR_PATH: AtomicUsize = AtomicUsize::new(0);
+/// The base address of that file, 0 until resolved or when unknown.
+static HOME: AtomicUsize = AtomicUsize::new(0);
 
 /// Resolves every slot, once. Returns at once in the resolving thread's
 /// own nested calls (they use [`bootstrap`]); other threads wait.
@@ -142,7 +144,8 @@ pub fn handle() -> *mut c_void {
     }
 }
 
-fn lookup(name: &CStr) -> usize {
+/// The next definition of `name` (see [`handle`]), 0 if there is none.
+pub fn lookup(name: &CStr) -> usize {
     // SAFETY: dlsym with a NUL-terminated name; nested allocations in this
     // thread are served by the bootstrap buffer.
     unsafe { libc::dlsym(handle(), name.as_ptr()) as usize }
@@ -181,6 +184,7 @@ fn resolve_all() {
         return;
     }
     let home = owner(malloc);
+    HOME.store(home, Ordering::Release);
     // The allocator's own definition of `name`, or `fallback`.
     let own = |name: &CStr, fallback: usize| {
         let f = lookup(name);
@@ -255,6 +259,14 @@ pub fn allocator_path() -> Option<&'static CStr> {
     // SAFETY: the loader's NUL-terminated name of a loaded object, which
     // lives as long as the object (the allocator is never unloaded).
     (p != 0).then(|| unsafe { CStr::from_ptr(p as *const core::ffi::c_char) })
+}
+
+/// Whether `f` is defined by the file that defines the program's
+/// `malloc` (see [`allocator_path`]). Takes the loader's lock (`dladdr`):
+/// not for the record path.
+pub fn defined_by_allocator(f: usize) -> bool {
+    let home = HOME.load(Ordering::Acquire);
+    home != 0 && owner(f) == home
 }
 
 /// Whether resolution happened and the program's allocator is glibc's.

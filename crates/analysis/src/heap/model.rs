@@ -372,8 +372,10 @@ impl<'a> Heap<'a> {
         let pid = snap.pid().map(|p| p as u32);
         if let Some(mut audit) = audit::find(snap, pid)? {
             // glibc's state is kept out of the roots only where it is the
-            // program's allocator's.
-            let glibc = crate::glibc::locate::program_allocator(snap, audit.allocator).is_glibc();
+            // program's allocator's; another allocator's own memory is
+            // kept out instead.
+            let program = crate::glibc::locate::program_allocator(snap, audit.allocator);
+            let glibc = program.is_glibc();
             let keeps_memory = snap
                 .metadata()
                 .is_none_or(|m| m.options.memory.keeps_memory());
@@ -386,12 +388,14 @@ impl<'a> Heap<'a> {
                 w.merge_before_attach(&mut audit);
             }
             let mut heap = Heap::new(snap, audit);
-            if glibc {
-                heap.allocator_state = match walk {
+            heap.allocator_state = if glibc {
+                match walk {
                     Some(w) => w.state,
                     None => heap_walk::state(snap),
-                };
-            }
+                }
+            } else {
+                heap.foreign_allocator_state(program.path.as_deref())
+            };
             return Ok(heap);
         }
         Heap::open_walked(snap)
@@ -420,6 +424,75 @@ impl<'a> Heap<'a> {
         heap.allocator_state = walk.state.clone();
         heap.walk = Some(walk);
         Ok(heap)
+    }
+
+    /// The memory of a program's allocator that is not glibc's, as
+    /// `[start, end)` sorted, kept out of the roots as glibc's
+    /// `malloc_state` is (issue 16, item 2): every anonymous mapping that
+    /// holds its blocks (jemalloc's extents, which hold its tcache stacks
+    /// and slab metadata beside the blocks, and whose stale copies of
+    /// handed-out addresses kept every leak "still reachable"; mimalloc's
+    /// segments; tcmalloc's spans), and the anonymous mappings the tracer
+    /// saw the allocator's file (`allocator_path`) map. Kept as roots
+    /// within them: what the tracer saw the program itself map (the kernel
+    /// merges neighbouring anonymous mappings) and the windows around
+    /// thread pointers (a thread's static TLS merged in). Only the blocks
+    /// there are scanned, when reached: a block the audit does not have
+    /// (allocated through an API we do not hook) no longer keeps what it
+    /// points to reachable, as an unaudited chunk in a glibc arena does not.
+    fn foreign_allocator_state(&self, allocator_path: Option<&str>) -> Vec<(u64, u64)> {
+        let maps = self.image.mappings();
+        let by_allocator = |b: &Block| {
+            let frame0 = self
+                .audit
+                .stacks
+                .get(&b.stack)
+                .and_then(|s| s.first().copied());
+            frame0.is_some_and(|pc| {
+                maps.iter()
+                    .any(|m| m.start <= pc && pc < m.end && Some(m.path.as_str()) == allocator_path)
+            })
+        };
+        let whole = |start: u64, end: u64| RootRange {
+            start,
+            end,
+            kind: "allocator",
+        };
+        let mut own: Vec<RootRange> = self
+            .areas
+            .iter()
+            .filter(|a| a.kind == AreaKind::Chunks)
+            .map(|a| whole(a.start, a.end))
+            .chain(
+                self.audit
+                    .maps
+                    .iter()
+                    .filter(|b| by_allocator(b))
+                    .map(|b| whole(b.addr, b.addr.saturating_add(b.size))),
+            )
+            .collect();
+        own.sort_by_key(|r| r.start);
+        let mut keep: Vec<(u64, u64)> = self
+            .audit
+            .maps
+            .iter()
+            .filter(|b| !by_allocator(b))
+            .map(|b| (b.addr, b.addr.saturating_add(b.size)))
+            .chain(self.image.threads().iter().filter_map(|t| {
+                let fs = t.regs.get(REG_FS_BASE).copied().filter(|&fs| fs != 0)?;
+                Some((
+                    fs.saturating_sub(TLS_WINDOW_BELOW),
+                    fs.saturating_add(TLS_WINDOW_ABOVE),
+                ))
+            }))
+            .collect();
+        keep.sort_unstable();
+        let mut cuts: Vec<(u64, u64)> = without(own, &keep)
+            .into_iter()
+            .map(|r| (r.start, r.end))
+            .collect();
+        cuts.sort_unstable();
+        cuts
     }
 
     /// Whether the blocks come from a heap walk (no stacks).
@@ -1044,6 +1117,53 @@ mod tests {
         let (ranges, regs) = heap.root_ranges(&Roots::parse("globals").unwrap());
         assert_eq!(ranges.len(), 1);
         assert!(regs.is_empty());
+    }
+
+    #[test]
+    fn issue_16_another_allocators_memory_is_not_a_root_but_the_programs_maps_in_it_are() {
+        use crate::synthetic::*;
+        // jemalloc's extent: a block, and a stale copy of its address in
+        // the allocator's own words beside it (a tcache stack's).
+        let mut b = HeapBuilder::new();
+        let block = b.place(ANON + 0x100, 64, 1, TID as u32);
+        b.write(ANON + 0x800, block);
+        let mut s = b.build();
+        // A page of it the program mapped itself (the kernel merged the
+        // mappings): a root.
+        s.audit.maps.push(Block {
+            addr: ANON + 0xc00,
+            size: 0x400,
+            time_ns: 0,
+            stack: StackId(1),
+            tid: TID as u32,
+        });
+        let mut heap = s.heap();
+        assert_eq!(heap.area_of(ANON).map(|a| &a.kind), Some(&AreaKind::Chunks));
+        let scanned = |heap: &Heap, at: u64| {
+            let (ranges, _) = heap.root_ranges(&Roots::default());
+            ranges.iter().any(|r| r.start <= at && at < r.end)
+        };
+        assert!(
+            scanned(&heap, ANON + 0x800),
+            "glibc's rule: between the chunks"
+        );
+        heap.allocator_state = heap.foreign_allocator_state(Some("/usr/lib/libjemalloc.so.2"));
+        assert!(!scanned(&heap, ANON + 0x800));
+        assert!(scanned(&heap, ANON + 0xc00));
+        assert!(scanned(&heap, FS_BASE), "the thread pointer's window stays");
+        // A mapping the allocator's own code made is its own too.
+        let mut s = HeapBuilder::new().build();
+        s.audit.maps.push(Block {
+            addr: ANON,
+            size: 0x1000,
+            time_ns: 0,
+            stack: StackId(1),
+            tid: TID as u32,
+        });
+        let mut heap = s.heap();
+        assert!(scanned(&heap, ANON + 8));
+        heap.allocator_state = heap.foreign_allocator_state(Some("/usr/bin/app"));
+        assert!(!scanned(&heap, ANON + 8));
     }
 
     #[test]

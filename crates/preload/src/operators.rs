@@ -1,0 +1,195 @@
+//! C++'s allocation operators (`operator new`, `new[]`, their nothrow and
+//! aligned forms, and every `delete`), for allocators that define their
+//! own: tcmalloc's, jemalloc's and mimalloc's do not call `malloc`, so
+//! their blocks went unrecorded (issue 16, item 2).
+//!
+//! The exported operators are C (`operators.c`, which says why: a throwing
+//! `new` must unwind through them); this module is what they call: the
+//! next definition of each operator, resolved on first use, and whether
+//! its blocks are recorded here, at the operator, or already by our
+//! `malloc`/`free` hooks further down:
+//!
+//! * libstdc++'s operators (every glibc program) call `malloc` and `free`
+//!   through the PLT, which are our hooks: forwarded, recorded there.
+//! * The allocator's own operators (defined by the file that defines
+//!   `malloc`) are recorded here: the block after `new` returned, the free
+//!   before `delete` runs (the rule of `free`: once the allocator has the
+//!   address back, another thread may be handed it).
+//! * Except those of jemalloc's that call its public API, which is our
+//!   hooks again (found in Debian's 5.3 and in its `jemalloc_cpp.cpp`):
+//!   the aligned `new`s call `aligned_alloc`, the unsized `delete`s `free`
+//!   and the sized aligned ones `sdallocx`. Recording those twice would
+//!   count a sampled program's unsampled blocks twice and every delete as
+//!   an unknown free.
+//!
+//! Nothing here allocates, locks or panics once resolved; the resolution
+//! (`dlsym`, `dladdr`) happens once per operator, at its first call, and
+//! again while it finds nothing (a C program that `dlopen`s a C++ library
+//! later).
+
+use core::ffi::{c_int, c_void, CStr};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use leaktrail_format::Allocator;
+
+use crate::next::{self, bootstrap};
+use crate::tracer::{record_alloc, record_free};
+
+/// The operators, in `operators.c`'s order.
+const NAMES: [&CStr; COUNT] = [
+    c"_Znwm",
+    c"_Znam",
+    c"_ZnwmRKSt9nothrow_t",
+    c"_ZnamRKSt9nothrow_t",
+    c"_ZnwmSt11align_val_t",
+    c"_ZnamSt11align_val_t",
+    c"_ZnwmSt11align_val_tRKSt9nothrow_t",
+    c"_ZnamSt11align_val_tRKSt9nothrow_t",
+    c"_ZdlPv",
+    c"_ZdaPv",
+    c"_ZdlPvRKSt9nothrow_t",
+    c"_ZdaPvRKSt9nothrow_t",
+    c"_ZdlPvm",
+    c"_ZdaPvm",
+    c"_ZdlPvSt11align_val_t",
+    c"_ZdaPvSt11align_val_t",
+    c"_ZdlPvSt11align_val_tRKSt9nothrow_t",
+    c"_ZdaPvSt11align_val_tRKSt9nothrow_t",
+    c"_ZdlPvmSt11align_val_t",
+    c"_ZdaPvmSt11align_val_t",
+];
+
+const COUNT: usize = 20;
+
+/// jemalloc's operators that are recorded here: the plain, array and
+/// nothrow `new`s and the sized unaligned `delete`s; the others reach our
+/// hooks (see the module's docs).
+const JEMALLOC_OWN: [bool; COUNT] = {
+    let mut own = [false; COUNT];
+    let mut i = 0;
+    while i < 4 {
+        own[i] = true;
+        i += 1;
+    }
+    own[12] = true;
+    own[13] = true;
+    own
+};
+
+const UNRESOLVED: u8 = 0;
+const FORWARD: u8 = 1;
+const RECORD: u8 = 2;
+
+/// The next definition of each operator, valid once its [`KIND`] is set.
+static NEXT: [AtomicUsize; COUNT] = [const { AtomicUsize::new(0) }; COUNT];
+/// [`UNRESOLVED`], [`FORWARD`] or [`RECORD`], stored after [`NEXT`].
+static KIND: [AtomicU8; COUNT] = [const { AtomicU8::new(UNRESOLVED) }; COUNT];
+
+// The C operators are an archive member nothing else references: taking
+// one's address links them into the library (not into unit tests, where
+// they would interpose the test binary's own operators).
+#[cfg(not(test))]
+extern "C-unwind" {
+    fn _Znwm(size: usize) -> *mut c_void;
+}
+#[cfg(not(test))]
+#[used]
+static LINKED: unsafe extern "C-unwind" fn(usize) -> *mut c_void = _Znwm;
+
+/// The next definition of operator `which` (0 if there is none), and in
+/// `record` whether the operator records its blocks itself.
+///
+/// # Safety
+/// `record` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn leaktrail_operator_next(which: u32, record: *mut c_int) -> usize {
+    let (f, kind) = match KIND.get(which as usize) {
+        Some(kind) => match kind.load(Ordering::Acquire) {
+            UNRESOLVED => resolve(which as usize),
+            kind => (NEXT[which as usize].load(Ordering::Relaxed), kind),
+        },
+        None => (0, FORWARD),
+    };
+    // SAFETY: the caller's out-pointer.
+    unsafe { *record = c_int::from(kind == RECORD) };
+    f
+}
+
+#[cold]
+fn resolve(i: usize) -> (usize, u8) {
+    // The allocator's file first: its `malloc` decides who records.
+    next::resolve();
+    let f = next::lookup(NAMES[i]);
+    if f == 0 {
+        return (0, FORWARD);
+    }
+    let own = next::defined_by_allocator(f)
+        && match next::allocator_path().map(|p| Allocator::of_path(p.to_bytes())) {
+            Some(Allocator::Jemalloc) => JEMALLOC_OWN[i],
+            _ => true,
+        };
+    let kind = if own { RECORD } else { FORWARD };
+    // Two threads racing here store the same values.
+    NEXT[i].store(f, Ordering::Relaxed);
+    KIND[i].store(kind, Ordering::Release);
+    (f, kind)
+}
+
+/// After an allocator's own `new` returned `p` for `size` bytes.
+#[no_mangle]
+pub extern "C" fn leaktrail_operator_allocated(p: *mut c_void, size: usize) {
+    if !p.is_null() {
+        record_alloc(p as u64, size as u64);
+    }
+}
+
+/// Before an allocator's own `delete` of `p`; whether to forward it (not
+/// a block of the bootstrap buffer, which no allocator knows).
+#[no_mangle]
+pub extern "C" fn leaktrail_operator_freeing(p: *mut c_void) -> c_int {
+    if p.is_null() {
+        return 1;
+    }
+    if bootstrap::owns(p) {
+        return 0;
+    }
+    record_free(p as u64);
+    1
+}
+
+/// A `new` with no definition to forward to (none is loaded: the program
+/// could not have been linked so). From our `malloc`; a throwing `new`
+/// cannot throw from here, so it ends the program as `noexcept` would.
+#[no_mangle]
+pub extern "C" fn leaktrail_operator_unresolved_new(
+    size: usize,
+    align: usize,
+    nothrow: c_int,
+) -> *mut c_void {
+    let size = size.max(1);
+    let p = if align > 16 {
+        // SAFETY: our hook, with the caller's arguments.
+        unsafe { crate::hooks::aligned_alloc(align, size.next_multiple_of(align)) }
+    } else {
+        // SAFETY: as above.
+        unsafe { crate::hooks::malloc(size) }
+    };
+    if p.is_null() && nothrow == 0 {
+        crate::tracer::say(b"leaktrail: operator new found no definition to forward to\n");
+        // SAFETY: ends the process; a `new` that cannot throw must not
+        // return null.
+        unsafe { libc::abort() };
+    }
+    p
+}
+
+/// A `delete` with no definition to forward to: the block came from our
+/// `malloc`.
+///
+/// # Safety
+/// `p` is null or a live block of the program's allocator.
+#[no_mangle]
+pub unsafe extern "C" fn leaktrail_operator_unresolved_delete(p: *mut c_void) {
+    // SAFETY: our hook, with the caller's block.
+    unsafe { crate::hooks::free(p) }
+}
