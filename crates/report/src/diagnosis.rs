@@ -141,6 +141,11 @@ pub fn text(inv: &Investigation) -> String {
             "                     {}",
             crate::growth::v8_heap_line(j)
         );
+        let _ = writeln!(
+            out,
+            "                     {}",
+            crate::growth::v8_handles_line(j)
+        );
     }
     match d.suspect {
         Some(s) => {

@@ -34,6 +34,12 @@ pub struct JsHeapRecord<'a> {
     bytes: &'a [u64],
     used: &'a [u64],
     committed: &'a [u64],
+    /// Global handles in use per snapshot (null: not found in every one).
+    global_handles: Option<Vec<u64>>,
+    /// Handle-scope blocks per snapshot (null: not found in every one).
+    handle_scope_blocks: Option<Vec<u64>>,
+    /// External strings' bytes per snapshot (off the JS heap).
+    external_string_bytes: &'a [u64],
     constructors: Vec<ConstructorSeriesRecord<'a>>,
 }
 
@@ -56,6 +62,9 @@ impl<'a> From<&'a JsHeapGrowth> for JsHeapRecord<'a> {
             bytes: &j.bytes,
             used: &j.used,
             committed: &j.committed,
+            global_handles: j.global_handles(),
+            handle_scope_blocks: j.handle_scope_blocks(),
+            external_string_bytes: &j.external_string_bytes,
             // Those that gained objects: the rest is the bulk of a heap.
             constructors: j
                 .constructors
@@ -373,6 +382,17 @@ mod tests {
                 committed: 262_144,
                 used: 4000 + 40 * listeners,
             }],
+            handles: v8::V8Handles {
+                global: Some(v8::GlobalHandleCount {
+                    in_use: 60 + listeners,
+                    strong: 50 + listeners,
+                    weak: 10,
+                    blocks: 1,
+                }),
+                scopes: None,
+            },
+            external_strings: 2,
+            external_string_bytes: 3000,
         };
         let j = v8::compare(
             vec!["a.core".into(), "b.core".into()],
@@ -398,6 +418,15 @@ mod tests {
   "committed": [
     262144,
     262144
+  ],
+  "global_handles": [
+    70,
+    90
+  ],
+  "handle_scope_blocks": null,
+  "external_string_bytes": [
+    3000,
+    3000
   ],
   "constructors": [
     {
