@@ -311,6 +311,11 @@ impl JsHeapGrowth {
             .collect()
     }
 
+    /// JS objects' bytes gained from the first snapshot to the last.
+    pub fn bytes_delta(&self) -> i64 {
+        delta(&self.bytes)
+    }
+
     /// Global handles gained from the first snapshot to the last.
     pub fn global_handles_delta(&self) -> Option<i64> {
         self.global_handles().map(|v| delta(&v))

@@ -141,6 +141,15 @@ fn issue_14_a_js_heap_leak_of_closures_is_named_by_its_constructor() {
         ),
         "{headline}"
     );
+    // The JS heap is ranked beside the malloc sites, once: growth's JSON
+    // and text name the same first suspect in the headline's words.
+    let first = &growth["first_suspect"];
+    assert_eq!(first["kind"], "js_heap", "{first:#}");
+    assert_eq!(first["headline"], headline.trim_end(), "{first:#}");
+    assert!(
+        text.contains(&format!("\nfirst suspect: {}\n", headline.trim_end())),
+        "{text}"
+    );
     let page = std::fs::read_to_string(&html).expect("report");
     assert!(page.contains("Node.js: the JS heap"));
     assert!(
