@@ -103,9 +103,51 @@ pub struct Investigation {
     pub notes: Vec<String>,
 }
 
+/// What grows most: a malloc site or the JS heap, ranked together so that
+/// every view (the headline, `growth`'s text and JSON, the report) names
+/// the same one.
+#[derive(Clone, Copy, Debug)]
+pub enum FirstSuspect<'a> {
+    /// The significant malloc site that grows most.
+    Site(&'a Suspect),
+    /// The JS heap: some constructor's objects grow steadily, by more bytes
+    /// than any significant malloc site rose (V8's own small malloc blocks
+    /// that grow with the objects are not the story).
+    JsHeap(&'a crate::v8::JsHeapGrowth),
+}
+
+impl FirstSuspect<'_> {
+    /// The bytes it rose by, first to last snapshot (a site's fitted rise).
+    pub fn rise_bytes(&self) -> f64 {
+        match self {
+            FirstSuspect::Site(s) => s.stats.rise_bytes,
+            FirstSuspect::JsHeap(j) => j.bytes_delta() as f64,
+        }
+    }
+}
+
+/// The first suspect of a growth and a JS heap's growth: the JS heap when
+/// it leaks and rose by more than the first significant site, else that
+/// site; `None` when nothing grows above noise.
+pub fn first_suspect<'a>(
+    growth: Option<&'a Growth>,
+    js_heap: Option<&'a crate::v8::JsHeapGrowth>,
+) -> Option<FirstSuspect<'a>> {
+    let site = growth.and_then(|g| g.suspects.first().filter(|s| s.stats.significant));
+    let js = js_heap.filter(|j| {
+        j.verdict == crate::v8::JsVerdict::Leak
+            && site.is_none_or(|s| j.bytes_delta() as f64 > s.stats.rise_bytes)
+    });
+    js.map(FirstSuspect::JsHeap)
+        .or(site.map(FirstSuspect::Site))
+}
+
 /// The short answer: what grows, who allocates it, what is truly lost.
 #[derive(Clone, Debug)]
 pub struct Diagnosis<'a> {
+    /// What grows most, malloc sites and the JS heap ranked together
+    /// ([`first_suspect`]).
+    pub first: Option<FirstSuspect<'a>>,
     /// The size class that grows most steadily, when its growth is
     /// significant (see [`crate::growth`]).
     pub class: Option<&'a ClassGrowth>,
@@ -185,6 +227,7 @@ impl Investigation {
             _ => None,
         };
         Diagnosis {
+            first: first_suspect(g, self.js_heap.as_ref()),
             class: g.and_then(|g| g.classes.first().filter(|c| c.stats.significant)),
             suspect,
             compared: g.map(|g| (g.snapshots.len(), g.noise_bytes)),

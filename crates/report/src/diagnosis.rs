@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use leaktrail_analysis::investigation::Investigation;
+use leaktrail_analysis::investigation::{FirstSuspect, Investigation};
 use leaktrail_analysis::leaks::Group;
 use leaktrail_analysis::plumbing;
 use leaktrail_analysis::symbolize::Frame;
@@ -67,29 +67,8 @@ const FEWEST_FOR_SIGNIFICANCE: usize = 4;
 /// that nothing does (or that there were too few snapshots to tell).
 pub fn headline(inv: &Investigation) -> String {
     let d = inv.diagnosis();
-    let js_leak = inv
-        .js_heap
-        .as_ref()
-        .filter(|j| j.verdict == leaktrail_analysis::v8::JsVerdict::Leak);
-    // The JS heap is named when it leaks and no malloc site grows as much:
-    // the headline names the larger growth (a few KiB of V8's own malloc
-    // blocks beside megabytes of JS objects is not the story).
-    let js_first = js_leak.filter(|j| {
-        let rise = j.bytes.last().copied().unwrap_or(0) as f64
-            - j.bytes.first().copied().unwrap_or(0) as f64;
-        d.suspect.is_none_or(|s| rise > s.stats.rise_bytes)
-    });
-    match (d.suspect, d.compared) {
-        _ if js_first.is_some() => format!(
-            "growth in the JS heap: {}",
-            crate::growth::js_heap_line(js_first.expect("checked"))
-        ),
-        (Some(s), _) => format!(
-            "growth above noise: {} keeps {} buffers: {}",
-            site(&s.stack),
-            class(s.class),
-            series_line(&s.series, &s.stats)
-        ),
+    match (d.first, d.compared) {
+        (Some(first), _) => first_suspect(&first),
         (None, Some((n, _))) if n < FEWEST_FOR_SIGNIFICANCE => format!(
             "no growth above noise can be shown from {n} snapshots (take {FEWEST_FOR_SIGNIFICANCE} or more)"
         ),
@@ -98,6 +77,23 @@ pub fn headline(inv: &Investigation) -> String {
             text::bytes(noise)
         ),
         (None, None) => "no growth compared: growth needs two snapshots or more".into(),
+    }
+}
+
+/// What grows most, in words: `the JS heap: +16,000 Listener objects ...`
+/// or `growth above noise: SITE keeps 1000 B buffers: ...`; the headline's
+/// words for [`FirstSuspect`], which `growth` prints too.
+pub fn first_suspect(first: &FirstSuspect<'_>) -> String {
+    match first {
+        FirstSuspect::JsHeap(j) => {
+            format!("growth in the JS heap: {}", crate::growth::js_heap_line(j))
+        }
+        FirstSuspect::Site(s) => format!(
+            "growth above noise: {} keeps {} buffers: {}",
+            site(&s.stack),
+            class(s.class),
+            series_line(&s.series, &s.stats)
+        ),
     }
 }
 
@@ -140,6 +136,11 @@ pub fn text(inv: &Investigation) -> String {
             out,
             "                     {}",
             crate::growth::v8_heap_line(j)
+        );
+        let _ = writeln!(
+            out,
+            "                     {}",
+            crate::growth::v8_handles_line(j)
         );
     }
     match d.suspect {

@@ -378,9 +378,10 @@ fn js_heap_section(out: &mut String, j: &leaktrail_analysis::v8::JsHeapGrowth) {
     out.push_str("<section id=\"js-heap\"><h2>Node.js: the JS heap</h2>");
     let _ = write!(
         out,
-        "<p>JS heap: {}</p><p>{}</p>",
+        "<p>JS heap: {}</p><p>{}</p><p>{}</p>",
         escape(&crate::growth::js_heap_line(j)),
-        escape(&crate::growth::v8_heap_line(j))
+        escape(&crate::growth::v8_heap_line(j)),
+        escape(&crate::growth::v8_handles_line(j))
     );
     out.push_str("<table><tr><th>constructor</th><th>first</th><th>last</th><th>objects</th><th>bytes</th></tr>");
     for c in j

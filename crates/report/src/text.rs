@@ -367,6 +367,20 @@ pub fn owner_trend(t: &leaktrail_analysis::owner::OwnerTrend) -> String {
             rate(o.slope_bytes_per_hour)
         );
     }
+    if let Some(g) = &t.global_handles {
+        let (first, last) = (
+            g.first().copied().unwrap_or(0),
+            g.last().copied().unwrap_or(0),
+        );
+        let _ = writeln!(
+            out,
+            "  {:<36} {:>10} -> {:>10}  {:>14}",
+            "V8 global handles (count)",
+            crate::growth::count(first),
+            crate::growth::count(last),
+            crate::heap::signed_count(last as i64 - first as i64)
+        );
+    }
     out
 }
 

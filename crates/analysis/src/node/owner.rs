@@ -181,6 +181,9 @@ pub struct OwnerTrend {
     pub owners: Vec<OwnerSeries>,
     /// The owner that grew the most (bytes per hour), if any grew.
     pub growing: Option<Owner>,
+    /// V8's global handles in use per snapshot, when every snapshot is a
+    /// full one in which they were found (`crate::v8::handles_of`).
+    pub global_handles: Option<Vec<u64>>,
 }
 
 /// The owner trend of the recording in `dir`: `Ok(None)` when it is not a
@@ -189,6 +192,7 @@ pub struct OwnerTrend {
 pub fn trend_of_recording(dir: &std::path::Path) -> Result<Option<OwnerTrend>, crate::Error> {
     let paths = leaktrail_recording::dir::snapshots::series(dir)?;
     let mut points: Vec<(f64, OwnerSplit)> = Vec::new();
+    let mut handles: Vec<Option<u64>> = Vec::new();
     for path in &paths {
         let snap = leaktrail_recording::Snapshot::open(path)?;
         let Some(meta) = snap.metadata() else {
@@ -202,6 +206,7 @@ pub fn trend_of_recording(dir: &std::path::Path) -> Result<Option<OwnerTrend>, c
             continue;
         };
         points.push((t, split_snapshot(&snap, &dump)));
+        handles.push(crate::v8::handles_of(&snap).and_then(|h| h.global.map(|g| g.in_use)));
     }
     if points.len() < 2 {
         return Ok(None);
@@ -236,6 +241,7 @@ pub fn trend_of_recording(dir: &std::path::Path) -> Result<Option<OwnerTrend>, c
         t_seconds,
         owners,
         growing,
+        global_handles: handles.into_iter().collect(),
     }))
 }
 

@@ -20,6 +20,7 @@
 //! # Ok::<(), leaktrail_analysis::Error>(())
 //! ```
 
+mod handles;
 mod heap;
 mod layout;
 mod metadata;
@@ -27,6 +28,7 @@ mod value;
 
 use std::collections::HashMap;
 
+pub use handles::{GlobalHandleCount, HandleScopeCount, V8Handles};
 pub use heap::{HeapObject, JsHeap, SpaceUse};
 pub use metadata::Metadata;
 pub use value::JsValue;
@@ -95,6 +97,13 @@ pub struct Census {
     pub heap_object_bytes: u64,
     /// V8's spaces with committed and used bytes.
     pub spaces: Vec<SpaceUse>,
+    /// V8's global handles and handle-scope blocks.
+    pub handles: V8Handles,
+    /// External strings (their characters live off the JS heap, in
+    /// memory the embedder allocated).
+    pub external_strings: u64,
+    /// Their characters' bytes.
+    pub external_string_bytes: u64,
 }
 
 impl Census {
@@ -112,6 +121,7 @@ pub fn census(heap: &JsHeap<'_>) -> Census {
     let mut groups: HashMap<String, ConstructorCount> = HashMap::new();
     let mut census = Census {
         spaces: heap.spaces().to_vec(),
+        handles: heap.handles(),
         ..Census::default()
     };
     for o in heap.objects() {
@@ -120,6 +130,10 @@ pub fn census(heap: &JsHeap<'_>) -> Census {
         let Some(info) = heap.map_info(o.map) else {
             continue;
         };
+        if let Some(b) = heap.external_bytes(o, info.instance_type) {
+            census.external_strings += 1;
+            census.external_string_bytes += b;
+        }
         // A constructor's prototype object has its instances' constructor
         // too; it is one per class, not an instance.
         if !heap.is_js_object(info.instance_type) || heap.is_prototype_map(o.map) {
@@ -170,6 +184,13 @@ pub fn census_of(snap: &Snapshot) -> Result<Census, Error> {
     Ok(census(&heap))
 }
 
+/// V8's handles in the snapshot at `snap`, without reading its objects;
+/// `None` when it is not a full snapshot of node.
+pub fn handles_of(snap: &Snapshot) -> Option<V8Handles> {
+    let md = metadata_for(snap).ok()?;
+    Some(JsHeap::open_pages(snap, &md).ok()?.handles())
+}
+
 /// The JS objects of one constructor across snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConstructorSeries {
@@ -192,17 +213,19 @@ impl ConstructorSeries {
         delta(&self.bytes)
     }
 
-    /// Whether its objects grow steadily: never fewer than before, and
-    /// more in at least half of the steps (a leak kept per request rises
-    /// at every snapshot; a cache warming up rises once and stays).
+    /// Whether its objects grow steadily ([`rises_steadily`]).
     pub fn grows_steadily(&self) -> bool {
-        let steps = self.counts.len().saturating_sub(1);
-        let rises = self.counts.windows(2).filter(|w| w[1] > w[0]).count();
-        steps > 0
-            && self.counts.windows(2).all(|w| w[1] >= w[0])
-            && 2 * rises >= steps
-            && self.count_delta() > 0
+        rises_steadily(&self.counts)
     }
+}
+
+/// Whether counts grow steadily: never fewer than before, and more in at
+/// least half of the steps (a leak kept per request rises at every
+/// snapshot; a cache warming up rises once and stays).
+pub fn rises_steadily(counts: &[u64]) -> bool {
+    let steps = counts.len().saturating_sub(1);
+    let rises = counts.windows(2).filter(|w| w[1] > w[0]).count();
+    steps > 0 && counts.windows(2).all(|w| w[1] >= w[0]) && 2 * rises >= steps && delta(counts) > 0
 }
 
 fn delta(v: &[u64]) -> i64 {
@@ -217,6 +240,10 @@ fn delta(v: &[u64]) -> i64 {
 pub enum JsVerdict {
     /// JS objects of some constructor grow steadily: a JS-heap leak.
     Leak,
+    /// V8's global handles grow steadily and no constructor's objects
+    /// do: handles (an addon's references, `v8::Global`s) are kept, not
+    /// objects made.
+    HandleLeak,
     /// V8 committed more memory, but no constructor's objects grow
     /// steadily: the heap sizing itself (warm-up), not a leak.
     WarmUp,
@@ -229,6 +256,7 @@ impl JsVerdict {
     pub fn name(self) -> &'static str {
         match self {
             JsVerdict::Leak => "leak",
+            JsVerdict::HandleLeak => "handle leak",
             JsVerdict::WarmUp => "warm-up",
             JsVerdict::Steady => "steady",
         }
@@ -248,6 +276,10 @@ pub struct JsHeapGrowth {
     pub used: Vec<u64>,
     /// V8's committed bytes (all spaces) in each.
     pub committed: Vec<u64>,
+    /// V8's handles in each.
+    pub handles: Vec<V8Handles>,
+    /// External strings' bytes (off the JS heap) in each.
+    pub external_string_bytes: Vec<u64>,
     /// Every constructor, those that grow steadily first, then by bytes
     /// gained.
     pub constructors: Vec<ConstructorSeries>,
@@ -259,6 +291,34 @@ impl JsHeapGrowth {
     /// The constructors whose objects grow steadily.
     pub fn growing(&self) -> impl Iterator<Item = &ConstructorSeries> {
         self.constructors.iter().filter(|c| c.grows_steadily())
+    }
+
+    /// Global handles in use in each snapshot, when every snapshot's were
+    /// found.
+    pub fn global_handles(&self) -> Option<Vec<u64>> {
+        self.handles
+            .iter()
+            .map(|h| h.global.map(|g| g.in_use))
+            .collect()
+    }
+
+    /// Handle-scope blocks in each snapshot, when every snapshot's were
+    /// found.
+    pub fn handle_scope_blocks(&self) -> Option<Vec<u64>> {
+        self.handles
+            .iter()
+            .map(|h| h.scopes.map(|s| s.blocks))
+            .collect()
+    }
+
+    /// JS objects' bytes gained from the first snapshot to the last.
+    pub fn bytes_delta(&self) -> i64 {
+        delta(&self.bytes)
+    }
+
+    /// Global handles gained from the first snapshot to the last.
+    pub fn global_handles_delta(&self) -> Option<i64> {
+        self.global_handles().map(|v| delta(&v))
     }
 }
 
@@ -324,8 +384,12 @@ pub fn compare(snapshots: Vec<std::path::PathBuf>, censuses: &[Census]) -> JsHea
     });
     let sum = |c: &Census, f: fn(&SpaceUse) -> u64| c.spaces.iter().map(f).sum::<u64>();
     let committed: Vec<u64> = censuses.iter().map(|c| sum(c, |s| s.committed)).collect();
+    let handles: Vec<V8Handles> = censuses.iter().map(|c| c.handles).collect();
+    let global: Option<Vec<u64>> = handles.iter().map(|h| h.global.map(|g| g.in_use)).collect();
     let verdict = if constructors.iter().any(ConstructorSeries::grows_steadily) {
         JsVerdict::Leak
+    } else if global.as_deref().is_some_and(rises_steadily) {
+        JsVerdict::HandleLeak
     } else if delta(&committed) > 0 {
         JsVerdict::WarmUp
     } else {
@@ -337,6 +401,8 @@ pub fn compare(snapshots: Vec<std::path::PathBuf>, censuses: &[Census]) -> JsHea
         bytes: censuses.iter().map(|c| c.bytes).collect(),
         used: censuses.iter().map(|c| sum(c, |s| s.used)).collect(),
         committed,
+        handles,
+        external_string_bytes: censuses.iter().map(|c| c.external_string_bytes).collect(),
         constructors,
         verdict,
     }
@@ -386,6 +452,23 @@ mod tests {
             verdict(&[(10, mb), (40, 4 * mb), (40, 8 * mb), (40, 8 * mb)]),
             JsVerdict::WarmUp
         );
+        // Handles rise at every snapshot, objects do not: a handle leak.
+        let mut c: Vec<Census> = [10, 10, 10, 10].iter().map(|&n| census(n, mb)).collect();
+        for (k, c) in c.iter_mut().enumerate() {
+            c.handles.global = Some(GlobalHandleCount {
+                in_use: 1000 * (k as u64 + 1),
+                strong: 1000 * (k as u64 + 1),
+                ..GlobalHandleCount::default()
+            });
+        }
+        let j = compare(vec![], &c);
+        assert_eq!(j.verdict, JsVerdict::HandleLeak);
+        assert_eq!(j.global_handles_delta(), Some(3000));
+        // The same handles beside growing objects: the objects' leak.
+        for (k, c) in c.iter_mut().enumerate() {
+            c.constructors[0].count = 10 * (k as u64 + 1);
+        }
+        assert_eq!(compare(vec![], &c).verdict, JsVerdict::Leak);
         // Up and down, nothing committed: steady.
         assert_eq!(
             verdict(&[(10, mb), (20, mb), (10, mb), (20, mb)]),

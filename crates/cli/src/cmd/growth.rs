@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use leaktrail_analysis::{fleet, growth, v8};
+use leaktrail_analysis::{fleet, growth, investigation, v8};
 use leaktrail_report::json;
 
 /// Flags of `leaktrail growth`.
@@ -57,12 +57,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let js = crate::term::step("reading the JS heap", || v8::growth_of(&paths))?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let doc = json::GrowthDocument::from(&g).with_js_heap(js.as_ref());
+        let doc = json::GrowthDocument::from(&g).with_js_heap(&g, js.as_ref());
         write!(out, "{}", json::to_string(&doc)?)?;
     } else {
         let mut text = leaktrail_report::growth::text(&g, args.top, args.depth);
         if let Some(j) = &js {
             text.push_str(&leaktrail_report::growth::js_heap_text(j, args.top));
+            // Malloc sites and the JS heap ranked together, as the report's
+            // headline ranks them.
+            if let Some(first) = investigation::first_suspect(Some(&g), Some(j)) {
+                text.push_str(&format!(
+                    "\nfirst suspect: {}\n",
+                    leaktrail_report::diagnosis::first_suspect(&first)
+                ));
+            }
         }
         crate::term::print(&text)?;
     }

@@ -17,12 +17,19 @@ use crate::bad_input;
 mdb_v8's ::findjsobjects for current Node: every JS object on V8's heap, \
 counted by constructor (a class's name, Object, Array; closures as \
 `Function NAME`), with their shallow bytes, then V8's own used and \
-committed bytes per space. Needs a --memory full snapshot (the default) \
+committed bytes per space, V8's global handles (what v8::Global, \
+Persistent and N-API references hold: strong and weak) and the local \
+handles of open handle scopes with their blocks, and the bytes of \
+external strings (characters the embedder keeps off the JS heap). The \
+handle counts come from V8's structures found near its heap and checked \
+by walking them; when they do not check out they say not available. \
+Needs a --memory full snapshot (the default) \
 of node and the node binary it ran (its v8dbg_* symbols describe V8's \
 object layouts); reads the whole V8 heap once. Objects V8 has not yet \
 collected are counted too: run node with --expose-gc and collect before \
 the snapshot when you want only the live ones. Across snapshots, growth \
-and report name the constructors that grow.
+and report name the constructors that grow, and call it a handle leak \
+when global handles grow while no constructor does.
 
 Examples:
   leaktrail jsobjects node.core

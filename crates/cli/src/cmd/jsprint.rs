@@ -19,7 +19,9 @@ use super::addr;
 mdb_v8's ::jsprint for current Node: the JS value at ADDR (an object's \
 address, as jsobjects --constructor lists them, or a tagged pointer), \
 with its constructor, named properties and elements, strings and numbers, \
-members of members down to --depth. Needs a --memory full snapshot of \
+members of members down to --depth. Strings print their first 4,096 \
+characters, external ones too (read through the resource's data pointer \
+V8 caches; an uncached one is named, not read). Needs a --memory full snapshot of \
 node and the node binary it ran (its v8dbg_* symbols).
 
 Examples:

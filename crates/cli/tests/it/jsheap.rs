@@ -6,7 +6,13 @@
 //! holding a closure `onEvent`, and one `Marker` whose `literal` is an
 //! object literal with a string, a number and an array; it collects
 //! garbage (`--expose-gc`) before each snapshot, so what is counted is
-//! what it keeps.
+//! what it keeps. Its `Texts` holds two external strings (Node makes a
+//! large Buffer's string external): 1,200,000 Latin-1 and 1,200,000
+//! UTF-16 characters.
+//!
+//! A handle leak (`stepper.js handles`: the addon makes 1,000 strong N-API
+//! references a step to one object) is told from the closures' JS-heap
+//! leak by V8's own global-handle count.
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
@@ -38,15 +44,7 @@ fn recorded() -> &'static (PathBuf, Vec<PathBuf>) {
             per_step.as_ref(),
         ];
         record_in_steps(&dir, "full", &argv, STEPS);
-        let mut snaps: Vec<PathBuf> = std::fs::read_dir(dir.join("snapshots"))
-            .expect("snapshots")
-            .map(|e| e.expect("entry").path())
-            .filter(|p| {
-                p.extension() == Some(OsStr::new("core"))
-                    && !p.to_string_lossy().ends_with("-exit.core")
-            })
-            .collect();
-        snaps.sort();
+        let snaps = snapshots_of(&dir);
         assert_eq!(snaps.len(), STEPS, "{snaps:?}");
         (dir, snaps)
     })
@@ -143,12 +141,121 @@ fn issue_14_a_js_heap_leak_of_closures_is_named_by_its_constructor() {
         ),
         "{headline}"
     );
+    // The JS heap is ranked beside the malloc sites, once: growth's JSON
+    // and text name the same first suspect in the headline's words.
+    let first = &growth["first_suspect"];
+    assert_eq!(first["kind"], "js_heap", "{first:#}");
+    assert_eq!(first["headline"], headline.trim_end(), "{first:#}");
+    assert!(
+        text.contains(&format!("\nfirst suspect: {}\n", headline.trim_end())),
+        "{text}"
+    );
     let page = std::fs::read_to_string(&html).expect("report");
     assert!(page.contains("Node.js: the JS heap"));
     assert!(
         page.contains("<td>Listener</td><td>4,000</td><td>20,000</td>"),
         "the report's JS heap table"
     );
+}
+
+/// Global handles the handle scenario makes per step (40 references in
+/// each of the stepper's 25 calls).
+const HANDLES_PER_STEP: i64 = 1000;
+
+#[test]
+fn issue_14_a_handle_leak_is_told_from_a_js_heap_leak() {
+    let dir = scratch("node_handles").join("rec");
+    let stepper = repo_root().join("fixtures/node/stepper.js");
+    let addon = crate::node::addon();
+    let argv: [&OsStr; 5] = [
+        "node".as_ref(),
+        "--expose-gc".as_ref(),
+        stepper.as_os_str(),
+        "handles".as_ref(),
+        addon.as_os_str(),
+    ];
+    record_in_steps(&dir, "full", &argv, STEPS);
+    // growth: V8's global handles rise by exactly what the addon made,
+    // every step, and no constructor's objects grow: a handle leak.
+    let growth = leaktrail_json([OsStr::new("growth"), OsStr::new("--json"), dir.as_os_str()]);
+    let js = &growth["js_heap"];
+    assert_eq!(js["verdict"], "handle leak", "{js:#}");
+    let handles: Vec<i64> = js["global_handles"]
+        .as_array()
+        .expect("global handles found in every snapshot")
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(handles.len(), STEPS);
+    let steps: Vec<i64> = handles.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(steps, vec![HANDLES_PER_STEP; STEPS - 1], "{handles:?}");
+    assert!(
+        js["handle_scope_blocks"]
+            .as_array()
+            .expect("handle-scope blocks found")
+            .iter()
+            .all(|b| b.as_u64().unwrap() >= 1),
+        "{js:#}"
+    );
+    let text = stdout(leaktrail().arg("growth").arg(&dir));
+    let count = |n: i64| leaktrail_report::heap::count(n as u64);
+    // 4 steps of 1,000.
+    let line = format!(
+        "V8 global handles {} → {} (+4,000)",
+        count(handles[0]),
+        count(handles[STEPS - 1]),
+    );
+    assert!(text.contains(&line), "{line}\n{text}");
+    assert!(text.contains("a handle leak"), "{text}");
+    // jsobjects: the same count, strong, from one snapshot.
+    let last = leaktrail_json([
+        OsStr::new("jsobjects"),
+        OsStr::new("--json"),
+        snapshots_of(&dir)[STEPS - 1].as_os_str(),
+    ]);
+    let g = &last["global_handles"];
+    assert_eq!(g["in_use"].as_i64(), Some(handles[STEPS - 1]), "{g}");
+    assert!(g["strong"].as_i64().unwrap() >= HANDLES_PER_STEP * STEPS as i64);
+    // trend's owner split carries the count too.
+    let trend = leaktrail_json([OsStr::new("trend"), OsStr::new("--json"), dir.as_os_str()]);
+    assert_eq!(
+        trend["owners"]["global_handles"],
+        Value::from(handles.clone()),
+        "{:#}",
+        trend["owners"]
+    );
+    let html = dir.with_file_name("report.html");
+    let headline = stdout(leaktrail().arg("report").arg(&dir).arg("-o").arg(&html));
+    eprintln!("report headline: {}", headline.trim_end());
+    let page = std::fs::read_to_string(&html).expect("report");
+    assert!(
+        page.contains("a handle leak"),
+        "the report's JS heap section"
+    );
+
+    // The closures' JS-heap leak is a leak of objects, not of handles.
+    let (closures, _) = recorded();
+    let growth = leaktrail_json([
+        OsStr::new("growth"),
+        OsStr::new("--json"),
+        closures.as_os_str(),
+    ]);
+    assert_eq!(growth["js_heap"]["verdict"], "leak");
+    assert!(growth["js_heap"]["global_handles"].is_array());
+}
+
+/// The step snapshots of the recording in `dir`, oldest first.
+fn snapshots_of(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut snaps: Vec<PathBuf> = std::fs::read_dir(dir.join("snapshots"))
+        .expect("snapshots")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.extension() == Some(OsStr::new("core"))
+                && !p.to_string_lossy().ends_with("-exit.core")
+        })
+        .collect();
+    snaps.sort();
+    snaps
 }
 
 #[test]
@@ -226,6 +333,58 @@ fn issue_14_jsprint_prints_a_known_object_literal() {
             .args(["--depth", "1"]),
     );
     assert!(shallow.contains("    literal: <Object 0x"), "{shallow}");
+    // External strings: their characters, read off the JS heap through
+    // the resource's data pointer, one byte and two bytes each.
+    let texts = stdout(
+        leaktrail()
+            .arg("jsobjects")
+            .arg(snap)
+            .args(["--constructor", "Texts"]),
+    );
+    let doc = json(
+        leaktrail()
+            .arg("jsprint")
+            .arg(snap)
+            .arg(texts.trim())
+            .args(["--json"]),
+    );
+    let props = doc["value"]["properties"].as_array().expect("Texts fields");
+    for (prop, unit) in [
+        (&props[0], "leaktrail-external-"),
+        (&props[1], "leaktrail-\u{20ac}-utf16-"),
+    ] {
+        let v = &prop["value"];
+        assert_eq!(v["kind"], "string", "{v}");
+        assert_eq!(v["length"], 1_200_000, "{v}");
+        assert_eq!(v["truncated"], true);
+        let text = v["value"].as_str().unwrap();
+        let want: String = unit
+            .repeat(4096 / unit.chars().count() + 1)
+            .chars()
+            .take(4096)
+            .collect();
+        assert_eq!(text, want, "{}", prop["name"]);
+    }
+    // jsobjects counts external strings' characters on their own line:
+    // these two, 1,200,000 + 2,400,000 bytes, beside Node's own sources.
+    let census = leaktrail_json([
+        OsStr::new("jsobjects"),
+        OsStr::new("--json"),
+        snap.as_os_str(),
+    ]);
+    let ext = census["external_strings"]["bytes"].as_u64().unwrap();
+    assert!(ext >= 3_600_000, "{:#}", census["external_strings"]);
+    let first = leaktrail_json([
+        OsStr::new("jsobjects"),
+        OsStr::new("--json"),
+        snaps[0].as_os_str(),
+    ]);
+    // Made at the start, kept to the end (Node's own come and go).
+    let first_ext = first["external_strings"]["bytes"].as_u64().unwrap();
+    assert!(first_ext >= 3_600_000, "{first_ext}");
+    let text = stdout(leaktrail().arg("jsobjects").arg(snap));
+    assert!(text.contains("of characters off the JS heap"), "{text}");
+
     // An address that is no object: one line, exit status 2.
     assert_bad_input(
         leaktrail().arg("jsprint").arg(snap).arg("0x10"),

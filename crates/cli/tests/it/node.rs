@@ -16,7 +16,7 @@ use crate::support::{
 
 /// The N-API addon, compiled once per test run against Node's headers
 /// (in `/usr/include/node`).
-fn addon() -> PathBuf {
+pub(crate) fn addon() -> PathBuf {
     fixture_library("node/addon", ".node", &["-I/usr/include/node"])
 }
 

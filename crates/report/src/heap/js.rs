@@ -40,7 +40,50 @@ pub fn census(c: &Census, top: usize) -> String {
         );
     }
     spaces(&mut o, c);
+    handles(&mut o, c);
     o
+}
+
+/// V8's handles and the external strings' bytes, one line each.
+pub fn handles(o: &mut String, c: &Census) {
+    let h = &c.handles;
+    match h.global {
+        Some(g) => {
+            let _ = writeln!(
+                o,
+                "\nV8 global handles: {} in use ({} strong, {} weak) in {} blocks",
+                count(g.in_use),
+                count(g.strong),
+                count(g.weak),
+                count(g.blocks)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "\nV8 global handles: not available (V8's GlobalHandles not found near its heap)"
+            );
+        }
+    }
+    match h.scopes {
+        Some(s) => {
+            let _ = writeln!(
+                o,
+                "handle scopes: {} local handles in {} blocks",
+                count(s.handles),
+                count(s.blocks)
+            );
+        }
+        None => {
+            let _ = writeln!(o, "handle scopes: not available");
+        }
+    }
+    let _ = writeln!(
+        o,
+        "external strings: {} strings, {} of characters off the JS heap",
+        count(c.external_strings),
+        bytes(c.external_string_bytes as f64)
+    );
 }
 
 /// V8's spaces: used of committed, as V8's own counters say.

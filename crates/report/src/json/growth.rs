@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use leaktrail_analysis::growth::{ClassGrowth, Growth, Observation, SeriesPoint, Stats, Suspect};
+use leaktrail_analysis::investigation::{first_suspect, FirstSuspect};
 use leaktrail_analysis::v8::JsHeapGrowth;
 use serde::Serialize;
 
@@ -23,6 +24,33 @@ pub struct GrowthDocument<'a> {
     classes: Vec<ClassGrowthRecord>,
     sample_rate: u64,
     js_heap: Option<JsHeapRecord<'a>>,
+    first_suspect: Option<FirstSuspectRecord>,
+}
+
+/// What grows most, malloc sites and the JS heap ranked together
+/// (`investigation::first_suspect`): the same one, in the same words, as
+/// the report's headline.
+#[derive(Clone, Debug, Serialize)]
+pub struct FirstSuspectRecord {
+    /// `site` (a malloc site: the first of `suspects`) or `js_heap`.
+    kind: &'static str,
+    /// The bytes it rose by.
+    rise_bytes: f64,
+    /// The headline's words for it.
+    headline: String,
+}
+
+impl From<FirstSuspect<'_>> for FirstSuspectRecord {
+    fn from(f: FirstSuspect<'_>) -> Self {
+        FirstSuspectRecord {
+            kind: match f {
+                FirstSuspect::Site(_) => "site",
+                FirstSuspect::JsHeap(_) => "js_heap",
+            },
+            rise_bytes: f.rise_bytes(),
+            headline: crate::diagnosis::first_suspect(&f),
+        }
+    }
 }
 
 /// The JS heap across the snapshots (`null` unless they are full
@@ -34,6 +62,12 @@ pub struct JsHeapRecord<'a> {
     bytes: &'a [u64],
     used: &'a [u64],
     committed: &'a [u64],
+    /// Global handles in use per snapshot (null: not found in every one).
+    global_handles: Option<Vec<u64>>,
+    /// Handle-scope blocks per snapshot (null: not found in every one).
+    handle_scope_blocks: Option<Vec<u64>>,
+    /// External strings' bytes per snapshot (off the JS heap).
+    external_string_bytes: &'a [u64],
     constructors: Vec<ConstructorSeriesRecord<'a>>,
 }
 
@@ -56,6 +90,9 @@ impl<'a> From<&'a JsHeapGrowth> for JsHeapRecord<'a> {
             bytes: &j.bytes,
             used: &j.used,
             committed: &j.committed,
+            global_handles: j.global_handles(),
+            handle_scope_blocks: j.handle_scope_blocks(),
+            external_string_bytes: &j.external_string_bytes,
             // Those that gained objects: the rest is the bulk of a heap.
             constructors: j
                 .constructors
@@ -75,9 +112,11 @@ impl<'a> From<&'a JsHeapGrowth> for JsHeapRecord<'a> {
 }
 
 impl<'a> GrowthDocument<'a> {
-    /// The document with the JS heap's growth, when there is one.
-    pub fn with_js_heap(mut self, j: Option<&'a JsHeapGrowth>) -> Self {
+    /// The document of `g` with the JS heap's growth, when there is one
+    /// (and the first suspect ranked with it).
+    pub fn with_js_heap(mut self, g: &'a Growth, j: Option<&'a JsHeapGrowth>) -> Self {
         self.js_heap = j.map(Into::into);
+        self.first_suspect = first_suspect(Some(g), j).map(Into::into);
         self
     }
 }
@@ -220,6 +259,7 @@ impl<'a> From<&'a Growth> for GrowthDocument<'a> {
             classes: g.classes.iter().map(Into::into).collect(),
             sample_rate: g.sample_rate,
             js_heap: None,
+            first_suspect: first_suspect(Some(g), None).map(Into::into),
         }
     }
 }
@@ -324,7 +364,12 @@ mod tests {
   ],
   "classes": [],
   "sample_rate": 0,
-  "js_heap": null
+  "js_heap": null,
+  "first_suspect": {
+    "kind": "site",
+    "rise_bytes": 32.0,
+    "headline": "growth above noise: an unknown site keeps 32 B buffers: 2 → 2 buffers, 0 B, +10 B/h"
+  }
 }"#,
         );
         // A class carries the same point and stats records as a suspect.
@@ -373,6 +418,17 @@ mod tests {
                 committed: 262_144,
                 used: 4000 + 40 * listeners,
             }],
+            handles: v8::V8Handles {
+                global: Some(v8::GlobalHandleCount {
+                    in_use: 60 + listeners,
+                    strong: 50 + listeners,
+                    weak: 10,
+                    blocks: 1,
+                }),
+                scopes: None,
+            },
+            external_strings: 2,
+            external_string_bytes: 3000,
         };
         let j = v8::compare(
             vec!["a.core".into(), "b.core".into()],
@@ -398,6 +454,15 @@ mod tests {
   "committed": [
     262144,
     262144
+  ],
+  "global_handles": [
+    70,
+    90
+  ],
+  "handle_scope_blocks": null,
+  "external_string_bytes": [
+    3000,
+    3000
   ],
   "constructors": [
     {

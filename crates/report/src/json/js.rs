@@ -1,6 +1,8 @@
 //! `jsobjects --json` and `jsprint --json`: the JS heap of a snapshot.
 
-use leaktrail_analysis::v8::{Census, ConstructorCount, JsValue, SpaceUse};
+use leaktrail_analysis::v8::{
+    Census, ConstructorCount, GlobalHandleCount, HandleScopeCount, JsValue, SpaceUse,
+};
 use serde::Serialize;
 
 use super::SCHEMA_VERSION;
@@ -15,6 +17,52 @@ pub struct JsObjectsDocument<'a> {
     heap_object_bytes: u64,
     constructors: Vec<ConstructorRecord<'a>>,
     spaces: Vec<SpaceRecord<'a>>,
+    global_handles: Option<GlobalHandlesRecord>,
+    handle_scopes: Option<HandleScopesRecord>,
+    external_strings: ExternalStringsRecord,
+}
+
+/// V8's global handles (null when not found).
+#[derive(Clone, Debug, Serialize)]
+pub struct GlobalHandlesRecord {
+    in_use: u64,
+    strong: u64,
+    weak: u64,
+    blocks: u64,
+}
+
+impl From<GlobalHandleCount> for GlobalHandlesRecord {
+    fn from(g: GlobalHandleCount) -> Self {
+        GlobalHandlesRecord {
+            in_use: g.in_use,
+            strong: g.strong,
+            weak: g.weak,
+            blocks: g.blocks,
+        }
+    }
+}
+
+/// The handle-scope blocks (null when not found).
+#[derive(Clone, Debug, Serialize)]
+pub struct HandleScopesRecord {
+    blocks: u64,
+    handles: u64,
+}
+
+impl From<HandleScopeCount> for HandleScopesRecord {
+    fn from(h: HandleScopeCount) -> Self {
+        HandleScopesRecord {
+            blocks: h.blocks,
+            handles: h.handles,
+        }
+    }
+}
+
+/// External strings: their characters are off the JS heap.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExternalStringsRecord {
+    count: u64,
+    bytes: u64,
 }
 
 /// JS objects of one constructor.
@@ -64,6 +112,12 @@ impl<'a> JsObjectsDocument<'a> {
             heap_object_bytes: c.heap_object_bytes,
             constructors: c.constructors.iter().map(record).collect(),
             spaces: c.spaces.iter().map(SpaceRecord::from).collect(),
+            global_handles: c.handles.global.map(Into::into),
+            handle_scopes: c.handles.scopes.map(Into::into),
+            external_strings: ExternalStringsRecord {
+                count: c.external_strings,
+                bytes: c.external_string_bytes,
+            },
         }
     }
 }

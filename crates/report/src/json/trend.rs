@@ -70,6 +70,8 @@ pub struct RegionTrendRecord<'a> {
 /// Memory by owner over time (Node.js).
 #[derive(Clone, Debug, Serialize)]
 pub struct OwnerTrendRecord {
+    /// V8's global handles in use per snapshot (null: not full snapshots).
+    global_handles: Option<Vec<u64>>,
     growing: Option<&'static str>,
     owners: Vec<OwnerSeriesRecord>,
     t_seconds: Vec<f64>,
@@ -151,6 +153,7 @@ impl<'a> From<&'a RegionTrend> for RegionTrendRecord<'a> {
 impl From<&OwnerTrend> for OwnerTrendRecord {
     fn from(o: &OwnerTrend) -> Self {
         OwnerTrendRecord {
+            global_handles: o.global_handles.clone(),
             growing: o.growing.map(owner_name),
             owners: o.owners.iter().map(Into::into).collect(),
             t_seconds: o.t_seconds.clone(),
@@ -307,11 +310,16 @@ mod tests {
                 slope_bytes_per_hour: 7.0,
             }],
             growing: Some(Owner::V8Heap),
+            global_handles: Some(vec![1070, 2070]),
         };
         let v = serde_json::to_string_pretty(&TrendDocument::new(&t, Some(&owners))).unwrap();
         let expected = r#"
   "mann_kendall": null,
   "owners": {
+    "global_handles": [
+      1070,
+      2070
+    ],
     "growing": "v8_heap",
     "owners": [
       {

@@ -94,6 +94,8 @@ pub struct JsHeap<'m> {
     maps: RefCell<HashMap<u64, Option<MapInfo>>>,
     /// The end of the function instance types `[js_function, end)`.
     function_types_end: u64,
+    /// V8's `Heap` object (in the isolate), as the pages name it.
+    heap_addr: u64,
 }
 
 impl<'m> JsHeap<'m> {
@@ -101,6 +103,16 @@ impl<'m> JsHeap<'m> {
     /// page is in captured memory (a snapshot taken with `--memory tables`
     /// or `none`, or a process that is not node).
     pub fn open(mem: &'m dyn Memory, md: &Metadata) -> Result<JsHeap<'m>, Error> {
+        Self::open_with(mem, md, true)
+    }
+
+    /// [`JsHeap::open`] without reading the objects: the spaces and
+    /// [`JsHeap::handles`] only.
+    pub fn open_pages(mem: &'m dyn Memory, md: &Metadata) -> Result<JsHeap<'m>, Error> {
+        Self::open_with(mem, md, false)
+    }
+
+    fn open_with(mem: &'m dyn Memory, md: &Metadata, objects: bool) -> Result<JsHeap<'m>, Error> {
         let layout = Layout::new(md)?;
         let type_names = md.type_names();
         let js_function = layout.types.js_function;
@@ -118,6 +130,7 @@ impl<'m> JsHeap<'m> {
             objects: Vec::new(),
             maps: RefCell::new(HashMap::new()),
             function_types_end,
+            heap_addr: 0,
         };
         let pages = heap.find_pages();
         if pages.is_empty() {
@@ -125,7 +138,7 @@ impl<'m> JsHeap<'m> {
                 "no V8 heap page is in the snapshot's captured memory: take it with --memory full (the default) from a node process".into(),
             ));
         }
-        for page in pages.iter().filter(|p| p.scan) {
+        for page in pages.iter().filter(|p| objects && p.scan) {
             heap.scan_page(page);
         }
         Ok(heap)
@@ -141,6 +154,12 @@ impl<'m> JsHeap<'m> {
         &self.objects
     }
 
+    /// The address of V8's `Heap` object the pages belong to (it lives
+    /// inside the `Isolate`).
+    pub(crate) fn heap_addr(&self) -> u64 {
+        self.heap_addr
+    }
+
     fn word(&self, addr: u64) -> Option<u64> {
         self.mem.read_u64(addr).ok()
     }
@@ -152,6 +171,7 @@ impl<'m> JsHeap<'m> {
         let mut spaces: HashMap<&'static str, usize> = HashMap::new();
         let mut owners: std::collections::HashSet<u64> = std::collections::HashSet::new();
         let mut candidates = Vec::new();
+        let mut heaps: HashMap<u64, u64> = HashMap::new();
         for (start, end) in self.mem.ranges() {
             let mut a = start.div_ceil(PAGE_ALIGNMENT) * PAGE_ALIGNMENT;
             while a + HEADER_WORDS as u64 * 8 <= end {
@@ -167,6 +187,7 @@ impl<'m> JsHeap<'m> {
             let Some(id) = self.space_id(owner, heap) else {
                 continue;
             };
+            *heaps.entry(heap).or_default() += 1;
             let name = space_name(id);
             let idx = *spaces.entry(name).or_insert_with(|| {
                 self.spaces.push(SpaceUse {
@@ -210,6 +231,10 @@ impl<'m> JsHeap<'m> {
             });
         }
         self.spaces.sort_by_key(|s| space_order(s.name));
+        self.heap_addr = heaps
+            .into_iter()
+            .max_by_key(|&(h, n)| (n, h))
+            .map_or(0, |(h, _)| h);
         found
     }
 

@@ -33,6 +33,9 @@ pub(crate) struct Layout {
     pub(crate) sliced_parent: u64,
     pub(crate) sliced_offset: u64,
     pub(crate) thin_actual: u64,
+    /// An external string's resource pointer; V8 caches the resource's
+    /// data pointer in the next word (all but the "uncached" types).
+    pub(crate) external_resource: u64,
     pub(crate) heap_number_value: u64,
     pub(crate) oddball_kind: u64,
     pub(crate) descriptors_header: u64,
@@ -142,6 +145,7 @@ impl Layout {
             sliced_parent: off("class_SlicedString__parent__String")?,
             sliced_offset: off("class_SlicedString__offset__SMI")?,
             thin_actual: off("class_ThinString__actual__String")?,
+            external_resource: off("class_ExternalString__resource__Object")?,
             heap_number_value: off("class_HeapNumber__value__double")?,
             oddball_kind: off("class_Oddball__kind_offset__int")?,
             descriptors_header: off("class_DescriptorArray__header_size__uintptr_t")?,

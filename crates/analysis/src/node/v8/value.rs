@@ -211,15 +211,7 @@ impl JsHeap<'_> {
             self.mem
                 .read(addr + l.seq_chars + (skip * width) as u64, &mut bytes)
                 .ok()?;
-            if one_byte {
-                out.extend(bytes.iter().map(|&b| b as u16));
-            } else {
-                out.extend(
-                    bytes
-                        .chunks_exact(2)
-                        .map(|c| u16::from_le_bytes([c[0], c[1]])),
-                );
-            }
+            push_units(out, &bytes, one_byte);
         } else if repr == l.cons_tag {
             let first = self.read_word(addr + l.cons_first)?;
             let second = self.read_word(addr + l.cons_second)?;
@@ -245,10 +237,44 @@ impl JsHeap<'_> {
             let actual = self.read_word(addr + l.thin_actual)?;
             self.string_units(actual, skip, limit, out, nesting + 1)?;
         } else if repr == l.external_tag {
-            // The characters live outside the heap, behind the resource.
-            out.extend("<external string>".encode_utf16());
+            // The characters live outside the heap, where the resource's
+            // cached data pointer says.
+            let n = len.saturating_sub(skip).min(limit - out.len());
+            let width = if one_byte { 1 } else { 2 };
+            let mut bytes = vec![0u8; n * width];
+            let read = self
+                .external_data(addr, ty)
+                .filter(|&d| self.mem.read(d + (skip * width) as u64, &mut bytes).is_ok());
+            if read.is_none() {
+                out.extend("<external string, characters not captured>".encode_utf16());
+                return Some(());
+            }
+            push_units(out, &bytes, one_byte);
         }
         Some(())
+    }
+
+    /// Where the characters of the external string at `addr` (of instance
+    /// type `ty`) are: the resource's data as V8 cached it, or `None` for
+    /// an uncached one (only the resource's virtual `data()` knows).
+    fn external_data(&self, addr: u64, ty: u64) -> Option<u64> {
+        if self.type_name(ty).contains("UNCACHED") {
+            return None;
+        }
+        self.read_word(addr + self.layout.external_resource + 8)
+            .filter(|&d| d != 0)
+    }
+
+    /// The characters' bytes of the string `o` if it is external (they
+    /// live off the JS heap): its length times its width.
+    pub(crate) fn external_bytes(&self, o: &super::HeapObject, ty: u64) -> Option<u64> {
+        let l = &self.layout;
+        if !l.is_string(ty) || ty & l.string_representation_mask != l.external_tag {
+            return None;
+        }
+        let len = self.u32_at(o.addr + l.string_length)? as u64;
+        let one_byte = ty & l.string_encoding_mask == l.one_byte_tag;
+        Some(if one_byte { len } else { 2 * len })
     }
 
     /// The name of the constructor of objects with map `map`: the map's
@@ -444,6 +470,19 @@ impl JsHeap<'_> {
                     .map_or(Element::Hole, Element::Tagged)
             })
             .collect()
+    }
+}
+
+/// Appends string characters stored one or two bytes each.
+fn push_units(out: &mut Vec<u16>, bytes: &[u8], one_byte: bool) {
+    if one_byte {
+        out.extend(bytes.iter().map(|&b| b as u16));
+    } else {
+        out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]])),
+        );
     }
 }
 
