@@ -153,14 +153,10 @@ pub fn class_of(size: u64) -> SizeClass {
 
 #[inline]
 fn class_index(size: u64) -> usize {
-    if size <= 8192 {
-        // SIZE_CLASSES is short and sorted; a branchy scan beats a table
-        // lookup that would pull a cache line in on every allocation.
-        let mut i = 0;
-        while SIZE_CLASSES[i] < size {
-            i += 1;
-        }
-        i
+    if size <= 1024 {
+        SMALL_CLASS[size.div_ceil(8) as usize] as usize
+    } else if size <= 8192 {
+        LARGE_CLASS[size.div_ceil(64) as usize] as usize
     } else {
         // Next power of two >= size, as an exponent in 14..
         let exp = 64 - (size - 1).leading_zeros() as usize;
@@ -171,6 +167,30 @@ fn class_index(size: u64) -> usize {
             idx
         }
     }
+}
+
+/// The class of every size up to 1024 bytes by its 8-byte granule, and up
+/// to 8192 by its 64-byte one: every boundary in [`SIZE_CLASSES`] is a
+/// multiple of its range's granule, so a granule never straddles two
+/// classes. 258 bytes, hot in the cache of any program that allocates; the
+/// scan of the table they replace cost a mispredicted branch on every
+/// allocation and free of mixed sizes (its exit depends on the size).
+static SMALL_CLASS: [u8; 129] = class_table(8);
+static LARGE_CLASS: [u8; 129] = class_table(64);
+
+const fn class_table(granule: u64) -> [u8; 129] {
+    let mut table = [0u8; 129];
+    let mut g = 0;
+    while g < table.len() {
+        let largest = g as u64 * granule;
+        let mut i = 0;
+        while SIZE_CLASSES[i] < largest {
+            i += 1;
+        }
+        table[g] = i as u8;
+        g += 1;
+    }
+    table
 }
 
 /// The largest buffer size in class `class` (`u64::MAX` for the last one).
@@ -616,6 +636,17 @@ mod tests {
         assert_eq!(class_size(SizeClass(NUM_CLASSES as u16 - 2)), 1 << 47);
         assert_eq!(SizeClass::all().count(), NUM_CLASSES);
         assert_eq!(SizeClass(12).size(), 256);
+    }
+
+    #[test]
+    fn the_class_tables_agree_with_the_boundaries_for_every_size() {
+        for size in 0..=9000u64 {
+            let first = SIZE_CLASSES
+                .iter()
+                .position(|&b| b >= size)
+                .unwrap_or(SIZE_CLASSES.len());
+            assert_eq!(class_of(size).index(), first, "size {size}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub struct ThreadState {
     stack_top: Cell<u64>,
     stack_low: Cell<u64>,
     last_alloc: Cell<u64>,
+    pending: Cell<i64>,
     /// Generation of the module table the memo was filled under.
     pub generation: Cell<u64>,
     /// The previous stack this thread captured.
@@ -49,6 +50,7 @@ thread_local! {
             stack_top: Cell::new(0),
             stack_low: Cell::new(0),
             last_alloc: Cell::new(0),
+            pending: Cell::new(0),
             generation: Cell::new(0),
             memo: UnsafeCell::new(Memo::new()),
             sampler: Sampler::new(),
@@ -95,6 +97,7 @@ impl ThreadState {
         Caller {
             tid: self.tid(),
             last_alloc: &self.last_alloc,
+            pending: &self.pending,
         }
     }
 

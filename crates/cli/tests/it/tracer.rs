@@ -157,29 +157,43 @@ fn stacks_match_libgcc_unwinder_through_code_without_frame_pointers() {
         .lines()
         .find(|l| l.starts_with("libgcc "))
         .expect("the fixture printed libgcc's stack");
+    let (block, libgcc) = block_and_stack(line);
+    assert_stack_is_libgccs(&dump, block, &libgcc, 5);
+}
+
+/// The block address and the return addresses on a fixture's line
+/// `WORD BLOCK PC PC ...` (`(nil)`, libgcc's end, left out).
+fn block_and_stack(line: &str) -> (u64, Vec<u64>) {
     let words: Vec<u64> = line
         .split_whitespace()
         .skip(1)
         .filter(|w| w.starts_with("0x"))
         .map(|w| u64::from_str_radix(&w[2..], 16).expect("hex"))
         .collect();
-    let (block, libgcc) = (words[0], &words[1..]);
+    (words[0], words[1..].to_vec())
+}
+
+/// The recorded stack of the live `block` is the one libgcc's unwinder
+/// found (`libgcc`), whose callers of the allocating function are at
+/// least `at_least` frames.
+fn assert_stack_is_libgccs(dump: &Value, block: u64, libgcc: &[u64], at_least: usize) {
     let live = dump["audit"]["live"].as_array().expect("live");
     let rec = live
         .iter()
         .find(|b| b["addr"].as_u64() == Some(block))
-        .expect("the first block is live");
+        .expect("the block is live");
     let ours: Vec<u64> = dump["audit"]["stacks"][rec["stack"].to_string()]
         .as_array()
         .expect("stack")
         .iter()
         .map(|v| v.as_u64().expect("pc"))
         .collect();
-    // libgcc's first frame is traced_alloc's call of _Unwind_Backtrace, ours
-    // its call of malloc; from the caller of traced_alloc on, every return
-    // address must be the same. libgcc also reports the tracer's own wrapper
-    // of main (the hand-over at exit), which the tracer leaves out of what
-    // it records: at most that one frame may be missing from ours.
+    // libgcc's first frame is the allocating function's call of
+    // _Unwind_Backtrace, ours its call of malloc; from its caller on, every
+    // return address must be the same. libgcc also reports the tracer's
+    // own wrapper of main (the hand-over at exit), which the tracer leaves
+    // out of what it records: at most that one frame may be missing from
+    // ours.
     let theirs: Vec<u64> = libgcc[1..]
         .iter()
         .copied()
@@ -190,14 +204,38 @@ fn stacks_match_libgcc_unwinder_through_code_without_frame_pointers() {
         "ours {ours:x?} libgcc {libgcc:x?}"
     );
     assert!(
-        theirs.len() >= 5,
-        "traced_alloc's callers up to main and libc"
+        theirs.len() >= at_least,
+        "the allocating function's callers"
     );
     assert_eq!(
         &ours[1..=theirs.len()],
         &theirs[..],
         "ours {ours:x?} libgcc {libgcc:x?}"
     );
+}
+
+#[test]
+fn issue_13_stacks_that_change_under_the_memo_match_libgccs_for_every_block() {
+    // Every round re-enters the same outer frames with another rbp (which
+    // none of them uses) and ends at another leaf: the stack memo must
+    // replay the outer part and still give each block its own stack.
+    let exe = fixture("tracer_memo", NO_FP);
+    let dir = scratch("tracer_memo");
+    let (stdout, code, dump) = run_traced(&dir, &[], &[path_str(&exe)]);
+    assert_eq!(code, 0, "{stdout}");
+    let dump = dump.expect("dump");
+    let blocks: Vec<_> = stdout
+        .lines()
+        .filter(|l| l.starts_with("block "))
+        .map(block_and_stack)
+        .collect();
+    assert_eq!(blocks.len(), 200);
+    for (block, libgcc) in &blocks {
+        // The leaf's callers: 13 descend frames, with_rbp, main.
+        assert_stack_is_libgccs(&dump, *block, libgcc, 15);
+    }
+    let leaves: std::collections::BTreeSet<u64> = blocks.iter().map(|b| b.1[0]).collect();
+    assert_eq!(leaves.len(), 8, "eight leaves");
 }
 
 #[test]

@@ -20,7 +20,8 @@ use core::mem::MaybeUninit;
 
 use leaktrail_format::{StackId, UnwindMode};
 use leaktrail_unwind_core::{
-    return_address_slot, step, FrameAddress, InstructionAddress, Regs, ReturnAddress, Rule, Step,
+    return_address_slot, step, CfaBase, FpRule, FrameAddress, InstructionAddress, Kind, Regs,
+    ReturnAddress, Rule, Step,
 };
 
 use crate::thread::ThreadState;
@@ -153,7 +154,7 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
             }
             out[len] = MaybeUninit::new(regs.pc);
             if len < MEMO_FRAMES {
-                fresh[len] = MaybeUninit::new(MemoFrame::of(regs, fp_slot));
+                fresh[len] = MaybeUninit::new(MemoFrame::of(regs, fp_slot, rule));
             }
             len += 1;
         }
@@ -185,7 +186,9 @@ pub struct MemoFrame {
     sp: u64,
     /// `rbp` XORed with [`HIDE`]: see there.
     hidden_fp: u64,
-    fp_slot: u64,
+    /// Where `rbp` was restored from (0: carried over), 8-aligned, with
+    /// [`FP_READ`], [`FP_PASSED`] and [`FP_MATTERS`] in its low bits.
+    slot_and_flags: u64,
 }
 
 /// The memo lives in the thread's TLS, which a leak check scans as a root;
@@ -195,19 +198,57 @@ pub struct MemoFrame {
 /// this, the value is a non-canonical address, never a pointer into
 /// anything; comparing costs one XOR.
 const HIDE: u64 = 0xa5a5_0000_0000_0000;
+/// The frame's rule reads its `rbp` (a CFA from `rbp`, or a frame-pointer
+/// step).
+const FP_READ: u64 = 1;
+/// The frame's caller gets its `rbp` unchanged.
+const FP_PASSED: u64 = 2;
+/// The walk from this frame on depends on its `rbp`: it reads it, or
+/// passes it to a caller whose walk does. In code built without frame
+/// pointers `rbp` is an ordinary register (a loop counter, a pointer) that
+/// differs on every call while every rule is `rsp`-based; comparing it
+/// anyway made the memo miss on every stack that was re-entered from the
+/// top (issue 13's changing workload: a full unwind per allocation).
+const FP_MATTERS: u64 = 4;
+const FLAGS: u64 = FP_READ | FP_PASSED | FP_MATTERS;
 
 impl MemoFrame {
-    fn of(r: Regs, fp_slot: u64) -> Self {
+    fn of(r: Regs, fp_slot: u64, rule: Rule) -> Self {
+        let reads = match rule.kind() {
+            Kind::Unknown => true,
+            Kind::Cfa => rule.cfa_base() == CfaBase::Fp,
+            Kind::End => false,
+        };
+        let passes = rule.kind() == Kind::Cfa && rule.fp_rule() == FpRule::Unchanged;
         MemoFrame {
             pc: r.pc,
             sp: r.sp,
             hidden_fp: r.fp ^ HIDE,
-            fp_slot,
+            slot_and_flags: (fp_slot & !FLAGS)
+                | if reads { FP_READ } else { 0 }
+                | if passes { FP_PASSED } else { 0 },
         }
     }
 
     fn fp(&self) -> u64 {
         self.hidden_fp ^ HIDE
+    }
+
+    fn fp_slot(&self) -> u64 {
+        self.slot_and_flags & !FLAGS
+    }
+
+    fn fp_matters(&self) -> bool {
+        self.slot_and_flags & FP_MATTERS != 0
+    }
+
+    /// Sets [`FP_MATTERS`] from the frame's own flags and whether its
+    /// caller's walk depends on the `rbp` it is passed; returns it.
+    fn settle(&mut self, caller_matters: bool) -> bool {
+        let f = self.slot_and_flags;
+        let matters = f & FP_READ != 0 || (f & FP_PASSED != 0 && caller_matters);
+        self.slot_and_flags = (f & !FP_MATTERS) | if matters { FP_MATTERS } else { 0 };
+        matters
     }
 }
 
@@ -233,7 +274,7 @@ impl Memo {
                 pc: 0,
                 sp: 0,
                 hidden_fp: HIDE,
-                fp_slot: 0,
+                slot_and_flags: 0,
             }; MEMO_FRAMES],
             len: 0,
             id: StackId::NONE,
@@ -248,7 +289,8 @@ impl Memo {
             *cursor += 1;
         }
         let f = self.frames.get(*cursor)?;
-        (*cursor < self.len && f.sp == r.sp && f.pc == r.pc && f.fp() == r.fp).then_some(*cursor)
+        (*cursor < self.len && f.sp == r.sp && f.pc == r.pc && (!f.fp_matters() || f.fp() == r.fp))
+            .then_some(*cursor)
     }
 
     /// If every stack word the previous unwind read above frame `j` still
@@ -271,7 +313,7 @@ impl Memo {
             if stack.read(return_address_slot(f.sp))? != f.pc {
                 return None;
             }
-            if f.fp_slot != 0 && stack.read(f.fp_slot)? != f.fp() {
+            if f.fp_matters() && f.fp_slot() != 0 && stack.read(f.fp_slot())? != f.fp() {
                 return None;
             }
         }
@@ -290,9 +332,11 @@ impl Memo {
             return;
         }
         self.frames.copy_within(j..self.len, at);
-        for (i, f) in fresh.iter().take(at).enumerate() {
+        let mut matters = self.frames[at].fp_matters();
+        for (i, f) in fresh.iter().take(at).enumerate().rev() {
             // SAFETY: the first `at` (< MEMO_FRAMES) fresh frames were written.
             self.frames[i] = unsafe { f.assume_init() };
+            matters = self.frames[i].settle(matters);
         }
         self.len = at + tail;
     }
@@ -304,9 +348,11 @@ impl Memo {
             self.len = 0;
             return;
         }
-        for (i, f) in fresh.iter().take(len).enumerate() {
+        let mut matters = false;
+        for (i, f) in fresh.iter().take(len).enumerate().rev() {
             // SAFETY: the first `len` fresh frames were written.
             self.frames[i] = unsafe { f.assume_init() };
+            matters = self.frames[i].settle(matters);
         }
         self.len = len;
     }
