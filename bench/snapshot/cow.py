@@ -34,43 +34,27 @@ Needs gcc, gdb (gcore) and a built leaktrail (release recommended).
 import argparse
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.dirname(HERE))
+import common  # noqa: E402
+
+ROOT = common.ROOT
 
 
-class Target:
+class Target(common.TouchTarget):
     def __init__(self, exe, mib, mode, pct=5, pages="small", window=0):
-        self.p = subprocess.Popen([exe, str(mib), mode, str(pct), pages, str(window)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        line = self.p.stdout.readline()
-        if not line.startswith("ready "):
-            raise SystemExit(f"touch did not start: {line!r}")
-        self.pid = int(line.split()[1])
+        super().__init__([exe, str(mib), mode, str(pct), pages, str(window)], "touch")
         # On a shared machine a big target is the one to go if memory runs
         # out, not somebody else's work.
         with open(f"/proc/{self.pid}/oom_score_adj", "w") as f:
             f.write("1000")
 
-    def ask(self, c):
-        self.p.stdin.write(c)
-        self.p.stdin.flush()
-        return self.p.stdout.readline().strip()
-
-    def gap_ns(self):
-        return int(self.ask("g").split()[1])
-
     def close(self):
-        try:
-            self.p.stdin.write("q")
-            self.p.stdin.flush()
-        except BrokenPipeError:
-            pass
-        self.p.wait(timeout=120)
+        super().close(timeout=120)
 
 
 def snap(tool, t, out, extra=()):
@@ -87,7 +71,7 @@ def snap(tool, t, out, extra=()):
 
 
 def leaktrail_pause(tool, t, out, extra):
-    assert t.ask("r") == "reset"
+    t.reset()
     row = snap(tool, t, out, extra)
     row["gap"] = t.gap_ns() / 1e9
     os.unlink(out)
@@ -95,7 +79,7 @@ def leaktrail_pause(tool, t, out, extra):
 
 
 def gcore_pause(t, prefix):
-    assert t.ask("r") == "reset"
+    t.reset()
     r = subprocess.run(["gcore", "-o", prefix, str(t.pid)], capture_output=True, text=True)
     path = f"{prefix}.{t.pid}"
     if r.returncode != 0 or not os.path.exists(path):
@@ -103,10 +87,6 @@ def gcore_pause(t, prefix):
     row = {"gap": t.gap_ns() / 1e9, "bytes": os.path.getsize(path)}
     os.unlink(path)
     return row
-
-
-def med(rows, key):
-    return statistics.median(r[key] for r in rows)
 
 
 def bare_fork(t):
@@ -140,16 +120,16 @@ def pauses(tool, exe, args):
         if any(r["method"] != "cow" for r in cow):
             print("  (copy-on-write was not used: see leaktrail snapshot -v)")
         gib = mib / 1024
-        f, c, s = med(fork, "gap"), med(cow, "gap"), med(stop, "gap")
-        g = med(gc, "gap") if gc else float("nan")
+        f, c, s = common.med(fork, "gap"), common.med(cow, "gap"), common.med(stop, "gap")
+        g = common.med(gc, "gap") if gc else float("nan")
         label = f"{mib} MiB{' THP' if pages == 'huge' else ''}"
         print(f"{label:>12} | {f * 1e3:>6.1f}ms | {c * 1e3:>8.1f}ms {c * 1e3 / gib:>7.1f}"
-              f" {med(cow, 'pause') * 1e3:>6.1f}ms {med(cow, 'fork') * 1e3:>6.1f}ms"
-              f" {med(cow, 'cpu'):>5.1f}s | {s * 1e3:>8.1f}ms {s * 1e3 / gib:>7.1f} |"
+              f" {common.med(cow, 'pause') * 1e3:>6.1f}ms {common.med(cow, 'fork') * 1e3:>6.1f}ms"
+              f" {common.med(cow, 'cpu'):>5.1f}s | {s * 1e3:>8.1f}ms {s * 1e3 / gib:>7.1f} |"
               f" {'n/a' if gc == [] else f'{g * 1e3:.1f}ms':>11} | {s / c:>7.1f}x"
               f" {'n/a' if gc == [] else f'{g / c:.1f}x':>9}", flush=True)
         if pages == "small":
-            forks.append((mib, f, med(cow, "fork")))
+            forks.append((mib, f, common.med(cow, "fork")))
     for mib, f, inside in forks:
         n = mib * 256
         print(f"  the kernel's fork of {mib} MiB of 4 KiB pages ({n:,} page-table entries): bare"
@@ -214,18 +194,7 @@ def main():
     ap.add_argument("--dir", default=os.path.join(ROOT, "target", "bench-snapshot"))
     ap.add_argument("--leaktrail", default=None)
     args = ap.parse_args()
-    tool = args.leaktrail
-    for cand in ("release", "debug"):
-        p = os.path.join(ROOT, "target", cand, "leaktrail")
-        if tool is None and os.path.exists(p):
-            tool = p
-    if tool is None:
-        raise SystemExit("build leaktrail first: cargo build --release -p leaktrail")
-    if shutil.which("gcore") is None:
-        raise SystemExit("gcore (gdb) is needed")
-    os.makedirs(args.dir, exist_ok=True)
-    exe = os.path.join(args.dir, "touch")
-    subprocess.run(["gcc", "-O2", "-pthread", "-o", exe, os.path.join(HERE, "touch.c")], check=True)
+    tool, exe = common.touch_bench(args)
     print(f"leaktrail: {tool}; cores in {args.dir}")
     if args.sizes:
         pauses(tool, exe, args)
