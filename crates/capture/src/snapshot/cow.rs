@@ -10,6 +10,12 @@
 //! are done we kill it; as its tracer we collect its death, and it is then
 //! a zombie of the target's, which we reap by one more injected call
 //! (`wait4`) in one briefly stopped thread of the target.
+//!
+//! A child lacks what the target advised `MADV_DONTFORK` (V8 advises its
+//! whole heap so): [`Forker::keep_on_fork`] has the target mark those
+//! mappings `MADV_DOFORK` just before the fork, and [`Forker::fork`] marks
+//! them `MADV_DONTFORK` again right after it, before any other thread
+//! runs, so the image has them and the target's flags end as they were.
 
 use std::io;
 use std::sync::OnceLock;
