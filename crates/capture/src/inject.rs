@@ -205,6 +205,15 @@ fn scratch_below(saved: &[u8], len: usize) -> u64 {
     (word(saved, RSP) - RED_ZONE - len as u64 - 64) & !15
 }
 
+/// Whether [`syscall_with`] can put `len` bytes on the stack of thread
+/// `tid` of `pid`, stopped with registers `saved`: the stack's mapping
+/// reaches that far below its pointer (a main thread's grows only as far
+/// as the program went, and we cannot grow it from outside).
+pub(crate) fn stack_has_room(pid: i32, saved: &[u8], len: usize) -> bool {
+    let mut probe = vec![0u8; len];
+    read(pid, scratch_below(saved, len), &mut probe)
+}
+
 /// Runs system call `nr` in thread `tid` of `pid` (in our interrupt stop
 /// with registers `saved`, jumping to the `syscall` at `insn`) after
 /// copying `data` onto its stack below the red zone; `args` gets the

@@ -114,6 +114,8 @@ pub(crate) struct Forker {
     /// Ranges given `MADV_DOFORK` (or tried): given `MADV_DONTFORK` back
     /// right after the fork, or when the forker is dropped without forking.
     restore: Vec<(u64, u64)>,
+    /// How many iovecs one injected call takes (what the stack has room for).
+    per_call: usize,
 }
 
 impl Forker {
@@ -147,6 +149,7 @@ impl Forker {
             regs: t.regs.clone(),
             insn,
             restore: Vec::new(),
+            per_call: IOVECS_PER_CALL,
         })
     }
 
@@ -158,8 +161,17 @@ impl Forker {
     /// marked `MADV_DONTFORK` again by [`Forker::fork`], in the target
     /// only: the image keeps them.
     pub fn keep_on_fork(&mut self, ranges: &[(u64, u64)]) -> usize {
+        // The iovecs go on the thread's stack: as many per call as it has
+        // room for (16 bytes each).
+        let Some(per_call) = [IOVECS_PER_CALL, 256, 32]
+            .into_iter()
+            .find(|&n| inject::stack_has_room(self.pid, &self.regs, n * 16))
+        else {
+            return 0;
+        };
+        self.per_call = per_call;
         let mut kept = 0;
-        for batch in ranges.chunks(IOVECS_PER_CALL) {
+        for batch in ranges.chunks(per_call) {
             self.restore.extend_from_slice(batch);
             let want: u64 = batch.iter().map(|(s, e)| e - s).sum();
             match self.madvise(batch, libc::MADV_DOFORK) {
@@ -213,7 +225,9 @@ impl Forker {
     /// would then copy them).
     fn give_back(&mut self) {
         let (pid, restore) = (self.pid, std::mem::take(&mut self.restore));
-        for batch in restore.chunks(IOVECS_PER_CALL) {
+        // As many per call as keep_on_fork put on the stack, or fewer.
+        let per_call = self.per_call;
+        for batch in restore.chunks(per_call) {
             if let Err(e) = self.madvise(batch, libc::MADV_DONTFORK) {
                 eprintln!(
                     "leaktrail: {} mappings of process {pid} could not be given MADV_DONTFORK back after the snapshot's fork ({e}): its own forks will copy them",
