@@ -28,19 +28,15 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.dirname(HERE))
+import common  # noqa: E402
 
-
-def default_leaktrail():
-    for profile in ("release", "debug"):
-        p = os.path.join(ROOT, "target", profile, "leaktrail")
-        if os.path.exists(p):
-            return p
-    raise SystemExit("build leaktrail first: cargo build --release -p leaktrail")
+ROOT = common.ROOT
 
 
 def start_program(work):
@@ -102,7 +98,7 @@ def main():
     ap.add_argument("--leaktrail", default=None)
     ap.add_argument("--heaptrack", action="store_true")
     args = ap.parse_args()
-    lt = args.leaktrail or default_leaktrail()
+    lt = common.leaktrail(args.leaktrail)
     work = tempfile.mkdtemp(prefix="leaktrail-bench-attach-")
     prog = start_program(work)
     base, pause, load, detach = [], [], [], []

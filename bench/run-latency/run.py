@@ -21,18 +21,14 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.dirname(HERE))
+import common  # noqa: E402
 
-
-def default_leaktrail():
-    for profile in ("release", "debug"):
-        p = os.path.join(ROOT, "target", profile, "leaktrail")
-        if os.path.exists(p):
-            return p
-    raise SystemExit("build leaktrail first: cargo build --release -p leaktrail")
+ROOT = common.ROOT
 
 
 def timed(argv):
@@ -49,7 +45,7 @@ def main():
     ap.add_argument("--leaktrail", default=None)
     ap.add_argument("--dir", default=os.path.join(ROOT, "target", "bench-run-latency"))
     args = ap.parse_args()
-    lt = args.leaktrail or default_leaktrail()
+    lt = common.leaktrail(args.leaktrail)
     os.makedirs(args.dir, exist_ok=True)
     plain, recorded, traced = [], [], []
     for i in range(args.runs):

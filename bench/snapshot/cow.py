@@ -25,7 +25,7 @@ page tables of 4 KiB pages one entry per page: that is most of the
 copy-on-write pause).
 
 Usage: bench/snapshot/cow.py [--sizes 2048,16384] [--runs 3] [--pages small,huge]
-                             [--hourly 1024] [--dirty 5]
+                             [--window MIB] [--gcore-max 2048] [--hourly 1024] [--dirty 5]
                              [--dir DIR] [--leaktrail PATH]
 
 Needs gcc, gdb (gcore) and a built leaktrail (release recommended).
@@ -34,39 +34,27 @@ Needs gcc, gdb (gcore) and a built leaktrail (release recommended).
 import argparse
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.dirname(HERE))
+import common  # noqa: E402
+
+ROOT = common.ROOT
 
 
-class Target:
-    def __init__(self, exe, mib, mode, pct=5, pages="small"):
-        self.p = subprocess.Popen([exe, str(mib), mode, str(pct), pages], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True, bufsize=1)
-        line = self.p.stdout.readline()
-        if not line.startswith("ready "):
-            raise SystemExit(f"touch did not start: {line!r}")
-        self.pid = int(line.split()[1])
-
-    def ask(self, c):
-        self.p.stdin.write(c)
-        self.p.stdin.flush()
-        return self.p.stdout.readline().strip()
-
-    def gap_ns(self):
-        return int(self.ask("g").split()[1])
+class Target(common.TouchTarget):
+    def __init__(self, exe, mib, mode, pct=5, pages="small", window=0):
+        super().__init__([exe, str(mib), mode, str(pct), pages, str(window)], "touch")
+        # On a shared machine a big target is the one to go if memory runs
+        # out, not somebody else's work.
+        with open(f"/proc/{self.pid}/oom_score_adj", "w") as f:
+            f.write("1000")
 
     def close(self):
-        try:
-            self.p.stdin.write("q")
-            self.p.stdin.flush()
-        except BrokenPipeError:
-            pass
-        self.p.wait(timeout=120)
+        super().close(timeout=120)
 
 
 def snap(tool, t, out, extra=()):
@@ -83,7 +71,7 @@ def snap(tool, t, out, extra=()):
 
 
 def leaktrail_pause(tool, t, out, extra):
-    assert t.ask("r") == "reset"
+    t.reset()
     row = snap(tool, t, out, extra)
     row["gap"] = t.gap_ns() / 1e9
     os.unlink(out)
@@ -91,7 +79,7 @@ def leaktrail_pause(tool, t, out, extra):
 
 
 def gcore_pause(t, prefix):
-    assert t.ask("r") == "reset"
+    t.reset()
     r = subprocess.run(["gcore", "-o", prefix, str(t.pid)], capture_output=True, text=True)
     path = f"{prefix}.{t.pid}"
     if r.returncode != 0 or not os.path.exists(path):
@@ -101,16 +89,13 @@ def gcore_pause(t, prefix):
     return row
 
 
-def med(rows, key):
-    return statistics.median(r[key] for r in rows)
-
-
 def bare_fork(t):
     return {"gap": int(t.ask("f").split()[1]) / 1e9}
 
 
 def pauses(tool, exe, args):
-    print(f"{args.runs} runs per size and method, interleaved; medians; target writes 64 pages/ms")
+    window = f" round its first {args.window} MiB" if args.window else ""
+    print(f"{args.runs} runs per size and method, interleaved; medians; target writes 64 pages/ms{window}")
     print("fork: the target forking itself, no ptrace (the kernel's floor); cow: the pause the target"
           " saw, then leaktrail's own measure of it and of the fork inside it\n")
     header = (f"{'heap':>12} | {'fork':>8} | {'cow pause':>10} {'ms/GiB':>7} {'ours':>8} {'fork in':>8}"
@@ -118,8 +103,9 @@ def pauses(tool, exe, args):
               f" {'gcore/cow':>9}")
     print(header)
     print("-" * len(header))
+    forks = []
     for mib, pages in [(int(s), p) for p in args.pages.split(",") for s in args.sizes.split(",")]:
-        t = Target(exe, mib, "write", pages=pages)
+        t = Target(exe, mib, "write", pages=pages, window=args.window)
         fork, cow, stop, gc = [], [], [], []
         try:
             for _ in range(args.runs):
@@ -127,20 +113,30 @@ def pauses(tool, exe, args):
                 cow.append(leaktrail_pause(tool, t, os.path.join(args.dir, "cow.core"), ()))
                 stop.append(leaktrail_pause(tool, t, os.path.join(args.dir, "stop.core"),
                                             ("--method", "stop")))
-                if not args.no_gcore:
+                if not args.no_gcore and mib <= args.gcore_max:
                     gc.append(gcore_pause(t, os.path.join(args.dir, "gc")))
         finally:
             t.close()
         if any(r["method"] != "cow" for r in cow):
             print("  (copy-on-write was not used: see leaktrail snapshot -v)")
         gib = mib / 1024
-        f, c, s = med(fork, "gap"), med(cow, "gap"), med(stop, "gap")
-        g = med(gc, "gap") if gc else float("nan")
+        f, c, s = common.med(fork, "gap"), common.med(cow, "gap"), common.med(stop, "gap")
+        g = common.med(gc, "gap") if gc else float("nan")
         label = f"{mib} MiB{' THP' if pages == 'huge' else ''}"
         print(f"{label:>12} | {f * 1e3:>6.1f}ms | {c * 1e3:>8.1f}ms {c * 1e3 / gib:>7.1f}"
-              f" {med(cow, 'pause') * 1e3:>6.1f}ms {med(cow, 'fork') * 1e3:>6.1f}ms"
-              f" {med(cow, 'cpu'):>5.1f}s | {s * 1e3:>8.1f}ms {s * 1e3 / gib:>7.1f} |"
-              f" {g * 1e3:>9.1f}ms | {s / c:>7.1f}x {g / c:>8.1f}x", flush=True)
+              f" {common.med(cow, 'pause') * 1e3:>6.1f}ms {common.med(cow, 'fork') * 1e3:>6.1f}ms"
+              f" {common.med(cow, 'cpu'):>5.1f}s | {s * 1e3:>8.1f}ms {s * 1e3 / gib:>7.1f} |"
+              f" {'n/a' if gc == [] else f'{g * 1e3:.1f}ms':>11} | {s / c:>7.1f}x"
+              f" {'n/a' if gc == [] else f'{g / c:.1f}x':>9}", flush=True)
+        if pages == "small":
+            forks.append((mib, f, common.med(cow, "fork")))
+    for mib, f, inside in forks:
+        n = mib * 256
+        print(f"  the kernel's fork of {mib} MiB of 4 KiB pages ({n:,} page-table entries): bare"
+              f" {f * 1e3:.1f} ms ({f * 1e3 * 1024 / mib:.1f} ms/GiB, {f * 1e9 / n:.0f} ns per page);"
+              f" inside leaktrail's pause {inside * 1e3:.1f} ms ({inside * 1e3 * 1024 / mib:.1f} ms/GiB)")
+    if args.gcore_max < max(int(s) for s in args.sizes.split(",")) and not args.no_gcore:
+        print(f"  gcore ran on heaps up to {args.gcore_max} MiB only (--gcore-max)")
     print("\ngoal: copy-on-write pause <= 10 ms per GiB")
 
 
@@ -190,21 +186,15 @@ def main():
     ap.add_argument("--hourly", type=int, default=1024, help="MiB of the hourly model; 0 skips it")
     ap.add_argument("--dirty", type=int, default=5, help="percent of pages written per interval")
     ap.add_argument("--no-gcore", action="store_true", help="leave gcore out (slow on big heaps)")
+    ap.add_argument("--gcore-max", type=int, default=2048,
+                    help="largest heap (MiB) to gcore: 17 s per GiB here, and a core as big as the heap")
+    ap.add_argument("--window", type=int, default=0,
+                    help="MiB the target keeps writing round (0: its whole heap); a big heap whose"
+                         " pages mostly stay unchanged during the copy costs copy-on-write at most this")
     ap.add_argument("--dir", default=os.path.join(ROOT, "target", "bench-snapshot"))
     ap.add_argument("--leaktrail", default=None)
     args = ap.parse_args()
-    tool = args.leaktrail
-    for cand in ("release", "debug"):
-        p = os.path.join(ROOT, "target", cand, "leaktrail")
-        if tool is None and os.path.exists(p):
-            tool = p
-    if tool is None:
-        raise SystemExit("build leaktrail first: cargo build --release -p leaktrail")
-    if shutil.which("gcore") is None:
-        raise SystemExit("gcore (gdb) is needed")
-    os.makedirs(args.dir, exist_ok=True)
-    exe = os.path.join(args.dir, "touch")
-    subprocess.run(["gcc", "-O2", "-pthread", "-o", exe, os.path.join(HERE, "touch.c")], check=True)
+    tool, exe = common.touch_bench(args)
     print(f"leaktrail: {tool}; cores in {args.dir}")
     if args.sizes:
         pauses(tool, exe, args)

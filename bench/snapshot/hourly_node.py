@@ -43,6 +43,8 @@ def snap(tool, pid, out, extra=()):
     if r.returncode != 0:
         raise SystemExit(f"leaktrail failed: {r.stderr}")
     m = re.search(r"cost: .*?pause ([0-9.]+) ms", r.stdout)
+    dc = re.search(r"with ([0-9.]+) MiB of MADV_DONTFORK memory", r.stdout)
+    snap.dontfork_mib = float(dc.group(1)) if dc else 0.0
     return os.path.getsize(out), float(m.group(1)) if m else float("nan")
 
 
@@ -74,15 +76,18 @@ def main():
     try:
         if args.pause_runs:
             pauses = {"cow": [], "stop": []}
+            dontfork = []
             for _ in range(args.pause_runs):
                 for method in pauses:
                     p = os.path.join(args.dir, "node-pause.core")
                     pauses[method].append(snap(tool, pid, p, ("--method", method))[1])
+                    if method == "cow":
+                        dontfork.append(snap.dontfork_mib)
                     os.unlink(p)
             c, s = (statistics.median(pauses[m]) for m in ("cow", "stop"))
             print(f"pause (leaktrail's measure), median of {args.pause_runs}: cow {c:.1f} ms,"
-                  f" stop {s:.1f} ms, stop/cow {s / c:.1f}x (V8's heap is MADV_DONTFORK: copied"
-                  " while stopped either way)")
+                  f" stop {s:.1f} ms, stop/cow {s / c:.1f}x (V8's MADV_DONTFORK heap in the image:"
+                  f" {statistics.median(dontfork):.0f} MiB, copied after the release)")
         if not args.intervals:
             return
         base, _ = snap(tool, pid, chain[0])

@@ -19,43 +19,15 @@ are deleted after each run. Needs gcc, gdb (gcore), and a built leaktrail
 import argparse
 import os
 import re
-import shutil
-import statistics
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.dirname(HERE))
+import common  # noqa: E402
 
-
-class Target:
-    def __init__(self, exe, mib):
-        self.p = subprocess.Popen([exe, str(mib)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True, bufsize=1)
-        line = self.p.stdout.readline()
-        if not line.startswith("ready "):
-            raise SystemExit(f"touch did not start: {line!r}")
-        self.pid = int(line.split()[1])
-
-    def ask(self, c):
-        self.p.stdin.write(c)
-        self.p.stdin.flush()
-        return self.p.stdout.readline().strip()
-
-    def reset(self):
-        assert self.ask("r") == "reset"
-
-    def gap_ns(self):
-        return int(self.ask("g").split()[1])
-
-    def close(self):
-        try:
-            self.p.stdin.write("q")
-            self.p.stdin.flush()
-        except BrokenPipeError:
-            pass
-        self.p.wait(timeout=60)
+ROOT = common.ROOT
 
 
 def leaktrail_run(tool, t, out):
@@ -89,10 +61,6 @@ def gcore_run(t, prefix):
     return {"gap": gap, "wall": wall, "bytes": size}
 
 
-def med(rows, key):
-    return statistics.median(r[key] for r in rows)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="100,1024,4096",
@@ -102,21 +70,7 @@ def main():
     ap.add_argument("--leaktrail", default=None)
     args = ap.parse_args()
 
-    tool = args.leaktrail
-    if tool is None:
-        for cand in ("release", "debug"):
-            p = os.path.join(ROOT, "target", cand, "leaktrail")
-            if os.path.exists(p):
-                tool = p
-                break
-    if tool is None:
-        raise SystemExit("build leaktrail first: cargo build --release -p leaktrail")
-    if shutil.which("gcore") is None:
-        raise SystemExit("gcore (gdb) is needed")
-    os.makedirs(args.dir, exist_ok=True)
-    exe = os.path.join(args.dir, "touch")
-    subprocess.run(["gcc", "-O2", "-pthread", "-o", exe,
-                    os.path.join(HERE, "touch.c")], check=True)
+    tool, exe = common.touch_bench(args)
 
     print(f"leaktrail: {tool}")
     print(f"cores in:  {args.dir}; {args.runs} runs per size and tool; medians\n")
@@ -125,7 +79,7 @@ def main():
     print(header)
     print("-" * len(header))
     for mib in [int(s) for s in args.sizes.split(",")]:
-        t = Target(exe, mib)
+        t = common.TouchTarget([exe, str(mib)], "touch")
         try:
             lt, gc = [], []
             for i in range(args.runs):
@@ -133,10 +87,10 @@ def main():
                 gc.append(gcore_run(t, os.path.join(args.dir, "gc")))
         finally:
             t.close()
-        gib_lt = med(lt, "bytes") / 2**30
-        gib_gc = med(gc, "bytes") / 2**30
-        lt_gap, gc_gap = med(lt, "gap"), med(gc, "gap")
-        print(f"{mib:>5} MiB | {lt_gap:>13.3f} s {med(lt, 'reported'):>11.3f} s {gib_lt:>5.2f} GiB"
+        gib_lt = common.med(lt, "bytes") / 2**30
+        gib_gc = common.med(gc, "bytes") / 2**30
+        lt_gap, gc_gap = common.med(lt, "gap"), common.med(gc, "gap")
+        print(f"{mib:>5} MiB | {lt_gap:>13.3f} s {common.med(lt, 'reported'):>11.3f} s {gib_lt:>5.2f} GiB"
               f" {lt_gap / gib_lt:>7.3f} | {gc_gap:>9.3f} s {gib_gc:>5.2f} GiB {gc_gap / gib_gc:>7.3f} |"
               f" {gc_gap / lt_gap:>5.1f}x", flush=True)
         best_lt = min(r["gap"] for r in lt)

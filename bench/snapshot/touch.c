@@ -1,6 +1,6 @@
 /* touch: a target for the snapshot benchmark.
  *
- * Usage: touch MIB [write|still [PCT [huge]]]
+ * Usage: touch MIB [write|still [PCT [small|huge [WINDOW_MIB]]]]
  *
  * Allocates MIB MiB of heap in 64 KiB malloc chunks (below glibc's mmap
  * threshold, so it is one big brk heap, as a long-running server's would
@@ -12,7 +12,10 @@
  * With "write", the ticker also writes one byte into each of the next 64
  * pages of the heap at every tick (round the heap, without end), so the
  * process keeps dirtying memory while, and after, it is snapshotted: what
- * a copy-on-write capture pays for in page copies.
+ * a copy-on-write capture pays for in page copies. With WINDOW_MIB it
+ * writes round the first WINDOW_MIB MiB only: a big process whose pages
+ * are mostly unchanged during the copy (copy-on-write then copies at most
+ * the window).
  *
  * With "huge", the chunks are carved from one mapping advised
  * MADV_HUGEPAGE instead of malloc'd: a heap on transparent huge pages, whose
@@ -44,6 +47,8 @@
 static _Atomic long long longest;
 static unsigned char **chunks;
 static size_t nchunks;
+/* Pages the ticker writes round (the whole heap unless WINDOW_MIB). */
+static size_t window_pages;
 static int writing;
 
 static long long now_ns(void)
@@ -63,7 +68,7 @@ static void *ticker(void *arg)
         if (writing) {
             static size_t next;
             for (int k = 0; k < 64; k++, next++) {
-                size_t page = next % (nchunks * 16);
+                size_t page = next % window_pages;
                 chunks[page / 16][(page % 16) * 4096] ^= 1;
             }
         }
@@ -85,6 +90,9 @@ int main(int argc, char **argv)
     int pct = argc > 3 ? atoi(argv[3]) : 5;
     size_t dirty_next = 0;
     nchunks = n;
+    window_pages = n * 16;
+    if (argc > 5 && atol(argv[5]) > 0 && (size_t)atol(argv[5]) * 256 < window_pages)
+        window_pages = (size_t)atol(argv[5]) * 256;
     chunks = malloc(n * sizeof *chunks);
     if (!chunks)
         return 1;

@@ -31,10 +31,14 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.dirname(HERE))
+import common  # noqa: E402
+
+ROOT = common.ROOT
 GIB = 1 << 30
 
 
@@ -49,11 +53,7 @@ def timed(argv, stdout=subprocess.PIPE):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--blocks", type=int, default=10_000_000)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--dir", default=os.path.join(ROOT, "target", "bench-walker"))
-    ap.add_argument("--leaktrail", default=os.path.join(ROOT, "target", "release", "leaktrail"))
-    ap.add_argument("--keep", action="store_true", help="keep the big core")
+    common.heap_bench_args(ap, "walker")
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     lt = a.leaktrail

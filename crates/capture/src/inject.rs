@@ -170,9 +170,7 @@ pub(crate) fn call(
     data: &[u8],
     args: impl FnOnce(u64) -> [u64; 6],
 ) -> Result<Injected, Error> {
-    const RED_ZONE: u64 = 128;
-    let sp = word(saved, RSP);
-    let at = (sp - RED_ZONE - data.len() as u64 - 64) & !15;
+    let at = scratch_below(saved, data.len());
     write(pid, at, data).map_err(|source| Error::Sys {
         what: format!("write the call's arguments into thread {tid}'s stack"),
         source,
@@ -197,6 +195,63 @@ pub(crate) fn call(
     let ran = run_to_return(pid, tid, &mut out);
     let restored = give_back(pid, tid, saved, &mut out);
     ran.and(restored).map(|()| out)
+}
+
+/// Where on the stack of a thread with registers `saved` an injected call
+/// may put `len` bytes: below its red zone, 16-aligned, with room for a
+/// return address under it.
+fn scratch_below(saved: &[u8], len: usize) -> u64 {
+    const RED_ZONE: u64 = 128;
+    (word(saved, RSP) - RED_ZONE - len as u64 - 64) & !15
+}
+
+/// Whether [`syscall_with`] can put `len` bytes on the stack of thread
+/// `tid` of `pid`, stopped with registers `saved`: the stack's mapping
+/// reaches that far below its pointer (a main thread's grows only as far
+/// as the program went, and we cannot grow it from outside).
+pub(crate) fn stack_has_room(pid: i32, saved: &[u8], len: usize) -> bool {
+    let mut probe = vec![0u8; len];
+    read(pid, scratch_below(saved, len), &mut probe)
+}
+
+/// Runs system call `nr` in thread `tid` of `pid` (in our interrupt stop
+/// with registers `saved`, jumping to the `syscall` at `insn`) after
+/// copying `data` onto its stack below the red zone; `args` gets the
+/// copy's address. The stack bytes the copy covered are written back
+/// afterwards, so the thread's memory is as it was (a snapshot taken after
+/// the call holds none of ours). Fails without running the call if those
+/// bytes cannot be read or written (the stack's mapping ends closer to its
+/// pointer than `data` is long).
+pub(crate) fn syscall_with(
+    pid: i32,
+    tid: i32,
+    saved: &[u8],
+    insn: u64,
+    nr: u64,
+    data: &[u8],
+    args: impl FnOnce(u64) -> [u64; 6],
+) -> Result<Injected, Error> {
+    let at = scratch_below(saved, data.len());
+    let mut old = vec![0u8; data.len()];
+    if !read(pid, at, &mut old) {
+        return Err(Error::Sys {
+            what: format!(
+                "read {} bytes of thread {tid}'s stack below its pointer",
+                data.len()
+            ),
+            source: io::ErrorKind::UnexpectedEof.into(),
+        });
+    }
+    write(pid, at, data).map_err(|source| Error::Sys {
+        what: format!("write the call's arguments into thread {tid}'s stack"),
+        source,
+    })?;
+    let done = Call::start(pid, tid, saved, insn, nr, args(at)).and_then(Call::finish);
+    let put_back = write(pid, at, &old).map_err(|source| Error::Sys {
+        what: format!("restore thread {tid}'s stack after the call"),
+        source,
+    });
+    done.and_then(|d| put_back.map(|()| d))
 }
 
 /// Resumes `tid` until the injected function returns to address 0;

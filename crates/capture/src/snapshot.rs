@@ -174,6 +174,10 @@ pub struct Outcome {
     pub inherited_bytes: u64,
     /// Whether the snapshot is incremental to an earlier one.
     pub incremental: bool,
+    /// Copy-on-write: bytes of `MADV_DONTFORK` memory (V8's heap) the
+    /// image held because the target marked it `MADV_DOFORK` for the fork
+    /// (copied after the release, not while stopped).
+    pub dontfork_in_image: u64,
 }
 
 /// Where the pause went, each measured from the first seize.
@@ -242,7 +246,10 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     let mut staging = if cow {
         let lacking: u64 = plan(&before, options.memory, &[], &HashSet::new())
             .iter()
-            .filter(|l| lacks_in_image(&before[l.mapping]))
+            .filter(|l| {
+                let m = &before[l.mapping];
+                m.has_flag("wf") || (m.has_flag("dc") && !cow::keep_on_fork_supported())
+            })
             .map(|l| l.filesz)
             .sum();
         (lacking > 0 && lacking + (8 << 20) <= budget)
@@ -350,15 +357,48 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     }
     interrupt::check(pid)?;
     let mut loads = plan(&maps, options.memory, &audit_ranges, &elf_heads);
-    let cow = cow && loads.iter().any(|l| l.filesz > 0);
-    // What the image will lack (MADV_DONTFORK, MADV_WIPEONFORK) is copied
-    // now, before the fork: the fork is the last thing the pause holds. In
-    // one parallel copy: V8 advises every page of its heap MADV_DONTFORK,
-    // so for Node.js this is most of the heap, in hundreds of mappings.
+    let mut forker = None;
+    if cow && loads.iter().any(|l| l.filesz > 0) {
+        match cow::Forker::choose(pid, &world) {
+            Ok(f) => forker = Some(f),
+            Err(why) => {
+                refuse_cow(pid, options.method, &why)?;
+                fallback = Some(why.to_string());
+            }
+        }
+    }
+    let cow = forker.is_some();
+    // V8 advises every page of its heap MADV_DONTFORK: for Node.js that
+    // is most of the heap, in hundreds of mappings. The image takes them
+    // too when the target marks them MADV_DOFORK for the fork (and back
+    // right after it): then they are copied from the image after the
+    // release, like the rest.
+    let mut in_image = HashSet::new();
+    if let Some(f) = forker.as_mut().filter(|_| cow::keep_on_fork_supported()) {
+        let ranges: Vec<(u64, u64)> = maps
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| {
+                m.has_flag("dc")
+                    && !m.has_flag("wf")
+                    && !m.has_flag("io")
+                    && loads.iter().any(|l| l.mapping == *i && l.filesz > 0)
+            })
+            .map(|(_, m)| (m.start, m.end))
+            .collect();
+        let kept = f.keep_on_fork(&ranges);
+        in_image.extend(ranges[..kept].iter().map(|r| r.0));
+    }
+    // What the image will still lack (MADV_DONTFORK not taken in,
+    // MADV_WIPEONFORK) is copied now, before the fork: the fork is the last
+    // thing the pause holds. In one parallel copy.
     let mut early_pieces: Vec<Piece> = if cow {
         loads
             .iter()
-            .filter(|l| l.filesz > 0 && lacks_in_image(&maps[l.mapping]))
+            .filter(|l| {
+                let m = &maps[l.mapping];
+                l.filesz > 0 && lacks_in_image(m) && !in_image.contains(&m.start)
+            })
             .map(|l| Piece {
                 addr: l.start,
                 len: l.filesz,
@@ -418,8 +458,8 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     // The registers as they were at the stop (the thread that forks is
     // handed over to the image, its own registers saved).
     let threads: Vec<ptrace::Thread> = world.threads().to_vec();
-    if cow {
-        match cow::Image::fork(pid, &mut world) {
+    if let Some(f) = forker {
+        match f.fork(&mut world) {
             Ok(i) => {
                 t_fork = i.fork_time();
                 image = Some(i);
@@ -532,6 +572,15 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         None => {}
     }
     drop(source);
+    let dontfork_in_image = if image.is_some() {
+        loads
+            .iter()
+            .filter(|l| in_image.contains(&maps[l.mapping].start))
+            .map(|l| l.memsz)
+            .sum()
+    } else {
+        0
+    };
     let method = if image.is_some() {
         Method::Cow
     } else {
@@ -630,6 +679,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         file_bytes: offset + notes.len() as u64,
         inherited_bytes,
         incremental: metadata.base.is_some(),
+        dontfork_in_image,
     })
 }
 
@@ -740,8 +790,16 @@ impl Outcome {
             self.pause.as_secs_f64() * 1e3,
             if self.method == Method::Cow {
                 format!(
-                    " (the kernel's fork {:.1} ms)",
-                    self.phases.fork.as_secs_f64() * 1e3
+                    " (the kernel's fork {:.1} ms{})",
+                    self.phases.fork.as_secs_f64() * 1e3,
+                    if self.dontfork_in_image > 0 {
+                        format!(
+                            ", with {:.1} MiB of MADV_DONTFORK memory",
+                            mib(self.dontfork_in_image)
+                        )
+                    } else {
+                        String::new()
+                    }
                 )
             } else {
                 String::new()

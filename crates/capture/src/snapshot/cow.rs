@@ -10,8 +10,15 @@
 //! are done we kill it; as its tracer we collect its death, and it is then
 //! a zombie of the target's, which we reap by one more injected call
 //! (`wait4`) in one briefly stopped thread of the target.
+//!
+//! A child lacks what the target advised `MADV_DONTFORK` (V8 advises its
+//! whole heap so): [`Forker::keep_on_fork`] has the target mark those
+//! mappings `MADV_DOFORK` just before the fork, and [`Forker::fork`] marks
+//! them `MADV_DONTFORK` again right after it, before any other thread
+//! runs, so the image has them and the target's flags end as they were.
 
 use std::io;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::ptrace::{Thread, World, GREGS_BYTES};
@@ -49,14 +56,72 @@ pub(crate) fn unavailable(pid: i32) -> Option<String> {
 /// stopped in, or -1.
 const ORIG_RAX: usize = 15;
 
-impl Image {
-    /// Forks `pid` in one of the stopped threads of `world`. Returns as
-    /// soon as the kernel has made the child: the image is complete, and
-    /// every other thread may go (the one that forked is handed over to
-    /// the image, held inside its clone until [`Image::settle`]). `Err`
-    /// says why not, in a few words (the snapshot then falls back to
-    /// stop-and-copy), with every thread still stopped in `world`.
-    pub fn fork(pid: i32, world: &mut World) -> Result<Image, String> {
+/// `PIDFD_SELF` (Linux 6.14): a process names itself to `process_madvise`
+/// without a pidfd, and may then give any advice (6.13); another process
+/// may give only `MADV_COLD`, `PAGEOUT`, `WILLNEED` and `COLLAPSE`, so the
+/// target has to make the call itself.
+const PIDFD_SELF: i64 = -10000;
+/// Most `iovec`s one `process_madvise` takes (`UIO_MAXIOV`).
+const IOVECS_PER_CALL: usize = 1024;
+
+/// Whether this kernel lets a process `process_madvise(PIDFD_SELF, …,
+/// MADV_DOFORK)` itself: tried once on a page of ours (the target runs
+/// on the same kernel, and a filtered target never gets this far).
+pub(crate) fn keep_on_fork_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        // SAFETY: a fresh private anonymous page of ours, advised (no-op
+        // advice: it was never MADV_DONTFORK) and unmapped; `iov` outlives
+        // the call, which only reads it.
+        unsafe {
+            let page = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if page == libc::MAP_FAILED {
+                return false;
+            }
+            let iov = libc::iovec {
+                iov_base: page,
+                iov_len: 4096,
+            };
+            let r = libc::syscall(
+                libc::SYS_process_madvise,
+                PIDFD_SELF,
+                &iov as *const libc::iovec,
+                1usize,
+                libc::MADV_DOFORK,
+                0u32,
+            );
+            libc::munmap(page, 4096);
+            r == 4096
+        }
+    })
+}
+
+/// The stopped thread that will fork the image, chosen while every thread
+/// is stopped; before the fork it can also take `MADV_DONTFORK` memory
+/// into the image ([`Forker::keep_on_fork`]).
+pub(crate) struct Forker {
+    pid: i32,
+    tid: i32,
+    regs: Vec<u8>,
+    insn: u64,
+    /// Ranges given `MADV_DOFORK` (or tried): given `MADV_DONTFORK` back
+    /// right after the fork, or when the forker is dropped without forking.
+    restore: Vec<(u64, u64)>,
+    /// How many iovecs one injected call takes (what the stack has room for).
+    per_call: usize,
+}
+
+impl Forker {
+    /// Chooses the thread of `world` to fork in; `Err` says why none can
+    /// (the snapshot then falls back to stop-and-copy).
+    pub fn choose(pid: i32, world: &World) -> Result<Forker, String> {
         let usable = |t: &&Thread| {
             inject::usable(t.stop_signal, t.pending_signal) && t.regs.len() == GREGS_BYTES
         };
@@ -78,22 +143,140 @@ impl Image {
             )?;
         let insn = inject::find_syscall_insn(t.tid, &t.regs)
             .ok_or("no syscall instruction found in its executable mappings")?;
+        Ok(Forker {
+            pid,
+            tid: t.tid,
+            regs: t.regs.clone(),
+            insn,
+            restore: Vec::new(),
+            per_call: IOVECS_PER_CALL,
+        })
+    }
+
+    /// Marks `ranges` (whole mappings with `MADV_DONTFORK`) `MADV_DOFORK`,
+    /// so that the image has them: one injected `process_madvise` per 1024
+    /// ranges, the `iovec`s on the thread's stack. Returns how many of
+    /// them, from the first, the image will have; the rest (a call that
+    /// failed) are the caller's to copy while stopped. Every range tried is
+    /// marked `MADV_DONTFORK` again by [`Forker::fork`], in the target
+    /// only: the image keeps them.
+    pub fn keep_on_fork(&mut self, ranges: &[(u64, u64)]) -> usize {
+        // The iovecs go on the thread's stack: as many per call as it has
+        // room for (16 bytes each).
+        let Some(per_call) = [IOVECS_PER_CALL, 256, 32]
+            .into_iter()
+            .find(|&n| inject::stack_has_room(self.pid, &self.regs, n * 16))
+        else {
+            return 0;
+        };
+        self.per_call = per_call;
+        let mut kept = 0;
+        for batch in ranges.chunks(per_call) {
+            self.restore.extend_from_slice(batch);
+            let want: u64 = batch.iter().map(|(s, e)| e - s).sum();
+            match self.madvise(batch, libc::MADV_DOFORK) {
+                Ok(n) if n == want => kept += batch.len(),
+                Ok(n) => {
+                    // The first ranges whose bytes add up to `n` were done.
+                    let mut left = n;
+                    kept += batch
+                        .iter()
+                        .take_while(|(s, e)| {
+                            let ok = left >= e - s;
+                            left = left.saturating_sub(e - s);
+                            ok
+                        })
+                        .count();
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        kept
+    }
+
+    /// `process_madvise(PIDFD_SELF, ranges, advice)` in the forker's
+    /// thread: the bytes advised.
+    fn madvise(&self, ranges: &[(u64, u64)], advice: i32) -> Result<u64, String> {
+        let iovecs: Vec<u8> = ranges
+            .iter()
+            .flat_map(|&(s, e)| s.to_le_bytes().into_iter().chain((e - s).to_le_bytes()))
+            .collect();
+        let n = ranges.len() as u64;
+        let r = inject::syscall_with(
+            self.pid,
+            self.tid,
+            &self.regs,
+            self.insn,
+            libc::SYS_process_madvise as u64,
+            &iovecs,
+            |at| [PIDFD_SELF as u64, at, n, advice as u64, 0, 0],
+        )
+        .map_err(|e| e.to_string())?
+        .ret;
+        if r < 0 {
+            return Err(io::Error::from_raw_os_error(-r as i32).to_string());
+        }
+        Ok(r as u64)
+    }
+
+    /// Gives the ranges [`Forker::keep_on_fork`] marked `MADV_DONTFORK`
+    /// back; says so in one line if it cannot (the target's own forks
+    /// would then copy them).
+    fn give_back(&mut self) {
+        let (pid, restore) = (self.pid, std::mem::take(&mut self.restore));
+        // As many per call as keep_on_fork put on the stack, or fewer.
+        let per_call = self.per_call;
+        for batch in restore.chunks(per_call) {
+            if let Err(e) = self.madvise(batch, libc::MADV_DONTFORK) {
+                eprintln!(
+                    "leaktrail: {} mappings of process {pid} could not be given MADV_DONTFORK back after the snapshot's fork ({e}): its own forks will copy them",
+                    batch.len()
+                );
+            }
+        }
+    }
+
+    /// Forks `pid` in the chosen thread. Returns as soon as the kernel has
+    /// made the child: the image is complete, and every other thread may
+    /// go (the one that forked is handed over to the image, held inside
+    /// its clone until [`Image::settle`]). When the image was given
+    /// `MADV_DONTFORK` memory, that thread first ends its clone and gives
+    /// it back, still within the pause (the target's mappings cannot change
+    /// under the call then). `Err` says why not, in a few words (the
+    /// snapshot then falls back to stop-and-copy), with every thread still
+    /// stopped in `world` and the advice given back.
+    pub fn fork(mut self, world: &mut World) -> Result<Image, String> {
+        let pid = self.pid;
         // The fork is the kernel copying page tables in this thread, at its
         // priority: on a busy machine a nice-0 thread gets a fraction of a
         // CPU and the whole process waits for it. For the fork only, it gets
         // the best (as the pause gets our best with `Boost::new`).
-        let boost = Boost::of(t.tid, -20);
+        let boost = Boost::of(self.tid, -20);
         // clone(flags = 0: no exit signal, nothing shared; stack 0: the
         // child's copy of ours; no tid pointers, no tls).
-        let call = inject::Call::start(pid, t.tid, &t.regs, insn, libc::SYS_clone as u64, [0; 6])
-            .map_err(|e| format!("injecting clone failed: {e}"))?;
+        let started = inject::Call::start(
+            pid,
+            self.tid,
+            &self.regs,
+            self.insn,
+            libc::SYS_clone as u64,
+            [0; 6],
+        );
+        let call = match started {
+            Ok(call) => call,
+            Err(e) => {
+                self.give_back();
+                return Err(format!("injecting clone failed: {e}"));
+            }
+        };
         if let Some(child) = call.injected().child {
             // Its death (page tables freed) is no reason to preempt anyone.
             boost.undo_on(child);
         }
-        drop(boost);
         match call.injected().child {
-            Some(child) => {
+            Some(child) if self.restore.is_empty() => {
+                drop(boost);
                 world.hand_over(call.tid());
                 Ok(Image {
                     target: pid,
@@ -102,9 +285,27 @@ impl Image {
                     call: Some(call),
                 })
             }
+            Some(child) => {
+                let fork_time = call.injected().elapsed;
+                // The image exists: the clone ends, and the thread is back
+                // in its stop (the world lets it go with the others).
+                let image = Image {
+                    target: pid,
+                    child,
+                    fork_time,
+                    call: None,
+                };
+                call.finish()
+                    .map_err(|e| format!("ending the injected clone failed: {e}"))?;
+                self.give_back();
+                drop(boost);
+                Ok(image)
+            }
             None => {
-                let r = call
-                    .finish()
+                drop(boost);
+                let finished = call.finish();
+                self.give_back();
+                let r = finished
                     .map_err(|e| format!("injecting clone failed: {e}"))?
                     .ret;
                 Err(if r < 0 {
@@ -123,7 +324,17 @@ impl Image {
             }
         }
     }
+}
 
+impl Drop for Forker {
+    fn drop(&mut self) {
+        // Dropped without forking: while the world is still stopped (it
+        // is declared first), so the thread is in its stop.
+        self.give_back();
+    }
+}
+
+impl Image {
     /// How long the kernel took to make the image.
     pub fn fork_time(&self) -> Duration {
         self.fork_time

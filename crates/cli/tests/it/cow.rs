@@ -439,3 +439,99 @@ fn a_recordings_incremental_snapshots_chain_and_survive_dropping_a_link() {
     assert_eq!(base_of(&exit).as_deref(), Some("0003.core"));
     assert!(open(&exit).metadata().unwrap().capture.cpu_ns > 0);
 }
+
+/// The start addresses of `pid`'s mappings (from `/proc/PID/smaps`), each
+/// with its end and whether its `VmFlags` has `dc` (`MADV_DONTFORK`).
+fn dontfork_flags(pid: i32) -> Vec<(u64, u64, bool)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut out: Vec<(u64, u64, bool)> = Vec::new();
+    for line in smaps.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some(last) = out.last_mut() {
+                last.2 = flags.split_ascii_whitespace().any(|f| f == "dc");
+            }
+        } else if let Some((range, _)) = line.split_once(' ') {
+            if let Some((s, e)) = range.split_once('-') {
+                if let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) {
+                    out.push((s, e, false));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `jsobjects --json`'s census: constructor, count, bytes.
+fn js_census(core: &Path) -> Vec<(String, u64, u64)> {
+    let doc = support::leaktrail_json([
+        std::ffi::OsStr::new("jsobjects"),
+        "--json".as_ref(),
+        core.as_os_str(),
+    ]);
+    let mut census: Vec<(String, u64, u64)> = doc["constructors"]
+        .as_array()
+        .expect("constructors")
+        .iter()
+        .map(|c| {
+            (
+                c["constructor"].as_str().expect("name").to_string(),
+                c["count"].as_u64().expect("count"),
+                c["bytes"].as_u64().expect("bytes"),
+            )
+        })
+        .collect();
+    census.sort();
+    census
+}
+
+/// Issue 18: V8 advises its whole heap `MADV_DONTFORK`, which a fork's
+/// image lacks. The target marks it `MADV_DOFORK` for the fork and
+/// `MADV_DONTFORK` again after it, so the JS heap is copied from the image
+/// after the release: the same heap as a stop-and-copy snapshot's, and
+/// the target's flags as they were.
+#[test]
+fn nodes_dontfork_heap_is_copied_from_the_image_and_its_flags_are_given_back() {
+    let dir = support::scratch("cow_node_dontfork");
+    let script = support::repo_root().join("fixtures/node/jsheap.js");
+    let mut cmd = Command::new("node");
+    cmd.arg("--expose-gc")
+        .arg(&script)
+        .arg("4000")
+        .stdin(Stdio::piped());
+    let node = Running::start(&mut cmd, Pipe::Stdout, "step 1");
+    let pid = node.pid();
+    let before = dontfork_flags(pid);
+    let dontfork: Vec<(u64, u64)> = before.iter().filter(|m| m.2).map(|m| (m.0, m.1)).collect();
+    assert!(!dontfork.is_empty(), "node has no MADV_DONTFORK mapping");
+
+    let cow = dir.join("cow.core");
+    let out = snapshot_of(pid, &cow, &["--method", "cow", "-v"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mib: f64 = text
+        .split_once("MiB of MADV_DONTFORK memory")
+        .and_then(|(head, _)| head.rsplit(' ').nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no MADV_DONTFORK memory in the image: {text}"));
+    assert!(mib > 0.0, "{text}");
+    // Every mapping over memory that was MADV_DONTFORK still is.
+    let after = dontfork_flags(pid);
+    for &(s, e) in &dontfork {
+        for m in after.iter().filter(|m| m.0 < e && s < m.1) {
+            assert!(
+                m.2,
+                "{:#x}-{:#x} lost MADV_DONTFORK in the snapshot",
+                m.0, m.1
+            );
+        }
+    }
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    assert_eq!(children.trim(), "", "the target has children left");
+
+    let stop = dir.join("stop.core");
+    snapshot_of(pid, &stop, &["--method", "stop"]);
+    let census = js_census(&cow);
+    let listeners = census.iter().find(|c| c.0 == "Listener");
+    assert_eq!(listeners, Some(&("Listener".to_string(), 4000, 4000 * 40)));
+    assert_eq!(census, js_census(&stop));
+    drop(node);
+}
