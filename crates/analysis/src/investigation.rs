@@ -336,6 +336,9 @@ pub fn open(dir: &Path) -> Result<Investigation, Error> {
     if reads.iter().any(|r| r.profile.stackless) {
         notes.push(profile::STACKLESS.into());
     }
+    if let Some(t) = reads.iter().rev().find_map(|r| r.profile.before_attach) {
+        notes.push(profile::before_attach_note(t));
+    }
     let caches = (!series.is_empty()).then(|| {
         let audits: Vec<&Audit> = series.iter().map(|r| &r.audit).collect();
         let mut c = caches::compare(&audits);

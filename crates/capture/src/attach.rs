@@ -138,6 +138,22 @@ fn maps(pid: i32) -> Result<Vec<MapLine>, Error> {
         .collect())
 }
 
+/// The kernel's refusal to let us ptrace or read `pid` (`doing` says
+/// which, and its errno), said as what it means for an attach; other errors
+/// as they are.
+fn refused(pid: i32, doing: &str, e: Error) -> Error {
+    match e {
+        Error::PermissionDenied { .. } => cannot(
+            pid,
+            format!(
+                "the kernel refused {doing}: ptrace needs the process's real user, and CAP_SYS_PTRACE for \
+                 another user's process or one that is not dumpable; left untouched"
+            ),
+        ),
+        e => e,
+    }
+}
+
 fn cannot(pid: i32, why: impl Into<String>) -> Error {
     Error::CannotAttach {
         pid,
@@ -181,7 +197,7 @@ pub fn check(pid: i32) -> Result<Target, Error> {
             "it runs under a seccomp filter, which may kill it for a system call dlopen makes; left untouched",
         ));
     }
-    let maps = maps(pid)?;
+    let maps = maps(pid).map_err(|e| refused(pid, "to let us read its maps (EACCES)", e))?;
     if maps.is_empty() {
         return Err(Error::KernelThread { pid });
     }
@@ -348,7 +364,8 @@ fn with_borrowed_thread<R>(
     let give_up = Instant::now() + wait;
     loop {
         let stopped = Instant::now();
-        let mut world = World::stop(pid, Duration::from_secs(2))?;
+        let mut world = World::stop(pid, Duration::from_secs(2))
+            .map_err(|e| refused(pid, "to let us ptrace it (EPERM)", e))?;
         let picked = world
             .threads()
             .iter()
@@ -419,10 +436,17 @@ pub fn attach(pid: i32, opts: &AttachOptions) -> Result<Attached, Error> {
             path: library.clone(),
             why: "a path without NUL bytes".into(),
         })?;
+    // The sampler's seed as `run` passes it (tests fix it); else the
+    // tracer draws one.
+    let seed = std::env::var(handover::SAMPLE_SEED.as_str())
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(String::new(), |s| format!(" {s}"));
     let spec = CString::new(format!(
-        "{} {} {name}",
+        "{} {} {name} {}{seed}",
         opts.trace.unwind.name(),
-        opts.trace.depth
+        opts.trace.depth,
+        opts.trace.sample
     ))
     .map_err(|_| cannot(pid, "a spec without NUL bytes"))?;
     let started = Instant::now();
@@ -570,6 +594,13 @@ pub struct AttachRecorded {
     pub detached: bool,
     /// GOT entries put back at detach.
     pub restored: i32,
+    /// The status the process passed to `exit` (or returned from `main`)
+    /// while attached: the recording's last snapshot was taken there, as
+    /// `run` takes one, before the exit handlers the program registered
+    /// before the attach ran. `None` when it was detached, or ended without
+    /// `exit` (a signal, `_exit`): then the last snapshot is the last one
+    /// taken before.
+    pub exit_status: Option<i32>,
 }
 
 impl Attached {
@@ -614,7 +645,8 @@ impl Attached {
             })
         };
         let traced = Traced::attached(pid, self.socket, started);
-        let recorded = traced.record(opts, |_| {})?;
+        let mut exit_status = None;
+        let recorded = traced.record(opts, |n| exit_status = Some(n.status))?;
         // The link closes inside the detach: wait for the detach itself.
         if stopping.load(Ordering::SeqCst) {
             let _ = stopper.join();
@@ -629,6 +661,7 @@ impl Attached {
             recorded,
             detached,
             restored,
+            exit_status,
         })
     }
 }

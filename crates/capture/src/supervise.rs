@@ -347,12 +347,18 @@ impl Traced {
                 source,
             })?;
             let mut lines = BufReader::new(socket).lines();
+            let attached = self.child.is_none();
             // The socket reaches EOF when the child (and every process that
             // inherited its end) is gone, hand-over or not.
             while let Some(Ok(line)) = lines.next() {
                 if let Some(notice) = Notice::parse(&line) {
                     on_notice(notice);
-                    let _ = writer.write_all(b"k");
+                    // A tracer loaded by `leaktrail attach` does not wait
+                    // for an answer to its start line: unread, the answer
+                    // would end its wait at exit before the snapshot.
+                    if !(attached && matches!(notice, Notice::Start(_))) {
+                        let _ = writer.write_all(b"k");
+                    }
                 }
             }
             if runs_on(pid) {

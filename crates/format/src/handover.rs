@@ -141,9 +141,12 @@ pub const ATTACH_NO_LINK: i32 = 4;
 pub const ATTACH_BUSY: i32 = 5;
 
 /// What `leaktrail attach` tells the tracer it loaded late, in place of
-/// the environment `run` sets: `UNWIND DEPTH SOCKET`, space-separated, the
-/// socket an abstract Unix socket name (without the leading NUL) on which
-/// the supervisor listens. The tracer connects, writes its `start` line
+/// the environment `run` sets: `UNWIND DEPTH SOCKET [SAMPLE [SEED]]`,
+/// space-separated, the socket an abstract Unix socket name (without the
+/// leading NUL) on which the supervisor listens, `SAMPLE` the mean bytes
+/// between sampled blocks (0 or absent: every block, as [`SAMPLE`]) and
+/// `SEED` the sampler's seed (absent: one from the clock, as
+/// [`SAMPLE_SEED`]). The tracer connects, writes its `start` line
 /// and goes on without waiting for the answer: the heap it joins was there
 /// long before, there is no beginning to hold back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,26 +157,37 @@ pub struct AttachSpec<'a> {
     pub depth: u32,
     /// The abstract socket's name.
     pub socket: &'a [u8],
+    /// Mean bytes between sampled blocks; 0 records every block.
+    pub sample: u64,
+    /// The sampler's seed, when given.
+    pub seed: Option<u64>,
 }
 
 impl<'a> AttachSpec<'a> {
-    /// Parses a spec line; `None` unless it has exactly three fields, a
-    /// decimal depth and a socket name of 1 to 100 bytes.
+    /// Parses a spec line; `None` unless it has three to five fields, a
+    /// decimal depth, a socket name of 1 to 100 bytes and decimal sample
+    /// and seed.
     pub fn parse(line: &'a [u8]) -> Option<AttachSpec<'a>> {
+        let decimal = |s: &[u8]| core::str::from_utf8(s).ok().and_then(decimal);
         let mut it = line.split(|&b| b == b' ');
         let unwind = it.next()?;
         let depth = it.next()?;
         let socket = it.next()?;
+        let sample = it.next().map(decimal).unwrap_or(Some(0))?;
+        let seed = match it.next() {
+            Some(s) => Some(decimal(s)?),
+            None => None,
+        };
         if it.next().is_some() || socket.is_empty() || socket.len() > 100 || depth.len() > 9 {
             return None;
         }
-        let depth = depth.iter().try_fold(0u32, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
-        })?;
+        let depth = u32::try_from(decimal(depth)?).ok()?;
         Some(AttachSpec {
             unwind,
             depth,
             socket,
+            sample,
+            seed,
         })
     }
 }
@@ -426,8 +440,24 @@ mod tests {
             Some(AttachSpec {
                 unwind: b"dwarf",
                 depth: 64,
-                socket: b"leaktrail-attach-1-2"
+                socket: b"leaktrail-attach-1-2",
+                sample: 0,
+                seed: None,
             })
+        );
+        assert_eq!(
+            AttachSpec::parse(b"fp 8 s 16384 42"),
+            Some(AttachSpec {
+                unwind: b"fp",
+                depth: 8,
+                socket: b"s",
+                sample: 16384,
+                seed: Some(42),
+            })
+        );
+        assert_eq!(
+            AttachSpec::parse(b"fp 8 s 524288").map(|s| s.sample),
+            Some(524288)
         );
         for bad in [
             &b""[..],
@@ -435,6 +465,9 @@ mod tests {
             b"dwarf x s",
             b"dwarf 64 s extra",
             b"dwarf 64 ",
+            b"dwarf 64 s 1 2 3",
+            b"dwarf 64 s 99999999999999999999",
+            b"dwarf 64 s 1 x",
         ] {
             assert_eq!(AttachSpec::parse(bad), None, "{bad:?}");
         }

@@ -180,6 +180,16 @@ fn attach(spec: &[u8]) -> c_int {
     let Some(fd) = connect(spec.socket) else {
         return handover::ATTACH_NO_LINK;
     };
+    // Sampling as `run --sample` sets it up (see `tracer::init`); nothing
+    // calls the hooks yet, or again after a detach.
+    let rate = spec.sample;
+    if rate != 0 {
+        region::ATOMIC_COUNTS.store(true, Ordering::Relaxed);
+    }
+    let seed = spec
+        .seed
+        .unwrap_or_else(|| sys::clock_ns(libc::CLOCK_REALTIME) ^ pid as u64);
+    crate::sample::configure(rate, seed);
     let hdr = match region::header() {
         Some(hdr) => {
             region::forget_live(hdr);
@@ -190,15 +200,21 @@ fn attach(spec: &[u8]) -> c_int {
             match region::create(mode, depth) {
                 Some(hdr) => hdr,
                 None => {
+                    crate::sample::configure(0, 0);
                     sys::close(fd);
                     return handover::ATTACH_NO_REGION;
                 }
             }
         }
     };
+    hdr.counters.sample_rate.store(rate, Ordering::Relaxed);
+    if rate != 0 && hdr.counters.thread_classes.load(Ordering::Acquire) == 0 {
+        crate::sample::map_thread_classes(hdr);
+    }
     unwind::modules::rebuild();
     tracer::install_fork_handlers();
     tracer::link_attached(fd);
+    hand_over_at_exit();
     hdr.attached.store(1, Ordering::Relaxed);
     tracer::set_lifecycle(hdr, Lifecycle::Running);
     lock_patching();
@@ -213,8 +229,33 @@ fn attach(spec: &[u8]) -> c_int {
         header_addr: hdr as *const _ as u64,
     });
     let mut line = [0u8; handover::LINE_BYTES];
-    sys::write_all(fd, notice.encode(&mut line));
+    sys::send_all(fd, notice.encode(&mut line));
     0
+}
+
+/// Registers, once, the hand-over at the program's exit. `run`'s comes
+/// from our `exit` and `__libc_start_main`, which no symbol search finds in
+/// a library loaded late; a handler registered now (glibc's `on_exit`,
+/// which passes the status) runs before every handler the program
+/// registered before the attach (they run last registered first), with the
+/// heap as the program left it, and waits until `leaktrail attach` has
+/// taken its last snapshot. After a detach there is no link and it does
+/// nothing; a second attach finds it registered.
+fn hand_over_at_exit() {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if REGISTERED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    extern "C" {
+        fn on_exit(f: extern "C" fn(c_int, *mut c_void), arg: *mut c_void) -> c_int;
+    }
+    // SAFETY: registers a plain function with no argument; glibc copies
+    // the pair into its list of exit handlers.
+    unsafe { on_exit(at_exit, core::ptr::null_mut()) };
+}
+
+extern "C" fn at_exit(status: c_int, _arg: *mut c_void) {
+    crate::exit::hand_over(status);
 }
 
 /// `leaktrail detach`'s entry point ([`handover::DETACH_SYMBOL`]): puts

@@ -67,7 +67,7 @@ fn tell_and_wait(kind: fn(ExitNotice) -> Notice, status: c_int) {
         header_addr: region::header().map_or(0, |h| h as *const _ as u64),
     });
     let mut line = [0u8; handover::LINE_BYTES];
-    sys::write_all(fd, notice.encode(&mut line));
+    sys::send_all(fd, notice.encode(&mut line));
     crate::tracer::await_answer(fd);
 }
 

@@ -68,18 +68,39 @@ pub fn unmap(addr: u64, len: u64) {
     }
 }
 
-/// Writes all of `bytes` to file descriptor `fd`, ignoring failures.
-pub fn write_all(fd: i32, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: `bytes` is a live slice.
-        let n = unsafe {
+/// Sends all of `bytes` on the socket `fd` (the supervisor's link),
+/// ignoring failures. Never raises `SIGPIPE`: a supervisor that is gone
+/// (a killed `leaktrail attach`) must not kill the program with it.
+pub fn send_all(fd: i32, bytes: &[u8]) {
+    all_of(bytes, |b| {
+        // SAFETY: `b` is a live slice; no address is passed.
+        unsafe {
             libc::syscall(
-                libc::SYS_write,
+                libc::SYS_sendto,
                 fd,
-                bytes.as_ptr() as *const c_void,
-                bytes.len(),
+                b.as_ptr() as *const c_void,
+                b.len(),
+                libc::MSG_NOSIGNAL,
+                core::ptr::null::<c_void>(),
+                0usize,
             )
-        };
+        }
+    });
+}
+
+/// Writes all of `bytes` to file descriptor `fd`, ignoring failures.
+pub fn write_all(fd: i32, bytes: &[u8]) {
+    all_of(bytes, |b| {
+        // SAFETY: `b` is a live slice.
+        unsafe { libc::syscall(libc::SYS_write, fd, b.as_ptr() as *const c_void, b.len()) }
+    });
+}
+
+/// Calls `put` (a `write`-like system call: bytes taken, or -1) until all
+/// of `bytes` went, retrying after `EINTR`; stops at any other failure.
+fn all_of(mut bytes: &[u8], mut put: impl FnMut(&[u8]) -> libc::c_long) {
+    while !bytes.is_empty() {
+        let n = put(bytes);
         if n == -1 && errno() == libc::EINTR {
             continue;
         }

@@ -106,6 +106,13 @@ pub fn text(g: &Growth, top: usize, depth: usize) -> String {
     if g.stackless() {
         let _ = writeln!(out, "{}", leaktrail_analysis::profile::STACKLESS);
     }
+    if let Some(t) = g.before_attach() {
+        let _ = writeln!(
+            out,
+            "{}",
+            leaktrail_analysis::profile::before_attach_note(t)
+        );
+    }
     let grew: Vec<_> = g
         .classes
         .iter()

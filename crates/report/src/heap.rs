@@ -60,6 +60,19 @@ pub fn stack(out: &mut String, frames: &[Frame], indent: &str) {
     }
 }
 
+/// A group's stack, as [`stack`]; for blocks from before `leaktrail
+/// attach`, which have none, why.
+pub fn group_stack(out: &mut String, frames: &[Frame], before_attach: bool, indent: &str) {
+    if before_attach && frames.is_empty() {
+        let _ = writeln!(
+            out,
+            "{indent}(no stack: allocated before leaktrail attach loaded the tracer)"
+        );
+        return;
+    }
+    stack(out, frames, indent);
+}
+
 #[cfg(test)]
 mod tests {
     use leaktrail_analysis::caches::{Caches, ClassCounts, ClassDelta, ClassRow};
@@ -112,6 +125,7 @@ mod tests {
                     indirect_blocks: Some(0),
                     type_name: None,
                     size_class: None,
+                    before_attach: false,
                 },
                 Group {
                     kind: LeakKind::Reachable,
@@ -126,6 +140,7 @@ mod tests {
                     indirect_blocks: None,
                     type_name: None,
                     size_class: None,
+                    before_attach: false,
                 },
             ],
             scanned_bytes: 1 << 20,

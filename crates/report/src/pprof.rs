@@ -394,6 +394,9 @@ pub fn message(profile: &Profile) -> PprofProfile {
     if profile.stackless {
         comments.push(leaktrail_analysis::profile::STACKLESS.to_string());
     }
+    if let Some(t) = profile.before_attach {
+        comments.push(leaktrail_analysis::profile::before_attach_note(t));
+    }
     if profile.sample_rate != 0 {
         comments.push(format!(
             "sampled: one block per {} bytes allocated on average; values are estimates (each sampled block weighted by 1/(1-exp(-size/{})))",

@@ -41,6 +41,7 @@ pub fn group(
         indirect_blocks: definite.then_some(indirect.min(1)),
         type_name: None,
         size_class: None,
+        before_attach: false,
     }
 }
 

@@ -81,8 +81,9 @@ impl Walk {
     /// Adds to `audit` (a tracer's, loaded into the running process by
     /// `leaktrail attach`) every chunk in use that it lacks: the blocks
     /// allocated before the attach, without stacks, times or threads, at
-    /// their usable sizes, counted in their size classes. Returns how many.
-    pub fn merge_before_attach(&self, audit: &mut Audit) -> usize {
+    /// their usable sizes, counted in their size classes. Returns their
+    /// addresses, sorted.
+    pub fn merge_before_attach(&self, audit: &mut Audit) -> Vec<u64> {
         let known: HashSet<u64> = audit.live.iter().map(|b| b.addr).collect();
         let before: Vec<Block> = self
             .chunks
@@ -96,10 +97,10 @@ impl Walk {
                 c.live_bytes += b.size;
             }
         }
-        let n = before.len();
+        let addrs = before.iter().map(|b| b.addr).collect();
         audit.live.extend(before);
         audit.live.sort_unstable_by_key(|b| b.addr);
-        n
+        addrs
     }
 
     /// The chunks as an audit without stacks, times or threads: its live

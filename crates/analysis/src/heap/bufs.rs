@@ -79,6 +79,9 @@ pub struct StackGroup {
     /// Groups of buffers without stacks that are no C++ class: their size
     /// class, which groups them with the type hint.
     pub size_class: Option<u64>,
+    /// Its buffers were allocated before `leaktrail attach` loaded the
+    /// tracer: no stack (they predate it), grouped by type.
+    pub before_attach: bool,
 }
 
 /// What [`select`] found.
@@ -169,6 +172,7 @@ pub fn select(
                 stack: Vec::new(),
                 type_name: None,
                 size_class: None,
+                before_attach: false,
             });
             let w = audit.weight(b.size);
             let e = weighed.entry(b.stack_id).or_default();
@@ -214,10 +218,11 @@ pub fn select(
     }
 }
 
-/// Names what each buffer of `found` holds ([`crate::types::of`]). On a
-/// heap of blocks without stacks (a walk's) the groups by stack, which
-/// would be one, become groups by type: a C++ class each, else by size
-/// class and hint, by bytes.
+/// Names what each buffer of `found` holds ([`crate::types::of`]). The
+/// buffers known from a heap walk alone (all of an untraced process's, or
+/// those from before an attach), which have no stack and would be one
+/// group, are grouped by type instead: a C++ class each, else by size
+/// class and hint. Groups by bytes.
 pub fn name_types(heap: &Heap<'_>, symbolizer: &Symbolizer, found: &mut Bufs) {
     for b in &mut found.buffers {
         b.type_name = types::of(heap, symbolizer, b.addr, b.size).map(|t| t.name());
@@ -225,15 +230,11 @@ pub fn name_types(heap: &Heap<'_>, symbolizer: &Symbolizer, found: &mut Bufs) {
     if found.groups.is_empty() {
         return;
     }
-    if !heap.walked() {
-        for g in &mut found.groups {
-            let size = heap.block_at(g.example_address).map_or(0, |b| b.size);
-            g.type_name = types::of(heap, symbolizer, g.example_address, size).map(|t| t.name());
-        }
-        return;
-    }
     let mut by: HashMap<types::Label, StackGroup> = HashMap::new();
-    for b in &found.buffers {
+    // What leaves the group without a stack (the walk's blocks are never
+    // sampled: each weighs 1).
+    let (mut moved, mut moved_bytes) = (0, 0);
+    for b in found.buffers.iter().filter(|b| heap.typed_by_label(b.addr)) {
         let key = types::Label::of(heap, symbolizer, b.addr, b.size);
         let g = by.entry(key.clone()).or_insert_with(|| StackGroup {
             stack_id: StackId::NONE,
@@ -243,12 +244,40 @@ pub fn name_types(heap: &Heap<'_>, symbolizer: &Symbolizer, found: &mut Bufs) {
             stack: Vec::new(),
             type_name: key.type_name,
             size_class: key.size_class,
+            before_attach: !heap.walked(),
         });
         g.bytes += b.size;
         g.count += 1;
         g.example_address = g.example_address.min(b.addr);
+        moved += 1;
+        moved_bytes += b.size;
     }
-    found.groups = by.into_values().collect();
+    found.groups.retain_mut(|g| {
+        if g.stack_id == StackId::NONE && moved > 0 {
+            g.count -= moved.min(g.count);
+            g.bytes -= moved_bytes.min(g.bytes);
+            if g.count == 0 {
+                return false;
+            }
+            // What stays has no stack for another reason (--unwind none):
+            // its oldest is no longer known.
+            g.example_address = found
+                .buffers
+                .iter()
+                .filter(|b| b.stack_id == StackId::NONE && !heap.typed_by_label(b.addr))
+                .min_by_key(|b| b.time_ns)
+                .map_or(g.example_address, |b| b.addr);
+        }
+        true
+    });
+    for g in &mut found.groups {
+        let size = heap.block_at(g.example_address).map_or(0, |b| b.size);
+        g.type_name = types::of(heap, symbolizer, g.example_address, size).map(|t| t.name());
+    }
+    if by.is_empty() {
+        return;
+    }
+    found.groups.extend(by.into_values());
     found.groups.sort_by(|a, b| {
         b.bytes
             .cmp(&a.bytes)

@@ -77,6 +77,17 @@ pub struct Group {
     /// Stackless groups that are no C++ class: their size class (largest
     /// size), which groups them with the type hint.
     pub size_class: Option<u64>,
+    /// Its blocks were allocated before `leaktrail attach` loaded the
+    /// tracer: no stack (they predate it), grouped by type.
+    pub before_attach: bool,
+}
+
+/// What a group of [`summarize`] gathers: blocks of one (canonical) stack,
+/// or blocks known from a heap walk alone, of one type label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum GroupKey {
+    Stack(u32),
+    Label(u32),
 }
 
 impl Group {
@@ -430,7 +441,11 @@ pub fn find(heap: &Heap<'_>, opts: &LeaksOptions, symbolizer: &Symbolizer) -> Le
     l
 }
 
-/// A label per block of a heap walk ([`types::Label`]), and the labels.
+/// No label: the block groups by its stack.
+const UNLABELLED: u32 = u32::MAX;
+
+/// A label per block known from a heap walk alone ([`types::Label`];
+/// [`UNLABELLED`] for blocks with a stack), and the labels.
 fn type_labels(heap: &Heap<'_>, symbolizer: &Symbolizer) -> (Vec<u32>, Vec<types::Label>) {
     let mut names: Vec<types::Label> = Vec::new();
     let mut ids: HashMap<types::Label, u32> = HashMap::new();
@@ -439,6 +454,9 @@ fn type_labels(heap: &Heap<'_>, symbolizer: &Symbolizer) -> (Vec<u32>, Vec<types
         .live
         .iter()
         .map(|b| {
+            if !heap.typed_by_label(b.addr) {
+                return UNLABELLED;
+            }
             let label = types::Label::of(heap, symbolizer, b.addr, b.size);
             *ids.entry(label.clone()).or_insert_with(|| {
                 names.push(label);
@@ -462,16 +480,18 @@ fn summarize(
     root_bytes: u64,
 ) -> Leaks {
     let mut tallies = [Tally::default(); 4];
-    let mut index: HashMap<(LeakKind, u32), usize> = HashMap::new();
+    let mut index: HashMap<(LeakKind, GroupKey), usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     let canon = canonical_stacks(&heap.audit);
-    // Blocks with stacks group by stack; a heap walk's (no stacks) by
-    // type, else size class and hint.
-    let labels = heap.walked().then(|| type_labels(heap, symbolizer));
-    let key_of = |i: usize, b: &leaktrail_recording::audit::Block| -> u32 {
+    // Blocks with stacks group by stack; those known from a heap walk
+    // alone (an untraced process's, or from before an attach) by type,
+    // else size class and hint.
+    let labels =
+        (heap.walked() || !heap.before_attach.is_empty()).then(|| type_labels(heap, symbolizer));
+    let key_of = |i: usize, b: &leaktrail_recording::audit::Block| -> GroupKey {
         match &labels {
-            Some((of, _)) => of[i],
-            None => canon.get(&b.stack).copied().unwrap_or(b.stack).0,
+            Some((of, _)) if of[i] != UNLABELLED => GroupKey::Label(of[i]),
+            _ => GroupKey::Stack(canon.get(&b.stack).copied().unwrap_or(b.stack).0),
         }
     };
     // Neighbouring blocks mostly share a stack and a class: remember the
@@ -482,16 +502,22 @@ fn summarize(
         t.bytes += b.size;
         t.blocks += 1;
         let gi = match last {
-            Some((lk, ls, gi)) if lk == k && ls == b.stack && labels.is_none() => gi,
+            Some((lk, ls, gi))
+                if lk == k
+                    && ls == b.stack
+                    && labels.as_ref().is_none_or(|(of, _)| of[i] == UNLABELLED) =>
+            {
+                gi
+            }
             _ => {
                 let key = key_of(i, b);
                 let gi = *index.entry((k, key)).or_insert_with(|| {
-                    let (type_name, size_class) = match &labels {
-                        Some((_, names)) => {
-                            let l = names[key as usize].clone();
+                    let (type_name, size_class) = match (&labels, key) {
+                        (Some((_, names)), GroupKey::Label(l)) => {
+                            let l = names[l as usize].clone();
                             (l.type_name, l.size_class)
                         }
-                        None => (None, None),
+                        _ => (None, None),
                     };
                     groups.push(Group {
                         kind: k,
@@ -500,20 +526,21 @@ fn summarize(
                         example_address: b.addr,
                         example_size: b.size,
                         example_time_ns: b.time_ns,
-                        stack_id: if labels.is_some() {
-                            StackId::NONE
-                        } else {
-                            StackId(key)
+                        stack_id: match key {
+                            GroupKey::Stack(id) => StackId(id),
+                            GroupKey::Label(_) => StackId::NONE,
                         },
                         stack: Vec::new(),
                         indirect_bytes: (k == LeakKind::Definite).then_some(0),
                         indirect_blocks: (k == LeakKind::Definite).then_some(0),
                         type_name,
                         size_class,
+                        before_attach: !heap.walked() && matches!(key, GroupKey::Label(_)),
                     });
                     groups.len() - 1
                 });
-                last = Some((k, b.stack, gi));
+                // Only a stack's group: a label's is not its stack's.
+                last = matches!(key, GroupKey::Stack(_)).then_some((k, b.stack, gi));
                 gi
             }
         };
@@ -538,8 +565,11 @@ fn summarize(
             *g.indirect_blocks.get_or_insert(0) += 1;
         }
     }
-    if labels.is_none() {
-        for g in groups.iter_mut().filter(|g| g.kind != LeakKind::Reachable) {
+    if !heap.walked() {
+        for g in groups
+            .iter_mut()
+            .filter(|g| g.kind != LeakKind::Reachable && !g.before_attach)
+        {
             g.type_name =
                 types::of(heap, symbolizer, g.example_address, g.example_size).map(|t| t.name());
         }

@@ -357,6 +357,9 @@ pub struct Heap<'a> {
     /// The blocks that are threads' dynamic TLS vectors (glibc's DTVs,
     /// calloc'd by `pthread_create`), by address, sorted: libc's own.
     pub thread_dtvs: Vec<u64>,
+    /// With a tracer `leaktrail attach` loaded: the addresses of the
+    /// blocks allocated before it, which the walk gave (no stacks), sorted.
+    pub before_attach: Vec<u64>,
 }
 
 impl<'a> Heap<'a> {
@@ -370,35 +373,47 @@ impl<'a> Heap<'a> {
     /// without stacks, sizes the usable ones.
     pub fn open(snap: &'a Snapshot) -> Result<Heap<'a>, Error> {
         let pid = snap.pid().map(|p| p as u32);
-        if let Some(mut audit) = audit::find(snap, pid)? {
-            // glibc's state is kept out of the roots only where it is the
-            // program's allocator's; another allocator's own memory is
-            // kept out instead.
-            let program = crate::glibc::locate::program_allocator(snap, audit.allocator);
-            let glibc = program.is_glibc();
-            let keeps_memory = snap
-                .metadata()
-                .is_none_or(|m| m.options.memory.keeps_memory());
-            // Attached late: what was allocated before is in the heap,
-            // not in the audit.
-            let walk = (glibc && audit.attached && keeps_memory)
-                .then(|| heap_walk::walk(snap, &audit.ranges).ok())
-                .flatten();
-            if let Some(w) = &walk {
-                w.merge_before_attach(&mut audit);
-            }
-            let mut heap = Heap::new(snap, audit);
-            heap.allocator_state = if glibc {
-                match walk {
-                    Some(w) => w.state,
-                    None => heap_walk::state(snap),
-                }
-            } else {
-                heap.foreign_allocator_state(program.path.as_deref())
-            };
-            return Ok(heap);
+        match audit::find(snap, pid)? {
+            Some(audit) => Ok(Heap::with_audit(snap, audit)),
+            None => Heap::open_walked(snap),
         }
-        Heap::open_walked(snap)
+    }
+
+    /// The heap of `snap` whose audit, already decoded, is `audit`. When
+    /// `leaktrail attach` loaded the tracer late, the blocks from before
+    /// the attach come from a walk of glibc's heap and are added to the
+    /// audit ([`Heap::before_attach`]); not when the audit is sampled,
+    /// where the walk's chunks the audit lacks are mostly later blocks
+    /// that were not sampled.
+    pub fn with_audit(snap: &'a Snapshot, mut audit: Audit) -> Heap<'a> {
+        // glibc's state is kept out of the roots only where it is the
+        // program's allocator's; another allocator's own memory is kept
+        // out instead.
+        let program = crate::glibc::locate::program_allocator(snap, audit.allocator);
+        let glibc = program.is_glibc();
+        let keeps_memory = snap
+            .metadata()
+            .is_none_or(|m| m.options.memory.keeps_memory());
+        // Attached late: what was allocated before is in the heap, not in
+        // the audit.
+        let walk = (glibc && audit.attached && audit.sample_rate == 0 && keeps_memory)
+            .then(|| heap_walk::walk(snap, &audit.ranges).ok())
+            .flatten();
+        let before = walk
+            .as_ref()
+            .map(|w| w.merge_before_attach(&mut audit))
+            .unwrap_or_default();
+        let mut heap = Heap::new(snap, audit);
+        heap.before_attach = before;
+        heap.allocator_state = if glibc {
+            match walk {
+                Some(w) => w.state,
+                None => heap_walk::state(snap),
+            }
+        } else {
+            heap.foreign_allocator_state(program.path.as_deref())
+        };
+        heap
     }
 
     /// The heap of a snapshot without an audit region: glibc's chunks in
@@ -500,6 +515,20 @@ impl<'a> Heap<'a> {
         self.walk.is_some()
     }
 
+    /// Whether the block at `addr` was allocated before `leaktrail attach`
+    /// loaded the tracer (the walk found it; it has no stack).
+    pub fn is_before_attach(&self, addr: u64) -> bool {
+        self.before_attach.binary_search(&addr).is_ok()
+    }
+
+    /// Whether the block at `addr` is known from the walk alone, so views
+    /// group it by its type ([`crate::types::Label`]) rather than by a
+    /// stack: every block of an untraced process, and those from before an
+    /// attach.
+    pub fn typed_by_label(&self, addr: u64) -> bool {
+        self.walked() || self.is_before_attach(addr)
+    }
+
     /// A heap over `image` whose live blocks (sorted by address, not
     /// overlapping), stacks and region ranges are `audit`: indexes the
     /// blocks and classifies the mappings. Costs one pass over the blocks
@@ -520,6 +549,7 @@ impl<'a> Heap<'a> {
             allocator_state: Vec::new(),
             walk: None,
             thread_dtvs,
+            before_attach: Vec::new(),
         }
     }
 

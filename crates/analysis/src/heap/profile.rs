@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use leaktrail_format::{class_of, class_size, SizeClass, StackId};
 use leaktrail_recording::snapshot::metadata::Module;
 
+use crate::heap::leaks::Tally;
 use crate::heap::model::Heap;
 use crate::heap::types::Label;
 use crate::symbolize::{Frame, Symbolizer};
@@ -40,6 +41,16 @@ use leaktrail_recording::Snapshot;
 /// What every view of walked blocks says about them, once.
 pub const STACKLESS: &str = "no stacks: the process was not traced, so its blocks come from a \
 walk of glibc's heap, grouped by type ([type] CLASS) and size class ([size N])";
+
+/// What every view of an attached process's snapshot says, once, about
+/// the blocks from before the attach ([`Profile::before_attach`]).
+pub fn before_attach_note(t: Tally) -> String {
+    format!(
+        "{} blocks ({} bytes) from before leaktrail attach have no stacks: they predate it, so \
+         they come from a walk of glibc's heap, grouped by type ([type] CLASS) and size class ([size N])",
+        t.blocks, t.bytes
+    )
+}
 
 /// One frame of a site's identity: the module's path and the offset in its
 /// file, or (no module) an empty path and the runtime address, or a type
@@ -165,6 +176,10 @@ pub struct Profile {
     /// traced): no stacks, each entry's one frame names its type or size
     /// class ([`FrameKind::Type`](crate::FrameKind::Type)).
     pub stackless: bool,
+    /// With a tracer `leaktrail attach` loaded late: the blocks from before
+    /// the attach among the entries (from a walk of glibc's heap, each
+    /// entry's one frame its type or size class, as for `stackless`).
+    pub before_attach: Option<Tally>,
     /// What the tracer counted per site; `None` for a tracer that did not
     /// count (audit format 1) or blocks walked from glibc's heap.
     pub counted: Option<Counted>,
@@ -321,6 +336,7 @@ impl Profile {
             modules: snap.modules(),
             dropped_allocs: audit.counters.dropped_allocs,
             stackless: false,
+            before_attach: None,
             counted,
             sample_rate: audit.sample_rate,
         }
@@ -367,6 +383,7 @@ impl Profile {
             modules: snap.modules(),
             dropped_allocs: 0,
             stackless: true,
+            before_attach: None,
             counted: None,
             sample_rate: 0,
         }
@@ -463,11 +480,33 @@ pub fn profile_chosen(
 ) -> Result<(Profile, Audit), Error> {
     let pid = snap.pid().map(|p| p as u32);
     if let Some(audit) = audit::find(snap, pid)? {
+        if !audit.attached {
+            let profile = {
+                let blocks = choose(&audit, symbolizer);
+                traced(snap, &audit, symbolizer, &blocks)
+            };
+            return Ok((profile, audit));
+        }
+        // Attached late: the blocks from before come from the walk, by
+        // type, beside the later ones by stack.
+        let heap = Heap::with_audit(snap, audit);
         let profile = {
-            let blocks = choose(&audit, symbolizer);
-            traced(snap, &audit, symbolizer, &blocks)
+            let blocks = choose(&heap.audit, symbolizer);
+            let (early, later): (Vec<Block>, Vec<Block>) =
+                blocks.iter().partition(|b| heap.is_before_attach(b.addr));
+            let mut profile = traced(snap, &heap.audit, symbolizer, &later);
+            if !heap.before_attach.is_empty() {
+                let walked = Profile::from_walk(snap, &heap, symbolizer, early.iter());
+                profile.before_attach = Some(Tally {
+                    bytes: walked.bytes(),
+                    blocks: walked.count(),
+                });
+                profile.entries.extend(walked.entries);
+                sort_entries(&mut profile.entries);
+            }
+            profile
         };
-        return Ok((profile, audit));
+        return Ok((profile, heap.audit));
     }
     let heap = Heap::open_walked(snap)?;
     let profile = {

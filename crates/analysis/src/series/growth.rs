@@ -78,6 +78,9 @@ pub struct Observation {
     /// Its blocks come from a walk of glibc's heap (an untraced process):
     /// sites are types and size classes, not stacks.
     pub stackless: bool,
+    /// With a tracer `leaktrail attach` loaded late: its blocks from
+    /// before the attach (sites by type, as `stackless`).
+    pub before_attach: Option<crate::leaks::Tally>,
 }
 
 /// One point of a series.
@@ -306,6 +309,12 @@ impl Growth {
     pub fn stackless(&self) -> bool {
         self.snapshots.iter().any(|o| o.stackless)
     }
+
+    /// The newest snapshot's blocks from before `leaktrail attach`, if
+    /// any snapshot has some.
+    pub fn before_attach(&self) -> Option<crate::leaks::Tally> {
+        self.snapshots.iter().rev().find_map(|o| o.before_attach)
+    }
 }
 
 /// (profile index, entry index) of a site's newest frames, and its
@@ -487,6 +496,7 @@ pub fn analyse(profiles: &[Profile]) -> Growth {
                 live_bytes: p.bytes(),
                 live_count: p.count(),
                 stackless: p.stackless,
+                before_attach: p.before_attach,
             })
             .collect(),
         span_seconds: times.last().copied().unwrap_or(0.0),

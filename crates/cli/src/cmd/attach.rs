@@ -8,9 +8,8 @@ use anyhow::Context;
 use leaktrail_capture::attach::{self, AttachOptions};
 use leaktrail_capture::snapshot::{MemoryMode, Periodic};
 use leaktrail_capture::supervise::{self, RecordOptions};
-use leaktrail_recording::dir as recording;
 
-use crate::cmd::run::{verdict_and_next, TraceFlags, PRELOAD};
+use crate::cmd::run::{check_out, verdict_and_next, TraceFlags, PRELOAD};
 use crate::cmd::watch::parse_duration;
 
 /// Flags of `leaktrail attach`.
@@ -20,9 +19,19 @@ Loads the tracer into a running process through its own dlopen (ptrace: the same
 user, kernel.yama.ptrace_scope permitting, or CAP_SYS_PTRACE) and redirects the \
 malloc family in every loaded module's GOT, and in modules it loads later. From \
 then on it records as `leaktrail run` does: a watch series, a snapshot every \
---every, into --out. Blocks allocated from then on carry their stacks; blocks \
-from before are found by walking glibc's heap and shown as \"before attach\" \
-(no stack; a type where one can be told); freeing one goes to the real free.
+--every, into --out (a directory, or s3://BUCKET/PREFIX streamed to as `run` \
+does), by sampling with --sample as `run --sample` does, and a last snapshot when \
+the process exits while attached (from an exit handler registered at the attach: \
+it runs before the handlers the program registered earlier). A process killed, \
+or ending in _exit, leaves no snapshot at its end; the ones taken before stay.
+
+Blocks allocated from then on carry their stacks. Blocks from before are found by \
+walking glibc's heap in each --memory full snapshot, without stacks (they predate \
+the attach), named by type where one can be told: a C++ class by its vtable \
+([type] Widget), else a size class and hint ([size 4096]), in leaks, bufs, \
+growth, flamegraph, pprof and report alike. Freeing one goes to the real free. \
+With --sample they are not added: the heap cannot tell them from later blocks \
+that were not sampled.
 
 Ctrl-C (or `leaktrail detach -p PID` from another terminal) takes a last \
 snapshot, puts every GOT entry back and leaves the process running as it was. \
@@ -33,6 +42,8 @@ glibc 2.34+, a seccomp filter, ptrace refused) is left untouched.
 Examples:
   leaktrail attach -p 1234 --every 10m --out rec
   leaktrail attach -p 1234 --every 1m --memory full
+  leaktrail attach -p 1234 --sample --every 10m   # production: 512KiB sampling
+  leaktrail attach -p 1234 --out s3://bucket/api/web-1
   leaktrail detach -p 1234")]
 pub struct Args {
     /// The process.
@@ -44,7 +55,10 @@ pub struct Args {
     /// needs it to see blocks from before the attach), tables, none.
     #[arg(long, default_value_t = MemoryMode::Full, value_parser = str::parse::<MemoryMode>)]
     pub memory: MemoryMode,
-    /// Recording directory [default: ./leaktrail-<comm>-<pid>-<time>].
+    /// Recording directory [default: ./leaktrail-<comm>-<pid>-<time>], or
+    /// `s3://BUCKET/PREFIX`: recorded into a local spool, each snapshot
+    /// uploaded as it is taken, the rest when the recording ends (as `run
+    /// --out`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Time between watch samples.
@@ -70,9 +84,11 @@ pub struct DetachArgs {
 
 /// Runs `leaktrail attach`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(out) = &args.out {
-        recording::check_new_dir(out)?;
-    }
+    // A bad output costs nothing: refused before the process is touched.
+    let remote = match &args.out {
+        Some(out) => check_out(out, "attach")?,
+        None => None,
+    };
     let exe = std::env::current_exe().context("locate the leaktrail binary")?;
     let library = supervise::find_library(&exe, Some(PRELOAD))?;
     let mut opts = AttachOptions::new(library);
@@ -94,6 +110,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     })));
     record.out = args.out.clone();
+    if let Some(r) = &remote {
+        r.stream(&mut record);
+    }
     args.trace.schedule(&mut record);
     record.snapshots = Periodic::new(args.memory);
     record.interval = args.interval;
@@ -101,16 +120,52 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for p in &done.recorded.problems {
         eprintln!("leaktrail: {p}");
     }
+    if let (Some(r), Some(dir)) = (&remote, &done.recorded.dir) {
+        r.finish(dir)?;
+    }
     if done.detached {
         eprintln!(
             "leaktrail: detached from process {} ({} GOT entries put back); it runs on",
             args.pid, done.restored
         );
+    } else if let Some(status) = done.exit_status {
+        let at_exit = done
+            .recorded
+            .snapshots
+            .last()
+            .is_some_and(|s| leaktrail_recording::dir::snapshots::is_exit(s));
+        eprintln!(
+            "leaktrail: process {} exited with status {status}; {}",
+            args.pid,
+            if at_exit {
+                "its last snapshot was taken at its exit"
+            } else {
+                "the snapshot at its exit failed (said above)"
+            }
+        );
     } else {
-        eprintln!("leaktrail: process {} ended", args.pid);
+        eprintln!(
+            "leaktrail: process {} ended without calling exit (killed by a signal, or _exit): no snapshot at its end; {}",
+            args.pid,
+            match done.recorded.snapshots.last() {
+                Some(s) => format!("the last one taken, {}, is kept", s.display()),
+                None => "no snapshot was taken before".into(),
+            }
+        );
     }
     if let Some(dir) = &done.recorded.dir {
-        crate::term::eprint(&verdict_and_next(dir, dir, done.recorded.snapshots.len()));
+        let shown = match &remote {
+            Some(r) => PathBuf::from(r.url.to_string()),
+            None => dir.clone(),
+        };
+        crate::term::eprint(&verdict_and_next(
+            dir,
+            &shown,
+            done.recorded.snapshots.len(),
+        ));
+    }
+    if let Some(r) = &remote {
+        r.remove_spool();
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -63,6 +63,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         filtered.push_str("; ");
         filtered.push_str(leaktrail_analysis::profile::STACKLESS);
     }
+    if let Some(t) = after.before_attach {
+        filtered.push_str("; ");
+        filtered.push_str(&leaktrail_analysis::profile::before_attach_note(t));
+    }
     let name = |p: &Path| {
         p.file_name().map_or_else(
             || p.display().to_string(),

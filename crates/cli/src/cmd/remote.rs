@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use leaktrail_capture::supervise::{RecordOptions, SampleHook, SnapshotHook};
 use leaktrail_store::{S3Url, Store, Synced};
 
 /// The shortest time between two uploads of the watch series.
@@ -82,6 +83,28 @@ impl Remote {
     /// The local directory to record into.
     pub fn dir(&self) -> &Path {
         &self.spool
+    }
+
+    /// Makes `record` record into the spool and stream here: each snapshot
+    /// uploaded once complete, after the hook already set (an export), and
+    /// the series as it is sampled, before the sample hook already set (a
+    /// live line).
+    pub fn stream(&self, record: &mut RecordOptions) {
+        record.out = Some(self.spool.clone());
+        let (upload, before) = (self.snapshot_uploader(), record.after_snapshot.take());
+        record.after_snapshot = Some(SnapshotHook(Arc::new(move |snap: &Path| {
+            if let Some(h) = &before {
+                (h.0)(snap)?;
+            }
+            upload(snap)
+        })));
+        let (series, shown) = (self.on_sample(), record.on_sample.take());
+        record.on_sample = Some(SampleHook(Arc::new(move |meta, samples| {
+            series(samples.len());
+            if let Some(h) = &shown {
+                (h.0)(meta, samples);
+            }
+        })));
     }
 
     /// What to upload a finished snapshot with, from any thread (the

@@ -97,5 +97,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if inv.profiles.iter().any(|p| p.stackless) {
         println!("{}", leaktrail_analysis::profile::STACKLESS);
     }
+    if let Some(t) = inv.profiles.iter().rev().find_map(|p| p.before_attach) {
+        println!("{}", leaktrail_analysis::profile::before_attach_note(t));
+    }
     Ok(ExitCode::SUCCESS)
 }

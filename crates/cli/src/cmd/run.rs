@@ -63,14 +63,6 @@ Examples:
 pub struct Args {
     #[command(flatten)]
     pub trace: TraceFlags,
-    /// Sample by bytes instead of recording every block: a block of S bytes
-    /// keeps its stack with probability 1 - exp(-S/BYTES) (a Poisson process
-    /// over the bytes allocated, as tcmalloc and heapprofd sample); the
-    /// others are only counted in their size class. Every view then shows
-    /// estimates scaled by the rate. BYTES: 65536, 512K, 2MiB; without a
-    /// value 512KiB.
-    #[arg(long, value_name = "BYTES", num_args = 0..=1, default_missing_value = "512KiB", value_parser = parse_bytes)]
-    pub sample: Option<u64>,
     /// What snapshots capture: full (all writable memory), tables (the audit
     /// only), none (notes only).
     #[arg(long, default_value_t = MemoryMode::Full, value_parser = str::parse::<MemoryMode>)]
@@ -142,6 +134,14 @@ pub struct TraceFlags {
     /// Keep at most N periodic snapshots: the first and the newest N-1.
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
+    /// Sample by bytes instead of recording every block: a block of S bytes
+    /// keeps its stack with probability 1 - exp(-S/BYTES) (a Poisson process
+    /// over the bytes allocated, as tcmalloc and heapprofd sample); the
+    /// others are only counted in their size class. Every view then shows
+    /// estimates scaled by the rate. BYTES: 65536, 512K, 2MiB; without a
+    /// value 512KiB.
+    #[arg(long, value_name = "BYTES", num_args = 0..=1, default_missing_value = "512KiB", value_parser = parse_bytes)]
+    pub sample: Option<u64>,
 }
 
 impl TraceFlags {
@@ -150,6 +150,7 @@ impl TraceFlags {
         let mut opts = supervise::TraceOptions::new(library);
         opts.unwind = self.unwind;
         opts.depth = self.depth;
+        opts.sample = self.sample.unwrap_or(0);
         opts
     }
 
@@ -220,8 +221,7 @@ fn parse_every(s: &str) -> Result<Duration, String> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locate the leaktrail binary")?;
     let library = supervise::find_library(&exe, Some(PRELOAD))?;
-    let mut opts = args.trace.options(library);
-    opts.sample = args.sample.unwrap_or(0);
+    let opts = args.trace.options(library);
     let node = node::is_node(&args.command[0]);
     let argv = if node && !args.no_node_flags {
         node::with_symbol_flags(&args.command)
@@ -283,10 +283,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?
     } else {
         let mut record = RecordOptions::default();
-        record.out = match &remote {
-            Some(r) => Some(r.dir().to_path_buf()),
-            None => args.out.clone(),
-        };
+        record.out = args.out.clone();
         args.trace.schedule(&mut record);
         record.snapshots = Periodic::new(args.memory);
         record.snapshots.method = args.method;
@@ -294,18 +291,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         record.snapshots.full_every = args.full_every;
         record.snapshots.verbose = args.verbose;
         record.interval = args.interval;
-        let export = tables.map(|out| (out, args.labels.options(false)));
-        let upload = remote.as_ref().map(Remote::snapshot_uploader);
-        if export.is_some() || upload.is_some() {
+        if let Some(out) = tables {
+            let opts = args.labels.options(false);
             record.after_snapshot = Some(supervise::SnapshotHook(Arc::new(move |snap: &Path| {
-                if let Some((out, opts)) = &export {
-                    out.write(snap, opts)
-                        .map_err(|e| format!("export: {e:#}"))?;
-                }
-                if let Some(upload) = &upload {
-                    upload(snap)?;
-                }
-                Ok(())
+                out.write(snap, &opts)
+                    .map(|_| ())
+                    .map_err(|e| format!("export: {e:#}"))
             })));
         }
         let live = std::sync::Arc::new(crate::term::LiveLine::new());
@@ -334,13 +325,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(r) = &remote {
             // The series streams to the store, and the live line (if any)
             // still shows.
-            let (stream, shown) = (r.on_sample(), record.on_sample.take());
-            record.on_sample = Some(supervise::SampleHook(Arc::new(move |meta, samples| {
-                stream(samples.len());
-                if let Some(h) = &shown {
-                    (h.0)(meta, samples);
-                }
-            })));
+            r.stream(&mut record);
         }
         let recorded = if args.live {
             // The recording on a thread of its own, the view on this one.

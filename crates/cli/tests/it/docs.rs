@@ -241,6 +241,7 @@ fn placeholder(fx: &Fixture, word: &str, prev: &str, fresh: &mut dyn FnMut() -> 
         ("M", _) => "0x7".into(),
         ("D", _) => "4096".into(),
         ("LEN", _) => "64".into(),
+        ("BYTES", _) => "512K".into(),
         ("TEXT", _) => "docs".into(),
         ("ID", _) => "v42".into(),
         ("EXT", _) => "txt".into(),

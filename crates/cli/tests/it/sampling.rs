@@ -51,7 +51,7 @@ fn exit_snapshot(dir: &Path) -> PathBuf {
 }
 
 /// `bufs --group-by stack --json`'s group whose innermost frame is `leaf`.
-fn group<'a>(doc: &'a Value, leaf: &str) -> &'a Value {
+pub(crate) fn group<'a>(doc: &'a Value, leaf: &str) -> &'a Value {
     doc["groups"]
         .as_array()
         .expect("groups")
@@ -60,7 +60,7 @@ fn group<'a>(doc: &'a Value, leaf: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no group at {leaf}: {doc:#}"))
 }
 
-fn groups(snap: &Path) -> Value {
+pub(crate) fn groups(snap: &Path) -> Value {
     json(
         leaktrail()
             .args(["bufs", "--group-by", "stack", "--json"])
@@ -70,7 +70,7 @@ fn groups(snap: &Path) -> Value {
 
 /// Four standard deviations of the estimated count of `n` blocks of `size`
 /// bytes sampled at `rate`.
-fn bound(n: u64, size: u64, rate: u64) -> f64 {
+pub(crate) fn bound(n: u64, size: u64, rate: u64) -> f64 {
     let p = 1.0 - (-(size as f64) / rate as f64).exp();
     4.0 * (n as f64 * (1.0 - p) / p).sqrt()
 }

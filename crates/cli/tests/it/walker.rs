@@ -132,7 +132,7 @@ fn issue_11_the_newest_block_leaked_is_definitely_lost_not_kept_by_mallocs_top()
 
 /// What `malloc_usable_size` gives a request of `n` bytes on x86_64
 /// glibc: the chunk (`n` + 8, rounded up to 16, at least 32) less 8.
-fn usable(n: u64) -> u64 {
+pub(crate) fn usable(n: u64) -> u64 {
     ((n + 8 + 15) & !15).max(32) - 8
 }
 

@@ -131,7 +131,7 @@ pub fn text(l: &Leaks, opts: &LeaksOptions) -> String {
             count(g.example_size),
             super::type_words(g.type_name.as_deref(), g.size_class)
         );
-        stack(&mut o, &g.stack, "    ");
+        super::group_stack(&mut o, &g.stack, g.before_attach, "    ");
     }
     for g in l.libc_groups.iter().filter(|_| opts.show_libc) {
         let _ = writeln!(

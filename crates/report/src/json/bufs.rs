@@ -44,6 +44,8 @@ pub struct StackGroupRecord<'a> {
     type_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     size_class: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    before_attach: bool,
 }
 
 impl<'a> From<&'a Buf> for BufRecord<'a> {
@@ -70,6 +72,7 @@ impl<'a> From<&'a StackGroup> for StackGroupRecord<'a> {
             stack: frame::stack(&g.stack),
             type_name: g.type_name.as_deref(),
             size_class: g.size_class,
+            before_attach: g.before_attach,
         }
     }
 }
@@ -124,6 +127,7 @@ mod tests {
                 stack: vec![],
                 type_name: Some("<C string>".into()),
                 size_class: Some(32),
+                before_attach: false,
             }],
         };
         assert_json(

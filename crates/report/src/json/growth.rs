@@ -130,6 +130,8 @@ pub struct ObservationRecord<'a> {
     live_bytes: u64,
     live_count: u64,
     stackless: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before_attach: Option<super::leaks::TallyRecord>,
 }
 
 /// A point of a series.
@@ -186,6 +188,7 @@ impl<'a> From<&'a Observation> for ObservationRecord<'a> {
             live_bytes: o.live_bytes,
             live_count: o.live_count,
             stackless: o.stackless,
+            before_attach: o.before_attach.map(Into::into),
         }
     }
 }
@@ -308,6 +311,7 @@ mod tests {
                 live_bytes: 64,
                 live_count: 2,
                 stackless: false,
+                before_attach: None,
             }],
             span_seconds: 1.5,
             noise_bytes: 4.0,

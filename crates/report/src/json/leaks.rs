@@ -61,6 +61,8 @@ pub struct LeakGroupRecord<'a> {
     type_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     size_class: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    before_attach: bool,
 }
 
 impl From<Tally> for TallyRecord {
@@ -87,6 +89,7 @@ impl<'a> From<&'a Group> for LeakGroupRecord<'a> {
             indirect_blocks: g.indirect_blocks,
             type_name: g.type_name.as_deref(),
             size_class: g.size_class,
+            before_attach: g.before_attach,
         }
     }
 }
@@ -158,6 +161,7 @@ mod tests {
                 indirect_blocks: None,
                 type_name: None,
                 size_class: None,
+                before_attach: false,
             }],
             scanned_bytes: 100,
             root_bytes: 50,
