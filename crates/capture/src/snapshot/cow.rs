@@ -161,6 +161,11 @@ impl Forker {
     /// marked `MADV_DONTFORK` again by [`Forker::fork`], in the target
     /// only: the image keeps them.
     pub fn keep_on_fork(&mut self, ranges: &[(u64, u64)]) -> usize {
+        if ranges.is_empty() {
+            // Nothing to do, and nothing to touch: reading below a stack
+            // pointer faults pages in, which changes what pagemap says.
+            return 0;
+        }
         // The iovecs go on the thread's stack: as many per call as it has
         // room for (16 bytes each).
         let Some(per_call) = [IOVECS_PER_CALL, 256, 32]
