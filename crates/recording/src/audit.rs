@@ -786,6 +786,25 @@ mod tests {
     }
 
     #[test]
+    fn entries_past_the_address_space_are_skipped_and_counted() {
+        let entry = |addr: u64, size: u64| {
+            let mut e = [0u8; LIVE_ENTRY_BYTES as usize];
+            e[0..8].copy_from_slice(&addr.to_le_bytes());
+            e[8..16].copy_from_slice(&size.to_le_bytes());
+            e
+        };
+        let mut raw = Vec::new();
+        raw.extend_from_slice(&entry(0x5000, 64));
+        raw.extend_from_slice(&entry(0x6000, 1 << 62));
+        raw.extend_from_slice(&entry(EMPTY, 0));
+        raw.extend_from_slice(&entry(u64::MAX - 8, 16));
+        let mut out = Vec::new();
+        assert_eq!(push_entries(&raw, &mut out), 2);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].addr, out[0].size), (0x5000, 64));
+    }
+
+    #[test]
     fn a_version_2_region_has_its_sites_and_peak() {
         let at = 0x7000_0000_0000u64;
         let audit = decode(&region_with_one_site(at, 2), at).unwrap();

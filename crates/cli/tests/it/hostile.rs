@@ -405,15 +405,6 @@ fn corrupt_snapshots_are_one_line_never_an_abort() {
         for cmd in ["info", "leaks", "caches"] {
             assert_survives(cmd, &path, what);
         }
-        if *what == "a live block of 2^62 bytes" {
-            // The one scribbled entry is skipped, and counted where a
-            // user looks: info, and the warnings of leaks.
-            let info =
-                support::leaktrail_json(["info".as_ref(), "--json".as_ref(), path.as_os_str()]);
-            assert_eq!(info["audit"]["corrupt_entries"], 1, "{info:#}");
-            let text = support::stdout(leaktrail().arg("leaks").arg(&path));
-            assert!(text.contains("1 audit entries were corrupt"), "{text}");
-        }
     }
 
     // Not a file at all: one line, never a hang.
