@@ -11,9 +11,11 @@ takes, --runs times each and interleaved, a bare fork of the target by
 itself (the kernel's cost, no ptrace: the floor of any fork-based pause),
 a default leaktrail snapshot, a `--method stop` one and a gcore. The
 pause is the ticker's longest gap between two wake-ups, as the target
-lived it. Medians per size, ms per GiB of heap, ratios against
-stop-and-copy measured in the same run, and where copy-on-write's pause
-went, phase by phase (leaktrail's `-v`).
+lived it; beside it, the longest gap over as long a window without a
+snapshot (on a busy machine the ticker waits for a CPU now and then).
+Medians per size, ms per GiB of heap, ratios against stop-and-copy
+measured in the same run, and where copy-on-write's pause went, phase by
+phase (leaktrail's `-v`).
 
 Memory: before each size the script checks that MemAvailable holds the
 heap, the window (what the image duplicates) and 1 GiB to spare, and
@@ -50,6 +52,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -116,9 +119,19 @@ def mem_available_mib():
 
 def leaktrail_pause(tool, t, out, extra):
     t.reset()
+    started = time.monotonic()
     row = snap(tool, t, out, extra)
     row["gap"] = t.gap_ns() / 1e9
+    row["wall"] = time.monotonic() - started
     return row
+
+
+def no_snapshot(t, secs):
+    """The ticker's longest gap over `secs` without any snapshot: what the
+    machine's other work costs it (the floor under every gap measured)."""
+    t.reset()
+    time.sleep(secs)
+    return {"gap": t.gap_ns() / 1e9}
 
 
 def gcore_pause(t, prefix):
@@ -156,9 +169,11 @@ def pauses(tool, exe, args):
     print(f"{args.runs} runs per size and method, interleaved; medians; the target writes 64 pages/ms"
           f" round its first {args.window} MiB (its working set: copy-on-write duplicates what is"
           " written while the image lives)")
-    print("fork: the target forking itself, no ptrace (the kernel's floor); cow: the pause the target"
-          " saw, then leaktrail's own measure of it and of the fork inside it\n")
-    header = (f"{'heap':>12} | {'fork':>8} | {'cow pause':>10} {'ms/GiB':>7} {'ours':>8} {'fork in':>8}"
+    print("idle: the target's longest gap over as long a window as a cow snapshot took, without one"
+          " (the machine's other work); fork: the target forking itself, no ptrace (the kernel's"
+          " floor); cow: the pause the target saw, then leaktrail's own measure of it and of the fork"
+          " inside it\n")
+    header = (f"{'heap':>12} | {'idle':>7} | {'fork':>8} | {'cow pause':>10} {'ms/GiB':>7} {'ours':>8} {'fork in':>8}"
               f" {'cpu':>6} | {'stop pause':>10} {'ms/GiB':>7} | {'gcore pause':>11} | {'stop/cow':>8}"
               f" {'gcore/cow':>9}")
     print(header)
@@ -174,7 +189,7 @@ def pauses(tool, exe, args):
                   f" spare need {need} MiB, MemAvailable is {free} MiB", flush=True)
             continue
         t = Target(exe, mib, "write", pages=pages, window=args.window)
-        fork, cow, stop, gc = [], [], [], []
+        fork, cow, stop, gc, idle = [], [], [], [], []
         try:
             for run in range(args.runs):
                 free = mem_available_mib()
@@ -184,6 +199,7 @@ def pauses(tool, exe, args):
                     break
                 fork.append(bare_fork(t))
                 cow.append(leaktrail_pause(tool, t, os.path.join(args.dir, "cow.core"), ()))
+                idle.append(no_snapshot(t, cow[-1]["wall"]))
                 stop.append(leaktrail_pause(tool, t, os.path.join(args.dir, "stop.core"),
                                             ("--method", "stop")))
                 if not args.no_gcore and mib <= args.gcore_max:
@@ -197,7 +213,7 @@ def pauses(tool, exe, args):
         gib = mib / 1024
         f, c, s = common.med(fork, "gap"), common.med(cow, "gap"), common.med(stop, "gap")
         g = common.med(gc, "gap") if gc else float("nan")
-        print(f"{label:>12} | {f * 1e3:>6.1f}ms | {c * 1e3:>8.1f}ms {c * 1e3 / gib:>7.1f}"
+        print(f"{label:>12} | {common.med(idle, 'gap') * 1e3:>5.1f}ms | {f * 1e3:>6.1f}ms | {c * 1e3:>8.1f}ms {c * 1e3 / gib:>7.1f}"
               f" {common.med(cow, 'pause') * 1e3:>6.1f}ms {common.med(cow, 'fork') * 1e3:>6.1f}ms"
               f" {common.med(cow, 'cpu'):>5.1f}s | {s * 1e3:>8.1f}ms {s * 1e3 / gib:>7.1f} |"
               f" {'n/a' if gc == [] else f'{g * 1e3:.1f}ms':>11} | {s / c:>7.1f}x"
