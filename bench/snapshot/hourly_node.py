@@ -17,10 +17,14 @@ base per chain (a recording's --full-every; here one per hour). With
 intervals show how the changed set grows with the interval (it
 saturates: V8 rewrites the same young space again and again).
 
-First (--pause-runs), the pause of a copy-on-write and a stop-and-copy
-snapshot of the same service, interleaved, as leaktrail measures it.
+First (--pause-runs), the pause of a copy-on-write snapshot, a
+stop-and-copy one and a gcore of the same service, interleaved, two ways:
+from inside, the longest gap the service's event loop saw (service.js: a
+1 ms timer's lateness), and leaktrail's own measure. Each run also
+measures the event loop's longest gap over as long a window without any
+snapshot (GC and the request loop): the baseline any pause stands on.
 
-Usage: bench/snapshot/hourly_node.py [--mib 1024] [--rate 200] [--pause-runs 3]
+Usage: bench/snapshot/hourly_node.py [--mib 1024] [--rate 200] [--pause-runs 3] [--no-gcore]
                                      [--intervals 30,120,600] [--dir DIR]
        (--intervals '' measures the pauses only)
 """
@@ -34,7 +38,24 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.dirname(HERE))
+import common  # noqa: E402
+
+ROOT = common.ROOT
+
+
+class Service(common.LineTarget):
+    """service.js: answers 'r' and 'g' (its event loop's longest gap)
+    between its once-a-minute "served" lines."""
+
+    def ask(self, c):
+        answer = super().ask(c)
+        while answer.startswith("served "):
+            answer = self.p.stdout.readline().strip()
+        return answer
+
+    def gap_ms(self):
+        return int(self.ask("g").split()[1]) / 1e6
 
 
 def snap(tool, pid, out, extra=()):
@@ -45,7 +66,60 @@ def snap(tool, pid, out, extra=()):
     m = re.search(r"cost: .*?pause ([0-9.]+) ms", r.stdout)
     dc = re.search(r"with ([0-9.]+) MiB of MADV_DONTFORK memory", r.stdout)
     snap.dontfork_mib = float(dc.group(1)) if dc else 0.0
+    snap.phases = next((l for l in r.stdout.splitlines() if l.startswith("phases:")), "")
     return os.path.getsize(out), float(m.group(1)) if m else float("nan")
+
+
+def pauses(tool, node, args):
+    """The pause of each method, from inside (the event loop) and by
+    leaktrail's measure, interleaved; medians."""
+    methods = ["cow", "stop"] + ([] if args.no_gcore else ["gcore"])
+    inside = {m: [] for m in ["none"] + methods}
+    ours = {"cow": [], "stop": []}
+    dontfork, phases = [], []
+    core = os.path.join(args.dir, "node-pause.core")
+    for _ in range(args.pause_runs):
+        window = 0.0
+        for method in methods:
+            assert node.ask("r") == "reset"
+            started = time.monotonic()
+            try:
+                if method == "gcore":
+                    r = subprocess.run(["gcore", "-o", core, str(node.pid)], capture_output=True,
+                                       text=True)
+                    if r.returncode != 0:
+                        raise SystemExit(f"gcore failed: {r.stderr}")
+                else:
+                    ours[method].append(snap(tool, node.pid, core, ("--method", method))[1])
+                    if method == "cow":
+                        dontfork.append(snap.dontfork_mib)
+                        phases.append((ours["cow"][-1], snap.phases))
+            finally:
+                for p in (core, f"{core}.{node.pid}"):
+                    if os.path.exists(p):
+                        os.unlink(p)
+            window = max(window, time.monotonic() - started)
+            inside[method].append(node.gap_ms())
+        # The baseline: as long a window without a snapshot.
+        assert node.ask("r") == "reset"
+        time.sleep(window)
+        inside["none"].append(node.gap_ms())
+    med = {m: statistics.median(v) for m, v in inside.items()}
+    c, s = (statistics.median(ours[m]) for m in ("cow", "stop"))
+    print(f"pause, median of {args.pause_runs} runs (ms): inside = the longest gap in the service's event"
+          " loop (a 1 ms timer's lateness); leaktrail = its own measure")
+    print(f"  {'':>6} {'inside':>9} {'leaktrail':>10}")
+    print(f"  {'none':>6} {med['none']:>9.1f} {'-':>10}   (no snapshot: GC and requests, the baseline)")
+    print(f"  {'cow':>6} {med['cow']:>9.1f} {c:>10.1f}")
+    print(f"  {'stop':>6} {med['stop']:>9.1f} {s:>10.1f}")
+    if "gcore" in med:
+        print(f"  {'gcore':>6} {med['gcore']:>9.1f} {'-':>10}")
+    print(f"  stop/cow: inside {med['stop'] / med['cow']:.1f}x, leaktrail {s / c:.1f}x"
+          + (f"; gcore/cow inside {med['gcore'] / med['cow']:.1f}x" if "gcore" in med else ""))
+    print(f"  V8's MADV_DONTFORK heap in the image: {statistics.median(dontfork):.0f} MiB"
+          " (copied from it after the release)")
+    # Where the pause went, in the cow run of median pause.
+    print(f"  cow, the median run's {sorted(phases)[len(phases) // 2][1]}")
 
 
 def main():
@@ -54,40 +128,23 @@ def main():
     ap.add_argument("--rate", type=int, default=200, help="requests per second")
     ap.add_argument("--intervals", default="30,120,600", help="seconds between snapshots, in order")
     ap.add_argument("--pause-runs", type=int, default=3,
-                    help="first, this many cow and stop snapshots, interleaved: their pauses")
+                    help="first, this many cow, stop and gcore snapshots, interleaved: their pauses")
     ap.add_argument("--dir", default=os.path.join(ROOT, "target", "bench-snapshot"))
     ap.add_argument("--leaktrail", default=None)
+    ap.add_argument("--no-gcore", action="store_true", help="leave gcore out of the pause runs")
     args = ap.parse_args()
-    tool = args.leaktrail or next((p for p in (os.path.join(ROOT, "target", c, "leaktrail")
-                                              for c in ("release", "debug")) if os.path.exists(p)), None)
-    if tool is None:
-        raise SystemExit("build leaktrail first: cargo build --release -p leaktrail")
+    tool = common.leaktrail(args.leaktrail)
     os.makedirs(args.dir, exist_ok=True)
-    node = subprocess.Popen(["node", "--max-old-space-size=4096", os.path.join(HERE, "service.js"),
-                             str(args.mib), str(args.rate)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    line = node.stdout.readline()
-    if not line.startswith("ready "):
-        raise SystemExit(f"service did not start: {line!r}")
-    pid, rss = int(line.split()[1]), int(line.split()[2])
+    node = Service(["node", "--max-old-space-size=4096", os.path.join(HERE, "service.js"),
+                    str(args.mib), str(args.rate)], "service")
+    pid, rss = node.pid, int(node.ready.split()[2])
     print(f"leaktrail: {tool}; service pid {pid}, {rss} MiB resident, {args.rate} requests/s")
     mib = 2**20
     chain = [os.path.join(args.dir, "node-h0.core")]
+    rows = []
     try:
         if args.pause_runs:
-            pauses = {"cow": [], "stop": []}
-            dontfork = []
-            for _ in range(args.pause_runs):
-                for method in pauses:
-                    p = os.path.join(args.dir, "node-pause.core")
-                    pauses[method].append(snap(tool, pid, p, ("--method", method))[1])
-                    if method == "cow":
-                        dontfork.append(snap.dontfork_mib)
-                    os.unlink(p)
-            c, s = (statistics.median(pauses[m]) for m in ("cow", "stop"))
-            print(f"pause (leaktrail's measure), median of {args.pause_runs}: cow {c:.1f} ms,"
-                  f" stop {s:.1f} ms, stop/cow {s / c:.1f}x (V8's MADV_DONTFORK heap in the image:"
-                  f" {statistics.median(dontfork):.0f} MiB, copied after the release)")
+            pauses(tool, node, args)
         if not args.intervals:
             return
         base, _ = snap(tool, pid, chain[0])
@@ -105,9 +162,7 @@ def main():
             print(f"{secs:>8}s | {f / mib:>5.0f} MiB | {inc / mib:>7.1f} MiB | {f / inc:>7.1f}x |"
                   f" {pause:>6.1f} ms", flush=True)
     finally:
-        node.stdin.write("q")
-        node.stdin.flush()
-        node.wait(timeout=60)
+        node.close()
         for p in chain:
             if os.path.exists(p):
                 os.unlink(p)

@@ -8,7 +8,14 @@
 //
 // Usage: node --max-old-space-size=4096 service.js [MIB [REQUESTS_PER_S]]
 // stdout: "ready PID RSS_MIB" once built; then one line per minute:
-// "served N rss RSS_MIB".
+// "served N rss RSS_MIB". On stdin: 'r' resets the event loop's longest
+// gap (answers "reset"), 'g' answers "gap NS", 'q' exits.
+//
+// The gap is the pause as the service lived it: a 1 ms timer notes how
+// late each of its turns came (the time since the one before, minus the
+// millisecond); a snapshot that stops every thread delays it by the stop.
+// GC pauses and the request loop count too: the benchmark measures the
+// same window without a snapshot as the baseline.
 'use strict';
 const mib = Number(process.argv[2] || 1024);
 const rate = Number(process.argv[3] || 200);
@@ -61,6 +68,24 @@ setInterval(() => {
   for (let i = 0; i < (rate * tick) / 1000; i++) request();
 }, tick);
 setInterval(() => console.log(`served ${served} rss ${Math.round(rss())}`), 60000);
+
+const now = () => process.hrtime.bigint();
+let last = now();
+let longest = 0n;
+setInterval(() => {
+  const t = now();
+  const gap = t - last - 1000000n;
+  if (gap > longest) longest = gap;
+  last = t;
+}, 1);
 process.stdin.on('data', (d) => {
-  if (d.includes('q')) process.exit(0);
+  for (const c of d.toString()) {
+    if (c === 'q') process.exit(0);
+    if (c === 'r') {
+      longest = 0n;
+      last = now();
+      console.log('reset');
+    }
+    if (c === 'g') console.log(`gap ${longest}`);
+  }
 });

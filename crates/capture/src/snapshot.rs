@@ -180,21 +180,39 @@ pub struct Outcome {
     pub dontfork_in_image: u64,
 }
 
-/// Where the pause went, each measured from the first seize.
+/// Where the pause went, phase by phase, in order; they add up to the
+/// pause.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Phases {
-    /// Every thread stopped and its registers read.
-    pub stopped: Duration,
-    /// `/proc/PID/maps` read (smaps is read before the stop).
+    /// Seizing and interrupting every thread, collecting the stops, and
+    /// reading their registers.
+    pub stop: Duration,
+    /// Reading `/proc/PID/maps` (smaps is read before the stop) and
+    /// classifying the mappings.
     pub maps: Duration,
-    /// Memory copied (to the staging area, or streamed to the file); for
-    /// copy-on-write, the image forked.
-    pub copied: Duration,
-    /// Copy-on-write: how long the kernel took to fork the image (mostly
-    /// copying the page tables: one entry per 4 KiB page), inside the
-    /// pause.
+    /// Audit headers and their ranges, ELF headers, the plan, and the
+    /// thread to fork in.
+    pub probes: Duration,
+    /// Copy-on-write: what a fork would not carry (`MADV_DONTFORK` memory
+    /// marked for the fork, or copied; `MADV_WIPEONFORK` memory copied)
+    /// and the soft-dirty bits.
+    pub not_in_fork: Duration,
+    /// Copy-on-write: the injected fork, from setting up the call to the
+    /// kernel's clone event (`fork` and our ptrace round trips).
+    pub fork_call: Duration,
+    /// Copy-on-write: the kernel's part of `fork_call`, from the clone's
+    /// syscall-entry stop to its clone event (mostly copying the page
+    /// tables: one entry per 4 KiB page).
     pub fork: Duration,
+    /// Copy-on-write with `MADV_DONTFORK` memory in the image: ending the
+    /// clone and giving the advice back.
+    pub advice_back: Duration,
+    /// Stop-and-copy: the copy (to the staging area, or streamed to the
+    /// file).
+    pub copy: Duration,
+    /// Letting the threads go.
+    pub release: Duration,
     /// Whether the copy went to the staging area (the file was written
     /// after the release) rather than straight to the file.
     pub staged: bool,
@@ -275,6 +293,24 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         output::suffixed_temporary(&path),
         output::Kind::Seekable,
     )?;
+    // Soft-dirty bits (see below): whether the kernel has them, and which
+    // snapshot's epoch the process is in, found out before the stop. The
+    // epoch's owner is named beside the output before the bits are
+    // cleared: a snapshot that cleared them and then failed leaves a name
+    // no base has, and the next one trusts no bit. Only a snapshot holding
+    // the recording's lock writes that file.
+    let mut epoch = options.track_changes
+        && options.memory == MemoryMode::Full
+        && pagemap::soft_dirty_supported();
+    let id = metadata::new_id();
+    let epoch_file = path
+        .parent()
+        .map_or_else(|| PathBuf::from(EPOCH_FILE), |d| d.join(EPOCH_FILE));
+    let owner = std::fs::read_to_string(&epoch_file).unwrap_or_default();
+    if cow {
+        // Tried once per process: before the stop, not inside it.
+        cow::keep_on_fork_supported();
+    }
     interrupt::check(pid)?;
 
     // While the target is stopped, its CPU time is ours to spend: ask for
@@ -290,6 +326,9 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     // the threads go before the image is ended (ending it stops one thread
     // again to reap it).
     let mut image: Option<cow::Image> = None;
+    // A child a failed fork made all the same: ended once the world has
+    // let the threads go (reaping it stops one of them again).
+    let mut failed_image: Option<Box<cow::Image>> = None;
     let mut world = ptrace::World::stop(pid, options.stop_timeout)?;
     let fault = std::env::var_os("LEAKTRAIL_TEST_FAULT");
     if fault.as_ref().is_some_and(|v| v == "exit-during-capture") {
@@ -307,56 +346,28 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     }
     interrupt::check(pid)?;
     let t_stopped = stop_started.elapsed();
-    let maps = maps::with_details(
+    let mut maps = maps::with_details(
         parse_maps(mm, "maps", &read_proc(mm, "maps", true)?)?,
         &before,
     );
-    drop(before);
     interrupt::check(pid)?;
-    let t_maps = stop_started.elapsed();
     let stacks: Vec<u64> = world
         .threads()
         .iter()
         .map(|t| reg(&t.regs, note::REG_RSP))
         .collect();
-    let mut maps = maps;
     maps::classify(&mut maps, &stacks);
+    let t_maps = stop_started.elapsed();
     let mut copier = Copier::new(mm);
 
-    // Audit headers: a page-aligned magic at the start of an anonymous
-    // read-write mapping.
-    let mut audit_headers = Vec::new();
-    for m in maps
-        .iter()
-        .filter(|m| m.is_read_write() && m.is_anonymous() && m.size() >= HEADER_MAPPING_BYTES)
-    {
-        let mut magic = [0u8; 8];
-        if copier.probe(m.start, &mut magic) && audit::is_header(&magic) {
-            audit_headers.push(m.start);
-        }
-    }
-    let mut audit_ranges = Vec::new();
-    if options.memory != MemoryMode::None {
-        let live =
-            crate::memory::ProcessMemory::new(mm, maps.iter().map(|m| (m.start, m.end)).collect());
-        for &h in &audit_headers {
-            audit_ranges.extend(audit::locate(&live, h));
-        }
-    }
-    let mut elf_heads = HashSet::new();
-    if options.memory != MemoryMode::None {
-        for m in maps
-            .iter()
-            .filter(|m| m.is_file() && m.offset == 0 && m.is_readable())
-        {
-            let mut magic = [0u8; 4];
-            if copier.probe(m.start, &mut magic) && magic == *b"\x7fELF" {
-                elf_heads.insert(m.start);
-            }
-        }
-    }
-    interrupt::check(pid)?;
-    let mut loads = plan(&maps, options.memory, &audit_ranges, &elf_heads);
+    // What to capture is planned first from the maps alone. With
+    // copy-on-write, the probes (audit headers, ELF headers) then read the
+    // image after the release, when it lacks nothing they could read or
+    // add to the plan: no readable mapping that is MADV_WIPEONFORK, or
+    // MADV_DONTFORK and not given to the image. Otherwise they read the
+    // stopped target here, and what they add that the image lacks is
+    // copied before the fork with the rest.
+    let mut loads = plan(&maps, options.memory, &[], &HashSet::new());
     let mut forker = None;
     if cow && loads.iter().any(|l| l.filesz > 0) {
         match cow::Forker::choose(pid, &world) {
@@ -374,21 +385,39 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     // right after it): then they are copied from the image after the
     // release, like the rest.
     let mut in_image = HashSet::new();
+    let mut t_keep = Duration::ZERO;
     if let Some(f) = forker.as_mut().filter(|_| cow::keep_on_fork_supported()) {
+        let with_data: HashSet<usize> = loads
+            .iter()
+            .filter(|l| l.filesz > 0)
+            .map(|l| l.mapping)
+            .collect();
         let ranges: Vec<(u64, u64)> = maps
             .iter()
             .enumerate()
             .filter(|(i, m)| {
-                m.has_flag("dc")
-                    && !m.has_flag("wf")
-                    && !m.has_flag("io")
-                    && loads.iter().any(|l| l.mapping == *i && l.filesz > 0)
+                m.has_flag("dc") && !m.has_flag("wf") && !m.has_flag("io") && with_data.contains(i)
             })
             .map(|(_, m)| (m.start, m.end))
             .collect();
+        let at = Instant::now();
         let kept = f.keep_on_fork(&ranges);
+        t_keep = at.elapsed();
         in_image.extend(ranges[..kept].iter().map(|r| r.0));
     }
+    let probes_after = cow
+        && maps.iter().all(|m| {
+            !lacks_in_image(m)
+                || in_image.contains(&m.start)
+                || !m.is_readable()
+                || m.has_flag("io")
+        });
+    let mut probed = Probes::default();
+    if !probes_after {
+        (probed, loads) = Probes::planned(mm, &maps, options.memory);
+    }
+    interrupt::check(pid)?;
+    let t_probed = stop_started.elapsed();
     // What the image will still lack (MADV_DONTFORK not taken in,
     // MADV_WIPEONFORK) is copied now, before the fork: the fork is the last
     // thing the pause holds. In one parallel copy.
@@ -420,17 +449,6 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     // Soft-dirty bits: read those of the pages the base may still hold,
     // then start a new epoch for the next snapshot; both while stopped.
     let mut clean = Vec::new();
-    let mut epoch = options.track_changes
-        && options.memory == MemoryMode::Full
-        && pagemap::soft_dirty_supported();
-    // The epoch's owner is named beside the output before the bits are
-    // cleared: a snapshot that cleared them and then failed leaves a name
-    // no base has, and the next one trusts no bit.
-    let id = metadata::new_id();
-    let epoch_file = path
-        .parent()
-        .map_or_else(|| PathBuf::from(EPOCH_FILE), |d| d.join(EPOCH_FILE));
-    let owner = std::fs::read_to_string(&epoch_file).unwrap_or_default();
     if epoch
         && base.as_ref().is_some_and(|b| {
             b.metadata()
@@ -454,21 +472,22 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     let mut base = base;
     let mut note_line = None;
     let mut streamed = None;
-    let mut t_fork = Duration::ZERO;
     // The registers as they were at the stop (the thread that forks is
     // handed over to the image, its own registers saved).
     let threads: Vec<ptrace::Thread> = world.threads().to_vec();
+    let t_carried = stop_started.elapsed();
     if let Some(f) = forker {
         match f.fork(&mut world) {
-            Ok(i) => {
-                t_fork = i.fork_time();
-                image = Some(i);
-            }
-            Err(why) => {
-                refuse_cow(pid, options.method, &why)?;
-                fallback = Some(why);
+            Ok(i) => image = Some(i),
+            Err(f) => {
+                failed_image = f.image;
+                refuse_cow(pid, options.method, &f.why)?;
+                fallback = Some(f.why);
                 // The stop-and-copy below takes these too.
                 early_pieces.clear();
+                if probes_after {
+                    (probed, loads) = Probes::planned(mm, &maps, options.memory);
+                }
             }
         }
     }
@@ -509,6 +528,10 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     world.release()?;
     let pause = stop_started.elapsed();
     drop(boost);
+    drop(before);
+    if let Some(failed) = failed_image.take() {
+        failed.end();
+    }
     if let Some(image) = &mut image {
         // The thread that forked, held inside its clone until now, goes
         // back to what it was doing.
@@ -533,8 +556,16 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     }
     drop(early_vec);
     if let Some(image) = &image {
+        if probes_after {
+            (probed, loads) = Probes::planned(image.pid(), &maps, options.memory);
+        }
         loads = split_sparse(image.pid(), &maps, loads);
     }
+    let Probes {
+        audit_headers,
+        audit_ranges,
+        ..
+    } = probed;
     let staged_pieces = data_pieces(&loads);
     let staged_total: u64 = staged_pieces.iter().map(|p| p.len).sum();
     let mut source = match (&image, &mut staging) {
@@ -586,6 +617,9 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     } else {
         Method::Stop
     };
+    let cow_phases = image
+        .as_ref()
+        .map(|i| (i.call_time(), i.fork_time(), i.advice_back()));
     if let Some(image) = image {
         image.end();
     }
@@ -660,10 +694,23 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         unreadable_bytes: copier.unreadable,
         audit_headers: audit_headers.len(),
         phases: Phases {
-            stopped: t_stopped,
-            maps: t_maps,
-            copied: t_copied,
-            fork: t_fork,
+            stop: t_stopped,
+            maps: t_maps - t_stopped,
+            probes: t_probed - t_maps - t_keep,
+            not_in_fork: if cow_phases.is_some() {
+                t_carried - t_probed + t_keep
+            } else {
+                Duration::ZERO
+            },
+            fork_call: cow_phases.map_or(Duration::ZERO, |c| c.0),
+            fork: cow_phases.map_or(Duration::ZERO, |c| c.1),
+            advice_back: cow_phases.map_or(Duration::ZERO, |c| c.2),
+            copy: if cow_phases.is_some() {
+                Duration::ZERO
+            } else {
+                t_copied - t_probed
+            },
+            release: pause - t_copied,
             staged: method == Method::Stop && streamed.is_none(),
         },
         method,
@@ -774,6 +821,51 @@ pub fn take_into(
 }
 
 impl Outcome {
+    /// Where the pause went, in order: `stop 0.4 ms, maps 0.2 ms, …,
+    /// release 0.1 ms`; what the copy-on-write method adds (the fork, the
+    /// kernel's part of it) or stop-and-copy's copy, and where it went.
+    pub fn phases_line(&self) -> String {
+        let p = &self.phases;
+        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+        let mut parts = vec![
+            format!("stop {}", ms(p.stop)),
+            format!("maps {}", ms(p.maps)),
+            format!("probes {}", ms(p.probes)),
+        ];
+        if self.method == Method::Cow {
+            parts.push(format!("not in a fork {}", ms(p.not_in_fork)));
+            parts.push(format!(
+                "fork {} (the kernel's {})",
+                ms(p.fork_call),
+                ms(p.fork)
+            ));
+            if !p.advice_back.is_zero() {
+                parts.push(format!("advice back {}", ms(p.advice_back)));
+            }
+        } else {
+            parts.push(format!(
+                "copy {} ({})",
+                ms(p.copy),
+                if p.staged {
+                    "staged, file written after the release"
+                } else {
+                    "streamed to the file"
+                }
+            ));
+        }
+        parts.push(format!("release {}", ms(p.release)));
+        format!(
+            "{}; pause {}{}",
+            parts.join(", "),
+            ms(self.pause),
+            if self.method == Method::Cow {
+                ", memory copied from the copy-on-write image after the release"
+            } else {
+                ""
+            }
+        )
+    }
+
     /// One line: the file, how it was taken, the pause, the CPU spent and
     /// the bytes written.
     pub fn summary(&self) -> String {
@@ -991,6 +1083,67 @@ fn staging_estimate(maps: &[Mapping], mode: MemoryMode) -> u64 {
             }
         })
         .sum()
+}
+
+/// What the probes found: audit headers and the ranges their descriptors
+/// name, and the file mappings that start with an ELF header.
+#[derive(Default)]
+struct Probes {
+    audit_headers: Vec<u64>,
+    audit_ranges: Vec<(u64, u64)>,
+    elf_heads: HashSet<u64>,
+}
+
+impl Probes {
+    /// [`Probes::read`], and the plan with what they found.
+    fn planned(pid: i32, maps: &[Mapping], mode: MemoryMode) -> (Probes, Vec<Load>) {
+        let probes = Probes::read(pid, maps, mode);
+        let loads = plan(maps, mode, &probes.audit_ranges, &probes.elf_heads);
+        (probes, loads)
+    }
+
+    /// Reads them from `pid`: the stopped target, or its copy-on-write
+    /// image (which holds every mapping of `maps` the probes read).
+    fn read(pid: i32, maps: &[Mapping], mode: MemoryMode) -> Probes {
+        let mut copier = Copier::new(pid);
+        // Audit headers: a page-aligned magic at the start of an anonymous
+        // read-write mapping. Every candidate in one read (Node.js has
+        // hundreds).
+        let candidates: Vec<u64> = maps
+            .iter()
+            .filter(|m| m.is_read_write() && m.is_anonymous() && m.size() >= HEADER_MAPPING_BYTES)
+            .map(|m| m.start)
+            .collect();
+        let audit_headers: Vec<u64> = candidates
+            .iter()
+            .zip(copier.probe_many::<8>(&candidates))
+            .filter(|(_, magic)| audit::is_header(magic))
+            .map(|(&start, _)| start)
+            .collect();
+        let mut probes = Probes {
+            audit_headers,
+            ..Probes::default()
+        };
+        if mode == MemoryMode::None {
+            return probes;
+        }
+        let memory =
+            crate::memory::ProcessMemory::new(pid, maps.iter().map(|m| (m.start, m.end)).collect());
+        for &h in &probes.audit_headers {
+            probes.audit_ranges.extend(audit::locate(&memory, h));
+        }
+        let heads: Vec<u64> = maps
+            .iter()
+            .filter(|m| m.is_file() && m.offset == 0 && m.is_readable())
+            .map(|m| m.start)
+            .collect();
+        for (&start, magic) in heads.iter().zip(copier.probe_many::<4>(&heads)) {
+            if magic == *b"\x7fELF" {
+                probes.elf_heads.insert(start);
+            }
+        }
+        probes
+    }
 }
 
 /// Whether a forked child lacks `m` (`MADV_DONTFORK`: `dc`) or sees it

@@ -33,6 +33,11 @@ pub(crate) struct Image {
     /// [`Image::settle`] lets that thread go.
     call: Option<inject::Call>,
     fork_time: Duration,
+    /// From setting up the injected clone to its clone event: the kernel's
+    /// fork and our ptrace round trips.
+    call_time: Duration,
+    /// Ending the clone and giving `MADV_DONTFORK` back, inside the pause.
+    advice_back: Duration,
 }
 
 /// Why the copy-on-write method cannot be used for `pid`, checked before
@@ -116,6 +121,9 @@ pub(crate) struct Forker {
     restore: Vec<(u64, u64)>,
     /// How many iovecs one injected call takes (what the stack has room for).
     per_call: usize,
+    /// The thread's priority raised for our calls in it, from the first
+    /// one to the fork's end (see [`Forker::fork`]).
+    boost: Option<Boost>,
 }
 
 impl Forker {
@@ -150,6 +158,7 @@ impl Forker {
             insn,
             restore: Vec::new(),
             per_call: IOVECS_PER_CALL,
+            boost: None,
         })
     }
 
@@ -175,6 +184,10 @@ impl Forker {
             return 0;
         };
         self.per_call = per_call;
+        // Each injected call is two round trips through the scheduler for
+        // this thread: on a busy machine, at nice 0, it waits its turn on
+        // every one of them while the whole process is stopped.
+        self.boost();
         let mut kept = 0;
         for batch in ranges.chunks(per_call) {
             self.restore.extend_from_slice(batch);
@@ -198,6 +211,14 @@ impl Forker {
             }
         }
         kept
+    }
+
+    /// Raises the thread's priority until the fork is over (or the forker
+    /// dropped), once.
+    fn boost(&mut self) {
+        if self.boost.is_none() {
+            self.boost = Some(Boost::of(self.tid, -20));
+        }
     }
 
     /// `process_madvise(PIDFD_SELF, ranges, advice)` in the forker's
@@ -250,14 +271,18 @@ impl Forker {
     /// it back, still within the pause (the target's mappings cannot change
     /// under the call then). `Err` says why not, in a few words (the
     /// snapshot then falls back to stop-and-copy), with every thread still
-    /// stopped in `world` and the advice given back.
-    pub fn fork(mut self, world: &mut World) -> Result<Image, String> {
+    /// stopped in `world` and the advice given back; a child made all the
+    /// same comes with it, for the caller to end once `world` has let the
+    /// threads go ([`Failed`]).
+    pub fn fork(mut self, world: &mut World) -> Result<Image, Failed> {
         let pid = self.pid;
         // The fork is the kernel copying page tables in this thread, at its
         // priority: on a busy machine a nice-0 thread gets a fraction of a
-        // CPU and the whole process waits for it. For the fork only, it gets
-        // the best (as the pause gets our best with `Boost::new`).
-        let boost = Boost::of(self.tid, -20);
+        // CPU and the whole process waits for it. For our calls in it, it
+        // gets the best (as the pause gets our best with `Boost::new`).
+        self.boost();
+        let boost = self.boost.take();
+        let at = Instant::now();
         // clone(flags = 0: no exit signal, nothing shared; stack 0: the
         // child's copy of ours; no tid pointers, no tls).
         let started = inject::Call::start(
@@ -272,21 +297,33 @@ impl Forker {
             Ok(call) => call,
             Err(e) => {
                 self.give_back();
-                return Err(format!("injecting clone failed: {e}"));
+                return Err(Failed::without_image(format!(
+                    "injecting clone failed: {e}"
+                )));
             }
         };
-        if let Some(child) = call.injected().child {
+        let call_time = at.elapsed();
+        // Test seam: ending the clone fails after the child was made (see
+        // the integration test
+        // `a_failed_clone_end_falls_back_to_stop_and_copy_and_leaves_no_child`);
+        // the clone is ended inside the pause then, as with advice to give
+        // back, whatever the kernel.
+        let fail_clone_end =
+            std::env::var_os("LEAKTRAIL_TEST_FAULT").is_some_and(|v| v == "fail-clone-end");
+        if let (Some(child), Some(boost)) = (call.injected().child, &boost) {
             // Its death (page tables freed) is no reason to preempt anyone.
             boost.undo_on(child);
         }
         match call.injected().child {
-            Some(child) if self.restore.is_empty() => {
+            Some(child) if self.restore.is_empty() && !fail_clone_end => {
                 drop(boost);
                 world.hand_over(call.tid());
                 Ok(Image {
                     target: pid,
                     child,
                     fork_time: call.injected().elapsed,
+                    call_time,
+                    advice_back: Duration::ZERO,
                     call: Some(call),
                 })
             }
@@ -294,16 +331,34 @@ impl Forker {
                 let fork_time = call.injected().elapsed;
                 // The image exists: the clone ends, and the thread is back
                 // in its stop (the world lets it go with the others).
-                let image = Image {
+                let mut image = Image {
                     target: pid,
                     child,
                     fork_time,
+                    call_time,
+                    advice_back: Duration::ZERO,
                     call: None,
                 };
-                call.finish()
-                    .map_err(|e| format!("ending the injected clone failed: {e}"))?;
+                let at = Instant::now();
+                let mut ended = call.finish().map(|_| ());
+                if ended.is_ok() && fail_clone_end {
+                    ended = Err(Error::Sys {
+                        what: "test fault".into(),
+                        source: io::ErrorKind::Other.into(),
+                    });
+                }
                 self.give_back();
                 drop(boost);
+                image.advice_back = at.elapsed();
+                if let Err(e) = ended {
+                    // The thread's state is unknown: no image to copy from.
+                    // The child goes back to the caller, to be ended once
+                    // the world has let the threads go.
+                    return Err(Failed {
+                        why: format!("ending the injected clone failed: {e}"),
+                        image: Some(Box::new(image)),
+                    });
+                }
                 Ok(image)
             }
             None => {
@@ -311,9 +366,9 @@ impl Forker {
                 let finished = call.finish();
                 self.give_back();
                 let r = finished
-                    .map_err(|e| format!("injecting clone failed: {e}"))?
+                    .map_err(|e| Failed::without_image(format!("injecting clone failed: {e}")))?
                     .ret;
-                Err(if r < 0 {
+                Err(Failed::without_image(if r < 0 {
                     format!(
                         "clone in the process failed: {}{}",
                         io::Error::from_raw_os_error(-r as i32),
@@ -325,9 +380,25 @@ impl Forker {
                     )
                 } else {
                     format!("clone returned {r} but no child was reported")
-                })
+                }))
             }
         }
+    }
+}
+
+/// Why [`Forker::fork`] gave no image to copy from. A child it made all
+/// the same is `image`: the caller ends it once the world has let every
+/// thread go, since reaping it means stopping a thread of the target
+/// again (ended while the world holds them, it would stay a zombie of
+/// the target's).
+pub(crate) struct Failed {
+    pub why: String,
+    pub image: Option<Box<Image>>,
+}
+
+impl Failed {
+    fn without_image(why: String) -> Failed {
+        Failed { why, image: None }
     }
 }
 
@@ -343,6 +414,17 @@ impl Image {
     /// How long the kernel took to make the image.
     pub fn fork_time(&self) -> Duration {
         self.fork_time
+    }
+
+    /// From setting up the injected clone to the kernel's clone event.
+    pub fn call_time(&self) -> Duration {
+        self.call_time
+    }
+
+    /// Ending the clone and giving `MADV_DONTFORK` back, inside the pause
+    /// (zero when there was none to give back).
+    pub fn advice_back(&self) -> Duration {
+        self.advice_back
     }
 
     /// Lets the thread that forked go: runs its clone to the end, gives

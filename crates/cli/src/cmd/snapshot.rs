@@ -164,20 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     );
     if args.verbose {
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-        let p = outcome.phases;
-        println!(
-            "phases: threads stopped at {:.1} ms, maps read at {:.1} ms, memory copied at {:.1} ms ({}), released at {:.1} ms",
-            ms(p.stopped),
-            ms(p.maps),
-            ms(p.copied),
-            match (outcome.method, p.staged) {
-                (Method::Cow, _) => "forked a copy-on-write image, copied from it after the release",
-                (_, true) => "staged, file written after release",
-                (_, false) => "streamed to the file",
-            },
-            ms(outcome.pause)
-        );
+        println!("phases: {}", outcome.phases_line());
         println!("cost: {}", outcome.summary());
     }
     Ok(ExitCode::SUCCESS)

@@ -256,6 +256,50 @@ fn a_fork_refused_by_a_process_limit_falls_back_to_stop_and_copy_and_says_so() {
     assert_eq!(children.trim(), "", "the failed clone left a child");
 }
 
+/// The children of every thread of `pid` (a clone's child belongs to the
+/// thread that made it), zombies included.
+fn children_of(pid: i32) -> String {
+    let mut all = String::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let path = task.expect("task").path().join("children");
+        all.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+    }
+    all.trim().to_string()
+}
+
+#[test]
+fn a_failed_clone_end_falls_back_to_stop_and_copy_and_leaves_no_child() {
+    // The seam makes ending the injected clone fail after the kernel made
+    // the child, every thread still stopped: the snapshot is taken by
+    // stop-and-copy, and the child (killed, then a zombie of the
+    // target's) is reaped once the threads run again, not left behind.
+    let dir = support::scratch("cow_clone_end");
+    let mut t = Target::spawn("8", "spin");
+    let core = dir.join("fallback.core");
+    let out = snapshot_cmd(t.pid, &core, &["-v"])
+        .env("LEAKTRAIL_TEST_FAULT", "fail-clone-end")
+        .output()
+        .expect("leaktrail");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("copy-on-write not used (ending the injected clone failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("zombie"), "{stderr}");
+    let (method, fallback) = method_of(&core);
+    assert_eq!(method, "stop");
+    assert!(
+        fallback
+            .as_deref()
+            .is_some_and(|f| f.contains("ending the injected clone failed")),
+        "{fallback:?}"
+    );
+    assert_still_image(&core, &t);
+    assert_eq!(children_of(t.pid), "", "the failed clone left a child");
+    assert!(t.ask(b'w').starts_with("passes "), "target stopped writing");
+}
+
 /// Every byte of every range of `full` reads the same in `other`, and both
 /// cover the same addresses.
 fn assert_same_memory(full: &Snapshot, other: &Snapshot) {
