@@ -82,7 +82,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let roots = Roots::parse(&args.roots)?;
     let snap = Snapshot::open(&super::local(&args.snap)?)?;
-    let heap = Heap::open(&snap)?;
+    let heap = Heap::open_every_block(&snap)?;
     heap.require_memory()?;
     let symbolizer = Symbolizer::for_snapshot(&snap);
     let mut opts = LeaksOptions::default();

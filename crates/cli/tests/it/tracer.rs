@@ -768,7 +768,9 @@ fn programs_on_jemalloc_tcmalloc_and_mimalloc_get_their_own_blocks_recorded() {
 
 /// The fixture built against each packaged allocator, linked and in
 /// `LD_PRELOAD`, with glibc's first: (name, program, `LD_PRELOAD`).
-fn on_every_allocator(fixture_name: &str) -> Vec<(&'static str, PathBuf, Option<String>)> {
+pub(crate) fn on_every_allocator(
+    fixture_name: &str,
+) -> Vec<(&'static str, PathBuf, Option<String>)> {
     let glibc = fixture(fixture_name, &[]);
     let mut cases = vec![("glibc", glibc.clone(), None)];
     for (linked, preloaded, flag, library) in [
