@@ -97,6 +97,23 @@ impl Walk {
         self.merge_missing(audit, false)
     }
 
+    /// Sets `audit`'s live counts per size class to the chunks in use, by
+    /// their usable sizes (for a sampled audit attached late, whose
+    /// counters count from the attach on).
+    pub fn count_classes(&self, audit: &mut Audit) {
+        for c in &mut audit.classes {
+            c.live_count = 0;
+            c.live_bytes = 0;
+        }
+        for chunk in &self.chunks {
+            let b = chunk.block();
+            if let Some(c) = audit.classes.get_mut(class_of(b.size).index()) {
+                c.live_count += 1;
+                c.live_bytes += b.size;
+            }
+        }
+    }
+
     fn merge_missing(&self, audit: &mut Audit, count_classes: bool) -> Vec<u64> {
         let known: HashSet<u64> = audit.live.iter().map(|b| b.addr).collect();
         let missing: Vec<Block> = self

@@ -389,7 +389,9 @@ impl<'a> Heap<'a> {
     /// the attach come from a walk of glibc's heap and are added to the
     /// audit ([`Heap::before_attach`]); not when the audit is sampled,
     /// where the walk's chunks the audit lacks are mostly later blocks
-    /// that were not sampled.
+    /// that were not sampled (see [`Heap::open_every_block`]); the walk
+    /// then gives the classes' live counts, which the tracer counted from
+    /// the attach on.
     pub fn with_audit(snap: &'a Snapshot, audit: Audit) -> Heap<'a> {
         Heap::build(snap, audit, false)
     }
@@ -421,19 +423,20 @@ impl<'a> Heap<'a> {
         // the audit.
         // Sampled, and asked: what was not sampled is in the heap too.
         let sampled = audit.sample_rate != 0;
-        let walk = (glibc && keeps_memory && if sampled { unsampled } else { audit.attached })
+        let walk = (glibc && keeps_memory && (audit.attached || sampled && unsampled))
             .then(|| heap_walk::walk(snap, &audit.ranges).ok())
             .flatten();
-        let merged = walk
-            .as_ref()
-            .map(|w| {
-                if sampled {
-                    w.merge_unsampled(&mut audit)
-                } else {
-                    w.merge_before_attach(&mut audit)
-                }
-            })
-            .unwrap_or_default();
+        if let Some(w) = walk.as_ref().filter(|_| sampled && audit.attached) {
+            // The tracer's class counters of a sampled attach count from
+            // the attach: frees of earlier blocks took them below what is
+            // live. The walk counts every chunk in use.
+            w.count_classes(&mut audit);
+        }
+        let merged = match &walk {
+            Some(w) if sampled && unsampled => w.merge_unsampled(&mut audit),
+            Some(w) if !sampled => w.merge_before_attach(&mut audit),
+            _ => Vec::new(),
+        };
         let mut heap = Heap::new(snap, audit);
         if sampled {
             heap.unsampled = merged;

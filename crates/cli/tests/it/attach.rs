@@ -28,6 +28,17 @@ fn attach(pid: i32, dir: &Path, extra: &[&str]) -> Running {
     )
 }
 
+/// `exe` started and ready, with `attach` (recording into the scratch
+/// directory `name`, `extra` flags) attached to it: (the program, its pid,
+/// the attach, the recording).
+fn start_attached(exe: &Path, name: &str, extra: &[&str]) -> (Running, i32, Running, PathBuf) {
+    let dir = scratch(name).join("rec");
+    let program = ready(exe);
+    let pid = program.pid();
+    let attached = attach(pid, &dir, extra);
+    (program, pid, attached, dir)
+}
+
 /// The fixture `exe`, once it says it is ready (its early blocks exist),
 /// reading commands from a pipe.
 fn ready(exe: &Path) -> Running {
@@ -783,4 +794,42 @@ fn issue_16_attach_records_cxx_new_and_delete_on_every_allocator() {
             );
         }
     }
+}
+
+/// A sampled attach's class counters count from the attach: the program's
+/// frees of the 100 `Early` objects it made before took their class below
+/// what is live (read as 0). With the process's memory, the counts come
+/// from the heap walk: the 200 `Early` objects left are there.
+#[test]
+fn issue_12_attach_sample_counts_each_class_from_the_heap() {
+    use crate::walker::usable;
+    let exe = fixture("attach_types", &[]);
+    let (mut program, pid, mut attached, dir) =
+        start_attached(&exe, "attach-sample-classes", &["--sample", "16384"]);
+    program.send(b"f");
+    assert_eq!(program.line(), "freed 100");
+    snapshot_into(&dir, &[]);
+    detach(pid, &mut attached);
+    program.send(b"q");
+    assert!(program.wait().success());
+    let doc = json(
+        leaktrail()
+            .arg("caches")
+            .arg(&snapshots(&dir)[0])
+            .arg("--json"),
+    );
+    let early = usable(48);
+    let class = doc["classes"]
+        .as_array()
+        .expect("classes")
+        .iter()
+        .filter(|c| c["size"].as_u64().is_some_and(|s| s >= early))
+        .min_by_key(|c| c["size"].as_u64())
+        .expect("a class for Early");
+    let live = class["live_count"].as_u64().expect("live_count");
+    assert!(live >= EARLY - 100, "{class:#}");
+    assert!(
+        class["live_bytes"].as_u64().expect("live_bytes") >= (EARLY - 100) * early,
+        "{class:#}"
+    );
 }
