@@ -283,7 +283,7 @@ fn read(path: &Path) -> Result<Read, Error> {
 /// Reachability in `path` (a snapshot with the process's memory).
 pub fn find_leaks(path: &Path) -> Result<Leaks, Error> {
     let snap = Snapshot::open(path)?;
-    let heap = Heap::open(&snap)?;
+    let heap = Heap::open_every_block(&snap)?;
     let symbolizer = Symbolizer::for_snapshot(&snap);
     let mut found = leaks::find(&heap, &LeaksOptions::default(), &symbolizer);
     found.warnings.extend(symbolizer.warnings());

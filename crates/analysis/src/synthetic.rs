@@ -389,6 +389,7 @@ impl HeapBuilder {
             exit_tid: 0,
             allocator: leaktrail_format::Allocator::Unknown,
             attached: false,
+            bypassed: 0,
             start_realtime_ns: 0,
             counters: AuditCounters::default(),
             classes: Vec::new(),

@@ -454,6 +454,14 @@ pub struct ChunkDesc {
     pub addr: AtomicU64,
 }
 
+/// [`Header::bypassed`]: the program's `malloc` family is defined before
+/// ours (in its executable): none of it reaches the tracer.
+pub const BYPASS_MALLOC: u8 = 1;
+/// [`Header::bypassed`]: C++'s `operator new` and `delete` are defined
+/// before ours (in the executable): their blocks are not recorded, unless
+/// they call `malloc`.
+pub const BYPASS_OPERATORS: u8 = 2;
+
 /// The region's header: the first page of its first mapping.
 #[repr(C)]
 pub struct Header {
@@ -472,8 +480,13 @@ pub struct Header {
     /// take them from a walk of the allocator's heap); 0 when it started
     /// with the program.
     pub attached: AtomicU8,
-    /// Padding.
-    pub pad: u8,
+    /// What of the program's allocations bypasses the tracer, as
+    /// [`BYPASS_MALLOC`] and [`BYPASS_OPERATORS`] bits: definitions the
+    /// loader finds before ours (an allocator linked statically into the
+    /// executable exports `malloc`; `mimalloc-new-delete.h` puts C++'s
+    /// operators there). 0 when every call reaches our hooks (in older
+    /// regions this byte was padding).
+    pub bypassed: AtomicU8,
     /// Process id of the writer (after a fork, the child's).
     pub pid: AtomicU32,
     /// A [`Lifecycle`].

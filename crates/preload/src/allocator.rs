@@ -3,15 +3,28 @@
 //! told apart by [`Allocator::of_path`]. The heap walker and `info` read it
 //! to say that glibc's heap state does not describe a jemalloc program's
 //! blocks, rather than guess from an idle glibc arena.
+//!
+//! And says what bypasses us: an executable that defines `malloc` itself
+//! (an allocator linked statically exports it, since libc refers to it)
+//! comes before `LD_PRELOAD` in the loader's search order, so every call,
+//! libc's own included, goes to it and none reaches a hook; one that
+//! defines C++'s operators (`mimalloc-new-delete.h`) keeps `new` from us.
+//! We cannot record those (the executable's own calls are direct, through
+//! no GOT), so the header says so ([`Header::bypassed`]) for `info` and
+//! `leaks`, and the tracer says so once on stderr. With `malloc` bypassed
+//! the tracer records nothing at all (see `tracer::init`): the few calls
+//! that still reach a hook (a function the allocator lacks, such as
+//! jemalloc's missing `reallocarray`) would make blocks whose `free`
+//! never does, every one a false leak.
 
 use core::sync::atomic::Ordering;
 
-use leaktrail_format::{Allocator, Header};
+use leaktrail_format::{Allocator, Header, BYPASS_MALLOC, BYPASS_OPERATORS};
 
 use crate::next;
 
-/// Stores the program's allocator in `hdr`. Called at init, after
-/// [`next::resolve`].
+/// Stores the program's allocator in `hdr`, and what bypasses the tracer.
+/// Called at init, after [`next::resolve`], when `LD_PRELOAD` loaded us.
 pub fn publish(hdr: &Header) {
     let allocator = match next::allocator_path() {
         Some(path) => Allocator::of_path(path.to_bytes()),
@@ -19,4 +32,27 @@ pub fn publish(hdr: &Header) {
         None => Allocator::Glibc,
     };
     hdr.allocator.store(allocator as u32, Ordering::Release);
+    let mut bypassed = 0;
+    if next::malloc_in_executable() {
+        bypassed |= BYPASS_MALLOC;
+        crate::tracer::say(
+            b"leaktrail: this program's executable defines malloc itself (an allocator linked \
+              into it): its allocations bypass the tracer and none is recorded (link the \
+              allocator as a shared library to trace them)\n",
+        );
+    }
+    // Operators in the executable that call `malloc` reach our hooks:
+    // libstdc++'s, linked statically (gcc's own cc1). Those of an
+    // allocator's header (`mimalloc-new-delete.h`) call into the allocator
+    // (`mi_new`), which is then not glibc's.
+    let new = crate::operators::ours(b"_Znwm").unwrap_or(0);
+    if new != 0 && allocator != Allocator::Glibc && next::executable_defines(c"_Znwm", new) {
+        bypassed |= BYPASS_OPERATORS;
+        crate::tracer::say(
+            b"leaktrail: this program's executable defines C++'s operator new and delete \
+              itself (mimalloc-new-delete.h or the like): blocks from new bypass the tracer \
+              and are not recorded; malloc's are\n",
+        );
+    }
+    hdr.bypassed.store(bypassed, Ordering::Release);
 }

@@ -6,7 +6,8 @@
 //! order, so every module keeps calling the allocator it bound to; we
 //! redirect the calls instead, in each loaded module's GOT: the
 //! `R_X86_64_JUMP_SLOT` (PLT) and `R_X86_64_GLOB_DAT` (`-fno-plt`, address
-//! taken) entries of the malloc family, `dlopen` and `dlclose`, found from
+//! taken) entries of the malloc family, C++'s allocation operators,
+//! `dlopen` and `dlclose`, found from
 //! the module's dynamic section in memory (`dl_iterate_phdr`). The hooks
 //! are the same functions `LD_PRELOAD` interposes ([`crate::hooks`]); the
 //! real functions are the program's global definitions
@@ -46,7 +47,12 @@ use crate::{hooks, region, sys, thread, tracer, unwind};
 const OUR_NAME: &[u8] = b"libleaktrail_preload";
 
 /// Whether we were loaded by `dlopen` rather than `LD_PRELOAD`: the
-/// environment does not name us (`leaktrail run` puts us there).
+/// environment does not name our file (`leaktrail run` puts its path
+/// there). Our file, not our usual name: a copy of the library under
+/// another name was taken for a late one, looked `__libc_start_main` up
+/// in the global scope, found itself and called itself for ever. (Not by
+/// a `dlsym(RTLD_DEFAULT)` of our own symbol: from our library it searches
+/// our local scope too, and finds us loaded late as well.)
 pub fn loaded_late() -> bool {
     // SAFETY: NUL-terminated name; getenv neither allocates nor locks.
     let p = unsafe { libc::getenv(c"LD_PRELOAD".as_ptr()) };
@@ -54,8 +60,33 @@ pub fn loaded_late() -> bool {
         return true;
     }
     // SAFETY: getenv returns a NUL-terminated string.
-    let v = unsafe { CStr::from_ptr(p) }.to_bytes();
-    !contains(v, OUR_NAME)
+    let preload = unsafe { CStr::from_ptr(p) }.to_bytes();
+    let Some(ours) = our_file() else {
+        return !contains(preload, OUR_NAME);
+    };
+    // The loader splits the list at spaces and colons, and keeps each
+    // entry as given as the object's name.
+    !preload
+        .split(|&c| c == b':' || c == b' ')
+        .any(|entry| !entry.is_empty() && (entry == ours || base_name(entry) == base_name(ours)))
+}
+
+/// Our library's file name, as the loader keeps it.
+fn our_file() -> Option<&'static [u8]> {
+    // SAFETY: an all-zero Dl_info is a valid out-value.
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    let ours = loaded_late as *const () as *const c_void;
+    // SAFETY: dladdr only reads the loader's tables and fills `info`.
+    if unsafe { libc::dladdr(ours, &mut info) } == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: the loader's NUL-terminated name of our object, which lives
+    // as long as we do.
+    Some(unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes())
+}
+
+fn base_name(path: &[u8]) -> &[u8] {
+    path.rsplit(|&c| c == b'/').next().unwrap_or(path)
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -97,7 +128,8 @@ fn unlock_patching() {
     PATCHING.store(false, Ordering::Release);
 }
 
-/// The names we redirect.
+/// The names we redirect, besides C++'s allocation operators
+/// ([`crate::operators::ours`]).
 const REDIRECTED: [&[u8]; 12] = [
     b"malloc",
     b"free",
@@ -128,7 +160,9 @@ fn hook_for(name: &[u8]) -> Option<u64> {
         b"pvalloc" => hooks::pvalloc as *const () as usize,
         b"dlopen" => dlopen_then_patch as *const () as usize,
         b"dlclose" => hooks::dlclose as *const () as usize,
-        _ => return None,
+        // C++'s operators: an allocator's own (jemalloc's, tcmalloc's,
+        // mimalloc's) do not call malloc.
+        _ => crate::operators::ours(name)?,
     };
     Some(f as u64)
 }
@@ -299,7 +333,7 @@ pub unsafe extern "C" fn leaktrail_detach() -> c_int {
 
 /// Whether `v` is one of our hooks (an entry we set and nobody changed).
 fn hook_value(v: u64) -> bool {
-    REDIRECTED.iter().any(|n| hook_for(n) == Some(v))
+    REDIRECTED.iter().any(|n| hook_for(n) == Some(v)) || crate::operators::is_ours(v)
 }
 
 /// `dlopen` while attached: the real one (through the unwinder's hook),
@@ -546,6 +580,12 @@ mod tests {
         assert_eq!(hooks.len(), names.len());
         assert!(hook_for(b"mallocx").is_none());
         assert!(hooks.iter().all(|&h| hook_value(h)));
+    }
+
+    #[test]
+    fn base_name_is_the_part_after_the_last_slash() {
+        assert_eq!(base_name(b"/a/b/libtracer.so"), b"libtracer.so");
+        assert_eq!(base_name(b"libtracer.so"), b"libtracer.so");
     }
 
     #[test]

@@ -134,6 +134,22 @@ pub fn loaded_late() {
     LOADED_LATE.store(true, Ordering::Release);
 }
 
+/// Set when the executable defines `malloc` itself (an allocator linked
+/// into it, which exports it because libc refers to it): it comes before us
+/// in the search order, so the program's allocator is its global
+/// definitions, and `RTLD_NEXT` would find glibc's. A function it lacks
+/// (jemalloc has no `reallocarray`) reaches our hook, which must hand the
+/// program's own allocator's blocks back, not glibc's (freed by jemalloc's
+/// `free`, they crashed the program).
+static EXECUTABLE_FIRST: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the executable defines the program's `malloc` (see
+/// [`EXECUTABLE_FIRST`]), once resolved.
+pub fn malloc_in_executable() -> bool {
+    EXECUTABLE_FIRST.load(Ordering::Acquire)
+}
+
 /// The `dlsym` handle that finds the definitions the program would use
 /// without us.
 pub fn handle() -> *mut c_void {
@@ -142,6 +158,80 @@ pub fn handle() -> *mut c_void {
     } else {
         libc::RTLD_NEXT
     }
+}
+
+/// The next definition of the allocator's function `name`: the
+/// executable's when it defines `malloc` and `name` ([`EXECUTABLE_FIRST`]),
+/// else [`lookup`]'s. Never the global scope's otherwise: that would be
+/// ours, calling itself.
+fn lookup_allocator(name: &CStr) -> usize {
+    if EXECUTABLE_FIRST.load(Ordering::Acquire) {
+        // SAFETY: as in `lookup`.
+        let global = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize };
+        if defined_in_executable(name, global) {
+            return global;
+        }
+    }
+    lookup(name)
+}
+
+/// Whether `f`, the global address of `name`, is the executable's own
+/// definition. Not merely an address in it: a non-PIE executable that
+/// takes `malloc`'s address (node) makes its PLT entry the canonical
+/// address, which `dlsym` returns and which calls us, and its dynamic
+/// symbol `malloc` is undefined with that value (`dladdr` names it too):
+/// the symbol must have a section.
+fn defined_in_executable(name: &CStr, f: usize) -> bool {
+    extern "C" {
+        fn dladdr1(
+            addr: *const c_void,
+            info: *mut libc::Dl_info,
+            extra: *mut *const libc::Elf64_Sym,
+            flags: c_int,
+        ) -> c_int;
+    }
+    const RTLD_DL_SYMENT: c_int = 1;
+    if f == 0 {
+        return false;
+    }
+    // SAFETY: an all-zero Dl_info is a valid out-value.
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    let mut sym: *const libc::Elf64_Sym = core::ptr::null();
+    // SAFETY: dladdr1 only reads the loader's tables and fills `info` and
+    // `sym` (a pointer into the object's symbol table).
+    if unsafe { dladdr1(f as *const c_void, &mut info, &mut sym, RTLD_DL_SYMENT) } == 0
+        || info.dli_sname.is_null()
+        || info.dli_saddr as usize != f
+        || sym.is_null()
+        // SAFETY: the object's symbol, valid while it is loaded.
+        || unsafe { (*sym).st_shndx } == 0
+    {
+        return false;
+    }
+    // SAFETY: the loader's NUL-terminated symbol name.
+    let sname = unsafe { CStr::from_ptr(info.dli_sname) };
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let phdr = unsafe { libc::getauxval(libc::AT_PHDR) } as usize;
+    sname == name && base_of(phdr) == Some(info.dli_fbase as usize)
+}
+
+/// Whether the program's global definition of `name` is not `ours` but the
+/// executable's: it comes before us in the search order, and no call to
+/// `name` reaches us.
+pub fn executable_defines(name: &CStr, ours: usize) -> bool {
+    // SAFETY: dlsym with a NUL-terminated name; nested allocations in this
+    // thread are served by the bootstrap buffer.
+    let global = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
+    global != ours && defined_in_executable(name, global)
+}
+
+/// The load base of the object containing `addr`.
+fn base_of(addr: usize) -> Option<usize> {
+    // SAFETY: an all-zero Dl_info is a valid out-value.
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    // SAFETY: dladdr only reads the loader's tables and fills `info`.
+    (unsafe { libc::dladdr(addr as *const c_void, &mut info) } != 0)
+        .then_some(info.dli_fbase as usize)
 }
 
 /// The next definition of `name` (see [`handle`]), 0 if there is none.
@@ -176,8 +266,17 @@ fn owner(f: usize) -> usize {
 }
 
 fn resolve_all() {
-    let malloc = lookup(c"malloc");
-    let (calloc, realloc, free) = (lookup(c"calloc"), lookup(c"realloc"), lookup(c"free"));
+    if !LOADED_LATE.load(Ordering::Acquire)
+        && executable_defines(c"malloc", crate::hooks::malloc as *const () as usize)
+    {
+        EXECUTABLE_FIRST.store(true, Ordering::Release);
+    }
+    let malloc = lookup_allocator(c"malloc");
+    let (calloc, realloc, free) = (
+        lookup_allocator(c"calloc"),
+        lookup_allocator(c"realloc"),
+        lookup_allocator(c"free"),
+    );
     if malloc == 0 || calloc == 0 || realloc == 0 || free == 0 {
         // No next definition (we are the only malloc?): glibc's own.
         store_glibc();
@@ -187,7 +286,7 @@ fn resolve_all() {
     HOME.store(home, Ordering::Release);
     // The allocator's own definition of `name`, or `fallback`.
     let own = |name: &CStr, fallback: usize| {
-        let f = lookup(name);
+        let f = lookup_allocator(name);
         if f != 0 && home != 0 && owner(f) == home {
             f
         } else {

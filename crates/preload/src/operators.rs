@@ -86,15 +86,84 @@ static NEXT: [AtomicUsize; COUNT] = [const { AtomicUsize::new(0) }; COUNT];
 static KIND: [AtomicU8; COUNT] = [const { AtomicU8::new(UNRESOLVED) }; COUNT];
 
 // The C operators are an archive member nothing else references: taking
-// one's address links them into the library (not into unit tests, where
-// they would interpose the test binary's own operators).
+// their addresses links them into the library (not into unit tests, where
+// they would interpose the test binary's own operators). Declared without
+// parameters: only their addresses are taken here (`leaktrail attach`
+// writes them into GOT entries), they are never called from Rust.
 #[cfg(not(test))]
 extern "C-unwind" {
-    fn _Znwm(size: usize) -> *mut c_void;
+    fn _Znwm();
+    fn _Znam();
+    fn _ZnwmRKSt9nothrow_t();
+    fn _ZnamRKSt9nothrow_t();
+    fn _ZnwmSt11align_val_t();
+    fn _ZnamSt11align_val_t();
+    fn _ZnwmSt11align_val_tRKSt9nothrow_t();
+    fn _ZnamSt11align_val_tRKSt9nothrow_t();
+    fn _ZdlPv();
+    fn _ZdaPv();
+    fn _ZdlPvRKSt9nothrow_t();
+    fn _ZdaPvRKSt9nothrow_t();
+    fn _ZdlPvm();
+    fn _ZdaPvm();
+    fn _ZdlPvSt11align_val_t();
+    fn _ZdaPvSt11align_val_t();
+    fn _ZdlPvSt11align_val_tRKSt9nothrow_t();
+    fn _ZdaPvSt11align_val_tRKSt9nothrow_t();
+    fn _ZdlPvmSt11align_val_t();
+    fn _ZdaPvmSt11align_val_t();
 }
+
+/// Our operators, in [`NAMES`]' order.
 #[cfg(not(test))]
 #[used]
-static LINKED: unsafe extern "C-unwind" fn(usize) -> *mut c_void = _Znwm;
+static OURS: [unsafe extern "C-unwind" fn(); COUNT] = [
+    _Znwm,
+    _Znam,
+    _ZnwmRKSt9nothrow_t,
+    _ZnamRKSt9nothrow_t,
+    _ZnwmSt11align_val_t,
+    _ZnamSt11align_val_t,
+    _ZnwmSt11align_val_tRKSt9nothrow_t,
+    _ZnamSt11align_val_tRKSt9nothrow_t,
+    _ZdlPv,
+    _ZdaPv,
+    _ZdlPvRKSt9nothrow_t,
+    _ZdaPvRKSt9nothrow_t,
+    _ZdlPvm,
+    _ZdaPvm,
+    _ZdlPvSt11align_val_t,
+    _ZdaPvSt11align_val_t,
+    _ZdlPvSt11align_val_tRKSt9nothrow_t,
+    _ZdaPvSt11align_val_tRKSt9nothrow_t,
+    _ZdlPvmSt11align_val_t,
+    _ZdaPvmSt11align_val_t,
+];
+
+/// Our definition of the operator whose mangled name is `name`, for
+/// `leaktrail attach`'s GOT redirection; `None` for another name (and in
+/// unit tests, where the C operators are not linked).
+pub fn ours(name: &[u8]) -> Option<usize> {
+    let i = NAMES.iter().position(|n| n.to_bytes() == name)?;
+    #[cfg(not(test))]
+    return Some(OURS[i] as usize);
+    #[cfg(test)]
+    {
+        let _ = i;
+        None
+    }
+}
+
+/// Whether `f` is one of our operators.
+pub fn is_ours(f: u64) -> bool {
+    #[cfg(not(test))]
+    return OURS.iter().any(|&o| o as usize as u64 == f);
+    #[cfg(test)]
+    {
+        let _ = f;
+        false
+    }
+}
 
 /// The next definition of operator `which` (0 if there is none), and in
 /// `record` whether the operator records its blocks itself.

@@ -109,6 +109,14 @@ pub fn init() {
             return;
         };
         crate::allocator::publish(hdr);
+        if crate::next::malloc_in_executable() {
+            // Nothing to record (see `allocator`): the region stays, so
+            // that `info` and `leaks` say why it is empty.
+            sample::configure(0, 0);
+            set_lifecycle(hdr, Lifecycle::Disabled);
+            crate::exit::announce_start();
+            return;
+        }
         hdr.counters.sample_rate.store(rate, Ordering::Relaxed);
         if rate != 0 {
             sample::map_thread_classes(hdr);

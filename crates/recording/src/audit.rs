@@ -146,6 +146,10 @@ pub struct Audit {
     /// The tracer was loaded into the running process (`leaktrail
     /// attach`): blocks from before it are not in `live`.
     pub attached: bool,
+    /// What of the program's allocations bypassed the tracer
+    /// ([`format::BYPASS_MALLOC`], [`format::BYPASS_OPERATORS`] bits; 0 from
+    /// an older tracer): see [`Audit::bypass_note`].
+    pub bypassed: u8,
     /// When the tracer started (ns since the epoch).
     pub start_realtime_ns: u64,
     /// Drop counters.
@@ -181,6 +185,29 @@ impl Audit {
     /// [`Audit::estimate`]).
     pub fn live_bytes(&self) -> u64 {
         self.live.iter().map(|b| b.size).sum()
+    }
+
+    /// What the tracer could not see, in one sentence, when the program's
+    /// own definitions of the allocation functions came before ours in the
+    /// loader's search order ([`Audit::bypassed`]); `None` when every call
+    /// reached the tracer.
+    pub fn bypass_note(&self) -> Option<&'static str> {
+        let malloc = self.bypassed & format::BYPASS_MALLOC != 0;
+        let operators = self.bypassed & format::BYPASS_OPERATORS != 0;
+        match (malloc, operators) {
+            (true, _) => Some(
+                "the program's executable defines malloc itself (an allocator linked into it): \
+                 every allocation went to it without passing through the tracer, so no block of \
+                 the program is in the audit and none can be reported lost",
+            ),
+            (false, true) => Some(
+                "the program's executable defines C++'s operator new and delete itself \
+                 (mimalloc-new-delete.h, or an allocator's operators linked in): blocks from new \
+                 went to them without passing through the tracer and are not in the audit; \
+                 malloc's blocks are",
+            ),
+            (false, false) => None,
+        }
     }
 
     /// Whether the live table holds a sample of the blocks, not all.
@@ -487,6 +514,8 @@ pub fn decode(mem: &(impl Memory + ?Sized), addr: u64) -> Result<Audit, Error> {
         exit_tid: h.exit_tid.load(Ordering::Relaxed),
         allocator: format::Allocator::from_u32(h.allocator.load(Ordering::Relaxed)),
         attached: h.attached.load(Ordering::Relaxed) == 1,
+        bypassed: h.bypassed.load(Ordering::Relaxed)
+            & (format::BYPASS_MALLOC | format::BYPASS_OPERATORS),
         start_realtime_ns: h.start_realtime_ns,
         counters: AuditCounters {
             dropped_allocs: load(&c.dropped_allocs),

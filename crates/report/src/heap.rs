@@ -61,16 +61,29 @@ pub fn stack(out: &mut String, frames: &[Frame], indent: &str) {
 }
 
 /// A group's stack, as [`stack`]; for blocks from before `leaktrail
-/// attach`, which have none, why.
-pub fn group_stack(out: &mut String, frames: &[Frame], before_attach: bool, indent: &str) {
-    if before_attach && frames.is_empty() {
-        let _ = writeln!(
-            out,
-            "{indent}(no stack: allocated before leaktrail attach loaded the tracer)"
-        );
-        return;
+/// attach` or left out of a sample, which have none, why.
+pub fn group_stack(
+    out: &mut String,
+    frames: &[Frame],
+    before_attach: bool,
+    unsampled: bool,
+    indent: &str,
+) {
+    let why = if !frames.is_empty() {
+        None
+    } else if unsampled {
+        Some("not in the sample (run --sample), found by the heap walk")
+    } else if before_attach {
+        Some("allocated before leaktrail attach loaded the tracer")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => {
+            let _ = writeln!(out, "{indent}(no stack: {why})");
+        }
+        None => stack(out, frames, indent),
     }
-    stack(out, frames, indent);
 }
 
 #[cfg(test)]
@@ -126,6 +139,7 @@ mod tests {
                     type_name: None,
                     size_class: None,
                     before_attach: false,
+                    unsampled: false,
                 },
                 Group {
                     kind: LeakKind::Reachable,
@@ -141,6 +155,7 @@ mod tests {
                     type_name: None,
                     size_class: None,
                     before_attach: false,
+                    unsampled: false,
                 },
             ],
             scanned_bytes: 1 << 20,

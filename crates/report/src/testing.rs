@@ -42,6 +42,7 @@ pub fn group(
         type_name: None,
         size_class: None,
         before_attach: false,
+        unsampled: false,
     }
 }
 

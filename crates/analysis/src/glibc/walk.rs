@@ -84,21 +84,54 @@ impl Walk {
     /// their usable sizes, counted in their size classes. Returns their
     /// addresses, sorted.
     pub fn merge_before_attach(&self, audit: &mut Audit) -> Vec<u64> {
-        let known: HashSet<u64> = audit.live.iter().map(|b| b.addr).collect();
-        let before: Vec<Block> = self
-            .chunks
-            .iter()
-            .filter(|c| !known.contains(&c.addr))
-            .map(Chunk::block)
-            .collect();
-        for b in &before {
+        self.merge_missing(audit, true)
+    }
+
+    /// Adds to `audit` (a sampled one: `run --sample`, `attach --sample`)
+    /// every chunk in use that it lacks: the blocks that were not sampled
+    /// (and, attached, those from before the attach), without stacks, at
+    /// their usable sizes. Not counted in the size classes: a sampled
+    /// audit's class counters count every block already. Returns their
+    /// addresses, sorted.
+    pub fn merge_unsampled(&self, audit: &mut Audit) -> Vec<u64> {
+        self.merge_missing(audit, false)
+    }
+
+    /// Sets `audit`'s live counts per size class to the chunks in use, by
+    /// their usable sizes (for a sampled audit attached late, whose
+    /// counters count from the attach on).
+    pub fn count_classes(&self, audit: &mut Audit) {
+        for c in &mut audit.classes {
+            c.live_count = 0;
+            c.live_bytes = 0;
+        }
+        for chunk in &self.chunks {
+            let b = chunk.block();
             if let Some(c) = audit.classes.get_mut(class_of(b.size).index()) {
                 c.live_count += 1;
                 c.live_bytes += b.size;
             }
         }
-        let addrs = before.iter().map(|b| b.addr).collect();
-        audit.live.extend(before);
+    }
+
+    fn merge_missing(&self, audit: &mut Audit, count_classes: bool) -> Vec<u64> {
+        let known: HashSet<u64> = audit.live.iter().map(|b| b.addr).collect();
+        let missing: Vec<Block> = self
+            .chunks
+            .iter()
+            .filter(|c| !known.contains(&c.addr))
+            .map(Chunk::block)
+            .collect();
+        if count_classes {
+            for b in &missing {
+                if let Some(c) = audit.classes.get_mut(class_of(b.size).index()) {
+                    c.live_count += 1;
+                    c.live_bytes += b.size;
+                }
+            }
+        }
+        let addrs = missing.iter().map(|b| b.addr).collect();
+        audit.live.extend(missing);
         audit.live.sort_unstable_by_key(|b| b.addr);
         addrs
     }
@@ -134,6 +167,7 @@ impl Walk {
             exit_tid: 0,
             allocator: leaktrail_format::Allocator::Glibc,
             attached: false,
+            bypassed: 0,
             start_realtime_ns: 0,
             counters: AuditCounters::default(),
             classes,

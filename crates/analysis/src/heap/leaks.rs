@@ -80,6 +80,9 @@ pub struct Group {
     /// Its blocks were allocated before `leaktrail attach` loaded the
     /// tracer: no stack (they predate it), grouped by type.
     pub before_attach: bool,
+    /// Its blocks are in a sampled audit's heap but not in the sample:
+    /// found by the heap walk, no stack, grouped by type.
+    pub unsampled: bool,
 }
 
 /// What a group of [`summarize`] gathers: blocks of one (canonical) stack,
@@ -134,6 +137,15 @@ pub struct Leaks {
     pub scan_cpu_seconds: f64,
     /// Things the reader should know (e.g. dropped allocations).
     pub warnings: Vec<String>,
+    /// The audit's sampling rate (`run --sample`), 0 for a full audit.
+    pub sample_rate: u64,
+    /// In a sampled audit: the blocks the sample lacks that the heap walk
+    /// found (counted in the classes above, grouped without stacks).
+    pub unsampled: Tally,
+    /// Some of the program's blocks could not be seen (they bypassed the
+    /// tracer, or a sample's others could not be walked; the warnings say
+    /// which): finding no leak here is not finding none.
+    pub incomplete: bool,
 }
 
 impl Leaks {
@@ -486,8 +498,8 @@ fn summarize(
     // Blocks with stacks group by stack; those known from a heap walk
     // alone (an untraced process's, or from before an attach) by type,
     // else size class and hint.
-    let labels =
-        (heap.walked() || !heap.before_attach.is_empty()).then(|| type_labels(heap, symbolizer));
+    let labels = (heap.walked() || heap.has_stackless()).then(|| type_labels(heap, symbolizer));
+    let unsampled = !heap.unsampled.is_empty();
     let key_of = |i: usize, b: &leaktrail_recording::audit::Block| -> GroupKey {
         match &labels {
             Some((of, _)) if of[i] != UNLABELLED => GroupKey::Label(of[i]),
@@ -535,7 +547,10 @@ fn summarize(
                         indirect_blocks: (k == LeakKind::Definite).then_some(0),
                         type_name,
                         size_class,
-                        before_attach: !heap.walked() && matches!(key, GroupKey::Label(_)),
+                        before_attach: !heap.walked()
+                            && !unsampled
+                            && matches!(key, GroupKey::Label(_)),
+                        unsampled: unsampled && matches!(key, GroupKey::Label(_)),
                     });
                     groups.len() - 1
                 });
@@ -568,7 +583,7 @@ fn summarize(
     if !heap.walked() {
         for g in groups
             .iter_mut()
-            .filter(|g| g.kind != LeakKind::Reachable && !g.before_attach)
+            .filter(|g| g.kind != LeakKind::Reachable && !g.before_attach && !g.unsampled)
         {
             g.type_name =
                 types::of(heap, symbolizer, g.example_address, g.example_size).map(|t| t.name());
@@ -679,6 +694,27 @@ fn summarize(
         ));
         warnings.extend(w.problems.iter().map(|p| format!("glibc's heap: {p}")));
     }
+    let bypass = heap.audit.bypass_note();
+    warnings.extend(bypass.map(str::to_string));
+    let sample_rate = heap.audit.sample_rate;
+    let unseen_unsampled = sample_rate != 0 && !unsampled;
+    if unseen_unsampled {
+        warnings.push(
+            "the audit is sampled and the heap was not walked for the blocks the sample lacks \
+             (not glibc's heap, or no memory in the snapshot): only sampled blocks are counted, \
+             an unsampled leak is not seen"
+                .to_string(),
+        );
+    }
+    let unsampled = heap
+        .audit
+        .live
+        .iter()
+        .filter(|b| heap.is_unsampled(b.addr))
+        .fold(Tally::default(), |t, b| Tally {
+            bytes: t.bytes + b.size,
+            blocks: t.blocks + 1,
+        });
     let get = |k: LeakKind| tallies[k as usize];
     Leaks {
         definite: get(LeakKind::Definite),
@@ -695,6 +731,9 @@ fn summarize(
         scan_seconds: 0.0,
         scan_cpu_seconds: 0.0,
         warnings,
+        sample_rate,
+        unsampled,
+        incomplete: bypass.is_some() || unseen_unsampled,
     }
 }
 

@@ -360,6 +360,11 @@ pub struct Heap<'a> {
     /// With a tracer `leaktrail attach` loaded: the addresses of the
     /// blocks allocated before it, which the walk gave (no stacks), sorted.
     pub before_attach: Vec<u64>,
+    /// In a sampled audit opened with [`Heap::open_every_block`]: the
+    /// addresses of the blocks the walk found that the sample lacks (not
+    /// sampled, or, attached, allocated before the attach; no stacks),
+    /// sorted.
+    pub unsampled: Vec<u64>,
 }
 
 impl<'a> Heap<'a> {
@@ -384,8 +389,28 @@ impl<'a> Heap<'a> {
     /// the attach come from a walk of glibc's heap and are added to the
     /// audit ([`Heap::before_attach`]); not when the audit is sampled,
     /// where the walk's chunks the audit lacks are mostly later blocks
-    /// that were not sampled.
-    pub fn with_audit(snap: &'a Snapshot, mut audit: Audit) -> Heap<'a> {
+    /// that were not sampled (see [`Heap::open_every_block`]); the walk
+    /// then gives the classes' live counts, which the tracer counted from
+    /// the attach on.
+    pub fn with_audit(snap: &'a Snapshot, audit: Audit) -> Heap<'a> {
+        Heap::build(snap, audit, false)
+    }
+
+    /// [`Heap::open`], with every block in a sampled audit: the chunks in
+    /// use that were not sampled come from a walk of glibc's heap, as
+    /// blocks without stacks ([`Heap::unsampled`]), so reachability is
+    /// computed over every block (`leaks`, `refs`, `whatis`). Views that
+    /// estimate from the sample (`bufs`, growth, the flame graph) use
+    /// [`Heap::open`].
+    pub fn open_every_block(snap: &'a Snapshot) -> Result<Heap<'a>, Error> {
+        let pid = snap.pid().map(|p| p as u32);
+        match audit::find(snap, pid)? {
+            Some(audit) => Ok(Heap::build(snap, audit, true)),
+            None => Heap::open_walked(snap),
+        }
+    }
+
+    fn build(snap: &'a Snapshot, mut audit: Audit, unsampled: bool) -> Heap<'a> {
         // glibc's state is kept out of the roots only where it is the
         // program's allocator's; another allocator's own memory is kept
         // out instead.
@@ -396,15 +421,28 @@ impl<'a> Heap<'a> {
             .is_none_or(|m| m.options.memory.keeps_memory());
         // Attached late: what was allocated before is in the heap, not in
         // the audit.
-        let walk = (glibc && audit.attached && audit.sample_rate == 0 && keeps_memory)
+        // Sampled, and asked: what was not sampled is in the heap too.
+        let sampled = audit.sample_rate != 0;
+        let walk = (glibc && keeps_memory && (audit.attached || sampled && unsampled))
             .then(|| heap_walk::walk(snap, &audit.ranges).ok())
             .flatten();
-        let before = walk
-            .as_ref()
-            .map(|w| w.merge_before_attach(&mut audit))
-            .unwrap_or_default();
+        if let Some(w) = walk.as_ref().filter(|_| sampled && audit.attached) {
+            // The tracer's class counters of a sampled attach count from
+            // the attach: frees of earlier blocks took them below what is
+            // live. The walk counts every chunk in use.
+            w.count_classes(&mut audit);
+        }
+        let merged = match &walk {
+            Some(w) if sampled && unsampled => w.merge_unsampled(&mut audit),
+            Some(w) if !sampled => w.merge_before_attach(&mut audit),
+            _ => Vec::new(),
+        };
         let mut heap = Heap::new(snap, audit);
-        heap.before_attach = before;
+        if sampled {
+            heap.unsampled = merged;
+        } else {
+            heap.before_attach = merged;
+        }
         heap.allocator_state = if glibc {
             match walk {
                 Some(w) => w.state,
@@ -526,7 +564,19 @@ impl<'a> Heap<'a> {
     /// stack: every block of an untraced process, and those from before an
     /// attach.
     pub fn typed_by_label(&self, addr: u64) -> bool {
-        self.walked() || self.is_before_attach(addr)
+        self.walked() || self.is_before_attach(addr) || self.is_unsampled(addr)
+    }
+
+    /// Whether the block at `addr` is one the sample lacks, found by the
+    /// walk ([`Heap::unsampled`]).
+    pub fn is_unsampled(&self, addr: u64) -> bool {
+        self.unsampled.binary_search(&addr).is_ok()
+    }
+
+    /// Whether some blocks are known from the walk alone beside blocks
+    /// with stacks (before an attach, or not sampled).
+    pub fn has_stackless(&self) -> bool {
+        !self.before_attach.is_empty() || !self.unsampled.is_empty()
     }
 
     /// A heap over `image` whose live blocks (sorted by address, not
@@ -550,6 +600,7 @@ impl<'a> Heap<'a> {
             walk: None,
             thread_dtvs,
             before_attach: Vec::new(),
+            unsampled: Vec::new(),
         }
     }
 

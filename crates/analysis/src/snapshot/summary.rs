@@ -156,6 +156,10 @@ pub struct WalkDifference {
     /// not list, which were allocated before it (not a difference either;
     /// `only_walked` is then 0).
     pub before_attach: u64,
+    /// In a sampled audit: the chunks in use it does not list, which were
+    /// not sampled (or, attached, allocated before; `only_walked` is then
+    /// 0). `leaks`, `refs` and `whatis` take them from the walk.
+    pub unsampled: u64,
     /// The first few of each: (address, walked usable size, audited size;
     /// 0 where that side has none).
     pub examples: Vec<(u64, u64, u64)>,
@@ -200,10 +204,14 @@ fn walk_summary(
     let difference = audit.map(|a| {
         let mut d = heap_walk::compare(&w.chunks, &a.live);
         let tracer = heap_walk::take_tracer_own(snap, &mut d.only_walked);
-        let before_attach = if a.attached {
-            std::mem::take(&mut d.only_walked).len() as u64
+        // Neither is a difference: in a sample, the blocks it lacks (and,
+        // attached, those from before); attached, those from before.
+        let (unsampled, before_attach) = if a.sampled() {
+            (std::mem::take(&mut d.only_walked).len() as u64, 0)
+        } else if a.attached {
+            (0, std::mem::take(&mut d.only_walked).len() as u64)
         } else {
-            0
+            (0, 0)
         };
         let mut examples: Vec<(u64, u64, u64)> = Vec::new();
         examples.extend(
@@ -225,6 +233,7 @@ fn walk_summary(
             size_mismatch: d.size_mismatch.len() as u64,
             tracer_own: tracer.len() as u64,
             before_attach,
+            unsampled,
             examples,
         }
     });
@@ -270,6 +279,12 @@ pub fn of(snap: &Snapshot) -> Summary {
         .collect();
     let (audit, decoded) = audit_summary(snap);
     let heap_walk = walk_summary(snap, decoded.as_ref());
+    warnings.extend(
+        decoded
+            .as_ref()
+            .and_then(leaktrail_recording::Audit::bypass_note)
+            .map(str::to_string),
+    );
     let allocator = crate::glibc::locate::program_allocator(
         snap,
         decoded

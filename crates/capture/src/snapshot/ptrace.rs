@@ -165,9 +165,11 @@ impl World {
                 Some(libc::EPERM) if is_exiting(self.pid, tid) => Ok(false),
                 Some(libc::EPERM) | Some(libc::EACCES) => Err(Error::PermissionDenied {
                     pid: self.pid,
-                    what: "ptrace attach refused: run as the same user with CAP_SYS_PTRACE, or as root, \
-                           and check kernel.yama.ptrace_scope; a process already traced by a debugger cannot be attached"
-                        .into(),
+                    // What to do is the error's own hint: said once.
+                    what:
+                        "ptrace attach refused; a process already traced by a debugger cannot be \
+                           attached, and another user's needs CAP_SYS_PTRACE"
+                            .into(),
                 }),
                 _ => Err(Error::Sys {
                     what: format!("ptrace seize of thread {tid} of process {}", self.pid),

@@ -164,6 +164,13 @@ fn heap_walk(o: &mut String, w: &leaktrail_analysis::summary::WalkSummary) {
                 d.before_attach
             );
         }
+        if d.unsampled > 0 {
+            let _ = writeln!(
+                o,
+                "  {} chunks in use are not in the sample (leaks, refs and whatis take them from this walk, without stacks)",
+                d.unsampled
+            );
+        }
         if d.only_walked + d.only_audited + d.size_mismatch == 0 {
             let _ = writeln!(
                 o,

@@ -30,7 +30,10 @@ malloc's own state (its arenas, mp_, the per-thread caches) is never a root.
 A snapshot of a process that was not started under the tracer (`leaktrail \
 snapshot -p PID` of any program, gdb's gcore, a kernel core) is read from \
 glibc's heap itself: the same classes, without stacks, grouped by type (a C++ \
-class by its vtable, else a size class and a hint such as <C string>).
+class by its vtable, else a size class and a hint such as <C string>). \
+Over a sampled recording (`run --sample`) the blocks not in the sample come \
+from that walk too, so every block is counted: the sampled ones with their \
+stacks, the others grouped by type.
 
 Examples:
   leaktrail leaks app.core
@@ -82,7 +85,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let roots = Roots::parse(&args.roots)?;
     let snap = Snapshot::open(&super::local(&args.snap)?)?;
-    let heap = Heap::open(&snap)?;
+    let heap = Heap::open_every_block(&snap)?;
     heap.require_memory()?;
     let symbolizer = Symbolizer::for_snapshot(&snap);
     let mut opts = LeaksOptions::default();

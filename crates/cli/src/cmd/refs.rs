@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => Matcher::Exact,
     };
     let snap = Snapshot::open(&super::local(&args.snap)?)?;
-    let heap = Heap::open(&snap)?;
+    let heap = Heap::open_every_block(&snap)?;
     heap.require_memory()?;
     if heap.area_of(target).is_none() {
         return Err(Error::Unmapped { addr: target }.into());

@@ -38,7 +38,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let a = addr::parse("address", &args.addr)?;
     let snap = Snapshot::open(&super::local(&args.snap)?)?;
-    let heap = Heap::open(&snap)?;
+    let heap = Heap::open_every_block(&snap)?;
     let symbolizer = Symbolizer::for_snapshot(&snap);
     let w = whatis::whatis(&heap, &symbolizer, a)?;
     let mut out = std::io::stdout().lock();

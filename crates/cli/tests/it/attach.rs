@@ -28,6 +28,17 @@ fn attach(pid: i32, dir: &Path, extra: &[&str]) -> Running {
     )
 }
 
+/// `exe` started and ready, with `attach` (recording into the scratch
+/// directory `name`, `extra` flags) attached to it: (the program, its pid,
+/// the attach, the recording).
+fn start_attached(exe: &Path, name: &str, extra: &[&str]) -> (Running, i32, Running, PathBuf) {
+    let dir = scratch(name).join("rec");
+    let program = ready(exe);
+    let pid = program.pid();
+    let attached = attach(pid, &dir, extra);
+    (program, pid, attached, dir)
+}
+
 /// The fixture `exe`, once it says it is ready (its early blocks exist),
 /// reading commands from a pipe.
 fn ready(exe: &Path) -> Running {
@@ -703,4 +714,122 @@ fn issue_12_a_process_whose_ptrace_is_refused_is_left_as_it_was() {
     assert_eq!(program.line(), grew(1));
     program.send(b"q");
     assert!(program.wait().success());
+}
+
+/// Issue 16: `attach` redirects C++'s allocation operators too. Linked
+/// with jemalloc, tcmalloc or mimalloc, a program's `new` and `delete` are
+/// the allocator's own, which never call malloc: after the attach they
+/// are recorded with their stacks, and detach puts the program's GOT
+/// entries back as they were (`fixtures/attach_operators.cc` prints where
+/// its entry for `operator new` points).
+#[test]
+fn issue_16_attach_records_cxx_new_and_delete_on_every_allocator() {
+    const KEPT: u64 = 8;
+    const OBJ_SIZE: u64 = 200;
+    const ARRAYS: u64 = 5;
+    const ARRAY_SIZE: u64 = 3000;
+    for (name, exe, preload) in crate::tracer::on_every_allocator("attach_operators") {
+        if preload.is_some() {
+            continue;
+        }
+        let dir = scratch(&format!("attach-operators-{}", name.replace(' ', "-"))).join("rec");
+        let mut program = ready(&exe);
+        let pid = program.pid();
+        program.send(b"p");
+        let before = program.line();
+        let mut attached = attach(pid, &dir, &[]);
+        program.send(b"p");
+        let during = program.line();
+        assert_ne!(
+            during, before,
+            "{name}: the entry still points where it did"
+        );
+        program.send(b"na");
+        assert_eq!(program.line(), format!("made {KEPT}"), "{name}");
+        assert_eq!(program.line(), format!("arrays {ARRAYS}"), "{name}");
+        snapshot_into(&dir, &[]);
+        detach(pid, &mut attached);
+        program.send(b"p");
+        assert_eq!(
+            program.line(),
+            before,
+            "{name}: detach left the entry changed"
+        );
+        // The program goes on allocating with its own operators.
+        program.send(b"n");
+        assert_eq!(program.line(), format!("made {}", 2 * KEPT), "{name}");
+        program.send(b"q");
+        assert!(program.wait().success(), "{name}");
+
+        let snap = &snapshots(&dir)[0];
+        // Each site's blocks, allocated right there: below it only
+        // `operator new` frames (libstdc++'s, which call malloc), then main.
+        // 8 of the 12 `new`s: the 4 deletes were recorded too.
+        let doc = json(
+            leaktrail()
+                .arg("bufs")
+                .arg(snap)
+                .args(["--group-by", "stack", "--json"]),
+        );
+        for (function, count, size) in [
+            ("new_after_attach", KEPT, OBJ_SIZE),
+            ("array_after_attach", ARRAYS, ARRAY_SIZE),
+        ] {
+            let (mut blocks, mut bytes) = (0, 0);
+            for g in doc["groups"].as_array().expect("groups") {
+                let names = functions(&g["stack"]);
+                let here = names.iter().position(|n| n == function).is_some_and(|at| {
+                    names[..at].iter().all(|n| n.starts_with("operator new"))
+                        && names.get(at + 1).map(String::as_str) == Some("main")
+                });
+                if here {
+                    blocks += g["count"].as_u64().expect("count");
+                    bytes += g["bytes"].as_u64().expect("bytes");
+                }
+            }
+            assert_eq!(
+                (blocks, bytes),
+                (count, count * size),
+                "{name}: {function}: {doc:#}"
+            );
+        }
+    }
+}
+
+/// A sampled attach's class counters count from the attach: the program's
+/// frees of the 100 `Early` objects it made before took their class below
+/// what is live (read as 0). With the process's memory, the counts come
+/// from the heap walk: the 200 `Early` objects left are there.
+#[test]
+fn issue_12_attach_sample_counts_each_class_from_the_heap() {
+    use crate::walker::usable;
+    let exe = fixture("attach_types", &[]);
+    let (mut program, pid, mut attached, dir) =
+        start_attached(&exe, "attach-sample-classes", &["--sample", "16384"]);
+    program.send(b"f");
+    assert_eq!(program.line(), "freed 100");
+    snapshot_into(&dir, &[]);
+    detach(pid, &mut attached);
+    program.send(b"q");
+    assert!(program.wait().success());
+    let doc = json(
+        leaktrail()
+            .arg("caches")
+            .arg(&snapshots(&dir)[0])
+            .arg("--json"),
+    );
+    let early = usable(48);
+    let class = doc["classes"]
+        .as_array()
+        .expect("classes")
+        .iter()
+        .filter(|c| c["size"].as_u64().is_some_and(|s| s >= early))
+        .min_by_key(|c| c["size"].as_u64())
+        .expect("a class for Early");
+    let live = class["live_count"].as_u64().expect("live_count");
+    assert!(live >= EARLY - 100, "{class:#}");
+    assert!(
+        class["live_bytes"].as_u64().expect("live_bytes") >= (EARLY - 100) * early,
+        "{class:#}"
+    );
 }

@@ -209,3 +209,79 @@ fn issue_13_a_sample_rate_that_is_not_bytes_is_refused() {
         &["--sample", "expected bytes, e.g. 65536, 512KiB or 2M"],
     );
 }
+
+#[test]
+fn issue_13_leaks_over_a_sampled_audit_counts_every_lost_block() {
+    // `fixtures/sample_leaks.c`: 3,000 blocks of 1000 bytes lost at
+    // `lose_site`, 2,000 kept at `keep_site`. At 16 KiB about 6% of them are
+    // sampled; the rest are found by the heap walk, without stacks.
+    const LOST: u64 = 3000;
+    const KEPT: u64 = 2000;
+    const SIZE: u64 = 1000;
+    let exe = fixture("sample_leaks", &[]);
+    let dir = scratch("sampling_leaks").join("rec");
+    let out = success(
+        leaktrail()
+            .args(["run", "--every", "0", "--memory", "full", "--out"])
+            .arg(&dir)
+            .args(["--sample", &RATE.to_string(), "--"])
+            .arg(&exe)
+            .env("LEAKTRAIL_SAMPLE_SEED", SAMPLE_SEED),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
+    let snap = exit_snapshot(&dir);
+    let doc = json(leaktrail().args(["leaks", "--json"]).arg(&snap));
+    assert_eq!(doc["sample_rate"], RATE, "{doc:#}");
+    // Every lost block, sampled or not, and nothing else.
+    assert_eq!(doc["definite"]["blocks"], LOST, "{doc:#}");
+    assert_eq!(doc["definite"]["bytes"], LOST * SIZE, "{doc:#}");
+    let groups = doc["groups"].as_array().expect("groups");
+    let definite: Vec<&Value> = groups.iter().filter(|g| g["kind"] == "definite").collect();
+    let sampled: Vec<&&Value> = definite
+        .iter()
+        .filter(|g| functions(&g["stack"]).first().map(String::as_str) == Some("lose_site"))
+        .collect();
+    assert_eq!(sampled.len(), 1, "{doc:#}");
+    let sampled_blocks = sampled[0]["blocks"].as_u64().expect("blocks");
+    assert!(
+        sampled_blocks > 0 && sampled_blocks < LOST / 4,
+        "sampled {sampled_blocks} of {LOST}"
+    );
+    // The rest: stackless, marked, in the 1000-byte blocks' class.
+    let rest: Vec<&&Value> = definite.iter().filter(|g| g["unsampled"] == true).collect();
+    assert_eq!(rest.len(), 1, "{doc:#}");
+    assert_eq!(rest[0]["blocks"], LOST - sampled_blocks, "{doc:#}");
+    assert_eq!(rest[0]["bytes"], (LOST - sampled_blocks) * SIZE, "{doc:#}");
+    assert!(rest[0]["stack"].as_array().expect("stack").is_empty());
+    assert_eq!(sampled.len() + rest.len(), definite.len(), "{doc:#}");
+    // The kept ones are reachable: the sampled with their stack, the rest
+    // among the stackless reachable blocks.
+    let kept_sampled: u64 = groups
+        .iter()
+        .filter(|g| functions(&g["stack"]).contains(&"keep_site".to_string()))
+        .map(|g| {
+            assert_eq!(g["kind"], "reachable", "{g:#}");
+            g["blocks"].as_u64().expect("blocks")
+        })
+        .sum();
+    assert!(
+        kept_sampled > 0 && kept_sampled < KEPT / 4,
+        "{kept_sampled}"
+    );
+    assert_eq!(doc["reachable"]["blocks"], KEPT, "{doc:#}");
+    assert_eq!(doc["reachable"]["bytes"], KEPT * SIZE, "{doc:#}");
+    assert_eq!(doc["possible"]["blocks"], 0, "{doc:#}");
+    let unsampled = doc["unsampled"]["blocks"].as_u64().expect("unsampled");
+    assert!(
+        unsampled >= LOST - sampled_blocks + KEPT - kept_sampled,
+        "{doc:#}"
+    );
+    // The text says which blocks are sampled and why the others have no
+    // stack.
+    let text = stdout(leaktrail().arg("leaks").arg(&snap));
+    assert!(text.contains("sampled: one block per 16.0 KiB"), "{text}");
+    assert!(
+        text.contains("(no stack: not in the sample (run --sample), found by the heap walk)"),
+        "{text}"
+    );
+}

@@ -768,7 +768,9 @@ fn programs_on_jemalloc_tcmalloc_and_mimalloc_get_their_own_blocks_recorded() {
 
 /// The fixture built against each packaged allocator, linked and in
 /// `LD_PRELOAD`, with glibc's first: (name, program, `LD_PRELOAD`).
-fn on_every_allocator(fixture_name: &str) -> Vec<(&'static str, PathBuf, Option<String>)> {
+pub(crate) fn on_every_allocator(
+    fixture_name: &str,
+) -> Vec<(&'static str, PathBuf, Option<String>)> {
     let glibc = fixture(fixture_name, &[]);
     let mut cases = vec![("glibc", glibc.clone(), None)];
     for (linked, preloaded, flag, library) in [
@@ -1110,4 +1112,115 @@ impl WaitOutput for std::process::Child {
         let _ = self.wait();
         s
     }
+}
+
+/// Issue 16: an executable that defines the allocation functions itself
+/// comes before the tracer in the loader's search order. An allocator
+/// linked statically exports `malloc` (libc refers to it), `-rdynamic` or
+/// not, so none of the program's calls reaches a hook; the few that did (a
+/// function jemalloc lacks, `reallocarray`) were handed glibc's blocks and
+/// the program crashed. `mimalloc-new-delete.h` puts C++'s operators in
+/// the executable. The program must run as untraced, `run` say once what
+/// bypasses the tracer, and `info` and `leaks` on the recording say it
+/// too, never a clean "no leaks".
+#[test]
+fn an_executables_own_allocator_is_named_as_bypassing_the_tracer() {
+    let static_jemalloc = ["-Wl,-Bstatic", "-ljemalloc", "-Wl,-Bdynamic", "-lm"];
+    let exported: Vec<&str> = std::iter::once("-rdynamic")
+        .chain(static_jemalloc)
+        .collect();
+    let malloc_line = "leaktrail: this program's executable defines malloc itself";
+    let operators_line =
+        "leaktrail: this program's executable defines C++'s operator new and delete itself";
+    let cases = [
+        (
+            "static jemalloc",
+            fixture("tracer_allocators", &static_jemalloc),
+            malloc_line,
+            "defines malloc itself",
+        ),
+        (
+            "static jemalloc, -rdynamic",
+            fixture("tracer_allocators", &exported),
+            malloc_line,
+            "defines malloc itself",
+        ),
+        (
+            "mimalloc-new-delete.h",
+            fixture(
+                "tracer_operators",
+                &["-include", "mimalloc-new-delete.h", "-lmimalloc"],
+            ),
+            operators_line,
+            "defines C++'s operator new and delete itself",
+        ),
+    ];
+    let dir = scratch("tracer_own_allocator");
+    for (name, exe, said, note) in cases {
+        let (plain, plain_code) = run_plain_with(&[], &[path_str(&exe)]);
+        assert_eq!(plain_code, 0, "{name}: {plain}");
+        let rec = dir.join(name.replace([' ', ',', '.'], "-"));
+        let out = leaktrail()
+            .args(["run", "--every", "0", "--out"])
+            .arg(&rec)
+            .arg("--")
+            .arg(&exe)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run leaktrail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), plain, "{name}");
+        assert_eq!(stderr.matches(said).count(), 1, "{name}: {stderr}");
+        let core = rec.join("snapshots/0001-exit.core");
+        let info = crate::support::stdout(leaktrail().arg("info").arg(&core));
+        assert!(info.contains(note), "{name}: {info}");
+        let text = crate::support::stdout(leaktrail().arg("leaks").arg(&core));
+        assert!(text.contains(note), "{name}: {text}");
+        assert!(
+            text.contains("no leaks among the blocks the tracer saw")
+                && !text.contains("every live buffer is still referenced"),
+            "{name}: {text}"
+        );
+        let doc = crate::support::leaktrail_json([
+            OsStr::new("leaks"),
+            OsStr::new("--json"),
+            core.as_os_str(),
+        ]);
+        assert_eq!(doc["incomplete"], true, "{name}: {doc:#}");
+        // Nothing of the program's own was seen: its lost blocks (the
+        // fixtures lose some at known functions) are not in the audit.
+        assert_eq!(doc["definite"]["blocks"], 0, "{name}: {doc:#}");
+    }
+}
+
+/// A copy of the tracer under another name (`$LEAKTRAIL_PRELOAD`) was taken
+/// for one `leaktrail attach` loaded late, since `LD_PRELOAD` did not hold
+/// our usual name: it looked `__libc_start_main` up in the global scope,
+/// found itself and called itself for ever. It must trace as the library
+/// does under its own name.
+#[test]
+fn a_renamed_tracer_library_traces_the_program() {
+    let dir = scratch("tracer_renamed");
+    let copy = dir.join("libtracer-renamed.so");
+    std::fs::copy(crate::support::preload_library(), &copy).expect("copy the tracer");
+    let exe = fixture("tracer_allocators", &[]);
+    let (plain, _) = run_plain_with(&[], &[path_str(&exe)]);
+    let rec = dir.join("rec");
+    let out = crate::support::success(
+        leaktrail()
+            .env("LEAKTRAIL_PRELOAD", &copy)
+            .args(["run", "--every", "0", "--out"])
+            .arg(&rec)
+            .arg("--")
+            .arg(&exe)
+            .stdin(Stdio::null()),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), plain);
+    let leaks = program_leaks(&rec.join("snapshots/0001-exit.core"));
+    assert_eq!(
+        leaks.get(&("definite".to_string(), "lose_some".to_string())),
+        Some(&(3 * 555, 3)),
+        "{leaks:?}"
+    );
 }

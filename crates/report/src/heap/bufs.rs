@@ -35,7 +35,7 @@ pub fn text(b: &Bufs, verbose: bool, limit: usize) -> String {
                 g.example_address,
                 super::type_words(g.type_name.as_deref(), g.size_class)
             );
-            super::group_stack(&mut o, &g.stack, g.before_attach, "    ");
+            super::group_stack(&mut o, &g.stack, g.before_attach, false, "    ");
             o.push('\n');
         }
         more(&mut o, b.groups.len(), "stacks");

@@ -39,6 +39,25 @@ pub fn text(l: &Leaks, opts: &LeaksOptions) -> String {
         }
     }
     o.push('\n');
+    if l.sample_rate != 0 {
+        let rate = bytes(l.sample_rate as f64);
+        if l.unsampled.blocks > 0 {
+            let _ = writeln!(
+                o,
+                "sampled: one block per {rate} allocated on average (run --sample); counted here is \
+                 every block: the sampled ones with their stacks, and {} blocks ({} bytes) found by \
+                 the heap walk without",
+                count(l.unsampled.blocks),
+                count(l.unsampled.bytes)
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "sampled: one block per {rate} allocated on average (run --sample); only the sampled \
+                 blocks are counted here"
+            );
+        }
+    }
     for k in [
         LeakKind::Definite,
         LeakKind::Indirect,
@@ -98,7 +117,12 @@ pub fn text(l: &Leaks, opts: &LeaksOptions) -> String {
         .iter()
         .filter(|g| opts.reachable || g.kind != LeakKind::Reachable)
         .collect();
-    if l.definite.blocks + l.indirect.blocks + l.possible.blocks == 0 {
+    if l.definite.blocks + l.indirect.blocks + l.possible.blocks == 0 && l.incomplete {
+        let _ = writeln!(
+            o,
+            "\nno leaks among the blocks the tracer saw; others it could not see (the warning above says which)"
+        );
+    } else if l.definite.blocks + l.indirect.blocks + l.possible.blocks == 0 {
         let _ = writeln!(
             o,
             "\nno leaks: every live buffer is still referenced{}",
@@ -131,7 +155,7 @@ pub fn text(l: &Leaks, opts: &LeaksOptions) -> String {
             count(g.example_size),
             super::type_words(g.type_name.as_deref(), g.size_class)
         );
-        super::group_stack(&mut o, &g.stack, g.before_attach, "    ");
+        super::group_stack(&mut o, &g.stack, g.before_attach, g.unsampled, "    ");
     }
     for g in l.libc_groups.iter().filter(|_| opts.show_libc) {
         let _ = writeln!(

@@ -169,6 +169,7 @@ mod tests {
                 exit_tid: 0,
                 allocator: leaktrail_format::Allocator::Unknown,
                 attached: false,
+                bypassed: 0,
                 start_realtime_ns: 9,
                 counters: AuditCounters {
                     dropped_allocs: 1,

@@ -72,6 +72,7 @@ pub struct DifferenceRecord {
     size_mismatch: u64,
     tracer_own: u64,
     before_attach: u64,
+    unsampled: u64,
     examples: Vec<DifferenceExample>,
 }
 
@@ -110,6 +111,7 @@ impl From<&WalkDifference> for DifferenceRecord {
             size_mismatch: d.size_mismatch,
             tracer_own: d.tracer_own,
             before_attach: d.before_attach,
+            unsampled: d.unsampled,
             examples: d
                 .examples
                 .iter()
@@ -376,6 +378,7 @@ mod tests {
                     size_mismatch: 0,
                     tracer_own: 2,
                     before_attach: 0,
+                    unsampled: 0,
                     examples: vec![(0x6000, 40, 0)],
                 }),
             }),
@@ -474,6 +477,7 @@ mod tests {
       "size_mismatch": 0,
       "tracer_own": 2,
       "before_attach": 0,
+      "unsampled": 0,
       "examples": [
         {
           "address": 24576,

@@ -24,6 +24,10 @@ pub struct LeaksDocument<'a> {
     scan_seconds: f64,
     scan_cpu_seconds: f64,
     warnings: &'a [String],
+    sample_rate: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unsampled: Option<TallyRecord>,
+    incomplete: bool,
 }
 
 /// `{bytes, blocks}` of one kind.
@@ -63,6 +67,8 @@ pub struct LeakGroupRecord<'a> {
     size_class: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     before_attach: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    unsampled: bool,
 }
 
 impl From<Tally> for TallyRecord {
@@ -90,6 +96,7 @@ impl<'a> From<&'a Group> for LeakGroupRecord<'a> {
             type_name: g.type_name.as_deref(),
             size_class: g.size_class,
             before_attach: g.before_attach,
+            unsampled: g.unsampled,
         }
     }
 }
@@ -121,6 +128,9 @@ impl<'a> From<&'a Leaks> for LeaksDocument<'a> {
             scan_seconds: l.scan_seconds,
             scan_cpu_seconds: l.scan_cpu_seconds,
             warnings: &l.warnings,
+            sample_rate: l.sample_rate,
+            unsampled: (l.sample_rate != 0).then_some(l.unsampled.into()),
+            incomplete: l.incomplete,
         }
     }
 }
@@ -162,6 +172,7 @@ mod tests {
                 type_name: None,
                 size_class: None,
                 before_attach: false,
+                unsampled: false,
             }],
             scanned_bytes: 100,
             root_bytes: 50,
@@ -233,7 +244,9 @@ mod tests {
   "scan_cpu_seconds": 0.25,
   "warnings": [
     "w"
-  ]
+  ],
+  "sample_rate": 0,
+  "incomplete": false
 }"#,
         );
     }
