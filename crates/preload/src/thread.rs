@@ -84,10 +84,22 @@ fn thread_pointer() -> usize {
 }
 
 /// Measures [`TLS_OFFSET`]. Called at init by a library loaded at
-/// start-up only (whose thread-locals glibc puts in static TLS).
+/// start-up only (whose thread-locals glibc puts in static TLS). Checks
+/// that the block is where static TLS is, just below the thread pointer
+/// in the same mapping (a block glibc allocated on demand, for a copy of
+/// the library loaded late under a name `attach` did not recognise, is in
+/// the heap): otherwise the offset stays unknown.
 pub fn init_fast_tls() {
-    if let Ok(p) = THREAD.try_with(|s| s as *const ThreadState as usize) {
-        TLS_OFFSET.store(p.wrapping_sub(thread_pointer()), Ordering::Relaxed);
+    const STATIC_TLS_MAX: usize = 1 << 20;
+    let Ok(p) = THREAD.try_with(|s| s as *const ThreadState as usize) else {
+        return;
+    };
+    let tp = thread_pointer();
+    let below = tp.wrapping_sub(p);
+    let same_mapping = selfmaps::mapping_containing(tp as u64)
+        .is_some_and(|(start, end)| start <= p as u64 && (p as u64) < end);
+    if below != 0 && below < STATIC_TLS_MAX && same_mapping {
+        TLS_OFFSET.store(p.wrapping_sub(tp), Ordering::Relaxed);
     }
 }
 
