@@ -41,10 +41,14 @@ one, the flags' share that one over plain untraced.
 "sampled" is `run --sample RATE` (default 512 KiB) with dwarf unwinding.
 
 The run ends with one summary block: each target of issue 13, the figure
-and whether it is met.
+and whether it is met. With --others it first runs the two other runners
+of issue 13's must-show figures, bench/run-latency/run.py (`run` of
+/bin/true within 0.1 s of untraced) and bench/node-http/run.py (sampled
+<= 2% CPU at 400 req/s), and folds their figures into that block.
 """
 import argparse
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -303,6 +307,27 @@ def real(args, tmp):
             note(f"sampled at {SAMPLE} <= 2% CPU", name + why, f"{s * 100:+.1f}%", s <= 0.02)
 
 
+def others(args):
+    """bench/run-latency and bench/node-http, their figures noted."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(here, "run-latency", "run.py"),
+                          "--leaktrail", LEAKTRAIL], stdout=subprocess.PIPE, text=True, check=True).stdout
+    print(out)
+    m = re.search(r"run -- /bin/true \(recorded\).*over untraced\s+([+-]?[\d.]+) ms", out)
+    if m:
+        over = float(m.group(1))
+        note("run of /bin/true <= 0.1 s over untraced", "recorded, exit snapshot included",
+             f"{over:+.1f} ms", over <= 100)
+    out = subprocess.run([sys.executable, os.path.join(here, "node-http", "run.py"), "--no-build",
+                          "--leaktrail", LEAKTRAIL, "--runs", str(args.runs),
+                          "--duration", str(args.http_duration)],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    print(out)
+    for m in re.finditer(r"^  (sampled at \S+ <= 2% CPU) \(issue 13\)\s+(over \S+(?: \(.*?\))?)\s+(\S+)\s+(met|NOT MET)$",
+                         out, re.M):
+        note(m.group(1), f"node HTTP client {m.group(2)}", m.group(3), m.group(4) == "met")
+
+
 def summary(args):
     print(f"summary (issue 13's must-show figures; medians of {args.runs} runs, baselines in the same run)")
     width = max((len(t) for t, _, _, _ in SUMMARY), default=0)
@@ -328,6 +353,9 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use the release build already in target/")
     ap.add_argument("--leaktrail", metavar="PATH",
                     help="the leaktrail binary to measure (implies --no-build); default target/release/leaktrail")
+    ap.add_argument("--others", action="store_true",
+                    help="also run bench/run-latency and bench/node-http and fold their figures in")
+    ap.add_argument("--http-duration", type=int, default=60, help="seconds per node HTTP client run")
     ap.add_argument("--preload", action="append", default=[], metavar="NAME=LIB",
                     help="also run another tracer build (a baseline) as NAME-dwarf and NAME-none")
     args = ap.parse_args()
@@ -363,6 +391,8 @@ def main():
     if not args.skip_real:
         real(args, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
+    if args.others:
+        others(args)
     print()
     summary(args)
 
