@@ -10,7 +10,10 @@ use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::next::{self, bootstrap};
-use crate::tracer::{record_alloc, record_free, record_map, record_unmap, restore, Freed};
+use crate::tracer::{
+    record_alloc, record_alloc_inlined, record_free, record_free_inlined, record_map, record_unmap,
+    restore, Freed,
+};
 use crate::{sys, thread, unwind};
 
 /// `malloc(3)`.
@@ -21,7 +24,7 @@ use crate::{sys, thread, unwind};
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     let p = next::malloc(size);
     if !p.is_null() {
-        record_alloc(p as u64, size as u64);
+        record_alloc_inlined(p as u64, size as u64);
     }
     p
 }
@@ -48,7 +51,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     if p.is_null() || bootstrap::owns(p) {
         return;
     }
-    record_free(p as u64);
+    record_free_inlined(p as u64);
     // SAFETY: forwarding the caller's block.
     unsafe { next::free(p) }
 }

@@ -13,7 +13,7 @@
 //! process-wide (`unwind::shared`), and only the stack memo stays here.
 
 use core::cell::{Cell, UnsafeCell};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::region::Caller;
 use crate::sample::Sampler;
@@ -57,6 +57,70 @@ thread_local! {
             class_slot: Cell::new(0),
         }
     };
+}
+
+/// Where this library's thread-locals sit from the thread pointer (the
+/// initial-exec model's offset), when they are in glibc's static TLS: 0 if
+/// not known. Rust reaches a cdylib's thread-locals through
+/// `__tls_get_addr` (general dynamic: a call into the loader, its PLT
+/// stub and page, twice per malloc+free pair); a library loaded at start-up
+/// (`LD_PRELOAD`) has its block at the same offset in every thread, so
+/// [`init_fast_tls`] measures it once and [`state`] adds it to `%fs:0`.
+/// Loaded late (`leaktrail attach`, `dlopen`), the block is allocated per
+/// thread on demand: the offset stays 0 and access goes the general way.
+static TLS_OFFSET: AtomicUsize = AtomicUsize::new(0);
+
+/// The thread pointer (`%fs:0` holds its own address, x86_64's TCB rule).
+#[inline(always)]
+fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: reads the TCB's self pointer, which every x86_64 thread has;
+    // no memory is written.
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
+            options(nostack, readonly, preserves_flags, pure))
+    };
+    tp
+}
+
+/// Measures [`TLS_OFFSET`]. Called at init by a library loaded at
+/// start-up only (whose thread-locals glibc puts in static TLS). Checks
+/// that the block is where static TLS is, just below the thread pointer
+/// in the same mapping (a block glibc allocated on demand, for a copy of
+/// the library loaded late under a name `attach` did not recognise, is in
+/// the heap): otherwise the offset stays unknown.
+pub fn init_fast_tls() {
+    const STATIC_TLS_MAX: usize = 1 << 20;
+    let Ok(p) = THREAD.try_with(|s| s as *const ThreadState as usize) else {
+        return;
+    };
+    let tp = thread_pointer();
+    let below = tp.wrapping_sub(p);
+    let same_mapping = selfmaps::mapping_containing(tp as u64)
+        .is_some_and(|(start, end)| start <= p as u64 && (p as u64) < end);
+    if below != 0 && below < STATIC_TLS_MAX && same_mapping {
+        TLS_OFFSET.store(p.wrapping_sub(tp), Ordering::Relaxed);
+    }
+}
+
+/// This thread's state, if its TLS is reachable.
+#[inline(always)]
+fn state() -> Option<&'static ThreadState> {
+    let offset = TLS_OFFSET.load(Ordering::Relaxed);
+    if offset != 0 {
+        let p = thread_pointer().wrapping_add(offset) as *const ThreadState;
+        // SAFETY: static TLS is at the same offset from every thread's
+        // pointer (what the initial-exec model relies on), and it lives as
+        // long as the thread; `THREAD` is const-initialised, so the block
+        // holds a valid ThreadState from the thread's first instruction.
+        return Some(unsafe { &*p });
+    }
+    // SAFETY: the reference does not outlive the thread (the callers use
+    // it within one hook), and `THREAD` has no destructor: its storage
+    // stays valid through the thread's teardown.
+    THREAD
+        .try_with(|s| unsafe { &*(s as *const ThreadState) })
+        .ok()
 }
 
 /// Bumped in the child after `fork`, so cached thread ids are refreshed.
@@ -159,16 +223,12 @@ fn foreign_stack(sp: u64) -> Option<(u64, u64)> {
 /// signal-handler allocation) or its TLS is unavailable.
 #[inline]
 pub fn enter<R>(f: impl FnOnce(&ThreadState, &Inside<'_>) -> R) -> Option<R> {
-    THREAD
-        .try_with(|state| {
-            if state.inside.replace(true) {
-                return None;
-            }
-            let guard = Inside { state };
-            Some(f(state, &guard))
-        })
-        .ok()
-        .flatten()
+    let state = state()?;
+    if state.inside.replace(true) {
+        return None;
+    }
+    let guard = Inside { state };
+    Some(f(state, &guard))
 }
 
 /// Whether this thread's sampler takes the new block of `size` bytes at
@@ -177,16 +237,15 @@ pub fn enter<R>(f: impl FnOnce(&ThreadState, &Inside<'_>) -> R) -> Option<R> {
 /// either way); a thread whose TLS is gone counts the block.
 #[inline]
 pub fn sampled(hdr: &leaktrail_format::Header, addr: u64, size: u64, rate: u64) -> bool {
-    let taken = THREAD.try_with(|state| {
-        if state.sampler.take(size, rate) {
-            return true;
+    match state() {
+        Some(state) => {
+            if state.sampler.take(size, rate) {
+                return true;
+            }
+            count_in(state, hdr, addr, crate::next::usable_size(addr), true);
+            false
         }
-        count_in(state, hdr, addr, crate::next::usable_size(addr), true);
-        false
-    });
-    match taken {
-        Ok(taken) => taken,
-        Err(_) => {
+        None => {
             crate::region::count_unsampled(hdr, addr, crate::next::usable_size(addr), true);
             false
         }
@@ -199,11 +258,9 @@ pub fn sampled(hdr: &leaktrail_format::Header, addr: u64, size: u64, rate: u64) 
 /// region's shared ones when the thread has no slot or no TLS left.
 #[inline]
 pub fn count_unsampled(hdr: &leaktrail_format::Header, addr: u64, usable: u64, alloc: bool) {
-    if THREAD
-        .try_with(|state| count_in(state, hdr, addr, usable, alloc))
-        .is_err()
-    {
-        crate::region::count_unsampled(hdr, addr, usable, alloc);
+    match state() {
+        Some(state) => count_in(state, hdr, addr, usable, alloc),
+        None => crate::region::count_unsampled(hdr, addr, usable, alloc),
     }
 }
 

@@ -50,6 +50,7 @@ pub fn init() {
         return;
     }
     crate::next::resolve();
+    thread::init_fast_tls();
     thread::quietly(|| {
         if env(handover::DISABLE) == Some(b"1") {
             STATE.store(Lifecycle::Disabled as u32, Ordering::Release);
@@ -378,18 +379,35 @@ fn current_stack(hdr: &Header, state: &ThreadState) -> StackId {
 }
 
 /// Records a new buffer `[addr, addr+size)` just returned by the allocator.
-#[inline]
+#[inline(never)]
 pub fn record_alloc(addr: u64, size: u64) {
+    record_alloc_inlined(addr, size)
+}
+
+/// [`record_alloc`], inlined into the caller: `malloc`'s hook alone, so
+/// that the commonest path is one stretch of code (a program with much
+/// code of its own evicts ours between calls; see "The hook path").
+#[inline(always)]
+pub fn record_alloc_inlined(addr: u64, size: u64) {
     let Some(hdr) = running() else {
         not_running_alloc(addr, size);
         return;
     };
     if let Some(rate) = sample::rate() {
-        if !thread::sampled(hdr, addr, size, rate) {
-            return;
-        }
+        sampled_alloc(hdr, addr, size, rate);
+        return;
     }
     insert_new(hdr, addr, size);
+}
+
+/// An allocation while sampling: kept out of line, so that the full
+/// audit's path through [`record_alloc`] stays a few dense cache lines
+/// (a program with much code of its own evicts ours between calls).
+#[inline(never)]
+fn sampled_alloc(hdr: &Header, addr: u64, size: u64, rate: u64) {
+    if thread::sampled(hdr, addr, size, rate) {
+        insert_new(hdr, addr, size);
+    }
 }
 
 /// Enters a block that keeps its record (every block, or a sampled one).
@@ -463,8 +481,15 @@ impl Freed {
 /// Records that `addr` is about to be freed. Called before the real free,
 /// so the allocator cannot hand the address to another thread while the
 /// table still holds it.
-#[inline]
+#[inline(never)]
 pub fn record_free(addr: u64) -> Freed {
+    record_free_inlined(addr)
+}
+
+/// [`record_free`], inlined into the caller: `free`'s hook alone (as
+/// [`record_alloc_inlined`]).
+#[inline(always)]
+pub fn record_free_inlined(addr: u64) -> Freed {
     let Some(hdr) = active() else {
         return not_running_free(addr).map_or(Freed::Unknown, Freed::Recorded);
     };
@@ -483,8 +508,8 @@ pub fn record_free(addr: u64) -> Freed {
 }
 
 /// A free while sampling: most blocks are unsampled, which the filter
-/// tells without a lock.
-#[inline]
+/// tells without a lock. Out of line, as [`sampled_alloc`].
+#[inline(never)]
 fn sampled_free(hdr: &Header, addr: u64) -> Freed {
     if Filter::may_hold(addr) {
         match thread::enter(|state, _inside| region::remove_live(hdr, addr, Some(state.caller()))) {

@@ -431,7 +431,9 @@ fn whatis_and_dump_describe_buffers_globals_and_stacks() {
     assert_eq!(w["area"]["kind"], "audit");
 
     // The 1003 buffer is held only by the other thread's stack: its one
-    // referrer is described as that thread's stack.
+    // referrer above the stack pointer is described as that thread's
+    // stack. (Below it, dead words of the calls the thread made, the
+    // tracer's hooks among them, may still hold the address: not a hold.)
     let b = json(&["bufs", "--size", "1003..1003", "--json"], snap);
     let thread_buf = &b["buffers"][0];
     let r = json(
@@ -446,12 +448,14 @@ fn whatis_and_dump_describe_buffers_globals_and_stacks() {
         .as_array()
         .expect("refs")
         .iter()
-        .filter(|x| x["whatis"]["area"]["kind"] == "stack")
+        .filter(|x| {
+            x["whatis"]["area"]["kind"] == "stack"
+                && x["whatis"]["stack"]["sp_offset"].as_i64().expect("offset") >= 0
+        })
         .collect();
     assert_eq!(on_stack.len(), 1, "{r:#}");
     let w = &on_stack[0]["whatis"];
     assert_eq!(w["stack"]["tid"], thread_buf["tid"]);
-    assert!(w["stack"]["sp_offset"].as_i64().expect("offset") >= 0);
     // Unwound by CFI through libc's read() into the thread's function.
     assert_eq!(w["stack"]["frame"]["function"], "thread_main", "{w:#}");
     let text = String::from_utf8_lossy(
