@@ -151,8 +151,9 @@ pub struct Diagnosis<'a> {
     /// The size class that grows most steadily, when its growth is
     /// significant (see [`crate::growth`]).
     pub class: Option<&'a ClassGrowth>,
-    /// The strongest growth suspect, when its growth is significant: above
+    /// The strongest malloc site, when its growth is significant: above
     /// the noise of the whole heap by a statistic, not a byte constant.
+    /// Not the culprit when the JS heap leads: views name [`Self::first`].
     pub suspect: Option<&'a Suspect>,
     /// Whether growth was compared at all, and over how many snapshots
     /// with what noise: `(snapshots, noise bytes)`.

@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use leaktrail_analysis::investigation::{FirstSuspect, Investigation};
+use leaktrail_analysis::growth::Suspect;
+use leaktrail_analysis::investigation::{Diagnosis, FirstSuspect, Investigation};
 use leaktrail_analysis::leaks::Group;
 use leaktrail_analysis::plumbing;
 use leaktrail_analysis::symbolize::Frame;
@@ -67,8 +68,15 @@ const FEWEST_FOR_SIGNIFICANCE: usize = 4;
 /// that nothing does (or that there were too few snapshots to tell).
 pub fn headline(inv: &Investigation) -> String {
     let d = inv.diagnosis();
-    match (d.first, d.compared) {
-        (Some(first), _) => first_suspect(&first),
+    headline_of(d.first.as_ref(), d.compared)
+}
+
+/// [`headline`] from the first suspect ([`FirstSuspect`], or none) and
+/// what was compared (`(snapshots, heap noise bytes)`, or nothing): what
+/// `growth` prints as its `first suspect:` line, so the two agree.
+pub fn headline_of(first: Option<&FirstSuspect<'_>>, compared: Option<(usize, f64)>) -> String {
+    match (first, compared) {
+        (Some(first), _) => first_suspect(first),
         (None, Some((n, _))) if n < FEWEST_FOR_SIGNIFICANCE => format!(
             "no growth above noise can be shown from {n} snapshots (take {FEWEST_FOR_SIGNIFICANCE} or more)"
         ),
@@ -85,15 +93,33 @@ pub fn headline(inv: &Investigation) -> String {
 /// words for [`FirstSuspect`], which `growth` prints too.
 pub fn first_suspect(first: &FirstSuspect<'_>) -> String {
     match first {
-        FirstSuspect::JsHeap(j) => {
-            format!("growth in the JS heap: {}", crate::growth::js_heap_line(j))
-        }
+        FirstSuspect::JsHeap(_) => format!("growth in the JS heap: {}", culprit(first)),
+        FirstSuspect::Site(_) => format!("growth above noise: {}", culprit(first)),
+    }
+}
+
+/// Who holds what grows, without the headline's lead: `SITE keeps 1000 B
+/// buffers: ...` for a malloc site, the growing constructors for the JS
+/// heap. The diagnosis's `leaking function` line and the report's say
+/// this, so no view names another culprit than the headline.
+pub fn culprit(first: &FirstSuspect<'_>) -> String {
+    match first {
+        FirstSuspect::JsHeap(j) => crate::growth::js_heap_line(j),
         FirstSuspect::Site(s) => format!(
-            "growth above noise: {} keeps {} buffers: {}",
+            "{} keeps {} buffers: {}",
             site(&s.stack),
             class(s.class),
             series_line(&s.series, &s.stats)
         ),
+    }
+}
+
+/// The malloc site that grows most when the JS heap leads (it rose by
+/// fewer bytes): shown after the culprit, never as it.
+pub fn malloc_site_behind<'a>(d: &Diagnosis<'a>) -> Option<&'a Suspect> {
+    match d.first {
+        Some(FirstSuspect::JsHeap(_)) => d.suspect,
+        _ => None,
     }
 }
 
@@ -110,7 +136,7 @@ pub fn text(inv: &Investigation) -> String {
         text::rate(t.slope_bytes_per_hour),
         t.growth_region
             .as_ref()
-            .map(|r| format!(", growth in the {}", text::region_words(r)))
+            .map(|r| format!(", growth in the {}", text::growth_words(r)))
             .unwrap_or_default()
     );
     match d.class {
@@ -143,19 +169,24 @@ pub fn text(inv: &Investigation) -> String {
             crate::growth::v8_handles_line(j)
         );
     }
-    match d.suspect {
-        Some(s) => {
-            let _ = writeln!(
-                out,
-                "  leaking function:  {} keeps {} buffers: {}",
-                site(&s.stack),
-                class(s.class),
-                series_line(&s.series, &s.stats)
-            );
-            if d.suspect_reachable == Some(true) {
+    match &d.first {
+        Some(first) => {
+            let lead = match first {
+                FirstSuspect::JsHeap(_) => "the JS heap: ",
+                FirstSuspect::Site(_) => "",
+            };
+            let _ = writeln!(out, "  leaking function:  {lead}{}", culprit(first));
+            if matches!(first, FirstSuspect::Site(_)) && d.suspect_reachable == Some(true) {
                 let _ = writeln!(
                     out,
                     "                     still referenced: reachability (findleaks) cannot see this one"
+                );
+            }
+            if let Some(s) = malloc_site_behind(&d) {
+                let _ = writeln!(
+                    out,
+                    "                     (the malloc site that grows most, by fewer bytes: {})",
+                    culprit(&FirstSuspect::Site(s))
                 );
             }
         }
@@ -236,6 +267,50 @@ mod tests {
             ],
             "{t}"
         );
+    }
+
+    /// Issue 14: when the JS heap leads, the text's `leaking function`
+    /// line names it, as the headline does, and no malloc site.
+    #[test]
+    fn issue_14_the_leaking_function_line_names_what_the_headline_names() {
+        use leaktrail_analysis::v8::{self, Census, ConstructorCount};
+        let census = |n: u64| Census {
+            constructors: vec![ConstructorCount {
+                constructor: "Listener".into(),
+                count: n,
+                bytes: 40 * n,
+                addrs: vec![],
+            }],
+            objects: n,
+            bytes: 40 * n,
+            ..Census::default()
+        };
+        let paths = || (1..=5).map(|k| format!("rec/{k}.core").into()).collect();
+        let mut inv = investigation(leaks(vec![]));
+        let steady = (1..=5).map(|_| census(100)).collect::<Vec<_>>();
+        inv.js_heap = Some(v8::compare(paths(), &steady));
+        let t = text(&inv);
+        assert!(t.starts_with("no growth compared"), "{t}");
+        assert!(
+            t.contains("\n  leaking function:  none: no growth above noise\n"),
+            "{t}"
+        );
+        let leak = (1..=5).map(|k| census(4000 * k)).collect::<Vec<_>>();
+        inv.js_heap = Some(v8::compare(paths(), &leak));
+        let t = text(&inv);
+        let first = t.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "growth in the JS heap: +16,000 Listener objects (+625.0 KiB); JS objects +625.0 KiB over 5 snapshots"
+        );
+        assert!(
+            t.contains(&format!(
+                "\n  leaking function:  the JS heap: {}\n",
+                first.trim_start_matches("growth in the JS heap: ")
+            )),
+            "{t}"
+        );
+        assert_eq!(headline(&inv), first);
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn verdict(g: &Growth, above: usize) -> String {
             g.snapshots.len()
         ),
         0 => format!(
-            "no growth above noise: no allocation site rises significantly (heap noise {noise})"
+            "no allocation site grows above noise (heap noise {noise})"
         ),
         1 => format!("1 allocation site grows above noise (heap noise {noise})"),
         n => format!("{n} allocation sites grow above noise (heap noise {noise})"),

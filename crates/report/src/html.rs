@@ -34,7 +34,7 @@ pub use explorer::{MAX_CLASSES, MAX_SITES, MAX_SNAPSHOTS};
 
 use std::fmt::Write;
 
-use leaktrail_analysis::investigation::Investigation;
+use leaktrail_analysis::investigation::{FirstSuspect, Investigation};
 use leaktrail_analysis::leaks::{LeakKind, Leaks};
 use leaktrail_analysis::profile::{Profile, SiteKey};
 use leaktrail_analysis::symbolize::Frame;
@@ -483,19 +483,36 @@ pub fn page_with_chains(
             escape(&series_line(&c.series, &c.stats))
         );
     }
-    if let Some(s) = d.suspect {
-        let _ = write!(
-            out,
-            "<li>The leaking function: <b>{}</b> keeps {} buffers: {}.{}</li>",
-            escape(&diagnosis::site(&s.stack)),
-            escape(&class_name(s.class)),
-            escape(&series_line(&s.series, &s.stats)),
-            if d.suspect_reachable == Some(true) {
-                " They are all still referenced: reachability cannot see this leak."
-            } else {
-                ""
-            }
-        );
+    match &d.first {
+        Some(first @ FirstSuspect::Site(_)) => {
+            let _ = write!(
+                out,
+                "<li>The leaking function: {}.{}</li>",
+                escape(&diagnosis::culprit(first)),
+                if d.suspect_reachable == Some(true) {
+                    " They are all still referenced: reachability cannot see this leak."
+                } else {
+                    ""
+                }
+            );
+        }
+        Some(first @ FirstSuspect::JsHeap(_)) => {
+            let _ = write!(
+                out,
+                "<li>What grows: <b>the JS heap</b>: {}.{}</li>",
+                escape(&diagnosis::culprit(first)),
+                diagnosis::malloc_site_behind(&d).map_or_else(String::new, |s| format!(
+                    " The malloc site that grows most rose by fewer bytes: {}.",
+                    escape(&diagnosis::culprit(&FirstSuspect::Site(s)))
+                ))
+            );
+        }
+        None => {
+            let _ = write!(
+                out,
+                "<li>The leaking function: none: no growth above noise.</li>"
+            );
+        }
     }
     match (d.lost.first(), d.lost_total, d.leaks_snapshot) {
         (Some(g), Some(total), _) => {

@@ -127,7 +127,7 @@ pub fn trend_chart(samples: &[Sample], trend: &Trend, options: &SvgOptions) -> S
         trend
             .growth_region
             .as_ref()
-            .map(|r| format!(", growth in the {}", text::region_words(r)))
+            .map(|r| format!(", growth in the {}", text::growth_words(r)))
             .unwrap_or_default()
     );
 

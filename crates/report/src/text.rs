@@ -114,7 +114,7 @@ pub fn trend(t: &Trend) -> String {
         let _ = writeln!(out, "{}", tracer_line(t.tracer_bytes));
     }
     if let Some(r) = &t.growth_region {
-        let _ = writeln!(out, "growth:   in the {}", region_words(r));
+        let _ = writeln!(out, "growth:   in the {}", growth_words(r));
     }
     let _ = writeln!(out);
     let _ = writeln!(
@@ -142,6 +142,16 @@ pub fn region_words(name: &str) -> &str {
     match name {
         "heap" => "malloc heap",
         other => other,
+    }
+}
+
+/// A region as a sentence names it (`growth in the ...`): as
+/// [`region_words`], and `anon` in full, `anonymous mappings` (where V8
+/// keeps a Node.js process's JS heap).
+pub fn growth_words(name: &str) -> &str {
+    match name {
+        "anon" => "anonymous mappings",
+        other => region_words(other),
     }
 }
 
@@ -232,7 +242,7 @@ pub fn live_line(samples: &[Sample], running: Option<&Trend>) -> String {
             let _ = write!(line, " {}", rate(t.slope_bytes_per_hour));
         }
         if let Some(r) = &t.growth_region {
-            let _ = write!(line, " in the {}", region_words(r));
+            let _ = write!(line, " in the {}", growth_words(r));
         }
     }
     line
@@ -380,6 +390,9 @@ pub fn owner_trend(t: &leaktrail_analysis::owner::OwnerTrend) -> String {
             crate::growth::count(last),
             crate::heap::signed_count(last as i64 - first as i64)
         );
+    }
+    if t.growing.is_none() {
+        let _ = writeln!(out, "  no owner grows above noise");
     }
     out
 }

@@ -165,6 +165,14 @@ fn debug_entries(body: &[u8], code: u64, count: usize) -> Vec<RawEntry<'_>> {
     out
 }
 
+/// A debug entry's name when V8 wrote it cleanly: UTF-8 without control
+/// characters, as a script's path or `node:` name is.
+fn clean_name(name: &[u8]) -> Option<&str> {
+    std::str::from_utf8(name)
+        .ok()
+        .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+}
+
 /// The script of a JS code name: `JS:*name /app/x.js:12:30` → `/app/x.js`,
 /// with the start line and column.
 fn script_of(name: &str) -> Option<(String, u32, u32, String)> {
@@ -256,6 +264,19 @@ impl JitDump {
         }
         // Positions, with their scripts resolved now that every script's
         // name is known.
+        // Where a clean name was written for a position: a garbage name at
+        // the same line and column is that script's (V8 also writes
+        // garbage for an inlined `node:` function, of another length).
+        let mut clean: HashMap<(u32, u32), String> = HashMap::new();
+        for (_, entries) in &raw {
+            for (_, line, column, name) in entries {
+                if let Some(n) = clean_name(name) {
+                    clean
+                        .entry((*line, *column))
+                        .or_insert_with(|| n.to_string());
+                }
+            }
+        }
         for (mut code, entries) in raw {
             let own = script_of(&code.name).and_then(|(s, ..)| script_index.get(&s).copied());
             code.positions = entries
@@ -265,7 +286,12 @@ impl JitDump {
                     offset: a - code.start - ELF_HEADER_SIZE,
                     line,
                     column,
-                    script: dump.resolve_script(&name, own, &script_index),
+                    script: dump.resolve_script(
+                        &name,
+                        clean.get(&(line, column)).map(String::as_str),
+                        own,
+                        &script_index,
+                    ),
                 })
                 .collect();
             code.positions.sort_by_key(|p| p.offset);
@@ -277,14 +303,18 @@ impl JitDump {
     }
 
     /// The script a debug entry's name stands for (see the module docs).
+    /// `clean` is the name written cleanly elsewhere for the same line and
+    /// column, if any. A clean name V8 compiled no function of stands for
+    /// no known script (its functions cannot be named).
     fn resolve_script(
         &self,
         name: &[u8],
+        clean: Option<&str>,
         own: Option<usize>,
         index: &HashMap<String, usize>,
     ) -> Option<usize> {
-        if let Some(i) = std::str::from_utf8(name).ok().and_then(|s| index.get(s)) {
-            return Some(*i);
+        if let Some(n) = clean_name(name).or(clean) {
+            return index.get(n).copied();
         }
         let len = name.len();
         if let Some(o) = own.filter(|&o| self.scripts[o].len() == len) {
@@ -590,6 +620,36 @@ mod tests {
             (own[0].start_line, own[0].start_column),
             (Some(5), Some(13))
         );
+    }
+
+    /// Seen on node 20: TurboFan inlined `Buffer.allocUnsafeSlow` into a
+    /// user function of a script whose name has 9 bytes, and wrote the
+    /// inlined position's script as 9 bytes of garbage, while other code
+    /// names that position `node:internal/buffer`: node's, not the user
+    /// script's; V8 compiled nothing of it here, so no inlined frame.
+    #[test]
+    fn garbage_at_a_position_named_cleanly_elsewhere_is_that_script() {
+        let mut b = header(7);
+        load(&mut b, SECOND, 0x5000, 0x80, "JS:~a /app/a.js:1:1");
+        let garbage: &[u8] = b"\x55\xeb\xc6\x0b\x00\x9f\x35\x7c\xd0";
+        debug(&mut b, SECOND, 0x1000, &[(0x20, 1063, 25, garbage)]);
+        load(&mut b, SECOND, 0x1000, 0x100, "JS:*receive /app/a.js:5:17");
+        debug(
+            &mut b,
+            SECOND,
+            0x2000,
+            &[(0x0, 1063, 25, b"node:internal/buffer".as_slice())],
+        );
+        load(&mut b, SECOND, 0x2000, 0x100, "JS:*other /app/a.js:9:1");
+        let d = JitDump::parse(&b).expect("parses");
+        let frames = d
+            .frames(0x1000 + 0x25, d.epoch(2 * SECOND))
+            .expect("frames");
+        let shown: Vec<(Option<String>, Option<u32>, bool)> = frames
+            .iter()
+            .map(|f| (f.function.clone(), f.line, f.inlined))
+            .collect();
+        assert_eq!(shown, [(Some("receive".into()), Some(5), false)]);
     }
 
     #[test]

@@ -179,7 +179,8 @@ pub struct OwnerTrend {
     pub t_seconds: Vec<f64>,
     /// One series per owner.
     pub owners: Vec<OwnerSeries>,
-    /// The owner that grew the most (bytes per hour), if any grew.
+    /// The owner that grew the most (bytes per hour) among those that grow
+    /// above noise, if any does.
     pub growing: Option<Owner>,
     /// V8's global handles in use per snapshot, when every snapshot is a
     /// full one in which they were found (`crate::v8::handles_of`).
@@ -232,17 +233,31 @@ pub fn trend_of_recording(dir: &std::path::Path) -> Result<Option<OwnerTrend>, c
             }
         })
         .collect();
-    let growing = owners
-        .iter()
-        .filter(|o| o.slope_bytes_per_hour > 0.0 && o.bytes.last() > o.bytes.first())
-        .max_by(|a, b| a.slope_bytes_per_hour.total_cmp(&b.slope_bytes_per_hour))
-        .map(|o| o.owner);
+    let growing = growing_owner(&t_seconds, &owners);
     Ok(Some(OwnerTrend {
         t_seconds,
         owners,
         growing,
         global_handles: handles.into_iter().collect(),
     }))
+}
+
+/// The owner that grows most among those whose bytes grow above noise by
+/// the test growth applies to a site ([`crate::growth::Stats::grows_above`]),
+/// against the owner's own noise (the wobble of its bytes about their
+/// line: one owner's drop, a freed Buffer, must not hide another's rise):
+/// none in a steady program, so `trend` names no owner where growth names
+/// no suspect.
+fn growing_owner(t_seconds: &[f64], owners: &[OwnerSeries]) -> Option<Owner> {
+    owners
+        .iter()
+        .filter(|o| {
+            let bytes: Vec<f64> = o.bytes.iter().map(|&b| b as f64).collect();
+            let noise = crate::growth::heap_noise(t_seconds, &bytes);
+            crate::growth::Stats::of(t_seconds, &bytes).grows_above(noise)
+        })
+        .max_by(|a, b| a.slope_bytes_per_hour.total_cmp(&b.slope_bytes_per_hour))
+        .map(|o| o.owner)
 }
 
 /// Whether the snapshot's process is Node.js, judged by its command line.

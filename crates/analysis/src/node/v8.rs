@@ -325,9 +325,11 @@ impl JsHeapGrowth {
 /// The JS heap of each snapshot in `paths` (oldest first) and how it
 /// changes; `None` when the first is not a full snapshot of node (no V8
 /// metadata, or no V8 page captured), so other programs' series are
-/// left alone. Reads each snapshot's whole V8 heap once.
+/// left alone, or when fewer than two hold V8's pages. Reads each
+/// snapshot's whole V8 heap once.
 pub fn growth_of(paths: &[std::path::PathBuf]) -> Result<Option<JsHeapGrowth>, Error> {
     let mut censuses = Vec::new();
+    let mut read = Vec::new();
     let mut md: Option<Metadata> = None;
     for p in paths {
         let snap = Snapshot::open(p)?;
@@ -338,22 +340,27 @@ pub fn growth_of(paths: &[std::path::PathBuf]) -> Result<Option<JsHeapGrowth>, E
                 Err(_) => return Ok(None),
             },
         };
-        let heap = match JsHeap::open(&snap, &m) {
-            Ok(h) => h,
-            Err(_) if censuses.is_empty() => return Ok(None),
-            Err(e) => return Err(e),
+        // A later snapshot without V8's pages (one taken while node tore
+        // its isolate down, or with less memory) is left out of the
+        // series: the JS heap is told over those that hold it.
+        let Ok(heap) = JsHeap::open(&snap, &m) else {
+            if censuses.is_empty() {
+                return Ok(None);
+            }
+            continue;
         };
         let mut c = census(&heap);
         for k in &mut c.constructors {
             k.addrs = Vec::new();
         }
         censuses.push(c);
+        read.push(p.clone());
         md = Some(m);
     }
     if censuses.len() < 2 {
         return Ok(None);
     }
-    Ok(Some(compare(paths.to_vec(), &censuses)))
+    Ok(Some(compare(read, &censuses)))
 }
 
 /// The growth of a series of censuses (oldest first).

@@ -63,15 +63,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut text = leaktrail_report::growth::text(&g, args.top, args.depth);
         if let Some(j) = &js {
             text.push_str(&leaktrail_report::growth::js_heap_text(j, args.top));
-            // Malloc sites and the JS heap ranked together, as the report's
-            // headline ranks them.
-            if let Some(first) = investigation::first_suspect(Some(&g), Some(j)) {
-                text.push_str(&format!(
-                    "\nfirst suspect: {}\n",
-                    leaktrail_report::diagnosis::first_suspect(&first)
-                ));
-            }
         }
+        // Malloc sites and the JS heap ranked together, in the report's
+        // headline words (or its "no growth above noise").
+        let first = investigation::first_suspect(Some(&g), js.as_ref());
+        text.push_str(&format!(
+            "\nfirst suspect: {}\n",
+            leaktrail_report::diagnosis::headline_of(
+                first.as_ref(),
+                Some((g.snapshots.len(), g.noise_bytes))
+            )
+        ));
         crate::term::print(&text)?;
     }
     Ok(ExitCode::SUCCESS)

@@ -49,7 +49,8 @@ of all JIT code (3.8 MB for 45 s of examples/node-http-client) and V8 writes it 
 as it compiles. Needs the working directory to be writable.
   V8's postmortem metadata (the node binary's v8dbg_* symbols) is read for the JS \
 heap: with --memory full snapshots, jsobjects, jsprint, growth and report decode \
-V8's objects (no node flag needed; each analysis reads the whole V8 heap once). \
+V8's objects (no node flag needed; costs the snapshots' size, all writable \
+memory, and one read of the whole V8 heap per snapshot per analysis). \
 Frames are not named from it: the jitdump above does that.
   --interpreted-frames-native-stack gives each interpreted function a frame of its \
 own. --no-node-flags adds none of them.

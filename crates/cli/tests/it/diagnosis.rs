@@ -35,6 +35,12 @@ fn report_headline(dir: &Path) -> (String, String) {
     let html = dir.with_file_name("report.html");
     let line = stdout(leaktrail().arg("report").arg(dir).arg("-o").arg(&html));
     let page = std::fs::read_to_string(&html).expect("report written");
+    let name = dir.parent().and_then(|p| p.file_name()).unwrap_or_default();
+    eprintln!(
+        "report headline [{}]: {}",
+        name.to_string_lossy(),
+        line.trim_end()
+    );
     (line.trim_end().to_string(), page)
 }
 
@@ -55,10 +61,14 @@ fn issue_14_a_steady_program_shows_no_growth_above_noise() {
     assert!(
         text.lines()
             .nth(1)
-            .is_some_and(|l| l.starts_with("no growth above noise: ")),
+            .is_some_and(|l| l.starts_with("no allocation site grows above noise (heap noise ")),
         "{text}"
     );
     let (headline, page) = report_headline(&dir);
+    assert!(
+        text.contains(&format!("\nfirst suspect: {headline}\n")),
+        "{text}"
+    );
     assert!(
         headline.starts_with("no growth above noise: no allocation site rises significantly over 8 snapshots (heap noise "),
         "{headline}"

@@ -123,33 +123,19 @@ fn issue_14_a_js_heap_leak_of_closures_is_named_by_its_constructor() {
         "{text}"
     );
 
-    // trend: the V8 heap is the owner that grows.
-    let trend = leaktrail_json([OsStr::new("trend"), OsStr::new("--json"), dir.as_os_str()]);
-    assert_eq!(
-        trend["owners"]["growing"], "v8_heap",
-        "{:#}",
-        trend["owners"]
-    );
-
     // The report: its headline says the JS heap grows and names them.
-    let html = dir.with_file_name("report.html");
-    let headline = stdout(leaktrail().arg("report").arg(dir).arg("-o").arg(&html));
-    eprintln!("report headline: {}", headline.trim_end());
+    let views = crate::node::Recorded::of(dir.clone(), "js-heap leak of closures");
+    let headline = &views.headline;
     assert!(
         headline.starts_with(
             "growth in the JS heap: +16,000 Function onEvent objects (+1000.0 KiB), +16,000 Listener objects (+625.0 KiB)"
         ),
         "{headline}"
     );
-    // The JS heap is ranked beside the malloc sites, once: growth's JSON
-    // and text name the same first suspect in the headline's words.
-    let first = &growth["first_suspect"];
-    assert_eq!(first["kind"], "js_heap", "{first:#}");
-    assert_eq!(first["headline"], headline.trim_end(), "{first:#}");
-    assert!(
-        text.contains(&format!("\nfirst suspect: {}\n", headline.trim_end())),
-        "{text}"
-    );
+    // The JS heap is ranked beside the malloc sites, once: every view
+    // (growth's JSON and text, the page's diagnosis, trend) names it.
+    views.assert_every_view_names(crate::node::Culprit::JsHeap("Listener"));
+    let html = dir.with_file_name("report.html");
     let page = std::fs::read_to_string(&html).expect("report");
     assert!(page.contains("Node.js: the JS heap"));
     assert!(
@@ -226,7 +212,7 @@ fn issue_14_a_handle_leak_is_told_from_a_js_heap_leak() {
     );
     let html = dir.with_file_name("report.html");
     let headline = stdout(leaktrail().arg("report").arg(&dir).arg("-o").arg(&html));
-    eprintln!("report headline: {}", headline.trim_end());
+    eprintln!("report headline [handle leak]: {}", headline.trim_end());
     let page = std::fs::read_to_string(&html).expect("report");
     assert!(
         page.contains("a handle leak"),

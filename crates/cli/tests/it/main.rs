@@ -17,6 +17,7 @@ mod hostile;
 mod install;
 mod jsheap;
 mod node;
+mod node_workloads;
 mod recording;
 mod sampling;
 mod sites;

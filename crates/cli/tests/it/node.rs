@@ -20,24 +20,128 @@ pub(crate) fn addon() -> PathBuf {
     fixture_library("node/addon", ".node", &["-I/usr/include/node"])
 }
 
-/// What a recording of a Node.js scenario says.
-struct Recorded {
-    dir: PathBuf,
-    growth: Value,
+/// What a recording of a Node.js scenario says, in every view that names
+/// what grows.
+pub(crate) struct Recorded {
+    pub(crate) dir: PathBuf,
+    pub(crate) growth: Value,
+    /// `growth`'s text.
+    pub(crate) growth_text: String,
     /// `trend --json`'s split by owner.
-    owners: Value,
+    pub(crate) owners: Value,
     /// The HTML report.
-    html: String,
-    /// The headline `report` printed.
-    headline: String,
+    pub(crate) html: String,
+    /// The headline `report` printed (its first line).
+    pub(crate) headline: String,
+}
+
+/// Who every view must name as what grows.
+pub(crate) enum Culprit<'a> {
+    /// The JS heap, with this constructor among those that grow.
+    JsHeap(&'a str),
+    /// The malloc site named at this function (the first frame outside
+    /// allocation plumbing), owned by this owner (`trend`'s name).
+    Site(&'a str, &'a str),
+    /// Nothing grows above noise.
+    Nothing,
+}
+
+impl Recorded {
+    /// Reads every view of the recording at `dir`; `name` tags the
+    /// headline on stderr (`report headline [NAME]: ...`, which
+    /// bench/node-headlines/run.py collects).
+    pub(crate) fn of(dir: PathBuf, name: &str) -> Recorded {
+        let growth = leaktrail_json([OsStr::new("growth"), OsStr::new("--json"), dir.as_os_str()]);
+        let growth_text = stdout(leaktrail().arg("growth").arg(&dir));
+        let trend = leaktrail_json([OsStr::new("trend"), OsStr::new("--json"), dir.as_os_str()]);
+        let html = dir.with_file_name("report.html");
+        let printed = stdout(leaktrail().arg("report").arg(&dir).arg("-o").arg(&html));
+        let headline = printed.lines().next().unwrap_or("").to_string();
+        eprintln!("report headline [{name}]: {headline}");
+        let html = std::fs::read_to_string(&html).expect("report written");
+        Recorded {
+            dir,
+            growth,
+            growth_text,
+            owners: trend["owners"].clone(),
+            html,
+            headline,
+        }
+    }
+
+    /// Every view names `culprit` and no other: the report's headline
+    /// (printed and on the page), the page's diagnosis line, `growth`'s
+    /// `first suspect:` line and `first_suspect` in its JSON, and the owner
+    /// `trend` says grows.
+    pub(crate) fn assert_every_view_names(&self, culprit: Culprit<'_>) {
+        let h = &self.headline;
+        assert!(
+            self.html.contains(&format!(
+                "<p class=\"headline\"><b>{}</b></p>",
+                leaktrail_report::html::escape(h)
+            )),
+            "the page's headline is the printed one: {h}"
+        );
+        assert!(
+            self.growth_text
+                .contains(&format!("\nfirst suspect: {h}\n")),
+            "growth's first suspect is the headline's ({h}):\n{}",
+            self.growth_text
+        );
+        let first = &self.growth["first_suspect"];
+        let growing = &self.owners["growing"];
+        match culprit {
+            Culprit::JsHeap(constructor) => {
+                assert!(h.starts_with("growth in the JS heap: "), "{h}");
+                assert!(h.contains(&format!(" {constructor} objects")), "{h}");
+                assert_eq!(first["kind"], "js_heap", "{first:#}");
+                assert_eq!(first["headline"], h.as_str(), "{first:#}");
+                let li = diagnosis_line(&self.html, "<li>What grows: <b>the JS heap</b>: ");
+                assert!(li.contains(&format!(" {constructor} objects")), "{li}");
+                assert_eq!(growing, "v8_heap", "{:#}", self.owners);
+            }
+            Culprit::Site(function, owner) => {
+                assert!(
+                    h.starts_with(&format!("growth above noise: {function} ")),
+                    "{h}"
+                );
+                assert_eq!(first["kind"], "site", "{first:#}");
+                assert_eq!(first["headline"], h.as_str(), "{first:#}");
+                let li = diagnosis_line(&self.html, "<li>The leaking function: ");
+                assert!(
+                    li.starts_with(&leaktrail_report::html::escape(function)),
+                    "{li}"
+                );
+                assert!(!self.html.contains("<li>What grows: <b>the JS heap</b>"));
+                assert_eq!(growing, owner, "{:#}", self.owners);
+            }
+            Culprit::Nothing => {
+                assert!(h.starts_with("no growth above noise"), "{h}");
+                assert!(first.is_null(), "{first:#}");
+                assert_eq!(self.growth["grows_above_noise"], false);
+                let li = diagnosis_line(&self.html, "<li>The leaking function: ");
+                assert!(li.starts_with("none: no growth above noise"), "{li}");
+                assert!(growing.is_null(), "{:#}", self.owners);
+            }
+        }
+    }
+}
+
+/// The rest of the report's diagnosis item that starts with `lead`.
+fn diagnosis_line<'a>(html: &'a str, lead: &str) -> &'a str {
+    let at = html
+        .find(lead)
+        .unwrap_or_else(|| panic!("no diagnosis line {lead:?} in the report"));
+    let rest = &html[at + lead.len()..];
+    &rest[..rest.find("</li>").unwrap_or(rest.len())]
 }
 
 /// Runs `stepper.js SCENARIO` under the tracer, snapshots the recording
 /// after each of `steps` steps, and returns what it says.
-fn growth_of(scenario: &str, steps: usize) -> (Value, Value, String) {
+fn growth_of(scenario: &str, steps: usize) -> Recorded {
     let stepper = repo_root().join("fixtures/node/stepper.js");
     let addon = addon();
-    let r = record(
+    record(
         scenario,
         &[
             "--expose-gc".as_ref(),
@@ -46,17 +150,21 @@ fn growth_of(scenario: &str, steps: usize) -> (Value, Value, String) {
             addon.as_os_str(),
         ],
         steps,
-    );
-    (r.growth, r.owners, r.html)
+    )
 }
 
 /// Runs `node ARGS` under the tracer for `steps` steps (`name` names the
 /// scratch directory) and reads what the recording says.
 fn record(name: &str, args: &[&OsStr], steps: usize) -> Recorded {
+    record_with(name, "tables", args, steps)
+}
+
+/// [`record`] with snapshots of `memory` (`full` for the JS heap).
+pub(crate) fn record_with(name: &str, memory: &str, args: &[&OsStr], steps: usize) -> Recorded {
     let dir = scratch(&format!("node_{name}")).join("rec");
     let mut argv: Vec<&OsStr> = vec!["node".as_ref()];
     argv.extend(args);
-    let pid = record_in_steps(&dir, "tables", &argv, steps);
+    let pid = record_in_steps(&dir, memory, &argv, steps);
     assert!(
         !Path::new(&format!("/tmp/perf-{pid}.map")).exists(),
         "the perf map of node (pid {pid}) is removed after the run"
@@ -65,18 +173,7 @@ fn record(name: &str, args: &[&OsStr], steps: usize) -> Recorded {
         dir.join("jit.dump").is_file(),
         "V8's jitdump is kept in the recording"
     );
-    let growth = leaktrail_json([OsStr::new("growth"), OsStr::new("--json"), dir.as_os_str()]);
-    let trend = leaktrail_json([OsStr::new("trend"), OsStr::new("--json"), dir.as_os_str()]);
-    let html = dir.with_file_name("report.html");
-    let headline = stdout(leaktrail().arg("report").arg(&dir).arg("-o").arg(&html));
-    let html = std::fs::read_to_string(&html).expect("report written");
-    Recorded {
-        dir,
-        growth,
-        owners: trend["owners"].clone(),
-        html,
-        headline: headline.trim_end().to_string(),
-    }
+    Recorded::of(dir, name)
 }
 
 /// `tiers.js SCENARIO` with V8's natives syntax, for `steps` steps.
@@ -131,7 +228,8 @@ fn has(frames: &[(String, String)], kind: &str, needle: &str) -> bool {
 
 #[test]
 fn native_leak_in_an_addon_is_ranked_first_with_its_js_caller() {
-    let (growth, owners, _html) = growth_of("native-leak", 5);
+    let r = growth_of("native-leak", 5);
+    let (growth, owners) = (&r.growth, &r.owners);
     assert_eq!(owners["growing"], "native", "{owners}");
     let top = &growth["suspects"][0];
     let frames = functions(top);
@@ -148,11 +246,14 @@ fn native_leak_in_an_addon_is_ranked_first_with_its_js_caller() {
         .as_u64()
         .expect("count");
     assert!(last - first >= 500 * 3, "{first} -> {last}");
+    // Every view names the addon's function, not operator new or Node.
+    r.assert_every_view_names(Culprit::Site("addon_leak_blocks", "native"));
 }
 
 #[test]
 fn buffers_retained_by_a_js_structure_are_ranked_first() {
-    let (growth, owners, html) = growth_of("buffers", 5);
+    let r = growth_of("buffers", 5);
+    let (growth, owners, html) = (&r.growth, &r.owners, &r.html);
     assert_eq!(owners["growing"], "array_buffers", "{owners}");
     // The report shows the split, the growing owner marked.
     assert!(html.contains("id=\"owners\""));
@@ -200,6 +301,7 @@ fn a_steady_control_shows_no_growth_above_noise() {
     assert!(r
         .html
         .contains("<p class=\"headline\"><b>no growth above noise: "));
+    r.assert_every_view_names(Culprit::Nothing);
 }
 
 /// Issue 14 (item 2): one function, interpreted for two steps and

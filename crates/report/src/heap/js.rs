@@ -44,6 +44,11 @@ pub fn census(c: &Census, top: usize) -> String {
     o
 }
 
+/// Why V8's traced handles are not counted beside its global handles.
+pub const TRACED_HANDLES: &str = "not available (TracedReference, which embedders use for \
+     wrapper objects, lives in V8 11's TracedHandles, apart from the global handles and \
+     behind a pointer in the Isolate that no v8dbg_ symbol locates and nothing checks)";
+
 /// V8's handles and the external strings' bytes, one line each.
 pub fn handles(o: &mut String, c: &Census) {
     let h = &c.handles;
@@ -65,6 +70,7 @@ pub fn handles(o: &mut String, c: &Census) {
             );
         }
     }
+    let _ = writeln!(o, "V8 traced handles: {TRACED_HANDLES}");
     match h.scopes {
         Some(s) => {
             let _ = writeln!(
