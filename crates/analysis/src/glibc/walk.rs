@@ -643,13 +643,15 @@ fn scan_mmapped(mem: &dyn Memory, start: u64, end: u64, out: &mut Vec<Chunk>) {
     let mut p = start;
     while p + PAGE <= end {
         let prev = r.u64(p).unwrap_or(1);
-        let c = p + prev;
+        // Any word may be here (the program's own data): nothing is added
+        // before it is known to be small.
+        let c = p + prev % PAGE;
         let found = (prev % ALIGN == 0 && prev < PAGE)
             .then(|| r.u64(c + 8))
             .flatten()
             .filter(|raw| raw & FLAGS == IS_MMAPPED)
             .map(|raw| raw & !FLAGS)
-            .filter(|&size| (prev + size) % PAGE == 0 && size > 0 && size <= end - c);
+            .filter(|&size| size > 0 && size <= end - c && (prev + size) % PAGE == 0);
         match found {
             Some(size) => {
                 out.push(Chunk {

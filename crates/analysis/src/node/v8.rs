@@ -87,11 +87,18 @@ pub struct ConstructorCount {
 pub struct Census {
     /// One entry per constructor, by bytes then count, descending.
     pub constructors: Vec<ConstructorCount>,
-    /// JS objects found.
+    /// JS objects found reachable (see [`JsHeap::reachable`]).
     pub objects: u64,
     /// Their shallow bytes.
     pub bytes: u64,
-    /// Every heap object found (JS or not).
+    /// JS objects found that are not reachable: garbage V8 has not yet
+    /// collected, in no count by constructor.
+    pub unreachable_objects: u64,
+    /// Their shallow bytes.
+    pub unreachable_bytes: u64,
+    /// When the snapshot was taken (0 when not known).
+    pub time_unix_ns: u64,
+    /// Every heap object found (JS or not, reachable or not).
     pub heap_objects: u64,
     /// Their bytes.
     pub heap_object_bytes: u64,
@@ -124,7 +131,8 @@ pub fn census(heap: &JsHeap<'_>) -> Census {
         handles: heap.handles(),
         ..Census::default()
     };
-    for o in heap.objects() {
+    let live = heap.reachable();
+    for (o, &live) in heap.objects().iter().zip(&live) {
         census.heap_objects += 1;
         census.heap_object_bytes += o.size;
         let Some(info) = heap.map_info(o.map) else {
@@ -137,6 +145,11 @@ pub fn census(heap: &JsHeap<'_>) -> Census {
         // A constructor's prototype object has its instances' constructor
         // too; it is one per class, not an instance.
         if !heap.is_js_object(info.instance_type) || heap.is_prototype_map(o.map) {
+            continue;
+        }
+        if !live {
+            census.unreachable_objects += 1;
+            census.unreachable_bytes += o.size;
             continue;
         }
         let name = if heap.is_function(info.instance_type) {
@@ -180,8 +193,74 @@ pub fn census(heap: &JsHeap<'_>) -> Census {
 /// The census of the JS heap of the snapshot at `snap`.
 pub fn census_of(snap: &Snapshot) -> Result<Census, Error> {
     let md = metadata_for(snap)?;
-    let heap = JsHeap::open(snap, &md)?;
-    Ok(census(&heap))
+    let mut heap = JsHeap::open(snap, &md)?;
+    heap.set_dead(dead_ranges(snap));
+    let mut c = census(&heap);
+    c.time_unix_ns = snap.metadata().map_or(0, |m| m.time_unix_ns);
+    Ok(c)
+}
+
+/// Captured memory that holds no roots for [`JsHeap::reachable`]: each
+/// thread's stack below its stack pointer and glibc's free heap memory.
+/// Both hold stale words, and a stale word pointing at a dropped array
+/// keeps all its elements counted.
+pub fn dead_ranges(snap: &Snapshot) -> Vec<(u64, u64)> {
+    let mut dead = dead_stacks(snap);
+    dead.extend(free_malloc_memory(snap));
+    dead
+}
+
+/// Between glibc's chunks in use, in the mappings that hold them: free
+/// chunks, tcaches, top. Empty unless the walk of glibc's heap checked out
+/// in full: a chunk in use it missed would lose its roots, and then live
+/// objects.
+fn free_malloc_memory(snap: &Snapshot) -> Vec<(u64, u64)> {
+    let Ok(walk) = crate::heap_walk::walk(snap, &[]) else {
+        return Vec::new();
+    };
+    if !walk.problems.is_empty() {
+        return Vec::new();
+    }
+    let mut chunks: Vec<(u64, u64)> = walk
+        .chunks
+        .iter()
+        .filter(|c| !c.mmapped)
+        .map(|c| (c.addr, c.addr + c.size))
+        .collect();
+    chunks.sort_unstable();
+    let mut free = Vec::new();
+    for m in snap.mappings() {
+        let first = chunks.partition_point(|c| c.0 < m.start);
+        let inside = chunks[first..].iter().take_while(|c| c.1 <= m.end);
+        let mut at = m.start;
+        let mut any = false;
+        for &(s, e) in inside {
+            any = true;
+            if s > at {
+                free.push((at, s));
+            }
+            at = at.max(e);
+        }
+        if any && at < m.end {
+            free.push((at, m.end));
+        }
+    }
+    free
+}
+
+/// The part of each thread's stack below its stack pointer (less the
+/// 128-byte red zone a leaf function may use): dead frames, no roots.
+pub fn dead_stacks(snap: &Snapshot) -> Vec<(u64, u64)> {
+    let mappings = snap.mappings();
+    snap.threads()
+        .iter()
+        .filter_map(|t| {
+            let sp = t.sp();
+            let m = mappings.iter().find(|m| m.start <= sp && sp < m.end)?;
+            let end = sp.saturating_sub(128).max(m.start);
+            (end > m.start).then_some((m.start, end))
+        })
+        .collect()
 }
 
 /// V8's handles in the snapshot at `snap`, without reading its objects;
@@ -200,6 +279,9 @@ pub struct ConstructorSeries {
     pub counts: Vec<u64>,
     /// Their bytes in each snapshot.
     pub bytes: Vec<u64>,
+    /// Whether they grow steadily and above noise (see
+    /// [`ConstructorSeries::grows_steadily`]).
+    pub grows: bool,
 }
 
 impl ConstructorSeries {
@@ -213,9 +295,13 @@ impl ConstructorSeries {
         delta(&self.bytes)
     }
 
-    /// Whether its objects grow steadily ([`rises_steadily`]).
+    /// Whether its objects grow steadily ([`rises_steadily`]) and their
+    /// bytes rise above the noise of the whole JS heap by the test a
+    /// malloc site must pass ([`crate::growth::Stats::grows_above`]): a
+    /// handful of objects in flight that happen to rise four times in a
+    /// row are not a leak.
     pub fn grows_steadily(&self) -> bool {
-        rises_steadily(&self.counts)
+        self.grows
     }
 }
 
@@ -268,6 +354,12 @@ impl JsVerdict {
 pub struct JsHeapGrowth {
     /// The snapshots, in order.
     pub snapshots: Vec<std::path::PathBuf>,
+    /// When each was taken, seconds after the first.
+    pub t_seconds: Vec<f64>,
+    /// The noise of the JS objects' bytes
+    /// ([`crate::growth::heap_noise`]): the rise a constructor's bytes
+    /// must exceed.
+    pub noise_bytes: f64,
     /// JS objects in each.
     pub objects: Vec<u64>,
     /// Their bytes in each.
@@ -343,13 +435,15 @@ pub fn growth_of(paths: &[std::path::PathBuf]) -> Result<Option<JsHeapGrowth>, E
         // A later snapshot without V8's pages (one taken while node tore
         // its isolate down, or with less memory) is left out of the
         // series: the JS heap is told over those that hold it.
-        let Ok(heap) = JsHeap::open(&snap, &m) else {
+        let Ok(mut heap) = JsHeap::open(&snap, &m) else {
             if censuses.is_empty() {
                 return Ok(None);
             }
             continue;
         };
+        heap.set_dead(dead_ranges(&snap));
         let mut c = census(&heap);
+        c.time_unix_ns = snap.metadata().map_or(0, |m| m.time_unix_ns);
         for k in &mut c.constructors {
             k.addrs = Vec::new();
         }
@@ -371,14 +465,33 @@ pub fn compare(snapshots: Vec<std::path::PathBuf>, censuses: &[Census]) -> JsHea
         .collect();
     names.sort_unstable();
     names.dedup();
+    // Times from the snapshots; unknown ones (a census built by hand)
+    // one second apart.
+    let t0 = censuses.first().map_or(0, |c| c.time_unix_ns);
+    let t_seconds: Vec<f64> = if censuses.iter().all(|c| c.time_unix_ns != 0) {
+        censuses
+            .iter()
+            .map(|c| c.time_unix_ns.saturating_sub(t0) as f64 / 1e9)
+            .collect()
+    } else {
+        (0..censuses.len()).map(|k| k as f64).collect()
+    };
+    let totals: Vec<f64> = censuses.iter().map(|c| c.bytes as f64).collect();
+    let noise_bytes = crate::growth::heap_noise(&t_seconds, &totals);
     let mut constructors: Vec<ConstructorSeries> = names
         .into_iter()
         .map(|name| {
             let of = |c: &Census| c.get(name).map_or((0, 0), |k| (k.count, k.bytes));
+            let counts: Vec<u64> = censuses.iter().map(|c| of(c).0).collect();
+            let bytes: Vec<u64> = censuses.iter().map(|c| of(c).1).collect();
+            let as_f64: Vec<f64> = bytes.iter().map(|&b| b as f64).collect();
+            let grows = rises_steadily(&counts)
+                && crate::growth::Stats::of(&t_seconds, &as_f64).grows_above(noise_bytes);
             ConstructorSeries {
                 constructor: name.to_string(),
-                counts: censuses.iter().map(|c| of(c).0).collect(),
-                bytes: censuses.iter().map(|c| of(c).1).collect(),
+                counts,
+                bytes,
+                grows,
             }
         })
         .collect();
@@ -404,6 +517,8 @@ pub fn compare(snapshots: Vec<std::path::PathBuf>, censuses: &[Census]) -> JsHea
     };
     JsHeapGrowth {
         snapshots,
+        t_seconds,
+        noise_bytes,
         objects: censuses.iter().map(|c| c.objects).collect(),
         bytes: censuses.iter().map(|c| c.bytes).collect(),
         used: censuses.iter().map(|c| sum(c, |s| s.used)).collect(),
@@ -474,6 +589,8 @@ mod tests {
         // The same handles beside growing objects: the objects' leak.
         for (k, c) in c.iter_mut().enumerate() {
             c.constructors[0].count = 10 * (k as u64 + 1);
+            c.constructors[0].bytes = 400 * (k as u64 + 1);
+            c.bytes = c.constructors[0].bytes;
         }
         assert_eq!(compare(vec![], &c).verdict, JsVerdict::Leak);
         // Up and down, nothing committed: steady.
@@ -481,5 +598,35 @@ mod tests {
             verdict(&[(10, mb), (20, mb), (10, mb), (20, mb)]),
             JsVerdict::Steady
         );
+    }
+
+    /// A few objects more at every snapshot, while the heap's own bytes
+    /// swing by far more (requests in flight, arrays made and dropped), is
+    /// not a leak: the rise must stand out of the JS heap's noise.
+    #[test]
+    fn a_steady_rise_within_the_heaps_noise_is_not_a_leak() {
+        let mb = 1 << 20;
+        let c: Vec<Census> = [0u64, 1, 2, 3, 4, 5]
+            .iter()
+            .map(|&k| {
+                let mut c = census(1000 + k, mb);
+                let swing = if k % 2 == 0 { 0 } else { 200_000 };
+                c.constructors.push(ConstructorCount {
+                    constructor: "Array".into(),
+                    count: swing / 32,
+                    bytes: swing,
+                    addrs: vec![],
+                });
+                c.bytes += swing;
+                c
+            })
+            .collect();
+        let j = compare(vec![], &c);
+        assert!(j.noise_bytes > 40.0 * 5.0, "{}", j.noise_bytes);
+        assert!(j.growing().next().is_none());
+        assert_eq!(j.verdict, JsVerdict::Steady);
+        // The same rise in a quiet heap is one.
+        let quiet: Vec<Census> = (0..6).map(|k| census(1000 + k, mb)).collect();
+        assert_eq!(compare(vec![], &quiet).verdict, JsVerdict::Leak);
     }
 }

@@ -28,9 +28,10 @@ are not counted: not available (no v8dbg_* symbol locates them). \
 Needs a --memory full snapshot (the default) \
 of node and the node binary it ran (its v8dbg_* symbols describe V8's \
 object layouts); reads the whole V8 heap once (about 1 s for a \
-snapshot of a small node service). Objects V8 has not yet \
-collected are counted too: run node with --expose-gc and collect before \
-the snapshot when you want only the live ones. Across snapshots, growth \
+snapshot of a small node service). Only objects still reachable are \
+counted, as a collector would mark them (from the stacks, V8's handles \
+and the rest of memory, conservatively); garbage V8 has not yet collected \
+is left out and its total shown on the first line. Across snapshots, growth \
 and report name the constructors that grow, and call it a handle leak \
 when global handles grow while no constructor does.
 

@@ -14,12 +14,14 @@ pub fn census(c: &Census, top: usize) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "JS heap: {} objects, {} in {} constructors (of {} heap objects, {})",
+        "JS heap: {} objects, {} in {} constructors (of {} heap objects, {}); {} unreachable JS objects ({}) not yet collected, not counted",
         count(c.objects),
         bytes(c.bytes as f64),
         count(c.constructors.len() as u64),
         count(c.heap_objects),
         bytes(c.heap_object_bytes as f64),
+        count(c.unreachable_objects),
+        bytes(c.unreachable_bytes as f64),
     );
     let _ = writeln!(o, "{:>12} {:>12}  constructor", "objects", "bytes");
     let shown = if top == 0 { c.constructors.len() } else { top };

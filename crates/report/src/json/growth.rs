@@ -58,6 +58,9 @@ impl From<FirstSuspect<'_>> for FirstSuspectRecord {
 #[derive(Clone, Debug, Serialize)]
 pub struct JsHeapRecord<'a> {
     verdict: &'static str,
+    /// The rise a constructor's bytes must exceed to grow (1.96 × the
+    /// standard deviation of the JS objects' bytes about their line).
+    noise_bytes: f64,
     objects: &'a [u64],
     bytes: &'a [u64],
     used: &'a [u64],
@@ -86,6 +89,7 @@ impl<'a> From<&'a JsHeapGrowth> for JsHeapRecord<'a> {
     fn from(j: &'a JsHeapGrowth) -> Self {
         JsHeapRecord {
             verdict: j.verdict.name(),
+            noise_bytes: j.noise_bytes,
             objects: &j.objects,
             bytes: &j.bytes,
             used: &j.used,
@@ -433,38 +437,58 @@ mod tests {
             },
             external_strings: 2,
             external_string_bytes: 3000,
+            ..Census::default()
         };
+        // Four snapshots: the fewest in which a rise can be significant.
         let j = v8::compare(
-            vec!["a.core".into(), "b.core".into()],
-            &[census(10), census(30)],
+            vec![
+                "a.core".into(),
+                "b.core".into(),
+                "c.core".into(),
+                "d.core".into(),
+            ],
+            &[census(10), census(20), census(30), census(40)],
         );
         assert_json(
             &JsHeapRecord::from(&j),
             r#"
 {
   "verdict": "leak",
+  "noise_bytes": 0.0,
   "objects": [
     17,
-    37
+    27,
+    37,
+    47
   ],
   "bytes": [
     680,
-    1480
+    1080,
+    1480,
+    1880
   ],
   "used": [
     4400,
-    5200
+    4800,
+    5200,
+    5600
   ],
   "committed": [
+    262144,
+    262144,
     262144,
     262144
   ],
   "global_handles": [
     70,
-    90
+    80,
+    90,
+    100
   ],
   "handle_scope_blocks": null,
   "external_string_bytes": [
+    3000,
+    3000,
     3000,
     3000
   ],
@@ -473,14 +497,18 @@ mod tests {
       "constructor": "Listener",
       "counts": [
         10,
-        30
+        20,
+        30,
+        40
       ],
       "bytes": [
         400,
-        1200
+        800,
+        1200,
+        1600
       ],
-      "count_delta": 20,
-      "bytes_delta": 800,
+      "count_delta": 30,
+      "bytes_delta": 1200,
       "grows_steadily": true
     }
   ]

@@ -13,14 +13,15 @@
 //!
 //! **Objects.** A heap object starts with a tagged pointer to its map, and
 //! a map's own map is a *meta map*, which points to itself. We read every
-//! word of every page's area (new-space pages to their high-water mark,
-//! from-space pages not at all: those are the scavenger's stale copies),
+//! word of every page's area (from-space pages not at all: those are the
+//! scavenger's stale copies),
 //! take a word that points to a map as an object's start, and skip the
 //! words inside an object once its size is known (from its map, or from
 //! its length for arrays, strings and the free-space fillers the sweeper
 //! leaves over dead objects). This is mdb_v8's findjsobjects idea, made
-//! safer by the page walk: it finds what V8 has not yet collected, so
-//! callers that want the live set collect first (`--expose-gc`).
+//! safer by the page walk. It finds what V8 has not yet collected too, so
+//! [`JsHeap::reachable`] then marks what is still in use from the roots
+//! outside V8's pages, and only that is counted.
 //!
 //! Build once per snapshot (it reads the whole V8 heap: tens of ms per
 //! 10 MiB), then query.
@@ -77,11 +78,17 @@ pub struct HeapObject {
 }
 
 struct Page {
+    /// The page's reservation: `[base, base + size)`.
+    base: u64,
+    size: u64,
     area_start: u64,
-    /// Where objects end: the area's end, or the high-water mark.
+    /// Where objects end: the area's end.
     limit: u64,
     large: bool,
     scan: bool,
+    /// A code-space page: instructions, with objects embedded at any
+    /// byte offset.
+    code: bool,
 }
 
 /// The V8 heap of one snapshot: its spaces, its maps and its objects.
@@ -96,6 +103,10 @@ pub struct JsHeap<'m> {
     function_types_end: u64,
     /// V8's `Heap` object (in the isolate), as the pages name it.
     heap_addr: u64,
+    /// Every page found (from-space and code pages too), by base.
+    pages: Vec<Page>,
+    /// Captured memory that holds no roots (see [`JsHeap::set_dead`]).
+    dead: Vec<(u64, u64)>,
 }
 
 impl<'m> JsHeap<'m> {
@@ -131,8 +142,10 @@ impl<'m> JsHeap<'m> {
             maps: RefCell::new(HashMap::new()),
             function_types_end,
             heap_addr: 0,
+            pages: Vec::new(),
+            dead: Vec::new(),
         };
-        let pages = heap.find_pages();
+        let mut pages = heap.find_pages();
         if pages.is_empty() {
             return Err(Error::Insufficient(
                 "no V8 heap page is in the snapshot's captured memory: take it with --memory full (the default) from a node process".into(),
@@ -141,6 +154,8 @@ impl<'m> JsHeap<'m> {
         for page in pages.iter().filter(|p| objects && p.scan) {
             heap.scan_page(page);
         }
+        pages.sort_by_key(|p| p.base);
+        heap.pages = pages;
         Ok(heap)
     }
 
@@ -181,7 +196,7 @@ impl<'m> JsHeap<'m> {
                 a += PAGE_ALIGNMENT;
             }
         }
-        for (_, h) in candidates {
+        for (base, h) in candidates {
             let (flags, heap, area_start, area_end) = (h[1], h[2], h[3], h[4]);
             let (allocated, hwm, owner) = (h[5], h[7], h[8]);
             let Some(id) = self.space_id(owner, heap) else {
@@ -204,15 +219,16 @@ impl<'m> JsHeap<'m> {
             let from = flags & FROM_PAGE != 0;
             let large = flags & LARGE_PAGE != 0 || name.contains("large_object");
             let new_space = name == "new_space";
-            let limit = if new_space {
-                hwm.clamp(area_start, area_end)
-            } else {
-                area_end
-            };
+            // Objects are read over the whole area, even on a new-space
+            // page: its high-water mark lags the top of the linear area V8
+            // allocates from, so what was made since the last collection
+            // lies above it. Above the top lie the scavenger's leftovers,
+            // which the marking finds unreachable and no count takes.
+            let limit = area_end;
             let used = if from {
                 0
             } else if new_space {
-                limit - area_start
+                hwm.clamp(area_start, area_end) - area_start
             } else if large {
                 area_end - area_start
             } else {
@@ -222,12 +238,15 @@ impl<'m> JsHeap<'m> {
             space.pages += 1;
             space.used += used;
             found.push(Page {
+                base,
+                size: h[0],
                 area_start,
                 limit,
                 large,
                 // Code lives in its own spaces and holds no JS objects; its
                 // instruction bytes would only feed false starts.
                 scan: !from && !name.starts_with("code"),
+                code: !from && name.starts_with("code"),
             });
         }
         self.spaces.sort_by_key(|s| space_order(s.name));
@@ -451,6 +470,153 @@ impl<'m> JsHeap<'m> {
     /// constructors, builtins' functions).
     pub fn is_function(&self, ty: u64) -> bool {
         (self.layout.types.js_function..self.function_types_end).contains(&ty)
+    }
+}
+
+/// Reachability: which objects found are still in use.
+///
+/// The page walk finds every object V8 has not yet collected, garbage
+/// included: a program that makes and drops arrays at a steady rate shows
+/// tens of thousands more between two collections, which a count by
+/// constructor would read as growth. So we mark, as a collector would,
+/// but conservatively: every aligned word of captured memory outside V8's
+/// pages (stacks, the malloc heap where V8 keeps its isolate, handles and
+/// global handles, data sections) that is a strong tagged pointer to an
+/// object's start is a root, and so is such a word at any byte offset of a
+/// code page (code embeds objects in its instructions); from a marked
+/// object, each of its words that is one is an edge. Weak references (tag
+/// `11`) are not followed; from-space pages (the scavenger's stale copies)
+/// are neither roots nor objects. A stale word (a freed block, a dead stack
+/// slot) can only keep garbage counted, never lose a live object.
+impl JsHeap<'_> {
+    /// Takes `[start, end)` ranges as holding no roots: the stacks below
+    /// each thread's stack pointer and malloc's free memory
+    /// ([`super::dead_ranges`]), whose stale words would keep garbage
+    /// counted (a dropped array's last pointer is often in one).
+    pub fn set_dead(&mut self, dead: Vec<(u64, u64)>) {
+        self.dead = dead;
+    }
+
+    /// One flag per [`JsHeap::objects`] entry: whether it is reachable.
+    pub fn reachable(&self) -> Vec<bool> {
+        let mut by_addr: Vec<(u64, u32)> = self
+            .objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.addr, i as u32))
+            .collect();
+        by_addr.sort_unstable();
+        let lo = by_addr.first().map_or(u64::MAX, |o| o.0);
+        let hi = by_addr.last().map_or(0, |o| o.0);
+        let mut marker = Marker {
+            by_addr,
+            lo,
+            hi,
+            live: vec![false; self.objects.len()],
+            work: Vec::new(),
+        };
+        let mut skip: Vec<(u64, u64)> = self
+            .pages
+            .iter()
+            .map(|p| (p.base, p.base + p.size))
+            .chain(self.dead.iter().copied())
+            .collect();
+        skip.sort_unstable();
+        for (start, end) in self.mem.ranges() {
+            let mut at = start;
+            for &(s, e) in skip.iter().filter(|&&(s, e)| s < end && e > start) {
+                if s > at {
+                    self.each_word(at, s, 8, |w| marker.visit(w));
+                }
+                at = at.max(e);
+            }
+            if at < end {
+                self.each_word(at, end, 8, |w| marker.visit(w));
+            }
+        }
+        for p in self.pages.iter().filter(|p| p.code) {
+            self.each_word(p.area_start, p.limit, 1, |w| marker.visit(w));
+        }
+        while let Some(i) = marker.work.pop() {
+            let o = self.objects[i];
+            let body = match self.map_info(o.map) {
+                Some(info) if self.holds_no_pointers(info.instance_type) => 0,
+                _ => o.size,
+            };
+            marker.visit(o.map + 1);
+            self.each_word(o.addr + 8, o.addr + body, 8, |w| marker.visit(w));
+        }
+        marker.live
+    }
+
+    /// Strings, byte arrays and double arrays: raw bytes after the header
+    /// (what strings point to is strings, never a JS object).
+    fn holds_no_pointers(&self, ty: u64) -> bool {
+        let t = &self.layout.types;
+        self.layout.is_string(ty) || ty == t.byte_array || ty == t.fixed_double_array
+    }
+
+    /// Calls `f` with the word at every `step`-th byte of `[start, end)`
+    /// that is captured.
+    fn each_word(&self, start: u64, end: u64, step: usize, mut f: impl FnMut(u64)) {
+        const CHUNK: u64 = 1 << 20;
+        let mut buf = Vec::new();
+        let mut at = start;
+        while at + 8 <= end {
+            // Overlap chunks by 7 bytes so unaligned words across a seam
+            // are read too.
+            let len = (end - at).min(CHUNK + 7);
+            let bytes: &[u8] = match self.mem.borrow(at, len) {
+                Some(b) => b,
+                None => {
+                    buf.resize(len as usize, 0);
+                    if self.mem.read(at, &mut buf).is_err() {
+                        at += CHUNK;
+                        continue;
+                    }
+                    &buf
+                }
+            };
+            let mut k = 0;
+            while k + 8 <= bytes.len() && (k as u64) < CHUNK {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&bytes[k..k + 8]);
+                f(u64::from_le_bytes(w));
+                k += step;
+            }
+            at += CHUNK;
+        }
+    }
+}
+
+/// The state of one marking.
+struct Marker {
+    /// Objects' addresses with their index, ascending.
+    by_addr: Vec<(u64, u32)>,
+    lo: u64,
+    hi: u64,
+    live: Vec<bool>,
+    work: Vec<usize>,
+}
+
+impl Marker {
+    /// Marks the object `w` points to, when it is a strong tagged pointer
+    /// to an object's start not yet marked.
+    fn visit(&mut self, w: u64) {
+        if w & 3 != 1 {
+            return;
+        }
+        let a = w - 1;
+        if a < self.lo || a > self.hi {
+            return;
+        }
+        if let Ok(k) = self.by_addr.binary_search_by_key(&a, |o| o.0) {
+            let i = self.by_addr[k].1 as usize;
+            if !self.live[i] {
+                self.live[i] = true;
+                self.work.push(i);
+            }
+        }
     }
 }
 
