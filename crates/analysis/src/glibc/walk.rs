@@ -968,4 +968,24 @@ mod tests {
             0x5555_0000_3000
         );
     }
+
+    /// Words the program wrote where an mmapped chunk's header would be,
+    /// as large as a word can be: no chunk, no overflow (a node snapshot's
+    /// heap held one and aborted the debug build's census).
+    #[test]
+    fn mmapped_scan_takes_hostile_headers_as_no_chunk() {
+        let mut words = vec![0u64; 4 * PAGE as usize / 8];
+        let base = words.as_ptr() as u64;
+        let first = base.div_ceil(PAGE) * PAGE;
+        let at = |a: u64| ((a - base) / 8) as usize;
+        // A prev_size past the address space; a size that is.
+        words[at(first)] = !(ALIGN - 1);
+        words[at(first + PAGE)] = 16;
+        words[at(first + PAGE + 16 + 8)] = !FLAGS | IS_MMAPPED;
+        // SAFETY: the range lies inside `words`, alive until the end.
+        let mem = unsafe { leaktrail_recording::LocalMemory::new(vec![(base, base + 4 * PAGE)]) };
+        let mut out = Vec::new();
+        scan_mmapped(&mem, first, first + 3 * PAGE, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    }
 }
