@@ -51,7 +51,7 @@ use leaktrail_recording::snapshot::metadata::{
 };
 use leaktrail_recording::snapshot::{default_file_name, elf, note};
 use leaktrail_recording::Snapshot;
-use memory::{Copier, Piece, Staging};
+use memory::{Copier, Piece, Pinning, Staging};
 
 use crate::Error;
 pub use interrupt::catch as catch_interrupts;
@@ -358,7 +358,10 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         .collect();
     maps::classify(&mut maps, &stacks);
     let t_maps = stop_started.elapsed();
-    let mut copier = Copier::new(mm);
+    // The target's own pages shared with a fork of its own (a preforking
+    // server's) are read without pinning, which would copy them.
+    let pinning = Pinning::for_maps(&before);
+    let mut copier = Copier::new(mm, pinning.clone());
 
     // What to capture is planned first from the maps alone. With
     // copy-on-write, the probes (audit headers, ELF headers) then read the
@@ -414,7 +417,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         });
     let mut probed = Probes::default();
     if !probes_after {
-        (probed, loads) = Probes::planned(mm, &maps, options.memory);
+        (probed, loads) = Probes::planned(mm, &pinning, &maps, options.memory);
     }
     interrupt::check(pid)?;
     let t_probed = stop_started.elapsed();
@@ -445,7 +448,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
             &mut early_vec
         }
     };
-    copier.unreadable += memory::read_parallel(mm, &early_pieces, early_bytes)?;
+    copier.unreadable += memory::read_parallel(mm, &pinning, &early_pieces, early_bytes)?;
     // Soft-dirty bits: read those of the pages the base may still hold,
     // then start a new epoch for the next snapshot; both while stopped.
     let mut clean = Vec::new();
@@ -486,7 +489,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
                 // The stop-and-copy below takes these too.
                 early_pieces.clear();
                 if probes_after {
-                    (probed, loads) = Probes::planned(mm, &maps, options.memory);
+                    (probed, loads) = Probes::planned(mm, &pinning, &maps, options.memory);
                 }
             }
         }
@@ -503,7 +506,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
         }
         match &mut staging {
             Some(s) => {
-                copier.unreadable += memory::read_parallel(mm, &pieces, s.slice(total))?;
+                copier.unreadable += memory::read_parallel(mm, &pinning, &pieces, s.slice(total))?;
             }
             None => {
                 if base.take().is_some() {
@@ -513,7 +516,7 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
                     );
                 }
                 let layout = elf::Layout::new(loads.len());
-                let mut source = Source::Live(Copier::new(mm), Vec::new());
+                let mut source = Source::Live(Copier::new(mm, pinning.clone()), Vec::new());
                 stream(&mut source, &pieces, &out, layout.data_offset)?;
                 copier.unreadable += source.unreadable();
                 streamed = Some(pieces);
@@ -557,7 +560,8 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     drop(early_vec);
     if let Some(image) = &image {
         if probes_after {
-            (probed, loads) = Probes::planned(image.pid(), &maps, options.memory);
+            (probed, loads) =
+                Probes::planned(image.pid(), &Pinning::Nowhere, &maps, options.memory);
         }
         loads = split_sparse(image.pid(), &maps, loads);
     }
@@ -569,7 +573,11 @@ pub fn take(pid: i32, options: &Options) -> Result<Outcome, Error> {
     let staged_pieces = data_pieces(&loads);
     let staged_total: u64 = staged_pieces.iter().map(|p| p.len).sum();
     let mut source = match (&image, &mut staging) {
-        (Some(image), _) => Some(Source::Live(Copier::new(image.pid()), early)),
+        // Every page of the image is shared with the target: never pinned.
+        (Some(image), _) => Some(Source::Live(
+            Copier::new(image.pid(), Pinning::Nowhere),
+            early,
+        )),
         (None, Some(s)) if streamed.is_none() => Some(Source::Staged(
             StagedView::new(&staged_pieces),
             s.slice(staged_total),
@@ -1096,16 +1104,21 @@ struct Probes {
 
 impl Probes {
     /// [`Probes::read`], and the plan with what they found.
-    fn planned(pid: i32, maps: &[Mapping], mode: MemoryMode) -> (Probes, Vec<Load>) {
-        let probes = Probes::read(pid, maps, mode);
+    fn planned(
+        pid: i32,
+        pinning: &Pinning,
+        maps: &[Mapping],
+        mode: MemoryMode,
+    ) -> (Probes, Vec<Load>) {
+        let probes = Probes::read(pid, pinning, maps, mode);
         let loads = plan(maps, mode, &probes.audit_ranges, &probes.elf_heads);
         (probes, loads)
     }
 
     /// Reads them from `pid`: the stopped target, or its copy-on-write
     /// image (which holds every mapping of `maps` the probes read).
-    fn read(pid: i32, maps: &[Mapping], mode: MemoryMode) -> Probes {
-        let mut copier = Copier::new(pid);
+    fn read(pid: i32, pinning: &Pinning, maps: &[Mapping], mode: MemoryMode) -> Probes {
+        let mut copier = Copier::new(pid, pinning.clone());
         // Audit headers: a page-aligned magic at the start of an anonymous
         // read-write mapping. Every candidate in one read (Node.js has
         // hundreds).

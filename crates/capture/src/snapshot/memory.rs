@@ -1,6 +1,7 @@
 //! Copying the target's memory: `process_vm_readv` in big batches, with
-//! `/proc/PID/mem` for what it refuses, into a staging buffer or straight
-//! into the output file.
+//! `/proc/PID/mem` for what it refuses and where it would copy shared
+//! pages ([`Pinning`]: a fork's image, a preforking server's shared heap),
+//! into a staging buffer or straight into the output file.
 //!
 //! The pause is what the target pays for a snapshot, so the copy while it is
 //! stopped goes, when memory allows, into a staging area that was mapped and
@@ -13,6 +14,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+pub(crate) use crate::memory::Pinning;
 use crate::Error;
 
 /// One contiguous piece of the target's memory, in file order.
@@ -63,15 +65,20 @@ pub(crate) const STREAM_BATCH: u64 = 32 << 20;
 pub(crate) struct Copier {
     pid: i32,
     mem: Option<File>,
+    /// Where `process_vm_readv` may read.
+    pinning: Pinning,
     /// Bytes we could read by neither means (written as zeros).
     pub unreadable: u64,
 }
 
 impl Copier {
-    pub fn new(pid: i32) -> Copier {
+    /// A copier of `pid` that reads with `process_vm_readv` where
+    /// `pinning` allows it, else through `/proc/PID/mem`.
+    pub fn new(pid: i32, pinning: Pinning) -> Copier {
         Copier {
             pid,
             mem: None,
+            pinning,
             unreadable: 0,
         }
     }
@@ -103,6 +110,72 @@ impl Copier {
     /// Fills `dst` with `pieces` back to back (`dst.len()` must be their
     /// total). Pages that cannot be read are left zero and counted.
     pub fn read(&mut self, pieces: &[Piece], dst: &mut [u8]) -> Result<(), Error> {
+        // Runs of pieces read the same way: one run unless some piece is
+        // in a range `process_vm_readv` must not pin.
+        let mut i = 0;
+        let mut at = 0usize;
+        while i < pieces.len() {
+            let pinned = self.pinning.allows(pieces[i].addr, pieces[i].len);
+            let mut j = i;
+            let mut len = 0usize;
+            while j < pieces.len() && self.pinning.allows(pieces[j].addr, pieces[j].len) == pinned {
+                len += pieces[j].len as usize;
+                j += 1;
+            }
+            let run = &mut dst[at..at + len];
+            if pinned {
+                self.read_pinned(&pieces[i..j], run)?;
+            } else {
+                self.read_unpinned(&pieces[i..j], run)?;
+            }
+            at += len;
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// [`Copier::read`] through `/proc/PID/mem`: a piece at a time, in
+    /// batches (so an interrupt is seen), page by page where a batch fails.
+    fn read_unpinned(&mut self, pieces: &[Piece], dst: &mut [u8]) -> Result<(), Error> {
+        let mut at = 0usize;
+        for p in pieces {
+            let mut done = 0u64;
+            while done < p.len {
+                super::interrupt::check(self.pid)?;
+                let n = (p.len - done).min(STREAM_BATCH);
+                let slot = &mut dst[at..at + n as usize];
+                if self.read_mem(p.addr + done, slot).is_err() {
+                    self.read_pages(p.addr + done, slot)?;
+                }
+                at += n as usize;
+                done += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// `addr..addr + dst.len()` through `/proc/PID/mem` page by page:
+    /// zeros, counted, where a page cannot be read.
+    fn read_pages(&mut self, addr: u64, dst: &mut [u8]) -> Result<(), Error> {
+        let mut pos = 0usize;
+        while pos < dst.len() {
+            let a = addr + pos as u64;
+            let n = ((((a / PAGE) + 1) * PAGE - a) as usize).min(dst.len() - pos);
+            let slot = &mut dst[pos..pos + n];
+            if self.read_mem(a, slot).is_err() {
+                if !alive(self.pid) {
+                    return Err(Error::Exited { pid: self.pid });
+                }
+                slot.fill(0);
+                self.unreadable += n as u64;
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// [`Copier::read`] with `process_vm_readv`, 1,024 ranges a call.
+    fn read_pinned(&mut self, pieces: &[Piece], dst: &mut [u8]) -> Result<(), Error> {
         let mut remote: Vec<libc::iovec> = Vec::with_capacity(MAX_IOV);
         let mut at = 0usize;
         let mut i = 0;
@@ -213,7 +286,12 @@ const PARALLEL_MIN: u64 = 64 << 20;
 /// walking and memcpy, so on an idle machine it scales with cores; the
 /// target is stopped either way, so its own threads lose nothing.
 /// Returns the bytes that could not be read.
-pub(crate) fn read_parallel(pid: i32, pieces: &[Piece], dst: &mut [u8]) -> Result<u64, Error> {
+pub(crate) fn read_parallel(
+    pid: i32,
+    pinning: &Pinning,
+    pieces: &[Piece],
+    dst: &mut [u8],
+) -> Result<u64, Error> {
     let total: u64 = pieces.iter().map(|p| p.len).sum();
     let cores = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -224,7 +302,7 @@ pub(crate) fn read_parallel(pid: i32, pieces: &[Piece], dst: &mut [u8]) -> Resul
         cores.max(1)
     };
     if workers == 1 {
-        let mut c = Copier::new(pid);
+        let mut c = Copier::new(pid, pinning.clone());
         c.read(pieces, dst)?;
         return Ok(c.unreadable);
     }
@@ -266,7 +344,7 @@ pub(crate) fn read_parallel(pid: i32, pieces: &[Piece], dst: &mut [u8]) -> Resul
             .into_iter()
             .map(|(run, buf)| {
                 scope.spawn(move || {
-                    let mut c = Copier::new(pid);
+                    let mut c = Copier::new(pid, pinning.clone());
                     c.read(run, buf).map(|()| c.unreadable)
                 })
             })
@@ -396,20 +474,22 @@ mod tests {
             );
         }
         let addr = base as u64;
-        let mut c = Copier::new(std::process::id() as i32);
-        let pieces = [
-            Piece { addr, len: 100 },
-            Piece {
-                addr: addr + 200,
-                len: 2 * PAGE,
-            },
-        ];
-        let mut dst = vec![1u8; 100 + 2 * PAGE as usize];
-        c.read(&pieces, &mut dst).unwrap();
-        assert!(dst[..100].iter().all(|&b| b == 0xab));
-        // /proc/self/mem reads PROT_NONE pages too (FOLL_FORCE), so the
-        // whole of it is usually recovered; either way nothing is left 1.
-        assert!(dst.iter().all(|&b| b == 0xab || b == 0));
+        for pinning in [Pinning::Anywhere, Pinning::Nowhere] {
+            let mut c = Copier::new(std::process::id() as i32, pinning);
+            let pieces = [
+                Piece { addr, len: 100 },
+                Piece {
+                    addr: addr + 200,
+                    len: 2 * PAGE,
+                },
+            ];
+            let mut dst = vec![1u8; 100 + 2 * PAGE as usize];
+            c.read(&pieces, &mut dst).unwrap();
+            assert!(dst[..100].iter().all(|&b| b == 0xab));
+            // /proc/self/mem reads PROT_NONE pages too (FOLL_FORCE), so the
+            // whole of it is usually recovered; either way nothing is left 1.
+            assert!(dst.iter().all(|&b| b == 0xab || b == 0));
+        }
         // SAFETY: unmapping what we mapped.
         unsafe { libc::munmap(base.cast(), len) };
     }
@@ -431,17 +511,92 @@ mod tests {
             },
         ];
         let total: u64 = pieces.iter().map(|p| p.len).sum();
-        let mut par = vec![0u8; total as usize];
-        assert_eq!(
-            read_parallel(std::process::id() as i32, &pieces, &mut par).unwrap(),
-            0
-        );
-        let mut plain = vec![0u8; total as usize];
-        Copier::new(std::process::id() as i32)
-            .read(&pieces, &mut plain)
+        let me = std::process::id() as i32;
+        // The second piece's range is not to be pinned: the copy mixes the
+        // two ways and must still match.
+        let mixed = Pinning::Except(vec![(a + 6 * PAGE, a + 7 * PAGE)]);
+        for pinning in [Pinning::Anywhere, mixed, Pinning::Nowhere] {
+            let mut par = vec![0u8; total as usize];
+            assert_eq!(read_parallel(me, &pinning, &pieces, &mut par).unwrap(), 0);
+            let mut plain = vec![0u8; total as usize];
+            Copier::new(me, Pinning::Anywhere)
+                .read(&pieces, &mut plain)
+                .unwrap();
+            assert!(par == plain);
+            assert_eq!(&par[..8], &data[..8]);
+            assert_eq!(par[5 * PAGE as usize], data[6 * PAGE as usize]);
+        }
+    }
+
+    /// `Pss` bytes of the mapping at `addr` in `pid`'s smaps: half its
+    /// pages while they are shared with us, all once they are copied (a
+    /// page an unsharing pin copies is clean, so `Private_Dirty` misses it).
+    fn pss(pid: i32, addr: u64) -> u64 {
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+        let maps = leaktrail_recording::maps::parse_smaps(&smaps).unwrap();
+        maps.iter()
+            .find(|m| m.start <= addr && addr < m.end)
+            .map_or(0, |m| m.pss)
+    }
+
+    /// The bug this guards against: `process_vm_readv` of a fork's pages
+    /// made the kernel copy each one (a read-only pin of a shared anonymous
+    /// page unshares it), so the 16 GiB copy-on-write snapshot needed 32.
+    #[test]
+    fn reading_a_forks_image_does_not_copy_its_pages() {
+        let len = 16 << 20;
+        let base = test_mapping(len);
+        // SAFETY: filling the mapping we own.
+        unsafe { std::ptr::write_bytes(base, 0x5a, len) };
+        let mut fds = [0; 2];
+        // SAFETY: a pipe into our own array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only reads the pipe and exits, both
+        // async-signal-safe, so forking a threaded test process is sound.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let mut b = 0u8;
+            // SAFETY: reading one byte into our own variable, then leaving.
+            unsafe {
+                libc::close(fds[1]);
+                libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        assert!(child > 0);
+        let addr = base as u64;
+        // The policy a stop-and-copy snapshot of the child would take.
+        let smaps = std::fs::read_to_string(format!("/proc/{child}/smaps")).unwrap();
+        let maps = leaktrail_recording::maps::parse_smaps(&smaps).unwrap();
+        assert!(!Pinning::for_maps(&maps).allows(addr, len as u64));
+        let shared_before = pss(child, addr);
+        let mut dst = vec![0u8; len];
+        Copier::new(child, Pinning::Nowhere)
+            .read(
+                &[Piece {
+                    addr,
+                    len: len as u64,
+                }],
+                &mut dst,
+            )
             .unwrap();
-        assert!(par == plain);
-        assert_eq!(&par[..8], &data[..8]);
+        let after = pss(child, addr);
+        assert!(dst.iter().all(|&b| b == 0x5a));
+        // Pinned, the child would now own copies of all 16 MiB (its Pss 16
+        // MiB, not 8).
+        assert!(
+            after < shared_before + (1 << 20),
+            "reading the fork raised its share of the mapping by {} bytes: its pages were copied",
+            after - shared_before
+        );
+        // SAFETY: closing our pipe end lets the child exit; we reap it and
+        // unmap what we mapped.
+        unsafe {
+            libc::close(fds[1]);
+            libc::close(fds[0]);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+            libc::munmap(base.cast(), len);
+        }
     }
 
     #[test]
