@@ -94,7 +94,7 @@ impl Pinning {
                 // The first range that ends after `addr`: the only one that
                 // can overlap, unless it starts past `end`.
                 let i = ranges.partition_point(|&(_, e)| e <= addr);
-                !ranges.get(i).is_some_and(|&(s, _)| s < end)
+                ranges.get(i).is_none_or(|&(s, _)| s >= end)
             }
         }
     }

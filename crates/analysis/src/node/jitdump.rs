@@ -30,7 +30,10 @@
 //! line. V8 writes the name of a user script in debug entries as garbage
 //! of the name's length (its `node:` scripts are fine); a garbage name is
 //! taken as the script of that length among those known, the code's own
-//! first.
+//! first, unless the position lies past that script's last line (V8 also
+//! writes an inlined `node:` function's script as garbage of the user
+//! script's length: `createUnsafeBuffer`'s line 1063 in a 130-line
+//! script). A script's lines are counted from the file, when it is there.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -98,6 +101,8 @@ pub struct JitDump {
     scripts: Vec<String>,
     /// Per script, the JS functions V8 compiled in it, by start.
     starts: Vec<Vec<Start>>,
+    /// Per script, its number of lines, if its file could be read.
+    lines: Vec<Option<u32>>,
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
@@ -183,9 +188,31 @@ fn script_of(name: &str) -> Option<(String, u32, u32, String)> {
     Some((f.file?, f.line?, f.column.unwrap_or(0), f.function?))
 }
 
+/// The number of lines of the script at `path`, if it is an absolute path
+/// to a file we can read (a user script; `node:` scripts are not files).
+fn lines_on_disk(path: &str) -> Option<u32> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let text = std::fs::read(path).ok()?;
+    let newlines = text.iter().filter(|&&b| b == b'\n').count();
+    u32::try_from(newlines + usize::from(!text.ends_with(b"\n"))).ok()
+}
+
 impl JitDump {
-    /// Parses a jitdump; a truncated last record is left out.
+    /// Parses a jitdump; a truncated last record is left out. Scripts'
+    /// lines are counted from their files ([`JitDump::parse_with`]).
     pub fn parse(bytes: &[u8]) -> Result<JitDump, String> {
+        JitDump::parse_with(bytes, &lines_on_disk)
+    }
+
+    /// [`JitDump::parse`], with `lines` giving a script's number of lines
+    /// (None: unknown), which tells a garbage script name that cannot be
+    /// the script of its length.
+    pub fn parse_with(
+        bytes: &[u8],
+        lines: &dyn Fn(&str) -> Option<u32>,
+    ) -> Result<JitDump, String> {
         if u32_at(bytes, 0) != Some(MAGIC) {
             return Err("not a jitdump (no JiTD magic)".into());
         }
@@ -233,6 +260,7 @@ impl JitDump {
                         let next = script_index.len();
                         let s = *script_index.entry(script.clone()).or_insert(next);
                         if s == dump.scripts.len() {
+                            dump.lines.push(lines(&script));
                             dump.scripts.push(script);
                             dump.starts.push(Vec::new());
                         }
@@ -288,6 +316,7 @@ impl JitDump {
                     column,
                     script: dump.resolve_script(
                         &name,
+                        line,
                         clean.get(&(line, column)).map(String::as_str),
                         own,
                         &script_index,
@@ -305,28 +334,31 @@ impl JitDump {
     /// The script a debug entry's name stands for (see the module docs).
     /// `clean` is the name written cleanly elsewhere for the same line and
     /// column, if any. A clean name V8 compiled no function of stands for
-    /// no known script (its functions cannot be named).
+    /// no known script (its functions cannot be named). No name stands for
+    /// a script that has fewer lines than `line`.
     fn resolve_script(
         &self,
         name: &[u8],
+        line: u32,
         clean: Option<&str>,
         own: Option<usize>,
         index: &HashMap<String, usize>,
     ) -> Option<usize> {
+        // V8 writes the outer function's script for an inlined position,
+        // garbled or (in other code objects) clean: no script holds a
+        // position past its last line.
+        let holds = |i: usize| self.lines[i].is_none_or(|n| line <= n);
         if let Some(n) = clean_name(name).or(clean) {
-            return index.get(n).copied();
+            return index.get(n).copied().filter(|&i| holds(i));
         }
         let len = name.len();
-        if let Some(o) = own.filter(|&o| self.scripts[o].len() == len) {
+        let fits = |i: usize| self.scripts[i].len() == len && holds(i);
+        if let Some(o) = own.filter(|&o| fits(o)) {
             return Some(o);
         }
-        let mut same = self
-            .scripts
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.len() == len);
+        let mut same = (0..self.scripts.len()).filter(|&i| fits(i));
         match (same.next(), same.next()) {
-            (Some((i, _)), None) => Some(i),
+            (Some(i), None) => Some(i),
             _ => None,
         }
     }
@@ -650,6 +682,61 @@ mod tests {
             .map(|f| (f.function.clone(), f.line, f.inlined))
             .collect();
         assert_eq!(shown, [(Some("receive".into()), Some(5), false)]);
+    }
+
+    /// Seen on node 20 (fixtures/node/workloads.js buffers): V8 wrote the
+    /// script of `createUnsafeBuffer`, inlined from `node:internal/buffer`,
+    /// as garbage of the user script's length, at its line 1063, and no
+    /// other code named that position. The user script has 130 lines, so
+    /// the position is not in it: no inlined frame (it was shown as
+    /// `(anonymous) workloads.js:1063`, and split the leak in two).
+    #[test]
+    fn garbage_past_the_end_of_the_script_of_its_length_is_not_that_script() {
+        let build = || {
+            let mut b = header(7);
+            load(
+                &mut b,
+                SECOND,
+                0x5000,
+                0x80,
+                "JS:~(anonymous) /app/a.js:120:1",
+            );
+            let garbage: &[u8] = b"\x55\xeb\xc6\x0b\x00\x9f\x35\x7c\xd0";
+            debug(&mut b, SECOND, 0x1000, &[(0x20, 1063, 25, garbage)]);
+            load(&mut b, SECOND, 0x1000, 0x100, "JS:*receive /app/a.js:5:17");
+            b
+        };
+        let shown = |d: &JitDump| -> Vec<(Option<String>, bool)> {
+            d.frames(0x1000 + 0x25, d.epoch(2 * SECOND))
+                .expect("frames")
+                .iter()
+                .map(|f| (f.function.clone(), f.inlined))
+                .collect()
+        };
+        let short = JitDump::parse_with(&build(), &|_| Some(130)).expect("parses");
+        assert_eq!(shown(&short), [(Some("receive".into()), false)]);
+        // Other code objects write that position with the user script's
+        // name written cleanly: still not in it.
+        let mut clean = build();
+        debug(
+            &mut clean,
+            SECOND,
+            0x3000,
+            &[(0x0, 1063, 25, b"/app/a.js".as_slice())],
+        );
+        load(&mut clean, SECOND, 0x3000, 0x100, "JS:*other /app/a.js:9:1");
+        let d = JitDump::parse_with(&clean, &|_| Some(130)).expect("parses");
+        assert_eq!(shown(&d), [(Some("receive".into()), false)]);
+        // Without the file the garbage is still taken as the script of its
+        // length: the position's function there is named inlined.
+        let unknown = JitDump::parse_with(&build(), &|_| None).expect("parses");
+        assert_eq!(
+            shown(&unknown),
+            [
+                (Some("(anonymous)".into()), true),
+                (Some("receive".into()), false)
+            ]
+        );
     }
 
     #[test]
