@@ -487,6 +487,7 @@ pub fn attach(pid: i32, opts: &AttachOptions) -> Result<Attached, Error> {
                 handover::ATTACH_PRELOADED => "it is traced from its start by leaktrail run".to_string(),
                 handover::ATTACH_BUSY => "another leaktrail attach holds it (leaktrail detach -p PID first)".to_string(),
                 handover::ATTACH_NO_REGION => "the tracer could not map its audit region (out of memory?)".to_string(),
+                handover::ATTACH_OWN_ALLOCATOR => "its executable defines malloc itself (an allocator linked into it), which attach cannot divert while the program runs; start it under `leaktrail run -- CMD` to trace it; the library stays loaded, idle".to_string(),
                 handover::ATTACH_NO_LINK => format!("the tracer could not reach our socket @{name} (another network namespace?); the library stays loaded, idle"),
                 c => format!("the tracer refused with code {c}"),
             },

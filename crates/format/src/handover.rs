@@ -139,6 +139,11 @@ pub const ATTACH_NO_REGION: i32 = 3;
 pub const ATTACH_NO_LINK: i32 = 4;
 /// [`ATTACH_SYMBOL`]'s answer: already attached (another `attach` runs).
 pub const ATTACH_BUSY: i32 = 5;
+/// [`ATTACH_SYMBOL`]'s answer: the executable defines `malloc` itself (an
+/// allocator linked into it). `run` diverts such an allocator at its
+/// functions' entries before `main`; in a running program a thread may be
+/// inside one, so `attach` does not.
+pub const ATTACH_OWN_ALLOCATOR: i32 = 6;
 
 /// What `leaktrail attach` tells the tracer it loaded late, in place of
 /// the environment `run` sets: `UNWIND DEPTH SOCKET [SAMPLE [SEED]]`,

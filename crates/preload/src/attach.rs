@@ -196,6 +196,12 @@ fn attach(spec: &[u8]) -> c_int {
     }
     crate::next::loaded_late();
     crate::next::resolve();
+    // The executable's own calls would go straight to its allocator,
+    // unseen; libc's, through the GOT, to our hooks: every block libc
+    // allocated would be a false leak. `run` diverts it before `main`.
+    if crate::next::executable_defines(c"malloc", crate::hooks::malloc as *const () as usize) {
+        return handover::ATTACH_OWN_ALLOCATOR;
+    }
     let mode = core::str::from_utf8(spec.unwind)
         .ok()
         .and_then(UnwindMode::from_name)
@@ -242,6 +248,9 @@ fn attach(spec: &[u8]) -> c_int {
         }
     };
     hdr.counters.sample_rate.store(rate, Ordering::Relaxed);
+    // The program's allocator, for `info` and the heap walker, as `run`
+    // names it.
+    crate::allocator::publish(hdr, false);
     if rate != 0 && hdr.counters.thread_classes.load(Ordering::Acquire) == 0 {
         crate::sample::map_thread_classes(hdr);
     }

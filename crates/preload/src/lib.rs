@@ -18,6 +18,8 @@
 //! * [`unwind`]: the hybrid CFI / frame-pointer unwinder.
 //! * [`exit`]: the hand-over to the supervisor at the program's end.
 //! * `exec`: the variadic `execl`, `execlp` and `execle` (x86-64).
+//! * [`detour`]: an allocator linked into the executable, diverted to
+//!   our hooks at its functions' entries.
 //! * [`attach`]: loaded late by `leaktrail attach`: the malloc family
 //!   redirected in every module's GOT, and back at detach.
 //!
@@ -50,6 +52,7 @@
 
 pub mod allocator;
 pub mod attach;
+pub mod detour;
 #[cfg(target_arch = "x86_64")]
 pub mod exec;
 pub mod exit;

@@ -182,6 +182,12 @@ fn lookup_allocator(name: &CStr) -> usize {
 /// symbol `malloc` is undefined with that value (`dladdr` names it too):
 /// the symbol must have a section.
 fn defined_in_executable(name: &CStr, f: usize) -> bool {
+    executable_symbol_size(name, f).is_some()
+}
+
+/// The size of the executable's own definition of `name` at `f` (see
+/// [`defined_in_executable`]), `None` when `f` is not that.
+fn executable_symbol_size(name: &CStr, f: usize) -> Option<usize> {
     extern "C" {
         fn dladdr1(
             addr: *const c_void,
@@ -192,7 +198,7 @@ fn defined_in_executable(name: &CStr, f: usize) -> bool {
     }
     const RTLD_DL_SYMENT: c_int = 1;
     if f == 0 {
-        return false;
+        return None;
     }
     // SAFETY: an all-zero Dl_info is a valid out-value.
     let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
@@ -206,13 +212,163 @@ fn defined_in_executable(name: &CStr, f: usize) -> bool {
         // SAFETY: the object's symbol, valid while it is loaded.
         || unsafe { (*sym).st_shndx } == 0
     {
-        return false;
+        return None;
     }
     // SAFETY: the loader's NUL-terminated symbol name.
     let sname = unsafe { CStr::from_ptr(info.dli_sname) };
     // SAFETY: getauxval only reads the auxiliary vector.
     let phdr = unsafe { libc::getauxval(libc::AT_PHDR) } as usize;
-    sname == name && base_of(phdr) == Some(info.dli_fbase as usize)
+    // SAFETY: as above.
+    let size = unsafe { (*sym).st_size } as usize;
+    (sname == name && base_of(phdr) == Some(info.dli_fbase as usize)).then_some(size)
+}
+
+/// Set when the executable's allocator (see [`EXECUTABLE_FIRST`]) was
+/// diverted to our hooks, every function of it that the program can call
+/// ([`divert_executables_allocator`]).
+static DIVERTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the program's allocator bypasses the tracer: its executable
+/// defines `malloc` and its entries could not be diverted to our hooks.
+pub fn malloc_bypasses_us() -> bool {
+    malloc_in_executable() && !DIVERTED.load(Ordering::Acquire)
+}
+
+/// Diverts the executable's own allocator to our hooks
+/// ([`crate::detour`]): every function of the malloc family it defines,
+/// or none. Its slots then hold the trampolines, which run its code as it
+/// was. All or none, because a `malloc` recorded without its `free`
+/// would make every block a false leak.
+fn divert_executables_allocator() {
+    use crate::hooks;
+    let functions: [(Option<&Slot>, &CStr, usize); 15] = [
+        (
+            Some(&MALLOC),
+            c"malloc",
+            hooks::malloc as *const () as usize,
+        ),
+        (
+            Some(&CALLOC),
+            c"calloc",
+            hooks::calloc as *const () as usize,
+        ),
+        (
+            Some(&REALLOC),
+            c"realloc",
+            hooks::realloc as *const () as usize,
+        ),
+        (Some(&FREE), c"free", hooks::free as *const () as usize),
+        (
+            Some(&MEMALIGN),
+            c"memalign",
+            hooks::memalign as *const () as usize,
+        ),
+        (
+            Some(&POSIX_MEMALIGN),
+            c"posix_memalign",
+            hooks::posix_memalign as *const () as usize,
+        ),
+        (
+            Some(&ALIGNED_ALLOC),
+            c"aligned_alloc",
+            hooks::aligned_alloc as *const () as usize,
+        ),
+        (
+            Some(&VALLOC),
+            c"valloc",
+            hooks::valloc as *const () as usize,
+        ),
+        (
+            Some(&PVALLOC),
+            c"pvalloc",
+            hooks::pvalloc as *const () as usize,
+        ),
+        // Ours is built on `realloc`: the allocator's is never called.
+        (
+            None,
+            c"reallocarray",
+            hooks::reallocarray as *const () as usize,
+        ),
+        (
+            Some(&MALLOCX),
+            c"mallocx",
+            hooks::mallocx as *const () as usize,
+        ),
+        (
+            Some(&RALLOCX),
+            c"rallocx",
+            hooks::rallocx as *const () as usize,
+        ),
+        (
+            Some(&XALLOCX),
+            c"xallocx",
+            hooks::xallocx as *const () as usize,
+        ),
+        (
+            Some(&DALLOCX),
+            c"dallocx",
+            hooks::dallocx as *const () as usize,
+        ),
+        (
+            Some(&SDALLOCX),
+            c"sdallocx",
+            hooks::sdallocx as *const () as usize,
+        ),
+    ];
+    // The executable's definition of each, and its code.
+    let mut code: [Option<&[u8]>; 15] = [None; 15];
+    for (i, &(_, name, _)) in functions.iter().enumerate() {
+        // SAFETY: dlsym with a NUL-terminated name.
+        let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
+        let Some(size) = executable_symbol_size(name, f) else {
+            continue;
+        };
+        let readable = crate::selfmaps::mapping_containing(f as u64)
+            .is_some_and(|(_, end)| (f as u64).saturating_add(size as u64) <= end);
+        if !readable || crate::detour::Entry::plan(function_code(f, size), f as u64).is_err() {
+            return;
+        }
+        code[i] = Some(function_code(f, size));
+    }
+    let Some(malloc) = code[0] else {
+        return;
+    };
+    let Some(mut island) = crate::detour::Island::near(malloc.as_ptr() as u64) else {
+        return;
+    };
+    let mut all = true;
+    for (&(slot, _, hook), code) in functions.iter().zip(code) {
+        let Some(code) = code else {
+            continue;
+        };
+        let ip = code.as_ptr() as u64;
+        // SAFETY: the executable's function, whole (its symbol's size,
+        // inside its mapping), before `main`: see `detour`'s docs.
+        let diverted = unsafe {
+            island.divert(code, ip, hook as u64, |trampoline| {
+                if let Some(slot) = slot {
+                    slot.0.store(trampoline as usize, Ordering::Release);
+                }
+            })
+        };
+        if diverted.is_err() {
+            // Only the write can fail now (the first, on the text page's
+            // protection): those before it, if any, run our hooks, which
+            // forward through their trampolines; the tracer records
+            // nothing (see `malloc_bypasses_us`).
+            all = false;
+            break;
+        }
+    }
+    island.seal();
+    DIVERTED.store(all, Ordering::Release);
+}
+
+/// The `size` bytes of code at `f`.
+fn function_code(f: usize, size: usize) -> &'static [u8] {
+    // SAFETY: callers checked that `[f, f+size)` lies in one mapping: the
+    // executable's text, mapped for the program's life.
+    unsafe { core::slice::from_raw_parts(f as *const u8, size) }
 }
 
 /// Whether the program's global definition of `name` is not `ours` but the
@@ -329,6 +485,9 @@ fn resolve_all() {
     REALLOC.0.store(realloc, Ordering::Release);
     FREE.0.store(free, Ordering::Release);
     MALLOC.0.store(malloc, Ordering::Release);
+    if EXECUTABLE_FIRST.load(Ordering::Acquire) {
+        divert_executables_allocator();
+    }
 }
 
 fn store_glibc() {

@@ -27,6 +27,44 @@ pub fn map_anonymous(len: u64) -> Option<u64> {
     Some(p as u64)
 }
 
+/// `mmap` of one fresh private anonymous mapping at exactly `addr`, or
+/// `None` where something is mapped already (`MAP_FIXED_NOREPLACE`; a
+/// kernel before 4.17 takes the address as a hint, which is checked).
+pub fn map_anonymous_at(addr: u64, len: u64) -> Option<u64> {
+    // SAFETY: NOREPLACE never replaces an existing mapping; a fresh
+    // anonymous one touches no existing memory.
+    let p = unsafe {
+        libc::syscall(
+            libc::SYS_mmap,
+            addr as usize,
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1i32,
+            0usize,
+        )
+    };
+    if p == -1 {
+        return None;
+    }
+    if p as u64 != addr {
+        unmap(p as u64, len);
+        return None;
+    }
+    name_mapping(addr, len);
+    Some(addr)
+}
+
+/// `mprotect(addr, len, prot)`; whether it succeeded.
+///
+/// # Safety
+/// `[addr, addr+len)` is mapped and nothing relies on its current
+/// protection while it changes (see the caller).
+pub unsafe fn protect(addr: u64, len: u64, prot: i32) -> bool {
+    // SAFETY: the caller's contract; mprotect touches no memory contents.
+    unsafe { libc::syscall(libc::SYS_mprotect, addr as usize, len as usize, prot) == 0 }
+}
+
 /// Names our mappings `[anon:leaktrail]` in `/proc/PID/maps`, where the
 /// kernel supports it (5.17+ with CONFIG_ANON_VMA_NAME); harmless otherwise.
 fn name_mapping(addr: u64, len: u64) {

@@ -109,8 +109,8 @@ pub fn init() {
             crate::exit::announce_start();
             return;
         };
-        crate::allocator::publish(hdr);
-        if crate::next::malloc_in_executable() {
+        crate::allocator::publish(hdr, true);
+        if crate::next::malloc_bypasses_us() {
             // Nothing to record (see `allocator`): the region stays, so
             // that `info` and `leaks` say why it is empty.
             sample::configure(0, 0);

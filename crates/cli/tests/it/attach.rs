@@ -833,3 +833,42 @@ fn issue_12_attach_sample_counts_each_class_from_the_heap() {
         "{class:#}"
     );
 }
+
+/// Issue 16, item 2: `attach` names the program's allocator in the header
+/// as `run` does (it did not: `info` guessed it from the libraries
+/// mapped), and refuses a program whose executable defines `malloc`
+/// itself (an allocator linked statically): `run` diverts such an
+/// allocator before `main`, but in a running program a thread may be
+/// inside one of its functions. The program goes on as it was.
+#[test]
+fn issue_16_attach_names_the_allocator_and_refuses_one_in_the_executable() {
+    let linked = fixture("attach_grow", &["-ljemalloc"]);
+    let (mut program, pid, mut attached, dir) = start_attached(&linked, "attach-jemalloc", &[]);
+    grow_and_snapshot(&mut program, &dir, 1);
+    detach(pid, &mut attached);
+    let info = stdout(leaktrail().arg("info").arg(&snapshots(&dir)[0]));
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("allocator"))
+        .unwrap_or_else(|| panic!("no allocator line: {info}"));
+    assert!(
+        line.contains("jemalloc") && line.contains("named by the tracer"),
+        "{info}"
+    );
+
+    let static_jemalloc = fixture(
+        "attach_grow",
+        &["-Wl,-Bstatic", "-ljemalloc", "-Wl,-Bdynamic", "-lm"],
+    );
+    let mut program = ready(&static_jemalloc);
+    let out = scratch("attach-static-jemalloc").join("rec");
+    assert_bad_input(
+        leaktrail()
+            .args(["attach", "-p", &program.pid().to_string(), "--out"])
+            .arg(&out),
+        &["cannot attach", "defines malloc itself", "leaktrail run"],
+    );
+    assert!(!out.exists());
+    program.send(b"g");
+    assert_eq!(program.line(), grew(1));
+}
