@@ -31,7 +31,11 @@ runs, with every block still live (snapshots/NNNN.core, the last NNNN-exit.core)
 `leaktrail snapshot --recording DIR` adds one on demand.
 
 The tracer (libleaktrail_preload.so) is found in $LEAKTRAIL_PRELOAD, next to the \
-leaktrail binary, or in ../lib/leaktrail/ beside it.
+leaktrail binary, or in ../lib/leaktrail/ beside it. It records the allocator the \
+program uses: glibc's, or jemalloc, tcmalloc or mimalloc as a shared library or in \
+LD_PRELOAD (their extended APIs and C++ operators too), or one linked statically \
+into the executable, whose functions are diverted at their entries before main \
+(if one cannot be, nothing is recorded, and the run says so).
 
 A Node.js command (node, nodejs) gets --perf-basic-prof, --perf-prof and \
 --interpreted-frames-native-stack so that JS frames are named:
