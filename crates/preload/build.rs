@@ -23,11 +23,15 @@ fn main() {
         .compile("leaktrail_operators");
     // rustc's version script exports only the crate's Rust symbols; GNU ld
     // merges a second, anonymous one that adds the operators (their mangled
-    // names start so; nothing else of ours does).
+    // names start so; nothing else of ours does) and mimalloc's `mi_new`
+    // and `mi_free` families.
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let script = out.join("operators.map");
-    std::fs::write(&script, "{ global: _Znw*; _Zna*; _Zdl*; _Zda*; };\n")
-        .expect("write the version script");
+    std::fs::write(
+        &script,
+        "{ global: _Znw*; _Zna*; _Zdl*; _Zda*; mi_new*; mi_free*; };\n",
+    )
+    .expect("write the version script");
     println!(
         "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
         script.display()

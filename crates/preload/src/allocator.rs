@@ -53,10 +53,16 @@ pub fn publish(hdr: &Header, aloud: bool) {
     }
     // Operators in the executable that call `malloc` reach our hooks:
     // libstdc++'s, linked statically (gcc's own cc1). Those of an
-    // allocator's header (`mimalloc-new-delete.h`) call into the allocator
-    // (`mi_new`), which is then not glibc's.
+    // allocator's header call into the allocator, which is then not
+    // glibc's: `mimalloc-new-delete.h`'s call `mi_new` and `mi_free`,
+    // hooked; another's are not seen.
     let new = crate::operators::ours(b"_Znwm").unwrap_or(0);
-    if new != 0 && allocator != Allocator::Glibc && next::executable_defines(c"_Znwm", new) {
+    // mimalloc's header calls `mi_new` and `mi_free`, which we hook (see
+    // `operators`).
+    if new != 0
+        && !matches!(allocator, Allocator::Glibc | Allocator::Mimalloc)
+        && next::executable_defines(c"_Znwm", new)
+    {
         bypassed |= BYPASS_OPERATORS;
         say(
             b"leaktrail: this program's executable defines C++'s operator new and delete \

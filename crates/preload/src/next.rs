@@ -318,17 +318,11 @@ fn divert_executables_allocator() {
     // The executable's definition of each, and its code.
     let mut code: [Option<&[u8]>; 15] = [None; 15];
     for (i, &(_, name, _)) in functions.iter().enumerate() {
-        // SAFETY: dlsym with a NUL-terminated name.
-        let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
-        let Some(size) = executable_symbol_size(name, f) else {
-            continue;
-        };
-        let readable = crate::selfmaps::mapping_containing(f as u64)
-            .is_some_and(|(_, end)| (f as u64).saturating_add(size as u64) <= end);
-        if !readable || crate::detour::Entry::plan(function_code(f, size), f as u64).is_err() {
-            return;
+        match executable_function(name) {
+            Some(Ok(f)) => code[i] = Some(f),
+            Some(Err(())) => return,
+            None => {}
         }
-        code[i] = Some(function_code(f, size));
     }
     let Some(malloc) = code[0] else {
         return;
@@ -364,11 +358,26 @@ fn divert_executables_allocator() {
     DIVERTED.store(all, Ordering::Release);
 }
 
-/// The `size` bytes of code at `f`.
-fn function_code(f: usize, size: usize) -> &'static [u8] {
-    // SAFETY: callers checked that `[f, f+size)` lies in one mapping: the
-    // executable's text, mapped for the program's life.
-    unsafe { core::slice::from_raw_parts(f as *const u8, size) }
+/// The code of the executable's own definition of `name` (its symbol's
+/// size, at its address), if it defines it: `Ok` when its entry can be
+/// diverted ([`crate::detour::Entry::plan`]), `Err` when not.
+pub fn executable_function(name: &CStr) -> Option<Result<&'static [u8], ()>> {
+    // SAFETY: dlsym with a NUL-terminated name.
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
+    let size = executable_symbol_size(name, f)?;
+    let readable = crate::selfmaps::mapping_containing(f as u64)
+        .is_some_and(|(_, end)| (f as u64).saturating_add(size as u64) <= end);
+    if !readable {
+        return Some(Err(()));
+    }
+    // SAFETY: `[f, f+size)` lies in one mapping: the executable's text,
+    // mapped for the program's life.
+    let code = unsafe { core::slice::from_raw_parts(f as *const u8, size) };
+    Some(
+        crate::detour::Entry::plan(code, f as u64)
+            .map(|_| code)
+            .map_err(|_| ()),
+    )
 }
 
 /// Whether the program's global definition of `name` is not `ours` but the
@@ -517,6 +526,69 @@ pub fn allocator_path() -> Option<&'static CStr> {
     // SAFETY: the loader's NUL-terminated name of a loaded object, which
     // lives as long as the object (the allocator is never unloaded).
     (p != 0).then(|| unsafe { CStr::from_ptr(p as *const core::ffi::c_char) })
+}
+
+/// The range of the allocator's file's mappings and of ours, `(0, 0)`
+/// until found.
+static TEXT: [(AtomicUsize, AtomicUsize); 2] = [
+    (AtomicUsize::new(0), AtomicUsize::new(0)),
+    (AtomicUsize::new(0), AtomicUsize::new(0)),
+];
+
+/// The addresses the file defining the program's `malloc` is mapped at
+/// (first to last mapping), found once from our maps; `(0, 0)` when
+/// unknown. For telling the allocator's calls to its own entry points
+/// from the program's on the hook path.
+pub fn allocator_text() -> (u64, u64) {
+    text(0, HOME.load(Ordering::Acquire) as u64)
+}
+
+/// The addresses our own library is mapped at (see [`allocator_text`]):
+/// a call from there is one of our hooks forwarding (a tail call through
+/// the allocator's PLT keeps our return address).
+pub fn own_text() -> (u64, u64) {
+    text(1, own_text as *const () as u64)
+}
+
+/// The range of the mappings of the file mapped at `inside`, cached in
+/// `TEXT[which]`.
+fn text(which: usize, inside: u64) -> (u64, u64) {
+    let (lo_slot, hi_slot) = &TEXT[which];
+    let end = hi_slot.load(Ordering::Acquire);
+    if end != 0 {
+        return (lo_slot.load(Ordering::Relaxed) as u64, end as u64);
+    }
+    if inside == 0 {
+        return (0, 0);
+    }
+    // The file's mappings, by the name the kernel gives the one holding
+    // `inside` (the loader's name may be a symlink's).
+    let mut name = [0u8; 256];
+    let mut name_len = 0;
+    let (mut lo, mut hi) = (u64::MAX, 0);
+    crate::selfmaps::for_each_mapping(|start, end, line| {
+        if name_len == 0 && start <= inside && inside < end {
+            if let Some(at) = line.iter().position(|&b| b == b'/') {
+                let path = &line[at..];
+                if path.len() <= name.len() {
+                    name[..path.len()].copy_from_slice(path);
+                    name_len = path.len();
+                }
+            }
+        }
+        if name_len != 0 && line.ends_with(&name[..name_len]) {
+            lo = lo.min(start);
+            hi = hi.max(end);
+        }
+        true
+    });
+    if hi == 0 {
+        // Not mapped under a name (never seen): an empty range, found.
+        (lo, hi) = (1, 1);
+    }
+    lo_slot.store(lo as usize, Ordering::Relaxed);
+    hi_slot.store(hi as usize, Ordering::Release);
+    (lo, hi)
 }
 
 /// Whether `f` is defined by the file that defines the program's

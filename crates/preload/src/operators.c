@@ -1,6 +1,7 @@
 /* C++'s replaceable allocation operators, for allocators that define their
  * own (tcmalloc, jemalloc, mimalloc export `operator new` and `delete`,
- * which do not call `malloc`): each forwards to the next definition, the
+ * which do not call `malloc`), and mimalloc's `mi_new` and `mi_free`
+ * family (below): each forwards to the next definition, the
  * one the program would call without us, and records around it through
  * operators.rs, which decides which definition that is and whether its
  * blocks are recorded here (see there).
@@ -42,6 +43,14 @@ enum {
     DELETE_ARRAY_ALIGNED_NOTHROW,
     DELETE_SIZED_ALIGNED,
     DELETE_ARRAY_SIZED_ALIGNED,
+    MI_NEW,
+    MI_NEW_NOTHROW,
+    MI_NEW_ALIGNED,
+    MI_NEW_ALIGNED_NOTHROW,
+    MI_FREE,
+    MI_FREE_SIZE,
+    MI_FREE_ALIGNED,
+    MI_FREE_SIZE_ALIGNED,
 };
 
 /* operators.rs */
@@ -119,3 +128,53 @@ DELETE_OPERATOR(_ZdlPvmSt11align_val_t, DELETE_SIZED_ALIGNED,
 DELETE_OPERATOR(_ZdaPvmSt11align_val_t, DELETE_ARRAY_SIZED_ALIGNED,
                 (void *p, size_t size, size_t align), (p, size, align))
 
+
+/* mimalloc's own entry points behind `mimalloc-new-delete.h`, whose
+ * operators the program defines (and its compiler may inline): `mi_new`
+ * throws as `operator new` does, hence here too. mimalloc calls them
+ * itself through its PLT (`mi_free` from its sized `delete[]`,
+ * `mi_free_aligned`, `cfree`, …), under an entry point we recorded
+ * already: a call from the allocator's own code is only forwarded. */
+int leaktrail_called_by_allocator(const void *return_address);
+
+#define MI_NEW(name, which, params, args, align, nothrow)                  \
+    EXPORT void *name params {                                              \
+        int record;                                                         \
+        void *next = leaktrail_operator_next(which, &record);              \
+        if (!next)                                                          \
+            return leaktrail_operator_unresolved_new(size, align, nothrow); \
+        if (record &&                                                       \
+            leaktrail_called_by_allocator(__builtin_return_address(0)))     \
+            record = 0;                                                     \
+        void *p = ((void *(*)params)next) args;                             \
+        if (record)                                                         \
+            leaktrail_operator_allocated(p, size);                          \
+        return p;                                                           \
+    }
+
+#define MI_FREE(name, which, params, args)                              \
+    EXPORT void name params {                                          \
+        int record;                                                    \
+        void *next = leaktrail_operator_next(which, &record);          \
+        if (!next) {                                                   \
+            leaktrail_operator_unresolved_delete(p);                   \
+            return;                                                    \
+        }                                                              \
+        if (record &&                                                  \
+            !leaktrail_called_by_allocator(__builtin_return_address(0)) \
+            && !leaktrail_operator_freeing(p))                         \
+            return;                                                    \
+        ((void (*)params)next) args;                                   \
+    }
+
+MI_NEW(mi_new, MI_NEW, (size_t size), (size), 0, 0)
+MI_NEW(mi_new_nothrow, MI_NEW_NOTHROW, (size_t size), (size), 0, 1)
+MI_NEW(mi_new_aligned, MI_NEW_ALIGNED, (size_t size, size_t align),
+       (size, align), align, 0)
+MI_NEW(mi_new_aligned_nothrow, MI_NEW_ALIGNED_NOTHROW,
+       (size_t size, size_t align), (size, align), align, 1)
+MI_FREE(mi_free, MI_FREE, (void *p), (p))
+MI_FREE(mi_free_size, MI_FREE_SIZE, (void *p, size_t size), (p, size))
+MI_FREE(mi_free_aligned, MI_FREE_ALIGNED, (void *p, size_t align), (p, align))
+MI_FREE(mi_free_size_aligned, MI_FREE_SIZE_ALIGNED,
+        (void *p, size_t size, size_t align), (p, size, align))

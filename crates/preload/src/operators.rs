@@ -22,6 +22,15 @@
 //!   count a sampled program's unsampled blocks twice and every delete as
 //!   an unknown free.
 //!
+//! * mimalloc's `mi_new` and `mi_free` families, which the operators of
+//!   `mimalloc-new-delete.h` call (defined in the program's executable,
+//!   often inlined into its code, so no operator of ours sees them): the
+//!   allocator's own entry points, recorded here as its operators are.
+//!   mimalloc calls `mi_free` itself through its PLT (from its sized
+//!   `delete[]`, `mi_free_aligned`, …), under an entry point recorded
+//!   already: a call whose return address is in the allocator's own code
+//!   ([`next::allocator_text`]) is only forwarded.
+//!
 //! Nothing here allocates, locks or panics once resolved; the resolution
 //! (`dlsym`, `dladdr`) happens once per operator, at its first call, and
 //! again while it finds nothing (a C program that `dlopen`s a C++ library
@@ -57,9 +66,17 @@ const NAMES: [&CStr; COUNT] = [
     c"_ZdaPvSt11align_val_tRKSt9nothrow_t",
     c"_ZdlPvmSt11align_val_t",
     c"_ZdaPvmSt11align_val_t",
+    c"mi_new",
+    c"mi_new_nothrow",
+    c"mi_new_aligned",
+    c"mi_new_aligned_nothrow",
+    c"mi_free",
+    c"mi_free_size",
+    c"mi_free_aligned",
+    c"mi_free_size_aligned",
 ];
 
-const COUNT: usize = 20;
+const COUNT: usize = 28;
 
 /// jemalloc's operators that are recorded here: the plain, array and
 /// nothrow `new`s and the sized unaligned `delete`s; the others reach our
@@ -112,6 +129,14 @@ extern "C-unwind" {
     fn _ZdaPvSt11align_val_tRKSt9nothrow_t();
     fn _ZdlPvmSt11align_val_t();
     fn _ZdaPvmSt11align_val_t();
+    fn mi_new();
+    fn mi_new_nothrow();
+    fn mi_new_aligned();
+    fn mi_new_aligned_nothrow();
+    fn mi_free();
+    fn mi_free_size();
+    fn mi_free_aligned();
+    fn mi_free_size_aligned();
 }
 
 /// Our operators, in [`NAMES`]' order.
@@ -138,6 +163,14 @@ static OURS: [unsafe extern "C-unwind" fn(); COUNT] = [
     _ZdaPvSt11align_val_tRKSt9nothrow_t,
     _ZdlPvmSt11align_val_t,
     _ZdaPvmSt11align_val_t,
+    mi_new,
+    mi_new_nothrow,
+    mi_new_aligned,
+    mi_new_aligned_nothrow,
+    mi_free,
+    mi_free_size,
+    mi_free_aligned,
+    mi_free_size_aligned,
 ];
 
 /// Our definition of the operator whose mangled name is `name`, for
@@ -188,6 +221,9 @@ pub unsafe extern "C" fn leaktrail_operator_next(which: u32, record: *mut c_int)
 fn resolve(i: usize) -> (usize, u8) {
     // The allocator's file first: its `malloc` decides who records.
     next::resolve();
+    // Found now, off the hook path (see `leaktrail_called_by_allocator`).
+    next::allocator_text();
+    next::own_text();
     let f = next::lookup(NAMES[i]);
     if f == 0 {
         return (0, FORWARD);
@@ -202,6 +238,18 @@ fn resolve(i: usize) -> (usize, u8) {
     NEXT[i].store(f, Ordering::Relaxed);
     KIND[i].store(kind, Ordering::Release);
     (f, kind)
+}
+
+/// Whether `return_address` is in the allocator's own code (a call it
+/// made itself, through its PLT, from an entry point we recorded) or in
+/// ours (one of our operators tail-called through the allocator's PLT):
+/// compares against ranges found at resolution, no lock.
+#[no_mangle]
+pub extern "C" fn leaktrail_called_by_allocator(return_address: *const c_void) -> c_int {
+    let at = return_address as u64;
+    let (start, end) = next::allocator_text();
+    let (our_start, our_end) = next::own_text();
+    c_int::from((start..end).contains(&at) || (our_start..our_end).contains(&at))
 }
 
 /// After an allocator's own `new` returned `p` for `size` bytes.

@@ -1204,10 +1204,58 @@ fn an_allocator_linked_into_the_executable_is_diverted_and_recorded() {
     }
 }
 
+/// Issue 16: `mimalloc-new-delete.h` defines C++'s operators in the
+/// program itself, calling `mi_new` and `mi_free`, and the compiler
+/// inlines them: no operator of ours is called, and none of `new`'s blocks
+/// was recorded. mimalloc's entry points are hooked: the output is the
+/// program's own, nothing is said to bypass the tracer, and `leaks` finds
+/// exactly what it finds on every other allocator.
+#[test]
+fn mimalloc_new_delete_h_blocks_are_recorded() {
+    let exe = fixture(
+        "tracer_operators",
+        &["-include", "mimalloc-new-delete.h", "-lmimalloc"],
+    );
+    let (plain, plain_code) = run_plain_with(&[], &[path_str(&exe)]);
+    assert_eq!(plain_code, 0, "{plain}");
+    let rec = scratch("tracer_mimalloc_new_delete").join("rec");
+    let out = leaktrail()
+        .args(["run", "--every", "0", "--out"])
+        .arg(&rec)
+        .arg("--")
+        .arg(&exe)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run leaktrail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), plain);
+    assert!(!stderr.contains("bypass"), "{stderr}");
+    let core = rec.join("snapshots/0001-exit.core");
+    let info = crate::support::stdout(leaktrail().arg("info").arg(&core));
+    assert!(!info.contains("bypass"), "{info}");
+    let entry = |function: &str, bytes: u64, blocks: u64| {
+        (
+            ("definite".to_string(), function.to_string()),
+            (bytes, blocks),
+        )
+    };
+    let expected: std::collections::BTreeMap<_, _> = [
+        entry("make_objects()", 4 * 424, 4),
+        entry("leak_arrays()", 3 * 1000, 3),
+        entry("leak_aligned()", 2 * 192, 2),
+        entry("leak_nothrow()", 2 * 88, 2),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(program_leaks(&core), expected);
+}
+
 /// Issue 16: an executable's own allocator that cannot be diverted (its
 /// `malloc` starts with `jrcxz`, which has no inverse to move it with;
 /// `tracer_own_malloc.c`), and C++'s operators defined in the executable
-/// (`mimalloc-new-delete.h`, calling `mi_new`). The program must run as
+/// calling an entry point we do not hook (`tcmalloc_new_delete.h`, calling
+/// tcmalloc's `tc_new`). The program must run as
 /// untraced, `run` say once what bypasses the tracer, and `info` and
 /// `leaks` on the recording say it too, never a clean "no leaks".
 #[test]
@@ -1223,10 +1271,14 @@ fn an_executables_own_allocator_is_named_as_bypassing_the_tracer() {
             "defines malloc itself",
         ),
         (
-            "mimalloc-new-delete.h",
+            "tcmalloc_new_delete.h",
             fixture(
                 "tracer_operators",
-                &["-include", "mimalloc-new-delete.h", "-lmimalloc"],
+                &[
+                    "-include",
+                    path_str(&crate::support::repo_root().join("fixtures/tcmalloc_new_delete.h")),
+                    "-l:libtcmalloc_minimal.so.4",
+                ],
             ),
             operators_line,
             "defines C++'s operator new and delete itself",
