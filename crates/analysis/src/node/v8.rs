@@ -125,6 +125,7 @@ impl Census {
 /// Counts the JS objects of `heap` by constructor.
 pub fn census(heap: &JsHeap<'_>) -> Census {
     let mut by_map: HashMap<u64, String> = HashMap::new();
+    let mut by_shared: HashMap<u64, String> = HashMap::new();
     let mut groups: HashMap<String, ConstructorCount> = HashMap::new();
     let mut census = Census {
         spaces: heap.spaces().to_vec(),
@@ -153,12 +154,23 @@ pub fn census(heap: &JsHeap<'_>) -> Census {
             continue;
         }
         let name = if heap.is_function(info.instance_type) {
-            let f = heap.function_name(o.addr);
-            if f.is_empty() {
-                "Function (anonymous)".to_string()
-            } else {
-                format!("Function {f}")
-            }
+            // Named once per function in the source (its closures share
+            // one SharedFunctionInfo); an anonymous one by its script, so
+            // that `() => …` of one file is not counted with every other.
+            let shared = heap.function_shared(o.addr).unwrap_or(0);
+            by_shared
+                .entry(shared)
+                .or_insert_with(|| {
+                    let f = heap.function_name(o.addr);
+                    if !f.is_empty() {
+                        format!("Function {f}")
+                    } else if let Some(script) = heap.function_script(o.addr) {
+                        format!("Function (anonymous) {script}")
+                    } else {
+                        "Function (anonymous)".to_string()
+                    }
+                })
+                .clone()
         } else {
             by_map
                 .entry(o.map)

@@ -87,6 +87,16 @@ fn issue_14_a_js_heap_leak_of_closures_is_named_by_its_constructor() {
     // A Listener has two in-object fields after the JSObject header.
     assert_eq!(listener_bytes, listeners * 40);
     assert_eq!(census_of(&last, "Marker").0, 1);
+    // Anonymous functions by their script: the three kept closures of one
+    // arrow and readline's `close` handler, not every anonymous function
+    // of the process (Node's own count under `node:…` names).
+    // (V8 names the script by its resolved path.)
+    let script = repo_root()
+        .join("fixtures/node/jsheap.js")
+        .canonicalize()
+        .expect("the fixture");
+    let anonymous = format!("Function (anonymous) {}", script.display());
+    assert_eq!(census_of(&last, &anonymous).0, 4, "{last:#}");
     // Made since the last collection: the young objects kept are counted
     // (they lie above the new space's high-water mark: a scan to the mark
     // counts 0), the garbage is not (on V8's pages, unreachable: without

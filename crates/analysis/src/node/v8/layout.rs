@@ -24,6 +24,10 @@ pub(crate) struct Layout {
     pub(crate) object_header: u64,
     pub(crate) function_shared: u64,
     pub(crate) shared_name: u64,
+    /// A SharedFunctionInfo's Script (or DebugInfo), and a Script's name,
+    /// and the Script instance type: where an anonymous function is
+    /// from. Optional: only the census's names need them.
+    pub(crate) shared_script: Option<(u64, u64, u64)>,
     pub(crate) fixed_array_length: u64,
     pub(crate) fixed_array_data: u64,
     pub(crate) string_length: u64,
@@ -136,6 +140,11 @@ impl Layout {
             object_header: off("class_JSObject__internal_fields__uintptr_t")?,
             function_shared: off("class_JSFunction__shared__SharedFunctionInfo")?,
             shared_name: off("class_SharedFunctionInfo__name_or_scope_info__Object")?,
+            shared_script: off("class_SharedFunctionInfo__script_or_debug_info__HeapObject")
+                .ok()
+                .zip(off("class_Script__name__Object").ok())
+                .zip(ty("SCRIPT_TYPE").ok())
+                .map(|((shared, name), ty)| (shared, name, ty)),
             fixed_array_length: off("class_FixedArrayBase__length__SMI")?,
             fixed_array_data: off("class_FixedArray__data__uintptr_t")?,
             string_length: off("class_String__length__int32_t")?,

@@ -333,6 +333,34 @@ impl JsHeap<'_> {
         String::new()
     }
 
+    /// The name of the script the JS function at `addr` comes from (a file
+    /// name, or `node:events` for Node's own), when V8 keeps one: what an
+    /// anonymous function is told apart by. Stable across snapshots, and
+    /// across the function's compilation (its SharedFunctionInfo keeps
+    /// the Script from parsing on).
+    pub fn function_script(&self, addr: u64) -> Option<String> {
+        let l = &self.layout;
+        let (shared_script, script_name, script_type) = l.shared_script?;
+        let shared = self.read_word(addr + l.function_shared)?;
+        if self.type_of(shared) != Some(l.types.shared_function_info) {
+            return None;
+        }
+        let script = self.read_word(shared - 1 + shared_script)?;
+        if self.type_of(script) != Some(script_type) {
+            return None;
+        }
+        let name = self.read_word(script - 1 + script_name)?;
+        self.string_text(name)
+            .map(|(s, _, _)| s)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The SharedFunctionInfo of the JS function at `addr`: one per
+    /// function in the source, shared by all its closures.
+    pub fn function_shared(&self, addr: u64) -> Option<u64> {
+        self.read_word(addr + self.layout.function_shared)
+    }
+
     /// The function name a `ScopeInfo` keeps. The metadata gives its
     /// first slots (flags, parameter count, context local count, then the
     /// locals' names and infos); after them come up to two Smi slots the
