@@ -247,14 +247,7 @@ impl Copier {
             let addr = p.addr + off;
             let page_end = ((addr / PAGE) + 1) * PAGE;
             let n = (page_end.min(p.addr + p.len) - addr) as usize;
-            let slot = &mut dst[pos..pos + n];
-            if self.read_mem(addr, slot).is_err() {
-                if !alive(self.pid) {
-                    return Err(Error::Exited { pid: self.pid });
-                }
-                slot.fill(0);
-                self.unreadable += n as u64;
-            }
+            self.read_pages(addr, &mut dst[pos..pos + n])?;
             pos += n;
             at = pos;
             i = k;
