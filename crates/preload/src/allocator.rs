@@ -62,6 +62,7 @@ pub fn publish(hdr: &Header, aloud: bool) {
     if new != 0
         && !matches!(allocator, Allocator::Glibc | Allocator::Mimalloc)
         && next::executable_defines(c"_Znwm", new)
+        && !crate::operators::diverted()
     {
         bypassed |= BYPASS_OPERATORS;
         say(

@@ -228,6 +228,17 @@ fn executable_symbol_size(name: &CStr, f: usize) -> Option<usize> {
 /// ([`divert_executables_allocator`]).
 static DIVERTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
+/// The entries [`divert_executables_allocator`] diverted (0 where none).
+static DIVERTED_ENTRIES: [AtomicUsize; 15] = [const { AtomicUsize::new(0) }; 15];
+
+/// The executable's malloc-family functions diverted to our hooks (their
+/// original addresses; none unless [`malloc_bypasses_us`] is false in a
+/// program whose executable defines `malloc`): code that calls one of them
+/// is recorded there.
+pub fn diverted_entries() -> [u64; 15] {
+    core::array::from_fn(|i| DIVERTED_ENTRIES[i].load(Ordering::Acquire) as u64)
+}
+
 /// Whether the program's allocator bypasses the tracer: its executable
 /// defines `malloc` and its entries could not be diverted to our hooks.
 pub fn malloc_bypasses_us() -> bool {
@@ -331,11 +342,12 @@ fn divert_executables_allocator() {
         return;
     };
     let mut all = true;
-    for (&(slot, _, hook), code) in functions.iter().zip(code) {
+    for (i, (&(slot, _, hook), code)) in functions.iter().zip(code).enumerate() {
         let Some(code) = code else {
             continue;
         };
         let ip = code.as_ptr() as u64;
+        DIVERTED_ENTRIES[i].store(ip as usize, Ordering::Relaxed);
         // SAFETY: the executable's function, whole (its symbol's size,
         // inside its mapping), before `main`: see `detour`'s docs.
         let diverted = unsafe {

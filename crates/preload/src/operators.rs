@@ -252,6 +252,85 @@ pub extern "C" fn leaktrail_called_by_allocator(return_address: *const c_void) -
     c_int::from((start..end).contains(&at) || (our_start..our_end).contains(&at))
 }
 
+/// Set when the executable's own operators were diverted to ours
+/// ([`divert_executables`]).
+static DIVERTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Diverts C++'s operators that the executable defines, in a program
+/// whose allocator is linked into the executable and was diverted
+/// (`next::divert_executables_allocator`): jemalloc's `libjemalloc.a`
+/// brings its operators along, which do not call `malloc`. At their
+/// entries ([`crate::detour`]), all or none, before `main`. Who records
+/// is read from each operator's code: one that calls a diverted function
+/// (`free`, `aligned_alloc`, `sdallocx`, or another operator, as
+/// jemalloc's aligned `new`s and unsized `delete`s, or libstdc++'s
+/// calling `malloc`) is recorded there and only forwarded here; the
+/// others are the allocator's own and recorded here. Returns whether they
+/// were diverted.
+pub fn divert_executables() -> bool {
+    let mut code: [Option<&'static [u8]>; COUNT] = [None; COUNT];
+    for (i, name) in NAMES.iter().enumerate() {
+        match next::executable_function(name) {
+            Some(Ok(f)) if ours(name.to_bytes()).is_some() => code[i] = Some(f),
+            Some(_) => return false,
+            None => {}
+        }
+    }
+    // Every entry a call may reach us through: the diverted malloc
+    // family, and these operators themselves.
+    let mut entries = [0u64; 15 + COUNT];
+    entries[..15].copy_from_slice(&next::diverted_entries());
+    for (e, c) in entries[15..].iter_mut().zip(&code) {
+        *e = c.map_or(0, |c| c.as_ptr() as u64);
+    }
+    let mut kind = [FORWARD; COUNT];
+    for (i, c) in code.iter().enumerate() {
+        let Some(c) = c else {
+            continue;
+        };
+        let ip = c.as_ptr() as u64;
+        let others: &[u64] = &entries;
+        match crate::detour::calls_any(c, ip, others) {
+            Some(true) => kind[i] = FORWARD,
+            Some(false) => kind[i] = RECORD,
+            None => return false,
+        }
+    }
+    let Some(first) = code.iter().flatten().next() else {
+        return false;
+    };
+    let Some(mut island) = crate::detour::Island::near(first.as_ptr() as u64) else {
+        return false;
+    };
+    let mut all = true;
+    for (i, c) in code.iter().enumerate() {
+        let (Some(c), Some(hook)) = (c, ours(NAMES[i].to_bytes())) else {
+            continue;
+        };
+        let ip = c.as_ptr() as u64;
+        // SAFETY: the executable's function, whole, before `main`: see
+        // `detour`'s docs.
+        let diverted = unsafe {
+            island.divert(c, ip, hook as u64, |trampoline| {
+                NEXT[i].store(trampoline as usize, Ordering::Relaxed);
+                KIND[i].store(kind[i], Ordering::Release);
+            })
+        };
+        if diverted.is_err() {
+            all = false;
+            break;
+        }
+    }
+    island.seal();
+    DIVERTED.store(all, Ordering::Release);
+    all
+}
+
+/// Whether [`divert_executables`] diverted the executable's operators.
+pub fn diverted() -> bool {
+    DIVERTED.load(Ordering::Acquire)
+}
+
 /// After an allocator's own `new` returned `p` for `size` bytes.
 #[no_mangle]
 pub extern "C" fn leaktrail_operator_allocated(p: *mut c_void, size: usize) {

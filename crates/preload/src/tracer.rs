@@ -109,6 +109,15 @@ pub fn init() {
             crate::exit::announce_start();
             return;
         };
+        // The operators an allocator linked into the executable brings
+        // (jemalloc's), diverted as its `malloc` was (see `operators`);
+        // publish says what could not be.
+        if crate::next::malloc_in_executable()
+            && !crate::next::malloc_bypasses_us()
+            && crate::next::executable_function(c"_Znwm").is_some()
+        {
+            crate::operators::divert_executables();
+        }
         crate::allocator::publish(hdr, true);
         if crate::next::malloc_bypasses_us() {
             // Nothing to record (see `allocator`): the region stays, so

@@ -718,9 +718,17 @@ fn programs_on_jemalloc_tcmalloc_and_mimalloc_get_their_own_blocks_recorded() {
     let jemalloc = system_library("libjemalloc.so.2");
     let tcmalloc = system_library("libtcmalloc_minimal.so.4");
     let mimalloc = system_library("libmimalloc.so.2");
-    let cases: [(&str, &Path, Option<&str>); 6] = [
+    let static_jemalloc = fixture("tracer_allocators", &STATIC_JEMALLOC);
+    let static_exported = fixture(
+        "tracer_allocators",
+        &[&["-rdynamic"][..], &STATIC_JEMALLOC[..]].concat(),
+    );
+    let cases: [(&str, &Path, Option<&str>); 8] = [
         ("glibc", &glibc, None),
         ("jemalloc linked", &jemalloc_linked, None),
+        // Diverted at its entries (its extended API only where exported).
+        ("static jemalloc", &static_jemalloc, None),
+        ("jemalloc static, -rdynamic", &static_exported, None),
         ("jemalloc preloaded", &glibc, Some(&jemalloc)),
         ("tcmalloc preloaded", &glibc, Some(&tcmalloc)),
         ("mimalloc linked", &mimalloc_linked, None),
@@ -766,8 +774,14 @@ fn programs_on_jemalloc_tcmalloc_and_mimalloc_get_their_own_blocks_recorded() {
     }
 }
 
+/// How a fixture links jemalloc into its executable (Debian's
+/// `libjemalloc.a`, which brings its C++ operators along).
+pub(crate) const STATIC_JEMALLOC: [&str; 4] =
+    ["-Wl,-Bstatic", "-ljemalloc", "-Wl,-Bdynamic", "-lm"];
+
 /// The fixture built against each packaged allocator, linked and in
-/// `LD_PRELOAD`, with glibc's first: (name, program, `LD_PRELOAD`).
+/// `LD_PRELOAD`, and jemalloc linked statically (diverted at its entries),
+/// with glibc's first: (name, program, `LD_PRELOAD`).
 pub(crate) fn on_every_allocator(
     fixture_name: &str,
 ) -> Vec<(&'static str, PathBuf, Option<String>)> {
@@ -796,6 +810,11 @@ pub(crate) fn on_every_allocator(
         cases.push((linked, fixture(fixture_name, &[flag]), None));
         cases.push((preloaded, glibc.clone(), Some(system_library(library))));
     }
+    cases.push((
+        "static jemalloc",
+        fixture(fixture_name, &STATIC_JEMALLOC),
+        None,
+    ));
     cases
 }
 
@@ -1123,7 +1142,7 @@ impl WaitOutput for std::process::Child {
 /// recorded with its stack, as under jemalloc as a shared library.
 #[test]
 fn an_allocator_linked_into_the_executable_is_diverted_and_recorded() {
-    let static_jemalloc = ["-Wl,-Bstatic", "-ljemalloc", "-Wl,-Bdynamic", "-lm"];
+    let static_jemalloc = STATIC_JEMALLOC;
     let exported: Vec<&str> = std::iter::once("-rdynamic")
         .chain(static_jemalloc)
         .collect();

@@ -268,6 +268,24 @@ fn put_at(out: &mut [u8], at: usize, bytes: &[u8]) {
     out[at..at + bytes.len()].copy_from_slice(bytes);
 }
 
+/// Whether the function whose code is `code`, at `ip`, calls or jumps to
+/// one of `targets` directly (`call`, `jmp`, `jcc` with a relative
+/// target); `None` when an instruction of it is not one we decode.
+pub fn calls_any(code: &[u8], ip: u64, targets: &[u64]) -> Option<bool> {
+    let mut at = 0;
+    while at < code.len() {
+        let d = decode(&code[at..])?;
+        at += d.len;
+        if let Some(rel) = d.relative {
+            let target = (ip + at as u64).wrapping_add_signed(rel);
+            if targets.contains(&target) {
+                return Some(true);
+            }
+        }
+    }
+    Some(false)
+}
+
 /// `jmp [rip+0]; .quad to` into `out` (at least [`JMP_ABS`] bytes).
 fn write_jmp_abs(out: &mut [u8], to: u64) {
     out[..6].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
@@ -539,6 +557,17 @@ mod tests {
         assert_eq!(u64::from_le_bytes(out[11..19].try_into().unwrap()), ip + 8);
         assert_eq!(u64::from_le_bytes(out[25..33].try_into().unwrap()), ip + 5);
         assert_eq!(n, 33);
+    }
+
+    #[test]
+    fn calls_are_found_by_their_targets() {
+        // call +0x10; jmp +0x20; ret
+        let code = [0xe8, 0x10, 0, 0, 0, 0xe9, 0x20, 0, 0, 0, 0xc3];
+        let ip = 0x1000;
+        assert_eq!(calls_any(&code, ip, &[ip + 5 + 0x10]), Some(true));
+        assert_eq!(calls_any(&code, ip, &[ip + 10 + 0x20]), Some(true));
+        assert_eq!(calls_any(&code, ip, &[ip]), Some(false));
+        assert_eq!(calls_any(&[0xc4, 0, 0], ip, &[ip]), None, "VEX is not ours");
     }
 
     extern "C" fn add_hundred_after(x: u64) -> u64 {
