@@ -363,6 +363,19 @@ fn current_stack(hdr: &Header, state: &ThreadState) -> StackId {
     if mode == UnwindMode::None {
         return StackId::NONE;
     }
+    if !unwind::room_to_capture(state) {
+        // A small thread stack nearly used up (see `room_to_capture`).
+        hdr.counters.shallow_stacks.fetch_add(1, Ordering::Relaxed);
+        return StackId::NONE;
+    }
+    captured_stack(hdr, state, mode)
+}
+
+/// [`current_stack`]'s capture, out of line: its frames buffer is
+/// allocated only here, after the check for room, and not in every hook's
+/// frame (a hook's frame is on the stack while the allocator runs).
+#[inline(never)]
+fn captured_stack(hdr: &Header, state: &ThreadState, mode: UnwindMode) -> StackId {
     let depth = DEPTH.load(Ordering::Relaxed) as usize;
     let mut frames = [MaybeUninit::<u64>::uninit(); MAX_DEPTH];
     let got = unwind::capture(state, mode, &mut frames[..depth.min(MAX_DEPTH)]);

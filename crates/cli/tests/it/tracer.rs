@@ -481,25 +481,37 @@ fn threads_with_the_smallest_stack_glibc_allows() {
     // The tracer's static TLS comes out of every thread's stack, and its
     // hook runs on it: a 16 KiB thread must still be created, and its
     // blocks recorded; with too little stack left to unwind safely they are
-    // recorded without a stack, and counted.
-    let exe = robust();
-    let dump =
-        same_traced_and_untraced("smallstack", &[path_str(&exe), "smallstack"]).expect("dump");
-    let main_tid = dump["audit"]["pid"].as_u64().expect("pid");
-    let kept: Vec<&Value> = dump["audit"]["live"]
-        .as_array()
-        .expect("live")
-        .iter()
-        .filter(|b| b["size"] == 40 && b["tid"].as_u64() != Some(main_tid))
-        .collect();
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    assert_eq!(kept[0]["stack"], 0);
-    assert!(
-        dump["audit"]["counters"]["shallow_stacks"]
-            .as_u64()
-            .expect("counter")
-            >= 1
-    );
+    // recorded without a stack, and counted. Under jemalloc too, linked
+    // or in the executable: its first `mmap` in the thread comes from deep
+    // in its own frames, and our hook's frames overflowed the 16 KiB
+    // (SIGSEGV) until the room to unwind was checked before allocating
+    // them.
+    let flags: Vec<&str> = NO_FP.iter().copied().chain(["-ljemalloc"]).collect();
+    let static_flags: Vec<&str> = NO_FP.iter().copied().chain(STATIC_JEMALLOC).collect();
+    for exe in [
+        robust(),
+        fixture("tracer_robust", &flags),
+        fixture("tracer_robust", &static_flags),
+    ] {
+        let dump =
+            same_traced_and_untraced("smallstack", &[path_str(&exe), "smallstack"]).expect("dump");
+        let main_tid = dump["audit"]["pid"].as_u64().expect("pid");
+        let kept: Vec<&Value> = dump["audit"]["live"]
+            .as_array()
+            .expect("live")
+            .iter()
+            .filter(|b| b["size"] == 40 && b["tid"].as_u64() != Some(main_tid))
+            .collect();
+        assert_eq!(kept.len(), 1, "{exe:?}: {kept:?}");
+        assert_eq!(kept[0]["stack"], 0, "{exe:?}");
+        assert!(
+            dump["audit"]["counters"]["shallow_stacks"]
+                .as_u64()
+                .expect("counter")
+                >= 1,
+            "{exe:?}"
+        );
+    }
 }
 
 #[test]

@@ -44,6 +44,30 @@ pub struct Captured {
 /// evaluation, gimli's parsers), with room to spare.
 pub const STACK_NEEDED: u64 = 16 * 1024;
 
+/// Stack a capture takes from where [`room_to_capture`] is asked: the
+/// caller's frames buffer (2 KiB), `capture`'s own frame (2.2 KiB), then
+/// [`STACK_NEEDED`].
+pub const CAPTURE_NEEDED: u64 = STACK_NEEDED + 8 * 1024;
+
+/// Whether the calling thread's stack has [`CAPTURE_NEEDED`] bytes left
+/// below here. Asked before the frames buffer and `capture`'s frame are
+/// allocated: `capture`'s own check comes after them, and on a 16 KiB
+/// thread stack under jemalloc (whose first `mmap` in a new thread comes
+/// from deep in its own frames) allocating them overflowed the stack.
+#[inline(always)]
+pub fn room_to_capture(state: &ThreadState) -> bool {
+    let sp: u64;
+    // SAFETY: reads the stack pointer into a register; touches no memory.
+    unsafe {
+        core::arch::asm!("mov {sp}, rsp", sp = out(reg) sp, options(nomem, nostack, preserves_flags));
+    }
+    match state.stack_bounds(sp) {
+        Some((low, _)) => low == 0 || sp - low >= CAPTURE_NEEDED,
+        // `capture` finds no stack either and records none.
+        None => true,
+    }
+}
+
 /// Captures the calling thread's stack into `out`, innermost first,
 /// starting at the first frame outside the tracer: `out[0]` is where the
 /// program's allocation call returns to.
