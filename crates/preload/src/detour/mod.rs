@@ -20,11 +20,11 @@
 //!
 //! A function is left alone, and the tracer then records nothing and says
 //! why (as it did for every such program before), when its entry cannot
-//! be moved safely: an instruction there that transfers control, one the
-//! decoder does not know, a branch anywhere in the function (the symbol's
-//! size bounds it) that lands inside the moved bytes, a displacement that
-//! does not reach from the island, or a text page that cannot be made
-//! writable. An indirect jump into the moved bytes (a jump table) cannot
+//! be moved safely: an instruction there that transfers control in a way
+//! we cannot re-aim (`loop`, `jrcxz`), one the decoder does not know, a
+//! branch anywhere in the function (the symbol's size bounds it) that
+//! lands inside the moved bytes, a displacement that does not reach from
+//! the island, or a text page that cannot be made writable. An indirect jump into the moved bytes (a jump table) cannot
 //! be seen; compilers do not emit one into a function's first
 //! instructions.
 //!
@@ -65,8 +65,9 @@ pub enum Refusal {
     /// An instruction the decoder does not know, or the function ends
     /// before its entry's bytes do.
     Undecodable,
-    /// An instruction of the entry transfers control (a jump, a call, a
-    /// return), which cannot run from elsewhere unchanged.
+    /// An instruction of the entry transfers control in a way that cannot
+    /// be re-aimed from the trampoline (`loop`, `jrcxz`, a far jump).
+    /// Relative jumps, calls and conditional branches are re-aimed.
     ControlFlow,
     /// A branch of the function lands inside the moved bytes, which the
     /// jump overwrites.
