@@ -342,12 +342,22 @@ fn divert_executables_allocator() {
         return;
     };
     let mut all = true;
+    // (entry, trampoline) of each function diverted: an allocator may
+    // define two names at one address (tcmalloc's `memalign` and
+    // `aligned_alloc`), diverted once.
+    let mut done = [(0u64, 0u64); 15];
     for (i, (&(slot, _, hook), code)) in functions.iter().zip(code).enumerate() {
         let Some(code) = code else {
             continue;
         };
         let ip = code.as_ptr() as u64;
         DIVERTED_ENTRIES[i].store(ip as usize, Ordering::Relaxed);
+        if let Some(&(_, trampoline)) = done.iter().find(|&&(e, _)| e == ip) {
+            if let Some(slot) = slot {
+                slot.0.store(trampoline as usize, Ordering::Release);
+            }
+            continue;
+        }
         // SAFETY: the executable's function, whole (its symbol's size,
         // inside its mapping), before `main`: see `detour`'s docs.
         let diverted = unsafe {
@@ -357,17 +367,52 @@ fn divert_executables_allocator() {
                 }
             })
         };
-        if diverted.is_err() {
-            // Only the write can fail now (the first, on the text page's
-            // protection): those before it, if any, run our hooks, which
-            // forward through their trampolines; the tracer records
-            // nothing (see `malloc_bypasses_us`).
-            all = false;
-            break;
+        match diverted {
+            Ok(trampoline) => done[i] = (ip, trampoline),
+            Err(_) => {
+                // The island's room or a write failed: those diverted
+                // before run our hooks, which forward through their
+                // trampolines, and the tracer records nothing (see
+                // `malloc_bypasses_us`).
+                all = false;
+                break;
+            }
+        }
+    }
+    // A slot that took another function's entry as its fallback (the
+    // allocator's `memalign` for a missing `aligned_alloc`) must go
+    // through that function's trampoline, not its diverted entry.
+    for slot in [
+        &MALLOC,
+        &CALLOC,
+        &REALLOC,
+        &FREE,
+        &MEMALIGN,
+        &POSIX_MEMALIGN,
+        &ALIGNED_ALLOC,
+        &VALLOC,
+        &PVALLOC,
+        &MALLOCX,
+        &RALLOCX,
+        &XALLOCX,
+        &DALLOCX,
+        &SDALLOCX,
+    ] {
+        let f = slot.0.load(Ordering::Acquire) as u64;
+        if let Some(&(_, trampoline)) = done.iter().find(|&&(e, _)| e != 0 && e == f) {
+            slot.0.store(trampoline as usize, Ordering::Release);
         }
     }
     island.seal();
     DIVERTED.store(all, Ordering::Release);
+}
+
+/// The address of the executable's own definition of `name`, if it
+/// defines it.
+pub fn executable_address(name: &CStr) -> Option<u64> {
+    // SAFETY: dlsym with a NUL-terminated name.
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
+    executable_symbol_size(name, f).map(|_| f as u64)
 }
 
 /// The code of the executable's own definition of `name` (its symbol's
@@ -588,7 +633,8 @@ fn text(which: usize, inside: u64) -> (u64, u64) {
                 }
             }
         }
-        if name_len != 0 && line.ends_with(&name[..name_len]) {
+        let path = line.iter().position(|&b| b == b'/').map(|at| &line[at..]);
+        if name_len != 0 && path == Some(&name[..name_len]) {
             lo = lo.min(start);
             hi = hi.max(end);
         }

@@ -132,9 +132,10 @@ DELETE_OPERATOR(_ZdaPvmSt11align_val_t, DELETE_ARRAY_SIZED_ALIGNED,
 /* mimalloc's own entry points behind `mimalloc-new-delete.h`, whose
  * operators the program defines (and its compiler may inline): `mi_new`
  * throws as `operator new` does, hence here too. mimalloc calls them
- * itself through its PLT (`mi_free` from its sized `delete[]`,
- * `mi_free_aligned`, `cfree`, …), under an entry point we recorded
- * already: a call from the allocator's own code is only forwarded. */
+ * itself through its PLT (`mi_free` from its sized `delete[]` and from
+ * `mi_free_aligned`, both recorded here already), and our `delete`s
+ * tail-call its `delete` that calls `mi_free@plt`: a call from mimalloc's
+ * code or from ours is only forwarded. */
 int leaktrail_called_by_allocator(const void *return_address);
 
 #define MI_NEW(name, which, params, args, align, nothrow)                  \

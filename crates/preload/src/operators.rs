@@ -247,8 +247,14 @@ fn resolve(i: usize) -> (usize, u8) {
 #[no_mangle]
 pub extern "C" fn leaktrail_called_by_allocator(return_address: *const c_void) -> c_int {
     let at = return_address as u64;
-    let (start, end) = next::allocator_text();
     let (our_start, our_end) = next::own_text();
+    // An allocator in the executable shares its file with the program:
+    // its own calls are told by `divert_executables` instead.
+    let (start, end) = if next::malloc_in_executable() {
+        (0, 0)
+    } else {
+        next::allocator_text()
+    };
     c_int::from((start..end).contains(&at) || (our_start..our_end).contains(&at))
 }
 
@@ -268,8 +274,16 @@ static DIVERTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool
 /// others are the allocator's own and recorded here. Returns whether they
 /// were diverted.
 pub fn divert_executables() -> bool {
+    let mut entries = [0u64; 15 + COUNT];
+    entries[..15].copy_from_slice(&next::diverted_entries());
     let mut code: [Option<&'static [u8]>; COUNT] = [None; COUNT];
     for (i, name) in NAMES.iter().enumerate() {
+        // An alias of a diverted malloc-family function (tcmalloc's
+        // `delete` is its `free`) reaches that hook already; its entry is
+        // a jump now, not the code to plan.
+        if next::executable_address(name).is_some_and(|f| entries[..15].contains(&f)) {
+            continue;
+        }
         match next::executable_function(name) {
             Some(Ok(f)) if ours(name.to_bytes()).is_some() => code[i] = Some(f),
             Some(_) => return false,
@@ -278,8 +292,6 @@ pub fn divert_executables() -> bool {
     }
     // Every entry a call may reach us through: the diverted malloc
     // family, and these operators themselves.
-    let mut entries = [0u64; 15 + COUNT];
-    entries[..15].copy_from_slice(&next::diverted_entries());
     for (e, c) in entries[15..].iter_mut().zip(&code) {
         *e = c.map_or(0, |c| c.as_ptr() as u64);
     }
@@ -289,13 +301,19 @@ pub fn divert_executables() -> bool {
             continue;
         };
         let ip = c.as_ptr() as u64;
-        let others: &[u64] = &entries;
-        match crate::detour::calls_any(c, ip, others) {
+        // (A loop back to its own entry is not a call.)
+        let mut others = entries;
+        others.iter_mut().filter(|e| **e == ip).for_each(|e| *e = 0);
+        match crate::detour::calls_any(c, ip, &others) {
             Some(true) => kind[i] = FORWARD,
             Some(false) => kind[i] = RECORD,
             None => return false,
         }
     }
+    // Found now, off the hook path (see `leaktrail_called_by_allocator`;
+    // diverted operators never reach `resolve`).
+    next::allocator_text();
+    next::own_text();
     let Some(first) = code.iter().flatten().next() else {
         return false;
     };
@@ -303,11 +321,20 @@ pub fn divert_executables() -> bool {
         return false;
     };
     let mut all = true;
+    // (entry, trampoline) of each operator diverted: `delete` and
+    // `delete[]` may be one function.
+    let mut done = [(0u64, 0u64); COUNT];
     for (i, c) in code.iter().enumerate() {
         let (Some(c), Some(hook)) = (c, ours(NAMES[i].to_bytes())) else {
             continue;
         };
         let ip = c.as_ptr() as u64;
+        if let Some(&(_, trampoline)) = done.iter().find(|&&(e, _)| e == ip) {
+            NEXT[i].store(trampoline as usize, Ordering::Relaxed);
+            KIND[i].store(kind[i], Ordering::Release);
+            done[i] = (ip, trampoline);
+            continue;
+        }
         // SAFETY: the executable's function, whole, before `main`: see
         // `detour`'s docs.
         let diverted = unsafe {
@@ -316,9 +343,21 @@ pub fn divert_executables() -> bool {
                 KIND[i].store(kind[i], Ordering::Release);
             })
         };
-        if diverted.is_err() {
-            all = false;
-            break;
+        match diverted {
+            Ok(trampoline) => done[i] = (ip, trampoline),
+            Err(_) => {
+                // Those diverted already only forward from now on: a `new`
+                // recorded without its `delete` would be a false leak.
+                // The operators are then said to bypass the tracer.
+                for (j, &(e, _)) in done.iter().enumerate() {
+                    if e != 0 {
+                        KIND[j].store(FORWARD, Ordering::Release);
+                    }
+                }
+                KIND[i].store(FORWARD, Ordering::Release);
+                all = false;
+                break;
+            }
         }
     }
     island.seal();

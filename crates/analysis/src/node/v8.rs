@@ -157,20 +157,20 @@ pub fn census(heap: &JsHeap<'_>) -> Census {
             // Named once per function in the source (its closures share
             // one SharedFunctionInfo); an anonymous one by its script, so
             // that `() => …` of one file is not counted with every other.
-            let shared = heap.function_shared(o.addr).unwrap_or(0);
-            by_shared
-                .entry(shared)
-                .or_insert_with(|| {
-                    let f = heap.function_name(o.addr);
-                    if !f.is_empty() {
-                        format!("Function {f}")
-                    } else if let Some(script) = heap.function_script(o.addr) {
-                        format!("Function (anonymous) {script}")
-                    } else {
-                        "Function (anonymous)".to_string()
-                    }
-                })
-                .clone()
+            let name_of = || {
+                let f = heap.function_name(o.addr);
+                if !f.is_empty() {
+                    format!("Function {f}")
+                } else if let Some(script) = heap.function_script(o.addr) {
+                    format!("Function (anonymous) {script}")
+                } else {
+                    "Function (anonymous)".to_string()
+                }
+            };
+            match heap.function_shared(o.addr) {
+                Some(shared) => by_shared.entry(shared).or_insert_with(name_of).clone(),
+                None => name_of(),
+            }
         } else {
             by_map
                 .entry(o.map)

@@ -1235,6 +1235,49 @@ fn an_allocator_linked_into_the_executable_is_diverted_and_recorded() {
     }
 }
 
+/// Issue 16: an allocator of the program's own in its executable, with
+/// two names at one address (`aligned_alloc` an alias of `memalign`, as
+/// tcmalloc's are) and a `malloc` that calls its `memalign` without
+/// aligning the stack (gcc does so within one file): the address is
+/// diverted once, the misaligned inner call runs the allocator as it was
+/// (our hook faulted on it, SIGSEGV), and `leaks` finds exactly the lost
+/// blocks of both names.
+#[test]
+fn an_own_allocator_with_aliases_is_diverted_once_and_recorded() {
+    let exe = fixture("tracer_own_allocator", &[]);
+    let (plain, plain_code) = run_plain_with(&[], &[path_str(&exe)]);
+    assert_eq!(plain_code, 0, "{plain}");
+    let rec = scratch("tracer_own_allocator").join("rec");
+    let out = leaktrail()
+        .args(["run", "--every", "0", "--out"])
+        .arg(&rec)
+        .arg("--")
+        .arg(&exe)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run leaktrail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), plain);
+    assert!(!stderr.contains("defines malloc itself"), "{stderr}");
+    let expected: std::collections::BTreeMap<_, _> = [
+        (
+            ("definite".to_string(), "lose_some".to_string()),
+            (3 * 555, 3),
+        ),
+        (
+            ("definite".to_string(), "lose_aligned".to_string()),
+            (2 * 200, 2),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        program_leaks(&rec.join("snapshots/0001-exit.core")),
+        expected
+    );
+}
+
 /// Issue 16: `mimalloc-new-delete.h` defines C++'s operators in the
 /// program itself, calling `mi_new` and `mi_free`, and the compiler
 /// inlines them: no operator of ours is called, and none of `new`'s blocks

@@ -67,7 +67,8 @@ pub fn decode(code: &[u8]) -> Option<Decoded> {
         rex_w = code[at] & 8 != 0;
         at += 1;
     }
-    let imm_z = if operand_16 { 2 } else { 4 };
+    // REX.W wins over the 0x66 prefix.
+    let imm_z = if operand_16 && !rex_w { 2 } else { 4 };
     let op = *code.get(at)?;
     at += 1;
     let mut flow = Flow::Next;
@@ -116,6 +117,8 @@ pub fn decode(code: &[u8]) -> Option<Decoded> {
             | 0x24..=0x27
             | 0x39
             | 0x3b..=0x3f
+            // extrq/insertq carry two immediates.
+            | 0x78
             | 0x7a
             | 0x7b
             | 0xa6
@@ -125,6 +128,8 @@ pub fn decode(code: &[u8]) -> Option<Decoded> {
         }
     } else {
         match op {
+            // Invalid in 64-bit mode, VEX/EVEX, and segment prefixes after
+            // a REX (which must come last).
             0x06
             | 0x07
             | 0x0e
@@ -132,9 +137,13 @@ pub fn decode(code: &[u8]) -> Option<Decoded> {
             | 0x17
             | 0x1e
             | 0x1f
+            | 0x26
             | 0x27
+            | 0x2e
             | 0x2f
+            | 0x36
             | 0x37
+            | 0x3e
             | 0x3f
             | 0x60..=0x62
             | 0x82
@@ -384,6 +393,17 @@ mod tests {
             known as f64 > 0.97 * total as f64,
             "ours knows {known} of {total}"
         );
+    }
+
+    #[test]
+    fn rex_w_overrides_the_operand_size_prefix() {
+        // add rax, imm32 with a 0x66 prefix that REX.W overrides.
+        let code = [0x66, 0x48, 0x81, 0xc0, 1, 0, 0, 0];
+        assert_eq!(decode(&code).map(|d| d.len), Some(8));
+        // add ax, imm16.
+        assert_eq!(decode(&[0x66, 0x81, 0xc0, 1, 0]).map(|d| d.len), Some(5));
+        // A segment prefix after a REX is not an opcode.
+        assert_eq!(decode(&[0x48, 0x2e, 0x8b, 0x00]), None);
     }
 
     #[test]

@@ -28,12 +28,15 @@
 //! be seen; compilers do not emit one into a function's first
 //! instructions.
 //!
-//! Runs once, at init (the loader's constructors, before `main`), never on
-//! the hook path. The jump is written with one aligned 8-byte store when
-//! the entry's 5 bytes fit in one (functions are 16-byte aligned), so a
-//! thread that enters the function meanwhile runs the old entry or the new
-//! one; one already past the entry's first instruction and before the
-//! moved bytes' end would not survive, which before `main` no thread is.
+//! Runs once, where the allocator is first resolved: at init (the
+//! loader's constructors, before `main`), or at a hooked call before it
+//! (a function the allocator lacks, such as jemalloc's `reallocarray`),
+//! which then waits for it once. The jump is written with one aligned
+//! 8-byte store when the entry's 5 bytes fit in one (functions are
+//! 16-byte aligned), so a thread that enters the function meanwhile runs
+//! the old entry or the new one; one already past the entry's first
+//! instruction and before the moved bytes' end would not survive, which
+//! before `main` no thread is.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -53,10 +56,15 @@ const MAX_MOVED: usize = JMP_REL32 - 1 + 15;
 /// One function's share of the island: its trampoline, then its thunk. A
 /// trampoline is at most 5 moved pieces of at most 16 bytes each (a
 /// branch becomes a jump around a jump), then the jump back.
-const SLOT_BYTES: usize = 128;
+const SLOT_BYTES: usize = 144;
 /// Where the thunk starts within a slot.
 const THUNK_AT: usize = 5 * 16 + JMP_ABS;
-const _: () = assert!(MAX_MOVED + JMP_ABS <= THUNK_AT && THUNK_AT + JMP_ABS <= SLOT_BYTES);
+/// The thunk: `test rsp, 8; jz +14`, then a jump to the hook, then one to
+/// the trampoline (see [`write_thunk`]).
+const THUNK_BYTES: usize = 7 + 2 + 2 * JMP_ABS;
+const _: () = assert!(MAX_MOVED + JMP_ABS <= THUNK_AT && THUNK_AT + THUNK_BYTES <= SLOT_BYTES);
+// An operator island holds all 28 of them.
+const _: () = assert!(28 * SLOT_BYTES <= PAGE as usize);
 const PAGE: u64 = 4096;
 
 /// Why a function's entry cannot be moved.
@@ -293,6 +301,20 @@ fn write_jmp_abs(out: &mut [u8], to: u64) {
     out[6..JMP_ABS].copy_from_slice(&to.to_le_bytes());
 }
 
+/// The thunk the entry jumps to, into `out`: on to `hook` when the stack
+/// is aligned as at a call (`rsp % 16 == 8`), else on to `trampoline`,
+/// the function as it was. A misaligned entry is the allocator calling
+/// itself (gcc calls a function of the same file without aligning the
+/// stack when it knows the callee does not need it: a bump allocator's
+/// `malloc` calling its `memalign`); our hook would fault on it (an
+/// aligned SSE store), and the outer call records the block already.
+fn write_thunk(out: &mut [u8], hook: u64, trampoline: u64) {
+    // test rsp, 8; jz +14 (over the first jump)
+    out[..9].copy_from_slice(&[0x48, 0xf7, 0xc4, 0x08, 0, 0, 0, 0x74, JMP_ABS as u8]);
+    write_jmp_abs(&mut out[9..9 + JMP_ABS], hook);
+    write_jmp_abs(&mut out[9 + JMP_ABS..THUNK_BYTES], trampoline);
+}
+
 /// `jmp rel32` from `from` to `to`, if it reaches.
 fn jmp_rel32(from: u64, to: u64) -> Option<[u8; JMP_REL32]> {
     let rel = i32::try_from(to.wrapping_sub(from + JMP_REL32 as u64) as i64).ok()?;
@@ -309,8 +331,10 @@ pub struct Island {
 }
 
 impl Island {
-    /// Maps an island in the free gap nearest to `near` (within 1 GiB, so
-    /// that everything the executable's code reaches is reached from it).
+    /// Maps an island in the free gap nearest to `near`, within 1 GiB
+    /// (each trampoline's displacements are checked to reach from it), at
+    /// the top of a gap, just below a mapping: never just above one, where
+    /// the executable's `brk` heap grows, or another mapping would.
     pub fn near(near: u64) -> Option<Island> {
         let mut best: Option<u64> = None;
         let mut consider = |page: u64| {
@@ -324,16 +348,13 @@ impl Island {
         };
         let mut previous_end = 0u64;
         crate::selfmaps::for_each_mapping(|start, end, _| {
-            if start >= previous_end + PAGE {
-                // The gap's two ends: its top page below `start`, its
-                // bottom one above the previous mapping.
+            if start >= previous_end + 2 * PAGE {
+                // A page of room left above the previous mapping too.
                 consider(start - PAGE);
-                consider(previous_end);
             }
             previous_end = previous_end.max(end);
             true
         });
-        consider(previous_end);
         let base = sys::map_anonymous_at(best?, PAGE)?;
         // Writable and executable while functions are diverted: after the
         // first one's jump is written, a call may run its trampoline while
@@ -388,7 +409,7 @@ impl Island {
         let slot = self.base + self.used as u64;
         let mut bytes = [0xccu8; SLOT_BYTES];
         entry.trampoline(slot, &mut bytes[..THUNK_AT])?;
-        write_jmp_abs(&mut bytes[THUNK_AT..], hook);
+        write_thunk(&mut bytes[THUNK_AT..], hook, slot);
         let jump = jmp_rel32(ip, slot + THUNK_AT as u64).ok_or(Refusal::OutOfReach)?;
         // SAFETY: `slot` is the island's next unused slot of SLOT_BYTES
         // bytes, inside its page, which is ours, writable until sealed, and
