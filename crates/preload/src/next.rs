@@ -551,7 +551,11 @@ fn resolve_all() {
     REALLOC.0.store(realloc, Ordering::Release);
     FREE.0.store(free, Ordering::Release);
     MALLOC.0.store(malloc, Ordering::Release);
-    if EXECUTABLE_FIRST.load(Ordering::Acquire) {
+    // (`LEAKTRAIL_DISABLE=1`: loaded, recording nothing, the program's
+    // code left as it is.)
+    if EXECUTABLE_FIRST.load(Ordering::Acquire)
+        && crate::tracer::env(leaktrail_format::handover::DISABLE) != Some(b"1")
+    {
         divert_executables_allocator();
     }
 }

@@ -273,7 +273,7 @@ fn say_number(before: &[u8], n: u64, after: &[u8]) {
     say(&line[..len]);
 }
 
-fn env(name: EnvName) -> Option<&'static [u8]> {
+pub(crate) fn env(name: EnvName) -> Option<&'static [u8]> {
     // SAFETY: the name is NUL-terminated; getenv neither allocates nor
     // locks, and the environment outlives us.
     let p = unsafe { libc::getenv(name.as_c_str().as_ptr()) };
