@@ -1247,7 +1247,9 @@ fn an_own_allocator_with_aliases_is_diverted_once_and_recorded() {
     let exe = fixture("tracer_own_allocator", &[]);
     let (plain, plain_code) = run_plain_with(&[], &[path_str(&exe)]);
     assert_eq!(plain_code, 0, "{plain}");
-    let rec = scratch("tracer_own_allocator").join("rec");
+    // (Not "tracer_own_allocator": the bypass test's directory, which
+    // `scratch` would empty under it.)
+    let rec = scratch("tracer_own_allocator_aliases").join("rec");
     let out = leaktrail()
         .args(["run", "--every", "0", "--out"])
         .arg(&rec)
