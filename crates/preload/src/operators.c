@@ -59,35 +59,52 @@ void leaktrail_operator_allocated(void *p, size_t size);
 int leaktrail_operator_freeing(void *p);
 void *leaktrail_operator_unresolved_new(size_t size, size_t align, int nothrow);
 void leaktrail_operator_unresolved_delete(void *p);
+int leaktrail_called_by_allocator(const void *return_address);
 
 #define EXPORT __attribute__((visibility("default")))
 
 /* `std::align_val_t` is passed as a `size_t`, `const std::nothrow_t &` as a
  * pointer. */
-#define NEW_OPERATOR(name, which, params, args, align, nothrow)              \
+/* One allocating entry point. `forward_from_allocator`: a call whose
+ * return address lies in the allocator's code or ours is only forwarded
+ * (the allocator's own entry points, which it and our operators call). */
+#define NEW_ENTRY(name, which, params, args, align, nothrow,                \
+                  forward_from_allocator)                                   \
     EXPORT void *name params {                                              \
         int record;                                                         \
         void *next = leaktrail_operator_next(which, &record);              \
         if (!next)                                                          \
             return leaktrail_operator_unresolved_new(size, align, nothrow); \
+        if (record && (forward_from_allocator) &&                           \
+            leaktrail_called_by_allocator(__builtin_return_address(0)))     \
+            record = 0;                                                     \
         void *p = ((void *(*)params)next) args;                             \
         if (record)                                                         \
             leaktrail_operator_allocated(p, size);                          \
         return p;                                                           \
     }
 
-#define DELETE_OPERATOR(name, which, params, args)             \
-    EXPORT void name params {                                 \
-        int record;                                           \
-        void *next = leaktrail_operator_next(which, &record); \
-        if (!next) {                                          \
-            leaktrail_operator_unresolved_delete(p);          \
-            return;                                           \
-        }                                                     \
-        if (record && !leaktrail_operator_freeing(p))         \
-            return;                                           \
-        ((void (*)params)next) args;                          \
+/* One freeing entry point; `forward_from_allocator` as above. */
+#define DELETE_ENTRY(name, which, params, args, forward_from_allocator) \
+    EXPORT void name params {                                          \
+        int record;                                                    \
+        void *next = leaktrail_operator_next(which, &record);          \
+        if (!next) {                                                   \
+            leaktrail_operator_unresolved_delete(p);                   \
+            return;                                                    \
+        }                                                              \
+        if (record &&                                                  \
+            !((forward_from_allocator) &&                              \
+              leaktrail_called_by_allocator(__builtin_return_address(0))) \
+            && !leaktrail_operator_freeing(p))                         \
+            return;                                                    \
+        ((void (*)params)next) args;                                   \
     }
+
+#define NEW_OPERATOR(name, which, params, args, align, nothrow) \
+    NEW_ENTRY(name, which, params, args, align, nothrow, 0)
+#define DELETE_OPERATOR(name, which, params, args) \
+    DELETE_ENTRY(name, which, params, args, 0)
 
 NEW_OPERATOR(_Znwm, NEW, (size_t size), (size), 0, 0)
 NEW_OPERATOR(_Znam, NEW_ARRAY, (size_t size), (size), 0, 0)
@@ -136,37 +153,10 @@ DELETE_OPERATOR(_ZdaPvmSt11align_val_t, DELETE_ARRAY_SIZED_ALIGNED,
  * `mi_free_aligned`, both recorded here already), and our `delete`s
  * tail-call its `delete` that calls `mi_free@plt`: a call from mimalloc's
  * code or from ours is only forwarded. */
-int leaktrail_called_by_allocator(const void *return_address);
 
-#define MI_NEW(name, which, params, args, align, nothrow)                  \
-    EXPORT void *name params {                                              \
-        int record;                                                         \
-        void *next = leaktrail_operator_next(which, &record);              \
-        if (!next)                                                          \
-            return leaktrail_operator_unresolved_new(size, align, nothrow); \
-        if (record &&                                                       \
-            leaktrail_called_by_allocator(__builtin_return_address(0)))     \
-            record = 0;                                                     \
-        void *p = ((void *(*)params)next) args;                             \
-        if (record)                                                         \
-            leaktrail_operator_allocated(p, size);                          \
-        return p;                                                           \
-    }
-
-#define MI_FREE(name, which, params, args)                              \
-    EXPORT void name params {                                          \
-        int record;                                                    \
-        void *next = leaktrail_operator_next(which, &record);          \
-        if (!next) {                                                   \
-            leaktrail_operator_unresolved_delete(p);                   \
-            return;                                                    \
-        }                                                              \
-        if (record &&                                                  \
-            !leaktrail_called_by_allocator(__builtin_return_address(0)) \
-            && !leaktrail_operator_freeing(p))                         \
-            return;                                                    \
-        ((void (*)params)next) args;                                   \
-    }
+#define MI_NEW(name, which, params, args, align, nothrow) \
+    NEW_ENTRY(name, which, params, args, align, nothrow, 1)
+#define MI_FREE(name, which, params, args) DELETE_ENTRY(name, which, params, args, 1)
 
 MI_NEW(mi_new, MI_NEW, (size_t size), (size), 0, 0)
 MI_NEW(mi_new_nothrow, MI_NEW_NOTHROW, (size_t size), (size), 0, 1)

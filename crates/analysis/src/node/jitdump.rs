@@ -35,8 +35,10 @@
 //! script's length: `createUnsafeBuffer`'s line 1063 in a 130-line
 //! script). A script's lines are counted from the file, when it is there.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use leaktrail_format::StackId;
 use leaktrail_recording::audit::{self, Audit, Block};
@@ -44,6 +46,7 @@ use leaktrail_recording::Snapshot;
 
 use crate::profile::{self, Entry, Profile, SiteKey};
 use crate::symbolize::{Frame, FrameKind, Symbolizer};
+use crate::v8::{InlinedCall, JsHeap};
 use crate::Error;
 
 /// How far behind the tracer's coarse clock may be: one kernel tick at
@@ -78,6 +81,9 @@ struct Code {
     /// The perf-map-style name.
     name: String,
     positions: Vec<Position>,
+    /// For optimized code, the whole inlining stack at each position,
+    /// when a snapshot held the code ([`JitDump::learn_inlining`]).
+    inlined: Option<Vec<(u64, Vec<InlinedCall>)>>,
 }
 
 /// A JS function's start, in a script.
@@ -278,6 +284,7 @@ impl JitDump {
                         seq,
                         name,
                         positions: Vec::new(),
+                        inlined: None,
                     };
                     let entries = pending.remove(&start).unwrap_or_default();
                     raw.push((code, entries));
@@ -372,6 +379,40 @@ impl JitDump {
             .map_err(|why| Error::Insufficient(format!("{}: {why}", path.display())))
     }
 
+    /// The jitdump of the recording `snapshot` belongs to, if it has one
+    /// that can be read, with the inlining stacks its snapshots hold
+    /// ([`JitDump::learn_inlining_beside`]). Read once per recording and
+    /// thread while the recording's snapshots stay the same: every
+    /// snapshot of a series is symbolized with the same one.
+    pub fn for_snapshot(snapshot: &Path) -> Option<Rc<JitDump>> {
+        thread_local! {
+            static READ: RefCell<HashMap<PathBuf, ReadDump>> = RefCell::new(HashMap::new());
+        }
+        let path = JitDump::beside(snapshot)?;
+        let mut cores: Vec<PathBuf> = snapshot
+            .parent()
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        cores.sort();
+        if let Some(dump) = READ.with(|r| {
+            r.borrow()
+                .get(&path)
+                .filter(|(seen, _)| *seen == cores)
+                .map(|(_, d)| d.clone())
+        }) {
+            return Some(dump);
+        }
+        let mut dump = JitDump::open(&path).ok()?;
+        dump.learn_inlining_beside(snapshot);
+        let dump = Rc::new(dump);
+        READ.with(|r| r.borrow_mut().insert(path, (cores, dump.clone())));
+        Some(dump)
+    }
+
     /// The jitdump of the recording a snapshot belongs to
     /// (`DIR/snapshots/NNNN.core` → `DIR/jit.dump`), if there is one.
     pub fn beside(snapshot: &Path) -> Option<PathBuf> {
@@ -418,7 +459,21 @@ impl JitDump {
         }
         outer.start_line = outer.line;
         outer.start_column = outer.column;
+        // Sparkplug's code: V8 writes its bytecode's positions at bytecode
+        // offsets as if they were machine code offsets, so they name the
+        // wrong lines; the frame keeps its function's start, as an
+        // interpreted one does.
+        if code.name.starts_with(BASELINE) {
+            return Some(vec![outer]);
+        }
         let offset = lookup - code.start;
+        if let Some(stacks) = &code.inlined {
+            let i = stacks.partition_point(|(o, _)| *o <= offset);
+            return Some(match i.checked_sub(1).map(|k| &stacks[k].1) {
+                Some(stack) => self.stack_frames(outer, stack),
+                None => vec![outer],
+            });
+        }
         let i = code.positions.partition_point(|p| p.offset <= offset);
         let Some(pos) = i.checked_sub(1).map(|k| &code.positions[k]) else {
             return Some(vec![outer]);
@@ -457,6 +512,153 @@ impl JitDump {
         }
     }
 }
+
+impl JitDump {
+    /// The frames of one inlining stack (innermost first) of code whose
+    /// own frame is `outer`: each inlined call named by its function,
+    /// script and line, with its function's start from the functions V8
+    /// compiled in that script; the last, the code's own, at its line.
+    fn stack_frames(&self, mut outer: Frame, stack: &[InlinedCall]) -> Vec<Frame> {
+        let Some((own, inlined)) = stack.split_last() else {
+            return vec![outer];
+        };
+        let mut frames = Vec::with_capacity(stack.len());
+        for call in inlined {
+            let mut f = outer.clone();
+            let start = call.script.as_deref().and_then(|script| {
+                let s = self.scripts.iter().position(|k| k == script)?;
+                self.starts[s]
+                    .iter()
+                    .filter(|st| st.name == call.function)
+                    .rfind(|st| (st.line, st.column) <= (call.line, call.column))
+            });
+            f.function = Some(call.function.clone());
+            f.file = call.script.clone();
+            f.line = Some(call.line);
+            f.column = Some(call.column);
+            f.start_line = start.map(|st| st.line);
+            f.start_column = start.map(|st| st.column);
+            f.inlined = true;
+            frames.push(f);
+        }
+        outer.line = Some(own.line);
+        outer.column = Some(own.column);
+        frames.push(outer);
+        frames
+    }
+
+    /// Learns the whole inlining stacks of the optimized code objects
+    /// that `heap` (a snapshot's) still holds where the jitdump put them,
+    /// and that are the same code: the innermost call at each of the
+    /// jitdump's positions must be the one the jitdump names (its line
+    /// and column). Code already learnt is left alone. Returns how many
+    /// code objects were learnt.
+    pub fn learn_inlining(&mut self, heap: &JsHeap<'_>) -> usize {
+        let mut learnt = 0;
+        for code in &mut self.code {
+            if code.inlined.is_some() || code.positions.is_empty() || !code.name.starts_with("JS:*")
+            {
+                continue;
+            }
+            let Some(found) = heap.inlining(code.start) else {
+                continue;
+            };
+            // V8 11 writes each debug entry's address one byte before the
+            // table's code offset; allow either.
+            let agrees = |shift: u64| {
+                code.positions.iter().all(|p| {
+                    found
+                        .positions
+                        .iter()
+                        .filter(|(o, _)| *o == p.offset + shift)
+                        .any(|(_, stack)| {
+                            stack
+                                .first()
+                                .is_some_and(|c| (c.line, c.column) == (p.line, p.column))
+                        })
+                })
+            };
+            let agrees = agrees(1) || agrees(0);
+            let own_function = crate::symbolize::jit_frame(code.start, &code.name).function;
+            let same_function = found.positions.iter().all(|(_, stack)| {
+                stack.last().map(|c| Some(&c.function)) == Some(own_function.as_ref())
+            });
+            if agrees && same_function {
+                code.inlined = Some(found.positions);
+                learnt += 1;
+            }
+        }
+        learnt
+    }
+
+    /// [`JitDump::learn_inlining`] from the full snapshots of the
+    /// recording `snapshot` is in (`DIR/snapshots/*.core`): at most
+    /// [`INLINING_SNAPSHOTS`] of them, the first and last included and
+    /// the rest spread between, so that code V8 dropped before the last
+    /// snapshot is still found in an earlier one and every snapshot names
+    /// a block's frames alike. Snapshots without V8's heap (`--memory
+    /// tables`) teach nothing.
+    pub fn learn_inlining_beside(&mut self, snapshot: &Path) {
+        if !self
+            .code
+            .iter()
+            .any(|c| c.name.starts_with("JS:*") && !c.positions.is_empty())
+        {
+            return;
+        }
+        let Some(dir) = snapshot.parent() else {
+            return;
+        };
+        let mut cores: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "core"))
+            .collect();
+        cores.sort();
+        let mut metadata = None;
+        for core in spread(&cores, INLINING_SNAPSHOTS) {
+            let Ok(snap) = Snapshot::open(core) else {
+                continue;
+            };
+            if metadata.is_none() {
+                metadata = Some(crate::v8::metadata_for(&snap).ok());
+            }
+            let Some(Some(md)) = &metadata else {
+                return;
+            };
+            if let Ok(heap) = JsHeap::open_pages(&snap, md) {
+                self.learn_inlining(&heap);
+            }
+        }
+    }
+}
+
+/// How many snapshots of a recording [`JitDump::learn_inlining_beside`]
+/// reads at most.
+pub const INLINING_SNAPSHOTS: usize = 16;
+
+/// At most `n` of `items`, the last first, then the first, then evenly
+/// spread between.
+fn spread<T>(items: &[T], n: usize) -> Vec<&T> {
+    let len = items.len();
+    let mut picked: Vec<usize> = if len <= n {
+        (0..len).collect()
+    } else {
+        (0..n).map(|k| k * (len - 1) / (n - 1).max(1)).collect()
+    };
+    picked.dedup();
+    picked.sort_by_key(|&i| std::cmp::Reverse(i == len - 1));
+    picked.into_iter().map(|i| &items[i]).collect()
+}
+
+/// A jitdump as read for a recording, with the snapshot files it was
+/// read beside.
+type ReadDump = (Vec<PathBuf>, Rc<JitDump>);
+
+/// How V8 names Sparkplug's (baseline) code in the jitdump.
+const BASELINE: &str = "JS:^";
 
 /// The file name of the jitdump in a recording directory.
 pub const JITDUMP_FILE: &str = "jit.dump";
@@ -614,6 +816,93 @@ mod tests {
         // A block stamped just before the code's load, by the coarse clock.
         assert_eq!(name(2 * SECOND - CLOCK_SLACK_NS / 2), Some("leak".into()));
         assert_eq!(d.frames(0x1011, d.epoch(0)), None);
+    }
+
+    #[test]
+    fn baseline_code_keeps_its_functions_start_line() {
+        let mut b = header(7);
+        debug(
+            &mut b,
+            SECOND,
+            0x3000,
+            &[(0x0, 9, 4, b"/app/b.js"), (0x30, 12, 8, b"/app/b.js")],
+        );
+        load(&mut b, SECOND, 0x3000, 0x80, "JS:^handle /app/b.js:7:16");
+        let d = JitDump::parse_with(&b, &|_| None).expect("parses");
+        let frames = d
+            .frames(0x3000 + 0x35, d.epoch(2 * SECOND))
+            .expect("frames");
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].function.as_deref(), Some("handle"));
+        assert_eq!((frames[0].line, frames[0].column), (Some(7), Some(16)));
+    }
+
+    #[test]
+    fn a_learnt_inlining_stack_names_every_call_in_it() {
+        let mut d = sample();
+        let call = |function: &str, line, column| InlinedCall {
+            function: function.into(),
+            script: Some("/app/a.js".into()),
+            line,
+            column,
+        };
+        let code = d
+            .code
+            .iter_mut()
+            .find(|c| c.name.starts_with("JS:*leak"))
+            .expect("leak's code");
+        // `leak` (5:13) calls `middle` at 7:5, inlined, which calls
+        // `callee` at 3:9, inlined; `middle` was never compiled on its own
+        // (no start known), `callee` was (2:16).
+        code.inlined = Some(vec![
+            (0x0, vec![call("leak", 5, 13)]),
+            (
+                0x21,
+                vec![
+                    call("callee", 2, 27),
+                    call("middle", 3, 9),
+                    call("leak", 7, 5),
+                ],
+            ),
+        ]);
+        let frames = d
+            .frames(0x1000 + 0x25, d.epoch(3 * SECOND))
+            .expect("frames");
+        let shown: Vec<_> = frames
+            .iter()
+            .map(|f| {
+                (
+                    f.function.clone().unwrap_or_default(),
+                    f.line,
+                    f.start_line,
+                    f.inlined,
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("callee".into(), Some(2), Some(2), true),
+                ("middle".into(), Some(3), None, true),
+                ("leak".into(), Some(7), Some(5), false),
+            ]
+        );
+        // Before the first position past the call: the function's own.
+        let own = d
+            .frames(0x1000 + 0x21, d.epoch(3 * SECOND))
+            .expect("frames");
+        assert_eq!(own.len(), 1);
+        assert_eq!((own[0].line, own[0].column), (Some(5), Some(13)));
+    }
+
+    #[test]
+    fn at_most_n_snapshots_are_read_the_last_and_first_among_them() {
+        let items: Vec<u32> = (0..40).collect();
+        let picked: Vec<u32> = spread(&items, 5).into_iter().copied().collect();
+        assert_eq!(picked, [39, 0, 9, 19, 29]);
+        let few: Vec<u32> = spread(&items[..3], 5).into_iter().copied().collect();
+        assert_eq!(few, [2, 0, 1]);
+        assert!(spread::<u32>(&[], 5).is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! # Ok::<(), leaktrail_analysis::Error>(())
 //! ```
 
+mod code;
 mod handles;
 mod heap;
 mod layout;
@@ -28,6 +29,7 @@ mod value;
 
 use std::collections::HashMap;
 
+pub use code::{CodeInlining, InlinedCall};
 pub use handles::{GlobalHandleCount, HandleScopeCount, V8Handles};
 pub use heap::{HeapObject, JsHeap, SpaceUse};
 pub use metadata::Metadata;

@@ -571,9 +571,9 @@ impl Symbolizer {
             s.perf_map = PerfMap::parse(text);
         }
         // The recording's jitdump, if it is this process's.
-        if let Some(dump) = JitDump::beside(snap.path()).and_then(|p| JitDump::open(&p).ok()) {
+        if let Some(dump) = JitDump::for_snapshot(snap.path()) {
             if snap.pid().is_some_and(|pid| pid as u32 == dump.pid) && !dump.is_empty() {
-                s.jitdump = Some(Rc::new(dump));
+                s.jitdump = Some(dump);
             }
         }
         s

@@ -208,6 +208,16 @@ fn js_frames(suspect: &Value) -> Vec<(String, u64, bool)> {
         .collect()
 }
 
+/// The live count of a suspect's site at each snapshot.
+fn series_counts(suspect: &Value) -> Vec<u64> {
+    suspect["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .map(|p| p["count"].as_u64().expect("count"))
+        .collect()
+}
+
 fn functions(suspect: &Value) -> Vec<(String, String)> {
     suspect["stack"]
         .as_array()
@@ -336,12 +346,7 @@ fn issue_14_a_function_tiered_up_mid_run_is_one_suspect() {
     assert_eq!(s["stats"]["significant"], true);
     // Steps 2 to 5 (step 1 is called from the script's top level: another
     // stack, flat): 500 buffers each, before and after the tier-up alike.
-    let counts: Vec<u64> = s["series"]
-        .as_array()
-        .expect("series")
-        .iter()
-        .map(|p| p["count"].as_u64().expect("count"))
-        .collect();
+    let counts = series_counts(s);
     assert_eq!(counts, [0, 500, 1000, 1500, 2000]);
     assert!(
         r.headline.starts_with(
@@ -380,6 +385,59 @@ fn issue_14_an_inlined_callee_is_named_with_its_allocating_line() {
         "{}",
         r.headline
     );
+}
+
+/// Issue 14 (item 3): a chain TurboFan inlined whole (`handleBatch` →
+/// `parseBody` → `makeChunk`, which allocates) keeps its middle frame:
+/// V8's jitdump names only the innermost call, so the calls between come
+/// from the optimized code's deoptimization data in the full snapshots.
+/// Each frame is at its call's line, and the blocks allocated before the
+/// optimization (every frame a real one) and after are one suspect.
+#[test]
+fn issue_14_a_chain_inlined_whole_keeps_its_middle_frame() {
+    let script = repo_root().join("fixtures/node/tiers.js");
+    let r = record_with(
+        "chain",
+        "full",
+        &[
+            "--allow-natives-syntax".as_ref(),
+            "--expose-gc".as_ref(),
+            script.as_os_str(),
+            "chain".as_ref(),
+        ],
+        5,
+    );
+    let top = &r.growth["suspects"][0];
+    assert_eq!(top["class"], 2048);
+    let js = js_frames(top);
+    assert_eq!(
+        js[..3],
+        [
+            ("makeChunk".into(), 44, true),
+            ("parseBody".into(), 50, true),
+            ("handleBatch".into(), 56, false)
+        ],
+        "{js:?}"
+    );
+    // Steps 2 to 5 (step 1 is called from the script's top level): 400
+    // a step, unoptimized in step 2 and optimized from step 3 alike.
+    let counts = series_counts(top);
+    assert_eq!(counts, [0, 400, 800, 1200, 1600]);
+    assert!(
+        r.html.contains("JS parseBody ") && r.html.contains("tiers.js:50:15 (inlined)"),
+        "the report shows the middle frame with its call's line"
+    );
+    let last = r.dir.join("snapshots/0005.core");
+    let folded = stdout(
+        leaktrail()
+            .args(["flamegraph", "--folded", "--size", "2048..2048"])
+            .arg(&last),
+    );
+    assert!(
+        folded.contains("JS handleBatch;JS parseBody;JS makeChunk"),
+        "the flame graph has the whole chain:\n{folded}"
+    );
+    r.assert_every_view_names(Culprit::Site("makeChunk", "array_buffers"));
 }
 
 /// Issue 14 (item 5): the regions and owners in a Node user's words, in

@@ -57,6 +57,25 @@ fn run_plain(argv: &[&str]) -> (String, i32) {
     run_plain_with(&[], argv)
 }
 
+/// Runs `exe` untraced, then under `leaktrail run --every 0 --out rec`:
+/// both must exit 0 with the same output. Returns `run`'s stderr.
+fn record_like_untraced(exe: &Path, rec: &Path, what: &str) -> String {
+    let (plain, plain_code) = run_plain_with(&[], &[path_str(exe)]);
+    assert_eq!(plain_code, 0, "{what}: {plain}");
+    let out = leaktrail()
+        .args(["run", "--every", "0", "--out"])
+        .arg(rec)
+        .arg("--")
+        .arg(exe)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run leaktrail");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{what}: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), plain, "{what}");
+    stderr
+}
+
 fn run_plain_with(env: &[(&str, &str)], argv: &[&str]) -> (String, i32) {
     let out = Command::new(argv[0])
         .envs(env.iter().copied())
@@ -1169,20 +1188,8 @@ fn an_allocator_linked_into_the_executable_is_diverted_and_recorded() {
             fixture("tracer_allocators", &exported),
         ),
     ] {
-        let (plain, plain_code) = run_plain_with(&[], &[path_str(&exe)]);
-        assert_eq!(plain_code, 0, "{name}: {plain}");
         let rec = dir.join(name.replace([' ', ',', '.'], "-"));
-        let out = leaktrail()
-            .args(["run", "--every", "0", "--out"])
-            .arg(&rec)
-            .arg("--")
-            .arg(&exe)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run leaktrail");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), plain, "{name}");
+        let stderr = record_like_untraced(&exe, &rec, name);
         assert!(
             !stderr.contains("defines malloc itself"),
             "{name}: {stderr}"
@@ -1245,22 +1252,10 @@ fn an_allocator_linked_into_the_executable_is_diverted_and_recorded() {
 #[test]
 fn an_own_allocator_with_aliases_is_diverted_once_and_recorded() {
     let exe = fixture("tracer_own_allocator", &[]);
-    let (plain, plain_code) = run_plain_with(&[], &[path_str(&exe)]);
-    assert_eq!(plain_code, 0, "{plain}");
     // (Not "tracer_own_allocator": the bypass test's directory, which
     // `scratch` would empty under it.)
     let rec = scratch("tracer_own_allocator_aliases").join("rec");
-    let out = leaktrail()
-        .args(["run", "--every", "0", "--out"])
-        .arg(&rec)
-        .arg("--")
-        .arg(&exe)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run leaktrail");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), plain);
+    let stderr = record_like_untraced(&exe, &rec, "own allocator");
     assert!(!stderr.contains("defines malloc itself"), "{stderr}");
     let expected: std::collections::BTreeMap<_, _> = [
         (
@@ -1292,20 +1287,8 @@ fn mimalloc_new_delete_h_blocks_are_recorded() {
         "tracer_operators",
         &["-include", "mimalloc-new-delete.h", "-lmimalloc"],
     );
-    let (plain, plain_code) = run_plain_with(&[], &[path_str(&exe)]);
-    assert_eq!(plain_code, 0, "{plain}");
     let rec = scratch("tracer_mimalloc_new_delete").join("rec");
-    let out = leaktrail()
-        .args(["run", "--every", "0", "--out"])
-        .arg(&rec)
-        .arg("--")
-        .arg(&exe)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run leaktrail");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), plain);
+    let stderr = record_like_untraced(&exe, &rec, "mimalloc-new-delete.h");
     assert!(!stderr.contains("bypass"), "{stderr}");
     let core = rec.join("snapshots/0001-exit.core");
     let info = crate::support::stdout(leaktrail().arg("info").arg(&core));
@@ -1362,20 +1345,8 @@ fn an_executables_own_allocator_is_named_as_bypassing_the_tracer() {
     ];
     let dir = scratch("tracer_own_allocator");
     for (name, exe, said, note) in cases {
-        let (plain, plain_code) = run_plain_with(&[], &[path_str(&exe)]);
-        assert_eq!(plain_code, 0, "{name}: {plain}");
         let rec = dir.join(name.replace([' ', ',', '.'], "-"));
-        let out = leaktrail()
-            .args(["run", "--every", "0", "--out"])
-            .arg(&rec)
-            .arg("--")
-            .arg(&exe)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run leaktrail");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{name}: {stderr}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), plain, "{name}");
+        let stderr = record_like_untraced(&exe, &rec, name);
         assert_eq!(stderr.matches(said).count(), 1, "{name}: {stderr}");
         let core = rec.join("snapshots/0001-exit.core");
         let info = crate::support::stdout(leaktrail().arg("info").arg(&core));

@@ -68,6 +68,27 @@ pub(crate) struct Layout {
     pub(crate) external_tag: u64,
     pub(crate) oddballs: Vec<(i64, &'static str)>,
     pub(crate) types: Types,
+    /// Optimized code's metadata, when the binary describes it.
+    pub(crate) code: Option<CodeLayout>,
+}
+
+/// Where optimized code keeps its source positions and what it inlined
+/// (V8 11.3's InstructionStream/Code split): only the inlining stacks
+/// ([`super::JsHeap::inlining`]) need it.
+#[derive(Clone, Debug)]
+pub(crate) struct CodeLayout {
+    /// Bytes from an InstructionStream's start to its first instruction.
+    pub(crate) stream_header: u64,
+    pub(crate) stream_type: u64,
+    pub(crate) code_type: u64,
+    pub(crate) code_deoptimization_data: u64,
+    pub(crate) code_source_positions: u64,
+    /// Indices into the DeoptimizationData FixedArray.
+    pub(crate) deopt_literals: u64,
+    pub(crate) deopt_shared: u64,
+    pub(crate) deopt_inlining_positions: u64,
+    pub(crate) script_line_ends: u64,
+    pub(crate) script_source: u64,
 }
 
 /// The instance types the decoder tells apart.
@@ -90,6 +111,25 @@ pub(crate) struct Types {
     pub(crate) js_object: u64,
     pub(crate) js_array: u64,
     pub(crate) js_function: u64,
+}
+
+impl CodeLayout {
+    fn new(md: &Metadata) -> Option<CodeLayout> {
+        let off = |name: &str| md.get(name).map(|v| v as u64);
+        let ty = |name: &str| md.instance_type(name).map(|v| v as u64);
+        Some(CodeLayout {
+            stream_header: off("class_InstructionStream__instruction_start__uintptr_t")?,
+            stream_type: ty("INSTRUCTION_STREAM_TYPE")?,
+            code_type: ty("CODE_TYPE")?,
+            code_deoptimization_data: off("class_Code__deoptimization_data__FixedArray")?,
+            code_source_positions: off("class_Code__source_position_table__ByteArray")?,
+            deopt_literals: off("DeoptimizationDataLiteralArrayIndex")?,
+            deopt_shared: off("DeoptimizationDataSharedFunctionInfoIndex")?,
+            deopt_inlining_positions: off("DeoptimizationDataInliningPositionsIndex")?,
+            script_line_ends: off("class_Script__line_ends__Object")?,
+            script_source: off("class_Script__source__Object")?,
+        })
+    }
 }
 
 impl Layout {
@@ -182,6 +222,7 @@ impl Layout {
             thin_tag: off("ThinStringTag")?,
             external_tag: off("ExternalStringTag")?,
             oddballs,
+            code: CodeLayout::new(md),
             types: Types {
                 map: ty("MAP_TYPE")?,
                 heap_number: ty("HEAP_NUMBER_TYPE")?,

@@ -187,7 +187,7 @@ impl JsHeap<'_> {
 
     /// Appends up to `limit` UTF-16 units of the string at `tagged`,
     /// starting at unit `skip`.
-    fn string_units(
+    pub(crate) fn string_units(
         &self,
         tagged: u64,
         skip: usize,
@@ -318,6 +318,13 @@ impl JsHeap<'_> {
         let Some(shared) = self.read_word(addr + l.function_shared) else {
             return String::new();
         };
+        self.shared_name(shared)
+    }
+
+    /// The name a SharedFunctionInfo (`shared`, tagged) keeps for its
+    /// function (empty when anonymous).
+    pub(crate) fn shared_name(&self, shared: u64) -> String {
+        let l = &self.layout;
         if self.type_of(shared) != Some(l.types.shared_function_info) {
             return String::new();
         }
@@ -339,16 +346,24 @@ impl JsHeap<'_> {
     /// across the function's compilation (its SharedFunctionInfo keeps
     /// the Script from parsing on).
     pub fn function_script(&self, addr: u64) -> Option<String> {
+        let shared = self.read_word(addr + self.layout.function_shared)?;
+        self.script_name(self.shared_script(shared)?)
+    }
+
+    /// The Script (tagged) a SharedFunctionInfo (`shared`, tagged) is from.
+    pub(crate) fn shared_script(&self, shared: u64) -> Option<u64> {
         let l = &self.layout;
-        let (shared_script, script_name, script_type) = l.shared_script?;
-        let shared = self.read_word(addr + l.function_shared)?;
+        let (shared_script, _, script_type) = l.shared_script?;
         if self.type_of(shared) != Some(l.types.shared_function_info) {
             return None;
         }
         let script = self.read_word(shared - 1 + shared_script)?;
-        if self.type_of(script) != Some(script_type) {
-            return None;
-        }
+        (self.type_of(script) == Some(script_type)).then_some(script)
+    }
+
+    /// The name of the Script `script` (tagged), when it has one.
+    pub(crate) fn script_name(&self, script: u64) -> Option<String> {
+        let (_, script_name, _) = self.layout.shared_script?;
         let name = self.read_word(script - 1 + script_name)?;
         self.string_text(name)
             .map(|(s, _, _)| s)

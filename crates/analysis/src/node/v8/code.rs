@@ -1,0 +1,348 @@
+//! What TurboFan inlined, read from an optimized code object in the
+//! snapshot: the whole chain of calls at each position, which V8's
+//! jitdump cuts to the innermost one.
+//!
+//! V8 11.3 keeps a code object's instructions in an `InstructionStream`
+//! (its map, then the tagged `Code` it belongs to, then the instructions)
+//! and the rest in the `Code`: its source position table (a ByteArray of
+//! `(code offset, SourcePosition)` deltas) and, for optimized code, its
+//! DeoptimizationData (a FixedArray). A SourcePosition holds a script
+//! offset and an inlining id; the id indexes the deoptimization data's
+//! InliningPositions, each the position of the inlined call in its caller
+//! (with the caller's own inlining id) and the index of the inlined
+//! function's SharedFunctionInfo in the literal array. Following the ids
+//! from a position to "not inlined" gives the stack innermost first; the
+//! last frame is the code's own function.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use super::JsHeap;
+
+/// One call in an inlining stack: the function it is in, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InlinedCall {
+    /// The function's name (empty when anonymous).
+    pub function: String,
+    /// Its script's name, when V8 keeps one.
+    pub script: Option<String>,
+    /// 1-based line of the position in the script, as V8's jitdump and
+    /// stack traces count them.
+    pub line: u32,
+    /// 1-based column, likewise.
+    pub column: u32,
+}
+
+/// The inlining stacks of one optimized code object: per code offset (a
+/// source position table entry, ascending), the calls innermost first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CodeInlining {
+    /// (code offset, stack), by offset.
+    pub positions: Vec<(u64, Vec<InlinedCall>)>,
+}
+
+/// Bounds on what one code object may claim, against garbage.
+const MAX_TABLE_BYTES: usize = 1 << 20;
+const MAX_INLINING_DEPTH: usize = 64;
+const NOT_INLINED: i64 = -1;
+/// One InliningPosition: an 8-byte SourcePosition, a 4-byte function
+/// index, padding.
+const INLINING_POSITION_SIZE: u64 = 16;
+
+/// A decoded SourcePosition (V8's bit layout: bit 0 external, bits 1..31
+/// script offset + 1, bits 31..47 inlining id + 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SourcePosition {
+    external: bool,
+    script_offset: i64,
+    inlining_id: i64,
+}
+
+impl SourcePosition {
+    fn from_raw(raw: i64) -> SourcePosition {
+        let raw = raw as u64;
+        SourcePosition {
+            external: raw & 1 == 1,
+            script_offset: ((raw >> 1) & ((1 << 30) - 1)) as i64 - 1,
+            inlining_id: ((raw >> 31) & 0xffff) as i64 - 1,
+        }
+    }
+}
+
+/// V8's variable-length zig-zag integer: 7 bits a byte, least
+/// significant first, the top bit saying more follow.
+fn read_vlq(bytes: &[u8], at: &mut usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    let mut shift = 0;
+    loop {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        if shift >= 64 {
+            return None;
+        }
+        value |= ((b & 0x7f) as u64) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    Some(((value >> 1) as i64) ^ -((value & 1) as i64))
+}
+
+/// The entries of a source position table: (code offset, raw position).
+/// The code offset's sign carries "is statement", which we do not need.
+fn position_table(bytes: &[u8]) -> Option<Vec<(u64, i64)>> {
+    let mut out = Vec::new();
+    let (mut offset, mut position) = (0i64, 0i64);
+    let mut at = 0;
+    while at < bytes.len() {
+        let delta = read_vlq(bytes, &mut at)?;
+        let delta = if delta >= 0 { delta } else { -(delta + 1) };
+        offset = offset.checked_add(delta)?;
+        position = position.checked_add(read_vlq(bytes, &mut at)?)?;
+        if offset < 0 || position < 0 {
+            return None;
+        }
+        out.push((offset as u64, position));
+    }
+    Some(out)
+}
+
+/// 0-based line and column of a script offset, from the offsets of the
+/// script's line ends (as V8's `Script::GetPositionInfo`).
+fn line_and_column(line_ends: &[i64], offset: i64) -> (u32, u32) {
+    let line = line_ends.partition_point(|&end| end < offset);
+    let start = match line {
+        0 => 0,
+        n => line_ends[n - 1] + 1,
+    };
+    (line as u32, (offset - start).max(0) as u32)
+}
+
+impl JsHeap<'_> {
+    /// The inlining stacks of the optimized code whose first instruction
+    /// is at `instruction_start`, if the snapshot holds such code there
+    /// and the binary's metadata describes it. `None` for unoptimized
+    /// code (no deoptimization data), or anything that does not check
+    /// out as V8's objects.
+    pub fn inlining(&self, instruction_start: u64) -> Option<CodeInlining> {
+        let l = &self.layout;
+        let c = l.code.as_ref()?;
+        // The stream's header is its map and its Code.
+        if c.stream_header != 16 {
+            return None;
+        }
+        let stream = instruction_start.checked_sub(c.stream_header)? + 1;
+        if self.type_of(stream) != Some(c.stream_type) {
+            return None;
+        }
+        let code = self.read_word(stream - 1 + 8)?;
+        if self.type_of(code) != Some(c.code_type) {
+            return None;
+        }
+        // The Code must point back at this stream (a stale one may not).
+        if !(1..8).any(|i| self.read_word(code - 1 + 8 * i) == Some(stream)) {
+            return None;
+        }
+        let deopt = self.read_word(code - 1 + c.code_deoptimization_data)?;
+        let element = |array: u64, i: u64| -> Option<u64> {
+            let n = self.smi_at(array - 1 + l.fixed_array_length)?;
+            (i < n.max(0) as u64).then_some(())?;
+            self.read_word(array - 1 + l.fixed_array_data + 8 * i)
+        };
+        if self.type_of(deopt) != Some(l.types.fixed_array) {
+            return None;
+        }
+        let own = element(deopt, c.deopt_shared)?;
+        let literals = element(deopt, c.deopt_literals)?;
+        let inlining_positions = element(deopt, c.deopt_inlining_positions)?;
+        let table = self.read_word(code - 1 + c.code_source_positions)?;
+        let table = self.byte_array(table)?;
+        let positions = self.byte_array(inlining_positions)?;
+        let entries = position_table(&table)?;
+        // A function of the literal array, which holds weak references.
+        let inlined_function = |id: i64| -> Option<u64> {
+            let at = (id as u64).checked_mul(INLINING_POSITION_SIZE)? as usize;
+            let raw = positions.get(at..at + 12)?;
+            let index = i32::from_le_bytes(raw[8..12].try_into().ok()?);
+            let shared = element(literals, u64::try_from(index).ok()?)?;
+            Some(shared & !2)
+        };
+        let caller_position = |id: i64| -> Option<SourcePosition> {
+            let at = (id as u64).checked_mul(INLINING_POSITION_SIZE)? as usize;
+            let raw = positions.get(at..at + 8)?;
+            Some(SourcePosition::from_raw(i64::from_le_bytes(
+                raw.try_into().ok()?,
+            )))
+        };
+        let lines = LineEnds::default();
+        let mut out = CodeInlining::default();
+        for (offset, raw) in entries {
+            let mut position = SourcePosition::from_raw(raw);
+            let mut stack = Vec::new();
+            while !position.external && stack.len() < MAX_INLINING_DEPTH {
+                let shared = if position.inlining_id == NOT_INLINED {
+                    own
+                } else {
+                    inlined_function(position.inlining_id)?
+                };
+                stack.push(self.call_at(shared, position.script_offset, &lines)?);
+                if position.inlining_id == NOT_INLINED {
+                    break;
+                }
+                position = caller_position(position.inlining_id)?;
+            }
+            if !stack.is_empty() {
+                out.positions.push((offset, stack));
+            }
+        }
+        Some(out)
+    }
+
+    /// The bytes of the ByteArray `tagged`.
+    fn byte_array(&self, tagged: u64) -> Option<Vec<u8>> {
+        let l = &self.layout;
+        if self.type_of(tagged) != Some(l.types.byte_array) {
+            return None;
+        }
+        let n = self.smi_at(tagged - 1 + l.fixed_array_length)?;
+        let n = usize::try_from(n).ok().filter(|&n| n <= MAX_TABLE_BYTES)?;
+        let mut bytes = vec![0u8; n];
+        self.mem
+            .read(tagged - 1 + l.fixed_array_data, &mut bytes)
+            .ok()?;
+        Some(bytes)
+    }
+
+    /// The call at `offset` of the script of the SharedFunctionInfo
+    /// `shared`.
+    fn call_at(&self, shared: u64, offset: i64, lines: &LineEnds) -> Option<InlinedCall> {
+        let function = self.shared_name(shared);
+        let script = self.shared_script(shared);
+        let (line, column) = match script.and_then(|s| lines.of(self, s)) {
+            Some(ends) if offset >= 0 => line_and_column(&ends, offset),
+            _ => return None,
+        };
+        Some(InlinedCall {
+            function,
+            script: script.and_then(|s| self.script_name(s)),
+            line: line + 1,
+            column: column + 1,
+        })
+    }
+
+    /// The offsets of a Script's line ends: V8's own, when it computed
+    /// them (a FixedArray of Smis), else counted in its source.
+    fn line_ends(&self, script: u64) -> Option<Vec<i64>> {
+        let l = &self.layout;
+        let c = l.code.as_ref()?;
+        let ends = self.read_word(script - 1 + c.script_line_ends)?;
+        if self.type_of(ends) == Some(l.types.fixed_array) {
+            let n = self.smi_at(ends - 1 + l.fixed_array_length)?.max(0) as u64;
+            return (0..n)
+                .map(|i| self.smi_at(ends - 1 + l.fixed_array_data + 8 * i))
+                .collect();
+        }
+        let source = self.read_word(script - 1 + c.script_source)?;
+        let length = self.u32_at(source - 1 + l.string_length)? as usize;
+        let mut units = Vec::new();
+        self.string_units(source, 0, length, &mut units, 0)?;
+        if units.len() < length {
+            return None;
+        }
+        let mut ends: Vec<i64> = units
+            .iter()
+            .enumerate()
+            .filter(|&(_, &u)| u == u16::from(b'\n'))
+            .map(|(i, _)| i as i64)
+            .collect();
+        // V8 ends the last line at the source's end.
+        ends.push(length as i64);
+        Some(ends)
+    }
+}
+
+/// Line ends per Script, read once per code object.
+#[derive(Default)]
+struct LineEnds(RefCell<HashMap<u64, Option<std::rc::Rc<Vec<i64>>>>>);
+
+impl LineEnds {
+    fn of(&self, heap: &JsHeap<'_>, script: u64) -> Option<std::rc::Rc<Vec<i64>>> {
+        if let Some(known) = self.0.borrow().get(&script) {
+            return known.clone();
+        }
+        let ends = heap.line_ends(script).map(std::rc::Rc::new);
+        self.0.borrow_mut().insert(script, ends.clone());
+        ends
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vlq(out: &mut Vec<u8>, value: i64) {
+        let mut v = ((value << 1) ^ (value >> 63)) as u64;
+        loop {
+            let more = v > 0x7f;
+            out.push((v & 0x7f) as u8 | if more { 0x80 } else { 0 });
+            v >>= 7;
+            if !more {
+                break;
+            }
+        }
+    }
+
+    fn raw(script_offset: i64, inlining_id: i64) -> i64 {
+        ((inlining_id + 1) << 31) | ((script_offset + 1) << 1)
+    }
+
+    #[test]
+    fn a_position_table_decodes_to_ascending_offsets_with_their_positions() {
+        // (offset, statement?, raw position) as V8 encodes them: deltas,
+        // a non-statement's code offset delta as -(delta + 1).
+        let entries = [
+            (0u64, true, raw(10, -1)),
+            (7, false, raw(212, 0)),
+            (300, true, raw(5, 1)),
+        ];
+        let mut bytes = Vec::new();
+        let (mut o, mut p) = (0i64, 0i64);
+        for &(offset, statement, position) in &entries {
+            let d = offset as i64 - o;
+            vlq(&mut bytes, if statement { d } else { -d - 1 });
+            vlq(&mut bytes, position - p);
+            (o, p) = (offset as i64, position);
+        }
+        let table = position_table(&bytes).expect("decodes");
+        assert_eq!(
+            table,
+            entries.iter().map(|&(o, _, p)| (o, p)).collect::<Vec<_>>()
+        );
+        let second = SourcePosition::from_raw(table[1].1);
+        assert_eq!(
+            second,
+            SourcePosition {
+                external: false,
+                script_offset: 212,
+                inlining_id: 0
+            }
+        );
+        assert_eq!(
+            SourcePosition::from_raw(table[0].1).inlining_id,
+            NOT_INLINED
+        );
+        // A table cut inside an integer is refused, not half-read.
+        assert_eq!(position_table(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
+    fn offsets_are_lines_and_columns_as_v8_counts_them() {
+        // "ab\ncd\n\nef": line ends at 2, 5, 6 and the end, 9.
+        let ends = [2, 5, 6, 9];
+        assert_eq!(line_and_column(&ends, 0), (0, 0));
+        assert_eq!(line_and_column(&ends, 2), (0, 2));
+        assert_eq!(line_and_column(&ends, 3), (1, 0));
+        assert_eq!(line_and_column(&ends, 8), (3, 1));
+    }
+}
