@@ -46,7 +46,7 @@ use leaktrail_recording::Snapshot;
 
 use crate::profile::{self, Entry, Profile, SiteKey};
 use crate::symbolize::{Frame, FrameKind, Symbolizer};
-use crate::v8::{InlinedCall, JsHeap};
+use crate::v8::{BaselineCode, InlinedCall, JsHeap};
 use crate::Error;
 
 /// How far behind the tracer's coarse clock may be: one kernel tick at
@@ -82,8 +82,12 @@ struct Code {
     name: String,
     positions: Vec<Position>,
     /// For optimized code, the whole inlining stack at each position,
-    /// when a snapshot held the code ([`JitDump::learn_inlining`]).
+    /// when a snapshot held the code ([`JitDump::learn_code`]).
     inlined: Option<Vec<(u64, Vec<InlinedCall>)>>,
+    /// For Sparkplug's code, the bytecode each stretch of it runs, and how
+    /// far the jitdump's position offsets (bytecode offsets) lie before
+    /// the bytecodes', when a snapshot held the code.
+    baseline: Option<(BaselineCode, u64)>,
 }
 
 /// A JS function's start, in a script.
@@ -285,6 +289,7 @@ impl JitDump {
                         name,
                         positions: Vec::new(),
                         inlined: None,
+                        baseline: None,
                     };
                     let entries = pending.remove(&start).unwrap_or_default();
                     raw.push((code, entries));
@@ -381,7 +386,7 @@ impl JitDump {
 
     /// The jitdump of the recording `snapshot` belongs to, if it has one
     /// that can be read, with the inlining stacks its snapshots hold
-    /// ([`JitDump::learn_inlining_beside`]). Read once per recording and
+    /// ([`JitDump::learn_code_beside`]). Read once per recording and
     /// thread while the recording's snapshots stay the same: every
     /// snapshot of a series is symbolized with the same one.
     pub fn for_snapshot(snapshot: &Path) -> Option<Rc<JitDump>> {
@@ -407,7 +412,7 @@ impl JitDump {
             return Some(dump);
         }
         let mut dump = JitDump::open(&path).ok()?;
-        dump.learn_inlining_beside(snapshot);
+        dump.learn_code_beside(snapshot);
         let dump = Rc::new(dump);
         READ.with(|r| r.borrow_mut().insert(path, (cores, dump.clone())));
         Some(dump)
@@ -460,10 +465,24 @@ impl JitDump {
         outer.start_line = outer.line;
         outer.start_column = outer.column;
         // Sparkplug's code: V8 writes its bytecode's positions at bytecode
-        // offsets as if they were machine code offsets, so they name the
-        // wrong lines; the frame keeps its function's start, as an
-        // interpreted one does.
+        // offsets as if they were machine code offsets. With the code's
+        // bytecode per stretch of machine code (from a snapshot), the
+        // return address has its bytecode and so its line; without, the
+        // frame keeps its function's start, as an interpreted one does.
         if code.name.starts_with(BASELINE) {
+            let bytecode = code
+                .baseline
+                .as_ref()
+                .and_then(|(b, shift)| Some((b.bytecode_at(ret - code.start)?, *shift)));
+            if let Some((bytecode, shift)) = bytecode.filter(|&(b, _)| b >= 0) {
+                let i = code
+                    .positions
+                    .partition_point(|p| p.offset + shift <= bytecode as u64);
+                if let Some(pos) = i.checked_sub(1).map(|k| &code.positions[k]) {
+                    outer.line = Some(pos.line);
+                    outer.column = Some(pos.column);
+                }
+            }
             return Some(vec![outer]);
         }
         let offset = lookup - code.start;
@@ -525,14 +544,12 @@ impl JitDump {
         let mut frames = Vec::with_capacity(stack.len());
         for call in inlined {
             let mut f = outer.clone();
-            let start = call.script.as_deref().and_then(|script| {
-                let s = self.scripts.iter().position(|k| k == script)?;
-                self.starts[s]
-                    .iter()
-                    .filter(|st| st.name == call.function)
-                    .rfind(|st| (st.line, st.column) <= (call.line, call.column))
+            let start = self.start_of(call);
+            f.function = Some(match start {
+                Some(st) => st.name.clone(),
+                None if call.function.is_empty() => ANONYMOUS.into(),
+                None => call.function.clone(),
             });
-            f.function = Some(call.function.clone());
             f.file = call.script.clone();
             f.line = Some(call.line);
             f.column = Some(call.column);
@@ -547,17 +564,59 @@ impl JitDump {
         frames
     }
 
+    /// Where the function of an inlined call starts, among those V8
+    /// compiled in its script, and the name V8 gave it there (so that the
+    /// frame is named as the function's other tiers are): the last start
+    /// before the call of a function of that name; for an anonymous one,
+    /// the last start before the call.
+    fn start_of(&self, call: &InlinedCall) -> Option<&Start> {
+        let s = self
+            .scripts
+            .iter()
+            .position(|k| Some(k.as_str()) == call.script.as_deref())?;
+        let mut before = self.starts[s]
+            .iter()
+            .filter(|st| (st.line, st.column) <= (call.line, call.column));
+        if call.function.is_empty() {
+            return before.next_back();
+        }
+        before.rfind(|st| same_function(&st.name, &call.function))
+    }
+
     /// Learns the whole inlining stacks of the optimized code objects
     /// that `heap` (a snapshot's) still holds where the jitdump put them,
     /// and that are the same code: the innermost call at each of the
     /// jitdump's positions must be the one the jitdump names (its line
     /// and column). Code already learnt is left alone. Returns how many
     /// code objects were learnt.
-    pub fn learn_inlining(&mut self, heap: &JsHeap<'_>) -> usize {
+    pub fn learn_code(&mut self, heap: &JsHeap<'_>) -> usize {
         let mut learnt = 0;
         for code in &mut self.code {
-            if code.inlined.is_some() || code.positions.is_empty() || !code.name.starts_with("JS:*")
-            {
+            if code.positions.is_empty() || code.inlined.is_some() || code.baseline.is_some() {
+                continue;
+            }
+            if code.name.starts_with(BASELINE) {
+                let Some(found) = heap.baseline_code(code.start) else {
+                    continue;
+                };
+                // The same code: its machine code fits, and every position
+                // the jitdump gives is at one of its bytecodes.
+                let fits = found
+                    .bytecodes
+                    .last()
+                    .is_some_and(|&(end, _)| end <= code.end - code.start);
+                let shift = [0, 1].into_iter().find(|&shift| {
+                    code.positions
+                        .iter()
+                        .all(|p| found.starts_bytecode(p.offset + shift))
+                });
+                if let (true, Some(shift)) = (fits, shift) {
+                    code.baseline = Some((found, shift));
+                    learnt += 1;
+                }
+                continue;
+            }
+            if !code.name.starts_with(OPTIMIZED) {
                 continue;
             }
             let Some(found) = heap.inlining(code.start) else {
@@ -579,9 +638,13 @@ impl JitDump {
                 })
             };
             let agrees = agrees(1) || agrees(0);
-            let own_function = crate::symbolize::jit_frame(code.start, &code.name).function;
+            let own = crate::symbolize::jit_frame(code.start, &code.name)
+                .function
+                .unwrap_or_default();
             let same_function = found.positions.iter().all(|(_, stack)| {
-                stack.last().map(|c| Some(&c.function)) == Some(own_function.as_ref())
+                stack
+                    .last()
+                    .is_some_and(|c| same_function(&own, &c.function))
             });
             if agrees && same_function {
                 code.inlined = Some(found.positions);
@@ -591,19 +654,18 @@ impl JitDump {
         learnt
     }
 
-    /// [`JitDump::learn_inlining`] from the full snapshots of the
+    /// [`JitDump::learn_code`] from the full snapshots of the
     /// recording `snapshot` is in (`DIR/snapshots/*.core`): at most
     /// [`INLINING_SNAPSHOTS`] of them, the first and last included and
     /// the rest spread between, so that code V8 dropped before the last
     /// snapshot is still found in an earlier one and every snapshot names
     /// a block's frames alike. Snapshots without V8's heap (`--memory
     /// tables`) teach nothing.
-    pub fn learn_inlining_beside(&mut self, snapshot: &Path) {
-        if !self
-            .code
-            .iter()
-            .any(|c| c.name.starts_with("JS:*") && !c.positions.is_empty())
-        {
+    pub fn learn_code_beside(&mut self, snapshot: &Path) {
+        if !self.code.iter().any(|c| {
+            (c.name.starts_with(OPTIMIZED) || c.name.starts_with(BASELINE))
+                && !c.positions.is_empty()
+        }) {
             return;
         }
         let Some(dir) = snapshot.parent() else {
@@ -629,13 +691,29 @@ impl JitDump {
                 return;
             };
             if let Ok(heap) = JsHeap::open_pages(&snap, md) {
-                self.learn_inlining(&heap);
+                self.learn_code(&heap);
             }
         }
     }
 }
 
-/// How many snapshots of a recording [`JitDump::learn_inlining_beside`]
+/// How the jitdump names a function without a name.
+const ANONYMOUS: &str = "(anonymous)";
+
+/// Whether the jitdump's name of a function (V8's debug name: its own
+/// name, else the one inferred from where it was assigned, such as
+/// `Readable.push`) is the function a SharedFunctionInfo names `v8`.
+fn same_function(jit: &str, v8: &str) -> bool {
+    if v8.is_empty() {
+        return jit == ANONYMOUS || !jit.is_empty();
+    }
+    jit == v8
+        || jit
+            .strip_suffix(v8)
+            .is_some_and(|head| head.ends_with('.') || head.ends_with(' '))
+}
+
+/// How many snapshots of a recording [`JitDump::learn_code_beside`]
 /// reads at most.
 pub const INLINING_SNAPSHOTS: usize = 16;
 
@@ -659,6 +737,8 @@ type ReadDump = (Vec<PathBuf>, Rc<JitDump>);
 
 /// How V8 names Sparkplug's (baseline) code in the jitdump.
 const BASELINE: &str = "JS:^";
+/// How V8 names TurboFan's (optimized) code in the jitdump.
+const OPTIMIZED: &str = "JS:*";
 
 /// The file name of the jitdump in a recording directory.
 pub const JITDUMP_FILE: &str = "jit.dump";
@@ -819,7 +899,7 @@ mod tests {
     }
 
     #[test]
-    fn baseline_code_keeps_its_functions_start_line() {
+    fn baseline_code_is_named_at_its_bytecodes_line_or_its_start() {
         let mut b = header(7);
         debug(
             &mut b,
@@ -828,13 +908,28 @@ mod tests {
             &[(0x0, 9, 4, b"/app/b.js"), (0x30, 12, 8, b"/app/b.js")],
         );
         load(&mut b, SECOND, 0x3000, 0x80, "JS:^handle /app/b.js:7:16");
-        let d = JitDump::parse_with(&b, &|_| None).expect("parses");
-        let frames = d
-            .frames(0x3000 + 0x35, d.epoch(2 * SECOND))
-            .expect("frames");
-        assert_eq!(frames.len(), 1);
-        assert_eq!(frames[0].function.as_deref(), Some("handle"));
-        assert_eq!((frames[0].line, frames[0].column), (Some(7), Some(16)));
+        let mut d = JitDump::parse_with(&b, &|_| None).expect("parses");
+        let at = |d: &JitDump, offset: u64| {
+            let frames = d
+                .frames(0x3000 + offset, d.epoch(2 * SECOND))
+                .expect("frames");
+            assert_eq!(frames.len(), 1);
+            assert_eq!(frames[0].function.as_deref(), Some("handle"));
+            (frames[0].line, frames[0].column)
+        };
+        assert_eq!(at(&d, 0x35), (Some(7), Some(16)));
+        // With its bytecode per stretch of machine code (from a snapshot):
+        // the prologue up to 0x10, bytecode 0 up to 0x30, bytecode 0x30 up
+        // to 0x50; the positions are at bytecode offsets.
+        d.code[0].baseline = Some((
+            BaselineCode {
+                bytecodes: vec![(0x10, -1), (0x30, 0), (0x50, 0x30)],
+            },
+            0,
+        ));
+        assert_eq!(at(&d, 0x35), (Some(12), Some(8)));
+        assert_eq!(at(&d, 0x30), (Some(9), Some(4)));
+        assert_eq!(at(&d, 0x8), (Some(7), Some(16)), "the prologue: the start");
     }
 
     #[test]
@@ -893,6 +988,30 @@ mod tests {
             .expect("frames");
         assert_eq!(own.len(), 1);
         assert_eq!((own[0].line, own[0].column), (Some(5), Some(13)));
+    }
+
+    #[test]
+    fn an_inlined_function_is_named_as_its_other_tiers_are() {
+        let d = sample();
+        let call = |function: &str, line, column| InlinedCall {
+            function: function.into(),
+            script: Some("/app/a.js".into()),
+            line,
+            column,
+        };
+        let named = |c: InlinedCall| d.start_of(&c).map(|st| (st.name.clone(), st.line));
+        assert_eq!(named(call("callee", 3, 1)), Some(("callee".into(), 2)));
+        // Not before its start; not another function's.
+        assert_eq!(named(call("callee", 2, 1)), None);
+        assert_eq!(named(call("other", 9, 1)), None);
+        // An anonymous function: the one that starts last before the call.
+        assert_eq!(named(call("", 5, 20)), Some(("leak".into(), 5)));
+        // A method V8 names by where it was assigned.
+        assert!(same_function("Readable.push", "push"));
+        assert!(same_function("get size", "size"));
+        assert!(same_function("(anonymous)", ""));
+        assert!(!same_function("unshift", "shift"));
+        assert!(!same_function("push", "Readable.push"));
     }
 
     #[test]

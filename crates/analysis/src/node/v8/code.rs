@@ -41,6 +41,107 @@ pub struct CodeInlining {
     pub positions: Vec<(u64, Vec<InlinedCall>)>,
 }
 
+/// Sparkplug's (baseline) code: which bytecode each stretch of its
+/// machine code runs, so that a return address in it has its function's
+/// bytecode offset, and through the bytecode's source positions its line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BaselineCode {
+    /// (end offset of its machine code, bytecode offset), in order; the
+    /// prologue first, at bytecode offset -1. A return address at offset
+    /// `r` is in the first whose end is at or after `r` (V8's
+    /// `BytecodeOffsetIterator::AdvanceToPCOffset`).
+    pub bytecodes: Vec<(u64, i64)>,
+}
+
+impl BaselineCode {
+    /// The bytecode offset a return address `ret_offset` (from the
+    /// code's first instruction) is at; -1 in the prologue.
+    pub fn bytecode_at(&self, ret_offset: u64) -> Option<i64> {
+        let i = self.bytecodes.partition_point(|&(end, _)| end < ret_offset);
+        self.bytecodes.get(i).map(|&(_, b)| b)
+    }
+
+    /// Whether `offset` is where a bytecode starts.
+    pub fn starts_bytecode(&self, offset: u64) -> bool {
+        self.bytecodes.iter().any(|&(_, b)| b == offset as i64)
+    }
+}
+
+/// The bytecodes V8 numbers first: the operand-scaling prefixes (`Wide`,
+/// `ExtraWide`, and their debug-break forms), each followed by the
+/// bytecode it widens.
+const WIDE: [u8; 2] = [0, 2];
+const EXTRA_WIDE: [u8; 2] = [1, 3];
+
+/// The offsets of the bytecodes in `code`, walked with V8's table of
+/// bytecode sizes (three rows, for operand scales 1, 2 and 4).
+fn bytecode_offsets(code: &[u8], sizes: &[u8]) -> Option<Vec<u64>> {
+    let count = sizes.len() / 3;
+    // The prefixes have no operands of their own.
+    if count < 4
+        || WIDE
+            .iter()
+            .chain(&EXTRA_WIDE)
+            .any(|&b| sizes[b as usize] != 1)
+    {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < code.len() {
+        let b = code[at];
+        let (prefix, scale, bytecode) = if WIDE.contains(&b) {
+            (1, 1, *code.get(at + 1)?)
+        } else if EXTRA_WIDE.contains(&b) {
+            (1, 2, *code.get(at + 1)?)
+        } else {
+            (0, 0, b)
+        };
+        let size = *sizes
+            .get(scale * count + bytecode as usize)
+            .filter(|_| (bytecode as usize) < count)?;
+        if size == 0 {
+            return None;
+        }
+        out.push(at as u64);
+        at += prefix + size as usize;
+    }
+    (at == code.len()).then_some(out)
+}
+
+/// V8's unsigned variable-length integer (7 bits a byte, least
+/// significant first).
+fn read_unsigned_vlq(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value: u64 = 0;
+    let mut shift = 0;
+    loop {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        if shift >= 64 {
+            return None;
+        }
+        value |= ((b & 0x7f) as u64) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+}
+
+/// The machine code's end offset per bytecode, from Sparkplug's offset
+/// table (the prologue's end, then one pc delta per bytecode): `None`
+/// unless it has exactly one entry per bytecode.
+fn baseline_ranges(table: &[u8], offsets: &[u64]) -> Option<Vec<(u64, i64)>> {
+    let mut at = 0;
+    let mut end = read_unsigned_vlq(table, &mut at)?;
+    let mut out = vec![(end, -1)];
+    for &b in offsets {
+        end = end.checked_add(read_unsigned_vlq(table, &mut at)?)?;
+        out.push((end, b as i64));
+    }
+    (at == table.len()).then_some(out)
+}
+
 /// Bounds on what one code object may claim, against garbage.
 const MAX_TABLE_BYTES: usize = 1 << 20;
 const MAX_INLINING_DEPTH: usize = 64;
@@ -128,22 +229,7 @@ impl JsHeap<'_> {
     pub fn inlining(&self, instruction_start: u64) -> Option<CodeInlining> {
         let l = &self.layout;
         let c = l.code.as_ref()?;
-        // The stream's header is its map and its Code.
-        if c.stream_header != 16 {
-            return None;
-        }
-        let stream = instruction_start.checked_sub(c.stream_header)? + 1;
-        if self.type_of(stream) != Some(c.stream_type) {
-            return None;
-        }
-        let code = self.read_word(stream - 1 + 8)?;
-        if self.type_of(code) != Some(c.code_type) {
-            return None;
-        }
-        // The Code must point back at this stream (a stale one may not).
-        if !(1..8).any(|i| self.read_word(code - 1 + 8 * i) == Some(stream)) {
-            return None;
-        }
+        let code = self.code_of(instruction_start)?;
         let deopt = self.read_word(code - 1 + c.code_deoptimization_data)?;
         let element = |array: u64, i: u64| -> Option<u64> {
             let n = self.smi_at(array - 1 + l.fixed_array_length)?;
@@ -197,6 +283,58 @@ impl JsHeap<'_> {
             }
         }
         Some(out)
+    }
+
+    /// Sparkplug's code whose first instruction is at `instruction_start`,
+    /// if the snapshot holds such code there: its machine code per
+    /// bytecode ([`BaselineCode`]), which must cover its BytecodeArray
+    /// exactly.
+    pub fn baseline_code(&self, instruction_start: u64) -> Option<BaselineCode> {
+        let c = self.layout.code.as_ref()?;
+        let sizes = c.bytecode_sizes.as_deref()?;
+        let code = self.code_of(instruction_start)?;
+        let mut bytecode = self.read_word(code - 1 + c.code_bytecode_or_interpreter_data)?;
+        if self.type_of(bytecode) == Some(c.interpreter_data_type) {
+            bytecode = self.read_word(bytecode - 1 + 8)?;
+        }
+        if self.type_of(bytecode) != Some(c.bytecode_array_type) {
+            return None;
+        }
+        let l = &self.layout;
+        let n = self.smi_at(bytecode - 1 + l.fixed_array_length)?;
+        let n = usize::try_from(n).ok().filter(|&n| n <= MAX_TABLE_BYTES)?;
+        let mut code_bytes = vec![0u8; n];
+        self.mem
+            .read(bytecode - 1 + c.bytecode_array_data, &mut code_bytes)
+            .ok()?;
+        let offsets = bytecode_offsets(&code_bytes, sizes)?;
+        let table = self.byte_array(self.read_word(code - 1 + c.code_bytecode_offsets)?)?;
+        Some(BaselineCode {
+            bytecodes: baseline_ranges(&table, &offsets)?,
+        })
+    }
+
+    /// The tagged `Code` of the InstructionStream whose first instruction
+    /// is at `instruction_start`, when both check out and point at each
+    /// other.
+    fn code_of(&self, instruction_start: u64) -> Option<u64> {
+        let c = self.layout.code.as_ref()?;
+        // The stream's header is its map and its Code.
+        if c.stream_header != 16 {
+            return None;
+        }
+        let stream = instruction_start.checked_sub(c.stream_header)? + 1;
+        if self.type_of(stream) != Some(c.stream_type) {
+            return None;
+        }
+        let code = self.read_word(stream - 1 + 8)?;
+        if self.type_of(code) != Some(c.code_type) {
+            return None;
+        }
+        // The Code must point back at this stream (a stale one may not).
+        (1..8)
+            .any(|i| self.read_word(code - 1 + 8 * i) == Some(stream))
+            .then_some(code)
     }
 
     /// The bytes of the ByteArray `tagged`.
@@ -334,6 +472,35 @@ mod tests {
         );
         // A table cut inside an integer is refused, not half-read.
         assert_eq!(position_table(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
+    fn bytecodes_are_walked_with_their_sizes_and_prefixes() {
+        // Five bytecodes: the four prefixes (size 1), then 4 of 2 bytes
+        // (4 at scale 2, 6 at scale 4).
+        let count = 5;
+        let mut sizes = vec![1u8; 3 * count];
+        sizes[4] = 2;
+        sizes[count + 4] = 4;
+        sizes[2 * count + 4] = 6;
+        // 4 (2 bytes), Wide 4 (1 + 4), ExtraWide 4 (1 + 6), 4 (2).
+        let code = [4, 9, 0, 4, 9, 9, 9, 1, 4, 9, 9, 9, 9, 9, 4, 9];
+        assert_eq!(bytecode_offsets(&code, &sizes), Some(vec![0, 2, 7, 14]));
+        // A bytecode cut at the end, or a number past the table: refused.
+        assert_eq!(bytecode_offsets(&code[..15], &sizes), None);
+        assert_eq!(bytecode_offsets(&[7], &sizes), None);
+        // Sparkplug's table: the prologue's end, then a delta a bytecode.
+        let table = [10, 4, 0x81, 0x01, 3, 5];
+        let ranges = baseline_ranges(&table, &[0, 2, 7, 14]).expect("fits");
+        assert_eq!(ranges, [(10, -1), (14, 0), (143, 2), (146, 7), (151, 14)]);
+        let code = BaselineCode { bytecodes: ranges };
+        assert_eq!(code.bytecode_at(10), Some(-1));
+        assert_eq!(code.bytecode_at(11), Some(0));
+        assert_eq!(code.bytecode_at(144), Some(7));
+        assert_eq!(code.bytecode_at(152), None);
+        // One delta too many or too few: not this bytecode's table.
+        assert_eq!(baseline_ranges(&table, &[0, 2, 7]), None);
+        assert_eq!(baseline_ranges(&table[..5], &[0, 2, 7, 14]), None);
     }
 
     #[test]

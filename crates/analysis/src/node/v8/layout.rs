@@ -89,6 +89,16 @@ pub(crate) struct CodeLayout {
     pub(crate) deopt_inlining_positions: u64,
     pub(crate) script_line_ends: u64,
     pub(crate) script_source: u64,
+    /// Sparkplug's code: its BytecodeArray (or InterpreterData, whose
+    /// first field is one) and its table of machine code per bytecode.
+    pub(crate) code_bytecode_or_interpreter_data: u64,
+    pub(crate) code_bytecode_offsets: u64,
+    pub(crate) bytecode_array_type: u64,
+    pub(crate) interpreter_data_type: u64,
+    pub(crate) bytecode_array_data: u64,
+    /// `Bytecodes::kBytecodeSizes` (three rows: operand scales 1, 2, 4),
+    /// if the binary has it.
+    pub(crate) bytecode_sizes: Option<Vec<u8>>,
 }
 
 /// The instance types the decoder tells apart.
@@ -128,6 +138,14 @@ impl CodeLayout {
             deopt_inlining_positions: off("DeoptimizationDataInliningPositionsIndex")?,
             script_line_ends: off("class_Script__line_ends__Object")?,
             script_source: off("class_Script__source__Object")?,
+            code_bytecode_or_interpreter_data: off(
+                "class_Code__bytecode_or_interpreter_data__HeapObject",
+            )?,
+            code_bytecode_offsets: off("class_Code__bytecode_offset_table__ByteArray")?,
+            bytecode_array_type: ty("BYTECODE_ARRAY_TYPE")?,
+            interpreter_data_type: ty("INTERPRETER_DATA_TYPE")?,
+            bytecode_array_data: off("class_BytecodeArray__data__uintptr_t")?,
+            bytecode_sizes: md.bytecode_sizes().map(<[u8]>::to_vec),
         })
     }
 }

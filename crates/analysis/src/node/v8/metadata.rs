@@ -14,7 +14,15 @@ use crate::Error;
 #[derive(Clone, Debug, Default)]
 pub struct Metadata {
     values: HashMap<String, i64>,
+    /// V8's `Bytecodes::kBytecodeSizes`: each bytecode's size in bytes at
+    /// operand scales 1, 2 and 4, one row of each, when the binary has
+    /// the table (not postmortem metadata, but a named constant of its
+    /// own): what walks a BytecodeArray.
+    bytecode_sizes: Option<Vec<u8>>,
 }
+
+/// The mangled name of `v8::internal::interpreter::Bytecodes::kBytecodeSizes`.
+const BYTECODE_SIZES: &str = "_ZN2v88internal11interpreter9Bytecodes14kBytecodeSizesE";
 
 impl Metadata {
     /// Reads the symbols of the ELF file at `path`. Fails when the file
@@ -30,8 +38,14 @@ impl Metadata {
             Error::Insufficient(format!("{path} is not an ELF file ({e}): no V8 metadata"))
         })?;
         let mut values = HashMap::new();
+        let mut bytecode_sizes = None;
         for sym in obj.dynamic_symbols().chain(obj.symbols()) {
             let Ok(name) = sym.name() else { continue };
+            if name == BYTECODE_SIZES && bytecode_sizes.is_none() {
+                bytecode_sizes =
+                    symbol_bytes(&obj, &sym).filter(|b| !b.is_empty() && b.len() % 3 == 0);
+                continue;
+            }
             let Some(key) = name.strip_prefix("v8dbg_") else {
                 continue;
             };
@@ -45,7 +59,15 @@ impl Metadata {
                 "{path} has no v8dbg_* symbols: not a node binary, or one built without V8's postmortem metadata"
             )));
         }
-        Ok(Metadata { values })
+        Ok(Metadata {
+            values,
+            bytecode_sizes,
+        })
+    }
+
+    /// V8's table of bytecode sizes (see the field), if the binary has it.
+    pub(crate) fn bytecode_sizes(&self) -> Option<&[u8]> {
+        self.bytecode_sizes.as_deref()
     }
 
     /// The value of `v8dbg_NAME`, if the binary has it.
@@ -83,6 +105,13 @@ impl Metadata {
             })
             .collect()
     }
+}
+
+/// The bytes of a data symbol, from the file.
+fn symbol_bytes(obj: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> Option<Vec<u8>> {
+    let section = obj.section_by_index(sym.section_index()?).ok()?;
+    let bytes = section.data_range(sym.address(), sym.size()).ok()??;
+    Some(bytes.to_vec())
 }
 
 /// The integer a `v8dbg_` symbol holds: its bytes in the file, or zero
