@@ -232,6 +232,10 @@ impl JsHeap<'_> {
         let code = self.code_of(instruction_start)?;
         let deopt = self.read_word(code - 1 + c.code_deoptimization_data)?;
         let element = |array: u64, i: u64| -> Option<u64> {
+            // A heap object's tagged pointer (not a Smi, not a weak one).
+            if array & 3 != 1 {
+                return None;
+            }
             let n = self.smi_at(array - 1 + l.fixed_array_length)?;
             (i < n.max(0) as u64).then_some(())?;
             self.read_word(array - 1 + l.fixed_array_data + 8 * i)
@@ -382,6 +386,9 @@ impl JsHeap<'_> {
                 .collect();
         }
         let source = self.read_word(script - 1 + c.script_source)?;
+        if !l.is_string(self.type_of(source)?) {
+            return None;
+        }
         let length = self.u32_at(source - 1 + l.string_length)? as usize;
         let mut units = Vec::new();
         self.string_units(source, 0, length, &mut units, 0)?;
