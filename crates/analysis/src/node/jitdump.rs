@@ -46,7 +46,7 @@ use leaktrail_recording::Snapshot;
 
 use crate::profile::{self, Entry, Profile, SiteKey};
 use crate::symbolize::{Frame, FrameKind, Symbolizer};
-use crate::v8::{BaselineCode, InlinedCall, JsHeap};
+use crate::v8::{BaselineCode, InlinedCall, JsHeap, LineEnds};
 use crate::Error;
 
 /// How far behind the tracer's coarse clock may be: one kernel tick at
@@ -84,10 +84,10 @@ struct Code {
     /// For optimized code, the whole inlining stack at each position,
     /// when a snapshot held the code ([`JitDump::learn_code`]).
     inlined: Option<Vec<(u64, Vec<InlinedCall>)>>,
-    /// For Sparkplug's code, the bytecode each stretch of it runs, and how
-    /// far the jitdump's position offsets (bytecode offsets) lie before
-    /// the bytecodes', when a snapshot held the code.
-    baseline: Option<(BaselineCode, u64)>,
+    /// For Sparkplug's code, the bytecode each stretch of it runs (the
+    /// jitdump's positions are at bytecode offsets), when a snapshot held
+    /// the code.
+    baseline: Option<BaselineCode>,
 }
 
 /// A JS function's start, in a script.
@@ -389,20 +389,13 @@ impl JitDump {
     /// ([`JitDump::learn_code_beside`]). Read once per recording and
     /// thread while the recording's snapshots stay the same: every
     /// snapshot of a series is symbolized with the same one.
-    pub fn for_snapshot(snapshot: &Path) -> Option<Rc<JitDump>> {
+    pub fn for_snapshot(snap: &Snapshot) -> Option<Rc<JitDump>> {
         thread_local! {
             static READ: RefCell<HashMap<PathBuf, ReadDump>> = RefCell::new(HashMap::new());
         }
+        let snapshot = snap.path();
         let path = JitDump::beside(snapshot)?;
-        let mut cores: Vec<PathBuf> = snapshot
-            .parent()
-            .and_then(|d| std::fs::read_dir(d).ok())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        cores.sort();
+        let cores = snapshot.parent().map(cores_in).unwrap_or_default();
         if let Some(dump) = READ.with(|r| {
             r.borrow()
                 .get(&path)
@@ -412,7 +405,10 @@ impl JitDump {
             return Some(dump);
         }
         let mut dump = JitDump::open(&path).ok()?;
-        dump.learn_code_beside(snapshot);
+        // Another process's (a stale file): not worth reading its code.
+        if snap.pid().is_some_and(|pid| pid as u32 == dump.pid) {
+            dump.learn_code_beside(snapshot);
+        }
         let dump = Rc::new(dump);
         READ.with(|r| r.borrow_mut().insert(path, (cores, dump.clone())));
         Some(dump)
@@ -473,11 +469,11 @@ impl JitDump {
             let bytecode = code
                 .baseline
                 .as_ref()
-                .and_then(|(b, shift)| Some((b.bytecode_at(ret - code.start)?, *shift)));
-            if let Some((bytecode, shift)) = bytecode.filter(|&(b, _)| b >= 0) {
+                .and_then(|b| b.bytecode_at(ret - code.start));
+            if let Some(bytecode) = bytecode.filter(|&b| b >= 0) {
                 let i = code
                     .positions
-                    .partition_point(|p| p.offset + shift <= bytecode as u64);
+                    .partition_point(|p| p.offset <= bytecode as u64);
                 if let Some(pos) = i.checked_sub(1).map(|k| &code.positions[k]) {
                     outer.line = Some(pos.line);
                     outer.column = Some(pos.column);
@@ -591,6 +587,7 @@ impl JitDump {
     /// code objects were learnt.
     pub fn learn_code(&mut self, heap: &JsHeap<'_>) -> usize {
         let mut learnt = 0;
+        let lines = LineEnds::default();
         for code in &mut self.code {
             if code.positions.is_empty() || code.inlined.is_some() || code.baseline.is_some() {
                 continue;
@@ -599,19 +596,27 @@ impl JitDump {
                 let Some(found) = heap.baseline_code(code.start) else {
                     continue;
                 };
-                // The same code: its machine code fits, and every position
-                // the jitdump gives is at one of its bytecodes.
+                // The same code: its machine code fits, the jitdump's
+                // positions are its bytecode's (V8 11 writes every entry
+                // one byte before the table's offset, as for optimized
+                // code, and so leaves out the one at 0), and each is at
+                // one of its bytecodes.
                 let fits = found
                     .bytecodes
                     .last()
                     .is_some_and(|&(end, _)| end <= code.end - code.start);
-                let shift = [0, 1].into_iter().find(|&shift| {
-                    code.positions
+                let offsets: Vec<u64> = code.positions.iter().map(|p| p.offset).collect();
+                let written = |table: &Vec<u64>| {
+                    table
                         .iter()
-                        .all(|p| found.starts_bytecode(p.offset + shift))
-                });
-                if let (true, Some(shift)) = (fits, shift) {
-                    code.baseline = Some((found, shift));
+                        .filter_map(|&o| o.checked_sub(1))
+                        .eq(offsets.iter().copied())
+                };
+                if fits
+                    && found.position_offsets.iter().any(written)
+                    && offsets.iter().all(|&o| found.starts_bytecode(o))
+                {
+                    code.baseline = Some(found);
                     learnt += 1;
                 }
                 continue;
@@ -619,11 +624,12 @@ impl JitDump {
             if !code.name.starts_with(OPTIMIZED) {
                 continue;
             }
-            let Some(found) = heap.inlining(code.start) else {
+            let Some(found) = heap.inlining(code.start, &lines) else {
                 continue;
             };
             // V8 11 writes each debug entry's address one byte before the
-            // table's code offset; allow either.
+            // table's code offset (seen on both tiers); an exact one is
+            // taken too.
             let agrees = |shift: u64| {
                 code.positions.iter().all(|p| {
                     found
@@ -641,11 +647,13 @@ impl JitDump {
             let own = crate::symbolize::jit_frame(code.start, &code.name)
                 .function
                 .unwrap_or_default();
-            let same_function = found.positions.iter().all(|(_, stack)| {
-                stack
-                    .last()
-                    .is_some_and(|c| same_function(&own, &c.function))
-            });
+            // Every stack ends in the code's own function (the position
+            // that is not inlined): one look tells whose code it is.
+            let same_function = found
+                .positions
+                .first()
+                .and_then(|(_, stack)| stack.last())
+                .is_some_and(|c| same_function(&own, &c.function));
             if agrees && same_function {
                 code.inlined = Some(found.positions);
                 learnt += 1;
@@ -671,14 +679,7 @@ impl JitDump {
         let Some(dir) = snapshot.parent() else {
             return;
         };
-        let mut cores: Vec<PathBuf> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "core"))
-            .collect();
-        cores.sort();
+        let cores = cores_in(dir);
         let mut metadata = None;
         for core in spread(&cores, INLINING_SNAPSHOTS) {
             let Ok(snap) = Snapshot::open(core) else {
@@ -704,13 +705,28 @@ const ANONYMOUS: &str = "(anonymous)";
 /// name, else the one inferred from where it was assigned, such as
 /// `Readable.push`) is the function a SharedFunctionInfo names `v8`.
 fn same_function(jit: &str, v8: &str) -> bool {
+    // An anonymous SharedFunctionInfo: V8's debug name is then the name
+    // it inferred, or "(anonymous)"; either is this function's.
     if v8.is_empty() {
-        return jit == ANONYMOUS || !jit.is_empty();
+        return !jit.is_empty();
     }
     jit == v8
         || jit
             .strip_suffix(v8)
             .is_some_and(|head| head.ends_with('.') || head.ends_with(' '))
+}
+
+/// The snapshots (`*.core`) in `dir`, by name.
+fn cores_in(dir: &Path) -> Vec<PathBuf> {
+    let mut cores: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "core"))
+        .collect();
+    cores.sort();
+    cores
 }
 
 /// How many snapshots of a recording [`JitDump::learn_code_beside`]
@@ -921,12 +937,10 @@ mod tests {
         // With its bytecode per stretch of machine code (from a snapshot):
         // the prologue up to 0x10, bytecode 0 up to 0x30, bytecode 0x30 up
         // to 0x50; the positions are at bytecode offsets.
-        d.code[0].baseline = Some((
-            BaselineCode {
-                bytecodes: vec![(0x10, -1), (0x30, 0), (0x50, 0x30)],
-            },
-            0,
-        ));
+        d.code[0].baseline = Some(BaselineCode {
+            bytecodes: vec![(0x10, -1), (0x30, 0), (0x50, 0x30)],
+            position_offsets: vec![vec![0, 1, 0x31]],
+        });
         assert_eq!(at(&d, 0x35), (Some(12), Some(8)));
         assert_eq!(at(&d, 0x30), (Some(9), Some(4)));
         assert_eq!(at(&d, 0x8), (Some(7), Some(16)), "the prologue: the start");

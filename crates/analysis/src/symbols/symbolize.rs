@@ -457,6 +457,24 @@ impl PerfMap {
 /// Splits a perf-map name into a frame: Node's `JS:*name file:line:col`
 /// (also V8's older `LazyCompile:~name file:line`) become JS frames, the
 /// rest JIT frames named as written.
+/// Where the location begins in a JS code name's `NAME LOCATION` (the
+/// space before it): a function's name may hold spaces (`get size`), a
+/// script's path rarely does, so the first space before something that
+/// starts as a script does (`/`, `node:`, `file:`, a URL), else the last.
+fn location_start(rest: &str) -> Option<usize> {
+    let script_like = |s: &str| {
+        s.starts_with('/')
+            || s.starts_with("node:")
+            || s.starts_with("file:")
+            || s.starts_with("http:")
+            || s.starts_with("https:")
+    };
+    rest.match_indices(' ')
+        .map(|(i, _)| i)
+        .find(|&i| script_like(&rest[i + 1..]))
+        .or_else(|| rest.rfind(' '))
+}
+
 pub(crate) fn jit_frame(address: u64, name: &str) -> Frame {
     let mut f = Frame::unknown(address);
     f.kind = FrameKind::Jit;
@@ -472,8 +490,8 @@ pub(crate) fn jit_frame(address: u64, name: &str) -> Frame {
     .find_map(|p| name.strip_prefix(p));
     if let Some(rest) = js {
         let rest = rest.trim_start_matches(['*', '~', '^', '+', '-']);
-        let (func, loc) = match rest.split_once(' ') {
-            Some((f, l)) => (f, Some(l.trim())),
+        let (func, loc) = match location_start(rest) {
+            Some(i) => (&rest[..i], Some(rest[i + 1..].trim())),
             None => (rest, None),
         };
         f.kind = FrameKind::Js;
@@ -571,7 +589,7 @@ impl Symbolizer {
             s.perf_map = PerfMap::parse(text);
         }
         // The recording's jitdump, if it is this process's.
-        if let Some(dump) = JitDump::for_snapshot(snap.path()) {
+        if let Some(dump) = JitDump::for_snapshot(snap) {
             if snap.pid().is_some_and(|pid| pid as u32 == dump.pid) && !dump.is_empty() {
                 s.jitdump = Some(dump);
             }
@@ -817,6 +835,17 @@ mod tests {
         let f = jit_frame(0x10, "JS:~ node:internal/main:3:9");
         assert_eq!(f.function.as_deref(), Some("(anonymous)"));
         assert_eq!(f.file.as_deref(), Some("node:internal/main"));
+        // A name with a space (a getter), and one V8 inferred.
+        let f = jit_frame(0x10, "JS:*get size /srv/app.js:3:7");
+        assert_eq!(f.function.as_deref(), Some("get size"));
+        assert_eq!(f.file.as_deref(), Some("/srv/app.js"));
+        assert_eq!((f.line, f.column), (Some(3), Some(7)));
+        let f = jit_frame(
+            0x10,
+            "JS:^Readable.push node:internal/streams/readable:387:35",
+        );
+        assert_eq!(f.function.as_deref(), Some("Readable.push"));
+        assert_eq!(f.file.as_deref(), Some("node:internal/streams/readable"));
         let f = jit_frame(0x10, "LazyCompile:~old /x.js:4");
         assert_eq!((f.function.as_deref(), f.line), (Some("old"), Some(4)));
         let f = jit_frame(0x10, "Builtin:ArrayPrototypePush");

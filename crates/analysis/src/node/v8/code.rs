@@ -51,6 +51,11 @@ pub struct BaselineCode {
     /// `r` is in the first whose end is at or after `r` (V8's
     /// `BytecodeOffsetIterator::AdvanceToPCOffset`).
     pub bytecodes: Vec<(u64, i64)>,
+    /// The code offsets of each source position table its BytecodeArray
+    /// may hold (the tables among its fields that decode as one; no
+    /// `v8dbg_` symbol says which field it is): what tells that the
+    /// jitdump's positions are this bytecode's.
+    pub position_offsets: Vec<Vec<u64>>,
 }
 
 impl BaselineCode {
@@ -142,6 +147,20 @@ fn baseline_ranges(table: &[u8], offsets: &[u64]) -> Option<Vec<(u64, i64)>> {
     (at == table.len()).then_some(out)
 }
 
+/// An InstructionStream's Code field: right after its map (V8 11.3's
+/// layout, which `stream_header` = 16 confirms: the two words before the
+/// instructions).
+const STREAM_CODE: u64 = 8;
+/// An InterpreterData's BytecodeArray: its first field, after the map.
+const INTERPRETER_DATA_BYTECODE: u64 = 8;
+/// How many of a Code's first words may hold the pointer back to its
+/// InstructionStream (no `v8dbg_` symbol gives its offset; it is the
+/// fifth in V8 11.3, after the map and three tables).
+const CODE_BACK_POINTER_WORDS: u64 = 8;
+/// The longest string V8 makes (`String::kMaxLength`), which bounds a
+/// script's source and its line count.
+const MAX_SOURCE_UNITS: usize = (1 << 29) - 24;
+
 /// Bounds on what one code object may claim, against garbage.
 const MAX_TABLE_BYTES: usize = 1 << 20;
 const MAX_INLINING_DEPTH: usize = 64;
@@ -217,7 +236,10 @@ fn line_and_column(line_ends: &[i64], offset: i64) -> (u32, u32) {
         0 => 0,
         n => line_ends[n - 1] + 1,
     };
-    (line as u32, (offset - start).max(0) as u32)
+    (
+        u32::try_from(line).unwrap_or(u32::MAX - 1),
+        u32::try_from((offset - start).max(0)).unwrap_or(u32::MAX - 1),
+    )
 }
 
 impl JsHeap<'_> {
@@ -226,7 +248,7 @@ impl JsHeap<'_> {
     /// and the binary's metadata describes it. `None` for unoptimized
     /// code (no deoptimization data), or anything that does not check
     /// out as V8's objects.
-    pub fn inlining(&self, instruction_start: u64) -> Option<CodeInlining> {
+    pub fn inlining(&self, instruction_start: u64, lines: &LineEnds) -> Option<CodeInlining> {
         let l = &self.layout;
         let c = l.code.as_ref()?;
         let code = self.code_of(instruction_start)?;
@@ -255,6 +277,10 @@ impl JsHeap<'_> {
             let at = (id as u64).checked_mul(INLINING_POSITION_SIZE)? as usize;
             let raw = positions.get(at..at + 12)?;
             let index = i32::from_le_bytes(raw[8..12].try_into().ok()?);
+            // -1: the function inlined into itself (recursion).
+            if index == -1 {
+                return Some(own);
+            }
             let shared = element(literals, u64::try_from(index).ok()?)?;
             Some(shared & !2)
         };
@@ -265,7 +291,6 @@ impl JsHeap<'_> {
                 raw.try_into().ok()?,
             )))
         };
-        let lines = LineEnds::default();
         let mut out = CodeInlining::default();
         for (offset, raw) in entries {
             let mut position = SourcePosition::from_raw(raw);
@@ -276,7 +301,7 @@ impl JsHeap<'_> {
                 } else {
                     inlined_function(position.inlining_id)?
                 };
-                stack.push(self.call_at(shared, position.script_offset, &lines)?);
+                stack.push(self.call_at(shared, position.script_offset, lines)?);
                 if position.inlining_id == NOT_INLINED {
                     break;
                 }
@@ -299,7 +324,7 @@ impl JsHeap<'_> {
         let code = self.code_of(instruction_start)?;
         let mut bytecode = self.read_word(code - 1 + c.code_bytecode_or_interpreter_data)?;
         if self.type_of(bytecode) == Some(c.interpreter_data_type) {
-            bytecode = self.read_word(bytecode - 1 + 8)?;
+            bytecode = self.read_word(bytecode - 1 + INTERPRETER_DATA_BYTECODE)?;
         }
         if self.type_of(bytecode) != Some(c.bytecode_array_type) {
             return None;
@@ -313,8 +338,16 @@ impl JsHeap<'_> {
             .ok()?;
         let offsets = bytecode_offsets(&code_bytes, sizes)?;
         let table = self.byte_array(self.read_word(code - 1 + c.code_bytecode_offsets)?)?;
+        // The fields between the array's length and its bytecodes.
+        let position_offsets = (2..c.bytecode_array_data / 8)
+            .filter_map(|i| self.read_word(bytecode - 1 + 8 * i))
+            .filter_map(|field| position_table(&self.byte_array(field)?))
+            .filter(|t| !t.is_empty())
+            .map(|t| t.into_iter().map(|(o, _)| o).collect())
+            .collect();
         Some(BaselineCode {
             bytecodes: baseline_ranges(&table, &offsets)?,
+            position_offsets,
         })
     }
 
@@ -331,12 +364,12 @@ impl JsHeap<'_> {
         if self.type_of(stream) != Some(c.stream_type) {
             return None;
         }
-        let code = self.read_word(stream - 1 + 8)?;
+        let code = self.read_word(stream - 1 + STREAM_CODE)?;
         if self.type_of(code) != Some(c.code_type) {
             return None;
         }
         // The Code must point back at this stream (a stale one may not).
-        (1..8)
+        (1..CODE_BACK_POINTER_WORDS)
             .any(|i| self.read_word(code - 1 + 8 * i) == Some(stream))
             .then_some(code)
     }
@@ -380,9 +413,19 @@ impl JsHeap<'_> {
         let c = l.code.as_ref()?;
         let ends = self.read_word(script - 1 + c.script_line_ends)?;
         if self.type_of(ends) == Some(l.types.fixed_array) {
-            let n = self.smi_at(ends - 1 + l.fixed_array_length)?.max(0) as u64;
-            return (0..n)
-                .map(|i| self.smi_at(ends - 1 + l.fixed_array_data + 8 * i))
+            let n = self.smi_at(ends - 1 + l.fixed_array_length)?;
+            let n = usize::try_from(n).ok().filter(|&n| n <= MAX_SOURCE_UNITS)?;
+            let mut words = vec![0u8; 8 * n];
+            self.mem
+                .read(ends - 1 + l.fixed_array_data, &mut words)
+                .ok()?;
+            // Smis: the value in the upper half, the tag bit clear.
+            return words
+                .chunks_exact(8)
+                .map(|w| {
+                    let w = u64::from_le_bytes(w.try_into().ok()?);
+                    (w & 1 == 0).then_some((w as i64) >> 32)
+                })
                 .collect();
         }
         let source = self.read_word(script - 1 + c.script_source)?;
@@ -390,6 +433,9 @@ impl JsHeap<'_> {
             return None;
         }
         let length = self.u32_at(source - 1 + l.string_length)? as usize;
+        if length > MAX_SOURCE_UNITS {
+            return None;
+        }
         let mut units = Vec::new();
         self.string_units(source, 0, length, &mut units, 0)?;
         if units.len() < length {
@@ -407,9 +453,10 @@ impl JsHeap<'_> {
     }
 }
 
-/// Line ends per Script, read once per code object.
+/// Line ends per Script, read once for all the code objects read from
+/// one snapshot (many share a script).
 #[derive(Default)]
-struct LineEnds(RefCell<HashMap<u64, Option<std::rc::Rc<Vec<i64>>>>>);
+pub struct LineEnds(RefCell<HashMap<u64, Option<std::rc::Rc<Vec<i64>>>>>);
 
 impl LineEnds {
     fn of(&self, heap: &JsHeap<'_>, script: u64) -> Option<std::rc::Rc<Vec<i64>>> {
@@ -500,7 +547,10 @@ mod tests {
         let table = [10, 4, 0x81, 0x01, 3, 5];
         let ranges = baseline_ranges(&table, &[0, 2, 7, 14]).expect("fits");
         assert_eq!(ranges, [(10, -1), (14, 0), (143, 2), (146, 7), (151, 14)]);
-        let code = BaselineCode { bytecodes: ranges };
+        let code = BaselineCode {
+            bytecodes: ranges,
+            position_offsets: Vec::new(),
+        };
         assert_eq!(code.bytecode_at(10), Some(-1));
         assert_eq!(code.bytecode_at(11), Some(0));
         assert_eq!(code.bytecode_at(144), Some(7));

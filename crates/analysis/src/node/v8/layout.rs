@@ -72,9 +72,11 @@ pub(crate) struct Layout {
     pub(crate) code: Option<CodeLayout>,
 }
 
-/// Where optimized code keeps its source positions and what it inlined
-/// (V8 11.3's InstructionStream/Code split): only the inlining stacks
-/// ([`super::JsHeap::inlining`]) need it.
+/// Where JIT code keeps its metadata (V8 11.3's InstructionStream/Code
+/// split): optimized code's source positions and what it inlined,
+/// Sparkplug's bytecode. Only [`super::JsHeap::inlining`] and
+/// [`super::JsHeap::baseline_code`] need it; offsets past a few words
+/// are taken as a binary we do not know.
 #[derive(Clone, Debug)]
 pub(crate) struct CodeLayout {
     /// Bytes from an InstructionStream's start to its first instruction.
@@ -125,7 +127,11 @@ pub(crate) struct Types {
 
 impl CodeLayout {
     fn new(md: &Metadata) -> Option<CodeLayout> {
-        let off = |name: &str| md.get(name).map(|v| v as u64);
+        let off = |name: &str| {
+            md.get(name)
+                .and_then(|v| u64::try_from(v).ok())
+                .filter(|&v| v < 4096)
+        };
         let ty = |name: &str| md.instance_type(name).map(|v| v as u64);
         Some(CodeLayout {
             stream_header: off("class_InstructionStream__instruction_start__uintptr_t")?,
