@@ -632,10 +632,12 @@ impl JitDump {
             // taken too.
             let agrees = |shift: u64| {
                 code.positions.iter().all(|p| {
-                    found
-                        .positions
+                    // The table's offsets ascend: its entries at this one.
+                    let at = p.offset + shift;
+                    let i = found.positions.partition_point(|(o, _)| *o < at);
+                    found.positions[i..]
                         .iter()
-                        .filter(|(o, _)| *o == p.offset + shift)
+                        .take_while(|(o, _)| *o == at)
                         .any(|(_, stack)| {
                             stack
                                 .first()

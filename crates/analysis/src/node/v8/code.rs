@@ -68,7 +68,10 @@ impl BaselineCode {
 
     /// Whether `offset` is where a bytecode starts.
     pub fn starts_bytecode(&self, offset: u64) -> bool {
-        self.bytecodes.iter().any(|&(_, b)| b == offset as i64)
+        // Bytecode offsets ascend with the machine code.
+        let offset = offset as i64;
+        let i = self.bytecodes.partition_point(|&(_, b)| b < offset);
+        self.bytecodes.get(i).is_some_and(|&(_, b)| b == offset)
     }
 }
 
@@ -226,6 +229,24 @@ fn position_table(bytes: &[u8]) -> Option<Vec<(u64, i64)>> {
         out.push((offset as u64, position));
     }
     Some(out)
+}
+
+/// Where lines end in UTF-16 source, as V8 counts them: at `\n`, U+2028
+/// and U+2029, and at a `\r` not followed by `\n` (a `\r\n` ends at
+/// its `\n`).
+fn line_terminators(units: &[u16]) -> Vec<i64> {
+    const LF: u16 = 0x0a;
+    const CR: u16 = 0x0d;
+    units
+        .iter()
+        .enumerate()
+        .filter(|&(i, &u)| match u {
+            LF | 0x2028 | 0x2029 => true,
+            CR => units.get(i + 1) != Some(&LF),
+            _ => false,
+        })
+        .map(|(i, _)| i as i64)
+        .collect()
 }
 
 /// 0-based line and column of a script offset, from the offsets of the
@@ -441,12 +462,7 @@ impl JsHeap<'_> {
         if units.len() < length {
             return None;
         }
-        let mut ends: Vec<i64> = units
-            .iter()
-            .enumerate()
-            .filter(|&(_, &u)| u == u16::from(b'\n'))
-            .map(|(i, _)| i as i64)
-            .collect();
+        let mut ends = line_terminators(&units);
         // V8 ends the last line at the source's end.
         ends.push(length as i64);
         Some(ends)
@@ -558,6 +574,12 @@ mod tests {
         // One delta too many or too few: not this bytecode's table.
         assert_eq!(baseline_ranges(&table, &[0, 2, 7]), None);
         assert_eq!(baseline_ranges(&table[..5], &[0, 2, 7, 14]), None);
+    }
+
+    #[test]
+    fn lines_end_where_v8_ends_them() {
+        let units: Vec<u16> = "a\nb\r\nc\rd\u{2028}e".encode_utf16().collect();
+        assert_eq!(line_terminators(&units), [1, 4, 6, 8]);
     }
 
     #[test]
