@@ -117,8 +117,8 @@ fn bytecode_offsets(code: &[u8], sizes: &[u8]) -> Option<Vec<u64>> {
     (at == code.len()).then_some(out)
 }
 
-/// V8's unsigned variable-length integer (7 bits a byte, least
-/// significant first).
+/// V8's unsigned variable-length integer: 7 bits a byte, least
+/// significant first, the top bit saying more follow.
 fn read_unsigned_vlq(bytes: &[u8], at: &mut usize) -> Option<u64> {
     let mut value: u64 = 0;
     let mut shift = 0;
@@ -192,23 +192,10 @@ impl SourcePosition {
     }
 }
 
-/// V8's variable-length zig-zag integer: 7 bits a byte, least
-/// significant first, the top bit saying more follow.
+/// V8's variable-length zig-zag integer: an unsigned one whose lowest
+/// bit is the sign.
 fn read_vlq(bytes: &[u8], at: &mut usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    let mut shift = 0;
-    loop {
-        let b = *bytes.get(*at)?;
-        *at += 1;
-        if shift >= 64 {
-            return None;
-        }
-        value |= ((b & 0x7f) as u64) << shift;
-        shift += 7;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
+    let value = read_unsigned_vlq(bytes, at)?;
     Some(((value >> 1) as i64) ^ -((value & 1) as i64))
 }
 
