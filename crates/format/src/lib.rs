@@ -578,6 +578,50 @@ pub fn shard_of(addr: u64) -> usize {
     group * SHARDS_PER_REGION + within
 }
 
+/// A recorded frame is one word: its return address in the low
+/// [`FRAME_ADDRESS_BITS`] bits (x86_64 user space: the kernel maps
+/// above 2^47 only at a program's explicit request), and above them a
+/// note the tracer may add for a frame of JIT code: one more than the
+/// small integer V8's interpreter keeps in the frame's bytecode-offset
+/// slot (`v8dbg_off_fp_bytecode_offset`) at the time of the call, so
+/// that an interpreted JS frame can be named at the line of its call
+/// rather than at its function's start. 0: no note. Readers take the
+/// address with [`frame_address`] and the note with [`frame_note`].
+pub const FRAME_ADDRESS_BITS: u32 = 47;
+/// The return-address part of a frame word.
+pub const FRAME_ADDRESS_MASK: u64 = (1 << FRAME_ADDRESS_BITS) - 1;
+/// The largest note a frame word holds (the bits above the address,
+/// bar the top one, which the tracer's memo uses for itself).
+pub const FRAME_NOTE_MAX: u64 = (1 << (63 - FRAME_ADDRESS_BITS)) - 1;
+
+/// The return address of a recorded frame word.
+#[inline]
+pub const fn frame_address(word: u64) -> u64 {
+    word & FRAME_ADDRESS_MASK
+}
+
+/// The value noted with a recorded frame word (see
+/// [`FRAME_ADDRESS_BITS`]), if any.
+#[inline]
+pub const fn frame_note(word: u64) -> Option<u64> {
+    match (word >> FRAME_ADDRESS_BITS) & FRAME_NOTE_MAX {
+        0 => None,
+        n => Some(n - 1),
+    }
+}
+
+/// The frame word of return address `pc` with `note`; just `pc` when
+/// there is no note, the note is too large, or `pc` does not fit.
+#[inline]
+pub const fn frame_word(pc: u64, note: Option<u64>) -> u64 {
+    match note {
+        Some(n) if n < FRAME_NOTE_MAX && pc <= FRAME_ADDRESS_MASK => {
+            pc | (n + 1) << FRAME_ADDRESS_BITS
+        }
+        _ => pc,
+    }
+}
+
 /// Hash of a stack's frames; never 0.
 #[inline]
 pub fn hash_frames(frames: &[u64]) -> u64 {
@@ -633,6 +677,21 @@ const _: () = assert!(SITE_COUNTERS_WORDS == 6 + SITE_SIZE_BUCKETS as u64);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_word_keeps_its_address_and_its_note() {
+        let pc = 0x7f12_3456_789a;
+        assert_eq!(frame_word(pc, None), pc);
+        for note in [0, 1, 53 + 400, FRAME_NOTE_MAX - 1] {
+            let w = frame_word(pc, Some(note));
+            assert_eq!((frame_address(w), frame_note(w)), (pc, Some(note)));
+            assert_eq!(w >> 63, 0, "the top bit is the memo's");
+        }
+        // Too large a note, or an address above 2^47: no note.
+        assert_eq!(frame_word(pc, Some(FRAME_NOTE_MAX)), pc);
+        assert_eq!(frame_word(1 << 47, Some(3)), 1 << 47);
+        assert_eq!(frame_note(pc), None);
+    }
 
     #[test]
     fn classes_cover_their_boundaries() {

@@ -72,6 +72,7 @@ impl Rule {
     pub const END: Rule = Rule(2);
 
     const TAG: u64 = 1 << 5;
+    const JIT: u64 = 1 << 6;
 
     /// A rule that computes the CFA as `base + cfa_offset`.
     #[inline]
@@ -113,6 +114,19 @@ impl Rule {
     #[inline]
     pub const fn tagged(self) -> bool {
         self.0 & Self::TAG != 0
+    }
+
+    /// The same rule, marked as one for code outside every loaded
+    /// module (JIT code): the tracer notes such frames' interpreter slot.
+    #[inline]
+    pub const fn with_jit(self) -> Rule {
+        Rule(self.0 | Self::JIT)
+    }
+
+    /// Whether [`Rule::with_jit`] marked it.
+    #[inline]
+    pub const fn jit(self) -> bool {
+        self.0 & Self::JIT != 0
     }
 
     /// The rule's kind.
@@ -210,7 +224,7 @@ mod tests {
         ];
         for (base, offset, fp) in cases {
             let r = Rule::cfa(base, offset, fp);
-            for r in [r, r.with_tag(), Rule::from_bits(r.to_bits())] {
+            for r in [r, r.with_tag(), r.with_jit(), Rule::from_bits(r.to_bits())] {
                 assert_eq!(r.kind(), Kind::Cfa, "{base:?} {offset} {fp:?}");
                 assert_eq!(r.cfa_base(), base, "{base:?} {offset} {fp:?}");
                 assert_eq!(
@@ -227,6 +241,9 @@ mod tests {
         assert_eq!(Rule::END.with_tag().kind(), Kind::End);
         assert_eq!(Rule::UNKNOWN.kind(), Kind::Unknown);
         assert!(Rule::UNKNOWN.with_tag().tagged());
+        let jit = Rule::UNKNOWN.with_jit();
+        assert!(jit.jit() && !jit.tagged() && !Rule::UNKNOWN.jit());
+        assert_eq!(jit.kind(), Kind::Unknown);
         // Kind 3 is unused and reads as unknown, so any word is a rule.
         assert_eq!(Rule::from_bits(3).kind(), Kind::Unknown);
         assert_eq!(Rule::from_bits(u64::MAX).kind(), Kind::Unknown);

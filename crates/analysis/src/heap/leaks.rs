@@ -31,7 +31,6 @@ use crate::heap::model::{canonical_stacks, Heap, RootRange, Roots};
 use crate::heap::suppressions::{Suppressions, Used};
 use crate::heap::types;
 use crate::symbolize::{Frame, Symbolizer};
-use leaktrail_unwind_core::ReturnAddress;
 
 /// The four classes (defined, with their spellings, in `leaktrail_format`).
 pub use leaktrail_format::LeakKind;
@@ -597,7 +596,7 @@ fn summarize(
         // Only a block allocated inside the runtime can be its residue.
         let in_runtime = frames.first().is_some_and(|&a| {
             symbolizer
-                .frames(ReturnAddress(a))
+                .word_frames(a)
                 .first()
                 .and_then(|f| f.module.as_deref())
                 .is_some_and(is_runtime_module)

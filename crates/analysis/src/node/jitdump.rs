@@ -46,7 +46,7 @@ use leaktrail_recording::Snapshot;
 
 use crate::profile::{self, Entry, Profile, SiteKey};
 use crate::symbolize::{Frame, FrameKind, Symbolizer};
-use crate::v8::{BaselineCode, InlinedCall, JsHeap, LineEnds};
+use crate::v8::{BaselineCode, InlinedCall, InterpretedCode, JsHeap, LineEnds};
 use crate::Error;
 
 /// How far behind the tracer's coarse clock may be: one kernel tick at
@@ -88,6 +88,10 @@ struct Code {
     /// jitdump's positions are at bytecode offsets), when a snapshot held
     /// the code.
     baseline: Option<BaselineCode>,
+    /// For an interpreted function's code (its copy of the interpreter's
+    /// trampoline), its bytecode's source positions, when a snapshot held
+    /// them: the line of a frame whose tracer noted its bytecode offset.
+    interpreted: Option<Rc<InterpretedCode>>,
 }
 
 /// A JS function's start, in a script.
@@ -290,6 +294,7 @@ impl JitDump {
                         positions: Vec::new(),
                         inlined: None,
                         baseline: None,
+                        interpreted: None,
                     };
                     let entries = pending.remove(&start).unwrap_or_default();
                     raw.push((code, entries));
@@ -451,7 +456,9 @@ impl JitDump {
     /// ([`JitDump::epoch`]): an inlined callee first when the call's
     /// position is in another function, then the code's own function with
     /// the call's line and column. `None` when no code covered it then.
-    pub fn frames(&self, ret: u64, epoch: usize) -> Option<Vec<Frame>> {
+    /// `note` is what the tracer noted with the frame: for interpreted
+    /// code, its bytecode-offset slot.
+    pub fn frames(&self, ret: u64, note: Option<u64>, epoch: usize) -> Option<Vec<Frame>> {
         let lookup = ret.checked_sub(1)?;
         let code = self.code_at(lookup, epoch)?;
         let mut outer = crate::symbolize::jit_frame(ret, &code.name);
@@ -460,6 +467,22 @@ impl JitDump {
         }
         outer.start_line = outer.line;
         outer.start_column = outer.column;
+        // Interpreted code: the frame's bytecode offset, which the tracer
+        // read from the frame, names the call through the bytecode's
+        // source positions (from a snapshot); without either the frame
+        // keeps its function's start.
+        if is_interpreted(&code.name) {
+            let call = code
+                .interpreted
+                .as_ref()
+                .zip(note)
+                .and_then(|(i, slot)| i.call_at(slot));
+            if let Some((line, column)) = call {
+                outer.line = Some(line);
+                outer.column = Some(column);
+            }
+            return Some(vec![outer]);
+        }
         // Sparkplug's code: V8 writes its bytecode's positions at bytecode
         // offsets as if they were machine code offsets. With the code's
         // bytecode per stretch of machine code (from a snapshot), the
@@ -672,10 +695,13 @@ impl JitDump {
     /// a block's frames alike. Snapshots without V8's heap (`--memory
     /// tables`) teach nothing.
     pub fn learn_code_beside(&mut self, snapshot: &Path) {
-        if !self.code.iter().any(|c| {
-            (c.name.starts_with(OPTIMIZED) || c.name.starts_with(BASELINE))
-                && !c.positions.is_empty()
-        }) {
+        let interpreted = self.code.iter().any(|c| is_interpreted(&c.name));
+        if !interpreted
+            && !self.code.iter().any(|c| {
+                (c.name.starts_with(OPTIMIZED) || c.name.starts_with(BASELINE))
+                    && !c.positions.is_empty()
+            })
+        {
             return;
         }
         let Some(dir) = snapshot.parent() else {
@@ -683,7 +709,7 @@ impl JitDump {
         };
         let cores = cores_in(dir);
         let mut metadata = None;
-        for core in spread(&cores, INLINING_SNAPSHOTS) {
+        for (n, core) in spread(&cores, INLINING_SNAPSHOTS).into_iter().enumerate() {
             let Ok(snap) = Snapshot::open(core) else {
                 continue;
             };
@@ -693,10 +719,63 @@ impl JitDump {
             let Some(Some(md)) = &metadata else {
                 return;
             };
-            if let Ok(heap) = JsHeap::open_pages(&snap, md) {
+            // Interpreted functions are found among the heap's objects,
+            // which costs a walk of the heap: done on the first few.
+            let objects = interpreted && n < INTERPRETED_SNAPSHOTS;
+            let heap = if objects {
+                JsHeap::open(&snap, md)
+            } else {
+                JsHeap::open_pages(&snap, md)
+            };
+            if let Ok(heap) = heap {
                 self.learn_code(&heap);
+                if objects {
+                    self.learn_interpreted(&heap);
+                }
             }
         }
+    }
+
+    /// Learns the bytecode of the interpreted functions whose code
+    /// `heap` (a snapshot's, with its objects) holds where the jitdump
+    /// put it: the same function (its name and script), with every
+    /// source position inside it (at or after its start). Code already
+    /// learnt is left alone. Returns how many code objects were learnt.
+    pub fn learn_interpreted(&mut self, heap: &JsHeap<'_>) -> usize {
+        if !self
+            .code
+            .iter()
+            .any(|c| is_interpreted(&c.name) && c.interpreted.is_none())
+        {
+            return 0;
+        }
+        let found = heap.interpreted_code(&LineEnds::default());
+        let mut shared: HashMap<u64, Rc<InterpretedCode>> = HashMap::new();
+        let mut learnt = 0;
+        for code in &mut self.code {
+            if !is_interpreted(&code.name) || code.interpreted.is_some() {
+                continue;
+            }
+            let Some(bytecode) = found.get(&code.start) else {
+                continue;
+            };
+            let own = crate::symbolize::jit_frame(code.start, &code.name);
+            let start = (own.line.unwrap_or(0), own.column.unwrap_or(0));
+            let same = same_function(own.function.as_deref().unwrap_or(""), &bytecode.function)
+                && (bytecode.script.is_none() || bytecode.script == own.file)
+                && bytecode
+                    .positions
+                    .iter()
+                    .all(|&(_, line, column)| (line, column) >= start);
+            if same {
+                let rc = shared
+                    .entry(code.start)
+                    .or_insert_with(|| Rc::new(bytecode.clone()));
+                code.interpreted = Some(rc.clone());
+                learnt += 1;
+            }
+        }
+        learnt
     }
 }
 
@@ -734,6 +813,9 @@ fn cores_in(dir: &Path) -> Vec<PathBuf> {
 /// How many snapshots of a recording [`JitDump::learn_code_beside`]
 /// reads at most.
 pub const INLINING_SNAPSHOTS: usize = 16;
+/// How many of those it walks the heap of, for interpreted functions:
+/// the last and the first.
+pub const INTERPRETED_SNAPSHOTS: usize = 2;
 
 /// At most `n` of `items`, the last first, then the first, then evenly
 /// spread between.
@@ -753,6 +835,14 @@ fn spread<T>(items: &[T], n: usize) -> Vec<&T> {
 /// read beside.
 type ReadDump = (Vec<PathBuf>, Rc<JitDump>);
 
+/// Whether the jitdump names an interpreted function's code (its copy
+/// of the interpreter's trampoline): `JS:~`, or `JS:` and no tier's mark
+/// for a function V8 will not optimize (`%NeverOptimizeFunction`, or
+/// optimization disabled after too many deoptimizations).
+fn is_interpreted(name: &str) -> bool {
+    name.strip_prefix("JS:")
+        .is_some_and(|rest| !rest.starts_with(['^', '+', '*']))
+}
 /// How V8 names Sparkplug's (baseline) code in the jitdump.
 const BASELINE: &str = "JS:^";
 /// How V8 names TurboFan's (optimized) code in the jitdump.
@@ -906,14 +996,14 @@ mod tests {
         let d = sample();
         assert_eq!(d.pid, 7);
         let name = |t: u64| {
-            d.frames(0x1011, d.epoch(t))
+            d.frames(0x1011, None, d.epoch(t))
                 .and_then(|f| f.last().and_then(|f| f.function.clone()))
         };
         assert_eq!(name(SECOND + SECOND / 2), Some("old".into()));
         assert_eq!(name(3 * SECOND), Some("leak".into()));
         // A block stamped just before the code's load, by the coarse clock.
         assert_eq!(name(2 * SECOND - CLOCK_SLACK_NS / 2), Some("leak".into()));
-        assert_eq!(d.frames(0x1011, d.epoch(0)), None);
+        assert_eq!(d.frames(0x1011, None, d.epoch(0)), None);
     }
 
     #[test]
@@ -929,7 +1019,7 @@ mod tests {
         let mut d = JitDump::parse_with(&b, &|_| None).expect("parses");
         let at = |d: &JitDump, offset: u64| {
             let frames = d
-                .frames(0x3000 + offset, d.epoch(2 * SECOND))
+                .frames(0x3000 + offset, None, d.epoch(2 * SECOND))
                 .expect("frames");
             assert_eq!(frames.len(), 1);
             assert_eq!(frames[0].function.as_deref(), Some("handle"));
@@ -946,6 +1036,58 @@ mod tests {
         assert_eq!(at(&d, 0x35), (Some(12), Some(8)));
         assert_eq!(at(&d, 0x30), (Some(9), Some(4)));
         assert_eq!(at(&d, 0x8), (Some(7), Some(16)), "the prologue: the start");
+    }
+
+    #[test]
+    fn interpreted_code_is_named_at_its_frames_bytecode_or_its_start() {
+        let mut b = header(7);
+        load(&mut b, SECOND, 0x3000, 0x80, "JS:~handle /app/b.js:7:16");
+        // V8 names a function it will not optimize without a tier's mark.
+        load(&mut b, SECOND, 0x4000, 0x80, "JS:once /app/b.js:20:1");
+        let mut d = JitDump::parse_with(&b, &|_| None).expect("parses");
+        let at = |d: &JitDump, ret: u64, note: Option<u64>| {
+            let frames = d.frames(ret, note, d.epoch(2 * SECOND)).expect("frames");
+            assert_eq!(frames.len(), 1);
+            let f = &frames[0];
+            (f.function.clone(), f.line, f.column, f.start_line)
+        };
+        let handle = |line, column| {
+            (
+                Some("handle".to_string()),
+                Some(line),
+                Some(column),
+                Some(7),
+            )
+        };
+        assert_eq!(
+            at(&d, 0x3010, Some(53 + 4)),
+            handle(7, 16),
+            "nothing learnt"
+        );
+        // The bytecode's positions (from a snapshot), each one later in
+        // the table than its bytecode: bytecode 4 at 9:4, 12 at 10:8.
+        let code = Rc::new(InterpretedCode {
+            function: "handle".into(),
+            script: Some("/app/b.js".into()),
+            slot_base: 53,
+            positions: vec![(0, 7, 16), (5, 9, 4), (13, 10, 8)],
+        });
+        d.code[0].interpreted = Some(code.clone());
+        d.code[1].interpreted = Some(code);
+        assert_eq!(at(&d, 0x3010, Some(53 + 4)), handle(9, 4));
+        assert_eq!(at(&d, 0x3010, Some(53 + 12)), handle(10, 8));
+        assert_eq!(at(&d, 0x3010, Some(53 + 11)), handle(9, 4));
+        assert_eq!(at(&d, 0x3010, None), handle(7, 16), "no note: the start");
+        assert_eq!(
+            at(&d, 0x3010, Some(7)),
+            handle(7, 16),
+            "a note below the base"
+        );
+        assert_eq!(
+            at(&d, 0x4010, Some(53 + 12)).1,
+            Some(10),
+            "`JS:` is interpreted"
+        );
     }
 
     #[test]
@@ -977,7 +1119,7 @@ mod tests {
             ),
         ]);
         let frames = d
-            .frames(0x1000 + 0x25, d.epoch(3 * SECOND))
+            .frames(0x1000 + 0x25, None, d.epoch(3 * SECOND))
             .expect("frames");
         let shown: Vec<_> = frames
             .iter()
@@ -1000,7 +1142,7 @@ mod tests {
         );
         // Before the first position past the call: the function's own.
         let own = d
-            .frames(0x1000 + 0x21, d.epoch(3 * SECOND))
+            .frames(0x1000 + 0x21, None, d.epoch(3 * SECOND))
             .expect("frames");
         assert_eq!(own.len(), 1);
         assert_eq!((own[0].line, own[0].column), (Some(5), Some(13)));
@@ -1044,7 +1186,7 @@ mod tests {
     fn an_inlined_callee_is_named_with_its_line() {
         let d = sample();
         let frames = d
-            .frames(0x1000 + 0x25, d.epoch(3 * SECOND))
+            .frames(0x1000 + 0x25, None, d.epoch(3 * SECOND))
             .expect("frames");
         let shown: Vec<(String, Option<u32>, Option<u32>, bool)> = frames
             .iter()
@@ -1068,7 +1210,7 @@ mod tests {
         assert_eq!(frames[0].start_line, Some(2));
         // A call in the function itself: its own line, no inlined frame.
         let own = d
-            .frames(0x1000 + 0x45, d.epoch(3 * SECOND))
+            .frames(0x1000 + 0x45, None, d.epoch(3 * SECOND))
             .expect("frames");
         assert_eq!(own.len(), 1);
         assert_eq!((own[0].line, own[0].column), (Some(6), Some(3)));
@@ -1099,7 +1241,7 @@ mod tests {
         load(&mut b, SECOND, 0x2000, 0x100, "JS:*other /app/a.js:9:1");
         let d = JitDump::parse(&b).expect("parses");
         let frames = d
-            .frames(0x1000 + 0x25, d.epoch(2 * SECOND))
+            .frames(0x1000 + 0x25, None, d.epoch(2 * SECOND))
             .expect("frames");
         let shown: Vec<(Option<String>, Option<u32>, bool)> = frames
             .iter()
@@ -1131,7 +1273,7 @@ mod tests {
             b
         };
         let shown = |d: &JitDump| -> Vec<(Option<String>, bool)> {
-            d.frames(0x1000 + 0x25, d.epoch(2 * SECOND))
+            d.frames(0x1000 + 0x25, None, d.epoch(2 * SECOND))
                 .expect("frames")
                 .iter()
                 .map(|f| (f.function.clone(), f.inlined))

@@ -29,7 +29,7 @@ mod value;
 
 use std::collections::HashMap;
 
-pub use code::{BaselineCode, CodeInlining, InlinedCall, LineEnds};
+pub use code::{BaselineCode, CodeInlining, InlinedCall, InterpretedCode, LineEnds};
 pub use handles::{GlobalHandleCount, HandleScopeCount, V8Handles};
 pub use heap::{HeapObject, JsHeap, SpaceUse};
 pub use metadata::Metadata;

@@ -36,6 +36,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use leaktrail_format::{frame_address, frame_note};
 use leaktrail_recording::snapshot::note::FileRange;
 use leaktrail_recording::Snapshot;
 use leaktrail_unwind_core::{FrameAddress, ReturnAddress};
@@ -674,28 +675,38 @@ impl Symbolizer {
     /// Symbolizes `address` to its frames: each inlined call innermost
     /// first (marked `inlined`), then the function that contains them.
     pub fn frames(&self, at: impl Into<FrameAddress>) -> Vec<Frame> {
-        let at = at.into();
+        self.noted_frames(at.into(), None)
+    }
+
+    /// [`Symbolizer::frames`] of a recorded frame word: its return
+    /// address, and the note the tracer kept with it (an interpreted JS
+    /// frame's bytecode offset: see [`leaktrail_format::FRAME_ADDRESS_BITS`]).
+    pub fn word_frames(&self, word: u64) -> Vec<Frame> {
+        self.noted_frames(ReturnAddress(frame_address(word)).into(), frame_note(word))
+    }
+
+    fn noted_frames(&self, at: FrameAddress, note: Option<u64>) -> Vec<Frame> {
         // JIT frames from a jitdump depend on the epoch: not memoised (a
         // binary search; the native frames are the costly ones).
         if self.jitdump.is_some() && self.mapping(at.lookup_address()).is_none() {
-            return self.resolve(at);
+            return self.resolve(at, note);
         }
         if let Some(f) = self.memo.borrow().get(&at) {
             return f.clone();
         }
-        let f = self.resolve(at);
+        let f = self.resolve(at, None);
         self.memo.borrow_mut().insert(at, f.clone());
         f
     }
 
-    fn resolve(&self, at: FrameAddress) -> Vec<Frame> {
+    fn resolve(&self, at: FrameAddress, note: Option<u64>) -> Vec<Frame> {
         let (address, lookup) = (at.address(), at.lookup_address());
         let mut frame = Frame::unknown(address);
         let Some(m) = self.mapping(lookup) else {
             if let Some(frames) = self
                 .jitdump
                 .as_ref()
-                .and_then(|j| j.frames(address, self.jit_epoch.get()))
+                .and_then(|j| j.frames(address, note, self.jit_epoch.get()))
             {
                 return frames;
             }
@@ -787,21 +798,21 @@ impl Symbolizer {
         self.perf_map.lookup(address).map(|n| jit_frame(address, n))
     }
 
-    /// Symbolizes a captured stack (all return addresses), one frame per
-    /// address.
+    /// Symbolizes a captured stack (recorded frame words), one frame per
+    /// word: the outermost function of each.
     pub fn stack(&self, frames: &[u64]) -> Vec<Frame> {
         frames
             .iter()
-            .map(|&a| self.frame(ReturnAddress(a)))
+            .map(|&w| {
+                let mut f = self.word_frames(w);
+                f.pop().unwrap_or_else(|| Frame::unknown(frame_address(w)))
+            })
             .collect()
     }
 
     /// Symbolizes a captured stack with inlined calls expanded.
     pub fn stack_inlined(&self, frames: &[u64]) -> Vec<Frame> {
-        frames
-            .iter()
-            .flat_map(|&a| self.frames(ReturnAddress(a)))
-            .collect()
+        frames.iter().flat_map(|&w| self.word_frames(w)).collect()
     }
 }
 

@@ -191,8 +191,11 @@ fn tiers(scenario: &str, steps: usize) -> Recorded {
     )
 }
 
-/// The JS frames of a suspect's stack: (function, line, inlined).
-fn js_frames(suspect: &Value) -> Vec<(String, u64, bool)> {
+/// A JS frame as the tests compare them: (function, line, inlined).
+type JsFrame = (String, u64, bool);
+
+/// The JS frames of a suspect's stack.
+fn js_frames(suspect: &Value) -> Vec<JsFrame> {
     suspect["stack"]
         .as_array()
         .expect("stack")
@@ -428,8 +431,9 @@ fn issue_14_a_chain_inlined_whole_keeps_its_middle_frame() {
         "the report shows the middle frame with its call's line"
     );
     // Step 1's blocks, made by the callees' Sparkplug code: each frame at
-    // its call's line too (from the bytecode the code runs there), the
-    // interpreted handleBatch at its start.
+    // its call's line too (from the bytecode the code runs there), and
+    // the interpreted handleBatch and next at theirs (from the bytecode
+    // offset the tracer read from their frames).
     let first = crate::support::leaktrail_json([
         OsStr::new("bufs"),
         OsStr::new("--json"),
@@ -444,14 +448,15 @@ fn issue_14_a_chain_inlined_whole_keeps_its_middle_frame() {
         .expect("groups")
         .iter()
         .filter(|g| g["count"] == 400)
-        .map(|g| js_frames(g).into_iter().take(3).collect())
+        .map(|g| js_frames(g).into_iter().take(4).collect())
         .collect();
     assert_eq!(
         step1,
         [[
             ("makeChunk".into(), 45, false),
             ("parseBody".into(), 51, false),
-            ("handleBatch".into(), 55, false)
+            ("handleBatch".into(), 57, false),
+            ("next".into(), 101, false)
         ]],
         "{:#}",
         first["groups"]
@@ -467,6 +472,71 @@ fn issue_14_a_chain_inlined_whole_keeps_its_middle_frame() {
         "the flame graph has the whole chain:\n{folded}"
     );
     r.assert_every_view_names(Culprit::Site("makeChunk", "array_buffers"));
+}
+
+/// Issue 14 (item 3): an interpreted frame is named at the line of its
+/// call. `tiers.js lines`: twoLines(), interpreted throughout, makes
+/// 1024 B and 1536 B buffers alternately at lines 68 and 69; both calls
+/// come from one interpreted frame with one return address, told apart
+/// only by the bytecode offset V8 keeps in the frame, which the tracer
+/// notes and the snapshot's bytecode turns into a line. Without the note
+/// both are at the function's start (line 66); without the tracer's
+/// memo reading it again, the 1536 B buffers take line 68 from the stack
+/// before theirs.
+#[test]
+fn issue_14_an_interpreted_frame_is_named_at_the_line_of_its_call() {
+    let script = repo_root().join("fixtures/node/tiers.js");
+    let dir = scratch("node_interpreted_lines").join("rec");
+    let argv: [&OsStr; 6] = [
+        "node".as_ref(),
+        "--no-sparkplug".as_ref(),
+        "--allow-natives-syntax".as_ref(),
+        "--expose-gc".as_ref(),
+        script.as_os_str(),
+        "lines".as_ref(),
+    ];
+    record_in_steps(&dir, "full", &argv, 1);
+    let bufs = leaktrail_json([
+        OsStr::new("bufs"),
+        OsStr::new("--json"),
+        OsStr::new("--size"),
+        OsStr::new("1024..1536"),
+        OsStr::new("--group-by"),
+        OsStr::new("stack"),
+        dir.join("snapshots/0001.core").as_os_str(),
+    ]);
+    let mut groups: Vec<(u64, u64, Vec<JsFrame>)> = bufs["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            let count = g["count"].as_u64().expect("count");
+            let bytes = g["bytes"].as_u64().expect("bytes");
+            (
+                bytes / count.max(1),
+                count,
+                js_frames(g).into_iter().take(2).collect(),
+            )
+        })
+        .filter(|(_, _, js): &(u64, u64, Vec<JsFrame>)| {
+            js.first().is_some_and(|f| f.0 == "twoLines")
+        })
+        .collect();
+    groups.sort();
+    let next = ("next".to_string(), 103, false);
+    assert_eq!(
+        groups,
+        [
+            (
+                1024,
+                150,
+                vec![("twoLines".into(), 68, false), next.clone()]
+            ),
+            (1536, 150, vec![("twoLines".into(), 69, false), next]),
+        ],
+        "{:#}",
+        bufs["groups"]
+    );
 }
 
 /// Issue 14 (item 5): the regions and owners in a Node user's words, in

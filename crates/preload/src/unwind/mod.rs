@@ -18,7 +18,7 @@ pub mod shared;
 
 use core::mem::MaybeUninit;
 
-use leaktrail_format::{StackId, UnwindMode};
+use leaktrail_format::{frame_word, StackId, UnwindMode, FRAME_ADDRESS_MASK};
 use leaktrail_unwind_core::{
     return_address_slot, step, CfaBase, FpRule, FrameAddress, InstructionAddress, Kind, Regs,
     ReturnAddress, Rule, Step,
@@ -152,7 +152,7 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
                         && (0..len).all(|i| {
                             // SAFETY: frames below `len` were written.
                             let pc = unsafe { out[i].assume_init() };
-                            pc == memo.frames[i].pc
+                            pc == memo.frames[i].word()
                         });
                     let known_id = if same { memo.id } else { StackId::NONE };
                     memo.adopt(&fresh, len, j);
@@ -176,9 +176,14 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
                     shallow: false,
                 };
             }
-            out[len] = MaybeUninit::new(regs.pc);
+            let word = if rule.jit() {
+                frame_word(regs.pc, interpreter_note(&stack, regs.fp))
+            } else {
+                regs.pc
+            };
+            out[len] = MaybeUninit::new(word);
             if len < MEMO_FRAMES {
-                fresh[len] = MaybeUninit::new(MemoFrame::of(regs, fp_slot, rule));
+                fresh[len] = MaybeUninit::new(MemoFrame::of(regs, word, fp_slot, rule));
             }
             len += 1;
         }
@@ -200,13 +205,36 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
     }
 }
 
+/// Where V8 keeps an interpreted frame's bytecode offset, from its frame
+/// pointer (`v8dbg_off_fp_bytecode_offset`: -40 in the V8 of Node 18 to
+/// 22). The interpreter stores it there before every call out of a
+/// bytecode and reloads it on return, so at an allocation it names the
+/// calling bytecode, and through the function's source positions the
+/// line of the call; the return address alone names only the function.
+const BYTECODE_OFFSET_SLOT: u64 = 40;
+
+/// The note a frame of JIT code at frame pointer `fp` gets: the small
+/// integer in V8's bytecode-offset slot, when that slot holds a Smi
+/// (V8 without pointer compression: the value in the upper half, the
+/// lower half zero). Other JIT frames (optimized code's spill slots,
+/// another JIT's frames) mostly hold something else there; a note on
+/// one is ignored by the analysis, which uses it only for frames it
+/// knows to be interpreted. One read, bounded to the thread's stack.
+#[inline]
+fn interpreter_note(stack: &Stack, fp: u64) -> Option<u64> {
+    let slot = stack.read(fp.checked_sub(BYTECODE_OFFSET_SLOT)?)?;
+    (slot & 0xffff_ffff == 0 && slot >> 63 == 0).then_some(slot >> 32)
+}
+
 /// Frames a thread's memo keeps; deeper stacks are unwound in full.
 pub const MEMO_FRAMES: usize = 64;
 
 /// One recorded frame of the previous capture.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MemoFrame {
-    pc: u64,
+    /// The recorded word (the return address and its note), with
+    /// [`JIT_FRAME`] in its top bit.
+    word_and_jit: u64,
     sp: u64,
     /// `rbp` XORed with [`HIDE`]: see there.
     hidden_fp: u64,
@@ -235,9 +263,13 @@ const FP_PASSED: u64 = 2;
 /// top (issue 13's changing workload: a full unwind per allocation).
 const FP_MATTERS: u64 = 4;
 const FLAGS: u64 = FP_READ | FP_PASSED | FP_MATTERS;
+/// The frame is in JIT code: its word's note comes from its frame, and a
+/// replay reads it again (the interpreter moves on through a function
+/// without changing the return addresses).
+const JIT_FRAME: u64 = 1 << 63;
 
 impl MemoFrame {
-    fn of(r: Regs, fp_slot: u64, rule: Rule) -> Self {
+    fn of(r: Regs, word: u64, fp_slot: u64, rule: Rule) -> Self {
         let reads = match rule.kind() {
             Kind::Unknown => true,
             Kind::Cfa => rule.cfa_base() == CfaBase::Fp,
@@ -245,7 +277,7 @@ impl MemoFrame {
         };
         let passes = rule.kind() == Kind::Cfa && rule.fp_rule() == FpRule::Unchanged;
         MemoFrame {
-            pc: r.pc,
+            word_and_jit: word | if rule.jit() { JIT_FRAME } else { 0 },
             sp: r.sp,
             hidden_fp: r.fp ^ HIDE,
             slot_and_flags: (fp_slot & !FLAGS)
@@ -256,6 +288,23 @@ impl MemoFrame {
 
     fn fp(&self) -> u64 {
         self.hidden_fp ^ HIDE
+    }
+
+    /// The word recorded for the frame.
+    fn word(&self) -> u64 {
+        self.word_and_jit & !JIT_FRAME
+    }
+
+    /// The frame's return address.
+    fn pc(&self) -> u64 {
+        self.word_and_jit & FRAME_ADDRESS_MASK
+    }
+
+    /// Whether the frame's note, read again now, is the one recorded.
+    #[inline]
+    fn note_holds(&self, stack: &Stack) -> bool {
+        self.word_and_jit & JIT_FRAME == 0
+            || frame_word(self.pc(), interpreter_note(stack, self.fp())) == self.word()
     }
 
     fn fp_slot(&self) -> u64 {
@@ -295,7 +344,7 @@ impl Memo {
     pub const fn new() -> Self {
         Memo {
             frames: [MemoFrame {
-                pc: 0,
+                word_and_jit: 0,
                 sp: 0,
                 hidden_fp: HIDE,
                 slot_and_flags: 0,
@@ -313,7 +362,10 @@ impl Memo {
             *cursor += 1;
         }
         let f = self.frames.get(*cursor)?;
-        (*cursor < self.len && f.sp == r.sp && f.pc == r.pc && (!f.fp_matters() || f.fp() == r.fp))
+        (*cursor < self.len
+            && f.sp == r.sp
+            && f.pc() == r.pc
+            && (!f.fp_matters() || f.fp() == r.fp))
             .then_some(*cursor)
     }
 
@@ -332,9 +384,12 @@ impl Memo {
         if n > out.len() {
             return None;
         }
+        if !self.frames[j].note_holds(stack) {
+            return None;
+        }
         for k in j + 1..self.len {
             let f = &self.frames[k];
-            if stack.read(return_address_slot(f.sp))? != f.pc {
+            if stack.read(return_address_slot(f.sp))? != f.pc() || !f.note_holds(stack) {
                 return None;
             }
             if f.fp_matters() && f.fp_slot() != 0 && stack.read(f.fp_slot())? != f.fp() {
@@ -342,7 +397,7 @@ impl Memo {
             }
         }
         for (k, f) in self.frames[j..self.len].iter().enumerate() {
-            out[at + k] = MaybeUninit::new(f.pc);
+            out[at + k] = MaybeUninit::new(f.word());
         }
         Some(n)
     }
@@ -415,7 +470,9 @@ fn cached_rule(state: &ThreadState, mode: UnwindMode, pc: u64) -> Rule {
     let rule = match hold.module_at(pc) {
         Some(m) if m.is_tracer => m.rule_at(pc).with_tag(),
         Some(m) if mode == UnwindMode::Dwarf => m.rule_at(pc),
-        _ => Rule::UNKNOWN,
+        Some(_) => Rule::UNKNOWN,
+        // Outside every module: JIT code (or a table being changed).
+        None => Rule::UNKNOWN.with_jit(),
     };
     drop(hold);
     shared::put(pc, generation, mode, rule);

@@ -58,6 +58,42 @@ pub struct BaselineCode {
     pub position_offsets: Vec<Vec<u64>>,
 }
 
+/// An interpreted function's bytecode, for its frames: the tracer notes
+/// an interpreted frame's bytecode-offset slot, which holds the offset
+/// of the bytecode that made the call, plus [`InterpretedCode::slot_base`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InterpretedCode {
+    /// Its function's name (empty when anonymous).
+    pub function: String,
+    /// Its script's name, when V8 keeps one.
+    pub script: Option<String>,
+    /// What the frame's slot adds to the bytecode offset: the offset of
+    /// the first bytecode from the BytecodeArray's tagged pointer.
+    pub slot_base: u64,
+    /// (the table's offset, 1-based line, 1-based column) of each source
+    /// position, by offset: see [`TABLE_OFFSET_SHIFT`].
+    pub positions: Vec<(u64, u32, u32)>,
+}
+
+/// How far a BytecodeArray's source position table puts each bytecode
+/// from its offset: seen on V8 11.3, every entry one later than the
+/// bytecode `--print-bytecode` shows it at, after an entry at 0 for the
+/// function's start (its entry, bytecode offset -1). The jitdump's
+/// Sparkplug positions are one earlier than the table's, at the
+/// bytecodes themselves.
+const TABLE_OFFSET_SHIFT: u64 = 1;
+
+impl InterpretedCode {
+    /// The line and column of the call a frame whose slot holds `slot`
+    /// is making: the last position at or before its bytecode.
+    pub fn call_at(&self, slot: u64) -> Option<(u32, u32)> {
+        let offset = slot.checked_sub(self.slot_base)? + TABLE_OFFSET_SHIFT;
+        let i = self.positions.partition_point(|&(o, _, _)| o <= offset);
+        let &(_, line, column) = self.positions.get(i.checked_sub(1)?)?;
+        Some((line, column))
+    }
+}
+
 impl BaselineCode {
     /// The bytecode offset a return address `ret_offset` (from the
     /// code's first instruction) is at; -1 in the prologue.
@@ -156,6 +192,9 @@ fn baseline_ranges(table: &[u8], offsets: &[u64]) -> Option<Vec<(u64, i64)>> {
 const STREAM_CODE: u64 = 8;
 /// An InterpreterData's BytecodeArray: its first field, after the map.
 const INTERPRETER_DATA_BYTECODE: u64 = 8;
+/// An InterpreterData's copy of the interpreter's entry trampoline (a
+/// `Code`): its second field.
+const INTERPRETER_DATA_TRAMPOLINE: u64 = 16;
 /// How many of a Code's first words may hold the pointer back to its
 /// InstructionStream (no `v8dbg_` symbol gives its offset; it is the
 /// fifth in V8 11.3, after the map and three tables).
@@ -357,6 +396,118 @@ impl JsHeap<'_> {
             bytecodes: baseline_ranges(&table, &offsets)?,
             position_offsets,
         })
+    }
+
+    /// Every interpreted function the snapshot holds the bytecode of, by
+    /// the first instruction of its own copy of the interpreter's entry
+    /// trampoline (what `--interpreted-frames-native-stack` gives each,
+    /// and the jitdump names `JS:~`): from each SharedFunctionInfo whose
+    /// function data is an InterpreterData (or Sparkplug's code holding
+    /// one), its BytecodeArray's source positions. Needs the heap's
+    /// objects ([`JsHeap::open`]).
+    pub fn interpreted_code(&self, lines: &LineEnds) -> HashMap<u64, InterpretedCode> {
+        let mut out = HashMap::new();
+        let l = &self.layout;
+        let Some(c) = l.code.as_ref() else {
+            return out;
+        };
+        let Some(function_data) = c.shared_function_data else {
+            return out;
+        };
+        for o in self.objects() {
+            let shared = o.addr + 1;
+            if self.map_info(o.map).map(|m| m.instance_type) != Some(l.types.shared_function_info) {
+                continue;
+            }
+            let Some(mut data) = self.read_word(shared - 1 + function_data) else {
+                continue;
+            };
+            if self.type_of(data) == Some(c.code_type) {
+                match self.read_word(data - 1 + c.code_bytecode_or_interpreter_data) {
+                    Some(d) => data = d,
+                    None => continue,
+                }
+            }
+            if self.type_of(data) != Some(c.interpreter_data_type) {
+                continue;
+            }
+            let (Some(bytecode), Some(trampoline)) = (
+                self.read_word(data - 1 + INTERPRETER_DATA_BYTECODE),
+                self.read_word(data - 1 + INTERPRETER_DATA_TRAMPOLINE),
+            ) else {
+                continue;
+            };
+            let Some(start) = self.instruction_start_of(trampoline) else {
+                continue;
+            };
+            if let Some(code) = self.interpreted(shared, bytecode, lines) {
+                out.insert(start, code);
+            }
+        }
+        out
+    }
+
+    /// The bytecode of `shared` (tagged), from its BytecodeArray
+    /// `bytecode`.
+    fn interpreted(&self, shared: u64, bytecode: u64, lines: &LineEnds) -> Option<InterpretedCode> {
+        let l = &self.layout;
+        let c = l.code.as_ref()?;
+        if self.type_of(bytecode) != Some(c.bytecode_array_type) {
+            return None;
+        }
+        let length = self.smi_at(bytecode - 1 + l.fixed_array_length)?;
+        let length = u64::try_from(length).ok()?;
+        let script = self.shared_script(shared)?;
+        let ends = lines.of(self, script)?;
+        // The source position table among the fields between the array's
+        // length and its bytecodes (no `v8dbg_` symbol says which): the
+        // last that decodes as one within the bytecode and the script.
+        // The handler table before it decodes as garbage offsets.
+        let source_length = ends.last().copied().unwrap_or(0);
+        let table = (2..c.bytecode_array_data / 8)
+            .rev()
+            .filter_map(|i| self.read_word(bytecode - 1 + 8 * i))
+            .filter_map(|field| position_table(&self.byte_array(field)?))
+            .find(|t| {
+                !t.is_empty()
+                    && t.iter().all(|&(o, raw)| {
+                        let p = SourcePosition::from_raw(raw);
+                        o <= length
+                            && !p.external
+                            && p.inlining_id == NOT_INLINED
+                            && (0..=source_length).contains(&p.script_offset)
+                    })
+            })?;
+        let positions = table
+            .into_iter()
+            .map(|(offset, raw)| {
+                let (line, column) =
+                    line_and_column(&ends, SourcePosition::from_raw(raw).script_offset);
+                (offset, line + 1, column + 1)
+            })
+            .collect();
+        Some(InterpretedCode {
+            function: self.shared_name(shared),
+            script: self.script_name(script),
+            slot_base: c.bytecode_array_data - 1,
+            positions,
+        })
+    }
+
+    /// The first instruction of the `Code` (tagged) `code`: its
+    /// InstructionStream's, which must point back at it.
+    fn instruction_start_of(&self, code: u64) -> Option<u64> {
+        let c = self.layout.code.as_ref()?;
+        if self.type_of(code) != Some(c.code_type) || c.stream_header != 16 {
+            return None;
+        }
+        (1..CODE_BACK_POINTER_WORDS)
+            .filter_map(|i| self.read_word(code - 1 + 8 * i))
+            .find(|&stream| {
+                self.type_of(stream) == Some(c.stream_type)
+                    && self.read_word(stream - 1 + STREAM_CODE) == Some(code)
+            })
+            .map(|stream| stream - 1 + c.stream_header)
     }
 
     /// The tagged `Code` of the InstructionStream whose first instruction

@@ -101,6 +101,9 @@ pub(crate) struct CodeLayout {
     /// `Bytecodes::kBytecodeSizes` (three rows: operand scales 1, 2, 4),
     /// if the binary has it.
     pub(crate) bytecode_sizes: Option<Vec<u8>>,
+    /// A SharedFunctionInfo's function data (its BytecodeArray, its
+    /// InterpreterData or its Sparkplug code), for interpreted frames.
+    pub(crate) shared_function_data: Option<u64>,
 }
 
 /// The instance types the decoder tells apart.
@@ -152,6 +155,7 @@ impl CodeLayout {
             interpreter_data_type: ty("INTERPRETER_DATA_TYPE")?,
             bytecode_array_data: off("class_BytecodeArray__data__uintptr_t")?,
             bytecode_sizes: md.bytecode_sizes().map(<[u8]>::to_vec),
+            shared_function_data: off("class_SharedFunctionInfo__function_data__Object"),
         })
     }
 }
