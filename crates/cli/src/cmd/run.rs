@@ -48,8 +48,7 @@ run ends): every code object with its load time, and for optimized code the line
 and column of each call, inlined calls included. With it JS frames are named as \
 they were when each block was allocated, carry the allocating line, and a \
 function TurboFan inlined appears as an inlined frame (V8 writes the innermost \
-call only: the calls between come from the snapshots, below). Interpreted \
-frames name their function's start. Cost: the dump \
+call only: the calls between come from the snapshots, below). Cost: the dump \
 holds a copy of all JIT code (3.8 MB for 45 s of examples/node-http-client) and \
 V8 writes it as it compiles. Needs the working directory to be writable.
   V8's postmortem metadata (the node binary's v8dbg_* symbols) is read for the JS \
@@ -60,11 +59,14 @@ same snapshots, each optimized function's deoptimization data gives the whole \
 chain of calls TurboFan inlined, each at its line: read from up to 16 of the \
 recording's full snapshots for the code still alive in one of them (a few \
 hundred reads per code object, once per analysis), and Sparkplug's code gets its \
-lines from the bytecode each stretch of it runs. With --memory tables an \
+lines from the bytecode each stretch of it runs. An interpreted frame gets the \
+line of its call from the bytecode offset the tracer reads from the frame (one \
+more stack word per JIT frame) and the function's bytecode in the last and first \
+snapshots (a walk of their V8 heap, once per analysis). With --memory tables an \
 inlined chain shows its innermost call and its outer function only, and \
-Sparkplug's frames their function's start.
+Sparkplug's and interpreted frames their function's start.
   --interpreted-frames-native-stack gives each interpreted function a frame of its \
-own. --no-node-flags adds none of them.
+own, which is what names it. --no-node-flags adds none of them.
 
 Examples:
   leaktrail run --every 10m -- ./server --port 8080
