@@ -121,9 +121,15 @@ pub fn split(dump: &AuditDump, resident: impl Fn(u64, u64) -> u64) -> OwnerSplit
     let mut bytes = [0u64; 5];
     let index = |o: Owner| Owner::ALL.iter().position(|x| *x == o).unwrap_or(3);
     let empty: Vec<Frame> = Vec::new();
+    // Blocks share stacks: each stack's owner is found once (a stack has
+    // dozens of frames, each matched against a dozen names).
+    let mut owners: std::collections::HashMap<leaktrail_format::StackId, Owner> =
+        std::collections::HashMap::new();
     for b in &dump.audit.live {
-        let frames = dump.frames.get(&b.stack).unwrap_or(&empty);
-        bytes[index(of_block(frames))] += b.size;
+        let owner = *owners
+            .entry(b.stack)
+            .or_insert_with(|| of_block(dump.frames.get(&b.stack).unwrap_or(&empty)));
+        bytes[index(owner)] += b.size;
     }
     for m in &dump.audit.maps {
         let frames = dump.frames.get(&m.stack).unwrap_or(&empty);
