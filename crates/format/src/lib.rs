@@ -416,7 +416,8 @@ pub struct StackIndexEntry {
 /// means "none recorded". Serialized as the bare number.
 ///
 /// At that offset the arena holds one header word (the frame count in the
-/// low 16 bits) followed by that many return addresses, innermost first:
+/// low 16 bits) followed by that many frame words (return addresses, with
+/// an optional note: see [`FRAME_ADDRESS_BITS`]), innermost first:
 /// the first is where the allocation call returns to; since version 2,
 /// then the site's [`SiteCounters`]. Ids are private to one
 /// process's arena: compare stacks across processes by their frames.
@@ -590,8 +591,9 @@ pub fn shard_of(addr: u64) -> usize {
 pub const FRAME_ADDRESS_BITS: u32 = 47;
 /// The return-address part of a frame word.
 pub const FRAME_ADDRESS_MASK: u64 = (1 << FRAME_ADDRESS_BITS) - 1;
-/// The largest note a frame word holds (the bits above the address,
-/// bar the top one, which the tracer's memo uses for itself).
+/// The largest value the note bits hold (the bits above the address, bar
+/// the top one, which the tracer's memo uses for itself): one more than
+/// the largest note.
 pub const FRAME_NOTE_MAX: u64 = (1 << (63 - FRAME_ADDRESS_BITS)) - 1;
 
 /// The return address of a recorded frame word.

@@ -161,7 +161,8 @@ pub struct Audit {
     /// Anonymous mappings the program made, by address.
     pub maps: Vec<Block>,
     /// Every stack a live buffer, a mapping or a site refers to:
-    /// innermost first, return addresses.
+    /// innermost first, frame words (a return address and the tracer's
+    /// note: `leaktrail_format::frame_address`, `frame_note`).
     pub stacks: BTreeMap<StackId, Vec<u64>>,
     /// What the tracer counted per allocation site, by stack id; `None`
     /// for a region that does not count them (version 1, or blocks from

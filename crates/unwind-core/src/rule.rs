@@ -13,8 +13,8 @@
 //! bits 0-1 kind (0 unknown, 1 CFA rule, 2 end of stack); bit 2 CFA is
 //! based on rbp (else rsp); bits 3-4 rbp rule (0 unchanged, 1 saved at
 //! CFA+offset, 2 clobbered); bit 5 the caller's tag
-//! ([`Rule::with_tag`]); bits 16-31 rbp offset (i16); bits 32-63 CFA
-//! offset (i32).
+//! ([`Rule::with_tag`]); bit 6 the caller's JIT mark ([`Rule::with_jit`]);
+//! bits 16-31 rbp offset (i16); bits 32-63 CFA offset (i32).
 
 use gimli::{CfaRule, RegisterRule, UnwindContextStorage, UnwindTableRow, X86_64};
 
@@ -103,7 +103,7 @@ impl Rule {
         self.0
     }
 
-    /// The same rule with the one bit left to the caller set. The tracer
+    /// The same rule with the caller's tag bit set. The tracer
     /// marks its own code with it (its frames are unwound, not recorded).
     #[inline]
     pub const fn with_tag(self) -> Rule {

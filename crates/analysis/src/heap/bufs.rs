@@ -143,7 +143,7 @@ pub fn select(
         }
         true
     };
-    let canon = crate::heap::model::canonical_stacks(audit);
+    let canon = crate::heap::model::canonical_stacks(audit, symbolizer);
     let buffers: Vec<Buf> = audit
         .live
         .iter()

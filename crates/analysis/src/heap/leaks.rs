@@ -493,7 +493,7 @@ fn summarize(
     let mut tallies = [Tally::default(); 4];
     let mut index: HashMap<(LeakKind, GroupKey), usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
-    let canon = canonical_stacks(&heap.audit);
+    let canon = canonical_stacks(&heap.audit, symbolizer);
     // Blocks with stacks group by stack; those known from a heap walk
     // alone (an untraced process's, or from before an attach) by type,
     // else size class and hint.

@@ -37,6 +37,7 @@ use leaktrail_format::MemoryMode;
 
 use crate::heap::exit_roots;
 use crate::heap_walk::{self, Walk};
+use crate::symbolize::Symbolizer;
 use crate::Error;
 use leaktrail_recording::audit::{self, Audit, Block};
 use leaktrail_recording::snapshot::Thread;
@@ -501,10 +502,13 @@ impl<'a> Heap<'a> {
                 .stacks
                 .get(&b.stack)
                 .and_then(|s| s.first().copied());
-            frame0.is_some_and(|pc| {
-                maps.iter()
-                    .any(|m| m.start <= pc && pc < m.end && Some(m.path.as_str()) == allocator_path)
-            })
+            frame0
+                .map(leaktrail_format::frame_address)
+                .is_some_and(|pc| {
+                    maps.iter().any(|m| {
+                        m.start <= pc && pc < m.end && Some(m.path.as_str()) == allocator_path
+                    })
+                })
         };
         let whole = |start: u64, end: u64| RootRange {
             start,
@@ -667,13 +671,18 @@ impl<'a> Heap<'a> {
 
 /// Maps each stack id to the lowest id with the same frames: the tracer
 /// may intern one stack more than once (one per shard), and people group
-/// by what the stack says, not by its id.
-pub fn canonical_stacks(audit: &Audit) -> HashMap<StackId, StackId> {
-    let mut first: HashMap<&[u64], StackId> = HashMap::new();
+/// by what the stack says, not by its id. Frames are compared as
+/// `symbolizer` tells them apart ([`Symbolizer::canonical_word`]): a note
+/// that names no line does not make another stack.
+pub fn canonical_stacks(audit: &Audit, symbolizer: &Symbolizer) -> HashMap<StackId, StackId> {
+    let mut first: HashMap<Vec<u64>, StackId> = HashMap::new();
     audit
         .stacks
         .iter()
-        .map(|(&id, frames)| (id, *first.entry(frames.as_slice()).or_insert(id)))
+        .map(|(&id, frames)| {
+            let words = frames.iter().map(|&w| symbolizer.canonical_word(w));
+            (id, *first.entry(words.collect()).or_insert(id))
+        })
         .collect()
 }
 

@@ -447,6 +447,16 @@ impl JitDump {
             .max_by_key(|c| c.seq)
     }
 
+    /// Whether the note the tracer kept with a frame at return address
+    /// `ret` can change how the frame is named: the last code loaded over
+    /// it is interpreted, and its bytecode is known. Stacks that differ
+    /// only in notes that cannot are the same stack to people.
+    pub fn note_matters(&self, ret: u64) -> bool {
+        ret.checked_sub(1)
+            .and_then(|at| self.code_at(at, usize::MAX))
+            .is_some_and(|c| is_interpreted(&c.name) && c.interpreted.is_some())
+    }
+
     /// Whether it knows any code.
     pub fn is_empty(&self) -> bool {
         self.code.is_empty()
@@ -620,21 +630,14 @@ impl JitDump {
                     continue;
                 };
                 // The same code: its machine code fits, the jitdump's
-                // positions are its bytecode's (V8 11 writes every entry
-                // one byte before the table's offset, as for optimized
-                // code, and so leaves out the one at 0), and each is at
-                // one of its bytecodes.
+                // positions are its bytecode's (all but the function's
+                // entry), and each is at one of its bytecodes.
                 let fits = found
                     .bytecodes
                     .last()
                     .is_some_and(|&(end, _)| end <= code.end - code.start);
                 let offsets: Vec<u64> = code.positions.iter().map(|p| p.offset).collect();
-                let written = |table: &Vec<u64>| {
-                    table
-                        .iter()
-                        .filter_map(|&o| o.checked_sub(1))
-                        .eq(offsets.iter().copied())
-                };
+                let written = |table: &Vec<u64>| table.iter().eq(offsets.iter());
                 if fits
                     && found.position_offsets.iter().any(written)
                     && offsets.iter().all(|&o| found.starts_bytecode(o))
@@ -650,13 +653,12 @@ impl JitDump {
             let Some(found) = heap.inlining(code.start, &lines) else {
                 continue;
             };
-            // V8 11 writes each debug entry's address one byte before the
-            // table's code offset (seen on both tiers); an exact one is
-            // taken too.
-            let agrees = |shift: u64| {
+            // At each debug entry, the table's innermost call is the
+            // jitdump's.
+            let agrees = {
                 code.positions.iter().all(|p| {
                     // The table's offsets ascend: its entries at this one.
-                    let at = p.offset + shift;
+                    let at = p.offset;
                     let i = found.positions.partition_point(|(o, _)| *o < at);
                     found.positions[i..]
                         .iter()
@@ -668,7 +670,6 @@ impl JitDump {
                         })
                 })
             };
-            let agrees = agrees(1) || agrees(0);
             let own = crate::symbolize::jit_frame(code.start, &code.name)
                 .function
                 .unwrap_or_default();
@@ -721,7 +722,12 @@ impl JitDump {
             };
             // Interpreted functions are found among the heap's objects,
             // which costs a walk of the heap: done on the first few.
-            let objects = interpreted && n < INTERPRETED_SNAPSHOTS;
+            let objects = interpreted
+                && n < INTERPRETED_SNAPSHOTS
+                && self
+                    .code
+                    .iter()
+                    .any(|c| is_interpreted(&c.name) && c.interpreted.is_none());
             let heap = if objects {
                 JsHeap::open(&snap, md)
             } else {
@@ -738,9 +744,10 @@ impl JitDump {
 
     /// Learns the bytecode of the interpreted functions whose code
     /// `heap` (a snapshot's, with its objects) holds where the jitdump
-    /// put it: the same function (its name and script), with every
-    /// source position inside it (at or after its start). Code already
-    /// learnt is left alone. Returns how many code objects were learnt.
+    /// put it: the same function (its name, its script, and its entry at
+    /// the start the jitdump names: V8 reuses a dropped trampoline's
+    /// address for another function's). Code already learnt is left
+    /// alone. Returns how many code objects were learnt.
     pub fn learn_interpreted(&mut self, heap: &JsHeap<'_>) -> usize {
         if !self
             .code
@@ -763,10 +770,7 @@ impl JitDump {
             let start = (own.line.unwrap_or(0), own.column.unwrap_or(0));
             let same = same_function(own.function.as_deref().unwrap_or(""), &bytecode.function)
                 && (bytecode.script.is_none() || bytecode.script == own.file)
-                && bytecode
-                    .positions
-                    .iter()
-                    .all(|&(_, line, column)| (line, column) >= start);
+                && bytecode.start == start;
             if same {
                 let rc = shared
                     .entry(code.start)
@@ -843,6 +847,7 @@ fn is_interpreted(name: &str) -> bool {
     name.strip_prefix("JS:")
         .is_some_and(|rest| !rest.starts_with(['^', '+', '*']))
 }
+
 /// How V8 names Sparkplug's (baseline) code in the jitdump.
 const BASELINE: &str = "JS:^";
 /// How V8 names TurboFan's (optimized) code in the jitdump.
@@ -1064,19 +1069,27 @@ mod tests {
             handle(7, 16),
             "nothing learnt"
         );
-        // The bytecode's positions (from a snapshot), each one later in
-        // the table than its bytecode: bytecode 4 at 9:4, 12 at 10:8.
+        // The bytecode's positions (from a snapshot): bytecode 4 at 9:4,
+        // 12 at 10:8.
         let code = Rc::new(InterpretedCode {
             function: "handle".into(),
             script: Some("/app/b.js".into()),
             slot_base: 53,
-            positions: vec![(0, 7, 16), (5, 9, 4), (13, 10, 8)],
+            start: (7, 16),
+            bytecodes: vec![0, 4, 7, 11, 12, 15],
+            positions: vec![(4, 9, 4), (12, 10, 8)],
         });
         d.code[0].interpreted = Some(code.clone());
         d.code[1].interpreted = Some(code);
         assert_eq!(at(&d, 0x3010, Some(53 + 4)), handle(9, 4));
         assert_eq!(at(&d, 0x3010, Some(53 + 12)), handle(10, 8));
         assert_eq!(at(&d, 0x3010, Some(53 + 11)), handle(9, 4));
+        assert_eq!(at(&d, 0x3010, Some(53)), handle(7, 16), "before any call");
+        assert_eq!(
+            at(&d, 0x3010, Some(53 + 13)),
+            handle(7, 16),
+            "not at a bytecode: the start"
+        );
         assert_eq!(at(&d, 0x3010, None), handle(7, 16), "no note: the start");
         assert_eq!(
             at(&d, 0x3010, Some(7)),

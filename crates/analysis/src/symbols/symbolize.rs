@@ -685,6 +685,23 @@ impl Symbolizer {
         self.noted_frames(ReturnAddress(frame_address(word)).into(), frame_note(word))
     }
 
+    /// A recorded frame word as people tell stacks apart: with its note
+    /// only where the note names the frame's line (an interpreted JS
+    /// frame whose bytecode is known), else its return address alone.
+    pub fn canonical_word(&self, word: u64) -> u64 {
+        let address = frame_address(word);
+        let matters = frame_note(word).is_some()
+            && self
+                .jitdump
+                .as_ref()
+                .is_some_and(|j| j.note_matters(address));
+        if matters {
+            word
+        } else {
+            address
+        }
+    }
+
     fn noted_frames(&self, at: FrameAddress, note: Option<u64>) -> Vec<Frame> {
         // JIT frames from a jitdump depend on the epoch: not memoised (a
         // binary search; the native frames are the costly ones).

@@ -167,6 +167,12 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
                     };
                 }
             }
+            if regs.pc > FRAME_ADDRESS_MASK {
+                // Not a user-space return address (a frame-pointer walk
+                // read garbage): the stack ends here, and a frame word
+                // could not tell its top bits from a note.
+                break;
+            }
             if len == out.len() {
                 memo.len = 0;
                 return Captured {
@@ -213,17 +219,25 @@ pub fn capture(state: &ThreadState, mode: UnwindMode, out: &mut [MaybeUninit<u64
 /// line of the call; the return address alone names only the function.
 const BYTECODE_OFFSET_SLOT: u64 = 40;
 
+/// Where V8 keeps an interpreted frame's BytecodeArray
+/// (`v8dbg_off_fp_bytecode_array`), just above the offset.
+const BYTECODE_ARRAY_SLOT: u64 = 32;
+
 /// The note a frame of JIT code at frame pointer `fp` gets: the small
 /// integer in V8's bytecode-offset slot, when that slot holds a Smi
 /// (V8 without pointer compression: the value in the upper half, the
-/// lower half zero). Other JIT frames (optimized code's spill slots,
-/// another JIT's frames) mostly hold something else there; a note on
-/// one is ignored by the analysis, which uses it only for frames it
-/// knows to be interpreted. One read, bounded to the thread's stack.
+/// lower half zero) and the slot above it a tagged heap pointer, as an
+/// interpreted frame's do. Sparkplug's frames keep a heap pointer in the
+/// offset's slot; optimized code's spill slots and other JITs' frames
+/// seldom pass both tests, and a note on one is ignored by the analysis,
+/// which uses it only for frames it knows to be interpreted. Two reads
+/// of one or two cache lines, bounded to the thread's stack.
 #[inline]
 fn interpreter_note(stack: &Stack, fp: u64) -> Option<u64> {
     let slot = stack.read(fp.checked_sub(BYTECODE_OFFSET_SLOT)?)?;
-    (slot & 0xffff_ffff == 0 && slot >> 63 == 0).then_some(slot >> 32)
+    let array = stack.read(fp.checked_sub(BYTECODE_ARRAY_SLOT)?)?;
+    let smi = slot & 0xffff_ffff == 0 && slot >> 63 == 0;
+    (smi && array & 3 == 1).then_some(slot >> 32)
 }
 
 /// Frames a thread's memo keeps; deeper stacks are unwound in full.

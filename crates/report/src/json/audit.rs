@@ -32,7 +32,9 @@ pub struct AuditRecord<'a> {
     classes: Vec<ClassStatsRecord>,
     live: Vec<BlockRecord>,
     maps: Vec<BlockRecord>,
-    stacks: BTreeMap<u32, &'a [u64]>,
+    /// Return addresses, innermost first (the tracer's notes, which
+    /// `frames` has turned into lines, left out).
+    stacks: BTreeMap<u32, Vec<u64>>,
     busy_shards: u32,
     corrupt: u64,
 }
@@ -128,7 +130,10 @@ impl<'a> From<&'a Audit> for AuditRecord<'a> {
             stacks: a
                 .stacks
                 .iter()
-                .map(|(id, f)| (id.0, f.as_slice()))
+                .map(|(id, f)| {
+                    let addresses = f.iter().map(|&w| leaktrail_format::frame_address(w));
+                    (id.0, addresses.collect())
+                })
                 .collect(),
             busy_shards: a.busy_shards,
             corrupt: a.corrupt,

@@ -70,24 +70,26 @@ pub struct InterpretedCode {
     /// What the frame's slot adds to the bytecode offset: the offset of
     /// the first bytecode from the BytecodeArray's tagged pointer.
     pub slot_base: u64,
-    /// (the table's offset, 1-based line, 1-based column) of each source
-    /// position, by offset: see [`TABLE_OFFSET_SHIFT`].
+    /// (1-based line, 1-based column) of the function's entry (the
+    /// table's position at bytecode offset -1): where the jitdump says
+    /// the function starts, when this is its bytecode.
+    pub start: (u32, u32),
+    /// Where each of its bytecodes starts, in order.
+    pub bytecodes: Vec<u32>,
+    /// (bytecode offset, 1-based line, 1-based column) of each source
+    /// position, by offset.
     pub positions: Vec<(u64, u32, u32)>,
 }
 
-/// How far a BytecodeArray's source position table puts each bytecode
-/// from its offset: seen on V8 11.3, every entry one later than the
-/// bytecode `--print-bytecode` shows it at, after an entry at 0 for the
-/// function's start (its entry, bytecode offset -1). The jitdump's
-/// Sparkplug positions are one earlier than the table's, at the
-/// bytecodes themselves.
-const TABLE_OFFSET_SHIFT: u64 = 1;
-
 impl InterpretedCode {
     /// The line and column of the call a frame whose slot holds `slot`
-    /// is making: the last position at or before its bytecode.
+    /// is making: the last position at or before its bytecode. `None`
+    /// unless the slot names one of the function's bytecodes (a slot read
+    /// from another kind of frame, or bytecode V8 has since replaced).
     pub fn call_at(&self, slot: u64) -> Option<(u32, u32)> {
-        let offset = slot.checked_sub(self.slot_base)? + TABLE_OFFSET_SHIFT;
+        let offset = slot.checked_sub(self.slot_base)?;
+        let bytecode = u32::try_from(offset).ok()?;
+        self.bytecodes.binary_search(&bytecode).ok()?;
         let i = self.positions.partition_point(|&(o, _, _)| o <= offset);
         let &(_, line, column) = self.positions.get(i.checked_sub(1)?)?;
         Some((line, column))
@@ -240,21 +242,36 @@ fn read_vlq(bytes: &[u8], at: &mut usize) -> Option<i64> {
 
 /// The entries of a source position table: (code offset, raw position).
 /// The code offset's sign carries "is statement", which we do not need.
-fn position_table(bytes: &[u8]) -> Option<Vec<(u64, i64)>> {
+/// Deltas start from V8's `kFunctionEntryBytecodeOffset`, -1, which is
+/// where a BytecodeArray's table puts its function's entry (decoded from
+/// 0, every offset came out one too high).
+fn position_table(bytes: &[u8]) -> Option<Vec<(i64, i64)>> {
     let mut out = Vec::new();
-    let (mut offset, mut position) = (0i64, 0i64);
+    let (mut offset, mut position) = (FUNCTION_ENTRY, 0i64);
     let mut at = 0;
     while at < bytes.len() {
         let delta = read_vlq(bytes, &mut at)?;
         let delta = if delta >= 0 { delta } else { -(delta + 1) };
         offset = offset.checked_add(delta)?;
         position = position.checked_add(read_vlq(bytes, &mut at)?)?;
-        if offset < 0 || position < 0 {
+        if position < 0 {
             return None;
         }
-        out.push((offset as u64, position));
+        out.push((offset, position));
     }
     Some(out)
+}
+
+/// V8's `kFunctionEntryBytecodeOffset`: the offset a source position
+/// table's deltas start from, and its function's entry's.
+const FUNCTION_ENTRY: i64 = -1;
+
+/// A table's entries at code offsets, without the function's entry.
+fn code_entries(table: Vec<(i64, i64)>) -> Vec<(u64, i64)> {
+    table
+        .into_iter()
+        .filter_map(|(o, raw)| Some((u64::try_from(o).ok()?, raw)))
+        .collect()
 }
 
 /// Where lines end in UTF-16 source, as V8 counts them: at `\n`, U+2028
@@ -318,7 +335,7 @@ impl JsHeap<'_> {
         let table = self.read_word(code - 1 + c.code_source_positions)?;
         let table = self.byte_array(table)?;
         let positions = self.byte_array(inlining_positions)?;
-        let entries = position_table(&table)?;
+        let entries = code_entries(position_table(&table)?);
         // A function of the literal array, which holds weak references.
         let inlined_function = |id: i64| -> Option<u64> {
             let at = (id as u64).checked_mul(INLINING_POSITION_SIZE)? as usize;
@@ -389,6 +406,7 @@ impl JsHeap<'_> {
         let position_offsets = (2..c.bytecode_array_data / 8)
             .filter_map(|i| self.read_word(bytecode - 1 + 8 * i))
             .filter_map(|field| position_table(&self.byte_array(field)?))
+            .map(code_entries)
             .filter(|t| !t.is_empty())
             .map(|t| t.into_iter().map(|(o, _)| o).collect())
             .collect();
@@ -455,41 +473,58 @@ impl JsHeap<'_> {
         if self.type_of(bytecode) != Some(c.bytecode_array_type) {
             return None;
         }
-        let length = self.smi_at(bytecode - 1 + l.fixed_array_length)?;
-        let length = u64::try_from(length).ok()?;
+        let sizes = c.bytecode_sizes.as_deref()?;
+        let n = self.smi_at(bytecode - 1 + l.fixed_array_length)?;
+        let n = usize::try_from(n).ok().filter(|&n| n <= MAX_TABLE_BYTES)?;
+        let mut code_bytes = vec![0u8; n];
+        self.mem
+            .read(bytecode - 1 + c.bytecode_array_data, &mut code_bytes)
+            .ok()?;
+        let starts = bytecode_offsets(&code_bytes, sizes)?;
         let script = self.shared_script(shared)?;
         let ends = lines.of(self, script)?;
         // The source position table among the fields between the array's
         // length and its bytecodes (no `v8dbg_` symbol says which): the
-        // last that decodes as one within the bytecode and the script.
-        // The handler table before it decodes as garbage offsets.
+        // one that starts at the function's entry and has every other
+        // entry at one of the bytecodes, within the script.
         let source_length = ends.last().copied().unwrap_or(0);
+        let plausible = |t: &Vec<(i64, i64)>| {
+            t.first().is_some_and(|&(o, _)| o == FUNCTION_ENTRY)
+                && t.iter().all(|&(o, raw)| {
+                    let p = SourcePosition::from_raw(raw);
+                    (o == FUNCTION_ENTRY
+                        || u64::try_from(o).is_ok_and(|o| starts.binary_search(&o).is_ok()))
+                        && !p.external
+                        && p.inlining_id == NOT_INLINED
+                        && (0..=source_length).contains(&p.script_offset)
+                })
+        };
         let table = (2..c.bytecode_array_data / 8)
-            .rev()
             .filter_map(|i| self.read_word(bytecode - 1 + 8 * i))
             .filter_map(|field| position_table(&self.byte_array(field)?))
-            .find(|t| {
-                !t.is_empty()
-                    && t.iter().all(|&(o, raw)| {
-                        let p = SourcePosition::from_raw(raw);
-                        o <= length
-                            && !p.external
-                            && p.inlining_id == NOT_INLINED
-                            && (0..=source_length).contains(&p.script_offset)
-                    })
-            })?;
-        let positions = table
+            .find(plausible)?;
+        let at = |raw: i64| {
+            let (line, column) =
+                line_and_column(&ends, SourcePosition::from_raw(raw).script_offset);
+            (line + 1, column + 1)
+        };
+        let start = at(table[0].1);
+        let positions = code_entries(table)
             .into_iter()
             .map(|(offset, raw)| {
-                let (line, column) =
-                    line_and_column(&ends, SourcePosition::from_raw(raw).script_offset);
-                (offset, line + 1, column + 1)
+                let (line, column) = at(raw);
+                (offset, line, column)
             })
             .collect();
         Some(InterpretedCode {
             function: self.shared_name(shared),
             script: self.script_name(script),
             slot_base: c.bytecode_array_data - 1,
+            start,
+            bytecodes: starts
+                .iter()
+                .filter_map(|&o| u32::try_from(o).ok())
+                .collect(),
             positions,
         })
     }
@@ -653,7 +688,7 @@ mod tests {
             (300, true, raw(5, 1)),
         ];
         let mut bytes = Vec::new();
-        let (mut o, mut p) = (0i64, 0i64);
+        let (mut o, mut p) = (FUNCTION_ENTRY, 0i64);
         for &(offset, statement, position) in &entries {
             let d = offset as i64 - o;
             vlq(&mut bytes, if statement { d } else { -d - 1 });
@@ -663,7 +698,10 @@ mod tests {
         let table = position_table(&bytes).expect("decodes");
         assert_eq!(
             table,
-            entries.iter().map(|&(o, _, p)| (o, p)).collect::<Vec<_>>()
+            entries
+                .iter()
+                .map(|&(o, _, p)| (o as i64, p))
+                .collect::<Vec<_>>()
         );
         let second = SourcePosition::from_raw(table[1].1);
         assert_eq!(
