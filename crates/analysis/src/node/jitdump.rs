@@ -879,29 +879,26 @@ pub fn profile(
             .or_default()
             .push((b.size, b.stack));
     }
-    let mut merged: Option<Profile> = None;
     let mut entries: HashMap<(SiteKey, u64), Entry> = HashMap::new();
     for (epoch, group) in groups {
         symbolizer.set_jit_epoch(Some(epoch));
-        let p = if merged.is_none() {
-            Profile::from_blocks(snap, audit, symbolizer, group)
-        } else {
-            Profile::from_blocks_uncounted(snap, audit, symbolizer, group)
-        };
-        for e in &p.entries {
+        let p = Profile::from_blocks_uncounted(snap, audit, symbolizer, group);
+        for e in p.entries {
             entries
                 .entry((e.key.clone(), e.class))
                 .and_modify(|m| {
                     m.count += e.count;
                     m.bytes += e.bytes;
                 })
-                .or_insert_with(|| e.clone());
+                .or_insert(e);
         }
-        merged.get_or_insert(p);
     }
+    // The tracer's per-site counts span every epoch: they are named with
+    // no epoch set, each JS frame by the code it was last seen in, and
+    // keyed by the line of the call (Frame::site_frame), so that one
+    // function's sites keep apart.
     symbolizer.set_jit_epoch(None);
-    let mut out =
-        merged.unwrap_or_else(|| Profile::from_blocks(snap, audit, symbolizer, std::iter::empty()));
+    let mut out = Profile::from_blocks(snap, audit, symbolizer, std::iter::empty());
     out.entries = entries.into_values().collect();
     out.entries.sort_by(|a, b| {
         b.bytes

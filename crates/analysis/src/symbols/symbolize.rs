@@ -134,12 +134,20 @@ impl Frame {
     }
 
     /// This frame's part of a site's identity: the module's path and the
-    /// offset in its file; without a module, the runtime address; for a
+    /// offset in its file; without a module, the runtime address (and for a
+    /// JS frame with a line, `:LINE:COLUMN` in place of the path); for a
     /// [`FrameKind::Type`] frame, its name (every one has address 0).
     pub fn site_frame(&self) -> (String, u64) {
         match (&self.module, self.kind) {
             (_, FrameKind::Type) => (self.function.clone().unwrap_or_default(), 0),
             (Some(m), _) => (m.clone(), self.module_offset),
+            // A JS frame with a line is the call at that line: two calls in
+            // one interpreted function share the frame's address (the
+            // interpreter's) and differ only there.
+            (None, FrameKind::Js) if self.line.is_some() => (
+                format!(":{}:{}", self.line.unwrap_or(0), self.column.unwrap_or(0)),
+                self.address,
+            ),
             (None, _) => (String::new(), self.address),
         }
     }

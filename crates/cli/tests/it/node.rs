@@ -537,6 +537,28 @@ fn issue_14_an_interpreted_frame_is_named_at_the_line_of_its_call() {
         "{:#}",
         bufs["groups"]
     );
+    // The tracer's per-site counts keep the two calls apart too, each at
+    // its line (the function's smaller blocks are V8's and Node's own,
+    // made under the same frame).
+    let summary = leaktrail_json([OsStr::new("summary"), OsStr::new("--json"), dir.as_os_str()]);
+    let mut sites: Vec<(u64, u64, u64)> = summary["sites"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .filter_map(|s| {
+            let first = js_frames(s).into_iter().next()?;
+            let allocations = s["allocations"].as_u64().expect("allocations");
+            let each = s["live_bytes"].as_u64().expect("live_bytes") / allocations.max(1);
+            (first.0 == "twoLines" && each >= 1024).then_some((each, allocations, first.1))
+        })
+        .collect();
+    sites.sort();
+    assert_eq!(
+        sites,
+        [(1024, 150, 68), (1536, 150, 69)],
+        "{:#}",
+        summary["sites"]
+    );
 }
 
 /// Issue 14 (item 5): the regions and owners in a Node user's words, in

@@ -384,23 +384,12 @@ impl JsHeap<'_> {
     /// exactly.
     pub fn baseline_code(&self, instruction_start: u64) -> Option<BaselineCode> {
         let c = self.layout.code.as_ref()?;
-        let sizes = c.bytecode_sizes.as_deref()?;
         let code = self.code_of(instruction_start)?;
         let mut bytecode = self.read_word(code - 1 + c.code_bytecode_or_interpreter_data)?;
         if self.type_of(bytecode) == Some(c.interpreter_data_type) {
             bytecode = self.read_word(bytecode - 1 + INTERPRETER_DATA_BYTECODE)?;
         }
-        if self.type_of(bytecode) != Some(c.bytecode_array_type) {
-            return None;
-        }
-        let l = &self.layout;
-        let n = self.smi_at(bytecode - 1 + l.fixed_array_length)?;
-        let n = usize::try_from(n).ok().filter(|&n| n <= MAX_TABLE_BYTES)?;
-        let mut code_bytes = vec![0u8; n];
-        self.mem
-            .read(bytecode - 1 + c.bytecode_array_data, &mut code_bytes)
-            .ok()?;
-        let offsets = bytecode_offsets(&code_bytes, sizes)?;
+        let offsets = self.bytecode_starts(bytecode)?;
         let table = self.byte_array(self.read_word(code - 1 + c.code_bytecode_offsets)?)?;
         // The fields between the array's length and its bytecodes.
         let position_offsets = (2..c.bytecode_array_data / 8)
@@ -465,9 +454,10 @@ impl JsHeap<'_> {
         out
     }
 
-    /// The bytecode of `shared` (tagged), from its BytecodeArray
-    /// `bytecode`.
-    fn interpreted(&self, shared: u64, bytecode: u64, lines: &LineEnds) -> Option<InterpretedCode> {
+    /// The offset of every bytecode in the BytecodeArray `bytecode`
+    /// (tagged), walked with V8's bytecode sizes; `None` if it is not one
+    /// or its bytecodes do not end at its length.
+    fn bytecode_starts(&self, bytecode: u64) -> Option<Vec<u64>> {
         let l = &self.layout;
         let c = l.code.as_ref()?;
         if self.type_of(bytecode) != Some(c.bytecode_array_type) {
@@ -480,7 +470,14 @@ impl JsHeap<'_> {
         self.mem
             .read(bytecode - 1 + c.bytecode_array_data, &mut code_bytes)
             .ok()?;
-        let starts = bytecode_offsets(&code_bytes, sizes)?;
+        bytecode_offsets(&code_bytes, sizes)
+    }
+
+    /// The bytecode of `shared` (tagged), from its BytecodeArray
+    /// `bytecode`.
+    fn interpreted(&self, shared: u64, bytecode: u64, lines: &LineEnds) -> Option<InterpretedCode> {
+        let c = self.layout.code.as_ref()?;
+        let starts = self.bytecode_starts(bytecode)?;
         let script = self.shared_script(shared)?;
         let ends = lines.of(self, script)?;
         // The source position table among the fields between the array's
