@@ -5,7 +5,7 @@ heaptrack, same run.
     python3 bench/tracer/run.py [--runs 5] [--pairs 2000000] [--threads 1,2]
         [--sample 512KiB] [--preload NAME=LIB]... [--skip-real | --only-real]
 
---preload adds configurations NAME-dwarf, NAME-none (C loops) and
+--preload adds configurations NAME-dwarf, NAME-none, NAME-sampled (C loops) and
 NAME-dwarf, NAME-sampled (real programs) that run the same leaktrail with
 another build of the tracer (LEAKTRAIL_PRELOAD=LIB): the way to compare a
 change with its baseline in one run.
@@ -380,7 +380,7 @@ def main():
     exes = build(tmp, not args.no_build)
     configs = ["untraced", "leaktrail-dwarf", "leaktrail-fp", "leaktrail-none", "leaktrail-sampled"]
     for name in PRELOADS:
-        configs += [f"{name}-dwarf", f"{name}-none"]
+        configs += [f"{name}-dwarf", f"{name}-none", f"{name}-sampled"]
     configs.append("heaptrack")
     if not args.only_real:
         for workload, exe in exes.items():

@@ -41,6 +41,9 @@ pub fn publish(hdr: &Header, aloud: bool) {
         None => Allocator::Glibc,
     };
     hdr.allocator.store(allocator as u32, Ordering::Release);
+    if allocator == Allocator::Glibc {
+        next::read_glibc_chunks();
+    }
     let mut bypassed = 0;
     if next::malloc_bypasses_us() {
         bypassed |= BYPASS_MALLOC;
