@@ -74,7 +74,12 @@ pub const MAGIC: [u8; 8] = *b"LEAKTRL1";
 /// 2: every stack record in the arena is followed by its [`SiteCounters`],
 /// and [`Counters`] names the process-wide live and peak bytes. Readers
 /// also read version 1 (no site counters, those counters 0).
-pub const VERSION: u32 = 2;
+///
+/// 3: in a sampled region the site counters and the process-wide live and
+/// peak bytes are estimates of the whole heap, not sums over the sampled
+/// blocks (see [`SiteCounters`]). Readers read a sampled region of version
+/// 2 as its sampled blocks' sums.
+pub const VERSION: u32 = 3;
 /// The oldest version readers still decode.
 pub const OLDEST_VERSION: u32 = 1;
 /// Page size the region is laid out for (x86_64 and aarch64 with 4 KiB pages).
@@ -269,7 +274,8 @@ pub struct Counters {
     /// Stacks not captured because the thread's stack had too little room
     /// left for the unwinder (threads created with tiny stacks).
     pub shallow_stacks: AtomicU64,
-    /// Bytes of live buffers in the whole process (since version 2).
+    /// Bytes of live buffers in the whole process (since version 2; in a
+    /// sampled region of version 3 on, an estimate: see [`SiteCounters`]).
     pub live_bytes: AtomicU64,
     /// The most `live_bytes` ever was: heaptrack's "peak heap memory
     /// consumption" (since version 2).
@@ -336,6 +342,15 @@ pub fn size_bucket_limit(bucket: usize) -> u64 {
 ///
 /// The site's allocations are the sum of `sizes`; its live count is that
 /// minus `frees`.
+///
+/// In a sampled region (version 3 on) every block the site recorded counts
+/// with its weight `w` ([`sample_weight`]): its counts (`frees`,
+/// `temporary`, `sizes`) grow by `w` in units of 1/[`SAMPLED_COUNT_UNIT`],
+/// its byte figures by `w` times its size, rounded. Each figure is then an
+/// unbiased estimate of what every block of the site, sampled or not, would
+/// have counted; a site's peak is estimated at the times of its sampled
+/// blocks only. [`Counters::live_bytes`] and [`Counters::peak_bytes`] are
+/// weighted the same way.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct SiteCounters {
@@ -357,6 +372,26 @@ pub struct SiteCounters {
     pub temporary: AtomicU64,
     /// Allocations per size bucket ([`size_bucket`]).
     pub sizes: [AtomicU64; SITE_SIZE_BUCKETS],
+}
+
+/// The unit of a sampled region's site counts: 1024 of them make one
+/// allocation, so a weight keeps ten bits of its fraction.
+pub const SAMPLED_COUNT_UNIT: u64 = 1024;
+
+/// How many blocks a sampled block of `size` bytes stands for at `rate`
+/// mean bytes between samples: `1 / (1 - exp(-size / rate))`, the inverse
+/// of its chance to be sampled, which makes every sum of weights (and of
+/// weighted sizes) an unbiased estimate of the sum over all blocks. 1 when
+/// `rate` is 0 (every block recorded).
+#[cfg(feature = "std")]
+pub fn sample_weight(size: u64, rate: u64) -> f64 {
+    if rate == 0 {
+        return 1.0;
+    }
+    // -expm1(-x) = 1 - exp(-x) without the cancellation for small x (a
+    // 16-byte block at 512 KiB has x = 3e-5).
+    let p = -(-(size.max(1) as f64) / rate as f64).exp_m1();
+    1.0 / p
 }
 
 /// Words of a [`SiteCounters`] in the arena.

@@ -287,11 +287,14 @@ fn slot(table: u64, i: u64) -> *mut LiveEntry {
 /// of the per-shard class counters (plain loads and stores, no
 /// read-modify-write) and orders a block's allocation before its free in
 /// the shared counters (relaxed atomics: other shards' blocks update them
-/// too), so live bytes never dip below zero.
+/// too), so live bytes never dip below zero. While sampling, the live bytes
+/// and the site count the block's weight ([`crate::sample::weighed`]), its
+/// class the block itself.
 #[inline]
 fn count_alloc(hdr: &Header, shard: usize, rec: &Record, caller: Option<&Caller<'_>>) {
-    let size = rec.size;
-    count_class_alloc(hdr, shard, size);
+    count_class_alloc(hdr, shard, rec.size);
+    let weighed = crate::sample::weighed(rec.size);
+    let size = weighed.1;
     let g = &hdr.counters;
     let live = match caller {
         Some(c) => {
@@ -308,7 +311,7 @@ fn count_alloc(hdr: &Header, shard: usize, rec: &Record, caller: Option<&Caller<
             .wrapping_add(size),
     };
     raise_peak(&g.peak_bytes, &g.peak_time_ns, live, rec.time_ns);
-    stacks::count_alloc(hdr, StackId(rec.stack), size, rec.time_ns);
+    stacks::count_alloc(hdr, StackId(rec.stack), rec.size, weighed, rec.time_ns);
 }
 
 /// Keeps `pending` as the thread's change not yet shared, or adds it to
@@ -333,8 +336,9 @@ fn count_free(
     caller: Option<&Caller<'_>>,
     temporary: bool,
 ) {
-    let size = rec.size;
-    count_class_free(hdr, shard, size);
+    count_class_free(hdr, shard, rec.size);
+    let weighed = crate::sample::weighed(rec.size);
+    let size = weighed.1;
     let g = &hdr.counters;
     match caller {
         Some(c) => settle_pending(g, c, c.pending.get().wrapping_sub(size as i64)),
@@ -342,7 +346,7 @@ fn count_free(
             g.live_bytes.fetch_sub(size, Ordering::Relaxed);
         }
     }
-    stacks::count_free(hdr, StackId(rec.stack), size, temporary);
+    stacks::count_free(hdr, StackId(rec.stack), weighed, temporary);
 }
 
 /// Set at init when sampling (`crate::sample`): unsampled blocks are then

@@ -55,6 +55,35 @@ pub fn map_thread_classes(hdr: &leaktrail_format::Header) {
     }
 }
 
+/// What one recorded block of `size` bytes adds to its site's counts and
+/// to the process's live bytes: `(count, bytes)`. In a full audit, one
+/// allocation and its size; while sampling, its weight, the blocks it
+/// stands for (in units of [`SAMPLED_COUNT_UNIT`]), and its weighted size,
+/// so that the counters hold estimates of the whole heap (format version
+/// 3). A function of the size alone: a block's free takes away exactly
+/// what its allocation added.
+///
+/// [`SAMPLED_COUNT_UNIT`]: leaktrail_format::SAMPLED_COUNT_UNIT
+#[inline(always)]
+pub fn weighed(size: u64) -> (u64, u64) {
+    match rate() {
+        None => (1, size),
+        Some(rate) => weighed_at(size, rate),
+    }
+}
+
+/// [`weighed`] of a sampled block: rare (one per `rate` bytes), so out of
+/// the hooks' path.
+#[cold]
+#[inline(never)]
+fn weighed_at(size: u64, rate: u64) -> (u64, u64) {
+    let w = leaktrail_format::sample_weight(size, rate);
+    let units = (w * leaktrail_format::SAMPLED_COUNT_UNIT as f64).round();
+    let bytes = (w * size as f64).round();
+    // Saturating casts: a weight is below `rate`, a size below 2^63.
+    (units as u64, bytes as u64)
+}
+
 /// A slot of class counters for the calling thread: its address, or 1
 /// when the table is missing or full (the thread then counts in the
 /// region's shared counters).
@@ -224,6 +253,22 @@ mod tests {
             let got = fraction(size, rate, 200_000);
             assert!((got - want).abs() < 0.006, "{size}@{rate}: {got} vs {want}");
         }
+    }
+
+    #[test]
+    fn a_sampled_block_weighs_the_blocks_it_stands_for() {
+        let unit = leaktrail_format::SAMPLED_COUNT_UNIT as f64;
+        // At 1 KiB, a 1 KiB block is sampled with chance 1 - 1/e.
+        let (units, bytes) = weighed_at(1024, 1024);
+        let w = 1.0 / (1.0 - (-1.0f64).exp());
+        assert_eq!(units, (w * unit).round() as u64);
+        assert_eq!(bytes, (w * 1024.0).round() as u64);
+        // A small block stands for about rate / size blocks, rate bytes.
+        let (units, bytes) = weighed_at(16, 512 * 1024);
+        assert!((units as f64 / unit - 32768.5).abs() < 1.0, "{units}");
+        assert!((bytes as f64 - 524_296.0).abs() < 2.0, "{bytes}");
+        // A block far above the rate is always sampled: it stands for one.
+        assert_eq!(weighed_at(1 << 30, 1024), (1024, 1 << 30));
     }
 
     #[test]

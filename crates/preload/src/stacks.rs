@@ -181,27 +181,29 @@ pub fn raise_peak(peak: &AtomicU64, time: &AtomicU64, value: u64, now: u64) {
     }
 }
 
-/// Counts an allocation of `size` bytes at `now` at the site `id`.
+/// Counts an allocation of `size` bytes at `now` at the site `id`, as
+/// `count` allocations of `bytes` in all ([`crate::sample::weighed`]).
 #[inline]
-pub fn count_alloc(hdr: &Header, id: StackId, size: u64, now: u64) {
+pub fn count_alloc(hdr: &Header, id: StackId, size: u64, (count, bytes): (u64, u64), now: u64) {
     let Some(site) = site(hdr, id) else { return };
-    site.sizes[format::size_bucket(size)].fetch_add(1, Ordering::Relaxed);
-    site.bytes.fetch_add(size, Ordering::Relaxed);
+    site.sizes[format::size_bucket(size)].fetch_add(count, Ordering::Relaxed);
+    site.bytes.fetch_add(bytes, Ordering::Relaxed);
     let live = site
         .live_bytes
-        .fetch_add(size, Ordering::Relaxed)
-        .wrapping_add(size);
+        .fetch_add(bytes, Ordering::Relaxed)
+        .wrapping_add(bytes);
     raise_peak(&site.peak_bytes, &site.peak_time_ns, live, now);
 }
 
-/// Counts the free of a `size`-byte block of the site `id`.
+/// Counts the free of a block of the site `id` that was counted as
+/// `count` allocations of `bytes`.
 #[inline]
-pub fn count_free(hdr: &Header, id: StackId, size: u64, temporary: bool) {
+pub fn count_free(hdr: &Header, id: StackId, (count, bytes): (u64, u64), temporary: bool) {
     let Some(site) = site(hdr, id) else { return };
-    site.frees.fetch_add(1, Ordering::Relaxed);
-    site.live_bytes.fetch_sub(size, Ordering::Relaxed);
+    site.frees.fetch_add(count, Ordering::Relaxed);
+    site.live_bytes.fetch_sub(bytes, Ordering::Relaxed);
     if temporary {
-        site.temporary.fetch_add(1, Ordering::Relaxed);
+        site.temporary.fetch_add(count, Ordering::Relaxed);
     }
 }
 

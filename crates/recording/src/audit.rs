@@ -251,13 +251,7 @@ impl Audit {
 /// How many blocks one sampled block of `size` bytes stands for at `rate`
 /// (see [`Audit::weight`]); 1 when `rate` is 0 (a full audit).
 pub fn weight(size: u64, rate: u64) -> f64 {
-    if rate == 0 {
-        return 1.0;
-    }
-    // -expm1(-x) = 1 - exp(-x) without the cancellation for small x (a
-    // 16-byte block at 512 KiB has x = 3e-5).
-    let p = -(-(size.max(1) as f64) / rate as f64).exp_m1();
-    1.0 / p
+    format::sample_weight(size, rate)
 }
 
 /// Page-aligned addresses in `mem` that start with the region's magic.
@@ -557,7 +551,9 @@ fn index_ids(mem: &(impl Memory + ?Sized), shard: &ShardDesc) -> Result<Vec<Stac
     Ok(ids)
 }
 
-/// The frames and the counters of the site `id` (a version 2 record).
+/// The frames and the counters of the site `id` (a version 2 record, or
+/// later). A sampled region's counts (version 3 on) are estimates in units
+/// of [`format::SAMPLED_COUNT_UNIT`]: read back as whole allocations.
 fn read_site(
     mem: &(impl Memory + ?Sized),
     h: &Header,
@@ -576,15 +572,25 @@ fn read_site(
             c[std::mem::offset_of!(SiteCounters, $f) / 8]
         };
     }
+    let weighted = h.version >= 3 && h.counters.sample_rate.load(Ordering::Relaxed) != 0;
+    let unit = if weighted {
+        format::SAMPLED_COUNT_UNIT
+    } else {
+        1
+    };
+    let count = |n: u64| (n + unit / 2) / unit;
     let first = std::mem::offset_of!(SiteCounters, sizes) / 8;
+    let raw_sizes = &c[first..first + SITE_SIZE_BUCKETS];
     let mut sizes = [0u64; SITE_SIZE_BUCKETS];
-    sizes.copy_from_slice(&c[first..first + SITE_SIZE_BUCKETS]);
+    for (out, &n) in sizes.iter_mut().zip(raw_sizes) {
+        *out = count(n);
+    }
     let site = SiteStats {
         stack: id,
-        allocs: sizes.iter().fold(0u64, |a, &n| a.saturating_add(n)),
-        frees: field!(frees),
+        allocs: count(raw_sizes.iter().fold(0u64, |a, &n| a.saturating_add(n))),
+        frees: count(field!(frees)),
         bytes: field!(bytes),
-        temporary: field!(temporary),
+        temporary: count(field!(temporary)),
         live_bytes: field!(live_bytes),
         peak_bytes: field!(peak_bytes),
         peak_time_ns: field!(peak_time_ns),

@@ -54,6 +54,11 @@ pub struct Summary {
     pub leaked_blocks: u64,
     /// Every site that allocated, by allocations (most first).
     pub sites: Vec<SiteCounts>,
+    /// Mean bytes between sampled blocks (`run --sample`), 0 for a full
+    /// audit. When sampling, every figure but `allocations` (which the
+    /// size classes count exactly) is an estimate: the tracer weighs each
+    /// sampled block by the blocks it stands for (format version 3).
+    pub sample_rate: u64,
 }
 
 impl Summary {
@@ -80,6 +85,7 @@ impl Summary {
             leaked_bytes: profile.bytes(),
             leaked_blocks: profile.count(),
             sites: sites.clone(),
+            sample_rate: profile.sample_rate,
         })
     }
 

@@ -77,7 +77,8 @@ pub(crate) fn bound(n: u64, size: u64, rate: u64) -> f64 {
 
 #[test]
 fn issue_13_sampled_estimates_are_within_their_error_of_the_full_audit() {
-    let full = groups(&exit_snapshot(&record("sampling_full", &[])));
+    let full_dir = record("sampling_full", &[]);
+    let full = groups(&exit_snapshot(&full_dir));
     let rate = RATE.to_string();
     let sampled_dir = record("sampling_16k", &["--sample", &rate]);
     let snap = exit_snapshot(&sampled_dir);
@@ -153,15 +154,80 @@ fn issue_13_sampled_estimates_are_within_their_error_of_the_full_audit() {
         vec!["bufs", "--group-by", "stack"],
         vec!["caches"],
         vec!["info"],
+        vec!["summary"],
     ] {
         let text = stdout(leaktrail().args(&view).arg(&snap));
         let said = text.contains(line) || text.contains("sampled: one block per 16384 bytes");
         assert!(said, "{view:?} does not state the rate:\n{text}");
     }
+    summary_estimates(&full_dir, &sampled_dir);
     let svg = sampled_dir.join("flame.svg");
     success(leaktrail().arg("flamegraph").arg(&snap).arg("-o").arg(&svg));
     let svg = std::fs::read_to_string(&svg).expect("svg");
     assert!(svg.contains("estimated from a sample, one block per 16.0 KiB"));
+}
+
+/// `summary --json` of a sampled recording estimates what the full audit's
+/// counts exactly: each site's allocations and the churning site's
+/// temporary ones within their bounds, the process's peak within the
+/// bound of the blocks live at it (plus one sampled block of the churn,
+/// which counts for about the rate while it lives), the total calls
+/// exactly (the size classes count every block).
+fn summary_estimates(full_dir: &Path, sampled_dir: &Path) {
+    let full = json(leaktrail().args(["summary", "--json"]).arg(full_dir));
+    let sampled = json(leaktrail().args(["summary", "--json"]).arg(sampled_dir));
+    assert_eq!(
+        (&full["sample_rate"], &sampled["sample_rate"]),
+        (&Value::from(0), &Value::from(RATE))
+    );
+    let site = |doc: &Value, leaf: &str| {
+        doc["sites"]
+            .as_array()
+            .expect("sites")
+            .iter()
+            .find(|s| functions(&s["stack"]).first().map(String::as_str) == Some(leaf))
+            .unwrap_or_else(|| panic!("no site at {leaf}: {doc:#}"))
+            .clone()
+    };
+    let num = |v: &Value| v.as_f64().expect("a number");
+    let churn = ("churn_site", 1_000_000u64, 100u64);
+    for (leaf, n, size) in SITES.into_iter().chain([churn]) {
+        let (f, s) = (site(&full, leaf), site(&sampled, leaf));
+        assert_eq!(f["allocations"], n, "{leaf}");
+        assert_eq!(f["allocated_bytes"], n * size, "{leaf}");
+        let err = bound(n, size, RATE).max(1.0);
+        for (field, want, tolerance) in [
+            ("allocations", n as f64, err),
+            ("allocated_bytes", (n * size) as f64, err * size as f64),
+        ] {
+            let got = num(&s[field]);
+            assert!(
+                (got - want).abs() <= tolerance,
+                "{leaf}: estimated {got} {field}, the audit has {want} (bound ±{tolerance:.0})"
+            );
+        }
+    }
+    let (f, s) = (site(&full, "churn_site"), site(&sampled, "churn_site"));
+    assert_eq!(f["temporary"], 1_000_000);
+    let err = bound(1_000_000, 100, RATE);
+    let got = num(&s["temporary"]);
+    assert!(
+        (got - 1e6).abs() <= err,
+        "churn_site: {got} temporary, bound ±{err:.0}"
+    );
+    let (ft, st) = (&full["totals"], &sampled["totals"]);
+    assert_eq!(st["allocations"], ft["allocations"]);
+    let live_err = SITES
+        .iter()
+        .map(|&(_, n, size)| (bound(n, size, RATE) * size as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let (want, got) = (num(&ft["peak_bytes"]), num(&st["peak_bytes"]));
+    assert!(
+        (got - want).abs() <= live_err + RATE as f64,
+        "estimated peak {got} B, the audit's {want} B (bound ±{:.0})",
+        live_err + RATE as f64
+    );
 }
 
 #[test]

@@ -109,7 +109,7 @@ fn per_second(n: u64, runtime_ns: u64) -> String {
 /// and the most temporary allocations, each stack `depth` frames deep,
 /// then the totals.
 pub fn text(s: &Summary, limit: usize, depth: usize) -> String {
-    let mut out = String::new();
+    let mut out = crate::text::sampled_line(s.sample_rate);
     let _ = writeln!(out, "MOST CALLS TO ALLOCATION FUNCTIONS");
     for x in s.by_allocations().into_iter().take(limit) {
         let _ = writeln!(

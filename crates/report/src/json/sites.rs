@@ -14,6 +14,9 @@ pub struct SummaryDocument<'a> {
     schema_version: u32,
     snapshot: String,
     runtime_seconds: f64,
+    /// 0 for a full audit; else every count and byte figure but the total
+    /// allocations is an estimate from a sample at this rate.
+    sample_rate: u64,
     totals: TotalsRecord,
     sites: Vec<SiteCountsRecord<'a>>,
     by_allocations: Vec<usize>,
@@ -99,6 +102,7 @@ impl<'a> SummaryDocument<'a> {
             schema_version: SCHEMA_VERSION,
             snapshot: s.path.display().to_string(),
             runtime_seconds: s.runtime_ns as f64 / 1e9,
+            sample_rate: s.sample_rate,
             totals: TotalsRecord {
                 allocations: s.allocations,
                 temporary: s.temporary,
