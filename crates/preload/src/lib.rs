@@ -57,6 +57,7 @@ pub mod detour;
 pub mod exec;
 pub mod exit;
 pub mod hooks;
+pub mod hot;
 pub mod next;
 pub mod operators;
 pub mod preinit;

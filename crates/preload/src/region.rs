@@ -8,7 +8,7 @@
 
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use leaktrail_format::{
     self as format, Header, LiveEntry, ShardDesc, StackId, EMPTY, HEADER_MAPPING_BYTES,
@@ -17,8 +17,6 @@ use leaktrail_format::{
 
 use crate::stacks::{self, raise_peak};
 use crate::sys;
-
-static HEADER: AtomicPtr<Header> = AtomicPtr::new(ptr::null_mut());
 
 /// Most bytes the region may occupy (`LEAKTRAIL_REGION_LIMIT`; tests use it
 /// to exercise the full-region path).
@@ -46,8 +44,8 @@ const INITIAL_MAP_SLOTS: u64 = 64;
 /// The region, once created.
 #[inline]
 pub fn header() -> Option<&'static Header> {
-    let p = HEADER.load(Ordering::Acquire);
-    // SAFETY: HEADER is only ever set to a header mapping that is never
+    let p = crate::hot::HOT.header.load(Ordering::Acquire);
+    // SAFETY: the header word is only ever set to a header mapping that is never
     // unmapped and was fully initialised before publication.
     unsafe { p.as_ref() }
 }
@@ -144,7 +142,7 @@ pub fn create(unwind_mode: format::UnwindMode, max_depth: u32) -> Option<&'stati
         }
     }
     hdr.arena_cursor.store(1, Ordering::Relaxed);
-    HEADER.store(h, Ordering::Release);
+    crate::hot::HOT.header.store(h, Ordering::Release);
     Some(hdr)
 }
 

@@ -20,8 +20,6 @@
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Mean bytes between samples; 0: every block is recorded.
-pub static RATE: AtomicU64 = AtomicU64::new(0);
 /// The seed every thread's generator derives from (see [`Sampler`]).
 static SEED: AtomicU64 = AtomicU64::new(0);
 /// Threads seeded so far: the `n`th thread to allocate gets the seed's
@@ -33,13 +31,13 @@ static SEEDED: AtomicU64 = AtomicU64::new(0);
 /// init, before the region records anything.
 pub fn configure(rate: u64, seed: u64) {
     SEED.store(seed, Ordering::Relaxed);
-    RATE.store(rate, Ordering::Relaxed);
+    crate::hot::HOT.sample_rate.store(rate, Ordering::Relaxed);
 }
 
 /// The rate, when sampling.
 #[inline]
 pub fn rate() -> Option<u64> {
-    match RATE.load(Ordering::Relaxed) {
+    match crate::hot::HOT.sample_rate.load(Ordering::Relaxed) {
         0 => None,
         r => Some(r),
     }

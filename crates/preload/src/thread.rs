@@ -21,24 +21,28 @@ use crate::selfmaps;
 use crate::sys;
 use crate::unwind::Memo;
 
-/// Everything one thread keeps.
+/// Everything one thread keeps. The fields every hook touches come first,
+/// on the block's first cache line (`repr(C)` keeps the order, the
+/// alignment the line): as Rust laid them out, behind the 2 KiB memo, a
+/// hook touched two lines, each a miss in a program that evicts ours.
+#[repr(C, align(64))]
 pub struct ThreadState {
     inside: Cell<bool>,
     tid: Cell<u32>,
     tid_generation: Cell<u64>,
-    stack_top: Cell<u64>,
-    stack_low: Cell<u64>,
     last_alloc: Cell<u64>,
     pending: Cell<i64>,
-    /// Generation of the module table the memo was filled under.
-    pub generation: Cell<u64>,
-    /// The previous stack this thread captured.
-    pub memo: UnsafeCell<Memo>,
     /// Bytes to this thread's next sample (`run --sample`).
     pub sampler: Sampler,
     /// This thread's class counters when sampling: 0 before it claimed a
     /// slot, 1 when none was left (see [`leaktrail_format::Counters::thread_classes`]).
     pub class_slot: Cell<u64>,
+    stack_top: Cell<u64>,
+    stack_low: Cell<u64>,
+    /// Generation of the module table the memo was filled under.
+    pub generation: Cell<u64>,
+    /// The previous stack this thread captured.
+    pub memo: UnsafeCell<Memo>,
 }
 
 thread_local! {
@@ -68,7 +72,9 @@ thread_local! {
 /// [`init_fast_tls`] measures it once and [`state`] adds it to `%fs:0`.
 /// Loaded late (`leaktrail attach`, `dlopen`), the block is allocated per
 /// thread on demand: the offset stays 0 and access goes the general way.
-static TLS_OFFSET: AtomicUsize = AtomicUsize::new(0);
+fn tls_offset() -> &'static AtomicUsize {
+    &crate::hot::HOT.tls_offset
+}
 
 /// The thread pointer (`%fs:0` holds its own address, x86_64's TCB rule).
 #[inline(always)]
@@ -83,7 +89,7 @@ fn thread_pointer() -> usize {
     tp
 }
 
-/// Measures [`TLS_OFFSET`]. Called at init by a library loaded at
+/// Measures the offset ([`tls_offset`]). Called at init by a library loaded at
 /// start-up only (whose thread-locals glibc puts in static TLS). Checks
 /// that the block is where static TLS is, just below the thread pointer
 /// in the same mapping (a block glibc allocated on demand, for a copy of
@@ -99,14 +105,14 @@ pub fn init_fast_tls() {
     let same_mapping = selfmaps::mapping_containing(tp as u64)
         .is_some_and(|(start, end)| start <= p as u64 && (p as u64) < end);
     if below != 0 && below < STATIC_TLS_MAX && same_mapping {
-        TLS_OFFSET.store(p.wrapping_sub(tp), Ordering::Relaxed);
+        tls_offset().store(p.wrapping_sub(tp), Ordering::Relaxed);
     }
 }
 
 /// This thread's state, if its TLS is reachable.
 #[inline(always)]
 fn state() -> Option<&'static ThreadState> {
-    let offset = TLS_OFFSET.load(Ordering::Relaxed);
+    let offset = tls_offset().load(Ordering::Relaxed);
     if offset != 0 {
         let p = thread_pointer().wrapping_add(offset) as *const ThreadState;
         // SAFETY: static TLS is at the same offset from every thread's

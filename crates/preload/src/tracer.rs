@@ -22,8 +22,9 @@ use crate::sample::{self, Filter};
 use crate::thread::{self, ThreadState};
 use crate::{next, preinit, stacks, sys, unwind};
 
-/// Lifecycle before the region exists.
-static STATE: AtomicU32 = AtomicU32::new(Lifecycle::Uninitialised as u32);
+/// Lifecycle before the region exists (and a copy after), on the hooks'
+/// cache line ([`crate::hot`]).
+static STATE: &AtomicU32 = &crate::hot::HOT.lifecycle;
 static MODE: AtomicU32 = AtomicU32::new(UnwindMode::Dwarf as u32);
 static DEPTH: AtomicU32 = AtomicU32::new(format::DEFAULT_DEPTH as u32);
 static SAID_FULL: AtomicBool = AtomicBool::new(false);
